@@ -1,0 +1,86 @@
+# diskbench: `make test` and `make demo` work on a fresh clone; everything they
+# need is installed here, once, into git-ignored virtualenvs under .venv/.
+#   PY3=/path/to/python3  PY2=/path/to/python2.7   override the interpreters.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY3 ?= python3
+# Python 2.7: `python2.7` if it really runs (a pyenv shim may not), else pyenv's.
+PY2 ?= $(shell if python2.7 -c 'pass' >/dev/null 2>&1; then command -v python2.7; \
+          else ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/2.7*/bin/python 2>/dev/null | tail -n 1; fi)
+
+VENV    := .venv
+V3      := $(VENV)/py3
+V2      := $(VENV)/py27
+VTOOLS  := $(VENV)/tools
+REQS    := requirements.txt requirements-test.txt
+PYTEST_ARGS ?= tests
+PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
+
+.PHONY: help test test3 test2 lint demo demo2 bench clean env
+
+help:
+	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
+	@echo "make demo    a server and three local clients, then the report (demo2: on 2.7)"
+	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
+	@echo "make lint    byte-compile every file with both interpreters"
+	@echo "make clean   remove the virtualenvs and caches"
+
+$(V3)/.installed: $(REQS)
+	@command -v $(PY3) >/dev/null || { echo "error: no Python 3 ($(PY3)); set PY3=/path/to/python3" >&2; exit 1; }
+	$(PY3) -m venv $(V3)
+	$(V3)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+	@touch $@
+
+$(VTOOLS)/.installed:
+	$(PY3) -m venv $(VTOOLS)
+	$(VTOOLS)/bin/pip install -q --disable-pip-version-check 'virtualenv<20.22'
+	@touch $@
+
+$(V2)/.installed: $(REQS) $(VTOOLS)/.installed
+	@if [ -z "$(PY2)" ] || ! "$(PY2)" -c 'pass' >/dev/null 2>&1; then \
+	  echo "error: no Python 2.7 found (tried python2.7 on PATH and \$$(pyenv root)/versions/2.7*)." >&2; \
+	  echo "       Install it (e.g. 'pyenv install 2.7.18') or run 'make test PY2=/path/to/python2.7'." >&2; exit 1; fi
+	$(VTOOLS)/bin/virtualenv -q -p "$(PY2)" $(V2)
+	$(V2)/bin/pip install -q --disable-pip-version-check -r requirements-test.txt 2>&1 | grep -v "^WARNING: Url" || true
+	@$(V2)/bin/python -c 'import pytest, mock' || { echo "error: Python 2.7 test environment incomplete" >&2; exit 1; }
+	@touch $@
+
+env: $(V3)/.installed $(V2)/.installed
+
+# Both runs always happen; the target fails if either failed.
+test: env
+	@rc=0; \
+	echo "=== Python 3: $$($(V3)/bin/python -V 2>&1)"; \
+	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) || rc=1; \
+	echo "=== Python 2.7: $$($(V2)/bin/python -V 2>&1)"; \
+	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "make test: FAILED on at least one interpreter" >&2; fi; \
+	exit $$rc
+
+test3: $(V3)/.installed
+	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
+
+test2: $(V2)/.installed
+	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
+
+lint:
+	@files=$$(git ls-files '*.py'; git ls-files --others --exclude-standard '*.py'); \
+	for py in $(PY3) $(PY2); do \
+	  echo "py_compile with $$py"; \
+	  $$py -c 'import sys, py_compile; [py_compile.compile(f, doraise=True, cfile="/dev/null") for f in sys.argv[1:]]' $$files || exit 1; \
+	done
+
+demo: $(V3)/.installed
+	$(V3)/bin/python scripts/demo.py
+
+demo2: $(V2)/.installed
+	$(V2)/bin/python scripts/demo.py
+
+bench: env
+	$(V3)/bin/python scripts/bench_vs_fio.py --python $(V3)/bin/python --python $(V2)/bin/python
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.pyc' -delete

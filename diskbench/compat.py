@@ -1,0 +1,150 @@
+"""Every difference between Python 2.7 and Python 3, in one place.
+
+Other modules import names from here and never look at ``sys.version_info``.
+Text is ``unicode``/``str``; wire data is bytes; conversions happen only at the
+socket (``as_bytes``/``as_text``).
+"""
+import ctypes
+import ctypes.util
+import errno
+import hmac
+import os
+import select
+import sys
+
+PY2 = sys.version_info[0] == 2
+
+if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
+    import Queue as queue  # noqa: F401
+    import SocketServer as socketserver  # noqa: F401
+    text_type = unicode  # noqa: F821
+    binary_type = str
+    string_types = (str, unicode)  # noqa: F821
+    integer_types = (int, long)  # noqa: F821
+    range_ = xrange  # noqa: F821
+    InterruptedErrors = (OSError, IOError, select.error)
+    RecursionError = RuntimeError  # what 2.7's json raises on deep nesting
+else:
+    import queue  # noqa: F401
+    import socketserver  # noqa: F401
+    text_type = str
+    binary_type = bytes
+    string_types = (str,)
+    integer_types = (int,)
+    range_ = range
+    InterruptedErrors = (InterruptedError,)  # noqa: F821 (builtin)
+    RecursionError = RecursionError  # noqa: F821 (builtin)
+
+
+def as_bytes(s, encoding="utf-8"):
+    """Text to bytes (bytes pass through)."""
+    if isinstance(s, binary_type):
+        return s
+    return s.encode(encoding)
+
+
+def as_text(b, encoding="utf-8", errors="strict"):
+    """Bytes to text (text passes through)."""
+    if isinstance(b, text_type):
+        return b
+    return b.decode(encoding, errors)
+
+
+# --- constant-time comparison (hmac.compare_digest is 2.7.7+) ---------------
+def _compare_digest_fallback(a, b):
+    """Compare two byte strings in time that depends only on their length."""
+    a = bytearray(as_bytes(a))
+    b = bytearray(as_bytes(b))
+    result = len(a) ^ len(b)
+    if len(a) != len(b):
+        b = a  # still walk a whole string so the timing does not leak content
+    for x, y in zip(a, b):
+        result |= x ^ y
+    return result == 0
+
+
+compare_digest = getattr(hmac, "compare_digest", _compare_digest_fallback)
+
+
+# --- monotonic clock (time.monotonic is 3.3+) --------------------------------
+def _load_libc():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name or "libc.so.6", use_errno=True)
+    except OSError:  # pragma: no cover - no libc: a non-Linux host
+        return None
+
+
+_libc = _load_libc()
+
+try:
+    from time import monotonic  # noqa: F401
+except ImportError:  # pragma: no cover - Python 2.7
+    class _Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    _CLOCK_MONOTONIC = 1  # linux/time.h
+
+    def monotonic():
+        """Seconds from an arbitrary fixed point; never goes backwards."""
+        ts = _Timespec()
+        if _libc.clock_gettime(_CLOCK_MONOTONIC, ctypes.byref(ts)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+# --- posix_fallocate (os.posix_fallocate is 3.3+) ----------------------------
+def posix_fallocate(fd, offset, length):
+    """Reserve blocks for [offset, offset+length) of fd; OSError when refused."""
+    native = getattr(os, "posix_fallocate", None)
+    if native is not None:
+        return native(fd, offset, length)
+    if _libc is None:  # pragma: no cover
+        raise OSError(errno.EOPNOTSUPP, "posix_fallocate is not available")
+    func = _libc.posix_fallocate
+    func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    rc = func(fd, offset, length)  # returns the error number, not -1/errno
+    if rc != 0:
+        raise OSError(rc, os.strerror(rc))
+    return None
+
+
+# --- buffers -------------------------------------------------------------------
+def buffer_from(obj, offset=0):
+    """A zero-copy read-only view of obj[offset:] that os.write accepts.
+
+    Python 3's memoryview works on an mmap; Python 2.7's mmap only speaks the
+    old buffer protocol, so there we use ``buffer``.
+    """
+    if PY2:  # pragma: no cover
+        return buffer(obj, offset)  # noqa: F821
+    return memoryview(obj)[offset:]
+
+
+# --- multiprocessing -----------------------------------------------------------
+def mp_context(method=None):
+    """The multiprocessing module or a context for ``method``.
+
+    Python 2.7 has no contexts (it always forks); Python 3 honours ``method``
+    ('fork', 'spawn', 'forkserver') so tests can prove spawn-safety.
+    """
+    import multiprocessing
+    if method is None or not hasattr(multiprocessing, "get_context"):
+        return multiprocessing
+    return multiprocessing.get_context(method)
+
+
+def wait_readable(objs, timeout):
+    """Return the objects (sockets, pipe Connections) that are readable.
+
+    ``multiprocessing.connection.wait`` is 3.3+; select on fileno() works on
+    both for pipes and sockets on POSIX. EINTR counts as "nothing ready".
+    """
+    if not objs:
+        return []
+    try:
+        ready, _, _ = select.select(objs, [], [], timeout)
+    except InterruptedErrors:
+        return []
+    return ready

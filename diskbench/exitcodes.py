@@ -1,0 +1,23 @@
+"""Exit codes of both programs, named once (docs/ARCHITECTURE.md lists them).
+
+Scripts driving many hosts branch on these, so they never change meaning.
+"""
+
+OK = 0                  # the run completed: every client finished cleanly
+INTERNAL = 1            # a bug: a traceback was printed (please report it)
+USAGE = 2               # a wrong flag or value (argparse's own code)
+
+# server
+SERVER_BIND = 3         # the port is in use or the address is not ours
+SERVER_LOG_DIR = 4      # the log directory cannot be created or written
+SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed
+SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM: the report is written with what was known
+
+# client
+CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable
+CLIENT_SPACE = 11       # not enough free space for --max-files data files
+CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (the brief's rule); see --force
+CLIENT_SERVER = 13      # the server is unreachable, or refused us (version, secret, limits)
+CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stopped
+CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
+CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM or the server asked us to stop early

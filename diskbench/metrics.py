@@ -1,0 +1,124 @@
+"""Units and statistics shared by client and server.
+
+Throughput is always MiB/s (2**20 bytes per second). Latencies go into a
+log-bucket histogram that can be merged across intervals and clients, so
+p50/p95/p99 are computed from all samples, never by averaging averages.
+"""
+import math
+
+MIB = 1 << 20  # bytes in a MiB; every "mib" in a name means this
+KIB = 1 << 10
+
+
+def mib(nbytes):
+    """Bytes to MiB."""
+    return nbytes / float(MIB)
+
+
+def mib_per_s(nbytes, seconds):
+    """MiB/s, or None when no time passed (never a division by zero)."""
+    if seconds is None or seconds <= 0:
+        return None
+    return nbytes / float(MIB) / seconds
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile of a list of numbers (None for an empty list)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = int(math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+class LatencyHistogram(object):
+    """Counts of latencies in log-spaced buckets, plus exact count/sum/min/max.
+
+    Bucket ``i`` holds values in [LOWEST * GROWTH**i, LOWEST * GROWTH**(i+1));
+    with GROWTH = 2**(1/16) a percentile is within ~2.2% of the true value.
+    Values below LOWEST go to bucket 0. The wire form is a sparse list of
+    [bucket, count] pairs (protocol.Hist).
+    """
+
+    LOWEST = 1e-6           # 1 microsecond
+    GROWTH = 2 ** (1 / 16.0)
+    _LOG_GROWTH = math.log(GROWTH)
+    MAX_BUCKET = 16 * 40    # 2**40 microseconds: about 12 days
+
+    def __init__(self):
+        self.buckets = {}
+        self.count = 0
+        self.total = 0.0
+        self.min = None
+        self.max = None
+
+    @classmethod
+    def bucket_of(cls, value):
+        if value <= cls.LOWEST:
+            return 0
+        index = int(math.log(value / cls.LOWEST) / cls._LOG_GROWTH)
+        return min(index, cls.MAX_BUCKET)
+
+    @classmethod
+    def bucket_value(cls, index):
+        """A representative value of a bucket: its geometric middle."""
+        return cls.LOWEST * cls.GROWTH ** (index + 0.5)
+
+    def add(self, value):
+        index = self.bucket_of(value)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+        self.count += 1
+        self.total += value
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+
+    def merge(self, other):
+        for index, n in other.buckets.items():
+            self.buckets[index] = self.buckets.get(index, 0) + n
+        self.count += other.count
+        self.total += other.total
+        for attr, pick in (("min", min), ("max", max)):
+            mine, theirs = getattr(self, attr), getattr(other, attr)
+            if theirs is not None:
+                setattr(self, attr, theirs if mine is None else pick(mine, theirs))
+
+    def mean(self):
+        return self.total / self.count if self.count else None
+
+    def percentile(self, pct):
+        """The value below which ``pct`` percent of samples lie (None if empty).
+
+        Clamped to the exact min and max, so p0/p100 are exact.
+        """
+        if not self.count:
+            return None
+        if pct <= 0:
+            return self.min
+        target = max(1, int(math.ceil(pct / 100.0 * self.count)))
+        if target >= self.count:
+            return self.max
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= target:
+                value = self.bucket_value(index)
+                return min(max(value, self.min), self.max)
+        return self.max  # pragma: no cover - counts add up to self.count
+
+    def to_wire(self):
+        return [[i, n] for i, n in sorted(self.buckets.items())]
+
+    @classmethod
+    def from_wire(cls, pairs, total=None, lo=None, hi=None):
+        """Rebuild from wire pairs; exact sum/min/max when the sender gave them."""
+        hist = cls()
+        for index, n in pairs:
+            if n:
+                hist.buckets[index] = hist.buckets.get(index, 0) + n
+                hist.count += n
+        if hist.count:
+            hist.total = total if total is not None else sum(
+                cls.bucket_value(i) * n for i, n in hist.buckets.items())
+            hist.min = lo if lo is not None else cls.bucket_value(min(hist.buckets))
+            hist.max = hi if hi is not None else cls.bucket_value(max(hist.buckets))
+        return hist

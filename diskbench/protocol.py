@@ -1,0 +1,545 @@
+"""The wire protocol, defined once: message types, fields, framing, validation, HMAC.
+
+Every message is one line of UTF-8 JSON ending in ``\\n``, an object with an
+envelope and a body::
+
+    {"v": 1, "type": "perf", "name": "node7", "seq": 42, "ts": 1763870000.25,
+     "data": {...fields of this type...}, "mac": "<hex HMAC-SHA256, optional>"}
+
+- ``v``     protocol version; a peer speaking another version is refused by name.
+- ``type``  one of the types below; what it may carry depends on the direction.
+- ``name``  the client's name (client to server only).
+- ``seq``   per-client sequence number, 1, 2, 3 ... (client to server only); the
+            server acknowledges the highest one it has recorded and ignores any
+            it has seen (so a client may resend after a reconnect, and a replay
+            records nothing).
+- ``ts``    the sender's wall-clock time (seconds since the epoch).
+- ``mac``   HMAC-SHA256 over the canonical encoding of everything else, present
+            when both sides share a secret.
+
+No other module spells a type or field name as a string: they use the type
+constants here, ``make(TYPE, **fields)`` to build, attribute access
+(``msg.bytes_written``) to read, and ``record()``/``from_record()`` for logs.
+"""
+import hashlib
+import hmac
+import json
+import math
+import re
+import time
+
+from diskbench import __version__
+from diskbench.compat import (RecursionError, as_bytes, as_text, compare_digest,
+                              integer_types, string_types)
+
+PROTOCOL_VERSION = 1
+#: Longest line a reader accepts, newline included. A reader stops reading
+#: (rather than buffering on) once a line is this long without a newline.
+MAX_LINE_BYTES = 64 * 1024
+#: Most histogram buckets one perf message may carry.
+MAX_HIST_BUCKETS = 2048
+#: Upper bound for any count or byte figure: absurd values are refused.
+MAX_INT = 2 ** 62
+
+# Directions: which side sends a message. The same type name may mean a
+# different thing in each direction (a client's "stop" reports that it stopped;
+# the server's "stop" asks a client to stop).
+C2S = "client-to-server"
+S2C = "server-to-client"
+
+# --- message types: client -> server ------------------------------------------
+HELLO = "hello"          # who I am and what I will run
+START = "start"          # the writer has started
+HEARTBEAT = "heartbeat"  # I am alive, and so is my writer (with its progress)
+STATS = "stats"          # CPU and memory of the writer process
+PERF = "perf"            # one interval of write measurements
+ROLLOVER = "rollover"    # a data file reached its size and was closed
+STOP = "stop"            # I stopped (and why), with a summary; also server -> client
+ERROR = "error"          # something failed
+NOTE = "note"            # a human-readable notice (e.g. "psutil missing")
+PONG = "pong"            # answer to ping (clock offset and round trip)
+BYE = "bye"              # I close the connection on purpose
+
+# --- message types: server -> client -------------------------------------------
+ACK = "ack"              # recorded everything up to and including seq
+GO = "go"                # hello accepted: start writing
+PING = "ping"            # asks for a pong
+REJECTED = "rejected"    # refused (version, authentication, limits)
+
+# Values of enumerated fields.
+SYNC_DIRECT = "o_direct"          # O_DIRECT: each write reaches the device
+SYNC_FSYNC = "fsync"              # buffered write + fsync per chunk
+SYNC_MODES = (SYNC_DIRECT, SYNC_FSYNC)
+STOP_DURATION = "duration"        # ran the configured time
+STOP_SIGNAL = "signal"            # SIGINT/SIGTERM
+STOP_SERVER = "server"            # the server asked
+STOP_ERROR = "error"              # a failure ended the run
+STOP_REASONS = (STOP_DURATION, STOP_SIGNAL, STOP_SERVER, STOP_ERROR)
+
+_CONTROL_CHARS = re.compile(u"[\x00-\x1f\x7f]")
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted, with a reason a human can act on."""
+
+    NOT_UTF8 = "not-utf8"
+    NOT_JSON = "not-json"
+    NOT_OBJECT = "not-object"
+    BAD_VERSION = "bad-version"
+    UNKNOWN_TYPE = "unknown-type"
+    MISSING_FIELD = "missing-field"
+    BAD_FIELD = "bad-field"
+    UNKNOWN_FIELD = "unknown-field"
+    TOO_LONG = "too-long"
+    BAD_MAC = "bad-mac"
+
+    def __init__(self, kind, reason):
+        ValueError.__init__(self, reason)
+        self.kind = kind
+        self.reason = reason
+
+    def __str__(self):
+        return self.reason
+
+
+# --- field validators -------------------------------------------------------------
+class _Field(object):
+    """One typed field. ``check`` returns the (possibly cleaned) value or raises."""
+
+    optional = False
+
+    def describe(self):
+        return self.__class__.__name__.lower()
+
+    def check(self, value):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Int(_Field):
+    def __init__(self, lo=0, hi=MAX_INT):
+        self.lo, self.hi = lo, hi
+
+    def describe(self):
+        return "an integer from %d to %d" % (self.lo, self.hi)
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, integer_types):
+            raise TypeError
+        if not self.lo <= value <= self.hi:
+            raise ValueError
+        return int(value)
+
+
+class Num(_Field):
+    """A finite number (int or float) within bounds; never NaN or infinity."""
+
+    def __init__(self, lo=0.0, hi=1e12):
+        self.lo, self.hi = lo, hi
+
+    def describe(self):
+        return "a finite number from %g to %g" % (self.lo, self.hi)
+
+    def check(self, value):
+        if isinstance(value, bool) or not isinstance(value, integer_types + (float,)):
+            raise TypeError
+        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+            raise ValueError
+        if not self.lo <= value <= self.hi:
+            raise ValueError
+        return float(value)
+
+
+class Bool(_Field):
+    def describe(self):
+        return "true or false"
+
+    def check(self, value):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+
+
+class Str(_Field):
+    """Text without control characters (they would forge log lines)."""
+
+    def __init__(self, max_len=256, choices=None, min_len=0):
+        self.max_len, self.choices, self.min_len = max_len, choices, min_len
+
+    def describe(self):
+        if self.choices:
+            return "one of %s" % ", ".join(self.choices)
+        return "text of %d to %d characters without control characters" % (
+            self.min_len, self.max_len)
+
+    def check(self, value):
+        if not isinstance(value, string_types):
+            raise TypeError
+        value = as_text(value)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise ValueError
+        if _CONTROL_CHARS.search(value):
+            raise ValueError
+        if self.choices and value not in self.choices:
+            raise ValueError
+        return value
+
+
+class Optional(_Field):
+    """``inner`` or null."""
+
+    optional = True
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def describe(self):
+        return self.inner.describe() + " or null"
+
+    def check(self, value):
+        return None if value is None else self.inner.check(value)
+
+
+class Hist(_Field):
+    """A sparse histogram: a list of [bucket index, count] pairs (see metrics)."""
+
+    def describe(self):
+        return "a list of at most %d [bucket, count] integer pairs" % MAX_HIST_BUCKETS
+
+    def check(self, value):
+        if not isinstance(value, list):
+            raise TypeError
+        if len(value) > MAX_HIST_BUCKETS:
+            raise ValueError
+        out = []
+        pair_int = Int(0, MAX_INT)
+        for pair in value:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise TypeError
+            out.append([Int(0, 100000).check(pair[0]), pair_int.check(pair[1])])
+        return out
+
+
+# --- the message catalogue ----------------------------------------------------------
+_NAME = Str(max_len=128, min_len=1)
+_TEXT = Str(max_len=2048)
+_PATH = Str(max_len=4096)
+_SECONDS = Num(0.0, 1e9)
+_BYTES = Int()
+_PID = Int(1, 2 ** 31)
+_SYNC = Str(choices=SYNC_MODES)
+
+SPECS = {
+    C2S: {
+        HELLO: dict(
+            client_version=Str(64), hostname=Str(255), pid=_PID,
+            python_version=Str(64), platform=Str(255), directory=_PATH,
+            fs_type=Str(64), chunk_bytes=Int(1), file_bytes=Int(1),
+            duration_s=_SECONDS, max_files=Int(1, 100000), sync_mode=_SYNC,
+            preallocate=Bool(), stats_interval_s=_SECONDS,
+            heartbeat_interval_s=_SECONDS, psutil_version=Optional(Str(64)),
+            expected_rollovers=Optional(Num(0.0, 1e9)),
+            calibration_mib_s=Optional(Num(0.0, 1e9))),
+        START: dict(writer_pid=_PID, sync_mode=_SYNC, preallocate=Bool(),
+                    block_bytes=Int(1)),
+        HEARTBEAT: dict(writer_pid=_PID, writer_alive=Bool(),
+                        bytes_written=_BYTES, chunks_written=_BYTES,
+                        progress_age_s=_SECONDS),
+        STATS: dict(writer_pid=_PID, cpu_percent=Num(0.0, 100000.0),
+                    rss_bytes=_BYTES, source=Str(32), interval_s=_SECONDS),
+        PERF: dict(t_start=Num(0.0, 1e11), t_end=Num(0.0, 1e11), bytes=_BYTES,
+                   chunks=_BYTES, io_s=_SECONDS, lat_min_s=_SECONDS,
+                   lat_max_s=_SECONDS, lat_hist=Hist(), sync_mode=_SYNC,
+                   file_index=_BYTES),
+        ROLLOVER: dict(file_index=_BYTES, file_bytes=_BYTES, close_s=_SECONDS),
+        STOP: dict(reason=Str(choices=STOP_REASONS), bytes_written=_BYTES,
+                   chunks_written=_BYTES, rollovers=_BYTES, elapsed_s=_SECONDS,
+                   io_s=_SECONDS, dropped_messages=_BYTES),
+        ERROR: dict(source=Str(32), reason=_TEXT, errno=Optional(Int(0, 100000)),
+                    fatal=Bool()),
+        NOTE: dict(text=_TEXT),
+        PONG: dict(nonce=Int(), client_time=Num(0.0, 1e11)),
+        BYE: dict(),
+    },
+    S2C: {
+        ACK: dict(upto_seq=Int()),
+        GO: dict(run_id=Str(64)),
+        STOP: dict(reason=_TEXT),
+        PING: dict(nonce=Int(), server_time=Num(0.0, 1e11)),
+        REJECTED: dict(reason=_TEXT, fatal=Bool()),
+    },
+}
+
+# Envelope keys (the only place they are spelled).
+_K_VERSION, _K_TYPE, _K_NAME, _K_SEQ, _K_TS, _K_DATA, _K_MAC = (
+    "v", "type", "name", "seq", "ts", "data", "mac")
+# Extra keys of a record in the server's perf.jsonl.
+_K_RECV, _K_PEER = "recv_ts", "peer"
+_ENVELOPE_C2S = (_K_VERSION, _K_TYPE, _K_NAME, _K_SEQ, _K_TS, _K_DATA)
+_ENVELOPE_S2C = (_K_VERSION, _K_TYPE, _K_TS, _K_DATA)
+_SEQ = Int(1)
+_TS = Num(0.0, 1e11)
+
+
+class Message(object):
+    """One decoded, validated message. Body fields read as attributes."""
+
+    __slots__ = ("direction", "type", "name", "seq", "ts", "data")
+
+    def __init__(self, direction, type_, data, name=None, seq=None, ts=None):
+        self.direction = direction
+        self.type = type_
+        self.data = data
+        self.name = name
+        self.seq = seq
+        self.ts = ts
+
+    def __getattr__(self, field):
+        try:
+            return self.data[field]
+        except KeyError:
+            raise AttributeError("%s message has no field %r" % (self.type, field))
+
+    def __eq__(self, other):
+        return isinstance(other, Message) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __repr__(self):
+        who = "" if self.name is None else " %s#%s" % (self.name, self.seq)
+        return "<%s%s %r>" % (self.type, who, self.data)
+
+    def to_obj(self):
+        """The JSON object (without mac) as it goes on the wire."""
+        obj = {_K_VERSION: PROTOCOL_VERSION, _K_TYPE: self.type, _K_TS: self.ts,
+               _K_DATA: self.data}
+        if self.direction == C2S:
+            obj[_K_NAME] = self.name
+            obj[_K_SEQ] = self.seq
+        return obj
+
+
+def types_for(direction):
+    """The message types that may travel in ``direction``."""
+    return sorted(SPECS[direction])
+
+
+def fields_of(direction, type_):
+    """The body field names of a message type (for docs and tests)."""
+    return sorted(SPECS[direction][type_])
+
+
+def clean_text(value, max_len=2048):
+    """Make free text (an exception message, a path) fit a text field."""
+    value = _CONTROL_CHARS.sub(u" ", as_text(value, errors="replace"))
+    return value[:max_len]
+
+
+def _validate_body(direction, type_, data):
+    spec = SPECS[direction][type_]
+    if not isinstance(data, dict):
+        raise ProtocolError(ProtocolError.BAD_FIELD,
+                            "%s: 'data' must be an object" % type_)
+    out = {}
+    for key, field in spec.items():
+        if key not in data:
+            if field.optional:
+                out[key] = None
+                continue
+            raise ProtocolError(ProtocolError.MISSING_FIELD,
+                                "%s: missing field '%s'" % (type_, key))
+        try:
+            out[key] = field.check(data[key])
+        except (TypeError, ValueError):
+            raise ProtocolError(ProtocolError.BAD_FIELD,
+                                "%s: field '%s' must be %s, got %s" % (
+                                    type_, key, field.describe(), _show(data[key])))
+    extra = sorted(set(data) - set(spec))
+    if extra:
+        raise ProtocolError(ProtocolError.UNKNOWN_FIELD, "%s: unknown field%s %s" % (
+            type_, "s" if len(extra) > 1 else "", ", ".join(
+                "'%s'" % clean_text(k, 40) for k in extra[:5])))
+    return out
+
+
+def _show(value, limit=40):
+    """A short, log-safe rendering of a bad value."""
+    text = clean_text(json.dumps(value), limit + 3)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def make(type_, direction=C2S, name=None, seq=None, ts=None, **fields):
+    """Build a validated message; raises ProtocolError on a wrong field.
+
+    Free-text fields are cleaned of control characters first, so an exception
+    message can be passed as it is.
+    """
+    if type_ not in SPECS[direction]:
+        raise ProtocolError(ProtocolError.UNKNOWN_TYPE,
+                            "unknown %s message type %r" % (direction, type_))
+    spec = SPECS[direction][type_]
+    for key, field in spec.items():
+        if isinstance(field, Str) and not field.choices and isinstance(
+                fields.get(key), string_types):
+            fields[key] = clean_text(fields[key], field.max_len)
+    data = _validate_body(direction, type_, fields)
+    if ts is None:
+        ts = time.time()
+    if direction == C2S:
+        name = _NAME.check(as_text(name))
+        seq = _SEQ.check(seq)
+    return Message(direction, type_, data, name=name, seq=seq, ts=float(ts))
+
+
+def canonical(obj):
+    """The bytes an HMAC is computed over: sorted keys, no spaces, ASCII."""
+    return as_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=True, allow_nan=False))
+
+
+def compute_mac(obj, secret):
+    return hmac.new(as_bytes(secret), canonical(obj), hashlib.sha256).hexdigest()
+
+
+def encode(msg, secret=None):
+    """One wire line (bytes, newline-terminated) for ``msg``."""
+    obj = msg.to_obj()
+    if secret:
+        obj[_K_MAC] = compute_mac(obj, secret)
+    line = canonical(obj) + b"\n"
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(ProtocolError.TOO_LONG, "%s message is %d bytes, over "
+                            "the %d-byte limit" % (msg.type, len(line), MAX_LINE_BYTES))
+    return line
+
+
+def _refuse_constant(name):
+    raise ValueError("%s is not a number" % name)
+
+
+def decode(line, direction=C2S, secret=None):
+    """Parse and validate one line (bytes, with or without its newline).
+
+    Returns a Message; raises ProtocolError whose ``reason`` says exactly what
+    is wrong. With ``secret`` set, a missing or wrong mac is refused.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(ProtocolError.TOO_LONG, "line of %d bytes is over the "
+                            "%d-byte limit" % (len(line), MAX_LINE_BYTES))
+    try:
+        text = as_text(line).rstrip(u"\r\n")
+    except UnicodeDecodeError:
+        raise ProtocolError(ProtocolError.NOT_UTF8, "line is not valid UTF-8")
+    try:
+        obj = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise ProtocolError(ProtocolError.NOT_JSON,
+                            "not JSON: %s" % clean_text(str(exc), 120))
+    except RecursionError:  # deeply nested input
+        raise ProtocolError(ProtocolError.NOT_JSON, "not JSON: nested too deeply")
+    if not isinstance(obj, dict):
+        raise ProtocolError(ProtocolError.NOT_OBJECT,
+                            "a message must be a JSON object, got %s" % _json_kind(obj))
+    version = obj.get(_K_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version))
+    type_ = obj.get(_K_TYPE)
+    if not isinstance(type_, string_types) or type_ not in SPECS[direction]:
+        raise ProtocolError(ProtocolError.UNKNOWN_TYPE, "unknown %s message type %s"
+                            % (direction, _show(type_)))
+    envelope = _ENVELOPE_C2S if direction == C2S else _ENVELOPE_S2C
+    for key in envelope:
+        if key not in obj:
+            raise ProtocolError(ProtocolError.MISSING_FIELD,
+                                "%s: missing envelope field '%s'" % (type_, key))
+    extra = set(obj) - set(envelope) - set([_K_MAC])
+    if extra:
+        raise ProtocolError(ProtocolError.UNKNOWN_FIELD, "%s: unknown envelope "
+                            "field %s" % (type_, _show(sorted(extra)[0])))
+    mac = obj.pop(_K_MAC, None)
+    if secret:
+        if not isinstance(mac, string_types):
+            raise ProtocolError(ProtocolError.BAD_MAC,
+                                "%s: missing mac (this server requires a shared secret)"
+                                % type_)
+        if not compare_digest(as_bytes(mac), as_bytes(compute_mac(obj, secret))):
+            raise ProtocolError(ProtocolError.BAD_MAC, "%s: wrong mac (secrets differ "
+                                "or the message was altered)" % type_)
+    name = seq = None
+    try:
+        ts = _TS.check(obj[_K_TS])
+    except (TypeError, ValueError):
+        raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'ts' must be %s"
+                            % (type_, _TS.describe()))
+    if direction == C2S:
+        try:
+            name = _NAME.check(obj[_K_NAME])
+        except (TypeError, ValueError):
+            raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'name' must be %s"
+                                % (type_, _NAME.describe()))
+        try:
+            seq = _SEQ.check(obj[_K_SEQ])
+        except (TypeError, ValueError):
+            raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'seq' must be %s"
+                                % (type_, _SEQ.describe()))
+    data = _validate_body(direction, type_, obj[_K_DATA])
+    return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
+
+
+def _json_kind(obj):
+    if isinstance(obj, list):
+        return "an array"
+    if isinstance(obj, string_types):
+        return "a string"
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    return "a number"
+
+
+def version_mismatch(theirs):
+    """The sentence both sides print when protocol versions differ."""
+    return ("protocol version %s is not supported: this is diskbench %s speaking "
+            "protocol version %d; run the same diskbench version on server and clients"
+            % (_show(theirs), __version__, PROTOCOL_VERSION))
+
+
+class LineTooLong(ProtocolError):
+    def __init__(self, limit):
+        ProtocolError.__init__(self, ProtocolError.TOO_LONG,
+                               "line longer than the %d-byte limit" % limit)
+
+
+def read_line(rfile, limit=MAX_LINE_BYTES):
+    """Read one line from a binary file object (e.g. ``socket.makefile('rb')``).
+
+    Returns the line including its newline, or b'' at end of stream (a last
+    line without a newline is returned as it is). Never buffers more than
+    ``limit`` bytes: a longer line raises LineTooLong, after which the stream
+    is beyond repair and should be closed.
+    """
+    line = rfile.readline(limit + 1)
+    if len(line) > limit:
+        raise LineTooLong(limit)
+    return line
+
+
+# --- records: how the server logs accepted messages -------------------------------
+def record(msg, recv_ts, peer=None):
+    """The JSON object the server keeps for an accepted message (perf.jsonl)."""
+    obj = msg.to_obj()
+    obj[_K_RECV] = recv_ts
+    if peer is not None:
+        obj[_K_PEER] = peer
+    return obj
+
+
+def from_record(obj):
+    """Rebuild (message, recv_ts) from a record() object read back from disk."""
+    obj = dict(obj)
+    recv_ts = obj.pop(_K_RECV, None)
+    obj.pop(_K_PEER, None)
+    msg = decode(canonical(obj), C2S)
+    return msg, recv_ts

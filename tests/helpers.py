@@ -1,0 +1,124 @@
+"""Shared test machinery: real processes with guaranteed cleanup, deadlines not sleeps.
+
+Every process a test starts goes through ``Procs``; each is started in its own
+process group and killed (with all its children) when the test ends, and an
+atexit reaper catches anything a crashed test left behind.
+"""
+import atexit
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LIVE = set()
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Poll ``predicate`` until it returns truthy; fail the test at the deadline."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def env_for_child(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def _kill_group(proc, sig=signal.SIGKILL):
+    try:
+        os.killpg(proc.pid, sig)
+    except OSError:
+        pass
+
+
+def _reap_all():
+    for proc in list(_LIVE):
+        _kill_group(proc)
+        try:
+            proc.wait()
+        except OSError:
+            pass
+        _LIVE.discard(proc)
+
+
+atexit.register(_reap_all)
+
+
+class Procs(object):
+    """Starts ``python -m <module>`` processes and kills them all at cleanup."""
+
+    def __init__(self, python=None):
+        self.python = python or sys.executable
+        self.procs = []
+
+    def start(self, args, env=None, cwd=None, stdin=None):
+        """Start ``python *args`` in its own process group; stdout/stderr piped."""
+        proc = subprocess.Popen(
+            [self.python] + list(args), cwd=cwd or REPO, env=env_for_child(env),
+            stdin=stdin if stdin is not None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=os.setsid, close_fds=True)
+        self.procs.append(proc)
+        _LIVE.add(proc)
+        return proc
+
+    def run(self, args, timeout=60, env=None):
+        """Run to completion; return (exit code, stdout text, stderr text)."""
+        proc = self.start(args, env=env)
+        out, err = communicate(proc, timeout)
+        return proc.returncode, out, err
+
+    def cleanup(self):
+        for proc in self.procs:
+            _kill_group(proc)  # also children that outlived their parent
+            try:
+                proc.wait()
+            except OSError:
+                pass
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    stream.close()
+            _LIVE.discard(proc)
+
+
+def communicate(proc, timeout):
+    """Popen.communicate with a deadline on both Pythons (2.7 has no timeout=)."""
+    import threading
+    timer = threading.Timer(timeout, _kill_group, [proc])
+    timer.start()
+    try:
+        out, err = proc.communicate()
+    finally:
+        timer.cancel()
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def connect(port, timeout=5.0):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock

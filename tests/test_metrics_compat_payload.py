@@ -1,0 +1,113 @@
+"""Units, histograms, the 2/3 compat layer and the write payload."""
+import hmac
+import os
+import zlib
+
+import pytest
+
+from diskbench import compat
+from diskbench.client.payload import STAMP_EVERY, Payload
+from diskbench.metrics import MIB, LatencyHistogram, mib_per_s, percentile
+
+
+def test_mib_is_two_to_the_twenty():
+    assert MIB == 1048576
+    assert mib_per_s(10 * MIB, 2.0) == 5.0
+    assert mib_per_s(1, 0) is None
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 95) == 95
+    assert percentile(values, 100) == 100
+    assert percentile([], 50) is None
+
+
+def test_histogram_percentiles_close_to_exact():
+    hist = LatencyHistogram()
+    values = [0.001 * (i + 1) for i in range(1000)]  # 1 ms .. 1 s
+    for v in values:
+        hist.add(v)
+    for pct in (50, 95, 99):
+        exact = percentile(values, pct)
+        assert abs(hist.percentile(pct) - exact) / exact < 0.05
+    assert hist.percentile(100) == 1.0 and hist.percentile(0) == 0.001
+    assert hist.count == 1000
+
+
+def test_histogram_merge_equals_one_big_histogram():
+    a, b, both = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for i in range(500):
+        a.add(0.01 + i * 1e-4)
+        both.add(0.01 + i * 1e-4)
+    for i in range(50):
+        b.add(0.5 + i * 1e-3)  # a slow tail that an average of averages would hide
+        both.add(0.5 + i * 1e-3)
+    a.merge(b)
+    assert a.buckets == both.buckets and a.count == both.count
+    assert a.percentile(99) == both.percentile(99) > 0.5
+    assert a.min == both.min and a.max == both.max
+
+
+def test_histogram_wire_roundtrip():
+    hist = LatencyHistogram()
+    for v in (1e-7, 0.003, 0.003, 2.0):
+        hist.add(v)
+    back = LatencyHistogram.from_wire(hist.to_wire(), hist.total, hist.min, hist.max)
+    assert back.buckets == hist.buckets and back.count == 4
+    assert back.percentile(50) == hist.percentile(50)
+
+
+def test_compare_digest_fallback_agrees_with_hmac():
+    f = compat._compare_digest_fallback
+    for a, b in [(b"abc", b"abc"), (b"abc", b"abd"), (b"abc", b"ab"), (b"", b"")]:
+        assert f(a, b) == (a == b)
+    if hasattr(hmac, "compare_digest"):
+        assert compat.compare_digest is hmac.compare_digest
+
+
+def test_monotonic_never_goes_backwards():
+    readings = [compat.monotonic() for _ in range(1000)]
+    assert readings == sorted(readings)
+
+
+def test_posix_fallocate_reserves_blocks(tmp_path):
+    path = str(tmp_path / "f")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        compat.posix_fallocate(fd, 0, 4 * MIB)
+        st = os.fstat(fd)
+        assert st.st_size == 4 * MIB and st.st_blocks * 512 >= 4 * MIB
+    finally:
+        os.close(fd)
+
+
+def test_buffer_from_is_writable_by_os_write(tmp_path):
+    payload = Payload(2 * STAMP_EVERY)
+    path = str(tmp_path / "f")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert os.write(fd, compat.buffer_from(payload.buffer, STAMP_EVERY)) == STAMP_EVERY
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == payload.buffer[STAMP_EVERY:]
+
+
+def test_payload_chunks_never_identical_and_incompressible():
+    payload = Payload(1 * MIB)
+    payload.stamp(1)
+    first = payload.buffer[:]
+    payload.stamp(2)
+    second = payload.buffer[:]
+    assert first != second
+    blocks1 = set(first[i:i + STAMP_EVERY] for i in range(0, MIB, STAMP_EVERY))
+    blocks2 = set(second[i:i + STAMP_EVERY] for i in range(0, MIB, STAMP_EVERY))
+    assert not blocks1 & blocks2  # no 4 KiB block repeats: nothing to dedup
+    assert len(zlib.compress(second)) / float(len(second)) > 0.99
+
+
+def test_payload_is_page_aligned_size():
+    with pytest.raises(ValueError):
+        Payload(1000)
