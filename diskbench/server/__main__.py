@@ -1,0 +1,164 @@
+"""python -m diskbench.server: flags, start-up errors -> exit codes, wiring.
+
+Every start-up problem is one line on stderr naming the fix, and a documented
+exit code (diskbench/exitcodes.py); never a traceback.
+"""
+import argparse
+import errno
+import os
+import socket
+import sys
+
+from diskbench import DEFAULT_PORT, __version__, exitcodes
+from diskbench.server.handler import READ_TIMEOUT_S
+from diskbench.server.master import Master
+
+SECRET_ENV = "DISKBENCH_SECRET"
+DEFAULT_LOG_DIR = "diskbench-logs"
+DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0   # 3 x the client's 5 s heartbeat
+DEFAULT_IDLE_TIMEOUT_S = 5.0
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_SHUTDOWN_GRACE_S = 3.0
+PROG = "python -m diskbench.server"
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _Usage(message)
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds, got %s" % text)
+    return value
+
+
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a port number" % text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
+                                         % text)
+    return value
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
+    return value
+
+
+def build_parser():
+    p = _Parser(prog=PROG, description=(
+        "Collect results from diskbench clients and write a report when every client "
+        "has finished or gone away."))
+    p.add_argument("--version", action="version", version="diskbench %s" % __version__)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
+                   "%(default)s, all interfaces)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                   help="TCP port (default: %(default)s; 0 picks a free one and prints it)")
+    p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
+                   help="where server.log, perf.jsonl, report.txt and report.json go; "
+                   "created if missing (default: %(default)s)")
+    p.add_argument("--clients", type=_count, default=None, metavar="N",
+                   help="expect N clients: hold 'go' until N said hello (or "
+                   "--start-timeout), finish when all N are done")
+    p.add_argument("--heartbeat-timeout", type=_positive,
+                   default=DEFAULT_HEARTBEAT_TIMEOUT_S, metavar="SECONDS",
+                   help="a client silent this long is marked went away (default: "
+                   "%(default)s, 3 x the client's heartbeat)")
+    p.add_argument("--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT_S,
+                   metavar="SECONDS", help="without --clients: finish when all clients "
+                   "are done and nothing new happened for this long (default: %(default)s)")
+    p.add_argument("--start-timeout", type=_positive, default=DEFAULT_START_TIMEOUT_S,
+                   metavar="SECONDS", help="with --clients: send 'go' to the clients "
+                   "present this long after the first hello (default: %(default)s)")
+    p.add_argument("--shutdown-grace", type=_positive, default=DEFAULT_SHUTDOWN_GRACE_S,
+                   metavar="SECONDS", help="on SIGINT/SIGTERM: how long to wait for "
+                   "clients' stop summaries before the report (default: %(default)s)")
+    p.add_argument("--read-timeout", type=_positive, default=READ_TIMEOUT_S,
+                   metavar="SECONDS", help="close a connection that sends nothing for "
+                   "this long (default: %(default)s)")
+    p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
+                   "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+    p.add_argument("--quiet", action="store_true",
+                   help="no console line per event (server.log still has them)")
+    return p
+
+
+def _fail(code, text):
+    sys.stderr.write("diskbench server: error: %s\n" % text)
+    sys.stderr.flush()
+    return code
+
+
+def _read_secret(args):
+    if args.secret_file:
+        try:
+            with open(args.secret_file, "rb") as f:
+                secret = f.read().strip()
+        except (IOError, OSError) as exc:
+            raise _Usage("cannot read --secret-file %s (%s): give a readable file"
+                         % (args.secret_file, exc.strerror or exc))
+        if not secret:
+            raise _Usage("--secret-file %s is empty: put the shared secret in it"
+                         % args.secret_file)
+        return secret
+    secret = os.environ.get(SECRET_ENV, "").strip()
+    return secret or None
+
+
+def _bind_error(args, exc):
+    err = getattr(exc, "errno", None)
+    if err == errno.EADDRINUSE:
+        return ("port %d on %s is already in use: stop the program using it or choose "
+                "another --port" % (args.port, args.host))
+    if err == errno.EACCES:
+        return ("not allowed to listen on port %d: choose a --port above 1023 or run "
+                "as root" % args.port)
+    return ("cannot listen on %s:%d (%s): use --host 0.0.0.0 or an address of this "
+            "machine" % (args.host, args.port, getattr(exc, "strerror", None) or exc))
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        args.secret = _read_secret(args)
+    except _Usage as exc:
+        return _fail(exitcodes.USAGE, "%s (see %s --help)" % (exc, PROG))
+    master = Master(args)
+    try:
+        master.open_logs()
+    except (IOError, OSError) as exc:
+        return _fail(exitcodes.SERVER_LOG_DIR, "cannot create or write the log directory "
+                     "%s (%s): choose a writable --log-dir" % (
+                         args.log_dir, getattr(exc, "strerror", None) or exc))
+    try:
+        port = master.bind()[1]
+    except (socket.error, socket.gaierror, OverflowError) as exc:
+        master.recorder.close()
+        return _fail(exitcodes.SERVER_BIND, _bind_error(args, exc))
+    if not args.secret:
+        sys.stderr.write("diskbench server: warning: no shared secret (--secret-file or "
+                         "%s): anyone who can reach port %d can submit results\n"
+                         % (SECRET_ENV, port))
+        sys.stderr.flush()
+    return master.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

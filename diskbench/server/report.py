@@ -1,0 +1,328 @@
+"""report.json (machine) and report.txt (human) from a registry snapshot.
+
+Pure arithmetic on a ``registry.RunView``: no clock, no network; both files are
+written atomically (a temp file in the same directory, then ``os.rename``).
+Every key and header carries its unit: ``_mib`` (2**20 bytes), ``_mib_s``,
+``_ms``, ``_s``, ``_ts`` (seconds since the epoch), ``_percent``.
+"""
+from __future__ import division
+
+import json
+import os
+import time
+
+from diskbench import metrics
+from diskbench.compat import as_bytes
+from diskbench.server import registry as reg
+
+REPORT_JSON = "report.json"
+REPORT_TXT = "report.txt"
+REPORT_FORMAT = 1
+#: A writer using more than this much of one core is flagged CPU-bound.
+CPU_BOUND_PERCENT = 90.0
+#: Percentiles reported for chunk latency and for per-interval throughput.
+PCTS = (50, 95, 99)
+
+METHOD = (
+    "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
+    "intervals (its writer's wall time, client clock); per-interval min/p50/p95/p99/max "
+    "are nearest-rank over those intervals. Chunk latency (one timed write, plus fsync "
+    "in fsync mode) percentiles come from the client's log-bucket histograms merged "
+    "across all its intervals (within ~2.2%), never from averages. The aggregate is "
+    "the sum of all clients' bytes in the period when every client that started was "
+    "writing (latest first start to earliest last end, intervals straddling an edge "
+    "pro-rated), divided by that period; it assumes the clients' clocks agree (NTP). "
+    "CPU% and RSS are of each client's writer process (100% = one core).")
+
+
+# --- small helpers --------------------------------------------------------------------
+def _mean(values):
+    return sum(values) / len(values) if values else None
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1000.0
+
+
+def _round(value, digits=3):
+    return None if value is None else round(value, digits)
+
+
+def utc(ts):
+    """Epoch seconds as '2026-11-23 10:00:00.123Z' (or '-')."""
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
+        ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
+
+
+def interval_rates(intervals):
+    """MiB/s of each perf interval of positive length."""
+    return [metrics.mib_per_s(n, b - a) for a, b, n in intervals if b > a]
+
+
+def mean_rate(intervals):
+    """Bytes over the summed interval time, in MiB/s (None without time)."""
+    return metrics.mib_per_s(sum(n for _, _, n in intervals),
+                             sum(b - a for a, b, _ in intervals if b > a))
+
+
+def bytes_within(intervals, lo, hi):
+    """Bytes written in [lo, hi], pro-rating intervals that straddle an edge."""
+    total = 0.0
+    for a, b, n in intervals:
+        if b <= a:
+            if lo <= a <= hi:
+                total += n
+            continue
+        overlap = min(b, hi) - max(a, lo)
+        if overlap > 0:
+            total += n * overlap / (b - a)
+    return total
+
+
+def writing_span(intervals):
+    """(first start, last end) of a client's perf intervals, or None."""
+    if not intervals:
+        return None
+    return min(a for a, _, _ in intervals), max(b for _, b, _ in intervals)
+
+
+def aggregate(spans):
+    """The all-writing aggregate from {name: (intervals)} of clients that started."""
+    spans = dict((name, iv) for name, iv in spans.items() if writing_span(iv))
+    out = dict(client_count=len(spans), period_start_ts=None, period_end_ts=None,
+               period_s=None, throughput_mib_s=None, per_client_mib_s={},
+               first_done=None, last_done=None, done_spread_s=None,
+               slowest=None, fastest=None, slowest_to_fastest_ratio=None, note=None)
+    if not spans:
+        out["note"] = "no client reported any write interval"
+        return out
+    edges = dict((name, writing_span(iv)) for name, iv in spans.items())
+    starter = max(edges, key=lambda n: (edges[n][0], n))
+    ender = min(edges, key=lambda n: (edges[n][1], n))
+    lo, hi = edges[starter][0], edges[ender][1]
+    done = sorted((edges[n][1], n) for n in edges)
+    out.update(first_done=dict(client=done[0][1], ts=done[0][0]),
+               last_done=dict(client=done[-1][1], ts=done[-1][0]),
+               done_spread_s=done[-1][0] - done[0][0])
+    means = dict((n, mean_rate(iv)) for n, iv in spans.items())
+    rated = sorted((m, n) for n, m in means.items() if m is not None)
+    if rated:
+        out.update(slowest=rated[0][1], fastest=rated[-1][1])
+        if rated[-1][0] > 0:
+            out["slowest_to_fastest_ratio"] = rated[0][0] / rated[-1][0]
+    if hi <= lo:
+        out["note"] = ("the clients never all wrote at the same time: %s stopped "
+                       "writing at %s, before %s started at %s" % (
+                           ender, utc(hi), starter, utc(lo)))
+        return out
+    period = hi - lo
+    per_client = dict((n, metrics.mib_per_s(bytes_within(iv, lo, hi), period))
+                      for n, iv in spans.items())
+    out.update(period_start_ts=lo, period_end_ts=hi, period_s=period,
+               per_client_mib_s=per_client,
+               throughput_mib_s=sum(per_client.values()),
+               note="all %d clients were writing from %s (when %s started) to %s "
+                    "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
+    return out
+
+
+# --- building ----------------------------------------------------------------------
+def client_entry(c):
+    """The report of one client (``c`` is a registry client snapshot)."""
+    h = c.hello
+    rates = interval_rates(c.intervals)
+    mean_tp = mean_rate(c.intervals)
+    cpu_mean = _mean(c.cpu_samples)
+    hb = None
+    if c.last_heartbeat:
+        hb_ts, beat = c.last_heartbeat
+        hb = dict(ts=hb_ts, utc=utc(hb_ts), writer_alive=beat.writer_alive,
+                  progress_mib=metrics.mib(beat.bytes_written),
+                  progress_age_seconds=beat.progress_age_s)
+    summary = c.stop
+    return dict(
+        client=c.name, host=h.hostname, client_pid=h.pid, peer=c.peer,
+        target_dir=h.directory, fs=h.fs_type, python=h.python_version,
+        os=h.platform, diskbench_version=h.client_version, psutil=h.psutil_version,
+        sync=h.sync_mode, preallocated=h.preallocate,
+        chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
+        data_files_max=h.max_files, planned_run_s=h.duration_s,
+        state=c.state, state_why=c.reason,
+        joined_ts=c.first_ts, started_ts=c.start_ts, stopped_ts=c.stop_ts,
+        last_message_ts=c.last_ts,
+        written_mib=metrics.mib(c.perf_bytes),
+        client_summary_written_mib=metrics.mib(summary.bytes_written) if summary else None,
+        client_summary_elapsed_s=summary.elapsed_s if summary else None,
+        perf_interval_count=len(c.intervals), chunk_count=c.perf_chunks,
+        io_time_s=c.io_s,
+        rollover_count=len(c.close_times),
+        rollover_close_ms=dict(mean=_ms(_mean(c.close_times)),
+                               max=_ms(max(c.close_times) if c.close_times else None)),
+        throughput_mib_s=dict(
+            mean=mean_tp, min=min(rates) if rates else None,
+            p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
+            p99=metrics.percentile(rates, 99), max=max(rates) if rates else None),
+        latency_ms=dict(
+            [("min", _ms(c.hist.min)), ("mean", _ms(c.hist.mean()))] +
+            [("p%d" % p, _ms(c.hist.percentile(p))) for p in PCTS] +
+            [("max", _ms(c.hist.max)), ("samples", c.hist.count)]),
+        writer_cpu_percent=dict(mean=cpu_mean,
+                                max=max(c.cpu_samples) if c.cpu_samples else None,
+                                samples=len(c.cpu_samples)),
+        cpu_bound=bool(cpu_mean is not None and cpu_mean > CPU_BOUND_PERCENT),
+        writer_rss_mib=dict(mean=_map(metrics.mib, _mean(c.rss_samples)),
+                            max=_map(metrics.mib, max(c.rss_samples) if c.rss_samples
+                                     else None)),
+        last_heartbeat=hb,
+        dropped_message_count=summary.dropped_messages if summary else None,
+        duplicate_message_count=c.duplicates, reconnect_count=c.reconnects,
+        went_away_count=c.went_away_count,
+        error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
+                         is_fatal=e.fatal) for e in c.errors],
+        notices=list(c.notes))
+
+
+def _map(func, value):
+    return None if value is None else func(value)
+
+
+def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
+          exit_code=None, exit_meaning=None):
+    """The whole report as a JSON-ready dict."""
+    clients = [client_entry(c) for c in view.clients]
+    merged = metrics.LatencyHistogram()
+    for c in view.clients:
+        merged.merge(c.hist)
+    states = [c.state for c in view.clients]
+    totals = dict(
+        client_count=len(clients),
+        finished=states.count(reg.FINISHED), failed=states.count(reg.FAILED),
+        went_away=states.count(reg.WENT_AWAY),
+        unfinished=sum(1 for s in states if s in reg.LIVE),
+        written_mib=sum(e["written_mib"] for e in clients),
+        rollover_count=sum(e["rollover_count"] for e in clients),
+        chunk_count=sum(e["chunk_count"] for e in clients),
+        perf_interval_count=sum(e["perf_interval_count"] for e in clients),
+        latency_ms=dict([("p%d" % p, _ms(merged.percentile(p))) for p in PCTS] +
+                        [("max", _ms(merged.max)), ("samples", merged.count)]),
+        cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
+    agg = aggregate(dict((c.name, c.intervals) for c in view.clients))
+    return dict(
+        report_format=REPORT_FORMAT, method=METHOD,
+        run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
+                 end_ts=run_end_ts, end_utc=utc(run_end_ts),
+                 run_duration_s=run_end_ts - run_start_ts,
+                 expected_clients=view.expected_clients,
+                 connection_count=view.connections, interrupted_by=interrupted_by,
+                 exit_code=exit_code, exit_meaning=exit_meaning),
+        clients=clients, totals=totals, aggregate=agg,
+        rejected_messages=dict(view.rejected),
+        rejected_total=sum(view.rejected.values()))
+
+
+# --- text ------------------------------------------------------------------------
+def _f(value, fmt="%.1f"):
+    return "-" if value is None else fmt % value
+
+
+def render_text(rep):
+    run = rep["run"]
+    lines = ["diskbench report %s" % run["label"], "=" * 60,
+             "run: %s -> %s (%.1f s)%s" % (
+                 run["start_utc"], run["end_utc"], run["run_duration_s"],
+                 ", INTERRUPTED by %s" % run["interrupted_by"]
+                 if run["interrupted_by"] else ""),
+             "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"]), ""]
+    for e in rep["clients"]:
+        tp, lat = e["throughput_mib_s"], e["latency_ms"]
+        lines += [
+            "client %s: %s (%s)" % (e["client"], e["state"].upper(), e["state_why"]),
+            "  environment: host %s, dir %s, fs %s, python %s, %s, sync %s, "
+            "preallocate %s" % (e["host"], e["target_dir"], e["fs"], e["python"],
+                                e["os"], e["sync"], "yes" if e["preallocated"] else "no"),
+            "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
+                _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
+                utc(e["started_ts"]), utc(e["stopped_ts"])),
+            "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
+            "(fsync+close mean %s ms, max %s ms)" % (
+                _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
+                e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
+                _f(e["rollover_close_ms"]["max"])),
+            "  throughput MiB/s: mean %s | per interval min %s p50 %s p95 %s p99 %s "
+            "max %s" % tuple(_f(tp[k]) for k in ("mean", "min", "p50", "p95", "p99",
+                                                 "max")),
+            "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%d chunks)" % (
+                _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
+                _f(lat["max"], "%.2f"), lat["samples"]),
+            "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
+                _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
+                "  << CPU-BOUND: the writer, not the disk, may be the limit"
+                if e["cpu_bound"] else "",
+                _f(e["writer_rss_mib"]["mean"]), _f(e["writer_rss_mib"]["max"]))]
+        hb = e["last_heartbeat"]
+        lines.append("  last heartbeat: %s" % (
+            "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_alive"]
+                                         else "NOT ALIVE", hb["progress_mib"])
+            if hb else "none"))
+        lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
+                     "%d reconnects, went away %d times" % (
+                         _f(e["dropped_message_count"], "%d"),
+                         e["duplicate_message_count"], e["reconnect_count"],
+                         e["went_away_count"]))
+        for err in e["error_list"]:
+            lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
+                                                  err["is_fatal"] else "", err["what"]))
+        lines.append("")
+    t, agg = rep["totals"], rep["aggregate"]
+    lines += [
+        "totals: %d clients (%d finished, %d failed, %d went away, %d unfinished), "
+        "%.1f MiB written, %d rollovers, %d chunks" % (
+            t["client_count"], t["finished"], t["failed"], t["went_away"],
+            t["unfinished"], t["written_mib"], t["rollover_count"], t["chunk_count"]),
+        "  chunk latency ms over all clients: p50 %s p95 %s p99 %s max %s" % (
+            _f(t["latency_ms"]["p50"], "%.2f"), _f(t["latency_ms"]["p95"], "%.2f"),
+            _f(t["latency_ms"]["p99"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
+        "",
+        "aggregate throughput MiB/s (all clients writing): %s" % _f(
+            agg["throughput_mib_s"]),
+        "  period: %s" % agg["note"]]
+    if agg["period_s"]:
+        lines.append("  period length %.1f s; per client MiB/s: %s" % (
+            agg["period_s"], ", ".join("%s %.1f" % (n, v) for n, v in
+                                       sorted(agg["per_client_mib_s"].items()))))
+    if agg["first_done"]:
+        lines.append("  first done: %s at %s; last done: %s at %s (%.1f s later)" % (
+            agg["first_done"]["client"], utc(agg["first_done"]["ts"]),
+            agg["last_done"]["client"], utc(agg["last_done"]["ts"]),
+            agg["done_spread_s"]))
+    if agg["slowest_to_fastest_ratio"] is not None:
+        lines.append("  spread: slowest %s / fastest %s = %.2f (mean MiB/s)" % (
+            agg["slowest"], agg["fastest"], agg["slowest_to_fastest_ratio"]))
+    if t["cpu_bound_clients"]:
+        lines.append("  CPU-bound writers (over %g%% of a core): %s" % (
+            CPU_BOUND_PERCENT, ", ".join(t["cpu_bound_clients"])))
+    lines += ["", "rejected messages: %d%s" % (rep["rejected_total"], "".join(
+        "\n  %s: %d" % kv for kv in sorted(rep["rejected_messages"].items()))),
+        "", "method: " + rep["method"], ""]
+    return "\n".join(lines)
+
+
+# --- writing ---------------------------------------------------------------------
+def _atomic_write(path, data):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def write(log_dir, rep):
+    """Write report.json and report.txt atomically; returns their paths."""
+    json_path = os.path.join(log_dir, REPORT_JSON)
+    txt_path = os.path.join(log_dir, REPORT_TXT)
+    _atomic_write(json_path, as_bytes(json.dumps(rep, indent=2, sort_keys=True) + "\n"))
+    _atomic_write(txt_path, as_bytes(render_text(rep)))
+    return json_path, txt_path
