@@ -1,0 +1,234 @@
+"""``python -m diskbench.client``: argparse, start-up checks, exit codes."""
+from __future__ import print_function
+
+import argparse
+import logging
+import os
+import platform
+import socket
+import sys
+
+import diskbench
+from diskbench import exitcodes, protocol
+from diskbench.client import checks, procinfo
+from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
+from diskbench.metrics import MIB
+
+SECRET_ENV = "DISKBENCH_SECRET"
+DEFAULT_LOG_DIR = "diskbench-logs"
+PROG = "python -m diskbench.client"
+
+DESCRIPTION = """\
+Measure the write throughput of the disk under DIRECTORY and stream the
+results to a diskbench server. One writer process writes chunks to data files
+(rolled over at --file-mb, at most --max-files kept, all removed at exit);
+a stats process reports the writer's CPU% and RSS; a heartbeat process proves
+the writer is alive. Sizes are in MiB (1 MiB = 2^20 bytes); throughput in MiB/s.
+
+Writes use O_DIRECT from a page-aligned buffer; where the filesystem refuses
+O_DIRECT, buffered writes + fsync per chunk (said in the log and the report).
+Only write (+ fsync) is timed."""
+
+EPILOG = """\
+psutil is optional: with it the stats process reads the writer's CPU% and RSS
+through psutil.Process(writer_pid) (any platform); without it they are read
+from /proc (Linux only) and the client says so once. Install it with
+'pip install psutil'. The secret may also come from the DISKBENCH_SECRET
+environment variable.
+
+exit codes: 0 ok, 2 usage, 10 directory, 11 free space, 12 fewer than 2
+rollovers possible (see --force), 13 server unreachable/refused, 14 disk error,
+15 a child process died, 16 interrupted (signal, or the server asked to stop)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line + the usage, exit code USAGE
+        self.print_usage(sys.stderr)
+        sys.stderr.write("%s: error: %s\n" % (self.prog, message))
+        sys.exit(exitcodes.USAGE)
+
+
+def build_parser():
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", metavar="DIRECTORY", help="where data files are written")
+    p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
+                   metavar="HOST[:PORT]", help="the diskbench server (default "
+                   "127.0.0.1:%d)" % diskbench.DEFAULT_PORT)
+    p.add_argument("--name", help="this client's name (default HOSTNAME-PID)")
+    p.add_argument("--chunk-mb", type=int, default=checks.MIN_CHUNK_MB, metavar="N",
+                   help="chunk size in MiB, at least %d (default %d)"
+                   % (checks.MIN_CHUNK_MB, checks.MIN_CHUNK_MB))
+    p.add_argument("--file-mb", type=int, metavar="N",
+                   help="data file size in MiB before a rollover (default 10 x chunk)")
+    p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to write, counted from the server's go (default 60)")
+    p.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
+                   help="writer CPU%%/RSS report interval (default 10)")
+    p.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S",
+                   help="heartbeat interval (default 5)")
+    p.add_argument("--perf-interval", type=float, default=1.0, metavar="S",
+                   help="perf samples aggregate this long (default 1)")
+    p.add_argument("--max-files", type=int, default=2, metavar="N",
+                   help="most data files kept at once (default 2)")
+    p.add_argument("--keep-data", action="store_true",
+                   help="leave the data files in DIRECTORY at exit")
+    p.add_argument("--preallocate", action="store_true",
+                   help="posix_fallocate each data file to --file-mb first (like fio)")
+    p.add_argument("--force", action="store_true",
+                   help="run even if fewer than 2 rollovers are expected (warns)")
+    p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, metavar="DIR",
+                   help="client log directory; the log is client-NAME.log "
+                   "(default ./%s)" % DEFAULT_LOG_DIR)
+    p.add_argument("--secret-file", metavar="PATH",
+                   help="file holding the secret shared with the server (HMAC)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="keep trying to reach the server this long (default 10)")
+    # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
+    p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
+                   help=argparse.SUPPRESS)
+    return p
+
+
+def parse_server(text):
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, diskbench.DEFAULT_PORT
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("--server %s is not HOST[:PORT]; e.g. --server 10.0.0.5:%d"
+                         % (text, diskbench.DEFAULT_PORT))
+    return host, int(port)
+
+
+def _usage_error(message):
+    sys.stderr.write("diskbench client: error: %s\n" % message)
+    return exitcodes.USAGE
+
+
+def _open_log(log_dir, name):
+    """A logger writing to log_dir/client-NAME.log and to stderr."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    if not os.path.isdir(log_dir):
+        os.makedirs(log_dir)
+    path = os.path.join(log_dir, "client-%s.log" % safe)
+    log = logging.getLogger("diskbench.client.%s.%d" % (safe, id(path)))
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    fh = logging.FileHandler(path)
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(logging.Formatter("diskbench client " + name.replace("%", "%%")
+                                      + ": %(levelname)s: %(message)s"))
+    log.addHandler(fh)
+    log.addHandler(sh)
+    return log, path
+
+
+def _close_log(log):
+    for handler in list(log.handlers):
+        handler.close()
+        log.removeHandler(handler)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        host, port = parse_server(args.server)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    for flag, value in (("--duration", args.duration), ("--stats-interval",
+                        args.stats_interval), ("--heartbeat-interval",
+                        args.heartbeat_interval), ("--perf-interval", args.perf_interval),
+                        ("--connect-timeout", args.connect_timeout)):
+        if not value > 0:
+            return _usage_error("%s must be above 0, got %g" % (flag, value))
+    if args.max_files < 1:
+        return _usage_error("--max-files must be at least 1, got %d" % args.max_files)
+    file_mb = args.file_mb if args.file_mb is not None else 10 * args.chunk_mb
+    try:
+        checks.check_sizes(args.chunk_mb, file_mb)
+    except checks.CheckFailed as exc:
+        return _usage_error(exc.message)
+    secret = os.environ.get(SECRET_ENV) or None
+    if args.secret_file:
+        try:
+            with open(args.secret_file) as f:
+                secret = f.read().strip() or None
+        except (IOError, OSError) as exc:
+            return _usage_error("cannot read --secret-file %s (%s); fix the path"
+                                % (args.secret_file, exc.strerror))
+    name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
+    try:
+        protocol.make(protocol.NOTE, name=name, seq=1, text="")
+    except protocol.ProtocolError:
+        return _usage_error("--name must be 1 to 128 characters without control "
+                            "characters")
+    try:
+        log, log_path = _open_log(args.log_dir, name)
+    except (IOError, OSError) as exc:
+        sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
+                         "use --log-dir with a writable directory\n"
+                         % (args.log_dir, exc.strerror))
+        return exitcodes.CLIENT_DIRECTORY
+    try:
+        return _checked_run(args, log, name, host, port, file_mb, secret)
+    finally:
+        _close_log(log)
+
+
+def _checked_run(args, log, name, host, port, file_mb, secret):
+    directory = os.path.abspath(args.directory)
+    chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
+    try:
+        checks.check_directory(directory)
+        checks.check_space(directory, file_bytes, args.max_files)
+        direct_ok, why = checks.probe_direct(directory)
+        sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
+        if not direct_ok:
+            log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
+                        "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
+        mib_s = checks.calibrate(directory, chunk_bytes, sync_mode)
+        expected = checks.expected_rollovers(mib_s, args.duration, file_mb)
+        refusal = checks.rollover_rule(mib_s, args.duration, file_mb, args.chunk_mb)
+        if refusal and not args.force:
+            raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)
+        if refusal:
+            log.warning("--force: running anyway; %s", refusal)
+    except checks.CheckFailed as exc:
+        log.error("%s", exc.message)
+        return exc.code
+    fs = checks.fs_type(directory)
+    log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
+             "calibration %.0f MiB/s -> ~%.1f rollovers expected; log %s",
+             diskbench.__version__, name, directory, fs, args.chunk_mb, file_mb,
+             args.duration, mib_s, expected, log.handlers[0].baseFilename)
+    cfg = dict(
+        host=host, port=port, name=name, secret=secret, directory=directory,
+        chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
+        perf_interval_s=args.perf_interval, stats_interval_s=args.stats_interval,
+        heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
+        sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
+        block_bytes=checks.block_bytes(directory),
+        connect_timeout_s=args.connect_timeout, start_method=args.start_method or None)
+    hello = dict(
+        client_version=diskbench.__version__, hostname=socket.gethostname(),
+        pid=os.getpid(), python_version=platform.python_version(),
+        platform=platform.platform(), directory=directory, fs_type=fs,
+        chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
+        max_files=args.max_files, sync_mode=sync_mode, preallocate=args.preallocate,
+        stats_interval_s=args.stats_interval,
+        heartbeat_interval_s=args.heartbeat_interval,
+        psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
+        calibration_mib_s=mib_s)
+    supervisor = Supervisor(cfg, hello, log)
+    if not direct_ok:
+        supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
+                               "buffered writes + fsync per chunk (sync_mode=%s)"
+                               % (directory, why, sync_mode))
+    if procinfo.psutil is None:
+        log.warning("%s", procinfo.NO_PSUTIL_NOTE)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Start-up checks of the client. Each failure is a CheckFailed carrying a
+one-line message that names the fix and an exit code from exitcodes.
+
+Order (cheap first): sizes, directory, free space, O_DIRECT probe,
+calibration + the two-rollover rule.
+"""
+from __future__ import division
+
+import errno
+import math
+import mmap
+import os
+
+from diskbench import exitcodes, protocol
+from diskbench.client import writer as writer_mod
+from diskbench.compat import monotonic
+from diskbench.metrics import MIB
+
+#: The brief: chunks of at least 10 MB (we use MiB).
+MIN_CHUNK_MB = 10
+#: The brief: the run must allow at least this many rollovers.
+MIN_ROLLOVERS = 2
+#: Free space needed beyond max_files x file size.
+SPACE_MARGIN_BYTES = 64 * MIB
+#: Calibration: at most this many chunks, stopping early after this long.
+CALIBRATION_MAX_CHUNKS = 4
+CALIBRATION_MAX_S = 1.5
+#: Bytes written by the O_DIRECT probe (one aligned block).
+PROBE_BYTES = 4096
+
+
+class CheckFailed(Exception):
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+
+
+def check_sizes(chunk_mb, file_mb):
+    if chunk_mb < MIN_CHUNK_MB:
+        raise CheckFailed(exitcodes.USAGE, "--chunk-mb %d is below the %d MiB minimum "
+                          "(the brief asks for chunks of at least 10 MB); use --chunk-mb "
+                          "%d or more" % (chunk_mb, MIN_CHUNK_MB, MIN_CHUNK_MB))
+    if file_mb < chunk_mb:
+        raise CheckFailed(exitcodes.USAGE, "--file-mb %d is smaller than --chunk-mb %d; "
+                          "use --file-mb %d or more" % (file_mb, chunk_mb, chunk_mb))
+
+
+def check_directory(directory):
+    """Exists, is a directory, and a file can really be created in it."""
+    if not os.path.exists(directory):
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s does not exist; "
+                          "create it or pass an existing DIRECTORY" % directory)
+    if not os.path.isdir(directory):
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "%s is not a directory; pass "
+                          "the directory to write in as DIRECTORY" % directory)
+    probe = os.path.join(directory, ".diskbench-probe-%d" % os.getpid())
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s is not writable "
+                          "(%s); choose a writable directory or fix its permissions"
+                          % (directory, os.strerror(exc.errno)))
+
+
+def free_bytes(directory):
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def check_space(directory, file_bytes, max_files, free=None):
+    need = max_files * file_bytes + SPACE_MARGIN_BYTES
+    have = free_bytes(directory) if free is None else free
+    if have < need:
+        raise CheckFailed(exitcodes.CLIENT_SPACE, "not enough free space in %s: %d "
+                          "files of %d MiB + %d MiB margin need %d MiB, %d MiB are free; "
+                          "free some space or lower --file-mb / --max-files" % (
+                              directory, max_files, file_bytes // MIB,
+                              SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB))
+    return have
+
+
+def fs_type(directory, mounts_path="/proc/mounts"):
+    """The filesystem type of the mount holding ``directory`` (longest prefix)."""
+    path = os.path.realpath(directory)
+    best, kind = -1, "unknown"
+    try:
+        with open(mounts_path) as f:
+            lines = f.read().splitlines()
+    except (IOError, OSError):
+        return kind
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ").replace("\\011", "\t").replace(
+            "\\012", "\n").replace("\\134", "\\")
+        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:  # a later mount on the same point wins
+            best, kind = len(mount), parts[2]
+        elif inside and len(mount) == best:
+            kind = parts[2]
+    return kind
+
+
+def block_bytes(directory):
+    """The filesystem's preferred I/O block size (reported in START)."""
+    try:
+        return max(int(os.statvfs(directory).f_bsize), 512)
+    except (OSError, AttributeError):
+        return 4096
+
+
+def _probe_path(directory, what):
+    return os.path.join(directory, ".diskbench-%s-%d.tmp" % (what, os.getpid()))
+
+
+def probe_direct(directory, opener=None):
+    """(True, None) when O_DIRECT works here, else (False, reason).
+
+    Opens a probe file with O_DIRECT and writes one aligned block. EINVAL means
+    the filesystem refuses O_DIRECT; other errors are directory errors.
+    """
+    opener = opener or writer_mod.open_data_file
+    path = _probe_path(directory, "odirect")
+    buf = mmap.mmap(-1, PROBE_BYTES)
+    fd = None
+    try:
+        try:
+            fd = opener(path, True)
+            os.write(fd, buf)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return False, os.strerror(exc.errno)
+            raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "cannot write a probe file in "
+                              "%s (%s); check the directory and the device"
+                              % (directory, os.strerror(exc.errno)))
+        return True, None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        buf.close()
+
+
+def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUNKS,
+              max_s=CALIBRATION_MAX_S, clock=monotonic):
+    """MiB/s of a few chunks written exactly as the writer writes them.
+
+    Same open (O_DIRECT or not), same payload, same timed region (write loop,
+    + fsync in fsync mode). The file is removed. Bounded by ``max_chunks`` and
+    ``max_s`` (at least one chunk is written).
+    """
+    from diskbench.client.payload import Payload
+    fsync_mode = sync_mode == protocol.SYNC_FSYNC
+    path = _probe_path(directory, "calibration")
+    payload = Payload(chunk_bytes)
+    ops = writer_mod.OsOps()
+    fd = None
+    io_s, written = 0.0, 0
+    started = clock()
+    try:
+        fd = ops.open(path, not fsync_mode)
+        for n in range(max_chunks):
+            payload.stamp(n)
+            io_s += writer_mod.write_chunk(fd, payload.buffer, chunk_bytes, fsync_mode,
+                                           ops, clock)
+            written += chunk_bytes
+            if clock() - started >= max_s:
+                break
+    except OSError as exc:
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "calibration write in %s failed "
+                          "(%s); check the directory and the device"
+                          % (directory, os.strerror(exc.errno)))
+    finally:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        payload.close()
+    return written / float(MIB) / max(io_s, 1e-9)
+
+
+def expected_rollovers(mib_s, duration_s, file_mb):
+    """Files completed in ``duration_s`` at ``mib_s``: never rounded up."""
+    return mib_s * duration_s / float(file_mb)
+
+
+def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
+    """None when >= MIN_ROLLOVERS are expected, else the refusal message."""
+    got = expected_rollovers(mib_s, duration_s, file_mb)
+    if got >= MIN_ROLLOVERS:
+        return None
+    need_duration = int(math.ceil(MIN_ROLLOVERS * file_mb / mib_s)) if mib_s > 0 else None
+    max_file_mb = int(math.floor(mib_s * duration_s / MIN_ROLLOVERS))
+    fixes = []
+    if need_duration is not None:
+        fixes.append("--duration >= %d" % need_duration)
+    if max_file_mb >= chunk_mb:
+        fixes.append("--file-mb <= %d" % max_file_mb)
+    return ("at %.0f MiB/s, %g s gives ~%.1f rollovers of %d MiB files (at least %d "
+            "needed); use %s (or --force to run anyway)" % (
+                mib_s, duration_s, _floor1(got), file_mb, MIN_ROLLOVERS,
+                " or ".join(fixes)))
+
+
+def _floor1(x):
+    """Round down to one decimal, so 1.97 never prints as 2.0."""
+    return math.floor(x * 10) / 10.0

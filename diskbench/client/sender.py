@@ -1,0 +1,296 @@
+"""The client's one TCP connection to the server, in threads of the main process.
+
+- Every message gets the next ``seq`` (1, 2, 3 ... across reconnects) and
+  stays in a bounded buffer until the server acknowledges it (``ack`` carries
+  the highest seq recorded).
+- The buffer holds at most BUFFER_MAX messages. On overflow the oldest ``perf``
+  sample is dropped first, then the oldest heartbeat/stats/note/pong; hello,
+  start, stop, rollover, error and bye are never dropped. Drops are counted
+  (``dropped``, reported in ``stop.dropped_messages``).
+- On a broken connection the I/O thread reconnects with backoff, sends the
+  hello again (the original line, seq 1: the server re-acks a seq it has seen
+  and so knows this connection is us again, and a restarted server records
+  it fresh), then resends everything unacknowledged in seq order.
+- A reader thread per connection decodes server messages: ack, go, stop, ping
+  (answered with pong), rejected (fatal: no more reconnects).
+
+Nothing here ever blocks the caller of ``send()``: it appends and returns.
+"""
+import collections
+import socket
+import threading
+import time
+
+from diskbench import protocol
+from diskbench.compat import wait_readable
+
+#: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
+#: with the server gone; each is at most a few KiB).
+BUFFER_MAX = 10000
+#: Dropped first on overflow (oldest first), then DROPPABLE; others never.
+DROP_FIRST = (protocol.PERF,)
+DROPPABLE = (protocol.HEARTBEAT, protocol.STATS, protocol.NOTE, protocol.PONG)
+#: One connection attempt may take this long.
+CONNECT_ATTEMPT_TIMEOUT_S = 2.0
+#: A send that makes no progress for this long counts as a broken connection.
+SEND_TIMEOUT_S = 10.0
+#: Reconnect backoff: first wait, growth factor, longest wait.
+BACKOFF_FIRST_S = 0.1
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 2.0
+#: How often idle threads look at the closing flag.
+IDLE_TICK_S = 0.25
+_RECV_BYTES = 65536
+
+
+class Sender(object):
+    def __init__(self, host, port, name, hello_fields, secret=None, log=None,
+                 buffer_max=BUFFER_MAX):
+        self.host, self.port, self.name, self.secret = host, port, name, secret
+        self.log = log
+        self.buffer_max = buffer_max
+        self.cond = threading.Condition()
+        self.buffer = collections.deque()   # (seq, type, line), seq ascending
+        self.next_seq = 1
+        self.dropped = 0
+        self.acked_upto = 0
+        self.sent_upto = 0                  # highest seq written on this connection
+        self.sock = None
+        self.gen = 0                        # connection generation
+        self.connects = 0
+        self.last_error = None
+        self.disconnected_at = time.time()  # when the link was last lost (or born)
+        self.closed = False
+        self.go = threading.Event()
+        self.run_id = None
+        self.rejected = None                # the server's reason, when refused
+        self.server_stop = None             # the server's reason, when it asked
+        self.hello_line = self.send(protocol.HELLO, **hello_fields)
+        self._io = threading.Thread(target=self._io_loop, name="diskbench-sender")
+        self._io.daemon = True
+
+    # --- the API of the main loop ------------------------------------------------
+    def start(self):
+        self._io.start()
+
+    def send(self, type_, **fields):
+        """Queue one message; returns its wire line (never blocks on the network)."""
+        with self.cond:
+            seq = self.next_seq
+            try:
+                msg = protocol.make(type_, name=self.name, seq=seq, **fields)
+                line = protocol.encode(msg, self.secret)
+            except protocol.ProtocolError as exc:  # a bug: keep running, say so
+                self._log("error", "not sent (%s): %s", type_, exc)
+                return None
+            self.next_seq += 1
+            self.buffer.append((seq, type_, line))
+            if len(self.buffer) > self.buffer_max:
+                self._drop_one()
+            self.cond.notify_all()
+            return line
+
+    def connected(self):
+        with self.cond:
+            return self.sock is not None
+
+    def wait_connected(self, timeout):
+        """True once connected (or ever connected); False after ``timeout``."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while self.connects == 0 and self.rejected is None:
+                left = deadline - time.time()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, IDLE_TICK_S))
+            return True
+
+    def disconnected_for(self):
+        """Seconds since the connection was lost (0 while connected)."""
+        with self.cond:
+            return 0.0 if self.sock is not None else time.time() - self.disconnected_at
+
+    def pending(self):
+        with self.cond:
+            return len(self.buffer)
+
+    def close(self, timeout):
+        """Wait up to ``timeout`` for everything to be acknowledged, then close.
+
+        Returns True when the server acknowledged every message.
+        """
+        deadline = time.time() + timeout
+        with self.cond:
+            while self.buffer and self.rejected is None:
+                left = deadline - time.time()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, IDLE_TICK_S))
+            done = not self.buffer
+            self.closed = True
+            sock, self.sock = self.sock, None
+            self.cond.notify_all()
+        _close_socket(sock)
+        if self._io.is_alive():
+            self._io.join(CONNECT_ATTEMPT_TIMEOUT_S + 1.0)
+        return done
+
+    # --- internals ---------------------------------------------------------------------
+    def _log(self, level, fmt, *args):
+        if self.log is not None:
+            getattr(self.log, level)(fmt, *args)
+
+    def _drop_one(self):
+        """Drop the oldest droppable message (caller holds the lock)."""
+        for kinds in (DROP_FIRST, DROPPABLE):
+            for i, item in enumerate(self.buffer):
+                if item[1] in kinds:
+                    del self.buffer[i]
+                    self.dropped += 1
+                    return True
+        return False
+
+    def _connect(self):
+        sock = socket.create_connection((self.host, self.port), CONNECT_ATTEMPT_TIMEOUT_S)
+        sock.settimeout(SEND_TIMEOUT_S)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, socket.error):
+            pass
+        sock.sendall(self.hello_line)
+        return sock
+
+    def _io_loop(self):
+        backoff = BACKOFF_FIRST_S
+        while True:
+            with self.cond:
+                if self.closed or self.rejected is not None:
+                    return
+                sock, gen = self.sock, self.gen
+            if sock is None:
+                try:
+                    sock = self._connect()
+                except (OSError, socket.error) as exc:
+                    with self.cond:
+                        self.last_error = str(exc) or exc.__class__.__name__
+                        if not self.closed:
+                            self.cond.wait(backoff)
+                    backoff = min(backoff * BACKOFF_FACTOR, BACKOFF_MAX_S)
+                    continue
+                backoff = BACKOFF_FIRST_S
+                with self.cond:
+                    if self.closed:
+                        _close_socket(sock)
+                        return
+                    self.sock = sock
+                    self.gen += 1
+                    gen = self.gen
+                    self.connects += 1
+                    self.sent_upto = 1  # the hello line went first
+                    self.cond.notify_all()
+                self._log("info", "%s server %s:%d", "connected to" if self.connects == 1
+                          else "reconnected to", self.host, self.port)
+                reader = threading.Thread(target=self._read_loop, args=(sock, gen),
+                                          name="diskbench-reader")
+                reader.daemon = True
+                reader.start()
+                continue
+            with self.cond:
+                todo = [(s, line) for s, _, line in self.buffer if s > self.sent_upto]
+                if not todo:
+                    self.cond.wait(IDLE_TICK_S)
+                    continue
+            for seq, line in todo:
+                try:
+                    sock.sendall(line)
+                except (OSError, socket.error) as exc:
+                    self._broken(gen, "send failed: %s" % (exc,))
+                    break
+                with self.cond:
+                    if gen != self.gen:
+                        break
+                    self.sent_upto = max(self.sent_upto, seq)
+
+    def _broken(self, gen, why):
+        with self.cond:
+            if gen != self.gen or self.sock is None:
+                return
+            sock, self.sock = self.sock, None
+            self.last_error = why
+            self.disconnected_at = time.time()
+            self.cond.notify_all()
+            closing = self.closed
+        _close_socket(sock)
+        if not closing:
+            self._log("warning", "connection to server lost (%s); reconnecting", why)
+
+    def _read_loop(self, sock, gen):
+        buf = b""
+        while True:
+            with self.cond:
+                if gen != self.gen or self.closed:
+                    return
+            if b"\n" not in buf:
+                if not wait_readable([sock], IDLE_TICK_S):
+                    continue
+                try:
+                    data = sock.recv(_RECV_BYTES)
+                except socket.timeout:
+                    continue
+                except (OSError, socket.error, ValueError) as exc:
+                    self._broken(gen, "receive failed: %s" % (exc,))
+                    return
+                if not data:
+                    self._broken(gen, "server closed the connection")
+                    return
+                buf += data
+                if b"\n" not in buf and len(buf) > protocol.MAX_LINE_BYTES:
+                    self._broken(gen, "server line over %d bytes" % protocol.MAX_LINE_BYTES)
+                    return
+                continue
+            line, buf = buf.split(b"\n", 1)
+            try:
+                msg = protocol.decode(line, protocol.S2C, self.secret)
+            except protocol.ProtocolError as exc:
+                self._log("warning", "ignored a server message: %s", exc)
+                continue
+            self._handle(msg)
+
+    def _handle(self, msg):
+        if msg.type == protocol.ACK:
+            with self.cond:
+                upto = msg.upto_seq
+                self.acked_upto = max(self.acked_upto, upto)
+                while self.buffer and self.buffer[0][0] <= upto:
+                    self.buffer.popleft()
+                self.cond.notify_all()
+        elif msg.type == protocol.GO:
+            if not self.go.is_set():
+                self.run_id = msg.run_id
+                self.go.set()
+        elif msg.type == protocol.PING:
+            self.send(protocol.PONG, nonce=msg.nonce, client_time=time.time())
+        elif msg.type == protocol.STOP:
+            with self.cond:
+                if self.server_stop is None:
+                    self.server_stop = msg.reason
+                self.cond.notify_all()
+        elif msg.type == protocol.REJECTED:
+            with self.cond:
+                self.rejected = msg.reason
+                self.cond.notify_all()
+        else:  # a type this version does not handle: log it, never crash
+            self._log("warning", "ignored server message of type %s", msg.type)
+
+
+def _close_socket(sock):
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, socket.error):
+        pass
+    try:
+        sock.close()
+    except (OSError, socket.error):
+        pass

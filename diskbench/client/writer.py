@@ -1,0 +1,353 @@
+"""The writer process: the timed write loop and file rollover.
+
+What is timed (and nothing else): for each chunk, the ``os.write`` loop that
+puts the chunk on disk (continued on short writes), plus ``os.fsync`` when the
+filesystem refused O_DIRECT (``fsync`` mode). Stamping the payload, building
+messages, updating counters and checking for a stop all happen outside the
+timer. At a rollover, ``fsync`` + ``close`` of the full file is timed too and
+reported as ``close_s``.
+
+Short writes: the remainder is written from where the kernel stopped. With
+O_DIRECT a remainder that is not block-aligned makes the next write fail with
+EINVAL; that (and a write that returns 0) is reported as ENOSPC, because in
+practice it only happens when the device is full.
+
+The writer never touches the network: it sends ``(type, fields)`` tuples down
+its pipe to the supervisor and goes on.
+"""
+import errno
+import os
+import re
+import signal
+import sys
+import time
+
+from diskbench import protocol
+from diskbench.compat import buffer_from, monotonic, posix_fallocate
+from diskbench.metrics import LatencyHistogram
+
+#: Exit code of the writer process after a disk error (it has sent an ERROR
+#: first); the supervisor maps it to exitcodes.CLIENT_DISK_ERROR.
+EXIT_DISK_ERROR = 3
+#: Exit code of the writer after an unexpected exception (an ERROR was sent).
+EXIT_CRASH = 4
+#: The command the supervisor sends down the pipe to stop a child.
+CMD_STOP = "halt"
+#: Env var read in exactly one place (open_data_file): when set, every open
+#: with O_DIRECT fails with EINVAL, as on tmpfs or some network filesystems
+#: (this kernel accepts O_DIRECT even on tmpfs, so tests need to inject it).
+FAKE_NO_ODIRECT_ENV = "DISKBENCH_FAKE_NO_ODIRECT"
+#: The writer's own safety net: it stops this long after --duration even if
+#: the supervisor never told it to.
+DURATION_GRACE_S = 5.0
+
+O_DIRECT = getattr(os, "O_DIRECT", 0)
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def data_file_name(name, pid, index):
+    """``diskbench-NAME-PID-N.dat`` (NAME made safe for a file name)."""
+    return "diskbench-%s-%d-%d.dat" % (_SAFE.sub("_", name), pid, index)
+
+
+def data_file_prefix(name, pid):
+    return "diskbench-%s-%d-" % (_SAFE.sub("_", name), pid)
+
+
+def open_data_file(path, direct):
+    """Open a data file for writing, with O_DIRECT when ``direct``.
+
+    The single place that decides whether O_DIRECT is refused (patch it, or set
+    DISKBENCH_FAKE_NO_ODIRECT, to simulate a filesystem that refuses it).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    if direct:
+        if os.environ.get(FAKE_NO_ODIRECT_ENV) or not O_DIRECT:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        flags |= O_DIRECT
+    return os.open(path, flags, 0o644)
+
+
+class DiskError(Exception):
+    """A write/fsync/open failure on the data path (ENOSPC, EIO ...)."""
+
+    def __init__(self, err, reason):
+        Exception.__init__(self, reason)
+        self.errno = err
+        self.reason = reason
+
+
+class OsOps(object):
+    """The system calls the writer makes; tests replace them."""
+
+    open = staticmethod(open_data_file)
+    write = staticmethod(os.write)
+    fsync = staticmethod(os.fsync)
+    close = staticmethod(os.close)
+    unlink = staticmethod(os.unlink)
+    fallocate = staticmethod(posix_fallocate)
+
+
+def write_chunk(fd, buf, size, fsync_mode, ops, timer):
+    """Write ``buf[:size]`` to ``fd``, continuing short writes; return seconds.
+
+    The timed region is exactly the write loop (+ fsync in fsync mode).
+    ``buf`` is the payload mmap (or any buffer); when ``size`` is smaller than
+    it, a zero-copy view is made before the timer starts.
+    """
+    view = buf if size == len(buf) else buffer_from(buf, 0, size)
+    write = ops.write
+    t0 = timer()
+    done = write(fd, view)
+    while done < size:  # short write: continue from where the kernel stopped
+        if done <= 0:
+            raise OSError(errno.ENOSPC, "write returned 0 bytes (device full?)")
+        try:
+            n = write(fd, buffer_from(buf, done, size - done))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise OSError(errno.ENOSPC, "short write left an unaligned remainder "
+                              "of %d bytes that O_DIRECT cannot write (device full?)"
+                              % (size - done))
+            raise
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "write returned 0 bytes (device full?)")
+        done += n
+    if fsync_mode:
+        ops.fsync(fd)
+    return timer() - t0
+
+
+class Writer(object):
+    """The write loop, with everything it touches injectable for tests.
+
+    ``cfg`` keys: directory, name, chunk_bytes, file_bytes, duration_s,
+    perf_interval_s, max_files, sync_mode, preallocate, keep_data.
+    ``send(tuple)`` delivers (type, fields) to the supervisor; ``should_stop()``
+    is checked between chunks; ``progress(bytes, chunks)`` updates shared
+    counters.
+    """
+
+    def __init__(self, cfg, payload, send, should_stop, progress=None, ops=None,
+                 timer=monotonic, clock=monotonic, wall=time.time, pid=None):
+        self.cfg = cfg
+        self.payload = payload
+        self.send = send
+        self.should_stop = should_stop
+        self.progress = progress or (lambda b, c: None)
+        self.ops = ops or OsOps()
+        self.timer = timer        # only around the timed I/O
+        self.clock = clock        # intervals and duration (never in the timer)
+        self.wall = wall
+        self.pid = pid or os.getpid()
+        self.fsync_mode = cfg["sync_mode"] == protocol.SYNC_FSYNC
+        self.preallocate = bool(cfg["preallocate"])
+        self.paths = []           # data files that exist now, oldest first
+        self.file_index = -1
+        self.fd = None
+        self.file_written = 0
+        self.bytes = 0
+        self.chunks = 0
+        self.rollovers = 0
+        self._reset_interval()
+
+    # --- messages (never inside the timer) -------------------------------------
+    def _reset_interval(self):
+        self.iv_start_wall = self.wall()
+        self.iv_start = self.clock()
+        self.iv_bytes = 0
+        self.iv_chunks = 0
+        self.iv_io = 0.0
+        self.iv_hist = LatencyHistogram()
+
+    def flush_perf(self):
+        if not self.iv_chunks:
+            self._reset_interval()
+            return
+        hist = self.iv_hist
+        self.send((protocol.PERF, dict(
+            t_start=self.iv_start_wall, t_end=max(self.wall(), self.iv_start_wall),
+            bytes=self.iv_bytes, chunks=self.iv_chunks, io_s=self.iv_io,
+            lat_min_s=hist.min, lat_max_s=hist.max, lat_hist=hist.to_wire(),
+            sync_mode=self.sync_mode(), file_index=max(self.file_index, 0))))
+        self._reset_interval()
+
+    def sync_mode(self):
+        return protocol.SYNC_FSYNC if self.fsync_mode else protocol.SYNC_DIRECT
+
+    def note(self, text):
+        self.send((protocol.NOTE, dict(text=text)))
+
+    # --- files -------------------------------------------------------------------
+    def path_of(self, index):
+        return os.path.join(self.cfg["directory"],
+                            data_file_name(self.cfg["name"], self.pid, index))
+
+    def open_next(self):
+        """Delete the oldest files beyond --max-files, then open the next file."""
+        while self.paths and len(self.paths) + 1 > self.cfg["max_files"]:
+            self._unlink(self.paths.pop(0))
+        self.file_index += 1
+        path = self.path_of(self.file_index)
+        try:
+            fd = self.ops.open(path, not self.fsync_mode)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or self.fsync_mode:
+                raise
+            self.fsync_mode = True
+            self.note("O_DIRECT refused by the filesystem (%s); falling back to "
+                      "buffered writes + fsync per chunk (sync_mode=%s)"
+                      % (os.strerror(exc.errno), protocol.SYNC_FSYNC))
+            fd = self.ops.open(path, False)
+        self.paths.append(path)
+        self.fd = fd
+        self.file_written = 0
+        if self.preallocate:
+            try:
+                self.ops.fallocate(fd, 0, self.cfg["file_bytes"])
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EIO):
+                    raise
+                self.preallocate = False
+                self.note("--preallocate refused (%s); continuing without "
+                          "preallocation" % os.strerror(exc.errno))
+
+    def rollover(self):
+        """Timed fsync + close of the full file; report it; open the next."""
+        fd, self.fd = self.fd, None
+        t0 = self.timer()
+        self.ops.fsync(fd)
+        self.ops.close(fd)
+        close_s = self.timer() - t0
+        self.rollovers += 1
+        self.send((protocol.ROLLOVER, dict(file_index=self.file_index,
+                                           file_bytes=self.file_written,
+                                           close_s=close_s)))
+        self.open_next()
+
+    def _unlink(self, path):
+        try:
+            self.ops.unlink(path)
+        except OSError:
+            pass
+
+    def cleanup(self):
+        if self.fd is not None:
+            try:
+                self.ops.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+        if not self.cfg["keep_data"]:
+            for path in self.paths:
+                self._unlink(path)
+            self.paths = []
+
+    # --- the loop ------------------------------------------------------------------
+    def run(self):
+        """Write until told to stop or the duration (+ grace) passes."""
+        cfg = self.cfg
+        chunk, file_bytes = cfg["chunk_bytes"], cfg["file_bytes"]
+        interval = cfg["perf_interval_s"]
+        deadline = self.clock() + cfg["duration_s"] + DURATION_GRACE_S
+        buf = self.payload.buffer
+        try:
+            self.open_next()
+            self.send((protocol.START, dict(
+                writer_pid=self.pid, sync_mode=self.sync_mode(),
+                preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096))))
+            self._reset_interval()
+            while not self.should_stop():
+                size = min(chunk, file_bytes - self.file_written)
+                self.payload.stamp(self.chunks)
+                elapsed = write_chunk(self.fd, buf, size, self.fsync_mode,
+                                      self.ops, self.timer)
+                self.file_written += size
+                self.bytes += size
+                self.chunks += 1
+                self.iv_bytes += size
+                self.iv_chunks += 1
+                self.iv_io += elapsed
+                self.iv_hist.add(elapsed)
+                self.progress(self.bytes, self.chunks)
+                if self.file_written >= file_bytes:
+                    self.rollover()
+                now = self.clock()
+                if now - self.iv_start >= interval:
+                    self.flush_perf()
+                if now >= deadline:
+                    break
+            self.flush_perf()
+        except OSError as exc:
+            self.flush_perf()
+            err = exc.errno or errno.EIO
+            raise DiskError(err, "%s: %s" % (errno.errorcode.get(err, "E?"),
+                                             exc.strerror or os.strerror(err)))
+        finally:
+            self.cleanup()
+
+
+# --- the process ---------------------------------------------------------------------
+class _Flags(object):
+    terminated = False
+
+
+def _on_term(signum, frame):
+    _Flags.terminated = True
+
+
+def writer_main(conn, cfg, counters):
+    """Entry point of the writer process (module level: fork/spawn safe).
+
+    ``counters`` is (bytes, chunks, last_progress) multiprocessing RawValues
+    read by the heartbeat process.
+    """
+    from diskbench.client.payload import Payload
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
+    parent = os.getppid()
+    bytes_v, chunks_v, progress_v = counters
+    progress_v.value = monotonic()
+
+    def send(item):
+        try:
+            conn.send(item)
+        except (OSError, IOError, EOFError):
+            pass  # the supervisor is gone; getppid notices next chunk
+
+    def should_stop():
+        if _Flags.terminated or os.getppid() != parent:
+            return True
+        try:
+            if conn.poll(0):
+                return conn.recv() == CMD_STOP
+        except (OSError, IOError, EOFError):
+            return True
+        return False
+
+    def progress(nbytes, nchunks):
+        bytes_v.value = nbytes
+        chunks_v.value = nchunks
+        progress_v.value = monotonic()
+
+    payload = Payload(cfg["chunk_bytes"])
+    writer = Writer(cfg, payload, send, should_stop, progress)
+    code = 0
+    try:
+        writer.run()
+    except DiskError as exc:
+        send((protocol.ERROR, dict(source="writer", reason=exc.reason,
+                                   errno=exc.errno, fatal=True)))
+        code = EXIT_DISK_ERROR
+    except Exception as exc:  # a bug: say so, then exit non-zero
+        send((protocol.ERROR, dict(source="writer", reason="writer crashed: %r" % (exc,),
+                                   errno=None, fatal=True)))
+        code = EXIT_CRASH
+    finally:
+        payload.close()
+        try:
+            conn.close()
+        except (OSError, IOError):
+            pass
+    if code:
+        sys.exit(code)

@@ -1,0 +1,240 @@
+"""A minimal real server (real socket, protocol.decode, acks, go) for client
+tests, and the sender's tests against it: seq, acks, reconnect + resend,
+overflow drops, ping/pong, rejected, server stop.
+"""
+import socket
+import threading
+import time
+
+from diskbench import protocol as P
+from diskbench.client import sender as sender_mod
+from diskbench.client.sender import Sender
+from tests.helpers import wait_until
+
+HELLO = dict(client_version="0.1.0", hostname="h", pid=1, python_version="3",
+             platform="p", directory="/d", fs_type="ext4", chunk_bytes=10 << 20,
+             file_bytes=20 << 20, duration_s=2.0, max_files=2, sync_mode=P.SYNC_DIRECT,
+             preallocate=False, stats_interval_s=1.0, heartbeat_interval_s=1.0,
+             psutil_version=None, expected_rollovers=3.0, calibration_mib_s=100.0)
+
+
+class FakeServer(object):
+    """Accepts clients, records every decoded message, acks each, sends go.
+
+    ``go_after``: hellos (distinct names) before go is sent to everyone.
+    ``reject``: a reason to send ``rejected`` instead of go.
+    ``ack``: when False, never acknowledge (to test buffering).
+    """
+
+    def __init__(self, go_after=1, reject=None, ack=True, secret=None):
+        self.go_after, self.reject, self.ack, self.secret = go_after, reject, ack, secret
+        self.lock = threading.Lock()
+        self.messages = []          # every decoded message, in arrival order
+        self.recorded = {}          # name -> highest seq recorded
+        self.conns = []
+        self.hellos = set()
+        self.went = set()
+        self.errors = []
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        t = threading.Thread(target=self._accept)
+        t.daemon = True
+        t.start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.lsock.accept()
+            except (OSError, socket.error):
+                return
+            with self.lock:
+                self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,))
+            t.daemon = True
+            t.start()
+
+    def _send(self, conn, type_, **fields):
+        try:
+            conn.sendall(P.encode(P.make(type_, P.S2C, **fields), self.secret))
+        except (OSError, socket.error):
+            pass
+
+    def _serve(self, conn):
+        rfile = conn.makefile("rb")
+        while True:
+            try:
+                line = P.read_line(rfile)
+            except (OSError, socket.error, P.ProtocolError):
+                return
+            if not line:
+                return
+            try:
+                msg = P.decode(line, P.C2S, self.secret)
+            except P.ProtocolError as exc:
+                self.errors.append(str(exc))
+                continue
+            with self.lock:
+                last = self.recorded.get(msg.name, 0)
+                fresh = msg.seq > last
+                if fresh:
+                    self.recorded[msg.name] = msg.seq
+                    self.messages.append(msg)
+                upto = self.recorded[msg.name]
+            if self.ack:
+                self._send(conn, P.ACK, upto_seq=upto)
+            if msg.type == P.HELLO:
+                if self.reject:
+                    self._send(conn, P.REJECTED, reason=self.reject, fatal=True)
+                    continue
+                with self.lock:
+                    self.hellos.add((msg.name, conn))
+                    names = set(n for n, _ in self.hellos)
+                    ready = len(names) >= self.go_after
+                    targets = [c for n, c in self.hellos if n not in self.went] \
+                        if ready else []
+                    self.went.update(names if ready else ())
+                for c in targets:
+                    self._send(c, P.GO, run_id="fake-run")
+
+    def of_type(self, type_, name=None):
+        with self.lock:
+            return [m for m in self.messages if m.type == type_ and
+                    (name is None or m.name == name)]
+
+    def stop_clients(self, reason="stop now"):
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            self._send(c, P.STOP, reason=reason)
+
+    def ping(self, nonce=5):
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            self._send(c, P.PING, nonce=nonce, server_time=time.time())
+
+    def drop_connections(self):
+        with self.lock:
+            conns, self.conns = list(self.conns), []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except (OSError, socket.error):
+                pass
+            c.close()
+
+    def close(self):
+        self.closed = True
+        try:
+            self.lsock.close()
+        except (OSError, socket.error):
+            pass
+        self.drop_connections()
+
+
+def make_sender(port, buffer_max=sender_mod.BUFFER_MAX, name="c1", secret=None):
+    return Sender("127.0.0.1", port, name, dict(HELLO), secret=secret,
+                  buffer_max=buffer_max)
+
+
+def test_sender_hello_go_ack_and_seq():
+    srv = FakeServer()
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.wait_connected(5)
+        assert s.go.wait(5) and s.run_id == "fake-run"
+        s.send(P.NOTE, text="one")
+        s.send(P.NOTE, text="two")
+        wait_until(lambda: s.pending() == 0, 5, what="all acked")
+        assert [m.seq for m in srv.messages] == [1, 2, 3]
+        assert [m.type for m in srv.messages] == [P.HELLO, P.NOTE, P.NOTE]
+    finally:
+        assert s.close(2)
+        srv.close()
+
+
+def test_sender_reconnects_and_resends_unacked_in_order():
+    srv = FakeServer(ack=False)
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        for i in range(5):
+            s.send(P.NOTE, text="n%d" % i)
+        wait_until(lambda: len(srv.messages) == 6, 5, what="6 messages")
+        srv.ack = True
+        srv.drop_connections()  # nothing was acknowledged: everything is resent
+        s.send(P.NOTE, text="after")
+        wait_until(lambda: s.pending() == 0, 10, what="resend acked")
+        assert s.connects >= 2
+        # the server recorded each seq once, in order, nothing lost
+        assert [m.seq for m in srv.messages] == list(range(1, 8))
+    finally:
+        s.close(2)
+        srv.close()
+
+
+def test_sender_overflow_drops_oldest_perf_never_rollover():
+    srv = FakeServer(ack=False)
+    s = make_sender(srv.port, buffer_max=4)
+    try:
+        perf = dict(t_start=1.0, t_end=2.0, bytes=1, chunks=1, io_s=0.1, lat_min_s=0.1,
+                    lat_max_s=0.1, lat_hist=[[1, 1]], sync_mode=P.SYNC_DIRECT,
+                    file_index=0)
+        s.send(P.PERF, **perf)                                 # seq 2
+        s.send(P.ROLLOVER, file_index=0, file_bytes=1, close_s=0.1)  # seq 3
+        s.send(P.PERF, **perf)                                 # seq 4
+        s.send(P.HEARTBEAT, writer_pid=2, writer_alive=True, bytes_written=1,
+               chunks_written=1, progress_age_s=0.0)           # seq 5 -> drop seq 2
+        s.send(P.ERROR, source="writer", reason="x", errno=None, fatal=True)  # drop 4
+        kept = [(seq, t) for seq, t, _ in s.buffer]
+        assert kept == [(1, P.HELLO), (3, P.ROLLOVER), (5, P.HEARTBEAT), (6, P.ERROR)]
+        assert s.dropped == 2
+    finally:
+        s.close(0)
+        srv.close()
+
+
+def test_sender_answers_ping_and_sees_server_stop():
+    srv = FakeServer()
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        srv.ping(nonce=42)
+        pongs = wait_until(lambda: srv.of_type(P.PONG), 5, what="pong")
+        assert pongs[0].nonce == 42
+        srv.stop_clients("enough")
+        wait_until(lambda: s.server_stop == "enough", 5, what="server stop seen")
+    finally:
+        s.close(2)
+        srv.close()
+
+
+def test_sender_rejected_stops_reconnecting():
+    srv = FakeServer(reject="wrong secret")
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        wait_until(lambda: s.rejected == "wrong secret", 5, what="rejected")
+        assert not s.go.is_set()
+    finally:
+        s.close(0)
+        srv.close()
+
+
+def test_sender_hmac_secret_round_trip():
+    srv = FakeServer(secret="s3cret")
+    s = make_sender(srv.port, secret="s3cret")
+    try:
+        s.start()
+        assert s.go.wait(5)
+        assert srv.errors == []
+    finally:
+        s.close(2)
+        srv.close()
