@@ -111,15 +111,20 @@ def posix_fallocate(fd, offset, length):
 
 
 # --- buffers -------------------------------------------------------------------
-def buffer_from(obj, offset=0):
-    """A zero-copy read-only view of obj[offset:] that os.write accepts.
+def buffer_from(obj, offset=0, size=None):
+    """A zero-copy read-only view of obj[offset:offset+size] that os.write accepts.
 
     Python 3's memoryview works on an mmap; Python 2.7's mmap only speaks the
-    old buffer protocol, so there we use ``buffer``.
+    old buffer protocol, so there we use ``buffer`` (whose slices would copy,
+    hence the ``size`` argument instead of slicing the result).
     """
     if PY2:  # pragma: no cover
-        return buffer(obj, offset)  # noqa: F821
-    return memoryview(obj)[offset:]
+        if size is None:
+            return buffer(obj, offset)  # noqa: F821
+        return buffer(obj, offset, size)  # noqa: F821
+    if size is None:
+        return memoryview(obj)[offset:]
+    return memoryview(obj)[offset:offset + size]
 
 
 # --- multiprocessing -----------------------------------------------------------
