@@ -41,4 +41,9 @@ class Payload(object):
             pack_into(buf, offset, counter)
 
     def close(self):
-        self.buffer.close()
+        """Unmap the buffer (left to the GC while a view of it is still alive,
+        e.g. one held by the traceback of a failed write)."""
+        try:
+            self.buffer.close()
+        except BufferError:  # pragma: no cover - Python 3 only
+            pass

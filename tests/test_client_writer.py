@@ -1,0 +1,296 @@
+"""Unit tests of the writer loop and the start-up check arithmetic, with
+injected clocks and system calls (plus a few against real files in tmp)."""
+import errno
+import os
+import zlib
+
+import pytest
+
+from diskbench import protocol as P
+from diskbench.client import checks, procinfo
+from diskbench.client import writer as W
+from diskbench.client.payload import Payload
+from diskbench.metrics import MIB
+
+CHUNK = 64 * 1024  # unit tests use small chunks; the CLI refuses < 10 MiB
+
+
+def cfg(tmpdir, **over):
+    c = dict(directory=str(tmpdir), name="t", chunk_bytes=CHUNK, file_bytes=4 * CHUNK,
+             duration_s=60.0, perf_interval_s=1000.0, max_files=2,
+             sync_mode=P.SYNC_DIRECT, preallocate=False, keep_data=False,
+             block_bytes=4096)
+    c.update(over)
+    return c
+
+
+class StopAfter(object):
+    """should_stop(): True after ``n`` calls (one call per chunk)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self):
+        self.n -= 1
+        return self.n < 0
+
+
+class FakeOps(object):
+    """In-memory system calls recording every event in order."""
+
+    def __init__(self, events, short=None, refuse_direct=False, fail_write=None):
+        self.events = events
+        self.short = short                  # max bytes per write
+        self.refuse_direct = refuse_direct
+        self.fail_write = fail_write        # errno to raise on the first write
+        self.files = {}                     # fd -> path
+        self.sizes = {}                     # path -> bytes written
+        self.existing = set()
+        self.max_existing = 0
+        self.opened = []                    # (path, direct)
+        self._fd = 100
+
+    def open(self, path, direct):
+        self.events.append("open")
+        if direct and self.refuse_direct:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self._fd += 1
+        self.files[self._fd] = path
+        self.sizes[path] = 0
+        self.existing.add(path)
+        self.max_existing = max(self.max_existing, len(self.existing))
+        self.opened.append((path, direct))
+        return self._fd
+
+    def write(self, fd, buf):
+        self.events.append("write")
+        if self.fail_write:
+            raise OSError(self.fail_write, os.strerror(self.fail_write))
+        n = len(buf) if self.short is None else min(len(buf), self.short)
+        self.sizes[self.files[fd]] += n
+        return n
+
+    def fsync(self, fd):
+        self.events.append("fsync")
+
+    def close(self, fd):
+        self.events.append("close")
+
+    def unlink(self, path):
+        self.events.append("unlink")
+        self.existing.discard(path)
+
+    def fallocate(self, fd, offset, length):
+        self.events.append("fallocate")
+
+
+def run_writer(tmpdir, chunks, ops, timer=None, **over):
+    sent = []
+    events = getattr(ops, "events", [])
+
+    def send(item):
+        events.append("send")
+        sent.append(item)
+
+    payload = Payload(CHUNK)
+    kwargs = {} if timer is None else dict(timer=timer)
+    w = W.Writer(cfg(tmpdir, **over), payload, send, StopAfter(chunks), ops=ops, **kwargs)
+    try:
+        w.run()
+    finally:
+        payload.close()
+    return w, sent
+
+
+def of(sent, type_):
+    return [fields for t, fields in sent if t == type_]
+
+
+def test_writer_short_writes_are_continued(tmpdir):
+    ops = FakeOps([], short=CHUNK // 4 + 4096)
+    w, sent = run_writer(tmpdir, 3, ops, file_bytes=100 * CHUNK)
+    assert w.bytes == 3 * CHUNK
+    assert ops.sizes[ops.opened[0][0]] == 3 * CHUNK
+    assert ops.events.count("write") == 3 * 4  # 4 writes per chunk, none counted full
+    assert of(sent, P.PERF)[0]["bytes"] == 3 * CHUNK
+
+
+def test_writer_short_write_against_a_real_file_keeps_every_byte(tmpdir):
+    path = str(tmpdir.join("f"))
+    payload = Payload(CHUNK)
+    payload.stamp(7)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+
+    class Halving(W.OsOps):
+        write = staticmethod(lambda fd, buf: os.write(fd, bytes(bytearray(buf[:max(
+            4096, len(buf) // 2)]))))
+    try:
+        W.write_chunk(fd, payload.buffer, CHUNK, True, Halving(), W.monotonic)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == payload.buffer[:]
+    payload.close()
+
+
+def test_writer_unaligned_remainder_under_o_direct_is_enospc(tmpdir):
+    calls = []
+
+    class Ops(W.OsOps):
+        @staticmethod
+        def write(fd, buf):
+            calls.append(len(buf))
+            if len(calls) == 1:
+                return 1000  # short and unaligned
+            raise OSError(errno.EINVAL, "Invalid argument")
+    payload = Payload(CHUNK)
+    with pytest.raises(OSError) as info:
+        W.write_chunk(1, payload.buffer, CHUNK, False, Ops(), W.monotonic)
+    assert info.value.errno == errno.ENOSPC and "unaligned" in str(info.value)
+    payload.close()
+
+
+def test_writer_timed_region_holds_only_write_and_fsync(tmpdir):
+    events = []
+
+    def timer():
+        events.append("timer")
+        return float(events.count("timer"))
+    ops = FakeOps(events)
+    run_writer(tmpdir, 6, ops, timer=timer, sync_mode=P.SYNC_FSYNC, perf_interval_s=0.0)
+    assert "send" in events  # perf samples were built and sent (outside)
+    inside, timing = [], False
+    for e in events:
+        if e == "timer":
+            if timing:
+                assert inside in (["write", "fsync"], ["fsync", "close"]), inside
+            inside, timing = [], not timing
+        elif timing:
+            inside.append(e)
+    assert events.count("timer") == 2 * (6 + 6 // 4)  # every chunk + every rollover
+
+
+def test_writer_falls_back_to_fsync_and_labels_it_when_o_direct_refused(tmpdir):
+    ops = FakeOps([], refuse_direct=True)
+    w, sent = run_writer(tmpdir, 3, ops)
+    assert [d for _, d in ops.opened] == [False]
+    assert ops.events.count("fsync") == 3  # one per chunk, inside the timer
+    assert of(sent, P.START)[0]["sync_mode"] == P.SYNC_FSYNC
+    assert all(p["sync_mode"] == P.SYNC_FSYNC for p in of(sent, P.PERF))
+    assert "O_DIRECT refused" in of(sent, P.NOTE)[0]["text"]
+
+
+def test_fake_no_odirect_env_refuses_in_one_place(tmpdir, monkeypatch):
+    monkeypatch.setenv(W.FAKE_NO_ODIRECT_ENV, "1")
+    with pytest.raises(OSError) as info:
+        W.open_data_file(str(tmpdir.join("x")), True)
+    assert info.value.errno == errno.EINVAL
+    ok, why = checks.probe_direct(str(tmpdir))
+    assert not ok and why == os.strerror(errno.EINVAL)
+    assert os.listdir(str(tmpdir)) == []
+
+
+def test_writer_rollover_counts_and_keeps_at_most_max_files(tmpdir):
+    ops = FakeOps([])
+    w, sent = run_writer(tmpdir, 10, ops, file_bytes=3 * CHUNK, max_files=2)
+    rolls = of(sent, P.ROLLOVER)
+    assert [r["file_index"] for r in rolls] == [0, 1, 2]  # 10 chunks / 3 per file
+    assert all(r["file_bytes"] == 3 * CHUNK for r in rolls)
+    assert ops.max_existing == 2
+    assert len(ops.opened) == 4 and ops.existing == set()  # all removed at exit
+
+
+def test_writer_real_files_rollover_and_keep_data(tmpdir):
+    w, sent = run_writer(tmpdir, 7, W.OsOps(), file_bytes=2 * CHUNK, max_files=2,
+                         keep_data=True)
+    names = sorted(os.listdir(str(tmpdir)))
+    assert len(of(sent, P.ROLLOVER)) == 3
+    assert names == [W.data_file_name("t", os.getpid(), i) for i in (2, 3)]
+    assert os.path.getsize(str(tmpdir.join(names[0]))) == 2 * CHUNK
+
+
+def test_writer_last_chunk_of_a_file_is_cut_to_the_file_size(tmpdir):
+    ops = FakeOps([])
+    w, sent = run_writer(tmpdir, 2, ops, file_bytes=CHUNK + CHUNK // 2)
+    assert of(sent, P.ROLLOVER)[0]["file_bytes"] == CHUNK + CHUNK // 2
+
+
+def test_writer_disk_error_is_reported_with_errno_and_files_removed(tmpdir):
+    ops = FakeOps([], fail_write=errno.ENOSPC)
+    payload = Payload(CHUNK)
+    w = W.Writer(cfg(tmpdir), payload, lambda item: None, StopAfter(5), ops=ops)
+    with pytest.raises(W.DiskError) as info:
+        w.run()
+    assert info.value.errno == errno.ENOSPC
+    assert "ENOSPC" in info.value.reason and os.strerror(errno.ENOSPC) in info.value.reason
+    assert ops.existing == set()
+    payload.close()
+
+
+def test_writer_preallocates_each_file_when_asked(tmpdir):
+    ops = FakeOps([])
+    w, sent = run_writer(tmpdir, 5, ops, preallocate=True, file_bytes=2 * CHUNK)
+    assert ops.events.count("fallocate") == len(ops.opened) == 3
+    assert of(sent, P.START)[0]["preallocate"] is True
+
+
+def test_payload_chunks_differ_and_do_not_compress():
+    p = Payload(CHUNK)
+    p.stamp(1)
+    a = p.buffer[:]
+    p.stamp(2)
+    assert a != p.buffer[:]
+    assert len(zlib.compress(a)) > 0.99 * len(a)
+    p.close()
+
+
+# --- start-up check arithmetic ----------------------------------------------------
+def test_rollover_rule_message_numbers_match_the_brief_example():
+    msg = checks.rollover_rule(850.0, 10, 5000, 10)
+    assert msg.startswith("at 850 MiB/s, 10 s gives ~1.7 rollovers of 5000 MiB files")
+    assert "use --duration >= 12 or --file-mb <= 4250" in msg
+
+
+def test_rollover_rule_never_rounds_up():
+    assert checks.expected_rollovers(100.0, 10, 500) == 2.0
+    assert checks.rollover_rule(100.0, 10, 500, 10) is None
+    msg = checks.rollover_rule(99.9, 10, 500, 10)
+    assert "~1.9 rollovers" in msg  # 1.998 must not print as 2.0
+
+
+def test_rollover_rule_omits_impossible_file_size_fix():
+    msg = checks.rollover_rule(10.0, 1, 100, 10)  # would need --file-mb <= 5 < chunk
+    assert "--file-mb <=" not in msg and "--duration >= 20" in msg
+
+
+def test_check_space_names_the_numbers(tmpdir):
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check_space(str(tmpdir), 100 * MIB, 2, free=50 * MIB)
+    assert info.value.code == 11
+    assert "need 264 MiB, 50 MiB are free" in info.value.message
+
+
+def test_fs_type_uses_the_longest_mount_prefix(tmpdir):
+    mounts = tmpdir.join("mounts")
+    mounts.write("/dev/vda / ext4 rw 0 0\ntmpfs /mnt/fast tmpfs rw 0 0\n"
+                 "nfs:/x /mnt/fast/deep\\040dir nfs rw 0 0\n")
+    assert checks.fs_type("/mnt/fast/a", str(mounts)) == "tmpfs"
+    assert checks.fs_type("/mnt/fast/deep dir/z", str(mounts)) == "nfs"
+    assert checks.fs_type("/mnt/fastx", str(mounts)) == "ext4"
+
+
+def test_calibration_writes_like_the_writer_and_removes_its_file(tmpdir):
+    mib_s = checks.calibrate(str(tmpdir), 1 * MIB, P.SYNC_FSYNC, max_chunks=2)
+    assert mib_s > 0
+    assert os.listdir(str(tmpdir)) == []
+
+
+def test_proc_cpu_sampler_reads_the_given_pid():
+    s = procinfo.CpuSampler(os.getpid(), use_psutil=False)
+    assert s.source == procinfo.SOURCE_PROC
+    x = 0
+    for i in range(300000):
+        x += i
+    cpu, rss = s.sample()
+    assert cpu > 0 and rss > 1 * MIB
+    assert procinfo.is_alive(os.getpid())
