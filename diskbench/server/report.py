@@ -146,7 +146,8 @@ def client_entry(c):
         client=c.name, host=h.hostname, client_pid=h.pid, peer=c.peer,
         target_dir=h.directory, fs=h.fs_type, python=h.python_version,
         os=h.platform, diskbench_version=h.client_version, psutil=h.psutil_version,
-        sync=h.sync_mode, preallocated=h.preallocate,
+        # what the writer really does (start) over what was planned (hello)
+        sync=(c.start or h).sync_mode, preallocated=(c.start or h).preallocate,
         chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
         data_files_max=h.max_files, planned_run_s=h.duration_s,
         state=c.state, state_why=c.reason,

@@ -1,0 +1,496 @@
+"""Server units with injected clocks and no sleeps: registry state machine, liveness,
+completion rule, GO release, dedup; report arithmetic; recorder ack ordering."""
+import json
+import os
+
+from diskbench import metrics, protocol
+from diskbench.server import recorder as rec
+from diskbench.server import registry as reg
+from diskbench.server import report
+from tests.test_server_fakes import T0, hello_fields, latency_sets
+
+
+class Clock(object):
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class Peer(object):
+    """Plays one client against a Registry directly (no sockets)."""
+
+    def __init__(self, registry, name, conn=None, pid=4242):
+        self.registry, self.name, self.pid = registry, name, pid
+        self.conn = conn if conn is not None else registry.connection_opened()
+        self.seq = 0
+        self.sent = []
+
+    def sender(self, msg):
+        self.sent.append(msg)
+
+    def msg(self, type_, **fields):
+        self.seq += 1
+        return protocol.make(type_, protocol.C2S, name=self.name, seq=self.seq,
+                             ts=T0, **fields)
+
+    def hello(self):
+        m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid))
+        outcome = self.registry.hello(m, T0, self.conn, "127.0.0.1:1", self.sender)
+        if outcome[0] == reg.NEW:
+            self.registry.recorded(self.name, m.seq)
+        return outcome
+
+    def send(self, type_, **fields):
+        return self.send_msg(self.msg(type_, **fields))
+
+    def send_msg(self, m):
+        outcome = self.registry.accept(m, T0, self.conn)
+        if outcome == reg.NEW:
+            self.registry.recorded(self.name, m.seq)
+        return outcome
+
+    def start(self):
+        return self.send(protocol.START, writer_pid=self.pid, sync_mode=protocol.SYNC_FSYNC,
+                         preallocate=True, block_bytes=512)
+
+    def perf(self, t_start, t_end, nbytes, lats=(0.001,)):
+        hist = metrics.LatencyHistogram()
+        for v in lats:
+            hist.add(v)
+        return self.send(protocol.PERF, t_start=t_start, t_end=t_end, bytes=nbytes,
+                         chunks=len(lats), io_s=sum(lats), lat_min_s=min(lats),
+                         lat_max_s=max(lats), lat_hist=hist.to_wire(),
+                         sync_mode=protocol.SYNC_FSYNC, file_index=0)
+
+    def stop(self, reason=protocol.STOP_DURATION):
+        return self.send(protocol.STOP, reason=reason, bytes_written=0, chunks_written=0,
+                         rollovers=0, elapsed_s=1.0, io_s=1.0, dropped_messages=3)
+
+    def state(self):
+        return self.registry.clients[self.name].state
+
+
+def _registry(**kw):
+    clock = Clock()
+    kw.setdefault("heartbeat_timeout", 10.0)
+    kw.setdefault("idle_timeout", 5.0)
+    return reg.Registry(clock=clock, **kw), clock
+
+
+# --- state machine ---------------------------------------------------------------------
+def test_registry_hello_start_stop_duration_reaches_finished():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    assert p.hello() == (reg.NEW, None)
+    assert p.state() == reg.JOINED
+    p.start()
+    assert p.state() == reg.RUNNING
+    p.stop()
+    assert p.state() == reg.FINISHED
+    assert r.all_finished()
+
+
+def test_registry_fatal_error_then_stop_error_is_failed_with_reason():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    p.send(protocol.ERROR, source="writer", reason="No space left on device", errno=28,
+           fatal=True)
+    assert p.state() == reg.FAILED
+    p.stop(protocol.STOP_ERROR)
+    client = r.clients["a"]
+    assert client.state == reg.FAILED and "No space left" in client.reason
+    assert client.stop is not None  # the summary is still kept
+
+
+def test_registry_stop_by_client_signal_is_failed_and_by_server_is_finished():
+    r, _ = _registry()
+    a, b = Peer(r, "a"), Peer(r, "b", pid=1)
+    for p in (a, b):
+        p.hello()
+        p.start()
+    a.stop(protocol.STOP_SIGNAL)
+    b.stop(protocol.STOP_SERVER)
+    assert (a.state(), b.state()) == (reg.FAILED, reg.FINISHED)
+
+
+def test_registry_terminal_state_never_changes():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    p.stop()
+    p.send(protocol.ERROR, source="x", reason="late", errno=None, fatal=True)
+    r.connection_closed("a", p.conn, said_bye=False)
+    assert p.state() == reg.FINISHED
+
+
+def test_registry_connection_closed_without_stop_is_went_away():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    r.connection_closed("a", p.conn, said_bye=False)
+    assert p.state() == reg.WENT_AWAY
+    assert "without stop" in r.clients["a"].reason
+
+
+def test_registry_close_of_an_old_connection_does_not_affect_the_new_one():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    old = p.conn
+    p.conn = r.connection_opened()
+    p.hello()                       # reconnect on a new connection
+    r.connection_closed("a", old, said_bye=False)
+    assert p.state() == reg.JOINED
+    assert r.clients["a"].reconnects == 1
+
+
+def test_registry_went_away_client_speaking_again_goes_back_to_running():
+    r, clock = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    clock.t += 11
+    assert r.check_liveness() == ["a"]
+    assert p.state() == reg.WENT_AWAY
+    p.perf(T0, T0 + 1, 1 << 20)
+    client = r.clients["a"]
+    assert client.state == reg.RUNNING and client.reconnects == 1
+    assert client.went_away_count == 1
+
+
+def test_registry_liveness_marks_only_clients_silent_past_the_timeout():
+    r, clock = _registry(heartbeat_timeout=10.0)
+    a, b = Peer(r, "a"), Peer(r, "b", pid=1)
+    for p in (a, b):
+        p.hello()
+        p.start()
+    clock.t += 9
+    b.send(protocol.NOTE, text="alive")
+    assert r.check_liveness() == []
+    clock.t += 1.5              # a: 10.5 s silent; b: 1.5 s
+    assert r.check_liveness() == ["a"]
+    assert (a.state(), b.state()) == (reg.WENT_AWAY, reg.RUNNING)
+    assert "silent for 10.5 s" in r.clients["a"].reason
+
+
+def test_registry_client_waiting_for_go_is_exempt_from_liveness():
+    r, clock = _registry(expected_clients=2, heartbeat_timeout=1.0, start_timeout=60.0)
+    p = Peer(r, "a")
+    p.hello()
+    clock.t += 30
+    assert r.check_liveness() == []
+    assert p.state() == reg.JOINED
+
+
+def test_registry_duplicate_seq_is_not_applied_twice():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    m = p.msg(protocol.ROLLOVER, file_index=0, file_bytes=1 << 20, close_s=0.1)
+    assert p.send_msg(m) == reg.NEW
+    assert p.send_msg(m) == reg.DUPLICATE
+    older = protocol.make(protocol.NOTE, protocol.C2S, name="a", seq=1, text="replay")
+    assert p.send_msg(older) == reg.DUPLICATE
+    client = r.clients["a"]
+    assert client.close_times == [0.1] and client.duplicates == 2
+    assert r.ack_point("a") == m.seq
+
+
+def test_registry_same_name_from_another_process_is_rejected():
+    r, _ = _registry()
+    Peer(r, "a", pid=1).hello()
+    outcome, why = Peer(r, "a", pid=2).hello()
+    assert outcome == reg.REJECT and "already used" in why
+    assert r.rejected == {reg.REJECT_NAME_IN_USE: 1}
+
+
+def test_registry_message_on_unbound_connection_is_not_bound():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    stranger = protocol.make(protocol.NOTE, protocol.C2S, name="a", seq=9, text="x")
+    assert r.accept(stranger, T0, r.connection_opened()) == reg.NOT_BOUND
+
+
+# --- GO --------------------------------------------------------------------------------
+def test_registry_go_at_once_without_expected_clients():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    assert r.clients["a"].awaiting_go is False   # its GO went out at the ack
+    r2, _ = _registry()
+    q = Peer(r2, "b")
+    m = q.msg(protocol.HELLO, **hello_fields())
+    r2.hello(m, T0, q.conn, "peer", q.sender)
+    upto, go = r2.recorded("b", m.seq)
+    assert upto == 1 and [n for n, _ in go] == ["b"]
+
+
+def test_registry_go_held_until_n_hellos():
+    r, _ = _registry(expected_clients=3)
+    peers = [Peer(r, n, pid=i + 1) for i, n in enumerate("abc")]
+    gos = []
+    for p in peers:
+        m = p.msg(protocol.HELLO, **hello_fields(pid=p.pid))
+        r.hello(m, T0, p.conn, "peer", p.sender)
+        gos.append([n for n, _ in r.recorded(p.name, m.seq)[1]])
+    assert gos == [[], [], ["a", "b", "c"]]
+
+
+def test_registry_start_timeout_releases_go_to_those_present():
+    r, clock = _registry(expected_clients=3, start_timeout=60.0)
+    a = Peer(r, "a")
+    a.hello()
+    clock.t += 59
+    assert r.release_go() == []
+    clock.t += 1
+    assert [n for n, _ in r.release_go()] == ["a"]
+    assert r.release_go() == []     # only once
+    b = Peer(r, "b", pid=2)
+    m = b.msg(protocol.HELLO, **hello_fields(pid=2))
+    r.hello(m, T0, b.conn, "peer", b.sender)
+    assert [n for n, _ in r.recorded("b", m.seq)[1]] == ["b"]  # late: at once
+
+
+# --- completion ------------------------------------------------------------------------
+def test_completion_with_expected_clients_needs_n_hellos_and_all_terminal():
+    r, _ = _registry(expected_clients=2)
+    assert not r.is_complete()
+    a = Peer(r, "a")
+    a.hello()
+    a.start()
+    a.stop()
+    assert not r.is_complete()       # only 1 of 2 came
+    b = Peer(r, "b", pid=2)
+    b.hello()
+    assert not r.is_complete()       # b still joined
+    r.connection_closed("b", b.conn, said_bye=False)
+    assert r.is_complete()
+    assert not r.all_finished()
+
+
+def test_completion_without_expected_clients_waits_idle_timeout():
+    r, clock = _registry(idle_timeout=5.0)
+    clock.t += 100
+    assert not r.is_complete()       # nobody came yet, however long
+    a = Peer(r, "a")
+    a.hello()
+    a.start()
+    clock.t += 50
+    a.stop()                         # terminal at t
+    assert not r.is_complete()
+    clock.t += 4.9
+    assert not r.is_complete()
+    r.connection_opened()            # somebody new connects: the idle clock restarts
+    clock.t += 4.9
+    assert not r.is_complete()
+    clock.t += 0.2
+    assert r.is_complete() and r.all_finished()
+
+
+def test_completion_without_expected_clients_blocked_by_a_live_client():
+    r, clock = _registry(idle_timeout=1.0)
+    a, b = Peer(r, "a"), Peer(r, "b", pid=2)
+    for p in (a, b):
+        p.hello()
+        p.start()
+    a.stop()
+    clock.t += 5
+    assert not r.is_complete()
+
+
+# --- report arithmetic -------------------------------------------------------------------
+def test_report_percentiles_from_merged_histograms_match_local_merge_and_exact():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    sets = latency_sets(7, 5, 40)
+    for i, lats in enumerate(sets):
+        p.perf(T0 + i, T0 + i + 1, len(lats) << 20, lats)
+    p.stop()
+    entry = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    every = [v for lats in sets for v in lats]
+    local = metrics.LatencyHistogram()
+    for v in every:
+        local.add(v)
+    for pct in (50, 95, 99):
+        got = entry["latency_ms"]["p%d" % pct]
+        assert abs(got - local.percentile(pct) * 1000) < 1e-9
+        exact = metrics.percentile(every, pct) * 1000
+        assert abs(got - exact) / exact < 0.025
+    assert abs(entry["latency_ms"]["max"] - max(every) * 1000) < 1e-9
+    assert abs(entry["latency_ms"]["mean"] - sum(every) / len(every) * 1000) < 1e-9
+    assert entry["latency_ms"]["samples"] == 200
+
+
+def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    p.perf(T0, T0 + 1, 100 << 20)         # 100 MiB/s for 1 s
+    p.perf(T0 + 1, T0 + 4, 60 << 20)      # 20 MiB/s for 3 s
+    p.send(protocol.STATS, writer_pid=1, cpu_percent=95.0, rss_bytes=10 << 20,
+           source="proc", interval_s=1.0)
+    p.send(protocol.STATS, writer_pid=1, cpu_percent=97.0, rss_bytes=20 << 20,
+           source="proc", interval_s=1.0)
+    p.stop()
+    e = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    assert e["throughput_mib_s"]["mean"] == 40.0           # 160 MiB / 4 s
+    assert e["throughput_mib_s"]["min"] == 20.0
+    assert e["throughput_mib_s"]["max"] == 100.0
+    assert e["throughput_mib_s"]["p50"] == 20.0            # nearest rank of 2 values
+    assert e["written_mib"] == 160.0 and e["perf_interval_count"] == 2
+    assert e["writer_cpu_percent"]["mean"] == 96.0 and e["cpu_bound"] is True
+    assert e["writer_rss_mib"] == dict(mean=15.0, max=20.0)
+    assert e["dropped_message_count"] == 3
+
+
+def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
+    # a writes [0, 10) at 10 MiB/s; b writes [4, 20) at 5 MiB/s (2-s intervals,
+    # the one straddling 10 is pro-rated); all writing = [4, 10], 6 s.
+    a = [(T0 + i, T0 + i + 1, 10 << 20) for i in range(10)]
+    b = [(T0 + 4 + 2 * i, T0 + 6 + 2 * i, 10 << 20) for i in range(8)]
+    b[2] = (T0 + 8.5, T0 + 10.5, 10 << 20)   # straddles the end: 1.5 of 2 s inside
+    b[1] = (T0 + 6, T0 + 8.5, 10 << 20)      # 2.5 s inside
+    agg = report.aggregate(dict(a=a, b=b))
+    assert agg["period_start_ts"] == T0 + 4 and agg["period_end_ts"] == T0 + 10
+    assert agg["period_s"] == 6.0
+    a_bytes = 6 * (10 << 20)
+    b_bytes = (10 << 20) + (10 << 20) + (10 << 20) * 1.5 / 2
+    assert abs(agg["per_client_mib_s"]["a"] - metrics.mib(a_bytes) / 6) < 1e-9
+    assert abs(agg["per_client_mib_s"]["b"] - metrics.mib(b_bytes) / 6) < 1e-9
+    assert abs(agg["throughput_mib_s"] - metrics.mib(a_bytes + b_bytes) / 6) < 1e-9
+    assert agg["first_done"] == dict(client="a", ts=T0 + 10)
+    assert agg["last_done"]["client"] == "b" and agg["done_spread_s"] == 10.0
+    assert agg["slowest"] == "b" and agg["fastest"] == "a"
+    assert 0 < agg["slowest_to_fastest_ratio"] < 1
+    assert "when b started" in agg["note"] and "when a ended" in agg["note"]
+
+
+def test_report_aggregate_without_overlap_says_so_and_gives_no_number():
+    agg = report.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
+    assert agg["throughput_mib_s"] is None and "never all wrote" in agg["note"]
+    assert agg["first_done"]["client"] == "a"
+
+
+def test_report_aggregate_ignores_clients_that_never_wrote():
+    agg = report.aggregate(dict(a=[(T0, T0 + 2, 2 << 20)], idle=[]))
+    assert agg["client_count"] == 1 and agg["throughput_mib_s"] == 1.0
+
+
+def test_report_totals_and_text_and_atomic_files(tmpdir):
+    r, clock = _registry()
+    peers = [Peer(r, n, pid=i + 1) for i, n in enumerate(("a", "b", "c"))]
+    for i, p in enumerate(peers):
+        p.hello()
+        p.start()
+        p.perf(T0, T0 + 2, (i + 1) << 20, (0.001, 0.002))
+        p.send(protocol.ROLLOVER, file_index=0, file_bytes=1 << 20, close_s=0.004)
+    peers[0].stop()
+    peers[1].send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
+    r.connection_closed("c", peers[2].conn, said_bye=False)
+    r.count_rejected(protocol.ProtocolError.NOT_JSON)
+    rep = report.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
+                       exit_meaning="incomplete")
+    t = rep["totals"]
+    assert (t["client_count"], t["finished"], t["failed"], t["went_away"]) == (3, 1, 1, 1)
+    assert t["written_mib"] == 6.0 and t["rollover_count"] == 3 and t["chunk_count"] == 6
+    assert rep["run"]["run_duration_s"] == 60.0
+    assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_total"] == 1
+    paths = report.write(str(tmpdir), rep)
+    assert sorted(os.listdir(str(tmpdir))) == ["report.json", "report.txt"]
+    with open(paths[0]) as f:
+        assert json.load(f)["totals"]["finished"] == 1
+    with open(paths[1]) as f:
+        text = f.read()
+    for needle in ("throughput MiB/s", "chunk latency ms", "RSS MiB", "FAILED",
+                   "WENT AWAY", "aggregate throughput MiB/s", "MiB = 2^20 bytes",
+                   "rejected messages: 1", "sync fsync", "preallocate yes"):
+        assert needle in text, needle
+
+
+def test_report_with_no_clients_is_still_written(tmpdir):
+    r, _ = _registry()
+    rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
+    report.write(str(tmpdir), rep)
+    assert rep["totals"]["client_count"] == 0
+    assert "no client reported" in rep["aggregate"]["note"]
+
+
+# --- recorder --------------------------------------------------------------------------
+def _line_count(path):
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def test_recorder_callback_runs_after_record_is_in_file(tmpdir):
+    r = rec.Recorder(str(tmpdir))
+    r.open()
+    r.start()
+    path = os.path.join(str(tmpdir), rec.PERF_LOG)
+    seen = []
+    for i in range(50):
+        r.record({"i": i}, on_written=lambda i=i: seen.append((i, _line_count(path))))
+    r.log_line("hello log")
+    r.close()
+    assert seen and all(on_disk >= i + 1 for i, on_disk in seen)
+    assert _line_count(path) == 50
+    with open(os.path.join(str(tmpdir), rec.SERVER_LOG)) as f:
+        assert f.read() == "hello log\n"
+
+
+def test_recorder_coalesces_callbacks_with_the_same_key_per_batch(tmpdir):
+    r = rec.Recorder(str(tmpdir))
+    r.open()                         # not started: close() writes one batch
+    calls = []
+    for i in range(5):
+        r.record({"i": i}, on_written=lambda i=i: calls.append(("k", i)), key="k")
+    r.record({"x": 1}, on_written=lambda: calls.append(("other", 0)), key="o")
+    r.close()
+    assert calls == [("k", 4), ("other", 0)]
+
+
+class _BrokenFile(object):
+    def write(self, data):
+        raise IOError(28, "No space left on device")
+
+    def flush(self):
+        raise IOError(28, "No space left on device")
+
+    def fileno(self):
+        raise IOError(28, "No space left on device")
+
+    def close(self):
+        pass
+
+
+class _Sink(object):
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
+    sink = _Sink()
+    r = rec.Recorder(str(tmpdir), stderr=sink)
+    r.files = {rec.SERVER_LOG: _BrokenFile(), rec.PERF_LOG: _BrokenFile()}
+    r.start()
+    acked = []
+    for i in range(3):
+        r.record({"i": i}, on_written=lambda i=i: acked.append(i))
+    r.close()
+    assert acked == [0, 1, 2]
+    assert sink.text.count("warning") == 1 and "No space left" in sink.text
