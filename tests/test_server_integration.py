@@ -65,7 +65,7 @@ def test_server_report_counts_match_what_three_concurrent_clients_sent(procs, tm
         assert abs(c["throughput_mib_s"]["mean"] - sum(rates) / len(rates)) < 1e-9
         assert c["writer_cpu_percent"] == dict(mean=30.0, max=40.0, samples=2)
         assert c["writer_rss_mib"] == dict(mean=20.0, max=30.0)
-        assert c["last_heartbeat"]["writer_alive"] is True
+        assert c["last_heartbeat"]["writer_was_alive"] is True
         assert c["dropped_message_count"] == 0
     totals = rep["totals"]
     assert totals["finished"] == 3 and totals["rollover_count"] == 6

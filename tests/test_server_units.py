@@ -368,16 +368,16 @@ def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
     assert abs(agg["per_client_mib_s"]["a"] - metrics.mib(a_bytes) / 6) < 1e-9
     assert abs(agg["per_client_mib_s"]["b"] - metrics.mib(b_bytes) / 6) < 1e-9
     assert abs(agg["throughput_mib_s"] - metrics.mib(a_bytes + b_bytes) / 6) < 1e-9
-    assert agg["first_done"] == dict(client="a", ts=T0 + 10)
+    assert agg["first_done"] == dict(client="a", at_ts=T0 + 10)
     assert agg["last_done"]["client"] == "b" and agg["done_spread_s"] == 10.0
     assert agg["slowest"] == "b" and agg["fastest"] == "a"
     assert 0 < agg["slowest_to_fastest_ratio"] < 1
-    assert "when b started" in agg["note"] and "when a ended" in agg["note"]
+    assert "when b started" in agg["period_note"] and "when a ended" in agg["period_note"]
 
 
 def test_report_aggregate_without_overlap_says_so_and_gives_no_number():
     agg = report.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
-    assert agg["throughput_mib_s"] is None and "never all wrote" in agg["note"]
+    assert agg["throughput_mib_s"] is None and "never all wrote" in agg["period_note"]
     assert agg["first_done"]["client"] == "a"
 
 
@@ -422,7 +422,7 @@ def test_report_with_no_clients_is_still_written(tmpdir):
     rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
     report.write(str(tmpdir), rep)
     assert rep["totals"]["client_count"] == 0
-    assert "no client reported" in rep["aggregate"]["note"]
+    assert "no client reported" in rep["aggregate"]["period_note"]
 
 
 # --- recorder --------------------------------------------------------------------------

@@ -94,17 +94,17 @@ def aggregate(spans):
     out = dict(client_count=len(spans), period_start_ts=None, period_end_ts=None,
                period_s=None, throughput_mib_s=None, per_client_mib_s={},
                first_done=None, last_done=None, done_spread_s=None,
-               slowest=None, fastest=None, slowest_to_fastest_ratio=None, note=None)
+               slowest=None, fastest=None, slowest_to_fastest_ratio=None, period_note=None)
     if not spans:
-        out["note"] = "no client reported any write interval"
+        out["period_note"] = "no client reported any write interval"
         return out
     edges = dict((name, writing_span(iv)) for name, iv in spans.items())
     starter = max(edges, key=lambda n: (edges[n][0], n))
     ender = min(edges, key=lambda n: (edges[n][1], n))
     lo, hi = edges[starter][0], edges[ender][1]
     done = sorted((edges[n][1], n) for n in edges)
-    out.update(first_done=dict(client=done[0][1], ts=done[0][0]),
-               last_done=dict(client=done[-1][1], ts=done[-1][0]),
+    out.update(first_done=dict(client=done[0][1], at_ts=done[0][0]),
+               last_done=dict(client=done[-1][1], at_ts=done[-1][0]),
                done_spread_s=done[-1][0] - done[0][0])
     means = dict((n, mean_rate(iv)) for n, iv in spans.items())
     rated = sorted((m, n) for n, m in means.items() if m is not None)
@@ -113,7 +113,7 @@ def aggregate(spans):
         if rated[-1][0] > 0:
             out["slowest_to_fastest_ratio"] = rated[0][0] / rated[-1][0]
     if hi <= lo:
-        out["note"] = ("the clients never all wrote at the same time: %s stopped "
+        out["period_note"] = ("the clients never all wrote at the same time: %s stopped "
                        "writing at %s, before %s started at %s" % (
                            ender, utc(hi), starter, utc(lo)))
         return out
@@ -123,7 +123,7 @@ def aggregate(spans):
     out.update(period_start_ts=lo, period_end_ts=hi, period_s=period,
                per_client_mib_s=per_client,
                throughput_mib_s=sum(per_client.values()),
-               note="all %d clients were writing from %s (when %s started) to %s "
+               period_note="all %d clients were writing from %s (when %s started) to %s "
                     "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
     return out
 
@@ -138,7 +138,7 @@ def client_entry(c):
     hb = None
     if c.last_heartbeat:
         hb_ts, beat = c.last_heartbeat
-        hb = dict(ts=hb_ts, utc=utc(hb_ts), writer_alive=beat.writer_alive,
+        hb = dict(at_ts=hb_ts, utc=utc(hb_ts), writer_was_alive=beat.writer_alive,
                   progress_mib=metrics.mib(beat.bytes_written),
                   progress_age_seconds=beat.progress_age_s)
     summary = c.stop
@@ -192,7 +192,7 @@ def _map(func, value):
 def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
           exit_code=None, exit_meaning=None):
     """The whole report as a JSON-ready dict."""
-    clients = [client_entry(c) for c in view.clients]
+    clients = [client_entry(c) for c in sorted(view.clients, key=lambda c: c.name)]
     merged = metrics.LatencyHistogram()
     for c in view.clients:
         merged.merge(c.hist)
@@ -264,7 +264,7 @@ def render_text(rep):
                 _f(e["writer_rss_mib"]["mean"]), _f(e["writer_rss_mib"]["max"]))]
         hb = e["last_heartbeat"]
         lines.append("  last heartbeat: %s" % (
-            "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_alive"]
+            "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_was_alive"]
                                          else "NOT ALIVE", hb["progress_mib"])
             if hb else "none"))
         lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
@@ -288,15 +288,15 @@ def render_text(rep):
         "",
         "aggregate throughput MiB/s (all clients writing): %s" % _f(
             agg["throughput_mib_s"]),
-        "  period: %s" % agg["note"]]
+        "  period: %s" % agg["period_note"]]
     if agg["period_s"]:
         lines.append("  period length %.1f s; per client MiB/s: %s" % (
             agg["period_s"], ", ".join("%s %.1f" % (n, v) for n, v in
                                        sorted(agg["per_client_mib_s"].items()))))
     if agg["first_done"]:
         lines.append("  first done: %s at %s; last done: %s at %s (%.1f s later)" % (
-            agg["first_done"]["client"], utc(agg["first_done"]["ts"]),
-            agg["last_done"]["client"], utc(agg["last_done"]["ts"]),
+            agg["first_done"]["client"], utc(agg["first_done"]["at_ts"]),
+            agg["last_done"]["client"], utc(agg["last_done"]["at_ts"]),
             agg["done_spread_s"]))
     if agg["slowest_to_fastest_ratio"] is not None:
         lines.append("  spread: slowest %s / fastest %s = %.2f (mean MiB/s)" % (
