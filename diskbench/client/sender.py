@@ -68,6 +68,7 @@ class Sender(object):
         self.hello_line = self.send(protocol.HELLO, **hello_fields)
         self._io = threading.Thread(target=self._io_loop, name="diskbench-sender")
         self._io.daemon = True
+        self._readers = []
 
     # --- the API of the main loop ------------------------------------------------
     def start(self):
@@ -131,8 +132,10 @@ class Sender(object):
             sock, self.sock = self.sock, None
             self.cond.notify_all()
         _close_socket(sock)
-        if self._io.is_alive():
-            self._io.join(CONNECT_ATTEMPT_TIMEOUT_S + 1.0)
+        # Join the threads (bounded) so none runs on during interpreter shutdown.
+        for thread in [self._io] + self._readers:
+            if thread.is_alive():
+                thread.join(CONNECT_ATTEMPT_TIMEOUT_S + 1.0)
         return done
 
     # --- internals ---------------------------------------------------------------------
@@ -194,6 +197,7 @@ class Sender(object):
                                           name="diskbench-reader")
                 reader.daemon = True
                 reader.start()
+                self._readers = [t for t in self._readers if t.is_alive()] + [reader]
                 continue
             with self.cond:
                 todo = [(s, line) for s, _, line in self.buffer if s > self.sent_upto]
@@ -228,12 +232,12 @@ class Sender(object):
         buf = b""
         while True:
             with self.cond:
-                if gen != self.gen or self.closed:
+                if gen != self.gen or self.closed or self.sock is not sock:
                     return
             if b"\n" not in buf:
-                if not wait_readable([sock], IDLE_TICK_S):
-                    continue
-                try:
+                try:  # the socket may be closed under us by close()/_broken()
+                    if not wait_readable([sock], IDLE_TICK_S):
+                        continue
                     data = sock.recv(_RECV_BYTES)
                 except socket.timeout:
                     continue
