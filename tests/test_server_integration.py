@@ -247,8 +247,9 @@ def test_server_clients_n_holds_go_until_n_hellos(procs, tmpdir):
     server = ServerProc(procs, _logs(tmpdir), ["--clients", "2"] + FAST)
     first = FakeClient(server.port, "first")
     first.hello()
+    first.wait_acked(1)
     first.send(protocol.NOTE, text="waiting")
-    first.wait_acked(2)  # GO would have come before this ack on the same stream
+    first.wait_acked(2)  # a GO sent after ack 1 would precede ack 2 on the same stream
     assert first.got(protocol.GO) == []
     second = FakeClient(server.port, "second")
     second.hello()
@@ -273,13 +274,16 @@ def test_server_start_timeout_releases_go_to_those_present(procs, tmpdir):
     client.close()
 
 
-def test_server_without_clients_flag_completes_after_idle_timeout(procs, tmpdir):
-    server = ServerProc(procs, _logs(tmpdir), FAST)
+def test_server_without_clients_flag_completes_after_idle_timeout_quietly(procs, tmpdir):
+    server = ServerProc(procs, _logs(tmpdir), FAST + ["--quiet"])
     client = FakeClient(server.port, "solo")
     play_full_run(client, latency_sets(9, 2, 3))
     client.close()
     assert server.wait_exit() == exitcodes.OK
     assert _client(server.report(), "solo")["state"] == "finished"
+    assert len(server.stdout().splitlines()) == 1      # only the listening line
+    log = server.server_log()
+    assert "client solo joined" in log and "solo heartbeat: writer" in log
 
 
 def test_server_secret_refuses_unsigned_hello_and_accepts_signed(procs, tmpdir):

@@ -268,8 +268,13 @@ class Registry(object):
 
     def _apply_heartbeat(self, client, msg, recv_ts):
         client.last_heartbeat = (recv_ts, msg)
-        if not msg.writer_alive:
-            log.warning("client %s reports its writer is not alive", client.name)
+        if msg.writer_alive:
+            log.info("client %s heartbeat: writer %d alive, %.1f MiB written, last "
+                     "progress %.1f s ago", client.name, msg.writer_pid,
+                     metrics.mib(msg.bytes_written), msg.progress_age_s)
+        else:
+            log.warning("client %s heartbeat: its writer %d is NOT alive", client.name,
+                        msg.writer_pid)
 
     def _apply_stats(self, client, msg, recv_ts):
         client.cpu_samples.append(msg.cpu_percent)
