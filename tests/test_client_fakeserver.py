@@ -9,7 +9,7 @@ import time
 from diskbench import protocol as P
 from diskbench.client import sender as sender_mod
 from diskbench.client.sender import Sender
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 HELLO = dict(client_version="0.1.0", hostname="h", pid=1, python_version="3",
              platform="p", directory="/d", fs_type="ext4", chunk_bytes=10 << 20,
@@ -26,7 +26,7 @@ class FakeServer(object):
     ``ack``: when False, never acknowledge (to test buffering).
     """
 
-    def __init__(self, go_after=1, reject=None, ack=True, secret=None):
+    def __init__(self, go_after=1, reject=None, ack=True, secret=None, port=0):
         self.go_after, self.reject, self.ack, self.secret = go_after, reject, ack, secret
         self.lock = threading.Lock()
         self.messages = []          # every decoded message, in arrival order
@@ -37,7 +37,7 @@ class FakeServer(object):
         self.errors = []
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(("127.0.0.1", port))
         self.lsock.listen(16)
         self.port = self.lsock.getsockname()[1]
         self.closed = False
@@ -136,9 +136,10 @@ class FakeServer(object):
         self.drop_connections()
 
 
-def make_sender(port, buffer_max=sender_mod.BUFFER_MAX, name="c1", secret=None):
+def make_sender(port, buffer_max=sender_mod.BUFFER_MAX, name="c1", secret=None,
+                log=None):
     return Sender("127.0.0.1", port, name, dict(HELLO), secret=secret,
-                  buffer_max=buffer_max)
+                  buffer_max=buffer_max, log=log)
 
 
 def test_sender_hello_go_ack_and_seq():
@@ -238,3 +239,101 @@ def test_sender_hmac_secret_round_trip():
     finally:
         s.close(2)
         srv.close()
+
+
+PERF = dict(t_start=1.0, t_end=2.0, bytes=1, chunks=1, io_s=0.1, lat_min_s=0.1,
+            lat_max_s=0.1, lat_hist=[[1, 1]], sync_mode=P.SYNC_DIRECT, file_index=0)
+
+
+class ListLog(object):
+    """A stand-in logger that keeps (level, text)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda fmt, *args: self.lines.append((level, fmt % args))
+
+
+def test_sender_overflow_during_outage_then_delivers_survivors_in_order():
+    """No server at first (nothing listens on the port): the buffer overflows,
+    the oldest perf samples go first, never rollover/error/stop; when a server
+    appears on that port every kept message arrives once, in seq order."""
+    port = free_port()
+    log = ListLog()
+    s = make_sender(port, buffer_max=8, log=log)
+    srv = None
+    try:
+        s.start()
+        sent = []                                        # (seq, type) as sent
+        for i in range(12):
+            s.send(P.PERF, **PERF)
+            if i % 4 == 3:
+                s.send(P.ROLLOVER, file_index=i, file_bytes=1, close_s=0.1)
+        s.send(P.HEARTBEAT, writer_pid=2, writer_alive=True, bytes_written=1,
+               chunks_written=1, progress_age_s=0.0)
+        s.send(P.ERROR, source="writer", reason="late", errno=None, fatal=True)
+        # as the supervisor does: make room first, so the summary counts every drop
+        s.send(P.STOP, reason=P.STOP_DURATION, bytes_written=1, chunks_written=1,
+               rollovers=3, elapsed_s=1.0, io_s=0.5, dropped_messages=s.make_room(1))
+        sent = [(seq, t) for seq, t, _ in s.buffer]
+        assert len(sent) == 8 and s.dropped == 19 - 8
+        # kept: hello, every rollover, error, stop, and the newest perf (seq 15)
+        # and heartbeat: all 12 perf samples but the newest went before it
+        assert sent == [(1, P.HELLO), (6, P.ROLLOVER), (11, P.ROLLOVER), (15, P.PERF),
+                        (16, P.ROLLOVER), (17, P.HEARTBEAT), (18, P.ERROR), (19, P.STOP)]
+        warnings = [t for lvl, t in log.lines if lvl == "warning"]
+        assert "dropped perf seq 2, 1 dropped so far" in warnings[0]
+        wait_until(lambda: s.last_error, 5, what="a refused connect attempt")
+        assert s.connects == 0  # really nothing to connect to
+        srv = FakeServer(port=port)
+        wait_until(lambda: s.pending() == 0, 10, what="delivery after the outage")
+        got = [(m.seq, m.type) for m in srv.messages]
+        assert got == sent  # each kept message once, in order, nothing else
+        assert srv.of_type(P.STOP)[0].dropped_messages == 11
+    finally:
+        s.close(0)
+        if srv is not None:
+            srv.close()
+
+
+def test_sender_never_drops_what_must_arrive_even_over_the_limit():
+    port = free_port()
+    s = make_sender(port, buffer_max=3)
+    try:
+        for i in range(5):
+            s.send(P.ROLLOVER, file_index=i, file_bytes=1, close_s=0.1)
+        assert s.dropped == 0 and s.pending() == 6  # over the limit, all kept
+        s.send(P.PERF, **PERF)                      # the only droppable one goes
+        assert s.dropped == 1 and s.pending() == 6
+    finally:
+        s.close(0)
+
+
+def test_sender_backoff_is_capped_and_keeps_trying(monkeypatch):
+    """With nothing listening the I/O thread retries at growing, capped waits
+    and never gives up; a server appearing later gets the hello."""
+    monkeypatch.setattr(sender_mod, "BACKOFF_FIRST_S", 0.01)
+    monkeypatch.setattr(sender_mod, "BACKOFF_MAX_S", 0.05)
+    port = free_port()
+    attempts = []
+    s = make_sender(port)
+    real = s._connect
+
+    def counting():
+        attempts.append(time.time())
+        return real()
+    s._connect = counting
+    srv = None
+    try:
+        s.start()
+        wait_until(lambda: len(attempts) >= 12, 10, what="a dozen connect attempts")
+        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        assert max(gaps[6:]) < 1.0  # capped (0.05 s + connect time), not growing
+        srv = FakeServer(port=port)
+        assert s.go.wait(10)
+        assert srv.of_type(P.HELLO)
+    finally:
+        s.close(0)
+        if srv is not None:
+            srv.close()

@@ -11,7 +11,9 @@ import sys
 import diskbench
 from diskbench import exitcodes, protocol
 from diskbench.client import checks, procinfo
-from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
+from diskbench.client.sender import BUFFER_MAX
+from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
+                                         Supervisor)
 from diskbench.metrics import MIB
 
 SECRET_ENV = "DISKBENCH_SECRET"
@@ -30,15 +32,22 @@ O_DIRECT, buffered writes + fsync per chunk (said in the log and the report).
 Only write (+ fsync) is timed."""
 
 EPILOG = """\
-psutil is optional: with it the stats process reads the writer's CPU% and RSS
+psutil is optional: with it the stats process reads the writer's CPU%% and RSS
 through psutil.Process(writer_pid) (any platform); without it they are read
 from /proc (Linux only) and the client says so once. Install it with
 'pip install psutil'. The secret may also come from the DISKBENCH_SECRET
 environment variable.
 
-exit codes: 0 ok, 2 usage, 10 directory, 11 free space, 12 fewer than 2
-rollovers possible (see --force), 13 server unreachable/refused, 14 disk error,
-15 a child process died, 16 interrupted (signal, or the server asked to stop)."""
+exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
+than 2 rollovers possible (see --force), 13 server unreachable/refused, or
+results not acknowledged by the end of --deliver-timeout (saved in
+LOG_DIR/client-NAME.undelivered.jsonl), 14 disk error (ENOSPC, EIO: files
+removed), 15 a child process died, 16 interrupted (signal, or the server asked
+to stop).
+
+While the server is unreachable mid-run the client keeps measuring, buffers
+up to %d unacknowledged messages (then drops the oldest perf samples first,
+counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,7 +85,9 @@ def build_parser():
     p.add_argument("--preallocate", action="store_true",
                    help="posix_fallocate each data file to --file-mb first (like fio)")
     p.add_argument("--force", action="store_true",
-                   help="run even if fewer than 2 rollovers are expected (warns)")
+                   help="run even if fewer than 2 rollovers are expected or free space "
+                   "looks too small for --max-files files (warns; a disk that really "
+                   "fills stops the run with exit code 14)")
     p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, metavar="DIR",
                    help="client log directory; the log is client-NAME.log "
                    "(default ./%s)" % DEFAULT_LOG_DIR)
@@ -84,6 +95,10 @@ def build_parser():
                    help="file holding the secret shared with the server (HMAC)")
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
                    help="keep trying to reach the server this long (default 10)")
+    p.add_argument("--deliver-timeout", type=float, default=FINAL_ACK_TIMEOUT_S,
+                   metavar="S", help="after the run, keep trying this long to get "
+                   "every result acknowledged by the server (default %g)"
+                   % FINAL_ACK_TIMEOUT_S)
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -124,6 +139,13 @@ def _open_log(log_dir, name):
     return log, path
 
 
+def _undelivered_path(log):
+    """``client-NAME.undelivered.jsonl`` next to the client log."""
+    base = log.handlers[0].baseFilename
+    return base[:-len(".log")] + ".undelivered.jsonl" if base.endswith(".log") \
+        else base + ".undelivered.jsonl"
+
+
 def _close_log(log):
     for handler in list(log.handlers):
         handler.close()
@@ -139,7 +161,8 @@ def main(argv=None):
     for flag, value in (("--duration", args.duration), ("--stats-interval",
                         args.stats_interval), ("--heartbeat-interval",
                         args.heartbeat_interval), ("--perf-interval", args.perf_interval),
-                        ("--connect-timeout", args.connect_timeout)):
+                        ("--connect-timeout", args.connect_timeout),
+                        ("--deliver-timeout", args.deliver_timeout)):
         if not value > 0:
             return _usage_error("%s must be above 0, got %g" % (flag, value))
     if args.max_files < 1:
@@ -181,7 +204,12 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
         checks.check_directory(directory)
-        checks.check_space(directory, file_bytes, args.max_files)
+        try:
+            checks.check_space(directory, file_bytes, args.max_files)
+        except checks.CheckFailed as exc:
+            if not args.force:
+                raise
+            log.warning("--force: running anyway; %s", exc.message)
         direct_ok, why = checks.probe_direct(directory)
         sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
         if not direct_ok:
@@ -209,7 +237,9 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
         block_bytes=checks.block_bytes(directory),
-        connect_timeout_s=args.connect_timeout, start_method=args.start_method or None)
+        connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
+        undelivered_path=_undelivered_path(log),
+        start_method=args.start_method or None)
     hello = dict(
         client_version=diskbench.__version__, hostname=socket.gethostname(),
         pid=os.getpid(), python_version=platform.python_version(),

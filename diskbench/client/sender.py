@@ -6,8 +6,14 @@
 - The buffer holds at most BUFFER_MAX messages. On overflow the oldest ``perf``
   sample is dropped first, then the oldest heartbeat/stats/note/pong; hello,
   start, stop, rollover, error and bye are never dropped. Drops are counted
-  (``dropped``, reported in ``stop.dropped_messages``).
-- On a broken connection the I/O thread reconnects with backoff, sends the
+  (``dropped``, reported in ``stop.dropped_messages``) and logged (the first
+  drop, then every DROP_LOG_EVERY-th). A buffer of only never-dropped
+  messages may exceed BUFFER_MAX: they are few (one per rollover).
+- At the end, ``close(timeout)`` waits a bounded time for the last ack;
+  ``unacked_lines()`` then gives what was never acknowledged (the supervisor
+  saves it next to the client log).
+- On a broken connection the I/O thread reconnects with capped, jittered
+  backoff for as long as the sender is open (the whole run), sends the
   hello again (the original line, seq 1: the server re-acks a seq it has seen
   and so knows this connection is us again, and a restarted server records
   it fresh), then resends everything unacknowledged in seq order.
@@ -17,6 +23,7 @@
 Nothing here ever blocks the caller of ``send()``: it appends and returns.
 """
 import collections
+import random
 import socket
 import threading
 import time
@@ -34,10 +41,16 @@ DROPPABLE = (protocol.HEARTBEAT, protocol.STATS, protocol.NOTE, protocol.PONG)
 CONNECT_ATTEMPT_TIMEOUT_S = 2.0
 #: A send that makes no progress for this long counts as a broken connection.
 SEND_TIMEOUT_S = 10.0
-#: Reconnect backoff: first wait, growth factor, longest wait.
+#: Reconnect backoff: first wait, growth factor, longest wait (the cap), and
+#: jitter (each wait is shortened by up to this fraction, so many clients of
+#: a restarted server do not reconnect in lockstep). Retries never give up
+#: while the run lasts.
 BACKOFF_FIRST_S = 0.1
 BACKOFF_FACTOR = 2.0
 BACKOFF_MAX_S = 2.0
+BACKOFF_JITTER = 0.25
+#: After the first dropped message, log again every this many drops.
+DROP_LOG_EVERY = 1000
 #: How often idle threads look at the closing flag.
 IDLE_TICK_S = 0.25
 _RECV_BYTES = 65536
@@ -86,10 +99,26 @@ class Sender(object):
                 return None
             self.next_seq += 1
             self.buffer.append((seq, type_, line))
+            dropped = None
             if len(self.buffer) > self.buffer_max:
-                self._drop_one()
+                dropped = self._drop_one()
             self.cond.notify_all()
-            return line
+            count = self.dropped
+        if dropped is not None and (count == 1 or count % DROP_LOG_EVERY == 0):
+            self._log("warning", "unacknowledged buffer full (%d messages; last "
+                      "connection error: %s): dropped %s seq %d, %d dropped so far "
+                      "(oldest perf samples first; start/stop/rollover/error are never "
+                      "dropped)", self.buffer_max, self.last_error or "none yet",
+                      dropped[1], dropped[0], count)
+        return line
+
+    def make_room(self, n):
+        """Drop now what ``n`` more messages would push out, so a summary
+        built next (stop.dropped_messages) counts every drop."""
+        with self.cond:
+            while len(self.buffer) + n > self.buffer_max and self._drop_one():
+                pass
+            return self.dropped
 
     def connected(self):
         with self.cond:
@@ -115,10 +144,15 @@ class Sender(object):
         with self.cond:
             return len(self.buffer)
 
-    def close(self, timeout):
-        """Wait up to ``timeout`` for everything to be acknowledged, then close.
+    def unacked_lines(self):
+        """The wire lines the server has not acknowledged, in seq order."""
+        with self.cond:
+            return [line for _, _, line in self.buffer]
 
-        Returns True when the server acknowledged every message.
+    def wait_delivered(self, timeout):
+        """Wait up to ``timeout`` for every message to be acknowledged.
+
+        Returns True when nothing is left unacknowledged.
         """
         deadline = time.time() + timeout
         with self.cond:
@@ -127,6 +161,15 @@ class Sender(object):
                 if left <= 0:
                     break
                 self.cond.wait(min(left, IDLE_TICK_S))
+            return not self.buffer
+
+    def close(self, timeout):
+        """Wait up to ``timeout`` for everything to be acknowledged, then close.
+
+        Returns True when the server acknowledged every message.
+        """
+        self.wait_delivered(timeout)
+        with self.cond:
             done = not self.buffer
             self.closed = True
             sock, self.sock = self.sock, None
@@ -144,14 +187,20 @@ class Sender(object):
             getattr(self.log, level)(fmt, *args)
 
     def _drop_one(self):
-        """Drop the oldest droppable message (caller holds the lock)."""
+        """Drop the oldest droppable message (caller holds the lock).
+
+        Returns the dropped (seq, type), or None when nothing may be dropped.
+        The message being sent (the newest) is never the one dropped while an
+        older one of its kind is buffered. A seq the I/O thread already wrote
+        to the socket may be dropped too: the server may or may not have it.
+        """
         for kinds in (DROP_FIRST, DROPPABLE):
             for i, item in enumerate(self.buffer):
                 if item[1] in kinds:
                     del self.buffer[i]
                     self.dropped += 1
-                    return True
-        return False
+                    return item[0], item[1]
+        return None
 
     def _connect(self):
         sock = socket.create_connection((self.host, self.port), CONNECT_ATTEMPT_TIMEOUT_S)
@@ -177,7 +226,8 @@ class Sender(object):
                     with self.cond:
                         self.last_error = str(exc) or exc.__class__.__name__
                         if not self.closed:
-                            self.cond.wait(backoff)
+                            self.cond.wait(backoff * (1.0 - BACKOFF_JITTER *
+                                                      random.random()))
                     backoff = min(backoff * BACKOFF_FACTOR, BACKOFF_MAX_S)
                     continue
                 backoff = BACKOFF_FIRST_S

@@ -5,7 +5,17 @@ relay their pipe messages to the sender (the writer sends START once its
 first file is open) -> stop after --duration (counted from GO), on a signal,
 when the server asks, or when a child dies -> stop children (pipe command,
 then SIGTERM, then SIGKILL, each bounded) -> remove leftover data files ->
-STOP with the summary, BYE, wait (bounded) for the final ACK -> exit code.
+STOP with the summary, BYE, wait (bounded: --deliver-timeout) for the final
+ACK -> exit code.
+
+A server outage never pauses the writer: the sender keeps everything
+unacknowledged (bounded) and reconnects for as long as the run lasts. If the
+server still has not acknowledged everything --deliver-timeout after the
+stop, the unacknowledged wire lines are saved to ``cfg["undelivered_path"]``
+(JSON lines, exactly as they would have been sent), the log says how many
+(a signal during that wait cuts it short),
+and a run that would have exited OK exits CLIENT_SERVER instead (its results
+are not at the server).
 """
 import ctypes
 import glob
@@ -26,8 +36,9 @@ DRAIN_BATCH = 200
 CHILD_STOP_TIMEOUT_S = 15.0
 #: ... and this long after SIGTERM before SIGKILL.
 CHILD_KILL_TIMEOUT_S = 3.0
-#: How long to wait for the server to acknowledge STOP and BYE.
-FINAL_ACK_TIMEOUT_S = 5.0
+#: How long to wait for the server to acknowledge STOP and BYE (and anything
+#: still unacknowledged) by default; --deliver-timeout overrides it.
+FINAL_ACK_TIMEOUT_S = 30.0
 #: Env var choosing the multiprocessing start method (fork/spawn/forkserver).
 START_METHOD_ENV = "DISKBENCH_START_METHOD"
 
@@ -36,10 +47,12 @@ WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
 
 class _Signals(object):
     received = None
+    count = 0
 
 
 def _on_signal(signum, frame):
     _Signals.received = signum  # only a flag: the loop does the work
+    _Signals.count += 1
 
 
 class Outcome(object):
@@ -67,6 +80,7 @@ class Supervisor(object):
     # --- entry ---------------------------------------------------------------------
     def run(self):
         _Signals.received = None
+        _Signals.count = 0
         old = {}
         for signum in (signal.SIGINT, signal.SIGTERM):
             old[signum] = signal.signal(signum, _on_signal)
@@ -300,16 +314,60 @@ class Supervisor(object):
             sender.send(protocol.STOP, reason=outcome.reason, bytes_written=nbytes,
                         chunks_written=chunks, rollovers=self.rollovers,
                         elapsed_s=elapsed, io_s=self.io_s,
-                        dropped_messages=sender.dropped)
+                        dropped_messages=sender.make_room(2))  # room for stop + bye
             sender.send(protocol.BYE)
+        code = outcome.code
+        if outcome.reason is not None:
+            code = self._deliver(code)
         mib_s = nbytes / float(MIB) / self.io_s if self.io_s > 0 else 0.0
-        level = log.info if outcome.code == exitcodes.OK else log.error
+        level = log.info if code == exitcodes.OK else log.error
         level("stop (%s): %s; %d MiB in %d chunks, %d rollovers, %.1f s, %.1f MiB/s "
-              "while writing; exit code %d", outcome.reason or "refused", outcome.text,
-              nbytes // MIB, chunks, self.rollovers, elapsed, mib_s, outcome.code)
-        acked = sender.close(FINAL_ACK_TIMEOUT_S if outcome.reason is not None else 0)
-        if outcome.reason is not None and not acked:
-            log.warning("the server did not acknowledge every message within %g s "
-                        "(%d unacknowledged, %d dropped)", FINAL_ACK_TIMEOUT_S,
-                        sender.pending(), sender.dropped)
-        return outcome.code
+              "while writing, %d messages dropped; exit code %d",
+              outcome.reason or "refused", outcome.text, nbytes // MIB, chunks,
+              self.rollovers, elapsed, mib_s, sender.dropped, code)
+        if outcome.reason is None:
+            sender.close(0)
+        return code
+
+    def _deliver(self, code):
+        """Wait (bounded) for the final ack; save what never got one.
+
+        Returns the exit code: OK becomes CLIENT_SERVER when messages were
+        not delivered; a more specific failure code is kept.
+        """
+        log, sender = self.log, self.sender
+        timeout = self.cfg.get("deliver_timeout_s", FINAL_ACK_TIMEOUT_S)
+        pending = sender.pending()
+        if pending and not sender.connected():
+            log.warning("server unreachable (%s); trying for up to %g s more to deliver "
+                        "%d unacknowledged messages", sender.last_error, timeout, pending)
+        deadline = monotonic() + timeout
+        signals = _Signals.count
+        while monotonic() < deadline and _Signals.count == signals:
+            if sender.wait_delivered(min(LOOP_TICK_S, max(0.0, deadline - monotonic()))):
+                break
+            if sender.rejected is not None:
+                break
+        if _Signals.count != signals:
+            log.warning("signal %d: not waiting any longer for the server's ack",
+                        _Signals.received)
+        if sender.close(0):
+            return code
+        lines = sender.unacked_lines()
+        where = self._save_undelivered(lines)
+        log.error("the server did not acknowledge %d messages within %g s after the stop "
+                  "(%s; %d dropped earlier); %s", len(lines), timeout,
+                  sender.last_error or "no ack", sender.dropped, where)
+        return exitcodes.CLIENT_SERVER if code == exitcodes.OK else code
+
+    def _save_undelivered(self, lines):
+        path = self.cfg.get("undelivered_path")
+        if not path:
+            return "they are lost"
+        try:
+            with open(path, "ab") as f:
+                for line in lines:
+                    f.write(line)
+        except (IOError, OSError) as exc:
+            return "and they could not be saved to %s (%s)" % (path, exc)
+        return "they are saved, one JSON message per line, in %s" % path
