@@ -405,7 +405,8 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
     assert t["written_mib"] == 6.0 and t["rollover_count"] == 3 and t["chunk_count"] == 6
     assert rep["run"]["run_duration_s"] == 60.0
     assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_total"] == 1
-    paths = report.write(str(tmpdir), rep)
+    paths, failed = report.write(str(tmpdir), rep)
+    assert failed == []
     assert sorted(os.listdir(str(tmpdir))) == ["report.json", "report.txt"]
     with open(paths[0]) as f:
         assert json.load(f)["totals"]["finished"] == 1
@@ -458,18 +459,8 @@ def test_recorder_coalesces_callbacks_with_the_same_key_per_batch(tmpdir):
     assert calls == [("k", 4), ("other", 0)]
 
 
-class _BrokenFile(object):
-    def write(self, data):
-        raise IOError(28, "No space left on device")
-
-    def flush(self):
-        raise IOError(28, "No space left on device")
-
-    def fileno(self):
-        raise IOError(28, "No space left on device")
-
-    def close(self):
-        pass
+def _enospc(fd, data):
+    raise OSError(28, "No space left on device")
 
 
 class _Sink(object):
@@ -486,7 +477,8 @@ class _Sink(object):
 def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
     sink = _Sink()
     r = rec.Recorder(str(tmpdir), stderr=sink)
-    r.files = {rec.SERVER_LOG: _BrokenFile(), rec.PERF_LOG: _BrokenFile()}
+    r.open()
+    r.write_fd = _enospc
     r.start()
     acked = []
     for i in range(3):
@@ -494,3 +486,49 @@ def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
     r.close()
     assert acked == [0, 1, 2]
     assert sink.text.count("warning") == 1 and "No space left" in sink.text
+
+
+def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
+    sink = _Sink()
+    r = rec.Recorder(str(tmpdir), stderr=sink)
+    r.open()
+    budget = [60]                      # like tmpfs: a short write, then ENOSPC
+
+    def tight(fd, data):
+        if budget[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = os.write(fd, data[:budget[0]])
+        budget[0] -= n
+        return n
+    r.write_fd = tight
+    for i in range(5):
+        r.record({"i": i, "pad": "x" * 10})   # 29 bytes a line: 2 fit whole
+    r.close()
+    r2 = rec.Recorder(str(tmpdir), stderr=sink)
+    r2.open()
+    r2.record({"i": 99})               # space is back: appends on a fresh line
+    r2.close()
+    with open(os.path.join(str(tmpdir), rec.PERF_LOG)) as f:
+        lines = f.read().split("\n")
+    assert [json.loads(x)["i"] for x in lines if x] == [0, 1, 99]
+    assert "3 lines of perf.jsonl" in r.trouble() and "No space left" in r.trouble()
+    assert r2.trouble() is None
+
+
+def test_read_back_cuts_a_torn_last_line_and_skips_garbage(tmpdir):
+    from diskbench import protocol as P
+    from tests.test_protocol import build
+    good = [P.record(build(P.PERF), 1.0), P.record(build(P.NOTE), 2.0)]
+    path = os.path.join(str(tmpdir), rec.PERF_LOG)
+    with open(path, "wb") as f:
+        f.write((json.dumps(good[0]) + "\n").encode())
+        f.write(b"not json at all\n")
+        f.write((json.dumps(good[1]) + "\n").encode())
+        f.write(b'{"type":"perf","da')          # the server died mid-write
+    warnings = []
+    got = rec.read_back(str(tmpdir), warnings.append)
+    assert [(m.type, ts) for m, ts in got] == [(P.PERF, 1.0), (P.NOTE, 2.0)]
+    assert len(warnings) == 2
+    assert "torn last line of 18 bytes" in warnings[0] and "line 2 skipped" in warnings[1]
+    with open(path, "rb") as f:
+        assert f.read().endswith(b"}\n")      # appends start on a fresh line

@@ -9,9 +9,9 @@ import os
 import socket
 import sys
 
-from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.server.handler import READ_TIMEOUT_S
-from diskbench.server.master import Master
+from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
+from diskbench.server.master import FinishedRun, Master
 
 SECRET_ENV = "DISKBENCH_SECRET"
 DEFAULT_LOG_DIR = "diskbench-logs"
@@ -19,6 +19,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0   # 3 x the client's 5 s heartbeat
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_PER_ADDRESS = 64
+DEFAULT_MAX_CLIENTS = 1000
 PROG = "python -m diskbench.server"
 
 
@@ -62,6 +65,17 @@ def _count(text):
     return value
 
 
+def _line_bytes(text):
+    value = _count(text)
+    if value > protocol.MAX_LINE_BYTES:
+        raise argparse.ArgumentTypeError(
+            "can only lower the protocol's limit of %d bytes, got %s"
+            % (protocol.MAX_LINE_BYTES, text))
+    if value < 1024:
+        raise argparse.ArgumentTypeError("below 1024 bytes no hello fits, got %s" % text)
+    return value
+
+
 def build_parser():
     p = _Parser(prog=PROG, description=(
         "Collect results from diskbench clients and write a report when every client "
@@ -93,6 +107,22 @@ def build_parser():
     p.add_argument("--read-timeout", type=_positive, default=READ_TIMEOUT_S,
                    metavar="SECONDS", help="close a connection that sends nothing for "
                    "this long (default: %(default)s)")
+    p.add_argument("--hello-timeout", type=_positive, default=HELLO_TIMEOUT_S,
+                   metavar="SECONDS", help="close a connection that has not said a valid "
+                   "hello this long after connecting (slow or silent peers; default: "
+                   "%(default)s)")
+    p.add_argument("--max-line-bytes", type=_line_bytes, default=protocol.MAX_LINE_BYTES,
+                   metavar="BYTES", help="close a connection that sends a longer line "
+                   "(may only lower the default: %(default)s)")
+    p.add_argument("--max-connections", type=_count, default=DEFAULT_MAX_CONNECTIONS,
+                   metavar="N", help="refuse connections beyond N open at once (default: "
+                   "%(default)s)")
+    p.add_argument("--max-per-address", type=_count, default=DEFAULT_MAX_PER_ADDRESS,
+                   metavar="N", help="refuse connections beyond N open at once from one "
+                   "address (default: %(default)s)")
+    p.add_argument("--max-clients", type=_count, default=DEFAULT_MAX_CLIENTS, metavar="N",
+                   help="refuse a hello under a new client name once N names joined this "
+                   "run (default: %(default)s)")
     p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
                    "every message must carry its HMAC (or set %s)" % SECRET_ENV)
     p.add_argument("--quiet", action="store_true",
@@ -143,6 +173,8 @@ def main(argv=None):
     master = Master(args)
     try:
         master.open_logs()
+    except FinishedRun as exc:
+        return _fail(exitcodes.SERVER_LOG_DIR, "%s" % exc)
     except (IOError, OSError) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "cannot create or write the log directory "
                      "%s (%s): choose a writable --log-dir" % (

@@ -11,21 +11,35 @@ the peer address, counted by kind, and the connection goes on, except when it
 is beyond repair (over-long line, wrong protocol version, wrong secret on hello,
 a name taken by another process): then the connection is closed, after a
 ``rejected`` message where the client can act on it.
+
+Deadlines (enforced by the master's tick through ``expire_if_due``, so a peer
+that trickles one byte at a time cannot hold a thread): a connection must have
+an accepted hello within --hello-timeout of connecting, and after that must
+complete a line at least every --read-timeout.
 """
+import errno
 import logging
+import select
 import socket
 import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import socketserver
+from diskbench.compat import monotonic, socketserver
 from diskbench.server import registry as reg
 
 #: A connection that sends nothing for this long is closed (its client, if it
 #: had one, is then marked went away). Set from --read-timeout.
 READ_TIMEOUT_S = 300.0
+#: A connection without an accepted hello this long after connecting is closed
+#: (slowloris). Set from --hello-timeout.
+HELLO_TIMEOUT_S = 10.0
 #: Rejections logged per connection; further ones are only counted.
 REJECT_LOG_MAX = 20
+#: A send (ack, go, ...) that cannot go out for this long means the peer does
+#: not read: the connection is closed, so it never holds up the recorder thread
+#: that sends acks.
+SEND_STALL_S = 2.0
 
 log = logging.getLogger("diskbench.server")
 
@@ -41,7 +55,7 @@ class Handler(socketserver.StreamRequestHandler):
 
     def setup(self):
         ctx = self.server.ctx
-        self.timeout = ctx.read_timeout
+        self.timeout = min(ctx.read_timeout, ctx.hello_timeout)
         socketserver.StreamRequestHandler.setup(self)
         self.ctx = ctx
         self.registry = ctx.registry
@@ -50,7 +64,19 @@ class Handler(socketserver.StreamRequestHandler):
         self.name = None
         self.said_bye = False
         self.rejections = 0
+        self.expired = None           # (kind, reason) once the master cut us off
+        self.send_dead = False        # a send stalled or failed: no more sends
+        self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
+        ctx.connection_started(self)
+
+    def finish(self):
+        try:
+            socketserver.StreamRequestHandler.finish(self)
+        except (socket.error, IOError, OSError):
+            pass  # the peer is gone; nothing left to flush to it
+        finally:
+            self.ctx.connection_ended(self)
 
     # --- the receive loop ------------------------------------------------------
     def handle(self):
@@ -58,27 +84,54 @@ class Handler(socketserver.StreamRequestHandler):
         try:
             self._loop()
         finally:
+            if self.expired is not None:
+                self._rejected(*self.expired)
             self.registry.connection_closed(self.name, self.conn_id, self.said_bye)
             log.info("connection %d from %s (%s) closed", self.conn_id, self.peer,
                      self.name or "no hello")
 
+    def expire_if_due(self, now):
+        """Master tick: close the connection when its deadline passed. True if so."""
+        deadline = self.deadline
+        if deadline is None or now < deadline or self.expired is not None:
+            return False
+        if self.name is None:
+            self.expired = (reg.REJECT_HELLO_TIMEOUT, "no hello within --hello-timeout "
+                            "%g s of connecting; closing the connection"
+                            % self.ctx.hello_timeout)
+        else:
+            self.expired = (reg.REJECT_READ_TIMEOUT, "no complete line for %g s "
+                            "(--read-timeout); closing the connection"
+                            % self.ctx.read_timeout)
+        try:  # wakes the handler thread blocked in recv: it sees end of stream
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except (socket.error, OSError):
+            pass
+        return True
+
     def _loop(self):
+        limit = self.ctx.max_line_bytes
         while True:
             try:
-                line = protocol.read_line(self.rfile)
+                line = protocol.read_line(self.rfile, limit)
             except protocol.LineTooLong as exc:
                 self._rejected(exc.kind, exc.reason + "; closing the connection")
                 return
             except socket.timeout:
-                self._rejected(reg.REJECT_READ_TIMEOUT, "nothing received for %g s; "
-                               "closing the connection" % self.timeout)
+                if self.expired is None:
+                    self._rejected(
+                        reg.REJECT_READ_TIMEOUT if self.name else reg.REJECT_HELLO_TIMEOUT,
+                        "nothing received for %g s; closing the connection"
+                        % self.timeout)
                 return
             except (socket.error, IOError, OSError) as exc:
                 log.info("connection %d from %s: read failed: %s", self.conn_id,
                          self.peer, exc)
                 return
-            if not line:
+            if not line or self.expired is not None:
                 return
+            if self.name is not None:
+                self.deadline = monotonic() + self.ctx.read_timeout
             recv_ts = time.time()
             try:
                 msg = protocol.decode(line, protocol.C2S, self.ctx.secret)
@@ -86,7 +139,9 @@ class Handler(socketserver.StreamRequestHandler):
                 self._rejected(exc.kind, exc.reason)
                 if exc.kind in _FATAL_KINDS or (
                         exc.kind == protocol.ProtocolError.BAD_MAC and self.name is None):
-                    self._refuse(exc.reason)
+                    # Unsigned when the mac was the problem: the peer cannot check
+                    # our mac anyway, and may at least show the reason.
+                    self._refuse(exc.reason, signed=exc.kind != protocol.ProtocolError.BAD_MAC)
                     return
                 continue
             handler = _DISPATCH.get(msg.type, Handler._on_message)
@@ -115,7 +170,14 @@ class Handler(socketserver.StreamRequestHandler):
             log.warning("refused hello from %s: %s", self.peer, why)
             self._refuse(why)
             return False
-        self.name = msg.name
+        if self.name is None:
+            self.name = msg.name
+            self.deadline = monotonic() + self.ctx.read_timeout
+            self.timeout = self.ctx.read_timeout
+            try:
+                self.connection.settimeout(self.timeout)
+            except (socket.error, OSError):
+                pass
         self._record_or_reack(msg, recv_ts, outcome)
         return True
 
@@ -126,8 +188,14 @@ class Handler(socketserver.StreamRequestHandler):
 
     def _on_message(self, msg, recv_ts):
         if self.name is None or msg.name != self.name:
-            self._rejected(reg.REJECT_NO_HELLO, "%s from %r before a hello on this "
-                           "connection" % (msg.type, msg.name))
+            if self.registry.is_replay(msg, self.conn_id):
+                self._rejected(reg.REJECT_REPLAY, "replay: %s #%d of client %r was "
+                               "already recorded and %r does not speak on this "
+                               "connection; not recorded" % (msg.type, msg.seq,
+                                                             msg.name, msg.name))
+            else:
+                self._rejected(reg.REJECT_NO_HELLO, "%s from %r before a hello on "
+                               "this connection" % (msg.type, msg.name))
             return True
         outcome = self.registry.accept(msg, recv_ts, self.conn_id)
         if outcome == reg.NOT_BOUND:
@@ -144,8 +212,15 @@ class Handler(socketserver.StreamRequestHandler):
                                      on_written=lambda: self._recorded(seq),
                                      key=self.conn_id)
         else:
-            log.info("duplicate %s #%d from %s ignored (re-acked)", msg.type, msg.seq,
-                     self.name)
+            if self.ctx.secret and msg.type != protocol.HELLO:
+                # Authenticated, so from a holder of the secret: a resend after a
+                # lost ack, or a replay of a captured line. Never recorded twice.
+                log.warning("duplicate %s #%d of %s from %s: already recorded, not "
+                            "recorded again (a resend after a reconnect, or a replay)",
+                            msg.type, msg.seq, self.name, self.peer)
+            else:
+                log.info("duplicate %s #%d from %s (%s) ignored (re-acked)", msg.type,
+                         msg.seq, self.name, self.peer)
             self._recorded(0)
 
     def _recorded(self, seq):
@@ -157,19 +232,48 @@ class Handler(socketserver.StreamRequestHandler):
             sender(protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id))
 
     # --- sending (handler and recorder threads) -----------------------------------
-    def send(self, msg):
-        line = protocol.encode(msg, self.ctx.secret)
+    def send(self, msg, signed=True):
+        """Send one message; never blocks longer than SEND_STALL_S. False if not sent."""
+        line = protocol.encode(msg, self.ctx.secret if signed else None)
         with self.send_lock:
-            try:
-                self.connection.sendall(line)
-                return True
-            except (socket.error, IOError, OSError):
+            if self.send_dead:
                 return False
+            try:
+                _send_bounded(self.connection, line, SEND_STALL_S)
+                return True
+            except (socket.error, IOError, OSError, ValueError) as exc:
+                self.send_dead = True
+                log.info("connection %d from %s: send failed (%s); closing it",
+                         self.conn_id, self.peer, exc)
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except (socket.error, OSError):
+            pass
+        return False
 
-    def _refuse(self, reason):
-        self.send(protocol.make(protocol.REJECTED, protocol.S2C, reason=reason,
-                                fatal=True))
+    def _refuse(self, reason, signed=True):
+        msg = protocol.make(protocol.REJECTED, protocol.S2C, reason=reason, fatal=True)
+        self.send(msg, signed)
 
+
+def _send_bounded(sock, data, limit):
+    """sendall that gives up (socket.timeout) when the peer reads nothing for ``limit``."""
+    deadline = monotonic() + limit
+    view = memoryview(data)
+    while len(view):
+        left = deadline - monotonic()
+        if left <= 0 or not select.select([], [sock], [], left)[1]:
+            raise socket.timeout("peer has not read for %g s" % limit)
+        try:
+            sent = sock.send(view, socket.MSG_DONTWAIT)
+        except socket.error as exc:
+            if getattr(exc, "errno", None) in _WOULD_BLOCK:
+                continue
+            raise
+        view = view[sent:]
+
+
+_WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 _DISPATCH = {
     protocol.HELLO: Handler._on_hello,

@@ -6,7 +6,13 @@ only record the signal and wake the loop (gunicorn's arbiter style); the
 shutdown work happens in the loop: stop accepting, ask live clients to stop,
 give them --shutdown-grace seconds to send their summaries, write the report,
 flush and fsync the logs, return the exit code.
+
+A log dir holding an unfinished run (run.json or perf.jsonl, no report.json)
+is resumed: every record is replayed into the registry and the run goes on
+appending to the same files (a server killed mid-run loses nothing it
+acknowledged). A log dir holding a finished run (report.json) is refused.
 """
+import json
 import logging
 import os
 import signal
@@ -15,14 +21,21 @@ import threading
 import time
 
 from diskbench import __version__, exitcodes, protocol
-from diskbench.compat import socketserver
+from diskbench.compat import as_bytes, monotonic, socketserver
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
 from diskbench.server import report as report_mod
 
-#: How often the main loop checks liveness, GO and completion (seconds).
+#: How often the main loop checks liveness, GO, completion and connection
+#: deadlines (seconds).
 TICK_S = 0.2
+#: The marker of a run in progress in --log-dir (run id and start time).
+RUN_MARKER = "run.json"
+#: Refused connections logged per kind; further ones are counted, and logged
+#: every LIMIT_LOG_EVERY.
+LIMIT_LOG_MAX = 20
+LIMIT_LOG_EVERY = 1000
 
 log = logging.getLogger("diskbench.server")
 event = logging.getLogger("diskbench.server.event")
@@ -34,14 +47,57 @@ EXIT_MEANING = {
 }
 
 
+class FinishedRun(Exception):
+    """The log dir holds a finished run; the message names the fix."""
+
+
 class TCPServer(socketserver.ThreadingTCPServer):
+    """Accepts; refuses a connection over --max-connections or --max-per-address
+    before any thread is started for it (it is closed at once, nothing sent)."""
+
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 128
 
     def __init__(self, address, ctx):
         self.ctx = ctx
+        self.conn_lock = threading.Lock()
+        self.open_conns = {}          # accepted socket -> peer address
+        self.per_address = {}         # peer address -> open connections
         socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
+
+    def verify_request(self, request, client_address):
+        address = client_address[0]
+        ctx = self.ctx
+        with self.conn_lock:
+            total, mine = len(self.open_conns), self.per_address.get(address, 0)
+            if total < ctx.max_connections and mine < ctx.max_per_address:
+                self.open_conns[request] = address
+                self.per_address[address] = mine + 1
+                return True
+        if total >= ctx.max_connections:
+            ctx.limit_hit(reg.REJECT_TOO_MANY_CONNECTIONS, client_address,
+                          "%d connections are open (--max-connections %d)"
+                          % (total, ctx.max_connections))
+        else:
+            ctx.limit_hit(reg.REJECT_TOO_MANY_FROM_ADDRESS, client_address,
+                          "%d connections from %s are open (--max-per-address %d)"
+                          % (mine, address, ctx.max_per_address))
+        # Close it now: Python 2.7 leaves a refused socket to the garbage collector.
+        socketserver.ThreadingTCPServer.shutdown_request(self, request)
+        return False
+
+    def shutdown_request(self, request):
+        # Called once for every accepted socket (refused or served), never twice.
+        with self.conn_lock:
+            address = self.open_conns.pop(request, None)
+            if address is not None:
+                left = self.per_address.get(address, 1) - 1
+                if left > 0:
+                    self.per_address[address] = left
+                else:
+                    self.per_address.pop(address, None)
+        socketserver.ThreadingTCPServer.shutdown_request(self, request)
 
     def handle_error(self, request, client_address):
         # A handler bug must not print to the console silently and go on unseen.
@@ -58,22 +114,100 @@ class Master(object):
         self.wall = clock
         self.secret = args.secret
         self.read_timeout = args.read_timeout
+        self.hello_timeout = getattr(args, "hello_timeout", handler_mod.HELLO_TIMEOUT_S)
+        self.max_line_bytes = getattr(args, "max_line_bytes", protocol.MAX_LINE_BYTES)
+        self.max_connections = getattr(args, "max_connections", 256)
+        self.max_per_address = getattr(args, "max_per_address", 64)
         self.run_id = "%s-%d" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                  os.getpid())
         self.registry = reg.Registry(
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
-            idle_timeout=args.idle_timeout, start_timeout=args.start_timeout)
+            idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
+            max_clients=getattr(args, "max_clients", None))
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
         self.signalled = None
         self.wake = threading.Event()
         self._handlers = []
+        self.started = None           # wall time the run started (kept on resume)
+        self.resumed = None           # "resumed run X with N clients, M records"
+        self.startup_warnings = []    # said once logging is up
+        self.conn_lock = threading.Lock()
+        self.connections = {}         # conn_id -> live Handler (deadlines)
+        self.limit_counts = {}
 
     # --- start-up (errors become exit codes in __main__) ------------------------------
     def open_logs(self):
-        if not os.path.isdir(self.args.log_dir):
-            os.makedirs(self.args.log_dir)
+        """Create the log dir, or resume the unfinished run in it.
+
+        Raises FinishedRun when it holds a finished run, IOError/OSError when
+        it cannot be used.
+        """
+        log_dir = self.args.log_dir
+        if not os.path.isdir(log_dir):
+            os.makedirs(log_dir)
+        if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
+            raise FinishedRun(
+                "%s holds a finished run (%s exists): give a new --log-dir, or remove "
+                "that directory to start over" % (log_dir, report_mod.REPORT_JSON))
+        marker = os.path.join(log_dir, RUN_MARKER)
+        perf = os.path.join(log_dir, recorder_mod.PERF_LOG)
+        if os.path.exists(marker) or (os.path.exists(perf) and os.path.getsize(perf)):
+            self._resume(marker)
+        else:
+            self.started = self.wall()
+            report_mod.atomic_write(marker, as_bytes(json.dumps(dict(
+                run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
+                protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
         self.recorder.open()
+
+    def _resume(self, marker):
+        try:
+            with open(marker) as f:
+                info = json.load(f)
+            self.run_id = "%s" % info["run_id"]
+            self.started = float(info["started_ts"])
+        except (IOError, OSError, ValueError, KeyError, TypeError) as exc:
+            self.started = self.wall()
+            self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
+                                         "its records under the new run id %s" % (
+                                             marker, exc, self.run_id))
+        mute = _Mute()
+        for logger in (log, event):
+            logger.addFilter(mute)
+        try:
+            records = recorder_mod.read_back(self.args.log_dir,
+                                             self.startup_warnings.append)
+            skipped = sum(1 for msg, recv_ts in records
+                          if not self.registry.restore(msg, recv_ts))
+        finally:
+            for logger in (log, event):
+                logger.removeFilter(mute)
+        if skipped:
+            self.startup_warnings.append("%d records in perf.jsonl were skipped (a "
+                                         "repeated seq, or no hello on record)" % skipped)
+        clients = len(self.registry.clients)
+        self.resumed = "resumed run %s with %d clients, %d records" % (
+            self.run_id, clients, self.registry.restored)
+
+    def connection_started(self, handler):
+        with self.conn_lock:
+            self.connections[handler.conn_id] = handler
+
+    def connection_ended(self, handler):
+        with self.conn_lock:
+            self.connections.pop(handler.conn_id, None)
+
+    def limit_hit(self, kind, client_address, why):
+        """A connection refused by a limit (accept thread): count, log sparingly."""
+        self.registry.count_rejected(kind)
+        with self.conn_lock:
+            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
+        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
+            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
+                        client_address[1], kind, why,
+                        "" if n < LIMIT_LOG_MAX else
+                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
 
     def bind(self):
         self.server = TCPServer((self.args.host, self.args.port), self)
@@ -112,7 +246,9 @@ class Master(object):
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, self._on_signal)
-        started = self.wall()
+        if self.started is None:
+            self.started = self.wall()
+        started = self.started
         host, port = self.server.server_address[:2]
         self.out.write("diskbench server %s listening on %s:%d (log dir %s)\n" % (
             __version__, host, port, os.path.abspath(self.args.log_dir)))
@@ -120,6 +256,16 @@ class Master(object):
         log.info("diskbench server %s (protocol %d) run %s listening on %s:%d, log dir %s",
                  __version__, protocol.PROTOCOL_VERSION, self.run_id, host, port,
                  os.path.abspath(self.args.log_dir))
+        log.info("limits: lines up to %d bytes, %d connections (%d per address), %d "
+                 "client names, hello within %g s, a line every %g s", self.max_line_bytes,
+                 self.max_connections, self.max_per_address,
+                 self.registry.max_clients or 0, self.hello_timeout, self.read_timeout)
+        for text in self.startup_warnings:
+            log.warning("%s", text)
+            sys.stderr.write("diskbench server: warning: %s\n" % text)
+        if self.resumed:
+            self.registry.resumed("the server restarted; waiting for it to reconnect")
+            event.info("%s", self.resumed)
         thread = threading.Thread(target=self.server.serve_forever, name="tcp-server",
                                   kwargs=dict(poll_interval=TICK_S))
         thread.daemon = True
@@ -145,6 +291,11 @@ class Master(object):
         return code
 
     def _tick(self):
+        now = monotonic()
+        with self.conn_lock:
+            handlers = list(self.connections.values())
+        for handler in handlers:
+            handler.expire_if_due(now)
         self.registry.check_liveness()
         go = protocol.make(protocol.GO, protocol.S2C, run_id=self.run_id)
         for _name, sender in self.registry.release_go():
@@ -174,17 +325,35 @@ class Master(object):
 
     def _write_report(self, started, code):
         view = self.registry.snapshot()
+        self.recorder.drain()
+        warnings = list(self.startup_warnings)
+        if self.resumed:
+            warnings.append("the server was restarted during this run and %s"
+                            % self.resumed)
+        trouble = self.recorder.trouble()
+        if trouble:
+            warnings.append(trouble)
         rep = report_mod.build(
             view, started, self.wall(), run_label=self.run_id,
             interrupted_by=_signal_name(self.signalled) if self.signalled else None,
-            exit_code=code, exit_meaning=EXIT_MEANING[code])
-        try:
-            paths = report_mod.write(self.args.log_dir, rep)
-        except (IOError, OSError) as exc:
-            sys.stderr.write("diskbench server: error: cannot write the report to %s: "
-                             "%s\n" % (self.args.log_dir, exc))
-            return
-        event.info("report written: %s and %s", paths[1], paths[0])
+            exit_code=code, exit_meaning=EXIT_MEANING[code], warnings=warnings)
+        written, failed = report_mod.write(self.args.log_dir, rep)
+        for path, exc in failed:
+            sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
+                             % (path, getattr(exc, "strerror", None) or exc))
+        if written:
+            event.info("report written: %s", " and ".join(reversed(written)))
+        if len(failed) == 2:  # nothing on disk: the report goes to stdout instead
+            self.out.write(report_mod.render_text(rep))
+            self.out.flush()
+        sys.stderr.flush()
+
+
+class _Mute(logging.Filter):
+    """Silences the registry's per-message logging while records are replayed."""
+
+    def filter(self, record):
+        return False
 
 
 def _signal_name(signum):

@@ -1,21 +1,31 @@
 """The single writer of LOG_DIR/server.log and LOG_DIR/perf.jsonl.
 
 Handlers and the main loop never touch files: they put log lines and message
-records on one queue; one thread writes them in batches, flushes after each
-batch (a crash loses at most the last batch) and then runs each batch's ack
-callbacks, so an ack means "written and flushed". ``close()`` drains the
-queue and fsyncs both files.
+records on one queue; one thread writes them in batches, one ``os.write`` per
+file per batch (the bytes are then in the kernel: a killed server loses
+nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
+means "written". ``close()`` drains the queue and fsyncs both files.
 
-If a write fails (disk full, I/O error) a warning goes to stderr once and the
-server goes on: the registry still holds every figure and the report is still
-attempted; acks are still sent, because nothing is lost from memory.
+Files hold whole lines only: if a write fails part-way (disk full: tmpfs and
+others write short first, then ENOSPC) the file is cut back to the end of its
+last complete line, so a later write (once space is free again) never glues a
+record onto a fragment. A warning goes to stderr once and the server goes on:
+the registry still holds every figure and the report is still attempted; acks
+are still sent, because nothing is lost from memory (only from the file: see
+``lost``).
+
+``read_back()`` reads perf.jsonl of an unfinished run (server restart): a torn
+last line (a crash mid-write, power loss) is cut off with a warning, any other
+unreadable line is skipped with a warning.
 """
+import errno
 import json
 import logging
 import os
 import sys
 import threading
 
+from diskbench import protocol
 from diskbench.compat import as_bytes, queue
 
 SERVER_LOG = "server.log"
@@ -24,7 +34,7 @@ PERF_LOG = "perf.jsonl"
 BATCH_MAX = 1000
 
 _STOP = object()
-_LOG, _RECORD = 1, 2
+_LOG, _RECORD, _MARK = 1, 2, 3
 
 
 class Recorder(object):
@@ -33,14 +43,18 @@ class Recorder(object):
         self.stderr = stderr or sys.stderr
         self.queue = queue.Queue()
         self.thread = None
-        self.files = {}
+        self.files = {}               # name -> file descriptor (O_APPEND)
         self.write_failed = False
+        self.first_error = None       # text of the first failed write
         self.records_written = 0
+        self.lost = {}                # name -> lines that could not be written
+        self.write_fd = os.write      # tests put a failing one here
 
     def open(self):
         """Open (append) both files; raises IOError/OSError if the dir is unusable."""
         for name in (SERVER_LOG, PERF_LOG):
-            self.files[name] = open(os.path.join(self.log_dir, name), "ab")
+            self.files[name] = os.open(os.path.join(self.log_dir, name),
+                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def start(self):
         self.thread = threading.Thread(target=self._run, name="recorder")
@@ -59,6 +73,14 @@ class Recorder(object):
         """
         self.queue.put((_RECORD, obj, (key, on_written) if on_written else None))
 
+    def drain(self, timeout=30.0):
+        """Wait until everything queued so far is written (or failed to be)."""
+        if self.thread is None or not self.thread.is_alive():
+            return
+        done = threading.Event()
+        self.queue.put((_MARK, done, None))
+        done.wait(timeout)
+
     def close(self, timeout=30.0):
         """Write everything queued, fsync and close the files."""
         if self.thread is not None:
@@ -67,13 +89,12 @@ class Recorder(object):
             self.thread = None
         else:
             self._write_batch(self._drain([]))
-        for f in self.files.values():
+        for fd in self.files.values():
             try:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
             except (IOError, OSError) as exc:
                 self._failed(exc)
-            f.close()
+            os.close(fd)
         self.files = {}
 
     # --- the writer thread ------------------------------------------------------------
@@ -97,19 +118,17 @@ class Recorder(object):
     def _write_batch(self, batch):
         callbacks = []
         keys = {}
-        touched = set()
+        lines = {SERVER_LOG: [], PERF_LOG: []}
+        marks = []
         for kind, payload, on_written in batch:
+            if kind == _MARK:
+                marks.append(payload)
+                continue
             if kind == _LOG:
-                name, line = SERVER_LOG, payload
+                lines[SERVER_LOG].append(as_bytes(payload.rstrip("\n") + "\n"))
             else:
-                name = PERF_LOG
-                line = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-                self.records_written += 1
-            touched.add(name)
-            try:
-                self.files[name].write(as_bytes(line.rstrip("\n") + "\n"))
-            except (IOError, OSError, ValueError) as exc:
-                self._failed(exc)
+                lines[PERF_LOG].append(as_bytes(json.dumps(
+                    payload, sort_keys=True, separators=(",", ":")) + "\n"))
             if on_written is not None:
                 key, func = on_written
                 if key is not None and key in keys:
@@ -118,24 +137,96 @@ class Recorder(object):
                     if key is not None:
                         keys[key] = len(callbacks)
                     callbacks.append(func)
-        for name in touched:
-            try:
-                self.files[name].flush()
-            except (IOError, OSError, ValueError) as exc:
-                self._failed(exc)
+        for name, chunk in lines.items():
+            if chunk:
+                done = self._write_lines(name, chunk)
+                if name == PERF_LOG:
+                    self.records_written += done
         for callback in callbacks:
             try:
                 callback()
             except Exception:  # a callback must never kill the writer
                 logging.getLogger("diskbench.server").exception("ack callback failed")
+        for mark in marks:
+            mark.set()
+
+    def _write_lines(self, name, lines):
+        """Append whole lines to file ``name``; returns how many are on disk."""
+        fd = self.files.get(name)
+        if fd is None:
+            self.lost[name] = self.lost.get(name, 0) + len(lines)
+            return 0
+        data = b"".join(lines)
+        done = 0
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            while done < len(data):
+                n = self.write_fd(fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+            return len(lines)
+        except (IOError, OSError) as exc:
+            self._failed(exc)
+            whole = data.rfind(b"\n", 0, done) + 1   # bytes of complete lines written
+            if whole != done:
+                try:
+                    os.ftruncate(fd, start + whole)
+                except (IOError, OSError):
+                    pass  # read_back() skips a fragment
+            count = data.count(b"\n", 0, whole)
+            self.lost[name] = self.lost.get(name, 0) + len(lines) - count
+            return count
 
     def _failed(self, exc):
         if not self.write_failed:
             self.write_failed = True
+            self.first_error = "%s" % (getattr(exc, "strerror", None) or exc)
             self.stderr.write("diskbench server: warning: cannot write to %s (%s); "
                               "going on, the report will still be attempted\n"
-                              % (self.log_dir, exc))
+                              % (self.log_dir, self.first_error))
             self.stderr.flush()
+
+    def trouble(self):
+        """One sentence for the report when writes failed, else None."""
+        if not self.write_failed:
+            return None
+        lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
+            self.lost.items()) if n)
+        return ("writing to the log dir %s failed (%s): %s; every figure in this "
+                "report comes from memory and is complete" % (
+                    self.log_dir, self.first_error, "lost " + lost if lost else
+                    "no line was lost"))
+
+
+def read_back(log_dir, warn):
+    """[(Message, recv_ts)] recorded in LOG_DIR/perf.jsonl, in file order.
+
+    A torn last line (no newline: the server died mid-write) is cut off the
+    file so appends start on a fresh line; other unreadable lines are
+    skipped. Each problem is passed to ``warn(text)``.
+    """
+    path = os.path.join(log_dir, PERF_LOG)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        warn("%s: skipped a torn last line of %d bytes (the server stopped while "
+             "writing it; it was never acknowledged)" % (path, len(data) - end))
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    out = []
+    for number, line in enumerate(data[:end].split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(protocol.from_record(json.loads(line.decode("utf-8"))))
+        except (ValueError, TypeError, AttributeError, protocol.ProtocolError) as exc:
+            warn("%s line %d skipped: not a record (%s)" % (
+                path, number, protocol.clean_text(str(exc), 120)))
+    return out
 
 
 class RecorderLogHandler(logging.Handler):

@@ -51,6 +51,14 @@ REJECT = "reject"         # hello refused (name already used by another process)
 REJECT_NO_HELLO = "no-hello"            # a message before any hello on the connection
 REJECT_NAME_IN_USE = "name-in-use"      # a second process under a name already taken
 REJECT_READ_TIMEOUT = "read-timeout"    # a connection silent past the socket timeout
+REJECT_HELLO_TIMEOUT = "hello-timeout"  # no accepted hello within --hello-timeout
+REJECT_REPLAY = "replay"                # an already-recorded seq from a stranger
+REJECT_TOO_MANY_CLIENTS = "too-many-clients"          # --max-clients names
+REJECT_TOO_MANY_CONNECTIONS = "too-many-connections"  # --max-connections
+REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
+
+#: Errors and notes kept per client for the report (the rest are only counted).
+KEEP_TEXTS_MAX = 1000
 
 log = logging.getLogger("diskbench.server")
 event = logging.getLogger("diskbench.server.event")  # also printed on the console
@@ -94,6 +102,8 @@ class Client(object):
         self.reconnects = 0
         self.went_away_count = 0
         self.awaiting_go = False
+        self.restart_pending = False  # known from a resumed run, not back yet
+        self.texts_dropped = 0        # errors/notes beyond KEEP_TEXTS_MAX
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -113,18 +123,19 @@ class Client(object):
 class RunView(object):
     """What the report needs from the registry, detached from its lock."""
 
-    def __init__(self, clients, rejected, connections, expected_clients):
+    def __init__(self, clients, rejected, connections, expected_clients, restored=0):
         self.clients = clients
         self.rejected = rejected
         self.connections = connections
         self.expected_clients = expected_clients
+        self.restored = restored      # records read back after a server restart
 
 
 class Registry(object):
     """All clients of one run; thread-safe (one lock); clock injected."""
 
     def __init__(self, expected_clients=None, heartbeat_timeout=15.0, idle_timeout=5.0,
-                 start_timeout=60.0, clock=monotonic):
+                 start_timeout=60.0, clock=monotonic, max_clients=None):
         self.lock = threading.RLock()
         self.clock = clock
         self.expected_clients = expected_clients
@@ -139,6 +150,9 @@ class Registry(object):
         self.last_activity = clock()  # a connection opened or a client changed state
         self.first_hello = None       # clock() of the first accepted hello
         self.go_released = expected_clients is None
+        self.max_clients = max_clients
+        self.restored = 0             # records replayed by restore()
+        self.resumed_at = None        # clock() when a resumed run went live
 
     # --- connections ---------------------------------------------------------
     def connection_opened(self):
@@ -175,6 +189,11 @@ class Registry(object):
         with self.lock:
             client = self.clients.get(msg.name)
             if client is None:
+                if self.max_clients is not None and len(self.clients) >= self.max_clients:
+                    self.count_rejected(REJECT_TOO_MANY_CLIENTS)
+                    return REJECT, (
+                        "this run already has %d clients (the server's --max-clients); "
+                        "ask its operator to raise --max-clients" % len(self.clients))
                 client = Client(msg.name, msg, recv_ts, peer)
                 self.clients[msg.name] = client
                 self.order.append(msg.name)
@@ -193,6 +212,12 @@ class Registry(object):
                         "give each client its own name" % (
                             msg.name, client.hello.pid, client.hello.hostname))
                 if client.conn_id != conn_id:
+                    if client.conn_id is not None:
+                        log.warning(
+                            "hello of %s on connection %d from %s while connection %d "
+                            "from %s is still open: a reconnect, or a replay of its "
+                            "hello; connection %d now speaks for it", msg.name, conn_id,
+                            peer, client.conn_id, client.peer, conn_id)
                     client.reconnects += 1
                     event.info("client %s reconnected from %s", msg.name, peer)
                     if client.state == WENT_AWAY:
@@ -227,6 +252,60 @@ class Registry(object):
         apply = getattr(self, _APPLY.get(msg.type, "_apply_other"))
         apply(client, msg, recv_ts)
         return NEW
+
+    def is_replay(self, msg, conn_id):
+        """True when ``msg`` repeats a recorded seq of a client that speaks on
+        another connection (someone sending a captured line again)."""
+        with self.lock:
+            client = self.clients.get(msg.name)
+            return client is not None and client.conn_id != conn_id and \
+                msg.seq <= client.last_seq
+
+    def current_peer(self, name):
+        """(conn_id, peer) of the connection speaking for ``name`` now."""
+        with self.lock:
+            client = self.clients.get(name)
+            return (client.conn_id, client.peer) if client else (None, None)
+
+    # --- resume after a server restart ------------------------------------------
+    def restore(self, msg, recv_ts):
+        """Replay one record read back from perf.jsonl; False if it was skipped."""
+        with self.lock:
+            client = self.clients.get(msg.name)
+            if client is None:
+                if msg.type != protocol.HELLO:
+                    return False  # no hello on record: cannot be a client of this run
+                client = Client(msg.name, msg, recv_ts, None)
+                self.clients[msg.name] = client
+                self.order.append(msg.name)
+            if self._accept_locked(client, msg, recv_ts) != NEW:
+                return False
+            client.recorded_seq = client.last_seq
+            client.last_seen = None
+            self.restored += 1
+            return True
+
+    def resumed(self, reason):
+        """The records are replayed: every client that was live waits to reconnect.
+
+        Until each is back, or --heartbeat-timeout passed, the run cannot complete.
+        """
+        with self.lock:
+            now = self.clock()
+            self.resumed_at = now
+            self.last_activity = now
+            if self.clients:
+                self.first_hello = now
+            for client in self.clients.values():
+                client.awaiting_go = False
+                if client.state in LIVE:
+                    self._transition(client, WENT_AWAY, reason)
+                    client.went_away_count -= 1  # the server went away, not the client
+                    client.restart_pending = True
+            if not self.go_released and (
+                    len(self.clients) >= self.expected_clients or
+                    any(c.start is not None for c in self.clients.values())):
+                self.go_released = True
 
     def recorded(self, name, seq):
         """The recorder wrote ``seq`` of ``name``. Returns (ack upto, [(name, sender)] to GO)."""
@@ -307,13 +386,19 @@ class Registry(object):
             self._transition(client, FAILED, "stopped by an error: %s" % last)
 
     def _apply_error(self, client, msg, recv_ts):
-        client.errors.append(msg)
+        if len(client.errors) < KEEP_TEXTS_MAX:
+            client.errors.append(msg)
+        else:
+            client.texts_dropped += 1
         log.warning("client %s error from %s: %s (errno %s, fatal %s)", client.name,
                     msg.source, msg.reason, msg.errno, msg.fatal)
         if msg.fatal and client.state in LIVE:
             self._transition(client, FAILED, "%s error: %s" % (msg.source, msg.reason))
 
     def _apply_note(self, client, msg, recv_ts):
+        if len(client.notes) >= KEEP_TEXTS_MAX:
+            client.texts_dropped += 1
+            return
         client.notes.append(msg.text)
         log.info("client %s note: %s", client.name, msg.text)
 
@@ -331,6 +416,8 @@ class Registry(object):
             client.previous_state = old
             client.went_away_count += 1
             client.awaiting_go = False
+        if old == WENT_AWAY:
+            client.restart_pending = False
         client.state = new
         client.reason = reason
         self.last_activity = self.clock()
@@ -391,6 +478,10 @@ class Registry(object):
                 return False
             if any(c.state not in TERMINAL for c in self.clients.values()):
                 return False
+            if self.resumed_at is not None and \
+                    any(c.restart_pending for c in self.clients.values()) and \
+                    self.clock() - self.resumed_at < self.heartbeat_timeout:
+                return False  # a resumed run waits for its clients to come back
             if self.expected_clients is not None:
                 return len(self.clients) >= self.expected_clients
             return self.clock() - self.last_activity >= self.idle_timeout
@@ -415,7 +506,8 @@ class Registry(object):
     def snapshot(self):
         with self.lock:
             return RunView([self.clients[n].snapshot() for n in self.order],
-                           dict(self.rejected), self.connections, self.expected_clients)
+                           dict(self.rejected), self.connections, self.expected_clients,
+                           self.restored)
 
 
 _APPLY = {

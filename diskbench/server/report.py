@@ -190,7 +190,7 @@ def _map(func, value):
 
 
 def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
-          exit_code=None, exit_meaning=None):
+          exit_code=None, exit_meaning=None, warnings=()):
     """The whole report as a JSON-ready dict."""
     clients = [client_entry(c) for c in sorted(view.clients, key=lambda c: c.name)]
     merged = metrics.LatencyHistogram()
@@ -217,7 +217,9 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  run_duration_s=run_end_ts - run_start_ts,
                  expected_clients=view.expected_clients,
                  connection_count=view.connections, interrupted_by=interrupted_by,
-                 exit_code=exit_code, exit_meaning=exit_meaning),
+                 exit_code=exit_code, exit_meaning=exit_meaning,
+                 records_restored_count=getattr(view, "restored", 0),
+                 server_warnings=list(warnings)),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
         rejected_total=sum(view.rejected.values()))
@@ -235,7 +237,9 @@ def render_text(rep):
                  run["start_utc"], run["end_utc"], run["run_duration_s"],
                  ", INTERRUPTED by %s" % run["interrupted_by"]
                  if run["interrupted_by"] else ""),
-             "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"]), ""]
+             "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+    lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]
+    lines.append("")
     for e in rep["clients"]:
         tp, lat = e["throughput_mib_s"], e["latency_ms"]
         lines += [
@@ -311,19 +315,34 @@ def render_text(rep):
 
 
 # --- writing ---------------------------------------------------------------------
-def _atomic_write(path, data):
+def atomic_write(path, data):
+    """Write ``data`` to ``path`` via a temp file + fsync + rename; on failure the
+    temp file is removed and the old ``path`` (if any) is left as it was."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except (IOError, OSError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def write(log_dir, rep):
-    """Write report.json and report.txt atomically; returns their paths."""
-    json_path = os.path.join(log_dir, REPORT_JSON)
-    txt_path = os.path.join(log_dir, REPORT_TXT)
-    _atomic_write(json_path, as_bytes(json.dumps(rep, indent=2, sort_keys=True) + "\n"))
-    _atomic_write(txt_path, as_bytes(render_text(rep)))
-    return json_path, txt_path
+    """Try report.json, then report.txt, each on its own (a full disk may take one
+    and not the other). Returns ([paths written], [(path, error) failed])."""
+    written, failed = [], []
+    for name, render in ((REPORT_JSON, lambda: json.dumps(rep, indent=2, sort_keys=True)
+                          + "\n"), (REPORT_TXT, lambda: render_text(rep))):
+        path = os.path.join(log_dir, name)
+        try:
+            atomic_write(path, as_bytes(render()))
+            written.append(path)
+        except (IOError, OSError) as exc:
+            failed.append((path, exc))
+    return written, failed
