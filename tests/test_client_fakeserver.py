@@ -337,3 +337,37 @@ def test_sender_backoff_is_capped_and_keeps_trying(monkeypatch):
         s.close(0)
         if srv is not None:
             srv.close()
+
+
+def test_sender_backs_off_from_a_server_that_accepts_and_closes():
+    """A listener that accepts and closes at once (a broken or overloaded
+    server) is not hammered: the backoff only resets when the server speaks,
+    and the link never counts as up."""
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    accepted = []
+
+    def slam():
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except (OSError, socket.error):
+                return
+            accepted.append(time.time())
+            conn.close()
+    t = threading.Thread(target=slam)
+    t.daemon = True
+    t.start()
+    s = make_sender(lsock.getsockname()[1])
+    try:
+        t0 = time.time()
+        s.start()
+        wait_until(lambda: len(accepted) >= 5, 10, what="5 connections")
+        assert s.disconnected_for() >= time.time() - t0 - 0.01  # never counted as up
+        # 0.1 + 0.2 + 0.4 + 0.8 s (less up to 25% jitter) between the first five
+        assert accepted[4] - accepted[0] >= 0.75 * 1.5
+    finally:
+        s.close(0)
+        lsock.close()

@@ -13,7 +13,10 @@
   ``unacked_lines()`` then gives what was never acknowledged (the supervisor
   saves it next to the client log).
 - On a broken connection the I/O thread reconnects with capped, jittered
-  backoff for as long as the sender is open (the whole run), sends the
+  backoff for as long as the sender is open (the whole run). The backoff is
+  reset only when the server has said something valid on a connection (a
+  server that accepts and at once closes is not hammered), and a connection
+  counts as "up" for ``disconnected_for()`` only from then on. It sends the
   hello again (the original line, seq 1: the server re-acks a seq it has seen
   and so knows this connection is us again, and a restarted server records
   it fresh), then resends everything unacknowledged in seq order.
@@ -72,7 +75,9 @@ class Sender(object):
         self.gen = 0                        # connection generation
         self.connects = 0
         self.last_error = None
-        self.disconnected_at = time.time()  # when the link was last lost (or born)
+        self.disconnected_at = time.time()  # when a healthy link was lost (or born)
+        self.healthy = False                # the server spoke on this connection
+        self.backoff = BACKOFF_FIRST_S      # the next reconnect wait
         self.closed = False
         self.go = threading.Event()
         self.run_id = None
@@ -138,7 +143,9 @@ class Sender(object):
     def disconnected_for(self):
         """Seconds since the connection was lost (0 while connected)."""
         with self.cond:
-            return 0.0 if self.sock is not None else time.time() - self.disconnected_at
+            if self.sock is not None and self.healthy:
+                return 0.0
+            return time.time() - self.disconnected_at
 
     def pending(self):
         with self.cond:
@@ -213,29 +220,34 @@ class Sender(object):
         return sock
 
     def _io_loop(self):
-        backoff = BACKOFF_FIRST_S
+        attempts = 0
         while True:
             with self.cond:
                 if self.closed or self.rejected is not None:
                     return
                 sock, gen = self.sock, self.gen
+                if sock is None and attempts:  # back off before every retry
+                    until = time.time() + self.backoff * (
+                        1.0 - BACKOFF_JITTER * random.random())
+                    while not self.closed and time.time() < until:
+                        self.cond.wait(until - time.time())  # send() notifies
+                    self.backoff = min(self.backoff * BACKOFF_FACTOR, BACKOFF_MAX_S)
+                    if self.closed:
+                        return
             if sock is None:
+                attempts += 1
                 try:
                     sock = self._connect()
                 except (OSError, socket.error) as exc:
                     with self.cond:
                         self.last_error = str(exc) or exc.__class__.__name__
-                        if not self.closed:
-                            self.cond.wait(backoff * (1.0 - BACKOFF_JITTER *
-                                                      random.random()))
-                    backoff = min(backoff * BACKOFF_FACTOR, BACKOFF_MAX_S)
                     continue
-                backoff = BACKOFF_FIRST_S
                 with self.cond:
                     if self.closed:
                         _close_socket(sock)
                         return
                     self.sock = sock
+                    self.healthy = False
                     self.gen += 1
                     gen = self.gen
                     self.connects += 1
@@ -271,7 +283,9 @@ class Sender(object):
                 return
             sock, self.sock = self.sock, None
             self.last_error = why
-            self.disconnected_at = time.time()
+            if self.healthy:
+                self.disconnected_at = time.time()
+            self.healthy = False
             self.cond.notify_all()
             closing = self.closed
         _close_socket(sock)
@@ -308,6 +322,10 @@ class Sender(object):
             except protocol.ProtocolError as exc:
                 self._log("warning", "ignored a server message: %s", exc)
                 continue
+            with self.cond:
+                if gen == self.gen and not self.healthy:
+                    self.healthy = True  # a real server: reset the backoff
+                    self.backoff = BACKOFF_FIRST_S
             self._handle(msg)
 
     def _handle(self, msg):

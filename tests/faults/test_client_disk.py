@@ -1,0 +1,131 @@
+"""Disk faults on the client, with real processes and a real full filesystem.
+
+A small tmpfs (root only; skipped with the reason otherwise) is too small for
+--max-files files: without --force the start-up check refuses (CLIENT_SPACE);
+with --force the client runs, the writer really hits ENOSPC, stops, removes its
+files, sends an ERROR with the errno text, exits CLIENT_DISK_ERROR, and the
+real server reports the client FAILED with that reason.
+
+EIO cannot be produced on demand by a filesystem here, so one test injects it
+into the writer's os.write (the client runs for real otherwise) and checks the
+same path with errno 5.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from diskbench import exitcodes
+from diskbench import protocol as P
+from tests.helpers import communicate, wait_until
+from tests.test_client_runs import client_args, client_log, of, records, start_server
+
+TMPFS_MB = 50
+# 30 MiB files: two of them (60 MiB) cannot fit in 50 MiB, whatever the timing;
+# the check wants 2 x 30 + 64 MiB, so it refuses unless --force.
+DISK_ARGS = dict(chunk=10, file_mb=30)
+
+
+@pytest.fixture
+def small_tmpfs(tmpdir):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (running as uid %d)"
+                    % os.geteuid())
+    mnt = str(tmpdir.mkdir("tmpfs"))
+    proc = subprocess.Popen(["mount", "-t", "tmpfs", "-o", "size=%dm" % TMPFS_MB,
+                             "tmpfs", mnt], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % out.decode("utf-8", "replace")
+                    .strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.call(["umount", "-l", mnt])
+
+
+def data_files(directory):
+    return [n for n in os.listdir(directory) if n.startswith("diskbench-")]
+
+
+def test_small_disk_is_refused_without_force(procs, tmpdir, small_tmpfs):
+    code, out, err = procs.run(client_args(tmpdir, 1, "small", small_tmpfs,
+                                           **DISK_ARGS), timeout=30)
+    assert code == exitcodes.CLIENT_SPACE, err
+    assert "not enough free space in %s" % small_tmpfs in err
+    assert "Traceback" not in err
+    assert os.listdir(small_tmpfs) == []
+
+
+def test_enospc_stops_cleans_up_reports_and_exits_14(procs, tmpdir, small_tmpfs):
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    client = procs.start(client_args(tmpdir, port, "full", small_tmpfs, duration=30,
+                                     extra=["--force"], **DISK_ARGS))
+    out, err = communicate(client, 60)
+    assert client.returncode == exitcodes.CLIENT_DISK_ERROR, err
+    assert "Traceback" not in err
+    assert "--force: running anyway; not enough free space" in err
+    stop_lines = [l for l in err.splitlines() if "stop (error)" in l]
+    assert len(stop_lines) == 1, err
+    assert "the writer stopped on a disk error: ENOSPC: No space left on device" \
+        in stop_lines[0] and "exit code 14" in stop_lines[0]
+    assert data_files(small_tmpfs) == []
+    assert "ENOSPC" in client_log(tmpdir, "full")
+    # the server got the error (with errno) and reports the client FAILED with it
+    communicate(server, 30)
+    assert server.returncode == exitcodes.SERVER_INCOMPLETE
+    msgs = records(slog)
+    errors = of(msgs, P.ERROR, "full")
+    assert len(errors) == 1 and errors[0].errno == 28 and errors[0].fatal
+    assert errors[0].source == "writer" and errors[0].reason.startswith("ENOSPC: ")
+    assert of(msgs, P.STOP, "full")[0].reason == P.STOP_ERROR
+    assert of(msgs, P.ROLLOVER, "full")  # it wrote one whole file before the disk filled
+    with open(os.path.join(slog, "report.json")) as f:
+        entry = json.load(f)["clients"][0]
+    assert entry["state"] == "failed"
+    assert "No space left on device" in entry["state_why"]
+    assert entry["error_list"][0]["os_errno"] == 28
+
+
+# Runs the real client with the writer process's os.write failing with EIO
+# after 3 chunks (fork start method: the writer inherits the patch; the main
+# process's start-up calibration, which shares OsOps, is left alone).
+EIO_CLIENT = """
+import errno, os, sys
+from diskbench.client import writer
+main_pid = os.getpid()
+calls = [0]
+def failing_write(fd, data):
+    if os.getpid() == main_pid:
+        return os.write(fd, data)
+    calls[0] += 1
+    if calls[0] > 3:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return os.write(fd, data)
+writer.OsOps.write = staticmethod(failing_write)
+from diskbench.client.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_eio_in_the_writer_stops_cleans_up_and_exits_14(procs, tmpdir):
+    from tests.test_client_fakeserver import FakeServer
+    fake = FakeServer()
+    try:
+        data = str(tmpdir.mkdir("data"))
+        args = client_args(tmpdir, fake.port, "eio", data, duration=30)
+        code, out, err = procs.run(["-c", EIO_CLIENT] + args[2:], timeout=60,
+                                   env={"DISKBENCH_START_METHOD": "fork"})
+        assert code == exitcodes.CLIENT_DISK_ERROR, err
+        assert "Traceback" not in err
+        assert "the writer stopped on a disk error: EIO: Input/output error" in err
+        assert data_files(data) == []
+        err_msg = wait_until(lambda: fake.of_type(P.ERROR), 5, what="error")[0]
+        assert err_msg.errno == 5 and err_msg.source == "writer" and err_msg.fatal
+        assert fake.of_type(P.STOP)[0].reason == P.STOP_ERROR
+        assert fake.of_type(P.STOP)[0].chunks_written == 3
+    finally:
+        fake.close()
