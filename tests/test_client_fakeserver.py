@@ -26,8 +26,10 @@ class FakeServer(object):
     ``ack``: when False, never acknowledge (to test buffering).
     """
 
-    def __init__(self, go_after=1, reject=None, ack=True, secret=None, port=0):
+    def __init__(self, go_after=1, reject=None, ack=True, secret=None, port=0,
+                 no_ack=()):
         self.go_after, self.reject, self.ack, self.secret = go_after, reject, ack, secret
+        self.no_ack = no_ack        # message types never acknowledged
         self.lock = threading.Lock()
         self.messages = []          # every decoded message, in arrival order
         self.recorded = {}          # name -> highest seq recorded
@@ -84,7 +86,7 @@ class FakeServer(object):
                     self.recorded[msg.name] = msg.seq
                     self.messages.append(msg)
                 upto = self.recorded[msg.name]
-            if self.ack:
+            if self.ack and msg.type not in self.no_ack:
                 self._send(conn, P.ACK, upto_seq=upto)
             if msg.type == P.HELLO:
                 if self.reject:
@@ -371,3 +373,24 @@ def test_sender_backs_off_from_a_server_that_accepts_and_closes():
     finally:
         s.close(0)
         lsock.close()
+
+
+def test_sender_close_does_not_wait_for_the_bye_ack():
+    """A server that has the stop summary may exit before acking the bye: the
+    results are delivered, so closing neither waits long nor fails."""
+    srv = FakeServer(no_ack=(P.BYE,))
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        s.send(P.STOP, reason=P.STOP_DURATION, bytes_written=1, chunks_written=1,
+               rollovers=3, elapsed_s=1.0, io_s=0.5, dropped_messages=0)
+        s.send(P.BYE)
+        wait_until(lambda: srv.of_type(P.BYE), 5, what="bye received")
+        t0 = time.time()
+        assert s.close(10)
+        assert time.time() - t0 < 1.0
+        assert s.unacked_lines() and s.pending() == 1  # the bye, never acked
+    finally:
+        s.close(0)
+        srv.close()

@@ -40,6 +40,9 @@ BUFFER_MAX = 10000
 #: Dropped first on overflow (oldest first), then DROPPABLE; others never.
 DROP_FIRST = (protocol.PERF,)
 DROPPABLE = (protocol.HEARTBEAT, protocol.STATS, protocol.NOTE, protocol.PONG)
+#: Messages whose acknowledgement nobody waits for at the end: a server that
+#: has the stop summary may complete its run and exit before acking the bye.
+NO_ACK_NEEDED = (protocol.BYE, protocol.PONG)
 #: One connection attempt may take this long.
 CONNECT_ATTEMPT_TIMEOUT_S = 2.0
 #: A send that makes no progress for this long counts as a broken connection.
@@ -156,19 +159,28 @@ class Sender(object):
         with self.cond:
             return [line for _, _, line in self.buffer]
 
-    def wait_delivered(self, timeout):
+    def _undelivered(self):
+        """True while a message that needs an ack is buffered (lock held)."""
+        for _, type_, _ in self.buffer:
+            if type_ not in NO_ACK_NEEDED:
+                return True
+        return False
+
+    def wait_delivered(self, timeout, everything=False):
         """Wait up to ``timeout`` for every message to be acknowledged.
 
-        Returns True when nothing is left unacknowledged.
+        Returns True when nothing is left unacknowledged (but NO_ACK_NEEDED);
+        with ``everything``, waits for those too (the result is the same).
         """
         deadline = time.time() + timeout
         with self.cond:
-            while self.buffer and self.rejected is None:
+            while (self.buffer if everything else self._undelivered()) and \
+                    self.rejected is None:
                 left = deadline - time.time()
                 if left <= 0:
                     break
                 self.cond.wait(min(left, IDLE_TICK_S))
-            return not self.buffer
+            return not self._undelivered()
 
     def close(self, timeout):
         """Wait up to ``timeout`` for everything to be acknowledged, then close.
@@ -177,7 +189,7 @@ class Sender(object):
         """
         self.wait_delivered(timeout)
         with self.cond:
-            done = not self.buffer
+            done = not self._undelivered()
             self.closed = True
             sock, self.sock = self.sock, None
             self.cond.notify_all()

@@ -39,6 +39,9 @@ CHILD_KILL_TIMEOUT_S = 3.0
 #: How long to wait for the server to acknowledge STOP and BYE (and anything
 #: still unacknowledged) by default; --deliver-timeout overrides it.
 FINAL_ACK_TIMEOUT_S = 30.0
+#: Once the results are acknowledged, the bye gets this much longer for its
+#: own ack (the server may exit right after the stop summary; not waited for).
+BYE_GRACE_S = 0.5
 #: Env var choosing the multiprocessing start method (fork/spawn/forkserver).
 START_METHOD_ENV = "DISKBENCH_START_METHOD"
 
@@ -351,6 +354,8 @@ class Supervisor(object):
         if _Signals.count != signals:
             log.warning("signal %d: not waiting any longer for the server's ack",
                         _Signals.received)
+        if sender.wait_delivered(0):
+            sender.wait_delivered(BYE_GRACE_S, everything=True)
         if sender.close(0):
             return code
         lines = sender.unacked_lines()

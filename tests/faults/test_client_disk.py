@@ -63,7 +63,8 @@ def test_enospc_stops_cleans_up_reports_and_exits_14(procs, tmpdir, small_tmpfs)
     slog = str(tmpdir.join("server-logs"))
     server, port = start_server(procs, slog, "--clients", "1")
     client = procs.start(client_args(tmpdir, port, "full", small_tmpfs, duration=30,
-                                     extra=["--force"], **DISK_ARGS))
+                                     extra=["--force", "--deliver-timeout", "3"],
+                                     **DISK_ARGS))
     out, err = communicate(client, 60)
     assert client.returncode == exitcodes.CLIENT_DISK_ERROR, err
     assert "Traceback" not in err
@@ -81,7 +82,9 @@ def test_enospc_stops_cleans_up_reports_and_exits_14(procs, tmpdir, small_tmpfs)
     errors = of(msgs, P.ERROR, "full")
     assert len(errors) == 1 and errors[0].errno == 28 and errors[0].fatal
     assert errors[0].source == "writer" and errors[0].reason.startswith("ENOSPC: ")
-    assert of(msgs, P.STOP, "full")[0].reason == P.STOP_ERROR
+    # (the client's stop summary may or may not be recorded: the server may
+    # complete the run as soon as its only client FAILED)
+    assert [m.reason for m in of(msgs, P.STOP, "full")] in ([], [P.STOP_ERROR])
     assert of(msgs, P.ROLLOVER, "full")  # it wrote one whole file before the disk filled
     with open(os.path.join(slog, "report.json")) as f:
         entry = json.load(f)["clients"][0]
