@@ -86,7 +86,10 @@ class Sender(object):
         self.run_id = None
         self.rejected = None                # the server's reason, when refused
         self.server_stop = None             # the server's reason, when it asked
-        self.hello_line = self.send(protocol.HELLO, **hello_fields)
+        # Resent as the very same line (seq 1) on every reconnect: the server
+        # treats it as a duplicate and rebinds the connection to this client.
+        self.hello_line = protocol.encode(self.send(protocol.HELLO, **hello_fields),
+                                          self.secret)
         self._io = threading.Thread(target=self._io_loop, name="diskbench-sender")
         self._io.daemon = True
         self._readers = []
@@ -96,7 +99,7 @@ class Sender(object):
         self._io.start()
 
     def send(self, type_, **fields):
-        """Queue one message; returns its wire line (never blocks on the network)."""
+        """Queue one message; returns it (None if invalid). Never blocks on the network."""
         with self.cond:
             seq = self.next_seq
             try:
@@ -118,7 +121,7 @@ class Sender(object):
                       "(oldest perf samples first; start/stop/rollover/error are never "
                       "dropped)", self.buffer_max, self.last_error or "none yet",
                       dropped[1], dropped[0], count)
-        return line
+        return msg
 
     def make_room(self, n):
         """Drop now what ``n`` more messages would push out, so a summary

@@ -189,31 +189,34 @@ class Supervisor(object):
         return bool(ready)
 
     def _handle(self, role, item):
+        """Relay one (type, fields) item from a child; log what a human wants."""
         try:
             type_, fields = item
         except (TypeError, ValueError):
             self.log.warning("ignored a malformed item from %s: %r", role, item)
             return
+        msg = self.sender.send(type_, **fields)
+        if msg is None:
+            return  # invalid: the sender has logged why
         log = self.log
         if type_ == protocol.PERF:
-            self.io_s += fields["io_s"]
+            self.io_s += msg.io_s
         elif type_ == protocol.START:
             self.started = True
             log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
-                     "(sync_mode=%s, preallocate=%s)", fields["writer_pid"],
+                     "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
                      self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
-                     self.cfg["directory"], fields["sync_mode"], fields["preallocate"])
+                     self.cfg["directory"], msg.sync_mode, msg.preallocate)
         elif type_ == protocol.ROLLOVER:
             self.rollovers += 1
             log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
-                     fields["file_index"], fields["file_bytes"] // MIB, fields["close_s"])
+                     msg.file_index, msg.file_bytes // MIB, msg.close_s)
         elif type_ == protocol.ERROR:
-            log.error("error from %s: %s", fields.get("source", role), fields["reason"])
-            if role == WRITER and fields.get("fatal"):
-                self.writer_error = fields
+            log.error("error from %s: %s", msg.source, msg.reason)
+            if role == WRITER and msg.fatal:
+                self.writer_error = msg
         elif type_ == protocol.NOTE:
-            log.warning("note from %s: %s", role, fields["text"])
-        self.sender.send(type_, **fields)
+            log.warning("note from %s: %s", role, msg.text)
 
     def _dead_child(self):
         for role, proc in sorted(self.procs.items()):
@@ -249,7 +252,7 @@ class Supervisor(object):
                 break
         code = proc.exitcode
         if role == WRITER and (code == writer.EXIT_DISK_ERROR or self.writer_error):
-            reason = self.writer_error["reason"] if self.writer_error else "disk error"
+            reason = self.writer_error.reason if self.writer_error else "disk error"
             return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_DISK_ERROR,
                            "the writer stopped on a disk error: %s" % reason)
         how = ("killed by signal %d" % -code) if code < 0 else ("exit code %d" % code)
