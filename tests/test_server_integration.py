@@ -348,6 +348,8 @@ def test_server_port_in_use_exits_bind_with_one_line(procs, tmpdir):
         holder.close()
     assert code == exitcodes.SERVER_BIND
     assert len(err.strip().splitlines()) == 1 and "in use" in err and "--port" in err
+    # nothing was recorded: no run marker is left, so the next start is a fresh run
+    assert not os.path.exists(os.path.join(_logs(tmpdir), "run.json"))
 
 
 def test_server_unwritable_log_dir_exits_log_dir_with_one_line(procs, tmpdir):
@@ -362,7 +364,8 @@ def test_server_unwritable_log_dir_exits_log_dir_with_one_line(procs, tmpdir):
 
 def test_server_bad_flag_exits_usage_with_one_line(procs, tmpdir):
     for flags in (["--clients", "0"], ["--port", "70000"], ["--no-such-flag"],
-                  ["--heartbeat-timeout", "soon"]):
+                  ["--heartbeat-timeout", "soon"], ["--max-connections", "0"],
+                  ["--max-line-bytes", "100"], ["--hello-timeout", "-1"]):
         code, out, err = procs.run(["-m", "diskbench.server", "--log-dir",
                                     _logs(tmpdir)] + flags)
         assert code == exitcodes.USAGE, (flags, err)

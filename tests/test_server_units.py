@@ -532,3 +532,100 @@ def test_read_back_cuts_a_torn_last_line_and_skips_garbage(tmpdir):
     assert "torn last line of 18 bytes" in warnings[0] and "line 2 skipped" in warnings[1]
     with open(path, "rb") as f:
         assert f.read().endswith(b"}\n")      # appends start on a fresh line
+
+
+# --- resume, limits, replay (registry level) ------------------------------------------
+def _recording_peer(registry, name):
+    """A Peer whose messages are also kept, as perf.jsonl would keep them."""
+    p = Peer(registry, name)
+    kept = []
+    original = p.msg
+
+    def msg(type_, **fields):
+        m = original(type_, **fields)
+        kept.append(m)
+        return m
+    p.msg = msg
+    return p, kept
+
+
+def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
+    live, clock = _registry(expected_clients=2, heartbeat_timeout=10.0)
+    a, kept_a = _recording_peer(live, "a")
+    b, kept_b = _recording_peer(live, "b")
+    for p in (a, b):
+        p.hello()
+        p.start()
+        p.perf(T0, T0 + 1, 5 << 20)
+    b.stop()
+    # the server dies; a new one replays the records (file order)
+    r, clock = _registry(expected_clients=2, heartbeat_timeout=10.0)
+    for m in kept_a + kept_b + [kept_a[1]]:          # a repeated record is skipped
+        r.restore(m, T0)
+    assert r.restored == len(kept_a) + len(kept_b)
+    r.resumed("the server restarted")
+    assert r.clients["a"].state == reg.WENT_AWAY and r.clients["a"].restart_pending
+    assert r.clients["a"].went_away_count == 0        # the server went away, not "a"
+    assert r.clients["b"].state == reg.FINISHED
+    assert r.clients["a"].perf_bytes == 5 << 20 and r.clients["a"].last_seq == 3
+    assert r.go_released
+    assert not r.is_complete()                        # "a" may still come back
+    # "a" reconnects: its hello is a duplicate, re-acked up to what is on record
+    again = Peer(r, "a")
+    outcome, _ = again.hello()
+    assert outcome == reg.DUPLICATE and r.ack_point("a") == 3
+    assert r.clients["a"].state == reg.RUNNING and not r.clients["a"].restart_pending
+    again.seq = 3                                     # it goes on where it was
+    assert again.perf(T0 + 1, T0 + 2, 1 << 20) == reg.NEW
+    assert r.clients["a"].perf_bytes == 6 << 20
+    # a client that never comes back: the run completes after the grace
+    r2, clock2 = _registry(expected_clients=2, heartbeat_timeout=10.0)
+    for m in kept_a + kept_b:
+        r2.restore(m, T0)
+    r2.resumed("the server restarted")
+    assert not r2.is_complete()
+    clock2.t += 10.5
+    assert r2.is_complete()
+
+
+def test_registry_restore_skips_records_without_a_hello():
+    r, _ = _registry()
+    orphan = protocol.make(protocol.NOTE, protocol.C2S, name="ghost", seq=2, ts=T0,
+                           text="x")
+    assert r.restore(orphan, T0) is False and "ghost" not in r.clients
+
+
+def test_registry_max_clients_refuses_new_names_only():
+    r, _ = _registry(max_clients=1)
+    assert Peer(r, "a").hello()[0] == reg.NEW
+    outcome, why = Peer(r, "b", pid=7).hello()
+    assert outcome == reg.REJECT and "--max-clients" in why
+    assert r.rejected == {reg.REJECT_TOO_MANY_CLIENTS: 1}
+    assert Peer(r, "a").hello()[0] == reg.DUPLICATE   # a known name may come back
+
+
+def test_registry_replay_is_a_recorded_seq_from_another_connection():
+    r, _ = _registry()
+    a = Peer(r, "a")
+    a.hello()
+    perf = a.msg(protocol.NOTE, text="hi")
+    a.send_msg(perf)
+    stranger = r.connection_opened()
+    assert r.is_replay(perf, stranger)
+    assert not r.is_replay(perf, a.conn)              # its own connection: a duplicate
+    later = protocol.make(protocol.NOTE, protocol.C2S, name="a", seq=9, ts=T0, text="x")
+    assert not r.is_replay(later, stranger)           # not recorded yet: no-hello
+
+
+def test_registry_keeps_at_most_keep_texts_max_notes():
+    r, _ = _registry()
+    a = Peer(r, "a")
+    a.hello()
+    old = reg.KEEP_TEXTS_MAX
+    reg.KEEP_TEXTS_MAX = 3
+    try:
+        for i in range(5):
+            a.send(protocol.NOTE, text="n%d" % i)
+    finally:
+        reg.KEEP_TEXTS_MAX = old
+    assert r.clients["a"].notes == ["n0", "n1", "n2"] and r.clients["a"].texts_dropped == 2

@@ -182,7 +182,7 @@ def main(argv=None):
     try:
         port = master.bind()[1]
     except (socket.error, socket.gaierror, OverflowError) as exc:
-        master.recorder.close()
+        master.abandon()
         return _fail(exitcodes.SERVER_BIND, _bind_error(args, exc))
     if not args.secret:
         sys.stderr.write("diskbench server: warning: no shared secret (--secret-file or "

@@ -161,6 +161,19 @@ class Master(object):
                 protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
         self.recorder.open()
 
+    def abandon(self):
+        """Start-up failed after open_logs (e.g. bind): a fresh, empty run leaves no
+        marker behind, so the next start is a fresh run too."""
+        self.recorder.close()
+        if self.resumed is None:
+            for name in (RUN_MARKER, recorder_mod.PERF_LOG):
+                path = os.path.join(self.args.log_dir, name)
+                try:
+                    if name == RUN_MARKER or not os.path.getsize(path):
+                        os.unlink(path)
+                except OSError:
+                    pass
+
     def _resume(self, marker):
         try:
             with open(marker) as f:

@@ -182,7 +182,8 @@ def client_entry(c):
         went_away_count=c.went_away_count,
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
-        notices=list(c.notes))
+        notices=list(c.notes),
+        errors_and_notices_not_kept_count=getattr(c, "texts_dropped", 0))
 
 
 def _map(func, value):
