@@ -176,3 +176,33 @@ def test_client_silent_after_hello_is_cut_at_the_read_timeout(procs, tmpdir):
     wait_until(lambda: client.closed_by_server, timeout=10, what="the server to cut it")
     wait_until(lambda: "(read-timeout) from 127.0.0.1" in server.server_log(),
                what="the reason logged")
+
+
+def test_hostile_numbers_are_refused_and_never_recorded(procs, tmpdir):
+    import json
+    server = _idle_server(procs, tmpdir, "--clients", "1", "--idle-timeout", "0.3")
+    client = FakeClient(server.port, "numbers")
+    client.hello()
+    client.wait_for(P.GO)
+    client.start()
+    hostile = [("bytes", float("nan")), ("bytes", float("inf")), ("bytes", -1),
+               ("bytes", 2 ** 70), ("io_s", float("-inf")), ("t_end", 1e300),
+               ("chunks", 1.5), ("lat_hist", [[-1, 5]]), ("lat_hist", [[1, 2 ** 63]])]
+    for field, value in hostile:
+        obj = json.loads(P.encode(client.build(P.PERF, t_start=1.0, t_end=2.0, bytes=1,
+                                               chunks=1, io_s=0.1, lat_min_s=0.1,
+                                               lat_max_s=0.1, lat_hist=[[1, 1]],
+                                               sync_mode=P.SYNC_DIRECT, file_index=0))
+                         .decode("ascii"))
+        obj["data"][field] = value
+        client.raw(json.dumps(obj).encode("ascii") + b"\n")   # NaN/Infinity as JSON words
+    client.stop()
+    client.send(P.BYE)
+    client.wait_acked(client.seq)
+    client.close()
+    assert server.wait_exit() == exitcodes.OK, server.stderr()
+    rep = server.report()
+    assert rep["rejected_total"] == len(hostile), rep["rejected_messages"]
+    assert set(rep["rejected_messages"]) <= set(["not-json", "bad-field"])
+    assert rep["clients"][0]["perf_interval_count"] == 0
+    assert not [m for m, _ in server.records() if m.type == P.PERF]
