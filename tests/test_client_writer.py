@@ -234,16 +234,6 @@ def test_writer_preallocates_each_file_when_asked(tmpdir):
     assert of(sent, P.START)[0]["preallocate"] is True
 
 
-def test_payload_chunks_differ_and_do_not_compress():
-    p = Payload(CHUNK)
-    p.stamp(1)
-    a = p.buffer[:]
-    p.stamp(2)
-    assert a != p.buffer[:]
-    assert len(zlib.compress(a)) > 0.99 * len(a)
-    p.close()
-
-
 # --- start-up check arithmetic ----------------------------------------------------
 def test_rollover_rule_message_numbers_match_the_brief_example():
     msg = checks.rollover_rule(850.0, 10, 5000, 10)
@@ -294,3 +284,33 @@ def test_proc_cpu_sampler_reads_the_given_pid():
     cpu, rss = s.sample()
     assert cpu > 0 and rss > 1 * MIB
     assert procinfo.is_alive(os.getpid())
+
+
+def test_payload_stamp_is_the_counter_in_every_block_whatever_came_before():
+    import struct
+    p = Payload(CHUNK)
+    for history in ([], [255], [7, 65535, 65536], [2 ** 40 + 3]):
+        fresh = Payload(CHUNK, random_bytes=lambda n: p.buffer[:n])
+        for n in history:
+            fresh.stamp(n)
+        fresh.stamp(256)
+        data = fresh.buffer[:]
+        assert all(data[o:o + 8] == struct.pack("<Q", 256) for o in range(0, CHUNK, 4096))
+        # outside the 8 stamp bytes, the random fill is untouched
+        assert all(data[o + 8:o + 4096] == p.buffer[o + 8:o + 4096]
+                   for o in range(0, CHUNK, 4096))
+        fresh.close()
+    p.close()
+
+
+def test_payload_consecutive_chunks_share_no_block_and_do_not_compress():
+    p = Payload(CHUNK)
+    seen = set()
+    for n in range(300):  # crosses byte boundaries (255 -> 256)
+        p.stamp(n)
+        data = p.buffer[:]
+        blocks = set(data[o:o + 4096] for o in range(0, CHUNK, 4096))
+        assert len(blocks) == CHUNK // 4096 and not blocks & seen
+        seen |= blocks
+    assert len(zlib.compress(p.buffer[:])) / float(CHUNK) > 0.99
+    p.close()
