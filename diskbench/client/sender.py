@@ -335,13 +335,36 @@ class Sender(object):
             try:
                 msg = protocol.decode(line, protocol.S2C, self.secret)
             except protocol.ProtocolError as exc:
-                self._log("warning", "ignored a server message: %s", exc)
+                if not self._unsigned_refusal(line, exc):
+                    self._log("warning", "ignored a server message: %s", exc)
                 continue
             with self.cond:
                 if gen == self.gen and not self.healthy:
                     self.healthy = True  # a real server: reset the backoff
                     self.backoff = BACKOFF_FIRST_S
             self._handle(msg)
+
+    def _unsigned_refusal(self, line, exc):
+        """Take an unsigned ``rejected`` before the link is up (True if it was one).
+
+        A server that cannot verify our mac (secrets differ, or it has none)
+        answers unsigned; believing that refusal only before the server has
+        spoken properly gives an attacker nothing it could not do by closing
+        the connection, and lets the user read the real reason at once.
+        """
+        if exc.kind != protocol.ProtocolError.BAD_MAC or self.healthy:
+            return False
+        try:
+            msg = protocol.decode(line, protocol.S2C)
+        except protocol.ProtocolError:
+            return False
+        if msg.type != protocol.REJECTED:
+            return False
+        self._handle(protocol.make(protocol.REJECTED, protocol.S2C, ts=msg.ts,
+                                   reason="%s (an unsigned reply: check that server "
+                                   "and client use the same secret)" % msg.reason,
+                                   fatal=msg.fatal))
+        return True
 
     def _handle(self, msg):
         if msg.type == protocol.ACK:
