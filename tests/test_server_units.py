@@ -294,6 +294,33 @@ def test_completion_without_expected_clients_waits_idle_timeout():
     assert r.is_complete() and r.all_finished()
 
 
+def test_completion_waits_for_the_stop_summary_of_a_failed_connected_client():
+    r, clock = _registry(expected_clients=1)
+    p = Peer(r, "a")
+    p.hello()
+    p.start()
+    p.send(protocol.ERROR, source="writer", reason="ENOSPC", errno=28, fatal=True)
+    assert p.state() == reg.FAILED
+    assert not r.is_complete()          # its stop summary is on the way
+    p.stop(protocol.STOP_ERROR)
+    assert r.is_complete()
+    assert r.clients["a"].stop.dropped_messages == 3
+
+
+def test_completion_gives_up_on_a_missing_summary_after_the_grace():
+    r, clock = _registry(expected_clients=2)
+    a, b = Peer(r, "a"), Peer(r, "b")
+    for p in (a, b):
+        p.hello()
+        p.start()
+    a.send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
+    r.connection_closed("b", b.conn, said_bye=False)   # b: gone, nothing to wait for
+    clock.t += reg.SUMMARY_GRACE_S - 0.1
+    assert not r.is_complete()
+    clock.t += 0.2
+    assert r.is_complete()
+
+
 def test_completion_without_expected_clients_blocked_by_a_live_client():
     r, clock = _registry(idle_timeout=1.0)
     a, b = Peer(r, "a"), Peer(r, "b", pid=2)

@@ -57,6 +57,9 @@ REJECT_TOO_MANY_CLIENTS = "too-many-clients"          # --max-clients names
 REJECT_TOO_MANY_CONNECTIONS = "too-many-connections"  # --max-connections
 REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
 
+#: A client that failed (fatal error) but is still connected gets this long to
+#: deliver its stop summary before the run may complete without it.
+SUMMARY_GRACE_S = 10.0
 #: Errors and notes kept per client for the report (the rest are only counted).
 KEEP_TEXTS_MAX = 1000
 
@@ -104,6 +107,7 @@ class Client(object):
         self.awaiting_go = False
         self.restart_pending = False  # known from a resumed run, not back yet
         self.texts_dropped = 0        # errors/notes beyond KEEP_TEXTS_MAX
+        self.terminal_at = None       # clock() when it reached a terminal state
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -421,6 +425,8 @@ class Registry(object):
         client.state = new
         client.reason = reason
         self.last_activity = self.clock()
+        if new in TERMINAL:
+            client.terminal_at = self.last_activity
         if new in TERMINAL or old == WENT_AWAY:
             event.info("client %s %s: %s", client.name, new, reason)
         return True
@@ -478,6 +484,8 @@ class Registry(object):
                 return False
             if any(c.state not in TERMINAL for c in self.clients.values()):
                 return False
+            if any(self._summary_due(c) for c in self.clients.values()):
+                return False  # a failed client is still sending its stop summary
             if self.resumed_at is not None and \
                     any(c.restart_pending for c in self.clients.values()) and \
                     self.clock() - self.resumed_at < self.heartbeat_timeout:
@@ -485,6 +493,12 @@ class Registry(object):
             if self.expected_clients is not None:
                 return len(self.clients) >= self.expected_clients
             return self.clock() - self.last_activity >= self.idle_timeout
+
+    def _summary_due(self, client):
+        """A failed client still connected, whose stop has not arrived yet."""
+        return (client.state == FAILED and client.stop is None and
+                client.conn_id is not None and
+                self.clock() - client.terminal_at < SUMMARY_GRACE_S)
 
     def live_senders(self):
         with self.lock:
