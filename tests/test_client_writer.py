@@ -314,3 +314,91 @@ def test_payload_consecutive_chunks_share_no_block_and_do_not_compress():
         seen |= blocks
     assert len(zlib.compress(p.buffer[:])) / float(CHUNK) > 0.99
     p.close()
+
+
+# --- against real files, with real O_DIRECT ----------------------------------------
+def _buffer_address(buf):
+    import ctypes
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def test_payload_buffer_is_page_aligned_and_block_multiple():
+    import mmap
+    p = Payload(CHUNK)
+    assert _buffer_address(p.buffer) % mmap.PAGESIZE == 0
+    assert len(p.buffer) % 4096 == 0  # a multiple of any logical block size <= 4 KiB
+    p.close()
+
+
+def test_o_direct_short_writes_continue_aligned_on_a_real_file(tmpdir):
+    """Real O_DIRECT fd; the kernel 'stops' at block-aligned offsets (as it does
+    near a full device); every remainder view stays aligned and accepted."""
+    path = str(tmpdir.join("direct.dat"))
+    try:
+        fd = W.open_data_file(path, True)
+    except OSError as exc:  # pragma: no cover - a filesystem without O_DIRECT
+        pytest.skip("O_DIRECT refused here (%s)" % os.strerror(exc.errno))
+    payload = Payload(CHUNK)
+    payload.stamp(42)
+    sizes = []
+
+    class ShortAligned(W.OsOps):
+        @staticmethod
+        def write(fd, buf):
+            n = len(buf) if len(buf) <= 8192 else (len(buf) // 3) // 4096 * 4096
+            sizes.append(n)
+            return os.write(fd, W.buffer_from(buf, 0, n) if n < len(buf) else buf)
+    try:
+        took = W.write_chunk(fd, payload.buffer, CHUNK, False, ShortAligned(),
+                             W.monotonic)
+        took += W.write_chunk(fd, payload.buffer, CHUNK // 2, False, ShortAligned(),
+                              W.monotonic)  # the cut last chunk of a file
+    finally:
+        os.close(fd)
+    assert took > 0 and len(sizes) > 4 and sum(sizes) == CHUNK + CHUNK // 2
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data == payload.buffer[:] + payload.buffer[:CHUNK // 2]
+    payload.close()
+
+
+def test_o_direct_refused_by_the_real_open_falls_back_labelled_on_real_files(
+        tmpdir, monkeypatch):
+    monkeypatch.setenv(W.FAKE_NO_ODIRECT_ENV, "1")  # open(O_DIRECT) -> EINVAL
+    w, sent = run_writer(tmpdir, 5, W.OsOps(), file_bytes=2 * CHUNK, keep_data=True)
+    assert of(sent, P.START)[0]["sync_mode"] == P.SYNC_FSYNC
+    assert [p["sync_mode"] for p in of(sent, P.PERF)] == [P.SYNC_FSYNC]
+    assert "O_DIRECT refused" in of(sent, P.NOTE)[0]["text"]
+    assert w.bytes == 5 * CHUNK and len(of(sent, P.ROLLOVER)) == 2
+
+
+def test_eintr_during_a_write_is_retried_not_counted(tmpdir):
+    calls = []
+
+    class Ops(W.OsOps):
+        @staticmethod
+        def write(fd, buf):
+            calls.append(len(buf))
+            if len(calls) in (1, 3):
+                raise OSError(errno.EINTR, "Interrupted system call")
+            return min(len(buf), CHUNK // 2)
+    payload = Payload(CHUNK)
+    W.write_chunk(1, payload.buffer, CHUNK, False, Ops(), W.monotonic)
+    assert calls == [CHUNK, CHUNK, CHUNK // 2, CHUNK // 2]
+    payload.close()
+
+
+def test_timed_region_is_only_the_io_whatever_the_clock_says(tmpdir):
+    """Injected clock advancing 1 s per read; I/O 'takes' 0: the io time is then
+    exactly 2 reads per chunk apart, i.e. nothing else was between them."""
+    ticks = [0.0]
+
+    def timer():
+        ticks[0] += 1.0
+        return ticks[0]
+    ops = FakeOps([])
+    w, sent = run_writer(tmpdir, 8, ops, timer=timer, perf_interval_s=0.0)
+    perfs = of(sent, P.PERF)
+    assert sum(p["chunks"] for p in perfs) == 8
+    assert sum(p["io_s"] for p in perfs) == 8 * 1.0  # t1 - t0 = 1 tick per chunk
+    assert [r["close_s"] for r in of(sent, P.ROLLOVER)] == [1.0, 1.0]

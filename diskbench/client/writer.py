@@ -98,14 +98,19 @@ def write_chunk(fd, buf, size, fsync_mode, ops, timer):
     view = buf if size == len(buf) else buffer_from(buf, 0, size)
     write = ops.write
     t0 = timer()
-    done = write(fd, view)
+    try:
+        done = write(fd, view)
+    except OSError as exc:  # EINTR: only Python 2.7 (3.5+ retries itself)
+        if exc.errno != errno.EINTR:
+            raise
+        done = 0
     while done < size:  # short write: continue from where the kernel stopped
-        if done <= 0:
-            raise OSError(errno.ENOSPC, "write returned 0 bytes (device full?)")
         try:
             n = write(fd, buffer_from(buf, done, size - done))
         except OSError as exc:
-            if exc.errno == errno.EINVAL:
+            if exc.errno == errno.EINTR:
+                continue
+            if exc.errno == errno.EINVAL and done:
                 raise OSError(errno.ENOSPC, "short write left an unaligned remainder "
                               "of %d bytes that O_DIRECT cannot write (device full?)"
                               % (size - done))
