@@ -98,7 +98,10 @@ class Procs(object):
                 pass
             for stream in (proc.stdout, proc.stderr, proc.stdin):
                 if stream is not None:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except (OSError, IOError):
+                        pass  # 2.7: a reader thread is still inside readline()
             _LIVE.discard(proc)
 
 
