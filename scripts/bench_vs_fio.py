@@ -1,15 +1,45 @@
 #!/usr/bin/env python
 """diskbench vs fio, side by side on the same directory (`make bench`).
 
-For each allocation mode (none, posix) and each interpreter, run A B A B ...:
-fio (sequential write, O_DIRECT, psync, bs = chunk, files of --file-mb) then a
-real diskbench server + client with the same chunk and file size. Print a table
-of MiB/s per pair, the ratio, the median ratio, and CPU seconds per GiB, and
-write it as JSON to bench/results/. Disk speed here swings +-25-35% from run to
-run: that is why pairs alternate and the median ratio is the result.
+For each interpreter and each allocation mode (none, posix) run A B A B ...:
+A = fio writing NFILES fresh files of --file-mb sequentially (O_DIRECT, psync,
+bs = chunk), B = a real diskbench server + one client with the same chunk and
+file size, for as long as the fio run before it took. Print MiB/s per pair, the
+ratio, the median ratio, and CPU seconds per GiB; write everything as JSON to
+bench/results/. Disk speed here swings +-25-35% from run to run: that is why
+pairs alternate and the median ratio, not an absolute figure, is the result.
 
-Also times the data path alone (payload stamping, protocol encoding), so a
-regression there shows before it shows in disk numbers.
+Like with like (both figures are bytes / wall time of writing, MiB/s = 2^20 B/s):
+- fio: write io_bytes / write runtime. ``--openfiles=1 --fsync_on_close=1``
+  makes fio close (and fsync) each file when it is full and open the next one
+  inside its run, as diskbench's rollover does (timed fsync + close). fio
+  creates (and with --fallocate=posix preallocates) all its files before its
+  clock starts and deletes them after it stops (--unlink=1).
+- diskbench: the report's throughput_mib_s.mean = bytes / summed perf-interval
+  wall time. That wall time covers everything the writer does while it runs:
+  the timed writes, stamping, rollover fsync + close, deleting the oldest file
+  beyond --max-files, opening (and with --preallocate, posix_fallocate of) the
+  next file. So diskbench pays for file creation and preallocation inside its
+  figure, fio does not: such a cost lowers the ratio, never hides.
+- Deleting: fio deletes its files after its clock stops. diskbench runs with
+  --max-files = 3 x fio's file count, so it too deletes nothing while it
+  writes (its files go at exit, outside its intervals) and holds no more
+  space than fio. The ':rolling' mode (--max-files 2, the default) shows
+  what deleting while writing costs on this disk: on ext4 mounted with
+  `discard`, freeing a 1000 MiB file makes the device discard it, which
+  takes ~0.5-1 s here and slows writes by as much whether the unlink runs
+  in the writer or in a background thread (tried: no gain), so it is a cost
+  of bounded disk use, reported as such, not a measurement error.
+- Between runs: `sync` and a 1 s pause, so one run's deletions (fio's
+  --unlink, diskbench's exit) are not paid by the next run.
+- --file-mb should be a multiple of --chunk-mb: fio writes only whole blocks of
+  bs (1024 MiB files with 10 MiB blocks get 1020 MiB), diskbench cuts the last
+  chunk of a file to fit.
+
+The data path alone is timed too (payload stamping MiB/s, perf message encoding
+per second, on each interpreter) and the CPU time of every client process
+(writer, stats + heartbeat, main), so a regression shows before it shows in
+disk numbers.
 """
 from __future__ import division, print_function
 
@@ -18,6 +48,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -28,18 +59,48 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from diskbench.metrics import MIB, mib_per_s  # noqa: E402
+from diskbench import protocol  # noqa: E402
+from diskbench.compat import monotonic  # noqa: E402
+from diskbench.metrics import MIB  # noqa: E402
+
+try:
+    import psutil
+except ImportError:  # the CPU split per client process needs it; totals do not
+    psutil = None
 
 GIB = 1 << 30
+#: fio options beyond the brief's --rw=write --direct=1 --ioengine=psync --bs --size
+FIO_FIXED = ["--rw=write", "--direct=1", "--ioengine=psync",
+             "--file_service_type=sequential", "--openfiles=1", "--fsync_on_close=1",
+             "--end_fsync=0", "--unlink=1", "--output-format=json"]
+SERVER_START_S = 30
+CLIENT_EXTRA_S = 60        # a client run is killed this long after its duration
+SERVER_END_S = 30          # the server must exit this long after its client did
+#: diskbench --max-files = this x fio's file count: no file is deleted while it
+#: writes (fio deletes its files only after its clock stops, --unlink=1), so
+#: both do the same work and hold the same disk space. ':rolling' modes use
+#: the default --max-files instead.
+KEEP_ALL_FACTOR = 3
+ROLLING_MAX_FILES = 2
+CPU_POLL_S = 0.2
+SETTLE_S = 1.0
 
 
 def median(values):
-    ordered = sorted(values)
+    ordered = sorted(v for v in values if v is not None)
     n = len(ordered)
     if not n:
         return None
     mid = n // 2
     return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def _which(name):
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
 
 
 def ensure_fio():
@@ -53,119 +114,277 @@ def ensure_fio():
         subprocess.call(["apt-get", "install", "-y", "-qq", "fio"])
         path = _which("fio")
     if not path:
-        sys.exit("error: fio is not installed; install it (e.g. 'apt-get install fio') "
-                 "and run 'make bench' again")
+        sys.exit("error: fio is not installed; install it (e.g. 'apt-get install fio' "
+                 "as root) and run 'make bench' again")
     return path
 
 
-def _which(name):
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder, name)
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+def settle():
+    """Flush and let the disk finish the previous run's deletions (online discard)
+    before the next run starts, so no run pays for another's cleanup."""
+    subprocess.call(["sync"])
+    time.sleep(SETTLE_S)
+
+
+def _children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _per_gib(cpu_s, nbytes):
+    return cpu_s / (nbytes / GIB) if nbytes and cpu_s is not None else None
+
+
+def fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate):
+    return [fio, "--name=diskbench-compare", "--directory=%s" % directory,
+            "--bs=%dm" % chunk_mb, "--nrfiles=%d" % nfiles, "--filesize=%dm" % file_mb,
+            "--size=%dm" % (file_mb * nfiles), "--fallocate=%s" % fallocate] + FIO_FIXED
 
 
 def run_fio(fio, directory, chunk_mb, file_mb, nfiles, fallocate):
-    """One fio run: nfiles sequential files of file_mb, bs=chunk, O_DIRECT."""
-    cmd = [fio, "--name=diskbench-compare", "--directory=%s" % directory,
-           "--rw=write", "--direct=1", "--ioengine=psync", "--bs=%dm" % chunk_mb,
-           "--nrfiles=%d" % nfiles, "--filesize=%dm" % file_mb,
-           "--size=%dm" % (file_mb * nfiles), "--file_service_type=sequential",
-           "--fallocate=%s" % fallocate, "--end_fsync=0", "--unlink=1",
-           "--output-format=json"]
+    """One fio run; MiB/s = write io_bytes / write runtime."""
+    cmd = fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate)
+    cpu0 = _children_cpu_s()
     out = subprocess.check_output(cmd)
+    process_cpu_s = _children_cpu_s() - cpu0
     job = json.loads(out.decode("utf-8"))["jobs"][0]
     write = job["write"]
     seconds = write["runtime"] / 1000.0
-    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * seconds
     nbytes = write["io_bytes"]
-    return {"mib_s": write["bw_bytes"] / MIB, "bytes": nbytes, "seconds": seconds,
-            "cpu_s_per_gib": cpu_s / (nbytes / GIB) if nbytes else None}
+    job_cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * seconds
+    return {"mib_s": nbytes / MIB / seconds, "bytes": nbytes, "seconds": seconds,
+            "fio_reported_bw_mib_s": write["bw_bytes"] / MIB,
+            "cpu_s_per_gib": _per_gib(job_cpu_s, nbytes),
+            "process_cpu_s_per_gib": _per_gib(process_cpu_s, nbytes)}
 
 
-def _wait_port(proc, deadline):
-    """Read the server's 'listening on HOST:PORT' line."""
-    while time.time() < deadline:
-        line = proc.stdout.readline().decode("utf-8", "replace")
-        if not line:
-            break
-        if "listening on" in line:
-            return int(line.strip().rsplit(":", 1)[1].split()[0])
-    raise RuntimeError("diskbench server did not report its port")
+def _wait_port(out_path, proc, deadline):
+    """The port from the server's first line 'listening on HOST:PORT'."""
+    while time.time() < deadline and proc.poll() is None:
+        with open(out_path) as f:
+            for line in f:
+                if "listening on" in line:
+                    return int(line.split("listening on", 1)[1].split()[0]
+                               .rsplit(":", 1)[1])
+        time.sleep(0.05)
+    raise RuntimeError("diskbench server did not report its port (see %s)" % out_path)
 
 
-def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate):
+class CpuWatch(object):
+    """CPU seconds of each child of a process, last value seen (psutil)."""
+
+    def __init__(self, pid):
+        self.proc = psutil.Process(pid) if psutil else None
+        self.seen = {}
+
+    def poll(self):
+        if self.proc is None:
+            return
+        try:
+            kids = self.proc.children(recursive=True)
+        except psutil.Error:
+            return
+        for kid in kids:
+            try:
+                t = kid.cpu_times()
+                self.seen[kid.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+
+
+def _writer_pid(perf_path):
+    with open(perf_path) as f:
+        for line in f:
+            try:
+                msg, _ = protocol.from_record(json.loads(line))
+            except (ValueError, protocol.ProtocolError):
+                continue
+            if msg.type == protocol.START:
+                return msg.writer_pid
+    return None
+
+
+def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
+                  max_files):
     """One diskbench run (real server + one real client); figures from report.json."""
     logs = tempfile.mkdtemp(prefix="diskbench-bench-logs-")
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
-    server = subprocess.Popen(
-        [python, "-m", "diskbench.server", "--host", "127.0.0.1", "--port", "0",
-         "--clients", "1", "--log-dir", logs, "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    server_out = os.path.join(logs, "server.out")
+    with open(server_out, "w") as out:
+        server = subprocess.Popen(
+            [python, "-m", "diskbench.server", "--host", "127.0.0.1", "--port", "0",
+             "--clients", "1", "--log-dir", logs, "--quiet"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    client = None
     try:
-        port = _wait_port(server, time.time() + 30)
+        port = _wait_port(server_out, server, time.time() + SERVER_START_S)
         cmd = [python, "-m", "diskbench.client", "--server", "127.0.0.1:%d" % port,
                "--name", "bench", "--chunk-mb", str(chunk_mb), "--file-mb", str(file_mb),
-               "--duration", str(duration), "--log-dir", logs, "--force"]
+               "--duration", "%.1f" % duration, "--stats-interval", "1",
+               "--max-files", str(max_files), "--log-dir", logs, "--force"]
         if preallocate:
             cmd.append("--preallocate")
-        rc = subprocess.call(cmd + [directory], env=env, cwd=REPO,
-                             stdout=open(os.devnull, "w"))
-        server.wait()
+        cpu0 = _children_cpu_s()
+        with open(os.path.join(logs, "client.out"), "w") as out:
+            client = subprocess.Popen(cmd + [directory], env=env, cwd=REPO,
+                                      stdout=out, stderr=subprocess.STDOUT)
+        watch = CpuWatch(client.pid)
+        deadline = time.time() + duration + CLIENT_EXTRA_S
+        while client.poll() is None and time.time() < deadline:
+            watch.poll()
+            time.sleep(CPU_POLL_S)
+        if client.poll() is None:
+            client.kill()
+        rc = client.wait()
+        tree_cpu_s = _children_cpu_s() - cpu0  # client + every child it reaped
+        end = time.time() + SERVER_END_S
+        while server.poll() is None and time.time() < end:
+            time.sleep(0.05)
+        if server.poll() is None:
+            raise RuntimeError("diskbench server still running %d s after its client "
+                               "ended (logs in %s)" % (SERVER_END_S, logs))
         if rc != 0:
             raise RuntimeError("diskbench client exited %d (logs in %s)" % (rc, logs))
         with open(os.path.join(logs, "report.json")) as f:
             report = json.load(f)
-        return report_figures(report)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        figures = report_figures(report)
+        figures["max_files"] = max_files
+        # the oldest file is deleted before each file beyond max_files is opened
+        figures["files_deleted_while_writing"] = max(
+            0, figures["rollovers"] + 1 - max_files)
+        nbytes = figures["bytes"]
+        figures["process_cpu_s_per_gib"] = _per_gib(tree_cpu_s, nbytes)
+        writer_pid = _writer_pid(os.path.join(logs, "perf.jsonl"))
+        if watch.seen and writer_pid in watch.seen:
+            writer_cpu = watch.seen.pop(writer_pid)
+            helpers = sum(watch.seen.values())
+            figures["cpu_s_per_gib"] = _per_gib(writer_cpu, nbytes)
+            figures["cpu_source"] = "psutil: writer process"
+            figures["helpers_cpu_s"] = helpers  # stats + heartbeat processes
+            figures["helpers_cpu_percent"] = 100.0 * helpers / max(duration, 1e-9)
         shutil.rmtree(logs, ignore_errors=True)
+        return figures
+    finally:
+        for proc in (client, server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def report_figures(report):
-    """The bench's figures from a diskbench report.json (one client)."""
+    """The bench's figures from a diskbench report.json (one client).
+
+    ``mib_s`` is the report's throughput_mib_s.mean: bytes over the summed
+    wall time of the perf intervals (so rollovers are inside it). ``seconds``
+    is that wall time; ``io_s`` the time inside the timed writes only;
+    ``rollover_s`` the timed fsync + close at rollovers; ``other_s`` the rest
+    (stamping, deleting, opening, preallocating, bookkeeping).
+    """
     client = report["clients"][0]
-    nbytes = client["bytes_written"]
-    seconds = client["write_seconds"]
+    nbytes = int(round(client["written_mib"] * MIB))
+    mib_s = client["throughput_mib_s"]["mean"]
+    seconds = client["written_mib"] / mib_s if mib_s else None
+    rollovers = client["rollover_count"]
+    close_mean_ms = client["rollover_close_ms"]["mean"] or 0.0
+    rollover_s = rollovers * close_mean_ms / 1000.0
+    io_s = client["io_time_s"]
     cpu_mean = client["writer_cpu_percent"]["mean"]
-    cpu_s = (cpu_mean or 0.0) / 100.0 * seconds
-    return {"mib_s": client["throughput_mib_s"]["mean"], "bytes": nbytes,
-            "seconds": seconds, "sync_mode": client["sync_mode"],
-            "cpu_s_per_gib": cpu_s / (nbytes / GIB) if nbytes else None}
+    writer_cpu_s = cpu_mean / 100.0 * seconds if cpu_mean is not None and seconds \
+        else None
+    return {"mib_s": mib_s, "bytes": nbytes, "seconds": seconds,
+            "sync_mode": client["sync"], "preallocated": client["preallocated"],
+            "io_s": io_s, "rollovers": rollovers, "rollover_s": rollover_s,
+            "other_s": seconds - io_s - rollover_s if seconds is not None else None,
+            "write_only_mib_s": nbytes / MIB / io_s if io_s else None,
+            "latency_p50_ms": client["latency_ms"]["p50"],
+            "latency_p99_ms": client["latency_ms"]["p99"],
+            "cpu_s_per_gib": _per_gib(writer_cpu_s, nbytes),
+            "cpu_source": "report: writer CPU% mean x seconds",
+            "state": client["state"]}
 
 
+# --- the data path alone (run under each interpreter) -----------------------------------
 def data_path():
-    """MiB/s of payload stamping and messages/s of protocol encoding."""
+    """MiB/s of payload stamping and perf messages encoded per second."""
     from diskbench.client.payload import Payload
-    from diskbench import protocol
     from diskbench.metrics import LatencyHistogram
-    payload = Payload(10 * MIB)
-    start = time.time()
-    n = 200
+    chunk = 10 * MIB
+    payload = Payload(chunk)
+    n = 300
+    start = monotonic()
     for i in range(n):
         payload.stamp(i)
-    stamp_mib_s = mib_per_s(n * 10 * MIB, time.time() - start)
+    stamp_s = monotonic() - start
+    payload.close()
     hist = LatencyHistogram()
     for i in range(100):
         hist.add(0.005 + i * 1e-5)
-    start = time.time()
     m = 5000
+    start = monotonic()
     for i in range(m):
         protocol.encode(protocol.make(
             protocol.PERF, name="bench", seq=i + 1, t_start=1.0, t_end=2.0,
-            bytes=10 * MIB, chunks=1, io_s=0.01, lat_min_s=0.005, lat_max_s=0.006,
+            bytes=chunk, chunks=1, io_s=0.01, lat_min_s=0.005, lat_max_s=0.006,
             lat_hist=hist.to_wire(), sync_mode=protocol.SYNC_DIRECT, file_index=0))
-    return {"payload_stamp_mib_s": stamp_mib_s,
-            "perf_messages_encoded_per_s": m / (time.time() - start)}
+    encode_s = monotonic() - start
+    return {"python": platform.python_version(),
+            "payload_stamp_mib_s": n * chunk / MIB / stamp_s,
+            "payload_stamp_ms_per_10_mib_chunk": 1000.0 * stamp_s / n,
+            "perf_messages_encoded_per_s": m / encode_s}
+
+
+def data_path_of(python):
+    out = subprocess.check_output([python, os.path.abspath(__file__), "--data-path"],
+                                  cwd=REPO)
+    return json.loads(out.decode("utf-8"))
+
+
+# --- the machine ------------------------------------------------------------------------
+def _read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (IOError, OSError):
+        return default
+
+
+def machine(directory):
+    info = {"host": socket.gethostname(), "platform": platform.platform(),
+            "cpus": os.sysconf("SC_NPROCESSORS_ONLN")}
+    for line in (_read("/proc/meminfo", "") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            info["mem_gib"] = round(int(line.split()[1]) / (1 << 20), 1)
+    path, best = os.path.realpath(directory), ""
+    for line in (_read("/proc/mounts", "") or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and (path == parts[1] or path.startswith(
+                parts[1].rstrip("/") + "/")) and len(parts[1]) >= len(best):
+            best = parts[1]
+            info.update(device=parts[0], mount=parts[1], fs=parts[2],
+                        mount_options=parts[3])
+    st = os.stat(directory)
+    sysdev = "/sys/dev/block/%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+    for queue in (sysdev + "/queue", sysdev + "/../queue"):
+        lbs = _read(queue + "/logical_block_size")
+        if lbs:
+            info["logical_block_bytes"] = int(lbs)
+            info["rotational"] = _read(queue + "/rotational")
+            break
+    return info
 
 
 def python_label(python):
     out = subprocess.check_output([python, "-c", "import platform;"
                                    "print(platform.python_version())"])
     return out.decode().strip()
+
+
+def _load():
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _f(value, fmt):
+    return "-" if value is None else fmt % value
 
 
 def main(argv=None):
@@ -175,67 +394,134 @@ def main(argv=None):
     parser.add_argument("--python", action="append", help="interpreter(s) running "
                         "diskbench (repeatable; default this one)")
     parser.add_argument("--chunk-mb", type=int, default=10)
-    parser.add_argument("--file-mb", type=int, default=1024)
+    parser.add_argument("--file-mb", type=int, default=1000)
     parser.add_argument("--files", type=int, default=4, help="files per fio run")
-    parser.add_argument("--duration", type=float, default=6.0,
-                        help="seconds per diskbench run")
+    parser.add_argument("--min-duration", type=float, default=4.0, help="a diskbench "
+                        "run lasts as long as the fio run before it, at least this")
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--modes", default="none,posix",
-                        help="allocation modes (fio --fallocate / diskbench --preallocate)")
+    parser.add_argument("--modes", default="none,posix,none:rolling",
+                        help="allocation modes (fio --fallocate / diskbench "
+                        "--preallocate); ':rolling' = diskbench with --max-files %d, "
+                        "deleting old files while it writes (first --python only)"
+                        % ROLLING_MAX_FILES)
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--data-path", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.data_path:
+        print(json.dumps(data_path()))
+        return 0
+    if args.file_mb % args.chunk_mb:
+        parser.error("--file-mb must be a multiple of --chunk-mb (fio writes whole "
+                     "blocks only)")
 
     fio = ensure_fio()
     fio_version = subprocess.check_output([fio, "--version"]).decode().strip()
-    pythons = args.python or [sys.executable]
-    base = args.dir or tempfile.mkdtemp(prefix="bench-", dir=REPO)
+    pythons = [_which(p) if os.sep not in p else os.path.abspath(p)
+               for p in args.python or [sys.executable]]
+    base = args.dir or tempfile.mkdtemp(prefix=".bench-", dir=REPO)
     made_base = args.dir is None
-    results = {"date": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "machine": {"host": socket.gethostname(), "platform": platform.platform(),
-                           "cpus": os.sysconf("SC_NPROCESSORS_ONLN")},
-               "fio": fio_version, "chunk_mib": args.chunk_mb, "file_mib": args.file_mb,
-               "unit": "MiB/s (2^20 bytes per second)", "data_path": data_path(),
-               "runs": []}
-    print("data path: payload stamping %.0f MiB/s, perf encoding %.0f messages/s"
-          % (results["data_path"]["payload_stamp_mib_s"],
-             results["data_path"]["perf_messages_encoded_per_s"]))
+    started = datetime.datetime.utcnow()
+    results = {
+        "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([os.path.relpath(sys.executable, REPO),
+                             os.path.relpath(os.path.abspath(__file__), REPO)] +
+                            (argv if argv is not None else sys.argv[1:])),
+        "machine": machine(base), "load_average_start": _load(),
+        "fio": fio_version, "fio_command": " ".join(fio_command(
+            "fio", "DIR", args.chunk_mb, args.file_mb, args.files, "MODE")),
+        "chunk_mib": args.chunk_mb, "file_mib": args.file_mb, "fio_files": args.files,
+        "unit": "MiB/s = 2^20 bytes per second; CPU s/GiB = CPU seconds per 2^30 "
+                "bytes written",
+        "method": __doc__.split("\n\n", 2)[2].split("\n\nThe data path")[0],
+        "data_path": [data_path_of(p) for p in pythons], "runs": []}
+    for d in results["data_path"]:
+        print("data path (Python %s): payload stamping %.0f MiB/s (%.3f ms per 10 MiB "
+              "chunk), perf encoding %.0f messages/s" % (
+                  d["python"], d["payload_stamp_mib_s"],
+                  d["payload_stamp_ms_per_10_mib_chunk"], d["perf_messages_encoded_per_s"]))
     try:
         for python in pythons:
             label = python_label(python)
             for mode in args.modes.split(","):
+                fallocate, _, rolling = mode.partition(":")
+                if rolling and python != pythons[0]:
+                    continue  # the deletion cost is the disk's, not Python's
+                max_files = ROLLING_MAX_FILES if rolling else KEEP_ALL_FACTOR * args.files
                 pairs = []
-                print("\nPython %s, allocation %s, chunk %d MiB, file %d MiB"
-                      % (label, mode, args.chunk_mb, args.file_mb))
-                print("%4s %14s %19s %7s %16s %16s" % (
-                    "pair", "fio MiB/s", "diskbench MiB/s", "ratio",
-                    "fio CPU s/GiB", "db CPU s/GiB"))
+                print("\nPython %s, allocation %s (fio --fallocate=%s, diskbench %s), "
+                      "diskbench --max-files %d%s, chunk %d MiB, file %d MiB" % (
+                          label, fallocate, fallocate, "--preallocate"
+                          if fallocate != "none" else "default", max_files,
+                          " (deletes the oldest file while writing)" if rolling
+                          else " (keeps every file, like fio)", args.chunk_mb,
+                          args.file_mb))
+                print("%4s %10s %10s %7s %8s %8s %10s %10s %6s" % (
+                    "pair", "fio MiB/s", "db MiB/s", "ratio", "fio CPU", "db CPU",
+                    "db io s", "db roll s", "load"))
+                print("%4s %10s %10s %7s %8s %8s %10s %10s %6s" % (
+                    "", "", "", "", "s/GiB", "s/GiB", "(other s)", "", ""))
                 for i in range(args.pairs):
+                    load = _load()
                     work = tempfile.mkdtemp(prefix="pair-", dir=base)
-                    a = run_fio(fio, work, args.chunk_mb, args.file_mb, args.files, mode)
-                    b = run_diskbench(python, work, args.chunk_mb, args.file_mb,
-                                      args.duration, mode != "none")
-                    shutil.rmtree(work, ignore_errors=True)
+                    try:
+                        a = run_fio(fio, work, args.chunk_mb, args.file_mb, args.files,
+                                    fallocate)
+                        settle()
+                        b = run_diskbench(python, work, args.chunk_mb, args.file_mb,
+                                          max(args.min_duration, a["seconds"]),
+                                          fallocate != "none", max_files)
+                    finally:
+                        shutil.rmtree(work, ignore_errors=True)
+                        settle()
                     ratio = b["mib_s"] / a["mib_s"]
-                    pairs.append({"fio": a, "diskbench": b, "ratio": ratio})
-                    print("%4d %14.1f %19.1f %7.3f %16.3f %16.3f" % (
-                        i + 1, a["mib_s"], b["mib_s"], ratio, a["cpu_s_per_gib"] or 0,
-                        b["cpu_s_per_gib"] or 0))
-                med = median([p["ratio"] for p in pairs])
-                print("median ratio diskbench/fio: %.3f" % med)
-                results["runs"].append({
-                    "python": label, "allocation": mode, "pairs": pairs,
-                    "median_ratio": med,
+                    pairs.append({"fio": a, "diskbench": b, "ratio": ratio,
+                                  "load_average": load})
+                    print("%4d %10.1f %10.1f %7.3f %8s %8s %5.2f(%.2f) %10.2f %6.2f" % (
+                        i + 1, a["mib_s"], b["mib_s"], ratio,
+                        _f(a["cpu_s_per_gib"], "%.3f"), _f(b["cpu_s_per_gib"], "%.3f"),
+                        b["io_s"], b["other_s"], b["rollover_s"], load[0]))
+                run = {
+                    "python": label, "allocation": fallocate, "mode": mode,
+                    "diskbench_max_files": max_files, "pairs": pairs,
+                    "median_ratio": median([p["ratio"] for p in pairs]),
                     "median_fio_mib_s": median([p["fio"]["mib_s"] for p in pairs]),
-                    "median_diskbench_mib_s": median([p["diskbench"]["mib_s"] for p in pairs])})
+                    "median_diskbench_mib_s": median([p["diskbench"]["mib_s"]
+                                                      for p in pairs]),
+                    "median_fio_cpu_s_per_gib": median([p["fio"]["cpu_s_per_gib"]
+                                                        for p in pairs]),
+                    "median_diskbench_cpu_s_per_gib": median(
+                        [p["diskbench"]["cpu_s_per_gib"] for p in pairs]),
+                    "median_fio_process_cpu_s_per_gib": median(
+                        [p["fio"]["process_cpu_s_per_gib"] for p in pairs]),
+                    "median_diskbench_process_cpu_s_per_gib": median(
+                        [p["diskbench"]["process_cpu_s_per_gib"] for p in pairs])}
+                results["runs"].append(run)
+                print("median: fio %.1f MiB/s, diskbench %.1f MiB/s, ratio "
+                      "diskbench/fio %.3f; CPU s/GiB fio %s, diskbench writer %s "
+                      "(whole processes: fio %s, diskbench client %s)" % (
+                          run["median_fio_mib_s"], run["median_diskbench_mib_s"],
+                          run["median_ratio"],
+                          _f(run["median_fio_cpu_s_per_gib"], "%.3f"),
+                          _f(run["median_diskbench_cpu_s_per_gib"], "%.3f"),
+                          _f(run["median_fio_process_cpu_s_per_gib"], "%.3f"),
+                          _f(run["median_diskbench_process_cpu_s_per_gib"], "%.3f")))
     finally:
         if made_base:
             shutil.rmtree(base, ignore_errors=True)
+    results["load_average_end"] = _load()
+    results["elapsed_s"] = (datetime.datetime.utcnow() - started).total_seconds()
+    print("\nsummary (median ratio diskbench/fio, %d pairs each):" % args.pairs)
+    for run in results["runs"]:
+        print("  Python %-7s mode %-12s ratio %.3f  (fio %.1f, diskbench %.1f MiB/s)"
+              % (run["python"], run["mode"], run["median_ratio"],
+                 run["median_fio_mib_s"], run["median_diskbench_mib_s"]))
     if not os.path.isdir(args.out):
         os.makedirs(args.out)
     path = os.path.join(args.out, "bench-%s.json" % results["date"][:10])
     with open(path, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
-    print("\nwritten %s" % os.path.relpath(path, REPO))
+        f.write("\n")
+    print("written %s" % os.path.relpath(path, REPO))
     return 0
 
 

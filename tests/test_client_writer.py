@@ -167,14 +167,15 @@ def test_writer_timed_region_holds_only_write_and_fsync(tmpdir):
             inside, timing = [], not timing
         elif timing:
             inside.append(e)
-    assert events.count("timer") == 2 * (6 + 6 // 4)  # every chunk + every rollover
+    # every chunk, every rollover, and the final fsync + close of the last file
+    assert events.count("timer") == 2 * (6 + 6 // 4 + 1)
 
 
 def test_writer_falls_back_to_fsync_and_labels_it_when_o_direct_refused(tmpdir):
     ops = FakeOps([], refuse_direct=True)
     w, sent = run_writer(tmpdir, 3, ops)
     assert [d for _, d in ops.opened] == [False]
-    assert ops.events.count("fsync") == 3  # one per chunk, inside the timer
+    assert ops.events.count("fsync") == 3 + 1  # one per chunk + the final close
     assert of(sent, P.START)[0]["sync_mode"] == P.SYNC_FSYNC
     assert all(p["sync_mode"] == P.SYNC_FSYNC for p in of(sent, P.PERF))
     assert "O_DIRECT refused" in of(sent, P.NOTE)[0]["text"]
@@ -402,3 +403,22 @@ def test_timed_region_is_only_the_io_whatever_the_clock_says(tmpdir):
     assert sum(p["chunks"] for p in perfs) == 8
     assert sum(p["io_s"] for p in perfs) == 8 * 1.0  # t1 - t0 = 1 tick per chunk
     assert [r["close_s"] for r in of(sent, P.ROLLOVER)] == [1.0, 1.0]
+
+
+def test_last_partial_file_is_fsynced_inside_the_last_interval(tmpdir):
+    events = []
+    ops = FakeOps(events)
+    w, sent = run_writer(tmpdir, 5, ops, file_bytes=4 * CHUNK)  # 1 full file + 1 chunk
+    assert len(of(sent, P.ROLLOVER)) == 1
+    last_write = len(events) - 1 - events[::-1].index("write")
+    after = events[last_write + 1:]
+    # fsync + close of the partial file, then the last perf sample, then cleanup
+    assert after[:3] == ["fsync", "close", "send"], after
+    assert of(sent, P.PERF)[-1]["bytes"] == 5 * CHUNK
+    assert w.last_close_s is not None
+
+
+def test_nothing_extra_is_fsynced_when_the_stop_falls_on_a_rollover(tmpdir):
+    ops = FakeOps([])
+    w, sent = run_writer(tmpdir, 4, ops, file_bytes=4 * CHUNK)
+    assert ops.events.count("fsync") == 1 and w.last_close_s is None

@@ -5,7 +5,9 @@ puts the chunk on disk (continued on short writes), plus ``os.fsync`` when the
 filesystem refused O_DIRECT (``fsync`` mode). Stamping the payload, building
 messages, updating counters and checking for a stop all happen outside the
 timer. At a rollover, ``fsync`` + ``close`` of the full file is timed too and
-reported as ``close_s``.
+reported as ``close_s``; at a normal stop the partly written last file gets
+the same timed fsync + close inside the last perf interval, so the throughput
+(bytes / interval wall time) only counts bytes flushed within it.
 
 Short writes: the remainder is written from where the kernel stopped. With
 O_DIRECT a remainder that is not block-aligned makes the next write fail with
@@ -154,6 +156,7 @@ class Writer(object):
         self.bytes = 0
         self.chunks = 0
         self.rollovers = 0
+        self.last_close_s = None
         self._reset_interval()
 
     # --- messages (never inside the timer) -------------------------------------
@@ -230,6 +233,20 @@ class Writer(object):
                                            close_s=close_s)))
         self.open_next()
 
+    def close_last(self):
+        """At a normal stop: timed fsync + close of the file being written, inside
+        the last perf interval, so every byte counted was flushed to the device
+        within the measured time (as at a rollover; fio's --fsync_on_close does
+        the same for its last file). Its time goes into the interval's wall time
+        and ``last_close_s``; it is not a rollover (the file is not full)."""
+        if self.fd is None or not self.file_written:
+            return
+        fd, self.fd = self.fd, None
+        t0 = self.timer()
+        self.ops.fsync(fd)
+        self.ops.close(fd)
+        self.last_close_s = self.timer() - t0
+
     def _unlink(self, path):
         try:
             self.ops.unlink(path)
@@ -282,6 +299,7 @@ class Writer(object):
                     self.flush_perf()
                 if now >= deadline:
                     break
+            self.close_last()
             self.flush_perf()
         except OSError as exc:
             self.flush_perf()
