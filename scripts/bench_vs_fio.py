@@ -30,8 +30,10 @@ Like with like (both figures are bytes / wall time of writing, MiB/s = 2^20 B/s)
   takes ~0.5-1 s here and slows writes by as much whether the unlink runs
   in the writer or in a background thread (tried: no gain), so it is a cost
   of bounded disk use, reported as such, not a measurement error.
-- Between runs: `sync` and a 1 s pause, so one run's deletions (fio's
-  --unlink, diskbench's exit) are not paid by the next run.
+- Between runs (both ways): `sync`, then wait until /proc/diskstats shows
+  no I/O for 1 s (6 s at most), so one run's deletions (fio's --unlink, diskbench's exit)
+  and writeback are not paid by the next run, and diskbench's longer start-up
+  (server, calibration) is no head start.
 - --file-mb should be a multiple of --chunk-mb: fio writes only whole blocks of
   bs (1024 MiB files with 10 MiB blocks get 1020 MiB), diskbench cuts the last
   chunk of a file to fit.
@@ -84,6 +86,7 @@ KEEP_ALL_FACTOR = 3
 ROLLING_MAX_FILES = 2
 CPU_POLL_S = 0.2
 SETTLE_S = 1.0
+SETTLE_MAX_S = 6.0
 
 
 def median(values):
@@ -119,11 +122,31 @@ def ensure_fio():
     return path
 
 
+def _disk_counters():
+    """Completed writes + discards and I/Os in flight, summed over /proc/diskstats."""
+    total = 0
+    for line in (_read("/proc/diskstats", "") or "").splitlines():
+        f = line.split()
+        if len(f) >= 14 and not f[2].startswith(("loop", "ram", "zram")):
+            total += int(f[7]) + int(f[11]) + (int(f[14]) if len(f) > 14 else 0)
+    return total
+
+
 def settle():
-    """Flush and let the disk finish the previous run's deletions (online discard)
-    before the next run starts, so no run pays for another's cleanup."""
+    """Flush, then wait until the block devices have been idle for SETTLE_S
+    (at most SETTLE_MAX_S), so every run starts on a quiet disk and none pays
+    for the previous run's deletions (online discard) or writeback. Both tools
+    get the same treatment, whatever their start-up time."""
     subprocess.call(["sync"])
-    time.sleep(SETTLE_S)
+    end = time.time() + SETTLE_MAX_S
+    last, quiet_since = _disk_counters(), time.time()
+    while time.time() < end:
+        time.sleep(0.2)
+        now = _disk_counters()
+        if now != last:
+            last, quiet_since = now, time.time()
+        elif time.time() - quiet_since >= SETTLE_S:
+            break
 
 
 def _children_cpu_s():
@@ -464,6 +487,7 @@ def main(argv=None):
                     load = _load()
                     work = tempfile.mkdtemp(prefix="pair-", dir=base)
                     try:
+                        settle()
                         a = run_fio(fio, work, args.chunk_mb, args.file_mb, args.files,
                                     fallocate)
                         settle()
