@@ -117,6 +117,19 @@ def _probe_path(directory, what):
     return os.path.join(directory, ".diskbench-%s-%d.tmp" % (what, os.getpid()))
 
 
+def _remove_scratch(fd, path):
+    """Close (if open) and remove a probe/calibration file; never raises."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def probe_direct(directory, opener=None):
     """(True, None) when O_DIRECT works here, else (False, reason).
 
@@ -139,12 +152,7 @@ def probe_direct(directory, opener=None):
                               % (directory, os.strerror(exc.errno)))
         return True, None
     finally:
-        if fd is not None:
-            os.close(fd)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        _remove_scratch(fd, path)
         buf.close()
 
 
@@ -178,12 +186,7 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
                           "(%s); check the directory and the device"
                           % (directory, os.strerror(exc.errno)))
     finally:
-        if fd is not None:
-            os.close(fd)
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        _remove_scratch(fd, path)
         payload.close()
     return written / float(MIB) / max(io_s, 1e-9)
 
