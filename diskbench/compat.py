@@ -111,6 +111,34 @@ def posix_fallocate(fd, offset, length):
 
 
 # --- buffers -------------------------------------------------------------------
+def buffer_address(obj):
+    """The address of a writable buffer (an mmap), for madvise and /proc/self/smaps.
+
+    ctypes' from_buffer works on both Pythons; its object is dropped at once so
+    the mmap can still be closed (Python 3 refuses while an export is alive).
+    """
+    view = ctypes.c_char.from_buffer(obj)
+    address = ctypes.addressof(view)
+    del view
+    return address
+
+
+#: linux/mman.h: back this range with transparent huge pages where possible
+MADV_HUGEPAGE = 14
+
+
+def madvise_hugepage(address, length):
+    """Ask for transparent huge pages on [address, address+length); True when
+    the kernel accepted the advice (it may still fall back to 4 KiB pages).
+
+    One ctypes path for both Pythons (mmap.madvise is 3.8+)."""
+    if _libc is None or not sys.platform.startswith("linux"):  # pragma: no cover
+        return False
+    func = _libc.madvise
+    func.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return func(address, length, MADV_HUGEPAGE) == 0
+
+
 def buffer_from(obj, offset=0, size=None):
     """A zero-copy read-only view of obj[offset:offset+size] that os.write accepts.
 

@@ -240,7 +240,7 @@ SPECS = {
             expected_rollovers=Optional(Num(0.0, 1e9)),
             calibration_mib_s=Optional(Num(0.0, 1e9))),
         START: dict(writer_pid=_PID, sync_mode=_SYNC, preallocate=Bool(),
-                    block_bytes=Int(1)),
+                    block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES)),
         HEARTBEAT: dict(writer_pid=_PID, writer_alive=Bool(),
                         bytes_written=_BYTES, chunks_written=_BYTES,
                         progress_age_s=_SECONDS),

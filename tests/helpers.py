@@ -125,3 +125,13 @@ def read_jsonl(path):
 def connect(port, timeout=5.0):
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     return sock
+
+
+def thp_mode():
+    """The kernel's transparent huge page mode ('always', 'madvise', 'never'),
+    or None where there is no such setting."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (IOError, OSError, IndexError):
+        return None

@@ -16,7 +16,7 @@ import pytest
 from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.metrics import MIB
-from tests.helpers import communicate, read_jsonl, wait_until
+from tests.helpers import communicate, read_jsonl, thp_mode, wait_until
 from tests.test_client_fakeserver import FakeServer
 
 CLIENT = ["-m", "diskbench.client"]
@@ -82,6 +82,8 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
     assert os.listdir(data) == []
     with open(os.path.join(slog, "report.json")) as f:
         report = json.load(f)
+    with open(os.path.join(slog, "report.txt")) as f:
+        report_text = f.read()
     by_name = dict((c["client"], c) for c in report["clients"])
     assert sorted(by_name) == sorted(sizes)
     msgs = records(slog)
@@ -95,6 +97,13 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
         assert entry["writer_cpu_percent"]["samples"] >= 1
         assert entry["writer_cpu_percent"]["mean"] is not None
         assert entry["writer_rss_mib"]["max"] >= chunk  # the writer holds the payload
+        # the kernel's account of the writer's buffer (procinfo reads smaps):
+        # all of it in huge pages wherever THP is on (see payload.py)
+        assert entry["buffer_huge_page_mib"] is not None
+        if thp_mode() in ("always", "madvise"):
+            assert entry["buffer_huge_page_mib"] == chunk
+        assert "buffer in huge pages %g MiB" % entry["buffer_huge_page_mib"] in \
+            report_text
         # every start, stop and rollover is in the client log and the server log
         text = client_log(tmpdir, name)
         rolls = of(msgs, P.ROLLOVER, name)

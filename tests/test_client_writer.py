@@ -11,6 +11,7 @@ from diskbench.client import checks, procinfo
 from diskbench.client import writer as W
 from diskbench.client.payload import Payload
 from diskbench.metrics import MIB
+from tests.helpers import thp_mode
 
 CHUNK = 64 * 1024  # unit tests use small chunks; the CLI refuses < 10 MiB
 
@@ -129,7 +130,7 @@ def test_writer_short_write_against_a_real_file_keeps_every_byte(tmpdir):
     finally:
         os.close(fd)
     with open(path, "rb") as f:
-        assert f.read() == payload.buffer[:]
+        assert f.read() == bytes(payload.buffer)
     payload.close()
 
 
@@ -290,15 +291,24 @@ def test_proc_cpu_sampler_reads_the_given_pid():
 def test_payload_stamp_is_the_counter_in_every_block_whatever_came_before():
     import struct
     p = Payload(CHUNK)
+    orig = bytes(p.buffer)
+    pieces = []
+
+    def replay(n):  # the same random fill again, piece by piece
+        start = sum(pieces)
+        pieces.append(n)
+        return orig[start:start + n]
+
     for history in ([], [255], [7, 65535, 65536], [2 ** 40 + 3]):
-        fresh = Payload(CHUNK, random_bytes=lambda n: p.buffer[:n])
+        del pieces[:]
+        fresh = Payload(CHUNK, random_bytes=replay)
         for n in history:
             fresh.stamp(n)
         fresh.stamp(256)
-        data = fresh.buffer[:]
+        data = bytes(fresh.buffer)
         assert all(data[o:o + 8] == struct.pack("<Q", 256) for o in range(0, CHUNK, 4096))
         # outside the 8 stamp bytes, the random fill is untouched
-        assert all(data[o + 8:o + 4096] == p.buffer[o + 8:o + 4096]
+        assert all(data[o + 8:o + 4096] == orig[o + 8:o + 4096]
                    for o in range(0, CHUNK, 4096))
         fresh.close()
     p.close()
@@ -309,26 +319,53 @@ def test_payload_consecutive_chunks_share_no_block_and_do_not_compress():
     seen = set()
     for n in range(300):  # crosses byte boundaries (255 -> 256)
         p.stamp(n)
-        data = p.buffer[:]
+        data = bytes(p.buffer)
         blocks = set(data[o:o + 4096] for o in range(0, CHUNK, 4096))
         assert len(blocks) == CHUNK // 4096 and not blocks & seen
         seen |= blocks
-    assert len(zlib.compress(p.buffer[:])) / float(CHUNK) > 0.99
+    assert len(zlib.compress(bytes(p.buffer))) / float(CHUNK) > 0.99
     p.close()
 
 
 # --- against real files, with real O_DIRECT ----------------------------------------
-def _buffer_address(buf):
-    import ctypes
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
-
-
-def test_payload_buffer_is_page_aligned_and_block_multiple():
+def test_payload_buffer_is_huge_page_aligned_and_block_multiple():
     import mmap
     p = Payload(CHUNK)
-    assert _buffer_address(p.buffer) % mmap.PAGESIZE == 0
-    assert len(p.buffer) % 4096 == 0  # a multiple of any logical block size <= 4 KiB
+    assert p.address % mmap.PAGESIZE == 0 and p.address % (2 * MIB) == 0
+    assert len(p.buffer) == CHUNK and CHUNK % 4096 == 0  # any logical block <= 4 KiB
     p.close()
+    small = Payload(CHUNK, huge_pages=False)  # no huge pages asked: page alignment
+    assert small.address % mmap.PAGESIZE == 0 and len(small.buffer) == CHUNK
+    small.close()
+
+
+def test_payload_buffer_gets_huge_pages_where_the_kernel_offers_them():
+    """The kernel's own account (smaps AnonHugePages) of the writer's buffer:
+    all of it in huge pages when THP is 'always' or 'madvise'."""
+    mode = thp_mode()
+    if mode not in ("always", "madvise"):
+        pytest.skip("transparent huge pages are %s on this kernel" % mode)
+    p = Payload(CHUNK)
+    try:
+        assert p.huge_pages_advised
+        assert p.huge_page_bytes() == CHUNK
+    finally:
+        p.close()
+
+
+def test_huge_page_bytes_reads_the_mapping_that_holds_the_address(tmpdir):
+    smaps = tmpdir.join("smaps")
+    smaps.write("7f0000000000-7f0000200000 rw-p 00000000 00:00 0\n"
+                "Rss:                2048 kB\n"
+                "AnonHugePages:      2048 kB\n"
+                "7f0000200000-7f0000c00000 rw-p 00000000 00:00 0 \n"
+                "Rss:               10240 kB\n"
+                "AnonHugePages:     8192 kB\n"
+                "VmFlags: rd wr mr mw me ac hg\n")
+    assert procinfo.huge_page_bytes(0x7f0000300000, str(smaps)) == 8192 * 1024
+    assert procinfo.huge_page_bytes(0x7f0000000000, str(smaps)) == 2048 * 1024
+    assert procinfo.huge_page_bytes(0x10, str(smaps)) is None
+    assert procinfo.huge_page_bytes(0x10, str(tmpdir.join("absent"))) is None
 
 
 def test_o_direct_short_writes_continue_aligned_on_a_real_file(tmpdir):
@@ -359,7 +396,7 @@ def test_o_direct_short_writes_continue_aligned_on_a_real_file(tmpdir):
     assert took > 0 and len(sizes) > 4 and sum(sizes) == CHUNK + CHUNK // 2
     with open(path, "rb") as f:
         data = f.read()
-    assert data == payload.buffer[:] + payload.buffer[:CHUNK // 2]
+    assert data == bytes(payload.buffer) + bytes(payload.buffer)[:CHUNK // 2]
     payload.close()
 
 

@@ -20,7 +20,7 @@ SAMPLE = {
                       heartbeat_interval_s=5.0, psutil_version="7.2.2",
                       expected_rollovers=3.5, calibration_mib_s=850.0),
         P.START: dict(writer_pid=124, sync_mode=P.SYNC_FSYNC, preallocate=True,
-                      block_bytes=512),
+                      block_bytes=512, buffer_huge_bytes=10 << 20),
         P.HEARTBEAT: dict(writer_pid=124, writer_alive=True, bytes_written=1 << 30,
                           chunks_written=102, progress_age_s=0.2),
         P.STATS: dict(writer_pid=124, cpu_percent=12.5, rss_bytes=50 << 20,

@@ -1,4 +1,4 @@
-"""Facts about another process (the writer): alive?, CPU time, RSS.
+"""Facts about a process (the writer): alive?, CPU time, RSS, huge pages.
 
 psutil when it is importable (optional: ``pip install psutil``), else Linux's
 /proc. Every function returns None instead of raising when the process is gone
@@ -64,6 +64,24 @@ def proc_rss_bytes(pid):
         with open("/proc/%d/status" % pid) as f:
             for line in f:
                 if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def huge_page_bytes(address, smaps="/proc/self/smaps"):
+    """Bytes of the mapping that holds ``address`` backed by transparent huge
+    pages (its AnonHugePages in smaps), or None when that cannot be read."""
+    try:
+        with open(smaps) as f:
+            inside = False
+            for line in f:
+                head = line.split(None, 1)[0]
+                if "-" in head and not head.endswith(":"):  # a new mapping
+                    lo, hi = [int(x, 16) for x in head.split("-")]
+                    inside = lo <= address < hi
+                elif inside and head == "AnonHugePages:":
                     return int(line.split()[1]) * 1024
     except (IOError, OSError, ValueError, IndexError):
         return None

@@ -277,7 +277,8 @@ class Writer(object):
             self.open_next()
             self.send((protocol.START, dict(
                 writer_pid=self.pid, sync_mode=self.sync_mode(),
-                preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096))))
+                preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096),
+                buffer_huge_bytes=self.payload.huge_page_bytes())))
             self._reset_interval()
             while not self.should_stop():
                 size = min(chunk, file_bytes - self.file_written)

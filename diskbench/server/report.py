@@ -148,6 +148,9 @@ def client_entry(c):
         os=h.platform, diskbench_version=h.client_version, psutil=h.psutil_version,
         # what the writer really does (start) over what was planned (hello)
         sync=(c.start or h).sync_mode, preallocated=(c.start or h).preallocate,
+        # MiB of the writer's buffer in huge pages (None: unknown); see payload.py
+        buffer_huge_page_mib=_map(metrics.mib, c.start.buffer_huge_bytes)
+        if c.start else None,
         chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
         data_files_max=h.max_files, planned_run_s=h.duration_s,
         state=c.state, state_why=c.reason,
@@ -246,8 +249,9 @@ def render_text(rep):
         lines += [
             "client %s: %s (%s)" % (e["client"], e["state"].upper(), e["state_why"]),
             "  environment: host %s, dir %s, fs %s, python %s, %s, sync %s, "
-            "preallocate %s" % (e["host"], e["target_dir"], e["fs"], e["python"],
-                                e["os"], e["sync"], "yes" if e["preallocated"] else "no"),
+            "preallocate %s, buffer in huge pages %s MiB" % (
+                e["host"], e["target_dir"], e["fs"], e["python"], e["os"], e["sync"],
+                "yes" if e["preallocated"] else "no", _f(e["buffer_huge_page_mib"], "%g")),
             "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
                 _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
                 utc(e["started_ts"]), utc(e["stopped_ts"])),
