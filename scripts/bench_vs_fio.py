@@ -75,6 +75,11 @@ GIB = 1 << 30
 FIO_FIXED = ["--rw=write", "--direct=1", "--ioengine=psync",
              "--file_service_type=sequential", "--openfiles=1", "--fsync_on_close=1",
              "--end_fsync=0", "--unlink=1", "--output-format=json"]
+#: fio's I/O buffer like diskbench's: 2 MiB-aligned (--iomem_align) and in
+#: transparent huge pages (glibc >= 2.35 malloc advises MADV_HUGEPAGE with this
+#: tunable; older glibc ignores it, and the fio_buffer_huge_mib column shows it)
+FIO_HUGE_OPTIONS = ["--iomem_align=2m"]
+FIO_HUGE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 SERVER_START_S = 30
 CLIENT_EXTRA_S = 60        # a client run is killed this long after its duration
 SERVER_END_S = 30          # the server must exit this long after its client did
@@ -158,25 +163,88 @@ def _per_gib(cpu_s, nbytes):
     return cpu_s / (nbytes / GIB) if nbytes and cpu_s is not None else None
 
 
-def fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate):
+def fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate, huge=True):
     return [fio, "--name=diskbench-compare", "--directory=%s" % directory,
             "--bs=%dm" % chunk_mb, "--nrfiles=%d" % nfiles, "--filesize=%dm" % file_mb,
-            "--size=%dm" % (file_mb * nfiles), "--fallocate=%s" % fallocate] + FIO_FIXED
+            "--size=%dm" % (file_mb * nfiles), "--fallocate=%s" % fallocate] + \
+        FIO_FIXED + (FIO_HUGE_OPTIONS if huge else [])
 
 
-def run_fio(fio, directory, chunk_mb, file_mb, nfiles, fallocate):
+def _huge_bytes_of_tree(pid):
+    """AnonHugePages summed over a process and its children (fio forks a job
+    process), or None when /proc cannot tell."""
+    total, found = 0, False
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for line in (_read("/proc/%d/smaps_rollup" % p, "") or "").splitlines():
+            if line.startswith("AnonHugePages:"):
+                total += int(line.split()[1]) * 1024
+                found = True
+        for kids in (_read("/proc/%d/task/%d/children" % (p, p), "") or "").split():
+            todo.append(int(kids))
+    return total if found else None
+
+
+def _device_writes(directory):
+    """(write requests completed, sectors written) of the block device holding
+    ``directory``, from /proc/diskstats (None off Linux)."""
+    st = os.stat(directory)
+    name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (
+        os.major(st.st_dev), os.minor(st.st_dev))))
+    for line in (_read("/proc/diskstats", "") or "").splitlines():
+        f = line.split()
+        if len(f) >= 10 and f[2] == name:
+            return int(f[7]), int(f[9])
+    return None
+
+
+def _device_figures(before, after):
+    """Requests per GiB and mean request size the device saw during a run
+    (everything on that device, journal included: both tools alike)."""
+    if before is None or after is None or after[0] == before[0]:
+        return {"device_requests": None, "device_request_kib": None}
+    n, sectors = after[0] - before[0], after[1] - before[1]
+    return {"device_requests": n, "device_request_kib": sectors * 512.0 / 1024 / n}
+
+
+def run_fio(fio, directory, chunk_mb, file_mb, nfiles, fallocate, huge=True):
     """One fio run; MiB/s = write io_bytes / write runtime."""
-    cmd = fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate)
+    cmd = fio_command(fio, directory, chunk_mb, file_mb, nfiles, fallocate, huge)
+    env = dict(os.environ, **FIO_HUGE_ENV) if huge else None
     cpu0 = _children_cpu_s()
-    out = subprocess.check_output(cmd)
+    dev0 = _device_writes(directory)
+    out_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=out_file, env=env)
+    huge_seen = None
+    while proc.poll() is None:
+        seen = _huge_bytes_of_tree(proc.pid)
+        if seen is not None:
+            huge_seen = max(huge_seen or 0, seen)
+        time.sleep(CPU_POLL_S)
+    if proc.returncode != 0:
+        raise RuntimeError("fio exited %d: %s" % (proc.returncode, " ".join(cmd)))
+    dev = _device_figures(dev0, _device_writes(directory))
     process_cpu_s = _children_cpu_s() - cpu0
-    job = json.loads(out.decode("utf-8"))["jobs"][0]
+    out_file.seek(0)
+    job = json.loads(out_file.read().decode("utf-8"))["jobs"][0]
     write = job["write"]
     seconds = write["runtime"] / 1000.0
     nbytes = write["io_bytes"]
     job_cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100.0 * seconds
+    # time inside the writes: psync completes each I/O in its pwrite, so the
+    # mean total latency x the number of I/Os is the time spent writing; the
+    # rest of the runtime is fsync + close + open between files (rest_s)
+    io_s = write["lat_ns"]["mean"] * write["total_ios"] / 1e9
     return {"mib_s": nbytes / MIB / seconds, "bytes": nbytes, "seconds": seconds,
+            "io_s": io_s, "rest_s": seconds - io_s,
+            "write_only_mib_s": nbytes / MIB / io_s if io_s else None,
+            "latency_p50_ms": write["clat_ns"]["percentile"]["50.000000"] / 1e6,
+            "latency_p99_ms": write["clat_ns"]["percentile"]["99.000000"] / 1e6,
             "fio_reported_bw_mib_s": write["bw_bytes"] / MIB,
+            "buffer_huge_page_mib": huge_seen / MIB if huge_seen is not None else None,
+            "device_requests": dev["device_requests"],
+            "device_request_kib": dev["device_request_kib"],
             "cpu_s_per_gib": _per_gib(job_cpu_s, nbytes),
             "process_cpu_s_per_gib": _per_gib(process_cpu_s, nbytes)}
 
@@ -248,6 +316,7 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
         if preallocate:
             cmd.append("--preallocate")
         cpu0 = _children_cpu_s()
+        dev0 = _device_writes(directory)  # (its start-up probe + calibration too)
         with open(os.path.join(logs, "client.out"), "w") as out:
             client = subprocess.Popen(cmd + [directory], env=env, cwd=REPO,
                                       stdout=out, stderr=subprocess.STDOUT)
@@ -259,6 +328,7 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
         if client.poll() is None:
             client.kill()
         rc = client.wait()
+        dev = _device_figures(dev0, _device_writes(directory))
         tree_cpu_s = _children_cpu_s() - cpu0  # client + every child it reaped
         end = time.time() + SERVER_END_S
         while server.poll() is None and time.time() < end:
@@ -272,6 +342,7 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             report = json.load(f)
         figures = report_figures(report)
         figures["max_files"] = max_files
+        figures.update(dev)
         # the oldest file is deleted before each file beyond max_files is opened
         figures["files_deleted_while_writing"] = max(
             0, figures["rollovers"] + 1 - max_files)
@@ -316,8 +387,10 @@ def report_figures(report):
         else None
     return {"mib_s": mib_s, "bytes": nbytes, "seconds": seconds,
             "sync_mode": client["sync"], "preallocated": client["preallocated"],
+            "buffer_huge_page_mib": client.get("buffer_huge_page_mib"),
             "io_s": io_s, "rollovers": rollovers, "rollover_s": rollover_s,
             "other_s": seconds - io_s - rollover_s if seconds is not None else None,
+            "rest_s": seconds - io_s if seconds is not None else None,
             "write_only_mib_s": nbytes / MIB / io_s if io_s else None,
             "latency_p50_ms": client["latency_ms"]["p50"],
             "latency_p99_ms": client["latency_ms"]["p99"],
@@ -427,6 +500,18 @@ def main(argv=None):
                         "--preallocate); ':rolling' = diskbench with --max-files %d, "
                         "deleting old files while it writes (first --python only)"
                         % ROLLING_MAX_FILES)
+    parser.add_argument("--order", choices=("abba", "ab"), default="abba",
+                        help="abba (default): odd pairs run fio first, even pairs "
+                        "diskbench first, so whatever one run leaves the next "
+                        "(host cache, discards) is paid equally by both; ab: fio "
+                        "always first")
+    parser.add_argument("--fio-buffer", choices=("huge", "default"), default="huge",
+                        help="huge (default): fio's buffer 2 MiB-aligned in "
+                        "transparent huge pages, like diskbench's; default: fio's "
+                        "own malloc buffer (4 KiB pages: request sizes vary run to "
+                        "run)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip the discarded fio run that starts each mode")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("--data-path", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -438,6 +523,7 @@ def main(argv=None):
                      "blocks only)")
 
     fio = ensure_fio()
+    huge_fio = args.fio_buffer == "huge"
     fio_version = subprocess.check_output([fio, "--version"]).decode().strip()
     pythons = [_which(p) if os.sep not in p else os.path.abspath(p)
                for p in args.python or [sys.executable]]
@@ -450,8 +536,10 @@ def main(argv=None):
                              os.path.relpath(os.path.abspath(__file__), REPO)] +
                             (argv if argv is not None else sys.argv[1:])),
         "machine": machine(base), "load_average_start": _load(),
-        "fio": fio_version, "fio_command": " ".join(fio_command(
-            "fio", "DIR", args.chunk_mb, args.file_mb, args.files, "MODE")),
+        "fio": fio_version, "fio_command": " ".join(
+            ["%s=%s" % kv for kv in sorted(FIO_HUGE_ENV.items()) if huge_fio] +
+            fio_command("fio", "DIR", args.chunk_mb, args.file_mb, args.files, "MODE",
+                        huge_fio)), "fio_buffer": args.fio_buffer,
         "chunk_mib": args.chunk_mb, "file_mib": args.file_mb, "fio_files": args.files,
         "unit": "MiB/s = 2^20 bytes per second; CPU s/GiB = CPU seconds per 2^30 "
                 "bytes written",
@@ -478,32 +566,60 @@ def main(argv=None):
                           " (deletes the oldest file while writing)" if rolling
                           else " (keeps every file, like fio)", args.chunk_mb,
                           args.file_mb))
-                print("%4s %10s %10s %7s %8s %8s %10s %10s %6s" % (
-                    "pair", "fio MiB/s", "db MiB/s", "ratio", "fio CPU", "db CPU",
-                    "db io s", "db roll s", "load"))
-                print("%4s %10s %10s %7s %8s %8s %10s %10s %6s" % (
-                    "", "", "", "", "s/GiB", "s/GiB", "(other s)", "", ""))
+                head = "%4s %5s %7s %7s %6s | %6s %6s | %5s %5s | %5s %5s | %4s %4s | %5s %5s"
+                print(head % ("pair", "order", "fio", "db", "ratio", "write", "phase",
+                              "rest", "", "req", "size", "huge", "pgs", "CPU", ""))
+                print(head % ("", "", "MiB/s", "MiB/s", "", "fio", "db", "fio", "db",
+                              "fio", "db", "fio", "db", "fio", "db"))
+                print(head % ("", "", "", "", "", "MiB/s", "MiB/s", "s/GiB", "s/GiB",
+                              "KiB", "KiB", "MiB", "MiB", "s/GiB", "s/GiB"))
+                if args.warmup:
+                    settle()
+                    warm = tempfile.mkdtemp(prefix="warmup-", dir=base)
+                    try:
+                        last_fio_s = run_fio(fio, warm, args.chunk_mb, args.file_mb,
+                                             args.files, fallocate,
+                                             huge_fio)["seconds"]
+                    finally:
+                        shutil.rmtree(warm, ignore_errors=True)
+                else:
+                    last_fio_s = args.min_duration
                 for i in range(args.pairs):
+                    fio_first = i % 2 == 0 or args.order == "ab"
                     load = _load()
                     work = tempfile.mkdtemp(prefix="pair-", dir=base)
                     try:
-                        settle()
-                        a = run_fio(fio, work, args.chunk_mb, args.file_mb, args.files,
-                                    fallocate)
-                        settle()
-                        b = run_diskbench(python, work, args.chunk_mb, args.file_mb,
-                                          max(args.min_duration, a["seconds"]),
-                                          fallocate != "none", max_files)
+                        a = b = None
+                        for tool in ("fio", "db") if fio_first else ("db", "fio"):
+                            settle()
+                            if tool == "fio":
+                                a = run_fio(fio, work, args.chunk_mb, args.file_mb,
+                                            args.files, fallocate, huge_fio)
+                                last_fio_s = a["seconds"]
+                            else:
+                                b = run_diskbench(python, work, args.chunk_mb,
+                                                  args.file_mb,
+                                                  max(args.min_duration, last_fio_s),
+                                                  fallocate != "none", max_files)
                     finally:
                         shutil.rmtree(work, ignore_errors=True)
                         settle()
                     ratio = b["mib_s"] / a["mib_s"]
                     pairs.append({"fio": a, "diskbench": b, "ratio": ratio,
-                                  "load_average": load})
-                    print("%4d %10.1f %10.1f %7.3f %8s %8s %5.2f(%.2f) %10.2f %6.2f" % (
-                        i + 1, a["mib_s"], b["mib_s"], ratio,
-                        _f(a["cpu_s_per_gib"], "%.3f"), _f(b["cpu_s_per_gib"], "%.3f"),
-                        b["io_s"], b["other_s"], b["rollover_s"], load[0]))
+                                  "order": "fio,diskbench" if fio_first
+                                  else "diskbench,fio", "load_average": load})
+                    print("%4d %5s %7.1f %7.1f %6.3f | %6.0f %6.0f | %5.2f %5.2f | "
+                          "%5s %5s | %4s %4s | %5s %5s" % (
+                              i + 1, "AB" if fio_first else "BA", a["mib_s"], b["mib_s"],
+                              ratio, a["write_only_mib_s"], b["write_only_mib_s"],
+                              a["rest_s"] / (a["bytes"] / GIB),
+                              b["rest_s"] / (b["bytes"] / GIB),
+                              _f(a["device_request_kib"], "%.0f"),
+                              _f(b["device_request_kib"], "%.0f"),
+                              _f(a["buffer_huge_page_mib"], "%.0f"),
+                              _f(b["buffer_huge_page_mib"], "%.0f"),
+                              _f(a["cpu_s_per_gib"], "%.3f"),
+                              _f(b["cpu_s_per_gib"], "%.3f")))
                 run = {
                     "python": label, "allocation": fallocate, "mode": mode,
                     "diskbench_max_files": max_files, "pairs": pairs,
@@ -511,6 +627,15 @@ def main(argv=None):
                     "median_fio_mib_s": median([p["fio"]["mib_s"] for p in pairs]),
                     "median_diskbench_mib_s": median([p["diskbench"]["mib_s"]
                                                       for p in pairs]),
+                    "median_fio_write_phase_mib_s": median(
+                        [p["fio"]["write_only_mib_s"] for p in pairs]),
+                    "median_diskbench_write_phase_mib_s": median(
+                        [p["diskbench"]["write_only_mib_s"] for p in pairs]),
+                    "median_fio_rest_s_per_gib": median(
+                        [p["fio"]["rest_s"] / (p["fio"]["bytes"] / GIB) for p in pairs]),
+                    "median_diskbench_rest_s_per_gib": median(
+                        [p["diskbench"]["rest_s"] / (p["diskbench"]["bytes"] / GIB)
+                         for p in pairs]),
                     "median_fio_cpu_s_per_gib": median([p["fio"]["cpu_s_per_gib"]
                                                         for p in pairs]),
                     "median_diskbench_cpu_s_per_gib": median(
