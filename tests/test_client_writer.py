@@ -442,16 +442,21 @@ def test_timed_region_is_only_the_io_whatever_the_clock_says(tmpdir):
     assert [r["close_s"] for r in of(sent, P.ROLLOVER)] == [1.0, 1.0]
 
 
-def test_last_partial_file_is_fsynced_inside_the_last_interval(tmpdir):
+@pytest.mark.parametrize("interval", [1000.0, 0.0])
+def test_last_partial_file_is_fsynced_inside_the_last_interval(tmpdir, interval):
+    """Also when the last chunk ends an interval (interval 0: every chunk does):
+    the stop is decided first, so the fsync + close still lands in a sent one."""
     events = []
     ops = FakeOps(events)
-    w, sent = run_writer(tmpdir, 5, ops, file_bytes=4 * CHUNK)  # 1 full file + 1 chunk
+    w, sent = run_writer(tmpdir, 5, ops, file_bytes=4 * CHUNK,  # 1 full file + 1 chunk
+                         perf_interval_s=interval)
     assert len(of(sent, P.ROLLOVER)) == 1
     last_write = len(events) - 1 - events[::-1].index("write")
     after = events[last_write + 1:]
     # fsync + close of the partial file, then the last perf sample, then cleanup
     assert after[:3] == ["fsync", "close", "send"], after
-    assert of(sent, P.PERF)[-1]["bytes"] == 5 * CHUNK
+    assert sum(p["bytes"] for p in of(sent, P.PERF)) == 5 * CHUNK
+    assert of(sent, P.PERF)[-1]["chunks"] >= 1
     assert w.last_close_s is not None
 
 

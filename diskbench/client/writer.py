@@ -280,7 +280,8 @@ class Writer(object):
                 preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096),
                 buffer_huge_bytes=self.payload.huge_page_bytes())))
             self._reset_interval()
-            while not self.should_stop():
+            stop = self.should_stop()
+            while not stop:
                 size = min(chunk, file_bytes - self.file_written)
                 self.payload.stamp(self.chunks)
                 elapsed = write_chunk(self.fd, buf, size, self.fsync_mode,
@@ -296,10 +297,12 @@ class Writer(object):
                 if self.file_written >= file_bytes:
                     self.rollover()
                 now = self.clock()
-                if now - self.iv_start >= interval:
+                # decide to stop before closing the interval: the last interval
+                # must hold a chunk, or close_last's fsync would fall into an
+                # empty interval that is never sent (and its time be lost)
+                stop = now >= deadline or self.should_stop()
+                if not stop and now - self.iv_start >= interval:
                     self.flush_perf()
-                if now >= deadline:
-                    break
             self.close_last()
             self.flush_perf()
         except OSError as exc:
