@@ -666,7 +666,8 @@ def main(argv=None):
                  run["median_fio_mib_s"], run["median_diskbench_mib_s"]))
     if not os.path.isdir(args.out):
         os.makedirs(args.out)
-    path = os.path.join(args.out, "bench-%s.json" % results["date"][:10])
+    path = os.path.join(args.out, "bench-%s%s.json" % (
+        results["date"][:10], "" if huge_fio else "-fio-default-buffer"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
