@@ -3,6 +3,8 @@ completion rule, GO release, dedup; report arithmetic; recorder ack ordering."""
 import json
 import os
 
+import pytest
+
 from diskbench import metrics, protocol
 from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
@@ -375,6 +377,14 @@ def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
     assert e["throughput_mib_s"]["max"] == 100.0
     assert e["throughput_mib_s"]["p50"] == 20.0            # nearest rank of 2 values
     assert e["written_mib"] == 160.0 and e["perf_interval_count"] == 2
+    # over time: every interval from the first start, and 10 slices of 0.4 s
+    assert e["throughput_timeline"] == [[0.0, 1.0, 100.0], [1.0, 3.0, 20.0]]
+    tenths = e["throughput_tenths_mib_s"]
+    assert len(tenths) == 10
+    assert tenths[:2] == pytest.approx([100.0, 100.0], rel=1e-5)
+    assert tenths[3:] == pytest.approx([20.0] * 7, rel=1e-5)
+    assert tenths[2] == pytest.approx((0.2 * 100 + 0.2 * 20) / 0.4, rel=1e-5)  # straddles 1 s
+    assert sum(t * 0.4 for t in tenths) == pytest.approx(160.0, rel=1e-5)
     assert e["writer_cpu_percent"]["mean"] == 96.0 and e["cpu_bound"] is True
     assert e["writer_rss_mib"] == dict(mean=15.0, max=20.0)
     assert e["dropped_message_count"] == 3

@@ -22,11 +22,15 @@ REPORT_FORMAT = 1
 CPU_BOUND_PERCENT = 90.0
 #: Percentiles reported for chunk latency and for per-interval throughput.
 PCTS = (50, 95, 99)
+#: The text report shows each client's throughput over time in this many slices
+#: (report.json also has every perf interval, ``throughput_timeline``).
+TIMELINE_SLICES = 10
 
 METHOD = (
     "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
     "intervals (its writer's wall time, client clock); per-interval min/p50/p95/p99/max "
-    "are nearest-rank over those intervals. Chunk latency (one timed write, plus fsync "
+    "are nearest-rank over those intervals; throughput over time splits the client's "
+    "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
     "in fsync mode) percentiles come from the client's log-bucket histograms merged "
     "across all its intervals (within ~2.2%), never from averages. The aggregate is "
     "the sum of all clients' bytes in the period when every client that started was "
@@ -79,6 +83,28 @@ def bytes_within(intervals, lo, hi):
         if overlap > 0:
             total += n * overlap / (b - a)
     return total
+
+
+def timeline(intervals):
+    """Every perf interval as [seconds since the first began, length s, MiB/s]."""
+    ordered = sorted(iv for iv in intervals if iv[1] > iv[0])
+    if not ordered:
+        return []
+    t0 = ordered[0][0]
+    return [[round(a - t0, 3), round(b - a, 3), metrics.mib_per_s(n, b - a)]
+            for a, b, n in ordered]
+
+
+def slices(intervals, count=TIMELINE_SLICES):
+    """MiB/s in ``count`` equal slices of the writing span (intervals that
+    straddle a slice edge pro-rated): the shape of the run at a glance."""
+    span = writing_span(intervals)
+    if span is None or span[1] <= span[0]:
+        return []
+    lo, width = span[0], (span[1] - span[0]) / float(count)
+    return [metrics.mib_per_s(bytes_within(intervals, lo + i * width,
+                                           lo + (i + 1) * width), width)
+            for i in range(count)]
 
 
 def writing_span(intervals):
@@ -164,6 +190,8 @@ def client_entry(c):
         rollover_count=len(c.close_times),
         rollover_close_ms=dict(mean=_ms(_mean(c.close_times)),
                                max=_ms(max(c.close_times) if c.close_times else None)),
+        throughput_tenths_mib_s=slices(c.intervals),
+        throughput_timeline=timeline(c.intervals),
         throughput_mib_s=dict(
             mean=mean_tp, min=min(rates) if rates else None,
             p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
@@ -263,6 +291,9 @@ def render_text(rep):
             "  throughput MiB/s: mean %s | per interval min %s p50 %s p95 %s p99 %s "
             "max %s" % tuple(_f(tp[k]) for k in ("mean", "min", "p50", "p95", "p99",
                                                  "max")),
+            "  throughput over time MiB/s (run in %d equal slices): %s" % (
+                TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
+                                          e["throughput_tenths_mib_s"]) or "-"),
             "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%d chunks)" % (
                 _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
                 _f(lat["max"], "%.2f"), lat["samples"]),
