@@ -277,6 +277,32 @@ def test_calibration_writes_like_the_writer_and_removes_its_file(tmpdir):
     assert os.listdir(str(tmpdir)) == []
 
 
+def test_calibration_times_the_rollover_flush_too(tmpdir):
+    """Injected clock: each write 'takes' 1 s, the final fsync + close 2 s; the
+    rate counts both (2 MiB in 4 s), and the flush comes after the last write."""
+    now = [0.0]
+
+    class Ops(W.OsOps):
+        def __init__(self):
+            self.events = []
+
+        def write(self, fd, buf):
+            self.events.append("write")
+            now[0] += 1.0
+            return len(buf)
+
+        def fsync(self, fd):
+            self.events.append("fsync")
+            now[0] += 2.0
+
+    ops = Ops()
+    mib_s = checks.calibrate(str(tmpdir), 1 * MIB, P.SYNC_DIRECT, max_chunks=2,
+                             max_s=100.0, clock=lambda: now[0], ops=ops)
+    assert ops.events == ["write", "write", "fsync"]
+    assert mib_s == 2.0 / 4.0
+    assert os.listdir(str(tmpdir)) == []
+
+
 def test_proc_cpu_sampler_reads_the_given_pid():
     s = procinfo.CpuSampler(os.getpid(), use_psutil=False)
     assert s.source == procinfo.SOURCE_PROC

@@ -157,18 +157,25 @@ def probe_direct(directory, opener=None):
 
 
 def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUNKS,
-              max_s=CALIBRATION_MAX_S, clock=monotonic):
-    """MiB/s of a few chunks written exactly as the writer writes them.
+              max_s=CALIBRATION_MAX_S, clock=monotonic, ops=None):
+    """MiB/s of a few chunks written exactly as the writer writes them, and
+    flushed as a rollover flushes them.
 
     Same open (O_DIRECT or not), same payload, same timed region (write loop,
-    + fsync in fsync mode). The file is removed. Bounded by ``max_chunks`` and
-    ``max_s`` (at least one chunk is written).
+    + fsync in fsync mode), then the timed fsync + close a rollover does: on
+    disks with a volatile write cache that flush can take as long as the
+    writes (half of every file's time on the reference VM), and leaving it
+    out predicted several times more rollovers than a run made. The flush of
+    a few chunks carries the device's fixed flush latency that a whole file
+    spreads thinner, so the figure errs low (the rule refuses early rather
+    than late; --force exists). The file is removed. Bounded by
+    ``max_chunks`` and ``max_s`` (at least one chunk is written).
     """
     from diskbench.client.payload import Payload
     fsync_mode = sync_mode == protocol.SYNC_FSYNC
     path = _probe_path(directory, "calibration")
     payload = Payload(chunk_bytes)
-    ops = writer_mod.OsOps()
+    ops = ops or writer_mod.OsOps()
     fd = None
     io_s, written = 0.0, 0
     started = clock()
@@ -181,6 +188,11 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
             written += chunk_bytes
             if clock() - started >= max_s:
                 break
+        t0 = clock()
+        ops.fsync(fd)
+        ops.close(fd)
+        fd = None
+        io_s += clock() - t0
     except OSError as exc:
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "calibration write in %s failed "
                           "(%s); check the directory and the device"
