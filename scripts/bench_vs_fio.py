@@ -1,13 +1,21 @@
 #!/usr/bin/env python
 """diskbench vs fio, side by side on the same directory (`make bench`).
 
-For each interpreter and each allocation mode (none, posix) run A B A B ...:
-A = fio writing NFILES fresh files of --file-mb sequentially (O_DIRECT, psync,
-bs = chunk), B = a real diskbench server + one client with the same chunk and
-file size, for as long as the fio run before it took. Print MiB/s per pair, the
-ratio, the median ratio, and CPU seconds per GiB; write everything as JSON to
-bench/results/. Disk speed here swings +-25-35% from run to run: that is why
-pairs alternate and the median ratio, not an absolute figure, is the result.
+For each interpreter and each allocation mode (none, posix), after one discarded
+fio warm-up, run pairs A B, B A, A B ...: A = fio writing NFILES fresh files of
+--file-mb sequentially (O_DIRECT, psync, bs = chunk), B = a real diskbench
+server + one client with the same chunk and file size, for as long as the
+latest fio run took. Print MiB/s per pair, the ratio, the median ratio, the
+split into write phase and the rest (flushes, opens), the request size the
+device saw, huge pages of each tool's buffer, and CPU seconds per GiB; write
+everything as JSON to bench/results/. Disk speed here swings +-25-35% from run
+to run: that is why pairs alternate and the median ratio, not an absolute
+figure, is the result.
+
+- Same buffer: diskbench writes from 2 MiB huge pages (payload.py says why);
+  fio gets the same with --iomem_align=2m and glibc's malloc hugetlb tunable
+  (--fio-buffer default gives fio its own 4 KiB-page buffer instead).
+- Same order effects: odd pairs run fio first, even pairs diskbench first.
 
 Like with like (both figures are bytes / wall time of writing, MiB/s = 2^20 B/s):
 - fio: write io_bytes / write runtime. ``--openfiles=1 --fsync_on_close=1``
