@@ -88,6 +88,10 @@ FIO_FIXED = ["--rw=write", "--direct=1", "--ioengine=psync",
 #: tunable; older glibc ignores it, and the fio_buffer_huge_mib column shows it)
 FIO_HUGE_OPTIONS = ["--iomem_align=2m"]
 FIO_HUGE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+#: per tool, "median_TOOL_NAME" in each run's JSON = median of this figure
+MEDIANS = (("mib_s", "mib_s"), ("write_phase_mib_s", "write_only_mib_s"),
+           ("rest_s_per_gib", "rest_s_per_gib"), ("cpu_s_per_gib", "cpu_s_per_gib"),
+           ("process_cpu_s_per_gib", "process_cpu_s_per_gib"))
 SERVER_START_S = 30
 CLIENT_EXTRA_S = 60        # a client run is killed this long after its duration
 SERVER_END_S = 30          # the server must exit this long after its client did
@@ -194,12 +198,16 @@ def _huge_bytes_of_tree(pid):
     return total if found else None
 
 
+def _sysfs_block(directory):
+    """/sys/dev/block/MAJ:MIN of the device holding ``directory``."""
+    st = os.stat(directory)
+    return "/sys/dev/block/%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+
+
 def _device_writes(directory):
     """(write requests completed, sectors written) of the block device holding
     ``directory``, from /proc/diskstats (None off Linux)."""
-    st = os.stat(directory)
-    name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (
-        os.major(st.st_dev), os.minor(st.st_dev))))
+    name = os.path.basename(os.path.realpath(_sysfs_block(directory)))
     for line in (_read("/proc/diskstats", "") or "").splitlines():
         f = line.split()
         if len(f) >= 10 and f[2] == name:
@@ -246,6 +254,7 @@ def run_fio(fio, directory, chunk_mb, file_mb, nfiles, fallocate, huge=True):
     io_s = write["lat_ns"]["mean"] * write["total_ios"] / 1e9
     return {"mib_s": nbytes / MIB / seconds, "bytes": nbytes, "seconds": seconds,
             "io_s": io_s, "rest_s": seconds - io_s,
+            "rest_s_per_gib": _per_gib(seconds - io_s, nbytes),
             "write_only_mib_s": nbytes / MIB / io_s if io_s else None,
             "latency_p50_ms": write["clat_ns"]["percentile"]["50.000000"] / 1e6,
             "latency_p99_ms": write["clat_ns"]["percentile"]["99.000000"] / 1e6,
@@ -399,6 +408,8 @@ def report_figures(report):
             "io_s": io_s, "rollovers": rollovers, "rollover_s": rollover_s,
             "other_s": seconds - io_s - rollover_s if seconds is not None else None,
             "rest_s": seconds - io_s if seconds is not None else None,
+            "rest_s_per_gib": _per_gib(seconds - io_s, nbytes) if seconds is not None
+            else None,
             "write_only_mib_s": nbytes / MIB / io_s if io_s else None,
             "latency_p50_ms": client["latency_ms"]["p50"],
             "latency_p99_ms": client["latency_ms"]["p99"],
@@ -466,8 +477,7 @@ def machine(directory):
             best = parts[1]
             info.update(device=parts[0], mount=parts[1], fs=parts[2],
                         mount_options=parts[3])
-    st = os.stat(directory)
-    sysdev = "/sys/dev/block/%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev))
+    sysdev = _sysfs_block(directory)
     for queue in (sysdev + "/queue", sysdev + "/../queue"):
         lbs = _read(queue + "/logical_block_size")
         if lbs:
@@ -620,8 +630,7 @@ def main(argv=None):
                           "%5s %5s | %4s %4s | %5s %5s" % (
                               i + 1, "AB" if fio_first else "BA", a["mib_s"], b["mib_s"],
                               ratio, a["write_only_mib_s"], b["write_only_mib_s"],
-                              a["rest_s"] / (a["bytes"] / GIB),
-                              b["rest_s"] / (b["bytes"] / GIB),
+                              a["rest_s_per_gib"], b["rest_s_per_gib"],
                               _f(a["device_request_kib"], "%.0f"),
                               _f(b["device_request_kib"], "%.0f"),
                               _f(a["buffer_huge_page_mib"], "%.0f"),
@@ -631,27 +640,11 @@ def main(argv=None):
                 run = {
                     "python": label, "allocation": fallocate, "mode": mode,
                     "diskbench_max_files": max_files, "pairs": pairs,
-                    "median_ratio": median([p["ratio"] for p in pairs]),
-                    "median_fio_mib_s": median([p["fio"]["mib_s"] for p in pairs]),
-                    "median_diskbench_mib_s": median([p["diskbench"]["mib_s"]
-                                                      for p in pairs]),
-                    "median_fio_write_phase_mib_s": median(
-                        [p["fio"]["write_only_mib_s"] for p in pairs]),
-                    "median_diskbench_write_phase_mib_s": median(
-                        [p["diskbench"]["write_only_mib_s"] for p in pairs]),
-                    "median_fio_rest_s_per_gib": median(
-                        [p["fio"]["rest_s"] / (p["fio"]["bytes"] / GIB) for p in pairs]),
-                    "median_diskbench_rest_s_per_gib": median(
-                        [p["diskbench"]["rest_s"] / (p["diskbench"]["bytes"] / GIB)
-                         for p in pairs]),
-                    "median_fio_cpu_s_per_gib": median([p["fio"]["cpu_s_per_gib"]
-                                                        for p in pairs]),
-                    "median_diskbench_cpu_s_per_gib": median(
-                        [p["diskbench"]["cpu_s_per_gib"] for p in pairs]),
-                    "median_fio_process_cpu_s_per_gib": median(
-                        [p["fio"]["process_cpu_s_per_gib"] for p in pairs]),
-                    "median_diskbench_process_cpu_s_per_gib": median(
-                        [p["diskbench"]["process_cpu_s_per_gib"] for p in pairs])}
+                    "median_ratio": median([p["ratio"] for p in pairs])}
+                for tool in ("fio", "diskbench"):
+                    for name, key in MEDIANS:
+                        run["median_%s_%s" % (tool, name)] = median(
+                            [p[tool][key] for p in pairs])
                 results["runs"].append(run)
                 print("median: fio %.1f MiB/s, diskbench %.1f MiB/s, ratio "
                       "diskbench/fio %.3f; CPU s/GiB fio %s, diskbench writer %s "
