@@ -17,13 +17,14 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 lint demo demo2 bench clean env
+.PHONY: help test test3 test2 lint demo demo2 bench clean env mutate
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
 	@echo "make demo    a server and three local clients, then the report (demo2: on 2.7)"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
 	@echo "make lint    byte-compile every file with both interpreters"
+	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
 	@echo "make clean   remove the virtualenvs and caches"
 
 $(V3)/.installed: $(REQS)
@@ -76,6 +77,9 @@ demo: $(V3)/.installed
 
 demo2: $(V2)/.installed
 	$(V2)/bin/python scripts/demo.py
+
+mutate: $(V3)/.installed
+	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python
 
 bench: env
 	$(V3)/bin/python scripts/bench_vs_fio.py --python $(V3)/bin/python --python $(V2)/bin/python

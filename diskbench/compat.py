@@ -168,16 +168,38 @@ def mp_context(method=None):
     return multiprocessing.get_context(method)
 
 
-def wait_readable(objs, timeout):
-    """Return the objects (sockets, pipe Connections) that are readable.
+def _poll(objs, mask, timeout):
+    """The objects (anything with fileno()) ready for ``mask`` within ``timeout``.
 
-    ``multiprocessing.connection.wait`` is 3.3+; select on fileno() works on
-    both for pipes and sockets on POSIX. EINTR counts as "nothing ready".
+    ``select.poll``, not ``select.select``: select refuses descriptors of 1024
+    and above (FD_SETSIZE), which a server with thousands of connections or a
+    client started by one gets. EINTR counts as "nothing ready".
     """
     if not objs:
         return []
+    poller = select.poll()
+    by_fd = {}
+    for obj in objs:
+        fd = obj.fileno()
+        by_fd[fd] = obj
+        poller.register(fd, mask)
     try:
-        ready, _, _ = select.select(objs, [], [], timeout)
+        events = poller.poll(None if timeout is None else max(0, timeout) * 1000.0)
     except InterruptedErrors:
         return []
-    return ready
+    return [by_fd[fd] for fd, _ in events if fd in by_fd]
+
+
+_READ_EVENTS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
+
+
+def wait_readable(objs, timeout):
+    """Return the objects (sockets, pipe Connections) that are readable (or
+    at end of stream / in error: a read then says which)."""
+    return _poll(objs, _READ_EVENTS, timeout)
+
+
+def wait_writable(obj, timeout):
+    """True when ``obj`` (a socket) can take more bytes (or is in error)."""
+    return bool(_poll([obj], _WRITE_EVENTS, timeout))

@@ -71,7 +71,8 @@ def test_server_report_counts_match_what_three_concurrent_clients_sent(procs, tm
     assert totals["finished"] == 3 and totals["rollover_count"] == 6
     assert totals["written_mib"] == metrics.mib(sum(sent.values()))
     # all three wrote from T0; the shortest (4 intervals) bounds the common period
-    assert rep["aggregate"]["period_s"] == 4.0
+    # (on the server's clock: each client's offset estimate moves it by its delay)
+    assert abs(rep["aggregate"]["period_s"] - 4.0) < 0.05
     assert abs(rep["aggregate"]["throughput_mib_s"] - (7 + 8 + 9)) < 1e-9
     assert rep["aggregate"]["first_done"]["client"] == "node0"
     assert rep["aggregate"]["last_done"]["client"] == "node2"

@@ -230,8 +230,8 @@ def test_registry_go_at_once_without_expected_clients():
     q = Peer(r2, "b")
     m = q.msg(protocol.HELLO, **hello_fields())
     r2.hello(m, T0, q.conn, "peer", q.sender)
-    upto, go = r2.recorded("b", m.seq)
-    assert upto == 1 and [n for n, _ in go] == ["b"]
+    go = r2.recorded("b", m.seq)
+    assert [n for n, _ in go] == ["b"]
 
 
 def test_registry_go_held_until_n_hellos():
@@ -241,7 +241,7 @@ def test_registry_go_held_until_n_hellos():
     for p in peers:
         m = p.msg(protocol.HELLO, **hello_fields(pid=p.pid))
         r.hello(m, T0, p.conn, "peer", p.sender)
-        gos.append([n for n, _ in r.recorded(p.name, m.seq)[1]])
+        gos.append([n for n, _ in r.recorded(p.name, m.seq)])
     assert gos == [[], [], ["a", "b", "c"]]
 
 
@@ -257,12 +257,12 @@ def test_registry_start_timeout_releases_go_to_those_present():
     b = Peer(r, "b", pid=2)
     m = b.msg(protocol.HELLO, **hello_fields(pid=2))
     r.hello(m, T0, b.conn, "peer", b.sender)
-    assert [n for n, _ in r.recorded("b", m.seq)[1]] == ["b"]  # late: at once
+    assert [n for n, _ in r.recorded("b", m.seq)] == ["b"]  # late: at once
 
 
 # --- completion ------------------------------------------------------------------------
 def test_completion_with_expected_clients_needs_n_hellos_and_all_terminal():
-    r, _ = _registry(expected_clients=2)
+    r, clock = _registry(expected_clients=2)
     assert not r.is_complete()
     a = Peer(r, "a")
     a.hello()
@@ -273,8 +273,14 @@ def test_completion_with_expected_clients_needs_n_hellos_and_all_terminal():
     b.hello()
     assert not r.is_complete()       # b still joined
     r.connection_closed("b", b.conn, said_bye=False)
+    grace = r.rejoin_grace_for(r.clients["b"])
+    assert grace == reg.REJOIN_GRACE_TIMEOUTS * 10.0
+    clock.t += grace - 0.1
+    assert not r.is_complete()       # b went away, but may still come back
+    clock.t += 0.2
     assert r.is_complete()
     assert not r.all_finished()
+    assert any("--rejoin-grace" in n for n in r.notes)
 
 
 def test_completion_without_expected_clients_waits_idle_timeout():
@@ -310,7 +316,7 @@ def test_completion_waits_for_the_stop_summary_of_a_failed_connected_client():
 
 
 def test_completion_gives_up_on_a_missing_summary_after_the_grace():
-    r, clock = _registry(expected_clients=2)
+    r, clock = _registry(expected_clients=2, rejoin_grace=1.0)
     a, b = Peer(r, "a"), Peer(r, "b")
     for p in (a, b):
         p.hello()
@@ -622,6 +628,8 @@ def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
     r2.resumed("the server restarted")
     assert not r2.is_complete()
     clock2.t += 10.5
+    assert not r2.is_complete()                       # within --rejoin-grace
+    clock2.t += r2.rejoin_grace_for(r2.clients["a"]) - 10.0
     assert r2.is_complete()
 
 

@@ -10,12 +10,12 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.server.master import FinishedRun, Master
 
 SECRET_ENV = "DISKBENCH_SECRET"
 DEFAULT_LOG_DIR = "diskbench-logs"
-DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0   # 3 x the client's 5 s heartbeat
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
@@ -23,6 +23,8 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_MAX_PER_ADDRESS = 64
 DEFAULT_MAX_CLIENTS = 1000
 PROG = "python -m diskbench.server"
+#: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
+MAX_SECONDS = 30 * 24 * 3600
 
 
 class _Usage(Exception):
@@ -39,8 +41,9 @@ def _positive(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds, got %s" % text)
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
+                                         "(30 days), got %s" % (MAX_SECONDS, text))
     return value
 
 
@@ -91,16 +94,27 @@ def build_parser():
     p.add_argument("--clients", type=_count, default=None, metavar="N",
                    help="expect N clients: hold 'go' until N said hello (or "
                    "--start-timeout), finish when all N are done")
-    p.add_argument("--heartbeat-timeout", type=_positive,
-                   default=DEFAULT_HEARTBEAT_TIMEOUT_S, metavar="SECONDS",
-                   help="a client silent this long is marked went away (default: "
-                   "%(default)s, 3 x the client's heartbeat)")
+    p.add_argument("--heartbeat-timeout", type=_positive, default=None,
+                   metavar="SECONDS", help="a client silent this long is marked went "
+                   "away (default: %d x the heartbeat interval each client announces)"
+                   % reg.HEARTBEAT_LIVENESS)
+    p.add_argument("--rejoin-grace", type=_positive, default=None, metavar="SECONDS",
+                   help="how long the run waits for a went-away client to come back "
+                   "before it may complete (default: %d x that client's went-away "
+                   "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
+    p.add_argument("--stall-timeout", type=_positive, default=reg.STALL_TIMEOUT_S,
+                   metavar="SECONDS", help="a client whose heartbeat says its writer "
+                   "made no progress this long is shown stalled (default: %(default)s)")
+    p.add_argument("--require-all", action="store_true",
+                   help="with --clients N: abort the run if fewer than N said hello "
+                   "within --start-timeout (default: go on with those present)")
     p.add_argument("--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT_S,
                    metavar="SECONDS", help="without --clients: finish when all clients "
                    "are done and nothing new happened for this long (default: %(default)s)")
     p.add_argument("--start-timeout", type=_positive, default=DEFAULT_START_TIMEOUT_S,
                    metavar="SECONDS", help="with --clients: send 'go' to the clients "
-                   "present this long after the first hello (default: %(default)s)")
+                   "present this long after the first hello, and complete when they "
+                   "are done (default: %(default)s)")
     p.add_argument("--shutdown-grace", type=_positive, default=DEFAULT_SHUTDOWN_GRACE_S,
                    metavar="SECONDS", help="on SIGINT/SIGTERM: how long to wait for "
                    "clients' stop summaries before the report (default: %(default)s)")

@@ -19,13 +19,12 @@ complete a line at least every --read-timeout.
 """
 import errno
 import logging
-import select
 import socket
 import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import monotonic, socketserver
+from diskbench.compat import monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
 
 #: A connection that sends nothing for this long is closed (its client, if it
@@ -66,6 +65,11 @@ class Handler(socketserver.StreamRequestHandler):
         self.rejections = 0
         self.expired = None           # (kind, reason) once the master cut us off
         self.send_dead = False        # a send stalled or failed: no more sends
+        # Highest seq handed to the recorder on this connection (handler
+        # thread). Acks are per connection: an ack says "every seq you sent on
+        # this connection up to here is recorded", whatever another peer
+        # claiming the same name sends on its own connection.
+        self.queued_upto = 0
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
         ctx.connection_started(self)
@@ -89,6 +93,12 @@ class Handler(socketserver.StreamRequestHandler):
             self.registry.connection_closed(self.name, self.conn_id, self.said_bye)
             log.info("connection %d from %s (%s) closed", self.conn_id, self.peer,
                      self.name or "no hello")
+
+    def extend_deadline(self, gap):
+        """The server was paused for ``gap`` s: that time is not the peer's."""
+        deadline = self.deadline
+        if deadline is not None:
+            self.deadline = deadline + gap
 
     def expire_if_due(self, now):
         """Master tick: close the connection when its deadline passed. True if so."""
@@ -206,10 +216,18 @@ class Handler(socketserver.StreamRequestHandler):
         return True
 
     def _record_or_reack(self, msg, recv_ts, outcome):
+        if outcome == reg.SEQ_JUMP:
+            # Never acknowledged: the client keeps it and says so at its end.
+            self._rejected(reg.REJECT_SEQ_JUMP, "%s #%d of %s is further ahead of its "
+                           "last seq than it could have sent; not recorded, not "
+                           "acknowledged" % (msg.type, msg.seq, msg.name))
+            return
+        self.queued_upto = max(self.queued_upto, msg.seq)
+        upto = self.queued_upto
         if outcome == reg.NEW:
             seq = msg.seq
             self.ctx.recorder.record(protocol.record(msg, recv_ts, self.peer),
-                                     on_written=lambda: self._recorded(seq),
+                                     on_written=lambda: self._recorded(seq, upto),
                                      key=self.conn_id)
         else:
             if self.ctx.secret and msg.type != protocol.HELLO:
@@ -221,13 +239,15 @@ class Handler(socketserver.StreamRequestHandler):
             else:
                 log.info("duplicate %s #%d from %s (%s) ignored (re-acked)", msg.type,
                          msg.seq, self.name, self.peer)
-            self._recorded(0)
+            # Acked once whatever was queued before it is written (the first
+            # copy may still be on its way to disk from an older connection).
+            self.ctx.recorder.call_after(lambda: self._recorded(0, upto),
+                                         key=self.conn_id)
 
-    def _recorded(self, seq):
+    def _recorded(self, seq, upto):
         """Recorder callback: ack what is written; send GO where it is due."""
-        upto, go_list = self.registry.recorded(self.name, seq)
-        if upto:
-            self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
+        go_list = self.registry.recorded(self.name, seq)
+        self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
         for _name, sender in go_list:
             sender(protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id))
 
@@ -262,7 +282,7 @@ def _send_bounded(sock, data, limit):
     view = memoryview(data)
     while len(view):
         left = deadline - monotonic()
-        if left <= 0 or not select.select([], [sock], [], left)[1]:
+        if left <= 0 or not wait_writable(sock, left):
             raise socket.timeout("peer has not read for %g s" % limit)
         try:
             sent = sock.send(view, socket.MSG_DONTWAIT)

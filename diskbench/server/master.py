@@ -12,10 +12,12 @@ is resumed: every record is replayed into the registry and the run goes on
 appending to the same files (a server killed mid-run loses nothing it
 acknowledged). A log dir holding a finished run (report.json) is refused.
 """
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -36,13 +38,27 @@ RUN_MARKER = "run.json"
 #: every LIMIT_LOG_EVERY.
 LIMIT_LOG_MAX = 20
 LIMIT_LOG_EVERY = 1000
+#: A gap this long between two ticks means the server itself did not run
+#: (SIGSTOP, a frozen VM, starvation): every deadline is moved by the gap.
+PAUSE_GAP_S = 2.0
+#: accept() failing for want of file descriptors: wait this long before the
+#: next try, doubling up to ACCEPT_BACKOFF_MAX_S (instead of spinning).
+ACCEPT_BACKOFF_S = 0.05
+ACCEPT_BACKOFF_MAX_S = 1.0
+#: File descriptors kept for everything but connections (logs, listener,
+#: report files, libraries).
+FD_RESERVE = 32
+#: Signals that end the run with a report: SIGHUP is an ssh session dropping.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 log = logging.getLogger("diskbench.server")
 event = logging.getLogger("diskbench.server.event")
 
 EXIT_MEANING = {
     exitcodes.OK: "every client finished",
-    exitcodes.SERVER_INCOMPLETE: "a client went away, failed or never finished",
+    exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
+                                 "came",
     exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
 }
 
@@ -61,10 +77,32 @@ class TCPServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, address, ctx):
         self.ctx = ctx
+        self.accept_failures = 0      # in the current burst of failed accepts
+        # The accept queue holds a whole storm of clients connecting at once
+        # (the kernel caps it at net.core.somaxconn).
+        self.request_queue_size = max(self.request_queue_size, ctx.max_connections)
         self.conn_lock = threading.Lock()
         self.open_conns = {}          # accepted socket -> peer address
         self.per_address = {}         # peer address -> open connections
         socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
+
+    def get_request(self):
+        """accept(), backing off while file descriptors are exhausted: the
+        listening socket stays readable, so retrying at once would spin."""
+        try:
+            request = socketserver.ThreadingTCPServer.get_request(self)
+        except socket.error as exc:
+            if getattr(exc, "errno", None) not in _FD_ERRNOS:
+                raise
+            self.accept_failures += 1
+            self.ctx.accept_failed(exc, self.accept_failures)
+            time.sleep(min(ACCEPT_BACKOFF_MAX_S,
+                           ACCEPT_BACKOFF_S * 2 ** min(self.accept_failures - 1, 10)))
+            raise
+        if self.accept_failures:
+            self.ctx.accept_recovered(self.accept_failures)
+            self.accept_failures = 0
+        return request
 
     def verify_request(self, request, client_address):
         address = client_address[0]
@@ -123,7 +161,10 @@ class Master(object):
         self.registry = reg.Registry(
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
-            max_clients=getattr(args, "max_clients", None))
+            max_clients=getattr(args, "max_clients", None),
+            rejoin_grace=getattr(args, "rejoin_grace", None),
+            stall_timeout=getattr(args, "stall_timeout", reg.STALL_TIMEOUT_S),
+            require_all=getattr(args, "require_all", False))
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
         self.signalled = None
@@ -135,6 +176,48 @@ class Master(object):
         self.conn_lock = threading.Lock()
         self.connections = {}         # conn_id -> live Handler (deadlines)
         self.limit_counts = {}
+        self.last_tick = None         # monotonic() of the previous tick
+        self.pauses = []              # report sentences, one per server pause
+        self.fit_fd_limit()
+
+    def fit_fd_limit(self):
+        """Raise RLIMIT_NOFILE as far as allowed; if it still cannot hold
+        --max-connections, lower that and say so (a refused connection is
+        better than accept() failing for everyone)."""
+        try:
+            import resource
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        want = self.max_connections + FD_RESERVE
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+        if soft != resource.RLIM_INFINITY and soft < want:
+            fit = max(1, soft - FD_RESERVE)
+            self.startup_warnings.append(
+                "the open-file limit is %d (hard limit %s), too low for "
+                "--max-connections %d: using --max-connections %d; raise it with "
+                "'ulimit -n %d' (as root if needed)" % (
+                    soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
+                    self.max_connections, fit, want))
+            self.max_connections = fit
+
+    def accept_failed(self, exc, failures):
+        """accept() failed for want of descriptors: count it, log once a burst."""
+        self.registry.count_rejected(reg.REJECT_FD_EXHAUSTED)
+        if failures == 1:
+            log.warning("cannot accept connections: %s (out of file descriptors); "
+                        "backing off and retrying; raise 'ulimit -n' or lower "
+                        "--max-connections", getattr(exc, "strerror", None) or exc)
+
+    def accept_recovered(self, failures):
+        log.warning("accepting connections again after %d failed accepts (out of file "
+                    "descriptors)", failures)
 
     # --- start-up (errors become exit codes in __main__) ------------------------------
     def open_logs(self):
@@ -257,7 +340,7 @@ class Master(object):
         self.recorder.start()
         self._setup_logging()
         old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             old[sig] = signal.signal(sig, self._on_signal)
         if self.started is None:
             self.started = self.wall()
@@ -307,12 +390,35 @@ class Master(object):
         now = monotonic()
         with self.conn_lock:
             handlers = list(self.connections.values())
+        gap = 0.0 if self.last_tick is None else now - self.last_tick - TICK_S
+        self.last_tick = now
+        if gap >= PAUSE_GAP_S:
+            self._paused(gap, handlers)
         for handler in handlers:
             handler.expire_if_due(now)
         self.registry.check_liveness()
         go = protocol.make(protocol.GO, protocol.S2C, run_id=self.run_id)
         for _name, sender in self.registry.release_go():
             sender(go)
+        if self.registry.require_all and self.registry.short_start and \
+                self.registry.aborted is None:
+            why = ("only %s expected clients said hello within --start-timeout %g s "
+                   "and --require-all is set" % (self.registry.short_start,
+                                                 self.registry.start_timeout))
+            stop = protocol.make(protocol.STOP, protocol.S2C, reason=why)
+            for _name, sender in self.registry.abort(why):
+                sender(stop)
+
+    def _paused(self, gap, handlers):
+        """The server did not run for ``gap`` s: nobody is blamed for it."""
+        log.warning("the server did not run for %.1f s (stopped, frozen or starved): "
+                    "moving every client's deadline by that much", gap)
+        self.pauses.append("the server itself did not run for %.1f s at %s (stopped, "
+                           "frozen or starved); clients' deadlines were moved by that "
+                           "much" % (gap, report_mod.utc(self.wall() - gap)))
+        self.registry.server_paused(gap)
+        for handler in handlers:
+            handler.extend_deadline(gap)
 
     def _interrupted(self):
         name = _signal_name(self.signalled)
@@ -332,7 +438,7 @@ class Master(object):
     def _exit_code(self):
         if self.signalled is not None:
             return exitcodes.SERVER_INTERRUPTED
-        if self.registry.all_finished():
+        if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
         return exitcodes.SERVER_INCOMPLETE
 
@@ -343,6 +449,11 @@ class Master(object):
         if self.resumed:
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
+        warnings += self.pauses + view.notes
+        warnings += ["client %s's clock is %+.1f s off the server's: its times are put "
+                     "on the server's clock" % (c.name, c.clock_offset_s)
+                     for c in view.clients if c.clock_offset_s is not None and
+                     abs(c.clock_offset_s) > reg.CLOCK_SKEW_WARN_S]
         trouble = self.recorder.trouble()
         if trouble:
             warnings.append(trouble)
@@ -370,5 +481,5 @@ class _Mute(logging.Filter):
 
 
 def _signal_name(signum):
-    return {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}.get(
-        signum, "signal %s" % signum)
+    return {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM",
+            signal.SIGHUP: "SIGHUP"}.get(signum, "signal %s" % signum)

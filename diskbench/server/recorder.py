@@ -34,7 +34,7 @@ PERF_LOG = "perf.jsonl"
 BATCH_MAX = 1000
 
 _STOP = object()
-_LOG, _RECORD, _MARK = 1, 2, 3
+_LOG, _RECORD, _MARK, _CALL = 1, 2, 3, 4
 
 
 class Recorder(object):
@@ -72,6 +72,11 @@ class Recorder(object):
         runs (one ack per connection per batch, naming the highest seq).
         """
         self.queue.put((_RECORD, obj, (key, on_written) if on_written else None))
+
+    def call_after(self, on_written, key=None):
+        """Run ``on_written()`` once everything queued before it is written
+        (the same per-``key`` rule as ``record``)."""
+        self.queue.put((_CALL, None, (key, on_written)))
 
     def drain(self, timeout=30.0):
         """Wait until everything queued so far is written (or failed to be)."""
@@ -126,7 +131,7 @@ class Recorder(object):
                 continue
             if kind == _LOG:
                 lines[SERVER_LOG].append(as_bytes(payload.rstrip("\n") + "\n"))
-            else:
+            elif kind == _RECORD:
                 lines[PERF_LOG].append(as_bytes(json.dumps(
                     payload, sort_keys=True, separators=(",", ":")) + "\n"))
             if on_written is not None:

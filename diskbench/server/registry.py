@@ -5,12 +5,21 @@ States and the transitions between them are written down here and only here
 
      hello          start            stop(duration|server)
      -----> JOINED -------> RUNNING ----------------------> FINISHED
-              |               |   \\--- error(fatal) / stop(error|signal) --> FAILED
+              |             |    ^  \\--- error(fatal) / stop(error|signal) --> FAILED
+              |   heartbeat:|    |progress again
+              |  no progress v    |
+              |           STALLED (live: the writer makes no progress)
               |               |
-              |   silent for --heartbeat-timeout, or TCP closed while not terminal
+              |   silent for its went-away timeout, or TCP closed while not terminal
               +---------------+------------------------------> WENT_AWAY
                            any message from it again ------> back to where it was
                                                             (logged "reconnected")
+
+A client's went-away timeout is HEARTBEAT_LIVENESS missed beats of the
+heartbeat interval it announced in hello (--heartbeat-timeout overrides it).
+A went-away client may come back within --rejoin-grace: until then the run
+is not complete. Dedup is by the set of seqs seen (``seqset``), and a seq may
+not jump further ahead than a client could have sent (``max_seq_jump``).
 
 Liveness and completion read an injected ``clock`` (monotonic seconds), so
 tests drive them without sleeping. Wall-clock times (``recv_ts``) are passed
@@ -23,20 +32,23 @@ import threading
 
 from diskbench import metrics, protocol
 from diskbench.compat import monotonic
+from diskbench.server.seqset import SeqSet
 
 JOINED = "joined"
 RUNNING = "running"
+STALLED = "stalled"
 FINISHED = "finished"
 FAILED = "failed"
 WENT_AWAY = "went away"
-STATES = (JOINED, RUNNING, FINISHED, FAILED, WENT_AWAY)
-LIVE = (JOINED, RUNNING)
+STATES = (JOINED, RUNNING, STALLED, FINISHED, FAILED, WENT_AWAY)
+LIVE = (JOINED, RUNNING, STALLED)
 TERMINAL = (FINISHED, FAILED, WENT_AWAY)
 
 _ALLOWED = {
     JOINED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
-    RUNNING: (FINISHED, FAILED, WENT_AWAY),
-    WENT_AWAY: (JOINED, RUNNING),   # back where it was, when it speaks again
+    RUNNING: (STALLED, FINISHED, FAILED, WENT_AWAY),
+    STALLED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
+    WENT_AWAY: (JOINED, RUNNING, STALLED),   # back where it was, when it speaks again
     FINISHED: (),
     FAILED: (),
 }
@@ -46,6 +58,7 @@ NEW = "new"               # first time this seq is seen: record it and apply it
 DUPLICATE = "duplicate"   # seq already seen: re-ack, do not record or apply
 NOT_BOUND = "not-bound"   # no accepted hello on this connection (or another name)
 REJECT = "reject"         # hello refused (name already used by another process)
+SEQ_JUMP = "seq-jump"     # seq further ahead than the client could have sent: refused
 
 # Server-side rejection kinds (besides protocol.ProtocolError kinds).
 REJECT_NO_HELLO = "no-hello"            # a message before any hello on the connection
@@ -56,7 +69,31 @@ REJECT_REPLAY = "replay"                # an already-recorded seq from a strange
 REJECT_TOO_MANY_CLIENTS = "too-many-clients"          # --max-clients names
 REJECT_TOO_MANY_CONNECTIONS = "too-many-connections"  # --max-connections
 REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
+REJECT_SEQ_JUMP = "seq-jump"            # a seq too far ahead of the client's last
+REJECT_FD_EXHAUSTED = "fd-exhausted"    # accept() failed: out of file descriptors
 
+#: A client is went away after this many heartbeat intervals (its own, from
+#: hello) without any message, unless --heartbeat-timeout gives a fixed time.
+HEARTBEAT_LIVENESS = 3
+#: The heartbeat interval assumed for a client whose hello announced none.
+DEFAULT_HEARTBEAT_S = 5.0
+#: Least went-away timeout, whatever interval a client announces.
+MIN_WENT_AWAY_S = 1.0
+#: Default --rejoin-grace, in went-away timeouts of the client: how long a run
+#: waits for a went-away client to come back before it may complete.
+REJOIN_GRACE_TIMEOUTS = 2
+#: A seq may be at most this much ahead of the client's highest one ...
+SEQ_JUMP_BASE = 1000
+#: ... plus this many per second since its last message (a client sends a
+#: few per second; the rest of a gap is what it dropped while cut off).
+SEQ_RATE_MAX = 200
+#: The default --stall-timeout: a heartbeat saying the writer made no
+#: progress for this long marks the client STALLED.
+STALL_TIMEOUT_S = 30.0
+#: Clocks differing by more than this (client vs server) are warned about.
+CLOCK_SKEW_WARN_S = 1.0
+#: Messages seen before a skew is said live (early ones may have queued).
+SKEW_SAMPLES_MIN = 10
 #: A client that failed (fatal error) but is still connected gets this long to
 #: deliver its stop summary before the run may complete without it.
 SUMMARY_GRACE_S = 10.0
@@ -79,7 +116,8 @@ class Client(object):
         self.previous_state = None    # where a WENT_AWAY client goes back to
         self.conn_id = None           # the connection currently speaking for it
         self.sender = None            # callable(Message) on that connection
-        self.last_seq = 0             # highest seq accepted (dedup / replay rule)
+        self.seen = SeqSet()          # every seq accepted (dedup / replay rule)
+        self.last_seq = 0             # highest seq accepted
         self.recorded_seq = 0         # highest seq the recorder wrote (acks)
         self.first_ts = recv_ts
         self.last_ts = recv_ts
@@ -108,6 +146,15 @@ class Client(object):
         self.restart_pending = False  # known from a resumed run, not back yet
         self.texts_dropped = 0        # errors/notes beyond KEEP_TEXTS_MAX
         self.terminal_at = None       # clock() when it reached a terminal state
+        self.said_bye = False         # it left on purpose: no rejoin expected
+        self.takeovers = 0            # hellos on a new connection while one was open
+        self.seq_jumps = 0            # messages refused for a seq too far ahead
+        # How far the client's clock is ahead of the server's: the largest
+        # send time minus receive time seen (network delay only lowers it).
+        self.clock_offset_s = None
+        self.skew_warned = False
+        hb = getattr(hello, "heartbeat_interval_s", None)
+        self.heartbeat_interval_s = hb if hb else None
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -121,6 +168,7 @@ class Client(object):
         view.notes = list(self.notes)
         view.hist = metrics.LatencyHistogram()
         view.hist.merge(self.hist)
+        view.seen = None
         return view
 
 
@@ -138,16 +186,26 @@ class RunView(object):
 class Registry(object):
     """All clients of one run; thread-safe (one lock); clock injected."""
 
-    def __init__(self, expected_clients=None, heartbeat_timeout=15.0, idle_timeout=5.0,
-                 start_timeout=60.0, clock=monotonic, max_clients=None):
+    def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
+                 start_timeout=60.0, clock=monotonic, max_clients=None,
+                 rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False):
         self.lock = threading.RLock()
         self.clock = clock
         self.expected_clients = expected_clients
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_timeout = heartbeat_timeout   # None: per client, from hello
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
+        self.rejoin_grace = rejoin_grace             # None: per client, derived
+        self.stall_timeout = stall_timeout
+        self.require_all = require_all
+        self.short_start = None       # "k of N": go released by --start-timeout
+        self.aborted = None           # why the run was aborted (--require-all)
+        self.paused_s = 0.0           # time the server itself was stopped/starved
+        self.notes = []               # sentences for the report (said once each)
         self.clients = {}
         self.order = []               # names in hello order
+        self.order_index = {}         # name -> position in order
+        self._waiting = set()         # names of clients waiting for GO
         self.rejected = {}            # kind -> count
         self._conn_ids = itertools.count(1)
         self.connections = 0
@@ -173,7 +231,7 @@ class Registry(object):
                 return  # not bound, or a newer connection speaks for it
             client.sender = None
             client.conn_id = None
-            client.awaiting_go = False
+            self._awaiting(client, False)
             if client.state in LIVE:
                 why = ("connection closed after bye but before stop" if said_bye
                        else "connection closed without stop")
@@ -200,6 +258,7 @@ class Registry(object):
                         "ask its operator to raise --max-clients" % len(self.clients))
                 client = Client(msg.name, msg, recv_ts, peer)
                 self.clients[msg.name] = client
+                self.order_index[msg.name] = len(self.order)
                 self.order.append(msg.name)
                 if self.first_hello is None:
                     self.first_hello = self.clock()
@@ -210,13 +269,18 @@ class Registry(object):
             else:
                 same = (client.hello.hostname, client.hello.pid) == (msg.hostname, msg.pid)
                 if not same:
+                    # Never say who owns the name: that would tell a peer what
+                    # to claim in order to take it over.
                     self.count_rejected(REJECT_NAME_IN_USE)
+                    log.warning("refused a hello as %s from %s (host %s pid %s): the "
+                                "name belongs to another process of this run", msg.name,
+                                peer, msg.hostname, msg.pid)
                     return REJECT, (
-                        "client name %r is already used in this run by pid %s on %s; "
-                        "give each client its own name" % (
-                            msg.name, client.hello.pid, client.hello.hostname))
+                        "client name %r is already used in this run by another "
+                        "process; give each client its own name (--name)" % msg.name)
                 if client.conn_id != conn_id:
                     if client.conn_id is not None:
+                        client.takeovers += 1
                         log.warning(
                             "hello of %s on connection %d from %s while connection %d "
                             "from %s is still open: a reconnect, or a replay of its "
@@ -230,7 +294,7 @@ class Registry(object):
             client.conn_id = conn_id
             client.sender = sender
             if client.state in LIVE:
-                client.awaiting_go = True  # GO again after a reconnect (ignored by it)
+                self._awaiting(client, True)  # GO again after a reconnect (ignored by it)
             return self._accept_locked(client, msg, recv_ts), None
 
     def accept(self, msg, recv_ts, conn_id):
@@ -246,16 +310,40 @@ class Registry(object):
             return self._accept_locked(client, msg, recv_ts)
 
     def _accept_locked(self, client, msg, recv_ts):
-        client.last_seen = self.clock()
-        if msg.seq <= client.last_seq:
+        if msg.seq in client.seen:
+            client.last_seen = self.clock()
             client.duplicates += 1
             return DUPLICATE
-        client.last_seq = msg.seq
+        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or \
+                not client.seen.can_add(msg.seq):
+            client.seq_jumps += 1
+            return SEQ_JUMP
+        client.last_seen = self.clock()
+        client.seen.add(msg.seq)
+        client.last_seq = client.seen.high
         client.last_ts = recv_ts
         client.messages += 1
+        self._clock_sample(client, msg.ts - recv_ts)
         apply = getattr(self, _APPLY.get(msg.type, "_apply_other"))
         apply(client, msg, recv_ts)
         return NEW
+
+    @staticmethod
+    def max_seq_jump(client, recv_ts):
+        """How far past its highest seq a client's next seq may be: what it
+        could have sent (and dropped) since its last message, with slack."""
+        since = max(0.0, recv_ts - client.last_ts) if client.last_seq else 0.0
+        return SEQ_JUMP_BASE + int(SEQ_RATE_MAX * since)
+
+    def _clock_sample(self, client, ahead_s):
+        if client.clock_offset_s is None or ahead_s > client.clock_offset_s:
+            client.clock_offset_s = ahead_s
+        if not client.skew_warned and abs(client.clock_offset_s) > CLOCK_SKEW_WARN_S \
+                and client.messages >= SKEW_SAMPLES_MIN:
+            client.skew_warned = True
+            event.info("client %s: its clock is %+.1f s off the server's (or its "
+                       "messages are that late); its times are put on the server's "
+                       "clock in the report", client.name, client.clock_offset_s)
 
     def is_replay(self, msg, conn_id):
         """True when ``msg`` repeats a recorded seq of a client that speaks on
@@ -263,7 +351,7 @@ class Registry(object):
         with self.lock:
             client = self.clients.get(msg.name)
             return client is not None and client.conn_id != conn_id and \
-                msg.seq <= client.last_seq
+                msg.seq in client.seen
 
     def current_peer(self, name):
         """(conn_id, peer) of the connection speaking for ``name`` now."""
@@ -281,6 +369,7 @@ class Registry(object):
                     return False  # no hello on record: cannot be a client of this run
                 client = Client(msg.name, msg, recv_ts, None)
                 self.clients[msg.name] = client
+                self.order_index[msg.name] = len(self.order)
                 self.order.append(msg.name)
             if self._accept_locked(client, msg, recv_ts) != NEW:
                 return False
@@ -301,7 +390,7 @@ class Registry(object):
             if self.clients:
                 self.first_hello = now
             for client in self.clients.values():
-                client.awaiting_go = False
+                self._awaiting(client, False)
                 if client.state in LIVE:
                     self._transition(client, WENT_AWAY, reason)
                     client.went_away_count -= 1  # the server went away, not the client
@@ -312,13 +401,24 @@ class Registry(object):
                 self.go_released = True
 
     def recorded(self, name, seq):
-        """The recorder wrote ``seq`` of ``name``. Returns (ack upto, [(name, sender)] to GO)."""
+        """The recorder wrote ``seq`` of ``name``. Returns [(name, sender)] to GO.
+
+        Cheap: only clients still waiting for GO are looked at.
+        """
         with self.lock:
             client = self.clients.get(name)
             if client is None:
-                return seq, []
+                return []
             client.recorded_seq = max(client.recorded_seq, seq)
-            return client.recorded_seq, self._go_list_locked()
+            return self._go_list_locked() if self._waiting else []
+
+    def _awaiting(self, client, flag):
+        """The one place a client starts or stops waiting for GO."""
+        client.awaiting_go = flag
+        if flag:
+            self._waiting.add(client.name)
+        else:
+            self._waiting.discard(client.name)
 
     def ack_point(self, name):
         """Highest recorded seq of ``name`` (what a re-ack says)."""
@@ -351,6 +451,13 @@ class Registry(object):
 
     def _apply_heartbeat(self, client, msg, recv_ts):
         client.last_heartbeat = (recv_ts, msg)
+        stuck = msg.progress_age_s >= self.stall_timeout or not msg.writer_alive
+        if stuck and client.state == RUNNING:
+            self._transition(client, STALLED, "writer %s" % (
+                "no progress for %.0f s" % msg.progress_age_s if msg.writer_alive
+                else "process is not alive"))
+        elif not stuck and client.state == STALLED:
+            self._transition(client, RUNNING, "writer progressing again")
         if msg.writer_alive:
             log.info("client %s heartbeat: writer %d alive, %.1f MiB written, last "
                      "progress %.1f s ago", client.name, msg.writer_pid,
@@ -379,7 +486,10 @@ class Registry(object):
                    msg.dropped_messages)
         if client.state in TERMINAL:
             return
-        if msg.reason == protocol.STOP_DURATION:
+        if client.state == STALLED:
+            self._transition(client, FAILED, "stopped while stalled (%s): its last "
+                             "figures may predate the stall" % client.reason)
+        elif msg.reason == protocol.STOP_DURATION:
             self._transition(client, FINISHED, "ran its full duration")
         elif msg.reason == protocol.STOP_SERVER:
             self._transition(client, FINISHED, "stopped early at the server's request")
@@ -406,8 +516,11 @@ class Registry(object):
         client.notes.append(msg.text)
         log.info("client %s note: %s", client.name, msg.text)
 
+    def _apply_bye(self, client, msg, recv_ts):
+        client.said_bye = True
+
     def _apply_other(self, client, msg, recv_ts):
-        pass  # recorded in perf.jsonl; nothing to accumulate (pong, bye)
+        pass  # recorded in perf.jsonl; nothing to accumulate (pong)
 
     # --- transitions: the one place a state changes ---------------------------
     def _transition(self, client, new, reason):
@@ -419,7 +532,7 @@ class Registry(object):
         if new == WENT_AWAY:
             client.previous_state = old
             client.went_away_count += 1
-            client.awaiting_go = False
+            self._awaiting(client, False)
         if old == WENT_AWAY:
             client.restart_pending = False
         client.state = new
@@ -427,13 +540,33 @@ class Registry(object):
         self.last_activity = self.clock()
         if new in TERMINAL:
             client.terminal_at = self.last_activity
-        if new in TERMINAL or old == WENT_AWAY:
+        if new in TERMINAL or old == WENT_AWAY or STALLED in (old, new):
             event.info("client %s %s: %s", client.name, new, reason)
         return True
 
     # --- the main loop's questions ----------------------------------------------
+    def went_away_timeout(self, client):
+        """Silence after which ``client`` is went away: --heartbeat-timeout, or
+        HEARTBEAT_LIVENESS of the heartbeat intervals it announced."""
+        if self.heartbeat_timeout is not None:
+            return self.heartbeat_timeout
+        if client.heartbeat_interval_s:
+            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
+        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S)
+
+    def _timeout_source(self, client, limit):
+        if self.heartbeat_timeout is not None:
+            return "--heartbeat-timeout %g s" % limit
+        return "%g s: %d heartbeats of %g s missed" % (
+            limit, HEARTBEAT_LIVENESS, client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S)
+
+    def rejoin_grace_for(self, client):
+        if self.rejoin_grace is not None:
+            return self.rejoin_grace
+        return REJOIN_GRACE_TIMEOUTS * self.went_away_timeout(client)
+
     def check_liveness(self):
-        """Mark WENT_AWAY every live client silent for longer than the timeout.
+        """Mark WENT_AWAY every live client silent for longer than its timeout.
 
         A client waiting for go (--clients N not reached yet) is exempt: its
         heartbeats start with its writer.
@@ -446,36 +579,78 @@ class Registry(object):
                     continue
                 if client.awaiting_go and not self.go_released:
                     continue
-                silent = now - client.last_seen
-                if silent > self.heartbeat_timeout:
-                    self._transition(client, WENT_AWAY, "silent for %.1f s (over "
-                                     "--heartbeat-timeout %g s)" % (
-                                         silent, self.heartbeat_timeout))
+                silent, limit = now - client.last_seen, self.went_away_timeout(client)
+                if silent > limit:
+                    self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
+                        silent, self._timeout_source(client, limit)))
                     gone.append(client.name)
         return gone
 
+    def server_paused(self, gap):
+        """The server itself did not run for ``gap`` seconds (SIGSTOP, a frozen
+        VM, starvation): nobody's silence in that time counts against them."""
+        with self.lock:
+            self.paused_s += gap
+            for client in self.clients.values():
+                if client.last_seen is not None:
+                    client.last_seen += gap
+                if client.terminal_at is not None:
+                    client.terminal_at += gap
+            self.last_activity += gap
+            for attr in ("first_hello", "resumed_at"):
+                if getattr(self, attr) is not None:
+                    setattr(self, attr, getattr(self, attr) + gap)
+
     def release_go(self):
-        """[(name, sender)] that should get GO now (start-timeout may release it)."""
+        """[(name, sender)] that should get GO now (start-timeout may release it).
+
+        When --start-timeout passes with fewer than --clients hellos, the run
+        goes on with those present (or, with --require-all, is aborted: the
+        senders to tell are in ``self.aborted``'s caller, see ``abort``).
+        """
         with self.lock:
             if not self.go_released and self.first_hello is not None and \
                     self.clock() - self.first_hello >= self.start_timeout:
+                self.short_start = "%d of %d" % (len(self.clients), self.expected_clients)
+                if self.require_all:
+                    return []
                 self.go_released = True
-                log.warning("--start-timeout %g s passed with %d of %d clients: "
-                            "sending go to those here", self.start_timeout,
-                            len(self.clients), self.expected_clients)
+                self._note("--start-timeout %g s passed with %s expected clients: the "
+                           "run went on with those present" % (self.start_timeout,
+                                                               self.short_start))
             return self._go_list_locked()
 
     def _go_list_locked(self):
         if not self.go_released:
             return []
         out = []
-        for name in self.order:
+        for name in sorted(self._waiting, key=self.order_index.get):
             client = self.clients[name]
-            if client.awaiting_go and client.sender is not None and \
-                    client.recorded_seq >= 1:
-                client.awaiting_go = False
+            if client.sender is not None and client.recorded_seq >= 1:
+                self._awaiting(client, False)
                 out.append((name, client.sender))
         return out
+
+    def abort(self, reason):
+        """End the run before it started (--require-all): every client FAILED
+        with ``reason``; returns [(name, sender)] to send a stop to."""
+        with self.lock:
+            self.aborted = reason
+            self._note("the run was aborted: %s" % reason)
+            out = []
+            for name in self.order:
+                client = self.clients[name]
+                self._awaiting(client, False)
+                if client.state in LIVE:
+                    self._transition(client, FAILED, "aborted: %s" % reason)
+                if client.sender is not None:
+                    out.append((name, client.sender))
+            return out
+
+    def _note(self, text):
+        if text not in self.notes:
+            self.notes.append(text)
+            event.info("%s", text)
 
     def is_complete(self):
         """The run-completion rule (docs/ARCHITECTURE.md)."""
@@ -486,13 +661,28 @@ class Registry(object):
                 return False
             if any(self._summary_due(c) for c in self.clients.values()):
                 return False  # a failed client is still sending its stop summary
-            if self.resumed_at is not None and \
-                    any(c.restart_pending for c in self.clients.values()) and \
-                    self.clock() - self.resumed_at < self.heartbeat_timeout:
+            if self.resumed_at is not None and any(
+                    c.restart_pending and self.clock() - self.resumed_at <
+                    self.went_away_timeout(c) for c in self.clients.values()):
                 return False  # a resumed run waits for its clients to come back
-            if self.expected_clients is not None:
+            if self.aborted is None and any(self._may_rejoin(c)
+                                            for c in self.clients.values()):
+                return False
+            if self.expected_clients is not None and self.short_start is None:
                 return len(self.clients) >= self.expected_clients
             return self.clock() - self.last_activity >= self.idle_timeout
+
+    def _may_rejoin(self, client):
+        """A went-away client that did not say bye, still within --rejoin-grace."""
+        if client.state != WENT_AWAY or client.said_bye:
+            return False
+        grace = self.rejoin_grace_for(client)
+        waited = self.clock() - client.terminal_at
+        if waited < grace:
+            return True
+        self._note("waited %g s (--rejoin-grace) for went-away clients to come back "
+                   "before completing the run" % grace)
+        return False
 
     def _summary_due(self, client):
         """A failed client still connected, whose stop has not arrived yet."""
@@ -519,9 +709,12 @@ class Registry(object):
 
     def snapshot(self):
         with self.lock:
-            return RunView([self.clients[n].snapshot() for n in self.order],
+            view = RunView([self.clients[n].snapshot() for n in self.order],
                            dict(self.rejected), self.connections, self.expected_clients,
                            self.restored)
+            view.notes = list(self.notes)
+            view.paused_s = self.paused_s
+            return view
 
 
 _APPLY = {
@@ -534,4 +727,5 @@ _APPLY = {
     protocol.STOP: "_apply_stop",
     protocol.ERROR: "_apply_error",
     protocol.NOTE: "_apply_note",
+    protocol.BYE: "_apply_bye",
 }

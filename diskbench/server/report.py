@@ -35,7 +35,9 @@ METHOD = (
     "across all its intervals (within ~2.2%), never from averages. The aggregate is "
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
-    "pro-rated), divided by that period; it assumes the clients' clocks agree (NTP). "
+    "pro-rated), divided by that period, on the server's clock: each client's times "
+    "are moved by its clock offset, estimated as the largest client-send minus "
+    "server-receive time of its messages (exact within the network delay). "
     "CPU% and RSS are of each client's writer process (100% = one core).")
 
 
@@ -180,6 +182,7 @@ def client_entry(c):
         chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
         data_files_max=h.max_files, planned_run_s=h.duration_s,
         state=c.state, state_why=c.reason,
+        clock_offset_s=c.clock_offset_s,   # client clock minus server clock
         joined_ts=c.first_ts, started_ts=c.start_ts, stopped_ts=c.stop_ts,
         last_message_ts=c.last_ts,
         written_mib=metrics.mib(c.perf_bytes),
@@ -217,6 +220,15 @@ def client_entry(c):
         errors_and_notices_not_kept_count=getattr(c, "texts_dropped", 0))
 
 
+def on_server_clock(c):
+    """A client's perf intervals moved onto the server's clock by its
+    estimated offset (see registry.Client.clock_offset_s), so a client whose
+    clock is off neither shrinks the all-writing period nor leads first/last
+    done."""
+    offset = c.clock_offset_s or 0.0
+    return [(a - offset, b - offset, n) for a, b, n in c.intervals]
+
+
 def _map(func, value):
     return None if value is None else func(value)
 
@@ -241,7 +253,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         latency_ms=dict([("p%d" % p, _ms(merged.percentile(p))) for p in PCTS] +
                         [("max", _ms(merged.max)), ("samples", merged.count)]),
         cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
-    agg = aggregate(dict((c.name, c.intervals) for c in view.clients))
+    agg = aggregate(dict((c.name, on_server_clock(c)) for c in view.clients))
     return dict(
         report_format=REPORT_FORMAT, method=METHOD,
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),

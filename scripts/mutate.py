@@ -1,0 +1,92 @@
+"""make mutate: break the product on purpose and check a test goes red.
+
+Each entry of MUTATIONS (scripts/mutations.py) replaces one exact piece of
+product code with a broken one, in a scratch copy of the tree (the checkout is
+never touched), and runs the tests named for it. A mutation that no test
+catches is a test that proves nothing: the run fails and names it.
+
+    python scripts/mutate.py [--python PY] [ID ...]
+"""
+from __future__ import print_function
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from mutations import MUTATIONS  # noqa: E402
+
+_SKIP = (".venv", ".git", "__pycache__", ".pytest_cache", "build", "dist")
+
+
+def _copy_tree(dest):
+    shutil.copytree(REPO, dest, ignore=lambda d, names: [
+        n for n in names if n in _SKIP or n.endswith(".pyc")])
+
+
+def apply(root, mutation):
+    """Apply one mutation in ``root``; raises ValueError if its text is not
+    found exactly once (the list has gone stale)."""
+    path = os.path.join(root, mutation["file"])
+    with open(path) as f:
+        text = f.read()
+    count = text.count(mutation["old"])
+    if count != 1:
+        raise ValueError("%s: the text to break occurs %d times in %s (update "
+                         "scripts/mutations.py)" % (mutation["id"], count, mutation["file"]))
+    with open(path, "w") as f:
+        f.write(text.replace(mutation["old"], mutation["new"]))
+
+
+def run_one(python, mutation, timeout):
+    scratch = tempfile.mkdtemp(prefix="diskbench-mutant-")
+    root = os.path.join(scratch, "tree")
+    try:
+        _copy_tree(root)
+        apply(root, mutation)
+        t0 = time.time()
+        proc = subprocess.Popen(
+            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+             "--timeout=%d" % timeout] + list(mutation["tests"]),
+            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.communicate()[0].decode("utf-8", "replace")
+        caught = proc.returncode not in (0, 5)
+        return caught, time.time() - t0, out.strip().splitlines()[-1:] or [""]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--timeout", type=int, default=120, help="per test, seconds")
+    p.add_argument("ids", nargs="*", help="only these mutation ids")
+    args = p.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.ids or m["id"] in args.ids]
+    missed = []
+    for m in chosen:
+        try:
+            caught, took, last = run_one(args.python, m, args.timeout)
+        except ValueError as exc:
+            print("STALE   %-28s %s" % (m["id"], exc))
+            missed.append(m["id"])
+            continue
+        print("%-7s %-28s %5.1fs  %s  [%s]" % ("caught" if caught else "MISSED", m["id"],
+                                            took, last[0], ", ".join(
+                                                t.split("::")[-1] for t in m["tests"])))
+        if not caught:
+            missed.append(m["id"])
+    print("%d mutations, %d caught, %d missed%s" % (
+        len(chosen), len(chosen) - len(missed), len(missed),
+        (": " + ", ".join(missed)) if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
