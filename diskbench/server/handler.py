@@ -56,6 +56,10 @@ class Handler(socketserver.StreamRequestHandler):
         ctx = self.server.ctx
         self.timeout = min(ctx.read_timeout, ctx.hello_timeout)
         socketserver.StreamRequestHandler.setup(self)
+        try:  # acks are small and must not wait for the peer's delayed ACK (Nagle)
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (socket.error, OSError):
+            pass
         self.ctx = ctx
         self.registry = ctx.registry
         self.peer = "%s:%s" % tuple(self.client_address[:2])
