@@ -363,7 +363,7 @@ class Master(object):
                 os.path.basename(p) for p in written if not p.endswith(main)) or "-")
         if len([p for p, _ in failed if p.endswith(main)]) == 2:
             self.out.write(report_mod.render_text(rep))  # nothing on disk: on stdout
-        else:
+        elif not self.args.quiet:
             self.out.write("\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
