@@ -22,8 +22,7 @@ RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
-NO_REPORT_MEANING = ("the server wrote no report (killed or crashed?): re-rendered from "
-                     "perf.jsonl by python -m diskbench.report")
+NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.jsonl"
 
 
 class Unreadable(Exception):

@@ -291,10 +291,10 @@ def headline(rep):
         counts[state_label(e)] = counts.get(state_label(e), 0) + 1
     order = [reg.FINISHED, "unfinished", reg.WENT_AWAY, reg.FAILED]
     states = ", ".join("%d %s" % (counts[s], s) for s in order if counts.get(s))
-    lines = ["diskbench run %s: %.1f s from %s, exit code %s (%s)%s" % (
+    lines = ["diskbench run %s: %.1f s from %s%s" % (
         run["label"], run["run_duration_s"], run["start_utc"],
-        run["exit_code"], run["exit_meaning"],
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
+        "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
         "clients: %d (%s)" % (len(clients), states or "none came")]
     if agg["throughput_mib_s"] is not None:
         lines.append("aggregate: %.1f MiB/s while all %d clients wrote (%.1f s)" % (
