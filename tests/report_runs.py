@@ -20,6 +20,10 @@ def real_run(procs, tmpdir, log_dir, names=("ra", "rb"), kill_server=False, dura
     server is SIGKILLed once every client exited (it would have waited --idle-timeout),
     so it never writes a report."""
     data = str(tmpdir.mkdir("data-" + os.path.basename(log_dir)))
+    if not tmpdir.join("logs").check():
+        # the clients' --log-dir: made here, since two clients creating it at once can
+        # race (client/__main__ makedirs: "File exists"), which is not what we test
+        tmpdir.mkdir("logs")
     extra = ("--idle-timeout", "120") if kill_server else ("--clients", str(len(names)))
     server, port = start_server(procs, log_dir, *extra)
     clients = [procs.start(client_args(tmpdir, port, n, data, 10, 20, duration=duration))
@@ -65,8 +69,8 @@ class Crafted(object):
 
     def client(self, name, host, mib_s, latency_s, intervals=4, stop=True, rollovers=1,
                cpu=10.0):
-        """A client writing ``mib_s`` for ``intervals`` 1 s intervals, every chunk taking
-        ``latency_s``."""
+        """A client writing ``mib_s`` for ``intervals`` 1 s intervals: in each, 2% of the chunks
+        (at least 2) take 3 x ``latency_s`` (the interval's p99 and max), the others ``latency_s`` (p50)."""
         t = self.start_ts + 1.0
         self.add(name, protocol.HELLO, t, **hello_fields(hostname=host))
         self.add(name, protocol.START, t, writer_pid=42, sync_mode=protocol.SYNC_DIRECT,
@@ -74,11 +78,13 @@ class Crafted(object):
         chunks = int(mib_s)
         for i in range(intervals):
             hist = metrics.LatencyHistogram()
-            for _ in range(chunks):
-                hist.add(latency_s)
+            slow = max(2, chunks // 50)     # 2%: always the p99
+            lats = [latency_s] * (chunks - slow) + [3 * latency_s] * slow
+            for value in lats:
+                hist.add(value)
             self.add(name, protocol.PERF, t + i + 1.0, t_start=t + i, t_end=t + i + 1.0,
-                     bytes=chunks * metrics.MIB, chunks=chunks, io_s=latency_s * chunks,
-                     lat_min_s=latency_s, lat_max_s=latency_s, lat_hist=hist.to_wire(),
+                     bytes=chunks * metrics.MIB, chunks=chunks, io_s=sum(lats),
+                     lat_min_s=min(lats), lat_max_s=max(lats), lat_hist=hist.to_wire(),
                      sync_mode=protocol.SYNC_DIRECT, file_index=0)
             self.add(name, protocol.STATS, t + i + 1.0, writer_pid=42, cpu_percent=cpu,
                      rss_bytes=20 * metrics.MIB, source="proc", interval_s=1.0)
