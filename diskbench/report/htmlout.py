@@ -276,7 +276,7 @@ def render(rep, series):
              "<style>%s</style></head><body>" % _CSS,
              "<h1>diskbench report %s</h1>" % esc(run["label"]),
              '<div class="headline">']
-    for i, line in enumerate(head):
+    for line in head:
         parts.append('<p%s>%s</p>' % (' class="agg"' if line.startswith("aggregate")
                                       else "", esc(line)))
     for w in run.get("server_warnings", ()):
