@@ -169,7 +169,7 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     with open(os.path.join(run.log_dir, "report.txt")) as f:
         text = f.read()
     lines = text.splitlines()
-    assert lines[0].startswith("diskbench run crafted: ")
+    assert lines[0].startswith("diskbench report crafted: ")
     assert lines[1] == "exit code -: " + rerender.NO_REPORT_MEANING
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
     assert lines[3].startswith("aggregate: ") and lines[4].startswith("slowest: ")

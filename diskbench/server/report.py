@@ -291,7 +291,7 @@ def headline(rep):
         counts[state_label(e)] = counts.get(state_label(e), 0) + 1
     order = [reg.FINISHED, "unfinished", reg.WENT_AWAY, reg.FAILED]
     states = ", ".join("%d %s" % (counts[s], s) for s in order if counts.get(s))
-    lines = ["diskbench run %s: %.1f s from %s%s" % (
+    lines = ["diskbench report %s: %.1f s from %s%s" % (
         run["label"], run["run_duration_s"], run["start_utc"],
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
         "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
