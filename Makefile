@@ -17,11 +17,13 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 lint demo demo2 bench clean env mutate
+.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
-	@echo "make demo    a server and three local clients, then the report (demo2: on 2.7)"
+	@echo "make demo    a server and three local clients, then the report (demo2: on 2.7);"
+	@echo "             KEEP=1 keeps its directory and prints where report.html is"
+	@echo "make test-browser  install Chromium (apt) and check report.html renders in it"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
 	@echo "make lint    byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
@@ -72,11 +74,20 @@ lint:
 	  $$py -c 'import sys; [compile(open(f, "rb").read(), f, "exec") for f in sys.argv[1:]]' $$files || exit 1; \
 	done
 
+DEMO_FLAGS = $(if $(filter-out 0,$(KEEP)),--keep)
+
 demo: $(V3)/.installed
-	$(V3)/bin/python scripts/demo.py
+	$(V3)/bin/python scripts/demo.py $(DEMO_FLAGS)
 
 demo2: $(V2)/.installed
-	$(V2)/bin/python scripts/demo.py
+	$(V2)/bin/python scripts/demo.py $(DEMO_FLAGS)
+
+# Headless Chromium opens a real report.html (Debian's chromium package) and saves
+# docs/report-screenshot.png; `make test` skips this test when Chromium is absent.
+test-browser: $(V3)/.installed
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	DISKBENCH_SCREENSHOT=docs/report-screenshot.png $(V3)/bin/python -m pytest $(PYTEST_FLAGS) tests/test_report_browser.py
 
 mutate: $(V3)/.installed
 	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python

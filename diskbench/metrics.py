@@ -22,6 +22,17 @@ def mib_per_s(nbytes, seconds):
     return nbytes / float(MIB) / seconds
 
 
+def clock_ahead(current, sent_ts, recv_ts):
+    """Update the estimate of how far a sender's clock is ahead of ours.
+
+    Each message gives sent - received = offset - delay <= offset, so the
+    largest seen is the best estimate (exact within the fastest delivery); a
+    message held back (resent after an outage) can only lower it.
+    """
+    sample = sent_ts - recv_ts
+    return sample if current is None or sample > current else current
+
+
 def percentile(values, pct):
     """Nearest-rank percentile of a list of numbers (None for an empty list)."""
     if not values:

@@ -1,7 +1,8 @@
 """make demo: one server and three local clients (10, 20, 30 MiB chunks), then the report.
 
-Everything happens in a temporary directory that is removed at the end; the
-script checks that no data file was left behind and exits non-zero if any
+Everything happens in a temporary directory that is removed at the end
+(``--keep``, or ``make demo KEEP=1``, keeps it and prints where report.html is);
+the script checks that no data file was left behind and exits non-zero if any
 process failed. Runs with the interpreter that runs it (py3 or 2.7).
 """
 from __future__ import print_function
@@ -70,7 +71,9 @@ def kill_all(procs):
             p.wait()
 
 
-def main():
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    keep = "--keep" in argv
     tmp = tempfile.mkdtemp(prefix="diskbench-demo-")
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
@@ -123,11 +126,18 @@ def main():
         kill_all(procs)
         for p in procs:
             p.log_file.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert not os.path.exists(tmp)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     if failed:
         print("demo: FAILED: %s" % "; ".join(failed), file=sys.stderr)
         return 1
+    if keep:
+        print("demo: OK (no data files left); kept %s" % tmp)
+        for name in ("report.html", "report.txt", "report.json", "clients.csv",
+                     "timeseries.csv"):
+            print("demo: %-15s %s" % (name, os.path.join(logs, name)))
+        return 0
+    assert not os.path.exists(tmp)
     print("demo: OK (temporary directory removed, no data files left)")
     return 0
 

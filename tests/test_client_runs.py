@@ -94,7 +94,7 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
         assert entry["chunk_mib"] == chunk and entry["file_mib"] == size
         assert entry["rollover_count"] >= 2
         assert entry["throughput_mib_s"]["mean"] > 0
-        assert entry["writer_cpu_percent"]["samples"] >= 1
+        assert entry["writer_cpu_percent"]["sample_count"] >= 1
         assert entry["writer_cpu_percent"]["mean"] is not None
         assert entry["writer_rss_mib"]["max"] >= chunk  # the writer holds the payload
         # the kernel's account of the writer's buffer (procinfo reads smaps):

@@ -55,7 +55,7 @@ def test_server_report_counts_match_what_three_concurrent_clients_sent(procs, tm
         assert c["chunk_count"] == sum(len(x) for x in lat_sets)
         assert c["rollover_count"] == 2
         assert c["rollover_close_ms"]["max"] == 20.0
-        assert c["latency_ms"]["samples"] == hist.count
+        assert c["latency_ms"]["sample_count"] == hist.count
         for pct in (50, 95, 99):
             assert abs(c["latency_ms"]["p%d" % pct] - hist.percentile(pct) * 1000) < 1e-9
         assert abs(c["latency_ms"]["max"] - hist.max * 1000) < 1e-9
@@ -63,12 +63,12 @@ def test_server_report_counts_match_what_three_concurrent_clients_sent(procs, tm
         assert c["throughput_mib_s"]["min"] == min(rates)
         assert c["throughput_mib_s"]["max"] == max(rates)
         assert abs(c["throughput_mib_s"]["mean"] - sum(rates) / len(rates)) < 1e-9
-        assert c["writer_cpu_percent"] == dict(mean=30.0, max=40.0, samples=2)
+        assert c["writer_cpu_percent"] == dict(mean=30.0, max=40.0, sample_count=2)
         assert c["writer_rss_mib"] == dict(mean=20.0, max=30.0)
         assert c["last_heartbeat"]["writer_was_alive"] is True
         assert c["dropped_message_count"] == 0
     totals = rep["totals"]
-    assert totals["finished"] == 3 and totals["rollover_count"] == 6
+    assert totals["finished_count"] == 3 and totals["rollover_count"] == 6
     assert totals["written_mib"] == metrics.mib(sum(sent.values()))
     # all three wrote from T0; the shortest (4 intervals) bounds the common period
     # (on the server's clock: each client's offset estimate moves it by its delay)
@@ -149,7 +149,7 @@ def test_server_bad_lines_rejected_and_logged_while_other_clients_unaffected(pro
     rep = server.report()
     assert rep["rejected_messages"] == {"not-json": 2, "not-utf8": 1,
                                        "unknown-type": 1, "too-long": 1}
-    assert rep["rejected_total"] == 5
+    assert rep["rejected_count"] == 5
     for name in ("messy", "good"):
         c = _client(rep, name)
         assert c["state"] == "finished" and c["perf_interval_count"] == 3

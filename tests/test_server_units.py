@@ -362,7 +362,7 @@ def test_report_percentiles_from_merged_histograms_match_local_merge_and_exact()
         assert abs(got - exact) / exact < 0.025
     assert abs(entry["latency_ms"]["max"] - max(every) * 1000) < 1e-9
     assert abs(entry["latency_ms"]["mean"] - sum(every) / len(every) * 1000) < 1e-9
-    assert entry["latency_ms"]["samples"] == 200
+    assert entry["latency_ms"]["sample_count"] == 200
 
 
 def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
@@ -384,7 +384,8 @@ def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
     assert e["throughput_mib_s"]["p50"] == 20.0            # nearest rank of 2 values
     assert e["written_mib"] == 160.0 and e["perf_interval_count"] == 2
     # over time: every interval from the first start, and 10 slices of 0.4 s
-    assert e["throughput_timeline"] == [[0.0, 1.0, 100.0], [1.0, 3.0, 20.0]]
+    assert e["throughput_timeline"] == [dict(t_s=0.0, length_s=1.0, mib_s=100.0),
+                                     dict(t_s=1.0, length_s=3.0, mib_s=20.0)]
     tenths = e["throughput_tenths_mib_s"]
     assert len(tenths) == 10
     assert tenths[:2] == pytest.approx([100.0, 100.0], rel=1e-5)
@@ -444,15 +445,15 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
     rep = report.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
                        exit_meaning="incomplete")
     t = rep["totals"]
-    assert (t["client_count"], t["finished"], t["failed"], t["went_away"]) == (3, 1, 1, 1)
+    assert (t["client_count"], t["finished_count"], t["failed_count"], t["went_away_count"]) == (3, 1, 1, 1)
     assert t["written_mib"] == 6.0 and t["rollover_count"] == 3 and t["chunk_count"] == 6
     assert rep["run"]["run_duration_s"] == 60.0
-    assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_total"] == 1
+    assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_count"] == 1
     paths, failed = report.write(str(tmpdir), rep)
     assert failed == []
     assert sorted(os.listdir(str(tmpdir))) == ["report.json", "report.txt"]
     with open(paths[0]) as f:
-        assert json.load(f)["totals"]["finished"] == 1
+        assert json.load(f)["totals"]["finished_count"] == 1
     with open(paths[1]) as f:
         text = f.read()
     for needle in ("throughput MiB/s", "chunk latency ms", "RSS MiB", "FAILED",

@@ -23,6 +23,7 @@ import threading
 import time
 
 from diskbench import __version__, exitcodes, protocol
+from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
@@ -461,15 +462,21 @@ class Master(object):
             view, started, self.wall(), run_label=self.run_id,
             interrupted_by=_signal_name(self.signalled) if self.signalled else None,
             exit_code=code, exit_meaning=EXIT_MEANING[code], warnings=warnings)
-        written, failed = report_mod.write(self.args.log_dir, rep)
+        written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
             sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
                              % (path, getattr(exc, "strerror", None) or exc))
+        main = (report_mod.REPORT_JSON, report_mod.REPORT_TXT)
         if written:
-            event.info("report written: %s", " and ".join(reversed(written)))
-        if len(failed) == 2:  # nothing on disk: the report goes to stdout instead
-            self.out.write(report_mod.render_text(rep))
-            self.out.flush()
+            event.info("report written: %s", " and ".join(
+                p for p in reversed(written) if p.endswith(main)) or "-")
+            event.info("also written: %s", ", ".join(
+                os.path.basename(p) for p in written if not p.endswith(main)) or "-")
+        if len([p for p, _ in failed if p.endswith(main)]) == 2:
+            self.out.write(report_mod.render_text(rep))  # nothing on disk: on stdout
+        elif not self.args.quiet:
+            self.out.write("\n" + outputs.console_summary(rep))
+        self.out.flush()
         sys.stderr.flush()
 
 

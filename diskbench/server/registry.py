@@ -323,7 +323,7 @@ class Registry(object):
         client.last_seq = client.seen.high
         client.last_ts = recv_ts
         client.messages += 1
-        self._clock_sample(client, msg.ts - recv_ts)
+        self._clock_sample(client, msg, recv_ts)
         apply = getattr(self, _APPLY.get(msg.type, "_apply_other"))
         apply(client, msg, recv_ts)
         return NEW
@@ -335,9 +335,8 @@ class Registry(object):
         since = max(0.0, recv_ts - client.last_ts) if client.last_seq else 0.0
         return SEQ_JUMP_BASE + int(SEQ_RATE_MAX * since)
 
-    def _clock_sample(self, client, ahead_s):
-        if client.clock_offset_s is None or ahead_s > client.clock_offset_s:
-            client.clock_offset_s = ahead_s
+    def _clock_sample(self, client, msg, recv_ts):
+        client.clock_offset_s = metrics.clock_ahead(client.clock_offset_s, msg.ts, recv_ts)
         if not client.skew_warned and abs(client.clock_offset_s) > CLOCK_SKEW_WARN_S \
                 and client.messages >= SKEW_SAMPLES_MIN:
             client.skew_warned = True

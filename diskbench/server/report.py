@@ -9,6 +9,7 @@ from __future__ import division
 
 import json
 import os
+import textwrap
 import time
 
 from diskbench import metrics
@@ -17,7 +18,7 @@ from diskbench.server import registry as reg
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2
 #: A writer using more than this much of one core is flagged CPU-bound.
 CPU_BOUND_PERCENT = 90.0
 #: Percentiles reported for chunk latency and for per-interval throughput.
@@ -38,7 +39,8 @@ METHOD = (
     "pro-rated), divided by that period, on the server's clock: each client's times "
     "are moved by its clock offset, estimated as the largest client-send minus "
     "server-receive time of its messages (exact within the network delay). "
-    "CPU% and RSS are of each client's writer process (100% = one core).")
+    "CPU% and RSS are of each client's writer process (100% = one core). To compare "
+    "with your own fio run, see README.md, 'Comparing with your own fio run'.")
 
 
 # --- small helpers --------------------------------------------------------------------
@@ -88,13 +90,13 @@ def bytes_within(intervals, lo, hi):
 
 
 def timeline(intervals):
-    """Every perf interval as [seconds since the first began, length s, MiB/s]."""
+    """Every perf interval as {t_s: seconds since the first began, length_s, mib_s}."""
     ordered = sorted(iv for iv in intervals if iv[1] > iv[0])
     if not ordered:
         return []
     t0 = ordered[0][0]
-    return [[round(a - t0, 3), round(b - a, 3), metrics.mib_per_s(n, b - a)]
-            for a, b, n in ordered]
+    return [dict(t_s=round(a - t0, 3), length_s=round(b - a, 3),
+                 mib_s=metrics.mib_per_s(n, b - a)) for a, b, n in ordered]
 
 
 def slices(intervals, count=TIMELINE_SLICES):
@@ -168,7 +170,7 @@ def client_entry(c):
         hb_ts, beat = c.last_heartbeat
         hb = dict(at_ts=hb_ts, utc=utc(hb_ts), writer_was_alive=beat.writer_alive,
                   progress_mib=metrics.mib(beat.bytes_written),
-                  progress_age_seconds=beat.progress_age_s)
+                  progress_age_s=beat.progress_age_s)
     summary = c.stop
     return dict(
         client=c.name, host=h.hostname, client_pid=h.pid, peer=c.peer,
@@ -180,7 +182,7 @@ def client_entry(c):
         buffer_huge_page_mib=_map(metrics.mib, c.start.buffer_huge_bytes)
         if c.start else None,
         chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
-        data_files_max=h.max_files, planned_run_s=h.duration_s,
+        data_file_max_count=h.max_files, planned_run_s=h.duration_s,
         state=c.state, state_why=c.reason,
         clock_offset_s=c.clock_offset_s,   # client clock minus server clock
         joined_ts=c.first_ts, started_ts=c.start_ts, stopped_ts=c.stop_ts,
@@ -202,10 +204,10 @@ def client_entry(c):
         latency_ms=dict(
             [("min", _ms(c.hist.min)), ("mean", _ms(c.hist.mean()))] +
             [("p%d" % p, _ms(c.hist.percentile(p))) for p in PCTS] +
-            [("max", _ms(c.hist.max)), ("samples", c.hist.count)]),
+            [("max", _ms(c.hist.max)), ("sample_count", c.hist.count)]),
         writer_cpu_percent=dict(mean=cpu_mean,
                                 max=max(c.cpu_samples) if c.cpu_samples else None,
-                                samples=len(c.cpu_samples)),
+                                sample_count=len(c.cpu_samples)),
         cpu_bound=bool(cpu_mean is not None and cpu_mean > CPU_BOUND_PERCENT),
         writer_rss_mib=dict(mean=_map(metrics.mib, _mean(c.rss_samples)),
                             max=_map(metrics.mib, max(c.rss_samples) if c.rss_samples
@@ -243,15 +245,15 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
     states = [c.state for c in view.clients]
     totals = dict(
         client_count=len(clients),
-        finished=states.count(reg.FINISHED), failed=states.count(reg.FAILED),
-        went_away=states.count(reg.WENT_AWAY),
-        unfinished=sum(1 for s in states if s in reg.LIVE),
+        finished_count=states.count(reg.FINISHED), failed_count=states.count(reg.FAILED),
+        went_away_count=states.count(reg.WENT_AWAY),
+        unfinished_count=sum(1 for s in states if s in reg.LIVE),
         written_mib=sum(e["written_mib"] for e in clients),
         rollover_count=sum(e["rollover_count"] for e in clients),
         chunk_count=sum(e["chunk_count"] for e in clients),
         perf_interval_count=sum(e["perf_interval_count"] for e in clients),
         latency_ms=dict([("p%d" % p, _ms(merged.percentile(p))) for p in PCTS] +
-                        [("max", _ms(merged.max)), ("samples", merged.count)]),
+                        [("max", _ms(merged.max)), ("sample_count", merged.count)]),
         cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
     agg = aggregate(dict((c.name, on_server_clock(c)) for c in view.clients))
     return dict(
@@ -259,25 +261,101 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
                  run_duration_s=run_end_ts - run_start_ts,
-                 expected_clients=view.expected_clients,
+                 expected_client_count=view.expected_clients,
                  connection_count=view.connections, interrupted_by=interrupted_by,
                  exit_code=exit_code, exit_meaning=exit_meaning,
                  records_restored_count=getattr(view, "restored", 0),
                  server_warnings=list(warnings)),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
-        rejected_total=sum(view.rejected.values()))
+        rejected_count=sum(view.rejected.values()))
 
 
 # --- text ------------------------------------------------------------------------
+#: report.txt and the server's closing lines fit this many columns.
+TEXT_WIDTH = 120
+#: Widest client name / host shown in the table (longer ones end in "~").
+NAME_COLUMN_MAX = 28
+HOST_COLUMN_MAX = 24
+#: The state names the headline counts, in the order it lists them.
+_STATE_ORDER = (reg.FINISHED, reg.RUNNING, reg.JOINED, reg.WENT_AWAY, reg.FAILED)
+
+
 def _f(value, fmt="%.1f"):
     return "-" if value is None else fmt % value
 
 
+def _cut(text, width):
+    text = "%s" % text
+    return text if len(text) <= width else text[:width - 1] + "~"
+
+
+def state_label(entry):
+    """A client's state as the table shows it ('unfinished' for a live state at the end)."""
+    return "unfinished" if entry["state"] in reg.LIVE else entry["state"]
+
+
+def headline(rep):
+    """The answer first: run length, clients by state, aggregate, slowest/fastest."""
+    run, agg, clients = rep["run"], rep["aggregate"], rep["clients"]
+    counts = {}
+    for e in clients:
+        counts[state_label(e)] = counts.get(state_label(e), 0) + 1
+    order = [reg.FINISHED, "unfinished", reg.WENT_AWAY, reg.FAILED]
+    states = ", ".join("%d %s" % (counts[s], s) for s in order if counts.get(s))
+    lines = ["diskbench report %s: %.1f s from %s%s" % (
+        run["label"], run["run_duration_s"], run["start_utc"],
+        ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
+        "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
+        "clients: %d (%s)" % (len(clients), states or "none came")]
+    if agg["throughput_mib_s"] is not None:
+        lines.append("aggregate: %.1f MiB/s while all %d clients wrote (%.1f s)" % (
+            agg["throughput_mib_s"], agg["client_count"], agg["period_s"]))
+    else:
+        lines.append("aggregate: - (%s)" % agg["period_note"])
+    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients)
+    if agg["slowest"] is not None and agg["fastest"] is not None:
+        lines.append("slowest: %s %.1f MiB/s; fastest: %s %.1f MiB/s (slowest/fastest %s)"
+                     % (agg["slowest"], means[agg["slowest"]], agg["fastest"],
+                        means[agg["fastest"]], _f(agg["slowest_to_fastest_ratio"], "%.2f")))
+    return lines
+
+
+def client_table(rep):
+    """One row per client: name, host, state, MiB/s mean, p50/p99 ms, rollovers, CPU%."""
+    clients = rep["clients"]
+    nw = max([len("client")] + [min(len(e["client"]), NAME_COLUMN_MAX) for e in clients])
+    hw = max([len("host")] + [min(len("%s" % e["host"]), HOST_COLUMN_MAX) for e in clients])
+    fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %6s"
+    lines = [fmt % ("client", "host", "state", "MiB/s", "p50 ms", "p99 ms", "rollovers",
+                    "CPU%")]
+    for e in clients:
+        lines.append(fmt % (
+            _cut(e["client"], nw), _cut(e["host"], hw), state_label(e),
+            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"]["p50"], "%.2f"),
+            _f(e["latency_ms"]["p99"], "%.2f"), e["rollover_count"],
+            _f(e["writer_cpu_percent"]["mean"], "%.0f")))
+    return lines
+
+
+def fit(lines, width=TEXT_WIDTH):
+    """Wrap every line longer than ``width`` (continuations indented 4 more)."""
+    out = []
+    for line in lines:
+        for part in line.split("\n"):
+            if len(part) <= width:
+                out.append(part)
+                continue
+            indent = " " * (len(part) - len(part.lstrip(" ")) + 4)
+            out.extend(textwrap.wrap(part, width, subsequent_indent=indent,
+                                     break_on_hyphens=False))
+    return out
+
+
 def render_text(rep):
+    lines = headline(rep) + [""] + client_table(rep) + ["", "details", "=" * 60]
     run = rep["run"]
-    lines = ["diskbench report %s" % run["label"], "=" * 60,
-             "run: %s -> %s (%.1f s)%s" % (
+    lines += ["run: %s -> %s (%.1f s)%s" % (
                  run["start_utc"], run["end_utc"], run["run_duration_s"],
                  ", INTERRUPTED by %s" % run["interrupted_by"]
                  if run["interrupted_by"] else ""),
@@ -308,7 +386,7 @@ def render_text(rep):
                                           e["throughput_tenths_mib_s"]) or "-"),
             "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%d chunks)" % (
                 _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
-                _f(lat["max"], "%.2f"), lat["samples"]),
+                _f(lat["max"], "%.2f"), lat["sample_count"]),
             "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
                 _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
                 "  << CPU-BOUND: the writer, not the disk, may be the limit"
@@ -332,8 +410,8 @@ def render_text(rep):
     lines += [
         "totals: %d clients (%d finished, %d failed, %d went away, %d unfinished), "
         "%.1f MiB written, %d rollovers, %d chunks" % (
-            t["client_count"], t["finished"], t["failed"], t["went_away"],
-            t["unfinished"], t["written_mib"], t["rollover_count"], t["chunk_count"]),
+            t["client_count"], t["finished_count"], t["failed_count"],
+            t["went_away_count"], t["unfinished_count"], t["written_mib"], t["rollover_count"], t["chunk_count"]),
         "  chunk latency ms over all clients: p50 %s p95 %s p99 %s max %s" % (
             _f(t["latency_ms"]["p50"], "%.2f"), _f(t["latency_ms"]["p95"], "%.2f"),
             _f(t["latency_ms"]["p99"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
@@ -356,10 +434,10 @@ def render_text(rep):
     if t["cpu_bound_clients"]:
         lines.append("  CPU-bound writers (over %g%% of a core): %s" % (
             CPU_BOUND_PERCENT, ", ".join(t["cpu_bound_clients"])))
-    lines += ["", "rejected messages: %d%s" % (rep["rejected_total"], "".join(
+    lines += ["", "rejected messages: %d%s" % (rep["rejected_count"], "".join(
         "\n  %s: %d" % kv for kv in sorted(rep["rejected_messages"].items()))),
-        "", "method: " + rep["method"], ""]
-    return "\n".join(lines)
+        "", "method: " + rep["method"]]
+    return "\n".join(fit(lines)) + "\n"
 
 
 # --- writing ---------------------------------------------------------------------

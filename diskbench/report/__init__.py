@@ -1,0 +1,72 @@
+"""Every report file of a run, from a built report plus LOG_DIR/perf.jsonl.
+
+``write_all`` is used by the server at the end of a run and by ``python -m
+diskbench.report LOG_DIR`` (rerender.py); compare.py compares two runs.
+Files: report.json, report.txt (server/report.py), report.html (htmlout.py),
+clients.csv and timeseries.csv (csvout.py).
+"""
+from __future__ import absolute_import
+
+import os
+
+from diskbench.report import csvout, htmlout
+from diskbench.report import series as series_mod
+from diskbench.server import report as report_mod
+
+#: The server's closing summary lists every client up to this many; beyond it,
+#: the clients not finished plus the slowest and fastest few.
+CONSOLE_ROWS_MAX = 40
+CONSOLE_EXTREMES = 5
+
+
+def _encode(text):
+    """UTF-8 bytes; a lone surrogate from the wire becomes '?' instead of raising."""
+    return text.encode("utf-8", "replace") if not isinstance(text, bytes) else text
+
+
+def write_all(log_dir, rep, out_dir=None, records=None, warn=None):
+    """Add the per-interval keys to ``rep``, then write every file into ``out_dir``
+    (default ``log_dir``), each on its own: returns ([written], [(path, error)])."""
+    out_dir = out_dir or log_dir
+    if records is None:
+        try:
+            records = series_mod.read_records(log_dir, warn)
+        except (IOError, OSError) as exc:  # the charts are lost, not the report
+            records = []
+            if warn:
+                warn("cannot read %s for the charts (%s)" % (series_mod.PERF_LOG, exc))
+    series = series_mod.build(records)
+    series_mod.attach(rep, series)
+    written, failed = report_mod.write(out_dir, rep)
+    run_start = rep["run"]["start_ts"]
+    extra = (
+        (htmlout.REPORT_HTML, lambda p: report_mod.atomic_write(
+            p, _encode(htmlout.render(rep, series)))),
+        (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
+        (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
+            p, series_mod.timeseries_rows(series, run_start))))
+    for name, write in extra:
+        path = os.path.join(out_dir, name)
+        try:
+            write(path)
+            written.append(path)
+        except Exception as exc:  # a chart bug must not cost the other files
+            failed.append((path, exc))
+    return written, failed
+
+
+def console_summary(rep):
+    """The headline and the client table, as printed at the end of a run."""
+    table = report_mod.client_table(rep)
+    clients = rep["clients"]
+    if len(clients) > CONSOLE_ROWS_MAX:
+        by_name = dict((e["client"], row) for e, row in zip(clients, table[1:]))
+        rated = sorted((e["throughput_mib_s"]["mean"] or 0.0, e["client"]) for e in clients)
+        keep = set(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
+        keep.update(e["client"] for e in clients if e["state"] != "finished")
+        table = [table[0]] + [by_name[e["client"]] for e in clients if e["client"] in keep]
+        table.append("(%d more clients in report.txt: the table shows the %d slowest and "
+                     "fastest and every client not finished)" % (
+                         len(clients) - len(table) + 1, CONSOLE_EXTREMES))
+    return "\n".join(report_mod.fit(report_mod.headline(rep) + table)) + "\n"
+

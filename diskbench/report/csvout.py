@@ -1,0 +1,92 @@
+"""clients.csv and timeseries.csv, for spreadsheets and pandas (UTF-8, header row).
+
+Empty cells mean "not known". Column names carry their unit like report.json's keys.
+"""
+from __future__ import absolute_import
+
+import csv
+import io
+import os
+
+from diskbench.compat import PY2
+from diskbench.server import report as report_mod
+
+CLIENTS_CSV = "clients.csv"
+TIMESERIES_CSV = "timeseries.csv"
+
+#: (column, how to get it from a report.json client entry)
+CLIENT_COLUMNS = (
+    ("client", lambda e: e["client"]),
+    ("host", lambda e: e["host"]),
+    ("state", report_mod.state_label),
+    ("throughput_mean_mib_s", lambda e: e["throughput_mib_s"]["mean"]),
+    ("latency_p50_ms", lambda e: e["latency_ms"]["p50"]),
+    ("latency_p99_ms", lambda e: e["latency_ms"]["p99"]),
+    ("rollover_count", lambda e: e["rollover_count"]),
+    ("writer_cpu_mean_percent", lambda e: e["writer_cpu_percent"]["mean"]),
+    ("writer_rss_max_mib", lambda e: e["writer_rss_mib"]["max"]),
+    ("written_mib", lambda e: e["written_mib"]),
+    ("perf_interval_count", lambda e: e["perf_interval_count"]),
+    ("chunk_count", lambda e: e["chunk_count"]),
+    ("went_away_count", lambda e: e["went_away_count"]),
+    ("state_why", lambda e: e["state_why"]),
+    ("target_dir", lambda e: e["target_dir"]),
+    ("fs", lambda e: e["fs"]),
+    ("python", lambda e: e["python"]),
+    ("os", lambda e: e["os"]),
+    ("sync", lambda e: e["sync"]),
+    ("preallocated", lambda e: e["preallocated"]),
+    ("buffer_huge_page_mib", lambda e: e["buffer_huge_page_mib"]),
+    ("chunk_mib", lambda e: e["chunk_mib"]),
+    ("file_mib", lambda e: e["file_mib"]),
+    ("diskbench_version", lambda e: e["diskbench_version"]),
+    ("psutil", lambda e: e["psutil"]),
+    ("clock_offset_s", lambda e: e.get("clock_offset_s")),
+)
+
+TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "bytes",
+                      "chunk_count", "latency_p50_ms", "latency_p99_ms",
+                      "writer_cpu_percent", "writer_rss_mib")
+
+
+def open_csv(path):
+    """A file for csv.writer: 2.7 wants bytes ('wb'), 3 wants text with newline=''."""
+    if PY2:  # pragma: no cover - the 2.7 run of the suite
+        return open(path, "wb")
+    return io.open(path, "w", encoding="utf-8", errors="replace", newline="")
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if PY2 and isinstance(value, unicode):  # noqa: F821 - 2.7 only
+        return value.encode("utf-8")
+    return value
+
+
+def _write(path, header, rows):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open_csv(tmp) as f:
+            out = csv.writer(f)
+            out.writerow(header)
+            for row in rows:
+                out.writerow([_cell(v) for v in row])
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except (IOError, OSError):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_clients(path, rep):
+    _write(path, [c for c, _ in CLIENT_COLUMNS],
+           [[get(e) for _, get in CLIENT_COLUMNS] for e in rep["clients"]])
+
+
+def write_timeseries(path, rows):
+    _write(path, TIMESERIES_COLUMNS, [[r[c] for c in TIMESERIES_COLUMNS] for r in rows])

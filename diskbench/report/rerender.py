@@ -1,0 +1,116 @@
+"""Rebuild a run's report from LOG_DIR/perf.jsonl (+ run.json, + an old report.json).
+
+A server that was SIGKILLed, crashed or lost its machine leaves perf.jsonl
+(every message it acknowledged) and run.json (run id, start time), but no
+report. Replaying the records into a fresh Registry (as the server's resume
+path does) gives every figure back. What perf.jsonl cannot say is how the run
+ended: clients without a stop summary are reported "unfinished", with a
+reason saying the server did not see the end. When the server did write a
+report.json, its run facts and end states are kept.
+"""
+from __future__ import absolute_import
+
+import json
+import logging
+import os
+
+from diskbench.report import series as series_mod
+from diskbench.server import registry as reg
+from diskbench.server import report as report_mod
+
+RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the server)
+#: The reason given to a client whose stop summary is not in perf.jsonl.
+NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
+                 "perf.jsonl; was the server killed?)")
+NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.jsonl"
+
+
+class Unreadable(Exception):
+    """LOG_DIR cannot be reported; the message names the fix."""
+
+
+class _Mute(logging.Filter):
+    def filter(self, record):
+        return False
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def load(log_dir, warn):
+    """(report dict, records) of the run in ``log_dir``; raises Unreadable."""
+    if not os.path.isdir(log_dir):
+        raise Unreadable("%s is not a directory: give the --log-dir of a diskbench "
+                         "server run" % log_dir)
+    perf = os.path.join(log_dir, series_mod.PERF_LOG)
+    if not os.path.exists(perf):
+        raise Unreadable("%s has no %s: give the --log-dir of a diskbench server run"
+                         % (log_dir, series_mod.PERF_LOG))
+    try:
+        records = series_mod.read_records(log_dir, warn)
+    except (IOError, OSError) as exc:
+        raise Unreadable("cannot read %s (%s)" % (perf, getattr(exc, "strerror", exc)))
+    registry = reg.Registry(expected_clients=None)
+    loggers = [logging.getLogger("diskbench.server"),
+               logging.getLogger("diskbench.server.event")]
+    mute = _Mute()
+    for logger in loggers:
+        logger.addFilter(mute)
+    try:
+        skipped = sum(1 for msg, recv_ts in records if not registry.restore(msg, recv_ts))
+    finally:
+        for logger in loggers:
+            logger.removeFilter(mute)
+    view = registry.snapshot()
+    marker = _read_json(os.path.join(log_dir, RUN_MARKER)) or {}
+    old = _read_json(os.path.join(log_dir, report_mod.REPORT_JSON))
+    old_run = (old or {}).get("run") or {}
+    old_states = dict((e.get("client"), e) for e in (old or {}).get("clients", ())
+                      if isinstance(e, dict))
+    recv = [ts for _, ts in records if ts is not None]
+    for c in view.clients:
+        if c.state in reg.LIVE:
+            prev = old_states.get(c.name)
+            if prev and prev.get("state") in reg.STATES:
+                c.state, c.reason = prev["state"], prev.get("state_why") or c.reason
+            else:
+                c.reason = NO_END_REASON
+    started = _num(marker.get("started_ts"), _num(old_run.get("start_ts"),
+                                                  min(recv) if recv else 0.0))
+    ended = _num(old_run.get("end_ts"), max(recv) if recv else started)
+    warnings = list(old_run.get("server_warnings") or ())
+    if skipped:
+        warnings.append("%d records in perf.jsonl were skipped (a repeated seq, or no "
+                        "hello on record)" % skipped)
+    if old is None:
+        warnings.append("re-rendered from perf.jsonl without a report from the server; "
+                        "the run ended at or after %s" % report_mod.utc(ended))
+        if old is None and not marker:
+            warnings.append("%s missing or unreadable: the run's start is taken as the "
+                            "first record's receive time" % RUN_MARKER)
+    if old is not None:
+        view.connections = old_run.get("connection_count", view.connections)
+        if isinstance(old.get("rejected_messages"), dict):
+            view.rejected = old["rejected_messages"]
+        view.expected_clients = old_run.get("expected_client_count",
+                                            old_run.get("expected_clients"))
+    rep = report_mod.build(
+        view, started, ended,
+        run_label="%s" % marker.get("run_id", old_run.get("label", os.path.basename(
+            os.path.abspath(log_dir)))),
+        interrupted_by=old_run.get("interrupted_by"),
+        exit_code=old_run.get("exit_code"),
+        exit_meaning=old_run.get("exit_meaning") if old else NO_REPORT_MEANING,
+        warnings=warnings)
+    return rep, records
+
+
+def _num(value, default):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else default

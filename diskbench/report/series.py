@@ -1,0 +1,171 @@
+"""Time series of a run, read from LOG_DIR/perf.jsonl (the single source for them).
+
+The registry keeps only what the run's totals need (one merged latency
+histogram per client); every message the server accepted is in perf.jsonl
+with its receive time, so charts and timeseries.csv are built from there,
+both at the end of a run and by ``python -m diskbench.report LOG_DIR``.
+
+Clocks: a client stamps its intervals and messages with its own wall clock.
+To put every client on the server's clock, each client gets the same offset
+estimate the registry makes (``metrics.clock_ahead``: how far its clock is
+ahead, within the fastest delivery); a message resent after an outage
+arrives late and does not move it.
+"""
+from __future__ import absolute_import, division
+
+import json
+import os
+
+from diskbench import metrics, protocol
+from diskbench.compat import as_text
+
+PERF_LOG = "perf.jsonl"
+
+
+class ClientSeries(object):
+    """One client's time series (client-clock times; ``offset_s`` maps to the server's)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.offset_s = None          # client clock - server clock (metrics.clock_ahead)
+        self.perf = []                # dicts: t_start, t_end, bytes, chunks, p50_s, p99_s, recv_ts
+        self.stats = []               # (client ts, cpu %, rss bytes)
+        self.rollovers = []           # (client ts, file index)
+        self.stop_ts = None           # client ts of its stop summary
+
+    def _see(self, msg, recv_ts):
+        if recv_ts is None or msg.ts is None:
+            return
+        self.offset_s = metrics.clock_ahead(self.offset_s, msg.ts, recv_ts)
+
+    def server_t(self, client_ts):
+        """A client-clock time on the server's clock (as is when no offset is known)."""
+        return client_ts - (self.offset_s or 0.0)
+
+
+def read_records(log_dir, warn=None):
+    """[(Message, recv_ts)] from LOG_DIR/perf.jsonl, read-only.
+
+    A torn last line or an unreadable line is skipped and passed to ``warn``;
+    a missing file gives []. Unlike recorder.read_back the file is never cut.
+    """
+    path = os.path.join(log_dir, PERF_LOG)
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and warn:
+        warn("%s: a torn last line of %d bytes was skipped (the server stopped "
+             "while writing it)" % (path, len(data) - end))
+    for number, line in enumerate(data[:end].split(b"\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(protocol.from_record(json.loads(as_text(line))))
+        except (ValueError, TypeError, AttributeError, protocol.ProtocolError) as exc:
+            if warn:
+                warn("%s line %d skipped: not a record (%s)" % (
+                    path, number, protocol.clean_text("%s" % exc, 120)))
+    return out
+
+
+def build(records):
+    """{client name: ClientSeries} from (Message, recv_ts) records, in record order.
+
+    A repeated seq (a resend the server recorded twice, which it never does, or
+    a concatenated file) is counted once, as the registry does.
+    """
+    out = {}
+    last_seq = {}
+    for msg, recv_ts in records:
+        if msg.name is None or msg.seq is None:
+            continue
+        if msg.seq <= last_seq.get(msg.name, 0):
+            continue
+        last_seq[msg.name] = msg.seq
+        s = out.get(msg.name)
+        if s is None:
+            s = out[msg.name] = ClientSeries(msg.name)
+        s._see(msg, recv_ts)
+        if msg.type == protocol.PERF:
+            hist = metrics.LatencyHistogram.from_wire(
+                msg.lat_hist, total=msg.io_s, lo=msg.lat_min_s, hi=msg.lat_max_s)
+            s.perf.append(dict(t_start=msg.t_start, t_end=msg.t_end, bytes=msg.bytes,
+                               chunks=msg.chunks, p50_s=hist.percentile(50),
+                               p99_s=hist.percentile(99), recv_ts=recv_ts))
+        elif msg.type == protocol.STATS:
+            s.stats.append((msg.ts, msg.cpu_percent, msg.rss_bytes))
+        elif msg.type == protocol.ROLLOVER:
+            s.rollovers.append((msg.ts, msg.file_index))
+        elif msg.type == protocol.STOP:
+            s.stop_ts = msg.ts
+    for s in out.values():
+        s.perf.sort(key=lambda p: (p["t_start"], p["t_end"]))
+        s.stats.sort()
+        s.rollovers.sort()
+    return out
+
+
+def _ms(seconds):
+    return None if seconds is None else round(seconds * 1000.0, 4)
+
+
+def latency_timeline(s):
+    """report.json's ``latency_timeline`` of one client: per perf interval, p50/p99 ms
+    decoded from that interval's histogram; ``t_s`` as in ``throughput_timeline``."""
+    perf = [p for p in s.perf if p["t_end"] > p["t_start"]]
+    if not perf:
+        return []
+    t0 = perf[0]["t_start"]
+    return [dict(t_s=round(p["t_start"] - t0, 3), length_s=round(p["t_end"] - p["t_start"], 3),
+                 p50_ms=_ms(p["p50_s"]), p99_ms=_ms(p["p99_s"]), chunk_count=p["chunks"])
+            for p in perf]
+
+
+def stats_at(s, client_ts):
+    """The latest (cpu %, rss bytes) sampled at or before ``client_ts``, else (None, None)."""
+    found = (None, None)
+    for ts, cpu, rss in s.stats:
+        if ts > client_ts:
+            break
+        found = (cpu, rss)
+    return found
+
+
+def timeseries_rows(series, run_start_ts):
+    """timeseries.csv rows (dicts), one per perf interval of every client, by client."""
+    rows = []
+    for name in sorted(series):
+        s = series[name]
+        for p in s.perf:
+            length = p["t_end"] - p["t_start"]
+            end = s.server_t(p["t_end"])
+            cpu, rss = stats_at(s, p["t_end"])
+            rows.append(dict(
+                client=name, t_server_ts=round(end, 3),
+                t_run_s=round(end - run_start_ts, 3), length_s=round(length, 3),
+                mib_s=metrics.mib_per_s(p["bytes"], length), bytes=p["bytes"],
+                chunk_count=p["chunks"], latency_p50_ms=_ms(p["p50_s"]),
+                latency_p99_ms=_ms(p["p99_s"]), writer_cpu_percent=cpu,
+                writer_rss_mib=None if rss is None else metrics.mib(rss)))
+    return rows
+
+
+def all_writing_window(series):
+    """(start, end) on the server clock when every client with intervals was writing."""
+    spans = [(s.server_t(s.perf[0]["t_start"]), s.server_t(max(p["t_end"] for p in s.perf)))
+             for s in series.values() if s.perf]
+    if not spans:
+        return None
+    lo, hi = max(a for a, _ in spans), min(b for _, b in spans)
+    return (lo, hi) if hi > lo else None
+
+
+def attach(rep, series):
+    """Add the keys that need per-interval data to a built report (in place)."""
+    for entry in rep.get("clients", ()):
+        s = series.get(entry.get("client"))
+        entry["latency_timeline"] = latency_timeline(s) if s else []
+    return rep
