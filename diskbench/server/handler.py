@@ -282,18 +282,20 @@ class Handler(socketserver.StreamRequestHandler):
 
 def _send_bounded(sock, data, limit):
     """sendall that gives up (socket.timeout) when the peer reads nothing for ``limit``."""
-    deadline = monotonic() + limit
+    deadline = None
     view = memoryview(data)
     while len(view):
-        left = deadline - monotonic()
-        if left <= 0 or not wait_writable(sock, left):
-            raise socket.timeout("peer has not read for %g s" % limit)
-        try:
+        try:  # the common case: the socket has room, no poll needed
             sent = sock.send(view, socket.MSG_DONTWAIT)
         except socket.error as exc:
-            if getattr(exc, "errno", None) in _WOULD_BLOCK:
-                continue
-            raise
+            if getattr(exc, "errno", None) not in _WOULD_BLOCK:
+                raise
+            if deadline is None:
+                deadline = monotonic() + limit
+            left = deadline - monotonic()
+            if left <= 0 or not wait_writable(sock, left):
+                raise socket.timeout("peer has not read for %g s" % limit)
+            continue
         view = view[sent:]
 
 
