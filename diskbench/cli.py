@@ -20,6 +20,7 @@ NAME_MAX_CHARS = 128
 #: Characters that must never reach a log line or a terminal as they are.
 _UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
                      u"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+_SURROGATE = re.compile(u"[\ud800-\udfff]")
 #: Whitespace stripped from both ends of a secret (ASCII only: one rule everywhere).
 SECRET_STRIP = b" \t\r\n\x0b\x0c"
 _ERRORS = "diskbench-backslash"
@@ -79,6 +80,9 @@ def bad_name_reason(name):
         except UnicodeDecodeError:
             return "--name %s is not UTF-8 text; use a UTF-8 (or ASCII) name" % \
                 printable(name)
+    if _SURROGATE.search(name):  # Python 3's form of bytes that were not UTF-8
+        return "--name %s is not UTF-8 text; use a UTF-8 (or ASCII) name" % \
+            printable(name)
     if not name:
         return "--name must not be empty"
     if _UNSAFE.search(name):

@@ -26,8 +26,8 @@ MAX_DURATION_S = 30 * 86400.0       # --duration, --deliver-timeout, --connect-t
 MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
 #: --max-files bound (the protocol's hello.max_files bound).
 MAX_FILES = 100000
-#: --file-mb bound: 16 TiB files (byte counts stay far inside the protocol's ints).
-MAX_FILE_MB = 16 * 1024 * 1024
+#: --file-mb bound: 1 PiB files (byte counts stay far inside the protocol's ints).
+MAX_FILE_MB = 1024 ** 3
 #: Memory kept free beyond the writer's buffer when checking --chunk-mb.
 MEMORY_MARGIN_BYTES = 64 * MIB
 
@@ -206,7 +206,7 @@ def _check_flags(args):
     if not 1 <= args.max_files <= MAX_FILES:
         return "--max-files must be from 1 to %d, got %d" % (MAX_FILES, args.max_files)
     if args.file_mb is not None and args.file_mb > MAX_FILE_MB:
-        return "--file-mb must be at most %d (16 TiB), got %d" % (MAX_FILE_MB,
+        return "--file-mb must be at most %d (1 PiB), got %d" % (MAX_FILE_MB,
                                                                  args.file_mb)
     if args.chunk_mb > MAX_FILE_MB:
         return "--chunk-mb must be at most %d, got %d" % (MAX_FILE_MB, args.chunk_mb)

@@ -322,11 +322,14 @@ class Supervisor(object):
                            "ran the configured %g s (the writer stopped itself at the "
                            "end of its duration; this process was paused for %.1f s)"
                            % (self.cfg["duration_s"], self.paused_s))
-        if role == WRITER and (code == writer.EXIT_DISK_ERROR or self.writer_error):
+        if role == WRITER and (code == writer.EXIT_DISK_ERROR or (
+                self.writer_error and self.writer_error.errno is not None)):
             reason = self.writer_error.reason if self.writer_error else "disk error"
             return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_DISK_ERROR,
                            "the writer stopped on a disk error: %s" % reason)
         how = ("killed by signal %d" % -code) if code < 0 else ("exit code %d" % code)
+        if role == WRITER and self.writer_error:  # a crash: its own words say why
+            how += ": %s" % self.writer_error.reason
         text = "%s process (pid %d) died unexpectedly (%s)" % (role, proc.pid, how)
         self.log.error("%s", text)
         self.sender.send(protocol.ERROR, source=role, reason=text, errno=None, fatal=True)

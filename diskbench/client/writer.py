@@ -57,7 +57,7 @@ def safe_name(name):
     the name, a short hash of the real name is appended ("a/b" -> "a_b-1f0e..."),
     so names that map to the same safe form ("a/b", "a_b", "a b") never share a
     log, an undelivered file or data files."""
-    safe = _SAFE.sub("_", name)
+    safe = str(_SAFE.sub("_", name))  # ASCII: a native str on 2.7 too (joins bytes paths)
     if safe == name:
         return safe
     digest = hashlib.sha1(name.encode("utf-8", "backslashreplace") if not
