@@ -123,12 +123,17 @@ def test_frozen_main_past_duration_is_a_normal_stop(procs, tmpdir, fake):
 
 
 # --- 3. SIGHUP ------------------------------------------------------------------------
-def test_sighup_to_the_process_group_stops_cleanly_exit_16(procs, tmpdir, fake):
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sighup_to_the_process_group_stops_cleanly_exit_16(procs, tmpdir, fake, method):
     """SIGHUP to the whole process group (what a dropped ssh session's
-    terminal does) stops the client like SIGTERM: the children ignore it, the
-    summary is sent, the files are removed, exit 16."""
+    terminal does) stops the client like SIGTERM: the children ignore it (also
+    under spawn, where they inherit no handler), the summary is sent, the
+    files are removed, exit 16."""
+    if method != "fork" and sys.version_info[0] == 2:
+        pytest.skip("Python 2.7 only forks")
     data = str(tmpdir.mkdir("data"))
-    client = procs.start(client_args(tmpdir, fake.port, "hangup", data, duration=60))
+    client = procs.start(client_args(tmpdir, fake.port, "hangup", data, duration=60),
+                         env={"DISKBENCH_START_METHOD": method})
     wait_until(lambda: fake.of_type(P.START), 20, what="start")
     wait_until(lambda: os.listdir(data), 10, what="a data file")
     os.killpg(client.pid, signal.SIGHUP)
