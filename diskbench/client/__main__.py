@@ -61,8 +61,8 @@ removed; also during the start-up calibration), 15 a child process died,
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
 error while it lasts. SIGHUP (an ssh session dropping) stops the client like
-SIGTERM: summary sent, files removed, exit 16 (use nohup/setsid/tmux to keep
-a client running after you log out).
+SIGTERM: summary sent, files removed, exit 16; started under nohup (SIGHUP
+ignored) it stays ignored, so the client outlives the session.
 
 While the server is unreachable mid-run the client keeps measuring, buffers
 up to %d unacknowledged messages (then drops the oldest perf samples first,

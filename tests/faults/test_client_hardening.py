@@ -151,6 +151,28 @@ def test_sighup_to_the_process_group_stops_cleanly_exit_16(procs, tmpdir, fake, 
                what="no process of the client left")
 
 
+def test_sighup_under_nohup_is_ignored(procs, tmpdir, fake):
+    """Started with SIGHUP ignored (nohup), the client keeps ignoring it: a
+    hangup does not stop the run; SIGTERM still does (exit 16)."""
+    data = str(tmpdir.mkdir("data"))
+    args = client_args(tmpdir, fake.port, "nohup", data, duration=60)[2:]
+    code = ("import runpy, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_IGN); "
+            "sys.argv = ['diskbench.client'] + sys.argv[1:]; "
+            "runpy.run_module('diskbench.client', run_name='__main__')")
+    client = procs.start(["-c", code] + args)
+    wait_until(lambda: fake.of_type(P.START), 20, what="start")
+    os.killpg(client.pid, signal.SIGHUP)
+    heartbeats = len(fake.of_type(P.HEARTBEAT))
+    wait_until(lambda: len(fake.of_type(P.HEARTBEAT)) >= heartbeats + 2, 10,
+               what="two more heartbeats after the hangup")
+    assert client.poll() is None and not fake.of_type(P.STOP)
+    os.kill(client.pid, signal.SIGTERM)
+    out, err = communicate(client, 30)
+    assert client.returncode == exitcodes.CLIENT_INTERRUPTED, err
+    assert "SIGHUP is ignored (nohup?): running detached" in err
+    assert "interrupted by signal %d" % signal.SIGTERM in err
+
+
 # --- 5. non-UTF-8 argv from a C locale ---------------------------------------------
 C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
 
