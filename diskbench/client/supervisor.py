@@ -101,6 +101,9 @@ class Supervisor(object):
         _Signals.count = 0
         old = {}
         for signum in STOP_SIGNALS:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                self.log.info("SIGHUP is ignored (nohup?): running detached")
+                continue  # started under nohup: the user asked to outlive the session
             old[signum] = signal.signal(signum, _on_signal)
         try:
             return self._run()
