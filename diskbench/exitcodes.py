@@ -19,7 +19,11 @@ CLIENT_SPACE = 11       # not enough free space for --max-files data files
 CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (the brief's rule); see --force
 CLIENT_SERVER = 13      # the server is unreachable, or refused us (version, secret, limits),
                         # or (measurement done) it had not acknowledged every result by the
-                        # end of --deliver-timeout: those are in client-NAME.undelivered.jsonl
-CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stopped
+                        # end of --deliver-timeout: those are in client-NAME.undelivered.jsonl;
+                        # or it acknowledged a seq we never sent (a takeover of our name?)
+CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stopped, or the
+                        # start-up calibration did
 CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
-CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM or the server asked us to stop early
+CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP or the server asked us to stop early
+CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout and did not
+                            # stop when asked: it had to be sent SIGTERM/SIGKILL

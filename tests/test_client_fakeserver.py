@@ -24,11 +24,13 @@ class FakeServer(object):
     ``go_after``: hellos (distinct names) before go is sent to everyone.
     ``reject``: a reason to send ``rejected`` instead of go.
     ``ack``: when False, never acknowledge (to test buffering).
+    ``ack_upto``: acknowledge this seq every time (a lying or taken-over server).
     """
 
     def __init__(self, go_after=1, reject=None, ack=True, secret=None, port=0,
-                 no_ack=()):
+                 no_ack=(), ack_upto=None):
         self.go_after, self.reject, self.ack, self.secret = go_after, reject, ack, secret
+        self.ack_upto = ack_upto
         self.no_ack = no_ack        # message types never acknowledged
         self.lock = threading.Lock()
         self.messages = []          # every decoded message, in arrival order
@@ -87,7 +89,8 @@ class FakeServer(object):
                     self.messages.append(msg)
                 upto = self.recorded[msg.name]
             if self.ack and msg.type not in self.no_ack:
-                self._send(conn, P.ACK, upto_seq=upto)
+                self._send(conn, P.ACK, upto_seq=upto if self.ack_upto is None
+                           else self.ack_upto)
             if msg.type == P.HELLO:
                 if self.reject:
                     self._send(conn, P.REJECTED, reason=self.reject, fatal=True)

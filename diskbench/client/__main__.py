@@ -10,15 +10,26 @@ import sys
 
 import diskbench
 from diskbench import exitcodes, protocol
-from diskbench.client import checks, procinfo
+from diskbench.cli import bad_name_reason, display_path, printable, read_secret
+from diskbench.client import checks, procinfo, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
-                                         Supervisor)
+                                         STALL_TIMEOUT_S, Supervisor)
+from diskbench.compat import PY2
 from diskbench.metrics import MIB
 
 SECRET_ENV = "DISKBENCH_SECRET"
 DEFAULT_LOG_DIR = "diskbench-logs"
 PROG = "python -m diskbench.client"
+#: Bounds on time flags: beyond them a value is a typo, not a plan.
+MAX_DURATION_S = 30 * 86400.0       # --duration, --deliver-timeout, --connect-timeout
+MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
+#: --max-files bound (the protocol's hello.max_files bound).
+MAX_FILES = 100000
+#: --file-mb bound: 1 PiB files (byte counts stay far inside the protocol's ints).
+MAX_FILE_MB = 1024 ** 3
+#: Memory kept free beyond the writer's buffer when checking --chunk-mb.
+MEMORY_MARGIN_BYTES = 64 * MIB
 
 DESCRIPTION = """\
 Measure the write throughput of the disk under DIRECTORY and stream the
@@ -41,9 +52,17 @@ environment variable.
 exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
 than 2 rollovers possible (see --force), 13 server unreachable/refused, or
 results not acknowledged by the end of --deliver-timeout (saved in
-LOG_DIR/client-NAME.undelivered.jsonl), 14 disk error (ENOSPC, EIO: files
-removed), 15 a child process died, 16 interrupted (signal, or the server asked
-to stop).
+LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
+never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
+removed; also during the start-up calibration), 15 a child process died,
+16 interrupted (SIGINT, SIGTERM, SIGHUP, or the server asked to stop),
+17 the writer stalled: it made no progress and had to be killed at the end.
+
+A writer that makes no progress for --stall-timeout seconds (a disk that stops
+answering, a stopped process) is logged and reported to the server as an
+error while it lasts. SIGHUP (an ssh session dropping) stops the client like
+SIGTERM: summary sent, files removed, exit 16; started under nohup (SIGHUP
+ignored) it stays ignored, so the client outlives the session.
 
 While the server is unreachable mid-run the client keeps measuring, buffers
 up to %d unacknowledged messages (then drops the oldest perf samples first,
@@ -51,9 +70,8 @@ counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line + the usage, exit code USAGE
-        self.print_usage(sys.stderr)
-        sys.stderr.write("%s: error: %s\n" % (self.prog, message))
+    def error(self, message):  # one line, exit code USAGE
+        sys.stderr.write("%s: error: %s (see --help)\n" % (self.prog, printable(message)))
         sys.exit(exitcodes.USAGE)
 
 
@@ -99,6 +117,10 @@ def build_parser():
                    metavar="S", help="after the run, keep trying this long to get "
                    "every result acknowledged by the server (default %g)"
                    % FINAL_ACK_TIMEOUT_S)
+    p.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
+                   help="a writer with no progress this long is stalled: logged and "
+                   "reported; if it then has to be killed at the end, exit 17 "
+                   "(default %g)" % STALL_TIMEOUT_S)
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -116,19 +138,42 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("diskbench client: error: %s\n" % message)
+    sys.stderr.write("diskbench client: error: %s\n" % printable(message))
     return exitcodes.USAGE
+
+
+class _Printable(logging.Filter):
+    """Makes every log record one safe line before any handler sees it: the
+    message is formatted here with each argument through ``printable`` (paths,
+    server reasons, error texts come from outside), then the whole line too."""
+
+    def filter(self, record):
+        args = record.args
+        if args:
+            if not isinstance(args, tuple):
+                args = (args,)
+            args = tuple(printable(a) if isinstance(a, (bytes, type(u""))) else a
+                         for a in args)
+            try:
+                text = record.msg % args
+            except (TypeError, ValueError, UnicodeError):
+                text = "%s %r" % (record.msg, args)
+        else:
+            text = record.msg
+        record.msg, record.args = printable(text), ()
+        return True
 
 
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    safe = writer.safe_name(name)
     if not os.path.isdir(log_dir):
         os.makedirs(log_dir)
     path = os.path.join(log_dir, "client-%s.log" % safe)
     log = logging.getLogger("diskbench.client.%s.%d" % (safe, id(path)))
     log.setLevel(logging.DEBUG)
     log.propagate = False
+    log.addFilter(_Printable())
     fh = logging.FileHandler(path)
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     sh = logging.StreamHandler(sys.stderr)
@@ -137,6 +182,55 @@ def _open_log(log_dir, name):
     log.addHandler(fh)
     log.addHandler(sh)
     return log, path
+
+
+def _start_methods():
+    """The multiprocessing start methods this Python offers (2.7: fork only)."""
+    import multiprocessing
+    getter = getattr(multiprocessing, "get_all_start_methods", None)
+    return list(getter()) if getter else ["fork"]
+
+
+def _check_flags(args):
+    """Every flag value within reason: None, or the one-line usage error."""
+    for flag, value, limit in (
+            ("--duration", args.duration, MAX_DURATION_S),
+            ("--stats-interval", args.stats_interval, MAX_INTERVAL_S),
+            ("--heartbeat-interval", args.heartbeat_interval, MAX_INTERVAL_S),
+            ("--perf-interval", args.perf_interval, MAX_INTERVAL_S),
+            ("--stall-timeout", args.stall_timeout, MAX_INTERVAL_S),
+            ("--connect-timeout", args.connect_timeout, MAX_DURATION_S),
+            ("--deliver-timeout", args.deliver_timeout, MAX_DURATION_S)):
+        if not 0 < value <= limit:  # also false for nan; inf is above any limit
+            return "%s must be above 0 and at most %d s, got %s" % (flag, limit, value)
+    if not 1 <= args.max_files <= MAX_FILES:
+        return "--max-files must be from 1 to %d, got %d" % (MAX_FILES, args.max_files)
+    if args.file_mb is not None and args.file_mb > MAX_FILE_MB:
+        return "--file-mb must be at most %d (1 PiB), got %d" % (MAX_FILE_MB,
+                                                                 args.file_mb)
+    if args.chunk_mb > MAX_FILE_MB:
+        return "--chunk-mb must be at most %d, got %d" % (MAX_FILE_MB, args.chunk_mb)
+    if args.start_method is not None:
+        valid = _start_methods()
+        if args.start_method not in valid:
+            where = ("--start-method" if os.environ.get(START_METHOD_ENV) !=
+                     args.start_method else START_METHOD_ENV)
+            return "%s %s is not a start method here; use one of %s" % (
+                where, args.start_method, ", ".join(valid))
+    return None
+
+
+def _check_memory(chunk_mb, available=None):
+    """None, or why a --chunk-mb buffer cannot be allocated here."""
+    have = procinfo.available_memory_bytes() if available is None else available
+    if have is None:
+        return None  # cannot tell: the allocation itself will say
+    need = chunk_mb * MIB + 2 * (2 * MIB) + MEMORY_MARGIN_BYTES  # + huge-page slack
+    if need > have:
+        return ("--chunk-mb %d needs a %d MiB buffer (+ %d MiB margin) but only %d MiB "
+                "of memory are available (MemAvailable); use a smaller --chunk-mb"
+                % (chunk_mb, chunk_mb, MEMORY_MARGIN_BYTES // MIB, have // MIB))
+    return None
 
 
 def _undelivered_path(log):
@@ -158,40 +252,35 @@ def main(argv=None):
         host, port = parse_server(args.server)
     except ValueError as exc:
         return _usage_error(str(exc))
-    for flag, value in (("--duration", args.duration), ("--stats-interval",
-                        args.stats_interval), ("--heartbeat-interval",
-                        args.heartbeat_interval), ("--perf-interval", args.perf_interval),
-                        ("--connect-timeout", args.connect_timeout),
-                        ("--deliver-timeout", args.deliver_timeout)):
-        if not value > 0:
-            return _usage_error("%s must be above 0, got %g" % (flag, value))
-    if args.max_files < 1:
-        return _usage_error("--max-files must be at least 1, got %d" % args.max_files)
+    problem = _check_flags(args)
+    if problem:
+        return _usage_error(problem)
     file_mb = args.file_mb if args.file_mb is not None else 10 * args.chunk_mb
     try:
         checks.check_sizes(args.chunk_mb, file_mb)
     except checks.CheckFailed as exc:
         return _usage_error(exc.message)
-    secret = os.environ.get(SECRET_ENV) or None
-    if args.secret_file:
-        try:
-            with open(args.secret_file) as f:
-                secret = f.read().strip() or None
-        except (IOError, OSError) as exc:
-            return _usage_error("cannot read --secret-file %s (%s); fix the path"
-                                % (args.secret_file, exc.strerror))
-    name = args.name or "%s-%d" % (socket.gethostname(), os.getpid())
+    problem = _check_memory(args.chunk_mb)
+    if problem:
+        return _usage_error(problem)
     try:
-        protocol.make(protocol.NOTE, name=name, seq=1, text="")
-    except protocol.ProtocolError:
-        return _usage_error("--name must be 1 to 128 characters without control "
-                            "characters")
+        secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    if args.name is not None:
+        problem = bad_name_reason(args.name)
+        if problem:
+            return _usage_error(problem)
+        name = args.name.decode("utf-8") if PY2 and isinstance(args.name, bytes) \
+            else args.name
+    else:
+        name = printable("%s-%d" % (socket.gethostname(), os.getpid()))[:128]
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
         sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
                          "use --log-dir with a writable directory\n"
-                         % (args.log_dir, exc.strerror))
+                         % (printable(args.log_dir), printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
         return _checked_run(args, log, name, host, port, file_mb, secret)
@@ -201,6 +290,7 @@ def main(argv=None):
 
 def _checked_run(args, log, name, host, port, file_mb, secret):
     directory = os.path.abspath(args.directory)
+    shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
         checks.check_directory(directory)
@@ -228,7 +318,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
     fs = checks.fs_type(directory)
     log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
              "calibration %.0f MiB/s -> ~%.1f rollovers expected; log %s",
-             diskbench.__version__, name, directory, fs, args.chunk_mb, file_mb,
+             diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
              args.duration, mib_s, expected, log.handlers[0].baseFilename)
     cfg = dict(
         host=host, port=port, name=name, secret=secret, directory=directory,
@@ -238,12 +328,14 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
         block_bytes=checks.block_bytes(directory),
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
-        undelivered_path=_undelivered_path(log),
+        undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
         start_method=args.start_method or None)
     hello = dict(
-        client_version=diskbench.__version__, hostname=socket.gethostname(),
+        client_version=diskbench.__version__,
+        hostname=printable(socket.gethostname()),
         pid=os.getpid(), python_version=platform.python_version(),
-        platform=platform.platform(), directory=directory, fs_type=fs,
+        platform=printable(platform.platform()), directory=shown,
+        fs_type=printable(fs),
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
         max_files=args.max_files, sync_mode=sync_mode, preallocate=args.preallocate,
         stats_interval_s=args.stats_interval,
@@ -254,7 +346,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
-                               % (directory, why, sync_mode))
+                               % (shown, why, sync_mode))
     if procinfo.psutil is None:
         log.warning("%s", procinfo.NO_PSUTIL_NOTE)
     return supervisor.run()

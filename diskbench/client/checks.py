@@ -27,6 +27,8 @@ CALIBRATION_MAX_CHUNKS = 4
 CALIBRATION_MAX_S = 1.5
 #: Bytes written by the O_DIRECT probe (one aligned block).
 PROBE_BYTES = 4096
+#: Errors of the device, not of the directory: CLIENT_DISK_ERROR, as in the writer.
+DISK_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG)
 
 
 class CheckFailed(Exception):
@@ -174,7 +176,12 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
     from diskbench.client.payload import Payload
     fsync_mode = sync_mode == protocol.SYNC_FSYNC
     path = _probe_path(directory, "calibration")
-    payload = Payload(chunk_bytes)
+    try:
+        payload = Payload(chunk_bytes)
+    except (MemoryError, OverflowError, ValueError, EnvironmentError) as exc:
+        raise CheckFailed(exitcodes.USAGE, "cannot allocate a %d MiB buffer for "
+                          "--chunk-mb (%s); use a smaller --chunk-mb"
+                          % (chunk_bytes // MIB, exc.__class__.__name__))
     ops = ops or writer_mod.OsOps()
     fd = None
     io_s, written = 0.0, 0
@@ -194,6 +201,11 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
         fd = None
         io_s += clock() - t0
     except OSError as exc:
+        if exc.errno in DISK_ERRNOS:  # the disk, not the directory: as the writer's
+            raise CheckFailed(exitcodes.CLIENT_DISK_ERROR, "calibration write in %s "
+                              "failed (%s: %s); free space on the device or check it"
+                              % (directory, errno.errorcode.get(exc.errno, "E?"),
+                                 os.strerror(exc.errno)))
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "calibration write in %s failed "
                           "(%s); check the directory and the device"
                           % (directory, os.strerror(exc.errno)))

@@ -26,6 +26,7 @@ def heartbeat_main(conn, cfg, writer_pid, counters):
     """Entry point of the heartbeat process (module level: fork/spawn safe)."""
     from diskbench.client.writer import CMD_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
     parent = os.getppid()
     interval = cfg["heartbeat_interval_s"]
     while True:

@@ -125,3 +125,24 @@ class CpuSampler(object):
             pct = max(0.0, (cpu - self.last_cpu) / (now - self.last_t) * 100.0)
         self.last_cpu, self.last_t = cpu, now
         return pct, rss
+
+
+def available_memory_bytes(meminfo_path="/proc/meminfo"):
+    """Memory a new allocation can get without swapping (MemAvailable), or None.
+
+    /proc/meminfo first (Linux 3.14+), then psutil; None when neither knows.
+    """
+    try:
+        with open(meminfo_path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * 1024  # the kernel writes kB (KiB)
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    if psutil is not None:
+        try:
+            return int(psutil.virtual_memory().available)
+        except Exception:  # not supported here
+            pass
+    return None

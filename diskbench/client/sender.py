@@ -85,6 +85,7 @@ class Sender(object):
         self.go = threading.Event()
         self.run_id = None
         self.rejected = None                # the server's reason, when refused
+        self.ack_beyond = None              # (acked seq, our last seq) of a bogus ack
         self.server_stop = None             # the server's reason, when it asked
         # Resent as the very same line (seq 1) on every reconnect: the server
         # treats it as a duplicate and rebinds the connection to this client.
@@ -369,7 +370,20 @@ class Sender(object):
     def _handle(self, msg):
         if msg.type == protocol.ACK:
             with self.cond:
-                upto = msg.upto_seq
+                upto, ours = msg.upto_seq, self.next_seq - 1
+                if upto > ours:  # never sent: not ours, so nothing of ours is acked
+                    first = self.ack_beyond is None
+                    self.ack_beyond = (upto, ours)
+                    self.cond.notify_all()
+            if upto > ours:
+                if first:
+                    self._log("error", "the server acknowledged seq %d but this client "
+                              "has only sent up to seq %d: another peer may have taken "
+                              "over the name %s, and our results may not be recorded; "
+                              "keeping them (see the undelivered file at the end)",
+                              upto, ours, self.name)
+                return
+            with self.cond:
                 self.acked_upto = max(self.acked_upto, upto)
                 while self.buffer and self.buffer[0][0] <= upto:
                     self.buffer.popleft()

@@ -45,6 +45,7 @@ def stats_main(conn, cfg, writer_pid):
     """Entry point of the stats process (module level: fork/spawn safe)."""
     from diskbench.client.writer import CMD_STOP
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
     parent = os.getppid()
     interval = cfg["stats_interval_s"]
     sampler = procinfo.CpuSampler(writer_pid)

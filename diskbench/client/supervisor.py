@@ -18,7 +18,6 @@ and a run that would have exited OK exits CLIENT_SERVER instead (its results
 are not at the server).
 """
 import ctypes
-import glob
 import os
 import signal
 
@@ -44,6 +43,17 @@ FINAL_ACK_TIMEOUT_S = 30.0
 BYE_GRACE_S = 0.5
 #: Env var choosing the multiprocessing start method (fork/spawn/forkserver).
 START_METHOD_ENV = "DISKBENCH_START_METHOD"
+#: A writer that has not finished a chunk for this long is stalled (a disk that
+#: stops answering, a stopped process): logged and reported as an ERROR while
+#: it lasts. Many chunk times of any disk worth measuring; --stall-timeout
+#: overrides it. A stalled writer also gets only this long (at most
+#: CHILD_STOP_TIMEOUT_S) to obey the stop command before SIGTERM.
+STALL_TIMEOUT_S = 30.0
+#: A main-loop wake-up this much later than LOOP_TICK_S means this process was
+#: paused (SIGSTOP, a frozen VM): said in the log and to the server.
+PAUSE_NOTICE_S = 2.0
+#: Signals that stop the client cleanly (SIGHUP: an ssh session dropping).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
 
@@ -79,13 +89,21 @@ class Supervisor(object):
         self.writer_error = None
         self.t_go = None
         self.started = False
+        self.stalled = False      # the writer is stalled now
+        self.stalls = 0           # stalls seen in this run
+        self.watch_from = 0.0     # stall ages count from here at the earliest
+        self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
+        self.paused_s = 0.0       # longest pause of this process seen
 
     # --- entry ---------------------------------------------------------------------
     def run(self):
         _Signals.received = None
         _Signals.count = 0
         old = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                self.log.info("SIGHUP is ignored (nohup?): running detached")
+                continue  # started under nohup: the user asked to outlive the session
             old[signum] = signal.signal(signum, _on_signal)
         try:
             return self._run()
@@ -146,9 +164,11 @@ class Supervisor(object):
         self.counters = (ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_double, monotonic()))
-        # Children must not get Ctrl-C (only the supervisor does): they set SIG_IGN
-        # first thing, and inherit it here too so no early SIGINT kills them.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Children must not get Ctrl-C or a hangup (only the supervisor does: a
+        # terminal sends both to the whole process group): they set SIG_IGN first
+        # thing, and inherit it here too so no early signal kills them.
+        previous = dict((signum, signal.signal(signum, signal.SIG_IGN))
+                        for signum in (signal.SIGINT, signal.SIGHUP))
         try:
             self._spawn(ctx, WRITER, writer.writer_main, (child_cfg, self.counters))
             wpid = self.procs[WRITER].pid
@@ -156,9 +176,12 @@ class Supervisor(object):
             self._spawn(ctx, HEARTBEAT, heartbeat.heartbeat_main,
                         (child_cfg, wpid, self.counters))
         finally:
-            signal.signal(signal.SIGINT, previous)
-        self.log.info("children started: writer pid %d, stats pid %d, heartbeat pid %d",
-                      wpid, self.procs[STATS].pid, self.procs[HEARTBEAT].pid)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.watch_from = monotonic()
+        self.log.info("children started: writer pid %d, stats pid %d, heartbeat pid %d "
+                      "(start method %s)", wpid, self.procs[STATS].pid,
+                      self.procs[HEARTBEAT].pid, start_method_of(ctx))
 
     def _spawn(self, ctx, role, target, args):
         parent_end, child_end = ctx.Pipe()
@@ -226,11 +249,17 @@ class Supervisor(object):
 
     def _loop(self):
         cfg = self.cfg
+        last = monotonic()
         while True:
             self._drain(LOOP_TICK_S)
+            now = monotonic()
+            if now - last > LOOP_TICK_S + PAUSE_NOTICE_S:
+                self._paused(now - last)
+            last = now
             role, proc = self._dead_child()
             if role is not None:
                 return self._child_died(role, proc)
+            self._watch_progress()
             if _Signals.received is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
                                "interrupted by signal %d" % _Signals.received)
@@ -244,6 +273,43 @@ class Supervisor(object):
                 return Outcome(protocol.STOP_DURATION, exitcodes.OK,
                                "ran the configured %g s" % cfg["duration_s"])
 
+    def _paused(self, gap):
+        """This process did not run for ``gap`` s (SIGSTOP, a frozen VM): say so.
+        The children went on; stall ages restart from now (the writer may have
+        been blocked on its full pipe meanwhile)."""
+        self.paused_s = max(self.paused_s, gap)
+        self.watch_from = monotonic()
+        text = ("this client's main process was paused for %.1f s (SIGSTOP or a frozen "
+                "VM?); the writer went on meanwhile" % gap)
+        self.log.warning("%s", text)
+        self.sender.send(protocol.NOTE, text=text)
+
+    def _progress_age(self):
+        """Seconds since the writer last finished a chunk (or since the watch began)."""
+        if not self.counters:
+            return 0.0
+        return monotonic() - max(self.counters[2].value, self.watch_from)
+
+    def _watch_progress(self):
+        """Notice a stalled writer (and its recovery): log it, tell the server."""
+        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        age = self._progress_age()
+        if age >= limit and not self.stalled:
+            self.stalled = True
+            self.stalls += 1
+            pid = self.procs[WRITER].pid
+            self.log.error("writer (pid %d) stalled: no progress for %.1f s (--stall-timeout "
+                           "%g s); a disk that stopped answering, or a stopped process?",
+                           pid, age, limit)
+            self.sender.send(protocol.ERROR, source=WRITER, errno=None, fatal=False,
+                             reason="no progress for %.0f s (writer pid %d stalled)"
+                             % (age, pid))
+        elif age < limit and self.stalled:
+            self.stalled = False
+            text = "writer progressing again after a stall"
+            self.log.warning("%s", text)
+            self.sender.send(protocol.NOTE, text=text)
+
     def _child_died(self, role, proc):
         # Let the last words (an ERROR from the writer) arrive first.
         deadline = monotonic() + LOOP_TICK_S
@@ -251,36 +317,57 @@ class Supervisor(object):
             if not self._drain(LOOP_TICK_S / 4):
                 break
         code = proc.exitcode
-        if role == WRITER and (code == writer.EXIT_DISK_ERROR or self.writer_error):
+        if role == WRITER and code == 0 and not self.writer_error and \
+                monotonic() - self.t_go >= self.cfg["duration_s"]:
+            # Its own safety net (DURATION_GRACE_S): it stopped itself on time,
+            # while this process could not tell it to (paused, or very late).
+            return Outcome(protocol.STOP_DURATION, exitcodes.OK,
+                           "ran the configured %g s (the writer stopped itself at the "
+                           "end of its duration; this process was paused for %.1f s)"
+                           % (self.cfg["duration_s"], self.paused_s))
+        if role == WRITER and (code == writer.EXIT_DISK_ERROR or (
+                self.writer_error and self.writer_error.errno is not None)):
             reason = self.writer_error.reason if self.writer_error else "disk error"
             return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_DISK_ERROR,
                            "the writer stopped on a disk error: %s" % reason)
         how = ("killed by signal %d" % -code) if code < 0 else ("exit code %d" % code)
+        if role == WRITER and self.writer_error:  # a crash: its own words say why
+            how += ": %s" % self.writer_error.reason
         text = "%s process (pid %d) died unexpectedly (%s)" % (role, proc.pid, how)
         self.log.error("%s", text)
         self.sender.send(protocol.ERROR, source=role, reason=text, errno=None, fatal=True)
         return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_CHILD_DIED, text)
 
     def _stop_children(self):
+        """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
+        it), then SIGKILL; each bounded. Records who had to be signalled."""
         for role, conn in list(self.conns.items()):
             try:
                 conn.send(writer.CMD_STOP)
             except (OSError, IOError, EOFError):
                 pass
-        deadline = monotonic() + CHILD_STOP_TIMEOUT_S
+        wait_s = CHILD_STOP_TIMEOUT_S
+        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        if self._progress_age() >= limit:  # stalled: it is unlikely to answer
+            wait_s = min(wait_s, limit)
+        deadline = monotonic() + wait_s
         while monotonic() < deadline and any(
                 p.exitcode is None for p in self.procs.values()):
             self._drain(LOOP_TICK_S / 2)
+        roles = dict((p, role) for role, p in self.procs.items())
         for sig, wait_s in ((signal.SIGTERM, CHILD_KILL_TIMEOUT_S),
                             (signal.SIGKILL, CHILD_KILL_TIMEOUT_S)):
             alive = [p for p in self.procs.values() if p.exitcode is None]
             if not alive:
                 break
             for p in alive:
+                self.signalled.add(roles[p])
                 self.log.warning("%s (pid %d) did not stop; sending signal %d",
                                  p.name, p.pid, sig)
                 try:
                     os.kill(p.pid, sig)
+                    if sig == signal.SIGTERM:
+                        os.kill(p.pid, signal.SIGCONT)
                 except OSError:
                     pass
             end = monotonic() + wait_s
@@ -298,9 +385,17 @@ class Supervisor(object):
         """Data files of a writer that could not clean up (e.g. kill -9)."""
         if self.cfg["keep_data"] or WRITER not in self.procs:
             return
-        pattern = os.path.join(self.cfg["directory"], writer.data_file_prefix(
-            self.cfg["name"], self.procs[WRITER].pid) + "*.dat")
-        for path in glob.glob(pattern):
+        directory, pid = self.cfg["directory"], self.procs[WRITER].pid
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            self.log.warning("could not look for leftover data files in %s: %s",
+                             directory, exc)
+            return
+        for filename in sorted(names):  # exactly ours: never a longer name's files
+            if writer.data_file_index(filename, self.cfg["name"], pid) is None:
+                continue
+            path = os.path.join(directory, filename)
             try:
                 os.unlink(path)
                 self.log.info("removed leftover data file %s", path)
@@ -313,6 +408,7 @@ class Supervisor(object):
         if self.procs:
             self._stop_children()
             self._remove_leftovers()
+            outcome = self._judge_writer(outcome)
         elapsed = monotonic() - self.t_go if self.t_go is not None else 0.0
         nbytes = int(self.counters[0].value) if self.counters else 0
         chunks = int(self.counters[1].value) if self.counters else 0
@@ -335,6 +431,19 @@ class Supervisor(object):
             sender.close(0)
         return code
 
+    def _judge_writer(self, outcome):
+        """A writer that had to be signalled at the end failed the run: the
+        measurement stopped when it stalled, whatever the clock says."""
+        if WRITER not in self.signalled or outcome.reason is None or \
+                outcome.code not in (exitcodes.OK, exitcodes.CLIENT_INTERRUPTED):
+            return outcome
+        text = ("the writer (pid %d) stalled: no progress for %.0f s, and it did not "
+                "stop when asked (had to be sent SIGTERM/SIGKILL)"
+                % (self.procs[WRITER].pid, self._progress_age()))
+        self.sender.send(protocol.ERROR, source=WRITER, reason=text, errno=None,
+                         fatal=True)
+        return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_WRITER_STALLED, text)
+
     def _deliver(self, code):
         """Wait (bounded) for the final ack; save what never got one.
 
@@ -352,17 +461,22 @@ class Supervisor(object):
         while monotonic() < deadline and _Signals.count == signals:
             if sender.wait_delivered(min(LOOP_TICK_S, max(0.0, deadline - monotonic()))):
                 break
-            if sender.rejected is not None:
+            if sender.rejected is not None or sender.ack_beyond is not None:
                 break
         if _Signals.count != signals:
             log.warning("signal %d: not waiting any longer for the server's ack",
                         _Signals.received)
         if sender.wait_delivered(0):
             sender.wait_delivered(BYE_GRACE_S, everything=True)
-        if sender.close(0):
+        if sender.close(0) and sender.ack_beyond is None:
             return code
         lines = sender.unacked_lines()
         where = self._save_undelivered(lines)
+        if sender.ack_beyond is not None:
+            log.error("the server acknowledged seq %d, beyond our last seq %d (another "
+                      "peer took our name?): not trusting its acks; %d messages kept; %s",
+                      sender.ack_beyond[0], sender.ack_beyond[1], len(lines), where)
+            return exitcodes.CLIENT_SERVER if code == exitcodes.OK else code
         log.error("the server did not acknowledge %d messages within %g s after the stop "
                   "(%s; %d dropped earlier); %s", len(lines), timeout,
                   sender.last_error or "no ack", sender.dropped, where)
@@ -379,3 +493,14 @@ class Supervisor(object):
         except (IOError, OSError) as exc:
             return "and they could not be saved to %s (%s)" % (path, exc)
         return "they are saved, one JSON message per line, in %s" % path
+
+
+def start_method_of(ctx):
+    """The start method a multiprocessing context (or module) uses."""
+    getter = getattr(ctx, "get_start_method", None)
+    if getter is None:
+        return "fork"  # Python 2.7 always forks
+    try:
+        return getter()
+    except TypeError:
+        return getter(allow_none=False)

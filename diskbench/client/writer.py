@@ -18,6 +18,7 @@ The writer never touches the network: it sends ``(type, fields)`` tuples down
 its pipe to the supervisor and goes on.
 """
 import errno
+import hashlib
 import os
 import re
 import signal
@@ -47,13 +48,37 @@ O_DIRECT = getattr(os, "O_DIRECT", 0)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+#: Hex digits of the name's hash added when the safe form differs from the name.
+NAME_HASH_CHARS = 8
+
+
+def safe_name(name):
+    """``name`` as a file-name part: [A-Za-z0-9._-] only. When that changes
+    the name, a short hash of the real name is appended ("a/b" -> "a_b-1f0e..."),
+    so names that map to the same safe form ("a/b", "a_b", "a b") never share a
+    log, an undelivered file or data files."""
+    safe = str(_SAFE.sub("_", name))  # ASCII: a native str on 2.7 too (joins bytes paths)
+    if safe == name:
+        return safe
+    digest = hashlib.sha1(name.encode("utf-8", "backslashreplace") if not
+                          isinstance(name, bytes) else name).hexdigest()
+    return "%s-%s" % (safe, digest[:NAME_HASH_CHARS])
+
+
 def data_file_name(name, pid, index):
     """``diskbench-NAME-PID-N.dat`` (NAME made safe for a file name)."""
-    return "diskbench-%s-%d-%d.dat" % (_SAFE.sub("_", name), pid, index)
+    return "diskbench-%s-%d-%d.dat" % (safe_name(name), pid, index)
 
 
-def data_file_prefix(name, pid):
-    return "diskbench-%s-%d-" % (_SAFE.sub("_", name), pid)
+def data_file_index(filename, name, pid):
+    """N when ``filename`` is exactly this client's ``diskbench-NAME-PID-N.dat``,
+    else None (another client's file, even one whose name extends ours)."""
+    m = re.match(r"diskbench-%s-%d-(\d+)\.dat\Z" % (re.escape(safe_name(name)), pid),
+                 filename)
+    if not m:
+        return None
+    index = int(m.group(1))
+    return index if data_file_name(name, pid, index) == filename else None
 
 
 def open_data_file(path, direct):
@@ -331,6 +356,7 @@ def writer_main(conn, cfg, counters):
     """
     from diskbench.client.payload import Payload
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
     signal.signal(signal.SIGTERM, _on_term)
     parent = os.getppid()
     bytes_v, chunks_v, progress_v = counters

@@ -1,0 +1,137 @@
+"""Command-line helpers both programs can share: safe display text, the secret rule.
+
+- ``printable(text)``: any text that came from outside (argv, paths, the
+  server's reasons, exception texts) made safe for one log or console line:
+  undecodable bytes and lone surrogates become ``\\xe9``-style escapes, and
+  every line break or terminal control (C0, DEL, C1 including NEL U+0085,
+  U+2028/U+2029, bidi embeddings/overrides/isolates, other format controls)
+  becomes a visible ``\\u2028``-style escape. So one event is one line and
+  nothing can forge another.
+- ``bad_name_reason(name)``: why a client name is refused (None if fine).
+- ``read_secret(path, env_value)``: the one rule for secrets.
+"""
+import codecs
+import re
+
+from diskbench.compat import PY2, binary_type, text_type
+
+#: The longest client name (the protocol's bound).
+NAME_MAX_CHARS = 128
+#: Characters that must never reach a log line or a terminal as they are.
+_UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                     u"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+_SURROGATE = re.compile(u"[\ud800-\udfff]")
+#: Whitespace stripped from both ends of a secret (ASCII only: one rule everywhere).
+SECRET_STRIP = b" \t\r\n\x0b\x0c"
+_ERRORS = "diskbench-backslash"
+
+
+def _backslash_bytes(exc):
+    """Decode error handler: each undecodable byte becomes ``\\xNN``."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = bytearray(exc.object[exc.start:exc.end])
+    return u"".join(u"\\x%02x" % b for b in bad), exc.end
+
+
+codecs.register_error(_ERRORS, _backslash_bytes)
+
+
+def _escape(match):
+    code = ord(match.group(0))
+    if 0xdc80 <= code <= 0xdcff:  # Python 3's surrogateescape of byte 0x80-0xff
+        return u"\\x%02x" % (code - 0xdc00)
+    if code <= 0xff:
+        return u"\\x%02x" % code
+    return u"\\u%04x" % code
+
+
+def as_display(value):
+    """Text for ``value`` (bytes decoded as UTF-8, bad bytes as ``\\xNN``).
+
+    Control characters are left as they are: use ``printable`` for log lines.
+    """
+    if not isinstance(value, (binary_type, text_type)):
+        try:
+            value = text_type(value)
+        except UnicodeError:  # Python 2: an exception holding non-ASCII bytes
+            value = str(value)
+    if isinstance(value, binary_type):
+        return value.decode("utf-8", _ERRORS)
+    return value
+
+
+def printable(text):
+    """``text`` as one safe line: every unsafe character shown as an escape."""
+    return _UNSAFE.sub(_escape, as_display(text))
+
+
+def display_path(path):
+    """A path as UTF-8-safe text to show or send (``/data/caf\\xe9``), one line."""
+    return printable(path)
+
+
+def bad_name_reason(name):
+    """None when ``name`` may be a client name, else why not (one line, no echo
+    of unsafe characters)."""
+    if isinstance(name, binary_type):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            return "--name %s is not UTF-8 text; use a UTF-8 (or ASCII) name" % \
+                printable(name)
+    if _SURROGATE.search(name):  # Python 3's form of bytes that were not UTF-8
+        return "--name %s is not UTF-8 text; use a UTF-8 (or ASCII) name" % \
+            printable(name)
+    if not name:
+        return "--name must not be empty"
+    if _UNSAFE.search(name):
+        return ("--name %s holds a control, line-break, bidi or undecodable "
+                "character; use printable text" % printable(name))
+    if len(name) > NAME_MAX_CHARS:
+        return "--name is %d characters long; use at most %d" % (len(name),
+                                                                 NAME_MAX_CHARS)
+    return None
+
+
+def read_secret(path=None, env_value=None):
+    """The shared secret as bytes, or None when none is given.
+
+    One rule for both programs: ``path`` (a file) wins over ``env_value``
+    (DISKBENCH_SECRET); the text must be UTF-8 without NUL or other control
+    characters; ASCII whitespace is stripped from both ends. An empty secret
+    file (or one holding only whitespace) is an error; an empty environment
+    variable counts as unset. Raises ValueError with a one-line message naming
+    the fix.
+    """
+    if path is not None:
+        where = "--secret-file %s" % printable(path)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except (IOError, OSError) as exc:
+            raise ValueError("cannot read %s (%s); fix the path" % (
+                where, printable(exc.strerror or exc)))
+    elif env_value is not None:
+        where = "DISKBENCH_SECRET"
+        raw = env_value
+        if isinstance(raw, text_type) and not PY2:
+            raw = raw.encode("utf-8", "surrogateescape")
+        elif isinstance(raw, text_type):
+            raw = raw.encode("utf-8")
+    else:
+        return None
+    raw = raw.strip(SECRET_STRIP)
+    if not raw:
+        if path is None:
+            return None
+        raise ValueError("%s is empty; put the shared secret in it" % where)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("%s is not UTF-8 text (a binary file?); use a printable "
+                         "secret, e.g. from 'openssl rand -hex 32'" % where)
+    if _UNSAFE.search(text):
+        raise ValueError("%s holds control or binary characters; use a printable "
+                         "secret, e.g. from 'openssl rand -hex 32'" % where)
+    return raw

@@ -1,0 +1,45 @@
+"""diskbench/cli.py: the display rule (printable), names, and the one secret rule."""
+import pytest
+
+from diskbench import cli
+
+
+@pytest.mark.parametrize("raw,shown", [
+    (u"plain caf\u00e9", u"plain caf\u00e9"),
+    (u"a\nb\rc\x1b[31m", u"a\\x0ab\\x0dc\\x1b[31m"),
+    (u"nel\u0085 csi\u009b", u"nel\\x85 csi\\x9b"),
+    (u"ls\u2028ps\u2029", u"ls\\u2028ps\\u2029"),
+    (u"\u202a\u202e\u2066\u2069", u"\\u202a\\u202e\\u2066\\u2069"),
+    (b"caf\xe9", u"caf\\xe9"),
+    (u"caf\udce9", u"caf\\xe9"),       # Python 3's surrogateescape of byte 0xe9
+    (u"lone\ud800", u"lone\\ud800")])
+def test_printable_escapes_every_line_break_and_control(raw, shown):
+    """printable() leaves printable text alone and makes every line break,
+    terminal/bidi control and undecodable byte a visible escape."""
+    assert cli.printable(raw) == shown
+
+
+def test_read_secret_strips_and_refuses_empty(tmpdir):
+    """The secret rule: file wins, whitespace stripped, bytes returned; an empty
+    file is an error, an empty environment variable is no secret."""
+    path = str(tmpdir.join("s"))
+    with open(path, "wb") as f:
+        f.write(b"  s3cret\n")
+    assert cli.read_secret(path, "from-env") == b"s3cret"
+    assert cli.read_secret(None, " env-secret\n") == b"env-secret"
+    assert cli.read_secret(None, "") is None
+    assert cli.read_secret(None, None) is None
+    with open(path, "wb") as f:
+        f.write(b"\n")
+    with pytest.raises(ValueError) as info:
+        cli.read_secret(path, None)
+    assert "is empty" in str(info.value)
+
+
+def test_bad_name_reason():
+    """Names: 1-128 printable characters of UTF-8 text."""
+    assert cli.bad_name_reason(u"node-1.rack_2") is None
+    assert cli.bad_name_reason(u"n\u00f8de") is None
+    assert "not UTF-8" in cli.bad_name_reason(b"caf\xe9")
+    assert "at most 128" in cli.bad_name_reason(u"x" * 129)
+    assert "control" in cli.bad_name_reason(u"a\u2029b")
