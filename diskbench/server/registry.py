@@ -104,6 +104,28 @@ log = logging.getLogger("diskbench.server")
 event = logging.getLogger("diskbench.server.event")  # also printed on the console
 
 
+class _LockAndSay(object):
+    """The registry's one lock. Log lines said under it (``say``) are emitted
+    after it is released, so no handler thread waits for the lock while
+    another formats or queues a log line. Not reentrant."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._said = []
+
+    def __enter__(self):
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info):
+        said, self._said = self._said, []
+        self._lock.release()
+        for func, args in said:
+            func(*args)
+
+    def say(self, func, *args):
+        self._said.append((func, args))
+
+
 class Client(object):
     """Everything known about one client (by name). Mutated under Registry.lock."""
 
@@ -189,7 +211,8 @@ class Registry(object):
     def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
                  start_timeout=60.0, clock=monotonic, max_clients=None,
                  rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False):
-        self.lock = threading.RLock()
+        self.lock = _LockAndSay()
+        self.say = self.lock.say
         self.clock = clock
         self.expected_clients = expected_clients
         self.heartbeat_timeout = heartbeat_timeout   # None: per client, from hello
@@ -239,7 +262,10 @@ class Registry(object):
 
     def count_rejected(self, kind):
         with self.lock:
-            self.rejected[kind] = self.rejected.get(kind, 0) + 1
+            self._count_rejected_locked(kind)
+
+    def _count_rejected_locked(self, kind):
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
 
     # --- messages ------------------------------------------------------------
     def hello(self, msg, recv_ts, conn_id, peer, sender):
@@ -252,7 +278,7 @@ class Registry(object):
             client = self.clients.get(msg.name)
             if client is None:
                 if self.max_clients is not None and len(self.clients) >= self.max_clients:
-                    self.count_rejected(REJECT_TOO_MANY_CLIENTS)
+                    self._count_rejected_locked(REJECT_TOO_MANY_CLIENTS)
                     return REJECT, (
                         "this run already has %d clients (the server's --max-clients); "
                         "ask its operator to raise --max-clients" % len(self.clients))
@@ -263,31 +289,33 @@ class Registry(object):
                 if self.first_hello is None:
                     self.first_hello = self.clock()
                 self.last_activity = self.clock()
-                event.info("client %s joined from %s (host %s, %s, python %s, %s)",
-                           msg.name, peer, msg.hostname, msg.fs_type,
-                           msg.python_version, msg.sync_mode)
+                self.say(event.info,
+                         "client %s joined from %s (host %s, %s, python %s, %s)",
+                         msg.name, peer, msg.hostname, msg.fs_type,
+                         msg.python_version, msg.sync_mode)
             else:
                 same = (client.hello.hostname, client.hello.pid) == (msg.hostname, msg.pid)
                 if not same:
                     # Never say who owns the name: that would tell a peer what
                     # to claim in order to take it over.
-                    self.count_rejected(REJECT_NAME_IN_USE)
-                    log.warning("refused a hello as %s from %s (host %s pid %s): the "
-                                "name belongs to another process of this run", msg.name,
-                                peer, msg.hostname, msg.pid)
+                    self._count_rejected_locked(REJECT_NAME_IN_USE)
+                    self.say(log.warning,
+                             "refused a hello as %s from %s (host %s pid %s): the "
+                             "name belongs to another process of this run", msg.name,
+                             peer, msg.hostname, msg.pid)
                     return REJECT, (
                         "client name %r is already used in this run by another "
                         "process; give each client its own name (--name)" % msg.name)
                 if client.conn_id != conn_id:
                     if client.conn_id is not None:
                         client.takeovers += 1
-                        log.warning(
-                            "hello of %s on connection %d from %s while connection %d "
-                            "from %s is still open: a reconnect, or a replay of its "
-                            "hello; connection %d now speaks for it", msg.name, conn_id,
-                            peer, client.conn_id, client.peer, conn_id)
+                        self.say(log.warning,
+                                 "hello of %s on connection %d from %s while connection "
+                                 "%d from %s is still open: a reconnect, or a replay of "
+                                 "its hello; connection %d now speaks for it", msg.name,
+                                 conn_id, peer, client.conn_id, client.peer, conn_id)
                     client.reconnects += 1
-                    event.info("client %s reconnected from %s", msg.name, peer)
+                    self.say(event.info, "client %s reconnected from %s", msg.name, peer)
                     if client.state == WENT_AWAY:
                         self._transition(client, client.previous_state, "reconnected")
                 client.peer = peer
@@ -305,7 +333,7 @@ class Registry(object):
                 return NOT_BOUND
             if client.state == WENT_AWAY:
                 client.reconnects += 1
-                event.info("client %s is back (reconnected)", client.name)
+                self.say(event.info, "client %s is back (reconnected)", client.name)
                 self._transition(client, client.previous_state, "reconnected")
             return self._accept_locked(client, msg, recv_ts)
 
@@ -340,9 +368,9 @@ class Registry(object):
         if not client.skew_warned and abs(client.clock_offset_s) > CLOCK_SKEW_WARN_S \
                 and client.messages >= SKEW_SAMPLES_MIN:
             client.skew_warned = True
-            event.info("client %s: its clock is %+.1f s off the server's (or its "
-                       "messages are that late); its times are put on the server's "
-                       "clock in the report", client.name, client.clock_offset_s)
+            self.say(event.info, "client %s: its clock is %+.1f s off the server's (or its "
+                     "messages are that late); its times are put on the server's "
+                     "clock in the report", client.name, client.clock_offset_s)
 
     def is_replay(self, msg, conn_id):
         """True when ``msg`` repeats a recorded seq of a client that speaks on
@@ -404,12 +432,15 @@ class Registry(object):
 
         Cheap: only clients still waiting for GO are looked at.
         """
+        client = self.clients.get(name)
+        if client is None:
+            return []
+        if seq > client.recorded_seq:  # only the recorder thread writes it
+            client.recorded_seq = seq
+        if not self._waiting:
+            return []
         with self.lock:
-            client = self.clients.get(name)
-            if client is None:
-                return []
-            client.recorded_seq = max(client.recorded_seq, seq)
-            return self._go_list_locked() if self._waiting else []
+            return self._go_list_locked()
 
     def _awaiting(self, client, flag):
         """The one place a client starts or stops waiting for GO."""
@@ -430,15 +461,17 @@ class Registry(object):
         if self.expected_clients is not None and not self.go_released and \
                 len(self.clients) >= self.expected_clients:
             self.go_released = True
-            log.info("all %d expected clients said hello: sending go", self.expected_clients)
+            self.say(log.info, "all %d expected clients said hello: sending go",
+                     self.expected_clients)
 
     def _apply_start(self, client, msg, recv_ts):
         client.start_ts = recv_ts
         client.start = msg
         if client.state == JOINED:
             self._transition(client, RUNNING, "writing")
-        event.info("client %s started writing (writer pid %d, %s, preallocate %s)",
-                   client.name, msg.writer_pid, msg.sync_mode, msg.preallocate)
+        self.say(event.info,
+                 "client %s started writing (writer pid %d, %s, preallocate %s)",
+                 client.name, msg.writer_pid, msg.sync_mode, msg.preallocate)
 
     def _apply_perf(self, client, msg, recv_ts):
         client.intervals.append((msg.t_start, msg.t_end, msg.bytes))
@@ -457,13 +490,10 @@ class Registry(object):
                 else "process is not alive"))
         elif not stuck and client.state == STALLED:
             self._transition(client, RUNNING, "writer progressing again")
-        if msg.writer_alive:
-            log.info("client %s heartbeat: writer %d alive, %.1f MiB written, last "
-                     "progress %.1f s ago", client.name, msg.writer_pid,
-                     metrics.mib(msg.bytes_written), msg.progress_age_s)
-        else:
-            log.warning("client %s heartbeat: its writer %d is NOT alive", client.name,
-                        msg.writer_pid)
+        if not msg.writer_alive:  # (every heartbeat itself is in perf.jsonl)
+            self.say(log.warning,
+                     "client %s heartbeat: its writer %d is NOT alive", client.name,
+                     msg.writer_pid)
 
     def _apply_stats(self, client, msg, recv_ts):
         client.cpu_samples.append(msg.cpu_percent)
@@ -472,17 +502,18 @@ class Registry(object):
     def _apply_rollover(self, client, msg, recv_ts):
         client.close_times.append(msg.close_s)
         client.rollover_bytes += msg.file_bytes
-        event.info("client %s rollover #%d (file %d, %.1f MiB, fsync+close %.1f ms)",
-                   client.name, len(client.close_times), msg.file_index,
-                   metrics.mib(msg.file_bytes), msg.close_s * 1000.0)
+        self.say(event.info,
+                 "client %s rollover #%d (file %d, %.1f MiB, fsync+close %.1f ms)",
+                 client.name, len(client.close_times), msg.file_index,
+                 metrics.mib(msg.file_bytes), msg.close_s * 1000.0)
 
     def _apply_stop(self, client, msg, recv_ts):
         client.stop_ts = recv_ts
         client.stop = msg
-        event.info("client %s stopped (%s): %.1f MiB in %.1f s, %d rollovers, "
-                   "%d dropped messages", client.name, msg.reason,
-                   metrics.mib(msg.bytes_written), msg.elapsed_s, msg.rollovers,
-                   msg.dropped_messages)
+        self.say(event.info, "client %s stopped (%s): %.1f MiB in %.1f s, %d rollovers, "
+                 "%d dropped messages", client.name, msg.reason,
+                 metrics.mib(msg.bytes_written), msg.elapsed_s, msg.rollovers,
+                 msg.dropped_messages)
         if client.state in TERMINAL:
             return
         if client.state == STALLED:
@@ -503,8 +534,9 @@ class Registry(object):
             client.errors.append(msg)
         else:
             client.texts_dropped += 1
-        log.warning("client %s error from %s: %s (errno %s, fatal %s)", client.name,
-                    msg.source, msg.reason, msg.errno, msg.fatal)
+        self.say(log.warning,
+                 "client %s error from %s: %s (errno %s, fatal %s)", client.name,
+                 msg.source, msg.reason, msg.errno, msg.fatal)
         if msg.fatal and client.state in LIVE:
             self._transition(client, FAILED, "%s error: %s" % (msg.source, msg.reason))
 
@@ -513,7 +545,7 @@ class Registry(object):
             client.texts_dropped += 1
             return
         client.notes.append(msg.text)
-        log.info("client %s note: %s", client.name, msg.text)
+        self.say(log.info, "client %s note: %s", client.name, msg.text)
 
     def _apply_bye(self, client, msg, recv_ts):
         client.said_bye = True
@@ -525,8 +557,8 @@ class Registry(object):
     def _transition(self, client, new, reason):
         old = client.state
         if new not in _ALLOWED[old]:
-            log.warning("client %s: ignored impossible transition %s -> %s (%s)",
-                        client.name, old, new, reason)
+            self.say(log.warning, "client %s: ignored impossible transition %s -> %s (%s)",
+                     client.name, old, new, reason)
             return False
         if new == WENT_AWAY:
             client.previous_state = old
@@ -540,7 +572,7 @@ class Registry(object):
         if new in TERMINAL:
             client.terminal_at = self.last_activity
         if new in TERMINAL or old == WENT_AWAY or STALLED in (old, new):
-            event.info("client %s %s: %s", client.name, new, reason)
+            self.say(event.info, "client %s %s: %s", client.name, new, reason)
         return True
 
     # --- the main loop's questions ----------------------------------------------
@@ -649,7 +681,7 @@ class Registry(object):
     def _note(self, text):
         if text not in self.notes:
             self.notes.append(text)
-            event.info("%s", text)
+            self.say(event.info, "%s", text)
 
     def is_complete(self):
         """The run-completion rule (docs/ARCHITECTURE.md)."""
