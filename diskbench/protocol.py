@@ -54,8 +54,8 @@ import time
 
 from diskbench import __version__
 from diskbench.metrics import MIB, LatencyHistogram
-from diskbench.compat import (RecursionError, as_bytes, as_text, compare_digest,
-                              integer_types, string_types)
+from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
+                              compare_digest, integer_types, string_types)
 
 PROTOCOL_VERSION = 1
 #: Longest line a reader accepts, newline included. A reader stops reading
@@ -133,7 +133,7 @@ def safe_text(value):
     """``value`` as text in which every unsafe character (line breaks of any
     kind, terminal and bidi controls, lone surrogates) is a visible ``\\uXXXX``:
     it stays on one line, shows what it is, and can always be encoded."""
-    if not isinstance(value, string_types):
+    if not isinstance(value, string_types + (binary_type,)):
         try:
             value = u"%s" % (value,)
         except Exception:  # noqa: B902 - an object whose str() fails
