@@ -152,8 +152,9 @@ class Recorder(object):
             else ""))
         text = ("diskbench server: internal error in the recorder: %s; the item was "
                 "skipped and the recorder goes on" % self.first_failure)
-        try:
-            self.stderr.write(text + "\n")
+        try:  # ASCII: whatever the console's encoding, this line gets out
+            self.stderr.write(text.encode("ascii", "backslashreplace").decode("ascii")
+                              + "\n")
             self.stderr.flush()
         except Exception:  # noqa: B902 - stderr gone: the report still says it
             pass
