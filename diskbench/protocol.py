@@ -34,8 +34,9 @@ sends them for a Latin-1 byte in a path).
 - Free text fields (hostname, directory, platform, text, reason ...): ASCII
   C0 controls and DEL are refused (``make()`` turns them into spaces, so our
   client never sends them); every other unsafe character is accepted and
-  stored as its visible escape ``\\uXXXX`` (``safe_text``), so a client with
-  an odd path is still recorded and what is stored can always be encoded.
+  stored as its visible escape ``\\uXXXX`` (``safe_text``), cut to the field's
+  length, so a client with an odd path is still recorded, and what is stored
+  can always be encoded and passes validation again when read back.
 - ``safe_text(value)`` is the one neutraliser: every writer of server.log,
   report.txt and the console passes text through it as a last line of defence.
 
@@ -227,7 +228,8 @@ class Str(_Field):
     ``strict`` (names, choices): every unsafe character is refused. Otherwise
     (free text) ASCII controls are refused and the other unsafe characters are
     escaped (see the module docstring); the length bound applies to the text
-    as received.
+    as received, and the escaped text is cut to it (so what is stored is
+    itself valid when read back after a restart).
     """
 
     def __init__(self, max_len=256, choices=None, min_len=0, strict=False):
@@ -254,8 +256,8 @@ class Str(_Field):
                 raise ValueError
         elif _ASCII_CONTROLS.search(value):
             raise ValueError
-        else:
-            value = safe_text(value)
+        else:  # escaped, and cut to the bound again: a record read back passes
+            value = safe_text(value)[:self.max_len]
         if self.choices and value not in self.choices:
             raise ValueError
         return value

@@ -474,3 +474,15 @@ def test_stop_and_heartbeat_inconsistent_fields_refused():
         obj["data"].update(bytes_written=5, chunks_written=6)
         err = reason_of(json.dumps(obj))
         assert err.kind == P.ProtocolError.BAD_FIELD and "chunks_written" in err.reason
+
+
+def test_escaped_free_text_reads_back_after_a_restart():
+    """A free text field at its length bound, all lone surrogates, is stored
+    escaped and cut to the bound, so its perf.jsonl record passes validation
+    again when the server reads it back after a restart."""
+    obj = wire("error")
+    obj["data"]["reason"] = u"\udce9" * 2048
+    msg = P.decode(as_bytes(json.dumps(obj)))
+    assert len(msg.reason) == 2048 and msg.reason.startswith(u"\\udce9\\udce9")
+    back, recv_ts = P.from_record(json.loads(json.dumps(P.record(msg, 5.0))))
+    assert back == msg and recv_ts == 5.0

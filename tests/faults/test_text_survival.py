@@ -40,6 +40,8 @@ def raw_line(name, seq, type_, **data):
 
 
 def assert_no_forged_line(text, pattern, what):
+    if isinstance(text, bytes):  # 2.7 reads a file as bytes
+        text = text.decode("utf-8")
     assert one_line_each(text), "%s holds a hidden line break" % what
     assert not P._CONTROL_CHARS.search(text.replace(u"\n", u"")), \
         "%s holds a raw unsafe character" % what
