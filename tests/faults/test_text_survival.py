@@ -176,3 +176,48 @@ def test_recorder_goes_on_after_an_item_it_cannot_write(tmpdir):
     assert u"internal error in the recorder" in log
     assert u"peer said h\\udce9llo\\u2028FORGED\n" in log
     assert "internal error in the recorder" in "".join(err.parts)
+
+
+def test_text_log_formatters_neutralise_interpolated_text(tmpdir):
+    """A log call that interpolates a peer's raw text (no boundary in between)
+    still gives one well-formed, encodable line in server.log and on the console
+    (even a console that only takes ASCII)."""
+    import logging
+    r = rec.Recorder(str(tmpdir))
+    r.open()
+    r.start()
+    console = _Sink()
+    ascii_console = _AsciiSink()
+    logger = logging.getLogger("diskbench.test.text-formatters")
+    logger.propagate = False
+    handlers = [rec.RecorderLogHandler(r), rec.ConsoleHandler(console),
+                rec.ConsoleHandler(ascii_console)]
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        logger.warning("client %s said %s", u"caf\u00e9 n\u2028FORGED", HOSTILE)
+        try:
+            raise ValueError(u"boom\u2029FORGED")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+    r.close()
+    with io.open(str(tmpdir.join(rec.SERVER_LOG)), encoding="utf-8") as f:
+        log = f.read()
+    assert_no_forged_line(log, LOG_LINE, "server.log")
+    assert len(log.split(u"\n")) == 3 and u"n\\u2028FORGED" in log
+    for sink in (console, ascii_console):
+        text = u"".join(sink.parts)
+        assert_no_forged_line(text, CONSOLE_LINE, "the console")
+        assert len(text.split(u"\n")) == 3 and u"\\u202eFORGED" in text
+    assert u"caf\u00e9" in u"".join(console.parts) and u"caf\\xe9" in u"".join(ascii_console.parts)
+
+
+class _AsciiSink(_Sink):
+    """A console in an ASCII locale: refuses what it cannot encode."""
+
+    def write(self, text):
+        text.encode("ascii")
+        _Sink.write(self, text)
