@@ -178,6 +178,33 @@ def test_recorder_goes_on_after_an_item_it_cannot_write(tmpdir):
     assert "internal error in the recorder" in "".join(err.parts)
 
 
+def test_recorder_goes_on_after_an_unexpected_error_in_a_write(tmpdir):
+    """An unexpected error in the write path itself (not an OSError: a bug) is
+    counted and said, drain() still returns, and the next batch is written."""
+    r = rec.Recorder(str(tmpdir), stderr=_Sink())
+    r.open()
+    calls = []
+
+    def flaky_write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the write path")
+        return os.write(fd, data)
+
+    r.write_fd = flaky_write
+    r.start()
+    acked = []
+    r.record(dict(first=1), on_written=lambda: acked.append(1))
+    r.drain(timeout=10)
+    assert r.alive() and r.failures >= 1 and "RuntimeError" in r.trouble()
+    r.record(dict(second=2), on_written=lambda: acked.append(2))
+    r.drain(timeout=10)
+    assert acked == [2]
+    r.close()
+    with io.open(str(tmpdir.join(rec.PERF_LOG)), encoding="utf-8") as f:
+        assert [json.loads(line) for line in f] == [dict(second=2)]
+
+
 def test_text_log_formatters_neutralise_interpolated_text(tmpdir):
     """A log call that interpolates a peer's raw text (no boundary in between)
     still gives one well-formed, encodable line in server.log and on the console
