@@ -16,10 +16,20 @@ def mib(nbytes):
 
 
 def mib_per_s(nbytes, seconds):
-    """MiB/s, or None when no time passed (never a division by zero)."""
+    """MiB/s, or None when no time passed or the figure is not finite (never a
+    division by zero, never inf)."""
     if seconds is None or seconds <= 0:
         return None
-    return nbytes / float(MIB) / seconds
+    try:
+        rate = nbytes / float(MIB) / seconds
+    except (ArithmeticError, ValueError):
+        return None
+    return rate if is_finite(rate) else None
+
+
+def is_finite(value):
+    """True for a number that is neither NaN nor infinite."""
+    return not (math.isnan(value) or math.isinf(value))
 
 
 def clock_ahead(current, sent_ts, recv_ts):
@@ -72,7 +82,9 @@ class LatencyHistogram(object):
 
     @classmethod
     def bucket_value(cls, index):
-        """A representative value of a bucket: its geometric middle."""
+        """A representative value of a bucket: its geometric middle. The index
+        is clamped to 0..MAX_BUCKET, so the value is always a finite float."""
+        index = min(max(index, 0), cls.MAX_BUCKET)
         return cls.LOWEST * cls.GROWTH ** (index + 0.5)
 
     def add(self, value):

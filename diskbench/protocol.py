@@ -20,6 +20,32 @@ envelope and a body::
 No other module spells a type or field name as a string: they use the type
 constants here, ``make(TYPE, **fields)`` to build, attribute access
 (``msg.bytes_written``) to read, and ``record()``/``from_record()`` for logs.
+
+Text policy (a peer's text must never stop the server nor forge a line in a
+log, a report or on a console). The *unsafe* characters are ASCII C0 controls
+and DEL, C1 controls U+0080-U+009F (NEL, CSI ...), the Unicode line and
+paragraph separators U+2028/U+2029, the bidi controls U+061C, U+200E, U+200F,
+U+202A-U+202E, U+2066-U+2069, and lone surrogates U+D800-U+DFFF (JSON allows
+"\\udce9"; Python 3 cannot encode such a str: a client in a non-UTF-8 locale
+sends them for a Latin-1 byte in a path).
+
+- ``name`` (identity) and enumerated fields: any unsafe character is refused
+  (BAD_FIELD).
+- Free text fields (hostname, directory, platform, text, reason ...): ASCII
+  C0 controls and DEL are refused (``make()`` turns them into spaces, so our
+  client never sends them); every other unsafe character is accepted and
+  stored as its visible escape ``\\uXXXX`` (``safe_text``), cut to the field's
+  length, so a client with an odd path is still recorded, and what is stored
+  can always be encoded and passes validation again when read back.
+- ``safe_text(value)`` is the one neutraliser: every writer of server.log,
+  report.txt and the console passes text through it as a last line of defence.
+
+Consistency across fields is checked per type after the fields (``_CHECKS``):
+a perf interval ends after it starts, its I/O time fits in it, its rate is
+physically possible, its latency histogram counts its chunks; a stop summary's
+I/O time fits in its elapsed time; chunk counts never exceed byte counts
+(perf, stop).
+Histogram bucket indexes are bounded by what ``metrics`` can compute.
 """
 import hashlib
 import hmac
@@ -29,8 +55,9 @@ import re
 import time
 
 from diskbench import __version__
-from diskbench.compat import (RecursionError, as_bytes, as_text, compare_digest,
-                              integer_types, string_types)
+from diskbench.metrics import MIB, LatencyHistogram
+from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
+                              compare_digest, integer_types, string_types)
 
 PROTOCOL_VERSION = 1
 #: Longest line a reader accepts, newline included. A reader stops reading
@@ -40,6 +67,16 @@ MAX_LINE_BYTES = 64 * 1024
 MAX_HIST_BUCKETS = 2048
 #: Upper bound for any count or byte figure: absurd values are refused.
 MAX_INT = 2 ** 62
+#: Highest latency bucket index a histogram may carry: what metrics computes.
+MAX_BUCKET_INDEX = LatencyHistogram.MAX_BUCKET
+#: Fastest write rate believed (MiB/s, about 10 TiB/s): a perf interval beyond
+#: it is a lie or a broken clock, and would make every rate in the report absurd.
+MAX_RATE_MIB_S = 1e7
+#: Slack when a time must fit in another (I/O time within an interval or a
+#: run): this fraction of the longer one plus SLACK_ABS_S (float rounding,
+#: clock granularity).
+SLACK_REL = 0.01
+SLACK_ABS_S = 0.5
 
 # Directions: which side sends a message. The same type name may mean a
 # different thing in each direction (a client's "stop" reports that it stopped;
@@ -76,7 +113,34 @@ STOP_SERVER = "server"            # the server asked
 STOP_ERROR = "error"              # a failure ended the run
 STOP_REASONS = (STOP_DURATION, STOP_SIGNAL, STOP_SERVER, STOP_ERROR)
 
-_CONTROL_CHARS = re.compile(u"[\x00-\x1f\x7f]")
+#: ASCII controls: refused in every text field, turned into spaces by clean_text.
+_ASCII_CONTROLS = re.compile(u"[\x00-\x1f\x7f]")
+if len(u"\U00010000") == 1:  # a wide build (Python 3, most 2.7): one code point
+    _SURROGATES = u"[\ud800-\udfff]"
+else:  # pragma: no cover - a narrow 2.7 build: astral characters are pairs
+    _SURROGATES = (u"[\ud800-\udbff](?![\udc00-\udfff])|"
+                   u"(?<![\ud800-\udbff])[\udc00-\udfff]")
+#: Every character that could break, forge or disguise a line, or that cannot
+#: be encoded as UTF-8 (see the module docstring).
+_CONTROL_CHARS = re.compile(
+    u"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]|"
+    + _SURROGATES)
+
+
+def _escape_char(match):
+    return u"\\u%04x" % ord(match.group(0))
+
+
+def safe_text(value):
+    """``value`` as text in which every unsafe character (line breaks of any
+    kind, terminal and bidi controls, lone surrogates) is a visible ``\\uXXXX``:
+    it stays on one line, shows what it is, and can always be encoded."""
+    if not isinstance(value, string_types + (binary_type,)):
+        try:
+            value = u"%s" % (value,)
+        except Exception:  # noqa: B902 - an object whose str() fails
+            value = repr(value)
+    return _CONTROL_CHARS.sub(_escape_char, as_text(value, errors="replace"))
 
 
 class ProtocolError(ValueError):
@@ -160,14 +224,25 @@ class Bool(_Field):
 
 
 class Str(_Field):
-    """Text without control characters (they would forge log lines)."""
+    """Text without control characters (they would forge log lines).
 
-    def __init__(self, max_len=256, choices=None, min_len=0):
+    ``strict`` (names, choices): every unsafe character is refused. Otherwise
+    (free text) ASCII controls are refused and the other unsafe characters are
+    escaped (see the module docstring); the length bound applies to the text
+    as received, and the escaped text is cut to it (so what is stored is
+    itself valid when read back after a restart).
+    """
+
+    def __init__(self, max_len=256, choices=None, min_len=0, strict=False):
         self.max_len, self.choices, self.min_len = max_len, choices, min_len
+        self.strict = strict or bool(choices)
 
     def describe(self):
         if self.choices:
             return "one of %s" % ", ".join(self.choices)
+        if self.strict:
+            return ("text of %d to %d characters without control, line-separator, "
+                    "bidi or surrogate characters" % (self.min_len, self.max_len))
         return "text of %d to %d characters without control characters" % (
             self.min_len, self.max_len)
 
@@ -177,8 +252,13 @@ class Str(_Field):
         value = as_text(value)
         if not self.min_len <= len(value) <= self.max_len:
             raise ValueError
-        if _CONTROL_CHARS.search(value):
+        if self.strict:
+            if _CONTROL_CHARS.search(value):
+                raise ValueError
+        elif _ASCII_CONTROLS.search(value):
             raise ValueError
+        else:  # escaped, and cut to the bound again: a record read back passes
+            value = safe_text(value)[:self.max_len]
         if self.choices and value not in self.choices:
             raise ValueError
         return value
@@ -199,11 +279,15 @@ class Optional(_Field):
         return None if value is None else self.inner.check(value)
 
 
+_BUCKET = Int(0, MAX_BUCKET_INDEX)
+
+
 class Hist(_Field):
     """A sparse histogram: a list of [bucket index, count] pairs (see metrics)."""
 
     def describe(self):
-        return "a list of at most %d [bucket, count] integer pairs" % MAX_HIST_BUCKETS
+        return ("a list of at most %d [bucket, count] integer pairs, bucket 0 to %d"
+                % (MAX_HIST_BUCKETS, MAX_BUCKET_INDEX))
 
     def check(self, value):
         if not isinstance(value, list):
@@ -215,12 +299,12 @@ class Hist(_Field):
         for pair in value:
             if not isinstance(pair, list) or len(pair) != 2:
                 raise TypeError
-            out.append([Int(0, 100000).check(pair[0]), pair_int.check(pair[1])])
+            out.append([_BUCKET.check(pair[0]), pair_int.check(pair[1])])
         return out
 
 
 # --- the message catalogue ----------------------------------------------------------
-_NAME = Str(max_len=128, min_len=1)
+_NAME = Str(max_len=128, min_len=1, strict=True)
 _TEXT = Str(max_len=2048)
 _PATH = Str(max_len=4096)
 _SECONDS = Num(0.0, 1e9)
@@ -331,9 +415,57 @@ def fields_of(direction, type_):
 
 
 def clean_text(value, max_len=2048):
-    """Make free text (an exception message, a path) fit a text field."""
-    value = _CONTROL_CHARS.sub(u" ", as_text(value, errors="replace"))
+    """Make free text (an exception message, a path) fit a text field: ASCII
+    controls become spaces, every other unsafe character its escape."""
+    value = safe_text(_ASCII_CONTROLS.sub(u" ", as_text(value, errors="replace")))
     return value[:max_len]
+
+
+# --- consistency across the fields of one message -----------------------------------
+def _slack(longer):
+    return SLACK_REL * longer + SLACK_ABS_S
+
+
+def _check_perf(d):
+    length = d["t_end"] - d["t_start"]
+    if length <= 0:
+        return "t_end (%r) must be after t_start (%r)" % (d["t_end"], d["t_start"])
+    if d["bytes"] / float(MIB) / length > MAX_RATE_MIB_S:
+        return ("%d bytes in %r s is over %g MiB/s, beyond any disk (MAX_RATE_MIB_S)"
+                % (d["bytes"], length, MAX_RATE_MIB_S))
+    if d["io_s"] > length + _slack(length):
+        return "io_s (%r) must fit in the interval of %r s" % (d["io_s"], length)
+    if d["lat_min_s"] > d["lat_max_s"]:
+        return "lat_min_s (%r) must not exceed lat_max_s (%r)" % (
+            d["lat_min_s"], d["lat_max_s"])
+    if d["lat_max_s"] > d["io_s"] + _slack(d["io_s"]):
+        return "lat_max_s (%r) must not exceed io_s (%r)" % (d["lat_max_s"], d["io_s"])
+    if d["chunks"] > d["bytes"]:
+        return "chunks (%d) must not exceed bytes (%d)" % (d["chunks"], d["bytes"])
+    counted = sum(n for _, n in d["lat_hist"])
+    if counted != d["chunks"]:
+        return "lat_hist counts %d chunks, chunks says %d" % (counted, d["chunks"])
+    return None
+
+
+def _check_counts(d):
+    if d["chunks_written"] > d["bytes_written"]:
+        return "chunks_written (%d) must not exceed bytes_written (%d)" % (
+            d["chunks_written"], d["bytes_written"])
+    return None
+
+
+def _check_stop(d):
+    if d["io_s"] > d["elapsed_s"] + _slack(d["elapsed_s"]):
+        return "io_s (%r) must fit in elapsed_s (%r)" % (d["io_s"], d["elapsed_s"])
+    return _check_counts(d)
+
+
+#: Per-type checks across fields (client to server): a function of the
+#: validated body returning None or what is wrong. Not heartbeat: it reads two
+#: counters the writer updates one after the other, so it may see the first
+#: chunk counted before its bytes (chunks 1, bytes 0).
+_CHECKS = {PERF: _check_perf, STOP: _check_stop}
 
 
 def _validate_body(direction, type_, data):
@@ -360,6 +492,10 @@ def _validate_body(direction, type_, data):
         raise ProtocolError(ProtocolError.UNKNOWN_FIELD, "%s: unknown field%s %s" % (
             type_, "s" if len(extra) > 1 else "", ", ".join(
                 "'%s'" % clean_text(k, 40) for k in extra[:5])))
+    check = _CHECKS.get(type_) if direction == C2S else None
+    wrong = check(out) if check else None
+    if wrong:
+        raise ProtocolError(ProtocolError.BAD_FIELD, "%s: %s" % (type_, wrong))
     return out
 
 

@@ -75,7 +75,9 @@ class Crafted(object):
         self.add(name, protocol.HELLO, t, **hello_fields(hostname=host))
         self.add(name, protocol.START, t, writer_pid=42, sync_mode=protocol.SYNC_DIRECT,
                  preallocate=False, block_bytes=4096, buffer_huge_bytes=None)
-        chunks = int(mib_s)
+        # 10 MiB chunks from 100 MiB/s up, so a chunk's time fits its interval
+        chunk_mib = 10 if mib_s >= 100 else 1
+        chunks = int(mib_s) // chunk_mib
         for i in range(intervals):
             hist = metrics.LatencyHistogram()
             slow = max(2, chunks // 50)     # 2%: always the p99
@@ -83,17 +85,17 @@ class Crafted(object):
             for value in lats:
                 hist.add(value)
             self.add(name, protocol.PERF, t + i + 1.0, t_start=t + i, t_end=t + i + 1.0,
-                     bytes=chunks * metrics.MIB, chunks=chunks, io_s=sum(lats),
+                     bytes=chunks * chunk_mib * metrics.MIB, chunks=chunks, io_s=sum(lats),
                      lat_min_s=min(lats), lat_max_s=max(lats), lat_hist=hist.to_wire(),
                      sync_mode=protocol.SYNC_DIRECT, file_index=0)
             self.add(name, protocol.STATS, t + i + 1.0, writer_pid=42, cpu_percent=cpu,
                      rss_bytes=20 * metrics.MIB, source="proc", interval_s=1.0)
         for r in range(rollovers):
             self.add(name, protocol.ROLLOVER, t + 1.5 + r, file_index=r,
-                     file_bytes=chunks * metrics.MIB, close_s=0.01)
+                     file_bytes=chunks * chunk_mib * metrics.MIB, close_s=0.01)
         if stop:
             self.add(name, protocol.STOP, t + intervals + 1.0, reason=protocol.STOP_DURATION,
-                     bytes_written=chunks * intervals * metrics.MIB,
+                     bytes_written=chunks * chunk_mib * intervals * metrics.MIB,
                      chunks_written=chunks * intervals, rollovers=rollovers,
                      elapsed_s=float(intervals), io_s=1.0, dropped_messages=0)
 

@@ -59,6 +59,19 @@ def test_histogram_wire_roundtrip():
     assert back.percentile(50) == hist.percentile(50)
 
 
+def test_metrics_never_overflow_on_any_bucket_or_interval():
+    """metrics is total: any bucket index gives a finite value (clamped to
+    MAX_BUCKET), and a rate that would be infinite is None, never inf."""
+    import math
+    for index in (LatencyHistogram.MAX_BUCKET, LatencyHistogram.MAX_BUCKET + 1, 100000,
+                  10 ** 9, -5):
+        value = LatencyHistogram.bucket_value(index)
+        assert not math.isinf(value) and value > 0
+    hist = LatencyHistogram.from_wire([[100000, 3], [0, 1]])
+    assert hist.percentile(99) == LatencyHistogram.bucket_value(LatencyHistogram.MAX_BUCKET)
+    assert mib_per_s(2 ** 62, 5e-324) is None and mib_per_s(MIB, 0.5) == 2.0
+
+
 def test_compare_digest_fallback_agrees_with_hmac():
     f = compat._compare_digest_fallback
     for a, b in [(b"abc", b"abc"), (b"abc", b"abd"), (b"abc", b"ab"), (b"", b"")]:

@@ -340,3 +340,156 @@ def test_overlong_line_refused_without_reading_it_all():
         server.close()
         client.close()
         t.join(10)
+
+
+# --- text policy: unsafe characters (issue 11) ---------------------------------------
+#: One of each kind of character that breaks, forges or disguises a line, or
+#: that Python 3 cannot encode (lone surrogates).
+UNSAFE = [u"\n", u"\r", u"\x00", u"\x1b", u"\x7f", u"\x85", u"\x9b", u"\x80", u"\x9f",
+          u"\u2028", u"\u2029", u"\u202a", u"\u202e", u"\u2066", u"\u2069", u"\u200e",
+          u"\u200f", u"\u061c", u"\ud800", u"\udce9", u"\udfff"]
+
+
+def _hello_line(**over):
+    """A hello wire line whose fields are given as they would be in JSON (a lone
+    surrogate travels as its \\u escape, exactly as a Latin-1 path from a
+    Python 3 client in a non-UTF-8 locale does)."""
+    obj = wire("hello")
+    name = over.pop("name", None)
+    if name is not None:
+        obj["name"] = name
+    obj["data"].update(over)
+    return json.dumps(obj, ensure_ascii=True)
+
+
+def test_safe_text_escapes_every_unsafe_character():
+    """safe_text: no kind of line break, control or lone surrogate survives; what
+    remains is one line that encodes as UTF-8 and shows what was there."""
+    for ch in UNSAFE:
+        out = P.safe_text(u"a" + ch + u"FORGED")
+        assert out == u"a\\u%04xFORGED" % ord(ch)
+        assert len(out.splitlines()) == 1
+        out.encode("utf-8")
+    # already safe text is unchanged (so applying it twice is harmless)
+    text = u"caf\u00e9 \u2603 \U0001F4BE /mnt/d"
+    assert P.safe_text(text) == text and P.safe_text(P.safe_text(u"\u2028")) == u"\\u2028"
+    assert P.safe_text(42) == u"42" and P.safe_text(b"\xff") == u"\ufffd"
+
+
+def test_clean_text_leaves_no_unsafe_character():
+    """clean_text covers the same set as safe_text (ASCII controls become spaces)."""
+    out = P.clean_text(u"".join(UNSAFE) + u"end")
+    assert not P._CONTROL_CHARS.search(out)
+    assert out.endswith(u"end") and len(out.splitlines()) == 1
+    out.encode("utf-8")
+
+
+def test_unsafe_characters_in_name_refused():
+    """name (identity) refuses every unsafe character with BAD_FIELD and a reason."""
+    for ch in UNSAFE:
+        err = reason_of(_hello_line(name=u"node" + ch))
+        assert err.kind == P.ProtocolError.BAD_FIELD and "'name'" in err.reason
+    assert P.decode(as_bytes(_hello_line(name=u"n\u00f8de-\U0001F4BE"))).name == \
+        u"n\u00f8de-\U0001F4BE"
+
+
+def test_surrogates_and_unicode_breaks_in_free_text_escaped():
+    """Free text (hostname, directory, platform ...) with a lone surrogate or a
+    Unicode line break is accepted, stored escaped, and encodes again."""
+    msg = P.decode(as_bytes(_hello_line(directory=u"/mnt/caf\udce9", hostname=u"h\u2028x",
+                                        platform=u"\u202eLinux\x85\x9b[2J")))
+    assert msg.directory == u"/mnt/caf\\udce9"
+    assert msg.hostname == u"h\\u2028x"
+    assert msg.platform == u"\\u202eLinux\\u0085\\u009b[2J"
+    for text in (msg.directory, msg.hostname, msg.platform):
+        text.encode("utf-8")
+    P.encode(msg).decode("ascii")
+    rec = json.dumps(P.record(msg, 1.0), ensure_ascii=False)
+    rec.encode("utf-8")
+
+
+def test_make_escapes_surrogates_in_free_text():
+    """A client building a message from a path it could not decode sends it
+    escaped, never raw."""
+    msg = P.make(P.NOTE, name="n", seq=1, text=u"dir /mnt/caf\udce9\u2028x")
+    assert msg.text == u"dir /mnt/caf\\udce9\\u2028x"
+    P.encode(msg)
+
+
+# --- consistency across fields (issue 11) --------------------------------------------
+def _perf(**over):
+    obj = wire("perf")
+    obj["data"].update(over)
+    return json.dumps(obj)
+
+
+def test_hist_bucket_bound_is_what_metrics_computes():
+    """A histogram bucket index is bounded by metrics.LatencyHistogram.MAX_BUCKET
+    (derived, not restated): at the bound accepted, one beyond refused."""
+    from diskbench.metrics import LatencyHistogram
+    top = LatencyHistogram.MAX_BUCKET
+    assert P.MAX_BUCKET_INDEX == top
+    assert P.decode(as_bytes(_perf(lat_hist=[[top, 3]]))).lat_hist == [[top, 3]]
+    for index in (top + 1, 100000):
+        err = reason_of(_perf(lat_hist=[[index, 3]]))
+        assert err.kind == P.ProtocolError.BAD_FIELD and "lat_hist" in err.reason
+
+
+def test_perf_interval_ending_before_it_starts_refused():
+    """perf with t_end <= t_start is refused with BAD_FIELD saying so."""
+    for t_end in (1763870000.0, 1763869999.0):
+        err = reason_of(_perf(t_end=t_end))
+        assert err.kind == P.ProtocolError.BAD_FIELD
+        assert "t_end" in err.reason and "after t_start" in err.reason
+
+
+def test_perf_rate_beyond_physical_bound_refused():
+    """A tiny interval with huge bytes (a rate over MAX_RATE_MIB_S) is refused."""
+    err = reason_of(_perf(t_end=1763870000.0 + 1e-6, io_s=1e-7, lat_min_s=1e-8,
+                          lat_max_s=1e-8, bytes=P.MAX_INT))
+    assert err.kind == P.ProtocolError.BAD_FIELD and "MiB/s" in err.reason
+    limit = int(P.MAX_RATE_MIB_S * (1 << 20))  # exactly at the bound in 1 s: accepted
+    assert P.decode(as_bytes(_perf(bytes=limit))).bytes == limit
+
+
+def test_perf_inconsistent_fields_refused():
+    """io_s beyond the interval, lat_min > lat_max, lat_max > io_s, more chunks
+    than bytes, a histogram that does not count the chunks: each refused."""
+    for over, word in ((dict(io_s=5.0), "io_s"),
+                       (dict(lat_min_s=0.4), "lat_min_s"),
+                       (dict(lat_max_s=0.95, io_s=0.3, lat_min_s=0.1), "lat_max_s"),
+                       (dict(bytes=2), "chunks"),
+                       (dict(lat_hist=[[300, 2]]), "lat_hist")):
+        err = reason_of(_perf(**over))
+        assert err.kind == P.ProtocolError.BAD_FIELD and word in err.reason, over
+
+
+def test_stop_inconsistent_fields_refused():
+    """stop: io_s beyond elapsed_s, or more chunks than bytes, is refused."""
+    obj = wire("stop")
+    obj["data"].update(io_s=1000.0, elapsed_s=60.0)
+    assert "elapsed_s" in reason_of(json.dumps(obj)).reason
+    obj = wire("stop")
+    obj["data"].update(bytes_written=5, chunks_written=6)
+    err = reason_of(json.dumps(obj))
+    assert err.kind == P.ProtocolError.BAD_FIELD and "chunks_written" in err.reason
+
+
+def test_heartbeat_racing_the_first_chunk_accepted():
+    """A heartbeat may read the chunk counter before the bytes counter (chunks 1,
+    bytes 0): it is a progress snapshot, not refused."""
+    obj = wire("heartbeat")
+    obj["data"].update(bytes_written=0, chunks_written=1)
+    assert P.decode(as_bytes(json.dumps(obj))).chunks_written == 1
+
+
+def test_escaped_free_text_reads_back_after_a_restart():
+    """A free text field at its length bound, all lone surrogates, is stored
+    escaped and cut to the bound, so its perf.jsonl record passes validation
+    again when the server reads it back after a restart."""
+    obj = wire("error")
+    obj["data"]["reason"] = u"\udce9" * 2048
+    msg = P.decode(as_bytes(json.dumps(obj)))
+    assert len(msg.reason) == 2048 and msg.reason.startswith(u"\\udce9\\udce9")
+    back, recv_ts = P.from_record(json.loads(json.dumps(P.record(msg, 5.0))))
+    assert back == msg and recv_ts == 5.0

@@ -199,7 +199,10 @@ class Writer(object):
             return
         hist = self.iv_hist
         self.send((protocol.PERF, dict(
-            t_start=self.iv_start_wall, t_end=max(self.wall(), self.iv_start_wall),
+            # length from the monotonic clock (a wall-clock step cannot make an
+            # interval end before it starts), never shorter than its timed I/O
+            t_start=self.iv_start_wall, t_end=self.iv_start_wall + max(
+                self.clock() - self.iv_start, self.iv_io),
             bytes=self.iv_bytes, chunks=self.iv_chunks, io_s=self.iv_io,
             lat_min_s=hist.min, lat_max_s=hist.max, lat_hist=hist.to_wire(),
             sync_mode=self.sync_mode(), file_index=max(self.file_index, 0))))

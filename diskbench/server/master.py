@@ -318,8 +318,7 @@ class Master(object):
         root.addHandler(file_handler)
         self._handlers.append((root, file_handler))
         if not self.args.quiet:
-            console = logging.StreamHandler(self.out)
-            console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            console = recorder_mod.ConsoleHandler(self.out)
             event.addHandler(console)
             self._handlers.append((event, console))
 

@@ -14,6 +14,14 @@ the registry still holds every figure and the report is still attempted; acks
 are still sent, because nothing is lost from memory (only from the file: see
 ``lost``).
 
+The writer thread cannot die silently: an item that cannot be written (it
+cannot be serialised, or anything unexpected) is counted in ``failures``,
+said once on stderr and in server.log, skipped (its ack is not sent: it was
+not written), and the thread goes on; ``alive()`` tells whether it still
+runs and ``trouble()`` puts both kinds of failure into the report. Log lines
+pass through ``protocol.safe_text`` (``SafeFormatter``): a peer's text never
+forges a line and always encodes.
+
 ``read_back()`` reads perf.jsonl of an unfinished run (server restart): a torn
 last line (a crash mid-write, power loss) is cut off with a warning, any other
 unreadable line is skipped with a warning.
@@ -24,6 +32,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 
 from diskbench import protocol
 from diskbench.compat import as_bytes, queue
@@ -49,6 +58,8 @@ class Recorder(object):
         self.records_written = 0
         self.lost = {}                # name -> lines that could not be written
         self.write_fd = os.write      # tests put a failing one here
+        self.failures = 0             # items skipped by an unexpected error
+        self.first_failure = None     # text of the first such error
 
     def open(self):
         """Open (append) both files; raises IOError/OSError if the dir is unusable."""
@@ -60,6 +71,10 @@ class Recorder(object):
         self.thread = threading.Thread(target=self._run, name="recorder")
         self.thread.daemon = True
         self.thread.start()
+
+    def alive(self):
+        """Is the writer thread running (False before start and after close)?"""
+        return self.thread is not None and self.thread.is_alive()
 
     # --- producers (any thread) ---------------------------------------------------
     def log_line(self, text):
@@ -115,10 +130,52 @@ class Recorder(object):
         while True:
             batch = self._drain([self.queue.get()])
             stop = any(item[0] is _STOP for item in batch)
-            self._write_batch([item for item in batch if item[0] is not _STOP])
+            self._write_batch_safely([item for item in batch if item[0] is not _STOP])
             if stop:
-                self._write_batch(self._drain([]))
+                self._write_batch_safely(self._drain([]))
                 return
+
+    def _write_batch_safely(self, batch):
+        """_write_batch that never raises: the thread must outlive any item."""
+        try:
+            self._write_batch(batch)
+        except Exception as exc:  # noqa: B902 - a bug: say it, count it, go on
+            self._internal_failure(exc, len(batch))
+            for kind, payload, _ in batch:
+                if kind == _MARK:
+                    payload.set()
+
+    def _internal_failure(self, exc, count=1):
+        """Count ``count`` skipped items; say the first error on stderr and in
+        server.log (one line each, encodable whatever the error says)."""
+        self.failures += count
+        if self.first_failure is not None:
+            return
+        where = traceback.extract_tb(sys.exc_info()[2])
+        self.first_failure = protocol.safe_text("%s: %s%s" % (
+            type(exc).__name__, exc, " (at %s:%d)" % tuple(where[-1][:2]) if where
+            else ""))
+        text = ("diskbench server: internal error in the recorder: %s; the item was "
+                "skipped and the recorder goes on" % self.first_failure)
+        try:  # ASCII: whatever the console's encoding, this line gets out
+            self.stderr.write(text.encode("ascii", "backslashreplace").decode("ascii")
+                              + "\n")
+            self.stderr.flush()
+        except Exception:  # noqa: B902 - stderr gone: the report still says it
+            pass
+        fd = self.files.get(SERVER_LOG)
+        if fd is not None:
+            try:
+                self.write_fd(fd, as_bytes(text + "\n"))
+            except Exception:  # noqa: B902 - the report still says it
+                pass
+
+    def _line_of(self, kind, payload):
+        """The bytes of one queue item's line (raises if it cannot be made)."""
+        if kind == _LOG:
+            return as_bytes(protocol.safe_text(payload.rstrip("\n")) + "\n")
+        return as_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                                   ensure_ascii=True, allow_nan=False) + "\n")
 
     def _write_batch(self, batch):
         callbacks = []
@@ -129,11 +186,16 @@ class Recorder(object):
             if kind == _MARK:
                 marks.append(payload)
                 continue
-            if kind == _LOG:
-                lines[SERVER_LOG].append(as_bytes(payload.rstrip("\n") + "\n"))
-            elif kind == _RECORD:
-                lines[PERF_LOG].append(as_bytes(json.dumps(
-                    payload, sort_keys=True, separators=(",", ":")) + "\n"))
+            if kind == _CALL:
+                line = None
+            else:
+                try:
+                    line = self._line_of(kind, payload)
+                except Exception as exc:  # noqa: B902 - skip this item, not the batch
+                    self._internal_failure(exc)
+                    continue
+            if line is not None:
+                lines[SERVER_LOG if kind == _LOG else PERF_LOG].append(line)
             if on_written is not None:
                 key, func = on_written
                 if key is not None and key in keys:
@@ -193,15 +255,21 @@ class Recorder(object):
             self.stderr.flush()
 
     def trouble(self):
-        """One sentence for the report when writes failed, else None."""
-        if not self.write_failed:
-            return None
-        lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
-            self.lost.items()) if n)
-        return ("writing to the log dir %s failed (%s): %s; every figure in this "
-                "report comes from memory and is complete" % (
-                    self.log_dir, self.first_error, "lost " + lost if lost else
-                    "no line was lost"))
+        """What went wrong for the report (writes failed, items skipped), or None."""
+        said = []
+        if self.write_failed:
+            lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
+                self.lost.items()) if n)
+            said.append("writing to the log dir %s failed (%s): %s; every figure in "
+                        "this report comes from memory and is complete" % (
+                            self.log_dir, self.first_error, "lost " + lost if lost else
+                            "no line was lost"))
+        if self.failures:
+            said.append("the recorder skipped %d item%s it could not write (first: %s); "
+                        "their acks were not sent" % (
+                            self.failures, "" if self.failures == 1 else "s",
+                            self.first_failure))
+        return "; ".join(said) or None
 
 
 def read_back(log_dir, warn):
@@ -234,17 +302,54 @@ def read_back(log_dir, warn):
     return out
 
 
+class SafeFormatter(logging.Formatter):
+    """A formatter whose every output is one encodable line: whatever a log call
+    interpolates (a peer's name, path, note; a traceback) goes through
+    ``protocol.safe_text``, so no text can forge a line or stop a writer."""
+
+    def format(self, record):
+        try:
+            text = logging.Formatter.format(self, record)
+        except Exception as exc:  # noqa: B902 - bad arguments to a log call
+            text = "unformattable log message %r (%s)" % (
+                getattr(record, "msg", None), exc)
+        return protocol.safe_text(text)
+
+
 class RecorderLogHandler(logging.Handler):
     """A logging handler that hands formatted lines to the recorder's queue."""
 
     def __init__(self, recorder):
         logging.Handler.__init__(self)
         self.recorder = recorder
-        self.setFormatter(logging.Formatter(
+        self.setFormatter(SafeFormatter(
             "%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
 
     def emit(self, record):
         try:
             self.recorder.log_line(self.format(record))
         except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The server's console: one safe line per event (``SafeFormatter``), written
+    even when the console cannot encode it (an ASCII locale: escaped instead)."""
+
+    FORMAT = "%(asctime)s %(message)s"
+    DATEFMT = "%H:%M:%S"
+
+    def __init__(self, stream=None):
+        logging.StreamHandler.__init__(self, stream)
+        self.setFormatter(SafeFormatter(self.FORMAT, self.DATEFMT))
+
+    def emit(self, record):
+        try:
+            line = self.format(record) + "\n"
+            try:
+                self.stream.write(line)
+            except UnicodeError:
+                self.stream.write(line.encode("ascii", "backslashreplace").decode("ascii"))
+            self.flush()
+        except Exception:  # noqa: B902 - logging must never raise
             self.handleError(record)

@@ -4,15 +4,23 @@ Pure arithmetic on a ``registry.RunView``: no clock, no network; both files are
 written atomically (a temp file in the same directory, then ``os.rename``).
 Every key and header carries its unit: ``_mib`` (2**20 bytes), ``_mib_s``,
 ``_ms``, ``_s``, ``_ts`` (seconds since the epoch), ``_percent``.
+
+Total on anything the protocol accepted: each figure is computed guarded, and
+one that cannot be computed, or is not finite, is null in report.json ("-" in
+report.txt) with a sentence in run.server_warnings; report.json is written
+with ``allow_nan=False`` (strict JSON); every line of report.txt passes
+through ``protocol.safe_text`` (no client text can forge a line); a section
+that cannot be rendered says so in one line instead of stopping the report.
 """
 from __future__ import division
 
 import json
+import math
 import os
 import textwrap
 import time
 
-from diskbench import metrics
+from diskbench import metrics, protocol
 from diskbench.compat import as_bytes
 from diskbench.server import registry as reg
 
@@ -42,6 +50,48 @@ METHOD = (
     "CPU% and RSS are of each client's writer process (100% = one core). To compare "
     "with your own fio run, see README.md, 'Comparing with your own fio run'.")
 
+#: Most "could not be computed" warnings kept (one bad client must not bury the rest).
+WARNINGS_MAX = 20
+_THROUGHPUT_KEYS = ("mean", "min", "p50", "p95", "p99", "max")
+
+
+class _Guard(object):
+    """Computes figures; one that raises is None, with a warning (kept once)."""
+
+    def __init__(self, warnings):
+        self.warnings = warnings
+        self.count = 0
+
+    def __call__(self, what, func, *args):
+        try:
+            return func(*args)
+        except Exception as exc:  # noqa: B902 - any accepted data must give a report
+            self.warn("%s could not be computed (%s: %s); shown as unknown" % (
+                what, type(exc).__name__, exc))
+            return None
+
+    def warn(self, text):
+        self.count += 1
+        if self.count <= WARNINGS_MAX:
+            self.warnings.append(protocol.safe_text(text))
+        elif self.count == WARNINGS_MAX + 1:
+            self.warnings.append("more figures could not be computed (not listed)")
+
+
+def _finite(obj, guard, where="report"):
+    """``obj`` with every float that is NaN or infinite replaced by None (and a
+    warning): report.json is strict JSON."""
+    if isinstance(obj, float):
+        if math.isnan(obj) or math.isinf(obj):
+            guard.warn("%s was not a finite number; shown as unknown" % where)
+            return None
+        return obj
+    if isinstance(obj, dict):
+        return dict((k, _finite(v, guard, "%s.%s" % (where, k))) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, guard, "%s[%d]" % (where, i)) for i, v in enumerate(obj)]
+    return obj
+
 
 # --- small helpers --------------------------------------------------------------------
 def _mean(values):
@@ -65,8 +115,10 @@ def utc(ts):
 
 
 def interval_rates(intervals):
-    """MiB/s of each perf interval of positive length."""
-    return [metrics.mib_per_s(n, b - a) for a, b, n in intervals if b > a]
+    """MiB/s of each perf interval of positive length (a rate that cannot be a
+    number is left out)."""
+    rates = [metrics.mib_per_s(n, b - a) for a, b, n in intervals if b > a]
+    return [r for r in rates if r is not None]
 
 
 def mean_rate(intervals):
@@ -152,19 +204,35 @@ def aggregate(spans):
                       for n, iv in spans.items())
     out.update(period_start_ts=lo, period_end_ts=hi, period_s=period,
                per_client_mib_s=per_client,
-               throughput_mib_s=sum(per_client.values()),
+               throughput_mib_s=sum(v for v in per_client.values() if v is not None)
+               if all(v is not None for v in per_client.values()) else None,
                period_note="all %d clients were writing from %s (when %s started) to %s "
                     "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
     return out
 
 
 # --- building ----------------------------------------------------------------------
-def client_entry(c):
+def _throughput(intervals):
+    rates = interval_rates(intervals)
+    return dict(
+        mean=mean_rate(intervals), min=min(rates) if rates else None,
+        p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
+        p99=metrics.percentile(rates, 99), max=max(rates) if rates else None)
+
+
+def _latency(hist):
+    return dict(
+        [("min", _ms(hist.min)), ("mean", _ms(hist.mean()))] +
+        [("p%d" % p, _ms(hist.percentile(p))) for p in PCTS] +
+        [("max", _ms(hist.max)), ("sample_count", hist.count)])
+
+
+def client_entry(c, guard=None):
     """The report of one client (``c`` is a registry client snapshot)."""
+    g = guard or _Guard([])
     h = c.hello
-    rates = interval_rates(c.intervals)
-    mean_tp = mean_rate(c.intervals)
-    cpu_mean = _mean(c.cpu_samples)
+    who = "client %s: " % c.name
+    cpu_mean = g(who + "writer CPU mean", _mean, c.cpu_samples)
     hb = None
     if c.last_heartbeat:
         hb_ts, beat = c.last_heartbeat
@@ -195,16 +263,14 @@ def client_entry(c):
         rollover_count=len(c.close_times),
         rollover_close_ms=dict(mean=_ms(_mean(c.close_times)),
                                max=_ms(max(c.close_times) if c.close_times else None)),
-        throughput_tenths_mib_s=slices(c.intervals),
-        throughput_timeline=timeline(c.intervals),
-        throughput_mib_s=dict(
-            mean=mean_tp, min=min(rates) if rates else None,
-            p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
-            p99=metrics.percentile(rates, 99), max=max(rates) if rates else None),
-        latency_ms=dict(
-            [("min", _ms(c.hist.min)), ("mean", _ms(c.hist.mean()))] +
-            [("p%d" % p, _ms(c.hist.percentile(p))) for p in PCTS] +
-            [("max", _ms(c.hist.max)), ("sample_count", c.hist.count)]),
+        throughput_tenths_mib_s=g(who + "throughput over time", slices, c.intervals)
+        or [],
+        throughput_timeline=g(who + "throughput timeline", timeline, c.intervals) or [],
+        throughput_mib_s=g(who + "throughput", _throughput, c.intervals) or dict(
+            (k, None) for k in _THROUGHPUT_KEYS),
+        latency_ms=g(who + "chunk latency", _latency, c.hist) or dict(
+            [(k, None) for k in ("min", "mean", "max") + tuple(
+                "p%d" % p for p in PCTS)] + [("sample_count", c.hist.count)]),
         writer_cpu_percent=dict(mean=cpu_mean,
                                 max=max(c.cpu_samples) if c.cpu_samples else None,
                                 sample_count=len(c.cpu_samples)),
@@ -235,28 +301,55 @@ def _map(func, value):
     return None if value is None else func(value)
 
 
-def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
-          exit_code=None, exit_meaning=None, warnings=()):
-    """The whole report as a JSON-ready dict."""
-    clients = [client_entry(c) for c in sorted(view.clients, key=lambda c: c.name)]
+def _client_or_stub(c, g):
+    entry = g("client %s: its report" % c.name, client_entry, c, g)
+    if entry is None:  # only what cannot fail
+        entry = dict(client=c.name, state=c.state, state_why=c.reason,
+                     written_mib=None, rollover_count=len(c.close_times),
+                     chunk_count=c.perf_chunks, perf_interval_count=len(c.intervals),
+                     cpu_bound=False, unreportable=True)
+    return entry
+
+
+def _totals(view, clients):
     merged = metrics.LatencyHistogram()
     for c in view.clients:
         merged.merge(c.hist)
     states = [c.state for c in view.clients]
-    totals = dict(
+    written = [e["written_mib"] for e in clients]
+    return dict(
         client_count=len(clients),
         finished_count=states.count(reg.FINISHED), failed_count=states.count(reg.FAILED),
         went_away_count=states.count(reg.WENT_AWAY),
         unfinished_count=sum(1 for s in states if s in reg.LIVE),
-        written_mib=sum(e["written_mib"] for e in clients),
+        written_mib=None if None in written else sum(written),
         rollover_count=sum(e["rollover_count"] for e in clients),
         chunk_count=sum(e["chunk_count"] for e in clients),
         perf_interval_count=sum(e["perf_interval_count"] for e in clients),
         latency_ms=dict([("p%d" % p, _ms(merged.percentile(p))) for p in PCTS] +
                         [("max", _ms(merged.max)), ("sample_count", merged.count)]),
         cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
-    agg = aggregate(dict((c.name, on_server_clock(c)) for c in view.clients))
-    return dict(
+
+
+def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
+          exit_code=None, exit_meaning=None, warnings=()):
+    """The whole report as a JSON-ready dict; never raises on accepted data."""
+    warnings = list(warnings)
+    g = _Guard(warnings)
+    clients = [_client_or_stub(c, g) for c in sorted(view.clients, key=lambda c: c.name)]
+    totals = g("the totals", _totals, view, clients) or dict(
+        client_count=len(clients), finished_count=None, failed_count=None,
+        went_away_count=None, unfinished_count=None, written_mib=None,
+        rollover_count=None, chunk_count=None, perf_interval_count=None,
+        latency_ms=dict([("p%d" % p, None) for p in PCTS] +
+                        [("max", None), ("sample_count", None)]),
+        cpu_bound_clients=[])
+    agg = g("the aggregate", aggregate,
+            dict((c.name, on_server_clock(c)) for c in view.clients))
+    if agg is None:
+        agg = aggregate({})
+        agg["period_note"] = "could not be computed (see the server warnings)"
+    rep = dict(
         report_format=REPORT_FORMAT, method=METHOD,
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
@@ -265,10 +358,13 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  connection_count=view.connections, interrupted_by=interrupted_by,
                  exit_code=exit_code, exit_meaning=exit_meaning,
                  records_restored_count=getattr(view, "restored", 0),
-                 server_warnings=list(warnings)),
+                 server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
         rejected_count=sum(view.rejected.values()))
+    rep = _finite(rep, g)
+    rep["run"]["server_warnings"] = warnings  # with what _finite found
+    return rep
 
 
 # --- text ------------------------------------------------------------------------
@@ -325,11 +421,16 @@ def client_table(rep):
     """One row per client: name, host, state, MiB/s mean, p50/p99 ms, rollovers, CPU%."""
     clients = rep["clients"]
     nw = max([len("client")] + [min(len(e["client"]), NAME_COLUMN_MAX) for e in clients])
-    hw = max([len("host")] + [min(len("%s" % e["host"]), HOST_COLUMN_MAX) for e in clients])
+    hw = max([len("host")] + [min(len("%s" % e.get("host")), HOST_COLUMN_MAX)
+                               for e in clients])
     fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %6s"
     lines = [fmt % ("client", "host", "state", "MiB/s", "p50 ms", "p99 ms", "rollovers",
                     "CPU%")]
     for e in clients:
+        if e.get("unreportable"):
+            lines.append(fmt % (_cut(e["client"], nw), "?", state_label(e), "-", "-", "-",
+                                e["rollover_count"], "-"))
+            continue
         lines.append(fmt % (
             _cut(e["client"], nw), _cut(e["host"], hw), state_label(e),
             _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"]["p50"], "%.2f"),
@@ -353,65 +454,100 @@ def fit(lines, width=TEXT_WIDTH):
 
 
 def render_text(rep):
-    lines = headline(rep) + [""] + client_table(rep) + ["", "details", "=" * 60]
+    """report.txt: the answer first (headline, table), then the details. Every
+    line passes through protocol.safe_text; a section that cannot be rendered
+    is one line saying so."""
+    lines = []
+    _section(lines, "the headline", headline, rep)
+    lines.append("")
+    _section(lines, "the client table", client_table, rep)
+    lines += ["", "details", "=" * 60]
+    _section(lines, "the run header", _text_header, rep)
+    for e in rep["clients"]:
+        _section(lines, "client %s" % e.get("client"), _text_client, e)
+    _section(lines, "the totals", _text_totals, rep)
+    return "\n".join(fit([protocol.safe_text(line) for line in lines])) + "\n"
+
+
+def _section(lines, what, func, *args):
+    try:
+        part = func(*args)
+    except Exception as exc:  # noqa: B902 - the rest of the report still matters
+        part = ["(%s could not be rendered: %s: %s)" % (what, type(exc).__name__, exc),
+                ""]
+    lines.extend(part)
+
+
+def _text_header(rep):
     run = rep["run"]
-    lines += ["run: %s -> %s (%.1f s)%s" % (
-                 run["start_utc"], run["end_utc"], run["run_duration_s"],
-                 ", INTERRUPTED by %s" % run["interrupted_by"]
-                 if run["interrupted_by"] else ""),
-             "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+    lines = ["run: %s -> %s (%s s)%s" % (
+        run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
+        ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
+        "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
     lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]
     lines.append("")
-    for e in rep["clients"]:
-        tp, lat = e["throughput_mib_s"], e["latency_ms"]
-        lines += [
-            "client %s: %s (%s)" % (e["client"], e["state"].upper(), e["state_why"]),
-            "  environment: host %s, dir %s, fs %s, python %s, %s, sync %s, "
-            "preallocate %s, buffer in huge pages %s MiB" % (
-                e["host"], e["target_dir"], e["fs"], e["python"], e["os"], e["sync"],
-                "yes" if e["preallocated"] else "no", _f(e["buffer_huge_page_mib"], "%g")),
-            "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
-                _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
-                utc(e["started_ts"]), utc(e["stopped_ts"])),
-            "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
-            "(fsync+close mean %s ms, max %s ms)" % (
-                _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
-                e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
-                _f(e["rollover_close_ms"]["max"])),
-            "  throughput MiB/s: mean %s | per interval min %s p50 %s p95 %s p99 %s "
-            "max %s" % tuple(_f(tp[k]) for k in ("mean", "min", "p50", "p95", "p99",
-                                                 "max")),
-            "  throughput over time MiB/s (run in %d equal slices): %s" % (
-                TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
-                                          e["throughput_tenths_mib_s"]) or "-"),
-            "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%d chunks)" % (
-                _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
-                _f(lat["max"], "%.2f"), lat["sample_count"]),
-            "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
-                _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
-                "  << CPU-BOUND: the writer, not the disk, may be the limit"
-                if e["cpu_bound"] else "",
-                _f(e["writer_rss_mib"]["mean"]), _f(e["writer_rss_mib"]["max"]))]
-        hb = e["last_heartbeat"]
-        lines.append("  last heartbeat: %s" % (
-            "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_was_alive"]
-                                         else "NOT ALIVE", hb["progress_mib"])
-            if hb else "none"))
-        lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
-                     "%d reconnects, went away %d times" % (
-                         _f(e["dropped_message_count"], "%d"),
-                         e["duplicate_message_count"], e["reconnect_count"],
-                         e["went_away_count"]))
-        for err in e["error_list"]:
-            lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
-                                                  err["is_fatal"] else "", err["what"]))
-        lines.append("")
+    return lines
+
+
+def _text_client(e):
+    if e.get("unreportable"):
+        return ["client %s: %s (%s); its figures could not be computed (see the "
+                "server warnings)" % (e["client"], e["state"].upper(), e["state_why"]), ""]
+    tp, lat = e["throughput_mib_s"], e["latency_ms"]
+    lines = [
+        "client %s: %s (%s)" % (e["client"], e["state"].upper(), e["state_why"]),
+        "  environment: host %s, dir %s, fs %s, python %s, %s, sync %s, "
+        "preallocate %s, buffer in huge pages %s MiB, clock offset %s s" % (
+            e["host"], e["target_dir"], e["fs"], e["python"], e["os"], e["sync"],
+            "yes" if e["preallocated"] else "no", _f(e["buffer_huge_page_mib"], "%g"),
+            _f(e["clock_offset_s"], "%+.3f")),
+        "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
+            _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
+            utc(e["started_ts"]), utc(e["stopped_ts"])),
+        "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
+        "(fsync+close mean %s ms, max %s ms)" % (
+            _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
+            e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
+            _f(e["rollover_close_ms"]["max"])),
+        "  throughput MiB/s: mean %s | per interval min %s p50 %s p95 %s p99 %s "
+        "max %s" % tuple(_f(tp[k]) for k in _THROUGHPUT_KEYS),
+        "  throughput over time MiB/s (run in %d equal slices): %s" % (
+            TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
+                                      e["throughput_tenths_mib_s"]) or "-"),
+        "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%s chunks)" % (
+            _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
+            _f(lat["max"], "%.2f"), _f(lat["sample_count"], "%d")),
+        "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
+            _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
+            "  << CPU-BOUND: the writer, not the disk, may be the limit"
+            if e["cpu_bound"] else "",
+            _f(e["writer_rss_mib"]["mean"]), _f(e["writer_rss_mib"]["max"]))]
+    hb = e["last_heartbeat"]
+    lines.append("  last heartbeat: %s" % (
+        "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_was_alive"]
+                                     else "NOT ALIVE", hb["progress_mib"])
+        if hb else "none"))
+    lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
+                 "%d reconnects, went away %d times" % (
+                     _f(e["dropped_message_count"], "%d"),
+                     e["duplicate_message_count"], e["reconnect_count"],
+                     e["went_away_count"]))
+    for err in e["error_list"]:
+        lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
+                                              err["is_fatal"] else "", err["what"]))
+    lines.append("")
+    return lines
+
+
+def _text_totals(rep):
     t, agg = rep["totals"], rep["aggregate"]
-    lines += [
-        "totals: %d clients (%d finished, %d failed, %d went away, %d unfinished), "
-        "%.1f MiB written, %d rollovers, %d chunks" % (
-            t["client_count"], t["finished_count"], t["failed_count"],
-            t["went_away_count"], t["unfinished_count"], t["written_mib"], t["rollover_count"], t["chunk_count"]),
+    lines = [
+        "totals: %d clients (%s finished, %s failed, %s went away, %s unfinished), "
+        "%s MiB written, %s rollovers, %s chunks" % (
+            t["client_count"], _f(t["finished_count"], "%d"),
+            _f(t["failed_count"], "%d"), _f(t["went_away_count"], "%d"),
+            _f(t["unfinished_count"], "%d"), _f(t["written_mib"]),
+            _f(t["rollover_count"], "%d"), _f(t["chunk_count"], "%d")),
         "  chunk latency ms over all clients: p50 %s p95 %s p99 %s max %s" % (
             _f(t["latency_ms"]["p50"], "%.2f"), _f(t["latency_ms"]["p95"], "%.2f"),
             _f(t["latency_ms"]["p99"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
@@ -421,7 +557,7 @@ def render_text(rep):
         "  period: %s" % agg["period_note"]]
     if agg["period_s"]:
         lines.append("  period length %.1f s; per client MiB/s: %s" % (
-            agg["period_s"], ", ".join("%s %.1f" % (n, v) for n, v in
+            agg["period_s"], ", ".join("%s %s" % (n, _f(v)) for n, v in
                                        sorted(agg["per_client_mib_s"].items()))))
     if agg["first_done"]:
         lines.append("  first done: %s at %s; last done: %s at %s (%.1f s later)" % (
@@ -434,10 +570,10 @@ def render_text(rep):
     if t["cpu_bound_clients"]:
         lines.append("  CPU-bound writers (over %g%% of a core): %s" % (
             CPU_BOUND_PERCENT, ", ".join(t["cpu_bound_clients"])))
-    lines += ["", "rejected messages: %d%s" % (rep["rejected_count"], "".join(
-        "\n  %s: %d" % kv for kv in sorted(rep["rejected_messages"].items()))),
-        "", "method: " + rep["method"]]
-    return "\n".join(fit(lines)) + "\n"
+    lines += ["", "rejected messages: %d" % rep["rejected_count"]]
+    lines += ["  %s: %d" % kv for kv in sorted(rep["rejected_messages"].items())]
+    lines += ["", "method: " + rep["method"]]
+    return lines
 
 
 # --- writing ---------------------------------------------------------------------
@@ -459,15 +595,27 @@ def atomic_write(path, data):
         raise
 
 
+def render_json(rep):
+    """report.json's text: strict JSON (no NaN/Infinity: such a figure is null),
+    ASCII only (any text escaped, so it always encodes)."""
+    return json.dumps(_finite(rep, _Guard([])), indent=2, sort_keys=True,
+                      ensure_ascii=True, allow_nan=False) + "\n"
+
+
 def write(log_dir, rep):
     """Try report.json, then report.txt, each on its own (a full disk may take one
-    and not the other). Returns ([paths written], [(path, error) failed])."""
+    and not the other). Returns ([paths written], [(path, error) failed]); a
+    report that cannot even be rendered is a failure of that file, never a crash."""
     written, failed = [], []
-    for name, render in ((REPORT_JSON, lambda: json.dumps(rep, indent=2, sort_keys=True)
-                          + "\n"), (REPORT_TXT, lambda: render_text(rep))):
+    for name, render in ((REPORT_JSON, render_json), (REPORT_TXT, render_text)):
         path = os.path.join(log_dir, name)
         try:
-            atomic_write(path, as_bytes(render()))
+            data = as_bytes(render(rep))
+        except Exception as exc:  # noqa: B902 - a bug: the other file may still work
+            failed.append((path, exc))
+            continue
+        try:
+            atomic_write(path, data)
             written.append(path)
         except (IOError, OSError) as exc:
             failed.append((path, exc))
