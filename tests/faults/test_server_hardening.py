@@ -334,9 +334,11 @@ def test_fd_exhaustion_backs_off_logs_once_and_recovers(procs, tmpdir):
     real.wait_acked(real.seq)
     assert server.wait_exit() == exitcodes.OK
     log = server.server_log()
-    assert log.count("cannot accept connections") == 1
-    assert "accepting connections again" in log
-    assert server.report()["rejected_messages"][reg.REJECT_FD_EXHAUSTED] >= 1
+    # once per burst: a burst ends with a successful accept ("again")
+    bursts = log.count("cannot accept connections")
+    assert 1 <= bursts <= log.count("accepting connections again")
+    failures = server.report()["rejected_messages"][reg.REJECT_FD_EXHAUSTED]
+    assert failures >= bursts
 
 
 def test_max_connections_beyond_the_fd_limit_is_lowered_and_said(procs, tmpdir):
