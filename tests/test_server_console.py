@@ -290,18 +290,37 @@ def test_quiet_prints_only_the_listening_line(procs, tmpdir):
     assert "rollover #" in server.server_log()
 
 
-def test_forced_tty_mode_in_a_pipe_draws_with_ansi(procs, tmpdir):
+def test_forced_tty_mode_draws_ansi_and_keeps_warnings_visible(procs, tmpdir):
     """DISKBENCH_CONSOLE=tty draws the live table even into a pipe (for a
-    terminal that isatty() does not recognise); the final table stays."""
+    terminal isatty() does not recognise); start-timeout with fewer clients and
+    a server pause stay listed under the table."""
     server = ServerProc(procs, str(tmpdir.join("logs")), [
-        "--clients", "1", "--idle-timeout", "0.3"], env={console_mod.MODE_ENV: "tty"})
+        "--clients", "2", "--start-timeout", "0.5", "--idle-timeout", "0.3"],
+        env={console_mod.MODE_ENV: "tty", "COLUMNS": "200", "LINES": "40"})
     s = Streamer(server.port, "forced").begin()
-    wait_until(lambda: "\x1b[" in server.stdout() and "forced " in server.stdout(),
-               timeout=20, what="a drawn table")
+    wait_until(lambda: "\x1b[" in server.stdout() and "forced " in server.stdout() and
+               "! --start-timeout 0.5 s passed with 1 of 2" in server.stdout(),
+               timeout=20, what="a drawn table with the start-timeout warning")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(master_pause_s())                # the pause itself is the fault
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    wait_until(lambda: "! the server itself did not run for" in server.stdout(),
+               what="the pause warning under the table")
     s.finish()
-    assert server.wait_exit() == exitcodes.OK
+    assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE
     out = server.stdout()
     assert "\x1b[2K" in out and " progress: " not in out
+    # the final table stays on screen, the end-of-run lines follow it
+    last_row = out.rindex("\x1b[2Kforced ")
+    assert last_row < out.index("report written")
+    assert " finished " in out[last_row:].split("\n")[0]
+
+
+def master_pause_s():
+    from diskbench.server import master
+    return master.PAUSE_GAP_S + 0.5
 
 
 # --- the view itself, from a real registry ------------------------------------------
@@ -378,3 +397,18 @@ def test_rate_now_elapsed_and_remaining():
     later = console_mod.Summary(registry.progress_view(), 5026.0)
     assert later.rate == 0.0
     assert "0.0 MiB/s now" in later.line() and "2 writing" in later.line()
+
+
+def test_a_recovered_client_keeps_its_warning():
+    clock = _Clock()
+    registry = reg.Registry(clock=clock)
+    _feed(registry, "w", 1, 5000.0, 2, 10.0)
+    history = {}
+    registry.connection_closed("w", hash("w"), False)
+    gone = console_mod.Summary(registry.progress_view(), 5010.0, history=history)
+    assert gone.warnings() == ["client w went away: connection closed without stop"]
+    hello = protocol.make(protocol.HELLO, name="w", seq=50, **_hello(60.0))
+    registry.hello(hello, 5011.0, conn_id=7, peer="p", sender=lambda m: None)
+    back = console_mod.Summary(registry.progress_view(), 5012.0, history=history)
+    assert back.warnings() == ["client w now writing; earlier went away: connection "
+                               "closed without stop"]

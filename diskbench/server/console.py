@@ -141,9 +141,12 @@ def _size(nbytes):
 class Summary(object):
     """The figures of one ProgressView, as the table and the summary line use them."""
 
-    def __init__(self, view, wall_now, extra=()):
+    def __init__(self, view, wall_now, extra=(), history=None):
         self.view = view
         self.extra = extra            # more warnings (server pauses)
+        # name -> "state: reason" of every client ever seen in a bad state, so
+        # that a warning stays visible after the client recovered (kept by Console)
+        self.history = history if history is not None else collections.OrderedDict()
         self.rows = []                # (ClientProgress, MiB/s now)
         self.counts = dict((s, 0) for s in reg.STATES)
         self.total_bytes = 0
@@ -188,8 +191,15 @@ class Summary(object):
     def warnings(self):
         """What needs attention now: clients in a bad state, the run's notes
         (start-timeout with fewer clients, rejoin waits), server pauses."""
-        out = ["client %s %s: %s" % (shown(c.name), c.state, shown(c.reason))
-               for c, _ in self.rows if c.state in BAD_STATES]
+        out, now = [], {}
+        for c, _ in self.rows:
+            now[c.name] = c.state
+            if c.state in BAD_STATES:
+                self.history[c.name] = "%s: %s" % (c.state, shown(c.reason))
+                out.append("client %s %s" % (shown(c.name), self.history[c.name]))
+        out += ["client %s now %s; earlier %s" % (shown(name), SHOWN_STATE.get(
+            now[name], now[name]), was) for name, was in self.history.items()
+            if name in now and now[name] not in BAD_STATES]
         return out + [shown(n) for n in self.view.notes] + [shown(t) for t in self.extra]
 
 
@@ -285,6 +295,7 @@ class Console(object):
         self.extra = extra_warnings   # a list the master appends to (server pauses)
         self.lock = threading.Lock()
         self.events = collections.deque(maxlen=EVENTS_SHOWN)
+        self.history = collections.OrderedDict()   # see Summary.history
         self.dirty = False
         self.drawn = 0                # lines of the live view on screen now
         self.next_due = None
@@ -326,7 +337,8 @@ class Console(object):
             return
         self.next_due = now + (self.refresh_s if self.live else self.interval)
         self.last_draw = now
-        summary = Summary(self.registry.progress_view(), self.wall(), list(self.extra))
+        summary = Summary(self.registry.progress_view(), self.wall(), list(self.extra),
+                          self.history)
         with self.lock:
             if self.live:
                 self._draw(summary)
@@ -337,7 +349,8 @@ class Console(object):
         """Draw the table once more with the final states, then print plainly."""
         if not self.live:
             return
-        summary = Summary(self.registry.progress_view(), self.wall(), list(self.extra))
+        summary = Summary(self.registry.progress_view(), self.wall(), list(self.extra),
+                          self.history)
         with self.lock:
             self._draw(summary)
             self.live = False
