@@ -412,3 +412,20 @@ def test_a_recovered_client_keeps_its_warning():
     back = console_mod.Summary(registry.progress_view(), 5012.0, history=history)
     assert back.warnings() == ["client w now writing; earlier went away: connection "
                                "closed without stop"]
+
+
+def test_a_name_the_console_cannot_encode_is_escaped_not_a_traceback(procs, tmpdir):
+    """2.7 into a pipe (or any ASCII-only console) cannot print 'caf\\xe9': the
+    events, progress lines and final table escape it instead of crashing."""
+    server = ServerProc(procs, str(tmpdir.join("logs")), [
+        "--clients", "1", "--idle-timeout", "0.3", "--progress-interval", "0.2"],
+        env={"PYTHONIOENCODING": "ascii", "LC_ALL": "C"})
+    s = Streamer(server.port, u"caf\xe9\u2603").begin()
+    wait_until(lambda: " progress: " in server.stdout() and s.sent > 10,
+               what="a progress line while it streams")
+    s.finish()
+    assert server.wait_exit() == exitcodes.OK, server.stderr()
+    out = server.stdout()
+    assert "Traceback" not in server.stderr()
+    assert u"client caf\\xe9\\u2603 joined" in out
+    assert u"caf\\xe9\\u2603 " in out.split("report written")[1]   # the final table

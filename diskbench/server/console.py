@@ -224,7 +224,7 @@ def table_lines(summary, width, height, events=()):
              fmt % ("client", "state", "MiB/s now", "total MiB", "rollovers",
                     "heartbeat", "clock off")]
     for c, r in rows:
-        hb = "-" if c.heartbeat_ts is None else \
+        hb = "-" if c.heartbeat_ts is None or c.state == reg.FINISHED else \
             _secs(summary.wall_now - c.heartbeat_ts) + " ago"
         off = "-" if c.clock_offset_s is None else "%+.3f s" % c.clock_offset_s
         lines.append(fmt % (shown(c.name)[:name_w], SHOWN_STATE.get(c.state, c.state),
@@ -373,11 +373,17 @@ class Console(object):
         """Write and flush; a console that cannot be written to (closed pipe,
         gone terminal) is turned off: the run goes on, server.log has it all."""
         try:
-            try:
-                self.out.write(text)
-            except UnicodeError:
-                self.out.write(shown(text))
+            write_text(self.out, text)
             self.out.flush()
         except (IOError, OSError, ValueError):
             self.mode = "off"
             self.live = False
+
+
+def write_text(out, text):
+    """``out.write(text)``; where the stream's encoding cannot hold it (2.7
+    into a pipe, a C locale), with non-ASCII escaped instead of a traceback."""
+    try:
+        out.write(text)
+    except UnicodeError:
+        out.write(shown(text))

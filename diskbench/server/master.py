@@ -482,9 +482,10 @@ class Master(object):
             event.info("also written: %s", ", ".join(
                 os.path.basename(p) for p in written if not p.endswith(main)) or "-")
         if len([p for p, _ in failed if p.endswith(main)]) == 2:
-            self.out.write(report_mod.render_text(rep))  # nothing on disk: on stdout
+            # nothing on disk: on stdout
+            console_mod.write_text(self.out, report_mod.render_text(rep))
         elif not self.args.quiet:
-            self.out.write("\n" + outputs.console_summary(rep))
+            console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
 
