@@ -5,9 +5,19 @@ log-bucket histogram that can be merged across intervals and clients, so
 p50/p95/p99 are computed from all samples, never by averaging averages.
 """
 import math
+import time
 
 MIB = 1 << 20  # bytes in a MiB; every "mib" in a name means this
 KIB = 1 << 10
+
+
+def utc(ts):
+    """Epoch seconds as '2026-11-23 10:00:00.123Z' (or '-'): the one timestamp
+    format of server.log, the console and the report."""
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
+        ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
 
 
 def mib(nbytes):

@@ -10,6 +10,7 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.server import console as console_mod
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.server.master import FinishedRun, Master
@@ -140,7 +141,16 @@ def build_parser():
     p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
                    "every message must carry its HMAC (or set %s)" % SECRET_ENV)
     p.add_argument("--quiet", action="store_true",
-                   help="no console line per event (server.log still has them)")
+                   help="no live view and no console line per event (server.log "
+                   "still has them)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print per-message detail (each client's rollovers) on the "
+                   "console; server.log always has it")
+    p.add_argument("--progress-interval", type=_positive,
+                   default=console_mod.PROGRESS_INTERVAL_S, metavar="SECONDS",
+                   help="when the console is not a terminal: one progress summary line "
+                   "this often (default: %(default)s; on a terminal a live table is "
+                   "redrawn every second)")
     return p
 
 

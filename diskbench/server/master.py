@@ -25,6 +25,7 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
+from diskbench.server import console as console_mod
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
@@ -179,6 +180,11 @@ class Master(object):
         self.limit_counts = {}
         self.last_tick = None         # monotonic() of the previous tick
         self.pauses = []              # report sentences, one per server pause
+        self.console = console_mod.Console(
+            self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
+            verbose=getattr(args, "verbose", False),
+            interval=getattr(args, "progress_interval", console_mod.PROGRESS_INTERVAL_S),
+            wall=clock, extra_warnings=self.pauses)
         self.fit_fd_limit()
 
     def fit_fd_limit(self):
@@ -270,7 +276,7 @@ class Master(object):
                                          "its records under the new run id %s" % (
                                              marker, exc, self.run_id))
         mute = _Mute()
-        for logger in (log, event):
+        for logger in (log, event, reg.verbose):
             logger.addFilter(mute)
         try:
             records = recorder_mod.read_back(self.args.log_dir,
@@ -278,7 +284,7 @@ class Master(object):
             skipped = sum(1 for msg, recv_ts in records
                           if not self.registry.restore(msg, recv_ts))
         finally:
-            for logger in (log, event):
+            for logger in (log, event, reg.verbose):
                 logger.removeFilter(mute)
         if skipped:
             self.startup_warnings.append("%d records in perf.jsonl were skipped (a "
@@ -317,10 +323,9 @@ class Master(object):
         file_handler = recorder_mod.RecorderLogHandler(self.recorder)
         root.addHandler(file_handler)
         self._handlers.append((root, file_handler))
-        if not self.args.quiet:
-            console = recorder_mod.ConsoleHandler(self.out)
-            event.addHandler(console)
-            self._handlers.append((event, console))
+        for logger, handler in self.console.handlers():
+            logger.addHandler(handler)
+            self._handlers.append((logger, handler))
 
     def _teardown_logging(self):
         for logger, handler in self._handlers:
@@ -369,10 +374,12 @@ class Master(object):
         try:
             while self.signalled is None:
                 self._tick()
+                self.console.tick()
                 if self.registry.is_complete():
                     event.info("run complete: every client is finished, failed or gone")
                     break
                 self.wake.wait(TICK_S)
+            self.console.finish()
             self.server.shutdown()
             self.server.server_close()
             if self.signalled is not None:
@@ -472,9 +479,10 @@ class Master(object):
             event.info("also written: %s", ", ".join(
                 os.path.basename(p) for p in written if not p.endswith(main)) or "-")
         if len([p for p, _ in failed if p.endswith(main)]) == 2:
-            self.out.write(report_mod.render_text(rep))  # nothing on disk: on stdout
+            # nothing on disk: on stdout
+            console_mod.write_text(self.out, report_mod.render_text(rep))
         elif not self.args.quiet:
-            self.out.write("\n" + outputs.console_summary(rep))
+            console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
 

@@ -35,6 +35,7 @@ import threading
 import traceback
 
 from diskbench import protocol
+from diskbench.metrics import utc
 from diskbench.compat import as_bytes, queue
 
 SERVER_LOG = "server.log"
@@ -305,7 +306,12 @@ def read_back(log_dir, warn):
 class SafeFormatter(logging.Formatter):
     """A formatter whose every output is one encodable line: whatever a log call
     interpolates (a peer's name, path, note; a traceback) goes through
-    ``protocol.safe_text``, so no text can forge a line or stop a writer."""
+    ``protocol.safe_text``, so no text can forge a line or stop a writer.
+    Timestamps are UTC like report.txt's ('2026-11-23 10:00:00.123Z'): one
+    format in server.log, on the console and in the report."""
+
+    def formatTime(self, record, datefmt=None):
+        return utc(record.created)
 
     def format(self, record):
         try:
@@ -322,34 +328,10 @@ class RecorderLogHandler(logging.Handler):
     def __init__(self, recorder):
         logging.Handler.__init__(self)
         self.recorder = recorder
-        self.setFormatter(SafeFormatter(
-            "%(asctime)s.%(msecs)03d %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        self.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(message)s"))
 
     def emit(self, record):
         try:
             self.recorder.log_line(self.format(record))
         except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
-class ConsoleHandler(logging.StreamHandler):
-    """The server's console: one safe line per event (``SafeFormatter``), written
-    even when the console cannot encode it (an ASCII locale: escaped instead)."""
-
-    FORMAT = "%(asctime)s %(message)s"
-    DATEFMT = "%H:%M:%S"
-
-    def __init__(self, stream=None):
-        logging.StreamHandler.__init__(self, stream)
-        self.setFormatter(SafeFormatter(self.FORMAT, self.DATEFMT))
-
-    def emit(self, record):
-        try:
-            line = self.format(record) + "\n"
-            try:
-                self.stream.write(line)
-            except UnicodeError:
-                self.stream.write(line.encode("ascii", "backslashreplace").decode("ascii"))
-            self.flush()
-        except Exception:  # noqa: B902 - logging must never raise
             self.handleError(record)

@@ -25,6 +25,7 @@ Liveness and completion read an injected ``clock`` (monotonic seconds), so
 tests drive them without sleeping. Wall-clock times (``recv_ts``) are passed
 in by the caller with each message.
 """
+import collections
 import copy
 import itertools
 import logging
@@ -99,9 +100,32 @@ SKEW_SAMPLES_MIN = 10
 SUMMARY_GRACE_S = 10.0
 #: Errors and notes kept per client for the report (the rest are only counted).
 KEEP_TEXTS_MAX = 1000
+#: Perf intervals kept per client for the console's "MiB/s now" (a ring: O(1)
+#: per message; the console looks at those received in its last few seconds).
+RECENT_PERF_MAX = 16
 
 log = logging.getLogger("diskbench.server")
 event = logging.getLogger("diskbench.server.event")  # also printed on the console
+#: Per-message detail (rollovers): server.log, and the console only with --verbose.
+verbose = logging.getLogger("diskbench.server.verbose")
+
+#: One client's line on the live console (registry.progress_view): plain
+#: values copied under the lock; ``recent`` is ((clock(), seconds, bytes), ...)
+#: of its last perf intervals.
+ClientProgress = collections.namedtuple("ClientProgress", (
+    "name", "host", "state", "reason", "bytes", "rollovers", "heartbeat_ts",
+    "clock_offset_s", "recent", "start_ts", "duration_s"))
+
+
+class ProgressView(object):
+    """What the live console shows, copied under the lock in O(clients)."""
+
+    def __init__(self, now, clients, notes, expected_clients, go_released):
+        self.now = now                # the registry's clock() when copied
+        self.clients = clients        # [ClientProgress] in hello order
+        self.notes = notes
+        self.expected_clients = expected_clients
+        self.go_released = go_released
 
 
 class _LockAndSay(object):
@@ -152,6 +176,8 @@ class Client(object):
         self.close_times = []         # timed fsync+close of each rollover (s)
         self.rollover_bytes = 0
         self.intervals = []           # (t_start, t_end, bytes) per perf message
+        # (clock(), seconds, bytes) of the last perf messages (console MiB/s now)
+        self.recent = collections.deque(maxlen=RECENT_PERF_MAX)
         self.perf_bytes = 0
         self.perf_chunks = 0
         self.io_s = 0.0
@@ -184,6 +210,7 @@ class Client(object):
         view.sender = None
         view.close_times = list(self.close_times)
         view.intervals = list(self.intervals)
+        view.recent = None
         view.cpu_samples = list(self.cpu_samples)
         view.rss_samples = list(self.rss_samples)
         view.errors = list(self.errors)
@@ -402,6 +429,7 @@ class Registry(object):
                 return False
             client.recorded_seq = client.last_seq
             client.last_seen = None
+            client.recent.clear()     # replayed figures are not "now"
             self.restored += 1
             return True
 
@@ -475,6 +503,7 @@ class Registry(object):
 
     def _apply_perf(self, client, msg, recv_ts):
         client.intervals.append((msg.t_start, msg.t_end, msg.bytes))
+        client.recent.append((client.last_seen, msg.t_end - msg.t_start, msg.bytes))
         client.perf_bytes += msg.bytes
         client.perf_chunks += msg.chunks
         client.io_s += msg.io_s
@@ -502,7 +531,7 @@ class Registry(object):
     def _apply_rollover(self, client, msg, recv_ts):
         client.close_times.append(msg.close_s)
         client.rollover_bytes += msg.file_bytes
-        self.say(event.info,
+        self.say(verbose.info,
                  "client %s rollover #%d (file %d, %.1f MiB, fsync+close %.1f ms)",
                  client.name, len(client.close_times), msg.file_index,
                  metrics.mib(msg.file_bytes), msg.close_s * 1000.0)
@@ -737,6 +766,18 @@ class Registry(object):
         with self.lock:
             return bool(self.clients) and all(
                 c.state == FINISHED for c in self.clients.values())
+
+    def progress_view(self):
+        """The live console's copy: O(clients) under the lock, once per refresh
+        (never per message or per tick)."""
+        with self.lock:
+            return ProgressView(self.clock(), [ClientProgress(
+                c.name, c.hello.hostname, c.state, c.reason, c.perf_bytes,
+                len(c.close_times), c.last_heartbeat[0] if c.last_heartbeat else None,
+                c.clock_offset_s, tuple(c.recent), c.start_ts,
+                getattr(c.hello, "duration_s", None))
+                for c in (self.clients[n] for n in self.order)], list(self.notes),
+                self.expected_clients, self.go_released)
 
     def snapshot(self):
         with self.lock:

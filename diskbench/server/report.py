@@ -21,6 +21,7 @@ import textwrap
 import time
 
 from diskbench import metrics, protocol
+from diskbench.metrics import utc  # noqa: F401 (report.utc is used by others)
 from diskbench.compat import as_bytes
 from diskbench.server import registry as reg
 
@@ -104,14 +105,6 @@ def _ms(seconds):
 
 def _round(value, digits=3):
     return None if value is None else round(value, digits)
-
-
-def utc(ts):
-    """Epoch seconds as '2026-11-23 10:00:00.123Z' (or '-')."""
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
-        ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
 
 
 def interval_rates(intervals):

@@ -25,7 +25,8 @@ from tests.test_server_fakes import (FakeClient, ServerProc, hello_fields, laten
 HOSTILE = u"".join(ch + u"FORGED" for ch in (
     u"\x85", u"\x9b", u"\x80", u"\u2028", u"\u2029", u"\u202e", u"\u2066", u"\u200f",
     u"\u061c", u"\ud800", u"\udce9"))
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (INFO|WARNING|ERROR) ")
+UTC_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z "
+LOG_LINE = re.compile(r"^" + UTC_STAMP + r"(INFO|WARNING|ERROR) ")
 REPORT_LINE = re.compile(
     r"^(|diskbench report .*|=+|run: .*|exit code:? .*|server warning: .*|client [\w-]+: "
     r".*|  .*|totals: .*|aggregate throughput .*|rejected messages: .*|method: .*"
@@ -34,7 +35,7 @@ REPORT_LINE = re.compile(
     r"|[\w-]+~? +\S+ +(finished|unfinished|went away|failed|stalled) .*)$")
 # The console: timestamped events, the listening line, and at the end the
 # report's headline and table (the same line shapes as report.txt).
-CONSOLE_LINE = re.compile(r"^(\d\d:\d\d:\d\d |diskbench server .* listening on )|"
+CONSOLE_LINE = re.compile(r"^(" + UTC_STAMP + r"|diskbench server .* listening on )|"
                           + REPORT_LINE.pattern)
 
 
@@ -223,8 +224,10 @@ def test_text_log_formatters_neutralise_interpolated_text(tmpdir):
     ascii_console = _AsciiSink()
     logger = logging.getLogger("diskbench.test.text-formatters")
     logger.propagate = False
-    handlers = [rec.RecorderLogHandler(r), rec.ConsoleHandler(console),
-                rec.ConsoleHandler(ascii_console)]
+    from diskbench.server import console as console_mod, registry as reg
+    handlers = [rec.RecorderLogHandler(r)] + [
+        console_mod.Console(sink, reg.Registry(), "plain").handlers()[0][1]
+        for sink in (console, ascii_console)]
     for h in handlers:
         logger.addHandler(h)
     try:
