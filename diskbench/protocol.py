@@ -539,11 +539,18 @@ def compute_mac(obj, secret):
 
 
 def encode(msg, secret=None):
-    """One wire line (bytes, newline-terminated) for ``msg``."""
+    """One wire line (bytes, newline-terminated) for ``msg``.
+
+    Canonical (sorted) JSON only when a mac is computed over it: unsorted
+    dumps take the C encoder on Python 2.7 too (about 4x faster there).
+    """
     obj = msg.to_obj()
     if secret:
         obj[_K_MAC] = compute_mac(obj, secret)
-    line = canonical(obj) + b"\n"
+        line = canonical(obj) + b"\n"
+    else:
+        line = as_bytes(json.dumps(obj, separators=(",", ":"), ensure_ascii=True,
+                                   allow_nan=False)) + b"\n"
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(ProtocolError.TOO_LONG, "%s message is %d bytes, over "
                             "the %d-byte limit" % (msg.type, len(line), MAX_LINE_BYTES))
@@ -670,6 +677,21 @@ def record(msg, recv_ts, peer=None):
     if peer is not None:
         obj[_K_PEER] = peer
     return obj
+
+
+def record_line(line, recv_ts, peer=None):
+    """The perf.jsonl line for an accepted wire ``line``: the line as received
+    (already decoded and validated: a JSON object) with the receive time and
+    peer added as its last keys. Splicing keeps the server's per-message work
+    small and keeps on disk exactly what the client sent; ``from_record``
+    reads it back like a ``record()`` object."""
+    body = line.rstrip()
+    if not body.endswith(b"}"):
+        raise ValueError("not a JSON object line")
+    extra = ',"%s":%s' % (_K_RECV, repr(float(recv_ts)))
+    if peer is not None:
+        extra += ',"%s":%s' % (_K_PEER, json.dumps(peer, ensure_ascii=True))
+    return body[:-1] + as_bytes(extra) + b"}\n"
 
 
 def from_record(obj):

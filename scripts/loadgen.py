@@ -98,6 +98,7 @@ class LoadGen(object):
         self.worst = {}                   # message type -> longest ack wait (s)
         self.go_lat = []
         self.lost_connections = 0
+        self.stopping = False
         self.settled = 0                  # clients that got go, or were lost before
         self.ended = 0                    # clients done (last ack) or lost
         self.refused = 0
@@ -201,6 +202,8 @@ class LoadGen(object):
             return
         a = self.args
         wall = time.time()
+        if kind == "perf" and self.stopping:
+            return self.finish(sim, now)    # like a writer: at its next interval end
         if kind == "perf":
             sim.line(protocol.PERF, '{"t_start":%.6f,"t_end":%.6f,"bytes":104857600,'
                      '"chunks":10,"io_s":0.5,"lat_min_s":0.04,"lat_max_s":0.06,'
@@ -253,9 +256,11 @@ class LoadGen(object):
             if end_send is None and self.settled == len(self.sims):
                 end_send = now + a.duration  # duration counts once the last got go
             if end_send is not None and now >= end_send and deadline is None:
+                self.stopping = True            # each stops at its next perf tick
                 for sim in self.sims:
-                    self.finish(sim, now)
-                deadline = now + FINAL_ACK_TIMEOUT_S
+                    if sim.t_go is None:
+                        self.finish(sim, now)
+                deadline = now + a.perf_interval + FINAL_ACK_TIMEOUT_S
             if deadline is not None and (now >= deadline or self.ended == len(self.sims)):
                 break
             if end_send is None and now - t0 > a.ramp + a.go_timeout:

@@ -50,11 +50,14 @@ _FATAL_KINDS = (protocol.ProtocolError.BAD_VERSION,)
 class Handler(socketserver.StreamRequestHandler):
     """``self.server.ctx`` is the Master: registry, recorder, secret, run_id."""
 
-    timeout = READ_TIMEOUT_S
+    timeout = None  # see setup(): deadlines, not socket timeouts
 
     def setup(self):
         ctx = self.server.ctx
-        self.timeout = min(ctx.read_timeout, ctx.hello_timeout)
+        # No socket timeout: a socket with one polls before every read (one
+        # more system call per message); the master's deadline scan closes a
+        # silent connection instead (expire_if_due).
+        self.timeout = None
         socketserver.StreamRequestHandler.setup(self)
         try:  # acks are small and must not wait for the peer's delayed ACK (Nagle)
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -131,13 +134,6 @@ class Handler(socketserver.StreamRequestHandler):
             except protocol.LineTooLong as exc:
                 self._rejected(exc.kind, exc.reason + "; closing the connection")
                 return
-            except socket.timeout:
-                if self.expired is None:
-                    self._rejected(
-                        reg.REJECT_READ_TIMEOUT if self.name else reg.REJECT_HELLO_TIMEOUT,
-                        "nothing received for %g s; closing the connection"
-                        % self.timeout)
-                return
             except (socket.error, IOError, OSError) as exc:
                 log.info("connection %d from %s: read failed: %s", self.conn_id,
                          self.peer, exc)
@@ -149,6 +145,7 @@ class Handler(socketserver.StreamRequestHandler):
             recv_ts = time.time()
             try:
                 msg = protocol.decode(line, protocol.C2S, self.ctx.secret)
+                self.line = line              # what a NEW message records as is
             except protocol.ProtocolError as exc:
                 self._rejected(exc.kind, exc.reason)
                 if exc.kind in _FATAL_KINDS or (
@@ -187,11 +184,6 @@ class Handler(socketserver.StreamRequestHandler):
         if self.name is None:
             self.name = msg.name
             self.deadline = monotonic() + self.ctx.read_timeout
-            self.timeout = self.ctx.read_timeout
-            try:
-                self.connection.settimeout(self.timeout)
-            except (socket.error, OSError):
-                pass
         self._record_or_reack(msg, recv_ts, outcome)
         return True
 
@@ -230,9 +222,9 @@ class Handler(socketserver.StreamRequestHandler):
         upto = self.queued_upto
         if outcome == reg.NEW:
             seq = msg.seq
-            self.ctx.recorder.record(protocol.record(msg, recv_ts, self.peer),
-                                     on_written=lambda: self._recorded(seq, upto),
-                                     key=self.conn_id)
+            self.ctx.recorder.record_line(
+                protocol.record_line(self.line, recv_ts, self.peer),
+                on_written=lambda: self._recorded(seq, upto), key=self.conn_id)
         else:
             if self.ctx.secret and msg.type != protocol.HELLO:
                 # Authenticated, so from a holder of the secret: a resend after a

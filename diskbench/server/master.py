@@ -40,6 +40,9 @@ RUN_MARKER = "run.json"
 #: every LIMIT_LOG_EVERY.
 LIMIT_LOG_MAX = 20
 LIMIT_LOG_EVERY = 1000
+#: Connection deadlines (--hello-timeout, --read-timeout) are enforced with
+#: this granularity (a scan of every connection; not every tick).
+DEADLINE_CHECK_S = 1.0
 #: A gap this long between two ticks means the server itself did not run
 #: (SIGSTOP, a frozen VM, starvation): every deadline is moved by the gap.
 PAUSE_GAP_S = 2.0
@@ -50,6 +53,9 @@ ACCEPT_BACKOFF_MAX_S = 1.0
 #: File descriptors kept for everything but connections (logs, listener,
 #: report files, libraries).
 FD_RESERVE = 32
+#: At the end, how long the recorder may take to write what is queued before
+#: the report says how much is not on disk (and the exit code is not OK).
+DRAIN_TIMEOUT_S = 120.0
 #: Signals that end the run with a report: SIGHUP is an ssh session dropping.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -179,7 +185,9 @@ class Master(object):
         self.connections = {}         # conn_id -> live Handler (deadlines)
         self.limit_counts = {}
         self.last_tick = None         # monotonic() of the previous tick
+        self.next_expiry = None       # monotonic() of the next connection-deadline scan
         self.pauses = []              # report sentences, one per server pause
+        self.recorder_died = False
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=getattr(args, "verbose", False),
@@ -378,14 +386,18 @@ class Master(object):
                 if self.registry.is_complete():
                     event.info("run complete: every client is finished, failed or gone")
                     break
+                if not self.recorder.alive():  # by design it cannot die: stop loudly
+                    self.recorder_died = True
+                    event.warning("the recorder thread stopped: nothing more can be "
+                                  "recorded; ending the run with what is known")
+                    break
                 self.wake.wait(TICK_S)
             self.console.finish()
             self.server.shutdown()
             self.server.server_close()
             if self.signalled is not None:
                 self._interrupted()
-            code = self._exit_code()
-            self._write_report(started, code)
+            code = self._write_report(started, self._exit_code())
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -395,14 +407,14 @@ class Master(object):
 
     def _tick(self):
         now = monotonic()
-        with self.conn_lock:
-            handlers = list(self.connections.values())
         gap = 0.0 if self.last_tick is None else now - self.last_tick - TICK_S
         self.last_tick = now
         if gap >= PAUSE_GAP_S:
-            self._paused(gap, handlers)
-        for handler in handlers:
-            handler.expire_if_due(now)
+            self._paused(gap, self._handlers_now())
+        if self.next_expiry is None or now >= self.next_expiry:
+            self.next_expiry = now + DEADLINE_CHECK_S
+            for handler in self._handlers_now():
+                handler.expire_if_due(now)
         self.registry.check_liveness()
         go = protocol.make(protocol.GO, protocol.S2C, run_id=self.run_id)
         for _name, sender in self.registry.release_go():
@@ -415,6 +427,10 @@ class Master(object):
             stop = protocol.make(protocol.STOP, protocol.S2C, reason=why)
             for _name, sender in self.registry.abort(why):
                 sender(stop)
+
+    def _handlers_now(self):
+        with self.conn_lock:
+            return list(self.connections.values())
 
     def _paused(self, gap, handlers):
         """The server did not run for ``gap`` s: nobody is blamed for it."""
@@ -450,9 +466,24 @@ class Master(object):
         return exitcodes.SERVER_INCOMPLETE
 
     def _write_report(self, started, code):
+        """Write the report once everything accepted is on disk (or say exactly
+        what is not); returns the exit code, which such a gap downgrades."""
+        unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
         view = self.registry.snapshot()
-        self.recorder.drain()
         warnings = list(self.startup_warnings)
+        if unwritten:
+            warnings.append("%d accepted messages were still waiting to be written to "
+                            "perf.jsonl after %g s (the log dir is too slow); this "
+                            "report counts them, perf.jsonl does not" % (
+                                unwritten, DRAIN_TIMEOUT_S))
+        if self.recorder_died:
+            warnings.append("the recorder thread stopped during the run; the run was "
+                            "ended early (a bug: please report it)")
+        if (unwritten or self.recorder_died) and code == exitcodes.OK:
+            code = exitcodes.SERVER_INCOMPLETE
+        behind = self.recorder.falling_behind()
+        if behind:
+            warnings.append(behind)
         if self.resumed:
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
@@ -485,6 +516,7 @@ class Master(object):
             console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
+        return code
 
 
 class _Mute(logging.Filter):

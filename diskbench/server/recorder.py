@@ -22,10 +22,18 @@ runs and ``trouble()`` puts both kinds of failure into the report. Log lines
 pass through ``protocol.safe_text`` (``SafeFormatter``): a peer's text never
 forges a line and always encodes.
 
+Back-pressure: at most QUEUE_MAX records wait; a handler that would queue
+more waits (so it stops reading its socket and TCP slows that client down)
+instead of the server swelling. Log lines never wait (the recorder's own and
+the main loop's must not block on it). How long records waited before being
+written is measured: over FALL_BEHIND_S the server says it fell behind (once
+on the console, and in the report with the worst wait).
+
 ``read_back()`` reads perf.jsonl of an unfinished run (server restart): a torn
 last line (a crash mid-write, power loss) is cut off with a warning, any other
 unreadable line is skipped with a warning.
 """
+import collections
 import errno
 import json
 import logging
@@ -36,7 +44,7 @@ import traceback
 
 from diskbench import protocol
 from diskbench.metrics import utc
-from diskbench.compat import as_bytes, queue
+from diskbench.compat import as_bytes, monotonic
 
 SERVER_LOG = "server.log"
 PERF_LOG = "perf.jsonl"
@@ -44,14 +52,67 @@ PERF_LOG = "perf.jsonl"
 BATCH_MAX = 1000
 
 _STOP = object()
-_LOG, _RECORD, _MARK, _CALL = 1, 2, 3, 4
+#: Most records waiting to be written; beyond it, handlers wait (back-pressure).
+QUEUE_MAX = 20000
+#: A record that waited longer than this to be written means the server falls
+#: behind what its clients send: said once live, and in the report.
+FALL_BEHIND_S = 1.0
+#: How long a producer waits for room before it looks again (it goes on waiting).
+FULL_WAIT_S = 0.5
+
+_LOG, _RECORD, _MARK, _CALL, _RAW = 1, 2, 3, 4, 5
+
+
+class _Fifo(object):
+    """The recorder's queue: a deque and one condition. Producers of records
+    wait while QUEUE_MAX records are queued; the consumer is only notified
+    when it waits (a put is one lock round trip)."""
+
+    def __init__(self, limit):
+        self.items = collections.deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.limit = limit
+        self.records = 0              # records (not log lines) queued
+        self.idle = False             # the consumer waits for items
+        self.full_waits = 0           # times a producer had to wait for room
+
+    def put(self, item, wait=False):
+        with self.cond:
+            if wait:
+                if self.records >= self.limit:
+                    self.full_waits += 1
+                while self.records >= self.limit:
+                    self.cond.wait(FULL_WAIT_S)
+                self.records += 1
+            self.items.append(item)
+            if self.idle:
+                self.cond.notify_all()
+
+    def take(self, most):
+        """Up to ``most`` items, waiting for the first."""
+        with self.cond:
+            while not self.items:
+                self.idle = True
+                self.cond.wait()
+                self.idle = False
+            batch = [self.items.popleft() for _ in range(min(most, len(self.items)))]
+            before = self.records
+            self.records -= sum(1 for item in batch if item[3])
+            if before >= self.limit > self.records:
+                self.cond.notify_all()    # room again for waiting producers
+            return batch
+
+    def __len__(self):
+        return len(self.items)
 
 
 class Recorder(object):
     def __init__(self, log_dir, stderr=None):
         self.log_dir = log_dir
         self.stderr = stderr or sys.stderr
-        self.queue = queue.Queue()
+        self.queue = _Fifo(QUEUE_MAX)
+        self.worst_wait_s = 0.0       # longest a record waited to be written
+        self.behind_since = None      # monotonic() when it first fell behind
         self.thread = None
         self.files = {}               # name -> file descriptor (O_APPEND)
         self.write_failed = False
@@ -79,37 +140,53 @@ class Recorder(object):
 
     # --- producers (any thread) ---------------------------------------------------
     def log_line(self, text):
-        self.queue.put((_LOG, text, None))
+        self.queue.put((_LOG, text, None, None))
 
     def record(self, obj, on_written=None, key=None):
         """Queue one perf.jsonl object; ``on_written()`` runs after it is flushed.
 
         Of several callbacks with the same ``key`` in one batch only the last
         runs (one ack per connection per batch, naming the highest seq).
+        Waits while QUEUE_MAX records are queued (back-pressure).
         """
-        self.queue.put((_RECORD, obj, (key, on_written) if on_written else None))
+        self.queue.put((_RECORD, obj, (key, on_written) if on_written else None,
+                        monotonic()), wait=True)
+
+    def record_line(self, line, on_written=None, key=None):
+        """``record`` for a line already made (``protocol.record_line``)."""
+        self.queue.put((_RAW, line, (key, on_written) if on_written else None,
+                        monotonic()), wait=True)
 
     def call_after(self, on_written, key=None):
         """Run ``on_written()`` once everything queued before it is written
         (the same per-``key`` rule as ``record``)."""
-        self.queue.put((_CALL, None, (key, on_written)))
+        self.queue.put((_CALL, None, (key, on_written), None))
 
     def drain(self, timeout=30.0):
-        """Wait until everything queued so far is written (or failed to be)."""
+        """Wait until everything queued so far is written (or failed to be).
+
+        Returns how many items were still queued at the deadline (0: done).
+        """
         if self.thread is None or not self.thread.is_alive():
-            return
+            return len(self.queue)
         done = threading.Event()
-        self.queue.put((_MARK, done, None))
-        done.wait(timeout)
+        self.queue.put((_MARK, done, None, None))
+        if done.wait(timeout) or done.is_set():
+            return 0
+        return len(self.queue)
 
     def close(self, timeout=30.0):
-        """Write everything queued, fsync and close the files."""
+        """Write everything queued, fsync and close the files. Returns how
+        many items could not be written in ``timeout`` (0: all)."""
+        left = 0
         if self.thread is not None:
-            self.queue.put((_STOP, None, None))
+            self.queue.put((_STOP, None, None, None))
             self.thread.join(timeout)
+            if self.thread.is_alive():
+                left = len(self.queue)
             self.thread = None
         else:
-            self._write_batch(self._drain([]))
+            self._write_batch(self._drain())
         for fd in self.files.values():
             try:
                 os.fsync(fd)
@@ -119,22 +196,43 @@ class Recorder(object):
         self.files = {}
 
     # --- the writer thread ------------------------------------------------------------
-    def _drain(self, batch):
-        while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
+    def _drain(self):
+        """What is queued now (no waiting), in batches of BATCH_MAX."""
+        out = []
+        while len(self.queue):
+            out.extend(self.queue.take(BATCH_MAX))
+        return out
 
     def _run(self):
         while True:
-            batch = self._drain([self.queue.get()])
+            batch = self.queue.take(BATCH_MAX)
             stop = any(item[0] is _STOP for item in batch)
             self._write_batch_safely([item for item in batch if item[0] is not _STOP])
             if stop:
-                self._write_batch_safely(self._drain([]))
+                self._write_batch_safely(self._drain())
                 return
+
+    def _waited(self, batch):
+        """Account how long the oldest record of ``batch`` waited."""
+        queued = [item[3] for item in batch if item[3] is not None]
+        if not queued:
+            return
+        wait = monotonic() - min(queued)
+        if wait > self.worst_wait_s:
+            self.worst_wait_s = wait
+        if wait > FALL_BEHIND_S and self.behind_since is None:
+            self.behind_since = monotonic()
+            logging.getLogger("diskbench.server.event").warning(
+                "the server is falling behind: records waited %.1f s to be written "
+                "(acks are that late; see the report)", wait)
+
+    def falling_behind(self):
+        """A sentence for the report when records waited over FALL_BEHIND_S."""
+        if self.worst_wait_s <= FALL_BEHIND_S:
+            return None
+        return ("the server fell behind its clients: a record waited up to %.1f s to "
+                "be written (and acknowledged); producers had to wait for room %d "
+                "times" % (self.worst_wait_s, self.queue.full_waits))
 
     def _write_batch_safely(self, batch):
         """_write_batch that never raises: the thread must outlive any item."""
@@ -142,9 +240,9 @@ class Recorder(object):
             self._write_batch(batch)
         except Exception as exc:  # noqa: B902 - a bug: say it, count it, go on
             self._internal_failure(exc, len(batch))
-            for kind, payload, _ in batch:
-                if kind == _MARK:
-                    payload.set()
+            for item in batch:
+                if item[0] == _MARK:
+                    item[1].set()
 
     def _internal_failure(self, exc, count=1):
         """Count ``count`` skipped items; say the first error on stderr and in
@@ -173,6 +271,8 @@ class Recorder(object):
 
     def _line_of(self, kind, payload):
         """The bytes of one queue item's line (raises if it cannot be made)."""
+        if kind == _RAW:
+            return payload
         if kind == _LOG:
             return as_bytes(protocol.safe_text(payload.rstrip("\n")) + "\n")
         return as_bytes(json.dumps(payload, sort_keys=True, separators=(",", ":"),
@@ -183,7 +283,7 @@ class Recorder(object):
         keys = {}
         lines = {SERVER_LOG: [], PERF_LOG: []}
         marks = []
-        for kind, payload, on_written in batch:
+        for kind, payload, on_written, _queued in batch:
             if kind == _MARK:
                 marks.append(payload)
                 continue
@@ -210,6 +310,7 @@ class Recorder(object):
                 done = self._write_lines(name, chunk)
                 if name == PERF_LOG:
                     self.records_written += done
+        self._waited(batch)
         for callback in callbacks:
             try:
                 callback()

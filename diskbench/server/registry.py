@@ -95,6 +95,9 @@ STALL_TIMEOUT_S = 30.0
 CLOCK_SKEW_WARN_S = 1.0
 #: Messages seen before a skew is said live (early ones may have queued).
 SKEW_SAMPLES_MIN = 10
+#: Silence is looked for this often (a went-away verdict may come this much
+#: after the timeout; checking every tick would be O(clients) 5 times a second).
+LIVENESS_CHECK_S = 1.0
 #: A client that failed (fatal error) but is still connected gets this long to
 #: deliver its stop summary before the run may complete without it.
 SUMMARY_GRACE_S = 10.0
@@ -252,10 +255,13 @@ class Registry(object):
         self.aborted = None           # why the run was aborted (--require-all)
         self.paused_s = 0.0           # time the server itself was stopped/starved
         self.notes = []               # sentences for the report (said once each)
+        self.unsettled = 0            # clients not in a TERMINAL state (O(1) completion)
+        self._next_liveness = None    # clock() of the next silence check
         self.clients = {}
         self.order = []               # names in hello order
         self.order_index = {}         # name -> position in order
         self._waiting = set()         # names of clients waiting for GO
+        self._release_all = False     # go just released: the next ack sends every GO
         self.rejected = {}            # kind -> count
         self._conn_ids = itertools.count(1)
         self.connections = 0
@@ -311,6 +317,7 @@ class Registry(object):
                         "ask its operator to raise --max-clients" % len(self.clients))
                 client = Client(msg.name, msg, recv_ts, peer)
                 self.clients[msg.name] = client
+                self.unsettled += 1
                 self.order_index[msg.name] = len(self.order)
                 self.order.append(msg.name)
                 if self.first_hello is None:
@@ -423,6 +430,7 @@ class Registry(object):
                     return False  # no hello on record: cannot be a client of this run
                 client = Client(msg.name, msg, recv_ts, None)
                 self.clients[msg.name] = client
+                self.unsettled += 1
                 self.order_index[msg.name] = len(self.order)
                 self.order.append(msg.name)
             if self._accept_locked(client, msg, recv_ts) != NEW:
@@ -465,10 +473,17 @@ class Registry(object):
             return []
         if seq > client.recorded_seq:  # only the recorder thread writes it
             client.recorded_seq = seq
-        if not self._waiting:
+        if not self._release_all and name not in self._waiting:
             return []
         with self.lock:
-            return self._go_list_locked()
+            if self._release_all:     # go was just released: everyone waiting, at once
+                self._release_all = False
+                return self._go_list_locked()
+            if not self.go_released or name not in self._waiting or \
+                    client.sender is None or client.recorded_seq < 1:
+                return []
+            self._awaiting(client, False)
+            return [(name, client.sender)]
 
     def _awaiting(self, client, flag):
         """The one place a client starts or stops waiting for GO."""
@@ -489,6 +504,7 @@ class Registry(object):
         if self.expected_clients is not None and not self.go_released and \
                 len(self.clients) >= self.expected_clients:
             self.go_released = True
+            self._release_all = True
             self.say(log.info, "all %d expected clients said hello: sending go",
                      self.expected_clients)
 
@@ -597,6 +613,7 @@ class Registry(object):
             client.restart_pending = False
         client.state = new
         client.reason = reason
+        self.unsettled += (old in TERMINAL) - (new in TERMINAL)
         self.last_activity = self.clock()
         if new in TERMINAL:
             client.terminal_at = self.last_activity
@@ -633,6 +650,9 @@ class Registry(object):
         """
         now = self.clock()
         gone = []
+        if self._next_liveness is not None and now < self._next_liveness:
+            return gone
+        self._next_liveness = now + LIVENESS_CHECK_S
         with self.lock:
             for client in self.clients.values():
                 if client.state not in LIVE or client.last_seen is None:
@@ -715,10 +735,8 @@ class Registry(object):
     def is_complete(self):
         """The run-completion rule (docs/ARCHITECTURE.md)."""
         with self.lock:
-            if not self.clients:
-                return False
-            if any(c.state not in TERMINAL for c in self.clients.values()):
-                return False
+            if not self.clients or self.unsettled:
+                return False  # (O(1): the scans below only run at the very end)
             if any(self._summary_due(c) for c in self.clients.values()):
                 return False  # a failed client is still sending its stop summary
             if self.resumed_at is not None and any(
