@@ -17,7 +17,7 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate
+.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate bench-server
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
@@ -25,6 +25,7 @@ help:
 	@echo "             KEEP=1 keeps its directory and prints where report.html is"
 	@echo "make test-browser  install Chromium (apt) and check report.html renders in it"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
+	@echo "make bench-server  the server under 1000 and 5000 simulated clients, beside a bare socketserver"
 	@echo "make lint    byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
 	@echo "make clean   remove the virtualenvs and caches"
@@ -91,6 +92,10 @@ test-browser: $(V3)/.installed
 
 mutate: $(V3)/.installed
 	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python
+
+bench-server: env
+	$(V3)/bin/python scripts/bench_server.py --python $(CURDIR)/$(V3)/bin/python \
+	  --python $(CURDIR)/$(V2)/bin/python --clients 1000 5000 --duration 60
 
 bench: env
 	$(V3)/bin/python scripts/bench_vs_fio.py --python $(V3)/bin/python --python $(V2)/bin/python

@@ -23,6 +23,12 @@ DEFAULT_SHUTDOWN_GRACE_S = 3.0
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_MAX_PER_ADDRESS = 64
 DEFAULT_MAX_CLIENTS = 1000
+#: With --clients N the connection limits grow to fit the run asked for:
+#: room for every client twice over (a reconnect overlaps the old connection
+#: until the server sees it close), plus a few for strays.
+CONNECTIONS_PER_CLIENT = 2
+CONNECTION_SLACK = 16
+_PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
 PROG = "python -m diskbench.server"
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
 MAX_SECONDS = 30 * 24 * 3600
@@ -129,15 +135,16 @@ def build_parser():
     p.add_argument("--max-line-bytes", type=_line_bytes, default=protocol.MAX_LINE_BYTES,
                    metavar="BYTES", help="close a connection that sends a longer line "
                    "(may only lower the default: %(default)s)")
-    p.add_argument("--max-connections", type=_count, default=DEFAULT_MAX_CONNECTIONS,
+    p.add_argument("--max-connections", type=_count, default=None,
                    metavar="N", help="refuse connections beyond N open at once (default: "
-                   "%(default)s)")
-    p.add_argument("--max-per-address", type=_count, default=DEFAULT_MAX_PER_ADDRESS,
+                   "%d, or %s if more)" % (DEFAULT_MAX_CONNECTIONS, _PER_CLIENT))
+    p.add_argument("--max-per-address", type=_count, default=None,
                    metavar="N", help="refuse connections beyond N open at once from one "
-                   "address (default: %(default)s)")
-    p.add_argument("--max-clients", type=_count, default=DEFAULT_MAX_CLIENTS, metavar="N",
+                   "address (default: %d, or %s if more)" % (DEFAULT_MAX_PER_ADDRESS,
+                                                             _PER_CLIENT))
+    p.add_argument("--max-clients", type=_count, default=None, metavar="N",
                    help="refuse a hello under a new client name once N names joined this "
-                   "run (default: %(default)s)")
+                   "run (default: %d, or --clients if more)" % DEFAULT_MAX_CLIENTS)
     p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
                    "every message must carry its HMAC (or set %s)" % SECRET_ENV)
     p.add_argument("--quiet", action="store_true",
@@ -188,9 +195,23 @@ def _bind_error(args, exc):
             "machine" % (args.host, args.port, getattr(exc, "strerror", None) or exc))
 
 
+def derive_limits(args):
+    """Fill the limits not given from --clients: a run of N clients must never
+    be refused by the defaults meant for a handful."""
+    n = args.clients or 0
+    fit = CONNECTIONS_PER_CLIENT * n + CONNECTION_SLACK
+    if args.max_connections is None:
+        args.max_connections = max(DEFAULT_MAX_CONNECTIONS, fit)
+    if args.max_per_address is None:
+        args.max_per_address = max(DEFAULT_MAX_PER_ADDRESS, fit)
+    if args.max_clients is None:
+        args.max_clients = max(DEFAULT_MAX_CLIENTS, n)
+    return args
+
+
 def main(argv=None):
     try:
-        args = build_parser().parse_args(argv)
+        args = derive_limits(build_parser().parse_args(argv))
         args.secret = _read_secret(args)
     except _Usage as exc:
         return _fail(exitcodes.USAGE, "%s (see %s --help)" % (exc, PROG))

@@ -77,6 +77,7 @@ class Handler(socketserver.StreamRequestHandler):
         # this connection up to here is recorded", whatever another peer
         # claiming the same name sends on its own connection.
         self.queued_upto = 0
+        self.written = threading.Event()   # set by the recorder (see _ack_when_written)
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
         ctx.connection_started(self)
@@ -220,11 +221,13 @@ class Handler(socketserver.StreamRequestHandler):
             return
         self.queued_upto = max(self.queued_upto, msg.seq)
         upto = self.queued_upto
+        written = self.written
+        written.clear()
         if outcome == reg.NEW:
-            seq = msg.seq
             self.ctx.recorder.record_line(
                 protocol.record_line(self.line, recv_ts, self.peer),
-                on_written=lambda: self._recorded(seq, upto), key=self.conn_id)
+                on_written=written.set, key=self.conn_id)
+            self._ack_when_written(msg.seq, upto)
         else:
             if self.ctx.secret and msg.type != protocol.HELLO:
                 # Authenticated, so from a holder of the secret: a resend after a
@@ -237,11 +240,16 @@ class Handler(socketserver.StreamRequestHandler):
                          msg.seq, self.name, self.peer)
             # Acked once whatever was queued before it is written (the first
             # copy may still be on its way to disk from an older connection).
-            self.ctx.recorder.call_after(lambda: self._recorded(0, upto),
-                                         key=self.conn_id)
+            self.ctx.recorder.call_after(written.set, key=self.conn_id)
+            self._ack_when_written(0, upto)
 
-    def _recorded(self, seq, upto):
-        """Recorder callback: ack what is written; send GO where it is due."""
+    def _ack_when_written(self, seq, upto):
+        """Wait for the recorder to write what this connection queued, then ack
+        it from this thread: the recorder only sets an event, so it never
+        waits on a peer's socket (or for the GIL after each send), and a slow
+        reader delays nobody's ack but its own. Meanwhile this connection's
+        next lines wait in the kernel (back-pressure on that client only)."""
+        self.written.wait()
         go_list = self.registry.recorded(self.name, seq)
         self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
         for _name, sender in go_list:

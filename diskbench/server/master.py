@@ -162,14 +162,14 @@ class Master(object):
         self.read_timeout = args.read_timeout
         self.hello_timeout = getattr(args, "hello_timeout", handler_mod.HELLO_TIMEOUT_S)
         self.max_line_bytes = getattr(args, "max_line_bytes", protocol.MAX_LINE_BYTES)
-        self.max_connections = getattr(args, "max_connections", 256)
-        self.max_per_address = getattr(args, "max_per_address", 64)
+        self.max_connections = args.max_connections
+        self.max_per_address = args.max_per_address
         self.run_id = "%s-%d" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                  os.getpid())
         self.registry = reg.Registry(
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
-            max_clients=getattr(args, "max_clients", None),
+            max_clients=args.max_clients,
             rejoin_grace=getattr(args, "rejoin_grace", None),
             stall_timeout=getattr(args, "stall_timeout", reg.STALL_TIMEOUT_S),
             require_all=getattr(args, "require_all", False))

@@ -1,0 +1,219 @@
+"""make bench-server: the real server under thousands of simulated clients.
+
+For each interpreter and client count: start ``python -m diskbench.server``
+(limits raised to fit), drive it with scripts/loadgen.py at a real client's
+cadence, sample the server's CPU, RSS and threads from /proc while it runs,
+and afterwards count perf.jsonl against what was sent (lost must be 0). The
+same load against scripts/baseline_server.py (a bare threaded socketserver
+with one recorder thread) is the side-by-side arm: server CPU per message is
+read against it. Results are printed and written as JSON.
+
+    python scripts/bench_server.py --python .venv/py3/bin/python --clients 1000 2000
+"""
+from __future__ import division, print_function
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+#: /proc is sampled this often while a run lasts.
+SAMPLE_S = 1.0
+
+
+def _proc_stats(pid):
+    """(cpu seconds, rss bytes, threads) of ``pid`` from /proc, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+        rss = threads = 0
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("Threads:"):
+                    threads = int(line.split()[1])
+        return cpu, rss, threads
+    except (IOError, OSError, IndexError, ValueError):
+        return None
+
+
+class Sampler(threading.Thread):
+    """Peak RSS/threads and CPU seconds of a process, until it exits."""
+
+    def __init__(self, pid):
+        threading.Thread.__init__(self)
+        self.daemon = True
+        self.pid = pid
+        self.cpu = self.rss = self.threads = 0
+        self.stopped = False
+
+    def run(self):
+        while not self.stopped:
+            stats = _proc_stats(self.pid)
+            if stats is None:
+                return
+            self.cpu = stats[0]
+            self.rss = max(self.rss, stats[1])
+            self.threads = max(self.threads, stats[2])
+            time.sleep(SAMPLE_S)
+
+
+def _limits():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _loadgen(port, clients, duration):
+    cmd = [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
+           "--clients", str(clients), "--duration", str(duration), "--json"]
+    out = subprocess.check_output(cmd, preexec_fn=_limits)
+    return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+
+
+def _free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _wait_listening(proc, what):
+    line = proc.stdout.readline().decode("utf-8", "replace")
+    while "listening on" not in line:
+        if not line:
+            raise RuntimeError("%s did not start: %s" % (what, proc.stderr.read()))
+        line = proc.stdout.readline().decode("utf-8", "replace")
+
+
+def run_arm(python, arm, clients, duration, scratch):
+    """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
+    port = _free_port()
+    log_dir = os.path.join(scratch, "%s-%d" % (arm, clients))
+    os.makedirs(log_dir)
+    if arm == "server":
+        cmd = [python, "-m", "diskbench.server", "--port", str(port), "--host",
+               "127.0.0.1", "--log-dir", log_dir, "--clients", str(clients), "--quiet"]
+    else:
+        cmd = [python, os.path.join(HERE, "baseline_server.py"), "--port", str(port),
+               "--log", os.path.join(log_dir, "lines.jsonl")]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=_limits, cwd=REPO)
+    try:
+        _wait_listening(proc, arm)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        t0 = time.time()
+        load = _loadgen(port, clients, duration)
+        took = time.time() - t0
+        cpu = sampler.cpu
+        if arm == "server":
+            code = proc.wait()
+        else:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait()
+        sampler.stopped = True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    recorded = _count_recorded(log_dir, arm)
+    sent = load.pop("sent_per_client")
+    lost = sum(max(0, n - recorded.get(name, 0)) for name, n in sent.items())
+    msgs = load["sent"]
+    return dict(
+        arm=arm, python=_version(python), clients=clients, exit_code=code,
+        offered_msg_s=load["offered_msg_s"], recorded=sum(recorded.values()),
+        lost=lost, ack_p50_ms=load["ack_p50_ms"], ack_p99_ms=load["ack_p99_ms"],
+        ack_max_ms=load["ack_max_ms"], unacked=load["unacked"],
+        go_p50_s=load["go_p50_s"], go_max_s=load["go_max_s"],
+        lost_connections=load["lost_connections"],
+        server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
+        cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
+        peak_rss_mib=sampler.rss / float(1 << 20), peak_threads=sampler.threads)
+
+
+def _count_recorded(log_dir, arm):
+    """Messages on disk per client name (perf.jsonl, or the baseline's file)."""
+    path = os.path.join(log_dir, "perf.jsonl" if arm == "server" else "lines.jsonl")
+    counts = {}
+    if not os.path.exists(path):
+        return counts
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                name = json.loads(line.decode("utf-8"))["name"]
+            except (ValueError, KeyError):
+                continue
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _version(python):
+    out = subprocess.check_output([python, "-c", "import platform; "
+                                   "print(platform.python_version())"])
+    return out.decode("ascii").strip()
+
+
+COLUMNS = (("arm", "%-8s"), ("python", "%-7s"), ("clients", "%6d"),
+           ("offered_msg_s", "%8.0f"), ("lost", "%5d"), ("ack_p50_ms", "%8.1f"),
+           ("ack_p99_ms", "%9.1f"), ("ack_max_ms", "%9.1f"), ("go_max_s", "%6.2f"),
+           ("server_cpu_percent", "%5.0f"), ("cpu_ms_per_1000_msgs", "%8.0f"),
+           ("peak_rss_mib", "%7.0f"), ("peak_threads", "%6d"), ("exit_code", "%4d"))
+
+
+def print_row(row):
+    print("  ".join(fmt % row[key] if row.get(key) is not None else
+                    "%*s" % (len(fmt % 0) if "d" in fmt else 5, "-")
+                    for key, fmt in COLUMNS))
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--python", action="append", required=True)
+    p.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--arms", nargs="+", default=["server", "baseline"])
+    p.add_argument("--out", default=os.path.join(
+        REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
+    args = p.parse_args(argv)
+    scratch = tempfile.mkdtemp(prefix="diskbench-bench-server-")
+    rows = []
+    print("  ".join(key for key, _ in COLUMNS))
+    try:
+        for python in args.python:
+            for clients in args.clients:
+                for arm in args.arms:
+                    row = run_arm(python, arm, clients, args.duration, scratch)
+                    rows.append(row)
+                    print_row(row)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = dict(machine=dict(platform=platform.platform(), cpus=os.sysconf(
+        "SC_NPROCESSORS_ONLN")), duration_s=args.duration, runs=rows,
+        cadence="perf 1 s, heartbeat 5 s, stats 10 s per client (scripts/loadgen.py)")
+    if not os.path.isdir(os.path.dirname(args.out)):
+        os.makedirs(os.path.dirname(args.out))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    print("written: %s" % args.out)
+    return 1 if any(r["lost"] for r in rows if r["arm"] == "server") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
