@@ -67,4 +67,8 @@ MUTATIONS = [
          old="        self.written.wait()\n",
          new="        pass\n",
          tests=["tests/test_server_ack_order.py"]),
+    dict(id="handler-stack-too-small", file="diskbench/server/master.py",
+         old="HANDLER_STACK_BYTES = 512 * 1024",
+         new="HANDLER_STACK_BYTES = 64 * 1024",
+         tests=[_H + "test_deeply_nested_json_is_refused_by_a_small_stack_handler"]),
 ]

@@ -56,6 +56,10 @@ FD_RESERVE = 32
 #: At the end, how long the recorder may take to write what is queued before
 #: the report says how much is not on disk (and the exit code is not OK).
 DRAIN_TIMEOUT_S = 120.0
+#: Stack of each connection's thread: what a handler needs (JSON nested up to
+#: the interpreter's recursion limit, then refused) with room to spare, not the
+#: platform's 8 MiB: thousands of connections stay small (virtual memory).
+HANDLER_STACK_BYTES = 512 * 1024
 #: Signals that end the run with a report: SIGHUP is an ssh session dropping.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -321,6 +325,7 @@ class Master(object):
                         "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
 
     def bind(self):
+        threading.stack_size(HANDLER_STACK_BYTES)  # for the threads made from now on
         self.server = TCPServer((self.args.host, self.args.port), self)
         return self.server.server_address[:2]
 

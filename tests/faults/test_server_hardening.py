@@ -89,6 +89,22 @@ def test_takeover_with_a_seq_jump_cannot_discard_the_real_clients_messages(procs
     assert "further ahead" in server.server_log()
 
 
+def test_deeply_nested_json_is_refused_by_a_small_stack_handler(procs, tmpdir):
+    """Handler threads run on a small stack (master.HANDLER_STACK_BYTES): JSON
+    nested as deep as a line allows is refused (not-json), the server goes on
+    and a real client is served after it."""
+    server = ServerProc(procs, _logs(tmpdir), FAST)
+    hostile = FakeClient(server.port, "x")
+    for opener in (b"[", b'{"a":'):
+        hostile.raw(opener * (60000 // len(opener)) + b"\n")
+    wait_until(lambda: "nested too deeply" in server.server_log() or
+               "not JSON" in server.server_log(), 10, what="the refusal")
+    play_full_run(FakeClient(server.port, "after"), [[0.001]], rollovers=0)
+    assert server.wait_exit() == exitcodes.OK
+    assert server.report()["rejected_messages"][protocol.ProtocolError.NOT_JSON] == 2
+    assert "Traceback" not in server.stderr()
+
+
 # --- a stuck writer is never finished ---------------------------------------------------
 def test_stalled_writer_is_shown_live_and_never_reported_finished(procs, tmpdir):
     """A heartbeat saying the writer made no progress for --stall-timeout marks
