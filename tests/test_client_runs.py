@@ -70,8 +70,9 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
     data = str(tmpdir.mkdir("data"))
     server, port = start_server(procs, slog, "--clients", "3")
     sizes = {"c10": (10, 20), "c20": (20, 40), "c30": (30, 60)}
-    clients = dict((name, procs.start(client_args(tmpdir, port, name, data, chunk, size,
-                                                  duration=3)))
+    clients = dict((name, procs.start(client_args(
+        tmpdir, port, name, data, chunk, size, duration=3,
+        extra=["--progress-interval", "0.5"])))
                    for name, (chunk, size) in sizes.items())
     for name, proc in clients.items():
         out, err = communicate(proc, 60)
@@ -112,6 +113,16 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
         assert len(re.findall(r"client %s rollover #" % name, server_log)) == len(rolls)
         assert "start: writer pid %d" % of(msgs, P.START, name)[0].writer_pid in text
         assert "stop (duration)" in text
+        # the closing line gives the report's figures, under the report's names
+        wall, writing = re.search(r"throughput \(wall\) ([\d.]+) MiB/s; while writing "
+                                  r"([\d.]+) MiB/s", text).groups()
+        tp = entry["throughput_mib_s"]
+        assert abs(float(wall) - tp["mean"]) <= 0.05 + 1e-9
+        assert abs(float(writing) - tp["while_writing"]) <= 0.05 + 1e-9
+        assert "while writing" in report_text and "throughput (wall)" in report_text
+        # a progress line every --progress-interval (no terminal: plain lines)
+        assert len(re.findall(r"progress: \d+ s of 3 s \(\d+ s left\): [\d.]+ MiB/s "
+                              r"now, [\d.]+ MiB written, \d+ rollovers", text)) >= 2
         assert "client %s started writing" % name in server_log
         assert "client %s stopped (duration)" % name in server_log
         assert of(msgs, P.STOP, name)[0].reason == P.STOP_DURATION
@@ -178,6 +189,7 @@ def test_runs_without_psutil_and_says_so(procs, tmpdir, fake):
     code, out, err = procs.run(args, env={"PYTHONPATH": str(hide)}, timeout=30)
     assert code == 0, err
     assert "psutil is not installed" in err and "pip install psutil" in err
+    assert err.count("psutil is not installed") == 1      # said once
     assert fake.of_type(P.HELLO)[0].psutil_version is None
     stats = fake.of_type(P.STATS)
     assert stats and all(s.source == "proc" for s in stats)

@@ -95,13 +95,14 @@ class Streamer(object):
 
 # --- a real terminal: tmux --------------------------------------------------------
 class Pane(object):
-    """One tmux session (own socket) running the real server in a PANE-sized
-    terminal; the tmux server is killed at cleanup."""
+    """One tmux session (own socket) running the real server (or ``module``)
+    in a PANE-sized terminal; the tmux server is killed at cleanup."""
 
-    def __init__(self, tmpdir, server_args):
+    def __init__(self, tmpdir, server_args, module="diskbench.server"):
         self.sock = str(tmpdir.join("tmux.sock"))
-        cmd = "cd %s && exec env PYTHONPATH=%s %s -m diskbench.server %s" % (
-            _q(REPO), _q(REPO), _q(sys.executable), " ".join(_q(a) for a in server_args))
+        cmd = "cd %s && exec env PYTHONPATH=%s %s -m %s %s" % (
+            _q(REPO), _q(REPO), _q(sys.executable), module,
+            " ".join(_q(a) for a in server_args))
         self.tmux("new-session", "-d", "-s", "t", "-x", str(PANE[0]), "-y", str(PANE[1]),
                   cmd, ";", "set-option", "-t", "t", "remain-on-exit", "on")
         self.pid = int(self.tmux("display-message", "-p", "-t", "t", "#{pane_pid}"))

@@ -11,12 +11,12 @@ import sys
 import diskbench
 from diskbench import exitcodes, protocol
 from diskbench.cli import bad_name_reason, display_path, printable, read_secret
-from diskbench.client import checks, procinfo, writer
+from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
                                          STALL_TIMEOUT_S, Supervisor)
 from diskbench.compat import PY2
-from diskbench.metrics import MIB
+from diskbench.metrics import MIB, utc
 
 SECRET_ENV = "DISKBENCH_SECRET"
 DEFAULT_LOG_DIR = "diskbench-logs"
@@ -117,6 +117,10 @@ def build_parser():
                    metavar="S", help="after the run, keep trying this long to get "
                    "every result acknowledged by the server (default %g)"
                    % FINAL_ACK_TIMEOUT_S)
+    p.add_argument("--progress-interval", type=float, default=progress.PLAIN_EVERY_S,
+                   metavar="S", help="without a terminal, a progress line in the log "
+                   "this often (default %g; on a terminal one line is updated every "
+                   "%g s)" % (progress.PLAIN_EVERY_S, progress.REFRESH_S))
     p.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
                    help="a writer with no progress this long is stalled: logged and "
                    "reported; if it then has to be killed at the end, exit 17 "
@@ -164,6 +168,13 @@ class _Printable(logging.Filter):
         return True
 
 
+class _UtcFormatter(logging.Formatter):
+    """The one timestamp format of server.log, client logs and report.txt."""
+
+    def formatTime(self, record, datefmt=None):
+        return utc(record.created)
+
+
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
     safe = writer.safe_name(name)
@@ -175,8 +186,8 @@ def _open_log(log_dir, name):
     log.propagate = False
     log.addFilter(_Printable())
     fh = logging.FileHandler(path)
-    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    sh = logging.StreamHandler(sys.stderr)
+    fh.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    sh = progress.ClearingHandler(sys.stderr)
     sh.setFormatter(logging.Formatter("diskbench client " + name.replace("%", "%%")
                                       + ": %(levelname)s: %(message)s"))
     log.addHandler(fh)
@@ -199,6 +210,7 @@ def _check_flags(args):
             ("--heartbeat-interval", args.heartbeat_interval, MAX_INTERVAL_S),
             ("--perf-interval", args.perf_interval, MAX_INTERVAL_S),
             ("--stall-timeout", args.stall_timeout, MAX_INTERVAL_S),
+            ("--progress-interval", args.progress_interval, MAX_INTERVAL_S),
             ("--connect-timeout", args.connect_timeout, MAX_DURATION_S),
             ("--deliver-timeout", args.deliver_timeout, MAX_DURATION_S)):
         if not 0 < value <= limit:  # also false for nan; inf is above any limit
@@ -328,6 +340,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
         block_bytes=checks.block_bytes(directory),
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
+        progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
         start_method=args.start_method or None)
     hello = dict(
@@ -347,8 +360,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
-    if procinfo.psutil is None:
-        log.warning("%s", procinfo.NO_PSUTIL_NOTE)
+    # (psutil missing is said once: by the stats process's note, logged when relayed)
     return supervisor.run()
 
 

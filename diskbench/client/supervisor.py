@@ -22,7 +22,7 @@ import os
 import signal
 
 from diskbench import exitcodes, protocol
-from diskbench.client import heartbeat, stats, writer
+from diskbench.client import heartbeat, progress, stats, writer
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
 from diskbench.metrics import MIB
@@ -84,8 +84,8 @@ class Supervisor(object):
         self.procs = {}       # role -> Process
         self.conns = {}       # role -> parent end of its pipe
         self.counters = None
-        self.rollovers = 0
-        self.io_s = 0.0
+        # perf/rollover totals and the progress line (progress.py)
+        self.progress = progress.Progress(log)
         self.writer_error = None
         self.t_go = None
         self.started = False
@@ -127,6 +127,10 @@ class Supervisor(object):
         self.t_go = monotonic()
         log.info("go from server (run %s); starting writer, stats and heartbeat",
                  self.sender.run_id)
+        for handler in log.handlers:
+            if isinstance(handler, progress.ClearingHandler):
+                handler.progress = self.progress
+        self.progress.start(self.cfg["duration_s"], self.cfg["progress_interval_s"])
         self._start_children()
         outcome = self._loop()
         return self._finish(outcome)
@@ -223,7 +227,7 @@ class Supervisor(object):
             return  # invalid: the sender has logged why
         log = self.log
         if type_ == protocol.PERF:
-            self.io_s += msg.io_s
+            self.progress.figures.perf(msg, monotonic())
         elif type_ == protocol.START:
             self.started = True
             log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
@@ -231,9 +235,10 @@ class Supervisor(object):
                      self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
                      self.cfg["directory"], msg.sync_mode, msg.preallocate)
         elif type_ == protocol.ROLLOVER:
-            self.rollovers += 1
+            self.progress.figures.rollovers += 1
             log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
-                     msg.file_index, msg.file_bytes // MIB, msg.close_s)
+                     msg.file_index, msg.file_bytes // MIB, msg.close_s,
+                     extra=progress.FILE_ONLY)
         elif type_ == protocol.ERROR:
             log.error("error from %s: %s", msg.source, msg.reason)
             if role == WRITER and msg.fatal:
@@ -252,6 +257,7 @@ class Supervisor(object):
         last = monotonic()
         while True:
             self._drain(LOOP_TICK_S)
+            self.progress.tick()
             now = monotonic()
             if now - last > LOOP_TICK_S + PAUSE_NOTICE_S:
                 self._paused(now - last)
@@ -398,7 +404,8 @@ class Supervisor(object):
             path = os.path.join(directory, filename)
             try:
                 os.unlink(path)
-                self.log.info("removed leftover data file %s", path)
+                self.log.info("removed leftover data file %s", path,
+                              extra=progress.FILE_ONLY)
             except OSError as exc:
                 self.log.warning("could not remove %s: %s", path, exc)
 
@@ -409,24 +416,25 @@ class Supervisor(object):
             self._stop_children()
             self._remove_leftovers()
             outcome = self._judge_writer(outcome)
+        self.progress.clear()
+        figures = self.progress.figures
         elapsed = monotonic() - self.t_go if self.t_go is not None else 0.0
         nbytes = int(self.counters[0].value) if self.counters else 0
         chunks = int(self.counters[1].value) if self.counters else 0
         if outcome.reason is not None:
             sender.send(protocol.STOP, reason=outcome.reason, bytes_written=nbytes,
-                        chunks_written=chunks, rollovers=self.rollovers,
-                        elapsed_s=elapsed, io_s=self.io_s,
+                        chunks_written=chunks, rollovers=figures.rollovers,
+                        elapsed_s=elapsed, io_s=figures.io_s,
                         dropped_messages=sender.make_room(2))  # room for stop + bye
             sender.send(protocol.BYE)
         code = outcome.code
         if outcome.reason is not None:
             code = self._deliver(code)
-        mib_s = nbytes / float(MIB) / self.io_s if self.io_s > 0 else 0.0
         level = log.info if code == exitcodes.OK else log.error
-        level("stop (%s): %s; %d MiB in %d chunks, %d rollovers, %.1f s, %.1f MiB/s "
-              "while writing, %d messages dropped; exit code %d",
-              outcome.reason or "refused", outcome.text, nbytes // MIB, chunks,
-              self.rollovers, elapsed, mib_s, sender.dropped, code)
+        level("stop (%s): %s; %s in %d chunks, %d rollovers, %.1f s; %d messages "
+              "dropped; exit code %d", outcome.reason or "refused", outcome.text,
+              figures.closing(), chunks, figures.rollovers, elapsed, sender.dropped,
+              code)
         if outcome.reason is None:
             sender.close(0)
         return code

@@ -315,7 +315,7 @@ def test_ack_beyond_our_seq_is_noticed_exit_13(procs, tmpdir):
 
 
 # --- 9. no line forging in the client log ------------------------------------------------
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ ")  # metrics.utc
 
 
 def _assert_unforged(text, stderr):
