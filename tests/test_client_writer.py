@@ -11,7 +11,7 @@ from diskbench.client import checks, procinfo
 from diskbench.client import writer as W
 from diskbench.client.payload import Payload
 from diskbench.metrics import MIB
-from tests.helpers import thp_mode
+from tests.helpers import thp_mode, wait_until
 
 CHUNK = 64 * 1024  # unit tests use small chunks; the CLI refuses < 10 MiB
 
@@ -303,15 +303,30 @@ def test_calibration_times_the_rollover_flush_too(tmpdir):
     assert os.listdir(str(tmpdir)) == []
 
 
-def test_proc_cpu_sampler_reads_the_given_pid():
-    s = procinfo.CpuSampler(os.getpid(), use_psutil=False)
-    assert s.source == procinfo.SOURCE_PROC
-    x = 0
-    for i in range(300000):
-        x += i
-    cpu, rss = s.sample()
-    assert cpu > 0 and rss > 1 * MIB
-    assert procinfo.is_alive(os.getpid())
+BUSY_CHILD = ("import sys; big = bytearray(96 << 20); big[::4096] = b'x' * (len(big) // 4096)\n"
+              "sys.stdout.write('ready\\n'); sys.stdout.flush()\nwhile True: pass")
+IDLE_CHILD = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(600)"
+BUSY_CPU_S = 0.3  # the window: until the busy child has used this much CPU
+
+
+def test_proc_cpu_sampler_reads_the_given_pid(procs):
+    """Two other processes, one spinning with 96 MiB touched and one asleep: each
+    sampler reports its own pid's CPU and RSS, not the test's or the other's."""
+    busy, idle = procs.start(["-c", BUSY_CHILD]), procs.start(["-c", IDLE_CHILD])
+    for child in (busy, idle):
+        assert child.stdout.readline().strip() == b"ready"
+    samplers = [procinfo.CpuSampler(p.pid, use_psutil=False) for p in (busy, idle)]
+    assert all(s.source == procinfo.SOURCE_PROC for s in samplers)
+    start = procinfo.proc_cpu_seconds(busy.pid)
+    wait_until(lambda: procinfo.proc_cpu_seconds(busy.pid) - start >= BUSY_CPU_S,
+               timeout=30, what="the busy child to use CPU")
+    (busy_cpu, busy_rss), (idle_cpu, idle_rss) = [s.sample() for s in samplers]
+    assert busy_cpu > 0 and idle_cpu * 4 < busy_cpu, (busy_cpu, idle_cpu)
+    assert busy_rss > idle_rss + 64 * MIB, (busy_rss, idle_rss)
+    assert procinfo.is_alive(busy.pid) and procinfo.is_alive(idle.pid)
+    busy.kill()
+    busy.wait()
+    assert not procinfo.is_alive(busy.pid) and samplers[0].sample() is None
 
 
 def test_payload_stamp_is_the_counter_in_every_block_whatever_came_before():

@@ -7,10 +7,12 @@ import os
 import re
 
 from diskbench import exitcodes, metrics
+from diskbench import protocol as P
+from diskbench.metrics import MIB
 from diskbench.compat import PY2
 from diskbench.report import rerender
 from tests.helpers import REPO
-from tests.report_runs import (Crafted, by_client, copy_run, load_report, real_run,
+from tests.report_runs import (T0, Crafted, by_client, copy_run, load_report, real_run,
                                run_report)
 from tests.test_server_fakes import ServerProc
 
@@ -150,6 +152,8 @@ def test_report_csv_files_load_and_agree_with_report_json(procs, tmpdir):
 def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
     run = Crafted(str(tmpdir.join("doc")))
     run.client("n1", "h1", 100, 0.004)
+    run.add("n1", P.HEARTBEAT, T0 + 3.0, writer_pid=42, writer_alive=True,
+            bytes_written=200 * MIB, chunks_written=20, progress_age_s=0.25)
     run.client("a-client-name-that-is-far-too-long-for-any-table-column", "h2", 30, 0.01,
                stop=False)
     code, out, err = run_report(procs, run.save())
@@ -158,7 +162,8 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert rep["report_format"] == 2
     e = by_client(rep)["n1"]
     assert set(e["throughput_timeline"][0]) == set(["t_s", "length_s", "mib_s"])
-    assert e["last_heartbeat"] is None or "progress_age_s" in e["last_heartbeat"]
+    assert e["last_heartbeat"]["progress_age_s"] == 0.25
+    assert e["last_heartbeat"]["progress_mib"] == 200.0
     with open(os.path.join(REPO, "docs", "REPORT-FORMAT.md")) as f:
         doc = f.read()
     documented = set(re.findall(r"`([a-z_\[\]\.0-9]+)`", doc))

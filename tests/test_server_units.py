@@ -465,9 +465,15 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
 def test_report_with_no_clients_is_still_written(tmpdir):
     r, _ = _registry()
     rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
-    report.write(str(tmpdir), rep)
-    assert rep["totals"]["client_count"] == 0
-    assert "no client reported" in rep["aggregate"]["period_note"]
+    paths, failed = report.write(str(tmpdir), rep)
+    assert failed == []
+    assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.txt"]
+    with open(os.path.join(str(tmpdir), "report.json")) as f:
+        on_disk = json.load(f)
+    assert on_disk["totals"]["client_count"] == 0 and on_disk["clients"] == []
+    assert "no client reported" in on_disk["aggregate"]["period_note"]
+    with open(os.path.join(str(tmpdir), "report.txt")) as f:
+        assert "no client reported" in f.read()
 
 
 # --- recorder --------------------------------------------------------------------------

@@ -111,4 +111,10 @@ def test_server_without_secret_warns_at_start(procs, tmpdir):
     server = ServerProc(procs, str(tmpdir.join("logs")), ["--quiet"])
     wait_until(lambda: "anyone who can reach port %d can submit results" % server.port
                in server.stderr(), what="the warning")
-    assert hello_fields()  # the fake hello still builds without a secret
+    # and it is true: an unsigned client is accepted and its messages recorded
+    client = FakeClient(server.port, "open")
+    client.hello()
+    client.wait_for(P.GO)
+    client.wait_acked(client.seq)
+    assert [(m.name, m.type) for m, _ in server.records()] == [("open", P.HELLO)]
+    assert server.stderr().count("can submit results") == 1
