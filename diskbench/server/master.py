@@ -25,7 +25,9 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
+from diskbench.metrics import utc
 from diskbench.server import console as console_mod
+from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
@@ -54,8 +56,6 @@ FD_RESERVE = 32
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-log = logging.getLogger("diskbench.server")
-event = logging.getLogger("diskbench.server.event")
 
 EXIT_MEANING = {
     exitcodes.OK: "every client finished",
@@ -275,17 +275,8 @@ class Master(object):
             self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
                                          "its records under the new run id %s" % (
                                              marker, exc, self.run_id))
-        mute = _Mute()
-        for logger in (log, event, reg.verbose):
-            logger.addFilter(mute)
-        try:
-            records = recorder_mod.read_back(self.args.log_dir,
-                                             self.startup_warnings.append)
-            skipped = sum(1 for msg, recv_ts in records
-                          if not self.registry.restore(msg, recv_ts))
-        finally:
-            for logger in (log, event, reg.verbose):
-                logger.removeFilter(mute)
+        skipped = self.registry.restore_all(recorder_mod.read_back(
+            self.args.log_dir, self.startup_warnings.append))
         if skipped:
             self.startup_warnings.append("%d records in perf.jsonl were skipped (a "
                                          "repeated seq, or no hello on record)" % skipped)
@@ -317,7 +308,7 @@ class Master(object):
         return self.server.server_address[:2]
 
     def _setup_logging(self):
-        root = logging.getLogger("diskbench.server")
+        root = log
         root.setLevel(logging.INFO)
         root.propagate = False
         file_handler = recorder_mod.RecorderLogHandler(self.recorder)
@@ -422,7 +413,7 @@ class Master(object):
                     "moving every client's deadline by that much", gap)
         self.pauses.append("the server itself did not run for %.1f s at %s (stopped, "
                            "frozen or starved); clients' deadlines were moved by that "
-                           "much" % (gap, report_mod.utc(self.wall() - gap)))
+                           "much" % (gap, utc(self.wall() - gap)))
         self.registry.server_paused(gap)
         for handler in handlers:
             handler.extend_deadline(gap)
@@ -485,13 +476,6 @@ class Master(object):
             console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
-
-
-class _Mute(logging.Filter):
-    """Silences the registry's per-message logging while records are replayed."""
-
-    def filter(self, record):
-        return False
 
 
 def _signal_name(signum):

@@ -1,7 +1,7 @@
 """Per-client state and accumulated figures, behind one lock.
 
 States and the transitions between them are written down here and only here
-(``_ALLOWED`` and ``Registry._transition``)::
+(``states.ALLOWED`` and ``Registry._transition``)::
 
      hello          start            stop(duration|server)
      -----> JOINED -------> RUNNING ----------------------> FINISHED
@@ -33,26 +33,11 @@ import threading
 
 from diskbench import metrics, protocol
 from diskbench.compat import monotonic
+from diskbench.server import event, log, verbose
 from diskbench.server.seqset import SeqSet
 
-JOINED = "joined"
-RUNNING = "running"
-STALLED = "stalled"
-FINISHED = "finished"
-FAILED = "failed"
-WENT_AWAY = "went away"
-STATES = (JOINED, RUNNING, STALLED, FINISHED, FAILED, WENT_AWAY)
-LIVE = (JOINED, RUNNING, STALLED)
-TERMINAL = (FINISHED, FAILED, WENT_AWAY)
-
-_ALLOWED = {
-    JOINED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
-    RUNNING: (STALLED, FINISHED, FAILED, WENT_AWAY),
-    STALLED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
-    WENT_AWAY: (JOINED, RUNNING, STALLED),   # back where it was, when it speaks again
-    FINISHED: (),
-    FAILED: (),
-}
+from diskbench.server.states import (  # noqa: F401 - re-exported for callers
+    ALLOWED, FAILED, FINISHED, JOINED, LIVE, RUNNING, STALLED, TERMINAL, WENT_AWAY)
 
 # Outcomes of Registry.accept / Registry.hello.
 NEW = "new"               # first time this seq is seen: record it and apply it
@@ -104,10 +89,6 @@ KEEP_TEXTS_MAX = 1000
 #: per message; the console looks at those received in its last few seconds).
 RECENT_PERF_MAX = 16
 
-log = logging.getLogger("diskbench.server")
-event = logging.getLogger("diskbench.server.event")  # also printed on the console
-#: Per-message detail (rollovers): server.log, and the console only with --verbose.
-verbose = logging.getLogger("diskbench.server.verbose")
 
 #: One client's line on the live console (registry.progress_view): plain
 #: values copied under the lock; ``recent`` is ((clock(), seconds, bytes), ...)
@@ -433,6 +414,18 @@ class Registry(object):
             self.restored += 1
             return True
 
+    def restore_all(self, records):
+        """``restore`` each (msg, recv_ts) with the server's logging muted (what
+        the records say is already in server.log); returns how many were skipped."""
+        mute = _Mute()
+        for logger in (log, event, verbose):
+            logger.addFilter(mute)
+        try:
+            return sum(1 for msg, recv_ts in records if not self.restore(msg, recv_ts))
+        finally:
+            for logger in (log, event, verbose):
+                logger.removeFilter(mute)
+
     def resumed(self, reason):
         """The records are replayed: every client that was live waits to reconnect.
 
@@ -585,7 +578,7 @@ class Registry(object):
     # --- transitions: the one place a state changes ---------------------------
     def _transition(self, client, new, reason):
         old = client.state
-        if new not in _ALLOWED[old]:
+        if new not in ALLOWED[old]:
             self.say(log.warning, "client %s: ignored impossible transition %s -> %s (%s)",
                      client.name, old, new, reason)
             return False
@@ -801,3 +794,10 @@ _APPLY = {
     protocol.NOTE: "_apply_note",
     protocol.BYE: "_apply_bye",
 }
+
+
+class _Mute(logging.Filter):
+    """Drops every record (see Registry.restore_all)."""
+
+    def filter(self, record):
+        return False

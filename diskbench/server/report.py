@@ -18,12 +18,11 @@ import json
 import math
 import os
 import textwrap
-import time
 
 from diskbench import metrics, protocol
-from diskbench.metrics import utc  # noqa: F401 (report.utc is used by others)
+from diskbench.metrics import utc
 from diskbench.compat import as_bytes
-from diskbench.server import registry as reg
+from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
@@ -312,9 +311,9 @@ def _totals(view, clients):
     written = [e["written_mib"] for e in clients]
     return dict(
         client_count=len(clients),
-        finished_count=states.count(reg.FINISHED), failed_count=states.count(reg.FAILED),
-        went_away_count=states.count(reg.WENT_AWAY),
-        unfinished_count=sum(1 for s in states if s in reg.LIVE),
+        finished_count=states.count(st.FINISHED), failed_count=states.count(st.FAILED),
+        went_away_count=states.count(st.WENT_AWAY),
+        unfinished_count=sum(1 for s in states if s in st.LIVE),
         written_mib=None if None in written else sum(written),
         rollover_count=sum(e["rollover_count"] for e in clients),
         chunk_count=sum(e["chunk_count"] for e in clients),
@@ -367,7 +366,7 @@ TEXT_WIDTH = 120
 NAME_COLUMN_MAX = 28
 HOST_COLUMN_MAX = 24
 #: The state names the headline counts, in the order it lists them.
-_STATE_ORDER = (reg.FINISHED, reg.RUNNING, reg.JOINED, reg.WENT_AWAY, reg.FAILED)
+_STATE_ORDER = (st.FINISHED, st.RUNNING, st.JOINED, st.WENT_AWAY, st.FAILED)
 
 
 def _f(value, fmt="%.1f"):
@@ -381,7 +380,7 @@ def _cut(text, width):
 
 def state_label(entry):
     """A client's state as the table shows it ('unfinished' for a live state at the end)."""
-    return "unfinished" if entry["state"] in reg.LIVE else entry["state"]
+    return "unfinished" if entry["state"] in st.LIVE else entry["state"]
 
 
 def headline(rep):
@@ -390,7 +389,7 @@ def headline(rep):
     counts = {}
     for e in clients:
         counts[state_label(e)] = counts.get(state_label(e), 0) + 1
-    order = [reg.FINISHED, "unfinished", reg.WENT_AWAY, reg.FAILED]
+    order = [st.FINISHED, "unfinished", st.WENT_AWAY, st.FAILED]
     states = ", ".join("%d %s" % (counts[s], s) for s in order if counts.get(s))
     lines = ["diskbench report %s: %.1f s from %s%s" % (
         run["label"], run["run_duration_s"], run["start_utc"],

@@ -22,7 +22,6 @@ import pytest
 from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.client import writer
-from diskbench.client.supervisor import LOOP_TICK_S, PAUSE_NOTICE_S
 from tests.faults.test_client_process import children_of, live_group_members
 from tests.helpers import communicate, wait_until
 from tests.test_client_fakeserver import FakeServer

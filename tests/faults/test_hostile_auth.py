@@ -9,7 +9,7 @@ from diskbench import exitcodes
 from diskbench import protocol as P
 from tests.faults.test_server_restart import real_client
 from tests.helpers import communicate, connect, wait_until
-from tests.test_server_fakes import FakeClient, ServerProc, hello_fields
+from tests.test_server_fakes import FakeClient, ServerProc
 
 SECRET = "s3cret-for-tests"
 
