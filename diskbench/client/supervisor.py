@@ -21,11 +21,12 @@ import ctypes
 import os
 import signal
 
-from diskbench import exitcodes, protocol
-from diskbench.client import heartbeat, stats, writer
+from diskbench import exitcodes, protocol, signals
+from diskbench.client import child, heartbeat, stats, writer
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
 from diskbench.metrics import MIB
+from diskbench.signals import SignalFlag
 
 #: The main loop wakes at least this often (a dead child is seen within it).
 LOOP_TICK_S = 0.2
@@ -58,16 +59,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
 
 
-class _Signals(object):
-    received = None
-    count = 0
-
-
-def _on_signal(signum, frame):
-    _Signals.received = signum  # only a flag: the loop does the work
-    _Signals.count += 1
-
-
 class Outcome(object):
     """How the run ended: STOP reason, exit code, and a line for the log."""
 
@@ -94,22 +85,19 @@ class Supervisor(object):
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
+        self.signals = SignalFlag()  # installed by run()
 
     # --- entry ---------------------------------------------------------------------
     def run(self):
-        _Signals.received = None
-        _Signals.count = 0
-        old = {}
-        for signum in STOP_SIGNALS:
-            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
-                self.log.info("SIGHUP is ignored (nohup?): running detached")
-                continue  # started under nohup: the user asked to outlive the session
-            old[signum] = signal.signal(signum, _on_signal)
+        taken = list(STOP_SIGNALS)
+        if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+            self.log.info("SIGHUP is ignored (nohup?): running detached")
+            taken.remove(signal.SIGHUP)  # under nohup: the user asked to outlive the session
+        self.signals = SignalFlag().install(taken)  # only a flag: the loop does the work
         try:
             return self._run()
         finally:
-            for signum, handler in old.items():
-                signal.signal(signum, handler)
+            self.signals.restore()
 
     def _run(self):
         cfg, log = self.cfg, self.log
@@ -140,10 +128,10 @@ class Supervisor(object):
             if self.sender.rejected is not None:
                 return Outcome(None, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)
-            if _Signals.received is not None:
+            if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
                                "interrupted by signal %d before the run started"
-                               % _Signals.received)
+                               % self.signals.last)
             if self.sender.server_stop is not None:
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
@@ -167,8 +155,7 @@ class Supervisor(object):
         # Children must not get Ctrl-C or a hangup (only the supervisor does: a
         # terminal sends both to the whole process group): they set SIG_IGN first
         # thing, and inherit it here too so no early signal kills them.
-        previous = dict((signum, signal.signal(signum, signal.SIG_IGN))
-                        for signum in (signal.SIGINT, signal.SIGHUP))
+        previous = signals.ignore(child.LEFT_TO_SUPERVISOR)
         try:
             self._spawn(ctx, WRITER, writer.writer_main, (child_cfg, self.counters))
             wpid = self.procs[WRITER].pid
@@ -176,8 +163,7 @@ class Supervisor(object):
             self._spawn(ctx, HEARTBEAT, heartbeat.heartbeat_main,
                         (child_cfg, wpid, self.counters))
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.restore(previous)
         self.watch_from = monotonic()
         self.log.info("children started: writer pid %d, stats pid %d, heartbeat pid %d "
                       "(start method %s)", wpid, self.procs[STATS].pid,
@@ -260,9 +246,9 @@ class Supervisor(object):
             if role is not None:
                 return self._child_died(role, proc)
             self._watch_progress()
-            if _Signals.received is not None:
+            if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
-                               "interrupted by signal %d" % _Signals.received)
+                               "interrupted by signal %d" % self.signals.last)
             if self.sender.server_stop is not None:
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
@@ -343,7 +329,7 @@ class Supervisor(object):
         it), then SIGKILL; each bounded. Records who had to be signalled."""
         for role, conn in list(self.conns.items()):
             try:
-                conn.send(writer.CMD_STOP)
+                conn.send(child.CMD_STOP)
             except (OSError, IOError, EOFError):
                 pass
         wait_s = CHILD_STOP_TIMEOUT_S
@@ -457,15 +443,15 @@ class Supervisor(object):
             log.warning("server unreachable (%s); trying for up to %g s more to deliver "
                         "%d unacknowledged messages", sender.last_error, timeout, pending)
         deadline = monotonic() + timeout
-        signals = _Signals.count
-        while monotonic() < deadline and _Signals.count == signals:
+        seen = self.signals.count
+        while monotonic() < deadline and self.signals.count == seen:
             if sender.wait_delivered(min(LOOP_TICK_S, max(0.0, deadline - monotonic()))):
                 break
             if sender.rejected is not None or sender.ack_beyond is not None:
                 break
-        if _Signals.count != signals:
+        if self.signals.count != seen:
             log.warning("signal %d: not waiting any longer for the server's ack",
-                        _Signals.received)
+                        self.signals.last)
         if sender.wait_delivered(0):
             sender.wait_delivered(BYE_GRACE_S, everything=True)
         if sender.close(0) and sender.ack_beyond is None:

@@ -26,16 +26,16 @@ import sys
 import time
 
 from diskbench import protocol
+from diskbench.client import child
 from diskbench.compat import buffer_from, monotonic, posix_fallocate
 from diskbench.metrics import LatencyHistogram
+from diskbench.signals import SignalFlag
 
 #: Exit code of the writer process after a disk error (it has sent an ERROR
 #: first); the supervisor maps it to exitcodes.CLIENT_DISK_ERROR.
 EXIT_DISK_ERROR = 3
 #: Exit code of the writer after an unexpected exception (an ERROR was sent).
 EXIT_CRASH = 4
-#: The command the supervisor sends down the pipe to stop a child.
-CMD_STOP = "halt"
 #: Env var read in exactly one place (open_data_file): when set, every open
 #: with O_DIRECT fails with EINVAL, as on tmpfs or some network filesystems
 #: (this kernel accepts O_DIRECT even on tmpfs, so tests need to inject it).
@@ -343,14 +343,6 @@ class Writer(object):
 
 
 # --- the process ---------------------------------------------------------------------
-class _Flags(object):
-    terminated = False
-
-
-def _on_term(signum, frame):
-    _Flags.terminated = True
-
-
 def writer_main(conn, cfg, counters):
     """Entry point of the writer process (module level: fork/spawn safe).
 
@@ -358,25 +350,20 @@ def writer_main(conn, cfg, counters):
     read by the heartbeat process.
     """
     from diskbench.client.payload import Payload
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
-    signal.signal(signal.SIGTERM, _on_term)
-    parent = os.getppid()
+    parent = child.start()
+    terminated = SignalFlag().install([signal.SIGTERM])  # stop after this chunk
     bytes_v, chunks_v, progress_v = counters
     progress_v.value = monotonic()
 
     def send(item):
-        try:
-            conn.send(item)
-        except (OSError, IOError, EOFError):
-            pass  # the supervisor is gone; getppid notices next chunk
+        child.send_quietly(conn, item)  # the supervisor gone: getppid notices next chunk
 
     def should_stop():
-        if _Flags.terminated or os.getppid() != parent:
+        if terminated.count or os.getppid() != parent:
             return True
         try:
             if conn.poll(0):
-                return conn.recv() == CMD_STOP
+                return conn.recv() == child.CMD_STOP
         except (OSError, IOError, EOFError):
             return True
         return False

@@ -26,6 +26,7 @@ from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
 from diskbench.metrics import utc
+from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
 from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
@@ -169,8 +170,8 @@ class Master(object):
             require_all=getattr(args, "require_all", False))
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
-        self.signalled = None
         self.wake = threading.Event()
+        self.signals = SignalFlag(wake=self.wake.set)   # installed by run()
         self._handlers = []
         self.started = None           # wall time the run started (kept on resume)
         self.resumed = None           # "resumed run X with N clients, M records"
@@ -323,21 +324,11 @@ class Master(object):
             logger.removeHandler(handler)
         self._handlers = []
 
-    def _on_signal(self, signum, _frame):
-        if self.signalled is None:
-            self.signalled = signum
-        else:
-            self.second_signal = True
-        self.wake.set()
-
     # --- the run ---------------------------------------------------------------------
     def run(self):
-        self.second_signal = False
         self.recorder.start()
         self._setup_logging()
-        old = {}
-        for sig in STOP_SIGNALS:
-            old[sig] = signal.signal(sig, self._on_signal)
+        self.signals.install(STOP_SIGNALS)
         if self.started is None:
             self.started = self.wall()
         started = self.started
@@ -363,7 +354,7 @@ class Master(object):
         thread.daemon = True
         thread.start()
         try:
-            while self.signalled is None:
+            while self.signals.first is None:
                 self._tick()
                 self.console.tick()
                 if self.registry.is_complete():
@@ -373,13 +364,12 @@ class Master(object):
             self.console.finish()
             self.server.shutdown()
             self.server.server_close()
-            if self.signalled is not None:
+            if self.signals.first is not None:
                 self._interrupted()
             code = self._exit_code()
             self._write_report(started, code)
         finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+            self.signals.restore()
             self.recorder.close()
             self._teardown_logging()
         return code
@@ -419,7 +409,7 @@ class Master(object):
             handler.extend_deadline(gap)
 
     def _interrupted(self):
-        name = _signal_name(self.signalled)
+        name = _signal_name(self.signals.first)
         event.info("%s received: no new connections; asking live clients to stop", name)
         stop = protocol.make(protocol.STOP, protocol.S2C,
                              reason="the server was interrupted (%s)" % name)
@@ -427,14 +417,14 @@ class Master(object):
             sender(stop)
         deadline = self.wall() + self.args.shutdown_grace
         self.wake.clear()
-        while self.registry.live_senders() and not self.second_signal and \
+        while self.registry.live_senders() and self.signals.count < 2 and \
                 self.wall() < deadline:
             self.wake.wait(TICK_S)
         self.registry.mark_unfinished("had not finished when the server was "
                                       "interrupted (%s)" % name)
 
     def _exit_code(self):
-        if self.signalled is not None:
+        if self.signals.first is not None:
             return exitcodes.SERVER_INTERRUPTED
         if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
@@ -457,7 +447,7 @@ class Master(object):
             warnings.append(trouble)
         rep = report_mod.build(
             view, started, self.wall(), run_label=self.run_id,
-            interrupted_by=_signal_name(self.signalled) if self.signalled else None,
+            interrupted_by=_signal_name(self.signals.first) if self.signals.first else None,
             exit_code=code, exit_meaning=EXIT_MEANING[code], warnings=warnings)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
