@@ -11,6 +11,7 @@ import os
 import sys
 
 from diskbench import exitcodes
+from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
 from diskbench.report import console_summary, rerender, write_all
 from diskbench.server import report as report_mod
@@ -74,7 +75,7 @@ def main_compare(argv):
     result = compare_mod.compare(rep_a, rep_b)
     sys.stdout.write(compare_mod.render_text(result, args.run_a, args.run_b))
     try:
-        report_mod.atomic_write(args.out, compare_mod.render_html(
+        atomic_write(args.out, compare_mod.render_html(
             result, args.run_a, args.run_b).encode("utf-8", "replace"))
     except (IOError, OSError) as exc:
         return _fail("cannot write %s (%s)" % (args.out, getattr(exc, "strerror", exc)))

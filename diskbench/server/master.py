@@ -25,6 +25,7 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
+from diskbench.fsutil import atomic_write
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
@@ -247,7 +248,7 @@ class Master(object):
             self._resume(marker)
         else:
             self.started = self.wall()
-            report_mod.atomic_write(marker, as_bytes(json.dumps(dict(
+            atomic_write(marker, as_bytes(json.dumps(dict(
                 run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
                 protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
         self.recorder.open()

@@ -22,6 +22,7 @@ import textwrap
 from diskbench import metrics, protocol
 from diskbench.metrics import utc
 from diskbench.compat import as_bytes
+from diskbench.fsutil import atomic_write
 from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
@@ -569,24 +570,6 @@ def _text_totals(rep):
 
 
 # --- writing ---------------------------------------------------------------------
-def atomic_write(path, data):
-    """Write ``data`` to ``path`` via a temp file + fsync + rename; on failure the
-    temp file is removed and the old ``path`` (if any) is left as it was."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except (IOError, OSError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def render_json(rep):
     """report.json's text: strict JSON (no NaN/Infinity: such a figure is null),
     ASCII only (any text escaped, so it always encodes)."""
