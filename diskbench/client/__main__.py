@@ -10,7 +10,8 @@ import sys
 
 import diskbench
 from diskbench import exitcodes, protocol
-from diskbench.cli import bad_name_reason, display_path, printable, read_secret
+from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
+                           display_path, printable, prog_name, read_secret)
 from diskbench.client import checks, procinfo, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
@@ -18,9 +19,6 @@ from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
 from diskbench.compat import PY2
 from diskbench.metrics import MIB
 
-SECRET_ENV = "DISKBENCH_SECRET"
-DEFAULT_LOG_DIR = "diskbench-logs"
-PROG = "python -m diskbench.client"
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
 MAX_DURATION_S = 30 * 86400.0       # --duration, --deliver-timeout, --connect-timeout
 MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
@@ -69,14 +67,8 @@ up to %d unacknowledged messages (then drops the oldest perf samples first,
 counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code USAGE
-        sys.stderr.write("%s: error: %s (see --help)\n" % (self.prog, printable(message)))
-        sys.exit(exitcodes.USAGE)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+    p = OneLineParser(prog=prog_name("diskbench.client"), description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", metavar="DIRECTORY", help="where data files are written")
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,

@@ -10,31 +10,20 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.cli import DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, prog_name, read_secret
 from diskbench.server import console as console_mod
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.server.master import FinishedRun, Master
 
-SECRET_ENV = "DISKBENCH_SECRET"
-DEFAULT_LOG_DIR = "diskbench-logs"
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_MAX_PER_ADDRESS = 64
 DEFAULT_MAX_CLIENTS = 1000
-PROG = "python -m diskbench.server"
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
 MAX_SECONDS = 30 * 24 * 3600
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _Usage(message)
 
 
 def _positive(text):
@@ -81,7 +70,7 @@ def _line_bytes(text):
 
 
 def build_parser():
-    p = _Parser(prog=PROG, description=(
+    p = OneLineParser(prog=prog_name("diskbench.server"), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
@@ -160,22 +149,6 @@ def _fail(code, text):
     return code
 
 
-def _read_secret(args):
-    if args.secret_file:
-        try:
-            with open(args.secret_file, "rb") as f:
-                secret = f.read().strip()
-        except (IOError, OSError) as exc:
-            raise _Usage("cannot read --secret-file %s (%s): give a readable file"
-                         % (args.secret_file, exc.strerror or exc))
-        if not secret:
-            raise _Usage("--secret-file %s is empty: put the shared secret in it"
-                         % args.secret_file)
-        return secret
-    secret = os.environ.get(SECRET_ENV, "").strip()
-    return secret or None
-
-
 def _bind_error(args, exc):
     err = getattr(exc, "errno", None)
     if err == errno.EADDRINUSE:
@@ -189,11 +162,11 @@ def _bind_error(args, exc):
 
 
 def main(argv=None):
+    args = build_parser().parse_args(argv)   # a wrong flag: one line, exit USAGE
     try:
-        args = build_parser().parse_args(argv)
-        args.secret = _read_secret(args)
-    except _Usage as exc:
-        return _fail(exitcodes.USAGE, "%s (see %s --help)" % (exc, PROG))
+        args.secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
+    except ValueError as exc:
+        return _fail(exitcodes.USAGE, "%s" % exc)
     master = Master(args)
     try:
         master.open_logs()
