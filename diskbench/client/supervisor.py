@@ -204,28 +204,39 @@ class Supervisor(object):
         except (TypeError, ValueError):
             self.log.warning("ignored a malformed item from %s: %r", role, item)
             return
+        if type_ not in ON_CHILD_ITEM:
+            self.log.warning("ignored a %r item from %s: children do not send it",
+                             type_, role)
+            return
         msg = self.sender.send(type_, **fields)
         if msg is None:
             return  # invalid: the sender has logged why
-        log = self.log
-        if type_ == protocol.PERF:
-            self.io_s += msg.io_s
-        elif type_ == protocol.START:
-            self.started = True
-            log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
-                     "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
-                     self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
-                     self.cfg["directory"], msg.sync_mode, msg.preallocate)
-        elif type_ == protocol.ROLLOVER:
-            self.rollovers += 1
-            log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
-                     msg.file_index, msg.file_bytes // MIB, msg.close_s)
-        elif type_ == protocol.ERROR:
-            log.error("error from %s: %s", msg.source, msg.reason)
-            if role == WRITER and msg.fatal:
-                self.writer_error = msg
-        elif type_ == protocol.NOTE:
-            log.warning("note from %s: %s", role, msg.text)
+        on_item = ON_CHILD_ITEM[type_]
+        if on_item is not None:
+            on_item(self, role, msg)
+
+    def _on_perf(self, role, msg):
+        self.io_s += msg.io_s
+
+    def _on_start(self, role, msg):
+        self.started = True
+        self.log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
+                      "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
+                      self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
+                      self.cfg["directory"], msg.sync_mode, msg.preallocate)
+
+    def _on_rollover(self, role, msg):
+        self.rollovers += 1
+        self.log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
+                      msg.file_index, msg.file_bytes // MIB, msg.close_s)
+
+    def _on_error(self, role, msg):
+        self.log.error("error from %s: %s", msg.source, msg.reason)
+        if role == WRITER and msg.fatal:
+            self.writer_error = msg
+
+    def _on_note(self, role, msg):
+        self.log.warning("note from %s: %s", role, msg.text)
 
     def _dead_child(self):
         for role, proc in sorted(self.procs.items()):
@@ -490,3 +501,19 @@ def start_method_of(ctx):
         return getter()
     except TypeError:
         return getter(allow_none=False)
+
+
+#: Every client -> server type a child (writer, stats, heartbeat) may send, and
+#: what the supervisor does besides relaying it (None: relay only).
+ON_CHILD_ITEM = {
+    protocol.START: Supervisor._on_start,
+    protocol.PERF: Supervisor._on_perf,
+    protocol.ROLLOVER: Supervisor._on_rollover,
+    protocol.ERROR: Supervisor._on_error,
+    protocol.NOTE: Supervisor._on_note,
+    protocol.STATS: None,
+    protocol.HEARTBEAT: None,
+}
+#: The rest are the supervisor's and the sender's own (a test checks that every
+#: type is in exactly one of the two).
+NOT_FROM_CHILDREN = (protocol.HELLO, protocol.STOP, protocol.PONG, protocol.BYE)

@@ -793,6 +793,7 @@ _APPLY = {
     protocol.ERROR: "_apply_error",
     protocol.NOTE: "_apply_note",
     protocol.BYE: "_apply_bye",
+    protocol.PONG: "_apply_other",   # record only
 }
 
 
