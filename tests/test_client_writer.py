@@ -9,6 +9,7 @@ import pytest
 from diskbench import protocol as P
 from diskbench.client import checks, procinfo
 from diskbench.client import writer as W
+from diskbench.client.config import ClientConfig
 from diskbench.client.payload import Payload
 from diskbench.metrics import MIB
 from tests.helpers import thp_mode, wait_until
@@ -22,7 +23,7 @@ def cfg(tmpdir, **over):
              sync_mode=P.SYNC_DIRECT, preallocate=False, keep_data=False,
              block_bytes=4096)
     c.update(over)
-    return c
+    return ClientConfig(**c)
 
 
 class StopAfter(object):
@@ -505,3 +506,24 @@ def test_nothing_extra_is_fsynced_when_the_stop_falls_on_a_rollover(tmpdir):
     ops = FakeOps([])
     w, sent = run_writer(tmpdir, 4, ops, file_bytes=4 * CHUNK)
     assert ops.events.count("fsync") == 1 and w.last_close_s is None
+
+
+def test_client_config_has_every_default_once_and_pickles_without_the_secret():
+    import pickle
+    from diskbench.client import __main__ as client_main
+    from diskbench.client import config
+    c = ClientConfig(name="n", secret=b"s3cret", chunk_bytes=CHUNK)
+    assert c.duration_s == config.DURATION_S and c.max_files == config.MAX_FILES
+    child = pickle.loads(pickle.dumps(c.for_children(), 2))
+    assert child.secret is None and child.name == "n" and child.chunk_bytes == CHUNK
+    assert c.secret == b"s3cret"  # the supervisor's own copy keeps it
+    with pytest.raises(TypeError):
+        ClientConfig(chunk_mb=10)  # a misspelt setting is an error, not a silent default
+    defaults = client_main.build_parser().parse_args(["dir"])
+    for flag, setting in (("duration", "duration_s"), ("perf_interval", "perf_interval_s"),
+                          ("stats_interval", "stats_interval_s"),
+                          ("heartbeat_interval", "heartbeat_interval_s"),
+                          ("max_files", "max_files"), ("stall_timeout", "stall_timeout_s"),
+                          ("connect_timeout", "connect_timeout_s"),
+                          ("deliver_timeout", "deliver_timeout_s")):
+        assert getattr(defaults, flag) == getattr(ClientConfig(), setting), flag

@@ -14,8 +14,8 @@ from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_
                            display_path, printable, prog_name, read_secret)
 from diskbench.client import checks, procinfo, writer
 from diskbench.client.sender import BUFFER_MAX
-from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
-                                         STALL_TIMEOUT_S, Supervisor)
+from diskbench.client import config
+from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
 from diskbench.compat import PY2
 from diskbench.metrics import MIB
 
@@ -80,16 +80,17 @@ def build_parser():
                    % (checks.MIN_CHUNK_MB, checks.MIN_CHUNK_MB))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default 10 x chunk)")
-    p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
-                   help="how long to write, counted from the server's go (default 60)")
-    p.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
-                   help="writer CPU%%/RSS report interval (default 10)")
-    p.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S",
-                   help="heartbeat interval (default 5)")
-    p.add_argument("--perf-interval", type=float, default=1.0, metavar="S",
-                   help="perf samples aggregate this long (default 1)")
-    p.add_argument("--max-files", type=int, default=2, metavar="N",
-                   help="most data files kept at once (default 2)")
+    p.add_argument("--duration", type=float, default=config.DURATION_S, metavar="SECONDS",
+                   help="how long to write, counted from the server's go (default "
+                   "%(default)g)")
+    p.add_argument("--stats-interval", type=float, default=config.STATS_INTERVAL_S,
+                   metavar="S", help="writer CPU%%/RSS report interval (default %(default)g)")
+    p.add_argument("--heartbeat-interval", type=float, default=config.HEARTBEAT_INTERVAL_S,
+                   metavar="S", help="heartbeat interval (default %(default)g)")
+    p.add_argument("--perf-interval", type=float, default=config.PERF_INTERVAL_S,
+                   metavar="S", help="perf samples aggregate this long (default %(default)g)")
+    p.add_argument("--max-files", type=int, default=config.MAX_FILES, metavar="N",
+                   help="most data files kept at once (default %(default)d)")
     p.add_argument("--keep-data", action="store_true",
                    help="leave the data files in DIRECTORY at exit")
     p.add_argument("--preallocate", action="store_true",
@@ -103,16 +104,16 @@ def build_parser():
                    "(default ./%s)" % DEFAULT_LOG_DIR)
     p.add_argument("--secret-file", metavar="PATH",
                    help="file holding the secret shared with the server (HMAC)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="keep trying to reach the server this long (default 10)")
-    p.add_argument("--deliver-timeout", type=float, default=FINAL_ACK_TIMEOUT_S,
+    p.add_argument("--connect-timeout", type=float, default=config.CONNECT_TIMEOUT_S,
+                   metavar="S", help="keep trying to reach the server this long "
+                   "(default %(default)g)")
+    p.add_argument("--deliver-timeout", type=float, default=config.DELIVER_TIMEOUT_S,
                    metavar="S", help="after the run, keep trying this long to get "
-                   "every result acknowledged by the server (default %g)"
-                   % FINAL_ACK_TIMEOUT_S)
-    p.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
-                   help="a writer with no progress this long is stalled: logged and "
-                   "reported; if it then has to be killed at the end, exit 17 "
-                   "(default %g)" % STALL_TIMEOUT_S)
+                   "every result acknowledged by the server (default %(default)g)")
+    p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
+                   metavar="S", help="a writer with no progress this long is stalled: "
+                   "logged and reported; if it then has to be killed at the end, exit 17 "
+                   "(default %(default)g)")
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -312,7 +313,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
              "calibration %.0f MiB/s -> ~%.1f rollovers expected; log %s",
              diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
              args.duration, mib_s, expected, log.handlers[0].baseFilename)
-    cfg = dict(
+    cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
         perf_interval_s=args.perf_interval, stats_interval_s=args.stats_interval,

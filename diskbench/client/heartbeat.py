@@ -22,7 +22,7 @@ def beat(writer_pid, counters):
 def heartbeat_main(conn, cfg, writer_pid, counters):
     """Entry point of the heartbeat process (module level: fork/spawn safe)."""
     parent = child.start()
-    interval = cfg["heartbeat_interval_s"]
+    interval = cfg.heartbeat_interval_s
     while True:
         try:
             item = beat(writer_pid, counters)

@@ -13,7 +13,7 @@ from diskbench.compat import monotonic
 def stats_main(conn, cfg, writer_pid):
     """Entry point of the stats process (module level: fork/spawn safe)."""
     parent = child.start()
-    interval = cfg["stats_interval_s"]
+    interval = cfg.stats_interval_s
     sampler = procinfo.CpuSampler(writer_pid)
     if sampler.source != procinfo.SOURCE_PSUTIL:
         send_quietly(conn, (protocol.NOTE, dict(text=procinfo.NO_PSUTIL_NOTE)))

@@ -11,7 +11,7 @@ ACK -> exit code.
 A server outage never pauses the writer: the sender keeps everything
 unacknowledged (bounded) and reconnects for as long as the run lasts. If the
 server still has not acknowledged everything --deliver-timeout after the
-stop, the unacknowledged wire lines are saved to ``cfg["undelivered_path"]``
+stop, the unacknowledged wire lines are saved to ``cfg.undelivered_path``
 (JSON lines, exactly as they would have been sent), the log says how many
 (a signal during that wait cuts it short),
 and a run that would have exited OK exits CLIENT_SERVER instead (its results
@@ -36,20 +36,11 @@ DRAIN_BATCH = 200
 CHILD_STOP_TIMEOUT_S = 15.0
 #: ... and this long after SIGTERM before SIGKILL.
 CHILD_KILL_TIMEOUT_S = 3.0
-#: How long to wait for the server to acknowledge STOP and BYE (and anything
-#: still unacknowledged) by default; --deliver-timeout overrides it.
-FINAL_ACK_TIMEOUT_S = 30.0
 #: Once the results are acknowledged, the bye gets this much longer for its
 #: own ack (the server may exit right after the stop summary; not waited for).
 BYE_GRACE_S = 0.5
 #: Env var choosing the multiprocessing start method (fork/spawn/forkserver).
 START_METHOD_ENV = "DISKBENCH_START_METHOD"
-#: A writer that has not finished a chunk for this long is stalled (a disk that
-#: stops answering, a stopped process): logged and reported as an ERROR while
-#: it lasts. Many chunk times of any disk worth measuring; --stall-timeout
-#: overrides it. A stalled writer also gets only this long (at most
-#: CHILD_STOP_TIMEOUT_S) to obey the stop command before SIGTERM.
-STALL_TIMEOUT_S = 30.0
 #: A main-loop wake-up this much later than LOOP_TICK_S means this process was
 #: paused (SIGSTOP, a frozen VM): said in the log and to the server.
 PAUSE_NOTICE_S = 2.0
@@ -70,8 +61,8 @@ class Supervisor(object):
     def __init__(self, cfg, hello_fields, log):
         self.cfg = cfg
         self.log = log
-        self.sender = Sender(cfg["host"], cfg["port"], cfg["name"], hello_fields,
-                             secret=cfg.get("secret"), log=log)
+        self.sender = Sender(cfg.host, cfg.port, cfg.name, hello_fields,
+                             secret=cfg.secret, log=log)
         self.procs = {}       # role -> Process
         self.conns = {}       # role -> parent end of its pipe
         self.counters = None
@@ -101,13 +92,13 @@ class Supervisor(object):
 
     def _run(self):
         cfg, log = self.cfg, self.log
-        where = "%s:%d" % (cfg["host"], cfg["port"])
+        where = "%s:%d" % (cfg.host, cfg.port)
         self.sender.start()
-        if not self.sender.wait_connected(cfg["connect_timeout_s"]):
+        if not self.sender.wait_connected(cfg.connect_timeout_s):
             self.sender.close(0)
             return self._fail(exitcodes.CLIENT_SERVER, "cannot reach the diskbench server "
                               "at %s within %g s (%s); start the server or fix --server / "
-                              "--connect-timeout" % (where, cfg["connect_timeout_s"],
+                              "--connect-timeout" % (where, cfg.connect_timeout_s,
                                                      self.sender.last_error))
         outcome = self._wait_for_go(where)
         if outcome is not None:
@@ -135,7 +126,7 @@ class Supervisor(object):
             if self.sender.server_stop is not None:
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
-            if self.sender.disconnected_for() > self.cfg["connect_timeout_s"]:
+            if self.sender.disconnected_for() > self.cfg.connect_timeout_s:
                 return Outcome(None, exitcodes.CLIENT_SERVER, "lost the server at %s "
                                "before the run started (%s); check the server"
                                % (where, self.sender.last_error))
@@ -147,8 +138,8 @@ class Supervisor(object):
     # --- children ---------------------------------------------------------------------
     def _start_children(self):
         cfg = self.cfg
-        ctx = mp_context(cfg.get("start_method"))
-        child_cfg = dict((k, v) for k, v in cfg.items() if k != "secret")
+        ctx = mp_context(cfg.start_method)
+        child_cfg = cfg.for_children()
         self.counters = (ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_double, monotonic()))
@@ -222,8 +213,8 @@ class Supervisor(object):
         self.started = True
         self.log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
                       "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
-                      self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
-                      self.cfg["directory"], msg.sync_mode, msg.preallocate)
+                      self.cfg.chunk_bytes // MIB, self.cfg.file_bytes // MIB,
+                      self.cfg.directory, msg.sync_mode, msg.preallocate)
 
     def _on_rollover(self, role, msg):
         self.rollovers += 1
@@ -266,9 +257,9 @@ class Supervisor(object):
             if self.sender.rejected is not None:
                 return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)
-            if monotonic() - self.t_go >= cfg["duration_s"]:
+            if monotonic() - self.t_go >= cfg.duration_s:
                 return Outcome(protocol.STOP_DURATION, exitcodes.OK,
-                               "ran the configured %g s" % cfg["duration_s"])
+                               "ran the configured %g s" % cfg.duration_s)
 
     def _paused(self, gap):
         """This process did not run for ``gap`` s (SIGSTOP, a frozen VM): say so.
@@ -289,7 +280,7 @@ class Supervisor(object):
 
     def _watch_progress(self):
         """Notice a stalled writer (and its recovery): log it, tell the server."""
-        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        limit = self.cfg.stall_timeout_s
         age = self._progress_age()
         if age >= limit and not self.stalled:
             self.stalled = True
@@ -315,13 +306,13 @@ class Supervisor(object):
                 break
         code = proc.exitcode
         if role == WRITER and code == 0 and not self.writer_error and \
-                monotonic() - self.t_go >= self.cfg["duration_s"]:
+                monotonic() - self.t_go >= self.cfg.duration_s:
             # Its own safety net (DURATION_GRACE_S): it stopped itself on time,
             # while this process could not tell it to (paused, or very late).
             return Outcome(protocol.STOP_DURATION, exitcodes.OK,
                            "ran the configured %g s (the writer stopped itself at the "
                            "end of its duration; this process was paused for %.1f s)"
-                           % (self.cfg["duration_s"], self.paused_s))
+                           % (self.cfg.duration_s, self.paused_s))
         if role == WRITER and (code == writer.EXIT_DISK_ERROR or (
                 self.writer_error and self.writer_error.errno is not None)):
             reason = self.writer_error.reason if self.writer_error else "disk error"
@@ -344,7 +335,7 @@ class Supervisor(object):
             except (OSError, IOError, EOFError):
                 pass
         wait_s = CHILD_STOP_TIMEOUT_S
-        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        limit = self.cfg.stall_timeout_s
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
         deadline = monotonic() + wait_s
@@ -380,9 +371,9 @@ class Supervisor(object):
 
     def _remove_leftovers(self):
         """Data files of a writer that could not clean up (e.g. kill -9)."""
-        if self.cfg["keep_data"] or WRITER not in self.procs:
+        if self.cfg.keep_data or WRITER not in self.procs:
             return
-        directory, pid = self.cfg["directory"], self.procs[WRITER].pid
+        directory, pid = self.cfg.directory, self.procs[WRITER].pid
         try:
             names = os.listdir(directory)
         except OSError as exc:
@@ -390,7 +381,7 @@ class Supervisor(object):
                              directory, exc)
             return
         for filename in sorted(names):  # exactly ours: never a longer name's files
-            if writer.data_file_index(filename, self.cfg["name"], pid) is None:
+            if writer.data_file_index(filename, self.cfg.name, pid) is None:
                 continue
             path = os.path.join(directory, filename)
             try:
@@ -448,7 +439,7 @@ class Supervisor(object):
         not delivered; a more specific failure code is kept.
         """
         log, sender = self.log, self.sender
-        timeout = self.cfg.get("deliver_timeout_s", FINAL_ACK_TIMEOUT_S)
+        timeout = self.cfg.deliver_timeout_s
         pending = sender.pending()
         if pending and not sender.connected():
             log.warning("server unreachable (%s); trying for up to %g s more to deliver "
@@ -480,7 +471,7 @@ class Supervisor(object):
         return exitcodes.CLIENT_SERVER if code == exitcodes.OK else code
 
     def _save_undelivered(self, lines):
-        path = self.cfg.get("undelivered_path")
+        path = self.cfg.undelivered_path
         if not path:
             return "they are lost"
         try:

@@ -172,8 +172,8 @@ class Writer(object):
         self.clock = clock        # intervals and duration (never in the timer)
         self.wall = wall
         self.pid = pid or os.getpid()
-        self.fsync_mode = cfg["sync_mode"] == protocol.SYNC_FSYNC
-        self.preallocate = bool(cfg["preallocate"])
+        self.fsync_mode = cfg.sync_mode == protocol.SYNC_FSYNC
+        self.preallocate = bool(cfg.preallocate)
         self.paths = []           # data files that exist now, oldest first
         self.file_index = -1
         self.fd = None
@@ -216,12 +216,12 @@ class Writer(object):
 
     # --- files -------------------------------------------------------------------
     def path_of(self, index):
-        return os.path.join(self.cfg["directory"],
-                            data_file_name(self.cfg["name"], self.pid, index))
+        return os.path.join(self.cfg.directory,
+                            data_file_name(self.cfg.name, self.pid, index))
 
     def open_next(self):
         """Delete the oldest files beyond --max-files, then open the next file."""
-        while self.paths and len(self.paths) + 1 > self.cfg["max_files"]:
+        while self.paths and len(self.paths) + 1 > self.cfg.max_files:
             self._unlink(self.paths.pop(0))
         self.file_index += 1
         path = self.path_of(self.file_index)
@@ -240,7 +240,7 @@ class Writer(object):
         self.file_written = 0
         if self.preallocate:
             try:
-                self.ops.fallocate(fd, 0, self.cfg["file_bytes"])
+                self.ops.fallocate(fd, 0, self.cfg.file_bytes)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EIO):
                     raise
@@ -288,7 +288,7 @@ class Writer(object):
             except OSError:
                 pass
             self.fd = None
-        if not self.cfg["keep_data"]:
+        if not self.cfg.keep_data:
             for path in self.paths:
                 self._unlink(path)
             self.paths = []
@@ -297,15 +297,15 @@ class Writer(object):
     def run(self):
         """Write until told to stop or the duration (+ grace) passes."""
         cfg = self.cfg
-        chunk, file_bytes = cfg["chunk_bytes"], cfg["file_bytes"]
-        interval = cfg["perf_interval_s"]
-        deadline = self.clock() + cfg["duration_s"] + DURATION_GRACE_S
+        chunk, file_bytes = cfg.chunk_bytes, cfg.file_bytes
+        interval = cfg.perf_interval_s
+        deadline = self.clock() + cfg.duration_s + DURATION_GRACE_S
         buf = self.payload.buffer
         try:
             self.open_next()
             self.send((protocol.START, dict(
                 writer_pid=self.pid, sync_mode=self.sync_mode(),
-                preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096),
+                preallocate=self.preallocate, block_bytes=cfg.block_bytes,
                 buffer_huge_bytes=self.payload.huge_page_bytes())))
             self._reset_interval()
             stop = self.should_stop()
@@ -373,7 +373,7 @@ def writer_main(conn, cfg, counters):
         chunks_v.value = nchunks
         progress_v.value = monotonic()
 
-    payload = Payload(cfg["chunk_bytes"])
+    payload = Payload(cfg.chunk_bytes)
     writer = Writer(cfg, payload, send, should_stop, progress)
     code = 0
     try:

@@ -156,19 +156,17 @@ class Master(object):
         self.wall = clock
         self.secret = args.secret
         self.read_timeout = args.read_timeout
-        self.hello_timeout = getattr(args, "hello_timeout", handler_mod.HELLO_TIMEOUT_S)
-        self.max_line_bytes = getattr(args, "max_line_bytes", protocol.MAX_LINE_BYTES)
-        self.max_connections = getattr(args, "max_connections", 256)
-        self.max_per_address = getattr(args, "max_per_address", 64)
+        self.hello_timeout = args.hello_timeout
+        self.max_line_bytes = args.max_line_bytes
+        self.max_connections = args.max_connections   # lowered by fit_fd_limit
+        self.max_per_address = args.max_per_address
         self.run_id = "%s-%d" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                  os.getpid())
         self.registry = reg.Registry(
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
-            max_clients=getattr(args, "max_clients", None),
-            rejoin_grace=getattr(args, "rejoin_grace", None),
-            stall_timeout=getattr(args, "stall_timeout", reg.STALL_TIMEOUT_S),
-            require_all=getattr(args, "require_all", False))
+            max_clients=args.max_clients, rejoin_grace=args.rejoin_grace,
+            stall_timeout=args.stall_timeout, require_all=args.require_all)
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
         self.wake = threading.Event()
@@ -184,8 +182,7 @@ class Master(object):
         self.pauses = []              # report sentences, one per server pause
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
-            verbose=getattr(args, "verbose", False),
-            interval=getattr(args, "progress_interval", console_mod.PROGRESS_INTERVAL_S),
+            verbose=args.verbose, interval=args.progress_interval,
             wall=clock, extra_warnings=self.pauses)
         self.fit_fd_limit()
 
