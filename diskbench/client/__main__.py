@@ -70,6 +70,7 @@ counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
 def build_parser():
     p = OneLineParser(prog=prog_name("diskbench.client"), description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version="diskbench %s" % diskbench.__version__)
     p.add_argument("directory", metavar="DIRECTORY", help="where data files are written")
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
                    metavar="HOST[:PORT]", help="the diskbench server (default "
