@@ -79,7 +79,7 @@ except ImportError:  # the CPU split per client process needs it; totals do not
     psutil = None
 
 GIB = 1 << 30
-#: fio options beyond the brief's --rw=write --direct=1 --ioengine=psync --bs --size
+#: fio options beyond the basic --rw=write --direct=1 --ioengine=psync --bs --size
 FIO_FIXED = ["--rw=write", "--direct=1", "--ioengine=psync",
              "--file_service_type=sequential", "--openfiles=1", "--fsync_on_close=1",
              "--end_fsync=0", "--unlink=1", "--output-format=json"]

@@ -238,7 +238,7 @@ def test_writer_preallocates_each_file_when_asked(tmpdir):
 
 
 # --- start-up check arithmetic ----------------------------------------------------
-def test_rollover_rule_message_numbers_match_the_brief_example():
+def test_rollover_rule_message_numbers_match_the_documented_example():
     msg = checks.rollover_rule(850.0, 10, 5000, 10)
     assert msg.startswith("at 850 MiB/s, 10 s gives ~1.7 rollovers of 5000 MiB files")
     assert "use --duration >= 12 or --file-mb <= 4250" in msg

@@ -462,6 +462,29 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
         assert needle in text, needle
 
 
+def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
+    """Changing report.PCTS changes report.json and report.txt alike (no crash,
+    no leftover p99 anywhere)."""
+    monkeypatch.setattr(report, "PCTS", (10, 90))
+    r, _ = _registry()
+    peers = [Peer(r, n, pid=i + 1) for i, n in enumerate(("a", "b"))]
+    for p in peers:
+        p.hello()
+        p.start()
+        p.perf(T0, T0 + 2, 1 << 20, (0.001, 0.002, 0.003))
+    peers[0].stop()
+    rep = report.build(r.snapshot(), T0, T0 + 10, run_label="t")
+    for e in rep["clients"]:
+        assert set(e["latency_ms"]) == set(["min", "mean", "p10", "p90", "max",
+                                            "sample_count"])
+        assert set(e["throughput_mib_s"]) == set(["mean", "min", "p10", "p90", "max"])
+    assert "p10" in rep["totals"]["latency_ms"] and "p99" not in rep["totals"]["latency_ms"]
+    text = report.render_text(rep)
+    assert "p10 ms" in text and "p90 ms" in text and "p99" not in text and "p50" not in text
+    assert "chunk latency ms: p10 1.00 p90 3.00 max" in text.replace("1.01", "1.00")
+    json.loads(report.render_json(rep))
+
+
 def test_report_with_no_clients_is_still_written(tmpdir):
     r, _ = _registry()
     rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")

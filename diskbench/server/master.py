@@ -451,14 +451,12 @@ class Master(object):
         for path, exc in failed:
             sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
                              % (path, getattr(exc, "strerror", None) or exc))
-        main = (report_mod.REPORT_JSON, report_mod.REPORT_TXT)
+        main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
         if written:
-            event.info("report written: %s", " and ".join(
-                p for p in reversed(written) if p.endswith(main)) or "-")
+            event.info("report written: %s", " and ".join(reversed(main)) or "-")
             event.info("also written: %s", ", ".join(
-                os.path.basename(p) for p in written if not p.endswith(main)) or "-")
-        if len([p for p, _ in failed if p.endswith(main)]) == 2:
-            # nothing on disk: on stdout
+                os.path.basename(p) for p in written if p not in main) or "-")
+        if not main:  # no report on disk, in any format: on stdout
             console_mod.write_text(self.out, report_mod.render_text(rep))
         elif not self.args.quiet:
             console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))

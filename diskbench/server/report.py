@@ -28,6 +28,9 @@ from diskbench.server import states as st
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 REPORT_FORMAT = 2
+#: The report proper, in the order they are written (report.write); the other
+#: files (diskbench.report.write_all) are views of it.
+REPORT_FILES = (REPORT_JSON, REPORT_TXT)
 #: A writer using more than this much of one core is flagged CPU-bound.
 CPU_BOUND_PERCENT = 90.0
 #: Percentiles reported for chunk latency and for per-interval throughput.
@@ -38,22 +41,23 @@ TIMELINE_SLICES = 10
 
 METHOD = (
     "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
-    "intervals (its writer's wall time, client clock); per-interval min/p50/p95/p99/max "
+    "intervals (its writer's wall time, client clock); per-interval min/%(pcts)s/max "
     "are nearest-rank over those intervals; throughput over time splits the client's "
     "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
     "in fsync mode) percentiles come from the client's log-bucket histograms merged "
-    "across all its intervals (within ~2.2%), never from averages. The aggregate is "
+    "across all its intervals (within ~2.2%%), never from averages. The aggregate is "
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
     "pro-rated), divided by that period, on the server's clock: each client's times "
     "are moved by its clock offset, estimated as the largest client-send minus "
     "server-receive time of its messages (exact within the network delay). "
-    "CPU% and RSS are of each client's writer process (100% = one core). To compare "
+    "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
     "with your own fio run, see README.md, 'Comparing with your own fio run'.")
 
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
-_THROUGHPUT_KEYS = ("mean", "min", "p50", "p95", "p99", "max")
+def _throughput_keys():
+    return ("mean", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
 
 
 class _Guard(object):
@@ -208,9 +212,14 @@ def aggregate(spans):
 def _throughput(intervals):
     rates = interval_rates(intervals)
     return dict(
-        mean=mean_rate(intervals), min=min(rates) if rates else None,
-        p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
-        p99=metrics.percentile(rates, 99), max=max(rates) if rates else None)
+        [("mean", mean_rate(intervals)), ("min", min(rates) if rates else None),
+         ("max", max(rates) if rates else None)] +
+        [("p%d" % p, metrics.percentile(rates, p)) for p in PCTS])
+
+
+def _pcts_text(figures, fmt="%.1f"):
+    """'p50 1.0 p95 2.0 p99 3.0': the PCTS of ``figures`` in words."""
+    return " ".join("p%d %s" % (p, _f(figures["p%d" % p], fmt)) for p in PCTS)
 
 
 def _latency(hist):
@@ -260,7 +269,7 @@ def client_entry(c, guard=None):
         or [],
         throughput_timeline=g(who + "throughput timeline", timeline, c.intervals) or [],
         throughput_mib_s=g(who + "throughput", _throughput, c.intervals) or dict(
-            (k, None) for k in _THROUGHPUT_KEYS),
+            (k, None) for k in _throughput_keys()),
         latency_ms=g(who + "chunk latency", _latency, c.hist) or dict(
             [(k, None) for k in ("min", "mean", "max") + tuple(
                 "p%d" % p for p in PCTS)] + [("sample_count", c.hist.count)]),
@@ -343,7 +352,8 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         agg = aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
     rep = dict(
-        report_format=REPORT_FORMAT, method=METHOD,
+        report_format=REPORT_FORMAT,
+        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS)),
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
                  run_duration_s=run_end_ts - run_start_ts,
@@ -411,13 +421,15 @@ def headline(rep):
 
 
 def client_table(rep):
-    """One row per client: name, host, state, MiB/s mean, p50/p99 ms, rollovers, CPU%."""
+    """One row per client: name, host, state, MiB/s mean, the lowest and highest of
+    PCTS in ms (p50, p99), rollovers, CPU%."""
+    lo, hi = "p%d" % PCTS[0], "p%d" % PCTS[-1]
     clients = rep["clients"]
     nw = max([len("client")] + [min(len(e["client"]), NAME_COLUMN_MAX) for e in clients])
     hw = max([len("host")] + [min(len("%s" % e.get("host")), HOST_COLUMN_MAX)
                                for e in clients])
     fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %6s"
-    lines = [fmt % ("client", "host", "state", "MiB/s", "p50 ms", "p99 ms", "rollovers",
+    lines = [fmt % ("client", "host", "state", "MiB/s", lo + " ms", hi + " ms", "rollovers",
                     "CPU%")]
     for e in clients:
         if e.get("unreportable"):
@@ -426,8 +438,8 @@ def client_table(rep):
             continue
         lines.append(fmt % (
             _cut(e["client"], nw), _cut(e["host"], hw), state_label(e),
-            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"]["p50"], "%.2f"),
-            _f(e["latency_ms"]["p99"], "%.2f"), e["rollover_count"],
+            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
+            _f(e["latency_ms"][hi], "%.2f"), e["rollover_count"],
             _f(e["writer_cpu_percent"]["mean"], "%.0f")))
     return lines
 
@@ -502,14 +514,13 @@ def _text_client(e):
             _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
             e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
             _f(e["rollover_close_ms"]["max"])),
-        "  throughput MiB/s: mean %s | per interval min %s p50 %s p95 %s p99 %s "
-        "max %s" % tuple(_f(tp[k]) for k in _THROUGHPUT_KEYS),
+        "  throughput MiB/s: mean %s | per interval min %s %s max %s" % (
+            _f(tp["mean"]), _f(tp["min"]), _pcts_text(tp), _f(tp["max"])),
         "  throughput over time MiB/s (run in %d equal slices): %s" % (
             TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
                                       e["throughput_tenths_mib_s"]) or "-"),
-        "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%s chunks)" % (
-            _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
-            _f(lat["max"], "%.2f"), _f(lat["sample_count"], "%d")),
+        "  chunk latency ms: %s max %s (%s chunks)" % (
+            _pcts_text(lat, "%.2f"), _f(lat["max"], "%.2f"), _f(lat["sample_count"], "%d")),
         "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
             _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
             "  << CPU-BOUND: the writer, not the disk, may be the limit"
@@ -541,9 +552,8 @@ def _text_totals(rep):
             _f(t["failed_count"], "%d"), _f(t["went_away_count"], "%d"),
             _f(t["unfinished_count"], "%d"), _f(t["written_mib"]),
             _f(t["rollover_count"], "%d"), _f(t["chunk_count"], "%d")),
-        "  chunk latency ms over all clients: p50 %s p95 %s p99 %s max %s" % (
-            _f(t["latency_ms"]["p50"], "%.2f"), _f(t["latency_ms"]["p95"], "%.2f"),
-            _f(t["latency_ms"]["p99"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
+        "  chunk latency ms over all clients: %s max %s" % (
+            _pcts_text(t["latency_ms"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
         "",
         "aggregate throughput MiB/s (all clients writing): %s" % _f(
             agg["throughput_mib_s"]),
@@ -582,7 +592,7 @@ def write(log_dir, rep):
     and not the other). Returns ([paths written], [(path, error) failed]); a
     report that cannot even be rendered is a failure of that file, never a crash."""
     written, failed = [], []
-    for name, render in ((REPORT_JSON, render_json), (REPORT_TXT, render_text)):
+    for name, render in zip(REPORT_FILES, (render_json, render_text)):
         path = os.path.join(log_dir, name)
         try:
             data = as_bytes(render(rep))
