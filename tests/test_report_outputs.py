@@ -245,3 +245,42 @@ def test_report_html_escapes_client_text(procs, tmpdir):
     assert page.count("<script>") == 1           # only the page's own sort script
     with open(os.path.join(run.log_dir, "report.json")) as f:
         json.load(f)
+
+
+def _html_series(page, chart):
+    """{client: count of series paths} in chart ``chart`` of report.html's text."""
+    svg = re.search(r'<svg[^>]*data-chart="%s".*?</svg>' % chart, page, re.S)
+    assert svg, "no %s chart" % chart
+    out = {}
+    for name in re.findall(r'<path class="series" data-client="([^"]*)"', svg.group(0)):
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def test_report_html_has_one_series_per_client_and_folds_a_long_legend(procs, tmpdir):
+    """The same checks as the Chromium tests, on the file's text (no browser
+    needed): every client has its line in every chart (two in latency: p99 and
+    p50), and past LEGEND_MAX clients the legend folds and the lines thin."""
+    from diskbench.report import htmlout
+    few, many = Crafted(str(tmpdir.join("few"))), Crafted(str(tmpdir.join("many")))
+    for i in range(3):
+        few.client("c%d" % i, "h%d" % i, 10 + i, 0.004, intervals=2)
+    names = ["node%02d" % i for i in range(htmlout.LEGEND_MAX + 4)]
+    for i, name in enumerate(names):
+        many.client(name, "host%02d" % i, 20 + i, 0.002, intervals=2)
+    pages = {}
+    for run in (few, many):
+        code, out, err = run_report(procs, run.save())
+        assert code == 0, err
+        with open(os.path.join(run.log_dir, "report.html")) as f:
+            pages[run] = f.read()
+    for chart, per_client in (("throughput", 1), ("latency", 2), ("cpu", 1), ("rss", 1)):
+        assert _html_series(pages[few], chart) == dict(
+            ("c%d" % i, per_client) for i in range(3)), chart
+    assert sorted(_html_series(pages[many], "throughput")) == names
+    assert set(re.findall(r'stroke-width="([0-9.]+)"', pages[few])) == set(["1.60"])
+    thin = 1.6 * htmlout.LEGEND_MAX / len(names)
+    assert set(re.findall(r'stroke-width="([0-9.]+)"', pages[many])) == set(["%.2f" % thin])
+    assert '<p class="legend"><span>' in pages[few]
+    assert '<p class="legend"><span>' not in pages[many]
+    assert "%d clients: hover a line for its name" % len(names) in pages[many]
