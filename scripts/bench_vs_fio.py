@@ -338,41 +338,22 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             client = subprocess.Popen(cmd + [directory], env=env, cwd=REPO,
                                       stdout=out, stderr=subprocess.STDOUT)
         watch = CpuWatch(client.pid)
-        deadline = time.time() + duration + CLIENT_EXTRA_S
-        while client.poll() is None and time.time() < deadline:
-            watch.poll()
-            time.sleep(CPU_POLL_S)
-        if client.poll() is None:
-            client.kill()
-        rc = client.wait()
+        rc = _wait_client(client, watch, duration)
         dev = _device_figures(dev0, _device_writes(directory))
         tree_cpu_s = _children_cpu_s() - cpu0  # client + every child it reaped
-        end = time.time() + SERVER_END_S
-        while server.poll() is None and time.time() < end:
-            time.sleep(0.05)
-        if server.poll() is None:
-            raise RuntimeError("diskbench server still running %d s after its client "
-                               "ended (logs in %s)" % (SERVER_END_S, logs))
+        _wait_server(server, logs)
         if rc != 0:
             raise RuntimeError("diskbench client exited %d (logs in %s)" % (rc, logs))
         with open(os.path.join(logs, "report.json")) as f:
-            report = json.load(f)
-        figures = report_figures(report)
+            figures = report_figures(json.load(f))
         figures["max_files"] = max_files
         figures.update(dev)
         # the oldest file is deleted before each file beyond max_files is opened
         figures["files_deleted_while_writing"] = max(
             0, figures["rollovers"] + 1 - max_files)
-        nbytes = figures["bytes"]
-        figures["process_cpu_s_per_gib"] = _per_gib(tree_cpu_s, nbytes)
-        writer_pid = _writer_pid(os.path.join(logs, "perf.jsonl"))
-        if watch.seen and writer_pid in watch.seen:
-            writer_cpu = watch.seen.pop(writer_pid)
-            helpers = sum(watch.seen.values())
-            figures["cpu_s_per_gib"] = _per_gib(writer_cpu, nbytes)
-            figures["cpu_source"] = "psutil: writer process"
-            figures["helpers_cpu_s"] = helpers  # stats + heartbeat processes
-            figures["helpers_cpu_percent"] = 100.0 * helpers / max(duration, 1e-9)
+        figures["process_cpu_s_per_gib"] = _per_gib(tree_cpu_s, figures["bytes"])
+        _writer_cpu(figures, watch, _writer_pid(os.path.join(logs, "perf.jsonl")),
+                    duration)
         shutil.rmtree(logs, ignore_errors=True)
         return figures
     finally:
@@ -380,6 +361,38 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _wait_client(client, watch, duration):
+    """The client's exit code; its processes' CPU sampled while it runs."""
+    deadline = time.time() + duration + CLIENT_EXTRA_S
+    while client.poll() is None and time.time() < deadline:
+        watch.poll()
+        time.sleep(CPU_POLL_S)
+    if client.poll() is None:
+        client.kill()
+    return client.wait()
+
+
+def _wait_server(server, logs):
+    end = time.time() + SERVER_END_S
+    while server.poll() is None and time.time() < end:
+        time.sleep(0.05)
+    if server.poll() is None:
+        raise RuntimeError("diskbench server still running %d s after its client "
+                           "ended (logs in %s)" % (SERVER_END_S, logs))
+
+
+def _writer_cpu(figures, watch, writer_pid, duration):
+    """The writer's own CPU per GiB, and its helpers', when psutil saw them."""
+    if not watch.seen or writer_pid not in watch.seen:
+        return
+    writer_cpu = watch.seen.pop(writer_pid)
+    helpers = sum(watch.seen.values())
+    figures["cpu_s_per_gib"] = _per_gib(writer_cpu, figures["bytes"])
+    figures["cpu_source"] = "psutil: writer process"
+    figures["helpers_cpu_s"] = helpers  # stats + heartbeat processes
+    figures["helpers_cpu_percent"] = 100.0 * helpers / max(duration, 1e-9)
 
 
 def report_figures(report):

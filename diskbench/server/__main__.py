@@ -81,6 +81,16 @@ def build_parser():
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="where server.log, perf.jsonl, report.txt and report.json go; "
                    "created if missing (default: %(default)s)")
+    _add_run_flags(p)
+    _add_limit_flags(p)
+    p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
+                   "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+    _add_console_flags(p)
+    return p
+
+
+def _add_run_flags(p):
+    """When a run starts, when it is complete, and what counts as gone."""
     p.add_argument("--clients", type=_count, default=None, metavar="N",
                    help="expect N clients: hold 'go' until N said hello (or "
                    "--start-timeout), finish when all N are done")
@@ -108,6 +118,10 @@ def build_parser():
     p.add_argument("--shutdown-grace", type=_positive, default=DEFAULT_SHUTDOWN_GRACE_S,
                    metavar="SECONDS", help="on SIGINT/SIGTERM: how long to wait for "
                    "clients' stop summaries before the report (default: %(default)s)")
+
+
+def _add_limit_flags(p):
+    """What one peer may cost the server (docs/SECURITY.md)."""
     p.add_argument("--read-timeout", type=_positive, default=READ_TIMEOUT_S,
                    metavar="SECONDS", help="close a connection that sends nothing for "
                    "this long (default: %(default)s)")
@@ -127,8 +141,9 @@ def build_parser():
     p.add_argument("--max-clients", type=_count, default=DEFAULT_MAX_CLIENTS, metavar="N",
                    help="refuse a hello under a new client name once N names joined this "
                    "run (default: %(default)s)")
-    p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
-                   "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+
+
+def _add_console_flags(p):
     p.add_argument("--quiet", action="store_true",
                    help="no live view and no console line per event (server.log "
                    "still has them)")
@@ -140,7 +155,6 @@ def build_parser():
                    help="when the console is not a terminal: one progress summary line "
                    "this often (default: %(default)s; on a terminal a live table is "
                    "redrawn every second)")
-    return p
 
 
 def _fail(code, text):
