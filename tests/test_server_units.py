@@ -201,7 +201,7 @@ def test_registry_duplicate_seq_is_not_applied_twice():
     assert p.send_msg(older) == reg.DUPLICATE
     client = r.clients["a"]
     assert client.close_times == [0.1] and client.duplicates == 2
-    assert r.ack_point("a") == m.seq
+    assert r.clients["a"].recorded_seq == m.seq
 
 
 def test_registry_same_name_from_another_process_is_rejected():
@@ -646,7 +646,7 @@ def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
     # "a" reconnects: its hello is a duplicate, re-acked up to what is on record
     again = Peer(r, "a")
     outcome, _ = again.hello()
-    assert outcome == reg.DUPLICATE and r.ack_point("a") == 3
+    assert outcome == reg.DUPLICATE and r.clients["a"].recorded_seq == 3
     assert r.clients["a"].state == reg.RUNNING and not r.clients["a"].restart_pending
     again.seq = 3                                     # it goes on where it was
     assert again.perf(T0 + 1, T0 + 2, 1 << 20) == reg.NEW

@@ -72,7 +72,6 @@ class Supervisor(object):
         self.t_go = None
         self.started = False
         self.stalled = False      # the writer is stalled now
-        self.stalls = 0           # stalls seen in this run
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
@@ -284,7 +283,6 @@ class Supervisor(object):
         age = self._progress_age()
         if age >= limit and not self.stalled:
             self.stalled = True
-            self.stalls += 1
             pid = self.procs[WRITER].pid
             self.log.error("writer (pid %d) stalled: no progress for %.1f s (--stall-timeout "
                            "%g s); a disk that stopped answering, or a stopped process?",

@@ -155,7 +155,6 @@ class Client(object):
         self.stop = None              # the stop summary Message
         self.last_heartbeat = None    # (recv_ts, heartbeat Message)
         self.close_times = []         # timed fsync+close of each rollover (s)
-        self.rollover_bytes = 0
         self.intervals = []           # (t_start, t_end, bytes) per perf message
         # (clock(), seconds, bytes) of the last perf messages (console MiB/s now)
         self.recent = collections.deque(maxlen=RECENT_PERF_MAX)
@@ -182,8 +181,7 @@ class Client(object):
         # send time minus receive time seen (network delay only lowers it).
         self.clock_offset_s = None
         self.skew_warned = False
-        hb = getattr(hello, "heartbeat_interval_s", None)
-        self.heartbeat_interval_s = hb if hb else None
+        self.heartbeat_interval_s = hello.heartbeat_interval_s or None  # 0: not said
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -388,12 +386,6 @@ class Registry(object):
             return client is not None and client.conn_id != conn_id and \
                 msg.seq in client.seen
 
-    def current_peer(self, name):
-        """(conn_id, peer) of the connection speaking for ``name`` now."""
-        with self.lock:
-            client = self.clients.get(name)
-            return (client.conn_id, client.peer) if client else (None, None)
-
     # --- resume after a server restart ------------------------------------------
     def restore(self, msg, recv_ts):
         """Replay one record read back from perf.jsonl; False if it was skipped."""
@@ -471,12 +463,6 @@ class Registry(object):
         else:
             self._waiting.discard(client.name)
 
-    def ack_point(self, name):
-        """Highest recorded seq of ``name`` (what a re-ack says)."""
-        with self.lock:
-            client = self.clients.get(name)
-            return client.recorded_seq if client else 0
-
     # --- apply: one method per message type ------------------------------------
     def _apply_hello(self, client, msg, recv_ts):
         if self.expected_clients is not None and not self.go_released and \
@@ -523,7 +509,6 @@ class Registry(object):
 
     def _apply_rollover(self, client, msg, recv_ts):
         client.close_times.append(msg.close_s)
-        client.rollover_bytes += msg.file_bytes
         self.say(verbose.info,
                  "client %s rollover #%d (file %d, %.1f MiB, fsync+close %.1f ms)",
                  client.name, len(client.close_times), msg.file_index,
@@ -768,7 +753,7 @@ class Registry(object):
                 c.name, c.hello.hostname, c.state, c.reason, c.perf_bytes,
                 len(c.close_times), c.last_heartbeat[0] if c.last_heartbeat else None,
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
-                getattr(c.hello, "duration_s", None))
+                c.hello.duration_s)
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
                 self.expected_clients, self.go_released)
 

@@ -107,10 +107,6 @@ def _ms(seconds):
     return None if seconds is None else seconds * 1000.0
 
 
-def _round(value, digits=3):
-    return None if value is None else round(value, digits)
-
-
 def interval_rates(intervals):
     """MiB/s of each perf interval of positive length (a rate that cannot be a
     number is left out)."""
@@ -287,7 +283,7 @@ def client_entry(c, guard=None):
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),
-        errors_and_notices_not_kept_count=getattr(c, "texts_dropped", 0))
+        errors_and_notices_not_kept_count=c.texts_dropped)
 
 
 def on_server_clock(c):
@@ -360,7 +356,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  expected_client_count=view.expected_clients,
                  connection_count=view.connections, interrupted_by=interrupted_by,
                  exit_code=exit_code, exit_meaning=exit_meaning,
-                 records_restored_count=getattr(view, "restored", 0),
+                 records_restored_count=view.restored,
                  server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
@@ -376,8 +372,6 @@ TEXT_WIDTH = 120
 #: Widest client name / host shown in the table (longer ones end in "~").
 NAME_COLUMN_MAX = 28
 HOST_COLUMN_MAX = 24
-#: The state names the headline counts, in the order it lists them.
-_STATE_ORDER = (st.FINISHED, st.RUNNING, st.JOINED, st.WENT_AWAY, st.FAILED)
 
 
 def _f(value, fmt="%.1f"):
