@@ -27,21 +27,23 @@ MAX_SECONDS = 30 * 24 * 3600
 
 
 def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
+    value = _parsed(text, float, "a number of seconds")
     if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
         raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
                                          "(30 days), got %s" % (MAX_SECONDS, text))
     return value
 
 
-def _port(text):
+def _parsed(text, convert, what):
+    """``convert(text)``, or the argparse error saying it is not ``what``."""
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
+
+
+def _port(text):
+    value = _parsed(text, int, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
                                          % text)
@@ -49,10 +51,7 @@ def _port(text):
 
 
 def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
     return value
@@ -89,6 +88,11 @@ def build_parser():
     return p
 
 
+def _seconds(p, flag, default, help):
+    """A flag taking seconds (above 0, at most 30 days)."""
+    p.add_argument(flag, type=_positive, default=default, metavar="SECONDS", help=help)
+
+
 def _add_run_flags(p):
     """When a run starts, when it is complete, and what counts as gone."""
     p.add_argument("--clients", type=_count, default=None, metavar="N",
@@ -102,33 +106,33 @@ def _add_run_flags(p):
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
                    "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
-    p.add_argument("--stall-timeout", type=_positive, default=reg.STALL_TIMEOUT_S,
-                   metavar="SECONDS", help="a client whose heartbeat says its writer "
-                   "made no progress this long is shown stalled (default: %(default)s)")
+    _seconds(p, "--stall-timeout", reg.STALL_TIMEOUT_S,
+             "a client whose heartbeat says its writer "
+             "made no progress this long is shown stalled (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",
                    help="with --clients N: abort the run if fewer than N said hello "
                    "within --start-timeout (default: go on with those present)")
-    p.add_argument("--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT_S,
-                   metavar="SECONDS", help="without --clients: finish when all clients "
-                   "are done and nothing new happened for this long (default: %(default)s)")
-    p.add_argument("--start-timeout", type=_positive, default=DEFAULT_START_TIMEOUT_S,
-                   metavar="SECONDS", help="with --clients: send 'go' to the clients "
-                   "present this long after the first hello, and complete when they "
-                   "are done (default: %(default)s)")
-    p.add_argument("--shutdown-grace", type=_positive, default=DEFAULT_SHUTDOWN_GRACE_S,
-                   metavar="SECONDS", help="on SIGINT/SIGTERM: how long to wait for "
-                   "clients' stop summaries before the report (default: %(default)s)")
+    _seconds(p, "--idle-timeout", DEFAULT_IDLE_TIMEOUT_S,
+             "without --clients: finish when all clients "
+             "are done and nothing new happened for this long (default: %(default)s)")
+    _seconds(p, "--start-timeout", DEFAULT_START_TIMEOUT_S,
+             "with --clients: send 'go' to the clients "
+             "present this long after the first hello, and complete when they "
+             "are done (default: %(default)s)")
+    _seconds(p, "--shutdown-grace", DEFAULT_SHUTDOWN_GRACE_S,
+             "on SIGINT/SIGTERM: how long to wait for "
+             "clients' stop summaries before the report (default: %(default)s)")
 
 
 def _add_limit_flags(p):
     """What one peer may cost the server (docs/SECURITY.md)."""
-    p.add_argument("--read-timeout", type=_positive, default=READ_TIMEOUT_S,
-                   metavar="SECONDS", help="close a connection that sends nothing for "
-                   "this long (default: %(default)s)")
-    p.add_argument("--hello-timeout", type=_positive, default=HELLO_TIMEOUT_S,
-                   metavar="SECONDS", help="close a connection that has not said a valid "
-                   "hello this long after connecting (slow or silent peers; default: "
-                   "%(default)s)")
+    _seconds(p, "--read-timeout", READ_TIMEOUT_S,
+             "close a connection that sends nothing for "
+             "this long (default: %(default)s)")
+    _seconds(p, "--hello-timeout", HELLO_TIMEOUT_S,
+             "close a connection that has not said a valid "
+             "hello this long after connecting (slow or silent peers; default: "
+             "%(default)s)")
     p.add_argument("--max-line-bytes", type=_line_bytes, default=protocol.MAX_LINE_BYTES,
                    metavar="BYTES", help="close a connection that sends a longer line "
                    "(may only lower the default: %(default)s)")
