@@ -97,8 +97,10 @@ MUTATIONS = [
     dict(id="latin1-name-accepted", file="diskbench/cli.py",
          old="    if _SURROGATE.search(name):", new="    if False:",
          tests=[_CH + "test_latin1_name_is_refused_with_exit_2"]),
-    dict(id="leftovers-by-prefix", file="diskbench/client/writer.py",
-         old=r'r"diskbench-%s-%d-(\d+)\.dat\Z"', new=r'r"diskbench-%s-%d-(\d+)"',
+    dict(id="leftovers-by-prefix", file="diskbench/client/supervisor.py",
+         old="            if writer.data_file_index(filename, self.cfg.name, pid) is None:",
+         new='            if not filename.startswith("diskbench-%s-%d-" % (\n'
+             '                    writer.safe_name(self.cfg.name), pid)):',
          tests=[_CH + "test_leftover_cleanup_spares_a_longer_names_files"]),
     dict(id="safe-names-collide", file="diskbench/client/writer.py",
          old="    if safe == name:", new="    if True:",
@@ -333,6 +335,11 @@ MUTATIONS = [
          old="            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * "
              "client.heartbeat_interval_s)",
          new="            return 15.0",
-         tests=["tests/faults/test_client_process.py::"
-                "test_kill_9_client_main_went_away_and_nothing_left_behind"]),
+         tests=[_SU + "test_registry_went_away_timeout_is_counted_in_each_clients_own_"
+                "heartbeats"]),
+    dict(id="heartbeat-timeout-flag-ignored", file="diskbench/server/registry.py",
+         old="        if self.heartbeat_timeout is not None:\n            return self.heartbeat_timeout",
+         new="        if False:\n            return self.heartbeat_timeout",
+         tests=[_SU + "test_registry_went_away_timeout_is_counted_in_each_clients_own_"
+                "heartbeats"]),
 ]

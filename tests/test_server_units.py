@@ -37,8 +37,8 @@ class Peer(object):
         return protocol.make(type_, protocol.C2S, name=self.name, seq=self.seq,
                              ts=T0, **fields)
 
-    def hello(self):
-        m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid))
+    def hello(self, **fields):
+        m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid, **fields))
         outcome = self.registry.hello(m, T0, self.conn, "127.0.0.1:1", self.sender)
         if outcome[0] == reg.NEW:
             self.registry.recorded(self.name, m.seq)
@@ -179,6 +179,30 @@ def test_registry_liveness_marks_only_clients_silent_past_the_timeout():
     assert r.check_liveness() == ["a"]
     assert (a.state(), b.state()) == (reg.WENT_AWAY, reg.RUNNING)
     assert "silent for 10.5 s" in r.clients["a"].reason
+
+
+def test_registry_went_away_timeout_is_counted_in_each_clients_own_heartbeats():
+    """Without --heartbeat-timeout a client is went away after HEARTBEAT_LIVENESS
+    of the heartbeat intervals it announced; the flag overrides it for all."""
+    r, clock = _registry(heartbeat_timeout=None)
+    fast, slow = Peer(r, "fast"), Peer(r, "slow", pid=1)
+    fast.hello(heartbeat_interval_s=1.0)
+    slow.hello(heartbeat_interval_s=4.0)
+    for p in (fast, slow):
+        p.start()
+    clock.t += reg.HEARTBEAT_LIVENESS * 1.0 + 0.5
+    assert r.check_liveness() == ["fast"]
+    clock.t += reg.HEARTBEAT_LIVENESS * 3.0
+    assert r.check_liveness() == ["slow"]
+    fixed, clock = _registry(heartbeat_timeout=20.0)
+    for name, interval in (("fast", 1.0), ("slow", 4.0)):
+        p = Peer(fixed, name, pid=int(interval))
+        p.hello(heartbeat_interval_s=interval)
+        p.start()
+    clock.t += 19.0
+    assert fixed.check_liveness() == []
+    clock.t += 1.5
+    assert sorted(fixed.check_liveness()) == ["fast", "slow"]
 
 
 def test_registry_client_waiting_for_go_is_exempt_from_liveness():
