@@ -92,7 +92,7 @@ MUTATIONS = [
          tests=[_CH + "test_sighup_under_nohup_is_ignored"]),
     dict(id="directory-sent-raw", file="diskbench/client/__main__.py",
          old="platform=printable(platform.platform()), directory=shown,",
-         new="platform=printable(platform.platform()), directory=directory,",
+         new="platform=printable(platform.platform()), directory=cfg.directory,",
          tests=[_CH + "test_latin1_directory_is_used_and_sent_escaped"]),
     dict(id="latin1-name-accepted", file="diskbench/cli.py",
          old="    if _SURROGATE.search(name):", new="    if False:",

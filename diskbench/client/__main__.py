@@ -227,6 +227,22 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
+def _hello(cfg, shown, fs, expected, mib_s):
+    """The hello's fields: who this client is and what it will run."""
+    return dict(
+        client_version=diskbench.__version__,
+        hostname=printable(socket.gethostname()),
+        pid=os.getpid(), python_version=platform.python_version(),
+        platform=printable(platform.platform()), directory=shown,
+        fs_type=printable(fs),
+        chunk_bytes=cfg.chunk_bytes, file_bytes=cfg.file_bytes, duration_s=cfg.duration_s,
+        max_files=cfg.max_files, sync_mode=cfg.sync_mode, preallocate=cfg.preallocate,
+        stats_interval_s=cfg.stats_interval_s,
+        heartbeat_interval_s=cfg.heartbeat_interval_s,
+        psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
+        calibration_mib_s=mib_s)
+
+
 def _undelivered_path(log):
     """``client-NAME.undelivered.jsonl`` next to the client log."""
     base = log.handlers[0].baseFilename
@@ -324,19 +340,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
         start_method=args.start_method or None)
-    hello = dict(
-        client_version=diskbench.__version__,
-        hostname=printable(socket.gethostname()),
-        pid=os.getpid(), python_version=platform.python_version(),
-        platform=printable(platform.platform()), directory=shown,
-        fs_type=printable(fs),
-        chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
-        max_files=args.max_files, sync_mode=sync_mode, preallocate=args.preallocate,
-        stats_interval_s=args.stats_interval,
-        heartbeat_interval_s=args.heartbeat_interval,
-        psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
-        calibration_mib_s=mib_s)
-    supervisor = Supervisor(cfg, hello, log)
+    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s), log)
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
