@@ -17,7 +17,7 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate bench-server
+.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate dist bench-server
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-server  the server under 1000 and 5000 simulated clients, beside a bare socketserver"
 	@echo "make lint    byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
+	@echo "make dist    build dist/diskbench-VERSION-py2.py3-none-any.whl and the sdist"
 	@echo "make clean   remove the virtualenvs and caches"
 
 $(V3)/.installed: $(REQS)
@@ -96,6 +97,15 @@ mutate: $(V3)/.installed
 bench-server: env
 	$(V3)/bin/python scripts/bench_server.py --python $(CURDIR)/$(V3)/bin/python \
 	  --python $(CURDIR)/$(V2)/bin/python --clients 1000 5000 --duration 60
+
+# One universal wheel (the same code runs on 2.7 and 3) and an sdist; pip builds
+# the wheel in an isolated environment with setuptools/wheel from the index.
+dist: $(V3)/.installed
+	rm -rf dist build *.egg-info
+	$(V3)/bin/python -m pip wheel -q --no-deps -w dist .
+	$(V3)/bin/python setup.py -q sdist -d dist
+	rm -rf build *.egg-info
+	@ls -1 dist
 
 bench: env
 	$(V3)/bin/python scripts/bench_vs_fio.py --python $(V3)/bin/python --python $(V2)/bin/python

@@ -16,6 +16,7 @@ setup(
     entry_points={"console_scripts": [
         "diskbench-server=diskbench.server.__main__:main",
         "diskbench-client=diskbench.client.__main__:main",
+        "diskbench-report=diskbench.report.__main__:main",
     ]},
     classifiers=[
         "Programming Language :: Python :: 2.7",

@@ -9,11 +9,22 @@
   nothing can forge another.
 - ``bad_name_reason(name)``: why a client name is refused (None if fine).
 - ``read_secret(path, env_value)``: the one rule for secrets.
+- ``OneLineParser``, ``prog_name``, ``SECRET_ENV``, ``DEFAULT_LOG_DIR``: what
+  the server's and the client's command lines have in common.
 """
+import argparse
 import codecs
+import os
 import re
+import sys
 
+from diskbench import exitcodes
 from diskbench.compat import PY2, binary_type, text_type
+
+#: The environment variable that may hold the shared secret (both programs).
+SECRET_ENV = "DISKBENCH_SECRET"
+#: Default --log-dir of both programs (relative to where they are started).
+DEFAULT_LOG_DIR = "diskbench-logs"
 
 #: The longest client name (the protocol's bound).
 NAME_MAX_CHARS = 128
@@ -135,3 +146,27 @@ def read_secret(path=None, env_value=None):
         raise ValueError("%s holds control or binary characters; use a printable "
                          "secret, e.g. from 'openssl rand -hex 32'" % where)
     return raw
+
+
+def prog_name(module):
+    """The command as the user typed it, for usage lines: the console script's
+    name (``diskbench-server``) when run as one, else ``python -m MODULE``."""
+    base = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    if not base or base.endswith(".py") or base.startswith("-"):
+        return "python -m %s" % module
+    return base
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr naming the fix (never the
+    usage block) and exit code USAGE."""
+
+    def error(self, message):
+        usage_error(self.prog, "%s (see %s --help)" % (message, self.prog))
+
+
+def usage_error(prog, message):
+    """One line ``PROG: error: MESSAGE`` on stderr, then exit USAGE."""
+    sys.stderr.write("%s: error: %s\n" % (prog, printable(message)))
+    sys.stderr.flush()
+    sys.exit(exitcodes.USAGE)

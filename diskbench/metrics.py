@@ -8,7 +8,6 @@ import math
 import time
 
 MIB = 1 << 20  # bytes in a MiB; every "mib" in a name means this
-KIB = 1 << 10
 
 
 def utc(ts):

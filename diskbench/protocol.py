@@ -47,6 +47,7 @@ I/O time fits in its elapsed time; chunk counts never exceed byte counts
 (perf, stop).
 Histogram bucket indexes are bounded by what ``metrics`` can compute.
 """
+import collections
 import hashlib
 import hmac
 import json
@@ -352,6 +353,41 @@ SPECS = {
         REJECTED: dict(reason=_TEXT, fatal=Bool()),
     },
 }
+
+# --- what each client message may suffer on its way ------------------------------
+#: Per client -> server type, beside its fields: ``drop`` is when the client's
+#: sender may drop it from a full buffer (rank 1 goes first, oldest first within
+#: a rank; None: never dropped, whatever happens); ``ack`` is whether the end of
+#: a run waits for its acknowledgement (a server that has the stop summary may
+#: complete and exit before it acks a bye). A new type needs an entry here
+#: (tests/test_protocol.py checks), so its policy is a decision, not a default.
+Policy = collections.namedtuple("Policy", ("drop", "ack"))
+NEVER_DROPPED = None
+POLICY = {
+    HELLO: Policy(drop=NEVER_DROPPED, ack=True),
+    START: Policy(drop=NEVER_DROPPED, ack=True),
+    PERF: Policy(drop=1, ack=True),               # the bulk: lost samples are counted
+    HEARTBEAT: Policy(drop=2, ack=True),
+    STATS: Policy(drop=2, ack=True),
+    NOTE: Policy(drop=2, ack=True),
+    PONG: Policy(drop=2, ack=False),
+    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True),
+    STOP: Policy(drop=NEVER_DROPPED, ack=True),
+    ERROR: Policy(drop=NEVER_DROPPED, ack=True),
+    BYE: Policy(drop=NEVER_DROPPED, ack=False),
+}
+
+
+def drop_order():
+    """Client message types a full buffer may drop, as tuples, first to go first."""
+    ranks = sorted(set(p.drop for p in POLICY.values() if p.drop is not NEVER_DROPPED))
+    return [tuple(sorted(t for t, p in POLICY.items() if p.drop == rank)) for rank in ranks]
+
+
+def no_ack_needed():
+    """Client message types whose acknowledgement the end of a run does not wait for."""
+    return tuple(sorted(t for t, p in POLICY.items() if not p.ack))
+
 
 # Envelope keys (the only place they are spelled).
 _K_VERSION, _K_TYPE, _K_NAME, _K_SEQ, _K_TS, _K_DATA, _K_MAC = (

@@ -79,7 +79,7 @@ except ImportError:  # the CPU split per client process needs it; totals do not
     psutil = None
 
 GIB = 1 << 30
-#: fio options beyond the brief's --rw=write --direct=1 --ioengine=psync --bs --size
+#: fio options beyond the basic --rw=write --direct=1 --ioengine=psync --bs --size
 FIO_FIXED = ["--rw=write", "--direct=1", "--ioengine=psync",
              "--file_service_type=sequential", "--openfiles=1", "--fsync_on_close=1",
              "--end_fsync=0", "--unlink=1", "--output-format=json"]
@@ -338,41 +338,22 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             client = subprocess.Popen(cmd + [directory], env=env, cwd=REPO,
                                       stdout=out, stderr=subprocess.STDOUT)
         watch = CpuWatch(client.pid)
-        deadline = time.time() + duration + CLIENT_EXTRA_S
-        while client.poll() is None and time.time() < deadline:
-            watch.poll()
-            time.sleep(CPU_POLL_S)
-        if client.poll() is None:
-            client.kill()
-        rc = client.wait()
+        rc = _wait_client(client, watch, duration)
         dev = _device_figures(dev0, _device_writes(directory))
         tree_cpu_s = _children_cpu_s() - cpu0  # client + every child it reaped
-        end = time.time() + SERVER_END_S
-        while server.poll() is None and time.time() < end:
-            time.sleep(0.05)
-        if server.poll() is None:
-            raise RuntimeError("diskbench server still running %d s after its client "
-                               "ended (logs in %s)" % (SERVER_END_S, logs))
+        _wait_server(server, logs)
         if rc != 0:
             raise RuntimeError("diskbench client exited %d (logs in %s)" % (rc, logs))
         with open(os.path.join(logs, "report.json")) as f:
-            report = json.load(f)
-        figures = report_figures(report)
+            figures = report_figures(json.load(f))
         figures["max_files"] = max_files
         figures.update(dev)
         # the oldest file is deleted before each file beyond max_files is opened
         figures["files_deleted_while_writing"] = max(
             0, figures["rollovers"] + 1 - max_files)
-        nbytes = figures["bytes"]
-        figures["process_cpu_s_per_gib"] = _per_gib(tree_cpu_s, nbytes)
-        writer_pid = _writer_pid(os.path.join(logs, "perf.jsonl"))
-        if watch.seen and writer_pid in watch.seen:
-            writer_cpu = watch.seen.pop(writer_pid)
-            helpers = sum(watch.seen.values())
-            figures["cpu_s_per_gib"] = _per_gib(writer_cpu, nbytes)
-            figures["cpu_source"] = "psutil: writer process"
-            figures["helpers_cpu_s"] = helpers  # stats + heartbeat processes
-            figures["helpers_cpu_percent"] = 100.0 * helpers / max(duration, 1e-9)
+        figures["process_cpu_s_per_gib"] = _per_gib(tree_cpu_s, figures["bytes"])
+        _writer_cpu(figures, watch, _writer_pid(os.path.join(logs, "perf.jsonl")),
+                    duration)
         shutil.rmtree(logs, ignore_errors=True)
         return figures
     finally:
@@ -380,6 +361,38 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def _wait_client(client, watch, duration):
+    """The client's exit code; its processes' CPU sampled while it runs."""
+    deadline = time.time() + duration + CLIENT_EXTRA_S
+    while client.poll() is None and time.time() < deadline:
+        watch.poll()
+        time.sleep(CPU_POLL_S)
+    if client.poll() is None:
+        client.kill()
+    return client.wait()
+
+
+def _wait_server(server, logs):
+    end = time.time() + SERVER_END_S
+    while server.poll() is None and time.time() < end:
+        time.sleep(0.05)
+    if server.poll() is None:
+        raise RuntimeError("diskbench server still running %d s after its client "
+                           "ended (logs in %s)" % (SERVER_END_S, logs))
+
+
+def _writer_cpu(figures, watch, writer_pid, duration):
+    """The writer's own CPU per GiB, and its helpers', when psutil saw them."""
+    if not watch.seen or writer_pid not in watch.seen:
+        return
+    writer_cpu = watch.seen.pop(writer_pid)
+    helpers = sum(watch.seen.values())
+    figures["cpu_s_per_gib"] = _per_gib(writer_cpu, figures["bytes"])
+    figures["cpu_source"] = "psutil: writer process"
+    figures["helpers_cpu_s"] = helpers  # stats + heartbeat processes
+    figures["helpers_cpu_percent"] = 100.0 * helpers / max(duration, 1e-9)
 
 
 def report_figures(report):
@@ -431,15 +444,17 @@ def data_path():
         payload.stamp(i)
     stamp_s = monotonic() - start
     payload.close()
-    hist = LatencyHistogram()
-    for i in range(100):
-        hist.add(0.005 + i * 1e-5)
+    hist = LatencyHistogram()    # one 1 s interval of 100 chunks (a consistent perf)
+    lats = [0.005 + i * 1e-5 for i in range(100)]
+    for value in lats:
+        hist.add(value)
     m = 5000
     start = monotonic()
     for i in range(m):
         protocol.encode(protocol.make(
             protocol.PERF, name="bench", seq=i + 1, t_start=1.0, t_end=2.0,
-            bytes=chunk, chunks=1, io_s=0.01, lat_min_s=0.005, lat_max_s=0.006,
+            bytes=len(lats) * chunk, chunks=len(lats), io_s=sum(lats),
+            lat_min_s=min(lats), lat_max_s=max(lats),
             lat_hist=hist.to_wire(), sync_mode=protocol.SYNC_DIRECT, file_index=0))
     encode_s = monotonic() - start
     return {"python": platform.python_version(),
@@ -501,7 +516,7 @@ def _f(value, fmt):
     return "-" if value is None else fmt % value
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", help="directory to test (default: a temp dir "
                         "under the repository, i.e. this machine's disk)")
@@ -532,134 +547,145 @@ def main(argv=None):
                         help="skip the discarded fio run that starts each mode")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     parser.add_argument("--data-path", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.data_path:
-        print(json.dumps(data_path()))
-        return 0
-    if args.file_mb % args.chunk_mb:
-        parser.error("--file-mb must be a multiple of --chunk-mb (fio writes whole "
-                     "blocks only)")
+    return parser
 
-    fio = ensure_fio()
-    huge_fio = args.fio_buffer == "huge"
-    fio_version = subprocess.check_output([fio, "--version"]).decode().strip()
-    pythons = [_which(p) if os.sep not in p else os.path.abspath(p)
-               for p in args.python or [sys.executable]]
-    base = args.dir or tempfile.mkdtemp(prefix=".bench-", dir=REPO)
-    made_base = args.dir is None
-    started = datetime.datetime.utcnow()
-    results = {
+
+class Bench(object):
+    """What every pair of a run shares: the flags, fio, where files go."""
+
+    def __init__(self, args, fio, base):
+        self.args, self.fio, self.base = args, fio, base
+        self.huge_fio = args.fio_buffer == "huge"
+        self.last_fio_s = args.min_duration
+
+    def fio_run(self, directory, fallocate):
+        a = self.args
+        return run_fio(self.fio, directory, a.chunk_mb, a.file_mb, a.files, fallocate,
+                       self.huge_fio)
+
+
+def results_header(bench, pythons, started, argv):
+    args, fio = bench.args, bench.fio
+    return {
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join([os.path.relpath(sys.executable, REPO),
                              os.path.relpath(os.path.abspath(__file__), REPO)] +
                             (argv if argv is not None else sys.argv[1:])),
-        "machine": machine(base), "load_average_start": _load(),
-        "fio": fio_version, "fio_command": " ".join(
-            ["%s=%s" % kv for kv in sorted(FIO_HUGE_ENV.items()) if huge_fio] +
+        "machine": machine(bench.base), "load_average_start": _load(),
+        "fio": subprocess.check_output([fio, "--version"]).decode().strip(),
+        "fio_command": " ".join(
+            ["%s=%s" % kv for kv in sorted(FIO_HUGE_ENV.items()) if bench.huge_fio] +
             fio_command("fio", "DIR", args.chunk_mb, args.file_mb, args.files, "MODE",
-                        huge_fio)), "fio_buffer": args.fio_buffer,
+                        bench.huge_fio)), "fio_buffer": args.fio_buffer,
         "chunk_mib": args.chunk_mb, "file_mib": args.file_mb, "fio_files": args.files,
         "unit": "MiB/s = 2^20 bytes per second; CPU s/GiB = CPU seconds per 2^30 "
                 "bytes written",
         "method": __doc__.split("\n\n", 2)[2].split("\n\nThe data path")[0],
         "data_path": [data_path_of(p) for p in pythons], "runs": []}
-    for d in results["data_path"]:
-        print("data path (Python %s): payload stamping %.0f MiB/s (%.3f ms per 10 MiB "
-              "chunk), perf encoding %.0f messages/s" % (
-                  d["python"], d["payload_stamp_mib_s"],
-                  d["payload_stamp_ms_per_10_mib_chunk"], d["perf_messages_encoded_per_s"]))
+
+
+_ROW = "%4s %5s %7s %7s %6s | %6s %6s | %5s %5s | %5s %5s | %4s %4s | %5s %5s"
+
+
+def print_mode_header(args, label, fallocate, rolling, max_files):
+    print("\nPython %s, allocation %s (fio --fallocate=%s, diskbench %s), "
+          "diskbench --max-files %d%s, chunk %d MiB, file %d MiB" % (
+              label, fallocate, fallocate, "--preallocate"
+              if fallocate != "none" else "default", max_files,
+              " (deletes the oldest file while writing)" if rolling
+              else " (keeps every file, like fio)", args.chunk_mb, args.file_mb))
+    print(_ROW % ("pair", "order", "fio", "db", "ratio", "write", "phase",
+                  "rest", "", "req", "size", "huge", "pgs", "CPU", ""))
+    print(_ROW % ("", "", "MiB/s", "MiB/s", "", "fio", "db", "fio", "db",
+                  "fio", "db", "fio", "db", "fio", "db"))
+    print(_ROW % ("", "", "", "", "", "MiB/s", "MiB/s", "s/GiB", "s/GiB",
+                  "KiB", "KiB", "MiB", "MiB", "s/GiB", "s/GiB"))
+
+
+def warm_up(bench, fallocate):
+    """One discarded fio run; its length sets the first diskbench run's."""
+    settle()
+    warm = tempfile.mkdtemp(prefix="warmup-", dir=bench.base)
     try:
-        for python in pythons:
-            label = python_label(python)
-            for mode in args.modes.split(","):
-                fallocate, _, rolling = mode.partition(":")
-                if rolling and python != pythons[0]:
-                    continue  # the deletion cost is the disk's, not Python's
-                max_files = ROLLING_MAX_FILES if rolling else KEEP_ALL_FACTOR * args.files
-                pairs = []
-                print("\nPython %s, allocation %s (fio --fallocate=%s, diskbench %s), "
-                      "diskbench --max-files %d%s, chunk %d MiB, file %d MiB" % (
-                          label, fallocate, fallocate, "--preallocate"
-                          if fallocate != "none" else "default", max_files,
-                          " (deletes the oldest file while writing)" if rolling
-                          else " (keeps every file, like fio)", args.chunk_mb,
-                          args.file_mb))
-                head = "%4s %5s %7s %7s %6s | %6s %6s | %5s %5s | %5s %5s | %4s %4s | %5s %5s"
-                print(head % ("pair", "order", "fio", "db", "ratio", "write", "phase",
-                              "rest", "", "req", "size", "huge", "pgs", "CPU", ""))
-                print(head % ("", "", "MiB/s", "MiB/s", "", "fio", "db", "fio", "db",
-                              "fio", "db", "fio", "db", "fio", "db"))
-                print(head % ("", "", "", "", "", "MiB/s", "MiB/s", "s/GiB", "s/GiB",
-                              "KiB", "KiB", "MiB", "MiB", "s/GiB", "s/GiB"))
-                if args.warmup:
-                    settle()
-                    warm = tempfile.mkdtemp(prefix="warmup-", dir=base)
-                    try:
-                        last_fio_s = run_fio(fio, warm, args.chunk_mb, args.file_mb,
-                                             args.files, fallocate,
-                                             huge_fio)["seconds"]
-                    finally:
-                        shutil.rmtree(warm, ignore_errors=True)
-                else:
-                    last_fio_s = args.min_duration
-                for i in range(args.pairs):
-                    fio_first = i % 2 == 0 or args.order == "ab"
-                    load = _load()
-                    work = tempfile.mkdtemp(prefix="pair-", dir=base)
-                    try:
-                        a = b = None
-                        for tool in ("fio", "db") if fio_first else ("db", "fio"):
-                            settle()
-                            if tool == "fio":
-                                a = run_fio(fio, work, args.chunk_mb, args.file_mb,
-                                            args.files, fallocate, huge_fio)
-                                last_fio_s = a["seconds"]
-                            else:
-                                b = run_diskbench(python, work, args.chunk_mb,
-                                                  args.file_mb,
-                                                  max(args.min_duration, last_fio_s),
-                                                  fallocate != "none", max_files)
-                    finally:
-                        shutil.rmtree(work, ignore_errors=True)
-                        settle()
-                    ratio = b["mib_s"] / a["mib_s"]
-                    pairs.append({"fio": a, "diskbench": b, "ratio": ratio,
-                                  "order": "fio,diskbench" if fio_first
-                                  else "diskbench,fio", "load_average": load})
-                    print("%4d %5s %7.1f %7.1f %6.3f | %6.0f %6.0f | %5.2f %5.2f | "
-                          "%5s %5s | %4s %4s | %5s %5s" % (
-                              i + 1, "AB" if fio_first else "BA", a["mib_s"], b["mib_s"],
-                              ratio, a["write_only_mib_s"], b["write_only_mib_s"],
-                              a["rest_s_per_gib"], b["rest_s_per_gib"],
-                              _f(a["device_request_kib"], "%.0f"),
-                              _f(b["device_request_kib"], "%.0f"),
-                              _f(a["buffer_huge_page_mib"], "%.0f"),
-                              _f(b["buffer_huge_page_mib"], "%.0f"),
-                              _f(a["cpu_s_per_gib"], "%.3f"),
-                              _f(b["cpu_s_per_gib"], "%.3f")))
-                run = {
-                    "python": label, "allocation": fallocate, "mode": mode,
-                    "diskbench_max_files": max_files, "pairs": pairs,
-                    "median_ratio": median([p["ratio"] for p in pairs])}
-                for tool in ("fio", "diskbench"):
-                    for name, key in MEDIANS:
-                        run["median_%s_%s" % (tool, name)] = median(
-                            [p[tool][key] for p in pairs])
-                results["runs"].append(run)
-                print("median: fio %.1f MiB/s, diskbench %.1f MiB/s, ratio "
-                      "diskbench/fio %.3f; CPU s/GiB fio %s, diskbench writer %s "
-                      "(whole processes: fio %s, diskbench client %s)" % (
-                          run["median_fio_mib_s"], run["median_diskbench_mib_s"],
-                          run["median_ratio"],
-                          _f(run["median_fio_cpu_s_per_gib"], "%.3f"),
-                          _f(run["median_diskbench_cpu_s_per_gib"], "%.3f"),
-                          _f(run["median_fio_process_cpu_s_per_gib"], "%.3f"),
-                          _f(run["median_diskbench_process_cpu_s_per_gib"], "%.3f")))
+        bench.last_fio_s = bench.fio_run(warm, fallocate)["seconds"]
     finally:
-        if made_base:
-            shutil.rmtree(base, ignore_errors=True)
-    results["load_average_end"] = _load()
-    results["elapsed_s"] = (datetime.datetime.utcnow() - started).total_seconds()
+        shutil.rmtree(warm, ignore_errors=True)
+
+
+def run_pair(bench, index, python, fallocate, max_files):
+    """fio and diskbench once each on a fresh directory (order by --order)."""
+    args = bench.args
+    fio_first = index % 2 == 0 or args.order == "ab"
+    load = _load()
+    work = tempfile.mkdtemp(prefix="pair-", dir=bench.base)
+    a = b = None
+    try:
+        for tool in ("fio", "db") if fio_first else ("db", "fio"):
+            settle()
+            if tool == "fio":
+                a = bench.fio_run(work, fallocate)
+                bench.last_fio_s = a["seconds"]
+            else:
+                b = run_diskbench(python, work, args.chunk_mb, args.file_mb,
+                                  max(args.min_duration, bench.last_fio_s),
+                                  fallocate != "none", max_files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        settle()
+    return {"fio": a, "diskbench": b, "ratio": b["mib_s"] / a["mib_s"],
+            "order": "fio,diskbench" if fio_first else "diskbench,fio",
+            "load_average": load}
+
+
+def print_row(index, pair):
+    a, b = pair["fio"], pair["diskbench"]
+    print("%4d %5s %7.1f %7.1f %6.3f | %6.0f %6.0f | %5.2f %5.2f | "
+          "%5s %5s | %4s %4s | %5s %5s" % (
+              index + 1, "AB" if pair["order"] == "fio,diskbench" else "BA",
+              a["mib_s"], b["mib_s"], pair["ratio"], a["write_only_mib_s"],
+              b["write_only_mib_s"], a["rest_s_per_gib"], b["rest_s_per_gib"],
+              _f(a["device_request_kib"], "%.0f"), _f(b["device_request_kib"], "%.0f"),
+              _f(a["buffer_huge_page_mib"], "%.0f"), _f(b["buffer_huge_page_mib"], "%.0f"),
+              _f(a["cpu_s_per_gib"], "%.3f"), _f(b["cpu_s_per_gib"], "%.3f")))
+
+
+def run_mode(bench, python, label, mode):
+    """--pairs pairs in one allocation mode; the run's dict with its medians."""
+    args = bench.args
+    fallocate, _, rolling = mode.partition(":")
+    max_files = ROLLING_MAX_FILES if rolling else KEEP_ALL_FACTOR * args.files
+    print_mode_header(args, label, fallocate, rolling, max_files)
+    if args.warmup:
+        warm_up(bench, fallocate)
+    else:
+        bench.last_fio_s = args.min_duration
+    pairs = []
+    for i in range(args.pairs):
+        pairs.append(run_pair(bench, i, python, fallocate, max_files))
+        print_row(i, pairs[-1])
+    run = {"python": label, "allocation": fallocate, "mode": mode,
+           "diskbench_max_files": max_files, "pairs": pairs,
+           "median_ratio": median([p["ratio"] for p in pairs])}
+    for tool in ("fio", "diskbench"):
+        for name, key in MEDIANS:
+            run["median_%s_%s" % (tool, name)] = median([p[tool][key] for p in pairs])
+    print_median(run)
+    return run
+
+
+def print_median(run):
+    print("median: fio %.1f MiB/s, diskbench %.1f MiB/s, ratio "
+          "diskbench/fio %.3f; CPU s/GiB fio %s, diskbench writer %s "
+          "(whole processes: fio %s, diskbench client %s)" % (
+              run["median_fio_mib_s"], run["median_diskbench_mib_s"],
+              run["median_ratio"],
+              _f(run["median_fio_cpu_s_per_gib"], "%.3f"),
+              _f(run["median_diskbench_cpu_s_per_gib"], "%.3f"),
+              _f(run["median_fio_process_cpu_s_per_gib"], "%.3f"),
+              _f(run["median_diskbench_process_cpu_s_per_gib"], "%.3f")))
+
+
+def save(results, args, huge_fio):
     print("\nsummary (median ratio diskbench/fio, %d pairs each):" % args.pairs)
     for run in results["runs"]:
         print("  Python %-7s mode %-12s ratio %.3f  (fio %.1f, diskbench %.1f MiB/s)"
@@ -673,6 +699,40 @@ def main(argv=None):
         json.dump(results, f, indent=2, sort_keys=True)
         f.write("\n")
     print("written %s" % os.path.relpath(path, REPO))
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data_path:
+        print(json.dumps(data_path()))
+        return 0
+    if args.file_mb % args.chunk_mb:
+        parser.error("--file-mb must be a multiple of --chunk-mb (fio writes whole "
+                     "blocks only)")
+    pythons = [_which(p) if os.sep not in p else os.path.abspath(p)
+               for p in args.python or [sys.executable]]
+    bench = Bench(args, ensure_fio(), args.dir or tempfile.mkdtemp(prefix=".bench-",
+                                                                    dir=REPO))
+    started = datetime.datetime.utcnow()
+    results = results_header(bench, pythons, started, argv)
+    for d in results["data_path"]:
+        print("data path (Python %s): payload stamping %.0f MiB/s (%.3f ms per 10 MiB "
+              "chunk), perf encoding %.0f messages/s" % (
+                  d["python"], d["payload_stamp_mib_s"],
+                  d["payload_stamp_ms_per_10_mib_chunk"], d["perf_messages_encoded_per_s"]))
+    try:
+        for python in pythons:
+            for mode in args.modes.split(","):
+                if mode.partition(":")[2] and python != pythons[0]:
+                    continue  # rolling: the deletion cost is the disk's, not Python's
+                results["runs"].append(run_mode(bench, python, python_label(python), mode))
+    finally:
+        if args.dir is None:
+            shutil.rmtree(bench.base, ignore_errors=True)
+    results["load_average_end"] = _load()
+    results["elapsed_s"] = (datetime.datetime.utcnow() - started).total_seconds()
+    save(results, args, bench.huge_fio)
     return 0
 
 

@@ -93,41 +93,57 @@ def main(argv=None):
             return 1
         print("demo: server on port %d; %d clients write for %d s in %s (Python %s)"
               % (port, len(CLIENTS), DURATION_S, data, sys.version.split()[0]))
-        clients = []
-        for i, (chunk, size) in enumerate(CLIENTS):
-            name = "demo-%d-%dmib" % (i + 1, chunk)
-            clients.append((name, start(
-                ["-m", "diskbench.client", "--server", "127.0.0.1:%d" % port,
-                 "--name", name, "--chunk-mb", str(chunk), "--file-mb", str(size),
-                 "--duration", str(DURATION_S), "--stats-interval", "2",
-                 "--heartbeat-interval", "1", "--log-dir", logs, data],
-                os.path.join(tmp, name + ".out"), env)))
+        clients = start_clients(port, tmp, logs, data, env)
         procs.extend(p for _, p in clients)
-        codes = wait_all(procs, deadline)
-        for (name, proc), code in zip(clients, codes[1:]):
-            print("demo: client %s exited %s" % (name, code))
-            if code != 0:
-                failed.append(name)
-                with open(os.path.join(tmp, name + ".out")) as f:
-                    print(f.read(), file=sys.stderr)
-        print("demo: server exited %s" % codes[0])
-        if codes[0] != 0:
-            failed.append("server")
-        report = os.path.join(logs, "report.txt")
-        if os.path.exists(report):
-            with open(report) as f:
-                print(f.read())
-        else:
-            failed.append("report.txt missing")
-        leftovers = [n for n in os.listdir(data)]
-        if leftovers:
-            failed.append("data files left behind: %s" % ", ".join(leftovers))
+        failed += judge(clients, wait_all(procs, deadline), tmp, logs, data)
     finally:
         kill_all(procs)
         for p in procs:
             p.log_file.close()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    return outcome(failed, keep, tmp, logs)
+
+
+def start_clients(port, tmp, logs, data, env):
+    """[(name, process)] of the demo's clients, one per CLIENTS entry."""
+    clients = []
+    for i, (chunk, size) in enumerate(CLIENTS):
+        name = "demo-%d-%dmib" % (i + 1, chunk)
+        clients.append((name, start(
+            ["-m", "diskbench.client", "--server", "127.0.0.1:%d" % port,
+             "--name", name, "--chunk-mb", str(chunk), "--file-mb", str(size),
+             "--duration", str(DURATION_S), "--stats-interval", "2",
+             "--heartbeat-interval", "1", "--log-dir", logs, data],
+            os.path.join(tmp, name + ".out"), env)))
+    return clients
+
+
+def judge(clients, codes, tmp, logs, data):
+    """What went wrong (a list of phrases); prints each exit code and the report."""
+    failed = []
+    for (name, proc), code in zip(clients, codes[1:]):
+        print("demo: client %s exited %s" % (name, code))
+        if code != 0:
+            failed.append(name)
+            with open(os.path.join(tmp, name + ".out")) as f:
+                print(f.read(), file=sys.stderr)
+    print("demo: server exited %s" % codes[0])
+    if codes[0] != 0:
+        failed.append("server")
+    report = os.path.join(logs, "report.txt")
+    if os.path.exists(report):
+        with open(report) as f:
+            print(f.read())
+    else:
+        failed.append("report.txt missing")
+    leftovers = [n for n in os.listdir(data)]
+    if leftovers:
+        failed.append("data files left behind: %s" % ", ".join(leftovers))
+    return failed
+
+
+def outcome(failed, keep, tmp, logs):
     if failed:
         print("demo: FAILED: %s" % "; ".join(failed), file=sys.stderr)
         return 1

@@ -44,20 +44,40 @@ def apply(root, mutation):
         f.write(text.replace(mutation["old"], mutation["new"]))
 
 
+def _pytest(python, root, tests, timeout):
+    """(exit code, seconds, output) of pytest on ``tests`` in ``root``."""
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+         "--timeout=%d" % timeout] + list(tests),
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.communicate()[0].decode("utf-8", "replace")
+    return proc.returncode, time.time() - t0, out
+
+
 def run_one(python, mutation, timeout):
     scratch = tempfile.mkdtemp(prefix="diskbench-mutant-")
     root = os.path.join(scratch, "tree")
     try:
         _copy_tree(root)
         apply(root, mutation)
-        t0 = time.time()
-        proc = subprocess.Popen(
-            [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-             "--timeout=%d" % timeout] + list(mutation["tests"]),
-            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = proc.communicate()[0].decode("utf-8", "replace")
-        caught = proc.returncode not in (0, 5)
-        return caught, time.time() - t0, out.strip().splitlines()[-1:] or [""]
+        code, took, out = _pytest(python, root, mutation["tests"], timeout)
+        caught = code not in (0, 5)
+        return caught, took, out.strip().splitlines()[-1:] or [""]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def baseline(python, chosen, timeout):
+    """The named tests must pass on the unbroken tree, or "caught" means nothing.
+    Returns (ok, seconds, last lines of the output)."""
+    tests = sorted(set(t for m in chosen for t in m["tests"]))
+    scratch = tempfile.mkdtemp(prefix="diskbench-baseline-")
+    root = os.path.join(scratch, "tree")
+    try:
+        _copy_tree(root)
+        code, took, out = _pytest(python, root, tests, timeout)
+        return code == 0, took, out.strip().splitlines()[-15:]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -66,9 +86,22 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--timeout", type=int, default=120, help="per test, seconds")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the first run of every named test on the unbroken tree")
     p.add_argument("ids", nargs="*", help="only these mutation ids")
     args = p.parse_args(argv)
     chosen = [m for m in MUTATIONS if not args.ids or m["id"] in args.ids]
+    unknown = sorted(set(args.ids) - set(m["id"] for m in MUTATIONS))
+    if unknown:
+        p.error("no such mutation: %s" % ", ".join(unknown))
+    if args.baseline:
+        ok, took, tail = baseline(args.python, chosen, args.timeout)
+        print("%-7s %-28s %5.1fs  %s" % ("ok" if ok else "FAILED", "(baseline: unbroken)",
+                                         took, tail[-1] if tail else ""))
+        if not ok:
+            print("\n".join(tail))
+            print("the named tests fail on the unbroken tree: fix them first")
+            return 2
     missed = []
     for m in chosen:
         try:

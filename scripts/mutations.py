@@ -5,6 +5,13 @@ broken ``new`` text, and the ``tests`` that must catch it. Add an entry
 whenever a test is written for a promise; keep each ``old`` short.
 """
 _H = "tests/faults/test_server_hardening.py::"
+_CH = "tests/faults/test_client_hardening.py::"
+_TS = "tests/faults/test_text_survival.py::"
+_RT = "tests/faults/test_report_total.py::"
+_RO = "tests/test_report_outputs.py::"
+_SU = "tests/test_server_units.py::"
+_PR = "tests/test_protocol.py::"
+_CR = "tests/test_client_runs.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -83,4 +90,280 @@ MUTATIONS = [
          old='        if getattr(record, "file_only", False):\n            return False',
          new='        if False:\n            return False',
          tests=["tests/test_client_console.py"]),
+
+    # --- the client's hardening (tests/faults/test_client_hardening.py) -------------
+    dict(id="stall-not-noticed", file="diskbench/client/supervisor.py",
+         old="        if age >= limit and not self.stalled:", new="        if False:",
+         tests=[_CH + "test_stalled_writer_fails_the_client_exit_17"]),
+    dict(id="killed-stalled-writer-ok", file="diskbench/client/supervisor.py",
+         old="if WRITER not in self.signalled or", new="if True or",
+         tests=[_CH + "test_stalled_writer_fails_the_client_exit_17"]),
+    dict(id="frozen-main-blames-writer", file="diskbench/client/supervisor.py",
+         old="        if role == WRITER and code == 0 and not self.writer_error and \\",
+         new="        if False and \\",
+         tests=[_CH + "test_frozen_main_past_duration_is_a_normal_stop"]),
+    dict(id="client-sighup-kills", file="diskbench/client/supervisor.py",
+         old="STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)",
+         new="STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)",
+         tests=[_CH + "test_sighup_to_the_process_group_stops_cleanly_exit_16"]),
+    dict(id="children-die-of-sighup", file="diskbench/client/child.py",
+         old="LEFT_TO_SUPERVISOR = (signal.SIGINT, signal.SIGHUP)",
+         new="LEFT_TO_SUPERVISOR = (signal.SIGINT,)",
+         tests=[_CH + "test_sighup_to_the_process_group_stops_cleanly_exit_16"]),
+    dict(id="nohup-overridden", file="diskbench/client/supervisor.py",
+         old="        if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:",
+         new="        if False:",
+         tests=[_CH + "test_sighup_under_nohup_is_ignored"]),
+    dict(id="directory-sent-raw", file="diskbench/client/__main__.py",
+         old="platform=printable(platform.platform()), directory=shown,",
+         new="platform=printable(platform.platform()), directory=cfg.directory,",
+         tests=[_CH + "test_latin1_directory_is_used_and_sent_escaped"]),
+    dict(id="latin1-name-accepted", file="diskbench/cli.py",
+         old="    if _SURROGATE.search(name):", new="    if False:",
+         tests=[_CH + "test_latin1_name_is_refused_with_exit_2"]),
+    dict(id="leftovers-by-prefix", file="diskbench/client/supervisor.py",
+         old="            if writer.data_file_index(filename, self.cfg.name, pid) is None:",
+         new='            if not filename.startswith("diskbench-%s-%d-" % (\n'
+             '                    writer.safe_name(self.cfg.name), pid)):',
+         tests=[_CH + "test_leftover_cleanup_spares_a_longer_names_files"]),
+    dict(id="safe-names-collide", file="diskbench/client/writer.py",
+         old="    if safe == name:", new="    if True:",
+         tests=[_CH + "test_names_with_one_safe_form_never_share_a_log"]),
+    dict(id="calibration-enospc-not-disk", file="diskbench/client/checks.py",
+         old="        if exc.errno in DISK_ERRNOS:", new="        if False:",
+         tests=[_CH + "test_enospc_in_calibration_with_force_is_a_disk_error_14"]),
+    dict(id="ack-beyond-trusted", file="diskbench/client/sender.py",  # slow: ~60 s
+         old="            if upto > ours:  # never sent: not ours, so nothing of ours is acked",
+         new="            if False:",
+         tests=[_CH + "test_ack_beyond_our_seq_is_noticed_exit_13"]),
+    dict(id="client-log-unfiltered", file="diskbench/client/__main__.py",
+         old="    log.addFilter(_Printable())", new="    pass",
+         # the protocol already escapes server text: a hostile path shows the filter
+         tests=["tests/test_client_checks.py::test_hostile_directory_name_is_one_escaped_"
+                "line_in_the_log_and_on_stderr"]),
+    dict(id="format-controls-printed", file="diskbench/cli.py",
+         old=r'u"\u2060-\u206f\ufeff', new=r'u"\ufeff',
+         tests=["tests/test_client_cli.py::"
+                "test_printable_escapes_every_line_break_and_control"]),
+    dict(id="time-flags-unbounded", file="diskbench/client/__main__.py",
+         old="        if not 0 < value <= limit:", new="        if not 0 < value:",
+         tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
+    dict(id="max-files-unbounded", file="diskbench/client/__main__.py",
+         old="    if not 1 <= args.max_files <= MAX_FILES:",
+         new="    if not 1 <= args.max_files:",
+         tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
+    dict(id="memory-unchecked", file="diskbench/client/__main__.py",
+         old="    problem = _check_memory(args.chunk_mb)", new="    problem = None",
+         tests=[_CH + "test_chunk_beyond_available_memory_exits_2"]),
+    dict(id="empty-secret-is-none", file="diskbench/cli.py",
+         old='        raise ValueError("%s is empty; put the shared secret in it" % where)',
+         new="        return None",
+         tests=[_CH + "test_bad_secret_file_exits_2",
+                "tests/faults/test_hostile_auth.py::"
+                "test_server_reads_the_secret_by_the_clients_rule"]),
+    dict(id="start-method-unchecked", file="diskbench/client/__main__.py",
+         old="        if args.start_method not in valid:", new="        if False:",
+         tests=[_CH + "test_unknown_start_method_env_exits_2_naming_the_valid_ones"]),
+    dict(id="chunk-minimum-gone", file="diskbench/client/checks.py",
+         old="    if chunk_mb < MIN_CHUNK_MB:", new="    if False:",
+         tests=["tests/test_client_checks.py::"
+                "test_chunk_below_minimum_is_refused_with_the_reason"]),
+
+    # --- README "Failure behaviour", client side ------------------------------------
+    dict(id="orphans-outlive-main", file="diskbench/client/child.py",
+         old="        if os.getppid() != parent:\n            return True",
+         new="        if False:\n            return True",
+         tests=["tests/faults/test_client_process.py::"
+                "test_kill_9_client_main_went_away_and_nothing_left_behind"]),
+    dict(id="orphan-writer-writes-on", file="diskbench/client/writer.py",
+         old="        if terminated.count or os.getppid() != parent:",
+         new="        if terminated.count:",
+         tests=["tests/faults/test_client_process.py::"
+                "test_kill_9_client_main_went_away_and_nothing_left_behind"]),
+    dict(id="dead-child-exit-ok", file="diskbench/client/supervisor.py",
+         old="        return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_CHILD_DIED, text)",
+         new="        return Outcome(protocol.STOP_DURATION, exitcodes.OK, text)",
+         tests=["tests/faults/test_client_process.py::"
+                "test_kill_9_of_a_child_main_stops_cleanly_exit_15"]),
+    dict(id="disk-error-as-crash", file="diskbench/client/supervisor.py",
+         old="            return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_DISK_ERROR,",
+         new="            return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_CHILD_DIED,",
+         tests=["tests/faults/test_client_disk.py::"
+                "test_enospc_stops_cleans_up_reports_and_exits_14"]),
+    dict(id="undelivered-not-saved", file="diskbench/client/supervisor.py",
+         old="        path = self.cfg.undelivered_path\n", new="        path = None\n",
+         tests=["tests/faults/test_client_outage.py::"
+                "test_server_gone_for_good_client_finishes_saves_and_exits_13"]),
+    dict(id="overflow-drops-rollover-first", file="diskbench/protocol.py",
+         old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True),",
+         new="    ROLLOVER: Policy(drop=0, ack=True),",
+         tests=["tests/test_client_fakeserver.py::"
+                "test_sender_overflow_drops_oldest_perf_never_rollover"]),
+    dict(id="rejected-retried", file="diskbench/client/sender.py",
+         old="            self.rejected = msg.reason\n", new="            pass\n",
+         tests=["tests/test_client_fakeserver.py::test_sender_rejected_stops_reconnecting"]),
+    dict(id="stats-of-main", file="diskbench/client/supervisor.py",
+         old="            self._spawn(ctx, STATS, stats.stats_main, (child_cfg, wpid))",
+         new="            self._spawn(ctx, STATS, stats.stats_main, (child_cfg, os.getpid()))",
+         tests=[_CR + "test_stats_are_of_the_writer_pid_not_main"]),
+
+    # --- text safety and report totality --------------------------------------------
+    dict(id="free-text-stored-raw", file="diskbench/protocol.py",
+         old="            value = safe_text(value)[:self.max_len]",
+         new="            value = value[:self.max_len]",
+         tests=[_TS + "test_text_surrogate_client_does_not_stop_recording_others"]),
+    dict(id="names-not-strict", file="diskbench/protocol.py",
+         old="_NAME = Str(max_len=128, min_len=1, strict=True)",
+         new="_NAME = Str(max_len=128, min_len=1, strict=False)",
+         tests=[_PR + "test_unsafe_characters_in_name_refused"]),
+    dict(id="bucket-index-unbounded", file="diskbench/protocol.py",
+         old="_BUCKET = Int(0, MAX_BUCKET_INDEX)", new="_BUCKET = Int(0, 100000)",
+         tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
+    dict(id="zero-length-perf", file="diskbench/protocol.py",
+         old="    if length <= 0:", new="    if length < 0:",
+         tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
+    dict(id="no-cross-field-checks", file="diskbench/protocol.py",
+         old="_CHECKS = {PERF: _check_perf, STOP: _check_stop}", new="_CHECKS = {}",
+         tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
+    dict(id="rate-unchecked", file="diskbench/protocol.py",
+         old='    if d["bytes"] / float(MIB) / length > MAX_RATE_MIB_S:', new="    if False:",
+         tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
+    dict(id="bucket-value-unclamped", file="diskbench/metrics.py",
+         old="        index = min(max(index, 0), cls.MAX_BUCKET)", new="        pass",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_metrics_never_overflow_on_any_bucket_or_interval"]),
+    dict(id="log-formatter-raw", file="diskbench/server/recorder.py",
+         old="                getattr(record, \"msg\", None), exc)\n        return protocol.safe_text(text)",
+         new="                getattr(record, \"msg\", None), exc)\n        return text",
+         tests=[_TS + "test_text_log_formatters_neutralise_interpolated_text"]),
+    dict(id="log-line-raw", file="diskbench/server/recorder.py",
+         old='            return as_bytes(protocol.safe_text(payload.rstrip("\\n")) + "\\n")',
+         new='            return as_bytes(payload.rstrip("\\n") + "\\n")',
+         tests=[_TS + "test_recorder_goes_on_after_an_item_it_cannot_write"]),
+    dict(id="recorder-item-error-kills", file="diskbench/server/recorder.py",
+         old="                except Exception as exc:  # noqa: B902 - skip this item, not the batch",
+         new="                except ZeroDivisionError as exc:",
+         tests=[_TS + "test_recorder_goes_on_after_an_item_it_cannot_write"]),
+    dict(id="recorder-batch-error-kills", file="diskbench/server/recorder.py",
+         old="        except Exception as exc:  # noqa: B902 - a bug: say it, count it, go on",
+         new="        except ZeroDivisionError as exc:",
+         tests=[_TS + "test_recorder_goes_on_after_an_unexpected_error_in_a_write"]),
+    dict(id="console-no-ascii-fallback", file="diskbench/server/console.py",
+         old="    except UnicodeError:\n        out.write(shown(text))",
+         new="    except ZeroDivisionError:\n        out.write(shown(text))",
+         tests=[_TS + "test_text_log_formatters_neutralise_interpolated_text"]),
+    dict(id="report-text-unsafe", file="diskbench/server/report.py",
+         old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
+         new='    return "\\n".join(fit(lines)) + "\\n"',
+         tests=[_RT + "test_report_total_when_figures_cannot_be_computed"]),
+    dict(id="report-nan-kept", file="diskbench/server/report.py",
+         old="    rep = _finite(rep, g)", new="    pass",
+         tests=[_RT + "test_report_total_when_figures_cannot_be_computed"]),
+    dict(id="rates-keep-none", file="diskbench/server/report.py",
+         old="    return [r for r in rates if r is not None]", new="    return rates",
+         tests=[_RT + "test_report_total_when_figures_cannot_be_computed"]),
+    dict(id="c1-controls-allowed", file="diskbench/protocol.py",
+         old=r'u"[\x00-\x1f\x7f-\x9f\u061c\u200e', new=r'u"[\x00-\x1f\x7f\u061c\u200e',
+         tests=[_PR + "test_safe_text_escapes_every_unsafe_character"]),
+
+    # --- report figures and files ---------------------------------------------------
+    dict(id="csv-p99-from-p50", file="diskbench/report/series.py",
+         old='                latency_p99_ms=_ms(p["p99_s"]), writer_cpu_percent=cpu,',
+         new='                latency_p99_ms=_ms(p["p50_s"]), writer_cpu_percent=cpu,',
+         tests=[_RO + "test_report_csv_files_load_and_agree_with_report_json"]),
+    dict(id="unfinished-not-said", file="diskbench/report/rerender.py",
+         old="                c.reason = NO_END_REASON", new="                pass",
+         tests=[_RO + "test_report_without_stop_summaries_says_unfinished_server_did_not_"
+                "see_the_end"]),
+    dict(id="compare-no-host-match", file="diskbench/report/compare.py",
+         old='        if other is not None:\n            pairs.append((e, other, "host"))',
+         new='        if False:\n            pairs.append((e, other, "host"))',
+         tests=[_RO + "test_report_compare_gives_the_deltas_of_two_crafted_runs"]),
+    dict(id="html-unescaped", file="diskbench/report/htmlout.py",
+         old='    return _escape("%s" % ("-" if text is None else text), True)',
+         new='    return "%s" % ("-" if text is None else text)',
+         tests=[_RO + "test_report_html_escapes_client_text"]),
+    dict(id="html-one-series", file="diskbench/report/htmlout.py",
+         old="    for name in names:\n        s, col = series.get(name), colours[name]",
+         new="    for name in names[:1]:\n        s, col = series.get(name), colours[name]",
+         tests=[_RO + "test_report_html_has_one_series_per_client_and_folds_a_long_legend"]),
+    dict(id="html-lines-never-thin", file="diskbench/report/htmlout.py",
+         old="    width = 1.6 if len(names) <= LEGEND_MAX else", new="    width = 1.6 if True else",
+         tests=[_RO + "test_report_html_has_one_series_per_client_and_folds_a_long_legend"]),
+    dict(id="text-never-wraps", file="diskbench/server/report.py",
+         old="            if len(part) <= width:", new="            if True:",
+         tests=[_RO + "test_report_json_format_2_every_key_documented_and_text_fits_120_"
+                "columns"]),
+    dict(id="rerender-drops-records", file="diskbench/report/rerender.py",
+         old="    skipped = registry.restore_all(records)",
+         new="    skipped = registry.restore_all(records[:-5])",
+         tests=[_RO + "test_report_killed_server_rerenders_to_the_figures_of_a_completed_"
+                "run"]),
+    dict(id="mean-of-rates", file="diskbench/server/report.py",
+         old="    return metrics.mib_per_s(sum(n for _, _, n in intervals),\n"
+             "                             sum(b - a for a, b, _ in intervals if b > a))",
+         new="    rates = interval_rates(intervals)\n"
+             "    return sum(rates) / len(rates) if rates else None",
+         tests=[_SU + "test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_"
+                "rates"]),
+    dict(id="aggregate-not-pro-rated", file="diskbench/server/report.py",
+         old="            total += n * overlap / (b - a)", new="            total += n",
+         tests=[_SU + "test_report_aggregate_sums_only_the_all_writing_period_with_pro_"
+                "rating"]),
+    dict(id="latency-not-merged", file="diskbench/server/registry.py",
+         old="        client.hist.merge(metrics.LatencyHistogram.from_wire(",
+         new="        client.hist = (metrics.LatencyHistogram.from_wire(",
+         tests=[_SU + "test_report_percentiles_from_merged_histograms_match_local_merge_and_"
+                "exact"]),
+    dict(id="pcts-ignored-by-text", file="diskbench/server/report.py",
+         old='    return " ".join("p%d %s" % (p, _f(figures["p%d" % p], fmt)) for p in PCTS)',
+         new='    return " ".join("p%d %s" % (p, _f(figures["p%d" % p], fmt)) for p in '
+             '(50, 95, 99))',
+         tests=[_SU + "test_report_percentiles_are_stated_once_in_report_pcts"]),
+    dict(id="report-not-sorted-by-name", file="diskbench/server/report.py",
+         old="for c in sorted(view.clients, key=lambda c: c.name)]",
+         new="for c in view.clients]",
+         tests=["tests/test_server_integration.py::"
+                "test_server_report_counts_match_what_three_concurrent_clients_sent"]),
+    dict(id="report-files-not-written", file="diskbench/server/report.py",
+         old="            atomic_write(path, data)\n            written.append(path)",
+         new="            written.append(path)",
+         tests=[_SU + "test_report_with_no_clients_is_still_written"]),
+    dict(id="report-not-on-stdout", file="diskbench/server/master.py",
+         old="        if not main:  # no report on disk, in any format: on stdout",
+         new="        if False:",
+         tests=["tests/faults/test_server_logdir_full.py::"
+                "test_log_dir_full_server_keeps_serving_and_prints_the_report"]),
+
+    # --- weak tests made strong (issue 12) -------------------------------------------
+    dict(id="restart-forgets-run-id", file="diskbench/server/master.py",  # slow: ~25 s
+         old='            self.run_id = "%s" % info["run_id"]', new="            pass",
+         tests=["tests/faults/test_server_restart.py::"
+                "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    dict(id="sampler-reads-own-pid", file="diskbench/client/procinfo.py",
+         old="        cpu, now = proc_cpu_seconds(self.pid), self.clock()\n"
+             "        rss = proc_rss_bytes(self.pid)",
+         new="        cpu, now = proc_cpu_seconds(os.getpid()), self.clock()\n"
+             "        rss = proc_rss_bytes(os.getpid())",
+         tests=["tests/test_client_writer.py::test_proc_cpu_sampler_reads_the_given_pid"]),
+    dict(id="monotonic-is-wall-clock", file="diskbench/compat.py",
+         old='monotonic = getattr(time, "monotonic", libc_monotonic)',
+         new="monotonic = time.time",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_monotonic_never_goes_backwards_and_counts_from_boot_not_the_epoch"]),
+    dict(id="secret-not-stripped", file="diskbench/cli.py",
+         old='SECRET_STRIP = b" \\t\\r\\n\\x0b\\x0c"', new='SECRET_STRIP = b"\\n"',
+         tests=["tests/faults/test_hostile_auth.py::"
+                "test_server_strips_ascii_whitespace_from_the_secret_like_the_client"]),
+    dict(id="went-away-timeout-fixed", file="diskbench/server/registry.py",
+         old="            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * "
+             "client.heartbeat_interval_s)",
+         new="            return 15.0",
+         tests=[_SU + "test_registry_went_away_timeout_is_counted_in_each_clients_own_"
+                "heartbeats"]),
+    dict(id="heartbeat-timeout-flag-ignored", file="diskbench/server/registry.py",
+         old="        if self.heartbeat_timeout is not None:\n            return self.heartbeat_timeout",
+         new="        if False:\n            return self.heartbeat_timeout",
+         tests=[_SU + "test_registry_went_away_timeout_is_counted_in_each_clients_own_"
+                "heartbeats"]),
 ]

@@ -65,6 +65,15 @@ def _reap_all():
 atexit.register(_reap_all)
 
 
+def _child_setup():
+    """In the child before exec: its own process group, and SIGHUP/SIGINT at
+    their defaults whatever the test run inherited (nohup, a background job),
+    so the product's own signal handling is what the tests see."""
+    os.setsid()
+    for signum in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class Procs(object):
     """Starts ``python -m <module>`` processes and kills them all at cleanup."""
 
@@ -78,7 +87,7 @@ class Procs(object):
             [self.python] + list(args), cwd=cwd or REPO, env=env_for_child(env),
             stdin=stdin if stdin is not None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=os.setsid, close_fds=True)
+            preexec_fn=_child_setup, close_fds=True)
         self.procs.append(proc)
         _LIVE.add(proc)
         return proc

@@ -8,6 +8,7 @@ import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
+from diskbench.compat import PY2
 from tests.test_client_fakeserver import FakeServer
 
 CLIENT = ["-m", "diskbench.client"]
@@ -31,6 +32,19 @@ def test_directory_missing(procs, tmpdir):
     code, out, err = run_client(procs, tmpdir, [str(tmpdir.join("nope"))])
     assert code == exitcodes.CLIENT_DIRECTORY
     assert "does not exist; create it or pass an existing DIRECTORY" in error_line(err)
+
+
+def test_hostile_directory_name_is_one_escaped_line_in_the_log_and_on_stderr(procs, tmpdir):
+    """Every client log record passes the printable filter: a path holding a line
+    separator shows it as an escape, on stderr and in the log file."""
+    name = u"nope\u2028FORGED line"
+    path = os.path.join(str(tmpdir), name.encode("utf-8") if PY2 else name)
+    code, out, err = run_client(procs, tmpdir, ["--name", "hostile", path])
+    assert code == exitcodes.CLIENT_DIRECTORY
+    assert u"nope\\u2028FORGED line does not exist" in error_line(err)
+    with open(str(tmpdir.join("logs", "client-hostile.log")), "rb") as f:
+        logged = f.read().decode("utf-8")
+    assert u"\u2028" not in logged + err and u"nope\\u2028FORGED" in logged
 
 
 def test_directory_is_a_file(procs, tmpdir):
@@ -83,7 +97,9 @@ def test_file_smaller_than_chunk_is_a_usage_error(procs, tmpdir):
 def test_chunk_below_minimum_is_refused_with_the_reason(procs, tmpdir):
     code, out, err = run_client(procs, tmpdir, ["--chunk-mb", "5", str(tmpdir)])
     assert code == exitcodes.USAGE
-    assert "--chunk-mb 5 is below the 10 MiB minimum" in error_line(err)
+    assert error_line(err) == ("diskbench client: error: --chunk-mb 5 is below the 10 MiB "
+                               "minimum: smaller chunks measure the cost of each write call "
+                               "more than the disk's throughput; use --chunk-mb 10 or more")
 
 
 def test_rollover_rule_refuses_with_the_numbers(procs, tmpdir):

@@ -43,3 +43,14 @@ def test_bad_name_reason():
     assert "not UTF-8" in cli.bad_name_reason(b"caf\xe9")
     assert "at most 128" in cli.bad_name_reason(u"x" * 129)
     assert "control" in cli.bad_name_reason(u"a\u2029b")
+
+
+@pytest.mark.parametrize("argv0,shown", [
+    ("/usr/lib/python3/site-packages/diskbench/client/__main__.py",
+     "python -m diskbench.client"),
+    ("/home/u/venv/bin/diskbench-client", "diskbench-client"),
+    ("", "python -m diskbench.client"),
+    ("-c", "python -m diskbench.client")])
+def test_usage_lines_name_the_command_that_was_run(monkeypatch, argv0, shown):
+    monkeypatch.setattr("sys.argv", [argv0, "--help"])
+    assert cli.prog_name("diskbench.client") == shown

@@ -9,9 +9,10 @@ import pytest
 from diskbench import protocol as P
 from diskbench.client import checks, procinfo
 from diskbench.client import writer as W
+from diskbench.client.config import ClientConfig
 from diskbench.client.payload import Payload
 from diskbench.metrics import MIB
-from tests.helpers import thp_mode
+from tests.helpers import thp_mode, wait_until
 
 CHUNK = 64 * 1024  # unit tests use small chunks; the CLI refuses < 10 MiB
 
@@ -22,7 +23,7 @@ def cfg(tmpdir, **over):
              sync_mode=P.SYNC_DIRECT, preallocate=False, keep_data=False,
              block_bytes=4096)
     c.update(over)
-    return c
+    return ClientConfig(**c)
 
 
 class StopAfter(object):
@@ -237,7 +238,7 @@ def test_writer_preallocates_each_file_when_asked(tmpdir):
 
 
 # --- start-up check arithmetic ----------------------------------------------------
-def test_rollover_rule_message_numbers_match_the_brief_example():
+def test_rollover_rule_message_numbers_match_the_documented_example():
     msg = checks.rollover_rule(850.0, 10, 5000, 10)
     assert msg.startswith("at 850 MiB/s, 10 s gives ~1.7 rollovers of 5000 MiB files")
     assert "use --duration >= 12 or --file-mb <= 4250" in msg
@@ -303,15 +304,30 @@ def test_calibration_times_the_rollover_flush_too(tmpdir):
     assert os.listdir(str(tmpdir)) == []
 
 
-def test_proc_cpu_sampler_reads_the_given_pid():
-    s = procinfo.CpuSampler(os.getpid(), use_psutil=False)
-    assert s.source == procinfo.SOURCE_PROC
-    x = 0
-    for i in range(300000):
-        x += i
-    cpu, rss = s.sample()
-    assert cpu > 0 and rss > 1 * MIB
-    assert procinfo.is_alive(os.getpid())
+BUSY_CHILD = ("import sys; big = bytearray(96 << 20); big[::4096] = b'x' * (len(big) // 4096)\n"
+              "sys.stdout.write('ready\\n'); sys.stdout.flush()\nwhile True: pass")
+IDLE_CHILD = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(600)"
+BUSY_CPU_S = 0.3  # the window: until the busy child has used this much CPU
+
+
+def test_proc_cpu_sampler_reads_the_given_pid(procs):
+    """Two other processes, one spinning with 96 MiB touched and one asleep: each
+    sampler reports its own pid's CPU and RSS, not the test's or the other's."""
+    busy, idle = procs.start(["-c", BUSY_CHILD]), procs.start(["-c", IDLE_CHILD])
+    for child in (busy, idle):
+        assert child.stdout.readline().strip() == b"ready"
+    samplers = [procinfo.CpuSampler(p.pid, use_psutil=False) for p in (busy, idle)]
+    assert all(s.source == procinfo.SOURCE_PROC for s in samplers)
+    start = procinfo.proc_cpu_seconds(busy.pid)
+    wait_until(lambda: procinfo.proc_cpu_seconds(busy.pid) - start >= BUSY_CPU_S,
+               timeout=30, what="the busy child to use CPU")
+    (busy_cpu, busy_rss), (idle_cpu, idle_rss) = [s.sample() for s in samplers]
+    assert busy_cpu > 0 and idle_cpu * 4 < busy_cpu, (busy_cpu, idle_cpu)
+    assert busy_rss > idle_rss + 64 * MIB, (busy_rss, idle_rss)
+    assert procinfo.is_alive(busy.pid) and procinfo.is_alive(idle.pid)
+    busy.kill()
+    busy.wait()
+    assert not procinfo.is_alive(busy.pid) and samplers[0].sample() is None
 
 
 def test_payload_stamp_is_the_counter_in_every_block_whatever_came_before():
@@ -490,3 +506,24 @@ def test_nothing_extra_is_fsynced_when_the_stop_falls_on_a_rollover(tmpdir):
     ops = FakeOps([])
     w, sent = run_writer(tmpdir, 4, ops, file_bytes=4 * CHUNK)
     assert ops.events.count("fsync") == 1 and w.last_close_s is None
+
+
+def test_client_config_has_every_default_once_and_pickles_without_the_secret():
+    import pickle
+    from diskbench.client import __main__ as client_main
+    from diskbench.client import config
+    c = ClientConfig(name="n", secret=b"s3cret", chunk_bytes=CHUNK)
+    assert c.duration_s == config.DURATION_S and c.max_files == config.MAX_FILES
+    child = pickle.loads(pickle.dumps(c.for_children(), 2))
+    assert child.secret is None and child.name == "n" and child.chunk_bytes == CHUNK
+    assert c.secret == b"s3cret"  # the supervisor's own copy keeps it
+    with pytest.raises(TypeError):
+        ClientConfig(chunk_mb=10)  # a misspelt setting is an error, not a silent default
+    defaults = client_main.build_parser().parse_args(["dir"])
+    for flag, setting in (("duration", "duration_s"), ("perf_interval", "perf_interval_s"),
+                          ("stats_interval", "stats_interval_s"),
+                          ("heartbeat_interval", "heartbeat_interval_s"),
+                          ("max_files", "max_files"), ("stall_timeout", "stall_timeout_s"),
+                          ("connect_timeout", "connect_timeout_s"),
+                          ("deliver_timeout", "deliver_timeout_s")):
+        assert getattr(defaults, flag) == getattr(ClientConfig(), setting), flag

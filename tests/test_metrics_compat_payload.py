@@ -80,9 +80,19 @@ def test_compare_digest_fallback_agrees_with_hmac():
         assert compat.compare_digest is hmac.compare_digest
 
 
-def test_monotonic_never_goes_backwards():
-    readings = [compat.monotonic() for _ in range(1000)]
+def _uptime_s():
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+@pytest.mark.parametrize("clock", [compat.monotonic, compat.libc_monotonic])
+def test_monotonic_never_goes_backwards_and_counts_from_boot_not_the_epoch(clock):
+    """Linux's CLOCK_MONOTONIC counts from boot: never more than the uptime, so a
+    wall clock (time.time, epoch seconds) in its place fails here."""
+    readings = [clock() for _ in range(1000)]
     assert readings == sorted(readings)
+    assert 0 < readings[-1] <= _uptime_s() + 1.0, (readings[-1], _uptime_s())
+    assert abs(compat.monotonic() - compat.libc_monotonic()) < 1.0
 
 
 def test_posix_fallocate_reserves_blocks(tmp_path):

@@ -493,3 +493,44 @@ def test_escaped_free_text_reads_back_after_a_restart():
     assert len(msg.reason) == 2048 and msg.reason.startswith(u"\\udce9\\udce9")
     back, recv_ts = P.from_record(json.loads(json.dumps(P.record(msg, 5.0))))
     assert back == msg and recv_ts == 5.0
+
+
+# --- per-type policy and total dispatch tables -----------------------------------------
+def test_every_client_type_has_a_drop_and_ack_policy_beside_its_fields():
+    """A new client message type fails here until someone decides whether a full
+    buffer may drop it and whether the end of a run waits for its ack."""
+    assert set(P.POLICY) == set(P.types_for(P.C2S))
+    assert P.drop_order() == [(P.PERF,), (P.HEARTBEAT, P.NOTE, P.PONG, P.STATS)]
+    assert P.no_ack_needed() == (P.BYE, P.PONG)
+
+
+def test_the_sender_reads_its_drop_and_ack_policy_from_the_protocol():
+    from diskbench.client import sender
+    assert sender.DROP_ORDER == P.drop_order()
+    assert sender.NO_ACK_NEEDED == P.no_ack_needed()
+    s = sender.Sender("127.0.0.1", 1, "n", SAMPLE[P.C2S][P.HELLO])
+    s.buffer.clear()
+    for type_ in (P.STOP, P.HEARTBEAT, P.PERF, P.ROLLOVER, P.STATS, P.PERF):
+        s.buffer.append((len(s.buffer) + 1, type_, b""))
+    dropped = [s._drop_one() for _ in range(5)]
+    assert dropped == [(3, P.PERF), (6, P.PERF), (2, P.HEARTBEAT), (5, P.STATS), None]
+    assert [t for _, t, _ in s.buffer] == [P.STOP, P.ROLLOVER]
+
+
+def test_every_client_type_has_an_entry_in_the_registry():
+    from diskbench.server import registry
+    assert set(registry._APPLY) == set(P.types_for(P.C2S))
+    for method in registry._APPLY.values():
+        assert callable(getattr(registry.Registry, method))
+
+
+def test_every_server_type_has_a_handler_in_the_client():
+    from diskbench.client import sender
+    assert set(sender._ON_SERVER_MESSAGE) == set(P.types_for(P.S2C))
+
+
+def test_every_client_type_is_relayed_from_a_child_or_sent_by_the_supervisor():
+    from diskbench.client import supervisor
+    relayed, own = set(supervisor.ON_CHILD_ITEM), set(supervisor.NOT_FROM_CHILDREN)
+    assert not relayed & own
+    assert relayed | own == set(P.types_for(P.C2S))

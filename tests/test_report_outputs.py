@@ -7,10 +7,12 @@ import os
 import re
 
 from diskbench import exitcodes, metrics
+from diskbench import protocol as P
+from diskbench.metrics import MIB
 from diskbench.compat import PY2
 from diskbench.report import rerender
 from tests.helpers import REPO
-from tests.report_runs import (Crafted, by_client, copy_run, load_report, real_run,
+from tests.report_runs import (T0, Crafted, by_client, copy_run, load_report, real_run,
                                run_report)
 from tests.test_server_fakes import ServerProc
 
@@ -150,6 +152,8 @@ def test_report_csv_files_load_and_agree_with_report_json(procs, tmpdir):
 def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
     run = Crafted(str(tmpdir.join("doc")))
     run.client("n1", "h1", 100, 0.004)
+    run.add("n1", P.HEARTBEAT, T0 + 3.0, writer_pid=42, writer_alive=True,
+            bytes_written=200 * MIB, chunks_written=20, progress_age_s=0.25)
     run.client("a-client-name-that-is-far-too-long-for-any-table-column", "h2", 30, 0.01,
                stop=False)
     code, out, err = run_report(procs, run.save())
@@ -158,7 +162,8 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert rep["report_format"] == 2
     e = by_client(rep)["n1"]
     assert set(e["throughput_timeline"][0]) == set(["t_s", "length_s", "mib_s"])
-    assert e["last_heartbeat"] is None or "progress_age_s" in e["last_heartbeat"]
+    assert e["last_heartbeat"]["progress_age_s"] == 0.25
+    assert e["last_heartbeat"]["progress_mib"] == 200.0
     with open(os.path.join(REPO, "docs", "REPORT-FORMAT.md")) as f:
         doc = f.read()
     documented = set(re.findall(r"`([a-z_\[\]\.0-9]+)`", doc))
@@ -240,3 +245,42 @@ def test_report_html_escapes_client_text(procs, tmpdir):
     assert page.count("<script>") == 1           # only the page's own sort script
     with open(os.path.join(run.log_dir, "report.json")) as f:
         json.load(f)
+
+
+def _html_series(page, chart):
+    """{client: count of series paths} in chart ``chart`` of report.html's text."""
+    svg = re.search(r'<svg[^>]*data-chart="%s".*?</svg>' % chart, page, re.S)
+    assert svg, "no %s chart" % chart
+    out = {}
+    for name in re.findall(r'<path class="series" data-client="([^"]*)"', svg.group(0)):
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def test_report_html_has_one_series_per_client_and_folds_a_long_legend(procs, tmpdir):
+    """The same checks as the Chromium tests, on the file's text (no browser
+    needed): every client has its line in every chart (two in latency: p99 and
+    p50), and past LEGEND_MAX clients the legend folds and the lines thin."""
+    from diskbench.report import htmlout
+    few, many = Crafted(str(tmpdir.join("few"))), Crafted(str(tmpdir.join("many")))
+    for i in range(3):
+        few.client("c%d" % i, "h%d" % i, 10 + i, 0.004, intervals=2)
+    names = ["node%02d" % i for i in range(htmlout.LEGEND_MAX + 4)]
+    for i, name in enumerate(names):
+        many.client(name, "host%02d" % i, 20 + i, 0.002, intervals=2)
+    pages = {}
+    for run in (few, many):
+        code, out, err = run_report(procs, run.save())
+        assert code == 0, err
+        with open(os.path.join(run.log_dir, "report.html")) as f:
+            pages[run] = f.read()
+    for chart, per_client in (("throughput", 1), ("latency", 2), ("cpu", 1), ("rss", 1)):
+        assert _html_series(pages[few], chart) == dict(
+            ("c%d" % i, per_client) for i in range(3)), chart
+    assert sorted(_html_series(pages[many], "throughput")) == names
+    assert set(re.findall(r'stroke-width="([0-9.]+)"', pages[few])) == set(["1.60"])
+    thin = 1.6 * htmlout.LEGEND_MAX / len(names)
+    assert set(re.findall(r'stroke-width="([0-9.]+)"', pages[many])) == set(["%.2f" % thin])
+    assert '<p class="legend"><span>' in pages[few]
+    assert '<p class="legend"><span>' not in pages[many]
+    assert "%d clients: hover a line for its name" % len(names) in pages[many]

@@ -37,8 +37,8 @@ class Peer(object):
         return protocol.make(type_, protocol.C2S, name=self.name, seq=self.seq,
                              ts=T0, **fields)
 
-    def hello(self):
-        m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid))
+    def hello(self, **fields):
+        m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid, **fields))
         outcome = self.registry.hello(m, T0, self.conn, "127.0.0.1:1", self.sender)
         if outcome[0] == reg.NEW:
             self.registry.recorded(self.name, m.seq)
@@ -181,6 +181,30 @@ def test_registry_liveness_marks_only_clients_silent_past_the_timeout():
     assert "silent for 10.5 s" in r.clients["a"].reason
 
 
+def test_registry_went_away_timeout_is_counted_in_each_clients_own_heartbeats():
+    """Without --heartbeat-timeout a client is went away after HEARTBEAT_LIVENESS
+    of the heartbeat intervals it announced; the flag overrides it for all."""
+    r, clock = _registry(heartbeat_timeout=None)
+    fast, slow = Peer(r, "fast"), Peer(r, "slow", pid=1)
+    fast.hello(heartbeat_interval_s=1.0)
+    slow.hello(heartbeat_interval_s=4.0)
+    for p in (fast, slow):
+        p.start()
+    clock.t += reg.HEARTBEAT_LIVENESS * 1.0 + 0.5
+    assert r.check_liveness() == ["fast"]
+    clock.t += reg.HEARTBEAT_LIVENESS * 3.0
+    assert r.check_liveness() == ["slow"]
+    fixed, clock = _registry(heartbeat_timeout=20.0)
+    for name, interval in (("fast", 1.0), ("slow", 4.0)):
+        p = Peer(fixed, name, pid=int(interval))
+        p.hello(heartbeat_interval_s=interval)
+        p.start()
+    clock.t += 19.0
+    assert fixed.check_liveness() == []
+    clock.t += 1.5
+    assert sorted(fixed.check_liveness()) == ["fast", "slow"]
+
+
 def test_registry_client_waiting_for_go_is_exempt_from_liveness():
     r, clock = _registry(expected_clients=2, heartbeat_timeout=1.0, start_timeout=60.0)
     p = Peer(r, "a")
@@ -201,7 +225,7 @@ def test_registry_duplicate_seq_is_not_applied_twice():
     assert p.send_msg(older) == reg.DUPLICATE
     client = r.clients["a"]
     assert client.close_times == [0.1] and client.duplicates == 2
-    assert r.ack_point("a") == m.seq
+    assert r.clients["a"].recorded_seq == m.seq
 
 
 def test_registry_same_name_from_another_process_is_rejected():
@@ -462,12 +486,42 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
         assert needle in text, needle
 
 
+def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
+    """Changing report.PCTS changes report.json and report.txt alike (no crash,
+    no leftover p99 anywhere)."""
+    monkeypatch.setattr(report, "PCTS", (10, 90))
+    r, _ = _registry()
+    peers = [Peer(r, n, pid=i + 1) for i, n in enumerate(("a", "b"))]
+    for p in peers:
+        p.hello()
+        p.start()
+        p.perf(T0, T0 + 2, 1 << 20, (0.001, 0.002, 0.003))
+    peers[0].stop()
+    rep = report.build(r.snapshot(), T0, T0 + 10, run_label="t")
+    for e in rep["clients"]:
+        assert set(e["latency_ms"]) == set(["min", "mean", "p10", "p90", "max",
+                                            "sample_count"])
+        assert set(e["throughput_mib_s"]) == set(["mean", "while_writing", "min", "p10",
+                                                  "p90", "max"])
+    assert "p10" in rep["totals"]["latency_ms"] and "p99" not in rep["totals"]["latency_ms"]
+    text = report.render_text(rep)
+    assert "p10 ms" in text and "p90 ms" in text and "p99" not in text and "p50" not in text
+    assert "chunk latency ms: p10 1.00 p90 3.00 max" in text.replace("1.01", "1.00")
+    json.loads(report.render_json(rep))
+
+
 def test_report_with_no_clients_is_still_written(tmpdir):
     r, _ = _registry()
     rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
-    report.write(str(tmpdir), rep)
-    assert rep["totals"]["client_count"] == 0
-    assert "no client reported" in rep["aggregate"]["period_note"]
+    paths, failed = report.write(str(tmpdir), rep)
+    assert failed == []
+    assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.txt"]
+    with open(os.path.join(str(tmpdir), "report.json")) as f:
+        on_disk = json.load(f)
+    assert on_disk["totals"]["client_count"] == 0 and on_disk["clients"] == []
+    assert "no client reported" in on_disk["aggregate"]["period_note"]
+    with open(os.path.join(str(tmpdir), "report.txt")) as f:
+        assert "no client reported" in f.read()
 
 
 # --- recorder --------------------------------------------------------------------------
@@ -617,7 +671,7 @@ def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
     # "a" reconnects: its hello is a duplicate, re-acked up to what is on record
     again = Peer(r, "a")
     outcome, _ = again.hello()
-    assert outcome == reg.DUPLICATE and r.ack_point("a") == 3
+    assert outcome == reg.DUPLICATE and r.clients["a"].recorded_seq == 3
     assert r.clients["a"].state == reg.RUNNING and not r.clients["a"].restart_pending
     again.seq = 3                                     # it goes on where it was
     assert again.perf(T0 + 1, T0 + 2, 1 << 20) == reg.NEW

@@ -10,17 +10,15 @@ import sys
 
 import diskbench
 from diskbench import exitcodes, protocol
-from diskbench.cli import bad_name_reason, display_path, printable, read_secret
+from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
+                           display_path, printable, prog_name, read_secret)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
-from diskbench.client.supervisor import (FINAL_ACK_TIMEOUT_S, START_METHOD_ENV,
-                                         STALL_TIMEOUT_S, Supervisor)
+from diskbench.client import config
+from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
 from diskbench.compat import PY2
 from diskbench.metrics import MIB, utc
 
-SECRET_ENV = "DISKBENCH_SECRET"
-DEFAULT_LOG_DIR = "diskbench-logs"
-PROG = "python -m diskbench.client"
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
 MAX_DURATION_S = 30 * 86400.0       # --duration, --deliver-timeout, --connect-timeout
 MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
@@ -69,15 +67,10 @@ up to %d unacknowledged messages (then drops the oldest perf samples first,
 counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code USAGE
-        sys.stderr.write("%s: error: %s (see --help)\n" % (self.prog, printable(message)))
-        sys.exit(exitcodes.USAGE)
-
-
 def build_parser():
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+    p = OneLineParser(prog=prog_name("diskbench.client"), description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version="diskbench %s" % diskbench.__version__)
     p.add_argument("directory", metavar="DIRECTORY", help="where data files are written")
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
                    metavar="HOST[:PORT]", help="the diskbench server (default "
@@ -88,16 +81,17 @@ def build_parser():
                    % (checks.MIN_CHUNK_MB, checks.MIN_CHUNK_MB))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default 10 x chunk)")
-    p.add_argument("--duration", type=float, default=60.0, metavar="SECONDS",
-                   help="how long to write, counted from the server's go (default 60)")
-    p.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
-                   help="writer CPU%%/RSS report interval (default 10)")
-    p.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="S",
-                   help="heartbeat interval (default 5)")
-    p.add_argument("--perf-interval", type=float, default=1.0, metavar="S",
-                   help="perf samples aggregate this long (default 1)")
-    p.add_argument("--max-files", type=int, default=2, metavar="N",
-                   help="most data files kept at once (default 2)")
+    p.add_argument("--duration", type=float, default=config.DURATION_S, metavar="SECONDS",
+                   help="how long to write, counted from the server's go (default "
+                   "%(default)g)")
+    p.add_argument("--stats-interval", type=float, default=config.STATS_INTERVAL_S,
+                   metavar="S", help="writer CPU%%/RSS report interval (default %(default)g)")
+    p.add_argument("--heartbeat-interval", type=float, default=config.HEARTBEAT_INTERVAL_S,
+                   metavar="S", help="heartbeat interval (default %(default)g)")
+    p.add_argument("--perf-interval", type=float, default=config.PERF_INTERVAL_S,
+                   metavar="S", help="perf samples aggregate this long (default %(default)g)")
+    p.add_argument("--max-files", type=int, default=config.MAX_FILES, metavar="N",
+                   help="most data files kept at once (default %(default)d)")
     p.add_argument("--keep-data", action="store_true",
                    help="leave the data files in DIRECTORY at exit")
     p.add_argument("--preallocate", action="store_true",
@@ -111,20 +105,20 @@ def build_parser():
                    "(default ./%s)" % DEFAULT_LOG_DIR)
     p.add_argument("--secret-file", metavar="PATH",
                    help="file holding the secret shared with the server (HMAC)")
-    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
-                   help="keep trying to reach the server this long (default 10)")
-    p.add_argument("--deliver-timeout", type=float, default=FINAL_ACK_TIMEOUT_S,
+    p.add_argument("--connect-timeout", type=float, default=config.CONNECT_TIMEOUT_S,
+                   metavar="S", help="keep trying to reach the server this long "
+                   "(default %(default)g)")
+    p.add_argument("--deliver-timeout", type=float, default=config.DELIVER_TIMEOUT_S,
                    metavar="S", help="after the run, keep trying this long to get "
-                   "every result acknowledged by the server (default %g)"
-                   % FINAL_ACK_TIMEOUT_S)
-    p.add_argument("--progress-interval", type=float, default=progress.PLAIN_EVERY_S,
+                   "every result acknowledged by the server (default %(default)g)")
+    p.add_argument("--progress-interval", type=float, default=config.PROGRESS_INTERVAL_S,
                    metavar="S", help="without a terminal, a progress line in the log "
-                   "this often (default %g; on a terminal one line is updated every "
-                   "%g s)" % (progress.PLAIN_EVERY_S, progress.REFRESH_S))
-    p.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S, metavar="S",
-                   help="a writer with no progress this long is stalled: logged and "
-                   "reported; if it then has to be killed at the end, exit 17 "
-                   "(default %g)" % STALL_TIMEOUT_S)
+                   "this often (default %%(default)g; on a terminal one line is updated "
+                   "every %g s)" % progress.REFRESH_S)
+    p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
+                   metavar="S", help="a writer with no progress this long is stalled: "
+                   "logged and reported; if it then has to be killed at the end, exit 17 "
+                   "(default %(default)g)")
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -245,6 +239,22 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
+def _hello(cfg, shown, fs, expected, mib_s):
+    """The hello's fields: who this client is and what it will run."""
+    return dict(
+        client_version=diskbench.__version__,
+        hostname=printable(socket.gethostname()),
+        pid=os.getpid(), python_version=platform.python_version(),
+        platform=printable(platform.platform()), directory=shown,
+        fs_type=printable(fs),
+        chunk_bytes=cfg.chunk_bytes, file_bytes=cfg.file_bytes, duration_s=cfg.duration_s,
+        max_files=cfg.max_files, sync_mode=cfg.sync_mode, preallocate=cfg.preallocate,
+        stats_interval_s=cfg.stats_interval_s,
+        heartbeat_interval_s=cfg.heartbeat_interval_s,
+        psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
+        calibration_mib_s=mib_s)
+
+
 def _undelivered_path(log):
     """``client-NAME.undelivered.jsonl`` next to the client log."""
     base = log.handlers[0].baseFilename
@@ -332,7 +342,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
              "calibration %.0f MiB/s -> ~%.1f rollovers expected; log %s",
              diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
              args.duration, mib_s, expected, log.handlers[0].baseFilename)
-    cfg = dict(
+    cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
         perf_interval_s=args.perf_interval, stats_interval_s=args.stats_interval,
@@ -343,19 +353,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
         start_method=args.start_method or None)
-    hello = dict(
-        client_version=diskbench.__version__,
-        hostname=printable(socket.gethostname()),
-        pid=os.getpid(), python_version=platform.python_version(),
-        platform=printable(platform.platform()), directory=shown,
-        fs_type=printable(fs),
-        chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
-        max_files=args.max_files, sync_mode=sync_mode, preallocate=args.preallocate,
-        stats_interval_s=args.stats_interval,
-        heartbeat_interval_s=args.heartbeat_interval,
-        psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
-        calibration_mib_s=mib_s)
-    supervisor = Supervisor(cfg, hello, log)
+    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s), log)
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"

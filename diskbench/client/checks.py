@@ -16,9 +16,11 @@ from diskbench.client import writer as writer_mod
 from diskbench.compat import monotonic
 from diskbench.metrics import MIB
 
-#: The brief: chunks of at least 10 MB (we use MiB).
+#: Smallest chunk, in MiB: below it a chunk's time is more the cost of the write
+#: call (and of O_DIRECT's per-request latency) than the disk's streaming speed.
 MIN_CHUNK_MB = 10
-#: The brief: the run must allow at least this many rollovers.
+#: A run must allow at least this many rollovers, so the fsync + close of full
+#: files (and the next file's first writes) are part of what is measured.
 MIN_ROLLOVERS = 2
 #: Free space needed beyond max_files x file size.
 SPACE_MARGIN_BYTES = 64 * MIB
@@ -40,9 +42,10 @@ class CheckFailed(Exception):
 
 def check_sizes(chunk_mb, file_mb):
     if chunk_mb < MIN_CHUNK_MB:
-        raise CheckFailed(exitcodes.USAGE, "--chunk-mb %d is below the %d MiB minimum "
-                          "(the brief asks for chunks of at least 10 MB); use --chunk-mb "
-                          "%d or more" % (chunk_mb, MIN_CHUNK_MB, MIN_CHUNK_MB))
+        raise CheckFailed(exitcodes.USAGE, "--chunk-mb %d is below the %d MiB minimum: "
+                          "smaller chunks measure the cost of each write call more than "
+                          "the disk's throughput; use --chunk-mb %d or more"
+                          % (chunk_mb, MIN_CHUNK_MB, MIN_CHUNK_MB))
     if file_mb < chunk_mb:
         raise CheckFailed(exitcodes.USAGE, "--file-mb %d is smaller than --chunk-mb %d; "
                           "use --file-mb %d or more" % (file_mb, chunk_mb, chunk_mb))

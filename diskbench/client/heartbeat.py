@@ -5,12 +5,9 @@ bytes/chunks from the counters the writer updates after each chunk, and
 progress_age_s (seconds since the writer last finished a chunk). It runs in
 its own process so a saturated writer or main loop cannot delay it.
 """
-import os
-import signal
-
 from diskbench import protocol
-from diskbench.client import procinfo
-from diskbench.client.stats import send_quietly, wait_or_stop
+from diskbench.client import child, procinfo
+from diskbench.client.child import send_quietly, wait_or_stop
 from diskbench.compat import monotonic
 
 
@@ -24,11 +21,8 @@ def beat(writer_pid, counters):
 
 def heartbeat_main(conn, cfg, writer_pid, counters):
     """Entry point of the heartbeat process (module level: fork/spawn safe)."""
-    from diskbench.client.writer import CMD_STOP
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
-    parent = os.getppid()
-    interval = cfg["heartbeat_interval_s"]
+    parent = child.start()
+    interval = cfg.heartbeat_interval_s
     while True:
         try:
             item = beat(writer_pid, counters)
@@ -36,5 +30,5 @@ def heartbeat_main(conn, cfg, writer_pid, counters):
             item = None
         if item is not None and not send_quietly(conn, item):
             return
-        if wait_or_stop(conn, interval, parent, CMD_STOP):
+        if wait_or_stop(conn, interval, parent):
             return

@@ -2,7 +2,7 @@
 
 On a terminal (stderr is a TTY) one line is rewritten in place every
 REFRESH_S: elapsed/remaining, MiB/s now, MiB written, rollovers. Otherwise a
-plain line goes to the log every PLAIN_EVERY_S. Log lines printed meanwhile
+plain line goes to the log every --progress-interval. Log lines printed meanwhile
 first clear the progress line (``ClearingHandler``), so the two never mix.
 
 The figures come from the perf messages the writer sends, the same ones the
@@ -21,8 +21,6 @@ from diskbench.metrics import mib
 
 #: The progress line on a terminal is redrawn this often (seconds).
 REFRESH_S = 1.0
-#: Without a terminal, a plain progress line this often (seconds).
-PLAIN_EVERY_S = 10.0
 #: "MiB/s now" is over the perf intervals of the last this many seconds.
 NOW_WINDOW_S = 5.0
 _CLEAR = "\r\x1b[2K"
@@ -85,7 +83,7 @@ class Progress(object):
         self.next_due = None
         self.shown = False      # a progress line is on screen now
 
-    def start(self, duration_s, plain_every_s=PLAIN_EVERY_S):
+    def start(self, duration_s, plain_every_s):
         self.duration_s = duration_s
         self.plain_every_s = plain_every_s
         self.t0 = self.next_due = self.clock()

@@ -37,12 +37,10 @@ from diskbench.compat import wait_readable
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).
 BUFFER_MAX = 10000
-#: Dropped first on overflow (oldest first), then DROPPABLE; others never.
-DROP_FIRST = (protocol.PERF,)
-DROPPABLE = (protocol.HEARTBEAT, protocol.STATS, protocol.NOTE, protocol.PONG)
-#: Messages whose acknowledgement nobody waits for at the end: a server that
-#: has the stop summary may complete its run and exit before acking the bye.
-NO_ACK_NEEDED = (protocol.BYE, protocol.PONG)
+#: What a full buffer drops, first to go first (protocol.POLICY decides).
+DROP_ORDER = protocol.drop_order()
+#: Messages whose acknowledgement nobody waits for at the end (protocol.POLICY).
+NO_ACK_NEEDED = protocol.no_ack_needed()
 #: One connection attempt may take this long.
 CONNECT_ATTEMPT_TIMEOUT_S = 2.0
 #: A send that makes no progress for this long counts as a broken connection.
@@ -72,7 +70,6 @@ class Sender(object):
         self.buffer = collections.deque()   # (seq, type, line), seq ascending
         self.next_seq = 1
         self.dropped = 0
-        self.acked_upto = 0
         self.sent_upto = 0                  # highest seq written on this connection
         self.sock = None
         self.gen = 0                        # connection generation
@@ -217,7 +214,7 @@ class Sender(object):
         older one of its kind is buffered. A seq the I/O thread already wrote
         to the socket may be dropped too: the server may or may not have it.
         """
-        for kinds in (DROP_FIRST, DROPPABLE):
+        for kinds in DROP_ORDER:
             for i, item in enumerate(self.buffer):
                 if item[1] in kinds:
                     del self.buffer[i]
@@ -368,43 +365,61 @@ class Sender(object):
         return True
 
     def _handle(self, msg):
-        if msg.type == protocol.ACK:
-            with self.cond:
-                upto, ours = msg.upto_seq, self.next_seq - 1
-                if upto > ours:  # never sent: not ours, so nothing of ours is acked
-                    first = self.ack_beyond is None
-                    self.ack_beyond = (upto, ours)
-                    self.cond.notify_all()
-            if upto > ours:
-                if first:
-                    self._log("error", "the server acknowledged seq %d but this client "
-                              "has only sent up to seq %d: another peer may have taken "
-                              "over the name %s, and our results may not be recorded; "
-                              "keeping them (see the undelivered file at the end)",
-                              upto, ours, self.name)
-                return
-            with self.cond:
-                self.acked_upto = max(self.acked_upto, upto)
-                while self.buffer and self.buffer[0][0] <= upto:
-                    self.buffer.popleft()
-                self.cond.notify_all()
-        elif msg.type == protocol.GO:
-            if not self.go.is_set():
-                self.run_id = msg.run_id
-                self.go.set()
-        elif msg.type == protocol.PING:
-            self.send(protocol.PONG, nonce=msg.nonce, client_time=time.time())
-        elif msg.type == protocol.STOP:
-            with self.cond:
-                if self.server_stop is None:
-                    self.server_stop = msg.reason
-                self.cond.notify_all()
-        elif msg.type == protocol.REJECTED:
-            with self.cond:
-                self.rejected = msg.reason
-                self.cond.notify_all()
-        else:  # a type this version does not handle: log it, never crash
+        handler = _ON_SERVER_MESSAGE.get(msg.type)
+        if handler is None:  # decode refuses unknown types; never crash on one anyway
             self._log("warning", "ignored server message of type %s", msg.type)
+            return
+        handler(self, msg)
+
+    def _on_ack(self, msg):
+        with self.cond:
+            upto, ours = msg.upto_seq, self.next_seq - 1
+            if upto > ours:  # never sent: not ours, so nothing of ours is acked
+                first = self.ack_beyond is None
+                self.ack_beyond = (upto, ours)
+                self.cond.notify_all()
+        if upto > ours:
+            if first:
+                self._log("error", "the server acknowledged seq %d but this client "
+                          "has only sent up to seq %d: another peer may have taken "
+                          "over the name %s, and our results may not be recorded; "
+                          "keeping them (see the undelivered file at the end)",
+                          upto, ours, self.name)
+            return
+        with self.cond:
+            while self.buffer and self.buffer[0][0] <= upto:
+                self.buffer.popleft()
+            self.cond.notify_all()
+
+    def _on_go(self, msg):
+        if not self.go.is_set():
+            self.run_id = msg.run_id
+            self.go.set()
+
+    def _on_ping(self, msg):
+        self.send(protocol.PONG, nonce=msg.nonce, client_time=time.time())
+
+    def _on_stop(self, msg):
+        with self.cond:
+            if self.server_stop is None:
+                self.server_stop = msg.reason
+            self.cond.notify_all()
+
+    def _on_rejected(self, msg):
+        with self.cond:
+            self.rejected = msg.reason
+            self.cond.notify_all()
+
+
+#: Every server -> client type and what the sender does with it (a test checks
+#: that each type in protocol.SPECS[S2C] has its entry).
+_ON_SERVER_MESSAGE = {
+    protocol.ACK: Sender._on_ack,
+    protocol.GO: Sender._on_go,
+    protocol.PING: Sender._on_ping,
+    protocol.STOP: Sender._on_stop,
+    protocol.REJECTED: Sender._on_rejected,
+}
 
 
 def _close_socket(sock):

@@ -5,54 +5,20 @@ With psutil: ``psutil.Process(writer_pid).cpu_percent()`` and
 /proc/PID/stat and VmRSS from /proc/PID/status (source "proc"), and a NOTE
 says so once. It never crashes: a sample that cannot be taken is skipped.
 """
-import os
-import signal
-
 from diskbench import protocol
-from diskbench.client import procinfo
+from diskbench.client import child, procinfo
+from diskbench.client.child import send_quietly, wait_or_stop
 from diskbench.compat import monotonic
-
-#: Longest single wait, so a dead parent is noticed quickly.
-POLL_SLICE_S = 0.25
-
-
-def wait_or_stop(conn, seconds, parent, stop_cmd):
-    """Wait ``seconds`` on the pipe; True when told to stop or the parent died."""
-    deadline = monotonic() + seconds
-    while True:
-        if os.getppid() != parent:
-            return True
-        left = deadline - monotonic()
-        if left <= 0:
-            return False
-        try:
-            if conn.poll(min(left, POLL_SLICE_S)):
-                if conn.recv() == stop_cmd:
-                    return True
-        except (OSError, IOError, EOFError):
-            return True
-
-
-def send_quietly(conn, item):
-    try:
-        conn.send(item)
-        return True
-    except (OSError, IOError, EOFError, ValueError):
-        return False
-
 
 def stats_main(conn, cfg, writer_pid):
     """Entry point of the stats process (module level: fork/spawn safe)."""
-    from diskbench.client.writer import CMD_STOP
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
-    parent = os.getppid()
-    interval = cfg["stats_interval_s"]
+    parent = child.start()
+    interval = cfg.stats_interval_s
     sampler = procinfo.CpuSampler(writer_pid)
     if sampler.source != procinfo.SOURCE_PSUTIL:
         send_quietly(conn, (protocol.NOTE, dict(text=procinfo.NO_PSUTIL_NOTE)))
     last = monotonic()
-    while not wait_or_stop(conn, interval, parent, CMD_STOP):
+    while not wait_or_stop(conn, interval, parent):
         try:
             sample = sampler.sample()
         except Exception:  # never crash the stats process

@@ -11,7 +11,7 @@ ACK -> exit code.
 A server outage never pauses the writer: the sender keeps everything
 unacknowledged (bounded) and reconnects for as long as the run lasts. If the
 server still has not acknowledged everything --deliver-timeout after the
-stop, the unacknowledged wire lines are saved to ``cfg["undelivered_path"]``
+stop, the unacknowledged wire lines are saved to ``cfg.undelivered_path``
 (JSON lines, exactly as they would have been sent), the log says how many
 (a signal during that wait cuts it short),
 and a run that would have exited OK exits CLIENT_SERVER instead (its results
@@ -21,11 +21,12 @@ import ctypes
 import os
 import signal
 
-from diskbench import exitcodes, protocol
-from diskbench.client import heartbeat, progress, stats, writer
+from diskbench import exitcodes, protocol, signals
+from diskbench.client import child, heartbeat, progress, stats, writer
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
 from diskbench.metrics import MIB
+from diskbench.signals import SignalFlag
 
 #: The main loop wakes at least this often (a dead child is seen within it).
 LOOP_TICK_S = 0.2
@@ -35,20 +36,11 @@ DRAIN_BATCH = 200
 CHILD_STOP_TIMEOUT_S = 15.0
 #: ... and this long after SIGTERM before SIGKILL.
 CHILD_KILL_TIMEOUT_S = 3.0
-#: How long to wait for the server to acknowledge STOP and BYE (and anything
-#: still unacknowledged) by default; --deliver-timeout overrides it.
-FINAL_ACK_TIMEOUT_S = 30.0
 #: Once the results are acknowledged, the bye gets this much longer for its
 #: own ack (the server may exit right after the stop summary; not waited for).
 BYE_GRACE_S = 0.5
 #: Env var choosing the multiprocessing start method (fork/spawn/forkserver).
 START_METHOD_ENV = "DISKBENCH_START_METHOD"
-#: A writer that has not finished a chunk for this long is stalled (a disk that
-#: stops answering, a stopped process): logged and reported as an ERROR while
-#: it lasts. Many chunk times of any disk worth measuring; --stall-timeout
-#: overrides it. A stalled writer also gets only this long (at most
-#: CHILD_STOP_TIMEOUT_S) to obey the stop command before SIGTERM.
-STALL_TIMEOUT_S = 30.0
 #: A main-loop wake-up this much later than LOOP_TICK_S means this process was
 #: paused (SIGSTOP, a frozen VM): said in the log and to the server.
 PAUSE_NOTICE_S = 2.0
@@ -56,16 +48,6 @@ PAUSE_NOTICE_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
-
-
-class _Signals(object):
-    received = None
-    count = 0
-
-
-def _on_signal(signum, frame):
-    _Signals.received = signum  # only a flag: the loop does the work
-    _Signals.count += 1
 
 
 class Outcome(object):
@@ -79,8 +61,8 @@ class Supervisor(object):
     def __init__(self, cfg, hello_fields, log):
         self.cfg = cfg
         self.log = log
-        self.sender = Sender(cfg["host"], cfg["port"], cfg["name"], hello_fields,
-                             secret=cfg.get("secret"), log=log)
+        self.sender = Sender(cfg.host, cfg.port, cfg.name, hello_fields,
+                             secret=cfg.secret, log=log)
         self.procs = {}       # role -> Process
         self.conns = {}       # role -> parent end of its pipe
         self.counters = None
@@ -90,36 +72,32 @@ class Supervisor(object):
         self.t_go = None
         self.started = False
         self.stalled = False      # the writer is stalled now
-        self.stalls = 0           # stalls seen in this run
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
+        self.signals = SignalFlag()  # installed by run()
 
     # --- entry ---------------------------------------------------------------------
     def run(self):
-        _Signals.received = None
-        _Signals.count = 0
-        old = {}
-        for signum in STOP_SIGNALS:
-            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
-                self.log.info("SIGHUP is ignored (nohup?): running detached")
-                continue  # started under nohup: the user asked to outlive the session
-            old[signum] = signal.signal(signum, _on_signal)
+        taken = list(STOP_SIGNALS)
+        if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+            self.log.info("SIGHUP is ignored (nohup?): running detached")
+            taken.remove(signal.SIGHUP)  # under nohup: the user asked to outlive the session
+        self.signals = SignalFlag().install(taken)  # only a flag: the loop does the work
         try:
             return self._run()
         finally:
-            for signum, handler in old.items():
-                signal.signal(signum, handler)
+            self.signals.restore()
 
     def _run(self):
         cfg, log = self.cfg, self.log
-        where = "%s:%d" % (cfg["host"], cfg["port"])
+        where = "%s:%d" % (cfg.host, cfg.port)
         self.sender.start()
-        if not self.sender.wait_connected(cfg["connect_timeout_s"]):
+        if not self.sender.wait_connected(cfg.connect_timeout_s):
             self.sender.close(0)
             return self._fail(exitcodes.CLIENT_SERVER, "cannot reach the diskbench server "
                               "at %s within %g s (%s); start the server or fix --server / "
-                              "--connect-timeout" % (where, cfg["connect_timeout_s"],
+                              "--connect-timeout" % (where, cfg.connect_timeout_s,
                                                      self.sender.last_error))
         outcome = self._wait_for_go(where)
         if outcome is not None:
@@ -130,7 +108,7 @@ class Supervisor(object):
         for handler in log.handlers:
             if isinstance(handler, progress.ClearingHandler):
                 handler.progress = self.progress
-        self.progress.start(self.cfg["duration_s"], self.cfg["progress_interval_s"])
+        self.progress.start(self.cfg.duration_s, self.cfg.progress_interval_s)
         self._start_children()
         outcome = self._loop()
         return self._finish(outcome)
@@ -144,14 +122,14 @@ class Supervisor(object):
             if self.sender.rejected is not None:
                 return Outcome(None, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)
-            if _Signals.received is not None:
+            if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
                                "interrupted by signal %d before the run started"
-                               % _Signals.received)
+                               % self.signals.last)
             if self.sender.server_stop is not None:
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
-            if self.sender.disconnected_for() > self.cfg["connect_timeout_s"]:
+            if self.sender.disconnected_for() > self.cfg.connect_timeout_s:
                 return Outcome(None, exitcodes.CLIENT_SERVER, "lost the server at %s "
                                "before the run started (%s); check the server"
                                % (where, self.sender.last_error))
@@ -163,16 +141,15 @@ class Supervisor(object):
     # --- children ---------------------------------------------------------------------
     def _start_children(self):
         cfg = self.cfg
-        ctx = mp_context(cfg.get("start_method"))
-        child_cfg = dict((k, v) for k, v in cfg.items() if k != "secret")
+        ctx = mp_context(cfg.start_method)
+        child_cfg = cfg.for_children()
         self.counters = (ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_double, monotonic()))
         # Children must not get Ctrl-C or a hangup (only the supervisor does: a
         # terminal sends both to the whole process group): they set SIG_IGN first
         # thing, and inherit it here too so no early signal kills them.
-        previous = dict((signum, signal.signal(signum, signal.SIG_IGN))
-                        for signum in (signal.SIGINT, signal.SIGHUP))
+        previous = signals.ignore(child.LEFT_TO_SUPERVISOR)
         try:
             self._spawn(ctx, WRITER, writer.writer_main, (child_cfg, self.counters))
             wpid = self.procs[WRITER].pid
@@ -180,8 +157,7 @@ class Supervisor(object):
             self._spawn(ctx, HEARTBEAT, heartbeat.heartbeat_main,
                         (child_cfg, wpid, self.counters))
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.restore(previous)
         self.watch_from = monotonic()
         self.log.info("children started: writer pid %d, stats pid %d, heartbeat pid %d "
                       "(start method %s)", wpid, self.procs[STATS].pid,
@@ -222,29 +198,40 @@ class Supervisor(object):
         except (TypeError, ValueError):
             self.log.warning("ignored a malformed item from %s: %r", role, item)
             return
+        if type_ not in ON_CHILD_ITEM:
+            self.log.warning("ignored a %r item from %s: children do not send it",
+                             type_, role)
+            return
         msg = self.sender.send(type_, **fields)
         if msg is None:
             return  # invalid: the sender has logged why
-        log = self.log
-        if type_ == protocol.PERF:
-            self.progress.figures.perf(msg, monotonic())
-        elif type_ == protocol.START:
-            self.started = True
-            log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
-                     "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
-                     self.cfg["chunk_bytes"] // MIB, self.cfg["file_bytes"] // MIB,
-                     self.cfg["directory"], msg.sync_mode, msg.preallocate)
-        elif type_ == protocol.ROLLOVER:
-            self.progress.figures.rollovers += 1
-            log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
-                     msg.file_index, msg.file_bytes // MIB, msg.close_s,
-                     extra=progress.FILE_ONLY)
-        elif type_ == protocol.ERROR:
-            log.error("error from %s: %s", msg.source, msg.reason)
-            if role == WRITER and msg.fatal:
-                self.writer_error = msg
-        elif type_ == protocol.NOTE:
-            log.warning("note from %s: %s", role, msg.text)
+        on_item = ON_CHILD_ITEM[type_]
+        if on_item is not None:
+            on_item(self, role, msg)
+
+    def _on_perf(self, role, msg):
+        self.progress.figures.perf(msg, monotonic())
+
+    def _on_start(self, role, msg):
+        self.started = True
+        self.log.info("start: writer pid %d writing %d MiB chunks to %d MiB files in %s "
+                      "(sync_mode=%s, preallocate=%s)", msg.writer_pid,
+                      self.cfg.chunk_bytes // MIB, self.cfg.file_bytes // MIB,
+                      self.cfg.directory, msg.sync_mode, msg.preallocate)
+
+    def _on_rollover(self, role, msg):
+        self.progress.figures.rollovers += 1
+        self.log.info("rollover: file %d closed at %d MiB (fsync+close %.3f s)",
+                      msg.file_index, msg.file_bytes // MIB, msg.close_s,
+                      extra=progress.FILE_ONLY)
+
+    def _on_error(self, role, msg):
+        self.log.error("error from %s: %s", msg.source, msg.reason)
+        if role == WRITER and msg.fatal:
+            self.writer_error = msg
+
+    def _on_note(self, role, msg):
+        self.log.warning("note from %s: %s", role, msg.text)
 
     def _dead_child(self):
         for role, proc in sorted(self.procs.items()):
@@ -266,18 +253,18 @@ class Supervisor(object):
             if role is not None:
                 return self._child_died(role, proc)
             self._watch_progress()
-            if _Signals.received is not None:
+            if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
-                               "interrupted by signal %d" % _Signals.received)
+                               "interrupted by signal %d" % self.signals.last)
             if self.sender.server_stop is not None:
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
             if self.sender.rejected is not None:
                 return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)
-            if monotonic() - self.t_go >= cfg["duration_s"]:
+            if monotonic() - self.t_go >= cfg.duration_s:
                 return Outcome(protocol.STOP_DURATION, exitcodes.OK,
-                               "ran the configured %g s" % cfg["duration_s"])
+                               "ran the configured %g s" % cfg.duration_s)
 
     def _paused(self, gap):
         """This process did not run for ``gap`` s (SIGSTOP, a frozen VM): say so.
@@ -298,11 +285,10 @@ class Supervisor(object):
 
     def _watch_progress(self):
         """Notice a stalled writer (and its recovery): log it, tell the server."""
-        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        limit = self.cfg.stall_timeout_s
         age = self._progress_age()
         if age >= limit and not self.stalled:
             self.stalled = True
-            self.stalls += 1
             pid = self.procs[WRITER].pid
             self.log.error("writer (pid %d) stalled: no progress for %.1f s (--stall-timeout "
                            "%g s); a disk that stopped answering, or a stopped process?",
@@ -324,13 +310,13 @@ class Supervisor(object):
                 break
         code = proc.exitcode
         if role == WRITER and code == 0 and not self.writer_error and \
-                monotonic() - self.t_go >= self.cfg["duration_s"]:
+                monotonic() - self.t_go >= self.cfg.duration_s:
             # Its own safety net (DURATION_GRACE_S): it stopped itself on time,
             # while this process could not tell it to (paused, or very late).
             return Outcome(protocol.STOP_DURATION, exitcodes.OK,
                            "ran the configured %g s (the writer stopped itself at the "
                            "end of its duration; this process was paused for %.1f s)"
-                           % (self.cfg["duration_s"], self.paused_s))
+                           % (self.cfg.duration_s, self.paused_s))
         if role == WRITER and (code == writer.EXIT_DISK_ERROR or (
                 self.writer_error and self.writer_error.errno is not None)):
             reason = self.writer_error.reason if self.writer_error else "disk error"
@@ -349,11 +335,11 @@ class Supervisor(object):
         it), then SIGKILL; each bounded. Records who had to be signalled."""
         for role, conn in list(self.conns.items()):
             try:
-                conn.send(writer.CMD_STOP)
+                conn.send(child.CMD_STOP)
             except (OSError, IOError, EOFError):
                 pass
         wait_s = CHILD_STOP_TIMEOUT_S
-        limit = self.cfg.get("stall_timeout_s", STALL_TIMEOUT_S)
+        limit = self.cfg.stall_timeout_s
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
         deadline = monotonic() + wait_s
@@ -389,9 +375,9 @@ class Supervisor(object):
 
     def _remove_leftovers(self):
         """Data files of a writer that could not clean up (e.g. kill -9)."""
-        if self.cfg["keep_data"] or WRITER not in self.procs:
+        if self.cfg.keep_data or WRITER not in self.procs:
             return
-        directory, pid = self.cfg["directory"], self.procs[WRITER].pid
+        directory, pid = self.cfg.directory, self.procs[WRITER].pid
         try:
             names = os.listdir(directory)
         except OSError as exc:
@@ -399,7 +385,7 @@ class Supervisor(object):
                              directory, exc)
             return
         for filename in sorted(names):  # exactly ours: never a longer name's files
-            if writer.data_file_index(filename, self.cfg["name"], pid) is None:
+            if writer.data_file_index(filename, self.cfg.name, pid) is None:
                 continue
             path = os.path.join(directory, filename)
             try:
@@ -459,21 +445,21 @@ class Supervisor(object):
         not delivered; a more specific failure code is kept.
         """
         log, sender = self.log, self.sender
-        timeout = self.cfg.get("deliver_timeout_s", FINAL_ACK_TIMEOUT_S)
+        timeout = self.cfg.deliver_timeout_s
         pending = sender.pending()
         if pending and not sender.connected():
             log.warning("server unreachable (%s); trying for up to %g s more to deliver "
                         "%d unacknowledged messages", sender.last_error, timeout, pending)
         deadline = monotonic() + timeout
-        signals = _Signals.count
-        while monotonic() < deadline and _Signals.count == signals:
+        seen = self.signals.count
+        while monotonic() < deadline and self.signals.count == seen:
             if sender.wait_delivered(min(LOOP_TICK_S, max(0.0, deadline - monotonic()))):
                 break
             if sender.rejected is not None or sender.ack_beyond is not None:
                 break
-        if _Signals.count != signals:
+        if self.signals.count != seen:
             log.warning("signal %d: not waiting any longer for the server's ack",
-                        _Signals.received)
+                        self.signals.last)
         if sender.wait_delivered(0):
             sender.wait_delivered(BYE_GRACE_S, everything=True)
         if sender.close(0) and sender.ack_beyond is None:
@@ -491,7 +477,7 @@ class Supervisor(object):
         return exitcodes.CLIENT_SERVER if code == exitcodes.OK else code
 
     def _save_undelivered(self, lines):
-        path = self.cfg.get("undelivered_path")
+        path = self.cfg.undelivered_path
         if not path:
             return "they are lost"
         try:
@@ -512,3 +498,19 @@ def start_method_of(ctx):
         return getter()
     except TypeError:
         return getter(allow_none=False)
+
+
+#: Every client -> server type a child (writer, stats, heartbeat) may send, and
+#: what the supervisor does besides relaying it (None: relay only).
+ON_CHILD_ITEM = {
+    protocol.START: Supervisor._on_start,
+    protocol.PERF: Supervisor._on_perf,
+    protocol.ROLLOVER: Supervisor._on_rollover,
+    protocol.ERROR: Supervisor._on_error,
+    protocol.NOTE: Supervisor._on_note,
+    protocol.STATS: None,
+    protocol.HEARTBEAT: None,
+}
+#: The rest are the supervisor's and the sender's own (a test checks that every
+#: type is in exactly one of the two).
+NOT_FROM_CHILDREN = (protocol.HELLO, protocol.STOP, protocol.PONG, protocol.BYE)

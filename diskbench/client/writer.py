@@ -26,16 +26,16 @@ import sys
 import time
 
 from diskbench import protocol
+from diskbench.client import child
 from diskbench.compat import buffer_from, monotonic, posix_fallocate
 from diskbench.metrics import LatencyHistogram
+from diskbench.signals import SignalFlag
 
 #: Exit code of the writer process after a disk error (it has sent an ERROR
 #: first); the supervisor maps it to exitcodes.CLIENT_DISK_ERROR.
 EXIT_DISK_ERROR = 3
 #: Exit code of the writer after an unexpected exception (an ERROR was sent).
 EXIT_CRASH = 4
-#: The command the supervisor sends down the pipe to stop a child.
-CMD_STOP = "halt"
 #: Env var read in exactly one place (open_data_file): when set, every open
 #: with O_DIRECT fails with EINVAL, as on tmpfs or some network filesystems
 #: (this kernel accepts O_DIRECT even on tmpfs, so tests need to inject it).
@@ -172,8 +172,8 @@ class Writer(object):
         self.clock = clock        # intervals and duration (never in the timer)
         self.wall = wall
         self.pid = pid or os.getpid()
-        self.fsync_mode = cfg["sync_mode"] == protocol.SYNC_FSYNC
-        self.preallocate = bool(cfg["preallocate"])
+        self.fsync_mode = cfg.sync_mode == protocol.SYNC_FSYNC
+        self.preallocate = bool(cfg.preallocate)
         self.paths = []           # data files that exist now, oldest first
         self.file_index = -1
         self.fd = None
@@ -216,12 +216,12 @@ class Writer(object):
 
     # --- files -------------------------------------------------------------------
     def path_of(self, index):
-        return os.path.join(self.cfg["directory"],
-                            data_file_name(self.cfg["name"], self.pid, index))
+        return os.path.join(self.cfg.directory,
+                            data_file_name(self.cfg.name, self.pid, index))
 
     def open_next(self):
         """Delete the oldest files beyond --max-files, then open the next file."""
-        while self.paths and len(self.paths) + 1 > self.cfg["max_files"]:
+        while self.paths and len(self.paths) + 1 > self.cfg.max_files:
             self._unlink(self.paths.pop(0))
         self.file_index += 1
         path = self.path_of(self.file_index)
@@ -240,7 +240,7 @@ class Writer(object):
         self.file_written = 0
         if self.preallocate:
             try:
-                self.ops.fallocate(fd, 0, self.cfg["file_bytes"])
+                self.ops.fallocate(fd, 0, self.cfg.file_bytes)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EIO):
                     raise
@@ -288,7 +288,7 @@ class Writer(object):
             except OSError:
                 pass
             self.fd = None
-        if not self.cfg["keep_data"]:
+        if not self.cfg.keep_data:
             for path in self.paths:
                 self._unlink(path)
             self.paths = []
@@ -297,15 +297,15 @@ class Writer(object):
     def run(self):
         """Write until told to stop or the duration (+ grace) passes."""
         cfg = self.cfg
-        chunk, file_bytes = cfg["chunk_bytes"], cfg["file_bytes"]
-        interval = cfg["perf_interval_s"]
-        deadline = self.clock() + cfg["duration_s"] + DURATION_GRACE_S
+        chunk, file_bytes = cfg.chunk_bytes, cfg.file_bytes
+        interval = cfg.perf_interval_s
+        deadline = self.clock() + cfg.duration_s + DURATION_GRACE_S
         buf = self.payload.buffer
         try:
             self.open_next()
             self.send((protocol.START, dict(
                 writer_pid=self.pid, sync_mode=self.sync_mode(),
-                preallocate=self.preallocate, block_bytes=cfg.get("block_bytes", 4096),
+                preallocate=self.preallocate, block_bytes=cfg.block_bytes,
                 buffer_huge_bytes=self.payload.huge_page_bytes())))
             self._reset_interval()
             stop = self.should_stop()
@@ -343,14 +343,6 @@ class Writer(object):
 
 
 # --- the process ---------------------------------------------------------------------
-class _Flags(object):
-    terminated = False
-
-
-def _on_term(signum, frame):
-    _Flags.terminated = True
-
-
 def writer_main(conn, cfg, counters):
     """Entry point of the writer process (module level: fork/spawn safe).
 
@@ -358,25 +350,20 @@ def writer_main(conn, cfg, counters):
     read by the heartbeat process.
     """
     from diskbench.client.payload import Payload
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles it
-    signal.signal(signal.SIGTERM, _on_term)
-    parent = os.getppid()
+    parent = child.start()
+    terminated = SignalFlag().install([signal.SIGTERM])  # stop after this chunk
     bytes_v, chunks_v, progress_v = counters
     progress_v.value = monotonic()
 
     def send(item):
-        try:
-            conn.send(item)
-        except (OSError, IOError, EOFError):
-            pass  # the supervisor is gone; getppid notices next chunk
+        child.send_quietly(conn, item)  # the supervisor gone: getppid notices next chunk
 
     def should_stop():
-        if _Flags.terminated or os.getppid() != parent:
+        if terminated.count or os.getppid() != parent:
             return True
         try:
             if conn.poll(0):
-                return conn.recv() == CMD_STOP
+                return conn.recv() == child.CMD_STOP
         except (OSError, IOError, EOFError):
             return True
         return False
@@ -386,7 +373,7 @@ def writer_main(conn, cfg, counters):
         chunks_v.value = nchunks
         progress_v.value = monotonic()
 
-    payload = Payload(cfg["chunk_bytes"])
+    payload = Payload(cfg.chunk_bytes)
     writer = Writer(cfg, payload, send, should_stop, progress)
     code = 0
     try:

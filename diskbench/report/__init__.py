@@ -9,6 +9,7 @@ from __future__ import absolute_import
 
 import os
 
+from diskbench.fsutil import atomic_write
 from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
 from diskbench.server import report as report_mod
@@ -40,7 +41,7 @@ def write_all(log_dir, rep, out_dir=None, records=None, warn=None):
     written, failed = report_mod.write(out_dir, rep)
     run_start = rep["run"]["start_ts"]
     extra = (
-        (htmlout.REPORT_HTML, lambda p: report_mod.atomic_write(
+        (htmlout.REPORT_HTML, lambda p: atomic_write(
             p, _encode(htmlout.render(rep, series)))),
         (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(

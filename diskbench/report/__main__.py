@@ -6,16 +6,17 @@ line on stderr naming the fix).
 """
 from __future__ import absolute_import, print_function
 
-import argparse
 import os
 import sys
 
 from diskbench import exitcodes
+from diskbench.cli import OneLineParser, prog_name
+from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
 from diskbench.report import console_summary, rerender, write_all
 from diskbench.server import report as report_mod
 
-PROG = "python -m diskbench.report"
+PROG = prog_name("diskbench.report")
 
 
 def _fail(text):
@@ -28,7 +29,7 @@ def _warn(text):
 
 
 def main_rerender(argv):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG, description="Rebuild report.json, report.txt, report.html, clients.csv "
         "and timeseries.csv of a run from its perf.jsonl (also a run whose server was "
         "killed). 'compare RUN_A RUN_B' compares two runs.")
@@ -58,7 +59,7 @@ def main_rerender(argv):
 
 
 def main_compare(argv):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG + " compare", description="Per-client (matched by name, then host) "
         "and aggregate deltas of two runs: MiB/s mean and p99 chunk latency.")
     parser.add_argument("run_a", metavar="RUN_A", help="log dir or report.json")
@@ -74,7 +75,7 @@ def main_compare(argv):
     result = compare_mod.compare(rep_a, rep_b)
     sys.stdout.write(compare_mod.render_text(result, args.run_a, args.run_b))
     try:
-        report_mod.atomic_write(args.out, compare_mod.render_html(
+        atomic_write(args.out, compare_mod.render_html(
             result, args.run_a, args.run_b).encode("utf-8", "replace"))
     except (IOError, OSError) as exc:
         return _fail("cannot write %s (%s)" % (args.out, getattr(exc, "strerror", exc)))

@@ -6,9 +6,9 @@ from __future__ import absolute_import
 
 import csv
 import io
-import os
 
 from diskbench.compat import PY2
+from diskbench.fsutil import atomic_write
 from diskbench.server import report as report_mod
 
 CLIENTS_CSV = "clients.csv"
@@ -49,13 +49,6 @@ TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "
                       "writer_cpu_percent", "writer_rss_mib")
 
 
-def open_csv(path):
-    """A file for csv.writer: 2.7 wants bytes ('wb'), 3 wants text with newline=''."""
-    if PY2:  # pragma: no cover - the 2.7 run of the suite
-        return open(path, "wb")
-    return io.open(path, "w", encoding="utf-8", errors="replace", newline="")
-
-
 def _cell(value):
     if value is None:
         return ""
@@ -65,22 +58,14 @@ def _cell(value):
 
 
 def _write(path, header, rows):
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open_csv(tmp) as f:
-            out = csv.writer(f)
-            out.writerow(header)
-            for row in rows:
-                out.writerow([_cell(v) for v in row])
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except (IOError, OSError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """UTF-8 CSV (2.7's csv module writes bytes, 3's text), written atomically."""
+    buf = io.BytesIO() if PY2 else io.StringIO(newline="")
+    out = csv.writer(buf)
+    out.writerow(header)
+    for row in rows:
+        out.writerow([_cell(v) for v in row])
+    data = buf.getvalue()
+    atomic_write(path, data if PY2 else data.encode("utf-8", "replace"))
 
 
 def write_clients(path, rep):

@@ -282,24 +282,7 @@ def render(rep, series):
     for w in run.get("server_warnings", ()):
         parts.append('<p class="warn">server warning: %s</p>' % esc(w))
     parts.append("</div>")
-    rows = []
-    for e in rep["clients"]:
-        rows.append([
-            '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
-                esc(e["client"]), colours[e["client"]], esc(e["client"])),
-            _cell(e["host"], text=True), _cell(report_mod.state_label(e), text=True),
-            _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
-            _cell(e["latency_ms"]["p99"], "%.2f"), _cell(e["rollover_count"], "%d"),
-            _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
-            _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
-            _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
-    parts.append("<h2>Clients</h2>")
-    parts.append('<p class="small">Click a column to sort.</p>')
-    parts.append(_table([("client", True), ("host", True), ("state", True),
-                         ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
-                         ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
-                         ("written MiB", False), ("went away", False), ("why", True)],
-                        rows))
+    parts += _clients_table(rep, colours)
     names = [e["client"] for e in rep["clients"]]
     captions = {
         "throughput": "MiB/s of each perf interval; shaded: every client writing; ticks at "
@@ -313,6 +296,36 @@ def render(rep, series):
         parts.append(_legend(names, colours))
         parts.append('<p class="small">%s%s</p>' % (
             esc(captions[chart.name]), (" " + esc(chart.note)) if chart.note else ""))
+    parts += _environment_table(rep)
+    parts.append("<h2>Method</h2><p>%s</p>" % esc(rep["method"]))
+    parts.append('<p class="small">clock offset: how far the client\'s clock is '
+                 "ahead of the server's, estimated from the fastest delivered message "
+                 "(within the network delay). report.json, clients.csv and timeseries.csv hold "
+                 "the figures behind this page.</p>")
+    parts.append("<script>%s</script></body></html>" % _JS)
+    return "\n".join(parts) + "\n"
+
+
+def _clients_table(rep, colours):
+    rows = []
+    for e in rep["clients"]:
+        rows.append([
+            '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
+                esc(e["client"]), colours[e["client"]], esc(e["client"])),
+            _cell(e["host"], text=True), _cell(report_mod.state_label(e), text=True),
+            _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
+            _cell(e["latency_ms"]["p99"], "%.2f"), _cell(e["rollover_count"], "%d"),
+            _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
+            _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
+            _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
+    return ["<h2>Clients</h2>", '<p class="small">Click a column to sort.</p>',
+            _table([("client", True), ("host", True), ("state", True),
+                    ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
+                    ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
+                    ("written MiB", False), ("went away", False), ("why", True)], rows)]
+
+
+def _environment_table(rep):
     env = []
     for e in rep["clients"]:
         env.append([_cell(e[k], text=True) for k in (
@@ -323,17 +336,9 @@ def render(rep, series):
             _cell(e["diskbench_version"], text=True), _cell(e["psutil"], text=True),
             _cell("; ".join([x["what"] for x in e["error_list"]] + list(e["notices"])),
                   text=True)])
-    parts.append("<h2>Environment</h2>")
-    parts.append(_table([(h, t) for h, t in (
+    return ["<h2>Environment</h2>", _table([(h, t) for h, t in (
         ("client", True), ("host", True), ("directory", True), ("fs", True),
         ("python", True), ("os", True), ("sync", True), ("preallocated", True),
         ("huge-page buffer MiB", False), ("chunk MiB", False), ("file MiB", False),
         ("clock offset s", False), ("diskbench", True), ("psutil", True),
-        ("errors and notes", True))], env))
-    parts.append("<h2>Method</h2><p>%s</p>" % esc(rep["method"]))
-    parts.append('<p class="small">clock offset: how far the client\'s clock is '
-                 "ahead of the server's, estimated from the fastest delivered message "
-                 "(within the network delay). report.json, clients.csv and timeseries.csv hold "
-                 "the figures behind this page.</p>")
-    parts.append("<script>%s</script></body></html>" % _JS)
-    return "\n".join(parts) + "\n"
+        ("errors and notes", True))], env)]

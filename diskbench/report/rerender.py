@@ -11,11 +11,12 @@ report.json, its run facts and end states are kept.
 from __future__ import absolute_import
 
 import json
-import logging
 import os
 
+from diskbench.metrics import utc
 from diskbench.report import series as series_mod
 from diskbench.server import registry as reg
+from diskbench.server import states
 from diskbench.server import report as report_mod
 
 RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the server)
@@ -27,11 +28,6 @@ NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.
 
 class Unreadable(Exception):
     """LOG_DIR cannot be reported; the message names the fix."""
-
-
-class _Mute(logging.Filter):
-    def filter(self, record):
-        return False
 
 
 def _read_json(path):
@@ -57,16 +53,7 @@ def load(log_dir, warn):
     except (IOError, OSError) as exc:
         raise Unreadable("cannot read %s (%s)" % (perf, getattr(exc, "strerror", exc)))
     registry = reg.Registry(expected_clients=None)
-    loggers = [logging.getLogger("diskbench.server"),
-               logging.getLogger("diskbench.server.event")]
-    mute = _Mute()
-    for logger in loggers:
-        logger.addFilter(mute)
-    try:
-        skipped = sum(1 for msg, recv_ts in records if not registry.restore(msg, recv_ts))
-    finally:
-        for logger in loggers:
-            logger.removeFilter(mute)
+    skipped = registry.restore_all(records)
     view = registry.snapshot()
     marker = _read_json(os.path.join(log_dir, RUN_MARKER)) or {}
     old = _read_json(os.path.join(log_dir, report_mod.REPORT_JSON))
@@ -75,9 +62,9 @@ def load(log_dir, warn):
                       if isinstance(e, dict))
     recv = [ts for _, ts in records if ts is not None]
     for c in view.clients:
-        if c.state in reg.LIVE:
+        if c.state in states.LIVE:
             prev = old_states.get(c.name)
-            if prev and prev.get("state") in reg.STATES:
+            if prev and prev.get("state") in states.STATES:
                 c.state, c.reason = prev["state"], prev.get("state_why") or c.reason
             else:
                 c.reason = NO_END_REASON
@@ -90,7 +77,7 @@ def load(log_dir, warn):
                         "hello on record)" % skipped)
     if old is None:
         warnings.append("re-rendered from perf.jsonl without a report from the server; "
-                        "the run ended at or after %s" % report_mod.utc(ended))
+                        "the run ended at or after %s" % utc(ended))
         if old is None and not marker:
             warnings.append("%s missing or unreadable: the run's start is taken as the "
                             "first record's receive time" % RUN_MARKER)

@@ -10,13 +10,12 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.cli import DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, prog_name, read_secret
 from diskbench.server import console as console_mod
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.server.master import FinishedRun, Master
 
-SECRET_ENV = "DISKBENCH_SECRET"
-DEFAULT_LOG_DIR = "diskbench-logs"
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
@@ -29,36 +28,28 @@ DEFAULT_MAX_CLIENTS = 1000
 CONNECTIONS_PER_CLIENT = 2
 CONNECTION_SLACK = 16
 _PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
-PROG = "python -m diskbench.server"
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
 MAX_SECONDS = 30 * 24 * 3600
 
 
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _Usage(message)
-
-
 def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
+    value = _parsed(text, float, "a number of seconds")
     if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
         raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
                                          "(30 days), got %s" % (MAX_SECONDS, text))
     return value
 
 
-def _port(text):
+def _parsed(text, convert, what):
+    """``convert(text)``, or the argparse error saying it is not ``what``."""
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
+
+
+def _port(text):
+    value = _parsed(text, int, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
                                          % text)
@@ -66,10 +57,7 @@ def _port(text):
 
 
 def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    value = _parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
     return value
@@ -87,7 +75,7 @@ def _line_bytes(text):
 
 
 def build_parser():
-    p = _Parser(prog=PROG, description=(
+    p = OneLineParser(prog=prog_name("diskbench.server"), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
@@ -98,6 +86,21 @@ def build_parser():
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="where server.log, perf.jsonl, report.txt and report.json go; "
                    "created if missing (default: %(default)s)")
+    _add_run_flags(p)
+    _add_limit_flags(p)
+    p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
+                   "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+    _add_console_flags(p)
+    return p
+
+
+def _seconds(p, flag, default, help):
+    """A flag taking seconds (above 0, at most 30 days)."""
+    p.add_argument(flag, type=_positive, default=default, metavar="SECONDS", help=help)
+
+
+def _add_run_flags(p):
+    """When a run starts, when it is complete, and what counts as gone."""
     p.add_argument("--clients", type=_count, default=None, metavar="N",
                    help="expect N clients: hold 'go' until N said hello (or "
                    "--start-timeout), finish when all N are done")
@@ -109,29 +112,33 @@ def build_parser():
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
                    "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
-    p.add_argument("--stall-timeout", type=_positive, default=reg.STALL_TIMEOUT_S,
-                   metavar="SECONDS", help="a client whose heartbeat says its writer "
-                   "made no progress this long is shown stalled (default: %(default)s)")
+    _seconds(p, "--stall-timeout", reg.STALL_TIMEOUT_S,
+             "a client whose heartbeat says its writer "
+             "made no progress this long is shown stalled (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",
                    help="with --clients N: abort the run if fewer than N said hello "
                    "within --start-timeout (default: go on with those present)")
-    p.add_argument("--idle-timeout", type=_positive, default=DEFAULT_IDLE_TIMEOUT_S,
-                   metavar="SECONDS", help="without --clients: finish when all clients "
-                   "are done and nothing new happened for this long (default: %(default)s)")
-    p.add_argument("--start-timeout", type=_positive, default=DEFAULT_START_TIMEOUT_S,
-                   metavar="SECONDS", help="with --clients: send 'go' to the clients "
-                   "present this long after the first hello, and complete when they "
-                   "are done (default: %(default)s)")
-    p.add_argument("--shutdown-grace", type=_positive, default=DEFAULT_SHUTDOWN_GRACE_S,
-                   metavar="SECONDS", help="on SIGINT/SIGTERM: how long to wait for "
-                   "clients' stop summaries before the report (default: %(default)s)")
-    p.add_argument("--read-timeout", type=_positive, default=READ_TIMEOUT_S,
-                   metavar="SECONDS", help="close a connection that sends nothing for "
-                   "this long (default: %(default)s)")
-    p.add_argument("--hello-timeout", type=_positive, default=HELLO_TIMEOUT_S,
-                   metavar="SECONDS", help="close a connection that has not said a valid "
-                   "hello this long after connecting (slow or silent peers; default: "
-                   "%(default)s)")
+    _seconds(p, "--idle-timeout", DEFAULT_IDLE_TIMEOUT_S,
+             "without --clients: finish when all clients "
+             "are done and nothing new happened for this long (default: %(default)s)")
+    _seconds(p, "--start-timeout", DEFAULT_START_TIMEOUT_S,
+             "with --clients: send 'go' to the clients "
+             "present this long after the first hello, and complete when they "
+             "are done (default: %(default)s)")
+    _seconds(p, "--shutdown-grace", DEFAULT_SHUTDOWN_GRACE_S,
+             "on SIGINT/SIGTERM: how long to wait for "
+             "clients' stop summaries before the report (default: %(default)s)")
+
+
+def _add_limit_flags(p):
+    """What one peer may cost the server (docs/SECURITY.md)."""
+    _seconds(p, "--read-timeout", READ_TIMEOUT_S,
+             "close a connection that sends nothing for "
+             "this long (default: %(default)s)")
+    _seconds(p, "--hello-timeout", HELLO_TIMEOUT_S,
+             "close a connection that has not said a valid "
+             "hello this long after connecting (slow or silent peers; default: "
+             "%(default)s)")
     p.add_argument("--max-line-bytes", type=_line_bytes, default=protocol.MAX_LINE_BYTES,
                    metavar="BYTES", help="close a connection that sends a longer line "
                    "(may only lower the default: %(default)s)")
@@ -145,8 +152,9 @@ def build_parser():
     p.add_argument("--max-clients", type=_count, default=None, metavar="N",
                    help="refuse a hello under a new client name once N names joined this "
                    "run (default: %d, or --clients if more)" % DEFAULT_MAX_CLIENTS)
-    p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
-                   "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+
+
+def _add_console_flags(p):
     p.add_argument("--quiet", action="store_true",
                    help="no live view and no console line per event (server.log "
                    "still has them)")
@@ -158,29 +166,12 @@ def build_parser():
                    help="when the console is not a terminal: one progress summary line "
                    "this often (default: %(default)s; on a terminal a live table is "
                    "redrawn every second)")
-    return p
 
 
 def _fail(code, text):
     sys.stderr.write("diskbench server: error: %s\n" % text)
     sys.stderr.flush()
     return code
-
-
-def _read_secret(args):
-    if args.secret_file:
-        try:
-            with open(args.secret_file, "rb") as f:
-                secret = f.read().strip()
-        except (IOError, OSError) as exc:
-            raise _Usage("cannot read --secret-file %s (%s): give a readable file"
-                         % (args.secret_file, exc.strerror or exc))
-        if not secret:
-            raise _Usage("--secret-file %s is empty: put the shared secret in it"
-                         % args.secret_file)
-        return secret
-    secret = os.environ.get(SECRET_ENV, "").strip()
-    return secret or None
 
 
 def _bind_error(args, exc):
@@ -210,11 +201,12 @@ def derive_limits(args):
 
 
 def main(argv=None):
+    # a wrong flag: one line, exit USAGE
+    args = derive_limits(build_parser().parse_args(argv))
     try:
-        args = derive_limits(build_parser().parse_args(argv))
-        args.secret = _read_secret(args)
-    except _Usage as exc:
-        return _fail(exitcodes.USAGE, "%s (see %s --help)" % (exc, PROG))
+        args.secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
+    except ValueError as exc:
+        return _fail(exitcodes.USAGE, "%s" % exc)
     master = Master(args)
     try:
         master.open_logs()

@@ -26,7 +26,8 @@ import threading
 import time
 
 from diskbench import metrics
-from diskbench.server import registry as reg
+from diskbench.server import event, verbose
+from diskbench.server import states as st
 from diskbench.metrics import utc
 from diskbench.server.recorder import SafeFormatter
 
@@ -56,12 +57,12 @@ MODES = ("tty", "plain", "off")
 NAME_WIDTH_MAX = 24
 
 #: Displayed state names (the registry's RUNNING is "writing" on screen).
-SHOWN_STATE = {reg.RUNNING: "writing"}
+SHOWN_STATE = {st.RUNNING: "writing"}
 #: States that need someone's attention (always listed in the compact view).
-BAD_STATES = (reg.STALLED, reg.WENT_AWAY, reg.FAILED)
+BAD_STATES = (st.STALLED, st.WENT_AWAY, st.FAILED)
 #: Order of the per-state counts on the totals line.
-COUNT_ORDER = (reg.JOINED, reg.RUNNING, reg.STALLED, reg.FINISHED, reg.WENT_AWAY,
-               reg.FAILED)
+COUNT_ORDER = (st.JOINED, st.RUNNING, st.STALLED, st.FINISHED, st.WENT_AWAY,
+               st.FAILED)
 
 _CSI = "\x1b["
 
@@ -142,19 +143,19 @@ class Summary(object):
         # that a warning stays visible after the client recovered (kept by Console)
         self.history = history if history is not None else collections.OrderedDict()
         self.rows = []                # (ClientProgress, MiB/s now)
-        self.counts = dict((s, 0) for s in reg.STATES)
+        self.counts = dict((s, 0) for s in st.STATES)
         self.total_bytes = 0
         self.rate = 0.0
         starts, ends = [], []
         for c in view.clients:
-            r = rate_now(c.recent, view.now) if c.state in reg.LIVE else 0.0
+            r = rate_now(c.recent, view.now) if c.state in st.LIVE else 0.0
             self.rows.append((c, r))
             self.counts[c.state] = self.counts.get(c.state, 0) + 1
             self.total_bytes += c.bytes
             self.rate += r
             if c.start_ts is not None:
                 starts.append(c.start_ts)
-                if c.state in reg.LIVE and c.duration_s:
+                if c.state in st.LIVE and c.duration_s:
                     ends.append(c.start_ts + c.duration_s)
         self.elapsed = wall_now - min(starts) if starts else None
         self.remaining = max(0.0, max(ends) - wall_now) if ends else None
@@ -218,11 +219,11 @@ def table_lines(summary, width, height, events=()):
              fmt % ("client", "state", "MiB/s now", "total MiB", "rollovers",
                     "heartbeat", "clock off")]
     for c, r in rows:
-        hb = "-" if c.heartbeat_ts is None or c.state == reg.FINISHED else \
+        hb = "-" if c.heartbeat_ts is None or c.state == st.FINISHED else \
             _secs(summary.wall_now - c.heartbeat_ts) + " ago"
         off = "-" if c.clock_offset_s is None else "%+.3f s" % c.clock_offset_s
         lines.append(fmt % (shown(c.name)[:name_w], SHOWN_STATE.get(c.state, c.state),
-                            "%.1f" % r if c.state in reg.LIVE else "-",
+                            "%.1f" % r if c.state in st.LIVE else "-",
                             "%.1f" % metrics.mib(c.bytes), c.rollovers, hb, off))
     if note:
         lines.append(note)
@@ -239,7 +240,7 @@ def _compact_rows(rows, room):
     """(rows, note): every client in a bad state, then the COMPACT_EXTREMES
     slowest and fastest writers (by MiB/s now), cut to ``room``, in hello order."""
     order = dict((c.name, i) for i, (c, _) in enumerate(rows))
-    writing = sorted((cr for cr in rows if cr[0].state == reg.RUNNING),
+    writing = sorted((cr for cr in rows if cr[0].state == st.RUNNING),
                      key=lambda cr: (cr[1], order[cr[0].name]))
     chosen, seen = [], set()
     for c, r in [cr for cr in rows if cr[0].state in BAD_STATES] + \
@@ -301,9 +302,9 @@ class Console(object):
         if self.mode == "off":
             return []
         handler = _EventHandler(self)
-        out = [(reg.event, handler)]
+        out = [(event, handler)]
         if self.verbose:
-            out.append((reg.verbose, handler))
+            out.append((verbose, handler))
         return out
 
     # --- called from any thread --------------------------------------------------

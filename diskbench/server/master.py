@@ -25,7 +25,11 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver
+from diskbench.fsutil import atomic_write
+from diskbench.metrics import utc
+from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
+from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
@@ -64,8 +68,6 @@ HANDLER_STACK_BYTES = 512 * 1024
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-log = logging.getLogger("diskbench.server")
-event = logging.getLogger("diskbench.server.event")
 
 EXIT_MEANING = {
     exitcodes.OK: "every client finished",
@@ -164,23 +166,21 @@ class Master(object):
         self.wall = clock
         self.secret = args.secret
         self.read_timeout = args.read_timeout
-        self.hello_timeout = getattr(args, "hello_timeout", handler_mod.HELLO_TIMEOUT_S)
-        self.max_line_bytes = getattr(args, "max_line_bytes", protocol.MAX_LINE_BYTES)
-        self.max_connections = args.max_connections
+        self.hello_timeout = args.hello_timeout
+        self.max_line_bytes = args.max_line_bytes
+        self.max_connections = args.max_connections   # lowered by fit_fd_limit
         self.max_per_address = args.max_per_address
         self.run_id = "%s-%d" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                  os.getpid())
         self.registry = reg.Registry(
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
-            max_clients=args.max_clients,
-            rejoin_grace=getattr(args, "rejoin_grace", None),
-            stall_timeout=getattr(args, "stall_timeout", reg.STALL_TIMEOUT_S),
-            require_all=getattr(args, "require_all", False))
+            max_clients=args.max_clients, rejoin_grace=args.rejoin_grace,
+            stall_timeout=args.stall_timeout, require_all=args.require_all)
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
-        self.signalled = None
         self.wake = threading.Event()
+        self.signals = SignalFlag(wake=self.wake.set)   # installed by run()
         self._handlers = []
         self.started = None           # wall time the run started (kept on resume)
         self.resumed = None           # "resumed run X with N clients, M records"
@@ -194,8 +194,7 @@ class Master(object):
         self.recorder_died = False
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
-            verbose=getattr(args, "verbose", False),
-            interval=getattr(args, "progress_interval", console_mod.PROGRESS_INTERVAL_S),
+            verbose=args.verbose, interval=args.progress_interval,
             wall=clock, extra_warnings=self.pauses)
         self.fit_fd_limit()
 
@@ -258,7 +257,7 @@ class Master(object):
             self._resume(marker)
         else:
             self.started = self.wall()
-            report_mod.atomic_write(marker, as_bytes(json.dumps(dict(
+            atomic_write(marker, as_bytes(json.dumps(dict(
                 run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
                 protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
         self.recorder.open()
@@ -287,17 +286,8 @@ class Master(object):
             self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
                                          "its records under the new run id %s" % (
                                              marker, exc, self.run_id))
-        mute = _Mute()
-        for logger in (log, event, reg.verbose):
-            logger.addFilter(mute)
-        try:
-            records = recorder_mod.read_back(self.args.log_dir,
-                                             self.startup_warnings.append)
-            skipped = sum(1 for msg, recv_ts in records
-                          if not self.registry.restore(msg, recv_ts))
-        finally:
-            for logger in (log, event, reg.verbose):
-                logger.removeFilter(mute)
+        skipped = self.registry.restore_all(recorder_mod.read_back(
+            self.args.log_dir, self.startup_warnings.append))
         if skipped:
             self.startup_warnings.append("%d records in perf.jsonl were skipped (a "
                                          "repeated seq, or no hello on record)" % skipped)
@@ -330,7 +320,7 @@ class Master(object):
         return self.server.server_address[:2]
 
     def _setup_logging(self):
-        root = logging.getLogger("diskbench.server")
+        root = log
         root.setLevel(logging.INFO)
         root.propagate = False
         file_handler = recorder_mod.RecorderLogHandler(self.recorder)
@@ -345,21 +335,11 @@ class Master(object):
             logger.removeHandler(handler)
         self._handlers = []
 
-    def _on_signal(self, signum, _frame):
-        if self.signalled is None:
-            self.signalled = signum
-        else:
-            self.second_signal = True
-        self.wake.set()
-
     # --- the run ---------------------------------------------------------------------
     def run(self):
-        self.second_signal = False
         self.recorder.start()
         self._setup_logging()
-        old = {}
-        for sig in STOP_SIGNALS:
-            old[sig] = signal.signal(sig, self._on_signal)
+        self.signals.install(STOP_SIGNALS)
         if self.started is None:
             self.started = self.wall()
         started = self.started
@@ -385,7 +365,7 @@ class Master(object):
         thread.daemon = True
         thread.start()
         try:
-            while self.signalled is None:
+            while self.signals.first is None:
                 self._tick()
                 self.console.tick()
                 if self.registry.is_complete():
@@ -400,12 +380,11 @@ class Master(object):
             self.console.finish()
             self.server.shutdown()
             self.server.server_close()
-            if self.signalled is not None:
+            if self.signals.first is not None:
                 self._interrupted()
             code = self._write_report(started, self._exit_code())
         finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+            self.signals.restore()
             self.recorder.close()
             self._teardown_logging()
         return code
@@ -443,13 +422,13 @@ class Master(object):
                     "moving every client's deadline by that much", gap)
         self.pauses.append("the server itself did not run for %.1f s at %s (stopped, "
                            "frozen or starved); clients' deadlines were moved by that "
-                           "much" % (gap, report_mod.utc(self.wall() - gap)))
+                           "much" % (gap, utc(self.wall() - gap)))
         self.registry.server_paused(gap)
         for handler in handlers:
             handler.extend_deadline(gap)
 
     def _interrupted(self):
-        name = _signal_name(self.signalled)
+        name = _signal_name(self.signals.first)
         event.info("%s received: no new connections; asking live clients to stop", name)
         stop = protocol.make(protocol.STOP, protocol.S2C,
                              reason="the server was interrupted (%s)" % name)
@@ -457,14 +436,14 @@ class Master(object):
             sender(stop)
         deadline = self.wall() + self.args.shutdown_grace
         self.wake.clear()
-        while self.registry.live_senders() and not self.second_signal and \
+        while self.registry.live_senders() and self.signals.count < 2 and \
                 self.wall() < deadline:
             self.wake.wait(TICK_S)
         self.registry.mark_unfinished("had not finished when the server was "
                                       "interrupted (%s)" % name)
 
     def _exit_code(self):
-        if self.signalled is not None:
+        if self.signals.first is not None:
             return exitcodes.SERVER_INTERRUPTED
         if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
@@ -502,33 +481,24 @@ class Master(object):
             warnings.append(trouble)
         rep = report_mod.build(
             view, started, self.wall(), run_label=self.run_id,
-            interrupted_by=_signal_name(self.signalled) if self.signalled else None,
+            interrupted_by=_signal_name(self.signals.first) if self.signals.first else None,
             exit_code=code, exit_meaning=EXIT_MEANING[code], warnings=warnings)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
             sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
                              % (path, getattr(exc, "strerror", None) or exc))
-        main = (report_mod.REPORT_JSON, report_mod.REPORT_TXT)
+        main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
         if written:
-            event.info("report written: %s", " and ".join(
-                p for p in reversed(written) if p.endswith(main)) or "-")
+            event.info("report written: %s", " and ".join(reversed(main)) or "-")
             event.info("also written: %s", ", ".join(
-                os.path.basename(p) for p in written if not p.endswith(main)) or "-")
-        if len([p for p, _ in failed if p.endswith(main)]) == 2:
-            # nothing on disk: on stdout
+                os.path.basename(p) for p in written if p not in main) or "-")
+        if not main:  # no report on disk, in any format: on stdout
             console_mod.write_text(self.out, report_mod.render_text(rep))
         elif not self.args.quiet:
             console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
         self.out.flush()
         sys.stderr.flush()
         return code
-
-
-class _Mute(logging.Filter):
-    """Silences the registry's per-message logging while records are replayed."""
-
-    def filter(self, record):
-        return False
 
 
 def _signal_name(signum):

@@ -1,7 +1,7 @@
 """Per-client state and accumulated figures, behind one lock.
 
 States and the transitions between them are written down here and only here
-(``_ALLOWED`` and ``Registry._transition``)::
+(``states.ALLOWED`` and ``Registry._transition``)::
 
      hello          start            stop(duration|server)
      -----> JOINED -------> RUNNING ----------------------> FINISHED
@@ -33,26 +33,11 @@ import threading
 
 from diskbench import metrics, protocol
 from diskbench.compat import monotonic
+from diskbench.server import event, log, verbose
 from diskbench.server.seqset import SeqSet
 
-JOINED = "joined"
-RUNNING = "running"
-STALLED = "stalled"
-FINISHED = "finished"
-FAILED = "failed"
-WENT_AWAY = "went away"
-STATES = (JOINED, RUNNING, STALLED, FINISHED, FAILED, WENT_AWAY)
-LIVE = (JOINED, RUNNING, STALLED)
-TERMINAL = (FINISHED, FAILED, WENT_AWAY)
-
-_ALLOWED = {
-    JOINED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
-    RUNNING: (STALLED, FINISHED, FAILED, WENT_AWAY),
-    STALLED: (RUNNING, FINISHED, FAILED, WENT_AWAY),
-    WENT_AWAY: (JOINED, RUNNING, STALLED),   # back where it was, when it speaks again
-    FINISHED: (),
-    FAILED: (),
-}
+from diskbench.server.states import (  # noqa: F401 - re-exported for callers
+    ALLOWED, FAILED, FINISHED, JOINED, LIVE, RUNNING, STALLED, TERMINAL, WENT_AWAY)
 
 # Outcomes of Registry.accept / Registry.hello.
 NEW = "new"               # first time this seq is seen: record it and apply it
@@ -107,10 +92,6 @@ KEEP_TEXTS_MAX = 1000
 #: per message; the console looks at those received in its last few seconds).
 RECENT_PERF_MAX = 16
 
-log = logging.getLogger("diskbench.server")
-event = logging.getLogger("diskbench.server.event")  # also printed on the console
-#: Per-message detail (rollovers): server.log, and the console only with --verbose.
-verbose = logging.getLogger("diskbench.server.verbose")
 
 #: One client's line on the live console (registry.progress_view): plain
 #: values copied under the lock; ``recent`` is ((clock(), seconds, bytes), ...)
@@ -177,7 +158,6 @@ class Client(object):
         self.stop = None              # the stop summary Message
         self.last_heartbeat = None    # (recv_ts, heartbeat Message)
         self.close_times = []         # timed fsync+close of each rollover (s)
-        self.rollover_bytes = 0
         self.intervals = []           # (t_start, t_end, bytes) per perf message
         # (clock(), seconds, bytes) of the last perf messages (console MiB/s now)
         self.recent = collections.deque(maxlen=RECENT_PERF_MAX)
@@ -204,8 +184,7 @@ class Client(object):
         # send time minus receive time seen (network delay only lowers it).
         self.clock_offset_s = None
         self.skew_warned = False
-        hb = getattr(hello, "heartbeat_interval_s", None)
-        self.heartbeat_interval_s = hb if hb else None
+        self.heartbeat_interval_s = hello.heartbeat_interval_s or None  # 0: not said
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -414,12 +393,6 @@ class Registry(object):
             return client is not None and client.conn_id != conn_id and \
                 msg.seq in client.seen
 
-    def current_peer(self, name):
-        """(conn_id, peer) of the connection speaking for ``name`` now."""
-        with self.lock:
-            client = self.clients.get(name)
-            return (client.conn_id, client.peer) if client else (None, None)
-
     # --- resume after a server restart ------------------------------------------
     def restore(self, msg, recv_ts):
         """Replay one record read back from perf.jsonl; False if it was skipped."""
@@ -440,6 +413,18 @@ class Registry(object):
             client.recent.clear()     # replayed figures are not "now"
             self.restored += 1
             return True
+
+    def restore_all(self, records):
+        """``restore`` each (msg, recv_ts) with the server's logging muted (what
+        the records say is already in server.log); returns how many were skipped."""
+        mute = _Mute()
+        for logger in (log, event, verbose):
+            logger.addFilter(mute)
+        try:
+            return sum(1 for msg, recv_ts in records if not self.restore(msg, recv_ts))
+        finally:
+            for logger in (log, event, verbose):
+                logger.removeFilter(mute)
 
     def resumed(self, reason):
         """The records are replayed: every client that was live waits to reconnect.
@@ -493,12 +478,6 @@ class Registry(object):
         else:
             self._waiting.discard(client.name)
 
-    def ack_point(self, name):
-        """Highest recorded seq of ``name`` (what a re-ack says)."""
-        with self.lock:
-            client = self.clients.get(name)
-            return client.recorded_seq if client else 0
-
     # --- apply: one method per message type ------------------------------------
     def _apply_hello(self, client, msg, recv_ts):
         if self.expected_clients is not None and not self.go_released and \
@@ -546,7 +525,6 @@ class Registry(object):
 
     def _apply_rollover(self, client, msg, recv_ts):
         client.close_times.append(msg.close_s)
-        client.rollover_bytes += msg.file_bytes
         self.say(verbose.info,
                  "client %s rollover #%d (file %d, %.1f MiB, fsync+close %.1f ms)",
                  client.name, len(client.close_times), msg.file_index,
@@ -601,7 +579,7 @@ class Registry(object):
     # --- transitions: the one place a state changes ---------------------------
     def _transition(self, client, new, reason):
         old = client.state
-        if new not in _ALLOWED[old]:
+        if new not in ALLOWED[old]:
             self.say(log.warning, "client %s: ignored impossible transition %s -> %s (%s)",
                      client.name, old, new, reason)
             return False
@@ -793,7 +771,7 @@ class Registry(object):
                 c.name, c.hello.hostname, c.state, c.reason, c.perf_bytes,
                 len(c.close_times), c.last_heartbeat[0] if c.last_heartbeat else None,
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
-                getattr(c.hello, "duration_s", None))
+                c.hello.duration_s)
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
                 self.expected_clients, self.go_released)
 
@@ -818,4 +796,12 @@ _APPLY = {
     protocol.ERROR: "_apply_error",
     protocol.NOTE: "_apply_note",
     protocol.BYE: "_apply_bye",
+    protocol.PONG: "_apply_other",   # record only
 }
+
+
+class _Mute(logging.Filter):
+    """Drops every record (see Registry.restore_all)."""
+
+    def filter(self, record):
+        return False

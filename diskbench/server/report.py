@@ -18,16 +18,19 @@ import json
 import math
 import os
 import textwrap
-import time
 
 from diskbench import metrics, protocol
-from diskbench.metrics import utc  # noqa: F401 (report.utc is used by others)
+from diskbench.metrics import utc
 from diskbench.compat import as_bytes
-from diskbench.server import registry as reg
+from diskbench.fsutil import atomic_write
+from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
 REPORT_FORMAT = 2
+#: The report proper, in the order they are written (report.write); the other
+#: files (diskbench.report.write_all) are views of it.
+REPORT_FILES = (REPORT_JSON, REPORT_TXT)
 #: A writer using more than this much of one core is flagged CPU-bound.
 CPU_BOUND_PERCENT = 90.0
 #: Percentiles reported for chunk latency and for per-interval throughput.
@@ -38,22 +41,23 @@ TIMELINE_SLICES = 10
 
 METHOD = (
     "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
-    "intervals (its writer's wall time, client clock); per-interval min/p50/p95/p99/max "
+    "intervals (its writer's wall time, client clock); per-interval min/%(pcts)s/max "
     "are nearest-rank over those intervals; throughput over time splits the client's "
     "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
     "in fsync mode) percentiles come from the client's log-bucket histograms merged "
-    "across all its intervals (within ~2.2%), never from averages. The aggregate is "
+    "across all its intervals (within ~2.2%%), never from averages. The aggregate is "
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
     "pro-rated), divided by that period, on the server's clock: each client's times "
     "are moved by its clock offset, estimated as the largest client-send minus "
     "server-receive time of its messages (exact within the network delay). "
-    "CPU% and RSS are of each client's writer process (100% = one core). To compare "
+    "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
     "with your own fio run, see README.md, 'Comparing with your own fio run'.")
 
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
-_THROUGHPUT_KEYS = ("mean", "while_writing", "min", "p50", "p95", "p99", "max")
+def _throughput_keys():
+    return ("mean", "while_writing", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
 
 
 class _Guard(object):
@@ -101,10 +105,6 @@ def _mean(values):
 
 def _ms(seconds):
     return None if seconds is None else seconds * 1000.0
-
-
-def _round(value, digits=3):
-    return None if value is None else round(value, digits)
 
 
 def interval_rates(intervals):
@@ -211,10 +211,15 @@ def _throughput(intervals, io_s):
     (+fsync) calls) are what the client's closing line says, by those names."""
     rates = interval_rates(intervals)
     return dict(
-        mean=mean_rate(intervals), min=min(rates) if rates else None,
-        while_writing=metrics.mib_per_s(sum(n for _, _, n in intervals), io_s),
-        p50=metrics.percentile(rates, 50), p95=metrics.percentile(rates, 95),
-        p99=metrics.percentile(rates, 99), max=max(rates) if rates else None)
+        [("mean", mean_rate(intervals)), ("min", min(rates) if rates else None),
+         ("max", max(rates) if rates else None),
+         ("while_writing", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
+        [("p%d" % p, metrics.percentile(rates, p)) for p in PCTS])
+
+
+def _pcts_text(figures, fmt="%.1f"):
+    """'p50 1.0 p95 2.0 p99 3.0': the PCTS of ``figures`` in words."""
+    return " ".join("p%d %s" % (p, _f(figures["p%d" % p], fmt)) for p in PCTS)
 
 
 def _latency(hist):
@@ -264,7 +269,7 @@ def client_entry(c, guard=None):
         or [],
         throughput_timeline=g(who + "throughput timeline", timeline, c.intervals) or [],
         throughput_mib_s=g(who + "throughput", _throughput, c.intervals, c.io_s) or dict(
-            (k, None) for k in _THROUGHPUT_KEYS),
+            (k, None) for k in _throughput_keys()),
         latency_ms=g(who + "chunk latency", _latency, c.hist) or dict(
             [(k, None) for k in ("min", "mean", "max") + tuple(
                 "p%d" % p for p in PCTS)] + [("sample_count", c.hist.count)]),
@@ -282,7 +287,7 @@ def client_entry(c, guard=None):
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),
-        errors_and_notices_not_kept_count=getattr(c, "texts_dropped", 0))
+        errors_and_notices_not_kept_count=c.texts_dropped)
 
 
 def on_server_clock(c):
@@ -316,9 +321,9 @@ def _totals(view, clients):
     written = [e["written_mib"] for e in clients]
     return dict(
         client_count=len(clients),
-        finished_count=states.count(reg.FINISHED), failed_count=states.count(reg.FAILED),
-        went_away_count=states.count(reg.WENT_AWAY),
-        unfinished_count=sum(1 for s in states if s in reg.LIVE),
+        finished_count=states.count(st.FINISHED), failed_count=states.count(st.FAILED),
+        went_away_count=states.count(st.WENT_AWAY),
+        unfinished_count=sum(1 for s in states if s in st.LIVE),
         written_mib=None if None in written else sum(written),
         rollover_count=sum(e["rollover_count"] for e in clients),
         chunk_count=sum(e["chunk_count"] for e in clients),
@@ -347,14 +352,15 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         agg = aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
     rep = dict(
-        report_format=REPORT_FORMAT, method=METHOD,
+        report_format=REPORT_FORMAT,
+        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS)),
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
                  run_duration_s=run_end_ts - run_start_ts,
                  expected_client_count=view.expected_clients,
                  connection_count=view.connections, interrupted_by=interrupted_by,
                  exit_code=exit_code, exit_meaning=exit_meaning,
-                 records_restored_count=getattr(view, "restored", 0),
+                 records_restored_count=view.restored,
                  server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
@@ -370,8 +376,6 @@ TEXT_WIDTH = 120
 #: Widest client name / host shown in the table (longer ones end in "~").
 NAME_COLUMN_MAX = 28
 HOST_COLUMN_MAX = 24
-#: The state names the headline counts, in the order it lists them.
-_STATE_ORDER = (reg.FINISHED, reg.RUNNING, reg.JOINED, reg.WENT_AWAY, reg.FAILED)
 
 
 def _f(value, fmt="%.1f"):
@@ -385,7 +389,7 @@ def _cut(text, width):
 
 def state_label(entry):
     """A client's state as the table shows it ('unfinished' for a live state at the end)."""
-    return "unfinished" if entry["state"] in reg.LIVE else entry["state"]
+    return "unfinished" if entry["state"] in st.LIVE else entry["state"]
 
 
 def headline(rep):
@@ -394,7 +398,7 @@ def headline(rep):
     counts = {}
     for e in clients:
         counts[state_label(e)] = counts.get(state_label(e), 0) + 1
-    order = [reg.FINISHED, "unfinished", reg.WENT_AWAY, reg.FAILED]
+    order = [st.FINISHED, "unfinished", st.WENT_AWAY, st.FAILED]
     states = ", ".join("%d %s" % (counts[s], s) for s in order if counts.get(s))
     lines = ["diskbench report %s: %.1f s from %s%s" % (
         run["label"], run["run_duration_s"], run["start_utc"],
@@ -415,13 +419,15 @@ def headline(rep):
 
 
 def client_table(rep):
-    """One row per client: name, host, state, MiB/s mean, p50/p99 ms, rollovers, CPU%."""
+    """One row per client: name, host, state, MiB/s mean, the lowest and highest of
+    PCTS in ms (p50, p99), rollovers, CPU%."""
+    lo, hi = "p%d" % PCTS[0], "p%d" % PCTS[-1]
     clients = rep["clients"]
     nw = max([len("client")] + [min(len(e["client"]), NAME_COLUMN_MAX) for e in clients])
     hw = max([len("host")] + [min(len("%s" % e.get("host")), HOST_COLUMN_MAX)
                                for e in clients])
     fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %6s"
-    lines = [fmt % ("client", "host", "state", "MiB/s", "p50 ms", "p99 ms", "rollovers",
+    lines = [fmt % ("client", "host", "state", "MiB/s", lo + " ms", hi + " ms", "rollovers",
                     "CPU%")]
     for e in clients:
         if e.get("unreportable"):
@@ -430,8 +436,8 @@ def client_table(rep):
             continue
         lines.append(fmt % (
             _cut(e["client"], nw), _cut(e["host"], hw), state_label(e),
-            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"]["p50"], "%.2f"),
-            _f(e["latency_ms"]["p99"], "%.2f"), e["rollover_count"],
+            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
+            _f(e["latency_ms"][hi], "%.2f"), e["rollover_count"],
             _f(e["writer_cpu_percent"]["mean"], "%.0f")))
     return lines
 
@@ -506,14 +512,14 @@ def _text_client(e):
             _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
             e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
             _f(e["rollover_close_ms"]["max"])),
-        "  throughput (wall) MiB/s: mean %s | while writing %s | per interval min %s "
-        "p50 %s p95 %s p99 %s max %s" % tuple(_f(tp[k]) for k in _THROUGHPUT_KEYS),
+        "  throughput (wall) MiB/s: mean %s | while writing %s | per interval min %s %s "
+        "max %s" % (_f(tp["mean"]), _f(tp["while_writing"]), _f(tp["min"]),
+                    _pcts_text(tp), _f(tp["max"])),
         "  throughput over time MiB/s (run in %d equal slices): %s" % (
             TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
                                       e["throughput_tenths_mib_s"]) or "-"),
-        "  chunk latency ms: p50 %s p95 %s p99 %s max %s (%s chunks)" % (
-            _f(lat["p50"], "%.2f"), _f(lat["p95"], "%.2f"), _f(lat["p99"], "%.2f"),
-            _f(lat["max"], "%.2f"), _f(lat["sample_count"], "%d")),
+        "  chunk latency ms: %s max %s (%s chunks)" % (
+            _pcts_text(lat, "%.2f"), _f(lat["max"], "%.2f"), _f(lat["sample_count"], "%d")),
         "  writer CPU %%: mean %s max %s%s | RSS MiB: mean %s max %s" % (
             _f(e["writer_cpu_percent"]["mean"]), _f(e["writer_cpu_percent"]["max"]),
             "  << CPU-BOUND: the writer, not the disk, may be the limit"
@@ -545,9 +551,8 @@ def _text_totals(rep):
             _f(t["failed_count"], "%d"), _f(t["went_away_count"], "%d"),
             _f(t["unfinished_count"], "%d"), _f(t["written_mib"]),
             _f(t["rollover_count"], "%d"), _f(t["chunk_count"], "%d")),
-        "  chunk latency ms over all clients: p50 %s p95 %s p99 %s max %s" % (
-            _f(t["latency_ms"]["p50"], "%.2f"), _f(t["latency_ms"]["p95"], "%.2f"),
-            _f(t["latency_ms"]["p99"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
+        "  chunk latency ms over all clients: %s max %s" % (
+            _pcts_text(t["latency_ms"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
         "",
         "aggregate throughput MiB/s (all clients writing): %s" % _f(
             agg["throughput_mib_s"]),
@@ -574,24 +579,6 @@ def _text_totals(rep):
 
 
 # --- writing ---------------------------------------------------------------------
-def atomic_write(path, data):
-    """Write ``data`` to ``path`` via a temp file + fsync + rename; on failure the
-    temp file is removed and the old ``path`` (if any) is left as it was."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except (IOError, OSError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def render_json(rep):
     """report.json's text: strict JSON (no NaN/Infinity: such a figure is null),
     ASCII only (any text escaped, so it always encodes)."""
@@ -604,7 +591,7 @@ def write(log_dir, rep):
     and not the other). Returns ([paths written], [(path, error) failed]); a
     report that cannot even be rendered is a failure of that file, never a crash."""
     written, failed = [], []
-    for name, render in ((REPORT_JSON, render_json), (REPORT_TXT, render_text)):
+    for name, render in zip(REPORT_FILES, (render_json, render_text)):
         path = os.path.join(log_dir, name)
         try:
             data = as_bytes(render(rep))

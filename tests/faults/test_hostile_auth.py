@@ -5,11 +5,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from diskbench import exitcodes
 from diskbench import protocol as P
 from tests.faults.test_server_restart import real_client
 from tests.helpers import communicate, connect, wait_until
-from tests.test_server_fakes import FakeClient, ServerProc, hello_fields
+from tests.test_server_fakes import FakeClient, ServerProc
 
 SECRET = "s3cret-for-tests"
 
@@ -111,4 +113,41 @@ def test_server_without_secret_warns_at_start(procs, tmpdir):
     server = ServerProc(procs, str(tmpdir.join("logs")), ["--quiet"])
     wait_until(lambda: "anyone who can reach port %d can submit results" % server.port
                in server.stderr(), what="the warning")
-    assert hello_fields()  # the fake hello still builds without a secret
+    # and it is true: an unsigned client is accepted and its messages recorded
+    client = FakeClient(server.port, "open")
+    client.hello()
+    client.wait_for(P.GO)
+    client.wait_acked(client.seq)
+    assert [(m.name, m.type) for m, _ in server.records()] == [("open", P.HELLO)]
+    assert server.stderr().count("can submit results") == 1
+
+
+@pytest.mark.parametrize("content,why", [
+    (b"", "is empty"), (b" \n\t\n", "is empty"),
+    (b"caf\xe9-latin1", "is not UTF-8 text"),
+    (b"abc\x00def", "holds control or binary characters")])
+def test_server_reads_the_secret_by_the_clients_rule(procs, tmpdir, content, why):
+    """The server reads --secret-file with cli.read_secret, like the client: the
+    same refusals, one line, exit 2."""
+    path = str(tmpdir.join("secret"))
+    with open(path, "wb") as f:
+        f.write(content)
+    code, out, err = procs.run(["-m", "diskbench.server", "--port", "0", "--log-dir",
+                                str(tmpdir.join("logs")), "--secret-file", path])
+    assert code == exitcodes.USAGE, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "diskbench server: error: --secret-file %s %s" % (path, why)), err
+    assert not os.path.exists(str(tmpdir.join("logs")))
+
+
+def test_server_strips_ascii_whitespace_from_the_secret_like_the_client(procs, tmpdir):
+    path = tmpdir.join("secret")
+    path.write_binary(b"\t " + SECRET.encode("ascii") + b" \r\n\x0b")
+    server = ServerProc(procs, str(tmpdir.join("logs")), [
+        "--secret-file", str(path), "--clients", "1", "--quiet"])
+    client = FakeClient(server.port, "padded", secret=SECRET)
+    client.hello()
+    client.wait_for(P.GO)
+    client.wait_acked(client.seq)
+    assert [m.name for m, _ in server.records()] == ["padded"]

@@ -5,6 +5,7 @@ every client in perf.jsonl exactly once, and report totals equal to the records.
 Also: what a restart does with a log dir holding a finished run, and with a torn
 last line in perf.jsonl.
 """
+import json
 import os
 import signal
 
@@ -49,7 +50,7 @@ def assert_every_seq_once(records, names):
         assert len(seqs) == len(set(seqs)), "%s: duplicate seqs in perf.jsonl" % name
         assert sorted(seqs) == list(range(1, max(seqs) + 1)), (
             "%s: missing seqs %s" % (name, sorted(set(range(1, max(seqs) + 1)) - set(seqs))))
-        assert per[name][-1].type == P.BYE or any(m.type == P.BYE for m in per[name])
+        assert max(per[name], key=lambda m: m.seq).type == P.BYE, name
     return per
 
 
@@ -65,6 +66,8 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
         perfs = [m.name for m, _ in first.records() if m.type == P.PERF]
         return all(perfs.count(n) >= 2 for n in names)
     wait_until(perf_seen, timeout=40, interval=0.1, what="two perf samples per client")
+    with open(os.path.join(logs, "run.json")) as f:
+        first_run = json.load(f)
     os.kill(first.proc.pid, signal.SIGKILL)
     first.wait_exit()
     before = len(first.records())
@@ -104,7 +107,9 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
         assert c["reconnect_count"] >= 1 and c["went_away_count"] == 0
     assert rep["totals"]["written_mib"] == mib(sum(
         m.bytes for m, _ in records if m.type == P.PERF))
-    assert rep["run"]["label"] == second.report()["run"]["label"]
+    # the resumed run is the same run: its id and start time, not fresh ones
+    assert rep["run"]["label"] == first_run["run_id"]
+    assert rep["run"]["start_ts"] == first_run["started_ts"]
     print("restart: %d records before the kill, %d after; per client seqs 1..%s" % (
         before, len(records), ", ".join("%d" % max(m.seq for m in per[n]) for n in names)))
 

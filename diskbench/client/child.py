@@ -1,0 +1,49 @@
+"""What the writer, stats and heartbeat processes share: the stop command,
+the signals they leave to the supervisor, waiting on the pipe, sending on it."""
+import os
+import signal
+
+from diskbench import signals
+from diskbench.compat import monotonic
+
+#: The command the supervisor sends down the pipe to stop a child.
+CMD_STOP = "halt"
+#: Signals only the supervisor handles: a terminal sends Ctrl-C and a hangup to
+#: the whole process group, and the children must not die of them.
+LEFT_TO_SUPERVISOR = (signal.SIGINT, signal.SIGHUP)
+#: Longest single wait, so a dead parent is noticed quickly.
+POLL_SLICE_S = 0.25
+
+
+def start():
+    """First thing in a child: ignore what the supervisor handles; returns the
+    parent's pid (a different ``os.getppid()`` later means it died)."""
+    signals.ignore(LEFT_TO_SUPERVISOR)
+    return os.getppid()
+
+
+def wait_or_stop(conn, seconds, parent):
+    """Wait ``seconds`` on the pipe; True when told to stop or the parent died."""
+    deadline = monotonic() + seconds
+    while True:
+        if os.getppid() != parent:
+            return True
+        left = deadline - monotonic()
+        if left <= 0:
+            return False
+        try:
+            if conn.poll(min(left, POLL_SLICE_S)):
+                if conn.recv() == CMD_STOP:
+                    return True
+        except (OSError, IOError, EOFError):
+            return True
+
+
+def send_quietly(conn, item):
+    """Send ``item`` up the pipe; False (never an exception) when the
+    supervisor is gone: the child then notices its parent died and exits."""
+    try:
+        conn.send(item)
+        return True
+    except (OSError, IOError, EOFError, ValueError):
+        return False

@@ -1,0 +1,85 @@
+"""The client's settings as one small typed object, each with its default here
+and nowhere else: what the supervisor, the writer, the stats and the
+heartbeat process read. Plain attributes, so it pickles for spawn/forkserver.
+"""
+import diskbench
+from diskbench import protocol
+from diskbench.metrics import MIB
+
+#: Default --duration: how long to write, from the server's go.
+DURATION_S = 60.0
+#: Default --perf-interval, --stats-interval, --heartbeat-interval.
+PERF_INTERVAL_S = 1.0
+STATS_INTERVAL_S = 10.0
+HEARTBEAT_INTERVAL_S = 5.0
+#: Default --max-files: data files kept at once.
+MAX_FILES = 2
+#: Default --connect-timeout: keep trying to reach the server this long.
+CONNECT_TIMEOUT_S = 10.0
+#: How long to wait for the server to acknowledge STOP and BYE (and anything
+#: still unacknowledged) by default; --deliver-timeout overrides it.
+DELIVER_TIMEOUT_S = 30.0
+#: A writer that has not finished a chunk for this long is stalled (a disk that
+#: stops answering, a stopped process): logged and reported as an ERROR while
+#: it lasts. Many chunk times of any disk worth measuring; --stall-timeout
+#: overrides it. A stalled writer also gets only this long (at most the
+#: supervisor's CHILD_STOP_TIMEOUT_S) to obey the stop command before SIGTERM.
+STALL_TIMEOUT_S = 30.0
+#: Default --progress-interval: without a terminal, a progress line this often.
+PROGRESS_INTERVAL_S = 10.0
+#: The smallest O_DIRECT block assumed when the filesystem does not say.
+BLOCK_BYTES = 4096
+
+_FIELDS = (
+    # where the results go
+    ("host", "127.0.0.1"), ("port", diskbench.DEFAULT_PORT), ("name", None),
+    ("secret", None), ("connect_timeout_s", CONNECT_TIMEOUT_S),
+    ("deliver_timeout_s", DELIVER_TIMEOUT_S), ("undelivered_path", None),
+    # what the writer does
+    ("directory", None), ("chunk_bytes", 10 * MIB), ("file_bytes", 100 * MIB),
+    ("duration_s", DURATION_S), ("max_files", MAX_FILES),
+    ("sync_mode", protocol.SYNC_DIRECT), ("preallocate", False), ("keep_data", False),
+    ("block_bytes", BLOCK_BYTES),
+    # how often the children report, and when the writer counts as stalled
+    ("perf_interval_s", PERF_INTERVAL_S), ("stats_interval_s", STATS_INTERVAL_S),
+    ("heartbeat_interval_s", HEARTBEAT_INTERVAL_S), ("stall_timeout_s", STALL_TIMEOUT_S),
+    ("progress_interval_s", PROGRESS_INTERVAL_S),
+    # the multiprocessing start method (None: compat.mp_context's choice)
+    ("start_method", None),
+)
+NAMES = tuple(name for name, _ in _FIELDS)
+
+
+class ClientConfig(object):
+    """``ClientConfig(name=..., directory=..., ...)``: every setting an attribute;
+    one not given has its default from ``_FIELDS``; an unknown one is a TypeError."""
+
+    __slots__ = NAMES
+
+    def __init__(self, **given):
+        unknown = sorted(set(given) - set(NAMES))
+        if unknown:
+            raise TypeError("unknown client settings: %s" % ", ".join(unknown))
+        for name, default in _FIELDS:
+            setattr(self, name, given.get(name, default))
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied."""
+        values = dict((name, getattr(self, name)) for name in NAMES)
+        values.update(changes)
+        return ClientConfig(**values)
+
+    def for_children(self):
+        """What the child processes get: everything but the secret."""
+        return self.replace(secret=None)
+
+    def __getstate__(self):  # __slots__ classes pickle through these (2.7 too)
+        return dict((name, getattr(self, name)) for name in NAMES)
+
+    def __setstate__(self, state):
+        for name in NAMES:
+            setattr(self, name, state.get(name))
+
+    def __repr__(self):
+        return "ClientConfig(%s)" % ", ".join(
+            "%s=%r" % (n, getattr(self, n)) for n in NAMES if n != "secret")

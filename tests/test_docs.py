@@ -1,0 +1,102 @@
+"""The docs are true to the code: every file they name exists, every glob they
+give matches something, and the defaults they quote are the parsers' defaults."""
+import glob
+import os
+import re
+import subprocess
+
+import pytest
+
+from diskbench.client import __main__ as client_main
+from diskbench.server import __main__ as server_main
+from tests.helpers import REPO
+
+DOCS = ("docs/ARCHITECTURE.md", "docs/TESTING.md")
+_PATHLIKE = re.compile(r"`([\w.*/-]+(?:\.(?:py|md|txt|png|json|jsonl)|/))`")
+#: Names the docs use for files the run writes (not files of the repository).
+RUN_FILES = ("server.log", "perf.jsonl", "run.json", "report.txt", "report.json",
+             "report.html", "compare.html", "clients.csv", "timeseries.csv",
+             "client-NAME.log", "client-NAME.undelivered.jsonl", "diskbench-logs/")
+
+
+def _read(path):
+    with open(os.path.join(REPO, path)) as f:
+        return f.read()
+
+
+def _tracked():
+    out = subprocess.check_output(["git", "ls-files"], cwd=REPO)
+    return out.decode("utf-8").split()
+
+
+def _tree_paths(text):
+    """Paths of the file tree drawn in a code block that starts at ``diskbench/``."""
+    m = re.search(r"```\n(diskbench/\n.*?)```", text, re.S)
+    if not m:
+        return []
+    stack, out = [], []
+    for line in m.group(1).splitlines():
+        name = re.match(r"(\s*)(\S+)", line)
+        if not name or not re.match(r"[\w.]+(/|\.py)$", name.group(2)):
+            continue
+        depth = len(name.group(1)) // 2
+        del stack[depth:]
+        out.append("/".join(stack + [name.group(2).rstrip("/")]))
+        if name.group(2).endswith("/"):
+            stack.append(name.group(2).rstrip("/"))
+    return out
+
+
+def _exists(name, tracked):
+    if "*" in name:
+        return any(glob.glob(os.path.join(REPO, base, name))
+                   for base in ("", "diskbench"))
+    name = name.rstrip("/")
+    if "/" not in name:
+        return any(os.path.basename(p) == name or ("/%s/" % name) in "/" + p
+                   for p in tracked)
+    return any(os.path.exists(os.path.join(REPO, base, name))
+               for base in ("", "diskbench", "docs"))
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_file_and_glob_a_doc_names_exists(doc):
+    text, tracked = _read(doc), _tracked()
+    named = set(_PATHLIKE.findall(text)) | set(_tree_paths(text))
+    assert len(named) > 10  # the pattern still finds the doc's paths
+    missing = sorted(n for n in named if n not in RUN_FILES and not _exists(n, tracked)
+                     and not re.match(r"(--[a-z-]+|[A-Z_]+)/", n))  # a run's dir
+    assert missing == [], "%s names files that do not exist: %s" % (doc, missing)
+
+
+def test_the_tree_in_architecture_lists_every_product_module():
+    listed = set(_tree_paths(_read("docs/ARCHITECTURE.md")))
+    modules = set(p for p in _tracked() if p.startswith("diskbench/") and p.endswith(".py")
+                  and not p.endswith("/__init__.py"))
+    assert sorted(modules - listed) == []
+
+
+_QUOTED_DEFAULT = re.compile(r"`(--[a-z-]+)` \(([0-9.]+)( s)?[,)]")
+
+
+@pytest.mark.parametrize("doc", ("README.md", "docs/ARCHITECTURE.md", "docs/SECURITY.md"))
+def test_defaults_quoted_in_the_docs_are_the_parsers_defaults(doc):
+    defaults = {}
+    for parser in (server_main.build_parser(), client_main.build_parser()):
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if isinstance(action.default, (int, float)) and \
+                        not isinstance(action.default, bool):
+                    defaults.setdefault(flag, set()).add(float(action.default))
+    # the connection limits default to None on the command line: derived from
+    # --clients, with these as the floor (server/__main__.py derive_limits)
+    for flag, value in (("--max-connections", server_main.DEFAULT_MAX_CONNECTIONS),
+                        ("--max-per-address", server_main.DEFAULT_MAX_PER_ADDRESS),
+                        ("--max-clients", server_main.DEFAULT_MAX_CLIENTS)):
+        defaults.setdefault(flag, set()).add(float(value))
+    quoted = _QUOTED_DEFAULT.findall(_read(doc))
+    checked = [(flag, float(value)) for flag, value, _ in quoted if flag in defaults]
+    wrong = [(flag, value, sorted(defaults[flag])) for flag, value in checked
+             if value not in defaults[flag]]
+    assert wrong == []
+    assert len(checked) >= 5  # the pattern still finds the doc's quoted defaults
