@@ -34,6 +34,7 @@ except ImportError:  # Python 2.7
     from pipes import quote as shell_quote
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
+from diskbench.cli import printable
 
 PROG = "python -m diskbench.launch"
 
@@ -84,7 +85,7 @@ MEANINGS = {
 }
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
-_HOST_LINE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\s\[\]]+))"
+_HOST_LINE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))"
                         r"(?::(?P<port>\d+))?$")
 
 
@@ -125,8 +126,8 @@ def parse_hosts(text, path="hosts"):
         m = _HOST_LINE.match(fields[0])
         where = "%s line %d" % (path, lineno)
         if not m:
-            raise Usage("%s: %r is not [user@]host[:port] (IPv6: [addr]:port)"
-                        % (where, fields[0]))
+            raise Usage("%s: '%s' is not [user@]host[:port] (IPv6: [addr]:port)"
+                        % (where, printable(fields[0])))
         port = m.group("port")
         if port is not None and not 0 < int(port) <= 65535:
             raise Usage("%s: ssh port must be 1 to 65535, got %s" % (where, port))
@@ -134,8 +135,8 @@ def parse_hosts(text, path="hosts"):
         for field in fields[1:]:
             key, sep, value = field.partition("=")
             if not sep or key not in HOST_KEYS or not value:
-                raise Usage("%s: %r is not one of %s" % (
-                    where, field, ", ".join("%s=VALUE" % k for k in HOST_KEYS)))
+                raise Usage("%s: '%s' is not one of %s" % (
+                    where, printable(field), ", ".join("%s=VALUE" % k for k in HOST_KEYS)))
             opts[key] = value
         hosts.append(Host(fields[0], m.group("v6") or m.group("host"), user=m.group("user"),
                           port=int(port) if port else None, python=opts.get("python"),
@@ -277,12 +278,29 @@ def split_argv(parser, argv):
                     "with -- [client flags] DIRECTORY")
     if right[-1].startswith("-"):
         raise Usage("the last argument after -- must be the DIRECTORY on the hosts, got "
-                    "%r" % right[-1])
+                    "'%s'" % printable(right[-1]))
+    check_client_flags(right)
     for token in right[:-1]:
         if token.split("=", 1)[0] == "--server":
             raise Usage("--server is set by the launcher (--server-host, --port); remove "
                         "it from the client flags")
     return args, server, right
+
+
+def check_client_flags(flags):
+    """Refuse client flags the client would refuse, here, before any ssh: parsed by the
+    client's own parser (the hosts run the same diskbench). Where that parser cannot be
+    had, the hosts' clients say it themselves (exit 2 in the table)."""
+    try:
+        from diskbench.client.__main__ import build_parser as client_parser
+        parser = client_parser()
+    except Exception:  # noqa: a refactored client: its own check still runs on the hosts
+        return
+
+    def error(message):
+        raise Usage("client flags after --: %s" % message)
+    parser.error = error
+    parser.parse_args(list(flags))
 
 
 def remote_command(host, client_flags, server_addr, python=None, remote_env=()):
@@ -385,9 +403,8 @@ class Launcher(object):
     # output -------------------------------------------------------------------------
     def say(self, text, stream=None):
         with self.lock:
-            stream = stream or self.out
-            stream.write(text + "\n")
-            stream.flush()
+            _write_line(stream or self.out, u"\n".join(printable(line)
+                                                      for line in text.split("\n")))
 
     def warn(self, text):
         self.say("diskbench launch: %s" % text, self.err)
@@ -588,6 +605,14 @@ class Launcher(object):
             self.devnull.close()
 
 
+def _write_line(stream, text):
+    """One line of text on a console that may not take it (2.7 into a pipe: bytes)."""
+    if sys.version_info[0] < 3 and isinstance(text, type(u"")):
+        text = text.encode("utf-8", "backslashreplace")
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -595,16 +620,17 @@ def main(argv=None):
         args, server_flags, client_flags = split_argv(parser, argv)
         for item in args.remote_env:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", item):
-                raise Usage("--remote-env wants NAME=VALUE, got %r" % item)
+                raise Usage("--remote-env wants NAME=VALUE, got '%s'" % printable(item))
         try:
             with open(args.hosts, "rb") as f:
                 text = f.read().decode("utf-8", "replace")
         except (IOError, OSError) as exc:
             raise Usage("cannot read the hosts file %s: %s" % (
-                args.hosts, getattr(exc, "strerror", None) or exc))
+                printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
     except Usage as exc:
-        sys.stderr.write("diskbench launch: error: %s (see %s --help)\n" % (exc, PROG))
+        _write_line(sys.stderr, u"diskbench launch: error: %s (see %s --help)"
+                    % (printable(exc.args[0]), PROG))
         return exitcodes.USAGE
     return Launcher(args, server_flags, client_flags, hosts).run()
 
