@@ -377,3 +377,73 @@ def test_real_ssh_two_hosts_and_one_closed_port(tmpdir, tag, sshd):
     assert sorted(clients) == ["ssh-a", "ssh-b"]
     assert all(c["state"] == "finished" for c in clients.values())
     assert clients["ssh-a"]["target_dir"] == d1 and clients["ssh-b"]["target_dir"] == d2
+
+
+# --- the compose file ----------------------------------------------------------------------
+COMPOSE = os.path.join(REPO, "deploy", "compose.yaml")
+
+
+def _load_compose():
+    try:
+        import yaml
+    except ImportError:
+        pytest.skip("PyYAML missing (make test installs it from requirements-test.txt)")
+    with open(COMPOSE) as f:
+        return yaml.safe_load(f)
+
+
+def _flag(command, name):
+    return command[command.index(name) + 1]
+
+
+def test_compose_file_has_the_structure_compose_expects():
+    """No Docker engine here: the file is parsed and its wiring checked."""
+    doc = _load_compose()
+    services, volumes = doc["services"], doc["volumes"]
+    assert isinstance(services, dict) and isinstance(volumes, dict)
+    clients = dict((name, svc) for name, svc in services.items()
+                   if "diskbench.client" in svc.get("command", []))
+    server = services["server"]
+    assert int(_flag(server["command"], "--clients")) == len(clients) == 3
+    assert "7878:7878" in server["ports"]
+    names, data = set(), set()
+    for name, svc in services.items():
+        assert isinstance(svc["image"], str) and svc["image"].startswith("python:")
+        assert all(isinstance(word, str) for word in svc["command"])
+        for entry in svc["volumes"]:
+            source, target = entry.split(":")[:2]
+            assert target.startswith("/")
+            if not source.startswith((".", "/")):
+                assert source in volumes, "%s uses undeclared volume %s" % (name, source)
+            else:
+                assert source == ".." and target == svc["working_dir"]  # the repository
+    for name, svc in clients.items():
+        assert svc["depends_on"] == ["server"]  # the <<: *client merge key was resolved
+        command = svc["command"]
+        assert command[:3] == ["python", "-m", "diskbench.client"]
+        assert _flag(command, "--server") == "server:7878"
+        names.add(_flag(command, "--name"))
+        mount = [v for v in svc["volumes"] if v.endswith(":" + command[-1])]
+        assert len(mount) == 1, "%s: its DIRECTORY %s is not a volume" % (name, command[-1])
+        data.add(mount[0].split(":")[0])
+    assert len(names) == len(data) == len(clients)  # own name, own volume each
+
+
+def test_compose_commands_are_accepted_by_the_real_programs(procs, tmpdir):
+    """Each service's command, run here with paths moved into tmp: every flag parses."""
+    doc = _load_compose()
+    for name, svc in doc["services"].items():
+        command = list(svc["command"])
+        if command[:3] == ["python", "-m", "diskbench.client"]:
+            command[command.index("--log-dir") + 1] = str(tmpdir.join(name, "logs"))
+            command[-1] = str(tmpdir.join(name, "missing-dir"))
+            code, out, err = procs.run(command[1:] + ["--connect-timeout", "1"])
+            assert code == exitcodes.CLIENT_DIRECTORY, (name, err)  # got past the flags
+        elif command[:3] == ["python", "-m", "diskbench.server"]:
+            command[command.index("--log-dir") + 1] = str(tmpdir.join(name))
+            proc = procs.start(command[1:] + ["--port", "0", "--quiet"])
+            line = proc.stdout.readline().decode()
+            assert "listening on" in line, communicate(proc, 10)
+            proc.send_signal(signal.SIGTERM)
+            communicate(proc, 30)
+            assert proc.returncode == exitcodes.SERVER_INTERRUPTED
