@@ -101,10 +101,13 @@ class Fleet(object):
     def argv(self, ns, argv):
         return [IP, "netns", "exec", ns] + list(argv)
 
-    def start(self, procs, ns, argv, env=None):
-        """Start ``argv`` inside namespace ``ns``, owned by the ``procs`` fixture."""
+    def start(self, procs, ns, argv, env=None, stdout=subprocess.PIPE):
+        """Start ``argv`` inside namespace ``ns``, owned by the ``procs`` fixture.
+
+        A piped stdout must be read while the process runs (a full pipe blocks its
+        writer); give a file for output nobody reads until the end."""
         proc = subprocess.Popen(self.argv(ns, argv), env=env_for_child(env),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stdin=subprocess.PIPE, stdout=stdout,
                                 stderr=subprocess.PIPE, preexec_fn=os.setsid, close_fds=True)
         procs.procs.append(proc)
         _LIVE.add(proc)

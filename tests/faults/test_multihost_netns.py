@@ -11,7 +11,6 @@ not libfaketime). Skipped with the reason without root or ``ip netns``.
 import json
 import os
 import re
-import select
 
 import pytest
 
@@ -33,13 +32,13 @@ CUT = 0  # node1
 SKEWED = 2  # node3
 
 
-def _server_port(proc, seen):
-    if select.select([proc.stdout], [], [], 0.1)[0]:
-        line = proc.stdout.readline().decode("utf-8", "replace")
-        seen.append(line)
-        m = re.search(r"listening on \S+:(\d+)", line)
-        return int(m.group(1)) if m else None
-    assert proc.poll() is None, "server exited: %s" % "".join(seen)
+def _server_port(proc, console):
+    """The port from the server's listening line (its console goes to a file: a pipe
+    nobody reads fills up and blocks the server)."""
+    m = re.search(r"listening on \S+:(\d+)", _log_text(console))
+    if m:
+        return int(m.group(1))
+    assert proc.poll() is None, "server exited: %s" % _log_text(console)
     return None
 
 
@@ -60,13 +59,15 @@ def fleet_run(tmpdir_factory):
     procs = Procs()
     fleet = netns.Fleet(clients=3)
     try:
-        server = fleet.start(procs, fleet.server_ns, [
-            procs.python, "-m", "diskbench.server", "--host", netns.SERVER_ADDR,
-            "--port", "0", "--clients", "3", "--log-dir", log_dir, "--start-timeout", "20",
-            "--rejoin-grace", str(REJOIN_GRACE_S), "--idle-timeout", "0.5",
-            "--progress-interval", "60", "--verbose"])
-        seen = []
-        port = wait_until(lambda: _server_port(server, seen), 20,
+        console = str(tmp.join("server-console.txt"))
+        with open(console, "wb") as out:
+            server = fleet.start(procs, fleet.server_ns, [
+                procs.python, "-m", "diskbench.server", "--host", netns.SERVER_ADDR,
+                "--port", "0", "--clients", "3", "--log-dir", log_dir,
+                "--start-timeout", "20", "--rejoin-grace", str(REJOIN_GRACE_S),
+                "--idle-timeout", "0.5", "--progress-interval", "60", "--verbose"],
+                stdout=out)
+        port = wait_until(lambda: _server_port(server, console), 20,
                           what="the server's listening line")
         clients = []
         for i, ns in enumerate(fleet.client_ns):
@@ -93,8 +94,9 @@ def fleet_run(tmpdir_factory):
         for proc in clients:
             out, err = communicate(proc, 60)
             results["clients"].append((proc.returncode, out, err))
-        out, err = communicate(server, 60)
-        results["server"] = (server.returncode, out, err)
+        wait_until(lambda: server.poll() is not None, 60, what="the server's end")
+        results["server"] = (server.returncode, _log_text(console),
+                             server.stderr.read().decode("utf-8", "replace"))
         results["server_log"] = _log_text(server_log)
         with open(os.path.join(log_dir, "report.json")) as f:
             results["report"] = json.load(f)
@@ -111,7 +113,7 @@ def _clients(results):
 
 def test_three_namespaces_reported_apart_with_their_own_addresses(fleet_run):
     for code, out, err in fleet_run["clients"]:
-        assert code == exitcodes.OK, err
+        assert code == exitcodes.OK, (code, err[-3000:])
         assert "Traceback" not in err
     assert fleet_run["server"][0] == exitcodes.OK, fleet_run["server"]
     clients = _clients(fleet_run)
