@@ -102,8 +102,10 @@ def start_launch(argv, tag, path_prefix=None):
     env["PYTHONUNBUFFERED"] = "1"
     if path_prefix:
         env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
+    # own process group: communicate()'s deadline kills the launcher by its group
     return subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                            preexec_fn=os.setsid)
 
 
 def run_launch(argv, tag, path_prefix=None):
@@ -254,7 +256,9 @@ def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
     """ssh failing and a host without diskbench: one line each, exit 21, nothing hangs."""
     hosts = write_hosts(tmpdir, "unreachable1\nfake python=/nonexistent/python3\n")
     log_dir = str(tmpdir.join("logs"))
-    code, out, err = run_launch(launch_argv(hosts, log_dir, str(tmpdir), tag), tag,
+    # a --server-grace beyond the test's deadline: only the launcher's own stop ends it
+    code, out, err = run_launch(launch_argv(hosts, log_dir, str(tmpdir), tag,
+                                            extra=["--server-grace", "600"]), tag,
                                 fake_ssh_dir(tmpdir))
     assert code == launch.LAUNCH_NO_HOST, (out, err)
     mine = [line for line in err.splitlines() if line.startswith("diskbench launch:")]
