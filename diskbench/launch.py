@@ -172,8 +172,7 @@ def build_parser():
                    help="the hosts file (one [user@]host[:port] per line)")
     p.add_argument("--server-host", metavar="ADDR",
                    help="the address the hosts reach this server at (default: --host if "
-                        "it is one address, else this machine's name, %s)"
-                        % socket.getfqdn())
+                        "it is one address, else this machine's fully qualified name)")
     p.add_argument("--host", default="0.0.0.0",
                    help="address the server listens on (default 0.0.0.0; passed on)")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT,
@@ -353,6 +352,15 @@ def default_server_host(args):
     return socket.getfqdn()
 
 
+def _is_loopback(name):
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (socket.error, socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(info[4][0].startswith("127.") or info[4][0] == "::1"
+                               for info in infos)
+
+
 def _join_host_port(host, port):
     return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
@@ -456,7 +464,12 @@ class Launcher(object):
         return True
 
     def start_hosts(self):
-        addr = _join_host_port(default_server_host(self.args), self.listening)
+        server_host = default_server_host(self.args)
+        if not self.args.server_host and _is_loopback(server_host):
+            self.warn("this machine's name %s is a loopback address here: hosts other than "
+                      "this one cannot reach the server at it; give --server-host"
+                      % server_host)
+        addr = _join_host_port(server_host, self.listening)
         for index, host in enumerate(self.hosts, 1):
             command = remote_command(host, self.client_flags, addr, self.args.python,
                                      self.args.remote_env)

@@ -87,6 +87,10 @@ def fake_ssh_dir(tmpdir):
 
 
 def launch_argv(hosts_file, log_dir, client_dir, tag, extra=(), client_extra=()):
+    # made here: clients starting together race in the client's isdir()/makedirs()
+    # (the loser exits 2 "File exists"; reported to the lead, client code is not ours)
+    if not os.path.isdir(os.path.join(log_dir, "clients")):
+        os.makedirs(os.path.join(log_dir, "clients"))
     return ([sys.executable, "-m", "diskbench.launch", "--hosts", hosts_file,
              "--port", "0", "--server-host", "127.0.0.1", "--log-dir", log_dir,
              "--python", sys.executable, "--remote-env", "PYTHONPATH=" + REPO,
@@ -224,6 +228,24 @@ def test_remote_command_survives_any_directory_name(tmpdir):
         "-m", "diskbench.client", "--server", "srv:1", "--duration", "1", "--name", "n 1",
         evil]
     assert not tmpdir.join("PWNED").exists() and not tmpdir.join("PWNED2").exists()
+
+
+def test_server_that_cannot_start_gives_its_code_and_no_ssh(tmpdir, tag):
+    """The server's own one-line error and exit code (3: port in use); no host is tried."""
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        hosts = write_hosts(tmpdir, "unreachable-never-tried\n")
+        argv = launch_argv(hosts, str(tmpdir.join("logs")), str(tmpdir), tag,
+                           extra=["--host", "127.0.0.1"])
+        argv[argv.index("--port") + 1] = str(busy.getsockname()[1])
+        code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir))
+    finally:
+        busy.close()
+    assert code == exitcodes.SERVER_BIND, (out, err)
+    assert "diskbench server: error:" in err and "unreachable-never-tried" not in err + out
 
 
 # --- whole runs through a fake ssh ---------------------------------------------------------

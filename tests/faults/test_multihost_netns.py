@@ -70,6 +70,7 @@ def fleet_run(tmpdir_factory):
         port = wait_until(lambda: _server_port(server, console), 20,
                           what="the server's listening line")
         clients = []
+        tmp.mkdir("client-logs")  # clients starting together race to make it (see test_launch)
         for i, ns in enumerate(fleet.client_ns):
             env = None
             if i == SKEWED:
