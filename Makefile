@@ -17,13 +17,15 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 test-browser lint demo demo2 bench clean env mutate dist bench-server
+.PHONY: help test test3 test2 test-browser test-multihost lint demo demo2 bench clean env mutate dist bench-server
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
 	@echo "make demo    a server and three local clients, then the report (demo2: on 2.7);"
 	@echo "             KEEP=1 keeps its directory and prints where report.html is"
 	@echo "make test-browser  install Chromium (apt) and check report.html renders in it"
+	@echo "make test-multihost  install openssh-server (apt) if missing; the launcher over a real"
+	@echo "             sshd and the network-namespace run, on both Pythons (root)"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
 	@echo "make bench-server  the server under 1000 and 5000 simulated clients, beside a bare socketserver"
 	@echo "make lint    byte-compile every file with both interpreters"
@@ -90,6 +92,14 @@ test-browser: $(V3)/.installed
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	DISKBENCH_SCREENSHOT=docs/report-screenshot.png $(V3)/bin/python -m pytest $(PYTEST_FLAGS) tests/test_report_browser.py
+
+# The launcher over a real ssh to a private sshd, and server + 3 clients in network
+# namespaces; `make test` runs the same files and skips, saying why, what needs root or sshd.
+MULTIHOST_TESTS := tests/test_launch.py tests/faults/test_multihost_netns.py
+test-multihost: env
+	@test -x /usr/sbin/sshd || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-server; }
+	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(MULTIHOST_TESTS)
+	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(MULTIHOST_TESTS)
 
 mutate: $(V3)/.installed
 	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python

@@ -1,0 +1,475 @@
+"""python -m diskbench.launch: the real server, real clients, over a real or a fake ssh.
+
+With root and openssh-server the launcher goes through the system ``ssh`` to a private
+sshd the test starts on a free port of 127.0.0.1 (own host key, own authorized key, own
+config; nothing of ~/.ssh is used). Without them that test is skipped with the reason,
+and the same runs go through a fake ``ssh`` on PATH that runs the command here with
+``/bin/sh -c`` (what ssh does on the far side), so the launcher's own logic is always
+tested. Every process the launcher starts carries a tag in its environment (also the
+remote clients, through --remote-env) and is killed at the end of the test.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from diskbench import exitcodes, launch
+from tests.helpers import REPO, communicate, free_port, wait_until
+
+SSHD = "/usr/sbin/sshd"
+TAG_VAR = "DISKBENCH_TEST_TAG"
+#: Client flags that make a whole run take ~3 s (the rollover rule forced on this disk).
+CLIENT_FLAGS = ["--duration", "1.5", "--chunk-mb", "10", "--file-mb", "20", "--force",
+                "--heartbeat-interval", "0.5", "--perf-interval", "0.5",
+                "--stats-interval", "0.5", "--connect-timeout", "10"]
+#: Server flags: go 2 s after the first hello without the host that never comes; end soon.
+SERVER_FLAGS = ["--start-timeout", "2", "--idle-timeout", "0.5", "--progress-interval", "60"]
+RUN_TIMEOUT_S = 60
+
+FAKE_SSH = r"""#!/bin/sh
+# A fake ssh: skips the options, then runs the command here as ssh's far side would.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o|-p|-l|-i|-F) shift 2;;
+    --) shift; break;;
+    -*) shift;;
+    *) break;;
+  esac
+done
+host=$1; shift
+case "$host" in
+  unreachable*) echo "ssh: connect to host $host port 22: Connection refused" >&2; exit 255;;
+esac
+exec /bin/sh -c "$*"
+"""
+
+
+# --- machinery -------------------------------------------------------------------------
+def _tagged_pids(tag):
+    needle = ("%s=%s" % (TAG_VAR, tag)).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except (IOError, OSError):
+            pass
+    return pids
+
+
+@pytest.fixture
+def tag():
+    """A tag in the environment of everything a launcher test starts; all killed after."""
+    value = uuid.uuid4().hex
+    yield value
+    for pid in _tagged_pids(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def fake_ssh_dir(tmpdir):
+    bindir = tmpdir.mkdir("fakebin")
+    path = bindir.join("ssh")
+    path.write(FAKE_SSH)
+    path.chmod(0o755)
+    return str(bindir)
+
+
+def launch_argv(hosts_file, log_dir, client_dir, tag, extra=(), client_extra=()):
+    # made here: clients starting together race in the client's isdir()/makedirs()
+    # (the loser exits 2 "File exists"; reported to the lead, client code is not ours)
+    if not os.path.isdir(os.path.join(log_dir, "clients")):
+        os.makedirs(os.path.join(log_dir, "clients"))
+    return ([sys.executable, "-m", "diskbench.launch", "--hosts", hosts_file,
+             "--port", "0", "--server-host", "127.0.0.1", "--log-dir", log_dir,
+             "--python", sys.executable, "--remote-env", "PYTHONPATH=" + REPO,
+             "--remote-env", "%s=%s" % (TAG_VAR, tag)] + list(extra) + SERVER_FLAGS +
+            ["--"] + CLIENT_FLAGS + ["--log-dir", os.path.join(log_dir, "clients")] +
+            list(client_extra) + [client_dir])
+
+
+def start_launch(argv, tag, path_prefix=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO
+    env[TAG_VAR] = tag
+    env["PYTHONUNBUFFERED"] = "1"
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env.get("PATH", "")
+    # own process group: communicate()'s deadline kills the launcher by its group
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+                            preexec_fn=os.setsid)
+
+
+def run_launch(argv, tag, path_prefix=None):
+    proc = start_launch(argv, tag, path_prefix)
+    out, err = communicate(proc, RUN_TIMEOUT_S)
+    return proc.returncode, out, err
+
+
+def summary_rows(out):
+    """{host label: exit column} from the launcher's final table."""
+    lines = out.splitlines()
+    start = max(i for i, line in enumerate(lines) if re.match(r"^host\s+exit\s+meaning", line))
+    rows = {}
+    for line in lines[start + 1:]:
+        m = re.match(r"^(\S+)\s+(-|\d+)\s+(.*)$", line)
+        if not m or line.startswith("diskbench launch:"):
+            break
+        rows[m.group(1)] = (m.group(2), m.group(3))
+    return rows
+
+
+def report(log_dir):
+    with open(os.path.join(log_dir, "report.json")) as f:
+        return json.load(f)
+
+
+def write_hosts(tmpdir, text):
+    path = tmpdir.join("hosts")
+    path.write(text)
+    return str(path)
+
+
+# --- the hosts file and the command line -------------------------------------------------
+def test_hosts_file_forms():
+    hosts = launch.parse_hosts(
+        "# the bench hosts\n"
+        "node1\n"
+        "  bench@node2:2222   python=/opt/py/bin/python dir=/mnt/nvme name=n2  # fast one\n"
+        "[fd00::7]:22 name=v6\n"
+        "\n"
+        "root@[fd00::8]\n")
+    assert [(h.address, h.user, h.port, h.python, h.directory, h.name) for h in hosts] == [
+        ("node1", None, None, None, None, None),
+        ("node2", "bench", 2222, "/opt/py/bin/python", "/mnt/nvme", "n2"),
+        ("fd00::7", None, 22, None, None, "v6"),
+        ("fd00::8", "root", None, None, None, None)]
+    assert hosts[1].lineno == 3
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "names no host"),
+    ("# only a comment\n\n", "names no host"),
+    ("node1 speed=fast\n", "line 1: 'speed=fast' is not one of python=VALUE"),
+    ("node1\nno de:x\n", "line 2: 'de:x' is not one of"),
+    ("node:99999\n", "line 1: ssh port must be 1 to 65535"),
+    ("a@b@c\n", "line 1: 'a@b@c' is not [user@]host[:port]"),
+    ("n1 name=x\nn2 name=x\n", "same name="),
+])
+def test_bad_hosts_file_is_one_line_and_exit_2(tmpdir, text, words):
+    hosts = write_hosts(tmpdir, text)
+    code, out, err = run_launch([sys.executable, "-m", "diskbench.launch", "--hosts", hosts,
+                                 "--", "/tmp"], "none")
+    assert code == exitcodes.USAGE, err
+    assert words in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--hosts", "/nonexistent/hosts", "--", "/tmp"], "cannot read the hosts file"),
+    (["--hosts", "{hosts}"], "the directory to measure on the hosts is missing"),
+    (["--hosts", "{hosts}", "--", "--duration", "5"], "client flags after --: (the following "
+     "arguments are required: DIRECTORY|too few arguments)"),  # 3 | 2.7 argparse
+    (["--hosts", "{hosts}", "--", "/tmp", "--force"], "must be the DIRECTORY"),
+    (["--hosts", "{hosts}", "--", "--chunk-mb", "ten", "/tmp"], "client flags after --: "
+     "argument --chunk-mb: invalid int value"),
+    (["--hosts", "{hosts}", "--clients", "3", "--", "/tmp"], "--clients is set by the launcher"),
+    (["--hosts", "{hosts}", "--", "--server", "x:1", "/tmp"], "--server is set by the launcher"),
+    (["--hosts", "{hosts}", "--remote-env", "1X=2", "--", "/tmp"], "NAME=VALUE"),
+])
+def test_bad_command_line_is_one_line_and_exit_2(tmpdir, argv, words):
+    """``words`` is a regular expression here."""
+    hosts = write_hosts(tmpdir, "node1\n")
+    argv = [a.replace("{hosts}", hosts) for a in argv]
+    code, out, err = run_launch([sys.executable, "-m", "diskbench.launch"] + argv, "none")
+    assert code == exitcodes.USAGE, err
+    assert re.search(words, err), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_server_flags_pass_through_and_host_is_not_hosts():
+    """--host (the server's) must never be taken for --hosts; unknown flags go to the server."""
+    parser = launch.build_parser()
+    args, server, client = launch.split_argv(parser, [
+        "--hosts", "h", "--host", "10.0.0.1", "--start-timeout", "5", "--verbose",
+        "--ssh-arg=-F", "--ssh-arg=/dev/null", "--", "--duration", "9", "/mnt/d"])
+    assert args.hosts == "h" and args.host == "10.0.0.1"
+    assert args.ssh_arg == ["-F", "/dev/null"]
+    assert server == ["--start-timeout", "5", "--verbose"]
+    assert client == ["--duration", "9", "/mnt/d"]
+    assert launch.default_server_host(args) == "10.0.0.1"
+
+
+def test_remote_command_survives_any_directory_name(tmpdir):
+    """The command ssh hands to a shell keeps every word as it was: run it through sh."""
+    evil = str(tmpdir.join("it's a $(touch PWNED) `touch PWNED2` \"dir\" ;"))
+    host = launch.Host("h", "h", directory=evil, name="n 1")
+    # a stand-in python that prints its argv proves the quoting word by word
+    fake_py = tmpdir.join("py")
+    fake_py.write("#!/bin/sh\nif [ \"$1\" = -c ]; then exit 0; fi\n"
+                  "for a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    fake_py.chmod(0o755)
+    command = launch.remote_command(host, ["--duration", "1", "/ignored"], "srv:1",
+                                    python=str(fake_py))
+    out = subprocess.check_output(["/bin/sh", "-c", command], cwd=str(tmpdir))
+    assert out.decode().splitlines() == [
+        "-m", "diskbench.client", "--server", "srv:1", "--duration", "1", "--name", "n 1",
+        evil]
+    assert not tmpdir.join("PWNED").exists() and not tmpdir.join("PWNED2").exists()
+
+
+def test_server_that_cannot_start_gives_its_code_and_no_ssh(tmpdir, tag):
+    """The server's own one-line error and exit code (3: port in use); no host is tried."""
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        hosts = write_hosts(tmpdir, "unreachable-never-tried\n")
+        argv = launch_argv(hosts, str(tmpdir.join("logs")), str(tmpdir), tag,
+                           extra=["--host", "127.0.0.1"])
+        argv[argv.index("--port") + 1] = str(busy.getsockname()[1])
+        code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir))
+    finally:
+        busy.close()
+    assert code == exitcodes.SERVER_BIND, (out, err)
+    assert "diskbench server: error:" in err and "unreachable-never-tried" not in err + out
+
+
+# --- whole runs through a fake ssh ---------------------------------------------------------
+def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
+    """The run goes on with the hosts that started; the one that failed is one line."""
+    d1, d2 = str(tmpdir.mkdir("d1")), str(tmpdir.mkdir("d2 with space"))
+    hosts = write_hosts(tmpdir, "fake1 name=a dir=%s\nfake2 name=b\nunreachable-host\n" % d1)
+    log_dir = str(tmpdir.join("logs"))
+    code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag), tag,
+                                fake_ssh_dir(tmpdir))
+    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)   # 2 of 3 came: the server's 5
+    failed = [line for line in err.splitlines() if "unreachable-host" in line]
+    assert failed == ["diskbench launch: ssh to unreachable-host failed: ssh: connect to "
+                      "host unreachable-host port 22: Connection refused"], err
+    assert "Traceback" not in err
+    rows = summary_rows(out)
+    assert rows["fake1"][0] == "0" and rows["fake2"][0] == "0", out
+    assert rows["unreachable-host"][0] == "255" and "Connection refused" in \
+        rows["unreachable-host"][1]
+    data = report(log_dir)
+    by_name = dict((c["client"], c) for c in data["clients"])
+    assert sorted(by_name) == ["a", "b"]
+    assert all(c["state"] == "finished" for c in by_name.values())
+    assert by_name["a"]["target_dir"] == d1 and by_name["b"]["target_dir"] == d2
+    assert "2 of 3" in open(os.path.join(log_dir, "report.txt")).read()
+    assert os.path.exists(os.path.join(log_dir, "launch-3-unreachable-host.log"))
+
+
+def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
+    """ssh failing and a host without diskbench: one line each, exit 21, nothing hangs."""
+    hosts = write_hosts(tmpdir, "unreachable1\nfake python=/nonexistent/python3\n")
+    log_dir = str(tmpdir.join("logs"))
+    # a --server-grace beyond the test's deadline: only the launcher's own stop ends it
+    code, out, err = run_launch(launch_argv(hosts, log_dir, str(tmpdir), tag,
+                                            extra=["--server-grace", "600"]), tag,
+                                fake_ssh_dir(tmpdir))
+    assert code == launch.LAUNCH_NO_HOST, (out, err)
+    mine = [line for line in err.splitlines() if line.startswith("diskbench launch:")]
+    assert len([line for line in mine if "unreachable1" in line]) == 1, err
+    missing = [line for line in mine if line.startswith("diskbench launch: fake:")]
+    assert len(missing) == 1 and "no Python there can import diskbench" in missing[0] \
+        and "pip install" in missing[0] and "tried /nonexistent/python3" in missing[0], err
+    assert summary_rows(out)["fake"][0] == str(launch.REMOTE_NOT_FOUND)
+    assert "no host could be started" in err
+
+
+def test_sigint_is_forwarded_to_the_server_which_stops_the_clients(tmpdir, tag):
+    hosts = write_hosts(tmpdir, "fake1 name=a\nfake2 name=b\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
+                       client_extra=["--duration", "120"])
+    proc = start_launch(argv, tag, fake_ssh_dir(tmpdir))
+    server_log = os.path.join(log_dir, "server.log")
+
+    def both_writing():
+        if not os.path.exists(server_log):
+            return False
+        with open(server_log) as f:
+            return f.read().count("started writing") == 2
+    try:
+        wait_until(both_writing, 30, what="both clients writing")
+    except AssertionError:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGINT)
+    out, err = communicate(proc, RUN_TIMEOUT_S)
+    assert proc.returncode == exitcodes.SERVER_INTERRUPTED, (out, err)
+    assert "asked the server to stop" in err
+    rows = summary_rows(out)
+    assert rows["fake1"][0] == rows["fake2"][0] == str(exitcodes.CLIENT_INTERRUPTED), out
+
+
+# --- the real ssh -----------------------------------------------------------------------------
+def _sshd_missing():
+    if os.geteuid() != 0:
+        return "not root: a private sshd cannot be started"
+    for tool in (SSHD, "/usr/bin/ssh-keygen"):
+        if not os.path.exists(tool):
+            return "%s missing (apt-get install openssh-server; make test-multihost does)" \
+                % tool
+    if not any(os.access(os.path.join(d, "ssh"), os.X_OK)
+               for d in os.environ.get("PATH", "").split(os.pathsep)):
+        return "no ssh client on PATH (apt-get install openssh-client)"
+    return None
+
+
+@pytest.fixture
+def sshd(tmpdir):
+    """A private sshd on a free port of 127.0.0.1 and the ssh options that reach it."""
+    why = _sshd_missing()
+    if why:
+        pytest.skip(why)
+    d = tmpdir.mkdir("sshd")
+    host_key, user_key = str(d.join("host_key")), str(d.join("user_key"))
+    for key in (host_key, user_key):
+        subprocess.check_call(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    shutil.copy(user_key + ".pub", str(d.join("authorized_keys")))
+    port = free_port()
+    config = d.join("sshd_config")
+    config.write("\n".join([
+        "Port %d" % port, "ListenAddress 127.0.0.1", "HostKey %s" % host_key,
+        "AuthorizedKeysFile %s" % d.join("authorized_keys"),
+        "PidFile %s" % d.join("sshd.pid"), "StrictModes no", "UsePAM no",
+        "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", ""]))
+    if not os.path.isdir("/run/sshd"):  # privilege separation dir the package would make
+        os.makedirs("/run/sshd", 0o755)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, close_fds=True)
+    import socket
+
+    def banner():
+        assert proc.poll() is None, "sshd exited: %s" % proc.stdout.read()
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        except (IOError, OSError):
+            return False
+        try:
+            return s.recv(4).startswith(b"SSH-")
+        finally:
+            s.close()
+    try:
+        wait_until(banner, 10, what="the private sshd's banner")
+        options = ["--ssh-option", "IdentityFile=%s" % user_key,
+                   "--ssh-option", "IdentitiesOnly=yes",
+                   "--ssh-option", "UserKnownHostsFile=%s" % d.join("known_hosts"),
+                   "--ssh-option", "StrictHostKeyChecking=no",
+                   "--ssh-option", "LogLevel=ERROR",
+                   "--ssh-arg=-F", "--ssh-arg=/dev/null"]
+        yield port, options
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_real_ssh_two_hosts_and_one_closed_port(tmpdir, tag, sshd):
+    port, options = sshd
+    closed = free_port()
+    d1, d2 = str(tmpdir.mkdir("d1")), str(tmpdir.mkdir("d2"))
+    hosts = write_hosts(tmpdir, "127.0.0.1:%d name=ssh-a dir=%s\n"
+                                "root@127.0.0.1:%d name=ssh-b\n"
+                                "127.0.0.1:%d name=nobody\n" % (port, d1, port, closed))
+    log_dir = str(tmpdir.join("logs"))
+    code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag, extra=options), tag)
+    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)
+    failed = [line for line in err.splitlines() if ":%d" % closed in line]
+    assert len(failed) == 1 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
+        "127.0.0.1 port %d: Connection refused" % (closed, closed) in failed[0], err
+    rows = summary_rows(out)
+    assert rows["127.0.0.1:%d" % port][0] == "0", out
+    assert rows["root@127.0.0.1:%d" % port][0] == "0", out
+    assert rows["127.0.0.1:%d" % closed][0] == "255", out
+    clients = dict((c["client"], c) for c in report(log_dir)["clients"])
+    assert sorted(clients) == ["ssh-a", "ssh-b"]
+    assert all(c["state"] == "finished" for c in clients.values())
+    assert clients["ssh-a"]["target_dir"] == d1 and clients["ssh-b"]["target_dir"] == d2
+
+
+# --- the compose file ----------------------------------------------------------------------
+COMPOSE = os.path.join(REPO, "deploy", "compose.yaml")
+
+
+def _load_compose():
+    try:
+        import yaml
+    except ImportError:
+        pytest.skip("PyYAML missing (make test installs it from requirements-test.txt)")
+    with open(COMPOSE) as f:
+        return yaml.safe_load(f)
+
+
+def _flag(command, name):
+    return command[command.index(name) + 1]
+
+
+def test_compose_file_has_the_structure_compose_expects():
+    """No Docker engine here: the file is parsed and its wiring checked."""
+    doc = _load_compose()
+    services, volumes = doc["services"], doc["volumes"]
+    assert isinstance(services, dict) and isinstance(volumes, dict)
+    clients = dict((name, svc) for name, svc in services.items()
+                   if "diskbench.client" in svc.get("command", []))
+    server = services["server"]
+    assert int(_flag(server["command"], "--clients")) == len(clients) == 3
+    assert "7878:7878" in server["ports"]
+    names, data = set(), set()
+    for name, svc in services.items():
+        assert isinstance(svc["image"], str) and svc["image"].startswith("python:")
+        assert all(isinstance(word, str) for word in svc["command"])
+        for entry in svc["volumes"]:
+            source, target = entry.split(":")[:2]
+            assert target.startswith("/")
+            if not source.startswith((".", "/")):
+                assert source in volumes, "%s uses undeclared volume %s" % (name, source)
+            else:
+                assert source == ".." and target == svc["working_dir"]  # the repository
+    for name, svc in clients.items():
+        assert svc["depends_on"] == ["server"]  # the <<: *client merge key was resolved
+        command = svc["command"]
+        assert command[:3] == ["python", "-m", "diskbench.client"]
+        assert _flag(command, "--server") == "server:7878"
+        names.add(_flag(command, "--name"))
+        mount = [v for v in svc["volumes"] if v.endswith(":" + command[-1])]
+        assert len(mount) == 1, "%s: its DIRECTORY %s is not a volume" % (name, command[-1])
+        data.add(mount[0].split(":")[0])
+    assert len(names) == len(data) == len(clients)  # own name, own volume each
+
+
+def test_compose_commands_are_accepted_by_the_real_programs(procs, tmpdir):
+    """Each service's command, run here with paths moved into tmp: every flag parses."""
+    doc = _load_compose()
+    for name, svc in doc["services"].items():
+        command = list(svc["command"])
+        if command[:3] == ["python", "-m", "diskbench.client"]:
+            command[command.index("--log-dir") + 1] = str(tmpdir.join(name, "logs"))
+            command[-1] = str(tmpdir.join(name, "missing-dir"))
+            code, out, err = procs.run(command[1:] + ["--connect-timeout", "1"])
+            assert code == exitcodes.CLIENT_DIRECTORY, (name, err)  # got past the flags
+        elif command[:3] == ["python", "-m", "diskbench.server"]:
+            command[command.index("--log-dir") + 1] = str(tmpdir.join(name))
+            proc = procs.start(command[1:] + ["--port", "0", "--quiet"])
+            line = proc.stdout.readline().decode()
+            assert "listening on" in line, communicate(proc, 10)
+            proc.send_signal(signal.SIGTERM)
+            communicate(proc, 30)
+            assert proc.returncode == exitcodes.SERVER_INTERRUPTED
