@@ -366,4 +366,9 @@ MUTATIONS = [
          new="        if False:\n            return self.heartbeat_timeout",
          tests=[_SU + "test_registry_went_away_timeout_is_counted_in_each_clients_own_"
                 "heartbeats"]),
+    dict(id="console-blocks-on-stdout", file="diskbench/server/console.py",
+         old="        self.outbox.put(text)\n",
+         new="        write_text(self.out, text)\n        self.out.flush()\n",
+         tests=["tests/test_server_console.py::test_a_console_nobody_reads_never_stops_"
+                "the_server"]),
 ]

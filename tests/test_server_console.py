@@ -430,3 +430,32 @@ def test_a_name_the_console_cannot_encode_is_escaped_not_a_traceback(procs, tmpd
     assert "Traceback" not in server.stderr()
     assert u"client caf\\xe9\\u2603 joined" in out
     assert u"caf\\xe9\\u2603 " in out.split("report written")[1]   # the final table
+
+
+def test_a_console_nobody_reads_never_stops_the_server(procs, tmpdir):
+    """stdout is a pipe nobody reads (a paused pager, a launcher that stopped
+    draining it): once it is full the server still records, acknowledges and
+    completes; console lines beyond the outbox are dropped, server.log has all."""
+    from tests.helpers import free_port
+    log_dir = str(tmpdir.join("logs"))
+    port = free_port()
+    server = procs.start(["-m", "diskbench.server", "--port", str(port), "--host",
+                          "127.0.0.1", "--log-dir", log_dir, "--verbose",
+                          "--idle-timeout", "0.3"])          # stdout: never read
+    log_path = os.path.join(log_dir, "server.log")
+    wait_until(lambda: os.path.exists(log_path) and "listening on" in open(log_path).read(),
+               20, what="the server to listen")
+    c = FakeClient(port, "chatty")
+    c.hello()
+    c.wait_for(protocol.GO)
+    c.start()
+    rollovers = 3000            # ~100 bytes each on the console: far over a 64 KiB pipe
+    for i in range(rollovers):
+        c.send(protocol.ROLLOVER, file_index=i, file_bytes=1 << 20, close_s=0.001)
+    c.wait_acked(c.seq, timeout=30)
+    c.stop(rollovers=rollovers)
+    c.wait_acked(c.seq, timeout=30)
+    wait_until(lambda: server.poll() is not None, 30, what="the server to exit")
+    assert server.returncode == exitcodes.OK
+    with open(log_path) as f:
+        assert f.read().count("client chatty rollover #") == rollovers

@@ -2,6 +2,7 @@
 from __future__ import print_function
 
 import argparse
+import errno
 import logging
 import os
 import platform
@@ -172,8 +173,11 @@ class _UtcFormatter(logging.Formatter):
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
     safe = writer.safe_name(name)
-    if not os.path.isdir(log_dir):
+    try:
         os.makedirs(log_dir)
+    except OSError as exc:  # clients started together share a log dir: one makes it
+        if exc.errno != errno.EEXIST or not os.path.isdir(log_dir):
+            raise
     path = os.path.join(log_dir, "client-%s.log" % safe)
     log = logging.getLogger("diskbench.client.%s.%d" % (safe, id(path)))
     log.setLevel(logging.DEBUG)

@@ -226,7 +226,13 @@ def main(argv=None):
                          "%s): anyone who can reach port %d can submit results\n"
                          % (SECRET_ENV, port))
         sys.stderr.flush()
-    return master.run()
+    code = master.run()
+    if master.console.outbox.stuck():
+        # stdout is a pipe or terminal nobody reads: a normal exit would wait
+        # on it for ever at the final flush. Everything is on disk by now.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

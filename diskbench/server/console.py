@@ -53,6 +53,11 @@ DEFAULT_SIZE = (80, 24)
 #: Environment variable forcing the console mode: tty, plain or off.
 MODE_ENV = "DISKBENCH_CONSOLE"
 MODES = ("tty", "plain", "off")
+#: Console writes waiting for a slow reader of stdout; beyond it lines are
+#: dropped (and counted) rather than any thread of the server waiting.
+OUTBOX_MAX = 2000
+#: At the end, how long the last console lines may take to get out.
+OUTBOX_FLUSH_S = 5.0
 #: Client names are cut to this many characters in the table.
 NAME_WIDTH_MAX = 24
 
@@ -296,6 +301,7 @@ class Console(object):
         self.next_due = None
         self.last_draw = None
         self.live = mode == "tty"
+        self.outbox = Outbox(out, on_broken=self._broken)
 
     def handlers(self):
         """[(logger, handler)] to attach: events always, rollovers with --verbose."""
@@ -365,14 +371,96 @@ class Console(object):
         self._write("".join(parts))
 
     def _write(self, text):
-        """Write and flush; a console that cannot be written to (closed pipe,
-        gone terminal) is turned off: the run goes on, server.log has it all."""
-        try:
-            write_text(self.out, text)
-            self.out.flush()
-        except (IOError, OSError, ValueError):
-            self.mode = "off"
-            self.live = False
+        """Hand ``text`` to the outbox: never waits for the reader of stdout."""
+        self.outbox.put(text)
+
+    def write_last(self, text, timeout=OUTBOX_FLUSH_S):
+        """The end-of-run lines: queued like the rest, then given ``timeout``
+        to get out (a reader that stopped reading cannot hold the exit)."""
+        self.outbox.put(text, last=True)
+        self.outbox.flush(timeout)
+
+    def _broken(self):
+        """The console cannot be written to (closed pipe, gone terminal): off.
+        The run goes on; server.log has it all."""
+        self.mode = "off"
+        self.live = False
+
+
+class Outbox(object):
+    """Console output through one daemon thread and a bounded queue, so no
+    thread of the server (a handler, the recorder, the main loop) ever blocks
+    on stdout: a paused pager or a launcher that stopped reading a pipe used
+    to freeze the whole server once the pipe was full. Lines beyond OUTBOX_MAX
+    are dropped and counted (server.log keeps every one)."""
+
+    def __init__(self, out, on_broken=None, limit=OUTBOX_MAX):
+        self.out = out
+        self.on_broken = on_broken
+        self.limit = limit
+        self.items = collections.deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.dropped = 0
+        self.busy = False             # the writer thread is writing an item
+        self.broken = False
+        self.thread = None
+
+    def put(self, text, last=False):
+        with self.cond:
+            if self.broken:
+                return
+            if len(self.items) >= self.limit and not last:
+                self.dropped += 1
+                return
+            if self.dropped and not self.items:
+                text = ("(%d console lines dropped: nothing read the console; "
+                        "server.log has them)\n" % self.dropped) + text
+                self.dropped = 0
+            self.items.append(text)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="console")
+                self.thread.daemon = True
+                self.thread.start()
+            self.cond.notify()
+
+    def stuck(self):
+        """Output is still waiting for a reader (after ``flush`` gave up)."""
+        with self.cond:
+            return bool(self.items or self.busy) and not self.broken
+
+    def flush(self, timeout):
+        """Wait up to ``timeout`` for everything queued to be written."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while (self.items or self.busy) and not self.broken:
+                left = deadline - time.time()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 0.1))
+        return True
+
+    def _run(self):
+        while True:
+            with self.cond:
+                while not self.items:
+                    self.cond.wait()
+                text = self.items.popleft()
+                self.busy = True
+            try:
+                write_text(self.out, text)
+                self.out.flush()
+            except (IOError, OSError, ValueError):
+                with self.cond:
+                    self.broken = True
+                    self.items.clear()
+                    self.busy = False
+                    self.cond.notify_all()
+                if self.on_broken is not None:
+                    self.on_broken()
+                return
+            with self.cond:
+                self.busy = False
+                self.cond.notify_all()
 
 
 def write_text(out, text):

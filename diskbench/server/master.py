@@ -493,10 +493,11 @@ class Master(object):
             event.info("also written: %s", ", ".join(
                 os.path.basename(p) for p in written if p not in main) or "-")
         if not main:  # no report on disk, in any format: on stdout
-            console_mod.write_text(self.out, report_mod.render_text(rep))
+            self.console.write_last(report_mod.render_text(rep))
         elif not self.args.quiet:
-            console_mod.write_text(self.out, "\n" + outputs.console_summary(rep))
-        self.out.flush()
+            self.console.write_last("\n" + outputs.console_summary(rep))
+        else:
+            self.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
         sys.stderr.flush()
         return code
 

@@ -226,6 +226,18 @@ def test_names_with_one_safe_form_never_share_a_log(procs, tmpdir):
             assert "client %s:" % name in f.read()
 
 
+def test_clients_started_together_share_a_new_log_dir(procs, tmpdir):
+    """Clients started at once on one host (or one NFS home) create the same
+    log dir: the one that loses the race must go on, not exit on EEXIST."""
+    data = str(tmpdir.mkdir("data"))
+    started = [procs.start(client_args(tmpdir, 1, "racer%d" % i, data, extra=[
+        "--connect-timeout", "0.2"])) for i in range(12)]
+    for proc in started:
+        out, err = communicate(proc, 60)
+        assert proc.returncode == exitcodes.CLIENT_SERVER, err   # no server: 13, not 10
+    assert len(os.listdir(str(tmpdir.join("logs")))) == 12
+
+
 def test_leftover_cleanup_spares_a_longer_names_files(tmpdir):
     """The supervisor's leftover cleanup removes exactly its own
     diskbench-NAME-PID-N.dat files: client "a" (writer pid 1) never removes
