@@ -102,8 +102,7 @@ def _wait_listening(proc, what):
 def run_arm(python, arm, clients, duration, scratch):
     """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
     port = _free_port()
-    log_dir = os.path.join(scratch, "%s-%d" % (arm, clients))
-    os.makedirs(log_dir)
+    log_dir = tempfile.mkdtemp(prefix="%s-%d-" % (arm, clients), dir=scratch)
     if arm == "server":
         cmd = [python, "-m", "diskbench.server", "--port", str(port), "--host",
                "127.0.0.1", "--log-dir", log_dir, "--clients", str(clients), "--quiet"]
@@ -183,6 +182,16 @@ def print_row(row):
     sys.stdout.flush()
 
 
+def save(args, rows):
+    result = dict(machine=dict(platform=platform.platform(), cpus=os.sysconf(
+        "SC_NPROCESSORS_ONLN")), duration_s=args.duration, runs=rows,
+        cadence="perf 1 s, heartbeat 5 s, stats 10 s per client (scripts/loadgen.py)")
+    if not os.path.isdir(os.path.dirname(args.out)):
+        os.makedirs(os.path.dirname(args.out))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--python", action="append", required=True)
@@ -202,15 +211,9 @@ def main(argv=None):
                     row = run_arm(python, arm, clients, args.duration, scratch)
                     rows.append(row)
                     print_row(row)
+                    save(args, rows)    # after every run: a crash keeps what was measured
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result = dict(machine=dict(platform=platform.platform(), cpus=os.sysconf(
-        "SC_NPROCESSORS_ONLN")), duration_s=args.duration, runs=rows,
-        cadence="perf 1 s, heartbeat 5 s, stats 10 s per client (scripts/loadgen.py)")
-    if not os.path.isdir(os.path.dirname(args.out)):
-        os.makedirs(os.path.dirname(args.out))
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
     print("written: %s" % args.out)
     return 1 if any(r["lost"] for r in rows if r["arm"] == "server") else 0
 
