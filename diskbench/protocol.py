@@ -603,6 +603,27 @@ def decode(line, direction=C2S, secret=None):
     Returns a Message; raises ProtocolError whose ``reason`` says exactly what
     is wrong. With ``secret`` set, a missing or wrong mac is refused.
     """
+    obj = _parse(line)
+    version = obj.get(_K_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version))
+    type_ = obj.get(_K_TYPE)
+    if not isinstance(type_, string_types) or type_ not in SPECS[direction]:
+        raise ProtocolError(ProtocolError.UNKNOWN_TYPE, "unknown %s message type %s"
+                            % (direction, _show(type_)))
+    _check_envelope(obj, direction, type_)
+    _check_mac(obj, type_, secret)
+    name = seq = None
+    ts = _envelope_field(_TS, obj, _K_TS, type_)
+    if direction == C2S:
+        name = _envelope_field(_NAME, obj, _K_NAME, type_)
+        seq = _envelope_field(_SEQ, obj, _K_SEQ, type_)
+    data = _validate_body(direction, type_, obj[_K_DATA])
+    return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
+
+
+def _parse(line):
+    """The JSON object on ``line`` (not yet validated as a message)."""
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(ProtocolError.TOO_LONG, "line of %d bytes is over the "
                             "%d-byte limit" % (len(line), MAX_LINE_BYTES))
@@ -620,13 +641,10 @@ def decode(line, direction=C2S, secret=None):
     if not isinstance(obj, dict):
         raise ProtocolError(ProtocolError.NOT_OBJECT,
                             "a message must be a JSON object, got %s" % _json_kind(obj))
-    version = obj.get(_K_VERSION)
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version))
-    type_ = obj.get(_K_TYPE)
-    if not isinstance(type_, string_types) or type_ not in SPECS[direction]:
-        raise ProtocolError(ProtocolError.UNKNOWN_TYPE, "unknown %s message type %s"
-                            % (direction, _show(type_)))
+    return obj
+
+
+def _check_envelope(obj, direction, type_):
     envelope = _ENVELOPE_C2S if direction == C2S else _ENVELOPE_S2C
     for key in envelope:
         if key not in obj:
@@ -636,34 +654,28 @@ def decode(line, direction=C2S, secret=None):
     if extra:
         raise ProtocolError(ProtocolError.UNKNOWN_FIELD, "%s: unknown envelope "
                             "field %s" % (type_, _show(sorted(extra)[0])))
+
+
+def _check_mac(obj, type_, secret):
+    """Take the mac off ``obj``; with a secret it must be there and right."""
     mac = obj.pop(_K_MAC, None)
-    if secret:
-        if not isinstance(mac, string_types):
-            raise ProtocolError(ProtocolError.BAD_MAC,
-                                "%s: missing mac (this server requires a shared secret)"
-                                % type_)
-        if not compare_digest(as_bytes(mac), as_bytes(compute_mac(obj, secret))):
-            raise ProtocolError(ProtocolError.BAD_MAC, "%s: wrong mac (secrets differ "
-                                "or the message was altered)" % type_)
-    name = seq = None
+    if not secret:
+        return
+    if not isinstance(mac, string_types):
+        raise ProtocolError(ProtocolError.BAD_MAC,
+                            "%s: missing mac (this server requires a shared secret)"
+                            % type_)
+    if not compare_digest(as_bytes(mac), as_bytes(compute_mac(obj, secret))):
+        raise ProtocolError(ProtocolError.BAD_MAC, "%s: wrong mac (secrets differ "
+                            "or the message was altered)" % type_)
+
+
+def _envelope_field(field, obj, key, type_):
     try:
-        ts = _TS.check(obj[_K_TS])
+        return field.check(obj[key])
     except (TypeError, ValueError):
-        raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'ts' must be %s"
-                            % (type_, _TS.describe()))
-    if direction == C2S:
-        try:
-            name = _NAME.check(obj[_K_NAME])
-        except (TypeError, ValueError):
-            raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'name' must be %s"
-                                % (type_, _NAME.describe()))
-        try:
-            seq = _SEQ.check(obj[_K_SEQ])
-        except (TypeError, ValueError):
-            raise ProtocolError(ProtocolError.BAD_FIELD, "%s: 'seq' must be %s"
-                                % (type_, _SEQ.describe()))
-    data = _validate_body(direction, type_, obj[_K_DATA])
-    return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
+        raise ProtocolError(ProtocolError.BAD_FIELD, "%s: '%s' must be %s"
+                            % (type_, key, field.describe()))
 
 
 def _json_kind(obj):

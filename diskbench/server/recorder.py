@@ -117,7 +117,6 @@ class Recorder(object):
         self.files = {}               # name -> file descriptor (O_APPEND)
         self.write_failed = False
         self.first_error = None       # text of the first failed write
-        self.records_written = 0
         self.lost = {}                # name -> lines that could not be written
         self.write_fd = os.write      # tests put a failing one here
         self.failures = 0             # items skipped by an unexpected error
@@ -307,9 +306,7 @@ class Recorder(object):
                     callbacks.append(func)
         for name, chunk in lines.items():
             if chunk:
-                done = self._write_lines(name, chunk)
-                if name == PERF_LOG:
-                    self.records_written += done
+                self._write_lines(name, chunk)
         self._waited(batch)
         for callback in callbacks:
             try:

@@ -365,7 +365,7 @@ class Registry(object):
         client.last_ts = recv_ts
         client.messages += 1
         self._clock_sample(client, msg, recv_ts)
-        apply = getattr(self, _APPLY.get(msg.type, "_apply_other"))
+        apply = getattr(self, _APPLY[msg.type])   # total: tests/test_protocol.py
         apply(client, msg, recv_ts)
         return NEW
 

@@ -284,6 +284,9 @@ def client_entry(c, guard=None):
         dropped_message_count=summary.dropped_messages if summary else None,
         duplicate_message_count=c.duplicates, reconnect_count=c.reconnects,
         went_away_count=c.went_away_count,
+        # another connection spoke under its name while its own was open; seqs
+        # refused for jumping further ahead than it could have sent
+        takeover_count=c.takeovers, seq_jump_count=c.seq_jumps,
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),

@@ -85,6 +85,7 @@ def test_takeover_with_a_seq_jump_cannot_discard_the_real_clients_messages(procs
     assert 10 ** 9 not in [s for s, _ in recorded]
     c = _client(server.report(), "node")
     assert c["state"] == "finished" and c["perf_interval_count"] == 3
+    assert c["takeover_count"] == 2 and c["seq_jump_count"] == 1  # thief, then back
     assert server.report()["rejected_messages"].get(reg.REJECT_SEQ_JUMP) == 1
     assert "further ahead" in server.server_log()
 
