@@ -101,8 +101,12 @@ BYE = "bye"              # I close the connection on purpose
 # --- message types: server -> client -------------------------------------------
 ACK = "ack"              # recorded everything up to and including seq
 GO = "go"                # hello accepted: start writing
-PING = "ping"            # asks for a pong
+PING = "ping"            # asks for a pong (nonce: send time in microseconds)
 REJECTED = "rejected"    # refused (version, authentication, limits)
+
+#: A server's ping nonce is its send time in these units (microseconds):
+#: the pong brings it back, and the round trip needs no per-ping state.
+PING_NONCE_PER_S = 1000000
 
 # Values of enumerated fields.
 SYNC_DIRECT = "o_direct"          # O_DIRECT: each write reaches the device

@@ -371,4 +371,13 @@ MUTATIONS = [
          new="        write_text(self.out, text)\n        self.out.flush()\n",
          tests=["tests/test_server_console.py::test_a_console_nobody_reads_never_stops_"
                 "the_server"]),
+    dict(id="ping-offset-not-ntp", file="diskbench/server/registry.py",
+         old="        offset = msg.client_time - (sent + recv_ts) / 2.0",
+         new="        offset = msg.client_time - recv_ts",
+         tests=["tests/test_server_units.py::test_registry_pong_gives_ntp_offset_from_the_"
+                "shortest_round_trip_and_flags_drift"]),
+    dict(id="server-never-pings", file="diskbench/server/handler.py",
+         old="        self._ping_when_due()\n",
+         new="\n",
+         tests=["tests/test_client_runs.py::test_three_clients_real_server_report_and_logs"]),
 ]

@@ -113,6 +113,10 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
         assert len(re.findall(r"client %s rollover #" % name, server_log)) == len(rolls)
         assert "start: writer pid %d" % of(msgs, P.START, name)[0].writer_pid in text
         assert "stop (duration)" in text
+        # pinged after its hello: an NTP-style offset and round trip (loopback)
+        assert entry["clock_offset_source"] == "ping"
+        assert 0 < entry["rtt_ms"] < 1000 and abs(entry["clock_offset_s"]) < 0.5
+        assert "ping round trip %.2f ms" % entry["rtt_ms"] in report_text
         # the closing line gives the report's figures, under the report's names
         wall, writing = re.search(r"throughput \(wall\) ([\d.]+) MiB/s; while writing "
                                   r"([\d.]+) MiB/s", text).groups()

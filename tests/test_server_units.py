@@ -729,3 +729,28 @@ def test_registry_keeps_at_most_keep_texts_max_notes():
     finally:
         reg.KEEP_TEXTS_MAX = old
     assert r.clients["a"].notes == ["n0", "n1", "n2"] and r.clients["a"].texts_dropped == 2
+
+
+def test_registry_pong_gives_ntp_offset_from_the_shortest_round_trip_and_flags_drift():
+    """offset = client time - middle of the round trip, from the pong with the
+    shortest round trip; offsets that move over CLOCK_DRIFT_WARN_S are flagged."""
+    r, _ = _registry()
+    p = Peer(r, "a")
+    p.hello()
+
+    def pong(sent, recv, client_time):
+        m = p.msg(protocol.PONG, nonce=int(sent * protocol.PING_NONCE_PER_S),
+                  client_time=client_time)
+        assert r.accept(m, recv, p.conn) == reg.NEW
+    # the client's clock is 5 s ahead; round trips of 40 ms, then 10 ms
+    pong(T0 + 10.0, T0 + 10.040, T0 + 15.020)
+    pong(T0 + 20.0, T0 + 20.010, T0 + 25.005)
+    c = r.clients["a"]
+    assert abs(c.rtt_s - 0.010) < 1e-6 and abs(c.ping_offset_s - 5.0) < 1e-6
+    assert c.offset() == (c.ping_offset_s, "ping") and not c.drift_warned
+    # a later sample in a short round trip says 5.2 s: the clock moved
+    pong(T0 + 30.0, T0 + 30.011, T0 + 35.2055)
+    assert c.drift_warned and abs(c.offset_high - c.offset_low - 0.2) < 1e-3
+    # a pong to no ping of ours (a round trip of minus a second) is ignored
+    pong(T0 + 41.0, T0 + 40.0, T0 + 99.0)
+    assert abs(c.ping_offset_s - 5.0) < 1e-6

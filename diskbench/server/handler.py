@@ -39,6 +39,10 @@ REJECT_LOG_MAX = 20
 #: not read: the connection is closed, so it never holds up the recorder thread
 #: that sends acks.
 SEND_STALL_S = 2.0
+#: A client is pinged right after its hello, then at most this often (sent
+#: after one of its messages: no scan of every connection). Its pong gives
+#: the round trip and the clock offset (registry._apply_pong).
+PING_INTERVAL_S = 10.0
 
 log = logging.getLogger("diskbench.server")
 
@@ -78,6 +82,7 @@ class Handler(socketserver.StreamRequestHandler):
         # claiming the same name sends on its own connection.
         self.queued_upto = 0
         self.written = threading.Event()   # set by the recorder (see _ack_when_written)
+        self.last_ping = None              # monotonic() of the last ping sent
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
         ctx.connection_started(self)
@@ -254,6 +259,19 @@ class Handler(socketserver.StreamRequestHandler):
         self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
         for _name, sender in go_list:
             sender(protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id))
+        self._ping_when_due()
+
+    def _ping_when_due(self):
+        """A ping whose nonce is its send time in microseconds: the pong
+        carries it back, so nothing per ping is kept here."""
+        now = monotonic()
+        if self.last_ping is not None and now - self.last_ping < PING_INTERVAL_S:
+            return
+        self.last_ping = now
+        sent = time.time()
+        self.send(protocol.make(protocol.PING, protocol.S2C,
+                                nonce=int(sent * protocol.PING_NONCE_PER_S),
+                                server_time=sent))
 
     # --- sending (handler and recorder threads) -----------------------------------
     def send(self, msg, signed=True):

@@ -473,9 +473,12 @@ class Master(object):
                             % self.resumed)
         warnings += self.pauses + view.notes
         warnings += ["client %s's clock is %+.1f s off the server's: its times are put "
-                     "on the server's clock" % (c.name, c.clock_offset_s)
-                     for c in view.clients if c.clock_offset_s is not None and
-                     abs(c.clock_offset_s) > reg.CLOCK_SKEW_WARN_S]
+                     "on the server's clock" % (c.name, c.offset()[0])
+                     for c in view.clients if c.offset()[0] is not None and
+                     abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
+        warnings += ["client %s's clock moved %.3f s against the server's during the "
+                     "run" % (c.name, c.offset_high - c.offset_low) for c in view.clients
+                     if c.drift_warned]
         trouble = self.recorder.trouble()
         if trouble:
             warnings.append(trouble)

@@ -78,6 +78,12 @@ SEQ_RATE_MAX = 200
 STALL_TIMEOUT_S = 30.0
 #: Clocks differing by more than this (client vs server) are warned about.
 CLOCK_SKEW_WARN_S = 1.0
+#: A pong later than this after its ping is not used for the clock.
+PING_RTT_MAX_S = 60.0
+#: Pongs within 2 x the shortest round trip plus this count for the drift.
+PING_RTT_SLACK_S = 0.002
+#: A client whose measured offset moves more than this during the run is flagged.
+CLOCK_DRIFT_WARN_S = 0.05
 #: Messages seen before a skew is said live (early ones may have queued).
 SKEW_SAMPLES_MIN = 10
 #: Silence is looked for this often (a went-away verdict may come this much
@@ -183,8 +189,24 @@ class Client(object):
         # How far the client's clock is ahead of the server's: the largest
         # send time minus receive time seen (network delay only lowers it).
         self.clock_offset_s = None
+        # From pongs (NTP-style): the shortest round trip seen, the offset
+        # measured in it, and the spread of offsets measured in round trips
+        # close to the shortest (a clock that drifts or steps during the run).
+        self.rtt_s = None
+        self.ping_offset_s = None
+        self.offset_low = self.offset_high = None
         self.skew_warned = False
+        self.drift_warned = False
         self.heartbeat_interval_s = hello.heartbeat_interval_s or None  # 0: not said
+
+    def offset(self):
+        """(client clock minus server clock in s, how it was measured), or
+        (None, None): from pongs when it answered any, else from timestamps."""
+        if self.ping_offset_s is not None:
+            return self.ping_offset_s, "ping"
+        if self.clock_offset_s is not None:
+            return self.clock_offset_s, "timestamps"
+        return None, None
 
     def snapshot(self):
         """A detached copy for the report (Messages are never mutated)."""
@@ -570,11 +592,28 @@ class Registry(object):
         client.notes.append(msg.text)
         self.say(log.info, "client %s note: %s", client.name, msg.text)
 
+    def _apply_pong(self, client, msg, recv_ts):
+        """Round trip = receive - send of the ping (its nonce); the client's
+        clock at the middle of it says how far ahead of ours it is."""
+        sent = msg.nonce / float(protocol.PING_NONCE_PER_S)
+        rtt = recv_ts - sent
+        if not 0.0 <= rtt <= PING_RTT_MAX_S:
+            return  # not a pong to one of our pings (or absurdly late)
+        offset = msg.client_time - (sent + recv_ts) / 2.0
+        if client.rtt_s is None or rtt < client.rtt_s:
+            client.rtt_s, client.ping_offset_s = rtt, offset
+        if rtt <= 2 * client.rtt_s + PING_RTT_SLACK_S:
+            low, high = client.offset_low, client.offset_high
+            client.offset_low = offset if low is None else min(low, offset)
+            client.offset_high = offset if high is None else max(high, offset)
+            drift = client.offset_high - client.offset_low
+            if drift > CLOCK_DRIFT_WARN_S and not client.drift_warned:
+                client.drift_warned = True
+                self.say(event.info, "client %s: its clock moved %.3f s against the "
+                         "server's during the run", client.name, drift)
+
     def _apply_bye(self, client, msg, recv_ts):
         client.said_bye = True
-
-    def _apply_other(self, client, msg, recv_ts):
-        pass  # recorded in perf.jsonl; nothing to accumulate (pong)
 
     # --- transitions: the one place a state changes ---------------------------
     def _transition(self, client, new, reason):
@@ -796,7 +835,7 @@ _APPLY = {
     protocol.ERROR: "_apply_error",
     protocol.NOTE: "_apply_note",
     protocol.BYE: "_apply_bye",
-    protocol.PONG: "_apply_other",   # record only
+    protocol.PONG: "_apply_pong",
 }
 
 

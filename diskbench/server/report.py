@@ -254,7 +254,10 @@ def client_entry(c, guard=None):
         chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
         data_file_max_count=h.max_files, planned_run_s=h.duration_s,
         state=c.state, state_why=c.reason,
-        clock_offset_s=c.clock_offset_s,   # client clock minus server clock
+        clock_offset_s=c.offset()[0],      # client clock minus server clock
+        clock_offset_source=c.offset()[1],
+        rtt_ms=_ms(c.rtt_s),
+        clock_drift_s=None if c.offset_low is None else c.offset_high - c.offset_low,
         joined_ts=c.first_ts, started_ts=c.start_ts, stopped_ts=c.stop_ts,
         last_message_ts=c.last_ts,
         written_mib=metrics.mib(c.perf_bytes),
@@ -298,7 +301,7 @@ def on_server_clock(c):
     estimated offset (see registry.Client.clock_offset_s), so a client whose
     clock is off neither shrinks the all-writing period nor leads first/last
     done."""
-    offset = c.clock_offset_s or 0.0
+    offset = c.offset()[0] or 0.0
     return [(a - offset, b - offset, n) for a, b, n in c.intervals]
 
 
@@ -503,10 +506,12 @@ def _text_client(e):
     lines = [
         "client %s: %s (%s)" % (e["client"], e["state"].upper(), e["state_why"]),
         "  environment: host %s, dir %s, fs %s, python %s, %s, sync %s, "
-        "preallocate %s, buffer in huge pages %s MiB, clock offset %s s" % (
+        "preallocate %s, buffer in huge pages %s MiB, clock offset %s s (%s), ping "
+        "round trip %s ms" % (
             e["host"], e["target_dir"], e["fs"], e["python"], e["os"], e["sync"],
             "yes" if e["preallocated"] else "no", _f(e["buffer_huge_page_mib"], "%g"),
-            _f(e["clock_offset_s"], "%+.3f")),
+            _f(e["clock_offset_s"], "%+.3f"), e["clock_offset_source"] or "unknown",
+            _f(e["rtt_ms"], "%.2f")),
         "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
             _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
             utc(e["started_ts"]), utc(e["stopped_ts"])),
