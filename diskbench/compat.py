@@ -159,6 +159,13 @@ def buffer_from(obj, offset=0, size=None):
     return memoryview(obj)[offset:offset + size]
 
 
+#: Python 2.7's GIL stays with a thread that blocks briefly in I/O (it takes
+#: it straight back), Python 3's is handed to a waiting thread at once: a
+#: single thread making many small sends is cheap on 2.7 and slow on 3 when
+#: thousands of threads wait (server/handler.py decides who sends acks by it).
+GIL_KEPT_ACROSS_IO = PY2
+
+
 # --- multiprocessing -----------------------------------------------------------
 def mp_context(method=None):
     """The multiprocessing module or a context for ``method``.

@@ -71,7 +71,7 @@ MUTATIONS = [
          new="        args.max_connections = DEFAULT_MAX_CONNECTIONS",
          tests=["tests/test_server_ingest.py"]),
     dict(id="ack-before-write", file="diskbench/server/handler.py",
-         old="        self.written.wait()\n",
+         old="            self.written.wait()\n",
          new="        pass\n",
          tests=["tests/test_server_ack_order.py"]),
     dict(id="handler-stack-too-small", file="diskbench/server/master.py",

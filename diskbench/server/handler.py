@@ -24,7 +24,7 @@ import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import monotonic, socketserver, wait_writable
+from diskbench.compat import GIL_KEPT_ACROSS_IO, monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
 
 #: A connection that sends nothing for this long is closed (its client, if it
@@ -39,6 +39,11 @@ REJECT_LOG_MAX = 20
 #: not read: the connection is closed, so it never holds up the recorder thread
 #: that sends acks.
 SEND_STALL_S = 2.0
+#: Who sends acks (see Handler._ack): each connection's thread where the GIL
+#: is handed to a waiting thread at every blocking call (Python 3), the
+#: recorder thread where the running thread keeps it (2.7: one thread sending
+#: every ack is cheapest there; measured in make bench-server).
+ACK_FROM_HANDLER = not GIL_KEPT_ACROSS_IO
 #: A client is pinged right after its hello, then at most this often (sent
 #: after one of its messages: no scan of every connection). Its pong gives
 #: the round trip and the clock offset (registry._apply_pong).
@@ -81,7 +86,7 @@ class Handler(socketserver.StreamRequestHandler):
         # this connection up to here is recorded", whatever another peer
         # claiming the same name sends on its own connection.
         self.queued_upto = 0
-        self.written = threading.Event()   # set by the recorder (see _ack_when_written)
+        self.written = threading.Event()   # set by the recorder (see _ack)
         self.last_ping = None              # monotonic() of the last ping sent
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
@@ -226,13 +231,17 @@ class Handler(socketserver.StreamRequestHandler):
             return
         self.queued_upto = max(self.queued_upto, msg.seq)
         upto = self.queued_upto
-        written = self.written
-        written.clear()
+        seq = msg.seq if outcome == reg.NEW else 0
+        if ACK_FROM_HANDLER:
+            self.written.clear()
+            on_written = self.written.set
+        else:
+            def on_written():  # in the recorder thread, once the batch is written
+                self._ack(seq, upto)
         if outcome == reg.NEW:
             self.ctx.recorder.record_line(
                 protocol.record_line(self.line, recv_ts, self.peer),
-                on_written=written.set, key=self.conn_id)
-            self._ack_when_written(msg.seq, upto)
+                on_written=on_written, key=self.conn_id)
         else:
             if self.ctx.secret and msg.type != protocol.HELLO:
                 # Authenticated, so from a holder of the secret: a resend after a
@@ -245,16 +254,21 @@ class Handler(socketserver.StreamRequestHandler):
                          msg.seq, self.name, self.peer)
             # Acked once whatever was queued before it is written (the first
             # copy may still be on its way to disk from an older connection).
-            self.ctx.recorder.call_after(written.set, key=self.conn_id)
-            self._ack_when_written(0, upto)
+            self.ctx.recorder.call_after(on_written, key=self.conn_id)
+        if ACK_FROM_HANDLER:
+            self.written.wait()
+            self._ack(seq, upto)
 
-    def _ack_when_written(self, seq, upto):
-        """Wait for the recorder to write what this connection queued, then ack
-        it from this thread: the recorder only sets an event, so it never
-        waits on a peer's socket (or for the GIL after each send), and a slow
-        reader delays nobody's ack but its own. Meanwhile this connection's
-        next lines wait in the kernel (back-pressure on that client only)."""
-        self.written.wait()
+    def _ack(self, seq, upto):
+        """Ack what is written on this connection; send GO where it is due.
+
+        Who calls it depends on the interpreter (``ACK_FROM_HANDLER``): on
+        Python 3 this connection's own thread, after waiting for the recorder
+        to write what it queued (the recorder only sets an event, so it never
+        gives the GIL away at each send, and a slow reader delays nobody's ack
+        but its own; meanwhile this connection's next lines wait in the kernel);
+        on Python 2.7 the recorder thread itself, as its batch's callback.
+        """
         go_list = self.registry.recorded(self.name, seq)
         self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
         for _name, sender in go_list:
