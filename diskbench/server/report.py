@@ -49,8 +49,9 @@ METHOD = (
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
     "pro-rated), divided by that period, on the server's clock: each client's times "
-    "are moved by its clock offset, estimated as the largest client-send minus "
-    "server-receive time of its messages (exact within the network delay). "
+    "are moved by its clock offset, measured NTP-style from the server's pings (the "
+    "pong with the shortest round trip) or, for a client that answered none, the "
+    "largest client-send minus server-receive time of its messages. "
     "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
     "with your own fio run, see README.md, 'Comparing with your own fio run'.")
 
