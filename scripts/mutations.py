@@ -58,7 +58,7 @@ MUTATIONS = [
          new="STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)",
          tests=[_H + "test_sighup_writes_the_report_like_sigterm"]),
     dict(id="skew-not-corrected", file="diskbench/server/report.py",
-         old="    offset = c.clock_offset_s or 0.0\n",
+         old="    offset = c.offset()[0] or 0.0\n",
          new="    offset = 0.0\n",
          tests=[_H + "test_clock_skew_is_detected_and_the_aggregate_uses_the_server_"
                 "clock"]),
