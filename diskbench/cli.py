@@ -157,6 +157,36 @@ def prog_name(module):
     return base
 
 
+#: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
+MAX_SECONDS = 30 * 24 * 3600
+
+
+def parsed(text, convert, what):
+    """``convert(text)``, or the argparse error saying it is not ``what``."""
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
+
+
+def seconds(text):
+    """argparse type: a time in seconds, above 0 and at most MAX_SECONDS."""
+    value = parsed(text, float, "a number of seconds")
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
+                                         "(30 days), got %s" % (MAX_SECONDS, text))
+    return value
+
+
+def port(text):
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = parsed(text, int, "a port number")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
+                                         % text)
+    return value
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr naming the fix (never the
     usage block) and exit code USAGE."""

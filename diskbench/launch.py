@@ -34,7 +34,7 @@ except ImportError:  # Python 2.7
     from pipes import quote as shell_quote
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import printable
+from diskbench.cli import port, printable, seconds
 
 PROG = "python -m diskbench.launch"
 
@@ -175,7 +175,7 @@ def build_parser():
                         "it is one address, else this machine's fully qualified name)")
     p.add_argument("--host", default="0.0.0.0",
                    help="address the server listens on (default 0.0.0.0; passed on)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    p.add_argument("--port", type=port, default=DEFAULT_PORT,
                    help="the server's TCP port (default %d; 0: any free port; passed on)"
                         % DEFAULT_PORT)
     p.add_argument("--log-dir", default=DEFAULT_LOG_DIR,
@@ -190,7 +190,7 @@ def build_parser():
     p.add_argument("--ssh-arg", action="append", default=[], metavar="ARG",
                    help="an extra raw ssh argument, e.g. --ssh-arg=-F --ssh-arg=/dev/null "
                         "(repeatable)")
-    p.add_argument("--connect-timeout", type=_seconds, default=SSH_CONNECT_TIMEOUT_S,
+    p.add_argument("--connect-timeout", type=seconds, default=SSH_CONNECT_TIMEOUT_S,
                    metavar="S", help="ssh ConnectTimeout (default %d)"
                                      % SSH_CONNECT_TIMEOUT_S)
     p.add_argument("--python", metavar="PATH",
@@ -200,33 +200,13 @@ def build_parser():
     p.add_argument("--remote-env", action="append", default=[], metavar="NAME=VALUE",
                    help="set this variable for the client on every host, e.g. "
                         "PYTHONPATH=/opt/diskbench (repeatable)")
-    p.add_argument("--client-grace", type=_seconds, default=CLIENT_GRACE_S, metavar="S",
+    p.add_argument("--client-grace", type=seconds, default=CLIENT_GRACE_S, metavar="S",
                    help="after the server ended, wait this long for the ssh sessions "
                         "(default %g)" % CLIENT_GRACE_S)
-    p.add_argument("--server-grace", type=_seconds, default=SERVER_GRACE_S, metavar="S",
+    p.add_argument("--server-grace", type=seconds, default=SERVER_GRACE_S, metavar="S",
                    help="after every ssh session ended, wait this long for the server to "
                         "complete before stopping it (default %g)" % SERVER_GRACE_S)
     return p
-
-
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a port number" % text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be 0 to 65535, got %s" % text)
-    return value
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
-    if not 0 < value < 1e7:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds, got %s" % text)
-    return value
 
 
 def _option_table(parser):

@@ -11,8 +11,9 @@ import sys
 
 import diskbench
 from diskbench import exitcodes, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
-                           display_path, printable, prog_name, read_secret)
+from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLineParser,
+                           bad_name_reason, display_path, printable, prog_name,
+                           read_secret)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
@@ -21,7 +22,7 @@ from diskbench.compat import PY2
 from diskbench.metrics import MIB, utc
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
-MAX_DURATION_S = 30 * 86400.0       # --duration, --deliver-timeout, --connect-timeout
+MAX_DURATION_S = MAX_SECONDS         # --duration, --deliver-timeout, --connect-timeout
 MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
 #: --max-files bound (the protocol's hello.max_files bound).
 MAX_FILES = 100000

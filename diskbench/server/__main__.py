@@ -10,7 +10,8 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
-from diskbench.cli import DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, prog_name, read_secret
+from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, parsed, port,
+                           prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
@@ -28,36 +29,8 @@ DEFAULT_MAX_CLIENTS = 1000
 CONNECTIONS_PER_CLIENT = 2
 CONNECTION_SLACK = 16
 _PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
-#: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
-MAX_SECONDS = 30 * 24 * 3600
-
-
-def _positive(text):
-    value = _parsed(text, float, "a number of seconds")
-    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
-                                         "(30 days), got %s" % (MAX_SECONDS, text))
-    return value
-
-
-def _parsed(text, convert, what):
-    """``convert(text)``, or the argparse error saying it is not ``what``."""
-    try:
-        return convert(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not %s" % (text, what))
-
-
-def _port(text):
-    value = _parsed(text, int, "a port number")
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
-                                         % text)
-    return value
-
-
 def _count(text):
-    value = _parsed(text, int, "a whole number")
+    value = parsed(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1, got %s" % text)
     return value
@@ -81,7 +54,7 @@ def build_parser():
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
                    "%(default)s, all interfaces)")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    p.add_argument("--port", type=port, default=DEFAULT_PORT,
                    help="TCP port (default: %(default)s; 0 picks a free one and prints it)")
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="where server.log, perf.jsonl, report.txt and report.json go; "
@@ -96,7 +69,7 @@ def build_parser():
 
 def _seconds(p, flag, default, help):
     """A flag taking seconds (above 0, at most 30 days)."""
-    p.add_argument(flag, type=_positive, default=default, metavar="SECONDS", help=help)
+    p.add_argument(flag, type=seconds, default=default, metavar="SECONDS", help=help)
 
 
 def _add_run_flags(p):
@@ -104,11 +77,11 @@ def _add_run_flags(p):
     p.add_argument("--clients", type=_count, default=None, metavar="N",
                    help="expect N clients: hold 'go' until N said hello (or "
                    "--start-timeout), finish when all N are done")
-    p.add_argument("--heartbeat-timeout", type=_positive, default=None,
+    p.add_argument("--heartbeat-timeout", type=seconds, default=None,
                    metavar="SECONDS", help="a client silent this long is marked went "
                    "away (default: %d x the heartbeat interval each client announces)"
                    % reg.HEARTBEAT_LIVENESS)
-    p.add_argument("--rejoin-grace", type=_positive, default=None, metavar="SECONDS",
+    p.add_argument("--rejoin-grace", type=seconds, default=None, metavar="SECONDS",
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
                    "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
@@ -161,7 +134,7 @@ def _add_console_flags(p):
     p.add_argument("--verbose", action="store_true",
                    help="also print per-message detail (each client's rollovers) on the "
                    "console; server.log always has it")
-    p.add_argument("--progress-interval", type=_positive,
+    p.add_argument("--progress-interval", type=seconds,
                    default=console_mod.PROGRESS_INTERVAL_S, metavar="SECONDS",
                    help="when the console is not a terminal: one progress summary line "
                    "this often (default: %(default)s; on a terminal a live table is "
