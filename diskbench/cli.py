@@ -14,11 +14,13 @@
 """
 import argparse
 import codecs
+import logging
 import os
 import re
 import sys
 
 from diskbench import exitcodes
+from diskbench.metrics import utc
 from diskbench.compat import PY2, binary_type, text_type
 
 #: The environment variable that may hold the shared secret (both programs).
@@ -185,6 +187,14 @@ def port(text):
         raise argparse.ArgumentTypeError("must be 0 to 65535 (0: any free port), got %s"
                                          % text)
     return value
+
+
+class UtcFormatter(logging.Formatter):
+    """Log lines stamped '2026-11-23 10:00:00.123Z' (UTC, metrics.utc): the one
+    timestamp format of server.log, client logs, the console and report.txt."""
+
+    def formatTime(self, record, datefmt=None):
+        return utc(record.created)
 
 
 class OneLineParser(argparse.ArgumentParser):

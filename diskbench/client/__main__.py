@@ -12,14 +12,14 @@ import sys
 import diskbench
 from diskbench import exitcodes, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLineParser,
-                           bad_name_reason, display_path, printable, prog_name,
-                           read_secret)
+                           UtcFormatter, bad_name_reason, display_path, printable,
+                           prog_name, read_secret)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
 from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
 from diskbench.compat import PY2
-from diskbench.metrics import MIB, utc
+from diskbench.metrics import MIB
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
 MAX_DURATION_S = MAX_SECONDS         # --duration, --deliver-timeout, --connect-timeout
@@ -164,13 +164,6 @@ class _Printable(logging.Filter):
         return True
 
 
-class _UtcFormatter(logging.Formatter):
-    """The one timestamp format of server.log, client logs and report.txt."""
-
-    def formatTime(self, record, datefmt=None):
-        return utc(record.created)
-
-
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
     safe = writer.safe_name(name)
@@ -185,7 +178,7 @@ def _open_log(log_dir, name):
     log.propagate = False
     log.addFilter(_Printable())
     fh = logging.FileHandler(path)
-    fh.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
+    fh.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
     sh = progress.ClearingHandler(sys.stderr)
     sh.setFormatter(logging.Formatter("diskbench client " + name.replace("%", "%%")
                                       + ": %(levelname)s: %(message)s"))

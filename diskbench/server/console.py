@@ -19,7 +19,6 @@ per refresh, never per message or per tick.
 from __future__ import division
 
 import collections
-import logging
 import os
 import struct
 import threading
@@ -29,7 +28,7 @@ from diskbench import metrics
 from diskbench.server import event, verbose
 from diskbench.server import states as st
 from diskbench.metrics import utc
-from diskbench.server.recorder import SafeFormatter
+from diskbench.server.recorder import LineHandler
 
 #: The live table is redrawn this often (seconds).
 REFRESH_S = 1.0
@@ -260,22 +259,6 @@ def _compact_rows(rows, room):
     return chosen, note
 
 
-class _EventHandler(logging.Handler):
-    """Event lines to the console: printed at once in plain mode, queued under
-    the table in tty mode (drawn by the main loop)."""
-
-    def __init__(self, console):
-        logging.Handler.__init__(self)
-        self.console = console
-        self.setFormatter(SafeFormatter("%(asctime)s %(message)s"))
-
-    def emit(self, record):
-        try:
-            self.console.event(self.format(record))
-        except Exception:  # pragma: no cover - logging must never raise
-            self.handleError(record)
-
-
 class Console(object):
     """The live view. ``tick()`` is called by the main loop every tick and
     draws when due; ``finish()`` leaves the last table on screen and turns the
@@ -307,7 +290,9 @@ class Console(object):
         """[(logger, handler)] to attach: events always, rollovers with --verbose."""
         if self.mode == "off":
             return []
-        handler = _EventHandler(self)
+        # event lines: printed at once in plain mode, queued under the table in
+        # tty mode (drawn by the main loop)
+        handler = LineHandler(self.event, "%(asctime)s %(message)s")
         out = [(event, handler)]
         if self.verbose:
             out.append((verbose, handler))

@@ -43,7 +43,7 @@ import threading
 import traceback
 
 from diskbench import protocol
-from diskbench.metrics import utc
+from diskbench.cli import UtcFormatter
 from diskbench.compat import as_bytes, monotonic
 
 SERVER_LOG = "server.log"
@@ -175,14 +175,11 @@ class Recorder(object):
         return len(self.queue)
 
     def close(self, timeout=30.0):
-        """Write everything queued, fsync and close the files. Returns how
-        many items could not be written in ``timeout`` (0: all)."""
-        left = 0
+        """Write everything queued, fsync and close the files (what the
+        report needs on disk was drained before: see ``drain``)."""
         if self.thread is not None:
             self.queue.put((_STOP, None, None, None))
             self.thread.join(timeout)
-            if self.thread.is_alive():
-                left = len(self.queue)
             self.thread = None
         else:
             self._write_batch(self._drain())
@@ -401,15 +398,10 @@ def read_back(log_dir, warn):
     return out
 
 
-class SafeFormatter(logging.Formatter):
+class SafeFormatter(UtcFormatter):
     """A formatter whose every output is one encodable line: whatever a log call
     interpolates (a peer's name, path, note; a traceback) goes through
-    ``protocol.safe_text``, so no text can forge a line or stop a writer.
-    Timestamps are UTC like report.txt's ('2026-11-23 10:00:00.123Z'): one
-    format in server.log, on the console and in the report."""
-
-    def formatTime(self, record, datefmt=None):
-        return utc(record.created)
+    ``protocol.safe_text``, so no text can forge a line or stop a writer."""
 
     def format(self, record):
         try:
@@ -420,16 +412,22 @@ class SafeFormatter(logging.Formatter):
         return protocol.safe_text(text)
 
 
-class RecorderLogHandler(logging.Handler):
-    """A logging handler that hands formatted lines to the recorder's queue."""
+class LineHandler(logging.Handler):
+    """A logging handler that hands each record, formatted by SafeFormatter
+    (``fmt``), to ``sink(line)``: the recorder's queue, or the console."""
 
-    def __init__(self, recorder):
+    def __init__(self, sink, fmt):
         logging.Handler.__init__(self)
-        self.recorder = recorder
-        self.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(message)s"))
+        self.sink = sink
+        self.setFormatter(SafeFormatter(fmt))
 
     def emit(self, record):
         try:
-            self.recorder.log_line(self.format(record))
+            self.sink(self.format(record))
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
+
+
+def RecorderLogHandler(recorder):  # noqa: N802 - reads as the handler it makes
+    """server.log's handler: lines to the recorder's queue."""
+    return LineHandler(recorder.log_line, "%(asctime)s %(levelname)-7s %(message)s")
