@@ -26,26 +26,23 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+from diskbench.client import procinfo  # noqa: E402
 #: /proc is sampled this often while a run lasts.
 SAMPLE_S = 1.0
 
 
 def _proc_stats(pid):
     """(cpu seconds, rss bytes, threads) of ``pid`` from /proc, or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
-        rss = threads = 0
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Threads:"):
-                    threads = int(line.split()[1])
-        return cpu, rss, threads
-    except (IOError, OSError, IndexError, ValueError):
+    cpu, rss = procinfo.proc_cpu_seconds(pid), procinfo.proc_rss_bytes(pid)
+    if cpu is None or rss is None:
         return None
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            threads = [int(line.split()[1]) for line in f if line.startswith("Threads:")]
+    except (IOError, OSError, ValueError):
+        return None
+    return cpu, rss, threads[0] if threads else 0
 
 
 class Sampler(threading.Thread):

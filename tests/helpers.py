@@ -144,3 +144,25 @@ def thp_mode():
             return f.read().split("[")[1].split("]")[0]
     except (IOError, OSError, IndexError):
         return None
+
+
+def mounted_tmpfs(tmpdir, size_mb):
+    """A real tmpfs of ``size_mb`` MiB mounted under ``tmpdir`` (a generator for a
+    pytest fixture: yields the mount point, unmounts at the end); skips the
+    test with the reason where it cannot be mounted (not root)."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (running as uid %d)"
+                    % os.geteuid())
+    mnt = str(tmpdir.mkdir("tmpfs"))
+    proc = subprocess.Popen(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mb,
+                             "tmpfs", mnt], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % out.decode("utf-8", "replace")
+                    .strip())
+    try:
+        yield mnt
+    finally:
+        subprocess.call(["umount", "-l", mnt])

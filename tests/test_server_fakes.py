@@ -155,6 +155,12 @@ class FakeClient(object):
     def hello(self, **over):
         return self.send(protocol.HELLO, **hello_fields(**over))
 
+    def begin(self, **hello_over):
+        """hello, wait for go, start: a client now writing."""
+        self.hello(**hello_over)
+        self.wait_for(protocol.GO)
+        return self.start()
+
     def start(self):
         return self.send(protocol.START, writer_pid=os.getpid(),
                          sync_mode=protocol.SYNC_DIRECT, preallocate=False,

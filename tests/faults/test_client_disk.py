@@ -12,13 +12,12 @@ same path with errno 5.
 """
 import json
 import os
-import subprocess
 
 import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
-from tests.helpers import communicate, wait_until
+from tests.helpers import communicate, mounted_tmpfs, wait_until
 from tests.test_client_runs import client_args, client_log, of, records, start_server
 
 TMPFS_MB = 50
@@ -29,21 +28,8 @@ DISK_ARGS = dict(chunk=10, file_mb=30)
 
 @pytest.fixture
 def small_tmpfs(tmpdir):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (running as uid %d)"
-                    % os.geteuid())
-    mnt = str(tmpdir.mkdir("tmpfs"))
-    proc = subprocess.Popen(["mount", "-t", "tmpfs", "-o", "size=%dm" % TMPFS_MB,
-                             "tmpfs", mnt], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    out = proc.communicate()[0]
-    if proc.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % out.decode("utf-8", "replace")
-                    .strip())
-    try:
+    for mnt in mounted_tmpfs(tmpdir, TMPFS_MB):
         yield mnt
-    finally:
-        subprocess.call(["umount", "-l", mnt])
 
 
 def data_files(directory):

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -24,7 +23,7 @@ from diskbench import protocol as P
 from diskbench.client import writer
 from diskbench.client.config import ClientConfig
 from tests.faults.test_client_process import children_of, live_group_members
-from tests.helpers import communicate, wait_until
+from tests.helpers import communicate, mounted_tmpfs, wait_until
 from tests.test_client_fakeserver import FakeServer
 from tests.test_client_runs import client_args, client_log, of, records, start_server
 
@@ -270,21 +269,8 @@ CALIBRATION_TMPFS_MB = 20
 
 @pytest.fixture
 def tiny_tmpfs(tmpdir):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (running as uid %d)"
-                    % os.geteuid())
-    mnt = str(tmpdir.mkdir("tmpfs"))
-    proc = subprocess.Popen(["mount", "-t", "tmpfs", "-o", "size=%dm"
-                             % CALIBRATION_TMPFS_MB, "tmpfs", mnt],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.communicate()[0]
-    if proc.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: %s" % out.decode("utf-8", "replace")
-                    .strip())
-    try:
+    for mnt in mounted_tmpfs(tmpdir, CALIBRATION_TMPFS_MB):
         yield mnt
-    finally:
-        subprocess.call(["umount", "-l", mnt])
 
 
 def test_enospc_in_calibration_with_force_is_a_disk_error_14(procs, tmpdir, tiny_tmpfs):

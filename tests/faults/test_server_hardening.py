@@ -12,6 +12,7 @@ import time
 import pytest
 
 from diskbench import exitcodes, protocol
+from diskbench.client.procinfo import proc_cpu_seconds
 from diskbench.server import master, registry as reg
 from tests.helpers import env_for_child, wait_until
 from tests.test_server_fakes import (FakeClient, ServerProc, hello_fields,
@@ -54,9 +55,7 @@ def test_takeover_with_a_seq_jump_cannot_discard_the_real_clients_messages(procs
     connection (never an ack beyond what that connection sent)."""
     server = ServerProc(procs, _logs(tmpdir), FAST)
     real = FakeClient(server.port, "node")
-    real.hello()
-    real.wait_for(protocol.GO)
-    real.start()
+    real.begin()
     real.perf(0, [0.001])
     real.wait_acked(3)
     thief = FakeClient(server.port, "node", seq=0)
@@ -112,9 +111,7 @@ def test_stalled_writer_is_shown_live_and_never_reported_finished(procs, tmpdir)
     the client stalled (console and report); a stop while stalled is FAILED."""
     server = ServerProc(procs, _logs(tmpdir), ["--stall-timeout", "2"] + FAST)
     c = FakeClient(server.port, "stuck")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     c.perf(0, [0.001])
     _beat(c, age=0.5)
     _beat(c, age=2.5)
@@ -131,9 +128,7 @@ def test_stalled_writer_that_progresses_again_is_running(procs, tmpdir):
     """Stalled is a live state: progress again brings the client back to running."""
     server = ServerProc(procs, _logs(tmpdir), ["--stall-timeout", "2"] + FAST)
     c = FakeClient(server.port, "slow")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     _beat(c, age=3.0)
     _beat(c, age=0.1)
     c.stop()
@@ -150,9 +145,7 @@ def test_went_away_client_rejoins_within_grace_and_finishes(procs, tmpdir):
     server = ServerProc(procs, _logs(tmpdir), ["--clients", "1", "--rejoin-grace", "30"]
                         + FAST)
     c = FakeClient(server.port, "flaky")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     c.perf(0, [0.001])
     c.wait_acked(c.seq)
     c.close()                                   # cut without stop: went away
@@ -176,9 +169,7 @@ def test_went_away_client_that_never_returns_ends_the_run_after_grace(procs, tmp
     server = ServerProc(procs, _logs(tmpdir), ["--clients", "1", "--rejoin-grace", "1.5"]
                         + FAST)
     c = FakeClient(server.port, "gone")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     c.wait_acked(c.seq)
     c.close()
     t0 = time.time()
@@ -196,9 +187,7 @@ def test_paused_server_does_not_blame_its_clients(procs, tmpdir):
     server = ServerProc(procs, _logs(tmpdir), ["--clients", "1", "--heartbeat-timeout",
                                                "1", "--rejoin-grace", "0.5"] + FAST)
     c = FakeClient(server.port, "steady")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     _beat(c)
     c.wait_acked(c.seq)
     os.kill(server.proc.pid, signal.SIGSTOP)
@@ -254,9 +243,7 @@ def test_sighup_writes_the_report_like_sigterm(procs, tmpdir):
     """SIGHUP (an ssh session dropping) ends the run with a report, exit 6."""
     server = ServerProc(procs, _logs(tmpdir), FAST)
     c = FakeClient(server.port, "h")
-    c.hello()
-    c.wait_for(protocol.GO)
-    c.start()
+    c.begin()
     c.wait_acked(c.seq)
     server.proc.send_signal(signal.SIGHUP)
     assert c.wait_for(protocol.STOP)
@@ -312,12 +299,6 @@ def test_absurd_durations_are_refused_with_one_line(procs, tmpdir, flag, value):
 
 
 # --- fd exhaustion ------------------------------------------------------------------------
-def _cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
-
-
 @pytest.mark.skipif(not os.path.exists("/usr/bin/prlimit"),
                     reason="needs prlimit (util-linux) to lower a running server's fd limit")
 def test_fd_exhaustion_backs_off_logs_once_and_recovers(procs, tmpdir):
@@ -338,9 +319,9 @@ def test_fd_exhaustion_backs_off_logs_once_and_recovers(procs, tmpdir):
             socks.append(socket.create_connection(("127.0.0.1", server.port), 5))
         wait_until(lambda: "out of file descriptors" in server.server_log(), 10,
                    what="the EMFILE warning")
-        cpu0, t0 = _cpu_seconds(server.proc.pid), time.time()
+        cpu0, t0 = proc_cpu_seconds(server.proc.pid), time.time()
         time.sleep(2.0)                         # measuring a spin needs wall time
-        busy = (_cpu_seconds(server.proc.pid) - cpu0) / (time.time() - t0)
+        busy = (proc_cpu_seconds(server.proc.pid) - cpu0) / (time.time() - t0)
         assert busy < 0.5, "accept loop spins at %.0f%% of a core" % (busy * 100)
     finally:
         for s in socks:
