@@ -6,10 +6,10 @@ with its receive time, so charts and timeseries.csv are built from there,
 both at the end of a run and by ``python -m diskbench.report LOG_DIR``.
 
 Clocks: a client stamps its intervals and messages with its own wall clock.
-To put every client on the server's clock, each client gets the same offset
-estimate the registry makes (``metrics.clock_ahead``: how far its clock is
-ahead, within the fastest delivery); a message resent after an outage
-arrives late and does not move it.
+Every client is put on the server's clock by the offset its report entry
+gives (``clock_offset_s``: from pings, else from message timestamps; see
+registry.Client.offset), set by ``attach``: the charts, timeseries.csv and
+the aggregate use one offset per client.
 """
 from __future__ import absolute_import, division
 
@@ -27,16 +27,11 @@ class ClientSeries(object):
 
     def __init__(self, name):
         self.name = name
-        self.offset_s = None          # client clock - server clock (metrics.clock_ahead)
+        self.offset_s = None          # client clock - server clock (set by attach)
         self.perf = []                # dicts: t_start, t_end, bytes, chunks, p50_s, p99_s, recv_ts
         self.stats = []               # (client ts, cpu %, rss bytes)
         self.rollovers = []           # (client ts, file index)
         self.stop_ts = None           # client ts of its stop summary
-
-    def _see(self, msg, recv_ts):
-        if recv_ts is None or msg.ts is None:
-            return
-        self.offset_s = metrics.clock_ahead(self.offset_s, msg.ts, recv_ts)
 
     def server_t(self, client_ts):
         """A client-clock time on the server's clock (as is when no offset is known)."""
@@ -78,17 +73,14 @@ def build(records):
     a concatenated file) is counted once, as the registry does.
     """
     out = {}
-    last_seq = {}
+    seen = set()              # (name, seq): the registry's rule (a set, not a high-water)
     for msg, recv_ts in records:
-        if msg.name is None or msg.seq is None:
+        if msg.name is None or msg.seq is None or (msg.name, msg.seq) in seen:
             continue
-        if msg.seq <= last_seq.get(msg.name, 0):
-            continue
-        last_seq[msg.name] = msg.seq
+        seen.add((msg.name, msg.seq))
         s = out.get(msg.name)
         if s is None:
             s = out[msg.name] = ClientSeries(msg.name)
-        s._see(msg, recv_ts)
         if msg.type == protocol.PERF:
             hist = metrics.LatencyHistogram.from_wire(
                 msg.lat_hist, total=msg.io_s, lo=msg.lat_min_s, hi=msg.lat_max_s)
@@ -167,5 +159,7 @@ def attach(rep, series):
     """Add the keys that need per-interval data to a built report (in place)."""
     for entry in rep.get("clients", ()):
         s = series.get(entry.get("client"))
+        if s is not None:
+            s.offset_s = entry.get("clock_offset_s")
         entry["latency_timeline"] = latency_timeline(s) if s else []
     return rep
