@@ -271,8 +271,10 @@ class Handler(socketserver.StreamRequestHandler):
         """
         go_list = self.registry.recorded(self.name, seq)
         self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
-        for _name, sender in go_list:
-            sender(protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id))
+        if go_list:  # one message for them all (the release of --clients N)
+            go = protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id)
+            for _name, sender in go_list:
+                sender(go)
         self._ping_when_due()
 
     def _ping_when_due(self):
