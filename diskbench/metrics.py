@@ -52,6 +52,23 @@ def clock_ahead(current, sent_ts, recv_ts):
     return sample if current is None or sample > current else current
 
 
+#: "MiB/s now" is over the intervals of the last this many seconds.
+NOW_WINDOW_S = 5.0
+
+
+def recent_mib_s(samples, now, window=NOW_WINDOW_S):
+    """MiB/s "now": bytes over the time of the intervals seen in the last
+    ``window`` seconds, from (seen at, length s, bytes) samples; 0.0 when none
+    (a stalled or gone writer). The server's console and the client's progress
+    line both say it."""
+    nbytes = seconds = 0
+    for seen, length, count in samples:
+        if seen is not None and now - seen <= window and length > 0:
+            nbytes += count
+            seconds += length
+    return mib(nbytes) / seconds if seconds > 0 else 0.0
+
+
 def percentile(values, pct):
     """Nearest-rank percentile of a list of numbers (None for an empty list)."""
     if not values:

@@ -17,12 +17,10 @@ import logging
 import sys
 
 from diskbench.compat import monotonic
-from diskbench.metrics import mib
+from diskbench.metrics import NOW_WINDOW_S, mib, recent_mib_s
 
 #: The progress line on a terminal is redrawn this often (seconds).
 REFRESH_S = 1.0
-#: "MiB/s now" is over the perf intervals of the last this many seconds.
-NOW_WINDOW_S = 5.0
 _CLEAR = "\r\x1b[2K"
 
 
@@ -54,10 +52,7 @@ class Figures(object):
         return mib(self.bytes) / self.io_s if self.io_s > 0 else None
 
     def mib_s_now(self, now):
-        window = [(length, n) for seen, length, n in self.recent
-                  if now - seen <= NOW_WINDOW_S]
-        seconds = sum(length for length, _ in window)
-        return mib(sum(n for _, n in window)) / seconds if seconds > 0 else 0.0
+        return recent_mib_s(self.recent, now)
 
     def closing(self):
         """The figures of the closing line, labelled as the report labels them."""

@@ -37,7 +37,7 @@ EVENT_REDRAW_MIN_S = 0.2
 #: Default --progress-interval: a summary line this often when not on a TTY.
 PROGRESS_INTERVAL_S = 10.0
 #: "MiB/s now" sums the perf intervals received in the last this many seconds.
-RATE_WINDOW_S = 5.0
+RATE_WINDOW_S = metrics.NOW_WINDOW_S
 #: More clients than this (or than the terminal has lines for) give the compact
 #: view: totals, the slowest and fastest COMPACT_EXTREMES writers, and every
 #: client not in a good state.
@@ -111,14 +111,8 @@ def shown(text):
 
 
 def rate_now(recent, now, window=RATE_WINDOW_S):
-    """MiB/s of the perf intervals received in the last ``window`` seconds
-    (bytes over the time they cover); 0.0 when none arrived (stalled, gone)."""
-    nbytes = seconds = 0
-    for received, length, count in recent:
-        if received is not None and now - received <= window and length > 0:
-            nbytes += count
-            seconds += length
-    return metrics.mib(nbytes) / seconds if seconds > 0 else 0.0
+    """MiB/s of the perf intervals received in the last ``window`` seconds."""
+    return metrics.recent_mib_s(recent, now, window)
 
 
 def _secs(value):
