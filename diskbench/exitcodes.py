@@ -16,7 +16,7 @@ SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM: the report is written with what was kn
 # client
 CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable
 CLIENT_SPACE = 11       # not enough free space for --max-files data files
-CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (checks.MIN_ROLLOVERS); see --force
+CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (plan.MIN_ROLLOVERS); see --force
 CLIENT_SERVER = 13      # the server is unreachable, or refused us (version, secret, limits),
                         # or (measurement done) it had not acknowledged every result by the
                         # end of --deliver-timeout: those are in client-NAME.undelivered.jsonl;

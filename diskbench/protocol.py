@@ -60,7 +60,14 @@ from diskbench.metrics import MIB, LatencyHistogram
 from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
                               compare_digest, integer_types, string_types)
 
-PROTOCOL_VERSION = 1
+#: Version 2 added the run plan and the synchronized start (hello: fixed,
+#: force, perf_interval_s; go: the plan, start_at, clock_offset_s; start: the
+#: plan as run, started_at). A version-1 peer is refused by name, in its own
+#: envelope (ENVELOPE_COMPATIBLE), so it can show why.
+PROTOCOL_VERSION = 2
+#: Protocol versions whose envelope is ours: a refusal sent to such a peer
+#: carries its version, so its decoder accepts it and it shows the reason.
+ENVELOPE_COMPATIBLE = (1, 2)
 #: Longest line a reader accepts, newline included. A reader stops reading
 #: (rather than buffering on) once a line is this long without a newline.
 MAX_LINE_BYTES = 64 * 1024
@@ -162,10 +169,11 @@ class ProtocolError(ValueError):
     TOO_LONG = "too-long"
     BAD_MAC = "bad-mac"
 
-    def __init__(self, kind, reason):
+    def __init__(self, kind, reason, peer_version=None):
         ValueError.__init__(self, reason)
         self.kind = kind
         self.reason = reason
+        self.peer_version = peer_version  # BAD_VERSION: the version the peer spoke
 
     def __str__(self):
         return self.reason
@@ -284,6 +292,25 @@ class Optional(_Field):
         return None if value is None else self.inner.check(value)
 
 
+class Choices(_Field):
+    """A list of distinct names, each one of ``choices``."""
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def describe(self):
+        return "a list of distinct names from %s" % ", ".join(self.choices)
+
+    def check(self, value):
+        if not isinstance(value, list):
+            raise TypeError
+        out = [as_text(v) for v in value if isinstance(v, string_types)]
+        if len(out) != len(value) or len(set(out)) != len(out) or \
+                any(v not in self.choices for v in out):
+            raise ValueError
+        return out
+
+
 _BUCKET = Int(0, MAX_BUCKET_INDEX)
 
 
@@ -316,6 +343,19 @@ _SECONDS = Num(0.0, 1e9)
 _BYTES = Int()
 _PID = Int(1, 2 ** 31)
 _SYNC = Str(choices=SYNC_MODES)
+_OFFSET = Num(-1e9, 1e9)
+#: The run plan's settings (diskbench/plan.py decides them): the hello says a
+#: client's own values and which its command line fixed, go the plan to run,
+#: start the plan as run.
+PLAN_FIELDS = ("chunk_bytes", "file_bytes", "duration_s", "perf_interval_s",
+               "stats_interval_s", "heartbeat_interval_s")
+_PLAN_SPEC = dict(chunk_bytes=Int(1), file_bytes=Int(1), duration_s=_SECONDS,
+                  perf_interval_s=_SECONDS, stats_interval_s=_SECONDS,
+                  heartbeat_interval_s=_SECONDS)
+
+
+def _optional(spec, names):
+    return dict((k, Optional(spec[k])) for k in names)
 
 SPECS = {
     C2S: {
@@ -327,9 +367,16 @@ SPECS = {
             preallocate=Bool(), stats_interval_s=_SECONDS,
             heartbeat_interval_s=_SECONDS, psutil_version=Optional(Str(64)),
             expected_rollovers=Optional(Num(0.0, 1e9)),
-            calibration_mib_s=Optional(Num(0.0, 1e9))),
+            calibration_mib_s=Optional(Num(0.0, 1e9)),
+            # v2: the plan fields its command line set (absent: all of them),
+            # --force, and its perf interval
+            fixed=Optional(Choices(PLAN_FIELDS)), force=Optional(Bool()),
+            perf_interval_s=Optional(_SECONDS)),
         START: dict(writer_pid=_PID, sync_mode=_SYNC, preallocate=Bool(),
-                    block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES)),
+                    block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES),
+                    # v2: the plan as run, and the client's clock at its first write
+                    started_at=Optional(Num(0.0, 1e11)),
+                    **_optional(_PLAN_SPEC, ("chunk_bytes", "file_bytes", "duration_s"))),
         HEARTBEAT: dict(writer_pid=_PID, writer_alive=Bool(),
                         bytes_written=_BYTES, chunks_written=_BYTES,
                         progress_age_s=_SECONDS),
@@ -351,7 +398,11 @@ SPECS = {
     },
     S2C: {
         ACK: dict(upto_seq=Int()),
-        GO: dict(run_id=Str(64)),
+        # v2: the plan to run; start_at: the common start instant on the
+        # server's clock (null: start now); clock_offset_s: how far the
+        # client's clock is ahead of the server's, when the server measured it
+        GO: dict(run_id=Str(64), start_at=Optional(Num(0.0, 1e11)),
+                 clock_offset_s=Optional(_OFFSET), **_optional(_PLAN_SPEC, PLAN_FIELDS)),
         STOP: dict(reason=_TEXT),
         PING: dict(nonce=Int(), server_time=Num(0.0, 1e11)),
         REJECTED: dict(reason=_TEXT, fatal=Bool()),
@@ -434,9 +485,9 @@ class Message(object):
         who = "" if self.name is None else " %s#%s" % (self.name, self.seq)
         return "<%s%s %r>" % (self.type, who, self.data)
 
-    def to_obj(self):
+    def to_obj(self, version=PROTOCOL_VERSION):
         """The JSON object (without mac) as it goes on the wire."""
-        obj = {_K_VERSION: PROTOCOL_VERSION, _K_TYPE: self.type, _K_TS: self.ts,
+        obj = {_K_VERSION: version, _K_TYPE: self.type, _K_TS: self.ts,
                _K_DATA: self.data}
         if self.direction == C2S:
             obj[_K_NAME] = self.name
@@ -578,13 +629,15 @@ def compute_mac(obj, secret):
     return hmac.new(as_bytes(secret), canonical(obj), hashlib.sha256).hexdigest()
 
 
-def encode(msg, secret=None):
+def encode(msg, secret=None, version=PROTOCOL_VERSION):
     """One wire line (bytes, newline-terminated) for ``msg``.
 
     Canonical (sorted) JSON only when a mac is computed over it: unsorted
     dumps take the C encoder on Python 2.7 too (about 4x faster there).
+    ``version``: only for a refusal to a peer of another ENVELOPE_COMPATIBLE
+    version (see ``reply_version``).
     """
-    obj = msg.to_obj()
+    obj = msg.to_obj(version)
     if secret:
         obj[_K_MAC] = compute_mac(obj, secret)
         line = canonical(obj) + b"\n"
@@ -610,7 +663,8 @@ def decode(line, direction=C2S, secret=None):
     obj = _parse(line)
     version = obj.get(_K_VERSION)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version))
+        raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version),
+                            peer_version=version)
     type_ = obj.get(_K_TYPE)
     if not isinstance(type_, string_types) or type_ not in SPECS[direction]:
         raise ProtocolError(ProtocolError.UNKNOWN_TYPE, "unknown %s message type %s"
@@ -692,6 +746,16 @@ def _json_kind(obj):
     if isinstance(obj, bool):
         return "a boolean"
     return "a number"
+
+
+def reply_version(exc):
+    """The envelope version to refuse with after ``exc``: the peer's own when
+    it speaks a known older version (its decoder then shows our reason), else ours."""
+    theirs = getattr(exc, "peer_version", None)
+    if isinstance(theirs, integer_types) and not isinstance(theirs, bool) and \
+            theirs in ENVELOPE_COMPATIBLE:
+        return int(theirs)
+    return PROTOCOL_VERSION
 
 
 def version_mismatch(theirs):

@@ -47,10 +47,12 @@ def apply(root, mutation):
 def _pytest(python, root, tests, timeout):
     """(exit code, seconds, output) of pytest on ``tests`` in ``root``."""
     t0 = time.time()
+    env = dict(os.environ)
+    env["DISKBENCH_GIT_DIR"] = os.path.join(REPO, ".git")  # the copy has no history
     proc = subprocess.Popen(
         [python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
          "--timeout=%d" % timeout] + list(tests),
-        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = proc.communicate()[0].decode("utf-8", "replace")
     return proc.returncode, time.time() - t0, out
 

@@ -12,6 +12,7 @@ _RO = "tests/test_report_outputs.py::"
 _SU = "tests/test_server_units.py::"
 _PR = "tests/test_protocol.py::"
 _CR = "tests/test_client_runs.py::"
+_RP = "tests/test_run_plan.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -164,8 +165,8 @@ MUTATIONS = [
     dict(id="start-method-unchecked", file="diskbench/client/__main__.py",
          old="        if args.start_method not in valid:", new="        if False:",
          tests=[_CH + "test_unknown_start_method_env_exits_2_naming_the_valid_ones"]),
-    dict(id="chunk-minimum-gone", file="diskbench/client/checks.py",
-         old="    if chunk_mb < MIN_CHUNK_MB:", new="    if False:",
+    dict(id="chunk-minimum-gone", file="diskbench/plan.py",
+         old="    if chunk_bytes % MIB or chunk_mb < MIN_CHUNK_MB:", new="    if False:",
          tests=["tests/test_client_checks.py::"
                 "test_chunk_below_minimum_is_refused_with_the_reason"]),
 
@@ -380,4 +381,56 @@ MUTATIONS = [
          old="        self._ping_when_due()\n",
          new="\n",
          tests=["tests/test_client_runs.py::test_three_clients_real_server_report_and_logs"]),
+
+    # --- the run plan, the synchronized start, protocol versions (issue 14) ---------------
+    dict(id="plan-chunk-list-not-rotated", file="diskbench/plan.py",
+         old='take("chunk_bytes", chunks[index % len(chunks)] if chunks else None)',
+         new='take("chunk_bytes", chunks[0] if chunks else None)',
+         tests=[_SU + "test_plan_resolve_client_flags_win_then_server_then_default",
+                _RP + "test_identical_commands_get_the_servers_chunk_list_in_order_and_"
+                "start_together"]),
+    dict(id="plan-client-flags-lose", file="diskbench/plan.py",
+         old="        if key in fixed and own.get(key) is not None:",
+         new="        if False:",
+         tests=[_RP + "test_a_clients_own_flags_win_over_the_servers_plan"]),
+    dict(id="plan-not-taken-from-go", file="diskbench/client/supervisor.py",
+         old="        self.cfg = self.cfg.replace(**changes)",
+         new="        self.cfg = self.cfg.replace()",
+         tests=[_RP + "test_identical_commands_get_the_servers_chunk_list_in_order_and_"
+                "start_together"]),
+    dict(id="go-without-start-instant", file="diskbench/server/registry.py",
+         old="        if self.start_at is not None and client.start is None and \\\n",
+         new="        if False and \\\n",
+         tests=[_SU + "test_registry_go_carries_the_plan_and_one_start_instant_while_it_"
+                "can_be_met",
+                _RP + "test_identical_commands_get_the_servers_chunk_list_in_order_and_"
+                "start_together"]),
+    dict(id="writer-ignores-start-instant", file="diskbench/client/writer.py",
+         old='        start_at = getattr(self.cfg, "start_at", None)',
+         new="        start_at = None",
+         tests=[_RP + "test_identical_commands_get_the_servers_chunk_list_in_order_and_"
+                "start_together"]),
+    dict(id="start-ignores-clock-offset", file="diskbench/client/supervisor.py",
+         old="            at = self.sender.go_mono + (go.start_at + go.clock_offset_s -",
+         new="            at = self.sender.go_mono + (go.start_at + 0.0 -",
+         tests=["tests/faults/test_multihost_netns.py::test_server_plan_gives_each_client_"
+                "its_chunk_and_they_start_together"]),
+    dict(id="server-plan-rollovers-unchecked", file="diskbench/server/registry.py",
+         old='        if set(["duration_s", "file_bytes"]) - own:',
+         new="        if False:",
+         tests=[_SU + "test_registry_refuses_a_server_plan_that_cannot_run_on_that_client",
+                _RP + "test_a_plan_that_cannot_roll_over_twice_is_refused_by_the_server"]),
+    dict(id="client-plan-unchecked", file="diskbench/client/supervisor.py",
+         old="        problem = self.plan_check(self.cfg) if self.plan_check else None",
+         new="        problem = None",
+         tests=[_RP + "test_a_plan_the_clients_disk_cannot_hold_is_refused_at_go"]),
+    dict(id="version-refusal-in-our-envelope", file="diskbench/protocol.py",
+         old="        return int(theirs)",
+         new="        return PROTOCOL_VERSION",
+         tests=[_RP + "test_old_client_against_new_server_is_refused_naming_both_versions"]),
+    dict(id="client-ignores-version-mismatch", file="diskbench/client/sender.py",
+         old="                if exc.kind == protocol.ProtocolError.BAD_VERSION and not "
+             "self.healthy:",
+         new="                if False:",
+         tests=[_RP + "test_new_client_against_old_server_is_refused_naming_both_versions"]),
 ]

@@ -25,12 +25,14 @@ class FakeServer(object):
     ``reject``: a reason to send ``rejected`` instead of go.
     ``ack``: when False, never acknowledge (to test buffering).
     ``ack_upto``: acknowledge this seq every time (a lying or taken-over server).
+    ``go_fields``: more fields of go (a run plan, a start instant).
     """
 
     def __init__(self, go_after=1, reject=None, ack=True, secret=None, port=0,
-                 no_ack=(), ack_upto=None):
+                 no_ack=(), ack_upto=None, go_fields=None):
         self.go_after, self.reject, self.ack, self.secret = go_after, reject, ack, secret
         self.ack_upto = ack_upto
+        self.go_fields = go_fields or {}
         self.no_ack = no_ack        # message types never acknowledged
         self.lock = threading.Lock()
         self.messages = []          # every decoded message, in arrival order
@@ -103,7 +105,7 @@ class FakeServer(object):
                         if ready else []
                     self.went.update(names if ready else ())
                 for c in targets:
-                    self._send(c, P.GO, run_id="fake-run")
+                    self._send(c, P.GO, run_id="fake-run", **self.go_fields)
 
     def of_type(self, type_, name=None):
         with self.lock:

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from diskbench import protocol as P
+from diskbench import plan, protocol as P
 from diskbench.client import checks, procinfo
 from diskbench.client import writer as W
 from diskbench.client.config import ClientConfig
@@ -239,20 +239,20 @@ def test_writer_preallocates_each_file_when_asked(tmpdir):
 
 # --- start-up check arithmetic ----------------------------------------------------
 def test_rollover_rule_message_numbers_match_the_documented_example():
-    msg = checks.rollover_rule(850.0, 10, 5000, 10)
+    msg = plan.rollover_rule(850.0, 10, 5000, 10)
     assert msg.startswith("at 850 MiB/s, 10 s gives ~1.7 rollovers of 5000 MiB files")
     assert "use --duration >= 12 or --file-mb <= 4250" in msg
 
 
 def test_rollover_rule_never_rounds_up():
-    assert checks.expected_rollovers(100.0, 10, 500) == 2.0
-    assert checks.rollover_rule(100.0, 10, 500, 10) is None
-    msg = checks.rollover_rule(99.9, 10, 500, 10)
+    assert plan.expected_rollovers(100.0, 10, 500) == 2.0
+    assert plan.rollover_rule(100.0, 10, 500, 10) is None
+    msg = plan.rollover_rule(99.9, 10, 500, 10)
     assert "~1.9 rollovers" in msg  # 1.998 must not print as 2.0
 
 
 def test_rollover_rule_omits_impossible_file_size_fix():
-    msg = checks.rollover_rule(10.0, 1, 100, 10)  # would need --file-mb <= 5 < chunk
+    msg = plan.rollover_rule(10.0, 1, 100, 10)  # would need --file-mb <= 5 < chunk
     assert "--file-mb <=" not in msg and "--duration >= 20" in msg
 
 
@@ -513,13 +513,19 @@ def test_client_config_has_every_default_once_and_pickles_without_the_secret():
     from diskbench.client import __main__ as client_main
     from diskbench.client import config
     c = ClientConfig(name="n", secret=b"s3cret", chunk_bytes=CHUNK)
-    assert c.duration_s == config.DURATION_S and c.max_files == config.MAX_FILES
+    assert c.duration_s == plan.DURATION_S and c.max_files == config.MAX_FILES
     child = pickle.loads(pickle.dumps(c.for_children(), 2))
     assert child.secret is None and child.name == "n" and child.chunk_bytes == CHUNK
     assert c.secret == b"s3cret"  # the supervisor's own copy keeps it
     with pytest.raises(TypeError):
         ClientConfig(chunk_mb=10)  # a misspelt setting is an error, not a silent default
     defaults = client_main.build_parser().parse_args(["dir"])
+    # the plan's flags default to None (the server's plan may set them) and
+    # then take plan.defaults(), which ClientConfig's defaults are too
+    assert client_main._take_plan_defaults(defaults) == []
+    assert defaults.chunk_mb * MIB == ClientConfig().chunk_bytes
+    assert defaults.file_mb is None and ClientConfig().file_bytes == \
+        plan.default_file_bytes(ClientConfig().chunk_bytes)
     for flag, setting in (("duration", "duration_s"), ("perf_interval", "perf_interval_s"),
                           ("stats_interval", "stats_interval_s"),
                           ("heartbeat_interval", "heartbeat_interval_s"),

@@ -61,7 +61,7 @@ def test_report_killed_server_rerenders_to_the_figures_of_a_completed_run(procs,
     assert server.wait_exit(30) == exitcodes.OK, server.stderr()
     # the server's closing lines are the headline and the table
     out = server.stdout()
-    assert "aggregate: " in out and re.search(r"client\s+host\s+state\s+MiB/s", out)
+    assert "aggregate: " in out and re.search(r"client\s+host\s+state\s+chunk MiB\s+MiB/s", out)
     completed = load_report(done)
 
     code, out, err = run_report(procs, killed)
@@ -180,11 +180,11 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
     assert lines[3].startswith("aggregate: ") and lines[4].startswith("slowest: ")
     head = [i for i, line in enumerate(lines) if re.match(
-        r"client\s+host\s+state\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
+        r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
     assert head and head[0] < 8, lines[:10]   # the table comes right after the headline
-    assert re.match(r"a-client-name-that-is-far-t~\s+h2\s+unfinished\s+30\.0\s",
+    assert re.match(r"a-client-name-that-is-fa~\s+h2\s+unfinished\s+1\s+30\.0\s",
                     lines[head[0] + 1])
-    assert re.match(r"n1\s+h1\s+finished\s+100\.0\s+[34]\.\d\d\s+1[12]\.\d\d\s+1\s+10$",
+    assert re.match(r"n1\s+h1\s+finished\s+1\s+100\.0\s+[34]\.\d\d\s+1[12]\.\d\d\s+1\s+10$",
                     lines[head[0] + 2])
     assert max(len(line) for line in lines) <= 120
     assert "Comparing with your own fio run" in text.replace("\n    ", " ")

@@ -255,7 +255,7 @@ def test_registry_go_at_once_without_expected_clients():
     m = q.msg(protocol.HELLO, **hello_fields())
     r2.hello(m, T0, q.conn, "peer", q.sender)
     go = r2.recorded("b", m.seq)
-    assert [n for n, _ in go] == ["b"]
+    assert [n for n, _, _ in go] == ["b"]
 
 
 def test_registry_go_held_until_n_hellos():
@@ -265,7 +265,7 @@ def test_registry_go_held_until_n_hellos():
     for p in peers:
         m = p.msg(protocol.HELLO, **hello_fields(pid=p.pid))
         r.hello(m, T0, p.conn, "peer", p.sender)
-        gos.append([n for n, _ in r.recorded(p.name, m.seq)])
+        gos.append([n for n, _, _ in r.recorded(p.name, m.seq)])
     assert gos == [[], [], ["a", "b", "c"]]
 
 
@@ -276,12 +276,12 @@ def test_registry_start_timeout_releases_go_to_those_present():
     clock.t += 59
     assert r.release_go() == []
     clock.t += 1
-    assert [n for n, _ in r.release_go()] == ["a"]
+    assert [n for n, _, _ in r.release_go()] == ["a"]
     assert r.release_go() == []     # only once
     b = Peer(r, "b", pid=2)
     m = b.msg(protocol.HELLO, **hello_fields(pid=2))
     r.hello(m, T0, b.conn, "peer", b.sender)
-    assert [n for n, _ in r.recorded("b", m.seq)] == ["b"]  # late: at once
+    assert [n for n, _, _ in r.recorded("b", m.seq)] == ["b"]  # late: at once
 
 
 # --- completion ------------------------------------------------------------------------
@@ -754,3 +754,70 @@ def test_registry_pong_gives_ntp_offset_from_the_shortest_round_trip_and_flags_d
     # a pong to no ping of ours (a round trip of minus a second) is ignored
     pong(T0 + 41.0, T0 + 40.0, T0 + 99.0)
     assert abs(c.ping_offset_s - 5.0) < 1e-6
+
+
+# --- the run plan and the synchronized start ------------------------------------------
+MIB = 1 << 20
+
+
+def test_plan_resolve_client_flags_win_then_server_then_default():
+    from diskbench import plan
+    server = dict(chunk_bytes=[10 * MIB, 20 * MIB], duration_s=30.0, file_bytes=None)
+    own = dict(chunk_bytes=10 * MIB, file_bytes=100 * MIB, duration_s=60.0,
+               heartbeat_interval_s=2.0)
+    sizes = [plan.resolve(own, [], server, i)[0]["chunk_bytes"] for i in range(5)]
+    assert sizes == [10 * MIB, 20 * MIB, 10 * MIB, 20 * MIB, 10 * MIB]  # arrival order
+    values, sources = plan.resolve(own, ["duration_s"], server, 1)
+    assert values["duration_s"] == 60.0 and sources["duration_s"] == plan.FROM_CLIENT
+    assert values["chunk_bytes"] == 20 * MIB and sources["chunk_bytes"] == plan.FROM_SERVER
+    # no --file-mb anywhere: ten chunks of the chunk it will write
+    assert values["file_bytes"] == 200 * MIB and sources["file_bytes"] == plan.FROM_DEFAULT
+    # a hello that says nothing of what it fixed: everything is its own
+    values, sources = plan.resolve(own, None, server, 1)
+    assert values["chunk_bytes"] == 10 * MIB and values["duration_s"] == 60.0
+    assert [k for k, v in sorted(sources.items()) if v == plan.FROM_CLIENT] == [
+        "chunk_bytes", "duration_s", "file_bytes", "heartbeat_interval_s"]
+
+
+def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met():
+    wall = Clock()
+    r, _ = _registry(expected_clients=2, wall=wall, plan_given=dict(
+        chunk_bytes=[10 * MIB, 20 * MIB], duration_s=7.0))
+    a, b = Peer(r, "a", pid=1), Peer(r, "b", pid=2)
+    for p in (a, b):
+        m = p.msg(protocol.HELLO, **hello_fields(pid=p.pid, fixed=[]))
+        r.hello(m, T0, p.conn, "peer", p.sender)
+        gos = r.recorded(p.name, m.seq)
+    assert [g[0] for g in gos] == ["a", "b"]
+    fields = dict((name, f) for name, _, f in gos)
+    lead = reg.START_LEAD_S + 2 * reg.START_LEAD_PER_CLIENT_S
+    for name, chunk in (("a", 10), ("b", 20)):
+        assert fields[name]["chunk_bytes"] == chunk * MIB
+        assert fields[name]["duration_s"] == 7.0
+        assert fields[name]["start_at"] == pytest.approx(wall.t + lead)
+        assert fields[name]["clock_offset_s"] is None   # no pong yet: by go's send time
+    # a late client still in time gets the instant; one too late starts at once
+    c = Peer(r, "c", pid=3)
+    m = c.msg(protocol.HELLO, **hello_fields(pid=3, fixed=[]))
+    r.hello(m, T0, c.conn, "peer", c.sender)
+    (late,) = r.recorded("c", m.seq)
+    assert late[2]["start_at"] == fields["a"]["start_at"] and late[2]["chunk_bytes"] == 10 * MIB
+    wall.t += lead - reg.START_AHEAD_MIN_S + 0.01
+    d = Peer(r, "d", pid=4)
+    m = d.msg(protocol.HELLO, **hello_fields(pid=4, fixed=[]))
+    r.hello(m, T0, d.conn, "peer", d.sender)
+    (too_late,) = r.recorded("d", m.seq)
+    assert "start_at" not in too_late[2]
+
+
+def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():
+    r, _ = _registry(plan_given=dict(chunk_bytes=[10 * MIB], file_bytes=1000 * MIB,
+                                     duration_s=1.0))
+    p = Peer(r, "slow")
+    outcome, why = p.hello(fixed=[], calibration_mib_s=100.0)
+    assert outcome == reg.REJECT and r.rejected == {reg.REJECT_PLAN: 1}
+    assert "at 100 MiB/s, 1 s gives ~0.1 rollovers of 1000 MiB files" in why
+    assert "slow" not in r.clients
+    q = Peer(r, "forced")
+    assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == reg.NEW
+    assert any("runs it anyway (--force)" in n for n in r.notes)

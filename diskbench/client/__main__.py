@@ -10,7 +10,7 @@ import socket
 import sys
 
 import diskbench
-from diskbench import exitcodes, protocol
+from diskbench import exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLineParser,
                            UtcFormatter, bad_name_reason, display_path, printable,
                            prog_name, read_secret)
@@ -78,20 +78,27 @@ def build_parser():
                    metavar="HOST[:PORT]", help="the diskbench server (default "
                    "127.0.0.1:%d)" % diskbench.DEFAULT_PORT)
     p.add_argument("--name", help="this client's name (default HOSTNAME-PID)")
-    p.add_argument("--chunk-mb", type=int, default=checks.MIN_CHUNK_MB, metavar="N",
-                   help="chunk size in MiB, at least %d (default %d)"
-                   % (checks.MIN_CHUNK_MB, checks.MIN_CHUNK_MB))
+    # The run plan: each of these set here wins over the server's plan; unset,
+    # the server's plan applies, else the default shown (plan.py).
+    dflt = plan.defaults()
+    p.add_argument("--chunk-mb", type=int, metavar="N",
+                   help="chunk size in MiB, at least %d (default: the server's plan, "
+                   "else %d)" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB))
     p.add_argument("--file-mb", type=int, metavar="N",
-                   help="data file size in MiB before a rollover (default 10 x chunk)")
-    p.add_argument("--duration", type=float, default=config.DURATION_S, metavar="SECONDS",
-                   help="how long to write, counted from the server's go (default "
-                   "%(default)g)")
-    p.add_argument("--stats-interval", type=float, default=config.STATS_INTERVAL_S,
-                   metavar="S", help="writer CPU%%/RSS report interval (default %(default)g)")
-    p.add_argument("--heartbeat-interval", type=float, default=config.HEARTBEAT_INTERVAL_S,
-                   metavar="S", help="heartbeat interval (default %(default)g)")
-    p.add_argument("--perf-interval", type=float, default=config.PERF_INTERVAL_S,
-                   metavar="S", help="perf samples aggregate this long (default %(default)g)")
+                   help="data file size in MiB before a rollover (default: the server's "
+                   "plan, else %d x chunk)" % plan.FILE_CHUNKS)
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="how long to write, counted from the start (default: the "
+                   "server's plan, else %g)" % dflt["duration_s"])
+    p.add_argument("--stats-interval", type=float, metavar="S",
+                   help="writer CPU%%%%/RSS report interval (default: the server's plan, "
+                   "else %g)" % dflt["stats_interval_s"])
+    p.add_argument("--heartbeat-interval", type=float, metavar="S",
+                   help="heartbeat interval (default: the server's plan, else %g)"
+                   % dflt["heartbeat_interval_s"])
+    p.add_argument("--perf-interval", type=float, metavar="S",
+                   help="perf samples aggregate this long (default: the server's plan, "
+                   "else %g)" % dflt["perf_interval_s"])
     p.add_argument("--max-files", type=int, default=config.MAX_FILES, metavar="N",
                    help="most data files kept at once (default %(default)d)")
     p.add_argument("--keep-data", action="store_true",
@@ -125,6 +132,26 @@ def build_parser():
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
     return p
+
+
+#: The plan's settings (protocol.PLAN_FIELDS) by argparse dest, in MiB or s.
+_PLAN_ARGS = (("chunk_bytes", "chunk_mb"), ("file_bytes", "file_mb"),
+              ("duration_s", "duration"), ("perf_interval_s", "perf_interval"),
+              ("stats_interval_s", "stats_interval"),
+              ("heartbeat_interval_s", "heartbeat_interval"))
+
+
+def _take_plan_defaults(args):
+    """The plan settings this command line set (the server's plan cannot
+    change them); the others get their defaults in ``args`` (the file size
+    stays None: 10 chunks of whatever chunk the plan gives)."""
+    fixed = [field for field, dest in _PLAN_ARGS if getattr(args, dest) is not None]
+    dflt = plan.defaults()
+    for field, dest in _PLAN_ARGS:
+        if getattr(args, dest) is None and field != "file_bytes":
+            value = dflt[field]
+            setattr(args, dest, value // MIB if field == "chunk_bytes" else value)
+    return fixed
 
 
 def parse_server(text):
@@ -237,7 +264,7 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
-def _hello(cfg, shown, fs, expected, mib_s):
+def _hello(cfg, shown, fs, expected, mib_s, fixed, force):
     """The hello's fields: who this client is and what it will run."""
     return dict(
         client_version=diskbench.__version__,
@@ -250,7 +277,8 @@ def _hello(cfg, shown, fs, expected, mib_s):
         stats_interval_s=cfg.stats_interval_s,
         heartbeat_interval_s=cfg.heartbeat_interval_s,
         psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
-        calibration_mib_s=mib_s)
+        calibration_mib_s=mib_s, fixed=list(fixed), force=bool(force),
+        perf_interval_s=cfg.perf_interval_s)
 
 
 def _undelivered_path(log):
@@ -268,6 +296,7 @@ def _close_log(log):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    fixed = _take_plan_defaults(args)
     try:
         host, port = parse_server(args.server)
     except ValueError as exc:
@@ -275,7 +304,8 @@ def main(argv=None):
     problem = _check_flags(args)
     if problem:
         return _usage_error(problem)
-    file_mb = args.file_mb if args.file_mb is not None else 10 * args.chunk_mb
+    file_mb = args.file_mb if args.file_mb is not None else \
+        plan.default_file_bytes(args.chunk_mb * MIB) // MIB
     try:
         checks.check_sizes(args.chunk_mb, file_mb)
     except checks.CheckFailed as exc:
@@ -303,35 +333,28 @@ def main(argv=None):
                          % (printable(args.log_dir), printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
-        return _checked_run(args, log, name, host, port, file_mb, secret)
+        return _checked_run(args, log, name, host, port, file_mb, secret, fixed)
     finally:
         _close_log(log)
 
 
-def _checked_run(args, log, name, host, port, file_mb, secret):
+def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
     directory = os.path.abspath(args.directory)
     shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
         checks.check_directory(directory)
-        try:
-            checks.check_space(directory, file_bytes, args.max_files)
-        except checks.CheckFailed as exc:
-            if not args.force:
-                raise
-            log.warning("--force: running anyway; %s", exc.message)
+        if "file_bytes" in fixed:  # else the plan's file size is checked at go
+            _space(directory, file_bytes, args, log)
         direct_ok, why = checks.probe_direct(directory)
         sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
         if not direct_ok:
             log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
                         "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
         mib_s = checks.calibrate(directory, chunk_bytes, sync_mode)
-        expected = checks.expected_rollovers(mib_s, args.duration, file_mb)
-        refusal = checks.rollover_rule(mib_s, args.duration, file_mb, args.chunk_mb)
-        if refusal and not args.force:
-            raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)
-        if refusal:
-            log.warning("--force: running anyway; %s", refusal)
+        expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
+        if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
+            _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
     except checks.CheckFailed as exc:
         log.error("%s", exc.message)
         return exc.code
@@ -351,13 +374,47 @@ def _checked_run(args, log, name, host, port, file_mb, secret):
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
         start_method=args.start_method or None)
-    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s), log)
+    def plan_check(planned):
+        """The plan from go on this host: None, or (exit code, why)."""
+        try:
+            checks.check_sizes(planned.chunk_bytes // MIB, planned.file_bytes // MIB)
+            problem = _check_memory(planned.chunk_bytes // MIB)
+            if problem:
+                raise checks.CheckFailed(exitcodes.USAGE, problem)
+            _space(directory, planned.file_bytes, args, log)
+            _rollovers(mib_s, planned.duration_s, planned.file_bytes // MIB,
+                       planned.chunk_bytes // MIB, args, log)
+        except checks.CheckFailed as exc:
+            return exc.code, exc.message
+        return None
+
+    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s, fixed, args.force),
+                            log, plan_check)
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
     # (psutil missing is said once: by the stats process's note, logged when relayed)
     return supervisor.run()
+
+
+def _space(directory, file_bytes, args, log):
+    """Free space for --max-files files of ``file_bytes``; --force warns."""
+    try:
+        checks.check_space(directory, file_bytes, args.max_files)
+    except checks.CheckFailed as exc:
+        if not args.force:
+            raise
+        log.warning("--force: running anyway; %s", exc.message)
+
+
+def _rollovers(mib_s, duration_s, file_mb, chunk_mb, args, log):
+    """The two-rollover rule at the calibrated speed; --force warns."""
+    refusal = plan.rollover_rule(mib_s, duration_s, file_mb, chunk_mb)
+    if refusal and not args.force:
+        raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)
+    if refusal:
+        log.warning("--force: running anyway; %s", refusal)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,15 @@ calibration + the two-rollover rule.
 from __future__ import division
 
 import errno
-import math
 import mmap
 import os
 
 from diskbench import exitcodes, protocol
+from diskbench.plan import size_problem
 from diskbench.client import writer as writer_mod
 from diskbench.compat import monotonic
 from diskbench.metrics import MIB
 
-#: Smallest chunk, in MiB: below it a chunk's time is more the cost of the write
-#: call (and of O_DIRECT's per-request latency) than the disk's streaming speed.
-MIN_CHUNK_MB = 10
-#: A run must allow at least this many rollovers, so the fsync + close of full
-#: files (and the next file's first writes) are part of what is measured.
-MIN_ROLLOVERS = 2
 #: Free space needed beyond max_files x file size.
 SPACE_MARGIN_BYTES = 64 * MIB
 #: Calibration: at most this many chunks, stopping early after this long.
@@ -41,14 +35,9 @@ class CheckFailed(Exception):
 
 
 def check_sizes(chunk_mb, file_mb):
-    if chunk_mb < MIN_CHUNK_MB:
-        raise CheckFailed(exitcodes.USAGE, "--chunk-mb %d is below the %d MiB minimum: "
-                          "smaller chunks measure the cost of each write call more than "
-                          "the disk's throughput; use --chunk-mb %d or more"
-                          % (chunk_mb, MIN_CHUNK_MB, MIN_CHUNK_MB))
-    if file_mb < chunk_mb:
-        raise CheckFailed(exitcodes.USAGE, "--file-mb %d is smaller than --chunk-mb %d; "
-                          "use --file-mb %d or more" % (file_mb, chunk_mb, chunk_mb))
+    problem = size_problem(chunk_mb * MIB, file_mb * MIB)
+    if problem:
+        raise CheckFailed(exitcodes.USAGE, problem)
 
 
 def check_directory(directory):
@@ -216,31 +205,3 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
         _remove_scratch(fd, path)
         payload.close()
     return written / float(MIB) / max(io_s, 1e-9)
-
-
-def expected_rollovers(mib_s, duration_s, file_mb):
-    """Files completed in ``duration_s`` at ``mib_s``: never rounded up."""
-    return mib_s * duration_s / float(file_mb)
-
-
-def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
-    """None when >= MIN_ROLLOVERS are expected, else the refusal message."""
-    got = expected_rollovers(mib_s, duration_s, file_mb)
-    if got >= MIN_ROLLOVERS:
-        return None
-    need_duration = int(math.ceil(MIN_ROLLOVERS * file_mb / mib_s)) if mib_s > 0 else None
-    max_file_mb = int(math.floor(mib_s * duration_s / MIN_ROLLOVERS))
-    fixes = []
-    if need_duration is not None:
-        fixes.append("--duration >= %d" % need_duration)
-    if max_file_mb >= chunk_mb:
-        fixes.append("--file-mb <= %d" % max_file_mb)
-    return ("at %.0f MiB/s, %g s gives ~%.1f rollovers of %d MiB files (at least %d "
-            "needed); use %s (or --force to run anyway)" % (
-                mib_s, duration_s, _floor1(got), file_mb, MIN_ROLLOVERS,
-                " or ".join(fixes)))
-
-
-def _floor1(x):
-    """Round down to one decimal, so 1.97 never prints as 2.0."""
-    return math.floor(x * 10) / 10.0

@@ -3,15 +3,11 @@ and nowhere else: what the supervisor, the writer, the stats and the
 heartbeat process read. Plain attributes, so it pickles for spawn/forkserver.
 """
 import diskbench
-from diskbench import protocol
-from diskbench.metrics import MIB
+from diskbench import plan, protocol
 
-#: Default --duration: how long to write, from the server's go.
-DURATION_S = 60.0
-#: Default --perf-interval, --stats-interval, --heartbeat-interval.
-PERF_INTERVAL_S = 1.0
-STATS_INTERVAL_S = 10.0
-HEARTBEAT_INTERVAL_S = 5.0
+#: The run plan's defaults (--chunk-mb, --file-mb, --duration, the intervals)
+#: are plan.defaults(): the server may set them, and both sides derive them.
+_PLAN = plan.defaults()
 #: Default --max-files: data files kept at once.
 MAX_FILES = 2
 #: Default --connect-timeout: keep trying to reach the server this long.
@@ -36,13 +32,19 @@ _FIELDS = (
     ("secret", None), ("connect_timeout_s", CONNECT_TIMEOUT_S),
     ("deliver_timeout_s", DELIVER_TIMEOUT_S), ("undelivered_path", None),
     # what the writer does
-    ("directory", None), ("chunk_bytes", 10 * MIB), ("file_bytes", 100 * MIB),
-    ("duration_s", DURATION_S), ("max_files", MAX_FILES),
+    ("directory", None), ("chunk_bytes", _PLAN["chunk_bytes"]),
+    ("file_bytes", _PLAN["file_bytes"]), ("duration_s", _PLAN["duration_s"]),
+    ("max_files", MAX_FILES),
     ("sync_mode", protocol.SYNC_DIRECT), ("preallocate", False), ("keep_data", False),
     ("block_bytes", BLOCK_BYTES),
     # how often the children report, and when the writer counts as stalled
-    ("perf_interval_s", PERF_INTERVAL_S), ("stats_interval_s", STATS_INTERVAL_S),
-    ("heartbeat_interval_s", HEARTBEAT_INTERVAL_S), ("stall_timeout_s", STALL_TIMEOUT_S),
+    ("perf_interval_s", _PLAN["perf_interval_s"]),
+    ("stats_interval_s", _PLAN["stats_interval_s"]),
+    ("heartbeat_interval_s", _PLAN["heartbeat_interval_s"]),
+    ("stall_timeout_s", STALL_TIMEOUT_S),
+    # the writer's first write waits for this monotonic instant (None: at once):
+    # the synchronized start of the server's go
+    ("start_at", None),
     ("progress_interval_s", PROGRESS_INTERVAL_S),
     # the multiprocessing start method (None: compat.mp_context's choice)
     ("start_method", None),

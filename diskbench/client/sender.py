@@ -32,7 +32,7 @@ import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import wait_readable
+from diskbench.compat import monotonic, wait_readable
 
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).
@@ -81,6 +81,7 @@ class Sender(object):
         self.closed = False
         self.go = threading.Event()
         self.run_id = None
+        self.go_msg = self.go_wall = self.go_mono = None  # the go, and when it came
         self.rejected = None                # the server's reason, when refused
         self.ack_beyond = None              # (acked seq, our last seq) of a bogus ack
         self.server_stop = None             # the server's reason, when it asked
@@ -333,6 +334,12 @@ class Sender(object):
             try:
                 msg = protocol.decode(line, protocol.S2C, self.secret)
             except protocol.ProtocolError as exc:
+                if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy:
+                    # another diskbench version: nothing it says can be read,
+                    # so its refusal is ours to word (both versions named)
+                    self._on_rejected(protocol.make(protocol.REJECTED, protocol.S2C,
+                                                    reason=exc.reason, fatal=True))
+                    continue
                 if not self._unsigned_refusal(line, exc):
                     self._log("warning", "ignored a server message: %s", exc)
                 continue
@@ -393,6 +400,8 @@ class Sender(object):
 
     def _on_go(self, msg):
         if not self.go.is_set():
+            # when it came, on both clocks: the start instant is converted from it
+            self.go_msg, self.go_wall, self.go_mono = msg, time.time(), monotonic()
             self.run_id = msg.run_id
             self.go.set()
 

@@ -1,6 +1,8 @@
 """The client's main process: hello, children, relaying, duration, shutdown.
 
-Timeline: connect + hello -> wait for GO -> start writer, stats, heartbeat ->
+Timeline: connect + hello -> wait for GO -> take the run plan it carries
+(checked against this host: ``plan_check``) and its start instant -> start
+writer, stats, heartbeat (the writer's first write waits for the instant) ->
 relay their pipe messages to the sender (the writer sends START once its
 first file is open) -> stop after --duration (counted from GO), on a signal,
 when the server asks, or when a child dies -> stop children (pipe command,
@@ -21,7 +23,7 @@ import ctypes
 import os
 import signal
 
-from diskbench import exitcodes, protocol, signals
+from diskbench import exitcodes, plan, protocol, signals
 from diskbench.client import child, heartbeat, progress, stats, writer
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
@@ -46,6 +48,9 @@ START_METHOD_ENV = "DISKBENCH_START_METHOD"
 PAUSE_NOTICE_S = 2.0
 #: Signals that stop the client cleanly (SIGHUP: an ssh session dropping).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A start instant further ahead than this is not believed (a server clock or
+#: offset gone wrong): the client starts at once and says so.
+MAX_START_WAIT_S = 60.0
 
 WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
 
@@ -58,9 +63,11 @@ class Outcome(object):
 
 
 class Supervisor(object):
-    def __init__(self, cfg, hello_fields, log):
+    def __init__(self, cfg, hello_fields, log, plan_check=None):
         self.cfg = cfg
         self.log = log
+        # cfg -> None or (exit code, why): the plan from go, checked on this host
+        self.plan_check = plan_check
         self.sender = Sender(cfg.host, cfg.port, cfg.name, hello_fields,
                              secret=cfg.secret, log=log)
         self.procs = {}       # role -> Process
@@ -99,12 +106,14 @@ class Supervisor(object):
                               "at %s within %g s (%s); start the server or fix --server / "
                               "--connect-timeout" % (where, cfg.connect_timeout_s,
                                                      self.sender.last_error))
-        outcome = self._wait_for_go(where)
+        outcome = self._wait_for_go(where) or self._take_plan()
         if outcome is not None:
             return self._finish(outcome)
-        self.t_go = monotonic()
-        log.info("go from server (run %s); starting writer, stats and heartbeat",
-                 self.sender.run_id)
+        self.t_go = self._start_instant()
+        self.cfg = cfg = self.cfg.replace(start_at=self.t_go)
+        log.info("go from server (run %s): %s; starting writer, stats and heartbeat",
+                 self.sender.run_id, plan.describe(
+                     dict((k, getattr(cfg, k)) for k in protocol.PLAN_FIELDS)))
         for handler in log.handlers:
             if isinstance(handler, progress.ClearingHandler):
                 handler.progress = self.progress
@@ -138,6 +147,47 @@ class Supervisor(object):
                            "server refused us: %s" % self.sender.rejected)
         return None
 
+    def _take_plan(self):
+        """Apply the plan the go carries (an older-style go has none: ours
+        stays) and check it on this host; an Outcome if it cannot run."""
+        go = self.sender.go_msg
+        changes = dict((k, go.data[k]) for k in protocol.PLAN_FIELDS
+                       if go is not None and go.data.get(k) is not None)
+        self.cfg = self.cfg.replace(**changes)
+        problem = self.plan_check(self.cfg) if self.plan_check else None
+        if problem is None:
+            return None
+        code, why = problem
+        text = "the run plan from the server cannot run here: %s" % why
+        self.sender.send(protocol.ERROR, source="plan", reason=text, errno=None,
+                         fatal=True)
+        return Outcome(protocol.STOP_ERROR, code, text)
+
+    def _start_instant(self):
+        """The monotonic time of the first write: go's common start instant
+        (server clock) put on ours, by the server's estimate of our clock
+        offset when it has one, else by when the go was sent (its ts) and
+        came (one network delay late); None in go: now."""
+        go, now = self.sender.go_msg, monotonic()
+        if go is None or go.start_at is None:
+            return now
+        if go.clock_offset_s is not None:
+            at = self.sender.go_mono + (go.start_at + go.clock_offset_s -
+                                        self.sender.go_wall)
+            how = "our clock offset as the server measured it (%+.3f s)" % go.clock_offset_s
+        else:
+            at = self.sender.go_mono + (go.start_at - go.ts)
+            how = "the time the go was sent"
+        wait = at - now
+        if wait < 0 or wait > MAX_START_WAIT_S:
+            self.log.warning("the common start instant is %.3f s %s (converted with %s): "
+                             "starting now", abs(wait), "past" if wait < 0 else
+                             "ahead, beyond belief", how)
+            return now
+        self.log.info("synchronized start: the first write in %.3f s (converted with %s)",
+                      wait, how)
+        return at
+
     # --- children ---------------------------------------------------------------------
     def _start_children(self):
         cfg = self.cfg
@@ -158,7 +208,7 @@ class Supervisor(object):
                         (child_cfg, wpid, self.counters))
         finally:
             signals.restore(previous)
-        self.watch_from = monotonic()
+        self.watch_from = max(monotonic(), self.t_go)
         self.log.info("children started: writer pid %d, stats pid %d, heartbeat pid %d "
                       "(start method %s)", wpid, self.procs[STATS].pid,
                       self.procs[HEARTBEAT].pid, start_method_of(ctx))
@@ -404,7 +454,7 @@ class Supervisor(object):
             outcome = self._judge_writer(outcome)
         self.progress.clear()
         figures = self.progress.figures
-        elapsed = monotonic() - self.t_go if self.t_go is not None else 0.0
+        elapsed = max(0.0, monotonic() - self.t_go) if self.t_go is not None else 0.0
         nbytes = int(self.counters[0].value) if self.counters else 0
         chunks = int(self.counters[1].value) if self.counters else 0
         if outcome.reason is not None:

@@ -43,6 +43,8 @@ FAKE_NO_ODIRECT_ENV = "DISKBENCH_FAKE_NO_ODIRECT"
 #: The writer's own safety net: it stops this long after --duration even if
 #: the supervisor never told it to.
 DURATION_GRACE_S = 5.0
+#: Waiting for the synchronized start, the writer checks for a stop this often.
+START_POLL_S = 0.05
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -293,22 +295,39 @@ class Writer(object):
                 self._unlink(path)
             self.paths = []
 
+    def _wait_for_start(self):
+        """Everything is ready (file open, buffer filled): wait for the
+        synchronized start (``cfg.start_at``, monotonic; None: go now),
+        watching for a stop. True if told to stop meanwhile."""
+        start_at = getattr(self.cfg, "start_at", None)
+        while start_at is not None:
+            left = start_at - self.clock()
+            if left <= 0:
+                break
+            if self.should_stop():
+                return True
+            time.sleep(min(left, START_POLL_S))
+        return self.should_stop()
+
     # --- the loop ------------------------------------------------------------------
     def run(self):
         """Write until told to stop or the duration (+ grace) passes."""
         cfg = self.cfg
         chunk, file_bytes = cfg.chunk_bytes, cfg.file_bytes
         interval = cfg.perf_interval_s
-        deadline = self.clock() + cfg.duration_s + DURATION_GRACE_S
         buf = self.payload.buffer
         try:
             self.open_next()
+            stop = self._wait_for_start()
+            deadline = self.clock() + cfg.duration_s + DURATION_GRACE_S
+            self._reset_interval()
+            self.progress(0, 0)
             self.send((protocol.START, dict(
                 writer_pid=self.pid, sync_mode=self.sync_mode(),
                 preallocate=self.preallocate, block_bytes=cfg.block_bytes,
-                buffer_huge_bytes=self.payload.huge_page_bytes())))
-            self._reset_interval()
-            stop = self.should_stop()
+                buffer_huge_bytes=self.payload.huge_page_bytes(),
+                started_at=self.iv_start_wall, chunk_bytes=chunk,
+                file_bytes=file_bytes, duration_s=cfg.duration_s)))
             while not stop:
                 size = min(chunk, file_bytes - self.file_written)
                 self.payload.stamp(self.chunks)

@@ -9,12 +9,13 @@ import os
 import socket
 import sys
 
-from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench import DEFAULT_PORT, __version__, exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, parsed, port,
                            prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
+from diskbench.metrics import MIB
 from diskbench.server.master import FinishedRun, Master
 
 DEFAULT_IDLE_TIMEOUT_S = 5.0
@@ -28,6 +29,8 @@ DEFAULT_MAX_CLIENTS = 1000
 #: until the server sees it close), plus a few for strays.
 CONNECTIONS_PER_CLIENT = 2
 CONNECTION_SLACK = 16
+#: Largest --chunk-mb / --file-mb (1 PiB: byte counts stay far inside the protocol).
+MAX_PLAN_MB = 1024 ** 3
 _PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
 def _count(text):
     value = parsed(text, int, "a whole number")
@@ -60,6 +63,7 @@ def build_parser():
                    help="where server.log, perf.jsonl, report.txt and report.json go; "
                    "created if missing (default: %(default)s)")
     _add_run_flags(p)
+    _add_plan_flags(p)
     _add_limit_flags(p)
     p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
                    "every message must carry its HMAC (or set %s)" % SECRET_ENV)
@@ -101,6 +105,63 @@ def _add_run_flags(p):
     _seconds(p, "--shutdown-grace", DEFAULT_SHUTDOWN_GRACE_S,
              "on SIGINT/SIGTERM: how long to wait for "
              "clients' stop summaries before the report (default: %(default)s)")
+
+
+def _chunk_list(text):
+    """argparse type: --chunk-mb 10,20,40 (MiB, each at least the minimum)."""
+    sizes = [parsed(part.strip(), int, "a list of whole MiB like 10,20,40")
+             for part in text.split(",")]
+    for size in sizes:
+        if not plan.MIN_CHUNK_MB <= size <= MAX_PLAN_MB:
+            raise argparse.ArgumentTypeError(
+                "each chunk size must be from %d to %d MiB, got %d"
+                % (plan.MIN_CHUNK_MB, MAX_PLAN_MB, size))
+    return sizes
+
+
+def _file_mb(text):
+    value = _count(text)
+    if value > MAX_PLAN_MB:
+        raise argparse.ArgumentTypeError("must be at most %d MiB, got %s"
+                                         % (MAX_PLAN_MB, text))
+    return value
+
+
+def _add_plan_flags(p):
+    """The run plan the server hands out in go (plan.py): a client's own
+    command line wins over each of these."""
+    p.add_argument("--chunk-mb", type=_chunk_list, default=list(plan.DEFAULT_CHUNK_MB),
+                   metavar="MB[,MB...]", help="chunk sizes in MiB handed out in order of "
+                   "arrival, one per client, starting over after the last (default: %s; "
+                   "a client's own --chunk-mb wins)" % ",".join(
+                       str(n) for n in plan.DEFAULT_CHUNK_MB))
+    p.add_argument("--file-mb", type=_file_mb, default=None, metavar="MB",
+                   help="data file size in MiB (default: %d x each client's chunk)"
+                   % plan.FILE_CHUNKS)
+    for flag, field, what in (
+            ("--duration", "duration_s", "how long each client writes"),
+            ("--perf-interval", "perf_interval_s", "clients' perf sample interval"),
+            ("--stats-interval", "stats_interval_s", "clients' CPU%%/RSS interval"),
+            ("--heartbeat-interval", "heartbeat_interval_s", "clients' heartbeat "
+             "interval")):
+        p.add_argument(flag, type=seconds, default=None, metavar="SECONDS",
+                       help="%s (default: the client's, else %g)"
+                       % (what, plan.defaults()[field]))
+
+
+def plan_from_args(args):
+    """The server's plan (plan.resolve's ``server``) from its flags."""
+    given = dict(chunk_bytes=[mb * MIB for mb in args.chunk_mb],
+                 file_bytes=None if args.file_mb is None else args.file_mb * MIB,
+                 duration_s=args.duration, perf_interval_s=args.perf_interval,
+                 stats_interval_s=args.stats_interval,
+                 heartbeat_interval_s=args.heartbeat_interval)
+    if args.file_mb is not None:
+        for mb in args.chunk_mb:
+            problem = plan.size_problem(mb * MIB, args.file_mb * MIB)
+            if problem:
+                raise ValueError(problem)
+    return given
 
 
 def _add_limit_flags(p):
@@ -178,6 +239,7 @@ def main(argv=None):
     args = derive_limits(build_parser().parse_args(argv))
     try:
         args.secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
+        args.plan = plan_from_args(args)
     except ValueError as exc:
         return _fail(exitcodes.USAGE, "%s" % exc)
     master = Master(args)

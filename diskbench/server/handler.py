@@ -163,7 +163,8 @@ class Handler(socketserver.StreamRequestHandler):
                         exc.kind == protocol.ProtocolError.BAD_MAC and self.name is None):
                     # Unsigned when the mac was the problem: the peer cannot check
                     # our mac anyway, and may at least show the reason.
-                    self._refuse(exc.reason, signed=exc.kind != protocol.ProtocolError.BAD_MAC)
+                    self._refuse(exc.reason, signed=exc.kind != protocol.ProtocolError.BAD_MAC,
+                                 version=protocol.reply_version(exc))
                     return
                 continue
             handler = _DISPATCH.get(msg.type, Handler._on_message)
@@ -271,10 +272,7 @@ class Handler(socketserver.StreamRequestHandler):
         """
         go_list = self.registry.recorded(self.name, seq)
         self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
-        if go_list:  # one message for them all (the release of --clients N)
-            go = protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id)
-            for _name, sender in go_list:
-                sender(go)
+        send_go(go_list, self.ctx.run_id)
         self._ping_when_due()
 
     def _ping_when_due(self):
@@ -290,9 +288,9 @@ class Handler(socketserver.StreamRequestHandler):
                                 server_time=sent))
 
     # --- sending (handler and recorder threads) -----------------------------------
-    def send(self, msg, signed=True):
+    def send(self, msg, signed=True, version=protocol.PROTOCOL_VERSION):
         """Send one message; never blocks longer than SEND_STALL_S. False if not sent."""
-        line = protocol.encode(msg, self.ctx.secret if signed else None)
+        line = protocol.encode(msg, self.ctx.secret if signed else None, version)
         with self.send_lock:
             if self.send_dead:
                 return False
@@ -309,9 +307,16 @@ class Handler(socketserver.StreamRequestHandler):
             pass
         return False
 
-    def _refuse(self, reason, signed=True):
+    def _refuse(self, reason, signed=True, version=protocol.PROTOCOL_VERSION):
         msg = protocol.make(protocol.REJECTED, protocol.S2C, reason=reason, fatal=True)
-        self.send(msg, signed)
+        self.send(msg, signed, version)
+
+
+def send_go(go_list, run_id):
+    """Send each (name, sender, fields) of a registry go list its go: its
+    own plan and start instant (Registry._go_fields)."""
+    for _name, sender, fields in go_list:
+        sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
 
 
 def _send_bounded(sock, data, limit):

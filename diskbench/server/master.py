@@ -176,7 +176,8 @@ class Master(object):
             expected_clients=args.clients, heartbeat_timeout=args.heartbeat_timeout,
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
             max_clients=args.max_clients, rejoin_grace=args.rejoin_grace,
-            stall_timeout=args.stall_timeout, require_all=args.require_all)
+            stall_timeout=args.stall_timeout, require_all=args.require_all,
+            plan_given=getattr(args, "plan", None), wall=clock)
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.server = None
         self.wake = threading.Event()
@@ -400,9 +401,7 @@ class Master(object):
             for handler in self._handlers_now():
                 handler.expire_if_due(now)
         self.registry.check_liveness()
-        go = protocol.make(protocol.GO, protocol.S2C, run_id=self.run_id)
-        for _name, sender in self.registry.release_go():
-            sender(go)
+        handler_mod.send_go(self.registry.release_go(), self.run_id)
         if self.registry.require_all and self.registry.short_start and \
                 self.registry.aborted is None:
             why = ("only %s expected clients said hello within --start-timeout %g s "

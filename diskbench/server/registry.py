@@ -30,8 +30,9 @@ import copy
 import itertools
 import logging
 import threading
+import time
 
-from diskbench import metrics, protocol
+from diskbench import metrics, plan, protocol
 from diskbench.compat import monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.seqset import SeqSet
@@ -57,6 +58,7 @@ REJECT_TOO_MANY_CONNECTIONS = "too-many-connections"  # --max-connections
 REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
 REJECT_SEQ_JUMP = "seq-jump"            # a seq too far ahead of the client's last
 REJECT_FD_EXHAUSTED = "fd-exhausted"    # accept() failed: out of file descriptors
+REJECT_PLAN = "plan"                    # the run plan cannot run on that client
 
 #: A client is went away after this many heartbeat intervals (its own, from
 #: hello) without any message, unless --heartbeat-timeout gives a fixed time.
@@ -97,6 +99,16 @@ KEEP_TEXTS_MAX = 1000
 #: Perf intervals kept per client for the console's "MiB/s now" (a ring: O(1)
 #: per message; the console looks at those received in its last few seconds).
 RECENT_PERF_MAX = 16
+#: Synchronized start: when go is released to --clients N, the common start
+#: instant is this far ahead on the server's clock (every client must get its
+#: go, start its writer -- a fresh interpreter under spawn -- open its first
+#: file and fill its buffer by then) ...
+START_LEAD_S = 2.0
+#: ... plus this much per client (sending N go messages takes time).
+START_LEAD_PER_CLIENT_S = 0.001
+#: A go sent less than this before the common instant carries no instant:
+#: that client starts at once (it could not be ready in time).
+START_AHEAD_MIN_S = 0.5
 
 
 #: One client's line on the live console (registry.progress_view): plain
@@ -143,7 +155,7 @@ class _LockAndSay(object):
 class Client(object):
     """Everything known about one client (by name). Mutated under Registry.lock."""
 
-    def __init__(self, name, hello, recv_ts, peer):
+    def __init__(self, name, hello, recv_ts, peer, plan_values, plan_sources):
         self.name = name
         self.hello = hello            # the first accepted hello (Message)
         self.peer = peer
@@ -197,7 +209,14 @@ class Client(object):
         self.offset_low = self.offset_high = None
         self.skew_warned = False
         self.drift_warned = False
-        self.heartbeat_interval_s = hello.heartbeat_interval_s or None  # 0: not said
+        # The run plan (plan.resolve at the first hello; what start says it
+        # ran replaces it), where each setting came from, and the start: the
+        # common instant its go carried (server clock) and the client's clock
+        # at its first write.
+        self.plan, self.plan_sources = plan_values, plan_sources
+        self.heartbeat_interval_s = plan_values["heartbeat_interval_s"] or None
+        self.start_at = None
+        self.started_at = None
 
     def offset(self):
         """(client clock minus server clock in s, how it was measured), or
@@ -222,6 +241,7 @@ class Client(object):
         view.hist = metrics.LatencyHistogram()
         view.hist.merge(self.hist)
         view.seen = None
+        view.plan = dict(self.plan)
         return view
 
 
@@ -241,10 +261,15 @@ class Registry(object):
 
     def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
                  start_timeout=60.0, clock=monotonic, max_clients=None,
-                 rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False):
+                 rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False,
+                 plan_given=None, wall=time.time):
         self.lock = _LockAndSay()
         self.say = self.lock.say
         self.clock = clock
+        self.wall = wall              # the server's clock, for the start instant
+        # the server's run plan (plan.resolve's ``server``): chunk_bytes a list
+        self.plan_given = plan_given or {}
+        self.start_at = None          # the common start instant (server clock)
         self.expected_clients = expected_clients
         self.heartbeat_timeout = heartbeat_timeout   # None: per client, from hello
         self.idle_timeout = idle_timeout
@@ -316,11 +341,12 @@ class Registry(object):
                     return REJECT, (
                         "this run already has %d clients (the server's --max-clients); "
                         "ask its operator to raise --max-clients" % len(self.clients))
-                client = Client(msg.name, msg, recv_ts, peer)
-                self.clients[msg.name] = client
-                self.unsettled += 1
-                self.order_index[msg.name] = len(self.order)
-                self.order.append(msg.name)
+                values, sources = self._plan_for(msg)
+                refusal = self._plan_refusal(msg, values, sources)
+                if refusal is not None:
+                    self._count_rejected_locked(REJECT_PLAN)
+                    return REJECT, refusal
+                client = self._add_client(msg, recv_ts, peer, values, sources)
                 if self.first_hello is None:
                     self.first_hello = self.clock()
                 self.last_activity = self.clock()
@@ -359,6 +385,41 @@ class Registry(object):
             if client.state in LIVE:
                 self._awaiting(client, True)  # GO again after a reconnect (ignored by it)
             return self._accept_locked(client, msg, recv_ts), None
+
+    def _plan_for(self, msg):
+        """(values, sources) of the plan of the client whose first hello is
+        ``msg``: it is the next to arrive (the chunk list's order)."""
+        own = dict((k, msg.data.get(k)) for k in protocol.PLAN_FIELDS)
+        return plan.resolve(own, msg.fixed, self.plan_given, len(self.order))
+
+    def _plan_refusal(self, msg, values, sources):
+        """None, or why the client of hello ``msg`` cannot run ``values``: sizes
+        that cannot run, or fewer than two rollovers at the speed it calibrated
+        (--force on the client: run anyway, said in the report)."""
+        where = "the run plan for client %s (%s)" % (msg.name, plan.describe(values, sources))
+        # what the client's own command line fixed, the client checked itself
+        own = set(k for k, v in sources.items() if v == plan.FROM_CLIENT)
+        problem = None
+        if set(["chunk_bytes", "file_bytes"]) - own:
+            problem = plan.size_problem(values["chunk_bytes"], values["file_bytes"])
+        if problem:
+            return "%s cannot run: %s" % (where, problem)
+        if set(["duration_s", "file_bytes"]) - own:
+            problem = plan.plan_rollover_problem(values, msg.calibration_mib_s)
+        if problem is None:
+            return None
+        if msg.force:
+            self._note("%s: %s; the client runs it anyway (--force)" % (where, problem))
+            return None
+        return "%s on its disk: %s" % (where, problem)
+
+    def _add_client(self, msg, recv_ts, peer, values, sources):
+        client = Client(msg.name, msg, recv_ts, peer, values, sources)
+        self.clients[msg.name] = client
+        self.unsettled += 1
+        self.order_index[msg.name] = len(self.order)
+        self.order.append(msg.name)
+        return client
 
     def accept(self, msg, recv_ts, conn_id):
         """Dedup and apply a non-hello message; NEW, DUPLICATE or NOT_BOUND."""
@@ -423,11 +484,8 @@ class Registry(object):
             if client is None:
                 if msg.type != protocol.HELLO:
                     return False  # no hello on record: cannot be a client of this run
-                client = Client(msg.name, msg, recv_ts, None)
-                self.clients[msg.name] = client
-                self.unsettled += 1
-                self.order_index[msg.name] = len(self.order)
-                self.order.append(msg.name)
+                values, sources = self._plan_for(msg)
+                client = self._add_client(msg, recv_ts, None, values, sources)
             if self._accept_locked(client, msg, recv_ts) != NEW:
                 return False
             client.recorded_seq = client.last_seq
@@ -490,7 +548,7 @@ class Registry(object):
                     client.sender is None or client.recorded_seq < 1:
                 return []
             self._awaiting(client, False)
-            return [(name, client.sender)]
+            return [(name, client.sender, self._go_fields(client))]
 
     def _awaiting(self, client, flag):
         """The one place a client starts or stops waiting for GO."""
@@ -504,7 +562,7 @@ class Registry(object):
     def _apply_hello(self, client, msg, recv_ts):
         if self.expected_clients is not None and not self.go_released and \
                 len(self.clients) >= self.expected_clients:
-            self.go_released = True
+            self._release()
             self._release_all = True
             self.say(log.info, "all %d expected clients said hello: sending go",
                      self.expected_clients)
@@ -512,6 +570,10 @@ class Registry(object):
     def _apply_start(self, client, msg, recv_ts):
         client.start_ts = recv_ts
         client.start = msg
+        client.started_at = msg.started_at
+        for key in ("chunk_bytes", "file_bytes", "duration_s"):  # as run, when said
+            if msg.data.get(key) is not None:
+                client.plan[key] = msg.data[key]
         if client.state == JOINED:
             self._transition(client, RUNNING, "writing")
         self.say(event.info,
@@ -711,7 +773,7 @@ class Registry(object):
                 self.short_start = "%d of %d" % (len(self.clients), self.expected_clients)
                 if self.require_all:
                     return []
-                self.go_released = True
+                self._release()
                 self._note("--start-timeout %g s passed with %s expected clients: the "
                            "run went on with those present" % (self.start_timeout,
                                                                self.short_start))
@@ -725,8 +787,26 @@ class Registry(object):
             client = self.clients[name]
             if client.sender is not None and client.recorded_seq >= 1:
                 self._awaiting(client, False)
-                out.append((name, client.sender))
+                out.append((name, client.sender, self._go_fields(client)))
         return out
+
+    def _release(self):
+        """Go is released to the clients of --clients N: the common start
+        instant is set (its lead grows with the number of clients)."""
+        self.go_released = True
+        self.start_at = self.wall() + START_LEAD_S + \
+            START_LEAD_PER_CLIENT_S * len(self.clients)
+
+    def _go_fields(self, client):
+        """The body of ``client``'s go (but the run id): its plan, the common
+        start instant while it can still make it, and its clock offset when
+        pongs measured it (else the client converts by the go's send time)."""
+        fields = dict(client.plan)
+        if self.start_at is not None and client.start is None and \
+                self.wall() <= self.start_at - START_AHEAD_MIN_S:
+            client.start_at = fields["start_at"] = self.start_at
+            fields["clock_offset_s"] = client.ping_offset_s
+        return fields
 
     def abort(self, reason):
         """End the run before it started (--require-all): every client FAILED
@@ -810,7 +890,7 @@ class Registry(object):
                 c.name, c.hello.hostname, c.state, c.reason, c.perf_bytes,
                 len(c.close_times), c.last_heartbeat[0] if c.last_heartbeat else None,
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
-                c.hello.duration_s)
+                c.plan["duration_s"])
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
                 self.expected_clients, self.go_released)
 

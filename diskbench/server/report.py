@@ -252,8 +252,15 @@ def client_entry(c, guard=None):
         # MiB of the writer's buffer in huge pages (None: unknown); see payload.py
         buffer_huge_page_mib=_map(metrics.mib, c.start.buffer_huge_bytes)
         if c.start else None,
-        chunk_mib=metrics.mib(h.chunk_bytes), file_mib=metrics.mib(h.file_bytes),
-        data_file_max_count=h.max_files, planned_run_s=h.duration_s,
+        # the run plan (plan.py) as run, and where each setting came from:
+        # the client's command line, the server's plan, or the default
+        chunk_mib=metrics.mib(c.plan["chunk_bytes"]),
+        file_mib=metrics.mib(c.plan["file_bytes"]),
+        data_file_max_count=h.max_files, planned_run_s=c.plan["duration_s"],
+        plan_source=dict(c.plan_sources),
+        # the synchronized start: the instant its go carried (server clock; None:
+        # started at once) and its first write put on the server's clock
+        start_at_ts=c.start_at, first_write_ts=first_write_ts(c),
         state=c.state, state_why=c.reason,
         clock_offset_s=c.offset()[0],      # client clock minus server clock
         clock_offset_source=c.offset()[1],
@@ -295,6 +302,28 @@ def client_entry(c, guard=None):
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),
         errors_and_notices_not_kept_count=c.texts_dropped)
+
+
+def first_write_ts(c):
+    """When ``c`` wrote its first chunk, on the server's clock (None: unknown)."""
+    if c.started_at is None:
+        return None
+    return c.started_at - (c.offset()[0] or 0.0)
+
+
+def synchronized_start(clients):
+    """The clients that got the common start instant: how close their first
+    writes were to it and to each other (server clock), or None."""
+    firsts = [(c.start_at, first_write_ts(c)) for c in clients if c.start_at is not None]
+    known = [w for _, w in firsts if w is not None]
+    if not firsts:
+        return None
+    at = firsts[0][0]
+    return dict(start_at_ts=at, start_at_utc=utc(at), client_count=len(firsts),
+                first_write_known_count=len(known),
+                first_write_spread_ms=_ms(max(known) - min(known)) if known else None,
+                first_write_late_max_ms=_ms(max(abs(w - at) for w in known))
+                if known else None)
 
 
 def on_server_clock(c):
@@ -368,6 +397,8 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  connection_count=view.connections, interrupted_by=interrupted_by,
                  exit_code=exit_code, exit_meaning=exit_meaning,
                  records_restored_count=view.restored,
+                 synchronized_start=g("the synchronized start", synchronized_start,
+                                      view.clients),
                  server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
@@ -381,7 +412,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
 #: report.txt and the server's closing lines fit this many columns.
 TEXT_WIDTH = 120
 #: Widest client name / host shown in the table (longer ones end in "~").
-NAME_COLUMN_MAX = 28
+NAME_COLUMN_MAX = 25
 HOST_COLUMN_MAX = 24
 
 
@@ -426,24 +457,24 @@ def headline(rep):
 
 
 def client_table(rep):
-    """One row per client: name, host, state, MiB/s mean, the lowest and highest of
-    PCTS in ms (p50, p99), rollovers, CPU%."""
+    """One row per client: name, host, state, chunk MiB, MiB/s mean, the lowest
+    and highest of PCTS in ms (p50, p99), rollovers, CPU%."""
     lo, hi = "p%d" % PCTS[0], "p%d" % PCTS[-1]
     clients = rep["clients"]
     nw = max([len("client")] + [min(len(e["client"]), NAME_COLUMN_MAX) for e in clients])
     hw = max([len("host")] + [min(len("%s" % e.get("host")), HOST_COLUMN_MAX)
                                for e in clients])
-    fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %6s"
-    lines = [fmt % ("client", "host", "state", "MiB/s", lo + " ms", hi + " ms", "rollovers",
-                    "CPU%")]
+    fmt = "%-" + str(nw) + "s  %-" + str(hw) + "s  %-10s %9s %9s %9s %9s %9s %6s"
+    lines = [fmt % ("client", "host", "state", "chunk MiB", "MiB/s", lo + " ms", hi + " ms",
+                    "rollovers", "CPU%")]
     for e in clients:
         if e.get("unreportable"):
             lines.append(fmt % (_cut(e["client"], nw), "?", state_label(e), "-", "-", "-",
-                                e["rollover_count"], "-"))
+                                "-", e["rollover_count"], "-"))
             continue
         lines.append(fmt % (
             _cut(e["client"], nw), _cut(e["host"], hw), state_label(e),
-            _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
+            _f(e["chunk_mib"], "%g"), _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
             _f(e["latency_ms"][hi], "%.2f"), e["rollover_count"],
             _f(e["writer_cpu_percent"]["mean"], "%.0f")))
     return lines
@@ -494,9 +525,25 @@ def _text_header(rep):
         run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
         "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+    sync = run.get("synchronized_start")
+    if sync:
+        lines.append("synchronized start at %s for %d clients: first writes (server "
+                     "clock, %d known) within %s ms of each other, at most %s ms off "
+                     "the instant" % (sync["start_at_utc"], sync["client_count"],
+                                      sync["first_write_known_count"],
+                                      _f(sync["first_write_spread_ms"], "%.1f"),
+                                      _f(sync["first_write_late_max_ms"], "%.1f")))
     lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]
     lines.append("")
     return lines
+
+
+def _plan_sources_text(sources):
+    """``chunk from server, file default, duration from client``."""
+    if not sources:
+        return "sources unknown"
+    names = (("chunk_bytes", "chunk"), ("file_bytes", "file"), ("duration_s", "duration"))
+    return ", ".join("%s %s" % (label, sources.get(key, "?")) for key, label in names)
 
 
 def _text_client(e):
@@ -513,9 +560,17 @@ def _text_client(e):
             "yes" if e["preallocated"] else "no", _f(e["buffer_huge_page_mib"], "%g"),
             _f(e["clock_offset_s"], "%+.3f"), e["clock_offset_source"] or "unknown",
             _f(e["rtt_ms"], "%.2f")),
-        "  chunk %s MiB, file %s MiB; joined %s, started %s, stopped %s" % (
-            _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), utc(e["joined_ts"]),
+        "  plan: chunk %s MiB, file %s MiB, %s s (%s); joined %s, started %s, "
+        "stopped %s" % (
+            _f(e["chunk_mib"], "%g"), _f(e["file_mib"], "%g"), _f(e["planned_run_s"], "%g"),
+            _plan_sources_text(e.get("plan_source")), utc(e["joined_ts"]),
             utc(e["started_ts"]), utc(e["stopped_ts"])),
+        "  first write %s on the server's clock%s" % (
+            utc(e.get("first_write_ts")), "" if e.get("start_at_ts") is None else
+            " (common start %s, %s ms off it)" % (
+                utc(e["start_at_ts"]), _f(None if e.get("first_write_ts") is None else
+                                          (e["first_write_ts"] - e["start_at_ts"]) * 1000.0,
+                                          "%+.1f"))),
         "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
         "(fsync+close mean %s ms, max %s ms)" % (
             _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],

@@ -25,7 +25,8 @@ def _garbage(rng, i):
     if kind == 1:
         return b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     if kind == 2:
-        return b'{"v":1,"type":"hello","name":"x","seq":1,"ts":1,"data":{}}\n'
+        return (b'{"v":%d,"type":"hello","name":"x","seq":1,"ts":1,"data":{}}\n'
+                % P.PROTOCOL_VERSION)
     if kind == 3:
         return b"[" * rng.randint(1, 3000) + b"\n"
     return b'{"v":99}\n'

@@ -6,7 +6,10 @@ One run (shared by the tests of this module) of the real server in namespace
 node1's only link is cut (``ip link set eth0 down``) until the server has reported it
 went away, then restored; node3 runs with its wall clock 5 s ahead (Python's
 time.time in all its processes, the monotonic clock left alone: tests/netns.py says why
-not libfaketime). Skipped with the reason without root or ``ip netns``.
+not libfaketime). The server holds the run plan (chunk sizes 10, 20, 30 MiB handed out
+in order of arrival, file size, duration, intervals): the three client commands are the
+same but for the name and data directory, and the clients start writing together at the
+instant the server's go names. Skipped with the reason without root or ``ip netns``.
 """
 import json
 import os
@@ -30,6 +33,10 @@ CLOCK_SKEW_S = 5.0
 CLOCK_TOLERANCE_S = 0.5
 CUT = 0  # node1
 SKEWED = 2  # node3
+#: The server's chunk list: each client gets a different size.
+CHUNKS_MB = (10, 20, 30)
+#: The issue's bound: first writes within this of each other (server clock).
+START_SPREAD_MAX_MS = 100.0
 
 
 def _server_port(proc, console):
@@ -65,7 +72,11 @@ def fleet_run(tmpdir_factory):
                 procs.python, "-m", "diskbench.server", "--host", netns.SERVER_ADDR,
                 "--port", "0", "--clients", "3", "--log-dir", log_dir,
                 "--start-timeout", "20", "--rejoin-grace", str(REJOIN_GRACE_S),
-                "--idle-timeout", "0.5", "--progress-interval", "60", "--verbose"],
+                "--idle-timeout", "0.5", "--progress-interval", "60", "--verbose",
+                # the run plan: the clients' commands say none of it
+                "--chunk-mb", ",".join(str(c) for c in CHUNKS_MB), "--file-mb", "60",
+                "--duration", str(DURATION_S), "--heartbeat-interval", str(HEARTBEAT_S),
+                "--perf-interval", "0.5", "--stats-interval", "1"],
                 stdout=out)
         port = wait_until(lambda: _server_port(server, console), 20,
                           what="the server's listening line")
@@ -78,9 +89,7 @@ def fleet_run(tmpdir_factory):
             clients.append(fleet.start(procs, ns, [
                 procs.python, "-m", "diskbench.client",
                 "--server", "%s:%d" % (netns.SERVER_ADDR, port), "--name", "node%d" % (i + 1),
-                "--duration", str(DURATION_S), "--chunk-mb", "10", "--file-mb", "20",
-                "--force", "--heartbeat-interval", str(HEARTBEAT_S), "--perf-interval", "0.5",
-                "--stats-interval", "1", "--connect-timeout", "10",
+                "--force", "--connect-timeout", "10",
                 "--log-dir", str(tmp.join("client-logs")), str(tmp.mkdir("data%d" % i))],
                 env=env))
         server_log = os.path.join(log_dir, "server.log")
@@ -151,3 +160,17 @@ def test_clock_offset_of_a_skewed_client_is_measured_and_aligned(fleet_run):
     period = fleet_run["report"]["aggregate"]["period_s"]
     assert period > DURATION_S - 1.5, period
     assert re.search(r"client node3: its clock is \+5\.\d s off", fleet_run["server_log"])
+
+
+def test_server_plan_gives_each_client_its_chunk_and_they_start_together(fleet_run):
+    clients = _clients(fleet_run)
+    assert sorted(c["chunk_mib"] for c in clients.values()) == list(CHUNKS_MB)
+    for c in clients.values():
+        assert c["plan_source"]["chunk_bytes"] == "server"
+        assert c["planned_run_s"] == DURATION_S and c["file_mib"] == 60
+    sync = fleet_run["report"]["run"]["synchronized_start"]
+    assert sync["client_count"] == 3 and sync["first_write_known_count"] == 3, sync
+    assert sync["first_write_spread_ms"] < START_SPREAD_MAX_MS, sync
+    # node3's clock is 5 s ahead: its first write is on the server's clock too
+    for c in clients.values():
+        assert abs(c["first_write_ts"] - sync["start_at_ts"]) * 1000 < START_SPREAD_MAX_MS, c

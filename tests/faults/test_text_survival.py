@@ -29,9 +29,10 @@ UTC_STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z "
 LOG_LINE = re.compile(r"^" + UTC_STAMP + r"(INFO|WARNING|ERROR) ")
 REPORT_LINE = re.compile(
     r"^(|diskbench report .*|=+|run: .*|exit code:? .*|server warning: .*|client [\w-]+: "
+    r".*|synchronized start at .*"
     r".*|  .*|totals: .*|aggregate throughput .*|rejected messages: .*|method: .*"
     # the headline and the table that lead report.txt
-    r"|clients: .*|aggregate: .*|slowest: .*|details|client +host +state +MiB/s .*"
+    r"|clients: .*|aggregate: .*|slowest: .*|details|client +host +state +chunk MiB +MiB/s .*"
     r"|[\w-]+~? +\S+ +(finished|unfinished|went away|failed|stalled) .*)$")
 # The console: timestamped events, the listening line, and at the end the
 # report's headline and table (the same line shapes as report.txt).
