@@ -359,10 +359,13 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
         log.error("%s", exc.message)
         return exc.code
     fs = checks.fs_type(directory)
+    unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
     log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
-             "calibration %.0f MiB/s -> ~%.1f rollovers expected; log %s",
+             "calibration %.0f MiB/s -> ~%.1f rollovers expected%s; log %s",
              diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
-             args.duration, mib_s, expected, log.handlers[0].baseFilename)
+             args.duration, mib_s, expected, "" if not unset else
+             " (the server's plan may set %s)" % ", ".join(unset),
+             log.handlers[0].baseFilename)
     cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
