@@ -1,4 +1,8 @@
-"""make demo: one server and three local clients (10, 20, 30 MiB chunks), then the report.
+"""make demo: one server and three local clients, then the report.
+
+The run plan lives on the server (chunk sizes 10, 20, 30 MiB handed out in order
+of arrival, file size, duration, intervals): the three client commands are the
+same but for their names, and they start writing at one instant.
 
 Everything happens in a temporary directory that is removed at the end
 (``--keep``, or ``make demo KEEP=1``, keeps it and prints where report.html is);
@@ -18,8 +22,11 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: (chunk MiB, file MiB): small files so each client rolls over many times.
-CLIENTS = ((10, 40), (20, 80), (30, 120))
+#: The server's chunk list (MiB), one per client; small files so each client
+#: rolls over many times.
+CHUNKS_MB = (10, 20, 30)
+FILE_MB = 120
+CLIENTS = ["demo-%d" % (i + 1) for i in range(len(CHUNKS_MB))]
 DURATION_S = 8
 #: Give up (and kill everything) after this long.
 DEADLINE_S = 120
@@ -84,7 +91,10 @@ def main(argv=None):
     deadline = time.time() + DEADLINE_S
     try:
         server = start(["-m", "diskbench.server", "--port", "0", "--clients",
-                        str(len(CLIENTS)), "--log-dir", logs, "--quiet"],
+                        str(len(CLIENTS)), "--log-dir", logs, "--quiet",
+                        "--chunk-mb", ",".join(str(c) for c in CHUNKS_MB),
+                        "--file-mb", str(FILE_MB), "--duration", str(DURATION_S),
+                        "--stats-interval", "2", "--heartbeat-interval", "1"],
                        os.path.join(tmp, "server.out"), env)
         procs.append(server)
         port = read_port(server, time.time() + 15)
@@ -106,15 +116,13 @@ def main(argv=None):
 
 
 def start_clients(port, tmp, logs, data, env):
-    """[(name, process)] of the demo's clients, one per CLIENTS entry."""
+    """[(name, process)] of the demo's clients, one per CLIENTS entry: the
+    same command but the name (the plan comes from the server)."""
     clients = []
-    for i, (chunk, size) in enumerate(CLIENTS):
-        name = "demo-%d-%dmib" % (i + 1, chunk)
+    for name in CLIENTS:
         clients.append((name, start(
             ["-m", "diskbench.client", "--server", "127.0.0.1:%d" % port,
-             "--name", name, "--chunk-mb", str(chunk), "--file-mb", str(size),
-             "--duration", str(DURATION_S), "--stats-interval", "2",
-             "--heartbeat-interval", "1", "--log-dir", logs, data],
+             "--name", name, "--log-dir", logs, data],
             os.path.join(tmp, name + ".out"), env)))
     return clients
 
