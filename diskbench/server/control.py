@@ -201,6 +201,21 @@ class ControlServer(object):
 
     def _serve_one(self, conn):
         conn.settimeout(IO_TIMEOUT_S)
+        # The line is read before any answer, even one refusing the peer:
+        # closing on unread bytes would reset the connection under the answer.
+        rfile = conn.makefile("rb")
+        too_long = None
+        try:
+            line = protocol.read_line(rfile, MAX_REQUEST_BYTES)
+        except protocol.LineTooLong as exc:
+            line, too_long = b"-", "%s" % exc
+        except (socket.error, OSError) as exc:  # socket.timeout included
+            log.info("control socket: no request read (%s)", exc)
+            return
+        finally:
+            rfile.close()   # else the socket outlives conn.close() (Python 3)
+        if not line:
+            return  # a probe (check_free of another server), or ctl gave up
         uid = peer_uid(conn)
         if uid is not None and uid not in self.uids:
             log.warning("control socket: refused a request from uid %d (only uid %d "
@@ -209,17 +224,10 @@ class ControlServer(object):
                        "serves uid %d (the server's user) only; run ctl as that user"
                        % self.uids[0])
             return
-        try:
-            line = protocol.read_line(conn.makefile("rb"), MAX_REQUEST_BYTES)
-        except protocol.LineTooLong as exc:
-            log.warning("control socket: refused a request: %s", exc)
-            self._done(conn, exitcodes.USAGE, "refused: %s" % exc)
+        if too_long:
+            log.warning("control socket: refused a request: %s", too_long)
+            self._done(conn, exitcodes.USAGE, "refused: %s" % too_long)
             return
-        except (socket.error, OSError) as exc:  # socket.timeout included
-            log.info("control socket: no request read (%s)", exc)
-            return
-        if not line:
-            return  # a probe (check_free of another server), or ctl gave up
         try:
             req = protocol.decode(line, protocol.CTL_REQUEST, self.secret)
         except protocol.ProtocolError as exc:
@@ -239,7 +247,12 @@ class ControlServer(object):
                        "%.0f s ago (at most %g s: a replayed request?); run ctl again"
                        % (age, MAX_AGE_S))
             return
-        code, text = _REQUESTS[req.type](self, conn, req)
+        try:
+            code, text = _REQUESTS[req.type](self, conn, req)
+        except (socket.error, OSError) as exc:  # ctl went away mid-answer
+            log.info("control socket: the answer to %s could not be sent (%s)",
+                     req.type, exc)
+            return
         self._done(conn, code, text)
 
     def _send(self, conn, type_, **fields):
@@ -423,7 +436,10 @@ def main(argv=None):
         return _fail(prog, *sock)
     rows, done = [], None
     try:
-        sock.sendall(request)
+        try:
+            sock.sendall(request)
+        except (socket.error, OSError):
+            pass  # the answer (a refusal) may still be there to read
         for msg in _answer(sock):
             if msg.type == protocol.CTL_CLIENT:
                 rows.append(msg)
