@@ -353,3 +353,64 @@ def test_client_ignores_server_stop_with_a_bad_mac_and_obeys_a_good_one(procs, t
         assert "stop, signed properly" in client_log(tmpdir, "signed")
     finally:
         srv.close()
+
+
+def test_ctl_with_a_log_dir_deeper_than_a_unix_socket_path(procs, tmpdir):
+    """Over 107 bytes the socket is bound and reached through /proc/self/fd."""
+    deep = tmpdir
+    for _ in range(4):
+        deep = deep.join("d" * 30)
+    logs = str(deep.join("logs"))
+    assert len(os.path.join(logs, control.SOCKET_NAME)) > control.SOCKET_PATH_MAX
+    server = _server(procs, logs)
+    assert stat.S_ISSOCK(os.lstat(os.path.join(logs, control.SOCKET_NAME)).st_mode)
+    code, out, err = ctl(procs, logs, "list")
+    assert code == exitcodes.OK and "no client has said hello yet" in out, err
+    assert "no control socket" not in server.stderr()
+    code, _, err = ctl(procs, logs, "end")
+    assert code == exitcodes.OK, err
+    assert server.wait_exit() == exitcodes.SERVER_INTERRUPTED
+
+
+class _FailingOnce(object):
+    """A registry whose first progress_view raises, as a bug would."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.calls = 0
+
+    def progress_view(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("injected failure")
+        return self.registry.progress_view()
+
+    def links(self):
+        return self.registry.links()
+
+
+def test_control_thread_logs_a_failing_request_and_keeps_serving(procs, tmpdir):
+    import logging
+    from diskbench.server import registry as reg
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diskbench.server")
+    logger.addHandler(handler)
+    logs = str(tmpdir.mkdir("logs"))
+    server = control.ControlServer(logs, None, _FailingOnce(reg.Registry()),
+                                   lambda name: None, lambda: "ending", "run-x")
+    server.open()
+    try:
+        code, _, err = ctl(procs, logs, "list")
+        assert code == exitcodes.INTERNAL and "failed to answer" in err
+        assert len(err.strip().splitlines()) == 1
+        code, out, err = ctl(procs, logs, "list")      # the same thread, still serving
+        assert code == exitcodes.OK and "run run-x: 0 clients" in out, err
+        assert server.alive() and server.failures == 1
+        failed = [r for r in records if "a request failed" in r.getMessage()]
+        assert len(failed) == 1 and failed[0].exc_info is not None
+    finally:
+        logger.removeHandler(handler)
+        server.close()
+    assert not os.path.exists(os.path.join(logs, control.SOCKET_NAME))

@@ -43,8 +43,10 @@ SOCKET_NAME = "control.sock"
 SOCKET_MODE = 0o600
 SOCKET_UMASK = 0o177
 #: The longest path a unix socket may have on Linux (sun_path, 108 bytes with
-#: its NUL).
+#: its NUL). A longer one is reached through /proc/self/fd (``_unix_address``).
 SOCKET_PATH_MAX = 107
+#: Where Linux shows a process's open descriptors as paths.
+PROC_FD_DIR = "/proc/self/fd"
 #: Pending connections the listener holds (operators, not clients).
 BACKLOG = 8
 #: The serving thread looks at its closing flag this often.
@@ -67,7 +69,7 @@ JOIN_S = 2.0
 #: The reason a client is given (and logs) when the operator stops it.
 OPERATOR_STOP_REASON = "stopped by the operator (diskbench server ctl stop)"
 #: The exit codes a server's answer may carry (anything else is a refusal).
-_CTL_CODES = (exitcodes.OK, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
+_CTL_CODES = (exitcodes.OK, exitcodes.INTERNAL, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
               exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED)
 
 log = logging.getLogger("diskbench.server")
@@ -81,6 +83,21 @@ def socket_path(log_dir):
     return os.path.join(log_dir, SOCKET_NAME)
 
 
+def _unix_op(sock, op, path):
+    """``sock.bind(path)`` or ``sock.connect(path)`` (``op``), also for a path
+    longer than a unix socket address may be: then through the directory
+    opened as /proc/self/fd/N (Linux), so a deep --log-dir still has ctl."""
+    if len(path.encode("utf-8", "replace")) <= SOCKET_PATH_MAX or \
+            not os.path.isdir(PROC_FD_DIR):
+        return getattr(sock, op)(path)
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        return getattr(sock, op)(os.path.join(PROC_FD_DIR, "%d" % fd,
+                                              os.path.basename(path)))
+    finally:
+        os.close(fd)
+
+
 def check_free(log_dir):
     """Raise ServerRunning when another server is running with ``log_dir``
     (two servers appending to one perf.jsonl would mix two runs). A socket
@@ -91,7 +108,7 @@ def check_free(log_dir):
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(IO_TIMEOUT_S)
     try:
-        probe.connect(path)
+        _unix_op(probe, "connect", path)
     except (socket.error, OSError):
         return
     finally:
@@ -130,10 +147,6 @@ class ControlServer(object):
     def open(self):
         """Create the socket (owner-only) and start serving. Raises
         socket.error/OSError with what went wrong (the run goes on without)."""
-        if len(self.path.encode("utf-8", "replace")) > SOCKET_PATH_MAX:
-            raise OSError(errno.ENAMETOOLONG, "%s is longer than a unix socket path "
-                          "may be (%d bytes): use a shorter --log-dir to have ctl"
-                          % (self.path, SOCKET_PATH_MAX))
         try:
             mode = os.lstat(self.path).st_mode
         except OSError:
@@ -146,7 +159,7 @@ class ControlServer(object):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(SOCKET_UMASK)
         try:
-            sock.bind(self.path)
+            _unix_op(sock, "bind", self.path)
         except (socket.error, OSError):
             sock.close()
             raise
@@ -189,15 +202,23 @@ class ControlServer(object):
                     continue
                 try:
                     self._serve_one(conn)
+                except Exception:  # noqa: B902 - a bug: said, and the next one served
+                    self._failed("a request failed")
+                    self._done(conn, exitcodes.INTERNAL, "the server failed to answer "
+                               "(a bug: its server.log has the traceback)")
                 finally:
                     conn.close()
             except Exception:  # noqa: B902 - logged; the thread must keep serving
                 if self.closing:
                     return
-                self.failures += 1
-                log.exception("control socket: a request failed (failure %d); still "
-                              "serving", self.failures)
-                time.sleep(FAILURE_BACKOFF_S)
+                self._failed("accepting failed")
+
+    def _failed(self, what):
+        """Log the exception being handled; wait a little (never a spin)."""
+        self.failures += 1
+        log.exception("control socket: %s (failure %d); still serving", what,
+                      self.failures)
+        time.sleep(FAILURE_BACKOFF_S)
 
     def _serve_one(self, conn):
         conn.settimeout(IO_TIMEOUT_S)
@@ -354,15 +375,10 @@ def _connect(path, log_dir):
     if not os.path.isdir(log_dir):
         return exitcodes.CTL_NO_SERVER, ("no directory %s: give the --log-dir the "
                                          "server was started with" % log_dir)
-    if len(path.encode("utf-8", "replace")) > SOCKET_PATH_MAX:
-        return exitcodes.CTL_NO_SERVER, ("%s is longer than a unix socket path may be "
-                                         "(%d bytes), so that server has no control "
-                                         "socket: start servers with a shorter "
-                                         "--log-dir" % (path, SOCKET_PATH_MAX))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(REPLY_TIMEOUT_S)
     try:
-        sock.connect(path)
+        _unix_op(sock, "connect", path)
         return sock
     except (socket.error, OSError) as exc:
         sock.close()
