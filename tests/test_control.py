@@ -103,6 +103,11 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
                          what="victim's stop summary")
     assert summary.reason == P.STOP_SERVER and summary.bytes_written > 0
 
+    code, out, err = ctl(procs, logs, "list")
+    assert code == exitcodes.OK, err
+    row = [line for line in out.splitlines() if line.startswith("victim ")][0]
+    assert row.split()[1] == "finished" and row.split()[4] == "0.0"   # MiB/s now
+    assert "stopped by the operator (ctl stop at " in row
     code, _, err = ctl(procs, logs, "stop", "victim")      # already stopped
     assert code == exitcodes.CTL_NO_CLIENT and "victim is finished" in err
     assert len(err.strip().splitlines()) == 1

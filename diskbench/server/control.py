@@ -34,7 +34,7 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes, peer_uid
-from diskbench.server.states import LIVE
+from diskbench.server.states import FINISHED, LIVE
 
 #: The socket's name in --log-dir.
 SOCKET_NAME = "control.sock"
@@ -77,6 +77,12 @@ log = logging.getLogger("diskbench.server")
 
 class ServerRunning(Exception):
     """A live server answers on the log dir's control socket; the text names the fix."""
+
+
+def operator_reason(at):
+    """Why a client stopped by ``ctl stop`` (at wall time ``at``) finished: the
+    registry only knows that the server asked it (ctl list and the report)."""
+    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)
 
 
 def socket_path(log_dir):
@@ -142,6 +148,7 @@ class ControlServer(object):
         self.inode = None
         self.closing = False
         self.failures = 0               # unexpected failures, each logged
+        self.stops = {}                 # client name -> wall time of its `ctl stop`
         self.thread = None
 
     def open(self):
@@ -291,10 +298,14 @@ class ControlServer(object):
         now = self.clock()
         for c in view.clients:
             peer = links.get(c.name, (None, None, None))[1]
+            stopped = self.stops.get(c.name)
+            reason = operator_reason(stopped) if stopped is not None and \
+                c.state == FINISHED else c.reason
             self._send(conn, protocol.CTL_CLIENT, client=c.name, host=c.host,
-                       state=c.state, reason=c.reason, peer=peer,
+                       state=c.state, reason=reason, peer=peer,
                        written_bytes=c.bytes, rollovers=c.rollovers,
-                       mib_s_now=metrics.recent_mib_s(c.recent, view.now),
+                       mib_s_now=metrics.recent_mib_s(c.recent, view.now)
+                       if c.state in LIVE else 0.0,
                        heartbeat_age_s=None if c.heartbeat_ts is None
                        else max(0.0, now - c.heartbeat_ts))
         return exitcodes.OK, "run %s: %d client%s" % (
@@ -314,6 +325,7 @@ class ControlServer(object):
             return exitcodes.CTL_NO_CLIENT, ("client %s is not connected right now: "
                                              "nothing to send the stop to; try again "
                                              "once it reconnects" % name)
+        self.stops[name] = self.clock()
         self.on_stop(name)
         return exitcodes.OK, ("asked client %s to stop: it finishes the chunk in "
                               "flight, sends its summary and exits; the report shows "
@@ -346,13 +358,13 @@ def build_parser():
                    "has one (or set %s); read as the client reads it" % SECRET_ENV)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser("list", help="one line per client: state, address, MiB written, "
+    sub.add_parser(protocol.CTL_LIST, help="one line per client: state, address, MiB written, "
                    "MiB/s now, rollovers, heartbeat age, why")
-    stop = sub.add_parser("stop", help="ask one client to stop (it finishes the chunk "
+    stop = sub.add_parser(protocol.CTL_STOP, help="ask one client to stop (it finishes the chunk "
                           "in flight and sends its summary; reported as stopped by the "
                           "operator)")
     stop.add_argument("name", metavar="NAME", help="the client's name (ctl list)")
-    sub.add_parser("end", help="end the run as one SIGINT does: every client asked to "
+    sub.add_parser(protocol.CTL_END, help="end the run as one SIGINT does: every client asked to "
                    "stop, --shutdown-grace for their summaries, then the report")
     return p
 
@@ -443,7 +455,7 @@ def main(argv=None):
         why = bad_name_reason(args.name)
         if why:
             return _fail(prog, exitcodes.USAGE, why.replace("--name", "NAME", 1))
-        fields["client"] = args.name
+        fields = dict(client=args.name)
     request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
                                             **fields), secret)
     path = socket_path(args.log_dir)

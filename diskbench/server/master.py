@@ -197,7 +197,6 @@ class Master(object):
         self.pauses = []              # report sentences, one per server pause
         self.recorder_died = False
         self.control = None           # control_mod.ControlServer once run() opened it
-        self.operator_stops = {}      # client name -> wall time of its `ctl stop`
         self.ends = 0                 # `ctl end` requests (the control thread counts)
         self.interrupted_by = None    # signal name or OPERATOR_END, once interrupted
         self.finishing = False        # the run is complete: the report is coming
@@ -464,7 +463,6 @@ class Master(object):
 
     def operator_stop(self, name):
         """`ctl stop NAME` sent the client its stop (control thread)."""
-        self.operator_stops[name] = self.wall()
         event.info("the operator asked client %s to stop (ctl stop)", name)
 
     def operator_end(self):
@@ -577,13 +575,14 @@ class Master(object):
     def _operator_stopped(self, view):
         """Clients stopped with `ctl stop` say so in the report (the registry
         only knows the server asked them)."""
+        stops = dict(self.control.stops) if self.control is not None else {}
         for client in view.clients:
-            at = self.operator_stops.get(client.name)
+            at = stops.get(client.name)
             if at is None:
                 continue
             if client.state == reg.FINISHED and client.stop is not None and \
                     client.stop.reason == protocol.STOP_SERVER:
-                client.reason = "stopped by the operator (ctl stop at %s)" % utc(at)
+                client.reason = control_mod.operator_reason(at)
             else:
                 client.reason = "%s; the operator had asked it to stop (ctl stop at " \
                     "%s)" % (client.reason, utc(at))
