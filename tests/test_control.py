@@ -6,6 +6,7 @@ Real server and client processes over real TCP with real files; the control
 socket is a real unix socket in the server's --log-dir.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,15 +26,18 @@ from tests.test_server_fakes import ServerProc
 
 SECRET = "ctl-secret-for-tests"
 #: A client that must still be writing when the test acts on it.
-LONG_S = 60
+LONG_S = 120
 #: How long a stopped client may take: the chunk in flight, its summary, the
-#: supervisor's loop tick, interpreter start-up on a loaded 2-core machine.
-STOPS_WITHIN_S = 20
+#: supervisor's loop tick, on a loaded 2-core machine (about 0.2 s when quiet).
+STOPS_WITHIN_S = 40
+#: --shutdown-grace where a test shows the wait ended early: far longer than
+#: any of these tests takes when the feature works.
+LONG_GRACE_S = 90
 NOBODY = 65534
 
 
 def _server(procs, log_dir, *flags):
-    return ServerProc(procs, log_dir, ["--quiet", "--heartbeat-timeout", "8"] +
+    return ServerProc(procs, log_dir, ["--quiet", "--heartbeat-timeout", "60"] +
                       list(flags))
 
 
@@ -51,7 +55,7 @@ def _started(server, *names):
 
 
 def _wait_started(server, *names):
-    wait_until(lambda: _started(server, *names), 30,
+    wait_until(lambda: _started(server, *names), 60,
                what="%s to start writing" % ", ".join(names))
 
 
@@ -77,7 +81,8 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     path = os.path.join(logs, control.SOCKET_NAME)
     mode = os.lstat(path).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
-    keeper = real_client(procs, tmpdir, server.port, "keeper", duration=6)
+    # both write far longer than the test: each stops only when the test says so
+    keeper = real_client(procs, tmpdir, server.port, "keeper", duration=LONG_S)
     victim = real_client(procs, tmpdir, server.port, "victim", duration=LONG_S)
     _wait_started(server, "keeper", "victim")
 
@@ -108,19 +113,25 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     row = [line for line in out.splitlines() if line.startswith("victim ")][0]
     assert row.split()[1] == "finished" and row.split()[4] == "0.0"   # MiB/s now
     assert "stopped by the operator (ctl stop at " in row
+    row = [line for line in out.splitlines() if line.startswith("keeper ")][0]
+    assert row.split()[1] == "running"                 # only the one named stopped
     code, _, err = ctl(procs, logs, "stop", "victim")      # already stopped
     assert code == exitcodes.CTL_NO_CLIENT and "victim is finished" in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = ctl(procs, logs, "stop", "ghost")
     assert code == exitcodes.CTL_NO_CLIENT and "no client named ghost" in err
 
-    assert _exit_within(keeper, 60) == exitcodes.OK
+    assert keeper.poll() is None
+    code, _, err = ctl(procs, logs, "stop", "keeper")
+    assert code == exitcodes.OK, err
+    assert _exit_within(keeper, STOPS_WITHIN_S) == exitcodes.CLIENT_INTERRUPTED
+    # every client finished (stopped by the operator is not a failure): exit 0
     assert server.wait_exit(30) == exitcodes.OK, server.stderr()
     rep = server.report()
-    v, k = _client(rep, "victim"), _client(rep, "keeper")
-    assert v["state"] == "finished" and "stopped by the operator" in v["state_why"]
-    assert v["written_mib"] > 0
-    assert k["state"] == "finished" and "operator" not in k["state_why"]
+    for name in ("victim", "keeper"):
+        c = _client(rep, name)
+        assert c["state"] == "finished" and "stopped by the operator" in c["state_why"]
+        assert c["written_mib"] > 0
     assert "the operator asked client victim to stop" in server.server_log()
     assert not os.path.exists(path)                          # removed at exit
     code, _, err = ctl(procs, logs, "list")
@@ -133,7 +144,7 @@ def test_end_once_every_client_stops_summaries_recorded_exit_6(procs, tmpdir, ho
     """One SIGINT and one ``ctl end`` do the same: every live client is asked to
     stop, their summaries are waited for (not the whole grace), then the report."""
     logs = str(tmpdir.join("logs"))
-    grace = 30
+    grace = LONG_GRACE_S
     server = _server(procs, logs, "--clients", "2", "--shutdown-grace", str(grace))
     clients = dict((n, real_client(procs, tmpdir, server.port, n, duration=LONG_S))
                    for n in ("c1", "c2"))
@@ -147,7 +158,7 @@ def test_end_once_every_client_stops_summaries_recorded_exit_6(procs, tmpdir, ho
     for name, proc in clients.items():
         assert _exit_within(proc, STOPS_WITHIN_S) == exitcodes.CLIENT_INTERRUPTED, name
     assert server.wait_exit(grace) == exitcodes.SERVER_INTERRUPTED, server.stderr()
-    assert time.time() - began < grace - 5     # the summaries ended the wait
+    assert time.time() - began < grace / 2     # the summaries ended the wait
     assert "Traceback" not in server.stderr()
     rep = server.report()
     want = "SIGINT" if how == "SIGINT" else "the operator (ctl end)"
@@ -167,11 +178,11 @@ def test_end_once_every_client_stops_summaries_recorded_exit_6(procs, tmpdir, ho
 @pytest.mark.parametrize("how", ["SIGINT", "ctl end"])
 def test_second_interrupt_exits_at_once_with_report(procs, tmpdir, how):
     """A client frozen with SIGSTOP cannot answer the stop: after the first
-    interrupt the server waits (grace 60 s); the second ends the wait at once."""
+    interrupt the server waits (the grace); the second ends the wait at once."""
     logs = str(tmpdir.join("logs"))
-    grace = 60
+    grace = LONG_GRACE_S
     server = _server(procs, logs, "--clients", "2", "--shutdown-grace", str(grace),
-                     "--heartbeat-timeout", "120")   # frozen stays live meanwhile
+                     "--heartbeat-timeout", "300")   # frozen stays live meanwhile
     polite = real_client(procs, tmpdir, server.port, "polite", duration=LONG_S)
     frozen = real_client(procs, tmpdir, server.port, "frozen", duration=LONG_S)
     _wait_started(server, "polite", "frozen")
@@ -190,8 +201,8 @@ def test_second_interrupt_exits_at_once_with_report(procs, tmpdir, how):
     assert server.proc.poll() is None        # still waiting for the frozen one
     second = time.time()
     interrupt()
-    assert server.wait_exit(10) == exitcodes.SERVER_INTERRUPTED, server.stderr()
-    assert time.time() - second < 10          # not the 60 s grace
+    assert server.wait_exit(grace / 3) == exitcodes.SERVER_INTERRUPTED, server.stderr()
+    assert time.time() - second < grace / 3   # not the grace (about 0.3 s when quiet)
     rep = server.report()
     assert _client(rep, "polite")["state"] == "finished"
     f = _client(rep, "frozen")
@@ -241,9 +252,11 @@ def test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests(procs, tmpdir
     assert _request(logs, b"x" * (control.MAX_REQUEST_BYTES + 10))[-1].code == \
         exitcodes.USAGE
     assert server.proc.poll() is None
-    log = server.server_log()
+    log = wait_until(lambda: "request signed" in server.server_log() and
+                     server.server_log(), 10, what="the old request logged")
     assert log.count("control socket: refused a request (bad-mac)") == 2
-    assert "signed %d s ago" % (2 * control.MAX_AGE_S) in log
+    age = int(re.search(r"refused a end request signed (\d+) s ago", log).group(1))
+    assert 2 * control.MAX_AGE_S <= age < 3 * control.MAX_AGE_S
 
     code, out, err = ctl(procs, logs, "--secret-file", str(secret_file), "end")
     assert code == exitcodes.OK, err
@@ -287,7 +300,8 @@ def test_ctl_from_another_user_is_refused_by_mode_and_by_peer_uid(procs, open_di
     code, _, err = procs.run(as_nobody, timeout=30)
     assert code == exitcodes.CTL_REFUSED, err
     assert "serves uid 0 (the server's user) only" in err and "Traceback" not in err
-    assert "refused a request from uid %d" % NOBODY in server.server_log()
+    wait_until(lambda: "refused a request from uid %d" % NOBODY in server.server_log(),
+               10, what="the refusal logged")
     assert server.proc.poll() is None                          # not ended
 
     code, _, err = ctl(procs, logs, "end")                     # its own user: served
