@@ -11,7 +11,15 @@ USAGE = 2               # a wrong flag or value (argparse's own code)
 SERVER_BIND = 3         # the port is in use or the address is not ours
 SERVER_LOG_DIR = 4      # the log directory cannot be created or written
 SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed
-SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM: the report is written with what was known
+SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM/SIGHUP, or the operator's `ctl end`: the report
+                        # is written with what was known
+
+# python -m diskbench.server ctl (the local control command)
+CTL_NO_SERVER = 7       # no server is running with that --log-dir (no control.sock, or one
+                        # left by a server that died)
+CTL_NO_CLIENT = 8       # `ctl stop NAME`: no client of that name, or it is not running
+CTL_REFUSED = 9         # the server refused the request: the secret differs or is missing,
+                        # another user, or a request too old (a replay)
 
 # client
 CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable

@@ -409,6 +409,32 @@ SPECS = {
     },
 }
 
+# === control channel (server/control.py) ==========================================
+# `python -m diskbench.server ctl` talks to a running server over
+# LOG_DIR/control.sock: one request, then answer lines ending in CTL_DONE.
+# Directions of their own, so no network message can pass for a control one or
+# the reverse; built, MACed (with the run's secret, when it has one) and checked
+# by make/encode/decode like every other message.
+CTL_REQUEST = "control-request"   # ctl -> server
+CTL_REPLY = "control-reply"       # server -> ctl
+CTL_LIST = "list"                 # request: one CTL_CLIENT line per client, then done
+CTL_STOP = "stop"                 # request: send STOP to one client (the field client)
+CTL_END = "end"                   # request: end the run as one SIGINT does
+CTL_CLIENT = "client"             # reply: one client's line of `ctl list`
+CTL_DONE = "done"                 # reply, always last: ctl's exit code and what happened
+SPECS[CTL_REQUEST] = {
+    CTL_LIST: dict(),
+    CTL_STOP: dict(client=_NAME),
+    CTL_END: dict(),
+}
+SPECS[CTL_REPLY] = {
+    CTL_CLIENT: dict(client=_NAME, host=Str(255), state=Str(32), reason=_TEXT,
+                     peer=Optional(Str(128)), written_bytes=_BYTES, rollovers=_BYTES,
+                     mib_s_now=Num(0.0, 1e9), heartbeat_age_s=Optional(_SECONDS)),
+    CTL_DONE: dict(code=Int(0, 255), text=_TEXT),
+}
+# === end of the control channel ====================================================
+
 # --- what each client message may suffer on its way ------------------------------
 #: Per client -> server type, beside its fields: ``drop`` is when the client's
 #: sender may drop it from a full buffer (rank 1 goes first, oldest first within

@@ -2,6 +2,9 @@
 
 Every start-up problem is one line on stderr naming the fix, and a documented
 exit code (diskbench/exitcodes.py); never a traceback.
+
+``python -m diskbench.server ctl ...`` is the control command for a running
+server (list, stop NAME, end): server/control.py.
 """
 import argparse
 import errno
@@ -13,6 +16,7 @@ from diskbench import DEFAULT_PORT, __version__, exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, parsed, port,
                            prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
+from diskbench.server import control
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
@@ -53,7 +57,9 @@ def _line_bytes(text):
 def build_parser():
     p = OneLineParser(prog=prog_name("diskbench.server"), description=(
         "Collect results from diskbench clients and write a report when every client "
-        "has finished or gone away."))
+        "has finished or gone away."), epilog="Control a running server from its host: "
+        "%s ctl [--log-dir DIR] list | stop NAME | end (see ctl --help)."
+        % prog_name("diskbench.server"))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
                    "%(default)s, all interfaces)")
@@ -234,7 +240,15 @@ def derive_limits(args):
     return args
 
 
+#: The first argument that makes this the control command (server/control.py).
+CTL_COMMAND = "ctl"
+
+
 def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == CTL_COMMAND:
+        return control.main(argv[1:])
     # a wrong flag: one line, exit USAGE
     args = derive_limits(build_parser().parse_args(argv))
     try:
@@ -245,7 +259,7 @@ def main(argv=None):
     master = Master(args)
     try:
         master.open_logs()
-    except FinishedRun as exc:
+    except (FinishedRun, control.ServerRunning) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "%s" % exc)
     except (IOError, OSError) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "cannot create or write the log directory "

@@ -29,6 +29,7 @@ from diskbench.fsutil import atomic_write
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
+from diskbench.server import control as control_mod
 from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
 from diskbench.server import recorder as recorder_mod
@@ -75,6 +76,9 @@ EXIT_MEANING = {
                                  "came",
     exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
 }
+#: How the report and the log name the operator's `ctl end`.
+OPERATOR_END = "the operator (ctl end)"
+ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
 
 
 class FinishedRun(Exception):
@@ -193,6 +197,10 @@ class Master(object):
         self.next_expiry = None       # monotonic() of the next connection-deadline scan
         self.pauses = []              # report sentences, one per server pause
         self.recorder_died = False
+        self.control = None           # control_mod.ControlServer once run() opened it
+        self.ends = 0                 # `ctl end` requests (the control thread counts)
+        self.interrupted_by = None    # signal name or OPERATOR_END, once interrupted
+        self.finishing = False        # the run is complete: the report is coming
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=args.verbose, interval=args.progress_interval,
@@ -248,6 +256,7 @@ class Master(object):
         log_dir = self.args.log_dir
         if not os.path.isdir(log_dir):
             os.makedirs(log_dir)
+        control_mod.check_free(log_dir)   # raises ServerRunning
         if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
             raise FinishedRun(
                 "%s holds a finished run (%s exists): give a new --log-dir, or remove "
@@ -341,6 +350,7 @@ class Master(object):
         self.recorder.start()
         self._setup_logging()
         self.signals.install(STOP_SIGNALS)
+        self._open_control()
         if self.started is None:
             self.started = self.wall()
         started = self.started
@@ -366,10 +376,11 @@ class Master(object):
         thread.daemon = True
         thread.start()
         try:
-            while self.signals.first is None:
+            while self.signals.first is None and not self.ends:
                 self._tick()
                 self.console.tick()
                 if self.registry.is_complete():
+                    self.finishing = True
                     event.info("run complete: every client is finished, failed or gone")
                     break
                 if not self.recorder.alive():  # by design it cannot die: stop loudly
@@ -381,10 +392,15 @@ class Master(object):
             self.console.finish()
             self.server.shutdown()
             self.server.server_close()
-            if self.signals.first is not None:
+            if self.signals.first is not None or self.ends:
+                self.interrupted_by = (_signal_name(self.signals.first)
+                                       if self.signals.first is not None
+                                       else OPERATOR_END)
                 self._interrupted()
             code = self._write_report(started, self._exit_code())
         finally:
+            if self.control is not None:
+                self.control.close()
             self.signals.restore()
             self.recorder.close()
             self._teardown_logging()
@@ -426,23 +442,71 @@ class Master(object):
         for handler in handlers:
             handler.extend_deadline(gap)
 
+    # --- the operator: signals and the control socket --------------------------------
+    def _open_control(self):
+        """LOG_DIR/control.sock for `python -m diskbench.server ctl`; a run
+        without it goes on (with a warning)."""
+        control = control_mod.ControlServer(
+            self.args.log_dir, self.secret, self.registry, self.operator_stop,
+            self.operator_end, self.run_id, clock=self.wall)
+        try:
+            control.open()
+        except (socket.error, OSError) as exc:
+            text = ("no control socket (%s): python -m diskbench.server ctl cannot "
+                    "reach this run; SIGINT still ends it" % (
+                        getattr(exc, "strerror", None) or exc))
+            log.warning("%s", text)
+            sys.stderr.write("diskbench server: warning: %s\n" % text)
+            return
+        self.control = control
+
+    def operator_stop(self, name):
+        """`ctl stop NAME` sent the client its stop (control thread)."""
+        event.info("the operator asked client %s to stop (ctl stop)", name)
+
+    def operator_end(self):
+        """`ctl end` (control thread): end the run as one SIGINT does, a second
+        request (or signal) as two do. Returns what happens, in words."""
+        self.ends += 1
+        self.wake.set()
+        if self.finishing:
+            return "the run is already complete: the report is being written"
+        if self.ends + self.signals.count >= 2:
+            return ("ending the run at once: not waiting any longer for clients' "
+                    "summaries; the report follows")
+        return ("ending the run: every live client is asked to stop, up to %g s "
+                "(--shutdown-grace) for their summaries, then the report"
+                % self.args.shutdown_grace)
+
     def _interrupted(self):
-        name = _signal_name(self.signals.first)
-        event.info("%s received: no new connections; asking live clients to stop", name)
-        stop = protocol.make(protocol.STOP, protocol.S2C,
-                             reason="the server was interrupted (%s)" % name)
+        """SIGINT/SIGTERM/SIGHUP or `ctl end`: ask every live client to stop and
+        wait up to --shutdown-grace for their summaries; a second signal or
+        `ctl end` cuts the wait short."""
+        cause = self.interrupted_by
+        if cause == OPERATOR_END:
+            event.info("the operator ended the run (ctl end): no new connections; "
+                       "asking live clients to stop")
+            why = "the operator ended the run (ctl end)"
+        else:
+            event.info("%s received: no new connections; asking live clients to stop",
+                       cause)
+            why = "the server was interrupted (%s)" % cause
+        stop = protocol.make(protocol.STOP, protocol.S2C, reason=why)
         for _name, sender in self.registry.live_senders():
             sender(stop)
         deadline = self.wall() + self.args.shutdown_grace
         self.wake.clear()
-        while self.registry.live_senders() and self.signals.count < 2 and \
+        while self.registry.live_senders() and self.signals.count + self.ends < 2 and \
                 self.wall() < deadline:
             self.wake.wait(TICK_S)
-        self.registry.mark_unfinished("had not finished when the server was "
-                                      "interrupted (%s)" % name)
+        if self.signals.count + self.ends >= 2:
+            event.info("interrupted again: not waiting for the clients' summaries")
+        self.registry.mark_unfinished("had not finished when %s" % (
+            "the operator ended the run (ctl end)" if cause == OPERATOR_END
+            else "the server was interrupted (%s)" % cause))
 
     def _exit_code(self):
-        if self.signals.first is not None:
+        if self.interrupted_by is not None:
             return exitcodes.SERVER_INTERRUPTED
         if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
@@ -453,6 +517,7 @@ class Master(object):
         what is not); returns the exit code, which such a gap downgrades."""
         unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
         view = self.registry.snapshot()
+        self._operator_stopped(view)
         warnings = list(self.startup_warnings)
         if unwritten:
             warnings.append("%d accepted messages were still waiting to be written to "
@@ -481,10 +546,12 @@ class Master(object):
         trouble = self.recorder.trouble()
         if trouble:
             warnings.append(trouble)
+        meaning = ENDED_MEANING if self.interrupted_by == OPERATOR_END and \
+            code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
         rep = report_mod.build(
             view, started, self.wall(), run_label=self.run_id,
-            interrupted_by=_signal_name(self.signals.first) if self.signals.first else None,
-            exit_code=code, exit_meaning=EXIT_MEANING[code], warnings=warnings)
+            interrupted_by=self.interrupted_by, exit_code=code, exit_meaning=meaning,
+            warnings=warnings)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
             sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
@@ -502,6 +569,22 @@ class Master(object):
             self.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
         sys.stderr.flush()
         return code
+
+
+    def _operator_stopped(self, view):
+        """Clients stopped with `ctl stop` say so in the report (the registry
+        only knows the server asked them)."""
+        stops = dict(self.control.stops) if self.control is not None else {}
+        for client in view.clients:
+            at = stops.get(client.name)
+            if at is None:
+                continue
+            if client.state == reg.FINISHED and client.stop is not None and \
+                    client.stop.reason == protocol.STOP_SERVER:
+                client.reason = control_mod.operator_reason(at)
+            else:
+                client.reason = "%s; the operator had asked it to stop (ctl stop at " \
+                    "%s)" % (client.reason, utc(at))
 
 
 def _signal_name(signum):

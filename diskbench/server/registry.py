@@ -903,6 +903,13 @@ class Registry(object):
             view.paused_s = self.paused_s
             return view
 
+    def links(self):
+        """{name: (state, peer, sender)} for the control channel (ctl list and
+        stop): O(clients) under the lock, once per operator request."""
+        with self.lock:
+            return dict((c.name, (c.state, c.peer, c.sender))
+                        for c in self.clients.values())
+
 
 _APPLY = {
     protocol.HELLO: "_apply_hello",
