@@ -13,6 +13,7 @@ _SU = "tests/test_server_units.py::"
 _PR = "tests/test_protocol.py::"
 _CR = "tests/test_client_runs.py::"
 _RP = "tests/test_run_plan.py::"
+_CT = "tests/test_control.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -433,4 +434,41 @@ MUTATIONS = [
              "self.healthy:",
          new="                if False:",
          tests=[_RP + "test_new_client_against_old_server_is_refused_naming_both_versions"]),
+    # --- the control socket and SIGINT once/twice (issue 14) -------------------------------
+    dict(id="control-socket-world-writable", file="diskbench/server/control.py",
+         old="        os.chmod(self.path, SOCKET_MODE)",
+         new="        os.chmod(self.path, 0o666)",
+         tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
+    dict(id="control-peer-uid-unchecked", file="diskbench/server/control.py",
+         old="        if uid is not None and uid not in self.uids:",
+         new="        if False:",
+         tests=[_CT + "test_ctl_from_another_user_is_refused_by_mode_and_by_peer_uid"]),
+    dict(id="control-request-unauthenticated", file="diskbench/server/control.py",
+         old="            req = protocol.decode(line, protocol.CTL_REQUEST, self.secret)",
+         new="            req = protocol.decode(line, protocol.CTL_REQUEST, None)",
+         tests=[_CT + "test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests"]),
+    dict(id="control-replay-window-gone", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if False:",
+         tests=[_CT + "test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests"]),
+    dict(id="two-servers-one-log-dir", file="diskbench/server/control.py",
+         old="    raise ServerRunning(\n",
+         new="    return ServerRunning(\n",
+         tests=[_CT + "test_ctl_without_a_server_and_two_servers_on_one_log_dir"]),
+    dict(id="ctl-end-ignored", file="diskbench/server/master.py",
+         old="            while self.signals.first is None and not self.ends:",
+         new="            while self.signals.first is None:",
+         tests=[_CT + "test_end_once_every_client_stops_summaries_recorded_exit_6"]),
+    dict(id="second-interrupt-waits", file="diskbench/server/master.py",
+         old="self.signals.count + self.ends < 2 and",
+         new="True and",
+         tests=[_CT + "test_second_interrupt_exits_at_once_with_report"]),
+    dict(id="operator-stop-not-reported", file="diskbench/server/master.py",
+         old="        self._operator_stopped(view)\n",
+         new="\n",
+         tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
+    dict(id="client-trusts-unsigned-server-stop", file="diskbench/client/sender.py",
+         old="                msg = protocol.decode(line, protocol.S2C, self.secret)",
+         new="                msg = protocol.decode(line, protocol.S2C, None)",
+         tests=[_CT + "test_client_ignores_server_stop_with_a_bad_mac_and_obeys_a_good_one"]),
 ]
