@@ -63,7 +63,8 @@ def test_identical_commands_get_the_servers_chunk_list_in_order_and_start_togeth
     communicate(server, 30)
     assert server.returncode == exitcodes.OK
     rep = _report(slog)
-    entries = sorted(rep["clients"], key=lambda e: e["joined_ts"])
+    entries = sorted(rep["clients"], key=lambda e: e["join_order"])
+    assert [e["join_order"] for e in entries] == [1, 2, 3]
     # handed out in order of arrival: the first to say hello got the first size
     assert [e["chunk_mib"] for e in entries] == [10, 20, 30]
     for e in entries:

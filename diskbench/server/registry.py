@@ -217,6 +217,7 @@ class Client(object):
         self.heartbeat_interval_s = plan_values["heartbeat_interval_s"] or None
         self.start_at = None
         self.started_at = None
+        self.join_order = None        # 1: the first client to say hello
 
     def offset(self):
         """(client clock minus server clock in s, how it was measured), or
@@ -415,6 +416,7 @@ class Registry(object):
 
     def _add_client(self, msg, recv_ts, peer, values, sources):
         client = Client(msg.name, msg, recv_ts, peer, values, sources)
+        client.join_order = len(self.order) + 1   # the plan's order of arrival
         self.clients[msg.name] = client
         self.unsettled += 1
         self.order_index[msg.name] = len(self.order)

@@ -257,7 +257,7 @@ def client_entry(c, guard=None):
         chunk_mib=metrics.mib(c.plan["chunk_bytes"]),
         file_mib=metrics.mib(c.plan["file_bytes"]),
         data_file_max_count=h.max_files, planned_run_s=c.plan["duration_s"],
-        plan_source=dict(c.plan_sources),
+        plan_source=dict(c.plan_sources), join_order=c.join_order,
         # the synchronized start: the instant its go carried (server clock; None:
         # started at once) and its first write put on the server's clock
         start_at_ts=c.start_at, first_write_ts=first_write_ts(c),
