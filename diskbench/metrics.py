@@ -15,8 +15,11 @@ def utc(ts):
     format of server.log, the console and the report."""
     if ts is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
-        ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
+            ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
+    except (ValueError, OverflowError, OSError):  # 2.7: before 1900; any: huge
+        return "epoch %+.3f s (no calendar date)" % ts
 
 
 def mib(nbytes):

@@ -134,3 +134,12 @@ def test_payload_chunks_never_identical_and_incompressible():
 def test_payload_is_page_aligned_size():
     with pytest.raises(ValueError):
         Payload(1000)
+
+
+def test_utc_is_total_a_time_no_calendar_holds_is_said_not_raised():
+    from diskbench.metrics import utc
+    assert utc(0.5) == "1970-01-01 00:00:00.500Z"
+    # before 1900: a date on Python 3, refused by 2.7's strftime: said, never raised
+    assert utc(-5e9) in ("1811-07-23 15:06:40.000Z", "epoch -5000000000.000 s (no "
+                         "calendar date)")
+    assert utc(1e18) == "epoch +1000000000000000000.000 s (no calendar date)"
