@@ -78,6 +78,23 @@ def _load_libc():
 
 _libc = _load_libc()
 
+
+def _load_clock_gettime():
+    """clock_gettime called WITH the GIL held (ctypes.PyDLL): a CDLL call
+    releases and re-takes the GIL, which on 2.7 hands it to another thread at
+    every clock read (a server handler reads the clock per message)."""
+    try:
+        func = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6",
+                            use_errno=True).clock_gettime
+    except (OSError, AttributeError):  # pragma: no cover - no libc: a non-Linux host
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    func.restype = ctypes.c_int
+    return func
+
+
+_clock_gettime = _load_clock_gettime()
+
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
@@ -89,7 +106,7 @@ def libc_monotonic():
     """Seconds from an arbitrary fixed point; never goes backwards (2.7's
     monotonic, from clock_gettime; kept importable on 3 so it can be tested)."""
     ts = _Timespec()
-    if _libc.clock_gettime(_CLOCK_MONOTONIC, ctypes.byref(ts)) != 0:
+    if _clock_gettime(_CLOCK_MONOTONIC, ctypes.byref(ts)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return ts.tv_sec + ts.tv_nsec * 1e-9

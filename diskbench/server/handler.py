@@ -26,6 +26,7 @@ import time
 from diskbench import protocol
 from diskbench.compat import GIL_KEPT_ACROSS_IO, monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
+from diskbench.server.recorder import run_profiled
 
 #: A connection that sends nothing for this long is closed (its client, if it
 #: had one, is then marked went away). Set from --read-timeout.
@@ -48,6 +49,9 @@ ACK_FROM_HANDLER = not GIL_KEPT_ACROSS_IO
 #: after one of its messages: no scan of every connection). Its pong gives
 #: the round trip and the clock offset (registry._apply_pong).
 PING_INTERVAL_S = 10.0
+#: Most bytes taken from a connection's socket per receive: every complete
+#: line they hold is handled, recorded and acked as one batch.
+RECV_BYTES = 65536
 
 log = logging.getLogger("diskbench.server")
 
@@ -86,7 +90,14 @@ class Handler(socketserver.StreamRequestHandler):
         # this connection up to here is recorded", whatever another peer
         # claiming the same name sends on its own connection.
         self.queued_upto = 0
-        self.written = threading.Event()   # set by the recorder (see _ack)
+        self.new_seq = 0                   # highest NEW seq of the batch in hand
+        self.pending = []                  # its record lines, queued by _flush
+        self.pending_acks = False          # it holds something to ack
+        # Held while no write is awaited; the recorder releases it once this
+        # connection's batch is written (a lock as a one-shot signal: cheaper
+        # than an Event, one handoff per batch).
+        self.written = threading.Lock()
+        self.written.acquire()
         self.last_ping = None              # monotonic() of the last ping sent
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
@@ -104,7 +115,7 @@ class Handler(socketserver.StreamRequestHandler):
     def handle(self):
         log.info("connection %d from %s", self.conn_id, self.peer)
         try:
-            self._loop()
+            run_profiled("handler-%d" % self.conn_id, self._loop)
         finally:
             if self.expired is not None:
                 self._rejected(*self.expired)
@@ -138,37 +149,83 @@ class Handler(socketserver.StreamRequestHandler):
         return True
 
     def _loop(self):
+        """Receive, then handle every complete line the receive brought.
+
+        One ``recv`` per wake-up (no buffered reader: one call, and all the
+        lines it holds are handled before sleeping again), and one record
+        batch, one wait and one ack for those lines (``_flush``).
+        """
         limit = self.ctx.max_line_bytes
+        sock = self.connection
+        rest = b""
         while True:
             try:
-                line = protocol.read_line(self.rfile, limit)
-            except protocol.LineTooLong as exc:
-                self._rejected(exc.kind, exc.reason + "; closing the connection")
-                return
+                data = sock.recv(RECV_BYTES)
             except (socket.error, IOError, OSError) as exc:
                 log.info("connection %d from %s: read failed: %s", self.conn_id,
                          self.peer, exc)
                 return
-            if not line or self.expired is not None:
+            if self.expired is not None:
                 return
-            if self.name is not None:
-                self.deadline = monotonic() + self.ctx.read_timeout
-            recv_ts = time.time()
-            try:
-                msg = protocol.decode(line, protocol.C2S, self.ctx.secret)
-                self.line = line              # what a NEW message records as is
-            except protocol.ProtocolError as exc:
-                self._rejected(exc.kind, exc.reason)
-                if exc.kind in _FATAL_KINDS or (
-                        exc.kind == protocol.ProtocolError.BAD_MAC and self.name is None):
-                    # Unsigned when the mac was the problem: the peer cannot check
-                    # our mac anyway, and may at least show the reason.
-                    self._refuse(exc.reason, signed=exc.kind != protocol.ProtocolError.BAD_MAC)
+            if not data:   # end of stream: a last line without newline is a line
+                if rest:
+                    if len(rest) > limit:
+                        self._too_long(limit)
+                    else:
+                        self._lines([rest])
+                return
+            if b"\n" not in data:
+                rest += data
+                if len(rest) >= limit:   # its newline would make it limit + 1
+                    self._too_long(limit)
                     return
                 continue
-            handler = _DISPATCH.get(msg.type, Handler._on_message)
-            if not handler(self, msg, recv_ts):
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            if not self._lines([line + b"\n" for line in lines], limit):
                 return
+            if len(rest) >= limit:
+                self._too_long(limit)
+                return
+
+    def _too_long(self, limit):
+        exc = protocol.LineTooLong(limit)
+        self._rejected(exc.kind, exc.reason + "; closing the connection")
+
+    def _lines(self, lines, limit=None):
+        """Handle complete lines received together; False to close the connection."""
+        if self.name is not None:
+            self.deadline = monotonic() + self.ctx.read_timeout
+        recv_ts = time.time()
+        go_on = True
+        try:
+            for line in lines:
+                if limit is not None and len(line) > limit:
+                    self._too_long(limit)
+                    go_on = False
+                    break
+                try:
+                    msg = protocol.decode(line, protocol.C2S, self.ctx.secret)
+                    self.line = line              # what a NEW message records as is
+                except protocol.ProtocolError as exc:
+                    self._rejected(exc.kind, exc.reason)
+                    if exc.kind in _FATAL_KINDS or (
+                            exc.kind == protocol.ProtocolError.BAD_MAC and
+                            self.name is None):
+                        # Unsigned when the mac was the problem: the peer cannot
+                        # check our mac anyway, and may at least show the reason.
+                        self._refuse(exc.reason, signed=exc.kind !=
+                                     protocol.ProtocolError.BAD_MAC)
+                        go_on = False
+                        break
+                    continue
+                handler = _DISPATCH.get(msg.type, Handler._on_message)
+                if not handler(self, msg, recv_ts):
+                    go_on = False
+                    break
+        finally:  # what was accepted is recorded and acked, even on the way out
+            self._flush()
+        return go_on
 
     def _rejected(self, kind, reason):
         self.registry.count_rejected(kind)
@@ -230,33 +287,39 @@ class Handler(socketserver.StreamRequestHandler):
                            "acknowledged" % (msg.type, msg.seq, msg.name))
             return
         self.queued_upto = max(self.queued_upto, msg.seq)
-        upto = self.queued_upto
-        seq = msg.seq if outcome == reg.NEW else 0
+        self.pending_acks = True
+        if outcome == reg.NEW:
+            self.new_seq = max(self.new_seq, msg.seq)
+            self.pending.append(protocol.record_line(self.line, recv_ts, self.peer))
+        elif self.ctx.secret and msg.type != protocol.HELLO:
+            # Authenticated, so from a holder of the secret: a resend after a
+            # lost ack, or a replay of a captured line. Never recorded twice.
+            log.warning("duplicate %s #%d of %s from %s: already recorded, not "
+                        "recorded again (a resend after a reconnect, or a replay)",
+                        msg.type, msg.seq, self.name, self.peer)
+        else:
+            # Acked once whatever was queued before it is written (the first
+            # copy may still be on its way to disk from an older connection).
+            log.info("duplicate %s #%d from %s (%s) ignored (re-acked)", msg.type,
+                     msg.seq, self.name, self.peer)
+
+    def _flush(self):
+        """Queue the records of the lines just handled (one batch) and ack
+        them once written: one ack per batch, naming the highest seq."""
+        if not self.pending_acks:
+            return
+        records, self.pending = self.pending, []
+        seq, upto = self.new_seq, self.queued_upto
+        self.new_seq = 0
+        self.pending_acks = False
         if ACK_FROM_HANDLER:
-            self.written.clear()
-            on_written = self.written.set
+            on_written = self.written.release
         else:
             def on_written():  # in the recorder thread, once the batch is written
                 self._ack(seq, upto)
-        if outcome == reg.NEW:
-            self.ctx.recorder.record_line(
-                protocol.record_line(self.line, recv_ts, self.peer),
-                on_written=on_written, key=self.conn_id)
-        else:
-            if self.ctx.secret and msg.type != protocol.HELLO:
-                # Authenticated, so from a holder of the secret: a resend after a
-                # lost ack, or a replay of a captured line. Never recorded twice.
-                log.warning("duplicate %s #%d of %s from %s: already recorded, not "
-                            "recorded again (a resend after a reconnect, or a replay)",
-                            msg.type, msg.seq, self.name, self.peer)
-            else:
-                log.info("duplicate %s #%d from %s (%s) ignored (re-acked)", msg.type,
-                         msg.seq, self.name, self.peer)
-            # Acked once whatever was queued before it is written (the first
-            # copy may still be on its way to disk from an older connection).
-            self.ctx.recorder.call_after(on_written, key=self.conn_id)
+        self.ctx.recorder.submit(records, on_written, key=self.conn_id)
         if ACK_FROM_HANDLER:
-            self.written.wait()
+            self.written.acquire()   # released by the recorder once written
             self._ack(seq, upto)
 
     def _ack(self, seq, upto):
