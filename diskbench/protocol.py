@@ -597,6 +597,20 @@ def encode(msg, secret=None):
     return line
 
 
+def ack_line(upto_seq, secret=None):
+    """``encode(make(ACK, S2C, upto_seq=upto_seq), secret)``, made without the
+    generic build and validation when unsigned: the server sends one per
+    batch of every connection (the same bytes; tests/test_protocol.py)."""
+    if secret or not _ACK_INT.lo <= upto_seq <= _ACK_INT.hi:
+        return encode(make(ACK, S2C, upto_seq=upto_seq), secret)
+    return as_bytes(_ACK_TEMPLATE % (repr(float(time.time())), int(upto_seq)))
+
+
+_ACK_INT = SPECS[S2C][ACK]["upto_seq"]
+_ACK_TEMPLATE = ('{"%s":%d,"%s":"%s","%s":%%s,"%s":{"upto_seq":%%d}}\n'
+                 % (_K_VERSION, PROTOCOL_VERSION, _K_TYPE, ACK, _K_TS, _K_DATA))
+
+
 def _refuse_constant(name):
     raise ValueError("%s is not a number" % name)
 

@@ -45,6 +45,9 @@ SEND_STALL_S = 2.0
 #: recorder thread where the running thread keeps it (2.7: one thread sending
 #: every ack is cheapest there; measured in make bench-server).
 ACK_FROM_HANDLER = not GIL_KEPT_ACROSS_IO
+import os as _os0  # EXPERIMENT
+if _os0.environ.get("DBX_ACK"):
+    ACK_FROM_HANDLER = _os0.environ["DBX_ACK"] == "handler"
 #: A client is pinged right after its hello, then at most this often (sent
 #: after one of its messages: no scan of every connection). Its pong gives
 #: the round trip and the clock offset (registry._apply_pong).
@@ -54,6 +57,13 @@ PING_INTERVAL_S = 10.0
 RECV_BYTES = 65536
 
 log = logging.getLogger("diskbench.server")
+
+import os as _os, sys as _sys  # EXPERIMENT
+if _os.environ.get("DBX_GC"):
+    import gc as _gc
+    _gc.set_threshold(*[int(x) for x in _os.environ["DBX_GC"].split(",")])
+if _os.environ.get("DBX_SWITCH"):
+    _sys.setswitchinterval(float(_os.environ["DBX_SWITCH"]))
 
 # Kinds after which a connection is closed (with a REJECTED message first when
 # the peer is a diskbench client that can print it).
@@ -333,7 +343,7 @@ class Handler(socketserver.StreamRequestHandler):
         on Python 2.7 the recorder thread itself, as its batch's callback.
         """
         go_list = self.registry.recorded(self.name, seq)
-        self.send(protocol.make(protocol.ACK, protocol.S2C, upto_seq=upto))
+        self._send_line(protocol.ack_line(upto, self.ctx.secret))
         if go_list:  # one message for them all (the release of --clients N)
             go = protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id)
             for _name, sender in go_list:
@@ -355,7 +365,9 @@ class Handler(socketserver.StreamRequestHandler):
     # --- sending (handler and recorder threads) -----------------------------------
     def send(self, msg, signed=True):
         """Send one message; never blocks longer than SEND_STALL_S. False if not sent."""
-        line = protocol.encode(msg, self.ctx.secret if signed else None)
+        return self._send_line(protocol.encode(msg, self.ctx.secret if signed else None))
+
+    def _send_line(self, line):
         with self.send_lock:
             if self.send_dead:
                 return False
