@@ -207,7 +207,7 @@ def buffer_from(obj, offset=0, size=None):
 #: Python 2.7's GIL stays with a thread that blocks briefly in I/O (it takes
 #: it straight back), Python 3's is handed to a waiting thread at once: a
 #: single thread making many small sends is cheap on 2.7 and slow on 3 when
-#: thousands of threads wait (server/handler.py decides who sends acks by it).
+#: thousands of threads wait (acquire_in_turn decides how to wait for a lock by it).
 GIL_KEPT_ACROSS_IO = PY2
 
 

@@ -20,11 +20,12 @@ complete a line at least every --read-timeout.
 import errno
 import logging
 import socket
+import sys
 import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import GIL_KEPT_ACROSS_IO, monotonic, socketserver, wait_writable
+from diskbench.compat import monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
 from diskbench.server.recorder import run_profiled
 
@@ -40,14 +41,19 @@ REJECT_LOG_MAX = 20
 #: not read: the connection is closed, so it never holds up the recorder thread
 #: that sends acks.
 SEND_STALL_S = 2.0
-#: Who sends acks (see Handler._ack): each connection's thread where the GIL
-#: is handed to a waiting thread at every blocking call (Python 3), the
-#: recorder thread where the running thread keeps it (2.7: one thread sending
-#: every ack is cheapest there; measured in make bench-server).
-ACK_FROM_HANDLER = not GIL_KEPT_ACROSS_IO
-import os as _os0  # EXPERIMENT
-if _os0.environ.get("DBX_ACK"):
-    ACK_FROM_HANDLER = _os0.environ["DBX_ACK"] == "handler"
+#: An ack or ping the recorder thread cannot send within this long closes the
+#: connection (its peer has left a whole socket buffer of our lines unread):
+#: a peer that does not read delays the other connections' acks once, by at
+#: most this much, never by SEND_STALL_S.
+RECORDER_SEND_STALL_S = 0.05
+#: sys.setswitchinterval for the server on Python 3 (default 0.005 s). Every
+#: thread waiting for the GIL asks its holder to drop it after this long; with
+#: thousands of handler threads waiting, at 5 ms the recorder is made to drop
+#: the GIL in the middle of its batches and waits behind the crowd to get it
+#: back: at 5,000 clients acks fell 48 s behind (p50) with 5 ms and kept p50
+#: 13 ms with 0.1 s (make bench-server, 20 s runs). Threads here give the GIL
+#: away at every receive and send anyway, so no thread holds it that long.
+SWITCH_INTERVAL_S = 0.1
 #: A client is pinged right after its hello, then at most this often (sent
 #: after one of its messages: no scan of every connection). Its pong gives
 #: the round trip and the clock offset (registry._apply_pong).
@@ -57,13 +63,6 @@ PING_INTERVAL_S = 10.0
 RECV_BYTES = 65536
 
 log = logging.getLogger("diskbench.server")
-
-import os as _os, sys as _sys  # EXPERIMENT
-if _os.environ.get("DBX_GC"):
-    import gc as _gc
-    _gc.set_threshold(*[int(x) for x in _os.environ["DBX_GC"].split(",")])
-if _os.environ.get("DBX_SWITCH"):
-    _sys.setswitchinterval(float(_os.environ["DBX_SWITCH"]))
 
 # Kinds after which a connection is closed (with a REJECTED message first when
 # the peer is a diskbench client that can print it).
@@ -103,11 +102,6 @@ class Handler(socketserver.StreamRequestHandler):
         self.new_seq = 0                   # highest NEW seq of the batch in hand
         self.pending = []                  # its record lines, queued by _flush
         self.pending_acks = False          # it holds something to ack
-        # Held while no write is awaited; the recorder releases it once this
-        # connection's batch is written (a lock as a one-shot signal: cheaper
-        # than an Event, one handoff per batch).
-        self.written = threading.Lock()
-        self.written.acquire()
         self.last_ping = None              # monotonic() of the last ping sent
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
@@ -322,35 +316,32 @@ class Handler(socketserver.StreamRequestHandler):
         seq, upto = self.new_seq, self.queued_upto
         self.new_seq = 0
         self.pending_acks = False
-        if ACK_FROM_HANDLER:
-            on_written = self.written.release
-        else:
-            def on_written():  # in the recorder thread, once the batch is written
-                self._ack(seq, upto)
-        self.ctx.recorder.submit(records, on_written, key=self.conn_id)
-        if ACK_FROM_HANDLER:
-            self.written.acquire()   # released by the recorder once written
+        def on_written():  # in the recorder thread, once the batch is written
             self._ack(seq, upto)
+        self.ctx.recorder.submit(records, on_written, key=self.conn_id)
 
     def _ack(self, seq, upto):
         """Ack what is written on this connection; send GO where it is due.
 
-        Who calls it depends on the interpreter (``ACK_FROM_HANDLER``): on
-        Python 3 this connection's own thread, after waiting for the recorder
-        to write what it queued (the recorder only sets an event, so it never
-        gives the GIL away at each send, and a slow reader delays nobody's ack
-        but its own; meanwhile this connection's next lines wait in the kernel);
-        on Python 2.7 the recorder thread itself, as its batch's callback.
+        Called by the recorder thread, as the callback of the batch that wrote
+        this connection's records, on both Pythons: the handler thread goes
+        back to its socket at once, so a message costs it one wake-up, and the
+        recorder sends every ack of its batch in a row. Measured at 5,000
+        clients on 3.11: acks sent by each handler thread after waiting to be
+        woken by the recorder (a second wake-up and GIL handoff per message)
+        fell seconds behind where these kept p50 at 13 ms. A peer that does
+        not read costs the others at most RECORDER_SEND_STALL_S, once.
         """
         go_list = self.registry.recorded(self.name, seq)
-        self._send_line(protocol.ack_line(upto, self.ctx.secret))
+        stall = RECORDER_SEND_STALL_S
+        self._send_line(protocol.ack_line(upto, self.ctx.secret), stall)
         if go_list:  # one message for them all (the release of --clients N)
             go = protocol.make(protocol.GO, protocol.S2C, run_id=self.ctx.run_id)
             for _name, sender in go_list:
                 sender(go)
-        self._ping_when_due()
+        self._ping_when_due(stall)
 
-    def _ping_when_due(self):
+    def _ping_when_due(self, stall=SEND_STALL_S):
         """A ping whose nonce is its send time in microseconds: the pong
         carries it back, so nothing per ping is kept here."""
         now = monotonic()
@@ -358,21 +349,21 @@ class Handler(socketserver.StreamRequestHandler):
             return
         self.last_ping = now
         sent = time.time()
-        self.send(protocol.make(protocol.PING, protocol.S2C,
-                                nonce=int(sent * protocol.PING_NONCE_PER_S),
-                                server_time=sent))
+        self._send_line(protocol.encode(protocol.make(
+            protocol.PING, protocol.S2C, nonce=int(sent * protocol.PING_NONCE_PER_S),
+            server_time=sent), self.ctx.secret), stall)
 
     # --- sending (handler and recorder threads) -----------------------------------
     def send(self, msg, signed=True):
         """Send one message; never blocks longer than SEND_STALL_S. False if not sent."""
         return self._send_line(protocol.encode(msg, self.ctx.secret if signed else None))
 
-    def _send_line(self, line):
+    def _send_line(self, line, stall=SEND_STALL_S):
         with self.send_lock:
             if self.send_dead:
                 return False
             try:
-                _send_bounded(self.connection, line, SEND_STALL_S)
+                _send_bounded(self.connection, line, stall)
                 return True
             except (socket.error, IOError, OSError, ValueError) as exc:
                 self.send_dead = True
@@ -387,6 +378,14 @@ class Handler(socketserver.StreamRequestHandler):
     def _refuse(self, reason, signed=True):
         msg = protocol.make(protocol.REJECTED, protocol.S2C, reason=reason, fatal=True)
         self.send(msg, signed)
+
+
+def tune_interpreter():
+    """Server start: the GIL switch interval for thousands of threads (see
+    SWITCH_INTERVAL_S; Python 2.7 has no such interval: its GIL is handed over
+    at blocking calls and every 100 bytecodes)."""
+    if hasattr(sys, "setswitchinterval"):
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def _send_bounded(sock, data, limit):
