@@ -33,8 +33,12 @@ BLOCKING = ("recv_into", "recv", "acquire", "send", "sendall", "write", "lseek",
 
 
 def _blocking(func):
-    return any(("'%s'" % name) in func or func == name for name in BLOCKING) and \
-        func.startswith("<")
+    """``<method 'recv' of ...>``, ``<built-in method time.sleep>``, ``<posix.write>``."""
+    if not func.startswith("<"):
+        return False
+    words = func.strip("<>").replace("'", " ").split()
+    names = [w.split(".")[-1] for w in words]
+    return any(name in BLOCKING for name in names[:3])
 
 
 def show(title, stats, messages, top):
