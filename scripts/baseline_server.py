@@ -81,7 +81,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--log", required=True)
+    p.add_argument("--switch-interval", type=float, default=None,
+                   help="sys.setswitchinterval (Python 3) for this run")
     args = p.parse_args()
+    if args.switch_interval and hasattr(sys, "setswitchinterval"):
+        sys.setswitchinterval(args.switch_interval)
     server = Server(("127.0.0.1", args.port), Handler)
     server.q = queue.Queue()
     t = threading.Thread(target=recorder, args=(server.q, args.log))

@@ -73,10 +73,18 @@ def _limits():
 
 
 def _loadgen(port, clients, duration):
+    """The load generator's figures, with its own CPU seconds (``loadgen_cpu_s``):
+    it shares the machine's cores with the server, so it must stay small."""
+    import resource
     cmd = [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
            "--clients", str(clients), "--duration", str(duration), "--json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.check_output(cmd, preexec_fn=_limits)
-    return json.loads(out.decode("utf-8").strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = json.loads(out.decode("utf-8").strip().splitlines()[-1])
+    load["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime)
+    return load
 
 
 def _free_port():
@@ -96,7 +104,7 @@ def _wait_listening(proc, what):
         line = proc.stdout.readline().decode("utf-8", "replace")
 
 
-def run_arm(python, arm, clients, duration, scratch):
+def run_arm(python, arm, clients, duration, scratch, extra=()):
     """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
     port = _free_port()
     log_dir = tempfile.mkdtemp(prefix="%s-%d-" % (arm, clients), dir=scratch)
@@ -106,6 +114,7 @@ def run_arm(python, arm, clients, duration, scratch):
     else:
         cmd = [python, os.path.join(HERE, "baseline_server.py"), "--port", str(port),
                "--log", os.path.join(log_dir, "lines.jsonl")]
+    cmd += list(extra)
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             preexec_fn=_limits, cwd=REPO)
@@ -138,6 +147,7 @@ def run_arm(python, arm, clients, duration, scratch):
         ack_max_ms=load["ack_max_ms"], unacked=load["unacked"],
         go_p50_s=load["go_p50_s"], go_max_s=load["go_max_s"],
         lost_connections=load["lost_connections"],
+        loadgen_cpu_percent=100.0 * load["loadgen_cpu_s"] / took if took else None,
         server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
         cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
         peak_rss_mib=sampler.rss / float(1 << 20), peak_threads=sampler.threads)
@@ -169,6 +179,7 @@ COLUMNS = (("arm", "%-8s"), ("python", "%-7s"), ("clients", "%6d"),
            ("offered_msg_s", "%8.0f"), ("lost", "%5d"), ("ack_p50_ms", "%8.1f"),
            ("ack_p99_ms", "%9.1f"), ("ack_max_ms", "%9.1f"), ("go_max_s", "%6.2f"),
            ("server_cpu_percent", "%5.0f"), ("cpu_ms_per_1000_msgs", "%8.0f"),
+           ("loadgen_cpu_percent", "%5.0f"),
            ("peak_rss_mib", "%7.0f"), ("peak_threads", "%6d"), ("exit_code", "%4d"))
 
 
@@ -195,6 +206,9 @@ def main(argv=None):
     p.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--arms", nargs="+", default=["server", "baseline"])
+    p.add_argument("--baseline-args", default="", help="extra baseline_server.py "
+                   "arguments (one string)")
+    p.add_argument("--server-args", default="", help="extra server arguments")
     p.add_argument("--out", default=os.path.join(
         REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
     args = p.parse_args(argv)
@@ -205,7 +219,11 @@ def main(argv=None):
         for python in args.python:
             for clients in args.clients:
                 for arm in args.arms:
-                    row = run_arm(python, arm, clients, args.duration, scratch)
+                    extra = (args.server_args if arm == "server" else
+                             args.baseline_args).split()
+                    row = run_arm(python, arm, clients, args.duration, scratch, extra)
+                    if extra:
+                        row["extra_args"] = " ".join(extra)
                     rows.append(row)
                     print_row(row)
                     save(args, rows)    # after every run: a crash keeps what was measured

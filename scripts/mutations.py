@@ -73,8 +73,9 @@ MUTATIONS = [
          new="        args.max_connections = DEFAULT_MAX_CONNECTIONS",
          tests=["tests/test_server_ingest.py"]),
     dict(id="ack-before-write", file="diskbench/server/handler.py",
-         old="            self.written.wait()\n",
-         new="        pass\n",
+         old="        self.ctx.recorder.submit(records, on_written, key=self.conn_id)\n",
+         new="        on_written()\n"
+             "        self.ctx.recorder.submit(records, lambda: None, key=self.conn_id)\n",
          tests=["tests/test_server_ack_order.py"]),
     dict(id="handler-stack-too-small", file="diskbench/server/master.py",
          old="HANDLER_STACK_BYTES = 512 * 1024",

@@ -540,3 +540,38 @@ def test_every_client_type_is_relayed_from_a_child_or_sent_by_the_supervisor():
     relayed, own = set(supervisor.ON_CHILD_ITEM), set(supervisor.NOT_FROM_CHILDREN)
     assert not relayed & own
     assert relayed | own == set(P.types_for(P.C2S))
+
+
+def test_ack_line_is_the_encoded_ack_signed_or_not():
+    """The server's template-made ack decodes like make+encode's, and a signed
+    one carries a mac the client checks."""
+    for upto in (1, 17, 2 ** 40):
+        got = P.decode(P.ack_line(upto), P.S2C)
+        want = P.decode(P.encode(P.make(P.ACK, P.S2C, upto_seq=upto)), P.S2C)
+        assert (got.type, got.data) == (want.type, want.data)
+        assert P.decode(P.ack_line(upto, "s3cret"), P.S2C, "s3cret").upto_seq == upto
+    with pytest.raises(P.ProtocolError):
+        P.decode(P.ack_line(5, "s3cret"), P.S2C, "other")
+
+
+def test_fast_paths_keep_every_rule():
+    """The count-based shortcuts of decode still refuse a missing field
+    disguised by an unknown one, and a number out of infinite bounds."""
+    obj = wire()
+    del obj["seq"]
+    obj["sequence"] = 1           # same number of envelope keys, one wrong
+    err = reason_of(json.dumps(obj))
+    assert err.kind == P.ProtocolError.MISSING_FIELD and "seq" in err.reason
+    obj = wire(P.START)
+    obj["data"].pop("buffer_huge_bytes", None)   # optional: may be absent ...
+    obj["data"]["surprise"] = 1                   # ... but no stranger in its place
+    assert reason_of(json.dumps(obj)).kind == P.ProtocolError.UNKNOWN_FIELD
+    unbounded = P.Num(0.0, float("inf"))
+    assert unbounded.check(1.5) == 1.5
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            unbounded.check(bad)
+    assert P.Int(0, 10).check(3) == 3
+    for bad in (True, 3.0, 11):
+        with pytest.raises((TypeError, ValueError)):
+            P.Int(0, 10).check(bad)

@@ -326,6 +326,7 @@ class Master(object):
 
     def bind(self):
         threading.stack_size(HANDLER_STACK_BYTES)  # for the threads made from now on
+        handler_mod.tune_interpreter()
         self.server = TCPServer((self.args.host, self.args.port), self)
         return self.server.server_address[:2]
 

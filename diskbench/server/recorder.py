@@ -40,6 +40,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 
 from diskbench import protocol
@@ -59,8 +60,30 @@ QUEUE_MAX = 20000
 FALL_BEHIND_S = 1.0
 #: How long a producer waits for room before it looks again (it goes on waiting).
 FULL_WAIT_S = 0.5
+#: Once woken by a record, the writer waits this long for more before writing
+#: (group commit): at thousands of clients one wake-up, one write and one run
+#: of callbacks then serve dozens of records, where it was one per record and
+#: the thread handoffs cost more than the work. Acks are that much later.
+GATHER_S = 0.005
 
 _LOG, _RECORD, _MARK, _CALL, _RAW = 1, 2, 3, 4, 5
+
+#: Debug only (make bench-server profiling, never set in production): a
+#: directory where each handler thread and the recorder thread dump their
+#: cProfile stats when they end (scripts/profile_merge.py adds them up).
+PROFILE_DIR = os.environ.get("DISKBENCH_PROFILE_DIR") or None
+
+
+def run_profiled(tag, func, *args):
+    """``func(*args)``, under cProfile when PROFILE_DIR is set (debug)."""
+    if PROFILE_DIR is None:
+        return func(*args)
+    import cProfile
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(func, *args)
+    finally:
+        prof.dump_stats(os.path.join(PROFILE_DIR, "%s-%d.prof" % (tag, os.getpid())))
 
 
 class _Fifo(object):
@@ -88,10 +111,24 @@ class _Fifo(object):
             if self.idle:
                 self.cond.notify_all()
 
-    def take(self, most):
-        """Up to ``most`` items, waiting for the first."""
+    def put_many(self, items):
+        """Queue several records at once (one lock round trip), waiting for
+        room first like ``put(wait=True)``: one batch may go past the limit,
+        the next producer then waits."""
         with self.cond:
-            while not self.items:
+            if self.records >= self.limit:
+                self.full_waits += 1
+            while self.records >= self.limit:
+                self.cond.wait(FULL_WAIT_S)
+            self.records += sum(1 for item in items if item[3])
+            self.items.extend(items)
+            if self.idle:
+                self.cond.notify_all()
+
+    def take(self, most, wait=True):
+        """Up to ``most`` items, waiting for the first (unless not ``wait``)."""
+        with self.cond:
+            while not self.items and wait:
                 self.idle = True
                 self.cond.wait()
                 self.idle = False
@@ -129,7 +166,8 @@ class Recorder(object):
                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def start(self):
-        self.thread = threading.Thread(target=self._run, name="recorder")
+        self.thread = threading.Thread(target=run_profiled, args=("recorder", self._run),
+                                       name="recorder")
         self.thread.daemon = True
         self.thread.start()
 
@@ -155,6 +193,17 @@ class Recorder(object):
         """``record`` for a line already made (``protocol.record_line``)."""
         self.queue.put((_RAW, line, (key, on_written) if on_written else None,
                         monotonic()), wait=True)
+
+    def submit(self, lines, on_written, key=None):
+        """Queue record ``lines`` (``protocol.record_line``, possibly none) and
+        run ``on_written()`` once they, and all queued before them, are
+        written: one queue operation and one callback for a handler's batch."""
+        if not lines:
+            return self.call_after(on_written, key)
+        now = monotonic()
+        items = [(_RAW, line, None, now) for line in lines]
+        items[-1] = (_RAW, lines[-1], (key, on_written), now)
+        self.queue.put_many(items)
 
     def call_after(self, on_written, key=None):
         """Run ``on_written()`` once everything queued before it is written
@@ -202,6 +251,12 @@ class Recorder(object):
     def _run(self):
         while True:
             batch = self.queue.take(BATCH_MAX)
+            if len(batch) < BATCH_MAX and GATHER_S > 0 and not any(
+                    item[0] is _STOP or item[0] == _MARK for item in batch):
+                # Let the batch fill: one write and one wake-up for many
+                # records instead of one per record (an ack waits this long more).
+                time.sleep(GATHER_S)
+                batch.extend(self.queue.take(BATCH_MAX - len(batch), wait=False))
             stop = any(item[0] is _STOP for item in batch)
             self._write_batch_safely([item for item in batch if item[0] is not _STOP])
             if stop:
@@ -322,7 +377,6 @@ class Recorder(object):
         data = b"".join(lines)
         done = 0
         try:
-            start = os.lseek(fd, 0, os.SEEK_END)
             while done < len(data):
                 n = self.write_fd(fd, data[done:])
                 if n <= 0:
@@ -333,8 +387,8 @@ class Recorder(object):
             self._failed(exc)
             whole = data.rfind(b"\n", 0, done) + 1   # bytes of complete lines written
             if whole != done:
-                try:
-                    os.ftruncate(fd, start + whole)
+                try:  # the only writer of the file: its end is where we left it
+                    os.ftruncate(fd, os.fstat(fd).st_size - (done - whole))
                 except (IOError, OSError):
                     pass  # read_back() skips a fragment
             count = data.count(b"\n", 0, whole)

@@ -33,7 +33,7 @@ import threading
 import time
 
 from diskbench import metrics, plan, protocol
-from diskbench.compat import monotonic
+from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.seqset import SeqSet
 
@@ -140,7 +140,7 @@ class _LockAndSay(object):
         self._said = []
 
     def __enter__(self):
-        self._lock.acquire()
+        acquire_in_turn(self._lock)
 
     def __exit__(self, *exc_info):
         said, self._said = self._said, []
