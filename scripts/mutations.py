@@ -380,7 +380,7 @@ MUTATIONS = [
          tests=["tests/test_server_units.py::test_registry_pong_gives_ntp_offset_from_the_"
                 "shortest_round_trip_and_flags_drift"]),
     dict(id="server-never-pings", file="diskbench/server/handler.py",
-         old="        self._ping_when_due()\n",
+         old="        self._ping_when_due(stall)\n",
          new="\n",
          tests=["tests/test_client_runs.py::test_three_clients_real_server_report_and_logs"]),
 
@@ -472,4 +472,10 @@ MUTATIONS = [
          old="                msg = protocol.decode(line, protocol.S2C, self.secret)",
          new="                msg = protocol.decode(line, protocol.S2C, None)",
          tests=[_CT + "test_client_ignores_server_stop_with_a_bad_mac_and_obeys_a_good_one"]),
+    # --- batched ingest (issue 13) -------------------------------------------------------
+    dict(id="partial-line-dropped", file="diskbench/server/handler.py",
+         old="            rest = lines.pop()\n",
+         new='            rest = lines.pop() and b""\n',
+         tests=["tests/test_server_framing.py::test_lines_together_and_split_are_each_"
+                "recorded_once_and_acked"]),
 ]
