@@ -415,8 +415,15 @@ MUTATIONS = [
     dict(id="start-ignores-clock-offset", file="diskbench/client/supervisor.py",
          old="            at = self.sender.go_mono + (go.start_at + go.clock_offset_s -",
          new="            at = self.sender.go_mono + (go.start_at + 0.0 -",
-         tests=["tests/faults/test_multihost_netns.py::test_server_plan_gives_each_client_"
+         tests=["tests/test_client_writer.py::test_start_instant_is_put_on_our_clock_by_"
+                "the_offset_else_by_the_go_send_time",
+                "tests/faults/test_multihost_netns.py::test_server_plan_gives_each_client_"
                 "its_chunk_and_they_start_together"]),
+    dict(id="start-ignores-go-send-time", file="diskbench/client/supervisor.py",
+         old="            at = self.sender.go_mono + (go.start_at - go.ts)",
+         new="            at = self.sender.go_mono",
+         tests=["tests/test_client_writer.py::test_start_instant_is_put_on_our_clock_by_"
+                "the_offset_else_by_the_go_send_time"]),
     dict(id="server-plan-rollovers-unchecked", file="diskbench/server/registry.py",
          old='        if set(["duration_s", "file_bytes"]) - own:',
          new="        if False:",

@@ -533,3 +533,32 @@ def test_client_config_has_every_default_once_and_pickles_without_the_secret():
                           ("connect_timeout", "connect_timeout_s"),
                           ("deliver_timeout", "deliver_timeout_s")):
         assert getattr(defaults, flag) == getattr(ClientConfig(), setting), flag
+
+
+class _GoSender(object):
+    """What Supervisor._start_instant reads of the sender: the go and when it came."""
+
+    def __init__(self, go, wall, mono):
+        self.go_msg, self.go_wall, self.go_mono = go, wall, mono
+
+
+def test_start_instant_is_put_on_our_clock_by_the_offset_else_by_the_go_send_time():
+    import logging
+    from diskbench.client.supervisor import Supervisor
+    from diskbench.compat import monotonic
+    sup = Supervisor.__new__(Supervisor)
+    sup.log = logging.getLogger("test-start-instant")
+    start = 1796000000.0                  # the common instant, server clock
+    now = monotonic()
+    # our clock is 5 s ahead; the go came 1 s before the instant (our clock: start + 4)
+    go = P.make(P.GO, P.S2C, ts=start - 1.5, run_id="r", start_at=start, clock_offset_s=5.0)
+    sup.sender = _GoSender(go, wall=start + 4.0, mono=now)
+    assert sup._start_instant() == pytest.approx(now + 1.0)
+    # no offset measured: by when the go was sent (1.5 s before the instant)
+    go = P.make(P.GO, P.S2C, ts=start - 1.5, run_id="r", start_at=start)
+    sup.sender = _GoSender(go, wall=start + 4.0, mono=now)
+    assert sup._start_instant() == pytest.approx(now + 1.5)
+    # an instant already past, or beyond belief: at once
+    go = P.make(P.GO, P.S2C, ts=start - 1.5, run_id="r", start_at=start, clock_offset_s=0.0)
+    sup.sender = _GoSender(go, wall=start + 3.0, mono=now)
+    assert sup._start_instant() <= monotonic()
