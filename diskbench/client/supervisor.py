@@ -4,7 +4,8 @@ Timeline: connect + hello -> wait for GO -> take the run plan it carries
 (checked against this host: ``plan_check``) and its start instant -> start
 writer, stats, heartbeat (the writer's first write waits for the instant) ->
 relay their pipe messages to the sender (the writer sends START once its
-first file is open) -> stop after --duration (counted from GO), on a signal,
+first file is open) -> stop after --duration (counted from the start instant,
+or from GO when it names none), on a signal,
 when the server asks, or when a child dies -> stop children (pipe command,
 then SIGTERM, then SIGKILL, each bounded) -> remove leftover data files ->
 STOP with the summary, BYE, wait (bounded: --deliver-timeout) for the final

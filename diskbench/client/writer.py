@@ -326,7 +326,8 @@ class Writer(object):
                 writer_pid=self.pid, sync_mode=self.sync_mode(),
                 preallocate=self.preallocate, block_bytes=cfg.block_bytes,
                 buffer_huge_bytes=self.payload.huge_page_bytes(),
-                started_at=self.iv_start_wall, chunk_bytes=chunk,
+                # told to stop before its first write: no first write to time
+                started_at=None if stop else self.iv_start_wall, chunk_bytes=chunk,
                 file_bytes=file_bytes, duration_s=cfg.duration_s)))
             while not stop:
                 size = min(chunk, file_bytes - self.file_written)
