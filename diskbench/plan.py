@@ -51,6 +51,13 @@ FLAGS = dict(chunk_bytes="--chunk-mb", file_bytes="--file-mb", duration_s="--dur
              perf_interval_s="--perf-interval", stats_interval_s="--stats-interval",
              heartbeat_interval_s="--heartbeat-interval")
 assert set(FLAGS) == set(PLAN_FIELDS)
+#: The plan's times, in seconds on both command lines (the sizes are in MiB).
+TIME_FIELDS = ("duration_s", "perf_interval_s", "stats_interval_s", "heartbeat_interval_s")
+
+
+def arg_dest(field):
+    """The argparse attribute of a plan setting's flag (``--chunk-mb``: chunk_mb)."""
+    return FLAGS[field].lstrip("-").replace("-", "_")
 
 
 def defaults(chunk_bytes=MIN_CHUNK_MB * MIB):

@@ -134,20 +134,15 @@ def build_parser():
     return p
 
 
-#: The plan's settings (protocol.PLAN_FIELDS) by argparse dest, in MiB or s.
-_PLAN_ARGS = (("chunk_bytes", "chunk_mb"), ("file_bytes", "file_mb"),
-              ("duration_s", "duration"), ("perf_interval_s", "perf_interval"),
-              ("stats_interval_s", "stats_interval"),
-              ("heartbeat_interval_s", "heartbeat_interval"))
-
-
 def _take_plan_defaults(args):
     """The plan settings this command line set (the server's plan cannot
     change them); the others get their defaults in ``args`` (the file size
     stays None: 10 chunks of whatever chunk the plan gives)."""
-    fixed = [field for field, dest in _PLAN_ARGS if getattr(args, dest) is not None]
+    fixed = [field for field in protocol.PLAN_FIELDS
+             if getattr(args, plan.arg_dest(field)) is not None]
     dflt = plan.defaults()
-    for field, dest in _PLAN_ARGS:
+    for field in protocol.PLAN_FIELDS:
+        dest = plan.arg_dest(field)
         if getattr(args, dest) is None and field != "file_bytes":
             value = dflt[field]
             setattr(args, dest, value // MIB if field == "chunk_bytes" else value)

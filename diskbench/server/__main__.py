@@ -144,24 +144,21 @@ def _add_plan_flags(p):
     p.add_argument("--file-mb", type=_file_mb, default=None, metavar="MB",
                    help="data file size in MiB (default: %d x each client's chunk)"
                    % plan.FILE_CHUNKS)
-    for flag, field, what in (
-            ("--duration", "duration_s", "how long each client writes"),
-            ("--perf-interval", "perf_interval_s", "clients' perf sample interval"),
-            ("--stats-interval", "stats_interval_s", "clients' CPU%%/RSS interval"),
-            ("--heartbeat-interval", "heartbeat_interval_s", "clients' heartbeat "
-             "interval")):
-        p.add_argument(flag, type=seconds, default=None, metavar="SECONDS",
+    what = dict(duration_s="how long each client writes",
+                perf_interval_s="clients' perf sample interval",
+                stats_interval_s="clients' CPU%%/RSS interval",
+                heartbeat_interval_s="clients' heartbeat interval")
+    for field in plan.TIME_FIELDS:
+        p.add_argument(plan.FLAGS[field], type=seconds, default=None, metavar="SECONDS",
                        help="%s (default: the client's, else %g)"
-                       % (what, plan.defaults()[field]))
+                       % (what[field], plan.defaults()[field]))
 
 
 def plan_from_args(args):
     """The server's plan (plan.resolve's ``server``) from its flags."""
-    given = dict(chunk_bytes=[mb * MIB for mb in args.chunk_mb],
-                 file_bytes=None if args.file_mb is None else args.file_mb * MIB,
-                 duration_s=args.duration, perf_interval_s=args.perf_interval,
-                 stats_interval_s=args.stats_interval,
-                 heartbeat_interval_s=args.heartbeat_interval)
+    given = dict((field, getattr(args, plan.arg_dest(field))) for field in plan.TIME_FIELDS)
+    given.update(chunk_bytes=[mb * MIB for mb in args.chunk_mb],
+                 file_bytes=None if args.file_mb is None else args.file_mb * MIB)
     if args.file_mb is not None:
         for mb in args.chunk_mb:
             problem = plan.size_problem(mb * MIB, args.file_mb * MIB)

@@ -214,10 +214,14 @@ class Client(object):
         # common instant its go carried (server clock) and the client's clock
         # at its first write.
         self.plan, self.plan_sources = plan_values, plan_sources
-        self.heartbeat_interval_s = plan_values["heartbeat_interval_s"] or None
         self.start_at = None
         self.started_at = None
         self.join_order = None        # 1: the first client to say hello
+
+    @property
+    def heartbeat_interval_s(self):
+        """The heartbeat interval of its plan (None: not said)."""
+        return self.plan["heartbeat_interval_s"] or None
 
     def offset(self):
         """(client clock minus server clock in s, how it was measured), or
