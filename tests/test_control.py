@@ -404,8 +404,8 @@ class _FailingOnce(object):
             raise RuntimeError("injected failure")
         return self.registry.progress_view()
 
-    def links(self):
-        return self.registry.links()
+    def link(self, name):
+        return self.registry.link(name)
 
 
 def test_control_thread_logs_a_failing_request_and_keeps_serving(procs, tmpdir):

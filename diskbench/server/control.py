@@ -294,15 +294,13 @@ class ControlServer(object):
 
     def _list(self, conn, req):
         view = self.registry.progress_view()
-        links = self.registry.links()
         now = self.clock()
         for c in view.clients:
-            peer = links.get(c.name, (None, None, None))[1]
             stopped = self.stops.get(c.name)
             reason = operator_reason(stopped) if stopped is not None and \
                 c.state == FINISHED else c.reason
             self._send(conn, protocol.CTL_CLIENT, client=c.name, host=c.host,
-                       state=c.state, reason=reason, peer=peer,
+                       state=c.state, reason=reason, peer=c.peer,
                        written_bytes=c.bytes, rollovers=c.rollovers,
                        mib_s_now=metrics.recent_mib_s(c.recent, view.now)
                        if c.state in LIVE else 0.0,
@@ -313,7 +311,7 @@ class ControlServer(object):
 
     def _stop(self, conn, req):
         name = req.client
-        state, _peer, sender = self.registry.links().get(name, (None, None, None))
+        state, sender = self.registry.link(name)
         if state is None:
             return exitcodes.CTL_NO_CLIENT, ("no client named %s in this run (ctl list "
                                              "shows the names)" % name)

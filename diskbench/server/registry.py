@@ -116,7 +116,7 @@ START_AHEAD_MIN_S = 0.5
 #: of its last perf intervals.
 ClientProgress = collections.namedtuple("ClientProgress", (
     "name", "host", "state", "reason", "bytes", "rollovers", "heartbeat_ts",
-    "clock_offset_s", "recent", "start_ts", "duration_s"))
+    "clock_offset_s", "recent", "start_ts", "duration_s", "peer"))
 
 
 class ProgressView(object):
@@ -896,7 +896,7 @@ class Registry(object):
                 c.name, c.hello.hostname, c.state, c.reason, c.perf_bytes,
                 len(c.close_times), c.last_heartbeat[0] if c.last_heartbeat else None,
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
-                c.plan["duration_s"])
+                c.plan["duration_s"], c.peer)
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
                 self.expected_clients, self.go_released)
 
@@ -909,12 +909,11 @@ class Registry(object):
             view.paused_s = self.paused_s
             return view
 
-    def links(self):
-        """{name: (state, peer, sender)} for the control channel (ctl list and
-        stop): O(clients) under the lock, once per operator request."""
+    def link(self, name):
+        """(state, sender) of client ``name``, or (None, None): ctl stop."""
         with self.lock:
-            return dict((c.name, (c.state, c.peer, c.sender))
-                        for c in self.clients.values())
+            c = self.clients.get(name)
+            return (None, None) if c is None else (c.state, c.sender)
 
 
 _APPLY = {
