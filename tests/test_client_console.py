@@ -40,6 +40,12 @@ def test_client_progress_line_updates_in_place_on_a_terminal(procs, tmpdir):
         line = [l for l in text.split("\n") if "stop (duration)" in l][0]
         assert "throughput (wall)" in line and "while writing" in line
         assert "exit code %d" % exitcodes.OK in line
+        # rollovers go to the client log only: never one on the terminal (the
+        # whole scrollback, -S -), though the log shows the run had many
+        history = pane.tmux("capture-pane", "-p", "-J", "-S", "-", "-t", "t")
+        assert not re.search(r"rollover: file \d+ closed", history), history
+        with open(str(tmpdir.join("logs", "client-tty.log"))) as f:
+            assert len(re.findall(r"rollover: file \d+ closed", f.read())) >= 2
     finally:
         pane.close()
     assert os.listdir(data) == []
