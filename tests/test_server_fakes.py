@@ -197,9 +197,11 @@ def latency_sets(seed, intervals, per_interval):
 
 
 def play_full_run(client, lat_sets, rollovers=2, cpu=(20.0, 40.0), rss=(10 << 20, 30 << 20),
-                  t0=T0, wait_go=True, bye=True):
-    """hello, go, start, perf..., heartbeat, stats, rollovers, stop, bye."""
-    client.hello()
+                  t0=T0, wait_go=True, bye=True, hello=True):
+    """hello (unless it was said already), go, start, perf..., heartbeat,
+    stats, rollovers, stop, bye."""
+    if hello:
+        client.hello()
     if wait_go:
         client.wait_for(protocol.GO)
     client.start()

@@ -32,19 +32,26 @@ def test_server_report_counts_match_what_three_concurrent_clients_sent(procs, tm
     server = ServerProc(procs, _logs(tmpdir), ["--clients", "3"] + FAST)
     plans = dict(("node%d" % i, latency_sets(i + 1, 4 + i, 7 + i)) for i in range(3))
     sent = {}
+    # they join in the reverse of name order, one after the other (each hello
+    # acknowledged before the next), so a report in join order would show it
+    fakes = {}
+    for name in sorted(plans, reverse=True):
+        fakes[name] = FakeClient(server.port, name)
+        fakes[name].hello()
+        fakes[name].wait_acked(1)
 
     def runner(name):
         def run():
-            client = FakeClient(server.port, name)
-            sent[name] = play_full_run(client, plans[name], rollovers=2)
-            client.close()
+            sent[name] = play_full_run(fakes[name], plans[name], rollovers=2, hello=False)
+            fakes[name].close()
         return run
 
-    run_in_threads([runner(n) for n in sorted(plans, reverse=True)])  # join order != name order
+    run_in_threads([runner(n) for n in sorted(plans)])
     assert server.wait_exit() == exitcodes.OK, server.stderr()
     assert "Traceback" not in server.stderr()
     rep = server.report()
     assert [c["client"] for c in rep["clients"]] == sorted(plans)  # sorted by name
+    assert [c["join_order"] for c in rep["clients"]] == [3, 2, 1]
     for name, lat_sets in plans.items():
         c = _client(rep, name)
         hist = _merged(lat_sets)
