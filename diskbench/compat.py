@@ -145,6 +145,42 @@ LOCK_BACKOFF_MIN_S = 0.00005
 LOCK_BACKOFF_MAX_S = 0.002
 
 
+# --- CPU affinity (os.sched_[gs]etaffinity are 3.3+) ---------------------------
+#: Bytes of the cpu_set_t passed to libc (glibc's: 1024 CPUs).
+_CPU_SET_BYTES = 128
+
+
+def get_affinity():
+    """The CPUs the calling thread may run on (a sorted list), or None if
+    this platform cannot say."""
+    native = getattr(os, "sched_getaffinity", None)
+    if native is not None:
+        return sorted(native(0))
+    if _libc is None or not sys.platform.startswith("linux"):  # pragma: no cover
+        return None
+    mask = (ctypes.c_ubyte * _CPU_SET_BYTES)()
+    if _libc.sched_getaffinity(0, _CPU_SET_BYTES, ctypes.byref(mask)) != 0:
+        return None
+    return [cpu for cpu in range(_CPU_SET_BYTES * 8) if mask[cpu // 8] >> (cpu % 8) & 1]
+
+
+def set_affinity(cpus):
+    """Let the calling thread, and the threads it starts from now on, run only
+    on ``cpus``; OSError if refused."""
+    native = getattr(os, "sched_setaffinity", None)
+    if native is not None:
+        return native(0, cpus)
+    if _libc is None or not sys.platform.startswith("linux"):  # pragma: no cover
+        raise OSError(errno.ENOSYS, "setting the CPU affinity is not supported here")
+    mask = (ctypes.c_ubyte * _CPU_SET_BYTES)()
+    for cpu in cpus:
+        mask[cpu // 8] |= 1 << (cpu % 8)
+    if _libc.sched_setaffinity(0, _CPU_SET_BYTES, ctypes.byref(mask)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return None
+
+
 # --- posix_fallocate (os.posix_fallocate is 3.3+) ----------------------------
 def posix_fallocate(fd, offset, length):
     """Reserve blocks for [offset, offset+length) of fd; OSError when refused."""

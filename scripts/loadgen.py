@@ -95,6 +95,7 @@ class LoadGen(object):
         self.timers = []                  # (due, order, sim index, kind)
         self.order = 0
         self.ack_lat = []
+        self.ack_at = []                  # monotonic() of each ack_lat entry
         self.worst = {}                   # message type -> longest ack wait (s)
         self.go_lat = []
         self.lost_connections = 0
@@ -170,6 +171,7 @@ class LoadGen(object):
                 while sim.pending and sim.pending[0][0] <= upto:
                     _, sent, type_ = sim.pending.popleft()
                     self.ack_lat.append(now - sent)
+                    self.ack_at.append(now)
                     self.worst[type_] = max(self.worst.get(type_, 0.0), now - sent)
                     sim.acked += 1
                 if sim.stop_seq is not None and upto >= sim.stop_seq and \
@@ -299,7 +301,25 @@ class LoadGen(object):
             go_count=len(go), go_p50_s=pct(go, 50), go_max_s=go[-1] if go else None,
             lost_connections=self.lost_connections, refused=self.refused,
             ack_max_ms_by_type=dict((k, _ms(v)) for k, v in self.worst.items()),
+            ack_timeline=self.timeline(),
             sent_per_client=dict((s.name, s.sent) for s in self.sims))
+
+
+    def timeline(self):
+        """Per second of the run, by when the ack came: [second, acks, p50 ms,
+        p99 ms, max ms]: shows whether slow acks are steady or come in bursts."""
+        if not self.ack_at:
+            return []
+        t0 = min(self.ack_at)
+        by_s = collections.defaultdict(list)
+        for at, lat in zip(self.ack_at, self.ack_lat):
+            by_s[int(at - t0)].append(lat)
+        out = []
+        for second in sorted(by_s):
+            lat = sorted(by_s[second])
+            out.append([second, len(lat), round(_ms(metrics.percentile(lat, 50)), 1),
+                        round(_ms(metrics.percentile(lat, 99)), 1), round(_ms(lat[-1]), 1)])
+        return out
 
 
 def _ms(seconds):

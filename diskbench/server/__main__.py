@@ -12,11 +12,11 @@ import os
 import socket
 import sys
 
-from diskbench import DEFAULT_PORT, __version__, exitcodes, plan, protocol
+from diskbench import DEFAULT_PORT, __version__, compat, exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, parsed, port,
                            prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
-from diskbench.server import control
+from diskbench.server import control, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
@@ -73,6 +73,7 @@ def build_parser():
     _add_limit_flags(p)
     p.add_argument("--secret-file", metavar="PATH", help="file holding a shared secret: "
                    "every message must carry its HMAC (or set %s)" % SECRET_ENV)
+    _add_tuning_flags(p)
     _add_console_flags(p)
     return p
 
@@ -189,6 +190,21 @@ def _add_limit_flags(p):
     p.add_argument("--max-clients", type=_count, default=None, metavar="N",
                    help="refuse a hello under a new client name once N names joined this "
                    "run (default: %d, or --clients if more)" % DEFAULT_MAX_CLIENTS)
+
+
+def _cpu(text):
+    try:
+        return interpreter.parse_cpus(text, compat.get_affinity())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("%s" % exc)
+
+
+def _add_tuning_flags(p):
+    p.add_argument("--cpu", type=_cpu, default=interpreter.CPU_AUTO, metavar="CPUS",
+                   help="CPUs the server runs on: %s (default: the one it starts on; the "
+                   "GIL lets only one thread run Python, and handing it between cores "
+                   "costs), %s, or numbers like 3 or 2,3" % (
+                       interpreter.CPU_AUTO, interpreter.CPU_ALL))
 
 
 def _add_console_flags(p):

@@ -20,7 +20,6 @@ complete a line at least every --read-timeout.
 import errno
 import logging
 import socket
-import sys
 import threading
 import time
 
@@ -46,14 +45,6 @@ SEND_STALL_S = 2.0
 #: a peer that does not read delays the other connections' acks once, by at
 #: most this much, never by SEND_STALL_S.
 RECORDER_SEND_STALL_S = 0.05
-#: sys.setswitchinterval for the server on Python 3 (default 0.005 s). Every
-#: thread waiting for the GIL asks its holder to drop it after this long; with
-#: thousands of handler threads waiting, at 5 ms the recorder is made to drop
-#: the GIL in the middle of its batches and waits behind the crowd to get it
-#: back: at 5,000 clients acks fell 48 s behind (p50) with 5 ms and kept p50
-#: 13 ms with 0.1 s (make bench-server, 20 s runs). Threads here give the GIL
-#: away at every receive and send anyway, so no thread holds it that long.
-SWITCH_INTERVAL_S = 0.1
 #: A client is pinged right after its hello, then at most this often (sent
 #: after one of its messages: no scan of every connection). Its pong gives
 #: the round trip and the clock offset (registry._apply_pong).
@@ -386,14 +377,6 @@ def send_go(go_list, run_id):
     own plan and start instant (Registry._go_fields)."""
     for _name, sender, fields in go_list:
         sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
-
-
-def tune_interpreter():
-    """Server start: the GIL switch interval for thousands of threads (see
-    SWITCH_INTERVAL_S; Python 2.7 has no such interval: its GIL is handed over
-    at blocking calls and every 100 bytecodes)."""
-    if hasattr(sys, "setswitchinterval"):
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def _send_bounded(sock, data, limit):

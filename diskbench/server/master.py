@@ -32,6 +32,7 @@ from diskbench.server import console as console_mod
 from diskbench.server import control as control_mod
 from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
+from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
 from diskbench.server import report as report_mod
@@ -190,6 +191,7 @@ class Master(object):
         self.started = None           # wall time the run started (kept on resume)
         self.resumed = None           # "resumed run X with N clients, M records"
         self.startup_warnings = []    # said once logging is up
+        self.startup_notes = []       # logged once logging is up
         self.conn_lock = threading.Lock()
         self.connections = {}         # conn_id -> live Handler (deadlines)
         self.limit_counts = {}
@@ -201,6 +203,8 @@ class Master(object):
         self.ends = 0                 # `ctl end` requests (the control thread counts)
         self.interrupted_by = None    # signal name or OPERATOR_END, once interrupted
         self.finishing = False        # the run is complete: the report is coming
+        self.tuned = None             # what interpreter.tune changed (bind)
+        self.collector = interpreter.FullCollector()
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=args.verbose, interval=args.progress_interval,
@@ -276,6 +280,7 @@ class Master(object):
         """Start-up failed after open_logs (e.g. bind): a fresh, empty run leaves no
         marker behind, so the next start is a fresh run too."""
         self.recorder.close()
+        self._untune()
         if self.resumed is None:
             for name in (RUN_MARKER, recorder_mod.PERF_LOG):
                 path = os.path.join(self.args.log_dir, name)
@@ -305,6 +310,11 @@ class Master(object):
         self.resumed = "resumed run %s with %d clients, %d records" % (
             self.run_id, clients, self.registry.restored)
 
+    def _untune(self):
+        if self.tuned is not None:
+            interpreter.restore(self.tuned)
+            self.tuned = None
+
     def connection_started(self, handler):
         with self.conn_lock:
             self.connections[handler.conn_id] = handler
@@ -312,6 +322,7 @@ class Master(object):
     def connection_ended(self, handler):
         with self.conn_lock:
             self.connections.pop(handler.conn_id, None)
+            self.collector.connection_closed()
 
     def limit_hit(self, kind, client_address, why):
         """A connection refused by a limit (accept thread): count, log sparingly."""
@@ -326,7 +337,12 @@ class Master(object):
 
     def bind(self):
         threading.stack_size(HANDLER_STACK_BYTES)  # for the threads made from now on
-        handler_mod.tune_interpreter()
+        if self.tuned is None:
+            self.tuned, cpus = interpreter.tune(getattr(self.args, "cpu",
+                                                        interpreter.CPU_AUTO))
+            if cpus is not None:
+                self.startup_notes.append("running on CPU %s (--cpu)"
+                                          % interpreter.format_cpus(cpus))
         self.server = TCPServer((self.args.host, self.args.port), self)
         return self.server.server_address[:2]
 
@@ -366,6 +382,8 @@ class Master(object):
                  "client names, hello within %g s, a line every %g s", self.max_line_bytes,
                  self.max_connections, self.max_per_address,
                  self.registry.max_clients or 0, self.hello_timeout, self.read_timeout)
+        for text in self.startup_notes:
+            log.info("%s", text)
         for text in self.startup_warnings:
             log.warning("%s", text)
             sys.stderr.write("diskbench server: warning: %s\n" % text)
@@ -405,6 +423,7 @@ class Master(object):
             self.signals.restore()
             self.recorder.close()
             self._teardown_logging()
+            self._untune()
         return code
 
     def _tick(self):
@@ -418,6 +437,7 @@ class Master(object):
             for handler in self._handlers_now():
                 handler.expire_if_due(now)
         self.registry.check_liveness()
+        self.collector.maybe_collect(len(self.connections))
         handler_mod.send_go(self.registry.release_go(), self.run_id)
         if self.registry.require_all and self.registry.short_start and \
                 self.registry.aborted is None:

@@ -1,0 +1,170 @@
+"""How the server's interpreter is tuned for thousands of handler threads.
+
+Three process-wide settings, made once when the server binds (``tune``), and
+the full garbage collections they leave to the main loop (``FullCollector``).
+
+Why one CPU (``--cpu``, default: the one the server starts on): only the
+thread holding the GIL runs Python, so a second core gives the server
+nothing but GIL handoffs between cores: a thread woken by its socket on the
+other core spins and sleeps for the GIL, and on Python 2.7 the holder takes
+it straight back (5,000 clients on 2.7: ack p99 11 s on two cores, steady
+40-170 ms on one, server CPU per message down by a third; 3.11 uses 12%
+less CPU per message on one). The kernel's own work for the sockets is not
+bound by it.
+
+Why the full collection is not left to CPython: each connection's thread,
+handler, socket, locks and registry entry are ~55 objects the collector
+tracks; at 5,000 connections a full (oldest-generation) collection walks
+~300,000 of them and every thread stops for 200-450 ms while it does
+(measured with gc.callbacks on 3.11; on 2.7 likewise). CPython starts one
+whenever the long-lived objects grew by a quarter, every few seconds while
+clients join, then every several seconds as queued records come and go, and
+each one was an ack p99 spike (5,000 clients: p99 0.8 s with it, 30 ms
+without). These collections found no garbage at all while messages flowed:
+the per-message path makes no reference cycles, so reference counting frees
+it. What does make cycles is a connection that ends (its handler, thread
+and socket objects), so full collections are paid for by connection churn
+instead: one after as many closed connections as there are open ones (at
+least FULL_GC_MIN_CLOSED), from the main loop. CPython's own rule is back
+once the run is over (``restore``).
+"""
+import gc
+import logging
+import sys
+import time
+
+from diskbench import compat
+
+#: sys.setswitchinterval for the server on Python 3 (default 0.005 s). Every
+#: thread waiting for the GIL asks its holder to drop it after this long; with
+#: thousands of handler threads waiting, at 5 ms the recorder is made to drop
+#: the GIL in the middle of its batches and waits behind the crowd to get it
+#: back: at 5,000 clients acks fell 48 s behind (p50) with 5 ms and kept p50
+#: 13 ms with 0.1 s (make bench-server, 20 s runs). Threads here give the GIL
+#: away at every receive and send anyway, so no thread holds it that long.
+SWITCH_INTERVAL_S = 0.1
+#: The oldest generation's threshold while serving: never reached, so
+#: CPython never starts a full collection on its own (FullCollector does).
+GC_FULL_NEVER = 1 << 30
+#: A full collection runs after this many closed connections at least (and
+#: after as many as are open, when more are open): its cost, a walk of every
+#: tracked object, grows with the open connections.
+FULL_GC_MIN_CLOSED = 1000
+
+log = logging.getLogger("diskbench.server")
+
+
+#: --cpu values besides a list of CPU numbers.
+CPU_AUTO, CPU_ALL = "auto", "all"
+
+
+def tune(cpu=CPU_AUTO):
+    """Server start, before any thread is started (they inherit the CPUs):
+    the CPUs (``cpu``: CPU_AUTO, CPU_ALL or a list), the GIL switch interval
+    for thousands of threads (Python 2.7 has none: its GIL is handed over at
+    blocking calls and every 100 bytecodes), and no automatic full garbage
+    collection (module docstring). Returns what ``restore`` needs to undo it
+    (a server run in-process), and the CPUs it runs on (None: any)."""
+    allowed = compat.get_affinity()
+    before = (getattr(sys, "getswitchinterval", lambda: None)(), gc.get_threshold(),
+              allowed)
+    cpus = choose_cpus(cpu, allowed)
+    if cpus is not None:
+        try:
+            compat.set_affinity(cpus)
+        except OSError as exc:   # an optimisation only: say so and go on
+            log.warning("cannot keep the server on CPU %s (%s); it runs on any",
+                        format_cpus(cpus), exc.strerror or exc)
+            cpus = None
+    if before[0] is not None:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+    young, middle = before[1][:2]
+    gc.set_threshold(young, middle, GC_FULL_NEVER)
+    return before, cpus
+
+
+def choose_cpus(cpu, allowed):
+    """The CPUs to run on, or None to leave them be (CPU_ALL, one allowed,
+    or a platform that cannot say)."""
+    if cpu == CPU_ALL or not allowed or len(allowed) < 2:
+        return None
+    if cpu == CPU_AUTO:
+        here = current_cpu()
+        return [here if here in allowed else allowed[-1]]
+    return list(cpu)
+
+
+def parse_cpus(text, allowed=None):
+    """--cpu's value: CPU_AUTO, CPU_ALL or a list like "1" or "0,2"; ValueError
+    naming the fix for anything else, or a CPU outside ``allowed``."""
+    text = text.strip().lower()
+    if text in (CPU_AUTO, CPU_ALL):
+        return text
+    try:
+        cpus = sorted(set(int(part) for part in text.split(",")))
+    except ValueError:
+        cpus = [-1]
+    if not cpus or cpus[0] < 0:
+        raise ValueError("use %s, %s or CPU numbers like 1 or 0,2, not %r" % (
+            CPU_AUTO, CPU_ALL, text))
+    if allowed and not set(cpus) <= set(allowed):
+        raise ValueError("CPU %s: this process may only run on CPU %s" % (
+            format_cpus(cpus), format_cpus(allowed)))
+    return cpus
+
+
+def format_cpus(cpus):
+    return ",".join("%d" % cpu for cpu in cpus)
+
+
+def current_cpu():
+    """The CPU this process last ran on (/proc/self/stat), or None."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[36])    # field 39 of stat(5), counted after the name
+    except (IOError, OSError, IndexError, ValueError):
+        return None
+
+
+def restore(before):
+    """Undo ``tune`` (the run is over)."""
+    switch, thresholds, allowed = before
+    if switch is not None:
+        sys.setswitchinterval(switch)
+    gc.set_threshold(*thresholds)
+    if allowed:
+        compat.set_affinity(allowed)
+
+
+class FullCollector(object):
+    """Counts closed connections (any thread); the main loop's ``maybe_collect``
+    runs a full collection once enough have closed."""
+
+    def __init__(self, min_closed=FULL_GC_MIN_CLOSED, collect=gc.collect):
+        self.min_closed = min_closed
+        self.collect = collect
+        self.closed = 0               # connections closed since the last one
+        self.runs = 0
+        self.worst_s = 0.0            # the longest one (every thread waited that long)
+
+    def connection_closed(self):
+        self.closed += 1              # under the caller's lock; a lost count is harmless
+
+    def maybe_collect(self, open_connections):
+        """Collect when as many connections closed as are open (at least
+        ``min_closed``); returns the objects freed, or None if not due."""
+        if self.closed < max(self.min_closed, open_connections):
+            return None
+        return self.run("%d connections closed" % self.closed)
+
+    def run(self, why):
+        self.closed = 0
+        started = time.time()
+        freed = self.collect()
+        took = time.time() - started
+        self.runs += 1
+        self.worst_s = max(self.worst_s, took)
+        log.info("full garbage collection (%s): %d objects freed in %.0f ms", why,
+                 freed, took * 1000.0)
+        return freed
