@@ -447,22 +447,25 @@ SPECS[CTL_REPLY] = {
 #: sender may drop it from a full buffer (rank 1 goes first, oldest first within
 #: a rank; None: never dropped, whatever happens); ``ack`` is whether the end of
 #: a run waits for its acknowledgement (a server that has the stop summary may
-#: complete and exit before it acks a bye). A new type needs an entry here
-#: (tests/test_protocol.py checks), so its policy is a decision, not a default.
-Policy = collections.namedtuple("Policy", ("drop", "ack"))
+#: complete and exit before it acks a bye); ``paced`` is whether the sender may
+#: hold it for the client's own send offset (client/sender.py: a fleet started
+#: together must not report together; what it says is timed by its fields, not
+#: by when it is sent). A new type needs an entry here (tests/test_protocol.py
+#: checks), so its policy is a decision, not a default.
+Policy = collections.namedtuple("Policy", ("drop", "ack", "paced"))
 NEVER_DROPPED = None
 POLICY = {
-    HELLO: Policy(drop=NEVER_DROPPED, ack=True),
-    START: Policy(drop=NEVER_DROPPED, ack=True),
-    PERF: Policy(drop=1, ack=True),               # the bulk: lost samples are counted
-    HEARTBEAT: Policy(drop=2, ack=True),
-    STATS: Policy(drop=2, ack=True),
-    NOTE: Policy(drop=2, ack=True),
-    PONG: Policy(drop=2, ack=False),
-    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True),
-    STOP: Policy(drop=NEVER_DROPPED, ack=True),
-    ERROR: Policy(drop=NEVER_DROPPED, ack=True),
-    BYE: Policy(drop=NEVER_DROPPED, ack=False),
+    HELLO: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
+    START: Policy(drop=NEVER_DROPPED, ack=True, paced=True),
+    PERF: Policy(drop=1, ack=True, paced=True),    # the bulk: lost samples are counted
+    HEARTBEAT: Policy(drop=2, ack=True, paced=True),
+    STATS: Policy(drop=2, ack=True, paced=True),
+    NOTE: Policy(drop=2, ack=True, paced=False),
+    PONG: Policy(drop=2, ack=False, paced=False),  # its timing is the measurement
+    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
+    STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
+    ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
+    BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=False),
 }
 
 
@@ -470,6 +473,11 @@ def drop_order():
     """Client message types a full buffer may drop, as tuples, first to go first."""
     ranks = sorted(set(p.drop for p in POLICY.values() if p.drop is not NEVER_DROPPED))
     return [tuple(sorted(t for t, p in POLICY.items() if p.drop == rank)) for rank in ranks]
+
+
+def paced_types():
+    """Client message types the sender may hold for its send offset."""
+    return tuple(sorted(t for t, p in POLICY.items() if p.paced))
 
 
 def no_ack_needed():

@@ -1,9 +1,13 @@
 """Simulated diskbench clients: thousands of them from one process (2.7 and 3).
 
 Each simulated client speaks the documented protocol at a real client's
-cadence: hello, wait for go, start, then perf every --perf-interval,
-heartbeat every --heartbeat-interval and stats every --stats-interval (random
-phases), and at the end stop + bye, waiting for the last ack. One epoll loop
+cadence and timing: hello; at go, heartbeats begin (every
+--heartbeat-interval) and stats (every --stats-interval), the second of each
+a random part of its interval after the first (client/child.first_wait);
+start at go's common start instant, then perf every --perf-interval; every
+report sent the client's own send offset late (client/sender.py: random,
+under SEND_OFFSET_MAX_S); at the end stop + bye at its next perf tick,
+waiting for the last ack. One epoll loop
 drives every socket; messages are formatted from per-client templates, so the
 generator's own CPU stays small next to the server's.
 
@@ -30,6 +34,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from diskbench import metrics, protocol  # noqa: E402
+from diskbench.client.child import first_wait  # noqa: E402
+from diskbench.client.stats import FIRST_SAMPLE_MIN  # noqa: E402
+from diskbench.client.sender import SEND_OFFSET_MAX_S  # noqa: E402
 from diskbench.compat import monotonic  # noqa: E402
 
 #: How long after the end of sending a client waits for its last ack.
@@ -60,7 +67,8 @@ class Sim(object):
     """One simulated client: its socket, its seqs and what is unacknowledged."""
 
     __slots__ = ("name", "sock", "fd", "seq", "out", "inbuf", "pending", "state",
-                 "t_connect", "t_go", "hello", "stop_seq", "acked", "sent")
+                 "t_connect", "t_go", "hello", "stop_seq", "acked", "sent", "offset",
+                 "beats")
 
     def __init__(self, name, hello):
         self.name, self.hello = name, hello
@@ -74,6 +82,8 @@ class Sim(object):
         self.stop_seq = None
         self.acked = 0
         self.sent = 0
+        self.offset = 0.0                    # its send offset (set at go)
+        self.beats = 0                       # heartbeats sent
 
     def line(self, type_, data, now):
         self.seq += 1
@@ -182,24 +192,36 @@ class LoadGen(object):
                 sim.t_go = now
                 self.settled += 1
                 self.go_lat.append(now - sim.t_connect)
-                self.started(sim, now)
+                # like a real client: its first write (and START) waits for
+                # the common start instant, on this host's clock
+                self.went(sim, obj["data"].get("start_at"), now)
             elif kind == protocol.REJECTED:
                 self.refused += 1
 
     # --- the simulated client's life ----------------------------------------------------
+    def went(self, sim, start_at, now):
+        """Go came: the children's cadence begins, START waits for the instant."""
+        index = self.by_fd[sim.fd]
+        a = self.args
+        sim.state = "running"
+        sim.offset = self.rng.uniform(0.0, min(a.perf_interval, SEND_OFFSET_MAX_S))
+        delay = 0.0 if start_at is None else max(0.0, start_at - time.time())
+        self.at(now + delay + sim.offset, index, "start")
+        self.at(now + sim.offset, index, "heartbeat")
+        self.at(now + first_wait(a.stats_interval, FIRST_SAMPLE_MIN, self.rng) +
+                sim.offset, index, "stats")
+
     def started(self, sim, now):
         index = self.by_fd[sim.fd]
-        sim.state = "running"
         sim.line(protocol.START, '{"writer_pid":%d,"sync_mode":"o_direct","preallocate":'
                  'false,"block_bytes":512,"buffer_huge_bytes":null}' % os.getpid(), now)
-        a = self.args
-        for kind, every in (("perf", a.perf_interval), ("heartbeat", a.heartbeat_interval),
-                            ("stats", a.stats_interval)):
-            self.at(now + self.rng.uniform(0, every), index, kind)
+        self.at(now + self.args.perf_interval, index, "perf")
         self.flush(sim)
 
     def fire(self, index, kind, now):
         sim = self.sims[index]
+        if kind == "start" and sim.state == "running":
+            return self.finish(sim, now) if self.stopping else self.started(sim, now)
         if sim.state != "running":
             return
         a = self.args
@@ -216,12 +238,16 @@ class LoadGen(object):
             sim.line(protocol.HEARTBEAT, '{"writer_pid":%d,"writer_alive":true,'
                      '"bytes_written":%d,"chunks_written":1,"progress_age_s":0.1}'
                      % (os.getpid(), sim.seq << 20), now)
-            every = a.heartbeat_interval
-        else:
+            sim.beats += 1
+            every = a.heartbeat_interval if sim.beats > 1 else first_wait(
+                a.heartbeat_interval, rng=self.rng)
+        elif kind == "stats":
             sim.line(protocol.STATS, '{"writer_pid":%d,"cpu_percent":12.5,"rss_bytes":'
                      '20971520,"source":"proc","interval_s":%g}'
                      % (os.getpid(), a.stats_interval), now)
             every = a.stats_interval
+        else:
+            return None
         self.flush(sim)
         self.at(now + every, index, kind)
 
@@ -260,7 +286,7 @@ class LoadGen(object):
             if end_send is not None and now >= end_send and deadline is None:
                 self.stopping = True            # each stops at its next perf tick
                 for sim in self.sims:
-                    if sim.t_go is None:
+                    if sim.state != "running":   # no go, or not started yet
                         self.finish(sim, now)
                 deadline = now + a.perf_interval + FINAL_ACK_TIMEOUT_S
             if deadline is not None and (now >= deadline or self.ended == len(self.sims)):

@@ -1,6 +1,7 @@
 """What the writer, stats and heartbeat processes share: the stop command,
 the signals they leave to the supervisor, waiting on the pipe, sending on it."""
 import os
+import random
 import signal
 
 from diskbench import signals
@@ -20,6 +21,17 @@ def start():
     parent's pid (a different ``os.getppid()`` later means it died)."""
     signals.ignore(LEFT_TO_SUPERVISOR)
     return os.getppid()
+
+
+def first_wait(interval, least=0.0, rng=None):
+    """The wait before a periodic child's second sample: a random part of
+    ``interval``, at least ``least`` of it (later ones wait the whole
+    interval). A fleet's children all start at the go and would otherwise
+    sample, and report, in step: thousands of heartbeats reaching the server
+    within the same millisecond, every interval (client/sender.py spreads the
+    writer's reports likewise)."""
+    rng = rng or random.Random()   # seeded from the OS: forked siblings differ
+    return interval * (least + (1.0 - least) * rng.random())
 
 
 def wait_or_stop(conn, seconds, parent):

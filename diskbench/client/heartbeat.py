@@ -7,7 +7,7 @@ its own process so a saturated writer or main loop cannot delay it.
 """
 from diskbench import protocol
 from diskbench.client import child, procinfo
-from diskbench.client.child import send_quietly, wait_or_stop
+from diskbench.client.child import first_wait, send_quietly, wait_or_stop
 from diskbench.compat import monotonic
 
 
@@ -23,6 +23,7 @@ def heartbeat_main(conn, cfg, writer_pid, counters):
     """Entry point of the heartbeat process (module level: fork/spawn safe)."""
     parent = child.start()
     interval = cfg.heartbeat_interval_s
+    wait = first_wait(interval)   # the first beat at once, then out of step
     while True:
         try:
             item = beat(writer_pid, counters)
@@ -30,5 +31,6 @@ def heartbeat_main(conn, cfg, writer_pid, counters):
             item = None
         if item is not None and not send_quietly(conn, item):
             return
-        if wait_or_stop(conn, interval, parent):
+        if wait_or_stop(conn, wait, parent):
             return
+        wait = interval

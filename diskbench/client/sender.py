@@ -22,6 +22,14 @@
   it fresh), then resends everything unacknowledged in seq order.
 - A reader thread per connection decodes server messages: ack, go, stop, ping
   (answered with pong), rejected (fatal: no more reconnects).
+- Once paced (``pace``), the periodic reports (protocol.POLICY's ``paced``:
+  start, perf, heartbeat, stats) go out this client's own fixed offset after
+  they were made, random in [0, min(perf interval, SEND_OFFSET_MAX_S)): a
+  fleet that starts together (the synchronized start) would otherwise send
+  thousands of reports to the server within the same millisecond, every
+  interval. Their figures are timed by their own fields, not by when they
+  are sent. Any other message goes at once, and everything queued before it
+  with it (the order of seqs is kept).
 
 Nothing here ever blocks the caller of ``send()``: it appends and returns.
 """
@@ -37,6 +45,10 @@ from diskbench.compat import monotonic, wait_readable
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).
 BUFFER_MAX = 10000
+#: Message types held for the send offset (protocol.POLICY decides).
+PACED = protocol.paced_types()
+#: The longest send offset (see the module docstring).
+SEND_OFFSET_MAX_S = 1.0
 #: What a full buffer drops, first to go first (protocol.POLICY decides).
 DROP_ORDER = protocol.drop_order()
 #: Messages whose acknowledgement nobody waits for at the end (protocol.POLICY).
@@ -68,6 +80,8 @@ class Sender(object):
         self.buffer_max = buffer_max
         self.cond = threading.Condition()
         self.buffer = collections.deque()   # (seq, type, line), seq ascending
+        self.send_offset_s = 0.0            # how long paced messages are held (pace)
+        self.due = {}                       # seq -> monotonic() it may go, while held
         self.next_seq = 1
         self.dropped = 0
         self.sent_upto = 0                  # highest seq written on this connection
@@ -109,6 +123,10 @@ class Sender(object):
                 return None
             self.next_seq += 1
             self.buffer.append((seq, type_, line))
+            if type_ in PACED and self.send_offset_s > 0:
+                self.due[seq] = monotonic() + self.send_offset_s
+            else:
+                self.due.clear()    # in seq order: what was held goes with it
             dropped = None
             if len(self.buffer) > self.buffer_max:
                 dropped = self._drop_one()
@@ -121,6 +139,13 @@ class Sender(object):
                       "dropped)", self.buffer_max, self.last_error or "none yet",
                       dropped[1], dropped[0], count)
         return msg
+
+    def pace(self, perf_interval_s, rng=random):
+        """Hold the periodic reports from now on for this client's send offset
+        (module docstring); returns the offset in seconds."""
+        with self.cond:
+            self.send_offset_s = rng.uniform(0.0, min(perf_interval_s, SEND_OFFSET_MAX_S))
+            return self.send_offset_s
 
     def make_room(self, n):
         """Drop now what ``n`` more messages would push out, so a summary
@@ -219,6 +244,7 @@ class Sender(object):
             for i, item in enumerate(self.buffer):
                 if item[1] in kinds:
                     del self.buffer[i]
+                    self.due.pop(item[0], None)
                     self.dropped += 1
                     return item[0], item[1]
         return None
@@ -276,9 +302,9 @@ class Sender(object):
                 self._readers = [t for t in self._readers if t.is_alive()] + [reader]
                 continue
             with self.cond:
-                todo = [(s, line) for s, _, line in self.buffer if s > self.sent_upto]
+                todo, wait = self._sendable()
                 if not todo:
-                    self.cond.wait(IDLE_TICK_S)
+                    self.cond.wait(min(IDLE_TICK_S, wait))
                     continue
             for seq, line in todo:
                 try:
@@ -290,6 +316,20 @@ class Sender(object):
                     if gen != self.gen:
                         break
                     self.sent_upto = max(self.sent_upto, seq)
+                    self.due.pop(seq, None)
+
+    def _sendable(self):
+        """([(seq, line)] unsent and due, in seq order, up to the first one
+        still held; seconds until that one is due, or IDLE_TICK_S). Lock held."""
+        todo, now = [], monotonic()
+        for seq, _, line in self.buffer:
+            if seq <= self.sent_upto:
+                continue
+            due = self.due.get(seq)
+            if due is not None and due > now:
+                return todo, due - now
+            todo.append((seq, line))
+        return todo, IDLE_TICK_S
 
     def _broken(self, gen, why):
         with self.cond:

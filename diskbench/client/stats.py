@@ -7,8 +7,13 @@ says so once. It never crashes: a sample that cannot be taken is skipped.
 """
 from diskbench import protocol
 from diskbench.client import child, procinfo
-from diskbench.client.child import send_quietly, wait_or_stop
+from diskbench.client.child import first_wait, send_quietly, wait_or_stop
 from diskbench.compat import monotonic
+
+#: The first sample covers at least this part of the interval (a CPU share
+#: over a sliver of time would be noise).
+FIRST_SAMPLE_MIN = 0.5
+
 
 def stats_main(conn, cfg, writer_pid):
     """Entry point of the stats process (module level: fork/spawn safe)."""
@@ -18,7 +23,9 @@ def stats_main(conn, cfg, writer_pid):
     if sampler.source != procinfo.SOURCE_PSUTIL:
         send_quietly(conn, (protocol.NOTE, dict(text=procinfo.NO_PSUTIL_NOTE)))
     last = monotonic()
-    while not wait_or_stop(conn, interval, parent):
+    wait = first_wait(interval, FIRST_SAMPLE_MIN)   # out of step with the fleet
+    while not wait_or_stop(conn, wait, parent):
+        wait = interval
         try:
             sample = sampler.sample()
         except Exception:  # never crash the stats process

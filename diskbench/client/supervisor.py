@@ -112,9 +112,12 @@ class Supervisor(object):
             return self._finish(outcome)
         self.t_go = self._start_instant()
         self.cfg = cfg = self.cfg.replace(start_at=self.t_go)
-        log.info("go from server (run %s): %s; starting writer, stats and heartbeat",
+        offset = self.sender.pace(cfg.perf_interval_s)
+        log.info("go from server (run %s): %s; starting writer, stats and heartbeat "
+                 "(reports go out %.3f s after they are made: this client's send "
+                 "offset, so a fleet does not report all at once)",
                  self.sender.run_id, plan.describe(
-                     dict((k, getattr(cfg, k)) for k in protocol.PLAN_FIELDS)))
+                     dict((k, getattr(cfg, k)) for k in protocol.PLAN_FIELDS)), offset)
         for handler in log.handlers:
             if isinstance(handler, progress.ClearingHandler):
                 handler.progress = self.progress

@@ -19,6 +19,7 @@ complete a line at least every --read-timeout.
 """
 import errno
 import logging
+import random
 import socket
 import threading
 import time
@@ -45,10 +46,12 @@ SEND_STALL_S = 2.0
 #: a peer that does not read delays the other connections' acks once, by at
 #: most this much, never by SEND_STALL_S.
 RECORDER_SEND_STALL_S = 0.05
-#: A client is pinged right after its hello, then at most this often (sent
-#: after one of its messages: no scan of every connection). Its pong gives
-#: the round trip and the clock offset (registry._apply_pong).
+#: A client is pinged right after its hello, then about this often (sent
+#: after one of its messages: no scan of every connection), each wait drawn
+#: from PING_JITTER times it. Its pong gives the round trip and the clock
+#: offset (registry._apply_pong).
 PING_INTERVAL_S = 10.0
+PING_JITTER = (0.5, 1.5)
 #: Most bytes taken from a connection's socket per receive: every complete
 #: line they hold is handled, recorded and acked as one batch. Small: each
 #: thread holds a buffer this big while it waits in recv (64 KiB would be
@@ -95,7 +98,7 @@ class Handler(socketserver.StreamRequestHandler):
         self.new_seq = 0                   # highest NEW seq of the batch in hand
         self.pending = []                  # its record lines, queued by _flush
         self.pending_acks = False          # it holds something to ack
-        self.last_ping = None              # monotonic() of the last ping sent
+        self.next_ping = None              # monotonic() the next ping is due
         self.deadline = monotonic() + ctx.hello_timeout
         self.conn_id = self.registry.connection_opened()
         ctx.connection_started(self)
@@ -336,9 +339,10 @@ class Handler(socketserver.StreamRequestHandler):
         """A ping whose nonce is its send time in microseconds: the pong
         carries it back, so nothing per ping is kept here."""
         now = monotonic()
-        if self.last_ping is not None and now - self.last_ping < PING_INTERVAL_S:
+        if self.next_ping is not None and now < self.next_ping:
             return
-        self.last_ping = now
+        # jittered: clients that joined together are not pinged together ever after
+        self.next_ping = now + PING_INTERVAL_S * random.uniform(*PING_JITTER)
         sent = time.time()
         self._send_line(protocol.encode(protocol.make(
             protocol.PING, protocol.S2C, nonce=int(sent * protocol.PING_NONCE_PER_S),
