@@ -22,7 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from diskbench.compat import queue, socketserver  # noqa: E402
+from diskbench.compat import get_affinity, queue, set_affinity, socketserver  # noqa: E402
+from diskbench.server import interpreter  # noqa: E402
 
 BATCH_MAX = 1000
 
@@ -83,9 +84,15 @@ def main():
     p.add_argument("--log", required=True)
     p.add_argument("--switch-interval", type=float, default=None,
                    help="sys.setswitchinterval (Python 3) for this run")
+    p.add_argument("--cpu", default=interpreter.CPU_AUTO,
+                   help="CPUs to run on, as the server's --cpu (default: the same)")
     args = p.parse_args()
     if args.switch_interval and hasattr(sys, "setswitchinterval"):
         sys.setswitchinterval(args.switch_interval)
+    allowed = get_affinity()
+    cpus = interpreter.choose_cpus(interpreter.parse_cpus(args.cpu, allowed), allowed)
+    if cpus is not None:   # the same CPUs as the server: a like-for-like arm
+        set_affinity(cpus)
     server = Server(("127.0.0.1", args.port), Handler)
     server.q = queue.Queue()
     t = threading.Thread(target=recorder, args=(server.q, args.log))

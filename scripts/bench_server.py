@@ -30,6 +30,9 @@ sys.path.insert(0, REPO)
 from diskbench.client import procinfo  # noqa: E402
 #: /proc is sampled this often while a run lasts.
 SAMPLE_S = 1.0
+MIB = float(1 << 20)
+#: Every this many RSS samples go into the results (the peak is exact).
+RSS_TIMELINE_EVERY = 5
 
 
 def _proc_stats(pid):
@@ -53,9 +56,11 @@ class Sampler(threading.Thread):
         self.daemon = True
         self.pid = pid
         self.cpu = self.rss = self.threads = 0
+        self.rss_timeline = []        # [second, RSS MiB]: does it grow with run length?
         self.stopped = False
 
     def run(self):
+        t0 = time.time()
         while not self.stopped:
             stats = _proc_stats(self.pid)
             if stats is None:
@@ -63,6 +68,7 @@ class Sampler(threading.Thread):
             self.cpu = stats[0]
             self.rss = max(self.rss, stats[1])
             self.threads = max(self.threads, stats[2])
+            self.rss_timeline.append([int(time.time() - t0), round(stats[1] / MIB, 1)])
             time.sleep(SAMPLE_S)
 
 
@@ -150,7 +156,9 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
         loadgen_cpu_percent=100.0 * load["loadgen_cpu_s"] / took if took else None,
         server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
         cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
-        peak_rss_mib=sampler.rss / float(1 << 20), peak_threads=sampler.threads)
+        peak_rss_mib=sampler.rss / MIB, peak_threads=sampler.threads,
+        rss_timeline_mib=sampler.rss_timeline[::RSS_TIMELINE_EVERY],
+        ack_timeline=load.get("ack_timeline"))
 
 
 def _count_recorded(log_dir, arm):

@@ -479,6 +479,30 @@ MUTATIONS = [
          old="                msg = protocol.decode(line, protocol.S2C, self.secret)",
          new="                msg = protocol.decode(line, protocol.S2C, None)",
          tests=[_CT + "test_client_ignores_server_stop_with_a_bad_mac_and_obeys_a_good_one"]),
+    # --- 5,000 clients: no scans, paced reports (issue 13) ---------------------------------
+    dict(id="silence-never-watched", file="diskbench/server/registry.py",
+         old="        self._silence.watch(client.name, now + self.went_away_timeout(client))",
+         new="        pass",
+         tests=[_SU + "test_registry_liveness_marks_only_clients_silent_past_the_timeout"]),
+    dict(id="liveness-scans-every-client", file="diskbench/server/registry.py",
+         old="            for name in self._silence.due_now(now):",
+         new="            self._silence.due_now(now)\n            for name in list(self.clients):",
+         tests=[_SU + "test_registry_liveness_looks_only_at_clients_whose_timeout_came"]),
+    dict(id="hello-deadline-kept-after-hello", file="diskbench/server/handler.py",
+         old="            self.ctx.watch_connection(self)   # --read-timeout may be the shorter",
+         new="            pass",
+         tests=["tests/faults/test_hostile_connections.py::test_client_silent_after_hello_"
+                "is_cut_at_the_read_timeout"]),
+    dict(id="sender-never-holds-reports", file="diskbench/client/sender.py",
+         old="            if type_ in PACED and self.send_offset_s > 0:",
+         new="            if False:",
+         tests=["tests/test_client_fakeserver.py::test_sender_paced_reports_leave_their_"
+                "offset_late_never_sooner"]),
+    dict(id="held-reports-delay-a-stop", file="diskbench/client/sender.py",
+         old="                self.due.clear()    # in seq order: what was held goes with it",
+         new="                pass",
+         tests=["tests/test_client_fakeserver.py::test_sender_unpaced_message_takes_what_"
+                "was_held_with_it_in_order"]),
     # --- batched ingest (issue 13) -------------------------------------------------------
     dict(id="partial-line-dropped", file="diskbench/server/handler.py",
          old="            rest = lines.pop()\n",

@@ -399,3 +399,66 @@ def test_sender_close_does_not_wait_for_the_bye_ack():
     finally:
         s.close(0)
         srv.close()
+
+
+class _Offset(object):
+    """An rng whose ``uniform`` gives ``value``: a known send offset."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def uniform(self, low, high):
+        assert low <= self.value <= high
+        return self.value
+
+
+HEARTBEAT = dict(writer_pid=2, writer_alive=True, bytes_written=1, chunks_written=1,
+                 progress_age_s=0.0)
+
+
+def test_sender_paced_reports_leave_their_offset_late_never_sooner():
+    srv = FakeServer()
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        assert s.pace(5.0, rng=_Offset(0.4)) == 0.4
+        sent = time.time()
+        s.send(P.HEARTBEAT, **HEARTBEAT)
+        wait_until(lambda: srv.of_type(P.HEARTBEAT), 10, what="the held heartbeat")
+        assert time.time() - sent >= 0.4 - 0.01   # not before its offset
+        wait_until(lambda: s.pending() == 0, 10, what="its ack")
+    finally:
+        s.close(2)
+        srv.close()
+
+
+def test_sender_unpaced_message_takes_what_was_held_with_it_in_order(monkeypatch):
+    """A held report never delays a stop or an error (or anything not paced),
+    and never overtakes it: both go at once, in seq order."""
+    monkeypatch.setattr(sender_mod, "SEND_OFFSET_MAX_S", 60.0)
+    srv = FakeServer()
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        s.pace(60.0, rng=_Offset(59.0))          # held for a minute unless flushed
+        s.send(P.HEARTBEAT, **HEARTBEAT)           # seq 2: held
+        s.send(P.NOTE, text="not paced")           # seq 3: goes now, with seq 2
+        wait_until(lambda: srv.of_type(P.NOTE), 10, what="the note, long before 59 s")
+        assert [(m.seq, m.type) for m in srv.messages] == [
+            (1, P.HELLO), (2, P.HEARTBEAT), (3, P.NOTE)]
+    finally:
+        s.close(2)
+        srv.close()
+
+
+def test_paced_types_are_the_periodic_reports_and_first_waits_spread():
+    assert set(P.paced_types()) == set([P.START, P.PERF, P.HEARTBEAT, P.STATS])
+    from diskbench.client.child import first_wait
+    import random
+    rng = random.Random(7)
+    waits = [first_wait(10.0, 0.5, rng) for _ in range(200)]
+    assert all(5.0 <= w < 10.0 for w in waits)
+    assert max(waits) - min(waits) > 4.0             # spread over the allowed range
+    assert all(0.0 <= first_wait(5.0, rng=rng) < 5.0 for _ in range(50))

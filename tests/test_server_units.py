@@ -8,6 +8,7 @@ import pytest
 from diskbench import metrics, protocol
 from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
+from diskbench.server.deadlines import Deadlines
 from diskbench.server import report
 from tests.test_server_fakes import T0, hello_fields, latency_sets
 
@@ -203,6 +204,45 @@ def test_registry_went_away_timeout_is_counted_in_each_clients_own_heartbeats():
     assert fixed.check_liveness() == []
     clock.t += 1.5
     assert sorted(fixed.check_liveness()) == ["fast", "slow"]
+
+
+def test_deadlines_come_once_in_order_and_follow_moves():
+    d = Deadlines()
+    d.watch("a", 5.0)
+    d.watch("b", 3.0)
+    d.watch("a", 9.0)                  # later: no new entry, a still comes at 5
+    assert d.due_now(2.9) == []
+    assert d.due_now(5.0) == ["b", "a"]
+    assert d.due_now(100.0) == [] and len(d) == 0
+    d.watch("c", 8.0)
+    d.watch("c", 4.0)                  # sooner: the sooner one counts, once
+    assert d.due_now(4.0) == ["c"] and d.due_now(8.0) == []
+    d.watch("e", 1.0)
+    d.forget("e")
+    assert d.due_now(2.0) == []
+
+
+def test_registry_liveness_looks_only_at_clients_whose_timeout_came():
+    """No scan of every client per check (issue 13): clients that keep talking
+    are looked at about once per timeout, and talking adds no heap entries."""
+    r, clock = _registry(heartbeat_timeout=10.0)
+    peers = [Peer(r, "c%d" % i, pid=i + 1) for i in range(50)]
+    for p in peers:
+        p.hello()
+        p.start()
+    looked = []
+    timeout = r.went_away_timeout
+    for _ in range(20):
+        clock.t += 1.0
+        for p in peers:
+            p.send(protocol.NOTE, text="alive")
+        r.went_away_timeout = lambda client: looked.append(client.name) or timeout(client)
+        assert r.check_liveness() == []
+        del r.went_away_timeout
+    assert len(looked) <= 3 * len(peers)       # a scan: 20 x 50
+    assert len(r._silence._heap) <= 2 * len(peers)
+    clock.t += 10.5                            # now every one of them is silent
+    assert sorted(r.check_liveness()) == sorted(p.name for p in peers)
 
 
 def test_registry_client_waiting_for_go_is_exempt_from_liveness():

@@ -253,6 +253,7 @@ class Handler(socketserver.StreamRequestHandler):
         if self.name is None:
             self.name = msg.name
             self.deadline = monotonic() + self.ctx.read_timeout
+            self.ctx.watch_connection(self)   # --read-timeout may be the shorter
         self._record_or_reack(msg, recv_ts, outcome)
         return True
 

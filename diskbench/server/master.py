@@ -29,6 +29,7 @@ from diskbench.fsutil import atomic_write
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
+from diskbench.server.deadlines import Deadlines
 from diskbench.server import control as control_mod
 from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
@@ -47,7 +48,7 @@ RUN_MARKER = "run.json"
 LIMIT_LOG_MAX = 20
 LIMIT_LOG_EVERY = 1000
 #: Connection deadlines (--hello-timeout, --read-timeout) are enforced with
-#: this granularity (a scan of every connection; not every tick).
+#: this granularity (only the connections whose deadline came: deadlines.py).
 DEADLINE_CHECK_S = 1.0
 #: A gap this long between two ticks means the server itself did not run
 #: (SIGSTOP, a frozen VM, starvation): every deadline is moved by the gap.
@@ -194,6 +195,7 @@ class Master(object):
         self.startup_notes = []       # logged once logging is up
         self.conn_lock = threading.Lock()
         self.connections = {}         # conn_id -> live Handler (deadlines)
+        self.conn_deadlines = Deadlines()   # conn_id -> when to look at its deadline
         self.limit_counts = {}
         self.last_tick = None         # monotonic() of the previous tick
         self.next_expiry = None       # monotonic() of the next connection-deadline scan
@@ -318,10 +320,12 @@ class Master(object):
     def connection_started(self, handler):
         with self.conn_lock:
             self.connections[handler.conn_id] = handler
+        self.watch_connection(handler)
 
     def connection_ended(self, handler):
         with self.conn_lock:
             self.connections.pop(handler.conn_id, None)
+            self.conn_deadlines.forget(handler.conn_id)
             self.collector.connection_closed()
 
     def limit_hit(self, kind, client_address, why):
@@ -434,8 +438,9 @@ class Master(object):
             self._paused(gap, self._handlers_now())
         if self.next_expiry is None or now >= self.next_expiry:
             self.next_expiry = now + DEADLINE_CHECK_S
-            for handler in self._handlers_now():
-                handler.expire_if_due(now)
+            for handler in self._handlers_due(now):
+                if not handler.expire_if_due(now) and handler.expired is None:
+                    self.watch_connection(handler)   # its deadline moved on
         self.registry.check_liveness()
         self.collector.maybe_collect(len(self.connections))
         handler_mod.send_go(self.registry.release_go(), self.run_id)
@@ -452,6 +457,20 @@ class Master(object):
         with self.conn_lock:
             return list(self.connections.values())
 
+    def _handlers_due(self, now):
+        """The connections whose deadline may have passed (no scan of all)."""
+        with self.conn_lock:
+            return [self.connections[key] for key in self.conn_deadlines.due_now(now)
+                    if key in self.connections]
+
+    def watch_connection(self, handler):
+        """Have the tick look at ``handler`` by its deadline (at its start, and
+        when a hello sets a deadline that may come sooner)."""
+        deadline = handler.deadline
+        with self.conn_lock:
+            if deadline is not None and handler.conn_id in self.connections:
+                self.conn_deadlines.watch(handler.conn_id, deadline)
+
     def _paused(self, gap, handlers):
         """The server did not run for ``gap`` s: nobody is blamed for it."""
         log.warning("the server did not run for %.1f s (stopped, frozen or starved): "
@@ -460,7 +479,7 @@ class Master(object):
                            "frozen or starved); clients' deadlines were moved by that "
                            "much" % (gap, utc(self.wall() - gap)))
         self.registry.server_paused(gap)
-        for handler in handlers:
+        for handler in handlers:   # (their heap entries now come early: re-armed)
             handler.extend_deadline(gap)
 
     # --- the operator: signals and the control socket --------------------------------

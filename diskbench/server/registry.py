@@ -35,6 +35,7 @@ import time
 from diskbench import metrics, plan, protocol
 from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
+from diskbench.server.deadlines import Deadlines
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
@@ -89,7 +90,8 @@ CLOCK_DRIFT_WARN_S = 0.05
 #: Messages seen before a skew is said live (early ones may have queued).
 SKEW_SAMPLES_MIN = 10
 #: Silence is looked for this often (a went-away verdict may come this much
-#: after the timeout; checking every tick would be O(clients) 5 times a second).
+#: after the timeout); each look only visits the clients whose timeout may
+#: have come (deadlines.py), never all of them.
 LIVENESS_CHECK_S = 1.0
 #: A client that failed (fatal error) but is still connected gets this long to
 #: deliver its stop summary before the run may complete without it.
@@ -292,6 +294,7 @@ class Registry(object):
         self.order = []               # names in hello order
         self.order_index = {}         # name -> position in order
         self._waiting = set()         # names of clients waiting for GO
+        self._silence = Deadlines()   # name -> when its went-away timeout may come
         self.rejected = {}            # kind -> count
         self._conn_ids = itertools.count(1)
         self.connections = 0
@@ -440,14 +443,14 @@ class Registry(object):
 
     def _accept_locked(self, client, msg, recv_ts):
         if msg.seq in client.seen:
-            client.last_seen = self.clock()
+            self._seen(client)
             client.duplicates += 1
             return DUPLICATE
         if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or \
                 not client.seen.can_add(msg.seq):
             client.seq_jumps += 1
             return SEQ_JUMP
-        client.last_seen = self.clock()
+        self._seen(client)
         client.seen.add(msg.seq)
         client.last_seq = client.seen.high
         client.last_ts = recv_ts
@@ -456,6 +459,11 @@ class Registry(object):
         apply = getattr(self, _APPLY[msg.type])   # total: tests/test_protocol.py
         apply(client, msg, recv_ts)
         return NEW
+
+    def _seen(self, client):
+        """``client`` spoke now: its silence is watched from here (O(1))."""
+        client.last_seen = now = self.clock()
+        self._silence.watch(client.name, now + self.went_away_timeout(client))
 
     @staticmethod
     def max_seq_jump(client, recv_ts):
@@ -495,6 +503,7 @@ class Registry(object):
                 return False
             client.recorded_seq = client.last_seq
             client.last_seen = None
+            self._silence.forget(client.name)
             client.recent.clear()     # replayed figures are not "now"
             self.restored += 1
             return True
@@ -737,24 +746,29 @@ class Registry(object):
         if self._next_liveness is not None and now < self._next_liveness:
             return gone
         self._next_liveness = now + LIVENESS_CHECK_S
-        with self.lock:
-            for client in self.clients.values():
-                if client.state not in LIVE or client.last_seen is None:
-                    continue
+        with self.lock:   # only the clients whose timeout may have come: no scan
+            for name in self._silence.due_now(now):
+                client = self.clients.get(name)
+                if client is None or client.state not in LIVE or client.last_seen is None:
+                    continue      # watched again when it next speaks
+                limit = self.went_away_timeout(client)
                 if client.awaiting_go and not self.go_released:
+                    self._silence.watch(name, now + limit)
                     continue
-                silent, limit = now - client.last_seen, self.went_away_timeout(client)
+                silent = now - client.last_seen
                 if silent > limit:
                     self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
                         silent, self._timeout_source(client, limit)))
                     gone.append(client.name)
+                else:
+                    self._silence.watch(name, client.last_seen + limit)
         return gone
 
     def server_paused(self, gap):
         """The server itself did not run for ``gap`` seconds (SIGSTOP, a frozen
         VM, starvation): nobody's silence in that time counts against them."""
         with self.lock:
-            self.paused_s += gap
+            self.paused_s += gap     # (a silence entry now comes early: looked at, re-armed)
             for client in self.clients.values():
                 if client.last_seen is not None:
                     client.last_seen += gap

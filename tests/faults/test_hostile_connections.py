@@ -5,6 +5,7 @@ from __future__ import print_function
 import random
 import socket
 import threading
+import time
 
 from diskbench import exitcodes
 from diskbench import protocol as P
@@ -180,9 +181,12 @@ def test_max_line_bytes_cannot_raise_the_protocol_limit(procs, tmpdir):
 def test_client_silent_after_hello_is_cut_at_the_read_timeout(procs, tmpdir):
     server = _idle_server(procs, tmpdir, "--read-timeout", "1", "--hello-timeout", "5")
     client = FakeClient(server.port, "mute")
+    said_hello = time.time()
     client.hello()
     client.wait_for(P.GO)
     wait_until(lambda: client.closed_by_server, timeout=10, what="the server to cut it")
+    # by the read timeout (1 s, looked at once a second), not the longer hello one
+    assert time.time() - said_hello < 5.0
     wait_until(lambda: "(read-timeout) from 127.0.0.1" in server.server_log(),
                what="the reason logged")
 
