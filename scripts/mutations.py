@@ -14,6 +14,7 @@ _PR = "tests/test_protocol.py::"
 _CR = "tests/test_client_runs.py::"
 _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
+_TU = "tests/test_server_tuning.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -509,4 +510,53 @@ MUTATIONS = [
          new='            rest = lines.pop() and b""\n',
          tests=["tests/test_server_framing.py::test_lines_together_and_split_are_each_"
                 "recorded_once_and_acked"]),
+    # --- server tuning (issue 13) ------------------------------------------------------
+    dict(id="cpu-auto-not-pinned", file="diskbench/server/interpreter.py",
+         old="        return [here if here in allowed else allowed[-1]]",
+         new="        return None",
+         tests=[_TU + "test_server_and_its_threads_run_on_the_cpus_cpu_says"]),
+    dict(id="cpu-not-allowed-accepted", file="diskbench/server/interpreter.py",
+         old="    if allowed and not set(cpus) <= set(allowed):",
+         new="    if False:",
+         tests=[_TU + "test_bad_cpu_is_one_line_naming_the_fix_and_exit_usage"]),
+    dict(id="bad-cpu-names-no-fix", file="diskbench/server/__main__.py",
+         old='        raise argparse.ArgumentTypeError("%s" % exc)',
+         new="        raise",
+         tests=[_TU + "test_bad_cpu_is_one_line_naming_the_fix_and_exit_usage"]),
+    dict(id="full-gc-left-to-cpython", file="diskbench/server/interpreter.py",
+         old="    gc.set_threshold(young, middle, GC_FULL_NEVER)",
+         new="    gc.set_threshold(young, middle, before[1][2])",
+         tests=[_TU + "test_tune_stops_automatic_full_collections_and_restore_undoes_all_"
+                "three"]),
+    dict(id="restore-keeps-cpu", file="diskbench/server/interpreter.py",
+         old="    if allowed:\n        compat.set_affinity(allowed)",
+         new="    if False:\n        compat.set_affinity(allowed)",
+         tests=[_TU + "test_tune_stops_automatic_full_collections_and_restore_undoes_all_"
+                "three"]),
+    dict(id="restore-keeps-gc-threshold", file="diskbench/server/interpreter.py",
+         old="    gc.set_threshold(*thresholds)",
+         new="    pass",
+         tests=[_TU + "test_tune_stops_automatic_full_collections_and_restore_undoes_all_"
+                "three"]),
+    dict(id="full-gc-never", file="diskbench/server/interpreter.py",
+         old="        if self.closed < max(self.min_closed, open_connections):",
+         new="        if True:",
+         tests=[_TU + "test_full_collector_runs_once_as_many_closed_as_open_and_starts_over"]),
+    dict(id="full-gc-ignores-open", file="diskbench/server/interpreter.py",
+         old="        if self.closed < max(self.min_closed, open_connections):",
+         new="        if self.closed < self.min_closed:",
+         tests=[_TU + "test_full_collector_runs_once_as_many_closed_as_open_and_starts_over"]),
+    dict(id="full-gc-not-from-main-loop", file="diskbench/server/master.py",
+         old="        self.collector.maybe_collect(len(self.connections))\n",
+         new="",
+         tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
+    dict(id="closed-connections-not-counted", file="diskbench/server/master.py",
+         old="            self.collector.connection_closed()\n",
+         new="",
+         tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
+    dict(id="go-fan-out-not-sent", file="diskbench/server/master.py",
+         old="        handler_mod.send_go(self.registry.release_go(), self.run_id)",
+         new="        self.registry.release_go()",
+         tests=["tests/test_server_integration.py::test_server_clients_n_holds_go_until_"
+                "n_hellos"]),
 ]

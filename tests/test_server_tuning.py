@@ -1,0 +1,275 @@
+"""The server's interpreter tuning for thousands of clients (issue 13).
+
+- the server process and every thread it starts run on one CPU by default
+  (--cpu auto), on the one named by --cpu N, on every allowed one with
+  --cpu all; a bad --cpu is one line and exit USAGE;
+- interpreter.tune stops CPython's automatic full collections and sets the
+  GIL switch interval; interpreter.restore undoes both and the CPU pinning;
+- FullCollector runs a full collection after as many closed connections as
+  are open (at least its minimum), from the main loop of a real Master.
+
+GO fan-out from the main loop (Master._tick's release_go) is proved by
+tests/test_server_integration.py::test_server_clients_n_holds_go_until_n_hellos
+and ::test_server_report_counts_match_what_three_concurrent_clients_sent.
+"""
+import gc
+import logging
+import os
+import socket
+import sys
+import threading
+
+import pytest
+
+from diskbench import compat, exitcodes
+from diskbench.server import __main__ as server_main
+from diskbench.server import interpreter
+from diskbench.server.master import TICK_S, Master
+from tests.helpers import connect, wait_until
+from tests.test_server_fakes import FakeClient, ServerProc, play_full_run
+
+FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5"]
+#: A FullCollector's minimum in the in-process run: a few closed connections.
+SMALL_MIN_CLOSED = 3
+
+
+def _allowed_or_skip():
+    allowed = compat.get_affinity()
+    if not allowed or len(allowed) < 2:
+        pytest.skip("needs 2 CPUs to tell one from all; this process may use %s"
+                    % (allowed or "an unknown set"))
+    return allowed
+
+
+def _cpu_list(text):
+    """Cpus_allowed_list of /proc/*/status ("0-2,5") as a sorted list."""
+    out = []
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _thread_cpus(pid):
+    """{tid: [CPUs it may run on]} for every thread of ``pid``."""
+    out = {}
+    task_dir = "/proc/%d/task" % pid
+    for tid in os.listdir(task_dir):
+        try:
+            with open(os.path.join(task_dir, tid, "status")) as f:
+                for line in f:
+                    if line.startswith("Cpus_allowed_list:"):
+                        out[int(tid)] = _cpu_list(line.split(":", 1)[1])
+        except (IOError, OSError):
+            pass                      # a thread that just ended
+    return out
+
+
+def _server_with_a_handler_thread(procs, tmpdir, flags):
+    """A real server with one client connected and acked (its handler thread
+    exists): (server, client)."""
+    server = ServerProc(procs, str(tmpdir.join("logs")), ["--clients", "2"] + FAST + flags)
+    client = FakeClient(server.port, "pinned")
+    client.hello()
+    client.wait_acked(1)
+    return server, client
+
+
+@pytest.mark.parametrize("flag", [None, interpreter.CPU_ALL, "last"])
+def test_server_and_its_threads_run_on_the_cpus_cpu_says(procs, tmpdir, flag):
+    allowed = _allowed_or_skip()
+    flags = []
+    if flag == "last":
+        flags = ["--cpu", "%d" % allowed[-1]]
+    elif flag is not None:
+        flags = ["--cpu", flag]
+    server, client = _server_with_a_handler_thread(procs, tmpdir, flags)
+    threads = _thread_cpus(server.proc.pid)
+    # main, tcp-server, recorder, control and this client's handler at least
+    assert len(threads) >= 5, threads
+    main = threads[server.proc.pid]
+    log = server.server_log()
+    if flag == interpreter.CPU_ALL:
+        assert main == allowed
+        assert "(--cpu)" not in log
+    else:
+        assert len(main) == 1 and main[0] in allowed, main
+        if flag == "last":
+            assert main == [allowed[-1]]
+        assert "running on CPU %d (--cpu)" % main[0] in log
+    assert all(cpus == main for cpus in threads.values()), threads
+    client.close()
+
+
+@pytest.mark.parametrize("value, says", [
+    ("x", "use auto, all or CPU numbers like 1 or 0,2, not 'x'"),
+    ("-1", "use auto, all or CPU numbers like 1 or 0,2, not '-1'"),
+    ("0,,1", "use auto, all or CPU numbers like 1 or 0,2"),
+    ("4096", "CPU 4096: this process may only run on CPU "),
+])
+def test_bad_cpu_is_one_line_naming_the_fix_and_exit_usage(procs, tmpdir, value, says):
+    code, out, err = procs.run(["-m", "diskbench.server", "--cpu", value, "--port", "0",
+                                "--log-dir", str(tmpdir.join("logs"))], timeout=10)
+    assert code == exitcodes.USAGE, (code, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "--cpu" in lines[0] and says in lines[0], lines[0]
+    assert not os.path.exists(str(tmpdir.join("logs")))
+
+
+def _full_collections_while_allocating(count):
+    """How many full (oldest-generation) collections CPython started by
+    itself while ``count`` new container objects stayed alive (Python 3)."""
+    full = []
+
+    def note(phase, info):
+        if phase == "start" and info.get("generation") == 2:
+            full.append(1)
+    gc.callbacks.append(note)
+    try:
+        kept = [[] for _ in range(count)]
+    finally:
+        gc.callbacks.remove(note)
+    del kept
+    return len(full)
+
+
+def test_tune_stops_automatic_full_collections_and_restore_undoes_all_three():
+    allowed = compat.get_affinity()
+    thresholds = gc.get_threshold()
+    get_switch = getattr(sys, "getswitchinterval", None)
+    switch = get_switch() if get_switch else None
+    # enough objects kept alive that CPython starts full collections by
+    # itself with its own thresholds (1.5 times as many as the process has)
+    count = max(len(gc.get_objects()), thresholds[0] * thresholds[1] * (thresholds[2] + 1))
+    count = count * 3 // 2
+    try:
+        if hasattr(gc, "callbacks"):
+            assert _full_collections_while_allocating(count) >= 1  # the control
+        before, cpus = interpreter.tune(interpreter.CPU_AUTO)
+        try:
+            assert gc.get_threshold() == thresholds[:2] + (interpreter.GC_FULL_NEVER,)
+            if hasattr(gc, "callbacks"):
+                assert _full_collections_while_allocating(count) == 0
+            if switch is not None:
+                assert sys.getswitchinterval() == pytest.approx(interpreter.SWITCH_INTERVAL_S)
+            if allowed and len(allowed) >= 2:
+                assert len(cpus) == 1 and cpus[0] in allowed
+                assert compat.get_affinity() == cpus
+            else:
+                assert cpus is None
+        finally:
+            interpreter.restore(before)
+        assert gc.get_threshold() == thresholds
+        if switch is not None:
+            assert sys.getswitchinterval() == pytest.approx(switch)
+        assert compat.get_affinity() == allowed
+    finally:                          # never leave the test process tuned
+        gc.set_threshold(*thresholds)
+        if switch is not None:
+            sys.setswitchinterval(switch)
+        if allowed:
+            compat.set_affinity(allowed)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        logging.Handler.__init__(self)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_full_collector_runs_once_as_many_closed_as_open_and_starts_over():
+    calls = []
+
+    def collect():
+        calls.append(1)
+        return 7
+    lines = _Lines()
+    logger = logging.getLogger("diskbench.server")
+    logger.addHandler(lines)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        c = interpreter.FullCollector(min_closed=3, collect=collect)
+        for _ in range(2):
+            c.connection_closed()
+        assert c.maybe_collect(0) is None and calls == []    # fewer than min_closed
+        c.connection_closed()
+        assert c.maybe_collect(0) == 7 and len(calls) == 1
+        assert c.closed == 0 and c.runs == 1
+        assert c.maybe_collect(0) is None and len(calls) == 1  # the count started over
+        for _ in range(4):             # more open than min_closed: as many as are open
+            c.connection_closed()
+        assert c.maybe_collect(5) is None and len(calls) == 1
+        c.connection_closed()
+        assert c.maybe_collect(5) == 7 and len(calls) == 2
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(old_level)
+    said = [t for t in lines.lines if t.startswith("full garbage collection (")]
+    assert len(said) == 2, lines.lines
+    for text, closed in zip(said, (3, 5)):
+        assert text.startswith("full garbage collection (%d connections closed): 7 "
+                               "objects freed in " % closed), text
+
+
+def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
+    """A real Master in this process (its collector's minimum lowered, the
+    only way to reach it without thousands of connections): connections that
+    close are counted, and the main loop collects."""
+    log_dir = str(tmpdir.join("logs"))
+    args = server_main.derive_limits(server_main.build_parser().parse_args(
+        ["--port", "0", "--host", "127.0.0.1", "--log-dir", log_dir, "--clients", "1",
+         "--quiet", "--cpu", "all"] + FAST))
+    args.secret = None
+    stack = threading.stack_size()
+    master = Master(args, out=open(os.devnull, "w"))
+    calls = []
+
+    def collect():
+        calls.append(len(master.connections))
+        return gc.collect()
+    master.collector = interpreter.FullCollector(min_closed=SMALL_MIN_CLOSED,
+                                                 collect=collect)
+    done = []
+
+    def clients():
+        try:
+            socks = [connect(port) for _ in range(SMALL_MIN_CLOSED)]
+            wait_until(lambda: len(master.connections) == SMALL_MIN_CLOSED,
+                       what="a handler for each connection")
+            for sock in socks:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            wait_until(lambda: calls, timeout=10 * TICK_S + 5, what="a full collection")
+            c = FakeClient(port, "last")
+            play_full_run(c, [[0.001]], rollovers=0)
+            c.close()
+            done.append(c.seq)
+        finally:
+            if not done:              # end the run: the assertions below say why
+                master.operator_end()
+                master.operator_end()
+
+    try:
+        master.open_logs()
+        port = master.bind()[1]
+        t = threading.Thread(target=clients)
+        t.daemon = True
+        t.start()
+        code = master.run()          # the main thread: it installs signal handlers
+        t.join(10)
+    finally:
+        master._untune()
+        threading.stack_size(stack)
+    assert calls, "no full collection after %d closed connections" % SMALL_MIN_CLOSED
+    assert done, "the client did not finish its run"
+    assert code == exitcodes.OK
+    assert calls[0] == 0, calls       # the three closed, none open: due at once
+    with open(os.path.join(log_dir, "server.log")) as f:
+        assert "full garbage collection (%d connections closed)" % SMALL_MIN_CLOSED \
+            in f.read()
