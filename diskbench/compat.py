@@ -174,6 +174,8 @@ def set_affinity(cpus):
         raise OSError(errno.ENOSYS, "setting the CPU affinity is not supported here")
     mask = (ctypes.c_ubyte * _CPU_SET_BYTES)()
     for cpu in cpus:
+        if not 0 <= cpu < _CPU_SET_BYTES * 8:
+            raise OSError(errno.EINVAL, "no CPU %d on this machine" % cpu)
         mask[cpu // 8] |= 1 << (cpu % 8)
     if _libc.sched_setaffinity(0, _CPU_SET_BYTES, ctypes.byref(mask)) != 0:
         err = ctypes.get_errno()
