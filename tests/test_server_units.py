@@ -866,3 +866,16 @@ def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():
     q = Peer(r, "forced")
     assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == reg.NEW
     assert any("runs it anyway (--force)" in n for n in r.notes)
+
+
+def test_intervals_are_packed_24_bytes_each_and_read_back_exactly():
+    iv = reg.Intervals()
+    for i in range(1000):
+        iv.append(T0 + i, T0 + i + 1.000001, (10 << 20) + i)
+    iv += [(T0, T0 + 1, 2 ** 53)]
+    assert len(iv) == 1001
+    back = list(iv)
+    assert back[0] == (T0, T0 + 1.000001, 10 << 20) and back[999][2] == (10 << 20) + 999
+    assert back[-1] == (T0, T0 + 1, 2 ** 53) and isinstance(back[-1][2], int)
+    import sys
+    assert sys.getsizeof(iv._flat) < 1001 * 3 * 8 * 1.2    # no per-interval objects

@@ -25,6 +25,7 @@ Liveness and completion read an injected ``clock`` (monotonic seconds), so
 tests drive them without sleeping. Wall-clock times (``recv_ts``) are passed
 in by the caller with each message.
 """
+import array
 import collections
 import copy
 import itertools
@@ -154,6 +155,37 @@ class _LockAndSay(object):
         self._said.append((func, args))
 
 
+class Intervals(object):
+    """A client's perf intervals, (t_start, t_end, bytes) each, packed into
+    one array of doubles: 24 bytes an interval where a list of tuples took
+    about 160 (5,000 clients for an hour: 0.4 GiB, not 2.9) and one object
+    for the garbage collector, not three per message. Bytes are exact up to
+    2**53 in one interval (8 PiB)."""
+
+    __slots__ = ("_flat",)
+
+    def __init__(self, items=()):
+        self._flat = array.array("d")
+        for item in items:
+            self.append(*item)
+
+    def append(self, t_start, t_end, nbytes):
+        self._flat.extend((t_start, t_end, nbytes))
+
+    def __iadd__(self, items):
+        for item in items:
+            self.append(*item)
+        return self
+
+    def __len__(self):
+        return len(self._flat) // 3
+
+    def __iter__(self):
+        flat = self._flat
+        for i in range(0, len(flat), 3):
+            yield flat[i], flat[i + 1], int(flat[i + 2])
+
+
 class Client(object):
     """Everything known about one client (by name). Mutated under Registry.lock."""
 
@@ -178,7 +210,7 @@ class Client(object):
         self.stop = None              # the stop summary Message
         self.last_heartbeat = None    # (recv_ts, heartbeat Message)
         self.close_times = []         # timed fsync+close of each rollover (s)
-        self.intervals = []           # (t_start, t_end, bytes) per perf message
+        self.intervals = Intervals()  # (t_start, t_end, bytes) per perf message
         # (clock(), seconds, bytes) of the last perf messages (console MiB/s now)
         self.recent = collections.deque(maxlen=RECENT_PERF_MAX)
         self.perf_bytes = 0
@@ -595,7 +627,7 @@ class Registry(object):
                  client.name, msg.writer_pid, msg.sync_mode, msg.preallocate)
 
     def _apply_perf(self, client, msg, recv_ts):
-        client.intervals.append((msg.t_start, msg.t_end, msg.bytes))
+        client.intervals.append(msg.t_start, msg.t_end, msg.bytes)
         client.recent.append((client.last_seen, msg.t_end - msg.t_start, msg.bytes))
         client.perf_bytes += msg.bytes
         client.perf_chunks += msg.chunks
