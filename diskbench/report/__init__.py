@@ -31,7 +31,7 @@ def write_all(log_dir, rep, out_dir=None, records=None, warn=None):
     out_dir = out_dir or log_dir
     if records is None:
         try:
-            records = series_mod.read_records(log_dir, warn)
+            records = series_mod.iter_records(log_dir, warn)
         except (IOError, OSError) as exc:  # the charts are lost, not the report
             records = []
             if warn:
