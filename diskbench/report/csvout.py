@@ -58,14 +58,31 @@ def _cell(value):
 
 
 def _write(path, header, rows):
-    """UTF-8 CSV (2.7's csv module writes bytes, 3's text), written atomically."""
+    """UTF-8 CSV (2.7's csv module writes bytes, 3's text), written atomically
+    as the rows come (timeseries.csv has a row per perf interval of every client)."""
+    atomic_write(path, _chunks(header, rows))
+
+
+#: Rows encoded per chunk written.
+ROWS_PER_CHUNK = 1000
+
+
+def _chunks(header, rows):
     buf = io.BytesIO() if PY2 else io.StringIO(newline="")
     out = csv.writer(buf)
     out.writerow(header)
-    for row in rows:
+    for number, row in enumerate(rows, 1):
         out.writerow([_cell(v) for v in row])
+        if number % ROWS_PER_CHUNK == 0:
+            yield _take(buf)
+    yield _take(buf)
+
+
+def _take(buf):
     data = buf.getvalue()
-    atomic_write(path, data if PY2 else data.encode("utf-8", "replace"))
+    buf.seek(0)
+    buf.truncate()
+    return data if PY2 else data.encode("utf-8", "replace")
 
 
 def write_clients(path, rep):
@@ -74,4 +91,4 @@ def write_clients(path, rep):
 
 
 def write_timeseries(path, rows):
-    _write(path, TIMESERIES_COLUMNS, [[r[c] for c in TIMESERIES_COLUMNS] for r in rows])
+    _write(path, TIMESERIES_COLUMNS, ([r[c] for c in TIMESERIES_COLUMNS] for r in rows))

@@ -137,22 +137,21 @@ def stats_at(s, client_ts):
 
 
 def timeseries_rows(series, run_start_ts):
-    """timeseries.csv rows (dicts), one per perf interval of every client, by client."""
-    rows = []
+    """timeseries.csv rows (dicts), one per perf interval of every client, by
+    client, made as they are consumed."""
     for name in sorted(series):
         s = series[name]
         for p in s.perf:
             length = p["t_end"] - p["t_start"]
             end = s.server_t(p["t_end"])
             cpu, rss = stats_at(s, p["t_end"])
-            rows.append(dict(
+            yield dict(
                 client=name, t_server_ts=round(end, 3),
                 t_run_s=round(end - run_start_ts, 3), length_s=round(length, 3),
                 mib_s=metrics.mib_per_s(p["bytes"], length), bytes=p["bytes"],
                 chunk_count=p["chunks"], latency_p50_ms=_ms(p["p50_s"]),
                 latency_p99_ms=_ms(p["p99_s"]), writer_cpu_percent=cpu,
-                writer_rss_mib=None if rss is None else metrics.mib(rss)))
-    return rows
+                writer_rss_mib=None if rss is None else metrics.mib(rss))
 
 
 def all_writing_window(series):
