@@ -172,6 +172,11 @@ class Intervals(object):
     def append(self, t_start, t_end, nbytes):
         self._flat.extend((t_start, t_end, nbytes))
 
+    def copy(self):
+        other = Intervals()
+        other._flat = array.array("d", self._flat)
+        return other
+
     def __iadd__(self, items):
         for item in items:
             self.append(*item)
@@ -271,7 +276,7 @@ class Client(object):
         view = copy.copy(self)
         view.sender = None
         view.close_times = list(self.close_times)
-        view.intervals = list(self.intervals)
+        view.intervals = self.intervals.copy()
         view.recent = None
         view.cpu_samples = list(self.cpu_samples)
         view.rss_samples = list(self.rss_samples)
