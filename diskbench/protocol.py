@@ -449,8 +449,8 @@ SPECS[CTL_REPLY] = {
 #: a run waits for its acknowledgement (a server that has the stop summary may
 #: complete and exit before it acks a bye); ``paced`` is whether the sender may
 #: hold it for the client's own send offset (client/sender.py: a fleet started
-#: together must not report together; what it says is timed by its fields, not
-#: by when it is sent). A new type needs an entry here (tests/test_protocol.py
+#: together must not report, roll over or end together; what it says is timed
+#: by its fields, not by when it is sent). A new type needs an entry here (tests/test_protocol.py
 #: checks), so its policy is a decision, not a default.
 Policy = collections.namedtuple("Policy", ("drop", "ack", "paced"))
 NEVER_DROPPED = None
@@ -462,10 +462,10 @@ POLICY = {
     STATS: Policy(drop=2, ack=True, paced=True),
     NOTE: Policy(drop=2, ack=True, paced=False),
     PONG: Policy(drop=2, ack=False, paced=False),  # its timing is the measurement
-    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
-    STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
-    ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
-    BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=False),
+    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=True),   # a fleet rolls over together
+    STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=True),   # ... and ends together
+    ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=False),  # at once: it may be fatal
+    BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=True),
 }
 
 

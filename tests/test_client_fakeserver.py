@@ -454,7 +454,8 @@ def test_sender_unpaced_message_takes_what_was_held_with_it_in_order(monkeypatch
 
 
 def test_paced_types_are_the_periodic_reports_and_first_waits_spread():
-    assert set(P.paced_types()) == set([P.START, P.PERF, P.HEARTBEAT, P.STATS])
+    assert set(P.paced_types()) == set([P.START, P.PERF, P.HEARTBEAT, P.STATS, P.ROLLOVER,
+                                        P.STOP, P.BYE])
     from diskbench.client.child import first_wait
     import random
     rng = random.Random(7)

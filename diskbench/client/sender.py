@@ -22,14 +22,15 @@
   it fresh), then resends everything unacknowledged in seq order.
 - A reader thread per connection decodes server messages: ack, go, stop, ping
   (answered with pong), rejected (fatal: no more reconnects).
-- Once paced (``pace``), the periodic reports (protocol.POLICY's ``paced``:
-  start, perf, heartbeat, stats) go out this client's own fixed offset after
-  they were made, random in [0, min(perf interval, SEND_OFFSET_MAX_S)): a
-  fleet that starts together (the synchronized start) would otherwise send
-  thousands of reports to the server within the same millisecond, every
-  interval. Their figures are timed by their own fields, not by when they
-  are sent. Any other message goes at once, and everything queued before it
-  with it (the order of seqs is kept).
+- Once paced (``pace``), the reports (protocol.POLICY's ``paced``: start,
+  perf, heartbeat, stats, rollover, stop, bye) go out this client's own fixed
+  offset after they were made, random in [0, min(perf interval,
+  SEND_OFFSET_MAX_S)): a fleet that starts together (the synchronized start)
+  would otherwise send thousands of reports to the server within the same
+  millisecond, every interval, and end within the same millisecond. Their
+  figures are timed by their own fields, not by when they are sent. Any
+  other message (an error, a note, a pong) goes at once, and everything
+  queued before it with it (the order of seqs is kept).
 
 Nothing here ever blocks the caller of ``send()``: it appends and returns.
 """
