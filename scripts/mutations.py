@@ -199,8 +199,8 @@ MUTATIONS = [
          tests=["tests/faults/test_client_outage.py::"
                 "test_server_gone_for_good_client_finishes_saves_and_exits_13"]),
     dict(id="overflow-drops-rollover-first", file="diskbench/protocol.py",
-         old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True),",
-         new="    ROLLOVER: Policy(drop=0, ack=True),",
+         old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=True),",
+         new="    ROLLOVER: Policy(drop=0, ack=True, paced=True),",
          tests=["tests/test_client_fakeserver.py::"
                 "test_sender_overflow_drops_oldest_perf_never_rollover"]),
     dict(id="rejected-retried", file="diskbench/client/sender.py",
