@@ -142,7 +142,7 @@ class Sender(object):
         return msg
 
     def pace(self, perf_interval_s, rng=random):
-        """Hold the periodic reports from now on for this client's send offset
+        """Hold the paced reports from now on for this client's send offset
         (module docstring); returns the offset in seconds."""
         with self.cond:
             self.send_offset_s = rng.uniform(0.0, min(perf_interval_s, SEND_OFFSET_MAX_S))

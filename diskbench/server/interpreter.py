@@ -16,17 +16,19 @@ Why the full collection is not left to CPython: each connection's thread,
 handler, socket, locks and registry entry are ~55 objects the collector
 tracks; at 5,000 connections a full (oldest-generation) collection walks
 ~300,000 of them and every thread stops for 200-450 ms while it does
-(measured with gc.callbacks on 3.11; on 2.7 likewise). CPython starts one
+(measured with gc.callbacks on 3.11). CPython starts one
 whenever the long-lived objects grew by a quarter, every few seconds while
 clients join, then every several seconds as queued records come and go, and
 each one was an ack p99 spike (5,000 clients: p99 0.8 s with it, 30 ms
 without). These collections found no garbage at all while messages flowed:
 the per-message path makes no reference cycles, so reference counting frees
-it. What does make cycles is a connection that ends (its handler, thread
-and socket objects), so full collections are paid for by connection churn
-instead: one after as many closed connections as there are open ones (at
-least FULL_GC_MIN_CLOSED), from the main loop. CPython's own rule is back
-once the run is over (``restore``).
+it, and the young collections (left as they are) take the short-lived
+cycles (2.7's pure-Python JSON encoder makes some). What could leave
+long-lived cycles is rarer: connections that end, errors kept with their
+traceback. So full collections are paid for by connection churn instead:
+one after as many closed connections as there are open ones (at least
+FULL_GC_MIN_CLOSED), from the main loop. CPython's own rule is back once the
+run is over (``restore``).
 """
 import gc
 import logging
