@@ -336,7 +336,7 @@ class Handler(socketserver.StreamRequestHandler):
         send_go(go_list, self.ctx.run_id)
         self._ping_when_due(stall)
 
-    def _ping_when_due(self, stall=SEND_STALL_S):
+    def _ping_when_due(self, stall):
         """A ping whose nonce is its send time in microseconds: the pong
         carries it back, so nothing per ping is kept here."""
         now = monotonic()

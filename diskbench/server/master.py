@@ -320,7 +320,7 @@ class Master(object):
     def connection_started(self, handler):
         with self.conn_lock:
             self.connections[handler.conn_id] = handler
-        self.watch_connection(handler)
+            self.conn_deadlines.watch(handler.conn_id, handler.deadline)
 
     def connection_ended(self, handler):
         with self.conn_lock:

@@ -46,9 +46,10 @@ import traceback
 from diskbench import protocol
 from diskbench.cli import UtcFormatter
 from diskbench.compat import as_bytes, monotonic
+from diskbench.report import series
 
 SERVER_LOG = "server.log"
-PERF_LOG = "perf.jsonl"
+PERF_LOG = series.PERF_LOG
 #: Most queue items written between two flushes.
 BATCH_MAX = 1000
 
@@ -432,24 +433,17 @@ def read_back(log_dir, warn):
     path = os.path.join(log_dir, PERF_LOG)
     if not os.path.exists(path):
         return []
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:   # only the tail can be torn
+        f.seek(max(0, os.fstat(f.fileno()).st_size - protocol.MAX_LINE_BYTES * 4))
         data = f.read()
+        start = f.tell() - len(data)
     end = data.rfind(b"\n") + 1
     if end < len(data):
         warn("%s: skipped a torn last line of %d bytes (the server stopped while "
              "writing it; it was never acknowledged)" % (path, len(data) - end))
         with open(path, "r+b") as f:
-            f.truncate(end)
-    out = []
-    for number, line in enumerate(data[:end].split(b"\n")[:-1], 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(protocol.from_record(json.loads(line.decode("utf-8"))))
-        except (ValueError, TypeError, AttributeError, protocol.ProtocolError) as exc:
-            warn("%s line %d skipped: not a record (%s)" % (
-                path, number, protocol.clean_text(str(exc), 120)))
-    return out
+            f.truncate(start + end)
+    return series.read_records(log_dir, warn)   # the one parser of perf.jsonl
 
 
 class SafeFormatter(UtcFormatter):

@@ -164,10 +164,8 @@ class Intervals(object):
 
     __slots__ = ("_flat",)
 
-    def __init__(self, items=()):
+    def __init__(self):
         self._flat = array.array("d")
-        for item in items:
-            self.append(*item)
 
     def append(self, t_start, t_end, nbytes):
         self._flat.extend((t_start, t_end, nbytes))
