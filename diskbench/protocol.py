@@ -450,8 +450,8 @@ SPECS[CTL_REPLY] = {
 #: complete and exit before it acks a bye); ``paced`` is whether the sender may
 #: hold it for the client's own send offset (client/sender.py: a fleet started
 #: together must not report, roll over or end together; what it says is timed
-#: by its fields, not by when it is sent). A new type needs an entry here (tests/test_protocol.py
-#: checks), so its policy is a decision, not a default.
+#: by its fields, not by when it is sent). A new type needs an entry here
+#: (tests/test_protocol.py checks), so its policy is a decision, not a default.
 Policy = collections.namedtuple("Policy", ("drop", "ack", "paced"))
 NEVER_DROPPED = None
 POLICY = {

@@ -43,7 +43,8 @@ class ClientSeries(object):
     def __init__(self, name):
         self.name = name
         self.offset_s = None          # client clock - server clock (set by attach)
-        self.perf = []                # PerfPoint: t_start, t_end, bytes, chunks, p50_s, p99_s, recv_ts
+        self.perf = []                # PerfPoint each (t_start, t_end, bytes, chunks, p50_s,
+                                      # p99_s, recv_ts)
         self.stats = []               # (client ts, cpu %, rss bytes)
         self.rollovers = []           # (client ts, file index)
         self.stop_ts = None           # client ts of its stop summary
