@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 import pytest
 
@@ -135,6 +136,7 @@ def test_sighup_to_the_process_group_stops_cleanly_exit_16(procs, tmpdir, fake, 
                          env={"DISKBENCH_START_METHOD": method})
     wait_until(lambda: fake.of_type(P.START), 20, what="start")
     wait_until(lambda: os.listdir(data), 10, what="a data file")
+    hangup = time.time()
     os.killpg(client.pid, signal.SIGHUP)
     out, err = communicate(client, 30)
     assert client.returncode == exitcodes.CLIENT_INTERRUPTED, err
@@ -143,6 +145,9 @@ def test_sighup_to_the_process_group_stops_cleanly_exit_16(procs, tmpdir, fake, 
     assert "(start method %s)" % method in err  # the log says which one it used
     stop = fake.of_type(P.STOP)[0]
     assert stop.reason == P.STOP_SIGNAL and stop.bytes_written > 0
+    # the writer outlived the hangup: it finished its chunk and sent its last
+    # interval when told to stop (a writer the hangup killed sent nothing after)
+    assert max(m.t_end for m in fake.of_type(P.PERF)) > hangup
     assert fake.of_type(P.BYE)
     assert os.listdir(data) == []
     # (under spawn, multiprocessing's resource tracker leaves just after main)
