@@ -184,6 +184,25 @@ def set_affinity(cpus):
 
 
 # --- posix_fallocate (os.posix_fallocate is 3.3+) ----------------------------
+def glibc_version():
+    """(major, minor) of the C library when it is glibc, else None (musl, macOS)."""
+    func = getattr(_libc, "gnu_get_libc_version", None)
+    if func is None:
+        return None
+    func.restype = ctypes.c_char_p
+    try:
+        return tuple(int(part) for part in func().decode("ascii").split(".")[:2])
+    except (ValueError, UnicodeDecodeError):  # pragma: no cover - an odd build
+        return None
+
+
+def interpreter_flags():
+    """This interpreter's command-line flags (-O, -W, -X ...), to start another
+    like it (a private helper of subprocess, there since 2.7.3; [] without it)."""
+    import subprocess
+    return list(getattr(subprocess, "_args_from_interpreter_flags", list)())
+
+
 def posix_fallocate(fd, offset, length):
     """Reserve blocks for [offset, offset+length) of fd; OSError when refused."""
     native = getattr(os, "posix_fallocate", None)

@@ -7,7 +7,7 @@ hello at once. No validation, no registry, no report: ``make bench-server``
 runs the real server and this side by side, so diskbench's per-message cost
 is read against what the design itself needs. The process is tuned as the
 server's is (server/interpreter.py: one CPU, switch interval, no automatic
-full collection) unless --untuned.
+full collection, glibc's per-thread cache off) unless --untuned.
 
     python scripts/baseline_server.py --port 7999 --log FILE
 """
@@ -94,6 +94,7 @@ def main():
                    "then fell minutes behind")
     args = p.parse_args()
     if not args.untuned:   # the server's process tuning: like for like
+        interpreter.reexec_untcached([os.path.abspath(__file__)] + sys.argv[1:])
         interpreter.tune(interpreter.parse_cpus(args.cpu, get_affinity()))
     if args.switch_interval and hasattr(sys, "setswitchinterval"):
         sys.setswitchinterval(args.switch_interval)

@@ -559,4 +559,17 @@ MUTATIONS = [
          new="        self.registry.release_go()",
          tests=["tests/test_server_integration.py::test_server_clients_n_holds_go_until_"
                 "n_hellos"]),
+    dict(id="tcache-left-on", file="diskbench/server/interpreter.py",
+         old="    if env is None or not sys.executable:",
+         new="    if True:",
+         tests=[_TU + "test_server_runs_with_glibcs_per_thread_cache_off_unless_told"]),
+    dict(id="tcache-overrides-users-choice", file="diskbench/server/interpreter.py",
+         old="    if \"tcache_count\" in current:",
+         new="    if False:",
+         tests=[_TU + "test_server_runs_with_glibcs_per_thread_cache_off_unless_told"]),
+    dict(id="full-queue-waiters-poll", file="diskbench/server/recorder.py",
+         old="                self.cond.wait()\n            self.records += sum(",
+         new="                self.cond.wait(0.5)\n            self.records += sum(",
+         tests=["tests/test_server_units.py::test_recorder_producers_waiting_for_room_sleep_"
+                "and_all_get_in"]),
 ]

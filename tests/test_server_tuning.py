@@ -6,7 +6,9 @@
 - interpreter.tune stops CPython's automatic full collections and sets the
   GIL switch interval; interpreter.restore undoes both and the CPU pinning;
 - FullCollector runs a full collection after as many closed connections as
-  are open (at least its minimum), from the main loop of a real Master.
+  are open (at least its minimum), from the main loop of a real Master;
+- the server runs with glibc's per-thread malloc cache off (it re-executes
+  itself, same pid), unless GLIBC_TUNABLES already sets it.
 
 GO fan-out from the main loop (Master._tick's release_go) is proved by
 tests/test_server_integration.py::test_server_clients_n_holds_go_until_n_hellos
@@ -273,3 +275,46 @@ def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
     with open(os.path.join(log_dir, "server.log")) as f:
         assert "full garbage collection (%d connections closed)" % SMALL_MIN_CLOSED \
             in f.read()
+
+
+def _environ(pid):
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        return dict(item.decode("utf-8", "replace").partition("=")[::2]
+                    for item in f.read().split(b"\0") if item)
+
+
+def _glibc_with_tcache_or_skip():
+    glibc = compat.glibc_version()
+    if glibc is None or glibc < interpreter.TCACHE_SINCE_GLIBC:
+        pytest.skip("glibc %s has no per-thread cache to turn off" % (glibc,))
+
+
+@pytest.mark.parametrize("theirs", [None, "glibc.malloc.tcache_count=3"])
+def test_server_runs_with_glibcs_per_thread_cache_off_unless_told(procs, tmpdir, theirs):
+    _glibc_with_tcache_or_skip()
+    env = {} if theirs is None else {interpreter.TUNABLES_ENV: theirs}
+    server = ServerProc(procs, str(tmpdir.join("logs")), FAST, env=env)
+    # the process Popen started is the server (re-executed, same pid), or
+    # the user's setting stands and it did not re-execute
+    environ = _environ(server.proc.pid)
+    tunables = environ.get(interpreter.TUNABLES_ENV)
+    assert tunables == (theirs or interpreter.TCACHE_OFF)
+    assert (interpreter.REEXEC_ENV in environ) == (theirs is None), environ
+    with open("/proc/%d/cmdline" % server.proc.pid, "rb") as f:
+        assert b"diskbench.server" in f.read()
+    wait_until(lambda: "malloc: %s=%s" % (interpreter.TUNABLES_ENV, tunables)
+               in server.server_log(), what="the malloc line in server.log")
+
+
+def test_untcached_env_adds_to_tunables_and_leaves_the_users_choice():
+    off = interpreter.TCACHE_OFF
+    once = {interpreter.REEXEC_ENV: "1"}
+    assert interpreter.untcached_env({"A": "1"}, (2, 36)) == dict(
+        once, A="1", **{interpreter.TUNABLES_ENV: off})
+    assert interpreter.untcached_env({interpreter.TUNABLES_ENV: "glibc.x=1"}, (2, 36)) == \
+        dict(once, **{interpreter.TUNABLES_ENV: "glibc.x=1:" + off})
+    # already said (by the user), or this process is the re-executed one
+    assert interpreter.untcached_env({interpreter.TUNABLES_ENV: off}, (2, 36)) is None
+    assert interpreter.untcached_env(once, (2, 36)) is None
+    assert interpreter.untcached_env({}, None) is None        # not glibc
+    assert interpreter.untcached_env({}, (2, 19)) is None     # no tcache (14.04's glibc)

@@ -2,6 +2,9 @@
 completion rule, GO release, dedup; report arithmetic; recorder ack ordering."""
 import json
 import os
+import resource
+import threading
+import time
 
 import pytest
 
@@ -10,6 +13,7 @@ from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import report
+from tests.helpers import wait_until
 from tests.test_server_fakes import T0, hello_fields, latency_sets
 
 
@@ -616,6 +620,36 @@ class _Sink(object):
         pass
 
 
+#: Producers left waiting for room in the back-pressure test, and how long.
+FULL_WAITERS, FULL_WATCH_S = 300, 1.0
+
+
+def test_recorder_producers_waiting_for_room_sleep_and_all_get_in():
+    """A full queue makes its producers wait without polling (a timed wait
+    polls on 2.7: thousands of them starved the consumer for good), and the
+    consumer's takes let every one of them in."""
+    q = rec._Fifo(1)
+    q.put((rec._RAW, b"first\n", None, 1.0), wait=True)       # full from now on
+    threads = [threading.Thread(target=q.put_many, args=(
+        [(rec._RAW, b"%d\n" % i, None, 1.0)],)) for i in range(FULL_WAITERS)]
+    for t in threads:
+        t.daemon = True
+        t.start()
+    wait_until(lambda: q.full_waits == FULL_WAITERS, what="every producer waiting")
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw   # every thread's
+    time.sleep(FULL_WATCH_S)              # the time being watched, not a wait for an event
+    woke = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
+    # polling: each waiter sleeps and wakes 20+ times a second; blocked: never
+    assert woke < FULL_WAITERS, "%d wake-ups of %d waiting threads in %g s" % (
+        woke, FULL_WAITERS, FULL_WATCH_S)
+    taken = 0
+    while taken < FULL_WAITERS + 1:
+        taken += len(q.take(1000))
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads) and not len(q)
+
+
 def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
     sink = _Sink()
     r = rec.Recorder(str(tmpdir), stderr=sink)
@@ -841,18 +875,35 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
         assert fields[name]["duration_s"] == 7.0
         assert fields[name]["start_at"] == pytest.approx(wall.t + lead)
         assert fields[name]["clock_offset_s"] is None   # no pong yet: by go's send time
+        # the fleet's ends are spread over a time that grows with the fleet
+        assert fields[name]["end_spread_s"] == 2 * reg.END_SPREAD_PER_CLIENT_S
     # a late client still in time gets the instant; one too late starts at once
     c = Peer(r, "c", pid=3)
     m = c.msg(protocol.HELLO, **hello_fields(pid=3, fixed=[]))
     r.hello(m, T0, c.conn, "peer", c.sender)
     (late,) = r.recorded("c", m.seq)
     assert late[2]["start_at"] == fields["a"]["start_at"] and late[2]["chunk_bytes"] == 10 * MIB
+    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * reg.END_SPREAD_PER_CLIENT_S
     wall.t += lead - reg.START_AHEAD_MIN_S + 0.01
     d = Peer(r, "d", pid=4)
     m = d.msg(protocol.HELLO, **hello_fields(pid=4, fixed=[]))
     r.hello(m, T0, d.conn, "peer", d.sender)
     (too_late,) = r.recorded("d", m.seq)
     assert "start_at" not in too_late[2]
+
+
+def test_registry_end_spread_stops_at_what_the_protocol_allows(monkeypatch):
+    monkeypatch.setattr(reg, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
+    r, _ = _registry()
+    gos = []
+    for pid, name in enumerate("ab", 1):
+        p = Peer(r, name, pid=pid)
+        m = p.msg(protocol.HELLO, **hello_fields(pid=pid))
+        r.hello(m, T0, p.conn, "peer", p.sender)
+        gos += r.recorded(name, m.seq)
+    assert [g[2]["end_spread_s"] for g in gos] == [protocol.END_SPREAD_MAX_S] * 2
+    # and the go that says so is valid on the wire
+    protocol.make(protocol.GO, protocol.S2C, run_id="r", **gos[1][2])
 
 
 def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():

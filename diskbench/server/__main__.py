@@ -22,6 +22,9 @@ from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
 from diskbench.server.master import FinishedRun, Master
 
+#: What ``python -m`` runs.
+MODULE = "diskbench.server"
+
 DEFAULT_IDLE_TIMEOUT_S = 5.0
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_SHUTDOWN_GRACE_S = 3.0
@@ -55,11 +58,11 @@ def _line_bytes(text):
 
 
 def build_parser():
-    p = OneLineParser(prog=prog_name("diskbench.server"), description=(
+    p = OneLineParser(prog=prog_name(MODULE), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."), epilog="Control a running server from its host: "
         "%s ctl [--log-dir DIR] list | stop NAME | end (see ctl --help)."
-        % prog_name("diskbench.server"))
+        % prog_name(MODULE))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
                    "%(default)s, all interfaces)")
@@ -257,11 +260,23 @@ def derive_limits(args):
 CTL_COMMAND = "ctl"
 
 
+def _started_as():
+    """What followed the interpreter on this process's command line, to
+    start it again the same way: its console script, else ``-m MODULE``."""
+    script = sys.argv[0] if sys.argv else ""
+    if script and not script.endswith(".py") and os.path.isfile(script):
+        return [script]
+    return ["-m", MODULE]
+
+
 def main(argv=None):
-    if argv is None:
+    own_process = argv is None    # from the command line, not run in-process
+    if own_process:
         argv = sys.argv[1:]
     if argv and argv[0] == CTL_COMMAND:
         return control.main(argv[1:])
+    if own_process:
+        interpreter.reexec_untcached(_started_as() + argv)
     # a wrong flag: one line, exit USAGE
     args = derive_limits(build_parser().parse_args(argv))
     try:

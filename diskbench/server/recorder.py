@@ -59,8 +59,6 @@ QUEUE_MAX = 20000
 #: A record that waited longer than this to be written means the server falls
 #: behind what its clients send: said once live, and in the report.
 FALL_BEHIND_S = 1.0
-#: How long a producer waits for room before it looks again (it goes on waiting).
-FULL_WAIT_S = 0.5
 #: Once woken by a record, the writer waits this long for more before writing
 #: (group commit): at thousands of clients one wake-up, one write and one run
 #: of callbacks then serve dozens of records, where it was one per record and
@@ -90,7 +88,14 @@ def run_profiled(tag, func, *args):
 class _Fifo(object):
     """The recorder's queue: a deque and one condition. Producers of records
     wait while QUEUE_MAX records are queued; the consumer is only notified
-    when it waits (a put is one lock round trip)."""
+    when it waits (a put is one lock round trip).
+
+    Every wait here is untimed: on Python 2.7 a wait with a timeout polls
+    (sleeps up to 50 ms, takes the GIL, looks again), and thousands of
+    handler threads polling for room starve the one thread that makes it: a
+    2.7 server at 5,000 clients that once fell behind (another process took
+    its CPU) never caught up, 15 minutes at 100% CPU with the clients gone.
+    The consumer notifies as soon as there is room."""
 
     def __init__(self, limit):
         self.items = collections.deque()
@@ -106,7 +111,7 @@ class _Fifo(object):
                 if self.records >= self.limit:
                     self.full_waits += 1
                 while self.records >= self.limit:
-                    self.cond.wait(FULL_WAIT_S)
+                    self.cond.wait()
                 self.records += 1
             self.items.append(item)
             if self.idle:
@@ -120,7 +125,7 @@ class _Fifo(object):
             if self.records >= self.limit:
                 self.full_waits += 1
             while self.records >= self.limit:
-                self.cond.wait(FULL_WAIT_S)
+                self.cond.wait()
             self.records += sum(1 for item in items if item[3])
             self.items.extend(items)
             if self.idle:
