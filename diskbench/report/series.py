@@ -94,20 +94,32 @@ def _records(f, path, warn):
 
 
 def build(records):
-    """{client name: ClientSeries} from (Message, recv_ts) records, in record order.
+    """{client name: ClientSeries} from (Message, recv_ts) records, in record order."""
+    builder = Builder()
+    for msg, recv_ts in records:
+        builder.add(msg, recv_ts)
+    return builder.finish()
+
+
+class Builder(object):
+    """``build`` one record at a time: rerender feeds the registry and the
+    series from one read of perf.jsonl, never holding it as a list.
 
     A repeated seq (a resend the server recorded twice, which it never does, or
     a concatenated file) is counted once, as the registry does.
     """
-    out = {}
-    seen = set()              # (name, seq): the registry's rule (a set, not a high-water)
-    for msg, recv_ts in records:
-        if msg.name is None or msg.seq is None or (msg.name, msg.seq) in seen:
-            continue
-        seen.add((msg.name, msg.seq))
-        s = out.get(msg.name)
+
+    def __init__(self):
+        self.out = {}
+        self.seen = set()     # (name, seq): the registry's rule (a set, not a high-water)
+
+    def add(self, msg, recv_ts):
+        if msg.name is None or msg.seq is None or (msg.name, msg.seq) in self.seen:
+            return
+        self.seen.add((msg.name, msg.seq))
+        s = self.out.get(msg.name)
         if s is None:
-            s = out[msg.name] = ClientSeries(msg.name)
+            s = self.out[msg.name] = ClientSeries(msg.name)
         if msg.type == protocol.PERF:
             hist = metrics.LatencyHistogram.from_wire(
                 msg.lat_hist, total=msg.io_s, lo=msg.lat_min_s, hi=msg.lat_max_s)
@@ -119,11 +131,14 @@ def build(records):
             s.rollovers.append((msg.ts, msg.file_index))
         elif msg.type == protocol.STOP:
             s.stop_ts = msg.ts
-    for s in out.values():
-        s.perf.sort(key=lambda p: (p["t_start"], p["t_end"]))
-        s.stats.sort()
-        s.rollovers.sort()
-    return out
+
+    def finish(self):
+        """The series, each in time order."""
+        for s in self.out.values():
+            s.perf.sort(key=lambda p: (p["t_start"], p["t_end"]))
+            s.stats.sort()
+            s.rollovers.sort()
+        return self.out
 
 
 def _ms(seconds):
