@@ -1,6 +1,7 @@
 """Report outputs: report.txt layout, JSON format 2 and its documentation, the CSV files,
 re-rendering a killed server's run, compare. Real server and clients where a run is needed;
 crafted perf.jsonl files (protocol-built messages) where exact figures are needed."""
+import array
 import csv
 import json
 import os
@@ -395,3 +396,58 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
         assert [tuple(p[k] for k in p.__slots__) for p in series[name].perf] == \
             [tuple(p[k] for k in p.__slots__) for p in whole[name].perf]
         assert series[name].stats == whole[name].stats
+
+
+def _perf_of(series):
+    return dict((name, [tuple(p[k] for k in p.__slots__) for p in s.perf])
+                for name, s in series.items())
+
+
+def test_report_series_counts_a_repeated_record_once_per_client(tmpdir):
+    """A record read twice (a concatenated perf.jsonl) is one interval, as in the
+    registry; the same seq from another client is its own."""
+    run = Crafted(str(tmpdir.join("twice")))
+    run.client("n1", "h1", 50, 0.004, intervals=3)
+    run.client("n2", "h2", 60, 0.004, intervals=3)
+    records = series_mod.read_records(run.save())
+    once = series_mod.build(records)
+    assert [len(once[n].perf) for n in ("n1", "n2")] == [3, 3]
+    assert _perf_of(series_mod.build(records + records)) == _perf_of(once)
+
+
+def test_report_chart_lines_are_packed_and_draw_the_same_points(tmpdir):
+    """report.html's chart lines are held as arrays of doubles until drawn (as
+    tuples, every client's lines took 85 MB at 5,000 clients x 60 intervals):
+    the points, gaps (None) and ints come back as they went in."""
+    from diskbench.report import htmlout
+    points = [(0.5, 1.25), (1.5, None), (2.5, 7), (3.5, 1e-9)]
+    assert list(htmlout.unpack(htmlout.pack(points))) == points
+    run = Crafted(str(tmpdir.join("packed")))
+    run.client("n1", "h1", 50, 0.004, intervals=3)
+    rep, series = rerender.load(run.save(), None)
+    charts, _ = htmlout.charts(rep, series)
+    for chart in charts:
+        for _, _, pts, _ in chart.lines:
+            assert isinstance(pts, array.array) and pts.typecode == "d", chart.name
+    tp = charts[0]
+    assert len(tp.lines[0][2]) == 2 * 3
+    assert [y for _, y in htmlout.unpack(tp.lines[0][2])] == [50.0] * 3
+
+
+def test_report_aggregate_moves_intervals_as_it_reads_them():
+    """The aggregate reads each client's intervals on the server's clock through
+    a view of the registry's packed intervals (as lists of tuples for every
+    client at once they took 40 MB at 5,000 clients x 60 intervals)."""
+    from diskbench.server.registry import Intervals
+
+    class Client(object):
+        intervals = Intervals()
+
+        def offset(self):
+            return 2.0, "ping"
+    c = Client()
+    c.intervals += [(10.0, 11.0, 1 << 20), (11.0, 13.0, 4 << 20)]
+    moved = report_mod.on_server_clock(c)
+    assert moved.intervals is c.intervals
+    assert list(moved) == [(8.0, 9.0, 1 << 20), (9.0, 11.0, 4 << 20)] and len(moved) == 2
+    assert report_mod.aggregate(dict(a=moved)) == report_mod.aggregate(dict(a=list(moved)))

@@ -19,6 +19,7 @@ import os
 from diskbench import metrics, protocol
 from diskbench.compat import as_text
 from diskbench.server import report as report_mod
+from diskbench.server.seqset import SeqSet
 
 PERF_LOG = "perf.jsonl"
 
@@ -111,12 +112,18 @@ class Builder(object):
 
     def __init__(self):
         self.out = {}
-        self.seen = set()     # (name, seq): the registry's rule (a set, not a high-water)
+        # {name: SeqSet}: the registry's rule (a set, not a high-water), as ranges:
+        # a set of (name, seq) took 45 MB at 5,000 clients x 60 s
+        self.seen = {}
 
     def add(self, msg, recv_ts):
-        if msg.name is None or msg.seq is None or (msg.name, msg.seq) in self.seen:
+        if msg.name is None or msg.seq is None:
             return
-        self.seen.add((msg.name, msg.seq))
+        seen = self.seen.get(msg.name)
+        if seen is None:
+            seen = self.seen[msg.name] = SeqSet()
+        if not seen.add(msg.seq):
+            return
         s = self.out.get(msg.name)
         if s is None:
             s = self.out[msg.name] = ClientSeries(msg.name)

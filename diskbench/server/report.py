@@ -382,8 +382,26 @@ def on_server_clock(c):
     estimated offset (see registry.Client.clock_offset_s), so a client whose
     clock is off neither shrinks the all-writing period nor leads first/last
     done."""
-    offset = c.offset()[0] or 0.0
-    return [(a - offset, b - offset, n) for a, b, n in c.intervals]
+    return OnServerClock(c.intervals, c.offset()[0] or 0.0)
+
+
+class OnServerClock(object):
+    """``on_server_clock``'s (t_start, t_end, bytes) intervals, moved as they
+    are read: the aggregate holds every client's at once, and as lists of
+    tuples they took 40 MB at 5,000 clients x 60 intervals."""
+
+    __slots__ = ("intervals", "offset")
+
+    def __init__(self, intervals, offset):
+        self.intervals, self.offset = intervals, offset
+
+    def __len__(self):
+        return len(self.intervals)
+
+    def __iter__(self):
+        offset = self.offset
+        for a, b, n in self.intervals:
+            yield a - offset, b - offset, n
 
 
 def _map(func, value):
