@@ -44,7 +44,7 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
     run_start = rep["run"]["start_ts"]
     extra = (
         (htmlout.REPORT_HTML, lambda p: atomic_write(
-            p, _encode(htmlout.render(rep, series)))),
+            p, (_encode(piece) for piece in htmlout.render_pieces(rep, series)))),
         (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
             p, series_mod.timeseries_rows(series, run_start))))
