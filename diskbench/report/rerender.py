@@ -51,14 +51,14 @@ def load(log_dir, warn):
     if not os.path.exists(perf):
         raise Unreadable("%s has no %s: give the --log-dir of a diskbench server run"
                          % (log_dir, series_mod.PERF_LOG))
-    try:
-        records = series_mod.iter_records(log_dir, warn)
-    except (IOError, OSError) as exc:
-        raise Unreadable("cannot read %s (%s)" % (perf, getattr(exc, "strerror", exc)))
     builder = series_mod.Builder()
     recv = [None, None]       # first and last receive time
     registry = reg.Registry(expected_clients=None)
-    skipped = registry.restore_all(_tap(records, builder, recv))
+    try:  # opening it, or any read on the way
+        records = series_mod.iter_records(log_dir, warn)
+        skipped = registry.restore_all(_tap(records, builder, recv))
+    except (IOError, OSError) as exc:
+        raise Unreadable("cannot read %s (%s)" % (perf, getattr(exc, "strerror", exc)))
     view = registry.snapshot()
     marker = _read_json(os.path.join(log_dir, RUN_MARKER)) or {}
     old = _read_json(os.path.join(log_dir, report_mod.REPORT_JSON))
