@@ -1,16 +1,21 @@
 """Report outputs: report.txt layout, JSON format 2 and its documentation, the CSV files,
 re-rendering a killed server's run, compare. Real server and clients where a run is needed;
 crafted perf.jsonl files (protocol-built messages) where exact figures are needed."""
+import array
 import csv
 import json
 import os
 import re
+import weakref
 
 from diskbench import exitcodes, metrics
 from diskbench import protocol as P
 from diskbench.metrics import MIB
 from diskbench.compat import PY2
-from diskbench.report import rerender
+from diskbench.report import rerender, write_all
+from diskbench.report import series as series_mod
+from diskbench.server import registry as reg
+from diskbench.server import report as report_mod
 from tests.helpers import REPO
 from tests.report_runs import (T0, Crafted, by_client, copy_run, load_report, real_run,
                                run_report)
@@ -284,3 +289,191 @@ def test_report_html_has_one_series_per_client_and_folds_a_long_legend(procs, tm
     assert '<p class="legend"><span>' in pages[few]
     assert '<p class="legend"><span>' not in pages[many]
     assert "%d clients: hover a line for its name" % len(names) in pages[many]
+
+
+def _counting(func, refs, peak):
+    """``func`` whose timeline rows are tracked (weakly) in ``refs``; ``peak[0]``
+    is the most rows alive at once, counted each time a timeline is made."""
+    def make(*args):
+        rows = [_Row(row) for row in func(*args)]
+        refs.extend(weakref.ref(row) for row in rows)
+        peak[0] = max(peak[0], sum(1 for ref in refs if ref() is not None))
+        return rows
+    return make
+
+
+class _Row(dict):
+    """A timeline row that can be weakly referenced (a plain dict cannot)."""
+
+
+def test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_lists(
+        tmpdir, monkeypatch):
+    """report.json's two per-interval timelines are Deferred in the built report
+    and made while each client is encoded: never more than one client's rows
+    alive (5,000 clients x 60 intervals as dicts at once took hundreds of MB),
+    and report.json is byte for byte what encoding the lists themselves gives."""
+    clients, intervals = 4, 5
+    refs, peak = [], [0]
+    monkeypatch.setattr(report_mod, "timeline", _counting(report_mod.timeline, refs, peak))
+    monkeypatch.setattr(series_mod, "latency_timeline",
+                        _counting(series_mod.latency_timeline, refs, peak))
+    run = Crafted(str(tmpdir.join("lazy")))
+    for i in range(clients):
+        run.client("n%d" % i, "h%d" % i, 100 + i, 0.004, intervals=intervals)
+    rep, series = rerender.load(run.save(), None)
+    written, failed = write_all(run.log_dir, rep, series=series)
+    assert not failed
+    for e in rep["clients"]:
+        for key in ("throughput_timeline", "latency_timeline"):
+            assert isinstance(e[key], report_mod.Deferred), key
+    # made one at a time: throughput twice (checked when built, then encoded),
+    # latency once (encoded)
+    assert len(refs) == 3 * clients * intervals
+    assert peak[0] == intervals, "%d rows alive at once" % peak[0]
+    eager = dict(rep, clients=[dict(e, throughput_timeline=list(e["throughput_timeline"]),
+                                    latency_timeline=list(e["latency_timeline"]))
+                               for e in rep["clients"]])
+    text = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=True,
+                            allow_nan=False).encode(eager) + "\n"
+    with open(os.path.join(run.log_dir, "report.json"), "rb") as f:
+        assert f.read() == text.encode("ascii")
+    on_disk = load_report(run.log_dir)["clients"][0]
+    assert len(on_disk["latency_timeline"]) == len(on_disk["throughput_timeline"]) == intervals
+
+
+def test_report_a_timeline_that_is_not_finite_is_null_with_its_warning(tmpdir):
+    """A timeline made while encoding passes the same NaN guard (null, never a
+    crash of report.json); one found not finite when built stays a list, so the
+    server warning names where it is, as for any figure."""
+    run = Crafted(str(tmpdir.join("nan")))
+    run.client("n1", "h1", 100, 0.004, intervals=2)
+    registry = reg.Registry(expected_clients=None)
+    registry.restore_all(series_mod.read_records(run.save()))
+    view = registry.snapshot()
+    # the last interval's t_s (from the first's start) overflows to inf
+    view.clients[0].intervals += [(-1.7e308, -1.6e308, MIB), (1.7e308, 1.75e308, MIB)]
+    rep = report_mod.build(view, T0, T0 + 10)
+    e = rep["clients"][0]
+    assert e["throughput_timeline"][-1]["t_s"] is None
+    assert "report.clients[0].throughput_timeline[3].t_s was not a finite number; shown " \
+        "as unknown" in rep["run"]["server_warnings"], rep["run"]["server_warnings"]
+    e["latency_timeline"] = report_mod.Deferred(lambda: [dict(p99_ms=float("nan"))])
+    written, failed = report_mod.write(str(tmpdir), rep)
+    assert not failed
+    on_disk = load_report(str(tmpdir))["clients"][0]
+    assert on_disk["latency_timeline"] == [dict(p99_ms=None)]
+    assert on_disk["throughput_timeline"][-1]["t_s"] is None
+
+
+def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
+    """rerender replays each record as it is read (perf.jsonl is never a list:
+    5,000 clients for 60 s took 0.6 GB so), and the series and the run's end
+    are those of the whole file."""
+    run = Crafted(str(tmpdir.join("stream")))
+    for i in range(3):
+        run.client("n%d" % i, "h%d" % i, 50, 0.004, intervals=3)
+    records = series_mod.read_records(run.save())
+    read, replayed, lag = [0], [0], [0]
+    real_iter, real_restore = series_mod.iter_records, reg.Registry.restore
+
+    def counted(*args):
+        for record in real_iter(*args):
+            read[0] += 1
+            yield record
+
+    def restore(self, msg, recv_ts):
+        replayed[0] += 1
+        lag[0] = max(lag[0], read[0] - replayed[0])   # read, not yet replayed
+        return real_restore(self, msg, recv_ts)
+    monkeypatch.setattr(series_mod, "iter_records", counted)
+    monkeypatch.setattr(reg.Registry, "restore", restore)
+    rep, series = rerender.load(run.log_dir, None)
+    assert read[0] == replayed[0] == len(records) and lag[0] == 0
+    assert rep["run"]["end_ts"] == max(ts for _, ts in records)
+    whole = series_mod.build(records)
+    assert sorted(series) == sorted(whole) == ["n0", "n1", "n2"]
+    for name in whole:
+        assert [tuple(p[k] for k in p.__slots__) for p in series[name].perf] == \
+            [tuple(p[k] for k in p.__slots__) for p in whole[name].perf]
+        assert series[name].stats == whole[name].stats
+
+
+def _perf_of(series):
+    return dict((name, [tuple(p[k] for k in p.__slots__) for p in s.perf])
+                for name, s in series.items())
+
+
+def test_report_series_counts_a_repeated_record_once_per_client(tmpdir):
+    """A record read twice (a concatenated perf.jsonl) is one interval, as in the
+    registry; the same seq from another client is its own."""
+    run = Crafted(str(tmpdir.join("twice")))
+    run.client("n1", "h1", 50, 0.004, intervals=3)
+    run.client("n2", "h2", 60, 0.004, intervals=3)
+    records = series_mod.read_records(run.save())
+    once = series_mod.build(records)
+    assert [len(once[n].perf) for n in ("n1", "n2")] == [3, 3]
+    assert _perf_of(series_mod.build(records + records)) == _perf_of(once)
+
+
+def test_report_chart_lines_are_packed_and_draw_the_same_points(tmpdir):
+    """report.html's chart lines are held as arrays of doubles until drawn (as
+    tuples, every client's lines took 85 MB at 5,000 clients x 60 intervals):
+    the points, gaps (None) and ints come back as they went in."""
+    from diskbench.report import htmlout
+    points = [(0.5, 1.25), (1.5, None), (2.5, 7), (3.5, 1e-9)]
+    assert list(htmlout.unpack(htmlout.pack(points))) == points
+    run = Crafted(str(tmpdir.join("packed")))
+    run.client("n1", "h1", 50, 0.004, intervals=3)
+    rep, series = rerender.load(run.save(), None)
+    charts, _ = htmlout.charts(rep, series)
+    for chart in charts:
+        for _, _, pts, _ in chart.lines:
+            assert isinstance(pts, array.array) and pts.typecode == "d", chart.name
+    tp = charts[0]
+    assert len(tp.lines[0][2]) == 2 * 3
+    assert [y for _, y in htmlout.unpack(tp.lines[0][2])] == [50.0] * 3
+
+
+def test_report_aggregate_moves_intervals_as_it_reads_them():
+    """The aggregate reads each client's intervals on the server's clock through
+    a view of the registry's packed intervals (as lists of tuples for every
+    client at once they took 40 MB at 5,000 clients x 60 intervals)."""
+    from diskbench.server.registry import Intervals
+
+    class Client(object):
+        intervals = Intervals()
+
+        def offset(self):
+            return 2.0, "ping"
+    c = Client()
+    c.intervals += [(10.0, 11.0, 1 << 20), (11.0, 13.0, 4 << 20)]
+    moved = report_mod.on_server_clock(c)
+    assert moved.intervals is c.intervals
+    assert list(moved) == [(8.0, 9.0, 1 << 20), (9.0, 11.0, 4 << 20)] and len(moved) == 2
+    assert report_mod.aggregate(dict(a=moved)) == report_mod.aggregate(dict(a=list(moved)))
+
+
+def test_report_html_is_written_piece_by_piece(tmpdir, monkeypatch):
+    """report.html goes to disk as it is made, never whole in memory (page, text
+    and bytes at once were 60 MB at 5,000 clients), and is the page render() gives."""
+    import diskbench.report as outputs
+    from diskbench.fsutil import atomic_write
+    from diskbench.report import htmlout
+    sizes = {}
+
+    def measured(path, data):
+        pieces = [data] if isinstance(data, bytes) else list(data)
+        sizes[os.path.basename(path)] = [len(p) for p in pieces]
+        return atomic_write(path, b"".join(pieces))
+    monkeypatch.setattr(outputs, "atomic_write", measured)
+    run = Crafted(str(tmpdir.join("pieces")))
+    for i in range(3):
+        run.client("n%d" % i, "h%d" % i, 50, 0.004, intervals=3)
+    rep, series = rerender.load(run.save(), None)
+    written, failed = write_all(run.log_dir, rep, series=series)
+    assert not failed
+    with open(os.path.join(run.log_dir, htmlout.REPORT_HTML), "rb") as f:
+        page = f.read()
+    assert page == htmlout.render(rep, series).encode("utf-8")
+    pieces = sizes[htmlout.REPORT_HTML]
+    assert sum(pieces) == len(page) and max(pieces) < len(page) // 4, pieces

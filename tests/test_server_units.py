@@ -456,8 +456,8 @@ def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
     assert e["throughput_mib_s"]["p50"] == 20.0            # nearest rank of 2 values
     assert e["written_mib"] == 160.0 and e["perf_interval_count"] == 2
     # over time: every interval from the first start, and 10 slices of 0.4 s
-    assert e["throughput_timeline"] == [dict(t_s=0.0, length_s=1.0, mib_s=100.0),
-                                     dict(t_s=1.0, length_s=3.0, mib_s=20.0)]
+    assert list(e["throughput_timeline"]) == [dict(t_s=0.0, length_s=1.0, mib_s=100.0),
+                                           dict(t_s=1.0, length_s=3.0, mib_s=20.0)]
     tenths = e["throughput_tenths_mib_s"]
     assert len(tenths) == 10
     assert tenths[:2] == pytest.approx([100.0, 100.0], rel=1e-5)

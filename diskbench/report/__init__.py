@@ -25,24 +25,26 @@ def _encode(text):
     return text.encode("utf-8", "replace") if not isinstance(text, bytes) else text
 
 
-def write_all(log_dir, rep, out_dir=None, records=None, warn=None):
+def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
     """Add the per-interval keys to ``rep``, then write every file into ``out_dir``
-    (default ``log_dir``), each on its own: returns ([written], [(path, error)])."""
+    (default ``log_dir``), each on its own: returns ([written], [(path, error)]).
+    The time series are ``series`` (series.build's) when given (rerender read
+    perf.jsonl already), else read from LOG_DIR/perf.jsonl."""
     out_dir = out_dir or log_dir
-    if records is None:
+    if series is None:
         try:
             records = series_mod.iter_records(log_dir, warn)
         except (IOError, OSError) as exc:  # the charts are lost, not the report
             records = []
             if warn:
                 warn("cannot read %s for the charts (%s)" % (series_mod.PERF_LOG, exc))
-    series = series_mod.build(records)
+        series = series_mod.build(records)
     series_mod.attach(rep, series)
     written, failed = report_mod.write(out_dir, rep)
     run_start = rep["run"]["start_ts"]
     extra = (
         (htmlout.REPORT_HTML, lambda p: atomic_write(
-            p, _encode(htmlout.render(rep, series)))),
+            p, (_encode(piece) for piece in htmlout.render_pieces(rep, series)))),
         (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
             p, series_mod.timeseries_rows(series, run_start))))

@@ -39,13 +39,13 @@ def main_rerender(argv):
     args = parser.parse_args(argv)
     out = args.out or args.log_dir
     try:
-        rep, records = rerender.load(args.log_dir, _warn)
+        rep, series = rerender.load(args.log_dir, _warn)
     except rerender.Unreadable as exc:
         return _fail("%s" % exc)
     if not os.path.isdir(out):
         return _fail("--out %s is not a directory" % out)
     had_report = os.path.exists(os.path.join(args.log_dir, report_mod.REPORT_JSON))
-    written, failed = write_all(args.log_dir, rep, out_dir=out, records=records,
+    written, failed = write_all(args.log_dir, rep, out_dir=out, series=series,
                                 warn=_warn)
     for path, exc in failed:
         sys.stderr.write("%s: error: cannot write %s (%s)\n" % (

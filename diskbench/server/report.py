@@ -109,6 +109,37 @@ def _finite(obj, guard, where=("report",)):
     return out
 
 
+class Deferred(object):
+    """A list of report.json that is made only where it is read: each client's
+    two per-interval timelines (``throughput_timeline`` here, ``latency_timeline``
+    from diskbench.report.series). Held as dicts for every client at once they
+    took hundreds of MB (5,000 clients x 60 intervals: 600,000 dicts) only to be
+    encoded; json_chunks makes one while it encodes that client, then drops it.
+    Reading it in process: ``list(entry["throughput_timeline"])``."""
+
+    __slots__ = ("make", "args")
+
+    def __init__(self, make, *args):
+        self.make, self.args = make, args
+
+    def __iter__(self):
+        return iter(self.make(*self.args))
+
+    def __repr__(self):
+        return "Deferred(%s)" % getattr(self.make, "__name__", self.make)
+
+
+def deferred(g, what, make, *args):
+    """``make(*args)`` as a Deferred, computed once now under the guard ``g`` so
+    that a failure is a warning in its place (and [], as any figure). A list
+    holding a float that is not finite is kept as it is: build's _finite then
+    nulls it and says where, as for any figure."""
+    made = g(what, make, *args) or []
+    if not made or _finite(made, _Guard([])) is not made:
+        return made
+    return Deferred(make, *args)
+
+
 def _path(where):
     """"report.clients[3].cpu" from the nested (parent, key) pairs of _finite."""
     parts = []
@@ -297,7 +328,8 @@ def client_entry(c, guard=None):
                                max=_ms(max(c.close_times) if c.close_times else None)),
         throughput_tenths_mib_s=g(who + "throughput over time", slices, c.intervals)
         or [],
-        throughput_timeline=g(who + "throughput timeline", timeline, c.intervals) or [],
+        # made again, one client at a time, when report.json is encoded
+        throughput_timeline=deferred(g, who + "throughput timeline", timeline, c.intervals),
         throughput_mib_s=g(who + "throughput", _throughput, c.intervals, c.io_s) or dict(
             (k, None) for k in _throughput_keys()),
         latency_ms=g(who + "chunk latency", _latency, c.hist) or dict(
@@ -350,8 +382,26 @@ def on_server_clock(c):
     estimated offset (see registry.Client.clock_offset_s), so a client whose
     clock is off neither shrinks the all-writing period nor leads first/last
     done."""
-    offset = c.offset()[0] or 0.0
-    return [(a - offset, b - offset, n) for a, b, n in c.intervals]
+    return OnServerClock(c.intervals, c.offset()[0] or 0.0)
+
+
+class OnServerClock(object):
+    """``on_server_clock``'s (t_start, t_end, bytes) intervals, moved as they
+    are read: the aggregate holds every client's at once, and as lists of
+    tuples they took 40 MB at 5,000 clients x 60 intervals."""
+
+    __slots__ = ("intervals", "offset")
+
+    def __init__(self, intervals, offset):
+        self.intervals, self.offset = intervals, offset
+
+    def __len__(self):
+        return len(self.intervals)
+
+    def __iter__(self):
+        offset = self.offset
+        for a, b, n in self.intervals:
+            yield a - offset, b - offset, n
 
 
 def _map(func, value):
@@ -668,12 +718,26 @@ def render_json(rep):
     return b"".join(json_chunks(rep)).decode("ascii")
 
 
+class _Encoder(json.JSONEncoder):
+    """report.json's encoder: a Deferred is made when its turn comes, through
+    the same NaN guard as the rest, and dropped once written."""
+
+    def __init__(self, guard):
+        json.JSONEncoder.__init__(self, indent=2, sort_keys=True, ensure_ascii=True,
+                                  allow_nan=False)
+        self.guard = guard
+
+    def default(self, o):
+        if isinstance(o, Deferred):
+            return _finite(list(o), self.guard)
+        return json.JSONEncoder.default(self, o)
+
+
 def json_chunks(rep):
     """``render_json`` as bytes, piece by piece as it is encoded: at 5,000
     clients the whole text at once, indented, took 0.5 GB to make."""
-    encoder = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=True,
-                               allow_nan=False)
-    for chunk in encoder.iterencode(_finite(rep, _Guard([]))):
+    guard = _Guard([])
+    for chunk in _Encoder(guard).iterencode(_finite(rep, guard)):
         yield as_bytes(chunk)
     yield b"\n"
 
