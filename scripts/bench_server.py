@@ -28,6 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 from diskbench.client import procinfo  # noqa: E402
+from diskbench.compat import get_affinity, set_affinity  # noqa: E402
 #: /proc is sampled this often while a run lasts.
 SAMPLE_S = 1.0
 MIB = float(1 << 20)
@@ -78,14 +79,30 @@ def _limits():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _loadgen(port, clients, duration):
+def cpu_split():
+    """(the server's CPU, the load generator's CPUs), apart: the simulated
+    clients stand for other hosts and must not take the server's CPU (left
+    free to run anywhere, the load generator ran on it at times and the
+    server's threads queued behind it). (None, None) with a single CPU."""
+    allowed = get_affinity()
+    if not allowed or len(allowed) < 2:
+        return None, None
+    return allowed[-1], allowed[:-1]
+
+
+def _loadgen(port, clients, duration, cpus=None):
     """The load generator's figures, with its own CPU seconds (``loadgen_cpu_s``):
-    it shares the machine's cores with the server, so it must stay small."""
+    it shares the machine with the server, so it must stay small."""
     import resource
     cmd = [sys.executable, os.path.join(HERE, "loadgen.py"), "--port", str(port),
            "--clients", str(clients), "--duration", str(duration), "--json"]
+
+    def setup():
+        _limits()
+        if cpus:
+            set_affinity(cpus)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.check_output(cmd, preexec_fn=_limits)
+    out = subprocess.check_output(cmd, preexec_fn=setup)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = json.loads(out.decode("utf-8").strip().splitlines()[-1])
     load["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (
@@ -120,6 +137,9 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
     else:
         cmd = [python, os.path.join(HERE, "baseline_server.py"), "--port", str(port),
                "--log", os.path.join(log_dir, "lines.jsonl")]
+    server_cpu, loadgen_cpus = cpu_split()
+    if server_cpu is not None:
+        cmd += ["--cpu", str(server_cpu)]
     cmd += list(extra)
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -129,7 +149,7 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
         sampler = Sampler(proc.pid)
         sampler.start()
         t0 = time.time()
-        load = _loadgen(port, clients, duration)
+        load = _loadgen(port, clients, duration, loadgen_cpus)
         took = time.time() - t0
         cpu = sampler.cpu
         if arm == "server":
@@ -157,6 +177,7 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
         server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
         cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
         peak_rss_mib=sampler.rss / MIB, peak_threads=sampler.threads,
+        server_on_cpu=server_cpu, loadgen_on_cpus=loadgen_cpus,
         rss_timeline_mib=sampler.rss_timeline[::RSS_TIMELINE_EVERY],
         ack_timeline=load.get("ack_timeline"))
 

@@ -593,8 +593,8 @@ MUTATIONS = [
          new="    if False:",
          tests=[_TU + "test_server_runs_with_glibcs_per_thread_cache_off_unless_told"]),
     dict(id="full-queue-waiters-poll", file="diskbench/server/recorder.py",
-         old="                self.cond.wait()\n            self.records += sum(",
-         new="                self.cond.wait(0.5)\n            self.records += sum(",
+         old="                self.room.wait()",
+         new="                self.room.wait(0.5)",
          tests=["tests/test_server_units.py::test_recorder_producers_waiting_for_room_sleep_"
                 "and_all_get_in"]),
     # --- the report phase at thousands of clients (issue 13; helper) ----------------------
@@ -646,4 +646,9 @@ MUTATIONS = [
          old="(_encode(piece) for piece in htmlout.render_pieces(rep, series))",
          new="_encode(htmlout.render(rep, series))",
          tests=["tests/test_report_outputs.py::test_report_html_is_written_piece_by_piece"]),
+    dict(id="full-queue-wakes-every-waiter", file="diskbench/server/recorder.py",
+         old="                self.room.notify()    # room again: the first waiting producer",
+         new="                self.room.notify_all()",
+         tests=["tests/test_server_units.py::test_recorder_producers_waiting_for_room_sleep_"
+                "and_all_get_in"]),
 ]

@@ -642,7 +642,15 @@ def test_recorder_producers_waiting_for_room_sleep_and_all_get_in():
     # polling: each waiter sleeps and wakes 20+ times a second; blocked: never
     assert woke < FULL_WAITERS, "%d wake-ups of %d waiting threads in %g s" % (
         woke, FULL_WAITERS, FULL_WATCH_S)
-    taken = 0
+    # room for one record lets one producer in, and wakes no crowd
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+    assert len(q.take(1)) == 1
+    wait_until(lambda: q.records == 1 and q.room_waiters == FULL_WAITERS - 1,
+               what="one producer let in")
+    time.sleep(FULL_WATCH_S / 4)          # watched: would the others wake?
+    woke = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
+    assert woke < FULL_WAITERS / 2, "%d wake-ups to let one producer in" % woke
+    taken = 1
     while taken < FULL_WAITERS + 1:
         taken += len(q.take(1000))
     for t in threads:

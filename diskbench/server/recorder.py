@@ -95,54 +95,68 @@ class _Fifo(object):
     handler threads polling for room starve the one thread that makes it: a
     2.7 server at 5,000 clients that once fell behind (another process took
     its CPU) never caught up, 15 minutes at 100% CPU with the clients gone.
-    The consumer notifies as soon as there is room."""
+    The consumer notifies as soon as there is room (``_wait_for_room``)."""
 
     def __init__(self, limit):
         self.items = collections.deque()
-        self.cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self.ready = threading.Condition(lock)   # the consumer waits for items
+        self.room = threading.Condition(lock)    # producers wait for room
         self.limit = limit
         self.records = 0              # records (not log lines) queued
         self.idle = False             # the consumer waits for items
+        self.room_waiters = 0         # producers waiting for room now
         self.full_waits = 0           # times a producer had to wait for room
 
     def put(self, item, wait=False):
-        with self.cond:
+        with self.ready:
             if wait:
-                if self.records >= self.limit:
-                    self.full_waits += 1
-                while self.records >= self.limit:
-                    self.cond.wait()
+                self._wait_for_room()
                 self.records += 1
-            self.items.append(item)
-            if self.idle:
-                self.cond.notify_all()
+            self._queued([item])
 
     def put_many(self, items):
         """Queue several records at once (one lock round trip), waiting for
         room first like ``put(wait=True)``: one batch may go past the limit,
         the next producer then waits."""
-        with self.cond:
-            if self.records >= self.limit:
-                self.full_waits += 1
-            while self.records >= self.limit:
-                self.cond.wait()
+        with self.ready:
+            self._wait_for_room()
             self.records += sum(1 for item in items if item[3])
-            self.items.extend(items)
-            if self.idle:
-                self.cond.notify_all()
+            self._queued(items)
+
+    def _wait_for_room(self):
+        """Lock held. Producers are let in one at a time, each waking the
+        next while there is room: waking them all at each take (thousands at
+        5,000 clients) would have them queue for the GIL ahead of the
+        consumer, slowing it most when it is already behind."""
+        if self.records < self.limit:
+            return
+        self.full_waits += 1
+        self.room_waiters += 1
+        try:
+            while self.records >= self.limit:
+                self.room.wait()
+        finally:
+            self.room_waiters -= 1
+
+    def _queued(self, items):
+        self.items.extend(items)
+        if self.room_waiters and self.records < self.limit:
+            self.room.notify()        # the next one in, while there is room
+        if self.idle:
+            self.ready.notify()
 
     def take(self, most, wait=True):
         """Up to ``most`` items, waiting for the first (unless not ``wait``)."""
-        with self.cond:
+        with self.ready:
             while not self.items and wait:
                 self.idle = True
-                self.cond.wait()
+                self.ready.wait()
                 self.idle = False
             batch = [self.items.popleft() for _ in range(min(most, len(self.items)))]
-            before = self.records
             self.records -= sum(1 for item in batch if item[3])
-            if before >= self.limit > self.records:
-                self.cond.notify_all()    # room again for waiting producers
+            if self.room_waiters and self.records < self.limit:
+                self.room.notify()    # room again: the first waiting producer
             return batch
 
     def __len__(self):
