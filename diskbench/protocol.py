@@ -63,16 +63,21 @@ from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
 #: Version 2 added the run plan and the synchronized start (hello: fixed,
 #: force, perf_interval_s; go: the plan, start_at, clock_offset_s; start: the
 #: plan as run, started_at). A version-1 peer is refused by name, in its own
-#: envelope (ENVELOPE_COMPATIBLE), so it can show why.
-PROTOCOL_VERSION = 2
+#: envelope (ENVELOPE_COMPATIBLE), so it can show why. Version 3 added the
+#: go's end_spread_s (a fleet's stop summaries spread over a time that grows
+#: with the fleet; see POLICY's ``paced``).
+PROTOCOL_VERSION = 3
 #: Protocol versions whose envelope is ours: a refusal sent to such a peer
 #: carries its version, so its decoder accepts it and it shows the reason.
-ENVELOPE_COMPATIBLE = (1, 2)
+ENVELOPE_COMPATIBLE = (1, 2, 3)
 #: Longest line a reader accepts, newline included. A reader stops reading
 #: (rather than buffering on) once a line is this long without a newline.
 MAX_LINE_BYTES = 64 * 1024
 #: Most histogram buckets one perf message may carry.
 MAX_HIST_BUCKETS = 2048
+#: The longest end spread a go may give (POLICY's PACED_END): no client holds
+#: its stop summary longer than this after its writer ended.
+END_SPREAD_MAX_S = 5.0
 #: Upper bound for any count or byte figure: absurd values are refused.
 MAX_INT = 2 ** 62
 #: Highest latency bucket index a histogram may carry: what metrics computes.
@@ -407,9 +412,12 @@ SPECS = {
         ACK: dict(upto_seq=Int()),
         # v2: the plan to run; start_at: the common start instant on the
         # server's clock (null: start now); clock_offset_s: how far the
-        # client's clock is ahead of the server's, when the server measured it
+        # client's clock is ahead of the server's, when the server measured it;
+        # v3: end_spread_s: how far apart the fleet's ends are to be sent
         GO: dict(run_id=Str(64), start_at=Optional(Num(0.0, 1e11)),
-                 clock_offset_s=Optional(_OFFSET), **_optional(_PLAN_SPEC, PLAN_FIELDS)),
+                 clock_offset_s=Optional(_OFFSET),
+                 end_spread_s=Optional(Num(0.0, END_SPREAD_MAX_S)),
+                 **_optional(_PLAN_SPEC, PLAN_FIELDS)),
         STOP: dict(reason=_TEXT),
         PING: dict(nonce=Int(), server_time=Num(0.0, 1e11)),
         REJECTED: dict(reason=_TEXT, fatal=Bool()),
@@ -447,25 +455,31 @@ SPECS[CTL_REPLY] = {
 #: sender may drop it from a full buffer (rank 1 goes first, oldest first within
 #: a rank; None: never dropped, whatever happens); ``ack`` is whether the end of
 #: a run waits for its acknowledgement (a server that has the stop summary may
-#: complete and exit before it acks a bye); ``paced`` is whether the sender may
-#: hold it for the client's own send offset (client/sender.py: a fleet started
-#: together must not report, roll over or end together; what it says is timed
-#: by its fields, not by when it is sent). A new type needs an entry here
+#: complete and exit before it acks a bye); ``paced`` is how long the sender
+#: may hold it (client/sender.py: a fleet started together must not report,
+#: roll over or end together; what it says is timed by its fields, not by when
+#: it is sent): None, not at all; PACED_REPORT, the client's send offset (under
+#: a second); PACED_END, its end offset, spread over the go's end_spread_s,
+#: which the server widens with the fleet (a fleet ends within one second,
+#: and a server that is fast enough for its reports may still take seconds
+#: for every client's final reports at once). A new type needs an entry here
 #: (tests/test_protocol.py checks), so its policy is a decision, not a default.
 Policy = collections.namedtuple("Policy", ("drop", "ack", "paced"))
 NEVER_DROPPED = None
+PACED_REPORT, PACED_END = "report", "end"
 POLICY = {
-    HELLO: Policy(drop=NEVER_DROPPED, ack=True, paced=False),
-    START: Policy(drop=NEVER_DROPPED, ack=True, paced=True),
-    PERF: Policy(drop=1, ack=True, paced=True),    # the bulk: lost samples are counted
-    HEARTBEAT: Policy(drop=2, ack=True, paced=True),
-    STATS: Policy(drop=2, ack=True, paced=True),
-    NOTE: Policy(drop=2, ack=True, paced=False),
-    PONG: Policy(drop=2, ack=False, paced=False),  # its timing is the measurement
-    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=True),   # a fleet rolls over together
-    STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=True),   # ... and ends together
-    ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=False),  # at once: it may be fatal
-    BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=True),
+    HELLO: Policy(drop=NEVER_DROPPED, ack=True, paced=None),
+    START: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_REPORT),
+    PERF: Policy(drop=1, ack=True, paced=PACED_REPORT),  # the bulk: lost samples are counted
+    HEARTBEAT: Policy(drop=2, ack=True, paced=PACED_REPORT),
+    STATS: Policy(drop=2, ack=True, paced=PACED_REPORT),
+    NOTE: Policy(drop=2, ack=True, paced=None),
+    PONG: Policy(drop=2, ack=False, paced=None),  # its timing is the measurement
+    # a fleet rolls over together
+    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_REPORT),
+    STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_END),  # ... and ends together
+    ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=None),  # at once: it may be fatal
+    BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=PACED_END),
 }
 
 
@@ -475,9 +489,10 @@ def drop_order():
     return [tuple(sorted(t for t, p in POLICY.items() if p.drop == rank)) for rank in ranks]
 
 
-def paced_types():
-    """Client message types the sender may hold for its send offset."""
-    return tuple(sorted(t for t, p in POLICY.items() if p.paced))
+def paced_types(how):
+    """Client message types the sender may hold, ``how`` long: PACED_REPORT
+    (the send offset) or PACED_END (the end offset)."""
+    return tuple(sorted(t for t, p in POLICY.items() if p.paced == how))
 
 
 def no_ack_needed():

@@ -7,7 +7,8 @@ a random part of its interval after the first (client/child.first_wait);
 start at go's common start instant, then perf every --perf-interval; every
 report sent the client's own send offset late (client/sender.py: random,
 under SEND_OFFSET_MAX_S); at the end its last perf at its next perf tick,
-then stop + bye, waiting for the last ack. One epoll loop
+then stop + bye at its end offset (sender.offsets: the same phase over the
+go's end_spread_s), waiting for the last ack. One epoll loop
 drives every socket; messages are formatted from per-client templates, so the
 generator's own CPU stays small next to the server's.
 
@@ -36,7 +37,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from diskbench import metrics, protocol  # noqa: E402
 from diskbench.client.child import first_wait  # noqa: E402
 from diskbench.client.stats import FIRST_SAMPLE_MIN  # noqa: E402
-from diskbench.client.sender import SEND_OFFSET_MAX_S  # noqa: E402
+from diskbench.client.sender import offsets  # noqa: E402
 from diskbench.compat import monotonic  # noqa: E402
 
 #: How long after the end of sending a client waits for its last ack.
@@ -68,7 +69,7 @@ class Sim(object):
 
     __slots__ = ("name", "sock", "fd", "seq", "out", "inbuf", "pending", "state",
                  "t_connect", "t_go", "hello", "stop_seq", "acked", "sent", "offset",
-                 "beats")
+                 "end_delay", "beats")
 
     def __init__(self, name, hello):
         self.name, self.hello = name, hello
@@ -83,6 +84,7 @@ class Sim(object):
         self.acked = 0
         self.sent = 0
         self.offset = 0.0                    # its send offset (set at go)
+        self.end_delay = 0.0                 # its end offset, after its send offset
         self.beats = 0                       # heartbeats sent
 
     def line(self, type_, data, now):
@@ -194,17 +196,20 @@ class LoadGen(object):
                 self.go_lat.append(now - sim.t_connect)
                 # like a real client: its first write (and START) waits for
                 # the common start instant, on this host's clock
-                self.went(sim, obj["data"].get("start_at"), now)
+                self.went(sim, obj["data"], now)
             elif kind == protocol.REJECTED:
                 self.refused += 1
 
     # --- the simulated client's life ----------------------------------------------------
-    def went(self, sim, start_at, now):
+    def went(self, sim, go, now):
         """Go came: the children's cadence begins, START waits for the instant."""
         index = self.by_fd[sim.fd]
         a = self.args
         sim.state = "running"
-        sim.offset = self.rng.uniform(0.0, min(a.perf_interval, SEND_OFFSET_MAX_S))
+        sim.offset, end_offset = offsets(self.rng.random(), a.perf_interval,
+                                         go.get("end_spread_s"))
+        sim.end_delay = end_offset - sim.offset
+        start_at = go.get("start_at")
         delay = 0.0 if start_at is None else max(0.0, start_at - time.time())
         self.at(now + delay + sim.offset, index, "start")
         self.at(now + sim.offset, index, "heartbeat")
@@ -222,6 +227,8 @@ class LoadGen(object):
         sim = self.sims[index]
         if kind == "start" and sim.state == "running":
             return self.finish(sim, now) if self.stopping else self.started(sim, now)
+        if kind == "end":
+            return self.finish(sim, now)
         if sim.state != "running":
             return None
         a = self.args
@@ -233,7 +240,8 @@ class LoadGen(object):
                      % (wall - a.perf_interval, wall, _HIST), now)
             every = a.perf_interval
             if self.stopping:   # like a writer: its last interval, then its end
-                return self.finish(sim, now)
+                self.flush(sim)
+                return self.at(now + sim.end_delay, index, "end")
         elif kind == "heartbeat":
             sim.line(protocol.HEARTBEAT, '{"writer_pid":%d,"writer_alive":true,'
                      '"bytes_written":%d,"chunks_written":1,"progress_age_s":0.1}'
@@ -288,7 +296,8 @@ class LoadGen(object):
                 for sim in self.sims:
                     if sim.state != "running":   # no go, or not started yet
                         self.finish(sim, now)
-                deadline = now + a.perf_interval + FINAL_ACK_TIMEOUT_S
+                deadline = now + a.perf_interval + protocol.END_SPREAD_MAX_S + \
+                    FINAL_ACK_TIMEOUT_S
             if deadline is not None and (now >= deadline or self.ended == len(self.sims)):
                 break
             if end_send is None and now - t0 > a.ramp + a.go_timeout:

@@ -199,8 +199,8 @@ MUTATIONS = [
          tests=["tests/faults/test_client_outage.py::"
                 "test_server_gone_for_good_client_finishes_saves_and_exits_13"]),
     dict(id="overflow-drops-rollover-first", file="diskbench/protocol.py",
-         old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=True),",
-         new="    ROLLOVER: Policy(drop=0, ack=True, paced=True),",
+         old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_REPORT),",
+         new="    ROLLOVER: Policy(drop=0, ack=True, paced=PACED_REPORT),",
          tests=["tests/test_client_fakeserver.py::"
                 "test_sender_overflow_drops_oldest_perf_never_rollover"]),
     dict(id="rejected-retried", file="diskbench/client/sender.py",
@@ -495,10 +495,35 @@ MUTATIONS = [
          tests=["tests/faults/test_hostile_connections.py::test_client_silent_after_hello_"
                 "is_cut_at_the_read_timeout"]),
     dict(id="sender-never-holds-reports", file="diskbench/client/sender.py",
-         old="            if type_ in PACED and self.send_offset_s > 0:",
+         old="            if hold > 0:",
          new="            if False:",
          tests=["tests/test_client_fakeserver.py::test_sender_paced_reports_leave_their_"
                 "offset_late_never_sooner"]),
+    dict(id="end-held-like-a-report", file="diskbench/client/sender.py",
+         old="                self.end_offset_s if type_ in PACED_END else 0.0",
+         new="                self.send_offset_s if type_ in PACED_END else 0.0",
+         tests=["tests/test_client_fakeserver.py::test_sender_end_leaves_its_end_offset_"
+                "late_after_the_reports_before_it"]),
+    dict(id="end-spread-ignored", file="diskbench/client/sender.py",
+         old="    return phase * window, phase * max(window, end_spread_s or 0.0)",
+         new="    return phase * window, phase * window",
+         tests=["tests/test_client_fakeserver.py::test_offsets_share_one_phase_and_the_end_"
+                "spread_only_widens_the_end"]),
+    dict(id="client-ignores-gos-end-spread", file="diskbench/client/supervisor.py",
+         old="                                              go.end_spread_s if go else None)",
+         new="                                              None)",
+         tests=["tests/test_run_plan.py::test_the_client_holds_its_end_for_the_end_offset_"
+                "the_go_spread_gives"]),
+    dict(id="go-without-end-spread", file="diskbench/server/registry.py",
+         old="            protocol.END_SPREAD_MAX_S, END_SPREAD_PER_CLIENT_S * len(self.clients))",
+         new="            protocol.END_SPREAD_MAX_S, 0.0)",
+         tests=["tests/test_server_units.py::test_registry_go_carries_the_plan_and_one_start_"
+                "instant_while_it_can_be_met"]),
+    dict(id="end-spread-unbounded", file="diskbench/server/registry.py",
+         old="            protocol.END_SPREAD_MAX_S, END_SPREAD_PER_CLIENT_S * len(self.clients))",
+         new="            1e9, END_SPREAD_PER_CLIENT_S * len(self.clients))",
+         tests=["tests/test_server_units.py::test_registry_end_spread_stops_at_what_the_"
+                "protocol_allows"]),
     dict(id="held-reports-delay-a-stop", file="diskbench/client/sender.py",
          old="                self.due.clear()    # in seq order: what was held goes with it",
          new="                pass",

@@ -36,6 +36,7 @@ class FakeServer(object):
         self.no_ack = no_ack        # message types never acknowledged
         self.lock = threading.Lock()
         self.messages = []          # every decoded message, in arrival order
+        self.arrived = {}           # (name, seq) -> time.time() it came
         self.recorded = {}          # name -> highest seq recorded
         self.conns = []
         self.hellos = set()
@@ -89,6 +90,7 @@ class FakeServer(object):
                 if fresh:
                     self.recorded[msg.name] = msg.seq
                     self.messages.append(msg)
+                    self.arrived[msg.name, msg.seq] = time.time()
                 upto = self.recorded[msg.name]
             if self.ack and msg.type not in self.no_ack:
                 self._send(conn, P.ACK, upto_seq=upto if self.ack_upto is None
@@ -401,14 +403,13 @@ def test_sender_close_does_not_wait_for_the_bye_ack():
         srv.close()
 
 
-class _Offset(object):
-    """An rng whose ``uniform`` gives ``value``: a known send offset."""
+class _Phase(object):
+    """An rng whose ``random`` gives ``value``: a known phase, so known offsets."""
 
     def __init__(self, value):
         self.value = value
 
-    def uniform(self, low, high):
-        assert low <= self.value <= high
+    def random(self):
         return self.value
 
 
@@ -422,7 +423,7 @@ def test_sender_paced_reports_leave_their_offset_late_never_sooner():
     try:
         s.start()
         assert s.go.wait(5)
-        assert s.pace(5.0, rng=_Offset(0.4)) == 0.4
+        assert s.pace(5.0, rng=_Phase(0.4)) == (0.4, 0.4)   # window: at most 1 s
         sent = time.time()
         s.send(P.HEARTBEAT, **HEARTBEAT)
         wait_until(lambda: srv.of_type(P.HEARTBEAT), 10, what="the held heartbeat")
@@ -442,7 +443,7 @@ def test_sender_unpaced_message_takes_what_was_held_with_it_in_order(monkeypatch
     try:
         s.start()
         assert s.go.wait(5)
-        s.pace(60.0, rng=_Offset(59.0))          # held for a minute unless flushed
+        s.pace(60.0, rng=_Phase(59.0 / 60))      # held for 59 s unless flushed
         s.send(P.HEARTBEAT, **HEARTBEAT)           # seq 2: held
         s.send(P.NOTE, text="not paced")           # seq 3: goes now, with seq 2
         wait_until(lambda: srv.of_type(P.NOTE), 10, what="the note, long before 59 s")
@@ -453,9 +454,42 @@ def test_sender_unpaced_message_takes_what_was_held_with_it_in_order(monkeypatch
         srv.close()
 
 
+def test_sender_end_leaves_its_end_offset_late_after_the_reports_before_it():
+    """The go's end spread holds a stop and bye longer than the reports (the
+    same phase over the longer window), never sooner, and in seq order."""
+    srv = FakeServer()
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        assert s.pace(1.0, end_spread_s=3.0, rng=_Phase(0.5)) == (0.5, 1.5)
+        made = time.time()
+        s.send(P.HEARTBEAT, **HEARTBEAT)
+        s.send(P.STOP, reason=P.STOP_DURATION, bytes_written=1, chunks_written=1,
+               rollovers=0, elapsed_s=1.0, io_s=0.5, dropped_messages=0)
+        s.send(P.BYE)
+        wait_until(lambda: srv.of_type(P.HEARTBEAT), 10, what="the held heartbeat")
+        beat = time.time() - made
+        wait_until(lambda: srv.of_type(P.BYE), 10, what="the held stop and bye")
+        assert 0.5 - 0.01 <= beat < 1.5           # its send offset, not the end's
+        assert time.time() - made >= 1.5 - 0.01   # the end offset: never sooner
+        assert [m.type for m in srv.messages] == [P.HELLO, P.HEARTBEAT, P.STOP, P.BYE]
+    finally:
+        s.close(2)
+        srv.close()
+
+
+def test_offsets_share_one_phase_and_the_end_spread_only_widens_the_end():
+    assert sender_mod.offsets(0.25, 1.0) == (0.25, 0.25)
+    assert sender_mod.offsets(0.25, 10.0) == (0.25, 0.25)   # SEND_OFFSET_MAX_S
+    assert sender_mod.offsets(0.25, 0.5, 0.2) == (0.125, 0.125)   # never narrower
+    assert sender_mod.offsets(0.5, 1.0, 4.0) == (0.5, 2.0)
+
+
 def test_paced_types_are_the_periodic_reports_and_first_waits_spread():
-    assert set(P.paced_types()) == set([P.START, P.PERF, P.HEARTBEAT, P.STATS, P.ROLLOVER,
-                                        P.STOP, P.BYE])
+    assert set(P.paced_types(P.PACED_REPORT)) == set([
+        P.START, P.PERF, P.HEARTBEAT, P.STATS, P.ROLLOVER])
+    assert set(P.paced_types(P.PACED_END)) == set([P.STOP, P.BYE])
     from diskbench.client.child import first_wait
     import random
     rng = random.Random(7)

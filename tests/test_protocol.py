@@ -43,7 +43,7 @@ SAMPLE = {
     },
     P.S2C: {
         P.ACK: dict(upto_seq=41),
-        P.GO: dict(run_id="run-1", start_at=1763870002.0, clock_offset_s=-0.25,
+        P.GO: dict(run_id="run-1", start_at=1763870002.0, clock_offset_s=-0.25, end_spread_s=2.5,
                    chunk_bytes=20 << 20, file_bytes=200 << 20, duration_s=60.0,
                    perf_interval_s=1.0, stats_interval_s=10.0,
                    heartbeat_interval_s=5.0),

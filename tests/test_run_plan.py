@@ -7,6 +7,8 @@ with the real server and real client processes over real TCP on 127.0.0.1.
 - a plan that cannot roll over twice on a client's disk is refused by the
   server (from the calibration in the hello), naming the fix;
 - a plan the client's disk cannot hold is refused by the client at go;
+- the go's end spread (protocol 3) holds the client's stop summary for its
+  end offset;
 - a client or a server of protocol version 1 (an earlier commit of this
   repository) and the current one refuse each other naming both versions.
 """
@@ -32,6 +34,10 @@ PLAN = ["--chunk-mb", "10,20,30", "--file-mb", "60", "--duration", "2.5",
 START_SPREAD_MAX_MS = 100.0
 #: The last commit speaking protocol version 1 (before the run plan).
 PROTOCOL_1_COMMIT = "af29f8b9b4d5e4243e7c43d1c7faeaea70c9964d"
+#: The last commit speaking protocol version 2 (before the go's end spread).
+PROTOCOL_2_COMMIT = "b7ca3562ec614f9a2802380cf5973c3380faed9a"
+#: (commit, the protocol version it speaks) of every older release tried.
+OLD_RELEASES = [(PROTOCOL_1_COMMIT, 1), (PROTOCOL_2_COMMIT, 2)]
 #: Where the repository's history is when the tests run from a copy of the tree
 #: without it (scripts/mutate.py sets it).
 GIT_DIR_ENV = "DISKBENCH_GIT_DIR"
@@ -143,26 +149,53 @@ def test_a_plan_the_clients_disk_cannot_hold_is_refused_at_go(procs, tmpdir):
         srv.close()
 
 
-def _protocol_1_tree(tmpdir):
-    """The diskbench package as it was at PROTOCOL_1_COMMIT (git archive)."""
-    dest = str(tmpdir.mkdir("protocol1"))
+#: The end spread the fake server's go gives in the end-offset test (s).
+END_SPREAD_S = 2.0
+_OFFSETS_RE = re.compile(r"reports go out ([0-9.]+) s after they are made, the stop "
+                         r"summary ([0-9.]+) s")
+
+
+def test_the_client_holds_its_end_for_the_end_offset_the_go_spread_gives(procs, tmpdir):
+    """Protocol 3: the go's end_spread_s widens the client's end offset (the
+    same phase as its send offset), and its stop summary comes that late."""
+    srv = FakeServer(go_fields=dict(end_spread_s=END_SPREAD_S))
+    try:
+        code, out, err = procs.run(CLIENT + [
+            "--server", "127.0.0.1:%d" % srv.port, "--name", "spread", "--chunk-mb", "10",
+            "--duration", "1", "--log-dir", str(tmpdir.join("logs")),
+            str(tmpdir.mkdir("data"))])
+        assert code == exitcodes.OK, err
+        send, end = [float(x) for x in _OFFSETS_RE.search(out + err).groups()]
+        assert end == pytest.approx(send * END_SPREAD_S, abs=0.002)  # perf window 1 s
+        stop = srv.of_type(protocol.STOP)[0]
+        last_perf = max(m.t_end for m in srv.of_type(protocol.PERF))
+        assert srv.arrived["spread", stop.seq] - last_perf >= end - 0.05
+    finally:
+        srv.close()
+
+
+def _old_tree(tmpdir, commit):
+    """The diskbench package as it was at ``commit`` (git archive)."""
+    dest = str(tmpdir.mkdir("old"))
     tar = os.path.join(dest, "old.tar")
     try:
         with open(tar, "wb") as out:
             git_dir = os.environ.get(GIT_DIR_ENV) or os.path.join(REPO, ".git")
             subprocess.check_call(["git", "--git-dir", git_dir, "archive", "--format=tar",
-                                   PROTOCOL_1_COMMIT, "diskbench"], stdout=out,
+                                   commit, "diskbench"], stdout=out,
                                   stderr=subprocess.PIPE)
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("git history with commit %s is not here (a shallow clone?)"
-                    % PROTOCOL_1_COMMIT[:12])
+                    % commit[:12])
     with tarfile.open(tar) as archive:
         archive.extractall(dest)
     return dest
 
 
-def test_old_client_against_new_server_is_refused_naming_both_versions(procs, tmpdir):
-    old = _protocol_1_tree(tmpdir)
+@pytest.mark.parametrize("commit, version", OLD_RELEASES)
+def test_old_client_against_new_server_is_refused_naming_both_versions(procs, tmpdir, commit,
+                                                                     version):
+    old = _old_tree(tmpdir, commit)
     slog = str(tmpdir.join("server-logs"))
     server, port = start_server(procs, slog, "--idle-timeout", "0.5")
     proc = procs.start(CLIENT + [
@@ -172,15 +205,18 @@ def test_old_client_against_new_server_is_refused_naming_both_versions(procs, tm
     out, err = communicate(proc, 60)
     assert proc.returncode == exitcodes.CLIENT_SERVER, err
     # the new server answered in the old client's envelope: it shows the reason
-    assert "server refused us: protocol version 1 is not supported: this is diskbench" \
-        in err and "speaking protocol version %d" % protocol.PROTOCOL_VERSION in err, err
+    assert "server refused us: protocol version %d is not supported: this is diskbench" \
+        % version in err and "speaking protocol version %d" % protocol.PROTOCOL_VERSION \
+        in err, err
     server.send_signal(signal.SIGTERM)
     communicate(server, 30)
     assert _report(slog)["rejected_messages"] == {"bad-version": 1}
 
 
-def test_new_client_against_old_server_is_refused_naming_both_versions(procs, tmpdir):
-    old = _protocol_1_tree(tmpdir)
+@pytest.mark.parametrize("commit, version", OLD_RELEASES)
+def test_new_client_against_old_server_is_refused_naming_both_versions(procs, tmpdir, commit,
+                                                                     version):
+    old = _old_tree(tmpdir, commit)
     slog = str(tmpdir.join("server-logs"))
     server = procs.start(["-m", "diskbench.server", "--port", "0", "--log-dir", slog,
                           "--quiet", "--idle-timeout", "0.5"], env={"PYTHONPATH": old},
@@ -191,7 +227,7 @@ def test_new_client_against_old_server_is_refused_naming_both_versions(procs, tm
         "--log-dir", str(tmpdir.join("logs")), str(tmpdir.mkdir("data"))])
     assert code == exitcodes.CLIENT_SERVER, err
     assert "Traceback" not in err
-    assert "server refused us: protocol version 1 is not supported: this is diskbench" \
+    assert "server refused us: protocol version %d is not supported: this is diskbench" % version \
         in err and "speaking protocol version %d" % protocol.PROTOCOL_VERSION in err, err
     server.send_signal(signal.SIGTERM)   # it has had no client: it would wait on
     communicate(server, 30)

@@ -883,18 +883,35 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
         assert fields[name]["duration_s"] == 7.0
         assert fields[name]["start_at"] == pytest.approx(wall.t + lead)
         assert fields[name]["clock_offset_s"] is None   # no pong yet: by go's send time
+        # the fleet's ends are spread over a time that grows with the fleet
+        assert fields[name]["end_spread_s"] == 2 * reg.END_SPREAD_PER_CLIENT_S
     # a late client still in time gets the instant; one too late starts at once
     c = Peer(r, "c", pid=3)
     m = c.msg(protocol.HELLO, **hello_fields(pid=3, fixed=[]))
     r.hello(m, T0, c.conn, "peer", c.sender)
     (late,) = r.recorded("c", m.seq)
     assert late[2]["start_at"] == fields["a"]["start_at"] and late[2]["chunk_bytes"] == 10 * MIB
+    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * reg.END_SPREAD_PER_CLIENT_S
     wall.t += lead - reg.START_AHEAD_MIN_S + 0.01
     d = Peer(r, "d", pid=4)
     m = d.msg(protocol.HELLO, **hello_fields(pid=4, fixed=[]))
     r.hello(m, T0, d.conn, "peer", d.sender)
     (too_late,) = r.recorded("d", m.seq)
     assert "start_at" not in too_late[2]
+
+
+def test_registry_end_spread_stops_at_what_the_protocol_allows(monkeypatch):
+    monkeypatch.setattr(reg, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
+    r, _ = _registry()
+    gos = []
+    for pid, name in enumerate("ab", 1):
+        p = Peer(r, name, pid=pid)
+        m = p.msg(protocol.HELLO, **hello_fields(pid=pid))
+        r.hello(m, T0, p.conn, "peer", p.sender)
+        gos += r.recorded(name, m.seq)
+    assert [g[2]["end_spread_s"] for g in gos] == [protocol.END_SPREAD_MAX_S] * 2
+    # and the go that says so is valid on the wire
+    protocol.make(protocol.GO, protocol.S2C, run_id="r", **gos[1][2])
 
 
 def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():

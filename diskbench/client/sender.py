@@ -23,13 +23,16 @@
 - A reader thread per connection decodes server messages: ack, go, stop, ping
   (answered with pong), rejected (fatal: no more reconnects).
 - Once paced (``pace``), the reports (protocol.POLICY's ``paced``: start,
-  perf, heartbeat, stats, rollover, stop, bye) go out this client's own fixed
-  offset after they were made, random in [0, min(perf interval,
-  SEND_OFFSET_MAX_S)): a fleet that starts together (the synchronized start)
-  would otherwise send thousands of reports to the server within the same
-  millisecond, every interval, and end within the same millisecond. Their
-  figures are timed by their own fields, not by when they are sent. Any
-  other message (an error, a note, a pong) goes at once, and everything
+  perf, heartbeat, stats, rollover) go out this client's own fixed offset
+  after they were made, random in [0, min(perf interval, SEND_OFFSET_MAX_S)):
+  a fleet that starts together (the synchronized start) would otherwise send
+  thousands of reports to the server within the same millisecond, every
+  interval. Its end (stop, bye) goes out its end offset after it was made:
+  the same random phase, over the go's end_spread_s when that is longer (the
+  server widens it with the fleet: every client's last reports come at once,
+  and 5,000 of them took a Python 2.7 server over a second to take in).
+  Their figures are timed by their own fields, not by when they are sent.
+  Any other message (an error, a note, a pong) goes at once, and everything
   queued before it with it (the order of seqs is kept).
 
 Nothing here ever blocks the caller of ``send()``: it appends and returns.
@@ -46,8 +49,10 @@ from diskbench.compat import monotonic, wait_readable
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).
 BUFFER_MAX = 10000
-#: Message types held for the send offset (protocol.POLICY decides).
-PACED = protocol.paced_types()
+#: Message types held for the send offset, and for the end offset
+#: (protocol.POLICY decides).
+PACED = protocol.paced_types(protocol.PACED_REPORT)
+PACED_END = protocol.paced_types(protocol.PACED_END)
 #: The longest send offset (see the module docstring).
 SEND_OFFSET_MAX_S = 1.0
 #: What a full buffer drops, first to go first (protocol.POLICY decides).
@@ -82,6 +87,7 @@ class Sender(object):
         self.cond = threading.Condition()
         self.buffer = collections.deque()   # (seq, type, line), seq ascending
         self.send_offset_s = 0.0            # how long paced messages are held (pace)
+        self.end_offset_s = 0.0             # ... and the end (stop, bye)
         self.due = {}                       # seq -> monotonic() it may go, while held
         self.next_seq = 1
         self.dropped = 0
@@ -124,8 +130,10 @@ class Sender(object):
                 return None
             self.next_seq += 1
             self.buffer.append((seq, type_, line))
-            if type_ in PACED and self.send_offset_s > 0:
-                self.due[seq] = monotonic() + self.send_offset_s
+            hold = self.send_offset_s if type_ in PACED else \
+                self.end_offset_s if type_ in PACED_END else 0.0
+            if hold > 0:
+                self.due[seq] = monotonic() + hold
             else:
                 self.due.clear()    # in seq order: what was held goes with it
             dropped = None
@@ -141,12 +149,14 @@ class Sender(object):
                       dropped[1], dropped[0], count)
         return msg
 
-    def pace(self, perf_interval_s, rng=random):
-        """Hold the paced reports from now on for this client's send offset
-        (module docstring); returns the offset in seconds."""
+    def pace(self, perf_interval_s, end_spread_s=None, rng=random):
+        """Hold the paced reports from now on for this client's send offset,
+        and its end for its end offset (module docstring); returns both, in
+        seconds."""
         with self.cond:
-            self.send_offset_s = rng.uniform(0.0, min(perf_interval_s, SEND_OFFSET_MAX_S))
-            return self.send_offset_s
+            self.send_offset_s, self.end_offset_s = offsets(
+                rng.random(), perf_interval_s, end_spread_s)
+            return self.send_offset_s, self.end_offset_s
 
     def make_room(self, n):
         """Drop now what ``n`` more messages would push out, so a summary
@@ -470,6 +480,14 @@ _ON_SERVER_MESSAGE = {
     protocol.STOP: Sender._on_stop,
     protocol.REJECTED: Sender._on_rejected,
 }
+
+
+def offsets(phase, perf_interval_s, end_spread_s=None):
+    """(send offset, end offset) of a client whose random ``phase`` is in
+    [0, 1): the same phase over the report window and over the end window,
+    so the clients that report first also end first."""
+    window = min(perf_interval_s, SEND_OFFSET_MAX_S)
+    return phase * window, phase * max(window, end_spread_s or 0.0)
 
 
 def _close_socket(sock):

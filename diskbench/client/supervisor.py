@@ -112,12 +112,15 @@ class Supervisor(object):
             return self._finish(outcome)
         self.t_go = self._start_instant()
         self.cfg = cfg = self.cfg.replace(start_at=self.t_go)
-        offset = self.sender.pace(cfg.perf_interval_s)
+        go = self.sender.go_msg
+        offset, end_offset = self.sender.pace(cfg.perf_interval_s,
+                                              go.end_spread_s if go else None)
         log.info("go from server (run %s): %s; starting writer, stats and heartbeat "
-                 "(reports go out %.3f s after they are made: this client's send "
-                 "offset, so a fleet does not report all at once)",
+                 "(reports go out %.3f s after they are made, the stop summary %.3f s: "
+                 "this client's send offsets, so a fleet does not report all at once)",
                  self.sender.run_id, plan.describe(
-                     dict((k, getattr(cfg, k)) for k in protocol.PLAN_FIELDS)), offset)
+                     dict((k, getattr(cfg, k)) for k in protocol.PLAN_FIELDS)), offset,
+                 end_offset)
         for handler in log.handlers:
             if isinstance(handler, progress.ClearingHandler):
                 handler.progress = self.progress
@@ -504,7 +507,7 @@ class Supervisor(object):
         if pending and not sender.connected():
             log.warning("server unreachable (%s); trying for up to %g s more to deliver "
                         "%d unacknowledged messages", sender.last_error, timeout, pending)
-        deadline = monotonic() + timeout
+        deadline = monotonic() + timeout + sender.end_offset_s   # (its stop is held)
         seen = self.signals.count
         while monotonic() < deadline and self.signals.count == seen:
             if sender.wait_delivered(min(LOOP_TICK_S, max(0.0, deadline - monotonic()))):

@@ -519,13 +519,14 @@ class Master(object):
             return ("ending the run at once: not waiting any longer for clients' "
                     "summaries; the report follows")
         return ("ending the run: every live client is asked to stop, up to %g s "
-                "(--shutdown-grace) for their summaries, then the report"
-                % self.args.shutdown_grace)
+                "(--shutdown-grace, and the end spread their go gave) for their "
+                "summaries, then the report"
+                % (self.args.shutdown_grace + self.registry.end_spread_s))
 
     def _interrupted(self):
         """SIGINT/SIGTERM/SIGHUP or `ctl end`: ask every live client to stop and
-        wait up to --shutdown-grace for their summaries; a second signal or
-        `ctl end` cuts the wait short."""
+        wait up to --shutdown-grace (and the end spread) for their summaries;
+        a second signal or `ctl end` cuts the wait short."""
         cause = self.interrupted_by
         if cause == OPERATOR_END:
             event.info("the operator ended the run (ctl end): no new connections; "
@@ -538,7 +539,8 @@ class Master(object):
         stop = protocol.make(protocol.STOP, protocol.S2C, reason=why)
         for _name, sender in self.registry.live_senders():
             sender(stop)
-        deadline = self.wall() + self.args.shutdown_grace
+        # their summaries are held for up to the end spread their go gave
+        deadline = self.wall() + self.args.shutdown_grace + self.registry.end_spread_s
         self.wake.clear()
         while self.registry.live_senders() and self.signals.count + self.ends < 2 and \
                 self.wall() < deadline:

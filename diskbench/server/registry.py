@@ -109,6 +109,14 @@ RECENT_PERF_MAX = 16
 START_LEAD_S = 2.0
 #: ... plus this much per client (sending N go messages takes time).
 START_LEAD_PER_CLIENT_S = 0.001
+#: The go's end_spread_s (protocol.POLICY's PACED_END): the fleet's stop
+#: summaries are spread over this much per client (up to
+#: protocol.END_SPREAD_MAX_S): 1,000 clients' ends a second. An end is three
+#: messages (the last perf, stop, bye) and three log lines (stopped, finished,
+#: closed), so that is about the load of 5,000 clients' steady reports. All
+#: at once, 5,000 clients' ends held a Python 2.7 server's acks back for over
+#: a second, and at 2,000 a second still for one.
+END_SPREAD_PER_CLIENT_S = 0.001
 #: A go sent less than this before the common instant carries no instant:
 #: that client starts at once (it could not be ready in time).
 START_AHEAD_MIN_S = 0.5
@@ -312,6 +320,7 @@ class Registry(object):
         # the server's run plan (plan.resolve's ``server``): chunk_bytes a list
         self.plan_given = plan_given or {}
         self.start_at = None          # the common start instant (server clock)
+        self.end_spread_s = 0.0       # the longest end spread a go gave
         self.expected_clients = expected_clients
         self.heartbeat_timeout = heartbeat_timeout   # None: per client, from hello
         self.idle_timeout = idle_timeout
@@ -857,6 +866,9 @@ class Registry(object):
         start instant while it can still make it, and its clock offset when
         pongs measured it (else the client converts by the go's send time)."""
         fields = dict(client.plan)
+        fields["end_spread_s"] = spread = min(
+            protocol.END_SPREAD_MAX_S, END_SPREAD_PER_CLIENT_S * len(self.clients))
+        self.end_spread_s = max(self.end_spread_s, spread)
         if self.start_at is not None and client.start is None and \
                 self.wall() <= self.start_at - START_AHEAD_MIN_S:
             client.start_at = fields["start_at"] = self.start_at
