@@ -86,9 +86,10 @@ def run_profiled(tag, func, *args):
 
 
 class _Fifo(object):
-    """The recorder's queue: a deque and one condition. Producers of records
-    wait while QUEUE_MAX records are queued; the consumer is only notified
-    when it waits (a put is one lock round trip).
+    """The recorder's queue: a deque and one lock, with a condition for the
+    consumer and one for producers. Producers of records wait while
+    QUEUE_MAX records are queued; the consumer is only notified when it
+    waits (a put is one lock round trip).
 
     Every wait here is untimed: on Python 2.7 a wait with a timeout polls
     (sleeps up to 50 ms, takes the GIL, looks again), and thousands of
