@@ -29,8 +29,8 @@
   thousands of reports to the server within the same millisecond, every
   interval. Its end (stop, bye) goes out its end offset after it was made:
   the same random phase, over the go's end_spread_s when that is longer (the
-  server widens it with the fleet: every client's last reports come at once,
-  and 5,000 of them took a Python 2.7 server over a second to take in).
+  server widens it with the fleet: a fleet started together ends together,
+  and 5,000 clients' last reports at once held a server's acks back).
   Their figures are timed by their own fields, not by when they are sent.
   Any other message (an error, a note, a pong) goes at once, and everything
   queued before it with it (the order of seqs is kept).
