@@ -110,10 +110,10 @@ class _Fifo(object):
         self.full_waits = 0           # times a producer had to wait for room
 
     def put(self, item, wait=False):
+        """One item; a record (``wait``) waits for room as ``put_many`` does."""
+        if wait:
+            return self.put_many([item])
         with self.ready:
-            if wait:
-                self._wait_for_room()
-                self.records += 1
             self._queued([item])
 
     def put_many(self, items):
