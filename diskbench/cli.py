@@ -153,10 +153,18 @@ def read_secret(path=None, env_value=None):
 def prog_name(module):
     """The command as the user typed it, for usage lines: the console script's
     name (``diskbench-server``) when run as one, else ``python -m MODULE``."""
-    base = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "")
+    script = console_script()
+    return os.path.basename(script) if script else "python -m %s" % module
+
+
+def console_script():
+    """This process's console script (sys.argv[0], e.g. .../bin/diskbench-server)
+    when it runs as one, else None (``python -m``: argv[0] is a .py file)."""
+    script = sys.argv[0] if sys.argv else ""
+    base = os.path.basename(script)
     if not base or base.endswith(".py") or base.startswith("-"):
-        return "python -m %s" % module
-    return base
+        return None
+    return script
 
 
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.

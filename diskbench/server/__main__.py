@@ -13,8 +13,8 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, compat, exitcodes, plan, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, parsed, port,
-                           prog_name, read_secret, seconds)
+from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_script,
+                           parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
 from diskbench.server import control, interpreter
 from diskbench.server import registry as reg
@@ -263,10 +263,8 @@ CTL_COMMAND = "ctl"
 def _started_as():
     """What followed the interpreter on this process's command line, to
     start it again the same way: its console script, else ``-m MODULE``."""
-    script = sys.argv[0] if sys.argv else ""
-    if script and not script.endswith(".py") and os.path.isfile(script):
-        return [script]
-    return ["-m", MODULE]
+    script = console_script()
+    return [script] if script and os.path.isfile(script) else ["-m", MODULE]
 
 
 def main(argv=None):
