@@ -727,6 +727,11 @@ def _refuse_constant(name):
     raise ValueError("%s is not a number" % name)
 
 
+#: One decoder for every line: ``json.loads`` with an argument builds a new
+#: decoder (and its scanner) per call, a fifth of parsing a perf line on 2.7.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def decode(line, direction=C2S, secret=None):
     """Parse and validate one line (bytes, with or without its newline).
 
@@ -763,7 +768,7 @@ def _parse(line):
     except UnicodeDecodeError:
         raise ProtocolError(ProtocolError.NOT_UTF8, "line is not valid UTF-8")
     try:
-        obj = json.loads(text, parse_constant=_refuse_constant)
+        obj = _DECODER.decode(text)
     except ValueError as exc:
         raise ProtocolError(ProtocolError.NOT_JSON,
                             "not JSON: %s" % clean_text(str(exc), 120))
