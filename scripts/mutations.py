@@ -651,4 +651,12 @@ MUTATIONS = [
          new="                self.room.notify_all()",
          tests=["tests/test_server_units.py::test_recorder_producers_waiting_for_room_sleep_"
                 "and_all_get_in"]),
+    dict(id="py27-capacity-off-by-one", file="diskbench/server/interpreter.py",
+         old="clients <= PY2_CLIENTS_MEASURED:",
+         new="clients < PY2_CLIENTS_MEASURED:",
+         tests=[_TU + "test_capacity_warning_only_on_27_beyond_what_was_measured"]),
+    dict(id="py27-capacity-not-said", file="diskbench/server/interpreter.py",
+         old="    if not py2 or not clients",
+         new="    if True or not py2 or not clients",
+         tests=[_TU + "test_capacity_warning_only_on_27_beyond_what_was_measured"]),
 ]

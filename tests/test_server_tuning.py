@@ -8,7 +8,9 @@
 - FullCollector runs a full collection after as many closed connections as
   are open (at least its minimum), from the main loop of a real Master;
 - the server runs with glibc's per-thread malloc cache off (it re-executes
-  itself, same pid), unless GLIBC_TUNABLES already sets it.
+  itself, same pid), unless GLIBC_TUNABLES already sets it;
+- a server on Python 2.7 asked for more clients than it was measured to
+  serve says so, on stderr and in server.log (never on Python 3).
 
 GO fan-out from the main loop (Master._tick's release_go) is proved by
 tests/test_server_integration.py::test_server_clients_n_holds_go_until_n_hellos
@@ -318,3 +320,21 @@ def test_untcached_env_adds_to_tunables_and_leaves_the_users_choice():
     assert interpreter.untcached_env(once, (2, 36)) is None
     assert interpreter.untcached_env({}, None) is None        # not glibc
     assert interpreter.untcached_env({}, (2, 19)) is None     # no tcache (14.04's glibc)
+
+
+def test_capacity_warning_only_on_27_beyond_what_was_measured():
+    most = interpreter.PY2_CLIENTS_MEASURED
+    assert interpreter.capacity_warning(most, py2=True) is None
+    assert interpreter.capacity_warning(None, py2=True) is None
+    said = interpreter.capacity_warning(most + 1, py2=True)
+    assert "--clients %d" % (most + 1) in said and "Python 3" in said, said
+    assert interpreter.capacity_warning(most * 10, py2=False) is None
+
+
+@pytest.mark.skipif(not compat.PY2, reason="the warning is for a server on Python 2.7")
+def test_a_27_server_asked_for_more_clients_than_measured_says_so(procs, tmpdir):
+    over = interpreter.PY2_CLIENTS_MEASURED + 1
+    server = ServerProc(procs, str(tmpdir.join("logs")), ["--clients", "%d" % over] + FAST)
+    said = "with --clients %d it may fall seconds behind" % over
+    wait_until(lambda: said in "".join(server.err), what="the warning on stderr")
+    wait_until(lambda: said in server.server_log(), what="the warning in server.log")

@@ -56,6 +56,29 @@ GC_FULL_NEVER = 1 << 30
 #: tracked object, grows with the open connections.
 FULL_GC_MIN_CLOSED = 1000
 
+#: The most clients one server on Python 2.7 was measured to serve with its
+#: acks on time (make bench-server, this 2-core VM, the server on one CPU,
+#: bench/results/bench-server-2026-11-30-py27-ceiling.json: ack p99 under
+#: 20 ms at 2,000 and 3,000; at 4,000 one run of two reached 214 ms; at 5,000
+#: seconds behind at times). 2.7's GIL sets it, not the design: at about 60%
+#: of its CPU a 2.7 server starts to fall behind in bursts (thousands of
+#: threads woken by their sockets take turns for the GIL ahead of the
+#: recorder), and Python 3.11 served 5,000 with p99 41 ms.
+PY2_CLIENTS_MEASURED = 3000
+
+
+def capacity_warning(clients, py2=compat.PY2):
+    """A warning for a run of ``clients`` (--clients) that a server on this
+    interpreter was measured to fall behind with, else None."""
+    if not py2 or not clients or clients <= PY2_CLIENTS_MEASURED:
+        return None
+    return ("a server on Python 2.7 was measured to keep its acks on time for up to "
+            "%d clients (README: How many clients); with --clients %d it may fall "
+            "seconds behind at times (nothing is lost; the report says so): run the "
+            "server on Python 3 (the clients may stay on 2.7), or split the fleet "
+            "over several servers" % (PY2_CLIENTS_MEASURED, clients))
+
+
 #: glibc (2.26 and later) keeps, per thread, a cache of freed blocks up to
 #: 1 KiB (tcache: up to 7 of each size) for that thread's next malloc. A
 #: handler thread frees its lines and messages, then sleeps in recv, so with

@@ -347,6 +347,9 @@ class Master(object):
             if cpus is not None:
                 self.startup_notes.append("running on CPU %s (--cpu)"
                                           % interpreter.format_cpus(cpus))
+            too_many = interpreter.capacity_warning(self.args.clients)
+            if too_many:
+                self.startup_warnings.append(too_many)
             tunables = os.environ.get(interpreter.TUNABLES_ENV)
             if tunables:   # glibc's per-thread cache (interpreter.reexec_untcached)
                 self.startup_notes.append("malloc: %s=%s" % (interpreter.TUNABLES_ENV,
