@@ -659,4 +659,8 @@ MUTATIONS = [
          old="    if not py2 or not clients",
          new="    if True or not py2 or not clients",
          tests=[_TU + "test_capacity_warning_only_on_27_beyond_what_was_measured"]),
+    dict(id="decoder-takes-nan", file="diskbench/protocol.py",
+         old="_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)",
+         new="_DECODER = json.JSONDecoder()",
+         tests=[_PR + "test_nan_and_infinity_refused"]),
 ]
