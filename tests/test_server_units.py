@@ -1,5 +1,6 @@
 """Server units with injected clocks and no sleeps: registry state machine, liveness,
 completion rule, GO release, dedup; report arithmetic; recorder ack ordering."""
+import collections
 import json
 import os
 import resource
@@ -645,7 +646,7 @@ def test_recorder_producers_waiting_for_room_sleep_and_all_get_in():
     # room for one record lets one producer in, and wakes no crowd
     switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
     assert len(q.take(1)) == 1
-    wait_until(lambda: q.records == 1 and q.room_waiters == FULL_WAITERS - 1,
+    wait_until(lambda: len(q) == 1 and q.room_waiters == FULL_WAITERS - 1,
                what="one producer let in")
     time.sleep(FULL_WATCH_S / 4)          # watched: would the others wake?
     woke = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
@@ -656,6 +657,61 @@ def test_recorder_producers_waiting_for_room_sleep_and_all_get_in():
     for t in threads:
         t.join(5)
     assert not any(t.is_alive() for t in threads) and not len(q)
+
+
+def test_recorder_queue_put_with_room_takes_no_lock():
+    """A handler's put, with room and the consumer busy, never waits for the
+    queue's lock (on 2.7 every acquire gives the GIL away: one more turn at
+    the back of the crowd per message)."""
+    q = rec._Fifo(10)
+    done = []
+    with q.ready:                          # someone holds the lock throughout
+        t = threading.Thread(target=lambda: done.append(q.put_many(
+            [(rec._RAW, b"a\n", None, 1.0)]) or q.put((rec._LOG, "x", None, None))))
+        t.daemon = True
+        t.start()
+        t.join(5)
+        assert done and len(q) == 2, "a put with room waited for the lock"
+    assert [item[1] for item in q.take(10)] == [b"a\n", "x"]
+
+
+class _AppendsDuringTheLook(collections.deque):
+    """The consumer's look at an empty queue, with a producer's whole put
+    landing right after it (before the consumer says it is idle)."""
+
+    def __init__(self, put):
+        collections.deque.__init__(self)
+        self.put = put
+
+    def __len__(self):
+        n = collections.deque.__len__(self)
+        if self.put is not None:
+            put, self.put = self.put, None
+            put()
+        return n
+
+
+def test_recorder_queue_consumer_never_sleeps_on_an_item_put_as_it_looked():
+    q = rec._Fifo(10)
+    q.items = _AppendsDuringTheLook(lambda: q.put((rec._LOG, "late", None, None)))
+    got = []
+    t = threading.Thread(target=lambda: got.extend(q.take(10)))
+    t.daemon = True
+    t.start()
+    t.join(5)
+    assert [item[1] for item in got] == ["late"], "the consumer slept on a queued item"
+
+
+def test_recorder_queue_wakes_the_consumer_waiting_for_items():
+    q = rec._Fifo(10)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(q.take(10)))
+    t.daemon = True
+    t.start()
+    wait_until(lambda: q.idle, what="the consumer waiting")
+    q.put_many([(rec._RAW, b"a\n", None, 1.0)])
+    t.join(5)
+    assert [item[1] for item in got] == [b"a\n"], "the waiting consumer was not woken"
 
 
 def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
