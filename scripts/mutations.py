@@ -647,7 +647,7 @@ MUTATIONS = [
          new="_encode(htmlout.render(rep, series))",
          tests=["tests/test_report_outputs.py::test_report_html_is_written_piece_by_piece"]),
     dict(id="full-queue-wakes-every-waiter", file="diskbench/server/recorder.py",
-         old="                self.room.notify()    # room again: the first waiting producer",
+         old="            self.room.notify()",
          new="                self.room.notify_all()",
          tests=["tests/test_server_units.py::test_recorder_producers_waiting_for_room_sleep_"
                 "and_all_get_in"]),

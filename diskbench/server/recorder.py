@@ -135,8 +135,7 @@ class _Fifo(object):
             with self.room:
                 self._wait_for_room()
                 self.items.extend(items)
-                if self.room_waiters and len(self.items) < self.limit:
-                    self.room.notify()        # the next one in, while there is room
+                self._let_one_in()            # the next one, while there is room
         else:
             self.items.extend(items)
         self._wake_consumer()
@@ -170,9 +169,13 @@ class _Fifo(object):
                     self.ready.wait()
                 self.idle = False
             batch = [self.items.popleft() for _ in range(min(most, len(self.items)))]
-            if self.room_waiters and len(self.items) < self.limit:
-                self.room.notify()    # room again: the first waiting producer
+            self._let_one_in()        # room again: the first waiting producer
             return batch
+
+    def _let_one_in(self):
+        """Lock held: wake one producer waiting for room, if there is room."""
+        if self.room_waiters and len(self.items) < self.limit:
+            self.room.notify()
 
     def __len__(self):
         return len(self.items)
