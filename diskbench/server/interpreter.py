@@ -59,11 +59,13 @@ FULL_GC_MIN_CLOSED = 1000
 #: The most clients one server on Python 2.7 was measured to serve with its
 #: acks on time (make bench-server, this 2-core VM, the server on one CPU,
 #: bench/results/bench-server-2026-11-30-py27-ceiling.json: ack p99 under
-#: 20 ms at 2,000 and 3,000; at 4,000 one run of two reached 214 ms; at 5,000
-#: seconds behind at times). 2.7's GIL sets it, not the design: at about 60%
-#: of its CPU a 2.7 server starts to fall behind in bursts (thousands of
-#: threads woken by their sockets take turns for the GIL ahead of the
-#: recorder), and Python 3.11 served 5,000 with p99 41 ms.
+#: 20 ms at 2,000 and 3,000; at 4,000 one run of three reached 214 ms; at
+#: 5,000 seconds behind at times). All of that was before the recorder
+#: queue's lock-free put, after which five 60 s runs at 5,000 had p99
+#: 37-60 ms; not yet remeasured with make bench-server, so it stands. 2.7's
+#: GIL sets it, not the design: near 60% of its CPU a 2.7 server fell behind
+#: in bursts (thousands of threads woken by their sockets take turns for the
+#: GIL ahead of the recorder), and Python 3.11 served 5,000 with p99 41 ms.
 PY2_CLIENTS_MEASURED = 3000
 
 

@@ -96,8 +96,8 @@ class _Fifo(object):
     every lock acquire gives the GIL away, so a handler that took the
     queue's lock per message went to the back of the crowd waiting for the
     GIL once more per message. Measured at 5,000 clients on 2.7 (60 s runs):
-    server CPU per message 120-125 us with the lock, 103-108 without, and
-    ack p99 37-60 ms in three runs of three where most runs with it fell
+    server CPU per message 110-125 us with the lock, 102-108 without, and
+    ack p99 37-60 ms in five runs of five where most runs with it fell
     seconds behind. The consumer cannot miss an item: it says it is idle,
     looks again, and only then waits, all under the lock; a producer that
     appended looks at ``idle`` after and, if set, notifies under the lock
@@ -222,7 +222,7 @@ class Recorder(object):
 
         Of several callbacks with the same ``key`` in one batch only the last
         runs (one ack per connection per batch, naming the highest seq).
-        Waits while QUEUE_MAX records are queued (back-pressure).
+        Waits while QUEUE_MAX items are queued (back-pressure).
         """
         self.queue.put((_RECORD, obj, (key, on_written) if on_written else None,
                         monotonic()), wait=True)
