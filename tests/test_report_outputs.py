@@ -97,6 +97,9 @@ def test_report_killed_server_rerenders_to_the_figures_of_a_completed_run(procs,
     again = load_report(str(tmpdir.join("again")))
     assert again["run"]["exit_code"] == completed["run"]["exit_code"] == 0
     assert again["clients"] == completed["clients"]
+    # the resumed server accepted no message itself: all were read back
+    assert completed["run"]["server_cpu"]["message_count"] == 0
+    assert again["run"]["server_cpu"] == completed["run"]["server_cpu"]
 
 
 def test_report_without_stop_summaries_says_unfinished_server_did_not_see_the_end(

@@ -11,12 +11,16 @@
   itself, same pid), unless GLIBC_TUNABLES already sets it;
 - a server on Python 2.7 asked for more clients than it was measured to
   serve says so, on stderr and in server.log (never on Python 3).
+- CpuGauge measures the server's CPU use per window and over the run; the
+  first window past CPU_BUSY is said once, live and in the report, and the
+  report gives the CPU per accepted message (a real server's own figures).
 
 GO fan-out from the main loop (Master._tick's release_go) is proved by
 tests/test_server_integration.py::test_server_clients_n_holds_go_until_n_hellos
 and ::test_server_report_counts_match_what_three_concurrent_clients_sent.
 """
 import gc
+import json
 import logging
 import os
 import socket
@@ -221,48 +225,40 @@ def test_full_collector_runs_once_as_many_closed_as_open_and_starts_over():
                                "objects freed in " % closed), text
 
 
-def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
-    """A real Master in this process (its collector's minimum lowered, the
-    only way to reach it without thousands of connections): connections that
-    close are counted, and the main loop collects."""
+def _in_process_master(tmpdir):
+    """A real Master in this process (so a test can reach inside it), for a
+    one-client run: (master, log_dir)."""
     log_dir = str(tmpdir.join("logs"))
     args = server_main.derive_limits(server_main.build_parser().parse_args(
         ["--port", "0", "--host", "127.0.0.1", "--log-dir", log_dir, "--clients", "1",
          "--quiet", "--cpu", "all"] + FAST))
     args.secret = None
-    stack = threading.stack_size()
-    master = Master(args, out=open(os.devnull, "w"))
-    calls = []
+    return Master(args, out=open(os.devnull, "w")), log_dir
 
-    def collect():
-        calls.append(len(master.connections))
-        return gc.collect()
-    master.collector = interpreter.FullCollector(min_closed=SMALL_MIN_CLOSED,
-                                                 collect=collect)
+
+def _run_in_process(master, before_the_client, name):
+    """Run ``master`` in this (main) thread while another calls
+    ``before_the_client(port)``, then plays a full run as client ``name``; the
+    exit code and whether the client finished (an ending run otherwise)."""
+    stack = threading.stack_size()
     done = []
 
-    def clients():
+    def client():
         try:
-            socks = [connect(port) for _ in range(SMALL_MIN_CLOSED)]
-            wait_until(lambda: len(master.connections) == SMALL_MIN_CLOSED,
-                       what="a handler for each connection")
-            for sock in socks:
-                sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            wait_until(lambda: calls, timeout=10 * TICK_S + 5, what="a full collection")
-            c = FakeClient(port, "last")
+            before_the_client(port)
+            c = FakeClient(port, name)
             play_full_run(c, [[0.001]], rollovers=0)
             c.close()
             done.append(c.seq)
         finally:
-            if not done:              # end the run: the assertions below say why
+            if not done:              # end the run: the caller's assertions say why
                 master.operator_end()
                 master.operator_end()
 
     try:
         master.open_logs()
         port = master.bind()[1]
-        t = threading.Thread(target=clients)
+        t = threading.Thread(target=client)
         t.daemon = True
         t.start()
         code = master.run()          # the main thread: it installs signal handlers
@@ -270,8 +266,34 @@ def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
     finally:
         master._untune()
         threading.stack_size(stack)
+    return code, bool(done)
+
+
+def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
+    """A real Master in this process (its collector's minimum lowered, the
+    only way to reach it without thousands of connections): connections that
+    close are counted, and the main loop collects."""
+    master, log_dir = _in_process_master(tmpdir)
+    calls = []
+
+    def collect():
+        calls.append(len(master.connections))
+        return gc.collect()
+    master.collector = interpreter.FullCollector(min_closed=SMALL_MIN_CLOSED,
+                                                 collect=collect)
+
+    def close_some(port):
+        socks = [connect(port) for _ in range(SMALL_MIN_CLOSED)]
+        wait_until(lambda: len(master.connections) == SMALL_MIN_CLOSED,
+                   what="a handler for each connection")
+        for sock in socks:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        wait_until(lambda: calls, timeout=10 * TICK_S + 5, what="a full collection")
+
+    code, finished = _run_in_process(master, close_some, "last")
     assert calls, "no full collection after %d closed connections" % SMALL_MIN_CLOSED
-    assert done, "the client did not finish its run"
+    assert finished, "the client did not finish its run"
     assert code == exitcodes.OK
     assert calls[0] == 0, calls       # the three closed, none open: due at once
     with open(os.path.join(log_dir, "server.log")) as f:
@@ -338,3 +360,90 @@ def test_a_27_server_asked_for_more_clients_than_measured_says_so(procs, tmpdir)
     said = "with --clients %d it may fall seconds behind" % over
     wait_until(lambda: said in "".join(server.err), what="the warning on stderr")
     wait_until(lambda: said in server.server_log(), what="the warning in server.log")
+
+
+class _Ticks(object):
+    """A clock and a CPU counter moved by hand."""
+
+    def __init__(self):
+        self.now, self.cpu_s = 100.0, 5.0
+
+    def spend(self, wall, busy):
+        self.now += wall
+        self.cpu_s += wall * busy
+
+
+def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
+    t = _Ticks()
+    gauge = interpreter.CpuGauge(clock=lambda: t.now, cpu=lambda: t.cpu_s)
+    window, busy = interpreter.CPU_WINDOW_S, interpreter.CPU_BUSY
+    t.spend(window / 2, 1.0)
+    assert gauge.sample() is None and gauge.busiest is None   # no window yet
+    t.spend(window / 2, busy - 0.4)
+    assert gauge.sample() is None                              # (1.0 + 0.25) / 2
+    assert abs(gauge.busiest - (1.0 + busy - 0.4) / 2) < 1e-9
+    t.spend(window, 0.5 * busy)
+    assert gauge.sample() is None and gauge.busiest < busy     # under: quiet
+    t.spend(window * 2, busy + 0.1)
+    said = gauge.sample()
+    assert said and "needed %.0f%% of its one CPU over %.0f s" % (
+        (busy + 0.1) * 100, window * 2) in said, said
+    t.spend(window, 0.95)
+    assert gauge.sample() is None                              # said once
+    assert abs(gauge.busiest - 0.95) < 1e-9
+    wall = window * 5
+    cpu_s = window / 2 * (1.0 + busy - 0.4) + window * 0.5 * busy + \
+        window * 2 * (busy + 0.1) + window * 0.95
+    summary = gauge.summary(2000)
+    assert abs(summary["cpu_s"] - cpu_s) < 1e-9
+    assert abs(summary["mean_percent_of_one_cpu"] - cpu_s * 100 / wall) < 1e-9
+    assert abs(summary["busiest_percent_of_one_cpu"] - 95.0) < 1e-9
+    assert abs(summary["ms_per_1000_messages"] - cpu_s * 1e6 / 2000) < 1e-9
+    assert gauge.summary(0)["ms_per_1000_messages"] is None
+
+
+def test_report_says_what_cpu_the_server_used_per_message(procs, tmpdir):
+    """A real server's report: the CPU it measured for itself, and the
+    messages it accepted, also in report.txt. 300 perf messages: enough CPU
+    (about 0.1 ms each) to be seen at os.times' 10 ms resolution."""
+    server = ServerProc(procs, str(tmpdir.join("logs")), ["--clients", "1"] + FAST)
+    c = FakeClient(server.port, "measured")
+    play_full_run(c, [[0.001, 0.002]] * 300)
+    c.close()
+    assert server.wait_exit() == exitcodes.OK
+    cpu = server.report()["run"]["server_cpu"]
+    assert cpu["message_count"] == c.seq, (cpu, c.seq)
+    assert cpu["cpu_s"] > 0 and cpu["window_s"] == interpreter.CPU_WINDOW_S, cpu
+    assert abs(cpu["ms_per_1000_messages"] - cpu["cpu_s"] * 1e6 / c.seq) < 1e-6
+    assert 0 < cpu["mean_percent_of_one_cpu"] <= 100.0 * len(
+        compat.get_affinity() or [1, 2]), cpu
+    assert cpu["busiest_percent_of_one_cpu"] is None, cpu  # shorter than a window
+    assert "server CPU: %.0f%% of one CPU over the run, -%% in its busiest %g s; " \
+        "%.0f ms per 1000 accepted messages" % (
+            cpu["mean_percent_of_one_cpu"], interpreter.CPU_WINDOW_S,
+            cpu["ms_per_1000_messages"]) in server.report_text()
+
+
+def test_a_busy_server_says_so_live_and_in_the_report(tmpdir, monkeypatch):
+    """A real Master in this process whose gauge reads a fake, busy CPU
+    (time runs 100x, the CPU counter at 90% of it): the first window over
+    CPU_BUSY is said in server.log and in the report's warnings."""
+    start = compat.monotonic()
+    fast = lambda: start + (compat.monotonic() - start) * 100   # noqa: E731
+    monkeypatch.setattr(interpreter, "CpuGauge", lambda: _RealGauge(
+        clock=fast, cpu=lambda: 0.9 * fast()))
+    master, log_dir = _in_process_master(tmpdir)
+    code, finished = _run_in_process(master, lambda port: wait_until(
+        lambda: master.cpu_busy, timeout=interpreter.CPU_WINDOW_S / 100 + 10 * TICK_S + 5,
+        what="the busy warning"), "busy")
+    assert finished and code == exitcodes.OK, (finished, code)
+    said = "the server needed 90% of its one CPU over "
+    with open(os.path.join(log_dir, "server.log")) as f:
+        assert f.read().count(said) == 1
+    with open(os.path.join(log_dir, "report.json")) as f:
+        run = json.load(f)["run"]
+    assert [w for w in run["server_warnings"] if said in w], run["server_warnings"]
+    assert abs(run["server_cpu"]["busiest_percent_of_one_cpu"] - 90.0) < 1, run
+
+
+_RealGauge = interpreter.CpuGauge

@@ -98,7 +98,7 @@ def load(log_dir, warn):
         interrupted_by=old_run.get("interrupted_by"),
         exit_code=old_run.get("exit_code"),
         exit_meaning=old_run.get("exit_meaning") if old else NO_REPORT_MEANING,
-        warnings=warnings)
+        warnings=warnings, server_cpu=_server_cpu(old_run.get("server_cpu")))
     return rep, builder.finish()
 
 
@@ -111,6 +111,14 @@ def _tap(records, builder, recv):
             recv[0] = ts if recv[0] is None else min(recv[0], ts)
             recv[1] = ts if recv[1] is None else max(recv[1], ts)
         yield msg, ts
+
+
+def _server_cpu(old):
+    """The old report's server CPU figures, numbers only (what the server
+    measured cannot be measured again from perf.jsonl)."""
+    if not isinstance(old, dict):
+        return None
+    return dict((k, v) for k, v in old.items() if v is None or _num(v, None) is not None)
 
 
 def _num(value, default):

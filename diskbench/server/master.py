@@ -207,6 +207,8 @@ class Master(object):
         self.finishing = False        # the run is complete: the report is coming
         self.tuned = None             # what interpreter.tune changed (bind)
         self.collector = interpreter.FullCollector()
+        self.cpu_gauge = None         # interpreter.CpuGauge, from the run's start
+        self.cpu_busy = None          # its warning, for the report too
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=args.verbose, interval=args.progress_interval,
@@ -401,6 +403,7 @@ class Master(object):
         if self.resumed:
             self.registry.resumed("the server restarted; waiting for it to reconnect")
             event.info("%s", self.resumed)
+        self.cpu_gauge = interpreter.CpuGauge()
         thread = threading.Thread(target=self.server.serve_forever, name="tcp-server",
                                   kwargs=dict(poll_interval=TICK_S))
         thread.daemon = True
@@ -450,6 +453,10 @@ class Master(object):
                     self.watch_connection(handler)   # its deadline moved on
         self.registry.check_liveness()
         self.collector.maybe_collect(len(self.connections))
+        busy = self.cpu_gauge.sample() if self.cpu_gauge is not None else None
+        if busy:
+            self.cpu_busy = busy
+            event.warning("%s", busy)
         handler_mod.send_go(self.registry.release_go(), self.run_id)
         if self.registry.require_all and self.registry.short_start and \
                 self.registry.aborted is None:
@@ -566,6 +573,8 @@ class Master(object):
         what is not); returns the exit code, which such a gap downgrades."""
         unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
         view = self.registry.snapshot()
+        server_cpu = None if self.cpu_gauge is None else self.cpu_gauge.summary(
+            max(0, sum(c.messages for c in view.clients) - view.restored))
         self._operator_stopped(view)
         warnings = list(self.startup_warnings)
         if unwritten:
@@ -581,6 +590,8 @@ class Master(object):
         behind = self.recorder.falling_behind()
         if behind:
             warnings.append(behind)
+        if self.cpu_busy:
+            warnings.append(self.cpu_busy)
         if self.resumed:
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
@@ -600,7 +611,7 @@ class Master(object):
         rep = report_mod.build(
             view, started, self.wall(), run_label=self.run_id,
             interrupted_by=self.interrupted_by, exit_code=code, exit_meaning=meaning,
-            warnings=warnings)
+            warnings=warnings, server_cpu=server_cpu)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
             sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"

@@ -439,8 +439,10 @@ def _totals(view, clients):
 
 
 def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
-          exit_code=None, exit_meaning=None, warnings=()):
-    """The whole report as a JSON-ready dict; never raises on accepted data."""
+          exit_code=None, exit_meaning=None, warnings=(), server_cpu=None):
+    """The whole report as a JSON-ready dict; never raises on accepted data.
+    ``server_cpu``: the server's own CPU use (interpreter.CpuGauge.summary),
+    None when unknown (a report re-rendered without one)."""
     warnings = list(warnings)
     g = _Guard(warnings)
     clients = [_client_or_stub(c, g) for c in sorted(view.clients, key=lambda c: c.name)]
@@ -468,7 +470,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  records_restored_count=view.restored,
                  synchronized_start=g("the synchronized start", synchronized_start,
                                       view.clients),
-                 server_warnings=warnings),
+                 server_cpu=server_cpu, server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg,
         rejected_messages=dict(view.rejected),
         rejected_count=sum(view.rejected.values()))
@@ -602,6 +604,14 @@ def _text_header(rep):
                                       sync["first_write_known_count"],
                                       _f(sync["first_write_spread_ms"], "%.1f"),
                                       _f(sync["first_write_late_max_ms"], "%.1f")))
+    cpu = run.get("server_cpu")
+    if cpu:
+        lines.append("server CPU: %s%% of one CPU over the run, %s%% in its busiest %s s; "
+                     "%s ms per 1000 accepted messages" % (
+                         _f(cpu.get("mean_percent_of_one_cpu"), "%.0f"),
+                         _f(cpu.get("busiest_percent_of_one_cpu"), "%.0f"),
+                         _f(cpu.get("window_s"), "%g"),
+                         _f(cpu.get("ms_per_1000_messages"), "%.0f")))
     lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]
     lines.append("")
     return lines
