@@ -418,7 +418,7 @@ def test_report_says_what_cpu_the_server_used_per_message(procs, tmpdir):
     assert 0 < cpu["mean_percent_of_one_cpu"] <= 100.0 * len(
         compat.get_affinity() or [1, 2]), cpu
     assert cpu["busiest_percent_of_one_cpu"] is None, cpu  # shorter than a window
-    assert "server CPU: %.0f%% of one CPU over the run, -%% in its busiest %g s; " \
+    assert "server CPU: %.0f%% of one CPU over the run, - in its busiest %g s, " \
         "%.0f ms per 1000 accepted messages" % (
             cpu["mean_percent_of_one_cpu"], interpreter.CPU_WINDOW_S,
             cpu["ms_per_1000_messages"]) in server.report_text()

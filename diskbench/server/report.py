@@ -606,10 +606,10 @@ def _text_header(rep):
                                       _f(sync["first_write_late_max_ms"], "%.1f")))
     cpu = run.get("server_cpu")
     if cpu:
-        lines.append("server CPU: %s%% of one CPU over the run, %s%% in its busiest %s s; "
+        lines.append("server CPU: %s of one CPU over the run, %s in its busiest %s s, "
                      "%s ms per 1000 accepted messages" % (
-                         _f(cpu.get("mean_percent_of_one_cpu"), "%.0f"),
-                         _f(cpu.get("busiest_percent_of_one_cpu"), "%.0f"),
+                         _f(cpu.get("mean_percent_of_one_cpu"), "%.0f%%"),
+                         _f(cpu.get("busiest_percent_of_one_cpu"), "%.0f%%"),
                          _f(cpu.get("window_s"), "%g"),
                          _f(cpu.get("ms_per_1000_messages"), "%.0f")))
     lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]

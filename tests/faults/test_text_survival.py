@@ -31,6 +31,8 @@ REPORT_LINE = re.compile(
     r"^(|diskbench report .*|=+|run: .*|exit code:? .*|server warning: .*|client [\w-]+: "
     r".*|synchronized start at .*"
     r".*|  .*|totals: .*|aggregate throughput .*|rejected messages: .*|method: .*"
+    r"|server CPU: (\d+%|-) of one CPU over the run, (\d+%|-) in its busiest [\d.]+ s, "
+    r"(\d+|-) ms per 1000 accepted messages"
     # the headline and the table that lead report.txt
     r"|clients: .*|aggregate: .*|slowest: .*|details|client +host +state +chunk MiB +MiB/s .*"
     r"|[\w-]+~? +\S+ +(finished|unfinished|went away|failed|stalled) .*)$")
