@@ -104,6 +104,7 @@ def test_a_clients_own_flags_win_over_the_servers_plan(procs, tmpdir):
     code, out, err = procs.run(CLIENT + [
         "--server", "127.0.0.1:%d" % port, "--name", "own", "--chunk-mb", "10",
         "--heartbeat-interval", "0.5", "--stats-interval", "0.5",
+        "--force",  # 2 rollovers of 100 MiB in 1.5 s need 133 MiB/s: not this test
         "--log-dir", str(tmpdir.join("logs")), str(tmpdir.mkdir("data"))])
     assert code == exitcodes.OK, err
     communicate(server, 30)
@@ -162,7 +163,9 @@ def test_the_client_holds_its_end_for_the_end_offset_the_go_spread_gives(procs, 
     try:
         code, out, err = procs.run(CLIENT + [
             "--server", "127.0.0.1:%d" % srv.port, "--name", "spread", "--chunk-mb", "10",
-            "--duration", "1", "--log-dir", str(tmpdir.join("logs")),
+            # --force: on a slow or busy disk 1 s gives fewer than 2 rollovers,
+            # which this test is not about (it refused at 189 MiB/s)
+            "--duration", "1", "--force", "--log-dir", str(tmpdir.join("logs")),
             str(tmpdir.mkdir("data"))])
         assert code == exitcodes.OK, err
         send, end = [float(x) for x in _OFFSETS_RE.search(out + err).groups()]
