@@ -106,11 +106,11 @@ class CpuGauge(object):
         self.clock, self.cpu = clock, cpu
         self.start = self.mark = (clock(), cpu())
         self.busiest = None           # fraction of one CPU; None before a window ends
-        self.warned = False
+        self.warning = None           # what it said, once (live and in the report)
 
     def sample(self):
         """Close a window when one has passed; the first window over CPU_BUSY
-        returns the sentence to say (once per run), otherwise None."""
+        sets ``warning`` and returns it (once per run), otherwise None."""
         now = (self.clock(), self.cpu())
         span = now[0] - self.mark[0]
         if span < CPU_WINDOW_S:
@@ -118,14 +118,14 @@ class CpuGauge(object):
         used = (now[1] - self.mark[1]) / span
         self.mark = now
         self.busiest = used if self.busiest is None else max(self.busiest, used)
-        if used <= CPU_BUSY or self.warned:
+        if used <= CPU_BUSY or self.warning is not None:
             return None
-        self.warned = True
-        return ("the server needed %.0f%% of its one CPU over %.0f s: past about "
+        self.warning = ("the server needed %.0f%% of its one CPU over %.0f s: past about "
                 "%.0f%% its acks fall behind (README: How many clients); "
                 "nothing is lost, but for more clients run the server on Python 3 "
                 "or on a faster CPU, or split the fleet over several servers" % (
                     used * 100.0, span, CPU_BUSY * 100.0))
+        return self.warning
 
     def summary(self, messages):
         """report.json's run.server_cpu: ``messages`` is how many the server

@@ -208,7 +208,6 @@ class Master(object):
         self.tuned = None             # what interpreter.tune changed (bind)
         self.collector = interpreter.FullCollector()
         self.cpu_gauge = None         # interpreter.CpuGauge, from the run's start
-        self.cpu_busy = None          # its warning, for the report too
         self.console = console_mod.Console(
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=args.verbose, interval=args.progress_interval,
@@ -453,9 +452,8 @@ class Master(object):
                     self.watch_connection(handler)   # its deadline moved on
         self.registry.check_liveness()
         self.collector.maybe_collect(len(self.connections))
-        busy = self.cpu_gauge.sample() if self.cpu_gauge is not None else None
+        busy = self.cpu_gauge.sample()
         if busy:
-            self.cpu_busy = busy
             event.warning("%s", busy)
         handler_mod.send_go(self.registry.release_go(), self.run_id)
         if self.registry.require_all and self.registry.short_start and \
@@ -573,7 +571,7 @@ class Master(object):
         what is not); returns the exit code, which such a gap downgrades."""
         unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
         view = self.registry.snapshot()
-        server_cpu = None if self.cpu_gauge is None else self.cpu_gauge.summary(
+        server_cpu = self.cpu_gauge.summary(
             max(0, sum(c.messages for c in view.clients) - view.restored))
         self._operator_stopped(view)
         warnings = list(self.startup_warnings)
@@ -590,8 +588,8 @@ class Master(object):
         behind = self.recorder.falling_behind()
         if behind:
             warnings.append(behind)
-        if self.cpu_busy:
-            warnings.append(self.cpu_busy)
+        if self.cpu_gauge.warning:
+            warnings.append(self.cpu_gauge.warning)
         if self.resumed:
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
