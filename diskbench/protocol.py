@@ -108,7 +108,7 @@ STOP = "stop"            # I stopped (and why), with a summary; also server -> c
 ERROR = "error"          # something failed
 NOTE = "note"            # a human-readable notice (e.g. "psutil missing")
 PONG = "pong"            # answer to ping (clock offset and round trip)
-BYE = "bye"              # I close the connection on purpose
+BYE = "bye"              # I close the connection on purpose (my last seq)
 
 # --- message types: server -> client -------------------------------------------
 ACK = "ack"              # recorded everything up to and including seq

@@ -529,6 +529,10 @@ MUTATIONS = [
          new="                pass",
          tests=["tests/test_client_fakeserver.py::test_sender_unpaced_message_takes_what_"
                 "was_held_with_it_in_order"]),
+    dict(id="client-speaks-after-bye", file="diskbench/client/sender.py",
+         old="            if self.said_bye:  # e.g. a pong",
+         new="            if False:  # e.g. a pong",
+         tests=["tests/test_client_fakeserver.py::test_sender_sends_nothing_after_its_bye"]),
     # --- batched ingest (issue 13) -------------------------------------------------------
     dict(id="partial-line-dropped", file="diskbench/server/handler.py",
          old="            rest = lines.pop()\n",

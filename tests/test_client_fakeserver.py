@@ -226,6 +226,25 @@ def test_sender_answers_ping_and_sees_server_stop():
         srv.close()
 
 
+def test_sender_sends_nothing_after_its_bye():
+    """A ping that crosses the bye is not answered: bye is the client's last seq."""
+    srv = FakeServer(no_ack=(P.BYE,))
+    s = make_sender(srv.port)
+    try:
+        s.start()
+        assert s.go.wait(5)
+        bye = s.send(P.BYE)
+        wait_until(lambda: srv.of_type(P.BYE), 5, what="bye received")
+        srv.ping(nonce=7)
+        srv.stop_clients("after the ping")   # read in order: the ping was handled first
+        wait_until(lambda: s.server_stop, 5, what="server stop seen")
+        assert s.send(P.NOTE, text="late") is None
+        assert s.next_seq == bye.seq + 1 and s.buffer[-1][1] == P.BYE
+    finally:
+        s.close(0)
+        srv.close()
+
+
 def test_sender_rejected_stops_reconnecting():
     srv = FakeServer(reject="wrong secret")
     s = make_sender(srv.port)

@@ -100,6 +100,7 @@ class Sender(object):
         self.healthy = False                # the server spoke on this connection
         self.backoff = BACKOFF_FIRST_S      # the next reconnect wait
         self.closed = False
+        self.said_bye = False               # bye is the last message we send
         self.go = threading.Event()
         self.run_id = None
         self.go_msg = self.go_wall = self.go_mono = None  # the go, and when it came
@@ -119,8 +120,12 @@ class Sender(object):
         self._io.start()
 
     def send(self, type_, **fields):
-        """Queue one message; returns it (None if invalid). Never blocks on the network."""
+        """Queue one message; returns it (None if invalid, or after the bye).
+        Never blocks on the network."""
         with self.cond:
+            if self.said_bye:  # e.g. a pong to a ping that crossed our bye
+                self._log("debug", "not sent after the bye: %s", type_)
+                return None
             seq = self.next_seq
             try:
                 msg = protocol.make(type_, name=self.name, seq=seq, **fields)
@@ -129,6 +134,7 @@ class Sender(object):
                 self._log("error", "not sent (%s): %s", type_, exc)
                 return None
             self.next_seq += 1
+            self.said_bye = type_ == protocol.BYE
             self.buffer.append((seq, type_, line))
             hold = self.send_offset_s if type_ in PACED else \
                 self.end_offset_s if type_ in PACED_END else 0.0
