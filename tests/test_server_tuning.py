@@ -379,9 +379,10 @@ def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
     window, busy = interpreter.CPU_WINDOW_S, interpreter.CPU_BUSY
     t.spend(window / 2, 1.0)
     assert gauge.sample() is None and gauge.busiest is None   # no window yet
-    t.spend(window / 2, busy - 0.4)
-    assert gauge.sample() is None                              # (1.0 + 0.25) / 2
-    assert abs(gauge.busiest - (1.0 + busy - 0.4) / 2) < 1e-9
+    low = 2 * busy - 1.1        # the window's mean is then just under busy
+    t.spend(window / 2, low)
+    assert gauge.sample() is None                              # (1.0 + low) / 2
+    assert abs(gauge.busiest - (1.0 + low) / 2) < 1e-9
     t.spend(window, 0.5 * busy)
     assert gauge.sample() is None and gauge.busiest < busy     # under: quiet
     t.spend(window * 2, busy + 0.1)
@@ -392,7 +393,7 @@ def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
     assert gauge.sample() is None                              # said once
     assert abs(gauge.busiest - 0.95) < 1e-9
     wall = window * 5
-    cpu_s = window / 2 * (1.0 + busy - 0.4) + window * 0.5 * busy + \
+    cpu_s = window / 2 * (1.0 + low) + window * 0.5 * busy + \
         window * 2 * (busy + 0.1) + window * 0.95
     summary = gauge.summary(2000)
     assert abs(summary["cpu_s"] - cpu_s) < 1e-9

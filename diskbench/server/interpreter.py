@@ -61,11 +61,13 @@ FULL_GC_MIN_CLOSED = 1000
 #: acks on time (make bench-server, 2-core VMs, the server on one CPU): p99
 #: under 20 ms at 2,000 and 3,000, one run of three at 4,000 reached 214 ms,
 #: seconds behind at times at 5,000 (bench-server-2026-11-30-py27-ceiling.json);
-#: on a slower VM with the current code 124 ms at 3,000, seconds behind at
-#: 5,000 (bench-server-2026-11-30-slower-host.json). What sets the limit is the
-#: CPU it needs (CpuGauge and CPU_BUSY say that for any host at run time);
-#: this says it before the run, for the interpreter that needs the most.
-PY2_CLIENTS_MEASURED = 3000
+#: on a slower VM with the current code 124 and 394 ms at 3,000, 49 ms at
+#: 2,500, 18 ms at 2,000, seconds behind at 5,000 (bench-server-2026-11-30-
+#: slower-host.json, bench-server-2026-12-01-py27-reruns.json). What sets the
+#: limit is the CPU it needs (CpuGauge and CPU_BUSY say that for any host at
+#: run time); this says it before the run, for the interpreter that needs the
+#: most.
+PY2_CLIENTS_MEASURED = 2500
 
 
 def capacity_warning(clients, py2=compat.PY2):
@@ -83,9 +85,11 @@ def capacity_warning(clients, py2=compat.PY2):
 #: In every committed make bench-server run (bench/results, 2026-11-30, two
 #: VMs of different speed, 1,000-5,000 clients, both Pythons) the server's
 #: ack p99 stayed under 250 ms while it needed less than about 65% of its one
-#: CPU, and from about 70% it fell behind in bursts (p99 0.4-120 s). Past this
-#: over a CPU_WINDOW_S the server says so (README: How many clients).
-CPU_BUSY = 0.65
+#: CPU, and from about 70% it fell behind in bursts (p99 0.4-120 s); on 2.7
+#: a rerun had 394 ms at 64% (bench-server-2026-12-01-py27-reruns.json), so
+#: there the line is drawn lower. Past this over a CPU_WINDOW_S the server
+#: says so (README: How many clients).
+CPU_BUSY = 0.55 if compat.PY2 else 0.65
 #: The span its CPU use is measured over: long enough that a burst of hellos
 #: or a full collection does not count as load, short enough to show one.
 CPU_WINDOW_S = 10.0
