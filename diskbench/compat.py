@@ -20,6 +20,7 @@ PY2 = sys.version_info[0] == 2
 if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
     import Queue as queue  # noqa: F401
     import SocketServer as socketserver  # noqa: F401
+    from thread import start_new_thread  # noqa: F401
     text_type = unicode  # noqa: F821
     binary_type = str
     string_types = (str, unicode)  # noqa: F821
@@ -30,6 +31,7 @@ if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
 else:
     import queue  # noqa: F401
     import socketserver  # noqa: F401
+    from _thread import start_new_thread  # noqa: F401
     text_type = str
     binary_type = bytes
     string_types = (str,)

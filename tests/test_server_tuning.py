@@ -269,6 +269,31 @@ def _run_in_process(master, before_the_client, name):
     return code, bool(done)
 
 
+def _dummy_threads():
+    return [t for t in threading.enumerate() if isinstance(t, threading._DummyThread)]
+
+
+def test_handler_threads_leave_no_thread_objects_behind(tmpdir):
+    """Handler threads are started without threading.Thread (no wait per
+    connection: master.TCPServer.process_request); each logs its connection,
+    and a log record that named its thread would make threading keep a dummy
+    Thread object per connection for good (interpreter.tune drops it)."""
+    master, log_dir = _in_process_master(tmpdir)
+    before = len(_dummy_threads())
+
+    def connect_and_leave(port):
+        for _ in range(20):
+            connect(port).close()
+        wait_until(lambda: master.registry.connections >= 20 and
+                   not master.connections, what="the 20 handlers ended")
+
+    code, finished = _run_in_process(master, connect_and_leave, "leaves")
+    assert finished and code == exitcodes.OK, (finished, code)
+    with open(os.path.join(log_dir, "server.log")) as f:
+        assert f.read().count(" closed") >= 20     # the handlers did log
+    assert len(_dummy_threads()) == before, _dummy_threads()
+
+
 def test_master_runs_a_full_collection_after_closed_connections(tmpdir):
     """A real Master in this process (its collector's minimum lowered, the
     only way to reach it without thousands of connections): connections that

@@ -205,12 +205,16 @@ def tune(cpu=CPU_AUTO):
     """Server start, before any thread is started (they inherit the CPUs):
     the CPUs (``cpu``: CPU_AUTO, CPU_ALL or a list), the GIL switch interval
     for thousands of threads (Python 2.7 has none: its GIL is handed over at
-    blocking calls and every 100 bytecodes), and no automatic full garbage
-    collection (module docstring). Returns what ``restore`` needs to undo it
-    (a server run in-process), and the CPUs it runs on (None: any)."""
+    blocking calls and every 100 bytecodes), no automatic full garbage
+    collection (module docstring), and log records without the thread and
+    process (the server's formats show neither; a handler thread started
+    without threading.Thread would get a dummy Thread object per log call's
+    thread, never freed). Returns what ``restore`` needs to undo it (a server
+    run in-process), and the CPUs it runs on (None: any)."""
     allowed = compat.get_affinity()
     before = (getattr(sys, "getswitchinterval", lambda: None)(), gc.get_threshold(),
-              allowed)
+              allowed, (logging.logThreads, logging.logProcesses))
+    logging.logThreads = logging.logProcesses = False
     cpus = choose_cpus(cpu, allowed)
     if cpus is not None:
         try:
@@ -272,7 +276,8 @@ def current_cpu():
 
 def restore(before):
     """Undo ``tune`` (the run is over)."""
-    switch, thresholds, allowed = before
+    switch, thresholds, allowed, log_fields = before
+    logging.logThreads, logging.logProcesses = log_fields
     if switch is not None:
         sys.setswitchinterval(switch)
     gc.set_threshold(*thresholds)
