@@ -207,9 +207,9 @@ def tune(cpu=CPU_AUTO):
     for thousands of threads (Python 2.7 has none: its GIL is handed over at
     blocking calls and every 100 bytecodes), no automatic full garbage
     collection (module docstring), and log records without the thread and
-    process (the server's formats show neither; a handler thread started
-    without threading.Thread would get a dummy Thread object per log call's
-    thread, never freed). Returns what ``restore`` needs to undo it (a server
+    process (the server's formats show neither, and a handler thread, started
+    without threading.Thread, would get a dummy Thread object, never freed, at
+    its first log call). Returns what ``restore`` needs to undo it (a server
     run in-process), and the CPUs it runs on (None: any)."""
     allowed = compat.get_affinity()
     before = (getattr(sys, "getswitchinterval", lambda: None)(), gc.get_threshold(),
