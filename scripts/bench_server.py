@@ -29,48 +29,71 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 from diskbench.client import procinfo  # noqa: E402
 from diskbench.compat import get_affinity, set_affinity  # noqa: E402
-#: /proc is sampled this often while a run lasts.
-SAMPLE_S = 1.0
+#: /proc/PID/status (RSS, threads) is read this often while a run lasts.
+#: The server's CPU time is read twice, when the load starts and when it
+#: ends, not once a second: reading a process's CPU time (/proc/PID/stat,
+#: times(2)) walks every thread it has in the kernel (0.35 ms at 5,000), and
+#: a bench should touch what it measures as little as it can (an A/B of
+#: that per-second read at 5,000 clients on 3.11 was lost in the run-to-run
+#: spread: bench/results/bench-server-2026-12-01-variance.json).
+SAMPLE_S = 5.0
 MIB = float(1 << 20)
-#: Every this many RSS samples go into the results (the peak is exact).
-RSS_TIMELINE_EVERY = 5
 
 
-def _proc_stats(pid):
-    """(cpu seconds, rss bytes, threads) of ``pid`` from /proc, or None."""
-    cpu, rss = procinfo.proc_cpu_seconds(pid), procinfo.proc_rss_bytes(pid)
-    if cpu is None or rss is None:
-        return None
+def _status(pid):
+    """(VmRSS bytes, VmHWM bytes, threads) of ``pid`` from /proc, or None."""
+    fields = {}
     try:
         with open("/proc/%d/status" % pid) as f:
-            threads = [int(line.split()[1]) for line in f if line.startswith("Threads:")]
-    except (IOError, OSError, ValueError):
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM", "Threads"):
+                    fields[key] = int(value.split()[0])
+    except (IOError, OSError, ValueError, IndexError):
         return None
-    return cpu, rss, threads[0] if threads else 0
+    if len(fields) < 3:
+        return None
+    return fields["VmRSS"] * 1024, fields["VmHWM"] * 1024, fields["Threads"]
 
 
 class Sampler(threading.Thread):
-    """Peak RSS/threads and CPU seconds of a process, until it exits."""
+    """RSS (peak: the kernel's high-water mark) and threads of a process,
+    every SAMPLE_S until it exits."""
 
     def __init__(self, pid):
         threading.Thread.__init__(self)
         self.daemon = True
         self.pid = pid
-        self.cpu = self.rss = self.threads = 0
+        self.rss = self.threads = 0
         self.rss_timeline = []        # [second, RSS MiB]: does it grow with run length?
-        self.stopped = False
+        self.stopped = threading.Event()
 
     def run(self):
         t0 = time.time()
-        while not self.stopped:
-            stats = _proc_stats(self.pid)
+        while not self.stopped.is_set():
+            stats = _status(self.pid)
             if stats is None:
                 return
-            self.cpu = stats[0]
             self.rss = max(self.rss, stats[1])
             self.threads = max(self.threads, stats[2])
-            self.rss_timeline.append([int(time.time() - t0), round(stats[1] / MIB, 1)])
-            time.sleep(SAMPLE_S)
+            self.rss_timeline.append([int(time.time() - t0), round(stats[0] / MIB, 1)])
+            self.stopped.wait(SAMPLE_S)
+
+
+def _drain(stream, lines):
+    """Keep reading a child's pipe (so it never blocks writing), last lines kept."""
+    for line in iter(stream.readline, b""):
+        lines.append(line.decode("utf-8", "replace"))
+        del lines[:-20]
+
+
+def _wait(proc):
+    """Wait for ``proc``: (exit code, peak RSS in bytes as the kernel counted
+    it over the whole process life, the report at its end included)."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = (os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                       else -os.WTERMSIG(status))
+    return proc.returncode, usage.ru_maxrss * 1024
 
 
 def _limits():
@@ -146,18 +169,20 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
                             preexec_fn=_limits, cwd=REPO)
     try:
         _wait_listening(proc, arm)
+        said = []
+        for stream in (proc.stdout, proc.stderr):
+            t = threading.Thread(target=_drain, args=(stream, said))
+            t.daemon = True
+            t.start()
         sampler = Sampler(proc.pid)
         sampler.start()
-        t0 = time.time()
+        t0, cpu0 = time.time(), procinfo.proc_cpu_seconds(proc.pid)
         load = _loadgen(port, clients, duration, loadgen_cpus)
-        took = time.time() - t0
-        cpu = sampler.cpu
-        if arm == "server":
-            code = proc.wait()
-        else:
+        took, cpu = time.time() - t0, procinfo.proc_cpu_seconds(proc.pid) - cpu0
+        if arm != "server":
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait()
-        sampler.stopped = True
+        code, peak_rss = _wait(proc)
+        sampler.stopped.set()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -176,10 +201,11 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
         loadgen_cpu_percent=100.0 * load["loadgen_cpu_s"] / took if took else None,
         server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
         cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
-        peak_rss_mib=sampler.rss / MIB, peak_threads=sampler.threads,
+        peak_rss_mib=max(sampler.rss, peak_rss) / MIB, peak_threads=sampler.threads,
         server_on_cpu=server_cpu, loadgen_on_cpus=loadgen_cpus,
-        rss_timeline_mib=sampler.rss_timeline[::RSS_TIMELINE_EVERY],
-        ack_timeline=load.get("ack_timeline"))
+        rss_timeline_mib=sampler.rss_timeline,
+        ack_timeline=load.get("ack_timeline"),
+        output_tail=[line.rstrip() for line in said] if code else None)
 
 
 def _count_recorded(log_dir, arm):

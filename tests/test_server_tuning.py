@@ -400,10 +400,17 @@ class _Ticks(object):
 
 def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
     t = _Ticks()
-    gauge = interpreter.CpuGauge(clock=lambda: t.now, cpu=lambda: t.cpu_s)
+    reads = []
+
+    def cpu():
+        reads.append(t.now)
+        return t.cpu_s
+    gauge = interpreter.CpuGauge(clock=lambda: t.now, cpu=cpu)
     window, busy = interpreter.CPU_WINDOW_S, interpreter.CPU_BUSY
     t.spend(window / 2, 1.0)
-    assert gauge.sample() is None and gauge.busiest is None   # no window yet
+    for _ in range(10):                          # the main loop samples every tick
+        assert gauge.sample() is None and gauge.busiest is None   # no window yet
+    assert len(reads) == 1      # CPU time (a kernel walk of every thread): at start only
     low = 2 * busy - 1.1        # the window's mean is then just under busy
     t.spend(window / 2, low)
     assert gauge.sample() is None                              # (1.0 + low) / 2
