@@ -256,6 +256,11 @@ MUTATIONS = [
          old="    except UnicodeError:\n        out.write(shown(text))",
          new="    except ZeroDivisionError:\n        out.write(shown(text))",
          tests=[_TS + "test_text_log_formatters_neutralise_interpolated_text"]),
+    dict(id="report-text-warnings-after-the-table", file="diskbench/server/report.py",
+         old=('    lines += ["server warning: %s" % w for w in rep["run"].get('
+              '"server_warnings", ())]\n    lines.append("")\n'),
+         new='    lines.append("")\n',
+         tests=[_RO + "test_report_a_timeline_that_is_not_finite_is_null_with_its_warning"]),
     dict(id="report-text-unsafe", file="diskbench/server/report.py",
          old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
          new='    return "\\n".join(fit(lines)) + "\\n"',

@@ -189,7 +189,10 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert lines[3].startswith("aggregate: ") and lines[4].startswith("slowest: ")
     head = [i for i, line in enumerate(lines) if re.match(
         r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
-    assert head and head[0] < 8, lines[:10]   # the table comes right after the headline
+    assert head, lines[:10]   # the table comes right after the headline (and what
+    between = lines[5:head[0]]   # the server warned of)
+    assert all(line == "" or line.startswith(("server warning: ", "    "))
+               for line in between) and between[-1] == "", between
     assert re.match(r"a-client-name-that-is-fa~\s+h2\s+unfinished\s+1\s+30\.0\s",
                     lines[head[0] + 1])
     assert re.match(r"n1\s+h1\s+finished\s+1\s+100\.0\s+[34]\.\d\d\s+1[12]\.\d\d\s+1\s+10$",
@@ -347,7 +350,8 @@ def test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_list
 def test_report_a_timeline_that_is_not_finite_is_null_with_its_warning(tmpdir):
     """A timeline made while encoding passes the same NaN guard (null, never a
     crash of report.json); one found not finite when built stays a list, so the
-    server warning names where it is, as for any figure."""
+    server warning names where it is, as for any figure; report.txt says the
+    server's warnings with its headline, before the client table."""
     run = Crafted(str(tmpdir.join("nan")))
     run.client("n1", "h1", 100, 0.004, intervals=2)
     registry = reg.Registry(expected_clients=None)
@@ -360,6 +364,9 @@ def test_report_a_timeline_that_is_not_finite_is_null_with_its_warning(tmpdir):
     assert e["throughput_timeline"][-1]["t_s"] is None
     assert "report.clients[0].throughput_timeline[3].t_s was not a finite number; shown " \
         "as unknown" in rep["run"]["server_warnings"], rep["run"]["server_warnings"]
+    text = report_mod.render_text(rep).splitlines()   # said with the headline,
+    said = [i for i, line in enumerate(text) if line.startswith("server warning: ")]
+    assert said and max(said) < text.index(report_mod.client_table(rep)[0]), text[:8]
     e["latency_timeline"] = report_mod.Deferred(lambda: [dict(p99_ms=float("nan"))])
     written, failed = report_mod.write(str(tmpdir), rep)
     assert not failed

@@ -571,6 +571,9 @@ def render_text(rep):
     is one line saying so."""
     lines = []
     _section(lines, "the headline", headline, rep)
+    # what the server itself says of the run (fell behind, paused, could not
+    # write) is read with the headline, not after thousands of table rows
+    lines += ["server warning: %s" % w for w in rep["run"].get("server_warnings", ())]
     lines.append("")
     _section(lines, "the client table", client_table, rep)
     lines += ["", "details", "=" * 60]
@@ -612,7 +615,6 @@ def _text_header(rep):
                          _f(cpu.get("busiest_percent_of_one_cpu"), "%.0f%%"),
                          _f(cpu.get("window_s"), "%g"),
                          _f(cpu.get("ms_per_1000_messages"), "%.0f")))
-    lines += ["server warning: %s" % w for w in run.get("server_warnings", ())]
     lines.append("")
     return lines
 
