@@ -261,6 +261,18 @@ MUTATIONS = [
               '"server_warnings", ())]\n    lines.append("")\n'),
          new='    lines.append("")\n',
          tests=[_RO + "test_report_a_timeline_that_is_not_finite_is_null_with_its_warning"]),
+    dict(id="recorder-lag-only-after-the-write", file="diskbench/server/recorder.py",
+         old="        oldest = self.writing_since\n", new="        return\n",
+         tests=["tests/test_server_units.py::"
+                "test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts"]),
+    dict(id="recorder-says-behind-every-time", file="diskbench/server/recorder.py",
+         old="            self.behind_since = monotonic()\n        logging",
+         new="            pass\n        logging",
+         tests=["tests/test_server_units.py::"
+                "test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts"]),
+    dict(id="main-loop-never-looks-at-the-recorder-lag", file="diskbench/server/master.py",
+         old="        self.recorder.check_lag()\n", new="",
+         tests=[_TU + "test_a_write_stuck_on_the_log_disk_is_said_while_it_lasts"]),
     dict(id="report-text-unsafe", file="diskbench/server/report.py",
          old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
          new='    return "\\n".join(fit(lines)) + "\\n"',

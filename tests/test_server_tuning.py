@@ -33,6 +33,7 @@ from diskbench import compat, exitcodes
 from diskbench.server import __main__ as server_main
 from diskbench.server import interpreter
 from diskbench.server.master import TICK_S, Master
+from diskbench.server.recorder import FALL_BEHIND_S, PERF_LOG
 from tests.helpers import connect, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, play_full_run
 
@@ -267,6 +268,32 @@ def _run_in_process(master, before_the_client, name):
         master._untune()
         threading.stack_size(stack)
     return code, bool(done)
+
+
+def test_a_write_stuck_on_the_log_disk_is_said_while_it_lasts(tmpdir):
+    """The recorder stuck in a write of perf.jsonl (a stalled log disk): no
+    ack goes out, and the main loop's look at the oldest record not yet
+    written says "falling behind" while the write is still stuck; the run
+    then completes once the write returns."""
+    master, log_dir = _in_process_master(tmpdir)
+    recorder = master.recorder
+    said_while_stuck = []
+
+    def stuck_write(fd, data):
+        if not said_while_stuck and fd == recorder.files.get(PERF_LOG):
+            try:   # (in the recorder thread: the test asserts the outcome)
+                wait_until(lambda: recorder.behind_since is not None,
+                           timeout=FALL_BEHIND_S + 20 * TICK_S + 5, what="it said")
+                said_while_stuck.append(True)
+            except AssertionError:
+                said_while_stuck.append(False)
+        return os.write(fd, data)
+    recorder.write_fd = stuck_write
+    code, finished = _run_in_process(master, lambda port: None, "stuck")
+    assert said_while_stuck == [True], "said only once the write returned"
+    assert finished and code == exitcodes.OK, (finished, code)
+    with open(os.path.join(log_dir, "server.log")) as f:
+        assert f.read().count("the server is falling behind: records have waited") == 1
 
 
 def _dummy_threads():

@@ -606,6 +606,42 @@ def test_recorder_coalesces_callbacks_with_the_same_key_per_batch(tmpdir):
     assert calls == [("k", 4), ("other", 0)]
 
 
+def test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts(tmpdir, caplog):
+    """A write that does not return (a stalled log disk) holds up every ack:
+    the main loop's look (check_lag, each tick) says the server is falling
+    behind while the write lasts, once, and the report keeps the wait; once
+    the write returns, the ack follows and nothing more is said."""
+    r = rec.Recorder(str(tmpdir))
+    r.open()
+    stalled, entered = threading.Event(), threading.Event()
+
+    def stalling_write(fd, data):
+        entered.set()
+        stalled.wait()
+        return os.write(fd, data)
+    r.write_fd = stalling_write
+    r.start()
+    acked = threading.Event()
+    r.record({"i": 1}, on_written=acked.set)
+    try:
+        assert entered.wait(10), "the recorder never wrote"
+        r.check_lag()                         # just queued: not behind
+        assert r.behind_since is None
+        wait_until(lambda: r.check_lag() or r.behind_since is not None,
+                   timeout=rec.FALL_BEHIND_S + 10, what="the lag to be said")
+        assert not acked.is_set()             # still in the write: said live
+        said = [m.getMessage() for m in caplog.records
+                if "the server is falling behind" in m.getMessage()]
+        assert len(said) == 1 and "records have waited" in said[0], said
+    finally:
+        stalled.set()
+    assert acked.wait(10)
+    r.check_lag()
+    r.close()
+    assert sum("falling behind" in m.getMessage() for m in caplog.records) == 1
+    assert r.worst_wait_s > rec.FALL_BEHIND_S and "fell behind" in r.falling_behind()
+
+
 def _enospc(fd, data):
     raise OSError(28, "No space left on device")
 

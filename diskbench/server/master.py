@@ -457,6 +457,7 @@ class Master(object):
                 if not handler.expire_if_due(now) and handler.expired is None:
                     self.watch_connection(handler)   # its deadline moved on
         self.registry.check_liveness()
+        self.recorder.check_lag()
         self.collector.maybe_collect(len(self.connections))
         busy = self.cpu_gauge.sample()
         if busy:

@@ -27,7 +27,9 @@ more waits (so it stops reading its socket and TCP slows that client down)
 instead of the server swelling. Log lines never wait (the recorder's own and
 the main loop's must not block on it). How long records waited before being
 written is measured: over FALL_BEHIND_S the server says it fell behind (once
-on the console, and in the report with the worst wait).
+on the console, and in the report with the worst wait). The main loop also
+looks, every tick, at the oldest record not yet written (``check_lag``), so a
+writer stuck in a write or starved is said while it lasts.
 
 ``read_back()`` reads perf.jsonl of an unfinished run (server restart): a torn
 last line (a crash mid-write, power loss) is cut off with a warning, any other
@@ -188,6 +190,8 @@ class Recorder(object):
         self.queue = _Fifo(QUEUE_MAX)
         self.worst_wait_s = 0.0       # longest a record waited to be written
         self.behind_since = None      # monotonic() when it first fell behind
+        self.writing_since = None     # queued time of the oldest record being written
+        self._said = threading.Lock() # "falling behind" is said once, by either thread
         self.thread = None
         self.files = {}               # name -> file descriptor (O_APPEND)
         self.write_failed = False
@@ -301,19 +305,38 @@ class Recorder(object):
                 self._write_batch_safely(self._drain())
                 return
 
-    def _waited(self, batch):
-        """Account how long the oldest record of ``batch`` waited."""
-        queued = [item[3] for item in batch if item[3] is not None]
-        if not queued:
-            return
-        wait = monotonic() - min(queued)
+    def _waited(self):
+        """Account how long the oldest record of the batch written waited."""
+        if self.writing_since is not None:
+            self._behind(monotonic() - self.writing_since, "waited")
+
+    def check_lag(self):
+        """The main loop's look, every tick, at the records not yet written:
+        a writer stuck in a write (a stalled log disk) or starved of the CPU
+        is said live, not only once its batch is done. O(1)."""
+        oldest = self.writing_since
+        items = self.queue.items
+        if oldest is None and items:
+            try:
+                oldest = items[0][3]
+            except IndexError:        # taken meanwhile
+                oldest = None
+        if oldest is not None:
+            self._behind(monotonic() - oldest, "have waited")
+
+    def _behind(self, wait, verb):
+        """Account a record's wait (so far); over FALL_BEHIND_S say it, once."""
         if wait > self.worst_wait_s:
             self.worst_wait_s = wait
-        if wait > FALL_BEHIND_S and self.behind_since is None:
+        if wait <= FALL_BEHIND_S or self.behind_since is not None:
+            return
+        with self._said:
+            if self.behind_since is not None:
+                return
             self.behind_since = monotonic()
-            logging.getLogger("diskbench.server.event").warning(
-                "the server is falling behind: records waited %.1f s to be written "
-                "(acks are that late; see the report)", wait)
+        logging.getLogger("diskbench.server.event").warning(
+            "the server is falling behind: records %s %.1f s to be written "
+            "(acks are that late; see the report)", verb, wait)
 
     def falling_behind(self):
         """A sentence for the report when records waited over FALL_BEHIND_S."""
@@ -325,6 +348,8 @@ class Recorder(object):
 
     def _write_batch_safely(self, batch):
         """_write_batch that never raises: the thread must outlive any item."""
+        queued = [item[3] for item in batch if item[3] is not None]
+        self.writing_since = min(queued) if queued else None
         try:
             self._write_batch(batch)
         except Exception as exc:  # noqa: B902 - a bug: say it, count it, go on
@@ -332,6 +357,8 @@ class Recorder(object):
             for item in batch:
                 if item[0] == _MARK:
                     item[1].set()
+        finally:
+            self.writing_since = None
 
     def _internal_failure(self, exc, count=1):
         """Count ``count`` skipped items; say the first error on stderr and in
@@ -397,7 +424,7 @@ class Recorder(object):
         for name, chunk in lines.items():
             if chunk:
                 self._write_lines(name, chunk)
-        self._waited(batch)
+        self._waited()
         for callback in callbacks:
             try:
                 callback()
