@@ -191,7 +191,7 @@ class Recorder(object):
         self.worst_wait_s = 0.0       # longest a record waited to be written
         self.behind_since = None      # monotonic() when it first fell behind
         self.writing_since = None     # queued time of the oldest record being written
-        self._said = threading.Lock() # "falling behind" is said once, by either thread
+        self._said = threading.Lock()  # "falling behind": said once, by either thread
         self.thread = None
         self.files = {}               # name -> file descriptor (O_APPEND)
         self.write_failed = False
