@@ -195,6 +195,7 @@ class Master(object):
         self.wake = threading.Event()
         self.signals = SignalFlag(wake=self.wake.set)   # installed by run()
         self._handlers = []
+        self._log_was = None          # (level, propagate) of the server logger before run()
         self.started = None           # wall time the run started (kept on resume)
         self.resumed = None           # "resumed run X with N clients, M records"
         self.startup_warnings = []    # said once logging is up
@@ -366,6 +367,7 @@ class Master(object):
 
     def _setup_logging(self):
         root = log
+        self._log_was = (root.level, root.propagate)   # teardown puts them back
         root.setLevel(logging.INFO)
         root.propagate = False
         file_handler = recorder_mod.RecorderLogHandler(self.recorder)
@@ -379,6 +381,10 @@ class Master(object):
         for logger, handler in self._handlers:
             logger.removeHandler(handler)
         self._handlers = []
+        if self._log_was is not None:
+            log.setLevel(self._log_was[0])
+            log.propagate = self._log_was[1]
+            self._log_was = None
 
     # --- the run ---------------------------------------------------------------------
     def run(self):
