@@ -42,18 +42,10 @@ MIB = float(1 << 20)
 
 def _status(pid):
     """(VmRSS bytes, VmHWM bytes, threads) of ``pid`` from /proc, or None."""
-    fields = {}
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM", "Threads"):
-                    fields[key] = int(value.split()[0])
-    except (IOError, OSError, ValueError, IndexError):
+    status = procinfo.proc_status(pid, ("VmRSS", "VmHWM", "Threads"))
+    if status is None:
         return None
-    if len(fields) < 3:
-        return None
-    return fields["VmRSS"] * 1024, fields["VmHWM"] * 1024, fields["Threads"]
+    return status["VmRSS"] * 1024, status["VmHWM"] * 1024, status["Threads"]
 
 
 class Sampler(threading.Thread):

@@ -58,16 +58,25 @@ def proc_cpu_seconds(pid):
         return None
 
 
-def proc_rss_bytes(pid):
-    """VmRSS of ``pid`` in bytes from /proc, or None."""
+def proc_status(pid, keys):
+    """{key: the number after it} for the lines of /proc/PID/status named in
+    ``keys`` (sizes in KiB), or None when it cannot be read or one is missing."""
+    found = {}
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                key, _, value = line.partition(":")
+                if key in keys:
+                    found[key] = int(value.split()[0])
     except (IOError, OSError, ValueError, IndexError):
         return None
-    return None
+    return found if len(found) == len(keys) else None
+
+
+def proc_rss_bytes(pid):
+    """VmRSS of ``pid`` in bytes from /proc, or None."""
+    status = proc_status(pid, ("VmRSS",))
+    return None if status is None else status["VmRSS"] * 1024
 
 
 def huge_page_bytes(address, smaps="/proc/self/smaps"):
