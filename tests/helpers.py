@@ -6,6 +6,7 @@ atexit reaper catches anything a crashed test left behind.
 """
 import atexit
 import json
+import logging
 import os
 import signal
 import socket
@@ -15,6 +16,31 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LIVE = set()
+
+
+class LogLines(logging.Handler):
+    """``with LogLines(name) as said:`` the messages logger ``name`` logs
+    meanwhile (``said.lines``), at any level, whatever other tests did to
+    logging (an in-process server sets its logger's level and propagation)."""
+
+    def __init__(self, name):
+        logging.Handler.__init__(self, logging.DEBUG)
+        self.lines, self.log = [], logging.getLogger(name)
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.was = (self.log.disabled, self.log.level)
+        self.log.disabled = False
+        self.log.setLevel(logging.DEBUG)
+        self.log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.log.removeHandler(self)
+        self.log.disabled, level = self.was
+        self.log.setLevel(level)
 
 
 def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):

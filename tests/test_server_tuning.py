@@ -21,7 +21,6 @@ and ::test_server_report_counts_match_what_three_concurrent_clients_sent.
 """
 import gc
 import json
-import logging
 import os
 import socket
 import sys
@@ -34,7 +33,7 @@ from diskbench.server import __main__ as server_main
 from diskbench.server import interpreter
 from diskbench.server.master import TICK_S, Master
 from diskbench.server.recorder import FALL_BEHIND_S, PERF_LOG
-from tests.helpers import connect, wait_until
+from tests.helpers import LogLines, connect, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, play_full_run
 
 FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5"]
@@ -182,27 +181,13 @@ def test_tune_stops_automatic_full_collections_and_restore_undoes_all_three():
             compat.set_affinity(allowed)
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        logging.Handler.__init__(self)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def test_full_collector_runs_once_as_many_closed_as_open_and_starts_over():
     calls = []
 
     def collect():
         calls.append(1)
         return 7
-    lines = _Lines()
-    logger = logging.getLogger("diskbench.server")
-    logger.addHandler(lines)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with LogLines("diskbench.server") as lines:
         c = interpreter.FullCollector(min_closed=3, collect=collect)
         for _ in range(2):
             c.connection_closed()
@@ -216,9 +201,6 @@ def test_full_collector_runs_once_as_many_closed_as_open_and_starts_over():
         assert c.maybe_collect(5) is None and len(calls) == 1
         c.connection_closed()
         assert c.maybe_collect(5) == 7 and len(calls) == 2
-    finally:
-        logger.removeHandler(lines)
-        logger.setLevel(old_level)
     said = [t for t in lines.lines if t.startswith("full garbage collection (")]
     assert len(said) == 2, lines.lines
     for text, closed in zip(said, (3, 5)):

@@ -2,7 +2,6 @@
 completion rule, GO release, dedup; report arithmetic; recorder ack ordering."""
 import collections
 import json
-import logging
 import os
 import resource
 import threading
@@ -15,7 +14,7 @@ from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import report
-from tests.helpers import wait_until
+from tests.helpers import LogLines, wait_until
 from tests.test_server_fakes import T0, hello_fields, latency_sets
 
 
@@ -607,29 +606,6 @@ def test_recorder_coalesces_callbacks_with_the_same_key_per_batch(tmpdir):
     assert calls == [("k", 4), ("other", 0)]
 
 
-class _Said(logging.Handler):
-    """The lines a logger says, whatever other tests did to logging."""
-
-    def __init__(self, name):
-        logging.Handler.__init__(self, logging.DEBUG)
-        self.lines, self.log = [], logging.getLogger(name)
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        self.was = (self.log.disabled, self.log.level)
-        self.log.disabled = False
-        self.log.setLevel(logging.DEBUG)
-        self.log.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        self.log.removeHandler(self)
-        self.log.disabled, level = self.was
-        self.log.setLevel(level)
-
-
 def test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts(tmpdir):
     """A write that does not return (a stalled log disk) holds up every ack:
     the main loop's look (check_lag, each tick) says the server is falling
@@ -645,7 +621,7 @@ def test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts(tmpdir)
         return os.write(fd, data)
     r.write_fd = stalling_write
     acked = threading.Event()
-    with _Said("diskbench.server.event") as said:
+    with LogLines("diskbench.server.event") as said:
         r.start()
         r.record({"i": 1}, on_written=acked.set)
         try:
