@@ -6,7 +6,8 @@ cadence, sample the server's CPU, RSS and threads from /proc while it runs,
 and afterwards count perf.jsonl against what was sent (lost must be 0). The
 same load against scripts/baseline_server.py (a bare threaded socketserver
 with one recorder thread) is the side-by-side arm: server CPU per message is
-read against it. Results are printed and written as JSON.
+read against it. Results are printed and written as JSON, with the commit
+measured (a second run on the same day gets its own file).
 
     python scripts/bench_server.py --python .venv/py3/bin/python --clients 1000 2000
 """
@@ -237,9 +238,30 @@ def print_row(row):
     sys.stdout.flush()
 
 
+def code_version():
+    """The commit measured (``-dirty`` with uncommitted changes), or None."""
+    try:
+        out = subprocess.check_output(["git", "describe", "--always", "--dirty"],
+                                      cwd=REPO, stderr=subprocess.STDOUT)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.decode("ascii", "replace").strip() or None
+
+
+def fresh_path(path):
+    """``path``, or with -2, -3, ... before its extension if it exists: a
+    second run on the same day never overwrites the first one's results."""
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(path):
+        n += 1
+        path = "%s-%d%s" % (stem, n, ext)
+    return path
+
+
 def save(args, rows):
     result = dict(machine=dict(platform=platform.platform(), cpus=os.sysconf(
-        "SC_NPROCESSORS_ONLN")), duration_s=args.duration, runs=rows,
+        "SC_NPROCESSORS_ONLN")), duration_s=args.duration, runs=rows, code=args.code,
         cadence="perf 1 s, heartbeat 5 s, stats 10 s per client (scripts/loadgen.py)")
     if not os.path.isdir(os.path.dirname(args.out)):
         os.makedirs(os.path.dirname(args.out))
@@ -256,9 +278,12 @@ def main(argv=None):
     p.add_argument("--baseline-args", default="", help="extra baseline_server.py "
                    "arguments (one string)")
     p.add_argument("--server-args", default="", help="extra server arguments")
-    p.add_argument("--out", default=os.path.join(
+    p.add_argument("--out", help="results file (default bench/results/"
+                   "bench-server-DATE.json, -2, -3... if taken)", default=os.path.join(
         REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
     args = p.parse_args(argv)
+    args.out = fresh_path(args.out)
+    args.code = code_version()
     scratch = tempfile.mkdtemp(prefix="diskbench-bench-server-")
     rows = []
     print("  ".join(key for key, _ in COLUMNS))
