@@ -407,6 +407,26 @@ class _Ticks(object):
         self.cpu_s += wall * busy
 
 
+#: The clock tick os.times counts in (1/100 s on Linux): the gauge must read finer.
+CLOCK_TICK_S = 0.01
+
+
+def test_process_cpu_is_read_finer_than_clock_ticks():
+    """A short run's CPU, or a quiet server's per message, is a few ms: read
+    in 10 ms ticks (os.times) it came out as 0 on a fast host. Burn CPU until
+    the reading has moved a few times: its steps are finer than a tick."""
+    steps = []
+    last = interpreter.process_cpu_s()
+    deadline = compat.monotonic() + 10.0
+    while len(steps) < 5 and compat.monotonic() < deadline:
+        now = interpreter.process_cpu_s()
+        if now != last:
+            steps.append(now - last)
+            last = now
+    assert len(steps) == 5, steps
+    assert min(steps) < CLOCK_TICK_S / 2, steps
+
+
 def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
     t = _Ticks()
     reads = []
@@ -446,8 +466,8 @@ def test_cpu_gauge_measures_windows_and_warns_once_past_busy():
 
 def test_report_says_what_cpu_the_server_used_per_message(procs, tmpdir):
     """A real server's report: the CPU it measured for itself, and the
-    messages it accepted, also in report.txt. 300 perf messages: enough CPU
-    (about 0.1 ms each) to be seen at os.times' 10 ms resolution."""
+    messages it accepted, also in report.txt. 300 perf messages: CPU that
+    os.times (10 ms ticks) read as 0 on a fast host; getrusage sees it."""
     server = ServerProc(procs, str(tmpdir.join("logs")), ["--clients", "1"] + FAST)
     c = FakeClient(server.port, "measured")
     play_full_run(c, [[0.001, 0.002]] * 300)
