@@ -269,6 +269,10 @@ def test_pipe_gets_plain_progress_lines_and_rollovers_only_when_verbose(procs, t
         assert stamped and all(STAMP_RE.match(line) for line in stamped), stamped[:3]
     assert all(STAMP_RE.match(line) for line in log.splitlines())
     assert "client one joined" in out and "client two finished" in out
+    # the report phase is said before it starts (thousands of clients: minutes)
+    said = re.search(r"writing the report: 2 clients, (\d+) messages\n", out)
+    assert said and int(said.group(1)) >= sent, out[-2000:]
+    assert out.index(said.group(0)) < out.index("report written")
 
 
 def _stamp(line):

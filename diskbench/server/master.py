@@ -584,8 +584,12 @@ class Master(object):
         what is not); returns the exit code, which such a gap downgrades."""
         unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
         view = self.registry.snapshot()
-        server_cpu = self.cpu_gauge.summary(
-            max(0, sum(c.messages for c in view.clients) - view.restored))
+        messages = sum(c.messages for c in view.clients)
+        # Thousands of clients' report takes a while (it reads all of
+        # perf.jsonl): said, so a quiet console is not taken for a hang.
+        event.info("writing the report: %d clients, %d messages", len(view.clients),
+                   messages)
+        server_cpu = self.cpu_gauge.summary(max(0, messages - view.restored))
         self._operator_stopped(view)
         warnings = list(self.startup_warnings)
         if unwritten:
