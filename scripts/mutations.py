@@ -15,6 +15,7 @@ _CR = "tests/test_client_runs.py::"
 _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
+_SC = "tests/test_server_console.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -390,8 +391,7 @@ MUTATIONS = [
     dict(id="console-blocks-on-stdout", file="diskbench/server/console.py",
          old="        self.outbox.put(text)\n",
          new="        write_text(self.out, text)\n        self.out.flush()\n",
-         tests=["tests/test_server_console.py::test_a_console_nobody_reads_never_stops_"
-                "the_server"]),
+         tests=[_SC + "test_a_console_nobody_reads_never_stops_the_server"]),
     dict(id="ping-offset-not-ntp", file="diskbench/server/registry.py",
          old="        offset = msg.client_time - (sent + recv_ts) / 2.0",
          new="        offset = msg.client_time - recv_ts",
@@ -713,8 +713,7 @@ MUTATIONS = [
          old='''        event.info("writing the report: %d clients, %d messages", len(view.clients),
                    messages)''',
          new="        pass",
-         tests=["tests/test_server_console.py::"
-                "test_pipe_gets_plain_progress_lines_and_rollovers_only_when_verbose"]),
+         tests=[_SC + "test_pipe_gets_plain_progress_lines_and_rollovers_only_when_verbose"]),
     dict(id="cpu-gauge-reads-clock-ticks", file="diskbench/server/interpreter.py",
          old="    return usage.ru_utime + usage.ru_stime",
          new="    return sum(os.times()[:2])",
