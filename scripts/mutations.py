@@ -16,6 +16,8 @@ _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
+_RS = "tests/test_rules_seqset.py::"
+_RTM = "tests/test_rules_timing.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -743,4 +745,112 @@ MUTATIONS = [
          old="warnings=warnings, server_cpu=_server_cpu(old_run.get(\"server_cpu\")))",
          new="warnings=warnings)",
          tests=[_RO + "test_report_killed_server_rerenders_to_the_figures_of_a_completed_run"]),
+    # --- tests27 ---
+    dict(id="seqset-gap-fill-forgets-right-range", file="diskbench/server/seqset.py",
+         old="            self.ends[i] = self.ends[i + 1]\n",
+         new="            self.ends[i] = seq\n",
+         tests=[_RS + "test_seqset_every_order_of_small_lists_gives_the_models_ranges",
+                _RS + "test_registry_dedup_filling_a_gap_out_of_order_keeps_both_sides"]),
+    dict(id="seqset-join-right-opens-a-range", file="diskbench/server/seqset.py",
+         old="        elif joins_right:\n",
+         new="        elif False:\n",
+         tests=[_RS + "test_seqset_every_order_of_small_lists_gives_the_models_ranges"]),
+    dict(id="seqset-high-is-the-last-added", file="diskbench/server/seqset.py",
+         old="        self.high = max(self.high, seq)",
+         new="        self.high = seq",
+         tests=[_RS + "test_seqset_every_order_of_small_lists_gives_the_models_ranges",
+                _RS + "test_registry_dedup_every_order_and_resend_records_the_set_once"]),
+    dict(id="seqset-range-end-not-a-member", file="diskbench/server/seqset.py",
+         old="        return i >= 0 and seq <= self.ends[i]",
+         new="        return i >= 0 and seq < self.ends[i]",
+         tests=[_RS + "test_seqset_resends_in_any_order_record_each_seq_once",
+                _RS + "test_registry_dedup_every_order_and_resend_records_the_set_once"]),
+    dict(id="seqset-cap-ignores-joining-the-next-range", file="diskbench/server/seqset.py",
+         old="        touches_right = i + 1 < len(self.starts) and self.starts[i + 1] == seq + 1",
+         new="        touches_right = False",
+         tests=[_RS + "test_seqset_range_cap_refuses_exactly_what_would_open_a_range_"
+                "too_many"]),
+    dict(id="dedup-last-seq-is-the-last-arrived", file="diskbench/server/registry.py",
+         old="        client.last_seq = client.seen.high",
+         new="        client.last_seq = msg.seq",
+         tests=[_RS + "test_registry_dedup_every_order_and_resend_records_the_set_once"]),
+    dict(id="clock-ahead-sign-flipped", file="diskbench/metrics.py",
+         old="    sample = sent_ts - recv_ts",
+         new="    sample = recv_ts - sent_ts",
+         tests=[_RTM + "test_clock_ahead_is_sender_minus_receiver_less_the_fastest_delay"]),
+    dict(id="clock-ahead-keeps-the-smallest", file="diskbench/metrics.py",
+         old="current is None or sample > current else current",
+         new="current is None or sample < current else current",
+         tests=[_RTM + "test_clock_ahead_is_sender_minus_receiver_less_the_fastest_delay",
+                _RTM + "test_registry_offset_from_timestamps_has_the_clients_sign_ahead_"
+                "and_behind"]),
+    dict(id="ping-offset-sign-flipped", file="diskbench/server/registry.py",
+         old="        offset = msg.client_time - (sent + recv_ts) / 2.0",
+         new="        offset = (sent + recv_ts) / 2.0 - msg.client_time",
+         tests=[_RTM + "test_registry_ping_offset_is_client_time_minus_the_round_trips_"
+                "middle"]),
+    dict(id="report-moves-intervals-the-wrong-way", file="diskbench/server/report.py",
+         old="            yield a - offset, b - offset, n",
+         new="            yield a + offset, b + offset, n",
+         tests=[_RTM + "test_report_puts_skewed_clients_on_the_server_clock_ahead_and_"
+                "behind"]),
+    dict(id="first-write-offset-sign-flipped", file="diskbench/server/report.py",
+         old="    return c.started_at - (c.offset()[0] or 0.0)",
+         new="    return c.started_at + (c.offset()[0] or 0.0)",
+         tests=[_RTM + "test_report_puts_skewed_clients_on_the_server_clock_ahead_and_"
+                "behind"]),
+    dict(id="client-start-offset-sign-flipped", file="diskbench/client/supervisor.py",
+         old="(go.start_at + go.clock_offset_s -",
+         new="(go.start_at - go.clock_offset_s -",
+         tests=[_RTM + "test_client_puts_the_start_instant_on_its_clock_by_the_servers_"
+                "offset"]),
+    dict(id="start-lead-ignores-the-fleet", file="diskbench/server/registry.py",
+         old="            START_LEAD_PER_CLIENT_S * len(self.clients)",
+         new="            START_LEAD_PER_CLIENT_S",
+         tests=[_RTM + "test_start_lead_grows_with_the_fleet_and_late_hellos_meet_it_to_"
+                "the_bound"]),
+    dict(id="start-instant-bound-exclusive", file="diskbench/server/registry.py",
+         old="self.wall() <= self.start_at - START_AHEAD_MIN_S:",
+         new="self.wall() < self.start_at - START_AHEAD_MIN_S:",
+         tests=[_RTM + "test_start_lead_grows_with_the_fleet_and_late_hellos_meet_it_to_"
+                "the_bound"]),
+    dict(id="end-spread-uncapped", file="diskbench/server/registry.py",
+         old="            protocol.END_SPREAD_MAX_S, END_SPREAD_PER_CLIENT_S * len(self.clients))",
+         new="            END_SPREAD_PER_CLIENT_S * len(self.clients), "
+             "END_SPREAD_PER_CLIENT_S * len(self.clients))",
+         tests=[_RTM + "test_end_spread_is_per_client_up_to_the_protocols_cap"]),
+    dict(id="shutdown-forgets-the-end-spread", file="diskbench/server/master.py",
+         old="        deadline = self.wall() + self.args.shutdown_grace + "
+             "self.registry.end_spread_s",
+         new="        deadline = self.wall() + self.args.shutdown_grace",
+         tests=[_RTM + "test_fleet_shutdown_waits_for_the_end_spread_and_loses_no_summary",
+                _RTM + "test_fleet_shutdown_gives_up_after_the_grace_and_spread"]),
+    dict(id="ctl-end-quotes-the-grace-only", file="diskbench/server/master.py",
+         old="                % (self.args.shutdown_grace + self.registry.end_spread_s))",
+         new="                % self.args.shutdown_grace)",
+         tests=[_RTM + "test_fleet_shutdown_waits_for_the_end_spread_and_loses_no_summary"]),
+    dict(id="client-end-offset-ignores-the-spread", file="diskbench/client/sender.py",
+         old="    return phase * window, phase * max(window, end_spread_s or 0.0)",
+         new="    return phase * window, phase * window",
+         tests=[_RTM + "test_client_end_offset_is_its_phase_over_the_gos_spread"]),
+    dict(id="rejoin-grace-not-per-client", file="diskbench/server/registry.py",
+         old="        return REJOIN_GRACE_TIMEOUTS * self.went_away_timeout(client)",
+         new="        return REJOIN_GRACE_TIMEOUTS * HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S",
+         tests=[_RTM + "test_rejoin_grace_is_timeouts_of_each_clients_own_heartbeat_to_"
+                "the_bound",
+                _RTM + "test_rejoin_grace_of_a_mixed_fleet_waits_for_the_longest"]),
+    dict(id="went-away-timeout-below-its-minimum", file="diskbench/server/registry.py",
+         old="            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * "
+             "client.heartbeat_interval_s)",
+         new="            return HEARTBEAT_LIVENESS * client.heartbeat_interval_s",
+         tests=[_RTM + "test_rejoin_grace_is_timeouts_of_each_clients_own_heartbeat_to_"
+                "the_bound"]),
+    dict(id="stall-bound-exclusive", file="diskbench/server/registry.py",
+         old="        stuck = msg.progress_age_s >= self.stall_timeout or not msg.writer_alive",
+         new="        stuck = msg.progress_age_s > self.stall_timeout or not msg.writer_alive",
+         tests=[_RTM + "test_stall_rule_at_and_around_the_default_timeout"]),
+    dict(id="stall-ignores-a-dead-writer", file="diskbench/server/registry.py",
+         old=" or not msg.writer_alive\n        if stuck and client.state == RUNNING:",
+         new="\n        if stuck and client.state == RUNNING:",
+         tests=[_RTM + "test_stall_rule_at_and_around_the_default_timeout"]),
 ]
