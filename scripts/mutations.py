@@ -18,6 +18,7 @@ _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
 _RS = "tests/test_rules_seqset.py::"
 _RTM = "tests/test_rules_timing.py::"
+_RPL = "tests/test_rules_plan.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -853,4 +854,57 @@ MUTATIONS = [
          old=" or not msg.writer_alive\n        if stuck and client.state == RUNNING:",
          new="\n        if stuck and client.state == RUNNING:",
          tests=[_RTM + "test_stall_rule_at_and_around_the_default_timeout"]),
+    dict(id="plan-unfixed-own-value-wins", file="diskbench/plan.py",
+         old="        if key in fixed and own.get(key) is not None:",
+         new="        if own.get(key) is not None:",
+         tests=[_RPL + "test_plan_precedence_client_flag_then_server_then_default_for_"
+                "every_setting"]),
+    dict(id="plan-silent-hello-fixes-nothing", file="diskbench/plan.py",
+         old="    fixed = set(PLAN_FIELDS if fixed is None else fixed)",
+         new="    fixed = set(fixed or ())",
+         tests=[_RPL + "test_plan_a_hello_that_does_not_say_what_it_fixed_fixes_everything"]),
+    dict(id="plan-default-drops-the-clients-value", file="diskbench/plan.py",
+         old="            values[key] = own.get(key) if own.get(key) is not None else base[key]",
+         new="            values[key] = base[key]",
+         tests=[_RPL + "test_plan_precedence_client_flag_then_server_then_default_for_"
+                "every_setting"]),
+    dict(id="plan-chunk-list-stops-at-its-end", file="diskbench/plan.py",
+         old="chunks[index % len(chunks)]",
+         new="chunks[min(index, len(chunks) - 1)]",
+         tests=[_RPL + "test_plan_chunk_list_is_handed_out_in_order_of_arrival_wrapping_"
+                "round",
+                _RPL + "test_registry_hands_the_chunk_list_out_by_hello_order_not_by_name"]),
+    dict(id="plan-file-size-ignores-the-chunk", file="diskbench/plan.py",
+         old='    if sources["file_bytes"] == FROM_DEFAULT:',
+         new="    if False:",
+         tests=[_RPL + "test_plan_default_file_size_follows_the_chunk_it_will_write"]),
+    dict(id="plan-chunk-index-counts-refused-hellos", file="diskbench/server/registry.py",
+         old="self.plan_given, len(self.order))",
+         new="self.plan_given, len(self.order) + sum(self.rejected.values()))",
+         tests=[_RPL + "test_registry_hands_the_chunk_list_out_by_hello_order_not_by_name"]),
+    dict(id="rollover-bound-exclusive", file="diskbench/plan.py",
+         old="    if got >= MIN_ROLLOVERS:",
+         new="    if got > MIN_ROLLOVERS:",
+         tests=[_RPL + "test_rollover_rule_passes_exactly_at_min_rollovers_and_never_"
+                "rounds_up"]),
+    dict(id="rollovers-rounded-up", file="diskbench/plan.py",
+         old="    return mib_s * duration_s / float(file_mb)",
+         new="    return math.ceil(mib_s * duration_s / float(file_mb))",
+         tests=[_RPL + "test_rollover_rule_passes_exactly_at_min_rollovers_and_never_"
+                "rounds_up"]),
+    dict(id="rollovers-printed-rounded", file="diskbench/plan.py",
+         old="    return math.floor(x * 10) / 10.0",
+         new="    return round(x, 1)",
+         tests=[_RPL + "test_rollover_rule_passes_exactly_at_min_rollovers_and_never_"
+                "rounds_up"]),
+    dict(id="rollover-fix-duration-rounded-down", file="diskbench/plan.py",
+         old="need_duration = int(math.ceil(",
+         new="need_duration = int(math.floor(",
+         tests=[_RPL + "test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_"
+                "tightest"]),
+    dict(id="rollover-fix-file-rounded-up", file="diskbench/plan.py",
+         old="max_file_mb = int(math.floor(",
+         new="max_file_mb = int(math.ceil(",
+         tests=[_RPL + "test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_"
+                "tightest"]),
 ]
