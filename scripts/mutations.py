@@ -19,6 +19,7 @@ _SC = "tests/test_server_console.py::"
 _RS = "tests/test_rules_seqset.py::"
 _RTM = "tests/test_rules_timing.py::"
 _RPL = "tests/test_rules_plan.py::"
+_RC = "tests/test_rules_ctl.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -907,4 +908,20 @@ MUTATIONS = [
          new="max_file_mb = int(math.ceil(",
          tests=[_RPL + "test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_"
                 "tightest"]),
+    dict(id="ctl-window-refuses-only-old-requests", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if age > MAX_AGE_S:",
+         tests=[_RC + "test_ctl_window_refuses_old_and_future_requests_on_a_real_server"]),
+    dict(id="ctl-window-refuses-only-future-requests", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if -age > MAX_AGE_S:",
+         tests=[_RC + "test_ctl_window_refuses_old_and_future_requests_on_a_real_server"]),
+    dict(id="ctl-window-in-milliseconds", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if abs(age) > MAX_AGE_S * 1000:",
+         tests=[_RC + "test_ctl_window_refuses_old_and_future_requests_on_a_real_server"]),
+    dict(id="ctl-window-bound-refused", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if abs(age) >= MAX_AGE_S:",
+         tests=[_RC + "test_ctl_window_at_and_just_past_each_bound"]),
 ]
