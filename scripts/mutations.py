@@ -20,6 +20,7 @@ _RS = "tests/test_rules_seqset.py::"
 _RTM = "tests/test_rules_timing.py::"
 _RPL = "tests/test_rules_plan.py::"
 _RC = "tests/test_rules_ctl.py::"
+_RH = "tests/test_rules_html.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -924,4 +925,48 @@ MUTATIONS = [
          old="        if abs(age) > MAX_AGE_S:",
          new="        if abs(age) >= MAX_AGE_S:",
          tests=[_RC + "test_ctl_window_at_and_just_past_each_bound"]),
+    dict(id="html-p50-column-shows-p99", file="diskbench/report/htmlout.py",
+         old='_cell(e["latency_ms"]["p50"], "%.2f")',
+         new='_cell(e["latency_ms"]["p99"], "%.2f")',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-cpu-mean-column-shows-max", file="diskbench/report/htmlout.py",
+         old='_cell(e["writer_cpu_percent"]["mean"], "%.0f")',
+         new='_cell(e["writer_cpu_percent"]["max"], "%.0f")',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-clients-table-drops-the-last", file="diskbench/report/htmlout.py",
+         old='    for e in rep["clients"]:\n        rows.append([',
+         new='    for e in rep["clients"][:-1]:\n        rows.append([',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-chunk-column-shows-file-size", file="diskbench/report/htmlout.py",
+         old='_cell(e["chunk_mib"], "%g")',
+         new='_cell(e["file_mib"], "%g")',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-errors-column-drops-notes", file="diskbench/report/htmlout.py",
+         old='[x["what"] for x in e["error_list"]] + list(e["notices"])',
+         new='[x["what"] for x in e["error_list"]]',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-clock-offset-left-blank", file="diskbench/report/htmlout.py",
+         old='_cell(e.get("clock_offset_s"), "%.3f")',
+         new='_cell(None, "%.3f")',
+         tests=[_RH + "test_html_tables_have_every_client_and_each_column_its_"
+                "report_json_figure"]),
+    dict(id="html-chart-drops-the-first-interval", file="diskbench/report/htmlout.py",
+         old='perf = [p for p in s.perf if p["t_end"] > p["t_start"]]',
+         new='perf = [p for p in s.perf if p["t_end"] > p["t_start"]][1:]',
+         tests=[_RH + "test_html_every_chart_has_each_clients_line_with_every_"
+                "point"]),
+    dict(id="html-marks-only-the-first-rollover", file="diskbench/report/htmlout.py",
+         old="        for ts, index in s.rollovers:",
+         new="        for ts, index in s.rollovers[:1]:",
+         tests=[_RH + "test_html_every_chart_has_each_clients_line_with_every_"
+                "point"]),
+    dict(id="html-drops-a-server-warning", file="diskbench/report/htmlout.py",
+         old='    for w in run.get("server_warnings", ()):',
+         new='    for w in run.get("server_warnings", ())[1:]:',
+         tests=[_RH + "test_html_has_the_headline_and_every_server_warning"]),
 ]
