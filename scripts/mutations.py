@@ -969,4 +969,13 @@ MUTATIONS = [
          old='    for w in run.get("server_warnings", ()):',
          new='    for w in run.get("server_warnings", ())[1:]:',
          tests=[_RH + "test_html_has_the_headline_and_every_server_warning"]),
+    dict(id="client-flag-at-its-default-not-fixed", file="diskbench/client/__main__.py",
+         old="             if getattr(args, plan.arg_dest(field)) is not None]",
+         new="             if getattr(args, plan.arg_dest(field)) not in (None, "
+             "plan.defaults()[field] // (MIB if field.endswith('bytes') else 1))]",
+         tests=[_RPL + "test_client_command_line_fixes_exactly_the_settings_it_gives"]),
+    dict(id="client-default-chunk-in-bytes", file="diskbench/client/__main__.py",
+         old='value // MIB if field == "chunk_bytes" else value',
+         new="value",
+         tests=[_RPL + "test_client_command_line_fixes_exactly_the_settings_it_gives"]),
 ]

@@ -171,3 +171,31 @@ def test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_tightest():
             assert plan.rollover_rule(mib_s, duration, named + 1, chunk_mb) is not None
         else:
             assert "--file-mb" not in why
+
+
+def _flag_value(field):
+    """A plan setting's default as its command-line flag spells it (MiB for sizes)."""
+    value = plan.defaults()[field]
+    return "%d" % (value // MIB) if field in ("chunk_bytes", "file_bytes") else "%g" % value
+
+
+def test_client_command_line_fixes_exactly_the_settings_it_gives():
+    """For every subset of the plan's flags on a client's command line (each
+    given at its default value, which still counts as given), the hello's
+    ``fixed`` is exactly those settings; the others take their defaults in
+    the flags' units, the file size left to follow the chunk."""
+    from diskbench.client import __main__ as client_main
+    for n in range(len(protocol.PLAN_FIELDS) + 1):
+        for given in itertools.combinations(protocol.PLAN_FIELDS, n):
+            argv = ["--server", "127.0.0.1:1", "/tmp/dir"]
+            for field in given:
+                argv += [plan.FLAGS[field], _flag_value(field)]
+            args = client_main.build_parser().parse_args(argv)
+            fixed = client_main._take_plan_defaults(args)
+            assert sorted(fixed) == sorted(given), argv
+            for field in protocol.PLAN_FIELDS:
+                value = getattr(args, plan.arg_dest(field))
+                if field == "file_bytes" and field not in given:
+                    assert value is None
+                else:
+                    assert "%g" % value == _flag_value(field), (argv, field)
