@@ -978,4 +978,20 @@ MUTATIONS = [
          old='value // MIB if field == "chunk_bytes" else value',
          new="value",
          tests=[_RPL + "test_client_command_line_fixes_exactly_the_settings_it_gives"]),
+    dict(id="seq-jump-ignores-the-silence", file="diskbench/server/registry.py",
+         old="return SEQ_JUMP_BASE + int(SEQ_RATE_MAX * since)",
+         new="return SEQ_JUMP_BASE",
+         tests=[_RS + "test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_"
+                "is_not_kept"]),
+    dict(id="seq-jump-bound-refused", file="diskbench/server/registry.py",
+         old="        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or",
+         new="        if msg.seq >= client.last_seq + self.max_seq_jump(client, recv_ts) or",
+         tests=[_RS + "test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_"
+                "is_not_kept"]),
+    dict(id="seq-jump-refused-seq-remembered", file="diskbench/server/registry.py",
+         old="            client.seq_jumps += 1\n            return SEQ_JUMP",
+         new="            client.seq_jumps += 1\n            client.seen.add(msg.seq)\n"
+             "            return SEQ_JUMP",
+         tests=[_RS + "test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_"
+                "is_not_kept"]),
 ]

@@ -181,3 +181,22 @@ def test_registry_dedup_filling_a_gap_out_of_order_keeps_both_sides(order):
     assert [p.send_msg(_note("a", s)) for s in range(1, max(order) + 1)] == \
         [reg.DUPLICATE] * max(order)
     assert c.messages == len(order) + 1
+
+
+@pytest.mark.parametrize("since", [0.0, 0.5, 10.0, 3600.0])
+def test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_is_not_kept(
+        since):
+    """A seq may be at most SEQ_JUMP_BASE + SEQ_RATE_MAX per second of silence
+    ahead of the client's highest: at that bound it is recorded, one past it is
+    refused as a seq jump, and the refused seq is not remembered (sent again
+    within the bound later, it is new)."""
+    r, _ = _registry(heartbeat_timeout=1e9)
+    p = Peer(r, "a")
+    p.hello()                      # seq 1, received at T0
+    bound = 1 + reg.SEQ_JUMP_BASE + int(reg.SEQ_RATE_MAX * since)
+    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == reg.SEQ_JUMP
+    assert r.accept(_note("a", bound), T0 + since, p.conn) == reg.NEW
+    c = r.clients["a"]
+    assert c.seq_jumps == 1 and c.last_seq == bound and (bound + 1) not in c.seen
+    # from the new highest, at once: the refused seq is now within the bound
+    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == reg.NEW
