@@ -297,6 +297,19 @@ class Recorder(object):
             return 0
         return len(self.queue) + self.held_records()
 
+    def unwritten_text(self, count, waited_s):
+        """The report's sentence for ``count`` items ``drain`` left unwritten."""
+        held = self.held
+        if held is not None:
+            return ("%d records received are not in %s: the log dir cannot be written "
+                    "(%s), so they were never acknowledged and their clients keep them "
+                    "(client-NAME.undelivered.jsonl); this report counts them from "
+                    "memory" % (count, os.path.join(self.log_dir, PERF_LOG),
+                                held.error))
+        return ("%d accepted messages were still waiting to be written to perf.jsonl "
+                "after %g s (the log dir is too slow); this report counts them, "
+                "perf.jsonl does not" % (count, waited_s))
+
     def held_records(self):
         """perf.jsonl lines waiting in a held (failed) write, not acknowledged."""
         held = self.held
