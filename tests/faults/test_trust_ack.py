@@ -43,14 +43,15 @@ def _seqs_on_disk(path, name):
     """Seqs of ``name`` in perf.jsonl now (whole lines only), in file order."""
     if not os.path.exists(path):
         return []
+    return [msg.seq for msg, _ts in _records(path) if msg.name == name]
+
+
+def _records(path):
+    """(message, recv_ts) of perf.jsonl's whole lines (a fragment after the
+    last newline is not on disk yet)."""
     with open(path, "rb") as f:
-        data = f.read()
-    out = []
-    for line in data.split(b"\n")[:-1]:     # a fragment after the last newline: not on disk
-        msg, _ts = P.from_record(json.loads(line.decode("utf-8")))
-        if msg.name == name:
-            out.append(msg.seq)
-    return out
+        return [P.from_record(json.loads(line.decode("utf-8")))
+                for line in f.read().split(b"\n")[:-1]]
 
 
 class Probe(FakeClient):
@@ -151,8 +152,11 @@ def test_full_log_dir_at_the_end_client_exits_13_keeping_every_unacked_record(
     assert both == list(range(1, max(both) + 1)), "not every seq exactly once: %r" % (
         sorted(set(written) & set(kept)) or sorted(set(range(1, max(both) + 1)) -
                                                    set(both)))
-    assert P.STOP in [P.decode(json.dumps(obj).encode(), P.C2S).type
-                      for obj in read_jsonl(undelivered)]
+    kept_msgs = [P.decode(json.dumps(obj).encode(), P.C2S) for obj in read_jsonl(undelivered)]
+    stop = [m for m in kept_msgs if m.type == P.STOP][0]
+    perfs = [m for m, _ in _records(perf) if m.name == "c1" and m.type == P.PERF] + \
+        [m for m in kept_msgs if m.type == P.PERF]
+    assert stop.perf_samples == len(perfs) and stop.dropped_messages == 0
     text = " ".join(server.stdout().split())   # (the report text is wrapped)
     assert "records received are not in %s" % perf in text
     assert "every client finished" not in text and "exit code 5" in text
@@ -230,11 +234,13 @@ def test_report_warns_when_a_client_summary_says_it_sent_more_than_the_server_ho
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.EROFS, errno.ENOSPC])
 def test_recorder_holds_acks_through_a_write_error_and_writes_in_order_after(
-        tmpdir, err):
+        tmpdir, monkeypatch, err):
     """(Unit: EIO/EROFS cannot be staged on a live log dir, see above.) A write
-    that fails part-way holds its batch and every later one, unacked; when the
-    write works again the held bytes are completed (no line glued or repeated)
-    and only then acked, in order."""
+    that fails part-way holds its batch and every later one, unacked; each
+    retry goes on from where the last stopped (here: short again, then the
+    error), and when the write works again the held bytes are completed (no
+    line glued or repeated) and only then acked, in order."""
+    monkeypatch.setattr(rec, "RETRY_S", 0.05)
     out = []
 
     class Sink(object):
@@ -245,30 +251,27 @@ def test_recorder_holds_acks_through_a_write_error_and_writes_in_order_after(
             pass
     r = rec.Recorder(str(tmpdir), stderr=Sink())
     r.open()
-    broken = [None]
+    script = [None]            # while broken: [bytes a write takes (0: the error)]
 
     def write(fd, data):
-        if broken[0] is None:
+        if script[0] is None:
             return os.write(fd, data)
-        if broken[0] > 0:                  # a short write first, as tmpfs does
-            n = os.write(fd, data[:broken[0]])
-            broken[0] = 0
-            return n
+        if script[0] and script[0].pop(0):
+            return os.write(fd, data[:3])   # a short write, as tmpfs does first
         raise OSError(err, os.strerror(err))
     r.write_fd = write
     r.start()
     acked = []
     r.record(dict(i=0), on_written=lambda: acked.append(0))
     r.drain()
-    broken[0] = 5
+    script[0] = [3, 0, 3, 0, 0]         # the write, then two retries, short each time
     for i in range(1, 4):
         r.record(dict(i=i), on_written=lambda i=i: acked.append(i))
     wait_until(lambda: r.held is not None, what="the write to be held")
     r.record(dict(i=4), on_written=lambda: acked.append(4))
-    wait_until(lambda: r.held is not None and r.episodes == 1 and
-               "trying again" in "".join(out), what="the failure said")
-    assert acked == [0]
-    broken[0] = None
+    wait_until(lambda: not script[0], what="two retries")
+    assert acked == [0] and r.episodes == 1 and "trying again" in "".join(out)
+    script[0] = None
     assert r.drain(10) == 0
     assert acked == [0, 1, 2, 3, 4]
     r.close()
