@@ -538,7 +538,7 @@ class Recorder(object):
                 done += n
         except (IOError, OSError) as exc:
             held.error = "%s" % (getattr(exc, "strerror", None) or exc)
-            held.failed = name
+            held.failed = held.failed or name   # the first (records come first)
         return done
 
     def _wrote(self, name, chunk):
