@@ -4,7 +4,7 @@ Handlers and the main loop never touch files: they put log lines and message
 records on one queue; one thread writes them in batches, one ``os.write`` per
 file per batch (the bytes are then in the kernel: a killed server loses
 nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
-means "written". ``close()`` drains the queue and fsyncs both files.
+means "on disk". ``close()`` drains the queue and fsyncs both files.
 
 An ack is a promise about the disk: callbacks run only once every line of
 their batch (perf.jsonl and server.log) is written. When a write fails
