@@ -752,6 +752,8 @@ MUTATIONS = [
          tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
                 "writes_then_acks",
                 _TA + "test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart",
+                _TA + "test_real_client_outlives_a_sigkill_on_a_full_log_dir_and_every_"
+                "seq_lands_once",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-write-retried-from-its-start", file="diskbench/server/recorder.py",
          old="                    held.rest[name] = data[done:]\n                    return False",

@@ -201,6 +201,43 @@ def test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart(procs, tmpf
     assert _seqs_on_disk(perf, "probe") == list(range(1, late.seq + 1))
 
 
+def test_real_client_outlives_a_sigkill_on_a_full_log_dir_and_every_seq_lands_once(
+        procs, tmpdir, tmpfs):
+    """A real client writing while the server's log dir is full and the server
+    is SIGKILLed: restarted on the same log dir once space is back, the run
+    completes (both exit 0) and perf.jsonl holds every seq of the client
+    exactly once: nothing acknowledged was lost, nothing held was doubled."""
+    port = free_port()
+    flags = ["--port", str(port), "--clients", "1"] + SERVER_FAST
+    logs = os.path.join(tmpfs, "logs")
+    perf = os.path.join(logs, rec.PERF_LOG)
+    server = ServerProc(procs, logs, flags)
+    client = real_client(procs, tmpdir, port, "k1", duration=8)
+    wait_until(lambda: len(_seqs_on_disk(perf, "k1")) >= 6, timeout=40,
+               what="the client's first reports on disk")
+    filler = _fill(tmpfs)
+    wait_until(lambda: "acknowledging nothing more" in server.stderr(), timeout=NOTICE_S,
+               what="the server to say it cannot write")
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.wait_exit()
+    before = _seqs_on_disk(perf, "k1")
+    os.unlink(filler)
+    wait_until(lambda: "connection to server lost" in client_log(tmpdir, "k1"),
+               timeout=20, what="the client to notice")
+    again = ServerProc(procs, logs, flags)
+    out, err = communicate(client, 60)
+    assert client.returncode == exitcodes.OK, err[-2000:]
+    assert again.wait_exit(30) == exitcodes.OK, again.stderr()
+    seqs = _seqs_on_disk(perf, "k1")
+    assert sorted(seqs) == list(range(1, max(seqs) + 1)) and len(seqs) == len(set(seqs))
+    assert seqs[:len(before)] == before
+    kept = [m for m, _ in _records(perf) if m.name == "k1"]
+    assert kept[-1].type == P.BYE
+    stop = [m for m in kept if m.type == P.STOP][0]
+    assert stop.perf_samples == len([m for m in kept if m.type == P.PERF])
+    assert not any("client k1:" in w for w in again.report()["run"]["server_warnings"])
+
+
 def test_report_warns_when_a_client_summary_says_it_sent_more_than_the_server_holds(
         procs, tmpdir):
     """A client's stop summary that counts more perf samples than the server
