@@ -80,6 +80,11 @@ MAX_HIST_BUCKETS = 2048
 END_SPREAD_MAX_S = 5.0
 #: Upper bound for any count or byte figure: absurd values are refused.
 MAX_INT = 2 ** 62
+#: Largest clock offset (client clock minus server clock, seconds: about 31.7
+#: years) a go carries and the server believes. A measured offset beyond it is
+#: said in the report and not used (registry._apply_pong), so it never reaches
+#: the go's validator or arithmetic.
+CLOCK_OFFSET_MAX_S = 1e9
 #: Highest latency bucket index a histogram may carry: what metrics computes.
 MAX_BUCKET_INDEX = LatencyHistogram.MAX_BUCKET
 #: Fastest write rate believed (MiB/s, about 10 TiB/s): a perf interval beyond
@@ -355,7 +360,7 @@ _SECONDS = Num(0.0, 1e9)
 _BYTES = Int()
 _PID = Int(1, 2 ** 31)
 _SYNC = Str(choices=SYNC_MODES)
-_OFFSET = Num(-1e9, 1e9)
+_OFFSET = Num(-CLOCK_OFFSET_MAX_S, CLOCK_OFFSET_MAX_S)
 #: The run plan's settings (diskbench/plan.py decides them): the hello says a
 #: client's own values and which its command line fixed, go the plan to run,
 #: start the plan as run.

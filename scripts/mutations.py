@@ -16,6 +16,7 @@ _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
+_TRS = "tests/faults/test_trust_server.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -601,8 +602,8 @@ MUTATIONS = [
          new="",
          tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
     dict(id="go-fan-out-not-sent", file="diskbench/server/master.py",
-         old="        handler_mod.send_go(self.registry.release_go(), self.run_id)",
-         new="        self.registry.release_go()",
+         old="        handler_mod.send_go(go_list, self.run_id, self.registry)",
+         new="        go_list = []",
          tests=["tests/test_server_integration.py::test_server_clients_n_holds_go_until_"
                 "n_hellos"]),
     dict(id="tcache-left-on", file="diskbench/server/interpreter.py",
@@ -743,4 +744,24 @@ MUTATIONS = [
          old="warnings=warnings, server_cpu=_server_cpu(old_run.get(\"server_cpu\")))",
          new="warnings=warnings)",
          tests=[_RO + "test_report_killed_server_rerenders_to_the_figures_of_a_completed_run"]),
+    # --- trust-server ---
+    dict(id="unbelievable-clock-offset-used", file="diskbench/server/registry.py",
+         old="        if abs(offset) > protocol.CLOCK_OFFSET_MAX_S:",
+         new="        if False:",
+         tests=[_TRS + "test_clock_decades_off_gets_a_go_and_the_offset_is_not_used"]),
+    dict(id="handler-error-not-contained", file="diskbench/server/handler.py",
+         old="                except Exception:   # a bug must cost this client, not the server",
+         new="                except ():",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="go-error-not-contained", file="diskbench/server/registry.py",
+         old="        except Exception:\n            log.exception(\"internal error making",
+         new="        except ():\n            log.exception(\"internal error making",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="liveness-error-not-contained", file="diskbench/server/registry.py",
+         old="                except Exception:   # one client's state must not stop the loop",
+         new="                except ():",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
 ]

@@ -216,12 +216,30 @@ class Handler(socketserver.BaseRequestHandler):
                         break
                     continue
                 handler = _DISPATCH.get(msg.type, Handler._on_message)
-                if not handler(self, msg, recv_ts):
+                try:
+                    going = handler(self, msg, recv_ts)
+                except Exception:   # a bug must cost this client, not the server
+                    self._internal_error(msg)
+                    going = False
+                if not going:
                     go_on = False
                     break
         finally:  # what was accepted is recorded and acked, even on the way out
             self._flush()
         return go_on
+
+    def _internal_error(self, msg):
+        """Handling ``msg`` raised: logged with its traceback; its client is
+        failed and refused (not acknowledged: the client keeps it), the run
+        goes on."""
+        log.exception("internal error handling %s #%d of %s from %s: failing that "
+                      "client; the run goes on", msg.type, msg.seq, msg.name, self.peer)
+        self.registry.count_rejected(reg.REJECT_INTERNAL)
+        name = self.name or msg.name
+        self.registry.internal_error(name, "handling its %s #%d" % (msg.type, msg.seq))
+        self._refuse("the server could not handle your %s #%d (an internal error, in "
+                     "its server.log); this client is failed, the run goes on: report "
+                     "it to the server's operator" % (msg.type, msg.seq))
 
     def _rejected(self, kind, reason):
         self.registry.count_rejected(kind)
@@ -328,7 +346,7 @@ class Handler(socketserver.BaseRequestHandler):
         go_list = self.registry.recorded(self.name, seq)
         stall = RECORDER_SEND_STALL_S
         self._send_line(protocol.ack_line(upto, self.ctx.secret), stall)
-        send_go(go_list, self.ctx.run_id)
+        send_go(go_list, self.ctx.run_id, self.registry)
         self._ping_when_due(stall)
 
     def _ping_when_due(self, stall):
@@ -372,11 +390,17 @@ class Handler(socketserver.BaseRequestHandler):
         self.send(msg, signed, version)
 
 
-def send_go(go_list, run_id):
+def send_go(go_list, run_id, registry):
     """Send each (name, sender, fields) of a registry go list its go: its
-    own plan and start instant (Registry._go_fields)."""
-    for _name, sender, fields in go_list:
-        sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
+    own plan and start instant (Registry._go_fields). A go that cannot be
+    built or sent fails that client alone (logged with its traceback)."""
+    for name, sender, fields in go_list:
+        try:
+            sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
+        except Exception:
+            log.exception("internal error sending client %s its go; failing that "
+                          "client, the run goes on", name)
+            registry.internal_error(name, "sending its go")
 
 
 def _send_bounded(sock, data, limit):

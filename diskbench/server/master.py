@@ -26,7 +26,7 @@ from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
-from diskbench.metrics import utc
+from diskbench.metrics import describe_offset, utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
 from diskbench.server.deadlines import Deadlines
@@ -462,13 +462,28 @@ class Master(object):
             for handler in self._handlers_due(now):
                 if not handler.expire_if_due(now) and handler.expired is None:
                     self.watch_connection(handler)   # its deadline moved on
-        self.registry.check_liveness()
-        self.recorder.check_lag()
-        self.collector.maybe_collect(len(self.connections))
-        busy = self.cpu_gauge.sample()
+        self._step("liveness", self.registry.check_liveness)
+        self._step("recorder lag", self.recorder.check_lag)
+        self._step("collector", self.collector.maybe_collect, len(self.connections))
+        busy = self._step("CPU gauge", self.cpu_gauge.sample)
         if busy:
             event.warning("%s", busy)
-        handler_mod.send_go(self.registry.release_go(), self.run_id)
+        go_list = self._step("go release", self.registry.release_go) or []
+        handler_mod.send_go(go_list, self.run_id, self.registry)
+        self._step("require-all", self._require_all)
+
+    @staticmethod
+    def _step(what, func, *args):
+        """One step of the tick; an unexpected error is logged with its
+        traceback and the loop goes on (a client it concerns is failed where
+        the step knows it: registry.check_liveness, handler.send_go)."""
+        try:
+            return func(*args)
+        except Exception:
+            log.exception("internal error in the main loop (%s); the run goes on", what)
+            return None
+
+    def _require_all(self):
         if self.registry.require_all and self.registry.short_start and \
                 self.registry.aborted is None:
             why = ("only %s expected clients said hello within --start-timeout %g s "
@@ -611,8 +626,8 @@ class Master(object):
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
         warnings += self.pauses + view.notes
-        warnings += ["client %s's clock is %+.1f s off the server's: its times are put "
-                     "on the server's clock" % (c.name, c.offset()[0])
+        warnings += ["client %s's clock is %s the server's: its times are put "
+                     "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
                      for c in view.clients if c.offset()[0] is not None and
                      abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
         warnings += ["client %s's clock moved %.3f s against the server's during the "

@@ -61,6 +61,7 @@ REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
 REJECT_SEQ_JUMP = "seq-jump"            # a seq too far ahead of the client's last
 REJECT_FD_EXHAUSTED = "fd-exhausted"    # accept() failed: out of file descriptors
 REJECT_PLAN = "plan"                    # the run plan cannot run on that client
+REJECT_INTERNAL = "internal-error"      # handling it raised: that client is failed
 
 #: A client is went away after this many heartbeat intervals (its own, from
 #: hello) without any message, unless --heartbeat-timeout gives a fixed time.
@@ -128,6 +129,14 @@ START_AHEAD_MIN_S = 0.5
 ClientProgress = collections.namedtuple("ClientProgress", (
     "name", "host", "state", "reason", "bytes", "rollovers", "heartbeat_ts",
     "clock_offset_s", "recent", "start_ts", "duration_s", "peer"))
+
+
+def unbelieved_offset(name, offset):
+    """The report's sentence for a pong offset beyond CLOCK_OFFSET_MAX_S."""
+    return ("client %s's clock is %s the server's (over %g s, "
+            "protocol.CLOCK_OFFSET_MAX_S): offset not used; its go carried none and "
+            "its figures are put on the server's clock by when its messages arrived"
+            % (name, metrics.describe_offset(offset), protocol.CLOCK_OFFSET_MAX_S))
 
 
 class ProgressView(object):
@@ -253,6 +262,7 @@ class Client(object):
         self.ping_offset_s = None
         self.offset_low = self.offset_high = None
         self.skew_warned = False
+        self.offset_unbelieved = None   # the last pong offset beyond belief
         self.drift_warned = False
         # The run plan (plan.resolve at the first hello; what start says it
         # ran replaces it), where each setting came from, and the start: the
@@ -542,7 +552,12 @@ class Registry(object):
                     return False  # no hello on record: cannot be a client of this run
                 values, sources = self._plan_for(msg)
                 client = self._add_client(msg, recv_ts, None, values, sources)
-            if self._accept_locked(client, msg, recv_ts) != NEW:
+            try:
+                if self._accept_locked(client, msg, recv_ts) != NEW:
+                    return False
+            except Exception:   # as when it came: that record, not the resume
+                log.exception("internal error replaying %s #%d of client %s; skipped",
+                              msg.type, msg.seq, msg.name)
                 return False
             client.recorded_seq = client.last_seq
             client.last_seen = None
@@ -606,7 +621,7 @@ class Registry(object):
                     client.sender is None or client.recorded_seq < 1:
                 return []
             self._awaiting(client, False)
-            return [(name, client.sender, self._go_fields(client))]
+            return self._go_entry(client)
 
     def _awaiting(self, client, flag):
         """The one place a client starts or stops waiting for GO."""
@@ -719,6 +734,12 @@ class Registry(object):
         if not 0.0 <= rtt <= PING_RTT_MAX_S:
             return  # not a pong to one of our pings (or absurdly late)
         offset = msg.client_time - (sent + recv_ts) / 2.0
+        if abs(offset) > protocol.CLOCK_OFFSET_MAX_S:
+            # beyond belief: never sent in a go nor used for its figures
+            if client.offset_unbelieved is None:
+                self._note(unbelieved_offset(client.name, offset))
+            client.offset_unbelieved = offset
+            return
         if client.rtt_s is None or rtt < client.rtt_s:
             client.rtt_s, client.ping_offset_s = rtt, offset
         if rtt <= 2 * client.rtt_s + PING_RTT_SLACK_S:
@@ -794,18 +815,45 @@ class Registry(object):
                 client = self.clients.get(name)
                 if client is None or client.state not in LIVE or client.last_seen is None:
                     continue      # watched again when it next speaks
-                limit = self.went_away_timeout(client)
-                if client.awaiting_go and not self.go_released:
-                    self._silence.watch(name, now + limit)
-                    continue
-                silent = now - client.last_seen
-                if silent > limit:
-                    self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
-                        silent, self._timeout_source(client, limit)))
-                    gone.append(client.name)
-                else:
-                    self._silence.watch(name, client.last_seen + limit)
+                try:
+                    if self._check_silence(client, now):
+                        gone.append(client.name)
+                except Exception:   # one client's state must not stop the loop
+                    log.exception("internal error checking whether client %s went "
+                                  "away", name)
+                    self._internal_error_locked(client, "checking its liveness")
         return gone
+
+    def _check_silence(self, client, now):
+        """True when ``client`` is now went away (else watched again)."""
+        limit = self.went_away_timeout(client)
+        if client.awaiting_go and not self.go_released:
+            self._silence.watch(client.name, now + limit)
+            return False
+        silent = now - client.last_seen
+        if silent > limit:
+            self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
+                silent, self._timeout_source(client, limit)))
+            return True
+        self._silence.watch(client.name, client.last_seen + limit)
+        return False
+
+    def internal_error(self, name, what):
+        """Handling client ``name`` raised (logged with its traceback by the
+        caller): that client is failed, the run goes on."""
+        with self.lock:
+            client = self.clients.get(name)
+            if client is not None:
+                self._internal_error_locked(client, what)
+
+    def _internal_error_locked(self, client, what):
+        self._awaiting(client, False)
+        self._silence.forget(client.name)
+        if client.state == WENT_AWAY:
+            self._transition(client, client.previous_state, "back for its failure")
+        if client.state in LIVE:
+            self._transition(client, FAILED, "the server failed %s (an internal "
+                             "error, in server.log with its traceback)" % what)
 
     def server_paused(self, gap):
         """The server itself did not run for ``gap`` seconds (SIGSTOP, a frozen
@@ -850,8 +898,19 @@ class Registry(object):
             client = self.clients[name]
             if client.sender is not None and client.recorded_seq >= 1:
                 self._awaiting(client, False)
-                out.append((name, client.sender, self._go_fields(client)))
+                out += self._go_entry(client)
         return out
+
+    def _go_entry(self, client):
+        """[(name, sender, go fields)] of ``client``, or [] when they cannot
+        be made (that client is failed; logged with the traceback)."""
+        try:
+            return [(client.name, client.sender, self._go_fields(client))]
+        except Exception:
+            log.exception("internal error making client %s's go; failing that client, "
+                          "the run goes on", client.name)
+            self._internal_error_locked(client, "sending its go")
+            return []
 
     def _release(self):
         """Go is released to the clients of --clients N: the common start

@@ -1,0 +1,158 @@
+"""The server's belief in its peers (issue 25, the server's bullets).
+
+Real server processes over real TCP: raw protocol peers that lie about their
+clocks beside real clients, a server with a fault injected into its handling
+of one client, ...
+"""
+import os
+import time
+
+from diskbench import exitcodes, protocol
+from diskbench.server import registry as reg
+from tests.faults.test_server_restart import real_client
+from tests.helpers import communicate, wait_until
+from tests.test_server_fakes import FakeClient, ServerProc
+
+FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5"]
+#: 56 years, the clock of a host whose RTC battery died (it reads 1970).
+YEARS_56 = 56 * 365.25 * 86400
+
+
+def _logs(tmpdir):
+    return str(tmpdir.join("logs"))
+
+
+def _client(rep, name):
+    return [c for c in rep["clients"] if c["client"] == name][0]
+
+
+def _skewed(client, skew):
+    """Every message ``client`` builds carries its clock ``skew`` s off ours."""
+    real_build = client.build
+
+    def build(type_, **fields):
+        msg = real_build(type_, **fields)
+        msg.ts = time.time() + skew
+        return msg
+    client.build = build
+    return client
+
+
+def _answer_ping(client, skew):
+    """Answer the server's first ping as a client whose clock is ``skew`` off."""
+    ping = client.wait_for(protocol.PING)
+    return client.send(protocol.PONG, nonce=ping.nonce,
+                       client_time=max(0.0, time.time() + skew))
+
+
+class _Patched(object):
+    """``procs`` whose server is started through ``code`` (run before the
+    server's main, in the server process: a fault injected for real)."""
+
+    def __init__(self, procs, code):
+        self.procs, self.code = procs, code
+
+    def start(self, args, env=None):
+        assert list(args[:2]) == ["-m", "diskbench.server"]
+        return self.procs.start(["-c", self.code + "\nimport sys\nfrom diskbench.server."
+                                 "__main__ import main\nsys.exit(main(sys.argv[1:]))\n"]
+                                + list(args[2:]), env=env)
+
+
+# --- 1. one client's data can never stop the server ---------------------------------
+def test_clock_decades_off_gets_a_go_and_the_offset_is_not_used(procs, tmpdir):
+    """A peer whose clock reads 1970 (56 years behind) or 3000 years ahead,
+    answering pings with that clock, cannot stop the server at the
+    synchronized start: each still gets a go (without an offset) and a start,
+    the report says its offset was not used and puts its figures on the
+    server's clock, and a real client beside them finishes."""
+    server = ServerProc(procs, _logs(tmpdir), ["--clients", "3"] + FAST)
+    peers = []
+    for name, skew in (("y1970", -YEARS_56), ("y5000", 1e11 - 86400 - time.time())):
+        peer = _skewed(FakeClient(server.port, name), skew)
+        peer.hello()
+        pong = _answer_ping(peer, skew)
+        peer.wait_acked(pong.seq)
+        peers.append((peer, skew))
+    client = real_client(procs, tmpdir, server.port, "real", duration=2)
+    for peer, skew in peers:
+        go = peer.wait_for(protocol.GO, timeout=20)
+        assert go.clock_offset_s is None
+        peer.send(protocol.START, writer_pid=os.getpid(), sync_mode=protocol.SYNC_DIRECT,
+                  preallocate=False, block_bytes=512, started_at=time.time() + skew)
+        for i in range(2):
+            peer.perf(i, [0.001], t0=time.time() + skew - 2.0)
+        peer.stop()
+        peer.send(protocol.BYE)
+        peer.wait_acked(peer.seq)
+    assert communicate(client, 60)[0] is not None and client.returncode == exitcodes.OK
+    assert server.wait_exit(30) == exitcodes.OK, server.stderr()
+    rep = server.report()
+    warnings = " | ".join(rep["run"]["server_warnings"])
+    assert "client y1970's clock is 56.0 years behind the server's" in warnings
+    assert "offset not used" in warnings and "client y5000's clock" in warnings
+    for peer, _skew in peers:
+        entry = _client(rep, peer.name)
+        assert entry["state"] == reg.FINISHED
+        assert entry["clock_offset_source"] == "timestamps"
+        # its figures on the server's clock: within this run, not decades away
+        assert abs(entry["first_write_ts"] - time.time()) < 300, entry
+
+
+_INJECT = """
+from diskbench.server import registry as _r
+_note = _r.Registry._apply_note
+def _apply_note(self, client, msg, recv_ts):
+    if msg.text == "boom":
+        raise ZeroDivisionError("injected")
+    return _note(self, client, msg, recv_ts)
+_r.Registry._apply_note = _apply_note
+_go = _r.Registry._go_fields
+def _go_fields(self, client):
+    if client.name == "nogo":
+        raise ZeroDivisionError("injected")
+    return _go(self, client)
+_r.Registry._go_fields = _go_fields
+_silence = _r.Registry._check_silence
+def _check_silence(self, client, now):
+    if client.name == "quiet":
+        raise ZeroDivisionError("injected")
+    return _silence(self, client, now)
+_r.Registry._check_silence = _check_silence
+"""
+
+
+def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(procs, tmpdir):
+    """An unexpected error while handling one client (in the handler, in the
+    go fan-out, in the liveness tick) fails that client alone, is in
+    server.log with its traceback, and the run goes on to its report: the
+    other clients finish."""
+    server = ServerProc(_Patched(procs, _INJECT), _logs(tmpdir),
+                        ["--clients", "4", "--heartbeat-timeout", "1"] + FAST)
+    peers = dict((n, FakeClient(server.port, n)) for n in ("ok", "boom", "nogo", "quiet"))
+    for peer in peers.values():
+        peer.hello()
+    for name in ("ok", "boom", "quiet"):
+        peers[name].wait_for(protocol.GO)
+        peers[name].start()
+    boom = peers["boom"]
+    boom.send(protocol.NOTE, text="boom")
+    refusal = boom.wait_for(protocol.REJECTED)
+    assert "internal error" in refusal.reason
+    ok = peers["ok"]
+    for i in range(3):
+        ok.perf(i, [0.001])
+        ok.send(protocol.HEARTBEAT, writer_pid=os.getpid(), writer_alive=True,
+                bytes_written=1 << 20, chunks_written=1, progress_age_s=0.1)
+    ok.stop()
+    ok.send(protocol.BYE)
+    ok.wait_acked(ok.seq)
+    assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    rep = server.report()
+    assert _client(rep, "ok")["state"] == reg.FINISHED
+    for name, what in (("boom", "handling its note"), ("nogo", "sending its go"),
+                       ("quiet", "checking its liveness")):
+        entry = _client(rep, name)
+        assert entry["state"] == reg.FAILED and what in entry["state_why"], entry
+    text = server.server_log()
+    assert text.count("Traceback") >= 3 and "ZeroDivisionError: injected" in text
