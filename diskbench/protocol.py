@@ -85,6 +85,8 @@ MAX_INT = 2 ** 62
 #: said in the report and not used (registry._apply_pong), so it never reaches
 #: the go's validator or arithmetic.
 CLOCK_OFFSET_MAX_S = 1e9
+#: Longest duration, interval or timeout a message may carry (seconds).
+SECONDS_MAX = 1e9
 #: Highest latency bucket index a histogram may carry: what metrics computes.
 MAX_BUCKET_INDEX = LatencyHistogram.MAX_BUCKET
 #: Fastest write rate believed (MiB/s, about 10 TiB/s): a perf interval beyond
@@ -356,7 +358,7 @@ class Hist(_Field):
 _NAME = Str(max_len=128, min_len=1, strict=True)
 _TEXT = Str(max_len=2048)
 _PATH = Str(max_len=4096)
-_SECONDS = Num(0.0, 1e9)
+_SECONDS = Num(0.0, SECONDS_MAX)
 _BYTES = Int()
 _PID = Int(1, 2 ** 31)
 _SYNC = Str(choices=SYNC_MODES)

@@ -764,4 +764,12 @@ MUTATIONS = [
          new="                except ():",
          tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
                 "goes_on"]),
+    dict(id="rollover-fix-duration-unbounded", file="diskbench/plan.py",
+         old="        need <= protocol.SECONDS_MAX else None",
+         new="        True else None",
+         tests=[_TRS + "test_peer_values_at_the_protocols_edges_never_raise_in_the_server"]),
+    dict(id="sub-mib-file-rollovers-divide-by-zero", file="diskbench/plan.py",
+         old="    if file_mb <= 0:\n        return float(MIN_ROLLOVERS)\n",
+         new="",
+         tests=[_TRS + "test_peer_values_at_the_protocols_edges_never_raise_in_the_server"]),
 ]

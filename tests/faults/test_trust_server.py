@@ -156,3 +156,36 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
         assert entry["state"] == reg.FAILED and what in entry["state_why"], entry
     text = server.server_log()
     assert text.count("Traceback") >= 3 and "ZeroDivisionError: injected" in text
+
+
+#: Hellos with values at the edges of what the protocol carries, each of which
+#: once raised in the server's arithmetic: (name, hello fields, what it gets).
+_EDGE_HELLOS = [
+    # a disk speed of 5e-324 MiB/s: the duration it would need is infinite
+    ("crawl", dict(calibration_mib_s=5e-324, fixed=["chunk_bytes", "file_bytes"]),
+     protocol.REJECTED),
+    # files under 1 MiB: "rollovers per MiB" divided by zero
+    ("tiny", dict(chunk_bytes=1000, file_bytes=1000, calibration_mib_s=100.0,
+                  fixed=["chunk_bytes", "file_bytes"]), protocol.GO),
+]
+
+
+def test_peer_values_at_the_protocols_edges_never_raise_in_the_server(procs, tmpdir):
+    """Values a peer supplies at the edges of their fields (a speed of 5e-324
+    MiB/s, files under 1 MiB) are bounded where the server believes them:
+    the peer is refused with one line or runs, nothing raises (no traceback
+    in server.log), and a client beside them finishes."""
+    server = ServerProc(procs, _logs(tmpdir), FAST)
+    for name, fields, answer in _EDGE_HELLOS:
+        peer = FakeClient(server.port, name)
+        peer.hello(**fields)
+        got = peer.wait_for(answer)
+        if answer == protocol.REJECTED:
+            assert "cannot run" in got.reason or "on its disk" in got.reason, got.reason
+        else:
+            peer.start()
+            peer.stop()
+            peer.send(protocol.BYE)
+            peer.wait_acked(peer.seq)
+    assert server.wait_exit(30) == exitcodes.OK, server.stderr()
+    assert "Traceback" not in server.server_log()
