@@ -772,4 +772,15 @@ MUTATIONS = [
          old="    if file_mb <= 0:\n        return float(MIN_ROLLOVERS)\n",
          new="",
          tests=[_TRS + "test_peer_values_at_the_protocols_edges_never_raise_in_the_server"]),
+    dict(id="log-dir-not-claimed", file="diskbench/server/master.py",
+         old="        self.claim = claim_log_dir(log_dir)   # raises LogDirTaken",
+         new="        self.claim = None",
+         tests=[_TRS + "test_two_servers_started_together_on_one_log_dir_one_runs_one_"
+                "exits"]),
+    dict(id="log-dir-claim-outlives-a-killed-server", file="diskbench/server/master.py",
+         old="        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+         new="        if os.fstat(fd).st_size:\n"
+             "            raise IOError(errno.EAGAIN, 'a pid file')",
+         tests=[_TRS + "test_two_servers_started_together_on_one_log_dir_one_runs_one_"
+                "exits"]),
 ]

@@ -24,6 +24,7 @@ import time
 
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
+from diskbench.cli import prog_name
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
 from diskbench.metrics import describe_offset, utc
@@ -43,6 +44,10 @@ from diskbench.server import report as report_mod
 TICK_S = 0.2
 #: The marker of a run in progress in --log-dir (run id and start time).
 RUN_MARKER = "run.json"
+#: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
+#: second server on the same directory exits; the kernel drops the claim of a
+#: server that was killed, so a restart is never blocked by it.
+LOCK_FILE = "server.lock"
 #: Refused connections logged per kind; further ones are counted, and logged
 #: every LIMIT_LOG_EVERY.
 LIMIT_LOG_MAX = 20
@@ -85,6 +90,32 @@ ENDED_MEANING = "the operator ended the run (ctl end); report has what was known
 
 class FinishedRun(Exception):
     """The log dir holds a finished run; the message names the fix."""
+
+
+class LogDirTaken(Exception):
+    """Another server holds the log dir's LOCK_FILE; the message names the fix."""
+
+
+def claim_log_dir(log_dir):
+    """Take ``log_dir``'s LOCK_FILE for this process's life: returns the open
+    file (keep it open), raises LogDirTaken when another server holds it."""
+    import fcntl
+    path = os.path.join(log_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError) as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        raise LogDirTaken(
+            "another server is running with --log-dir %s (it holds %s): end it (%s "
+            "ctl --log-dir %s end) or give another --log-dir" % (
+                log_dir, path, prog_name("diskbench.server"), log_dir))
+    os.ftruncate(fd, 0)     # for a reader: who holds it
+    os.write(fd, as_bytes("%d\n" % os.getpid()))
+    return fd
 
 
 class TCPServer(socketserver.ThreadingTCPServer):
@@ -191,6 +222,7 @@ class Master(object):
             stall_timeout=args.stall_timeout, require_all=args.require_all,
             plan_given=getattr(args, "plan", None), wall=clock)
         self.recorder = recorder_mod.Recorder(args.log_dir)
+        self.claim = None             # LOCK_FILE's descriptor once open_logs took it
         self.server = None
         self.wake = threading.Event()
         self.signals = SignalFlag(wake=self.wake.set)   # installed by run()
@@ -268,8 +300,12 @@ class Master(object):
         it cannot be used.
         """
         log_dir = self.args.log_dir
-        if not os.path.isdir(log_dir):
+        try:
             os.makedirs(log_dir)
+        except OSError as exc:   # (two servers started together: both create it)
+            if exc.errno != errno.EEXIST or not os.path.isdir(log_dir):
+                raise
+        self.claim = claim_log_dir(log_dir)   # raises LogDirTaken
         control_mod.check_free(log_dir)   # raises ServerRunning
         if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
             raise FinishedRun(
@@ -291,6 +327,7 @@ class Master(object):
         marker behind, so the next start is a fresh run too."""
         self.recorder.close()
         self._untune()
+        self._release_claim()
         if self.resumed is None:
             for name in (RUN_MARKER, recorder_mod.PERF_LOG):
                 path = os.path.join(self.args.log_dir, name)
@@ -449,7 +486,13 @@ class Master(object):
             self.recorder.close()
             self._teardown_logging()
             self._untune()
+            self._release_claim()
         return code
+
+    def _release_claim(self):
+        if self.claim is not None:
+            os.close(self.claim)     # (the lock goes with it)
+            self.claim = None
 
     def _tick(self):
         now = monotonic()

@@ -5,13 +5,14 @@ clocks beside real clients, a server with a fault injected into its handling
 of one client, ...
 """
 import os
+import signal
 import time
 
 from diskbench import exitcodes, protocol
 from diskbench.server import registry as reg
 from tests.faults.test_server_restart import real_client
 from tests.helpers import communicate, wait_until
-from tests.test_server_fakes import FakeClient, ServerProc
+from tests.test_server_fakes import LISTEN_RE, FakeClient, ServerProc
 
 FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5"]
 #: 56 years, the clock of a host whose RTC battery died (it reads 1970).
@@ -189,3 +190,76 @@ def test_peer_values_at_the_protocols_edges_never_raise_in_the_server(procs, tmp
             peer.wait_acked(peer.seq)
     assert server.wait_exit(30) == exitcodes.OK, server.stderr()
     assert "Traceback" not in server.server_log()
+
+
+# --- 5. one log dir, one server ------------------------------------------------------
+#: Injected into both servers: each waits, after its check that no other
+#: server runs on the log dir, until both have checked (the worst instant),
+#: or until the test saw one of them exit.
+_AT_THE_SAME_INSTANT = """
+import os, time
+from diskbench.server import control as _c
+_check = _c.check_free
+def _check_free(log_dir):
+    _check(log_dir)
+    meet = os.environ["MEET_DIR"]
+    open(os.path.join(meet, str(os.getpid())), "w").close()
+    deadline = time.time() + float(os.environ["MEET_WAIT_S"])
+    while len(os.listdir(meet)) < 2 and not os.path.exists(os.environ["RELEASE"]) \\
+            and time.time() < deadline:
+        time.sleep(0.001)
+_c.check_free = _check_free
+"""
+#: How long a server waits at that barrier for the other (the test's bound too).
+MEET_WAIT_S = 20.0
+
+
+def test_two_servers_started_together_on_one_log_dir_one_runs_one_exits(procs, tmpdir):
+    """Two servers started at the same instant (both released by one barrier)
+    on one --log-dir cannot both run on it: one listens, the other exits
+    SERVER_LOG_DIR with one line naming the fix. After the one that runs is
+    killed with SIGKILL, its claim never blocks a restart, and the restart
+    resumes its run."""
+    logs = _logs(tmpdir)
+    release = str(tmpdir.join("release"))
+    env = {"MEET_DIR": str(tmpdir.mkdir("meet")), "RELEASE": release,
+           "MEET_WAIT_S": str(MEET_WAIT_S)}
+    patched = _Patched(procs, _AT_THE_SAME_INSTANT)
+    both = [patched.start(["-m", "diskbench.server", "--port", "0", "--host",
+                           "127.0.0.1", "--log-dir", logs] + FAST, env=env)
+            for _ in range(2)]
+    # the loser exits; the winner listens (and runs until killed)
+    loser = wait_until(lambda: [p for p in both if p.poll() is not None],
+                       timeout=MEET_WAIT_S + 10, what="one of the two servers to exit")[0]
+    open(release, "w").close()
+    winner = [p for p in both if p is not loser][0]
+    _out, err = communicate(loser, 10)
+    assert loser.returncode == exitcodes.SERVER_LOG_DIR, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "another server is running with --log-dir" in lines[0] \
+        and "Traceback" not in err, err
+    assert winner.poll() is None
+    peer = FakeClient(_port_of(winner), "c1")
+    peer.hello()
+    peer.wait_acked(1)
+    os.killpg(winner.pid, signal.SIGKILL)
+    winner.wait()
+    again = ServerProc(procs, logs, FAST)        # not blocked by the dead one's claim
+    assert "resum" in again.server_log() or "resum" in again.stdout() + again.stderr()
+    peer = FakeClient(again.port, "c1", seq=1)
+    peer.hello()
+    peer.wait_for(protocol.GO)
+    peer.start()
+    peer.stop()
+    peer.send(protocol.BYE)
+    peer.wait_acked(peer.seq)
+    assert again.wait_exit(30) == exitcodes.OK, again.stderr()
+    assert again.report()["clients"][0]["client"] == "c1"
+
+
+def _port_of(proc):
+    """The port a server process says it listens on (its first stdout line)."""
+    line = proc.stdout.readline().decode("utf-8", "replace")
+    match = LISTEN_RE.search(line)
+    assert match, line
+    return int(match.group(1))
