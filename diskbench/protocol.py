@@ -361,6 +361,8 @@ _PATH = Str(max_len=4096)
 _SECONDS = Num(0.0, SECONDS_MAX)
 _BYTES = Int()
 _PID = Int(1, 2 ** 31)
+#: A client process's random identity (hex): host names and pids repeat.
+_INSTANCE = Str(max_len=64, min_len=8, strict=True)
 _SYNC = Str(choices=SYNC_MODES)
 _OFFSET = Num(-CLOCK_OFFSET_MAX_S, CLOCK_OFFSET_MAX_S)
 #: The run plan's settings (diskbench/plan.py decides them): the hello says a
@@ -380,6 +382,9 @@ SPECS = {
     C2S: {
         HELLO: dict(
             client_version=Str(64), hostname=Str(255), pid=_PID,
+            # the identity of this client process: a reconnect is recognised by
+            # it, another process under a taken name refused (registry.hello)
+            instance_id=_INSTANCE,
             python_version=Str(64), platform=Str(255), directory=_PATH,
             fs_type=Str(64), chunk_bytes=Int(1), file_bytes=Int(1),
             duration_s=_SECONDS, max_files=Int(1, 100000), sync_mode=_SYNC,

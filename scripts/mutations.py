@@ -783,4 +783,14 @@ MUTATIONS = [
              "            raise IOError(errno.EAGAIN, 'a pid file')",
          tests=[_TRS + "test_two_servers_started_together_on_one_log_dir_one_runs_one_"
                 "exits"]),
+    dict(id="identity-by-host-and-pid", file="diskbench/server/registry.py",
+         old="                if client.hello.instance_id != msg.instance_id:",
+         new="                if (client.hello.hostname, client.hello.pid) != "
+             "(msg.hostname, msg.pid):",
+         tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients",
+                _TRS + "test_a_second_process_under_a_taken_name_is_refused_with_one_line"]),
+    dict(id="default-name-repeats-in-containers", file="diskbench/client/__main__.py",
+         old="        suffix = \"-\" + instance_id[:DEFAULT_NAME_RANDOM_HEX]",
+         new="        suffix = \"\"",
+         tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients"]),
 ]

@@ -415,15 +415,16 @@ class Registry(object):
                          msg.name, peer, msg.hostname, msg.fs_type,
                          msg.python_version, msg.sync_mode)
             else:
-                same = (client.hello.hostname, client.hello.pid) == (msg.hostname, msg.pid)
-                if not same:
+                # host name and pid repeat (containers): only the process's
+                # random instance id says it is the same client
+                if client.hello.instance_id != msg.instance_id:
                     # Never say who owns the name: that would tell a peer what
                     # to claim in order to take it over.
                     self._count_rejected_locked(REJECT_NAME_IN_USE)
                     self.say(log.warning,
-                             "refused a hello as %s from %s (host %s pid %s): the "
-                             "name belongs to another process of this run", msg.name,
-                             peer, msg.hostname, msg.pid)
+                             "refused a hello as %s from %s (host %s pid %s instance "
+                             "%s): the name belongs to another process of this run",
+                             msg.name, peer, msg.hostname, msg.pid, msg.instance_id)
                     return REJECT, (
                         "client name %r is already used in this run by another "
                         "process; give each client its own name (--name)" % msg.name)

@@ -6,11 +6,14 @@ of one client, ...
 """
 import os
 import signal
+import subprocess
 import time
+
+import pytest
 
 from diskbench import exitcodes, protocol
 from diskbench.server import registry as reg
-from tests.faults.test_server_restart import real_client
+from tests.faults.test_server_restart import CLIENT_FAST, real_client
 from tests.helpers import communicate, wait_until
 from tests.test_server_fakes import LISTEN_RE, FakeClient, ServerProc
 
@@ -263,3 +266,78 @@ def _port_of(proc):
     match = LISTEN_RE.search(line)
     assert match, line
     return int(match.group(1))
+
+
+# --- 3. two processes are never one client ------------------------------------------
+def _unshare_works():
+    try:
+        return subprocess.call(["unshare", "--pid", "--uts", "--fork", "--mount-proc",
+                                "sh", "-c", "hostname same"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) == 0
+    except OSError:
+        return False
+
+
+needs_unshare = pytest.mark.skipif(
+    not _unshare_works(), reason="needs unshare with PID and UTS namespaces (root)")
+
+
+def _contained_client(procs, tmpdir, port, index, name=None):
+    """A real client as pid 1 of its own PID namespace, on host 'same' (its own
+    UTS namespace): what two containers from one image look like."""
+    data = tmpdir.join("data-%d" % index)
+    data.ensure(dir=True)
+    argv = [procs.python, "-m", "diskbench.client"] + CLIENT_FAST + [
+        "--server", "127.0.0.1:%d" % port, "--chunk-mb", "10", "--file-mb", "20",
+        "--duration", "2", "--force", "--log-dir", str(tmpdir.join("client-logs-%d"
+                                                                   % index))]
+    argv += ["--name", name] if name else []
+    argv += [str(data)]
+    script = "hostname same && exec \"$@\""
+    return procs.start(["-c", "import os, sys; os.execvp('unshare', sys.argv[1:])",
+                        "unshare", "--pid", "--uts", "--fork", "--mount-proc", "sh", "-c",
+                        script, "sh"] + argv)
+
+
+@needs_unshare
+def test_two_containers_with_one_host_name_and_pid_1_are_two_clients(procs, tmpdir):
+    """Two real clients in their own PID and UTS namespaces, both host 'same'
+    and both pid 1, with default names, are never merged: the report shows two
+    clients, each with its own data, both finished."""
+    server = ServerProc(procs, _logs(tmpdir), ["--clients", "2"] + FAST)
+    clients = [_contained_client(procs, tmpdir, server.port, i) for i in range(2)]
+    for proc in clients:
+        communicate(proc, 90)
+        assert proc.returncode == exitcodes.OK
+    assert server.wait_exit(30) == exitcodes.OK, server.stderr()
+    rep = server.report()
+    assert len(rep["clients"]) == 2, [c["client"] for c in rep["clients"]]
+    for entry in rep["clients"]:
+        assert entry["client"].startswith("same-1-") and entry["host"] == "same"
+        assert entry["state"] == reg.FINISHED and entry["written_mib"] > 0
+        assert entry["reconnect_count"] == 0 and entry["takeover_count"] == 0
+    starts = [m for m, _ts in server.records() if m.type == protocol.START]
+    assert len(starts) == 2 and len(set(m.name for m in starts)) == 2
+
+
+@needs_unshare
+def test_a_second_process_under_a_taken_name_is_refused_with_one_line(procs, tmpdir):
+    """Two real clients with the same --name, the same host name and the same
+    pid (1, in their own namespaces): the second is refused with one line
+    naming the fix and exits CLIENT_SERVER; the first's run is its own."""
+    server = ServerProc(procs, _logs(tmpdir), ["--clients", "1"] + FAST)
+    first = _contained_client(procs, tmpdir, server.port, 0, name="twin")
+    wait_until(lambda: "client twin joined" in server.server_log(), timeout=60,
+               what="the first twin's hello")
+    second = _contained_client(procs, tmpdir, server.port, 1, name="twin")
+    _out, err = communicate(second, 60)
+    assert second.returncode == exitcodes.CLIENT_SERVER, err
+    said = [l for l in err.splitlines() if "already used in this run" in l]
+    assert len(said) == 1 and "--name" in said[0] and "Traceback" not in err, err
+    communicate(first, 90)
+    assert first.returncode == exitcodes.OK
+    assert server.wait_exit(30) == exitcodes.OK, server.stderr()
+    rep = server.report()
+    assert [c["client"] for c in rep["clients"]] == ["twin"]
+    assert rep["clients"][0]["reconnect_count"] == 0
+    assert rep["clients"][0]["takeover_count"] == 0
