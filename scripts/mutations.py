@@ -793,4 +793,14 @@ MUTATIONS = [
          old="        suffix = \"-\" + instance_id[:DEFAULT_NAME_RANDOM_HEX]",
          new="        suffix = \"\"",
          tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients"]),
+    dict(id="went-away-not-capped", file="diskbench/server/registry.py",
+         old="        return min(MAX_WENT_AWAY_S, max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat))",
+         new="        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat)",
+         tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
+                "bound"]),
+    dict(id="run-end-bound-understated", file="diskbench/server/master.py",
+         old="    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +",
+         new="    return (reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +",
+         tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
+                "bound"]),
 ]

@@ -88,6 +88,22 @@ OPERATOR_END = "the operator (ctl end)"
 ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
 
 
+def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
+    """The longest a run goes on after the last message any client sends (the
+    server running, not paused): a silent client is went away within its
+    timeout W (--heartbeat-timeout, else at most registry.MAX_WENT_AWAY_S)
+    and the liveness check's step, then waited for (--rejoin-grace R, else
+    REJOIN_GRACE_TIMEOUTS x W; a failed client's summary: SUMMARY_GRACE_S),
+    then complete (--idle-timeout without --clients) at a tick. The README's
+    formula; the report follows."""
+    went_away = heartbeat_timeout if heartbeat_timeout is not None \
+        else reg.MAX_WENT_AWAY_S
+    grace = rejoin_grace if rejoin_grace is not None \
+        else reg.REJOIN_GRACE_TIMEOUTS * went_away
+    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +
+            idle_timeout + 2 * TICK_S)
+
+
 class FinishedRun(Exception):
     """The log dir holds a finished run; the message names the fix."""
 
@@ -443,6 +459,11 @@ class Master(object):
                  "client names, hello within %g s, a line every %g s", self.max_line_bytes,
                  self.max_connections, self.max_per_address,
                  self.registry.max_clients or 0, self.hello_timeout, self.read_timeout)
+        log.info("the run ends at most %g s after its clients' last message "
+                 "(run_end_bound_s of --heartbeat-timeout, --rejoin-grace, "
+                 "--idle-timeout)", run_end_bound_s(
+                     self.args.heartbeat_timeout, self.args.rejoin_grace,
+                     self.args.idle_timeout))
         for text in self.startup_notes:
             log.info("%s", text)
         for text in self.startup_warnings:

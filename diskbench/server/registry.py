@@ -16,7 +16,8 @@ States and the transitions between them are written down here and only here
                                                             (logged "reconnected")
 
 A client's went-away timeout is HEARTBEAT_LIVENESS missed beats of the
-heartbeat interval it announced in hello (--heartbeat-timeout overrides it).
+heartbeat interval it announced in hello, at most MAX_WENT_AWAY_S
+(--heartbeat-timeout overrides it).
 A went-away client may come back within --rejoin-grace: until then the run
 is not complete. Dedup is by the set of seqs seen (``seqset``), and a seq may
 not jump further ahead than a client could have sent (``max_seq_jump``).
@@ -70,6 +71,11 @@ HEARTBEAT_LIVENESS = 3
 DEFAULT_HEARTBEAT_S = 5.0
 #: Least went-away timeout, whatever interval a client announces.
 MIN_WENT_AWAY_S = 1.0
+#: Most went-away timeout, whatever interval a client announces (it says 1e9
+#: s: the run would wait for ever): the server's bound on every wait derived
+#: from a client (rejoin grace, a resumed run's wait); --heartbeat-timeout
+#: overrides it. master.run_end_bound_s adds up the waits.
+MAX_WENT_AWAY_S = 300.0
 #: Default --rejoin-grace, in went-away timeouts of the client: how long a run
 #: waits for a went-away client to come back before it may complete.
 REJOIN_GRACE_TIMEOUTS = 2
@@ -785,15 +791,17 @@ class Registry(object):
         HEARTBEAT_LIVENESS of the heartbeat intervals it announced."""
         if self.heartbeat_timeout is not None:
             return self.heartbeat_timeout
-        if client.heartbeat_interval_s:
-            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
-        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S)
+        beat = client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+        return min(MAX_WENT_AWAY_S, max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat))
 
     def _timeout_source(self, client, limit):
         if self.heartbeat_timeout is not None:
             return "--heartbeat-timeout %g s" % limit
-        return "%g s: %d heartbeats of %g s missed" % (
-            limit, HEARTBEAT_LIVENESS, client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S)
+        beat = client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+        if limit < HEARTBEAT_LIVENESS * beat:
+            return "%g s, the server's cap (MAX_WENT_AWAY_S) on %d heartbeats of %g s" % (
+                limit, HEARTBEAT_LIVENESS, beat)
+        return "%g s: %d heartbeats of %g s missed" % (limit, HEARTBEAT_LIVENESS, beat)
 
     def rejoin_grace_for(self, client):
         if self.rejoin_grace is not None:

@@ -341,3 +341,36 @@ def test_a_second_process_under_a_taken_name_is_refused_with_one_line(procs, tmp
     assert [c["client"] for c in rep["clients"]] == ["twin"]
     assert rep["clients"][0]["reconnect_count"] == 0
     assert rep["clients"][0]["takeover_count"] == 0
+
+
+# --- 2. waits are bounded by the server, not by the peer ------------------------------
+#: The caps, patched down in the server (and here, for the bound it computes).
+_SMALL_CAPS = dict(MAX_WENT_AWAY_S=2.0, SUMMARY_GRACE_S=1.0)
+_CAPS = "\n".join("_r.%s = %r" % kv for kv in sorted(_SMALL_CAPS.items()))
+
+
+def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
+        procs, tmpdir, monkeypatch):
+    """A client announcing a heartbeat interval of 1e9 s and then going
+    silent (its connection open) is went away within the server's cap
+    (MAX_WENT_AWAY_S), and the run ends within master.run_end_bound_s of the
+    server's flags after its last message."""
+    for key, value in _SMALL_CAPS.items():
+        monkeypatch.setattr(reg, key, value)
+    from diskbench.server import master
+    flags = ["--idle-timeout", "0.3", "--read-timeout", "3600"]
+    server = ServerProc(_Patched(procs, "from diskbench.server import registry as _r\n"
+                                 + _CAPS), _logs(tmpdir), flags)
+    peer = FakeClient(server.port, "sloth")
+    peer.begin(heartbeat_interval_s=1e9, duration_s=1e9, stats_interval_s=1e9)
+    peer.perf(0, [0.001])
+    peer.wait_acked(peer.seq)
+    last = time.time()
+    bound = master.run_end_bound_s(idle_timeout=0.3)
+    wait_until(lambda: "run complete" in server.server_log(), timeout=bound + 10,
+               what="the run to complete")
+    took = time.time() - last
+    assert took <= bound, (took, bound)
+    assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    entry = _client(server.report(), "sloth")
+    assert entry["state"] == reg.WENT_AWAY and "MAX_WENT_AWAY_S" in entry["state_why"]
