@@ -803,4 +803,17 @@ MUTATIONS = [
          new="    return (reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +",
          tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
                 "bound"]),
+    dict(id="seq-set-cliff-at-cap", file="diskbench/server/seqset.py",
+         old="                self.compact()\n",
+         new="                return False\n",
+         tests=[_TRS + "test_every_permutation_and_resend_of_seqs_records_each_seq_once",
+                _TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="seq-set-cap-not-said", file="diskbench/server/registry.py",
+         old="        if client.seen.compacted != compacted and not compacted:",
+         new="        if False:",
+         tests=[_TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="refused-bye-counts-as-bye", file="diskbench/server/handler.py",
+         old="                self.outcome in (reg.NEW, reg.DUPLICATE):",
+         new="                True:",
+         tests=[_TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
 ]

@@ -87,6 +87,7 @@ class Handler(socketserver.BaseRequestHandler):
         self.send_lock = threading.Lock()
         self.name = None
         self.said_bye = False
+        self.outcome = None           # the registry's word on the last message
         self.rejections = 0
         self.expired = None           # (kind, reason) once the master cut us off
         self.send_dead = False        # a send stalled or failed: no more sends
@@ -271,7 +272,9 @@ class Handler(socketserver.BaseRequestHandler):
         return True
 
     def _on_bye(self, msg, recv_ts):
-        if self._on_message(msg, recv_ts) and msg.name == self.name:
+        # a bye refused (a seq jump) is no bye: only one recorded or re-acked
+        if self._on_message(msg, recv_ts) and msg.name == self.name and \
+                self.outcome in (reg.NEW, reg.DUPLICATE):
             self.said_bye = True
         return True
 
@@ -286,7 +289,7 @@ class Handler(socketserver.BaseRequestHandler):
                 self._rejected(reg.REJECT_NO_HELLO, "%s from %r before a hello on "
                                "this connection" % (msg.type, msg.name))
             return True
-        outcome = self.registry.accept(msg, recv_ts, self.conn_id)
+        outcome = self.outcome = self.registry.accept(msg, recv_ts, self.conn_id)
         if outcome == reg.NOT_BOUND:
             log.info("connection %d from %s: %s now speaks on a newer connection; "
                      "closing this one", self.conn_id, self.peer, self.name)

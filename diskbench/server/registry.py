@@ -38,6 +38,7 @@ from diskbench import metrics, plan, protocol
 from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
+from diskbench.server import seqset
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
@@ -506,12 +507,17 @@ class Registry(object):
             self._seen(client)
             client.duplicates += 1
             return DUPLICATE
-        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or \
-                not client.seen.can_add(msg.seq):
+        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts):
             client.seq_jumps += 1
             return SEQ_JUMP
         self._seen(client)
+        compacted = client.seen.compacted
         client.seen.add(msg.seq)
+        if client.seen.compacted != compacted and not compacted:
+            self._note("client %s's seqs have more than %d gaps (seqset.MAX_RANGES): "
+                       "its oldest gaps now count as seen (messages it dropped; one "
+                       "arriving now would be taken for a duplicate); every later "
+                       "message is recorded" % (client.name, seqset.MAX_RANGES))
         client.last_seq = client.seen.high
         client.last_ts = recv_ts
         client.messages += 1

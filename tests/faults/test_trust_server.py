@@ -4,6 +4,8 @@ Real server processes over real TCP: raw protocol peers that lie about their
 clocks beside real clients, a server with a fault injected into its handling
 of one client, ...
 """
+import itertools
+import math
 import os
 import signal
 import subprocess
@@ -374,3 +376,70 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
     assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE, server.stderr()
     entry = _client(server.report(), "sloth")
     assert entry["state"] == reg.WENT_AWAY and "MAX_WENT_AWAY_S" in entry["state_why"]
+
+
+# --- 4. dedup state degrades, never cliffs --------------------------------------------
+#: A small seq list (gaps: dropped messages) and the resends an outage brings.
+_SEQS = [1, 2, 4, 5, 7]
+_RESENDS = [4, 7, 2]
+
+
+def test_every_permutation_and_resend_of_seqs_records_each_seq_once(monkeypatch):
+    """Dedup is by set, whatever the order: every permutation of a small seq
+    list with resends records each seq exactly once; at a cap as small as 2
+    ranges a client's in-order seqs with gaps are every one recorded, and no
+    order ever records a seq twice."""
+    from diskbench.server import seqset
+    for cap in (seqset.MAX_RANGES, 2):
+        monkeypatch.setattr(seqset, "MAX_RANGES", cap)
+        count = 0
+        for order in itertools.permutations(_SEQS + _RESENDS):
+            seen = seqset.SeqSet()
+            recorded = [s for s in order if seen.add(s)]
+            assert len(recorded) == len(set(recorded)), (cap, order)
+            if cap > len(_SEQS):
+                assert sorted(recorded) == _SEQS, order
+            assert len(seen) <= max(cap, 2)
+            count += 1
+        assert count == math.factorial(len(_SEQS + _RESENDS))
+        seen = seqset.SeqSet()
+        gappy = list(range(1, 200, 2))          # a drop between every two messages
+        assert all(seen.add(s) for s in gappy) and len(seen) <= max(cap, 2)
+
+
+def test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes(procs, tmpdir):
+    """A client whose seqs have more gaps (dropped messages) than the seq set's
+    cap (seqset.MAX_RANGES, patched down to 4 in the real server) still has
+    every later message recorded and acknowledged, finishes (never "went
+    away"), and the report says the dedup state reached its cap. A bye
+    refused for a seq jump is no bye: a connection closed after it closed
+    without one."""
+    server = ServerProc(_Patched(procs, "from diskbench.server import seqset\n"
+                                 "seqset.MAX_RANGES = 4\n"), _logs(tmpdir),
+                        ["--clients", "2"] + FAST)
+    liar = FakeClient(server.port, "liar")
+    liar.hello()
+    peer = FakeClient(server.port, "gappy")
+    peer.begin()
+    liar.wait_for(protocol.GO)
+    sent = [1, 2]
+    for i in range(12):
+        peer.seq += 1                          # a message it dropped
+        sent.append(peer.perf(i, [0.001]).seq)
+    sent.append(peer.stop().seq)
+    sent.append(peer.send(protocol.BYE).seq)
+    peer.wait_acked(peer.seq)
+    liar.seq += 10 ** 6                        # far beyond: refused
+    liar.send(protocol.BYE)
+    wait_until(lambda: "seq-jump" in server.server_log(), what="the refused bye")
+    liar.close()
+    assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    rep = server.report()
+    assert _client(rep, "gappy")["state"] == reg.FINISHED
+    recorded = sorted(m.seq for m, _ts in server.records() if m.name == "gappy")
+    assert recorded == sent
+    assert any("gappy's seqs have more than 4 gaps" in w
+               for w in rep["run"]["server_warnings"])
+    liar_entry = _client(rep, "liar")
+    assert liar_entry["state"] == reg.WENT_AWAY
+    assert "without stop" in liar_entry["state_why"], liar_entry["state_why"]
