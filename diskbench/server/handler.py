@@ -236,8 +236,8 @@ class Handler(socketserver.BaseRequestHandler):
         log.exception("internal error handling %s #%d of %s from %s: failing that "
                       "client; the run goes on", msg.type, msg.seq, msg.name, self.peer)
         self.registry.count_rejected(reg.REJECT_INTERNAL)
-        name = self.name or msg.name
-        self.registry.internal_error(name, "handling its %s #%d" % (msg.type, msg.seq))
+        self.registry.internal_error(msg.name, "handling its %s #%d" % (msg.type, msg.seq),
+                                     self.conn_id)
         self._refuse("the server could not handle your %s #%d (an internal error, in "
                      "its server.log); this client is failed, the run goes on: report "
                      "it to the server's operator" % (msg.type, msg.seq))

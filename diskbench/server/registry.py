@@ -853,12 +853,14 @@ class Registry(object):
         self._silence.watch(client.name, client.last_seen + limit)
         return False
 
-    def internal_error(self, name, what):
+    def internal_error(self, name, what, conn_id=None):
         """Handling client ``name`` raised (logged with its traceback by the
-        caller): that client is failed, the run goes on."""
+        caller): that client is failed, the run goes on. With ``conn_id``,
+        only when that connection speaks for it (a stranger's line naming a
+        client fails nobody but the stranger)."""
         with self.lock:
             client = self.clients.get(name)
-            if client is not None:
+            if client is not None and (conn_id is None or client.conn_id == conn_id):
                 self._internal_error_locked(client, what)
 
     def _internal_error_locked(self, client, what):
