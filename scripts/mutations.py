@@ -273,7 +273,7 @@ MUTATIONS = [
          tests=["tests/test_server_units.py::"
                 "test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts"]),
     dict(id="main-loop-never-looks-at-the-recorder-lag", file="diskbench/server/master.py",
-         old="        self.recorder.check_lag()\n", new="",
+         old="        self._step(\"recorder lag\", self.recorder.check_lag)\n", new="",
          tests=[_TU + "test_a_write_stuck_on_the_log_disk_is_said_while_it_lasts"]),
     dict(id="report-text-unsafe", file="diskbench/server/report.py",
          old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
@@ -594,7 +594,7 @@ MUTATIONS = [
          new="        if self.closed < self.min_closed:",
          tests=[_TU + "test_full_collector_runs_once_as_many_closed_as_open_and_starts_over"]),
     dict(id="full-gc-not-from-main-loop", file="diskbench/server/master.py",
-         old="        self.collector.maybe_collect(len(self.connections))\n",
+         old="        self._step(\"collector\", self.collector.maybe_collect, len(self.connections))\n",
          new="",
          tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
     dict(id="closed-connections-not-counted", file="diskbench/server/master.py",
@@ -794,8 +794,8 @@ MUTATIONS = [
          new="        suffix = \"\"",
          tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients"]),
     dict(id="went-away-not-capped", file="diskbench/server/registry.py",
-         old="        return min(MAX_WENT_AWAY_S, max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat))",
-         new="        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat)",
+         old="        return min(MAX_WENT_AWAY_S, self._heartbeats_timeout(client))",
+         new="        return self._heartbeats_timeout(client)",
          tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
                 "bound"]),
     dict(id="run-end-bound-understated", file="diskbench/server/master.py",

@@ -797,8 +797,15 @@ class Registry(object):
         HEARTBEAT_LIVENESS of the heartbeat intervals it announced."""
         if self.heartbeat_timeout is not None:
             return self.heartbeat_timeout
-        beat = client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
-        return min(MAX_WENT_AWAY_S, max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * beat))
+        return min(MAX_WENT_AWAY_S, self._heartbeats_timeout(client))
+
+    @staticmethod
+    def _heartbeats_timeout(client):
+        """HEARTBEAT_LIVENESS of the heartbeat intervals ``client`` announced
+        (at least MIN_WENT_AWAY_S), before the server's cap."""
+        if client.heartbeat_interval_s:
+            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
+        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S)
 
     def _timeout_source(self, client, limit):
         if self.heartbeat_timeout is not None:
