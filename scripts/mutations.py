@@ -816,4 +816,9 @@ MUTATIONS = [
          old="                self.outcome in (reg.NEW, reg.DUPLICATE):",
          new="                True:",
          tests=[_TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="main-loop-step-error-not-contained", file="diskbench/server/master.py",
+         old="        except Exception:\n            log.exception(\"internal error in the main loop",
+         new="        except ():\n            log.exception(\"internal error in the main loop",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
 ]

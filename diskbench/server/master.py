@@ -480,8 +480,8 @@ class Master(object):
         try:
             while self.signals.first is None and not self.ends:
                 self._tick()
-                self.console.tick()
-                if self.registry.is_complete():
+                self._step("console", self.console.tick)
+                if self._step("completion", self.registry.is_complete):
                     self.finishing = True
                     event.info("run complete: every client is finished, failed or gone")
                     break

@@ -125,6 +125,14 @@ def _check_silence(self, client, now):
         raise ZeroDivisionError("injected")
     return _silence(self, client, now)
 _r.Registry._check_silence = _check_silence
+_release = _r.Registry.release_go
+_raised = []
+def release_go(self):
+    if not _raised:                     # once: a step of the main loop's tick
+        _raised.append(1)
+        raise ZeroDivisionError("injected")
+    return _release(self)
+_r.Registry.release_go = release_go
 """
 
 
@@ -132,7 +140,8 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
     """An unexpected error while handling one client (in the handler, in the
     go fan-out, in the liveness tick) fails that client alone, is in
     server.log with its traceback, and the run goes on to its report: the
-    other clients finish."""
+    other clients finish. An error in a step of the main loop's tick (the go
+    release, once) is logged and the loop goes on."""
     server = ServerProc(_Patched(procs, _INJECT), _logs(tmpdir),
                         ["--clients", "4", "--heartbeat-timeout", "1"] + FAST)
     peers = dict((n, FakeClient(server.port, n)) for n in ("ok", "boom", "nogo", "quiet"))
@@ -161,7 +170,8 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
         entry = _client(rep, name)
         assert entry["state"] == reg.FAILED and what in entry["state_why"], entry
     text = server.server_log()
-    assert text.count("Traceback") >= 3 and "ZeroDivisionError: injected" in text
+    assert text.count("Traceback") >= 4 and "ZeroDivisionError: injected" in text
+    assert "internal error in the main loop (go release); the run goes on" in text
 
 
 #: Hellos with values at the edges of what the protocol carries, each of which
