@@ -273,7 +273,7 @@ MUTATIONS = [
          tests=["tests/test_server_units.py::"
                 "test_recorder_stuck_in_a_write_is_said_falling_behind_while_it_lasts"]),
     dict(id="main-loop-never-looks-at-the-recorder-lag", file="diskbench/server/master.py",
-         old="        self._step(\"recorder lag\", self.recorder.check_lag)\n", new="",
+         old="        self.recorder.check_lag()\n", new="",
          tests=[_TU + "test_a_write_stuck_on_the_log_disk_is_said_while_it_lasts"]),
     dict(id="report-text-unsafe", file="diskbench/server/report.py",
          old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
@@ -594,7 +594,7 @@ MUTATIONS = [
          new="        if self.closed < self.min_closed:",
          tests=[_TU + "test_full_collector_runs_once_as_many_closed_as_open_and_starts_over"]),
     dict(id="full-gc-not-from-main-loop", file="diskbench/server/master.py",
-         old="        self._step(\"collector\", self.collector.maybe_collect, len(self.connections))\n",
+         old="        self.collector.maybe_collect(len(self.connections))\n",
          new="",
          tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
     dict(id="closed-connections-not-counted", file="diskbench/server/master.py",
@@ -602,8 +602,8 @@ MUTATIONS = [
          new="",
          tests=[_TU + "test_master_runs_a_full_collection_after_closed_connections"]),
     dict(id="go-fan-out-not-sent", file="diskbench/server/master.py",
-         old="        handler_mod.send_go(go_list, self.run_id, self.registry)",
-         new="        go_list = []",
+         old="        handler_mod.send_go(self.registry.release_go(), self.run_id)",
+         new="        self.registry.release_go()",
          tests=["tests/test_server_integration.py::test_server_clients_n_holds_go_until_"
                 "n_hellos"]),
     dict(id="tcache-left-on", file="diskbench/server/interpreter.py",
@@ -819,6 +819,11 @@ MUTATIONS = [
     dict(id="main-loop-step-error-not-contained", file="diskbench/server/master.py",
          old="        except Exception:\n            log.exception(\"internal error in the main loop",
          new="        except ():\n            log.exception(\"internal error in the main loop",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="go-send-error-not-contained", file="diskbench/server/handler.py",
+         old="        except Exception:\n            log.exception(\"internal error sending client",
+         new="        except ():\n            log.exception(\"internal error sending client",
          tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
                 "goes_on"]),
 ]

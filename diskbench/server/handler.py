@@ -242,6 +242,15 @@ class Handler(socketserver.BaseRequestHandler):
                      "its server.log); this client is failed, the run goes on: report "
                      "it to the server's operator" % (msg.type, msg.seq))
 
+    def go_failed(self, name):
+        """The go of ``name`` (this connection's client) could not be made or
+        sent (logged by send_go): that client is failed and refused."""
+        self.registry.count_rejected(reg.REJECT_INTERNAL)
+        self.registry.internal_error(name, "sending its go", self.conn_id)
+        self._refuse("the server could not send your go (an internal error, in its "
+                     "server.log); this client is failed, the run goes on: report it "
+                     "to the server's operator")
+
     def _rejected(self, kind, reason):
         self.registry.count_rejected(kind)
         self.rejections += 1
@@ -349,7 +358,7 @@ class Handler(socketserver.BaseRequestHandler):
         go_list = self.registry.recorded(self.name, seq)
         stall = RECORDER_SEND_STALL_S
         self._send_line(protocol.ack_line(upto, self.ctx.secret), stall)
-        send_go(go_list, self.ctx.run_id, self.registry)
+        send_go(go_list, self.ctx.run_id)
         self._ping_when_due(stall)
 
     def _ping_when_due(self, stall):
@@ -393,7 +402,7 @@ class Handler(socketserver.BaseRequestHandler):
         self.send(msg, signed, version)
 
 
-def send_go(go_list, run_id, registry):
+def send_go(go_list, run_id):
     """Send each (name, sender, fields) of a registry go list its go: its
     own plan and start instant (Registry._go_fields). A go that cannot be
     built or sent fails that client alone (logged with its traceback)."""
@@ -403,7 +412,9 @@ def send_go(go_list, run_id, registry):
         except Exception:
             log.exception("internal error sending client %s its go; failing that "
                           "client, the run goes on", name)
-            registry.internal_error(name, "sending its go")
+            handler = getattr(sender, "__self__", None)   # the sender is Handler.send
+            if isinstance(handler, Handler):
+                handler.go_failed(name)
 
 
 def _send_bounded(sock, data, limit):

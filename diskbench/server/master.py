@@ -527,14 +527,22 @@ class Master(object):
                 if not handler.expire_if_due(now) and handler.expired is None:
                     self.watch_connection(handler)   # its deadline moved on
         self._step("liveness", self.registry.check_liveness)
-        self._step("recorder lag", self.recorder.check_lag)
-        self._step("collector", self.collector.maybe_collect, len(self.connections))
+        self._step("recorder lag and collector", self._housekeeping)
         busy = self._step("CPU gauge", self.cpu_gauge.sample)
         if busy:
             event.warning("%s", busy)
-        go_list = self._step("go release", self.registry.release_go) or []
-        handler_mod.send_go(go_list, self.run_id, self.registry)
+        self._step("go release", self._release_go)
         self._step("require-all", self._require_all)
+
+    def _housekeeping(self):
+        """The recorder's lag and the collector (a step of the tick)."""
+        self.recorder.check_lag()
+        self.collector.maybe_collect(len(self.connections))
+
+    def _release_go(self):
+        """Go to every client it is due to (a step of the tick; a go that
+        cannot be made or sent fails that client alone: handler.send_go)."""
+        handler_mod.send_go(self.registry.release_go(), self.run_id)
 
     @staticmethod
     def _step(what, func, *args):

@@ -133,6 +133,14 @@ def release_go(self):
         raise ZeroDivisionError("injected")
     return _release(self)
 _r.Registry.release_go = release_go
+from diskbench import protocol as _p
+from diskbench.server import handler as _h
+_send = _h.Handler.send
+def send(self, msg, *args, **kwargs):
+    if msg.type == _p.GO and self.name == "nosend":
+        raise ZeroDivisionError("injected")
+    return _send(self, msg, *args, **kwargs)
+_h.Handler.send = send
 """
 
 
@@ -143,8 +151,9 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
     other clients finish. An error in a step of the main loop's tick (the go
     release, once) is logged and the loop goes on."""
     server = ServerProc(_Patched(procs, _INJECT), _logs(tmpdir),
-                        ["--clients", "4", "--heartbeat-timeout", "1"] + FAST)
-    peers = dict((n, FakeClient(server.port, n)) for n in ("ok", "boom", "nogo", "quiet"))
+                        ["--clients", "5", "--heartbeat-timeout", "1"] + FAST)
+    peers = dict((n, FakeClient(server.port, n))
+                 for n in ("ok", "boom", "nogo", "nosend", "quiet"))
     for peer in peers.values():
         peer.hello()
     for name in ("ok", "boom", "quiet"):
@@ -165,12 +174,13 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
     assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
     rep = server.report()
     assert _client(rep, "ok")["state"] == reg.FINISHED
+    assert "could not send your go" in peers["nosend"].wait_for(protocol.REJECTED).reason
     for name, what in (("boom", "handling its note"), ("nogo", "sending its go"),
-                       ("quiet", "checking its liveness")):
+                       ("nosend", "sending its go"), ("quiet", "checking its liveness")):
         entry = _client(rep, name)
         assert entry["state"] == reg.FAILED and what in entry["state_why"], entry
     text = server.server_log()
-    assert text.count("Traceback") >= 4 and "ZeroDivisionError: injected" in text
+    assert text.count("Traceback") >= 5 and "ZeroDivisionError: injected" in text
     assert "internal error in the main loop (go release); the run goes on" in text
 
 
