@@ -9,7 +9,8 @@ USAGE = 2               # a wrong flag or value (argparse's own code)
 
 # server
 SERVER_BIND = 3         # the port is in use or the address is not ours
-SERVER_LOG_DIR = 4      # the log directory cannot be created or written
+SERVER_LOG_DIR = 4      # the log directory cannot be created or written, holds a finished
+                        # run, or another server runs on it (its server.lock is held)
 SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed, or not
                         # everything received is on disk, or a client's stop summary counts
                         # more than the server holds

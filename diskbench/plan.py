@@ -21,6 +21,7 @@ from __future__ import division
 import math
 
 from diskbench.metrics import MIB
+from diskbench import protocol
 from diskbench.protocol import PLAN_FIELDS
 
 #: Smallest chunk, in MiB: below it a chunk's time is more the cost of the write
@@ -120,7 +121,10 @@ def size_problem(chunk_bytes, file_bytes, chunk_flag="--chunk-mb", file_flag="--
 
 
 def expected_rollovers(mib_s, duration_s, file_mb):
-    """Files completed in ``duration_s`` at ``mib_s``: never rounded up."""
+    """Files completed in ``duration_s`` at ``mib_s``: never rounded up (a
+    file under 1 MiB: as many as MIN_ROLLOVERS, whatever the speed)."""
+    if file_mb <= 0:
+        return float(MIN_ROLLOVERS)
     return mib_s * duration_s / float(file_mb)
 
 
@@ -129,7 +133,10 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     got = expected_rollovers(mib_s, duration_s, file_mb)
     if got >= MIN_ROLLOVERS:
         return None
-    need_duration = int(math.ceil(MIN_ROLLOVERS * file_mb / mib_s)) if mib_s > 0 else None
+    # a speed a peer says may be as small as 5e-324: no duration then, not inf
+    need = MIN_ROLLOVERS * file_mb / mib_s if mib_s > 0 else None
+    need_duration = int(math.ceil(need)) if need is not None and \
+        need <= protocol.SECONDS_MAX else None
     max_file_mb = int(math.floor(mib_s * duration_s / MIN_ROLLOVERS))
     fixes = []
     if need_duration is not None:
@@ -139,7 +146,7 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     return ("at %.0f MiB/s, %g s gives ~%.1f rollovers of %d MiB files (at least %d "
             "needed); use %s (or --force to run anyway)" % (
                 mib_s, duration_s, _floor1(got), file_mb, MIN_ROLLOVERS,
-                " or ".join(fixes)))
+                " or ".join(fixes) or "a faster disk"))
 
 
 def plan_rollover_problem(values, mib_s):

@@ -23,6 +23,7 @@ _RC = "tests/test_rules_ctl.py::"
 _RH = "tests/test_rules_html.py::"
 _TA = "tests/faults/test_trust_ack.py::"
 _LF = "tests/faults/test_server_logdir_full.py::"
+_TRS = "tests/faults/test_trust_server.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -771,10 +772,9 @@ MUTATIONS = [
          tests=[_RS + "test_seqset_resends_in_any_order_record_each_seq_once",
                 _RS + "test_registry_dedup_every_order_and_resend_records_the_set_once"]),
     dict(id="seqset-cap-ignores-joining-the-next-range", file="diskbench/server/seqset.py",
-         old="        touches_right = i + 1 < len(self.starts) and self.starts[i + 1] == seq + 1",
-         new="        touches_right = False",
-         tests=[_RS + "test_seqset_range_cap_refuses_exactly_what_would_open_a_range_"
-                "too_many"]),
+         old="        joins_right = i + 1 < len(self.starts) and self.starts[i + 1] == seq + 1",
+         new="        joins_right = False",
+         tests=[_RS + "test_seqset_every_order_of_small_lists_gives_the_models_ranges"]),
     dict(id="dedup-last-seq-is-the-last-arrived", file="diskbench/server/registry.py",
          old="        client.last_seq = client.seen.high",
          new="        client.last_seq = msg.seq",
@@ -986,8 +986,8 @@ MUTATIONS = [
          tests=[_RS + "test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_"
                 "is_not_kept"]),
     dict(id="seq-jump-bound-refused", file="diskbench/server/registry.py",
-         old="        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or",
-         new="        if msg.seq >= client.last_seq + self.max_seq_jump(client, recv_ts) or",
+         old="        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts):",
+         new="        if msg.seq >= client.last_seq + self.max_seq_jump(client, recv_ts):",
          tests=[_RS + "test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_"
                 "is_not_kept"]),
     dict(id="seq-jump-refused-seq-remembered", file="diskbench/server/registry.py",
@@ -1051,4 +1051,86 @@ MUTATIONS = [
          new="                        perf_samples=None)",
          tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record"]),
+    # --- trust-server ---
+    dict(id="unbelievable-clock-offset-used", file="diskbench/server/registry.py",
+         old="        if abs(offset) > protocol.CLOCK_OFFSET_MAX_S:",
+         new="        if False:",
+         tests=[_TRS + "test_clock_decades_off_gets_a_go_and_the_offset_is_not_used"]),
+    dict(id="handler-error-not-contained", file="diskbench/server/handler.py",
+         old="                except Exception:   # a bug must cost this client, not the server",
+         new="                except ():",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="go-error-not-contained", file="diskbench/server/registry.py",
+         old="        except Exception:\n            log.exception(\"internal error making",
+         new="        except ():\n            log.exception(\"internal error making",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="liveness-error-not-contained", file="diskbench/server/registry.py",
+         old="                except Exception:   # one client's state must not stop the loop",
+         new="                except ():",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="rollover-fix-duration-unbounded", file="diskbench/plan.py",
+         old="        need <= protocol.SECONDS_MAX else None",
+         new="        True else None",
+         tests=[_TRS + "test_peer_values_at_the_protocols_edges_never_raise_in_the_server"]),
+    dict(id="sub-mib-file-rollovers-divide-by-zero", file="diskbench/plan.py",
+         old="    if file_mb <= 0:\n        return float(MIN_ROLLOVERS)\n",
+         new="",
+         tests=[_TRS + "test_peer_values_at_the_protocols_edges_never_raise_in_the_server"]),
+    dict(id="log-dir-not-claimed", file="diskbench/server/master.py",
+         old="        self.claim = claim_log_dir(log_dir)   # raises LogDirTaken",
+         new="        self.claim = None",
+         tests=[_TRS + "test_two_servers_started_together_on_one_log_dir_one_runs_one_"
+                "exits"]),
+    dict(id="log-dir-claim-outlives-a-killed-server", file="diskbench/server/master.py",
+         old="        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+         new="        if os.fstat(fd).st_size:\n"
+             "            raise IOError(errno.EAGAIN, 'a pid file')",
+         tests=[_TRS + "test_two_servers_started_together_on_one_log_dir_one_runs_one_"
+                "exits"]),
+    dict(id="identity-by-host-and-pid", file="diskbench/server/registry.py",
+         old="                if client.hello.instance_id != msg.instance_id:",
+         new="                if (client.hello.hostname, client.hello.pid) != "
+             "(msg.hostname, msg.pid):",
+         tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients",
+                _TRS + "test_a_second_process_under_a_taken_name_is_refused_with_one_line"]),
+    dict(id="default-name-repeats-in-containers", file="diskbench/client/__main__.py",
+         old="        suffix = \"-\" + instance_id[:DEFAULT_NAME_RANDOM_HEX]",
+         new="        suffix = \"\"",
+         tests=[_TRS + "test_two_containers_with_one_host_name_and_pid_1_are_two_clients"]),
+    dict(id="went-away-not-capped", file="diskbench/server/registry.py",
+         old="        return min(MAX_WENT_AWAY_S, self._heartbeats_timeout(client))",
+         new="        return self._heartbeats_timeout(client)",
+         tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
+                "bound"]),
+    dict(id="run-end-bound-understated", file="diskbench/server/master.py",
+         old="    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +",
+         new="    return (reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +",
+         tests=[_TRS + "test_a_huge_announced_interval_cannot_stretch_the_run_past_its_"
+                "bound"]),
+    dict(id="seq-set-cliff-at-cap", file="diskbench/server/seqset.py",
+         old="                self.compact()\n",
+         new="                return False\n",
+         tests=[_TRS + "test_every_permutation_and_resend_of_seqs_records_each_seq_once",
+                _TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="seq-set-cap-not-said", file="diskbench/server/registry.py",
+         old="        if client.seen.compacted != compacted and not compacted:",
+         new="        if False:",
+         tests=[_TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="refused-bye-counts-as-bye", file="diskbench/server/handler.py",
+         old="                self.outcome in (reg.NEW, reg.DUPLICATE):",
+         new="                True:",
+         tests=[_TRS + "test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes"]),
+    dict(id="main-loop-step-error-not-contained", file="diskbench/server/master.py",
+         old="        except Exception:\n            log.exception(\"internal error in the main loop",
+         new="        except ():\n            log.exception(\"internal error in the main loop",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
+    dict(id="go-send-error-not-contained", file="diskbench/server/handler.py",
+         old="        except Exception:\n            log.exception(\"internal error sending client",
+         new="        except ():\n            log.exception(\"internal error sending client",
+         tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
+                "goes_on"]),
 ]

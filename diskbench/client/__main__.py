@@ -2,6 +2,7 @@
 from __future__ import print_function
 
 import argparse
+import binascii
 import errno
 import logging
 import os
@@ -18,7 +19,7 @@ from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
 from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
-from diskbench.compat import PY2
+from diskbench.compat import PY2, as_text
 from diskbench.metrics import MIB
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
@@ -30,6 +31,12 @@ MAX_FILES = 100000
 MAX_FILE_MB = 1024 ** 3
 #: Memory kept free beyond the writer's buffer when checking --chunk-mb.
 MEMORY_MARGIN_BYTES = 64 * MIB
+#: Random bytes of this process's instance id (sent in hello: its identity).
+INSTANCE_ID_BYTES = 8
+#: Hex digits of it that end the default name (HOSTNAME-PID-RANDOM): 32 bits,
+#: so a fleet of containers from one image (same host name, pid 1) rarely
+#: repeats a name, and a repeat is refused by the server, never merged.
+DEFAULT_NAME_RANDOM_HEX = 8
 
 DESCRIPTION = """\
 Measure the write throughput of the disk under DIRECTORY and stream the
@@ -77,7 +84,7 @@ def build_parser():
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
                    metavar="HOST[:PORT]", help="the diskbench server (default "
                    "127.0.0.1:%d)" % diskbench.DEFAULT_PORT)
-    p.add_argument("--name", help="this client's name (default HOSTNAME-PID)")
+    p.add_argument("--name", help="this client's name (default HOSTNAME-PID-RANDOM)")
     # The run plan: each of these set here wins over the server's plan; unset,
     # the server's plan applies, else the default shown (plan.py).
     dflt = plan.defaults()
@@ -259,10 +266,10 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
-def _hello(cfg, shown, fs, expected, mib_s, fixed, force):
+def _hello(cfg, shown, fs, expected, mib_s, fixed, force, instance_id):
     """The hello's fields: who this client is and what it will run."""
     return dict(
-        client_version=diskbench.__version__,
+        client_version=diskbench.__version__, instance_id=instance_id,
         hostname=printable(socket.gethostname()),
         pid=os.getpid(), python_version=platform.python_version(),
         platform=printable(platform.platform()), directory=shown,
@@ -312,14 +319,18 @@ def main(argv=None):
         secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
     except ValueError as exc:
         return _usage_error(str(exc))
+    # this process's identity (in every hello): its host name and pid may repeat
+    instance_id = as_text(binascii.hexlify(os.urandom(INSTANCE_ID_BYTES)))
     if args.name is not None:
         problem = bad_name_reason(args.name)
         if problem:
             return _usage_error(problem)
         name = args.name.decode("utf-8") if PY2 and isinstance(args.name, bytes) \
             else args.name
-    else:
-        name = printable("%s-%d" % (socket.gethostname(), os.getpid()))[:128]
+    else:   # unique in a fleet of containers from one image: same host name, pid 1
+        suffix = "-" + instance_id[:DEFAULT_NAME_RANDOM_HEX]
+        name = printable("%s-%d" % (socket.gethostname(), os.getpid()))[
+            :128 - len(suffix)] + suffix
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
@@ -328,12 +339,13 @@ def main(argv=None):
                          % (printable(args.log_dir), printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
-        return _checked_run(args, log, name, host, port, file_mb, secret, fixed)
+        return _checked_run(args, log, name, host, port, file_mb, secret, fixed,
+                            instance_id)
     finally:
         _close_log(log)
 
 
-def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
+def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_id):
     directory = os.path.abspath(args.directory)
     shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
@@ -386,8 +398,8 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
             return exc.code, exc.message
         return None
 
-    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s, fixed, args.force),
-                            log, plan_check)
+    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s, fixed, args.force,
+                                        instance_id), log, plan_check)
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"

@@ -20,7 +20,7 @@ from diskbench.server import control, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
-from diskbench.server.master import FinishedRun, Master
+from diskbench.server.master import FinishedRun, LogDirTaken, Master
 
 #: What ``python -m`` runs.
 MODULE = "diskbench.server"
@@ -285,7 +285,7 @@ def main(argv=None):
     master = Master(args)
     try:
         master.open_logs()
-    except (FinishedRun, control.ServerRunning) as exc:
+    except (FinishedRun, LogDirTaken, control.ServerRunning) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "%s" % exc)
     except (IOError, OSError) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "cannot create or write the log directory "
