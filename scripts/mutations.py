@@ -16,6 +16,7 @@ _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
+_TF = "tests/faults/test_trust_files.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -743,4 +744,20 @@ MUTATIONS = [
          old="warnings=warnings, server_cpu=_server_cpu(old_run.get(\"server_cpu\")))",
          new="warnings=warnings)",
          tests=[_RO + "test_report_killed_server_rerenders_to_the_figures_of_a_completed_run"]),
+    # --- trust-files ---
+    dict(id="csv-formula-kept", file="diskbench/report/csvout.py",
+         old="    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):",
+         new="    if False:",
+         tests=[_TF + "test_csv_text_cells_that_start_a_formula_are_neutralised_numbers_"
+                "stay_numbers"]),
+    dict(id="csv-numbers-made-text", file="diskbench/report/csvout.py",
+         old="    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):",
+         new="    if (\"%s\" % value).startswith(FORMULA_STARTS):",
+         tests=[_TF + "test_csv_text_cells_that_start_a_formula_are_neutralised_numbers_"
+                "stay_numbers",
+                _TF + "test_csv_tab_and_carriage_return_cells_are_neutralised"]),
+    dict(id="csv-tab-cr-kept", file="diskbench/report/csvout.py",
+         old='FORMULA_STARTS = ("=", "+", "-", "@", "\\t", "\\r")',
+         new='FORMULA_STARTS = ("=", "+", "-", "@")',
+         tests=[_TF + "test_csv_tab_and_carriage_return_cells_are_neutralised"]),
 ]
