@@ -9,14 +9,23 @@ with ``sh -c`` as sshd's far side would.
 import csv
 import io
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+
+import pytest
 
 from diskbench import exitcodes, launch
-from diskbench.compat import PY2
+from diskbench import protocol as P
+from diskbench.compat import PY2, monotonic
 from diskbench.report import csvout
-from tests.helpers import REPO, communicate
+from diskbench.server import control
+from tests.helpers import REPO, communicate, wait_until
 from tests.report_runs import Crafted, by_client, load_report, run_report
+from tests.test_control import NOBODY, _request, _server, ctl
+from tests.test_control import open_dir  # noqa: F401 (a fixture)
 from tests.test_launch import TAG_VAR, fake_ssh_dir, tag, write_hosts  # noqa: F401 (fixture)
 
 
@@ -170,3 +179,155 @@ def test_launcher_quotes_every_word_it_sends_over_ssh(tmpdir, tag):
     # fake3: no Python there; the line saying so names it as it was written
     assert launch.REMOTE_NOT_FOUND != 0
     assert "(tried %s)" % no_python in out + err, (out, err)
+
+
+# --- the operator is never locked out ------------------------------------------------------
+class SlowPeer(object):
+    """A peer on control.sock that sends one byte of a request every ``every`` seconds
+    and never the newline (slowloris); ``closed_after`` is how long the server let it
+    stay, from its connect."""
+
+    def __init__(self, path, every):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.connected = monotonic()
+        self.every = every
+        self.closed_after = None
+        self.thread = threading.Thread(target=self._trickle)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _trickle(self):
+        self.sock.settimeout(self.every)
+        try:
+            while monotonic() - self.connected < 60:
+                self.sock.sendall(b"{")
+                try:
+                    if not self.sock.recv(4096):
+                        break           # the server closed it
+                except socket.timeout:
+                    pass
+        except (socket.error, OSError):
+            pass                        # reset by the server: closed too
+        self.closed_after = monotonic() - self.connected
+        self.sock.close()
+
+
+def _silent(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock
+
+
+#: A peer of another user (nobody) that connects and says nothing: prints how long
+#: the server took to answer it, and the answer.
+_SILENT_AS_NOBODY = """
+import os, socket, sys, time
+# the codecs loaded now: nobody may not read the interpreter's files
+u"".encode("ascii"), b"".decode("utf-8")
+os.setgid(%d)
+os.setuid(%d)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+t0 = time.time()
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write("%%.3f %%s" %% (time.time() - t0, data.decode("utf-8")))
+""" % (NOBODY, NOBODY)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a peer of another user needs root")
+def test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers(procs, open_dir):
+    """Silent peers, slowloris peers (a byte every quarter of REQUEST_S: a per-read
+    timeout would never fire) and a silent peer of another user on control.sock do
+    not delay `ctl list` by more than REQUEST_S (1 s); each slow or silent peer is cut
+    off REQUEST_S after its connect, and the foreign one is refused at once, before it
+    says anything (its uid is checked before reading)."""
+    logs = os.path.join(open_dir, "logs")
+    server = _server(procs, logs)
+    os.chmod(logs, 0o755)
+    path = os.path.join(logs, control.SOCKET_NAME)
+    t0 = monotonic()
+    code, out, err = ctl(procs, logs, "list")
+    alone = monotonic() - t0                  # ctl's own start-up on this machine
+    assert code == exitcodes.OK, err
+
+    os.chmod(path, 0o666)                     # so that another user can connect at all
+    foreign = procs.start(["-c", _SILENT_AS_NOBODY, path])
+    silent = [_silent(path) for _ in range(3)]
+    slow = [SlowPeer(path, control.REQUEST_S / 4) for _ in range(3)]
+    t0 = monotonic()
+    code, out, err = ctl(procs, logs, "list")
+    took = monotonic() - t0
+    assert code == exitcodes.OK and "no client has said hello yet" in out, err
+    assert took < alone + control.REQUEST_S, (took, alone)
+
+    # every slow peer is cut off by the whole-request deadline, not kept by its bytes
+    bound = control.REQUEST_S + control.POLL_S + 1.0      # + a loaded machine's delay
+    wait_until(lambda: all(p.closed_after is not None for p in slow), 3 * bound,
+               what="the slow peers to be closed")
+    assert all(control.REQUEST_S * 0.9 <= p.closed_after < bound for p in slow), \
+        [p.closed_after for p in slow]
+    for sock in silent:
+        sock.settimeout(bound)
+        assert sock.recv(4096) == b""         # closed, without an answer
+        sock.close()
+    out, err = communicate(foreign, 30)
+    assert foreign.returncode == 0, err
+    waited, answer = out.split(" ", 1)
+    assert float(waited) < control.REQUEST_S, out
+    assert P.decode(answer.splitlines()[0], P.CTL_REPLY).code == exitcodes.CTL_REFUSED
+    assert "serves uid 0 (the server's user) only" in answer
+    wait_until(lambda: server.server_log().count(
+        "no whole request within %g s" % control.REQUEST_S) >= len(silent + slow), 10,
+        what="each silent and slow peer's cut-off logged")
+    assert server.proc.poll() is None
+
+
+def test_control_requests_beyond_the_cap_are_refused_at_once_and_slots_come_back(
+        procs, tmpdir):
+    """At most MAX_REQUESTS control requests are served at once: one more connection
+    is refused "busy" at once (never a thread more); the silent ones holding the slots
+    are cut off after REQUEST_S, and ctl is served again."""
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs)
+    path = os.path.join(logs, control.SOCKET_NAME)
+    holders = [_silent(path) for _ in range(control.MAX_REQUESTS)]
+    extra = _silent(path)
+    extra.settimeout(control.REQUEST_S / 2)   # answered before the holders are cut off
+    done = P.decode(extra.recv(4096).splitlines()[0], P.CTL_REPLY)
+    assert done.code == exitcodes.CTL_REFUSED and "busy" in done.text
+    extra.close()
+    for sock in holders:
+        sock.settimeout(control.REQUEST_S + 10)
+        assert sock.recv(4096) == b""
+        sock.close()
+    code, out, err = ctl(procs, logs, "list")
+    assert code == exitcodes.OK, err
+    wait_until(lambda: "refused a connection: %d requests in flight" % control.MAX_REQUESTS
+               in server.server_log(), 10, what="the busy refusal logged")
+
+
+def test_ctl_requests_signed_too_long_ago_or_ahead_are_refused(procs, tmpdir):
+    """A signed request is served only within MAX_AGE_S of the server's clock in
+    both directions: one signed long ago (a replay) and one signed ahead (kept for
+    later, or a clock set wrong) are refused with exit 9's code; a fresh one is served."""
+    secret = "trust-files-secret"
+    secret_file = tmpdir.join("secret")
+    secret_file.write(secret + "\n")
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs, "--secret-file", str(secret_file))
+    for shift, said in ((-2 * control.MAX_AGE_S, "s ago"),
+                        (2 * control.MAX_AGE_S, "s ahead of the server's clock")):
+        old = P.make(P.CTL_LIST, P.CTL_REQUEST, ts=time.time() + shift)
+        done = _request(logs, P.encode(old, secret))[-1]
+        assert done.code == exitcodes.CTL_REFUSED and said in done.text, done.text
+    fresh = P.make(P.CTL_LIST, P.CTL_REQUEST, ts=time.time())
+    done = _request(logs, P.encode(fresh, secret))[-1]
+    assert done.code == exitcodes.OK, done.text
+    assert server.proc.poll() is None
