@@ -797,4 +797,49 @@ MUTATIONS = [
          old="        if abs(age) > MAX_AGE_S:",
          new="        if age > MAX_AGE_S:",
          tests=[_TF + "test_ctl_requests_signed_too_long_ago_or_ahead_are_refused"]),
+    dict(id="record-recv-ts-optional", file="diskbench/protocol.py",
+         old="_RECORD_EXTRA = {_K_RECV: _TS,",
+         new="_RECORD_EXTRA = {_K_RECV: Optional(_TS),",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="record-parsed-without-wire-rules", file="diskbench/protocol.py",
+         old="    obj = _parse(line, MAX_RECORD_BYTES)",
+         new="    obj = json.loads(as_text(line, errors=\"replace\"))",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="perf-reader-names-every-bad-line", file="diskbench/report/series.py",
+         old='        if tally["skipped"] <= SKIPPED_NAMED:',
+         new="        if True:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="perf-reader-bad-lines-uncounted", file="diskbench/report/series.py",
+         old='    if tally["skipped"] > SKIPPED_NAMED:',
+         new="    if False:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="rerender-reports-a-file-of-no-record", file="diskbench/report/rerender.py",
+         old='    if tally["skipped"] and not tally["records"]:',
+         new="    if False:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="json-reader-takes-nan", file="diskbench/report/readers.py",
+         old="_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)",
+         new="_DECODER = json.JSONDecoder()",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="report-entry-unchecked", file="diskbench/report/readers.py",
+         old="                _check(entry, key_path, field)",
+         new="                pass",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-figure-unbounded-below", file="diskbench/report/readers.py",
+         old="        if 0 < value < MIN_FIGURE:",
+         new="        if False:",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
 ]

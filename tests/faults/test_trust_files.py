@@ -342,7 +342,7 @@ def test_ctl_requests_signed_too_long_ago_or_ahead_are_refused(procs, tmpdir):
 
 # --- every file we read is validated like the wire: fuzz both readers ----------------------
 #: Mutants per reader and interpreter (each one read in this process).
-FUZZ_MUTANTS = int(os.environ.get("FUZZN", 10000))
+FUZZ_MUTANTS = 10000
 #: Every mutant's report.json is made (in memory) and parsed strictly; every this
 #: many mutants' text, HTML and CSV too, and every FUZZ_WRITE_EVERY-th is written
 #: to disk by write_all (the CLI's path) and read back.
@@ -354,7 +354,7 @@ FUZZ_SEED = 25
 #: A number written as nan or inf in text, HTML or CSV (Python's spelling).
 _NOT_FINITE = re.compile(r"(?<![A-Za-z])[-+]?(?:nan|inf)(?![A-Za-z])")
 #: Values swapped in for a value of the file.
-_VALUES = ["x", "", "12", 1e308, -1e308, 2 ** 64, -1, 0, 1.5e-300, True, False, None, [],
+_VALUES = ["x", "", "12", 1e308, -1e308, 2 ** 64, -1, 0, 5e-324, True, False, None, [],
            {}, [[1, 2]], {"a": 1}, 10 ** 30, u"\u2028\u202e", u"=cmd", "a" * 5000]
 #: Raw JSON text swapped in (what json.dumps would not write).
 _TOKENS = [b"Infinity", b"-Infinity", b"NaN", b"1e400", b"-1e999", b"9" * 400,
@@ -720,8 +720,8 @@ def test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_good_rec
 def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
         real_run_dir, tmpdir, procs):
     """compare reads report.json like the wire: a client entry with a string for its
-    throughput is left out with one warning counting it, and the rest compared (exit
-    0); NaN or 1e400 in a run figure, another report format (also `true` for 2) or
+    throughput, or a figure too small to believe, is left out with one warning counting
+    it, and the rest compared (exit 0, no inf printed); NaN or 1e400 in a run figure, another report format (also `true` for 2) or
     nesting deeper than the parser takes is a damaged document: exit 2, one line,
     no traceback."""
     with open(os.path.join(real_run_dir, "report.json"), "rb") as f:
@@ -740,6 +740,16 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
     assert "1 of 2 client entries left out" in err and "throughput_mib_s.mean" in err, err
     rows = [line for line in out.splitlines() if line.startswith(left_out)]
     assert rows and all("none" in row for row in rows), out   # B has no such client now
+    # a figure too small to believe (5e-324 ms: a change in % of it is beyond a float)
+    rep = json.loads(original.decode("utf-8"))
+    rep["clients"][1]["latency_ms"]["p99"] = 5e-324
+    tiny = str(tmpdir.join("tiny.json"))
+    with open(tiny, "w") as f:
+        json.dump(rep, f)
+    code, out, err = run_report(procs, "compare", tiny, good, "--out",
+                                str(tmpdir.join("c.html")))
+    assert code == exitcodes.OK and "1 of 2 client entries left out" in err, err
+    _finite_text(out, "compare's output")
 
     def doc(name, data):
         path = str(tmpdir.join(name))
