@@ -33,7 +33,8 @@ from tests.helpers import REPO, Procs, communicate, wait_until
 from tests.report_runs import Crafted, by_client, load_report, real_run, run_report
 from tests.test_control import NOBODY, _request, _server, ctl
 from tests.test_control import open_dir  # noqa: F401 (a fixture)
-from tests.test_launch import TAG_VAR, fake_ssh_dir, tag, write_hosts  # noqa: F401 (fixture)
+from tests.test_launch import (TAG_VAR, fake_ssh_dir, summary_rows, tag,  # noqa: F401
+                               write_hosts)
 
 
 # --- spreadsheet-safe CSV ------------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_launcher_quotes_every_word_it_sends_over_ssh(tmpdir, tag):
         assert words[3].startswith("127.0.0.1:")
         assert words[4:] == client_flags + ["--name", name, directory]
     # fake3: no Python there; the line saying so names it as it was written
-    assert launch.REMOTE_NOT_FOUND != 0
+    assert summary_rows(out)["fake3"][0] == str(launch.REMOTE_NOT_FOUND), out
     assert "(tried %s)" % no_python in out + err, (out, err)
 
 
