@@ -421,8 +421,9 @@ def build_parser():
         "control.sock in its --log-dir (only the server's user may use it)."),
         epilog="Exit codes: 0 done; 2 usage; %d no server running with that --log-dir; "
         "%d no such client, or it is not running; %d refused (secret differs or is "
-        "missing, another user)." % (exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT,
-                                     exitcodes.CTL_REFUSED))
+        "missing, another user, a clock off by over %g s, or busy)." % (
+            exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED,
+            MAX_AGE_S))
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="the server's --log-dir (default: %(default)s)")
     p.add_argument("--secret-file", metavar="PATH", help="the server's secret, when it "
