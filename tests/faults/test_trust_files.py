@@ -260,16 +260,21 @@ def test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers(procs, o
     server = _server(procs, logs)
     os.chmod(logs, 0o755)
     path = os.path.join(logs, control.SOCKET_NAME)
-    t0 = monotonic()
-    code, out, err = ctl(procs, logs, "list")
-    alone = monotonic() - t0                  # ctl's own start-up on this machine
-    assert code == exitcodes.OK, err
+    alone = 0.0                               # ctl's own start-up on this machine
+    for _ in range(2):
+        t0 = monotonic()
+        code, out, err = ctl(procs, logs, "list")
+        alone = max(alone, monotonic() - t0)
+        assert code == exitcodes.OK, err
 
     os.chmod(path, 0o666)                     # so that another user can connect at all
     foreign = procs.start(["-c", _SILENT_AS_NOBODY, path])
     silent = [_silent(path) for _ in range(3)]
     slow = [SlowPeer(path, control.REQUEST_S / 4) for _ in range(3)]
-    t0 = monotonic()
+    t0 = monotonic()                          # ctl's own code here, without its start-up
+    assert control.main(["--log-dir", logs, "list"]) == exitcodes.OK
+    assert monotonic() - t0 < control.REQUEST_S
+    t0 = monotonic()                          # and the real command
     code, out, err = ctl(procs, logs, "list")
     took = monotonic() - t0
     assert code == exitcodes.OK and "no client has said hello yet" in out, err
