@@ -22,7 +22,8 @@ CTL_NO_SERVER = 7       # no server is running with that --log-dir (no control.s
                         # left by a server that died)
 CTL_NO_CLIENT = 8       # `ctl stop NAME`: no client of that name, or it is not running
 CTL_REFUSED = 9         # the server refused the request: the secret differs or is missing,
-                        # another user, or a request too old (a replay)
+                        # another user, a request too old (a replay) or signed ahead of its
+                        # clock, or too many control requests at once (busy)
 
 # client
 CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable

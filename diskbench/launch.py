@@ -28,13 +28,9 @@ import sys
 import threading
 import time
 
-try:  # the one 2/3 difference of this module, kept here (diskbench.compat is not ours)
-    from shlex import quote as shell_quote
-except ImportError:  # Python 2.7
-    from pipes import quote as shell_quote
-
 from diskbench import DEFAULT_PORT, __version__, exitcodes
 from diskbench.cli import port, printable, seconds
+from diskbench.compat import shell_quote
 
 PROG = "python -m diskbench.launch"
 
@@ -304,8 +300,10 @@ def remote_command(host, client_flags, server_addr, python=None, remote_env=()):
         '    exec "$py" %s' % " ".join(shell_quote(w) for w in words),
         "  fi",
         "done",
-        'echo "diskbench launch: no Python that can import diskbench on $(hostname) '
-        '(tried %s)" >&2' % " ".join(pythons).replace('"', "'").replace("$", ""),
+        # the names tried are one quoted word too (a python= of `...` or $(...) is
+        # text here, never run); printf, not echo: echo may read backslashes
+        """printf '%%s\\n' "diskbench launch: no Python that can import diskbench on """
+        """$(hostname) (tried "%s")" >&2""" % shell_quote(" ".join(pythons)),
         "exit %d" % REMOTE_NOT_FOUND,
     ]
     return "sh -c " + shell_quote("\n".join(lines))

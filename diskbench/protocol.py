@@ -755,7 +755,11 @@ def decode(line, direction=C2S, secret=None):
     Returns a Message; raises ProtocolError whose ``reason`` says exactly what
     is wrong. With ``secret`` set, a missing or wrong mac is refused.
     """
-    obj = _parse(line)
+    return _message(_parse(line), direction, secret)
+
+
+def _message(obj, direction, secret):
+    """The Message of the parsed (not yet validated) object ``obj``."""
     version = obj.get(_K_VERSION)
     if version != PROTOCOL_VERSION:
         raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version),
@@ -775,11 +779,11 @@ def decode(line, direction=C2S, secret=None):
     return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
 
 
-def _parse(line):
+def _parse(line, limit=MAX_LINE_BYTES):
     """The JSON object on ``line`` (not yet validated as a message)."""
-    if len(line) > MAX_LINE_BYTES:
+    if len(line) > limit:
         raise ProtocolError(ProtocolError.TOO_LONG, "line of %d bytes is over the "
-                            "%d-byte limit" % (len(line), MAX_LINE_BYTES))
+                            "%d-byte limit" % (len(line), limit))
     try:
         text = as_text(line).rstrip(u"\r\n")
     except UnicodeDecodeError:
@@ -915,3 +919,23 @@ def from_record(obj):
     obj.pop(_K_PEER, None)
     msg = decode(canonical(obj), C2S)
     return msg, recv_ts
+
+
+#: A perf.jsonl line: a wire line plus the receive time and the peer's address.
+MAX_RECORD_BYTES = MAX_LINE_BYTES + 1024
+_RECORD_EXTRA = {_K_RECV: _TS, _K_PEER: Optional(Str(max_len=1024))}
+
+
+def parse_record(line):
+    """(Message, recv_ts) from one perf.jsonl line (bytes), validated by the very
+    rules of the wire (a file may come back damaged, hostile or another
+    version's): raises ProtocolError saying what is wrong."""
+    obj = _parse(line, MAX_RECORD_BYTES)
+    extra = {}
+    for key, field in _RECORD_EXTRA.items():
+        try:
+            extra[key] = field.check(obj.pop(key, None))
+        except (TypeError, ValueError):
+            raise ProtocolError(ProtocolError.BAD_FIELD, "record: '%s' must be %s" % (
+                key, field.describe()))
+    return _message(obj, C2S, None), extra[_K_RECV]

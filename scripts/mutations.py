@@ -24,6 +24,7 @@ _RH = "tests/test_rules_html.py::"
 _TA = "tests/faults/test_trust_ack.py::"
 _LF = "tests/faults/test_server_logdir_full.py::"
 _TRS = "tests/faults/test_trust_server.py::"
+_TF = "tests/faults/test_trust_files.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -1133,4 +1134,102 @@ MUTATIONS = [
          new="        except ():\n            log.exception(\"internal error sending client",
          tests=[_TRS + "test_an_error_handling_one_client_fails_that_client_and_the_run_"
                 "goes_on"]),
+    # --- trust-files ---
+    dict(id="csv-formula-kept", file="diskbench/report/csvout.py",
+         old="    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):",
+         new="    if False:",
+         tests=[_TF + "test_csv_text_cells_that_start_a_formula_are_neutralised_numbers_"
+                "stay_numbers"]),
+    dict(id="csv-numbers-made-text", file="diskbench/report/csvout.py",
+         old="    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):",
+         new="    if (\"%s\" % value).startswith(FORMULA_STARTS):",
+         tests=[_TF + "test_csv_text_cells_that_start_a_formula_are_neutralised_numbers_"
+                "stay_numbers",
+                _TF + "test_csv_tab_and_carriage_return_cells_are_neutralised"]),
+    dict(id="csv-tab-cr-kept", file="diskbench/report/csvout.py",
+         old='FORMULA_STARTS = ("=", "+", "-", "@", "\\t", "\\r")',
+         new='FORMULA_STARTS = ("=", "+", "-", "@")',
+         tests=[_TF + "test_csv_tab_and_carriage_return_cells_are_neutralised"]),
+    dict(id="launch-tried-pythons-unquoted", file="diskbench/launch.py",
+         old='(tried "%s")" >&2""" % shell_quote(" ".join(pythons)),',
+         new='(tried "%s")" >&2""" % " ".join(pythons),',
+         tests=[_TF + "test_launcher_quotes_every_word_it_sends_over_ssh"]),
+    dict(id="launch-client-words-unquoted", file="diskbench/launch.py",
+         old="""'    exec "$py" %s' % " ".join(shell_quote(w) for w in words),""",
+         new="""'    exec "$py" %s' % " ".join(words),""",
+         tests=[_TF + "test_launcher_quotes_every_word_it_sends_over_ssh"]),
+    dict(id="launch-env-value-unquoted", file="diskbench/launch.py",
+         old='lines = ["export %s=%s" % (name, shell_quote(value))',
+         new='lines = ["export %s=%s" % (name, value)',
+         tests=[_TF + "test_launcher_quotes_every_word_it_sends_over_ssh"]),
+    dict(id="launch-python-unquoted", file="diskbench/launch.py",
+         old='"for py in %s; do" % " ".join(shell_quote(p) for p in pythons),',
+         new='"for py in %s; do" % " ".join(pythons),',
+         tests=[_TF + "test_launcher_quotes_every_word_it_sends_over_ssh"]),
+    dict(id="ctl-foreign-peer-read-first", file="diskbench/server/control.py",
+         old="        if uid is not None and uid not in self.uids:",
+         new="        if False:",
+         tests=[_TF + "test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers"]),
+    dict(id="ctl-deadline-per-read", file="diskbench/server/control.py",
+         old="        left = deadline - monotonic()",
+         new="        left = REQUEST_S",
+         tests=[_TF + "test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers"]),
+    dict(id="ctl-serves-one-at-a-time", file="diskbench/server/control.py",
+         old="            worker.start()",
+         new="            worker.run()",
+         tests=[_TF + "test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers"]),
+    dict(id="ctl-requests-uncapped", file="diskbench/server/control.py",
+         old="        if not self.slots.acquire(False):",
+         new="        if not self.slots.acquire(True):",
+         tests=[_TF + "test_control_requests_beyond_the_cap_are_refused_at_once_and_slots_"
+                "come_back"]),
+    dict(id="ctl-future-request-served", file="diskbench/server/control.py",
+         old="        if abs(age) > MAX_AGE_S:",
+         new="        if age > MAX_AGE_S:",
+         tests=[_TF + "test_ctl_requests_signed_too_long_ago_or_ahead_are_refused"]),
+    dict(id="record-recv-ts-optional", file="diskbench/protocol.py",
+         old="_RECORD_EXTRA = {_K_RECV: _TS,",
+         new="_RECORD_EXTRA = {_K_RECV: Optional(_TS),",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="record-parsed-without-wire-rules", file="diskbench/protocol.py",
+         old="    obj = _parse(line, MAX_RECORD_BYTES)",
+         new="    obj = json.loads(as_text(line, errors=\"replace\"))",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="perf-reader-names-every-bad-line", file="diskbench/report/series.py",
+         old='        if tally["skipped"] <= SKIPPED_NAMED:',
+         new="        if True:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="perf-reader-bad-lines-uncounted", file="diskbench/report/series.py",
+         old='    if tally["skipped"] > SKIPPED_NAMED:',
+         new="    if False:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="rerender-reports-a-file-of-no-record", file="diskbench/report/rerender.py",
+         old='    if tally["skipped"] and not tally["records"]:',
+         new="    if False:",
+         tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
+                "no_good_record"]),
+    dict(id="json-reader-takes-nan", file="diskbench/report/readers.py",
+         old="_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)",
+         new="_DECODER = json.JSONDecoder()",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
+                "good_record"]),
+    dict(id="report-entry-unchecked", file="diskbench/report/readers.py",
+         old="                _check(entry, key_path, field)",
+         new="                pass",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-figure-unbounded-below", file="diskbench/report/readers.py",
+         old="        if 0 < value < MIN_FIGURE:",
+         new="        if False:",
+         tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
+                _TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
 ]

@@ -6,10 +6,9 @@ left over are matched by host when the host names one client on each side.
 """
 from __future__ import absolute_import, division
 
-import json
 import os
 
-from diskbench.report import htmlout, rerender
+from diskbench.report import htmlout, readers, rerender
 from diskbench.server import report as report_mod
 
 COMPARE_HTML = "compare.html"
@@ -23,19 +22,7 @@ def load_run(path, warn):
             return rerender.load(path, warn)[0]
     else:
         rep_path = path
-    try:
-        with open(rep_path) as f:
-            rep = json.load(f)
-    except (IOError, OSError) as exc:
-        raise rerender.Unreadable("cannot read %s (%s): give a diskbench log dir or its "
-                                  "report.json" % (rep_path, getattr(exc, "strerror", exc)))
-    except ValueError as exc:
-        raise rerender.Unreadable("%s is not JSON (%s)" % (rep_path, exc))
-    if not isinstance(rep, dict) or rep.get("report_format") != report_mod.REPORT_FORMAT:
-        raise rerender.Unreadable(
-            "%s is not a report.json of format %d: re-render its run first with "
-            "python -m diskbench.report LOG_DIR" % (rep_path, report_mod.REPORT_FORMAT))
-    return rep
+    return readers.load_report(rep_path, warn)   # validated like the wire
 
 
 def delta(a, b):

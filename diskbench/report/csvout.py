@@ -1,13 +1,17 @@
 """clients.csv and timeseries.csv, for spreadsheets and pandas (UTF-8, header row).
 
 Empty cells mean "not known". Column names carry their unit like report.json's keys.
+Spreadsheet-safe: a text cell (names, hosts, reasons: text a client chose) that
+begins with one of FORMULA_STARTS gets a single quote in front (the OWASP rule for
+"CSV injection"), so a spreadsheet shows it as text instead of running it as a
+formula. Numbers are written as numbers (a negative number stays a number).
 """
 from __future__ import absolute_import
 
 import csv
 import io
 
-from diskbench.compat import PY2
+from diskbench.compat import PY2, string_types
 from diskbench.fsutil import atomic_write
 from diskbench.server import report as report_mod
 
@@ -49,9 +53,17 @@ TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "
                       "writer_cpu_percent", "writer_rss_mib")
 
 
+#: A text cell beginning with one of these is a formula to a spreadsheet (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: What goes in front of such a cell: spreadsheets show the rest as text.
+FORMULA_GUARD = "'"
+
+
 def _cell(value):
     if value is None:
         return ""
+    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):
+        value = FORMULA_GUARD + value
     if PY2 and isinstance(value, unicode):  # noqa: F821 - 2.7 only
         return value.encode("utf-8")
     return value

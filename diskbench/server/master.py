@@ -25,6 +25,7 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.cli import prog_name
+from diskbench.report import readers
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
 from diskbench.metrics import describe_offset, utc
@@ -335,7 +336,7 @@ class Master(object):
             self.started = self.wall()
             atomic_write(marker, as_bytes(json.dumps(dict(
                 run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
-                protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
+                protocol=protocol.PROTOCOL_VERSION), sort_keys=True, allow_nan=False) + "\n"))
         self.recorder.open()
 
     def abandon(self):
@@ -354,16 +355,14 @@ class Master(object):
                     pass
 
     def _resume(self, marker):
-        try:
-            with open(marker) as f:
-                info = json.load(f)
-            self.run_id = "%s" % info["run_id"]
-            self.started = float(info["started_ts"])
-        except (IOError, OSError, ValueError, KeyError, TypeError) as exc:
+        info, why = readers.read_marker(marker)   # validated: the file may be damaged
+        if info:
+            self.run_id, self.started = info["run_id"], info["started_ts"]
+        else:
             self.started = self.wall()
             self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
                                          "its records under the new run id %s" % (
-                                             marker, exc, self.run_id))
+                                             marker, why, self.run_id))
         skipped = self.registry.restore_all(recorder_mod.read_back(
             self.args.log_dir, self.startup_warnings.append))
         if skipped:
