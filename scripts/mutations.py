@@ -16,6 +16,7 @@ _RP = "tests/test_run_plan.py::"
 _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
+_LL = "tests/test_like_for_like.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -743,4 +744,25 @@ MUTATIONS = [
          old="warnings=warnings, server_cpu=_server_cpu(old_run.get(\"server_cpu\")))",
          new="warnings=warnings)",
          tests=[_RO + "test_report_killed_server_rerenders_to_the_figures_of_a_completed_run"]),
+    # --- compare26 ---
+    dict(id="ranked-across-chunk-sizes", file="diskbench/server/report.py",
+         old='        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean',
+         new='        groups.setdefault(0, {})[e["client"]] = mean',
+         tests=[_LL + "test_like_for_like_headline_ranks_within_each_chunk_size"]),
+    dict(id="headline-misses-chunk-sizes", file="diskbench/server/report.py",
+         old="    for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:",
+         new="    for size in sizes[:1]:",
+         tests=[_LL + "test_like_for_like_headline_ranks_within_each_chunk_size"]),
+    dict(id="chunk-size-p99-not-merged", file="diskbench/server/report.py",
+         old="                merged.merge(hists[name])",
+         new="                pass",
+         tests=[_LL + "test_like_for_like_headline_ranks_within_each_chunk_size"]),
+    dict(id="chunk-sizes-csv-not-written", file="diskbench/report/__init__.py",
+         old="        (csvout.CHUNK_SIZES_CSV, lambda p: csvout.write_chunk_sizes(p, rep)),\n",
+         new="",
+         tests=[_LL + "test_like_for_like_headline_ranks_within_each_chunk_size"]),
+    dict(id="sizes-differ-advice-always", file="diskbench/server/report.py",
+         old="    if len(sizes) > 1:\n        lines.append(SIZES_DIFFER)",
+         new="    if sizes:\n        lines.append(SIZES_DIFFER)",
+         tests=[_LL + "test_like_for_like_one_chunk_size_ranks_all_without_the_advice"]),
 ]

@@ -186,7 +186,8 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert lines[0].startswith("diskbench report crafted: ")
     assert lines[1] == "exit code -: " + rerender.NO_REPORT_MEANING
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
-    assert lines[3].startswith("aggregate: ") and lines[4].startswith("slowest: ")
+    assert lines[3].startswith("aggregate: ")
+    assert lines[4].startswith("chunk 1 MiB, 2 clients: slowest ")
     head = [i for i, line in enumerate(lines) if re.match(
         r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
     assert head, lines[:10]   # the table comes right after the headline (and what

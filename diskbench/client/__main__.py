@@ -83,7 +83,8 @@ def build_parser():
     dflt = plan.defaults()
     p.add_argument("--chunk-mb", type=int, metavar="N",
                    help="chunk size in MiB, at least %d (default: the server's plan, "
-                   "else %d)" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB))
+                   "else %d); %s" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB,
+                                     plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default: the server's "
                    "plan, else %d x chunk)" % plan.FILE_CHUNKS)

@@ -3,7 +3,7 @@
 ``write_all`` is used by the server at the end of a run and by ``python -m
 diskbench.report LOG_DIR`` (rerender.py); compare.py compares two runs.
 Files: report.json, report.txt (server/report.py), report.html (htmlout.py),
-clients.csv and timeseries.csv (csvout.py).
+clients.csv, chunk_sizes.csv and timeseries.csv (csvout.py).
 """
 from __future__ import absolute_import
 
@@ -46,6 +46,7 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
         (htmlout.REPORT_HTML, lambda p: atomic_write(
             p, (_encode(piece) for piece in htmlout.render_pieces(rep, series)))),
         (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
+        (csvout.CHUNK_SIZES_CSV, lambda p: csvout.write_chunk_sizes(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
             p, series_mod.timeseries_rows(series, run_start))))
     for name, write in extra:

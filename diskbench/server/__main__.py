@@ -143,8 +143,8 @@ def _add_plan_flags(p):
     p.add_argument("--chunk-mb", type=_chunk_list, default=list(plan.DEFAULT_CHUNK_MB),
                    metavar="MB[,MB...]", help="chunk sizes in MiB handed out in order of "
                    "arrival, one per client, starting over after the last (default: %s; "
-                   "a client's own --chunk-mb wins)" % ",".join(
-                       str(n) for n in plan.DEFAULT_CHUNK_MB))
+                   "a client's own --chunk-mb wins); %s" % (",".join(
+                       str(n) for n in plan.DEFAULT_CHUNK_MB), plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=_file_mb, default=None, metavar="MB",
                    help="data file size in MiB (default: %d x each client's chunk)"
                    % plan.FILE_CHUNKS)

@@ -19,7 +19,7 @@ import math
 import os
 import textwrap
 
-from diskbench import metrics, protocol
+from diskbench import metrics, plan, protocol
 from diskbench.metrics import utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
@@ -219,8 +219,7 @@ def aggregate(spans):
     spans = dict((name, iv) for name, iv in spans.items() if writing_span(iv))
     out = dict(client_count=len(spans), period_start_ts=None, period_end_ts=None,
                period_s=None, throughput_mib_s=None, per_client_mib_s={},
-               first_done=None, last_done=None, done_spread_s=None,
-               slowest=None, fastest=None, slowest_to_fastest_ratio=None, period_note=None)
+               first_done=None, last_done=None, done_spread_s=None, period_note=None)
     if not spans:
         out["period_note"] = "no client reported any write interval"
         return out
@@ -232,12 +231,6 @@ def aggregate(spans):
     out.update(first_done=dict(client=done[0][1], at_ts=done[0][0]),
                last_done=dict(client=done[-1][1], at_ts=done[-1][0]),
                done_spread_s=done[-1][0] - done[0][0])
-    means = dict((n, mean_rate(iv)) for n, iv in spans.items())
-    rated = sorted((m, n) for n, m in means.items() if m is not None)
-    if rated:
-        out.update(slowest=rated[0][1], fastest=rated[-1][1])
-        if rated[-1][0] > 0:
-            out["slowest_to_fastest_ratio"] = rated[0][0] / rated[-1][0]
     if hi <= lo:
         out["period_note"] = ("the clients never all wrote at the same time: %s stopped "
                        "writing at %s, before %s started at %s" % (
@@ -252,6 +245,48 @@ def aggregate(spans):
                if all(v is not None for v in per_client.values()) else None,
                period_note="all %d clients were writing from %s (when %s started) to %s "
                     "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
+    return out
+
+
+def rank(means):
+    """(slowest, fastest, slowest/fastest) of {name: mean MiB/s}: the names of
+    the lowest and highest known mean (ties: the first name), the ratio None
+    when the fastest is 0; (None, None, None) without a known mean."""
+    rated = sorted((m, n) for n, m in means.items() if m is not None)
+    if not rated:
+        return None, None, None
+    low, high = rated[0], sorted(rated, key=lambda r: (-r[0], r[1]))[0]
+    return low[1], high[1], (low[0] / high[0] if high[0] > 0 else None)
+
+
+def by_chunk_size(clients, hists):
+    """Like for like: the clients that wrote, grouped by chunk size (MiB), each
+    group with its count, the mean/min/max of its clients' mean MiB/s, its
+    slowest and fastest and their ratio (the spread across hosts at that size),
+    and the p99 chunk latency of its clients' histograms merged. Clients are
+    ranked only within a size: a bigger chunk is faster on the same disk.
+    ``clients``: report entries; ``hists``: {name: LatencyHistogram}."""
+    groups = {}
+    for e in clients:
+        mean = (e.get("throughput_mib_s") or {}).get("mean")
+        if mean is None or e.get("chunk_mib") is None:
+            continue
+        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean
+    out = []
+    for size in sorted(groups):
+        means = groups[size]
+        merged = metrics.LatencyHistogram()
+        for name in means:
+            if hists.get(name) is not None:
+                merged.merge(hists[name])
+        slowest, fastest, ratio = rank(means)
+        if len(means) < 2:
+            ratio = None     # one client: nothing to rank it against
+        out.append(dict(chunk_mib=size, client_count=len(means),
+                        mean_mib_s=_mean(list(means.values())),
+                        min_mib_s=min(means.values()), max_mib_s=max(means.values()),
+                        slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
+                        latency_p99_ms=_ms(merged.percentile(PCTS[-1]))))
     return out
 
 
@@ -458,6 +493,8 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
     if agg is None:
         agg = aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
+    sizes = g("the figures by chunk size", by_chunk_size, clients,
+              dict((c.name, c.hist) for c in view.clients)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
         method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS)),
@@ -471,7 +508,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  synchronized_start=g("the synchronized start", synchronized_start,
                                       view.clients),
                  server_cpu=server_cpu, server_warnings=warnings),
-        clients=clients, totals=totals, aggregate=agg,
+        clients=clients, totals=totals, aggregate=agg, by_chunk_size=sizes,
         rejected_messages=dict(view.rejected),
         rejected_count=sum(view.rejected.values()))
     rep = _finite(rep, g)
@@ -519,12 +556,59 @@ def headline(rep):
             agg["throughput_mib_s"], agg["client_count"], agg["period_s"]))
     else:
         lines.append("aggregate: - (%s)" % agg["period_note"])
-    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients)
-    if agg["slowest"] is not None and agg["fastest"] is not None:
-        lines.append("slowest: %s %.1f MiB/s; fastest: %s %.1f MiB/s (slowest/fastest %s)"
-                     % (agg["slowest"], means[agg["slowest"]], agg["fastest"],
-                        means[agg["fastest"]], _f(agg["slowest_to_fastest_ratio"], "%.2f")))
+    sizes = rep.get("by_chunk_size") or []
+    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients
+                 if not e.get("unreportable"))
+    for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:
+        lines.append(chunk_size_line(size, means))
+    if len(sizes) > HEADLINE_CHUNK_SIZES_MAX:
+        lines.append("(%s more in 'by chunk size' below)" % count(
+            len(sizes) - HEADLINE_CHUNK_SIZES_MAX, "chunk size"))
+    if len(sizes) > 1:
+        lines.append(SIZES_DIFFER)
     return lines
+
+
+#: The headline ranks clients within each chunk size, for this many sizes.
+HEADLINE_CHUNK_SIZES_MAX = 6
+#: Said under the headline when the clients wrote different chunk sizes.
+SIZES_DIFFER = ("the clients wrote different chunk sizes, so they are ranked only within "
+                "a size: " + plan.CHUNK_ADVICE)
+
+
+def count(number, noun, plural=None):
+    """'1 client', '2 clients', 'went away once' style agreement: ``number``
+    and ``noun`` in the singular or plural (``plural``, default noun + 's')."""
+    return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))
+
+
+def chunk_size_line(size, means):
+    """The headline's line for one chunk size of report.json's by_chunk_size."""
+    head = "chunk %g MiB, %s: " % (size["chunk_mib"], count(size["client_count"], "client"))
+    if size["client_count"] < 2 or size["slowest"] == size["fastest"]:
+        return head + "%s %s MiB/s (no other client at this size to rank it against)" % (
+            size["slowest"], _f(means.get(size["slowest"])))
+    return head + "slowest %s %s MiB/s, fastest %s %s MiB/s (slowest/fastest %s)" % (
+        size["slowest"], _f(means.get(size["slowest"])), size["fastest"],
+        _f(means.get(size["fastest"])), _f(size["slowest_to_fastest_ratio"], "%.2f"))
+
+
+def chunk_size_table(rep):
+    """report.txt's 'by chunk size' section: what the default plan measures."""
+    sizes = rep.get("by_chunk_size") or []
+    fmt = "%9s %8s %11s %9s %9s %16s %9s"
+    lines = ["by chunk size (MiB/s: the mean, min and max of the clients' means)",
+             fmt % ("chunk MiB", "clients", "mean MiB/s", "min", "max", "slowest/fastest",
+                    "p%d ms" % PCTS[-1])]
+    for size in sizes:
+        lines.append(fmt % (_f(size["chunk_mib"], "%g"), size["client_count"],
+                            _f(size["mean_mib_s"]), _f(size["min_mib_s"]),
+                            _f(size["max_mib_s"]), _f(size["slowest_to_fastest_ratio"],
+                                                      "%.2f"),
+                            _f(size["latency_p99_ms"], "%.2f")))
+    if not sizes:
+        lines.append("(no client reported a write interval)")
+    return lines + [""]
 
 
 def client_table(rep):
@@ -576,7 +660,9 @@ def render_text(rep):
     lines += ["server warning: %s" % w for w in rep["run"].get("server_warnings", ())]
     lines.append("")
     _section(lines, "the client table", client_table, rep)
-    lines += ["", "details", "=" * 60]
+    lines.append("")
+    _section(lines, "the figures by chunk size", chunk_size_table, rep)
+    lines += ["details", "=" * 60]
     _section(lines, "the run header", _text_header, rep)
     for e in rep["clients"]:
         _section(lines, "client %s" % e.get("client"), _text_client, e)
@@ -711,9 +797,6 @@ def _text_totals(rep):
             agg["first_done"]["client"], utc(agg["first_done"]["at_ts"]),
             agg["last_done"]["client"], utc(agg["last_done"]["at_ts"]),
             agg["done_spread_s"]))
-    if agg["slowest_to_fastest_ratio"] is not None:
-        lines.append("  spread: slowest %s / fastest %s = %.2f (mean MiB/s)" % (
-            agg["slowest"], agg["fastest"], agg["slowest_to_fastest_ratio"]))
     if t["cpu_bound_clients"]:
         lines.append("  CPU-bound writers (over %g%% of a core): %s" % (
             CPU_BOUND_PERCENT, ", ".join(t["cpu_bound_clients"])))

@@ -1,0 +1,114 @@
+"""Like for like: a run whose clients wrote different chunk sizes ranks them only
+within a size (headline, report.json, HTML, CSV), and a re-render of a finished run
+states every fact the server's report did. Real server, real clients, real files."""
+import os
+import re
+
+from diskbench import plan
+from diskbench.report import csvout
+from diskbench.server import report as report_mod
+from tests.helpers import communicate, wait_until
+from tests.report_runs import Crafted, load_report, run_report
+from tests.test_client_runs import CLIENT, FAST, start_server
+from tests.test_report_outputs import _read_csv
+
+#: The chunk list of the three-size run and the clients, in the order they join.
+SIZES_MB = (10, 20, 40)
+NAMES = ("s1", "s2", "s3", "s4", "s5")
+#: Each client writes this long (s): at least two rollovers of FILE_MB on tmp.
+DURATION_S = 2
+FILE_MB = 80
+
+
+def three_size_run(procs, tmpdir, log_dir):
+    """The real server (--quiet) handing out SIZES_MB to NAMES (10, 20, 40, 10, 20
+    MiB), the clients started one after another so the order of arrival is the names'."""
+    data = str(tmpdir.mkdir("data"))
+    tmpdir.mkdir("logs")
+    server, port = start_server(procs, log_dir, "--clients", str(len(NAMES)), "--chunk-mb",
+                                ",".join(str(s) for s in SIZES_MB), "--file-mb",
+                                str(FILE_MB), "--duration", str(DURATION_S))
+    clients = []
+    for name in NAMES:
+        clients.append(procs.start(CLIENT + FAST + [
+            "--server", "127.0.0.1:%d" % port, "--name", name, "--force",
+            "--log-dir", str(tmpdir.join("logs")), data]))
+        # the next joins only once this one's hello is on record (the plan's order)
+        wait_until(lambda: _hellos(log_dir) >= len(clients), 30,
+                   what="%s's hello on record" % name)
+    for proc in clients:
+        out, err = communicate(proc, 90)
+        assert proc.returncode == 0, err
+    out, err = communicate(server, 60)
+    assert server.returncode == 0, err
+
+
+def _hellos(log_dir):
+    path = os.path.join(log_dir, "perf.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if '"type": "hello"' in line or '"type":"hello"' in line)
+
+
+def test_like_for_like_headline_ranks_within_each_chunk_size(procs, tmpdir):
+    """With three chunk sizes the headline names each size and ranks clients only
+    within it; report.json, report.txt, report.html and chunk_sizes.csv carry the
+    'by chunk size' summary; the headline says how to find a slow host."""
+    log_dir = str(tmpdir.join("run"))
+    three_size_run(procs, tmpdir, log_dir)
+    rep = load_report(log_dir)
+    chunk = dict((e["client"], e["chunk_mib"]) for e in rep["clients"])
+    assert chunk == dict(s1=10, s2=20, s3=40, s4=10, s5=20)
+    sizes = rep["by_chunk_size"]
+    assert [z["chunk_mib"] for z in sizes] == [10, 20, 40]
+    assert [z["client_count"] for z in sizes] == [2, 2, 1]
+    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in rep["clients"])
+    for z in sizes:
+        members = [n for n in chunk if chunk[n] == z["chunk_mib"]]
+        assert z["slowest"] in members and z["fastest"] in members
+        assert z["min_mib_s"] == min(means[n] for n in members) == means[z["slowest"]]
+        assert z["max_mib_s"] == max(means[n] for n in members) == means[z["fastest"]]
+        assert abs(z["mean_mib_s"] - sum(means[n] for n in members) / len(members)) < 1e-9
+        assert z["latency_p99_ms"] > 0
+    assert "slowest" not in rep["aggregate"]     # no ranking across sizes anywhere
+    with open(os.path.join(log_dir, "report.txt")) as f:
+        text = f.read()
+    with open(os.path.join(log_dir, "report.html")) as f:
+        page = f.read()
+    headline = re.findall(r"<p(?: class=\"agg\")?>([^<]*)</p>", page)
+    for where in (text, "\n".join(headline)):
+        lines = where.splitlines()
+        ranked = [line for line in lines if re.match(r"chunk \d", line)]
+        assert [re.match(r"chunk (\d+) MiB, ", line).group(1) for line in ranked] == \
+            ["10", "20", "40"], lines[:12]
+        for line, z in zip(ranked, sizes):
+            named = set(re.findall(r"\b(s\d)\b", line))
+            assert named == set([z["slowest"], z["fastest"]]), line
+            assert named <= set(n for n in chunk if chunk[n] == z["chunk_mib"])
+        assert "2 clients: slowest" in ranked[0] and ranked[2].startswith(
+            "chunk 40 MiB, 1 client: s3 ")
+        assert report_mod.SIZES_DIFFER in where.replace("\n    ", " ")
+    assert re.search(r"^\s+10\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M)
+    assert "By chunk size" in page
+    rows = _read_csv(os.path.join(log_dir, csvout.CHUNK_SIZES_CSV))
+    assert [(float(r["chunk_mib"]), int(r["client_count"]), r["slowest"]) for r in rows] == \
+        [(z["chunk_mib"], z["client_count"], z["slowest"]) for z in sizes]
+
+
+def test_like_for_like_one_chunk_size_ranks_all_without_the_advice(procs, tmpdir):
+    """Clients of one chunk size are ranked together and the headline gives no
+    'sizes differ' advice (crafted: exact figures)."""
+    run = Crafted(str(tmpdir.join("one")))
+    run.client("n1", "h1", 100, 0.004)
+    run.client("n2", "h2", 300, 0.004)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    assert len(rep["by_chunk_size"]) == 1
+    z = rep["by_chunk_size"][0]
+    assert (z["slowest"], z["fastest"], z["client_count"]) == ("n1", "n2", 2)
+    assert abs(z["slowest_to_fastest_ratio"] - 1 / 3.0) < 1e-9
+    assert re.search(r"^chunk \d+ MiB, 2 clients: slowest n1 100\.0 MiB/s, fastest n2 "
+                     r"300\.0 MiB/s \(slowest/fastest 0\.33\)$", out, re.M), out
+    assert plan.CHUNK_ADVICE not in out.replace("\n    ", " ")
