@@ -34,9 +34,9 @@ except ImportError:  # Python 2.7
     from pipes import quote as shell_quote
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import port, printable, seconds
+from diskbench.cli import port, printable, prog_name, seconds
 
-PROG = "python -m diskbench.launch"
+PROG = prog_name("diskbench.launch")
 
 #: ssh's own ConnectTimeout: how long one host may take to answer before it counts as failed.
 SSH_CONNECT_TIMEOUT_S = 10
@@ -167,7 +167,7 @@ def build_parser():
                "6 interrupted); %d the server's run completed but a host's client or ssh "
                "did not exit 0; %d no host could be started (the server was stopped). "
                "See docs/MULTIHOST.md." % (LAUNCH_CLIENT_FAILED, LAUNCH_NO_HOST))
-    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    p.add_argument("--version", action="version", version="diskbench " + __version__)
     p.add_argument("--hosts", required=True, metavar="FILE",
                    help="the hosts file (one [user@]host[:port] per line)")
     p.add_argument("--server-host", metavar="ADDR",
@@ -622,8 +622,8 @@ def main(argv=None):
                 printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
     except Usage as exc:
-        _write_line(sys.stderr, u"diskbench launch: error: %s (see %s --help)"
-                    % (printable(exc.args[0]), PROG))
+        _write_line(sys.stderr, u"%s: error: %s (see %s --help)"
+                    % (PROG, printable(exc.args[0]), PROG))
         return exitcodes.USAGE
     return Launcher(args, server_flags, client_flags, hosts).run()
 

@@ -17,6 +17,7 @@ _CT = "tests/test_control.py::"
 _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
 _LL = "tests/test_like_for_like.py::"
+_PK = "tests/test_packaging.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -765,4 +766,17 @@ MUTATIONS = [
          old="    if len(sizes) > 1:\n        lines.append(SIZES_DIFFER)",
          new="    if sizes:\n        lines.append(SIZES_DIFFER)",
          tests=[_LL + "test_like_for_like_one_chunk_size_ranks_all_without_the_advice"]),
+    dict(id="report-has-no-version", file="diskbench/report/__main__.py",
+         old='    parser.add_argument("--version", action="version", version="diskbench " + '
+             '__version__)\n',
+         new="",
+         tests=[_PK + "test_console_scripts_install_and_name_themselves"]),
+    dict(id="launch-not-installed", file="setup.py",
+         old='        "diskbench-launch=diskbench.launch:main",\n',
+         new="",
+         tests=[_PK + "test_console_scripts_install_and_name_themselves"]),
+    dict(id="launch-error-names-another-program", file="diskbench/launch.py",
+         old='PROG = prog_name("diskbench.launch")',
+         new='PROG = "python -m diskbench.launch"',
+         tests=[_PK + "test_console_scripts_install_and_name_themselves"]),
 ]

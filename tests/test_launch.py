@@ -245,7 +245,7 @@ def test_server_that_cannot_start_gives_its_code_and_no_ssh(tmpdir, tag):
     finally:
         busy.close()
     assert code == exitcodes.SERVER_BIND, (out, err)
-    assert "diskbench server: error:" in err and "unreachable-never-tried" not in err + out
+    assert "diskbench.server: error:" in err and "unreachable-never-tried" not in err + out
 
 
 # --- whole runs through a fake ssh ---------------------------------------------------------

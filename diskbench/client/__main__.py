@@ -161,7 +161,7 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("diskbench client: error: %s\n" % printable(message))
+    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
     return exitcodes.USAGE
 
 
@@ -324,9 +324,10 @@ def main(argv=None):
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
-                         "use --log-dir with a writable directory\n"
-                         % (printable(args.log_dir), printable(exc.strerror)))
+        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
+                         "with a writable directory\n" % (
+                             prog_name("diskbench.client"), printable(args.log_dir),
+                             printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
         return _checked_run(args, log, name, host, port, file_mb, secret, fixed)

@@ -9,7 +9,7 @@ from __future__ import absolute_import, print_function
 import os
 import sys
 
-from diskbench import exitcodes
+from diskbench import __version__, exitcodes
 from diskbench.cli import OneLineParser, prog_name
 from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
@@ -33,6 +33,7 @@ def main_rerender(argv):
         prog=PROG, description="Rebuild report.json, report.txt, report.html, clients.csv "
         "and timeseries.csv of a run from its perf.jsonl (also a run whose server was "
         "killed). 'compare RUN_A RUN_B' compares two runs.")
+    parser.add_argument("--version", action="version", version="diskbench " + __version__)
     parser.add_argument("log_dir", metavar="LOG_DIR", help="the server's --log-dir")
     parser.add_argument("--out", metavar="DIR", help="write the files here (default "
                         "LOG_DIR)")

@@ -225,7 +225,7 @@ def _add_console_flags(p):
 
 
 def _fail(code, text):
-    sys.stderr.write("diskbench server: error: %s\n" % text)
+    sys.stderr.write("%s: error: %s\n" % (prog_name(MODULE), text))
     sys.stderr.flush()
     return code
 

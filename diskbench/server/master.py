@@ -24,6 +24,7 @@ import time
 
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
+from diskbench.cli import prog_name
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
 from diskbench.metrics import utc
@@ -629,8 +630,8 @@ class Master(object):
             warnings=warnings, server_cpu=server_cpu)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
-            sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
-                             % (path, getattr(exc, "strerror", None) or exc))
+            sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
+                prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
         main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
         if written:
             event.info("report written: %s", " and ".join(reversed(main)) or "-")
