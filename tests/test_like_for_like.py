@@ -3,6 +3,8 @@ within a size (headline, report.json, HTML, CSV), and a re-render of a finished 
 states every fact the server's report did. Real server, real clients, real files."""
 import os
 import re
+import shutil
+import time
 
 from diskbench import plan
 from diskbench.report import csvout
@@ -112,3 +114,64 @@ def test_like_for_like_one_chunk_size_ranks_all_without_the_advice(procs, tmpdir
     assert re.search(r"^chunk \d+ MiB, 2 clients: slowest n1 100\.0 MiB/s, fastest n2 "
                      r"300\.0 MiB/s \(slowest/fastest 0\.33\)$", out, re.M), out
     assert plan.CHUNK_ADVICE not in out.replace("\n    ", " ")
+
+
+#: The only keys a re-render of a finished run may state differently from the
+#: server's report.json (docs/REPORT-FORMAT.md, 'Re-rendering keeps every fact').
+RERENDER_ONLY = ("rerendered",)
+
+
+def differences(a, b, path="report"):
+    """Every path where the JSON documents ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                out.append("%s.%s (only in %s)" % (path, key, "one" if key in a else "two"))
+            else:
+                out += differences(a[key], b[key], "%s.%s" % (path, key))
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return ["%s (lengths %d, %d)" % (path, len(a), len(b))]
+        return [d for i, (x, y) in enumerate(zip(a, b))
+                for d in differences(x, y, "%s[%d]" % (path, i))]
+    return [] if a == b and type(a) == type(b) else ["%s: %r != %r" % (path, a, b)]
+
+
+def test_like_for_like_rerender_of_a_finished_run_equals_the_servers_report(procs, tmpdir):
+    """A re-render from the log dir without report.json (perf.jsonl and run.json
+    only) states every fact the server's report.json did (plans as sent in go and
+    their sources, the start instant, exit code, server CPU, ...): the two documents
+    are equal but for RERENDER_ONLY, and the re-render says when and from what."""
+    log_dir = str(tmpdir.join("run"))
+    data = str(tmpdir.mkdir("data"))
+    tmpdir.mkdir("logs")
+    server, port = start_server(procs, log_dir, "--clients", "2", "--chunk-mb", "10,20",
+                                "--file-mb", "40", "--duration", str(DURATION_S))
+    clients = [procs.start(CLIENT + FAST + [
+        "--server", "127.0.0.1:%d" % port, "--name", name, "--force",
+        "--log-dir", str(tmpdir.join("logs")), data]) for name in ("f1", "f2")]
+    for proc in clients:
+        out, err = communicate(proc, 90)
+        assert proc.returncode == 0, err
+    communicate(server, 60)
+    assert server.returncode == 0
+    servers = load_report(log_dir)
+    assert all(e["plan_source"]["chunk_bytes"] == plan.FROM_SERVER
+               for e in servers["clients"])
+    assert servers["run"]["synchronized_start"] and servers["rerendered"] is None
+    bare = str(tmpdir.mkdir("bare"))
+    for name in ("perf.jsonl", "run.json"):
+        shutil.copy(os.path.join(log_dir, name), bare)
+    code, out, err = run_report(procs, bare)
+    assert code == 0, err
+    again = load_report(bare)
+    assert again["rerendered"]["from_files"] == ["perf.jsonl", "run.json"]
+    assert abs(again["rerendered"]["at_ts"] - time.time()) < 600
+    for key in RERENDER_ONLY:
+        servers.pop(key)
+        again.pop(key)
+    assert differences(servers, again) == []
+    with open(os.path.join(bare, "report.txt")) as f:
+        assert re.search(r"^re-rendered at .* from perf\.jsonl, run\.json ", f.read(), re.M)

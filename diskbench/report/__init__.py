@@ -7,13 +7,17 @@ clients.csv, chunk_sizes.csv and timeseries.csv (csvout.py).
 """
 from __future__ import absolute_import
 
+import json
 import os
 
+from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
 from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
 from diskbench.server import report as report_mod
 
+#: The run marker (master.RUN_MARKER; the server's report facts go in it).
+RUN_MARKER = "run.json"
 #: The server's closing summary lists every client up to this many; beyond it,
 #: the clients not finished plus the slowest and fastest few.
 CONSOLE_ROWS_MAX = 40
@@ -23,6 +27,25 @@ CONSOLE_EXTREMES = 5
 def _encode(text):
     """UTF-8 bytes; a lone surrogate from the wire becomes '?' instead of raising."""
     return text.encode("utf-8", "replace") if not isinstance(text, bytes) else text
+
+
+def record_facts(log_dir, facts):
+    """Add the server's report facts (server/report.facts) to LOG_DIR/run.json,
+    where a re-render reads them back: None, or the error that kept them out."""
+    path = os.path.join(log_dir, RUN_MARKER)
+    try:
+        with open(path) as f:
+            marker = json.load(f)
+    except (IOError, OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict):
+        marker = {}
+    marker[report_mod.FACTS_KEY] = facts
+    try:
+        atomic_write(path, as_bytes(json.dumps(marker, sort_keys=True) + "\n"))
+    except (IOError, OSError, TypeError, ValueError) as exc:
+        return exc
+    return None
 
 
 def write_all(log_dir, rep, out_dir=None, warn=None, series=None):

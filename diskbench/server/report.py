@@ -473,6 +473,44 @@ def _totals(view, clients):
         cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
 
 
+#: run.json's key for the report facts (``facts``): what the server knew at the
+#: end that perf.jsonl cannot say, so a re-render states every fact.
+FACTS_KEY = "report_facts"
+#: Per client, the registry.Client attributes kept in the facts: its plan as
+#: sent in go and where each setting came from, the start instant, its state
+#: and why, and what only the connections saw.
+CLIENT_FACTS = ("peer", "plan", "plan_sources", "start_at", "join_order", "state",
+                "reason", "duplicates", "reconnects", "went_away_count", "takeovers",
+                "seq_jumps", "notes", "texts_dropped")
+#: Of the run (registry.RunView attributes).
+VIEW_FACTS = ("expected_clients", "connections", "rejected", "restored")
+
+
+def facts(view, run_start_ts, run_end_ts, **build_args):
+    """What ``build(view, run_start_ts, run_end_ts, **build_args)`` states that
+    perf.jsonl cannot give back, as JSON-ready data (run.json's FACTS_KEY)."""
+    return dict(start_ts=run_start_ts, end_ts=run_end_ts, build=build_args,
+                run=dict((k, getattr(view, k)) for k in VIEW_FACTS),
+                clients=dict((c.name, dict((k, getattr(c, k)) for k in CLIENT_FACTS))
+                             for c in view.clients))
+
+
+def apply_facts(view, recorded):
+    """Put ``facts`` read back onto ``view`` (rebuilt from perf.jsonl): returns
+    (run start, run end, build's keyword arguments). Raises KeyError,
+    TypeError or ValueError on facts of the wrong shape."""
+    for key in VIEW_FACTS:
+        setattr(view, key, recorded["run"][key])
+    by_name = recorded["clients"]
+    for c in view.clients:
+        known = by_name.get(c.name)
+        if isinstance(known, dict):
+            for key in CLIENT_FACTS:
+                setattr(c, key, known[key])
+    build_args = dict((str(k), v) for k, v in recorded["build"].items())
+    return float(recorded["start_ts"]), float(recorded["end_ts"]), build_args
+
+
 def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
           exit_code=None, exit_meaning=None, warnings=(), server_cpu=None):
     """The whole report as a JSON-ready dict; never raises on accepted data.
@@ -509,7 +547,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                                       view.clients),
                  server_cpu=server_cpu, server_warnings=warnings),
         clients=clients, totals=totals, aggregate=agg, by_chunk_size=sizes,
-        rejected_messages=dict(view.rejected),
+        rejected_messages=dict(view.rejected), rerendered=None,
         rejected_count=sum(view.rejected.values()))
     rep = _finite(rep, g)
     rep["run"]["server_warnings"] = warnings  # with what _finite found
@@ -685,6 +723,10 @@ def _text_header(rep):
         run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
         "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+    again = rep.get("rerendered")
+    if again:
+        lines.append("re-rendered at %s from %s (python -m diskbench.report)" % (
+            again["at_utc"], ", ".join(again["from_files"])))
     sync = run.get("synchronized_start")
     if sync:
         lines.append("synchronized start at %s for %d clients: first writes (server "
