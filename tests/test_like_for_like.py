@@ -1,18 +1,20 @@
 """Like for like: a run whose clients wrote different chunk sizes ranks them only
 within a size (headline, report.json, HTML, CSV), and a re-render of a finished run
 states every fact the server's report did. Real server, real clients, real files."""
+import json
 import os
 import re
 import shutil
 import time
 
-from diskbench import plan
+from diskbench import exitcodes, plan
+from diskbench.metrics import MIB
 from diskbench.report import csvout
 from diskbench.server import report as report_mod
 from tests.helpers import communicate, wait_until
 from tests.report_runs import Crafted, load_report, run_report
 from tests.test_client_runs import CLIENT, FAST, start_server
-from tests.test_report_outputs import _read_csv
+from tests.test_report_outputs import _read_csv, compare_sections
 
 #: The chunk list of the three-size run and the clients, in the order they join.
 SIZES_MB = (10, 20, 40)
@@ -175,3 +177,76 @@ def test_like_for_like_rerender_of_a_finished_run_equals_the_servers_report(proc
     assert differences(servers, again) == []
     with open(os.path.join(bare, "report.txt")) as f:
         assert re.search(r"^re-rendered at .* from perf\.jsonl, run\.json ", f.read(), re.M)
+
+
+def _crafted(tmpdir, name, clients):
+    """A crafted run of ``clients``: (name, MiB/s, chunk MiB), report.json written."""
+    run = Crafted(str(tmpdir.join(name)))
+    for client, mib_s, chunk_mib in clients:
+        run.client(client, "host-" + client, mib_s, 0.004, chunk_bytes=chunk_mib * MIB,
+                   file_bytes=40 * MIB)
+    run.save()
+    return run.log_dir
+
+
+def test_like_for_like_compare_marks_exactly_the_clients_whose_plan_differs(procs, tmpdir):
+    """compare on two runs whose chunk lists were swapped marks exactly the clients
+    whose plan differs, shows each client's plan in each run, leaves them out of the
+    like-for-like aggregate saying why, shows each run's exit code and interruption
+    before any figure, prints counts as integers, and compare.html has a bar per
+    client per run."""
+    a = _crafted(tmpdir, "a", [("c1", 100, 10), ("c2", 200, 20), ("c3", 150, 10)])
+    b = _crafted(tmpdir, "b", [("c1", 180, 20), ("c2", 110, 10), ("c3", 180, 10)])
+    assert run_report(procs, b)[0] == 0
+    rep_b = load_report(b)                      # B: the operator interrupted it
+    rep_b["run"].update(exit_code=6, interrupted_by="SIGINT")
+    b_json = str(tmpdir.join("b.json"))
+    with open(b_json, "w") as f:
+        json.dump(rep_b, f)
+    html = str(tmpdir.join("cmp.html"))
+    code, out, err = run_report(procs, "compare", a, b_json, "--out", html)
+    assert code == 0, err
+    lines = out.splitlines()
+    marked = sorted(line[1:].split(":")[0] for line in lines
+                    if re.match(r"\*c\d: ", line))
+    assert marked == ["c1", "c2"], out
+    assert " c3: chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no in A, B" in lines
+    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no; B chunk 20 MiB, " \
+        "file 40 MiB, 5 s, o_direct, prealloc no" in out.replace("\n    ", " ")
+    assert sorted(line for line in lines if "left out of the like-for-like" in line) == [
+        "client c1 left out of the like-for-like aggregate: its plan differs: chunk 10 MiB "
+        "-> chunk 20 MiB",
+        "client c2 left out of the like-for-like aggregate: its plan differs: chunk 20 MiB "
+        "-> chunk 10 MiB"]
+    like = [line for line in lines if line.startswith("MiB/s like for like")]
+    assert like == ["MiB/s like for like (1 client)              150.0      180.0   +20.0%"]
+    mib = compare_sections(out)["clients, MiB/s mean"]
+    assert [mib[n][0] for n in ("c1", "c2", "c3")] == ["*", "*", " "]
+    counts = [line for line in lines if line.startswith("clients ")][0]
+    assert counts.split() == ["clients", "3", "3", "+0.0%"]
+    first_figure = min(i for i, line in enumerate(lines) if line.startswith("aggregate "))
+    said = "\n".join(lines[:first_figure])
+    assert "exit code 6: " in said and "INTERRUPTED by SIGINT" in said
+    assert re.search(r"NOTE: runs A, B do not end with exit code 0", said)
+    with open(html) as f:
+        page = f.read()
+    bars = re.findall(r'<rect class="bar" data-client="(c\d)" data-run="([AB])"', page)
+    assert sorted(bars) == [(c, r) for c in ("c1", "c2", "c3") for r in "AB"]
+
+
+def test_like_for_like_compare_of_three_runs_prints_the_run_to_run_spread(procs, tmpdir):
+    """compare RUN RUN RUN: every run beside the first (the baseline) and each
+    client's spread of MiB/s over the runs, (max - min) / mean."""
+    runs = [_crafted(tmpdir, name, [("c1", mib_a, 10), ("c2", 200, 10)])
+            for name, mib_a in (("t1", 100), ("t2", 120), ("t3", 80))]
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("c.html")),
+                                *runs)
+    assert code == 0, err
+    assert out.startswith("compare 3 runs, A is the baseline")
+    mib = compare_sections(out)["clients, MiB/s mean"]
+    # mark, match, A, B, B vs A, C, C vs A, spread
+    assert mib["c1"] == [" ", "name", "100.0", "120.0", "+20.0%", "80.0", "-20.0%", "40.0%"]
+    assert mib["c2"][-1] == "0.0%"
+    assert "a change within it is run-to-run noise" in out
+    code, out, err = run_report(procs, "compare", runs[0])
+    assert code == exitcodes.USAGE and "from 2 to" in err and len(err.splitlines()) == 1

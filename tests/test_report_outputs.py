@@ -202,7 +202,25 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert "Comparing with your own fio run" in text.replace("\n    ", " ")
 
 
+def compare_sections(out):
+    """compare's text: {section title: {client: [fields after the name]}} of its
+    client tables ('clients, MiB/s mean', 'clients, chunk latency p99 ms')."""
+    sections, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("clients, "):
+            current = sections.setdefault(line.split(";")[0], {})
+        elif not line.strip() or line.startswith("plans "):
+            current = None
+        elif current is not None and not line.startswith("client "):
+            name, rest = line[1:28].strip(), line[28:].split()
+            current[name] = [line[0]] + rest
+    return sections
+
+
 def test_report_compare_gives_the_deltas_of_two_crafted_runs(procs, tmpdir):
+    """compare matches clients by name, then host, gives each client's MiB/s and p99
+    in both runs with the change, and the aggregate change like for like (a client
+    in one run only is left out of it, and the all-clients rows give no change)."""
     a = Crafted(str(tmpdir.join("a")))
     a.client("n1", "h1", 100, 0.004)
     a.client("n2", "h2", 200, 0.010)
@@ -217,20 +235,25 @@ def test_report_compare_gives_the_deltas_of_two_crafted_runs(procs, tmpdir):
     html = str(tmpdir.join("cmp.html"))          # B rebuilt from perf.jsonl on the fly
     code, out, err = run_report(procs, "compare", a.log_dir, b.log_dir, "--out", html)
     assert code == 0, err
-    rows = dict((line.split()[0], line.split()) for line in out.splitlines() if line.strip())
-    # client (A / B), match, MiB/s A, B, B-A, change, p99 A, B, B-A, change
-    assert rows["n1"][1:6] == ["name", "100.0", "150.0", "+50.0", "+50.0%"]
-    assert _near(rows["n1"][6:9], [12.0, 6.0, -6.0]) and rows["n1"][9] == "-50.0%"
-    n2 = [line for line in out.splitlines() if line.startswith("n2 / n2-renamed")][0]
-    assert n2.split()[3:8] == ["host", "200.0", "100.0", "-100.0", "-50.0%"]
-    assert _near(n2.split()[8:11], [30.0, 60.0, 30.0]) and n2.split()[11] == "+100.0%"
-    assert [line for line in out.splitlines() if line.startswith("gone / -")]
-    assert [line for line in out.splitlines() if line.startswith("- / new")]
-    agg = [line for line in out.splitlines() if line.startswith("aggregate MiB/s")][0]
-    assert agg.split()[-4:] == ["350.0", "260.0", "-90.0", "-25.7%"]
+    tables = compare_sections(out)
+    mib, p99 = tables["clients, MiB/s mean"], tables["clients, chunk latency p99 ms"]
+    # mark, match, A, B, B vs A
+    assert mib["n1"] == [" ", "name", "100.0", "150.0", "+50.0%"]
+    assert _near(p99["n1"][2:4], [12.0, 6.0]) and p99["n1"][4] == "-50.0%"
+    assert mib["n2 / n2-renamed"] == [" ", "host", "200.0", "100.0", "-50.0%"]
+    assert _near(p99["n2 / n2-renamed"][2:4], [30.0, 60.0])
+    assert mib["gone"][1:] == ["none", "50.0", "-", "-"]
+    assert mib["new"][1:] == ["none", "-", "10.0", "-"]
+    lines = out.splitlines()
+    like = [line for line in lines if line.startswith("MiB/s like for like (2 clients)")][0]
+    assert like.split()[-3:] == ["300.0", "250.0", "-16.7%"]
+    whole = [line for line in lines if line.startswith("MiB/s of all clients")][0]
+    assert whole.split()[-3:] == ["350.0", "260.0", "-"]
+    assert "client gone left out of the like-for-like aggregate: not in run B" in lines
+    assert "client new left out of the like-for-like aggregate: not in run A" in lines
     with open(html) as f:
         page = f.read()
-    assert "n2-renamed" in page and "+50.0%" in page and "-25.7%" in page
+    assert "n2-renamed" in page and "+50.0%" in page and "-16.7%" in page
 
 
 def test_report_cli_refuses_what_is_not_a_run_with_one_line_and_exit_2(procs, tmpdir):
