@@ -18,6 +18,7 @@ _TU = "tests/test_server_tuning.py::"
 _SC = "tests/test_server_console.py::"
 _LL = "tests/test_like_for_like.py::"
 _PK = "tests/test_packaging.py::"
+_LA = "tests/test_launch.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -829,4 +830,28 @@ MUTATIONS = [
          old="    base = reps[0]",
          new="    base = reps[-1]",
          tests=[_LL + "test_like_for_like_compare_of_three_runs_prints_the_run_to_run_spread"]),
+    dict(id="launcher-keeps-dead-host-in-count", file="diskbench/launch.py",
+         old="        if code != 0:\n            self._not_coming(host)\n",
+         new="",
+         tests=[_LA + "test_fake_ssh_dead_host_does_not_cost_the_start_timeout"]),
+    dict(id="not-coming-ignored", file="diskbench/server/registry.py",
+         old="            self.expected_clients = max(1, was - 1)",
+         new="            self.expected_clients = was",
+         tests=[_LA + "test_fake_ssh_dead_host_does_not_cost_the_start_timeout",
+                _LA + "test_ctl_not_coming_lowers_the_count_only_before_go"]),
+    dict(id="not-coming-does-not-release-go", file="diskbench/server/registry.py",
+         old="            if len(self.clients) >= self.expected_clients:\n                "
+             "self._release()",
+         new="            if False:\n                self._release()",
+         tests=[_LA + "test_ctl_not_coming_lowers_the_count_only_before_go"]),
+    dict(id="not-coming-after-go", file="diskbench/server/registry.py",
+         old="            if self.expected_clients is None or self.go_released:\n"
+             "                return \"go was already sent",
+         new="            if self.expected_clients is None:\n"
+             "                return \"go was already sent",
+         tests=[_LA + "test_ctl_not_coming_lowers_the_count_only_before_go"]),
+    dict(id="end-table-without-client-names", file="diskbench/launch.py",
+         old="        host.client = host.client or _client_name(host.log_path)",
+         new="        host.client = host.client",
+         tests=[_LA + "test_fake_ssh_run_two_hosts_and_one_unreachable"]),
 ]

@@ -15,7 +15,7 @@ without opening a network port.
   Answers (``protocol.CTL_REPLY``) end with a ``done`` line carrying ctl's
   exit code. Answers are not signed: they only report.
 - **Client side** (``main``): ``python -m diskbench.server ctl [--log-dir DIR]
-  list | stop NAME | end``; the secret is read by the client's rule
+  list | stop NAME | end | not-coming HOST``; the secret is read by the client's rule
   (``cli.read_secret``). Every failure is one line naming the fix and a
   documented exit code (``exitcodes.CTL_*``).
 """
@@ -332,11 +332,15 @@ class ControlServer(object):
     def _end(self, conn, req):
         return exitcodes.OK, self.on_end()
 
+    def _not_coming(self, conn, req):
+        return exitcodes.OK, self.registry.not_coming(req.host, req.reason)
+
 
 _REQUESTS = {
     protocol.CTL_LIST: ControlServer._list,
     protocol.CTL_STOP: ControlServer._stop,
     protocol.CTL_END: ControlServer._end,
+    protocol.CTL_NOT_COMING: ControlServer._not_coming,
 }
 
 
@@ -364,6 +368,11 @@ def build_parser():
     stop.add_argument("name", metavar="NAME", help="the client's name (ctl list)")
     sub.add_parser(protocol.CTL_END, help="end the run as one SIGINT does: every client asked to "
                    "stop, --shutdown-grace for their summaries, then the report")
+    gone = sub.add_parser(protocol.CTL_NOT_COMING, help="before go: a host's client will not "
+                          "come (the launcher says so when its ssh fails), so the run "
+                          "waits for one client fewer instead of --start-timeout")
+    gone.add_argument("host", metavar="HOST", help="the host, as the report should name it")
+    gone.add_argument("--why", default="the operator said so", help="why it will not come")
     return p
 
 
@@ -454,6 +463,8 @@ def main(argv=None):
         if why:
             return _fail(prog, exitcodes.USAGE, why.replace("--name", "NAME", 1))
         fields = dict(client=args.name)
+    elif args.command == protocol.CTL_NOT_COMING:
+        fields = dict(host=printable(args.host)[:255], reason=printable(args.why))
     request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
                                             **fields), secret)
     path = socket_path(args.log_dir)
