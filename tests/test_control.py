@@ -112,7 +112,7 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     assert code == exitcodes.OK, err
     row = [line for line in out.splitlines() if line.startswith("victim ")][0]
     assert row.split()[1] == "finished" and row.split()[4] == "0.0"   # MiB/s now
-    assert "stopped by the operator (ctl stop at " in row
+    assert "stopped by the operator (ctl stop) at " in row
     row = [line for line in out.splitlines() if line.startswith("keeper ")][0]
     assert row.split()[1] == "running"                 # only the one named stopped
     code, _, err = ctl(procs, logs, "stop", "victim")      # already stopped

@@ -7,7 +7,7 @@ import re
 import shutil
 import time
 
-from diskbench import exitcodes, plan
+from diskbench import exitcodes, metrics, plan
 from diskbench.metrics import MIB
 from diskbench.report import csvout
 from diskbench.server import report as report_mod
@@ -250,3 +250,56 @@ def test_like_for_like_compare_of_three_runs_prints_the_run_to_run_spread(procs,
     assert "a change within it is run-to-run noise" in out
     code, out, err = run_report(procs, "compare", runs[0])
     assert code == exitcodes.USAGE and "from 2 to" in err and len(err.splitlines()) == 1
+
+
+def test_like_for_like_client_first_line_says_only_its_own_plan(procs, tmpdir):
+    """The client's first log line names no chunk, file size or duration the server
+    may replace (only what its own command line fixed); the plan it runs is the one
+    go carries, said when go comes."""
+    log_dir = str(tmpdir.join("run"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, log_dir, "--clients", "1", "--chunk-mb", "20",
+                                "--file-mb", "40")
+    client = procs.start(CLIENT + FAST + [
+        "--server", "127.0.0.1:%d" % port, "--name", "p1", "--force", "--duration",
+        str(DURATION_S), "--log-dir", str(tmpdir.join("logs")), data])
+    out, err = communicate(client, 90)
+    assert client.returncode == 0, err
+    communicate(server, 60)
+    with open(str(tmpdir.join("logs", "client-p1.log"))) as f:
+        lines = f.read().splitlines()
+    first = [line for line in lines if " client p1: " in line][0]
+    assert "its own plan: %g s; the rest from the server's plan at go (--chunk-mb, " \
+        "--file-mb" % DURATION_S in first, first
+    assert "MiB," not in first.split("calibration")[1].split("; log")[0], first
+    go = [line for line in lines if "go from server" in line][0]
+    assert "chunk 20 MiB, file 40 MiB, %g s" % DURATION_S in go, go
+
+
+def test_like_for_like_words_name_each_figure_once_and_counts_agree(procs, tmpdir):
+    """The per-client figure over the time inside write calls and the run's
+    aggregate have names of their own (text, HTML, JSON, method note), no figure is
+    called 'while writing', and counts agree in number ('1 rollover', 'once')."""
+    run = Crafted(str(tmpdir.join("words")))
+    run.client("w1", "h1", 100, 0.004, intervals=1, rollovers=1)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    e = rep["clients"][0]
+    assert "while_writing" not in e["throughput_mib_s"] and \
+        e["throughput_mib_s"]["in_write_calls"] > 0
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read().replace("\n    ", " ")
+    with open(os.path.join(run.log_dir, "report.html")) as f:
+        page = f.read()
+    for where in (text, page):
+        assert "while writing" not in where and "while all" not in where
+        assert "(%s: 1 client, " % metrics.AGGREGATE_LABEL in where
+        assert metrics.IN_CALLS_LABEL in where and metrics.WALL_LABEL in where
+    assert "%s MiB/s: mean 100.0 | %s " % (metrics.WALL_LABEL, metrics.IN_CALLS_LABEL) in text
+    assert "in 1 perf interval, 10 chunks; 1 rollover (" in text
+    assert ", 0 duplicates ignored, 0 reconnects; went away: never" in text
+    assert "totals: 1 client (" in text
+    for label in (metrics.WALL_LABEL, metrics.IN_CALLS_LABEL, metrics.AGGREGATE_LABEL):
+        assert label in rep["method"]
+    assert report_mod.times(1) == "once" and report_mod.count(1, "client") == "1 client"

@@ -1,4 +1,4 @@
-"""Report outputs: report.txt layout, JSON format 2 and its documentation, the CSV files,
+"""Report outputs: report.txt layout, JSON format 3 and its documentation, the CSV files,
 re-rendering a killed server's run, compare. Real server and clients where a run is needed;
 crafted perf.jsonl files (protocol-built messages) where exact figures are needed."""
 import array
@@ -157,7 +157,7 @@ def test_report_csv_files_load_and_agree_with_report_json(procs, tmpdir):
         assert abs(_num(rows[0]["t_run_s"]) - (2.0 + 0.01)) < 1e-3
 
 
-def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
+def test_report_json_format_3_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
     run = Crafted(str(tmpdir.join("doc")))
     run.client("n1", "h1", 100, 0.004)
     run.add("n1", P.HEARTBEAT, T0 + 3.0, writer_pid=42, writer_alive=True,
@@ -167,7 +167,7 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     code, out, err = run_report(procs, run.save())
     assert code == 0, err
     rep = load_report(run.log_dir)
-    assert rep["report_format"] == 2
+    assert rep["report_format"] == report_mod.REPORT_FORMAT == 3
     e = by_client(rep)["n1"]
     assert set(e["throughput_timeline"][0]) == set(["t_s", "length_s", "mib_s"])
     assert e["last_heartbeat"]["progress_age_s"] == 0.25
@@ -247,7 +247,7 @@ def test_report_compare_gives_the_deltas_of_two_crafted_runs(procs, tmpdir):
     lines = out.splitlines()
     like = [line for line in lines if line.startswith("MiB/s like for like (2 clients)")][0]
     assert like.split()[-3:] == ["300.0", "250.0", "-16.7%"]
-    whole = [line for line in lines if line.startswith("MiB/s of all clients")][0]
+    whole = [line for line in lines if line.startswith("aggregate MiB/s, all clients")][0]
     assert whole.split()[-3:] == ["350.0", "260.0", "-"]
     assert "client gone left out of the like-for-like aggregate: not in run B" in lines
     assert "client new left out of the like-for-like aggregate: not in run A" in lines

@@ -550,7 +550,7 @@ def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
     for e in rep["clients"]:
         assert set(e["latency_ms"]) == set(["min", "mean", "p10", "p90", "max",
                                             "sample_count"])
-        assert set(e["throughput_mib_s"]) == set(["mean", "while_writing", "min", "p10",
+        assert set(e["throughput_mib_s"]) == set(["mean", "in_write_calls", "min", "p10",
                                                   "p90", "max"])
     assert "p10" in rep["totals"]["latency_ms"] and "p99" not in rep["totals"]["latency_ms"]
     text = report.render_text(rep)

@@ -356,13 +356,19 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
         log.error("%s", exc.message)
         return exc.code
     fs = checks.fs_type(directory)
+    # the plan it will run is the one go carries (logged then): only what this
+    # command line fixed is said here, never a default the server may replace
+    own = [text for field, text in (("chunk_bytes", "chunk %d MiB" % args.chunk_mb),
+                                    ("file_bytes", "file %d MiB" % file_mb),
+                                    ("duration_s", "%g s" % args.duration))
+           if field in fixed]
     unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
-    log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
-             "calibration %.0f MiB/s -> ~%.1f rollovers expected%s; log %s",
-             diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
-             args.duration, mib_s, expected, "" if not unset else
-             " (the server's plan may set %s)" % ", ".join(unset),
-             log.handlers[0].baseFilename)
+    log.info("diskbench %s client %s: %s (%s), calibration %.0f MiB/s; %s%s; log %s",
+             diskbench.__version__, name, shown, fs, mib_s,
+             "its own plan: %s" % ", ".join(own) if own else "",
+             ("%sthe rest from the server's plan at go (%s)" % (
+                 "; " if own else "", ", ".join(unset))) if unset else
+             " (~%.1f rollovers expected)" % expected, log.handlers[0].baseFilename)
     cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,

@@ -216,7 +216,7 @@ def compare_runs(reps, paths):
                      for i, rep in enumerate(reps)], True)]
     whole = not left_out
     for label, get in (
-            ("MiB/s of all clients while all wrote", lambda r: r["aggregate"]["throughput_mib_s"]),
+            ("aggregate MiB/s, all clients", lambda r: r["aggregate"]["throughput_mib_s"]),
             ("written MiB, all clients", lambda r: r["totals"]["written_mib"]),
             ("chunk latency p99 ms, all clients", lambda r: r["totals"]["latency_ms"]["p99"]),
             ("clients", lambda r: r["totals"]["client_count"])):

@@ -45,9 +45,10 @@ CLIENT_COLUMNS = (
     ("clock_offset_s", lambda e: e.get("clock_offset_s")),
 )
 
-#: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size.
+#: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size (and its
+#: report.chunk_size_latency_key() last).
 CHUNK_SIZE_COLUMNS = ("chunk_mib", "client_count", "mean_mib_s", "min_mib_s", "max_mib_s",
-                      "slowest", "fastest", "slowest_to_fastest_ratio", "latency_p99_ms")
+                      "slowest", "fastest", "slowest_to_fastest_ratio")
 
 TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "bytes",
                       "chunk_count", "latency_p50_ms", "latency_p99_ms",
@@ -100,5 +101,5 @@ def write_timeseries(path, rows):
 
 
 def write_chunk_sizes(path, rep):
-    _write(path, CHUNK_SIZE_COLUMNS, ([z[c] for c in CHUNK_SIZE_COLUMNS]
-                                      for z in rep.get("by_chunk_size") or []))
+    columns = CHUNK_SIZE_COLUMNS + (report_mod.chunk_size_latency_key(),)
+    _write(path, columns, ([z[c] for c in columns] for z in rep.get("by_chunk_size") or []))

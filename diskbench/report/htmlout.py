@@ -368,7 +368,7 @@ def _chunk_size_table(rep):
     rows = [[_cell(z["chunk_mib"], "%g"), _cell(z["client_count"], "%d"),
              _cell(z["mean_mib_s"]), _cell(z["min_mib_s"]), _cell(z["max_mib_s"]),
              _cell(z["slowest"], text=True), _cell(z["fastest"], text=True),
-             _cell(z["slowest_to_fastest_ratio"], "%.2f"), _cell(z["latency_p99_ms"], "%.2f")]
+             _cell(z["slowest_to_fastest_ratio"], "%.2f"), _cell(z[report_mod.chunk_size_latency_key()], "%.2f")]
             for z in rep.get("by_chunk_size") or []]
     return ["<h2>By chunk size</h2>",
             '<p class="small">Clients are ranked only within a chunk size. MiB/s: the mean, '

@@ -66,8 +66,9 @@ MAX_REQUEST_BYTES = 4096
 REPLY_TIMEOUT_S = 10.0
 #: Joining the serving thread at exit takes at most this long.
 JOIN_S = 2.0
-#: The reason a client is given (and logs) when the operator stops it.
-OPERATOR_STOP_REASON = "stopped by the operator (diskbench server ctl stop)"
+#: An operator's stop, worded once: the reason a client is given (and logs),
+#: and with its time what ctl list, the server's log and the report say.
+OPERATOR_STOP_REASON = "stopped by the operator (ctl stop)"
 #: The exit codes a server's answer may carry (anything else is a refusal).
 _CTL_CODES = (exitcodes.OK, exitcodes.INTERNAL, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
               exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED)
@@ -82,7 +83,7 @@ class ServerRunning(Exception):
 def operator_reason(at):
     """Why a client stopped by ``ctl stop`` (at wall time ``at``) finished: the
     registry only knows that the server asked it (ctl list and the report)."""
-    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)
+    return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))
 
 
 def socket_path(log_dir):
@@ -326,8 +327,8 @@ class ControlServer(object):
         self.stops[name] = self.clock()
         self.on_stop(name)
         return exitcodes.OK, ("asked client %s to stop: it finishes the chunk in "
-                              "flight, sends its summary and exits; the report shows "
-                              "it stopped by the operator" % name)
+                              "flight, sends its summary and exits; the report says "
+                              "'%s'" % (name, OPERATOR_STOP_REASON))
 
     def _end(self, conn, req):
         return exitcodes.OK, self.on_end()

@@ -665,8 +665,8 @@ class Master(object):
                     client.stop.reason == protocol.STOP_SERVER:
                 client.reason = control_mod.operator_reason(at)
             else:
-                client.reason = "%s; the operator had asked it to stop (ctl stop at " \
-                    "%s)" % (client.reason, utc(at))
+                client.reason = "%s; before that, %s" % (
+                    client.reason, control_mod.operator_reason(at))
 
 
 def _signal_name(signum):

@@ -27,7 +27,7 @@ from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
-REPORT_FORMAT = 2
+REPORT_FORMAT = 3
 #: The report proper, in the order they are written (report.write); the other
 #: files (diskbench.report.write_all) are views of it.
 REPORT_FILES = (REPORT_JSON, REPORT_TXT)
@@ -40,12 +40,16 @@ PCTS = (50, 95, 99)
 TIMELINE_SLICES = 10
 
 METHOD = (
-    "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
-    "intervals (its writer's wall time, client clock); per-interval min/%(pcts)s/max "
+    "MiB = 2^20 bytes. A client's %(wall)s MiB/s (its mean) = bytes / time of the "
+    "client's perf intervals (its writer's wall time, client clock); its %(calls)s "
+    "MiB/s = bytes / the time spent inside its write (+fsync) calls only, what the "
+    "device gave while it was being written (higher: the time between calls is left "
+    "out); per-interval min/%(pcts)s/max "
     "are nearest-rank over those intervals; throughput over time splits the client's "
     "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
     "in fsync mode) percentiles come from the client's log-bucket histograms merged "
-    "across all its intervals (within ~2.2%%), never from averages. The aggregate is "
+    "across all its intervals (within ~2.2%%), never from averages. The aggregate "
+    "(%(aggregate)s) is "
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
     "pro-rated), divided by that period, on the server's clock: each client's times "
@@ -58,7 +62,7 @@ METHOD = (
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
 def _throughput_keys():
-    return ("mean", "while_writing", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
+    return ("mean", "in_write_calls", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
 
 
 class _Guard(object):
@@ -259,6 +263,11 @@ def rank(means):
     return low[1], high[1], (low[0] / high[0] if high[0] > 0 else None)
 
 
+def chunk_size_latency_key():
+    """by_chunk_size's latency key: the highest of PCTS ('latency_p99_ms')."""
+    return "latency_p%d_ms" % PCTS[-1]
+
+
 def by_chunk_size(clients, hists):
     """Like for like: the clients that wrote, grouped by chunk size (MiB), each
     group with its count, the mean/min/max of its clients' mean MiB/s, its
@@ -286,20 +295,20 @@ def by_chunk_size(clients, hists):
                         mean_mib_s=_mean(list(means.values())),
                         min_mib_s=min(means.values()), max_mib_s=max(means.values()),
                         slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
-                        latency_p99_ms=_ms(merged.percentile(PCTS[-1]))))
+                        **{chunk_size_latency_key(): _ms(merged.percentile(PCTS[-1]))}))
     return out
 
 
 # --- building ----------------------------------------------------------------------
 def _throughput(intervals, io_s):
     """The client's throughput figures; ``mean`` (wall: bytes over its perf
-    intervals' time) and ``while_writing`` (bytes over the time inside write
+    intervals' time) and ``in_write_calls`` (bytes over the time inside write
     (+fsync) calls) are what the client's closing line says, by those names."""
     rates = interval_rates(intervals)
     return dict(
         [("mean", mean_rate(intervals)), ("min", min(rates) if rates else None),
          ("max", max(rates) if rates else None),
-         ("while_writing", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
+         ("in_write_calls", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
         [("p%d" % p, metrics.percentile(rates, p)) for p in PCTS])
 
 
@@ -535,7 +544,9 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
               dict((c.name, c.hist) for c in view.clients)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
-        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS)),
+        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS),
+                             wall=metrics.WALL_LABEL, calls=metrics.IN_CALLS_LABEL,
+                             aggregate=metrics.AGGREGATE_LABEL),
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
                  run_duration_s=run_end_ts - run_start_ts,
@@ -590,8 +601,9 @@ def headline(rep):
         "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
         "clients: %d (%s)" % (len(clients), states or "none came")]
     if agg["throughput_mib_s"] is not None:
-        lines.append("aggregate: %.1f MiB/s while all %d clients wrote (%.1f s)" % (
-            agg["throughput_mib_s"], agg["client_count"], agg["period_s"]))
+        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)" % (
+            agg["throughput_mib_s"], metrics.AGGREGATE_LABEL,
+            count(agg["client_count"], "client"), agg["period_s"]))
     else:
         lines.append("aggregate: - (%s)" % agg["period_note"])
     sizes = rep.get("by_chunk_size") or []
@@ -615,9 +627,14 @@ SIZES_DIFFER = ("the clients wrote different chunk sizes, so they are ranked onl
 
 
 def count(number, noun, plural=None):
-    """'1 client', '2 clients', 'went away once' style agreement: ``number``
-    and ``noun`` in the singular or plural (``plural``, default noun + 's')."""
+    """'1 client', '2 clients': ``number`` and ``noun`` agreeing (``plural``,
+    default noun + 's'); ``times`` says how often ('went away once')."""
     return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))
+
+
+def times(number):
+    """'once', '2 times' (and 'never' for 0): how often something happened."""
+    return "never" if number == 0 else "once" if number == 1 else "%d times" % number
 
 
 def chunk_size_line(size, means):
@@ -643,7 +660,7 @@ def chunk_size_table(rep):
                             _f(size["mean_mib_s"]), _f(size["min_mib_s"]),
                             _f(size["max_mib_s"]), _f(size["slowest_to_fastest_ratio"],
                                                       "%.2f"),
-                            _f(size["latency_p99_ms"], "%.2f")))
+                            _f(size[chunk_size_latency_key()], "%.2f")))
     if not sizes:
         lines.append("(no client reported a write interval)")
     return lines + [""]
@@ -780,13 +797,15 @@ def _text_client(e):
                 utc(e["start_at_ts"]), _f(None if e.get("first_write_ts") is None else
                                           (e["first_write_ts"] - e["start_at_ts"]) * 1000.0,
                                           "%+.1f"))),
-        "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
+        "  written: %s MiB in %s, %s; %s "
         "(fsync+close mean %s ms, max %s ms)" % (
-            _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
-            e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
+            _f(e["written_mib"]), count(e["perf_interval_count"], "perf interval"),
+            count(e["chunk_count"], "chunk"), count(e["rollover_count"], "rollover"),
+            _f(e["rollover_close_ms"]["mean"]),
             _f(e["rollover_close_ms"]["max"])),
-        "  throughput (wall) MiB/s: mean %s | while writing %s | per interval min %s %s "
-        "max %s" % (_f(tp["mean"]), _f(tp["while_writing"]), _f(tp["min"]),
+        "  %s MiB/s: mean %s | %s %s | per interval min %s %s "
+        "max %s" % (metrics.WALL_LABEL, _f(tp["mean"]), metrics.IN_CALLS_LABEL,
+                    _f(tp["in_write_calls"]), _f(tp["min"]),
                     _pcts_text(tp), _f(tp["max"])),
         "  throughput over time MiB/s (run in %d equal slices): %s" % (
             TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
@@ -803,11 +822,9 @@ def _text_client(e):
         "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_was_alive"]
                                      else "NOT ALIVE", hb["progress_mib"])
         if hb else "none"))
-    lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
-                 "%d reconnects, went away %d times" % (
-                     _f(e["dropped_message_count"], "%d"),
-                     e["duplicate_message_count"], e["reconnect_count"],
-                     e["went_away_count"]))
+    lines.append("  messages: %s dropped by the client, %s ignored, %s; went away: %s" % (
+        _f(e["dropped_message_count"], "%d"), count(e["duplicate_message_count"], "duplicate"),
+        count(e["reconnect_count"], "reconnect"), times(e["went_away_count"])))
     for err in e["error_list"]:
         lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
                                               err["is_fatal"] else "", err["what"]))
@@ -818,17 +835,17 @@ def _text_client(e):
 def _text_totals(rep):
     t, agg = rep["totals"], rep["aggregate"]
     lines = [
-        "totals: %d clients (%s finished, %s failed, %s went away, %s unfinished), "
+        "totals: %s (%s finished, %s failed, %s went away, %s unfinished), "
         "%s MiB written, %s rollovers, %s chunks" % (
-            t["client_count"], _f(t["finished_count"], "%d"),
+            count(t["client_count"], "client"), _f(t["finished_count"], "%d"),
             _f(t["failed_count"], "%d"), _f(t["went_away_count"], "%d"),
             _f(t["unfinished_count"], "%d"), _f(t["written_mib"]),
             _f(t["rollover_count"], "%d"), _f(t["chunk_count"], "%d")),
         "  chunk latency ms over all clients: %s max %s" % (
             _pcts_text(t["latency_ms"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
         "",
-        "aggregate throughput MiB/s (all clients writing): %s" % _f(
-            agg["throughput_mib_s"]),
+        "aggregate throughput MiB/s (%s): %s" % (metrics.AGGREGATE_LABEL, _f(
+            agg["throughput_mib_s"])),
         "  period: %s" % agg["period_note"]]
     if agg["period_s"]:
         lines.append("  period length %.1f s; per client MiB/s: %s" % (
