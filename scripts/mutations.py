@@ -880,4 +880,8 @@ MUTATIONS = [
          old='    return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))',
          new='    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)',
          tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
+    dict(id="ctl-list-names-states-apart", file="diskbench/server/control.py",
+         old='    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),',
+         new='    body = [(printable(m.client), m.state, printable(m.peer or "-"),',
+         tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
 ]

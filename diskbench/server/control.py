@@ -34,7 +34,7 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes, peer_uid
-from diskbench.server.states import FINISHED, LIVE
+from diskbench.server.states import FINISHED, LIVE, shown
 
 #: The socket's name in --log-dir.
 SOCKET_NAME = "control.sock"
@@ -435,7 +435,7 @@ def _table(rows):
     """``ctl list``'s lines: a header, then one aligned row per client."""
     head = ("client", "state", "address", "MiB written", "MiB/s now", "rollovers",
             "heartbeat", "why")
-    body = [(printable(m.client), m.state, printable(m.peer or "-"),
+    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),
              "%.1f" % metrics.mib(m.written_bytes), "%.1f" % m.mib_s_now,
              "%d" % m.rollovers, "-" if m.heartbeat_age_s is None
              else "%.1f s ago" % m.heartbeat_age_s, printable(m.reason))
