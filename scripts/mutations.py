@@ -884,4 +884,8 @@ MUTATIONS = [
          old='    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),',
          new='    body = [(printable(m.client), m.state, printable(m.peer or "-"),',
          tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
+    dict(id="console-extremes-across-sizes", file="diskbench/report/__init__.py",
+         old='            sizes.setdefault(e.get("chunk_mib"), []).append(',
+         new='            sizes.setdefault(0, []).append(',
+         tests=[_LL + "test_like_for_like_console_keeps_the_extremes_of_each_chunk_size"]),
 ]

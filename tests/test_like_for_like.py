@@ -303,3 +303,20 @@ def test_like_for_like_words_name_each_figure_once_and_counts_agree(procs, tmpdi
     for label in (metrics.WALL_LABEL, metrics.IN_CALLS_LABEL, metrics.AGGREGATE_LABEL):
         assert label in rep["method"]
     assert report_mod.times(1) == "once" and report_mod.count(1, "client") == "1 client"
+
+
+def test_like_for_like_console_keeps_the_extremes_of_each_chunk_size(procs, tmpdir,
+                                                                     monkeypatch):
+    """With more clients than the closing summary shows, it keeps the slowest and
+    fastest of each chunk size (not of the whole run, where sizes would be mixed)."""
+    from diskbench import report as outputs
+    run = _crafted(tmpdir, "many", [("a", 100, 10), ("b", 150, 10), ("c", 200, 10),
+                                    ("d", 120, 20), ("e", 130, 20), ("f", 300, 20)])
+    assert run_report(procs, run)[0] == 0
+    monkeypatch.setattr(outputs, "CONSOLE_ROWS_MAX", 3)
+    monkeypatch.setattr(outputs, "CONSOLE_EXTREMES", 1)
+    lines = outputs.console_summary(load_report(run)).splitlines()
+    head = [i for i, line in enumerate(lines) if line.startswith("client ")][0]
+    shown = [line.split()[0] for line in lines[head + 1:] if not line.startswith(("(", " "))]
+    assert shown == ["a", "c", "d", "f"], lines
+    assert "slowest and fastest of each chunk size" in " ".join(lines[head:])

@@ -88,12 +88,18 @@ def console_summary(rep):
     clients = rep["clients"]
     if len(clients) > CONSOLE_ROWS_MAX:
         by_name = dict((e["client"], row) for e, row in zip(clients, table[1:]))
-        rated = sorted((e["throughput_mib_s"]["mean"] or 0.0, e["client"]) for e in clients)
-        keep = set(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
+        sizes = {}   # like for like: the extremes of each chunk size
+        for e in clients:
+            sizes.setdefault(e.get("chunk_mib"), []).append(
+                ((e.get("throughput_mib_s") or {}).get("mean") or 0.0, e["client"]))
+        keep = set()
+        for rated in sizes.values():
+            rated.sort()
+            keep.update(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
         keep.update(e["client"] for e in clients if e["state"] != "finished")
         table = [table[0]] + [by_name[e["client"]] for e in clients if e["client"] in keep]
         table.append("(%d more clients in report.txt: the table shows the %d slowest and "
-                     "fastest and every client not finished)" % (
+                     "fastest of each chunk size and every client not finished)" % (
                          len(clients) - len(table) + 1, CONSOLE_EXTREMES))
     return "\n".join(report_mod.fit(report_mod.headline(rep) + table)) + "\n"
 

@@ -351,14 +351,14 @@ def _clients_table(rep, colours):
             '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
                 esc(e["client"]), colours[e["client"]], esc(e["client"])),
             _cell(e["host"], text=True), _cell(report_mod.state_label(e), text=True),
-            _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
+            _cell(e.get("chunk_mib"), "%g"), _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
             _cell(e["latency_ms"]["p99"], "%.2f"), _cell(e["rollover_count"], "%d"),
             _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
             _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
             _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
     return ["<h2>Clients</h2>", '<p class="small">Click a column to sort.</p>',
             _table([("client", True), ("host", True), ("state", True),
-                    ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
+                    ("chunk MiB", False), ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
                     ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
                     ("written MiB", False), ("went away", False), ("why", True)], rows)]
 
