@@ -100,6 +100,20 @@ def test_report_killed_server_rerenders_to_the_figures_of_a_completed_run(procs,
     # the resumed server accepted no message itself: all were read back
     assert completed["run"]["server_cpu"]["message_count"] == 0
     assert again["run"]["server_cpu"] == completed["run"]["server_cpu"]
+    # a run of an older server (run.json without its report facts): the facts of
+    # its report.json are kept
+    marker = os.path.join(done, "run.json")
+    with open(marker) as f:
+        info = json.load(f)
+    assert info.pop(report_mod.FACTS_KEY)
+    with open(marker, "w") as f:
+        json.dump(info, f)
+    code, out, err = run_report(procs, done, "--out", str(tmpdir.mkdir("older")))
+    assert code == 0, err
+    older = load_report(str(tmpdir.join("older")))
+    assert older["rerendered"]["from_files"] == ["perf.jsonl", "run.json", "report.json"]
+    assert older["run"]["exit_code"] == 0 and older["clients"] == completed["clients"]
+    assert older["run"]["server_cpu"] == completed["run"]["server_cpu"]
 
 
 def test_report_without_stop_summaries_says_unfinished_server_did_not_see_the_end(
