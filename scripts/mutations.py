@@ -888,4 +888,8 @@ MUTATIONS = [
          old='            sizes.setdefault(e.get("chunk_mib"), []).append(',
          new='            sizes.setdefault(0, []).append(',
          tests=[_LL + "test_like_for_like_console_keeps_the_extremes_of_each_chunk_size"]),
+    dict(id="compare-needs-every-figure", file="diskbench/report/compare.py",
+         old='        row["host"] = next(e.get("host") for e in entries if e is not None)',
+         new='        row["host"] = next(e["host"] for e in entries if e is not None)',
+         tests=[_LL + "test_like_for_like_compare_shows_a_client_without_figures_as_unknown"]),
 ]

@@ -320,3 +320,24 @@ def test_like_for_like_console_keeps_the_extremes_of_each_chunk_size(procs, tmpd
     shown = [line.split()[0] for line in lines[head + 1:] if not line.startswith(("(", " "))]
     assert shown == ["a", "c", "d", "f"], lines
     assert "slowest and fastest of each chunk size" in " ".join(lines[head:])
+
+
+def test_like_for_like_compare_shows_a_client_without_figures_as_unknown(procs, tmpdir):
+    """A client whose figures could not be computed (report.json's stub entry: no
+    host, no throughput) is a row of unknowns in compare, never a traceback."""
+    from diskbench.report import compare as compare_mod
+    a = load_report(_ran(procs, _crafted(tmpdir, "a", [("c1", 100, 10)])))
+    b = load_report(_ran(procs, _crafted(tmpdir, "b", [("c1", 120, 10)])))
+    b["clients"].append(dict(client="stub", state="failed", state_why="its report failed",
+                             written_mib=None, rollover_count=0, chunk_count=0,
+                             perf_interval_count=0, cpu_bound=False, unreportable=True))
+    result = compare_mod.compare_runs([a, b], ["a", "b"])
+    text = compare_mod.render_text(result)
+    assert " stub: chunk ?, file ?, duration ?, sync ?, prealloc ? in B; not in A" in text
+    assert compare_sections(text)["clients, MiB/s mean"]["stub"][1:] == ["none", "-", "-", "-"]
+    assert "stub" in compare_mod.render_html(result)
+
+
+def _ran(procs, log_dir):
+    assert run_report(procs, log_dir)[0] == 0
+    return log_dir

@@ -29,6 +29,9 @@ RUNS_MAX = len(RUN_KEYS)
 #: The plan settings compared (report.json client keys, how the table says them).
 PLAN_KEYS = (("chunk_mib", "chunk %g MiB"), ("file_mib", "file %g MiB"),
              ("planned_run_s", "%g s"), ("sync", "%s"), ("preallocated", "prealloc %s"))
+#: A setting not known (an entry without figures) is its name and '?'.
+PLAN_UNKNOWN = dict(chunk_mib="chunk ?", file_mib="file ?", planned_run_s="duration ?",
+                    sync="sync ?", preallocated="prealloc ?")
 #: What the like-for-like aggregate is (under the aggregate table).
 LIKE_FOR_LIKE = ("like for like: the sum of the MiB/s, in each run's all-writing period, of "
                  "the clients in every run with the same plan in every run")
@@ -82,11 +85,11 @@ def match(clients_a, clients_b):
     def unique_hosts(entries):
         hosts = {}
         for e in entries:
-            hosts.setdefault(e["host"], []).append(e)
+            hosts.setdefault(e.get("host"), []).append(e)
         return dict((h, v[0]) for h, v in hosts.items() if len(v) == 1)
     hosts_a, hosts_b = unique_hosts(left_a), unique_hosts(left_b)
     for e in left_a:
-        other = hosts_b.get(e["host"]) if hosts_a.get(e["host"]) is e else None
+        other = hosts_b.get(e.get("host")) if hosts_a.get(e.get("host")) is e else None
         if other is not None:
             pairs.append((e, other, "host"))
             left_b.remove(other)
@@ -107,7 +110,7 @@ def plan_text(plan):
     """'chunk 10 MiB, file 100 MiB, 60 s, direct, prealloc no' ('-': no plan)."""
     if plan is None:
         return "-"
-    return ", ".join(plan_text_one(fmt, value) for (_, fmt), value in zip(PLAN_KEYS, plan))
+    return ", ".join(plan_text_one(key, value) for (key, _), value in zip(PLAN_KEYS, plan))
 
 
 def plans_text(plans, keys):
@@ -124,16 +127,18 @@ def plans_text(plans, keys):
 def plan_changes(base, other):
     """What differs between two plans, in words ('chunk 10 MiB -> chunk 20 MiB')."""
     out = []
-    for (_, fmt), a, b in zip(PLAN_KEYS, base, other):
+    for (key, _), a, b in zip(PLAN_KEYS, base, other):
         if a != b:
-            out.append("%s -> %s" % (plan_text_one(fmt, a), plan_text_one(fmt, b)))
+            out.append("%s -> %s" % (plan_text_one(key, a), plan_text_one(key, b)))
     return out
 
 
-def plan_text_one(fmt, value):
+def plan_text_one(key, value):
+    """One plan setting (a PLAN_KEYS key) in words: 'chunk 10 MiB', 'prealloc no'."""
     if value is None:
-        return fmt.split(" ")[0] + " ?"
-    return fmt % ("yes" if value is True else "no" if value is False else value)
+        return PLAN_UNKNOWN[key]
+    return dict(PLAN_KEYS)[key] % ("yes" if value is True else "no" if value is False
+                                   else value)
 
 
 def _states(rep):
@@ -192,7 +197,7 @@ def compare_runs(reps, paths):
         entries = row["entries"]
         row["names"] = [e and e["client"] for e in entries]
         row["client"] = next(n for n in row["names"] if n is not None)
-        row["host"] = next(e["host"] for e in entries if e is not None)
+        row["host"] = next(e.get("host") for e in entries if e is not None)
         row["plans"] = [plan_of(e) for e in entries]
         present = [p for p in row["plans"] if p is not None]
         row["plan_differs"] = len(set(present)) > 1
@@ -201,8 +206,9 @@ def compare_runs(reps, paths):
             for c in plan_changes(row["plans"][0], p)))
         row["in_every_run"] = None not in entries
         row["comparable"] = row["in_every_run"] and not row["plan_differs"]
-        for key, get in (("mib_s", lambda e: e["throughput_mib_s"]["mean"]),
-                         ("p99_ms", lambda e: e["latency_ms"]["p99"])):
+        # (an entry whose figures could not be computed has none: unknown)
+        for key, get in (("mib_s", lambda e: (e.get("throughput_mib_s") or {}).get("mean")),
+                         ("p99_ms", lambda e: (e.get("latency_ms") or {}).get("p99"))):
             values = [get(e) if e is not None else None for e in entries]
             row[key] = values
             row[key + "_change_percent"] = [None] + [_change(values[0], v)
