@@ -90,7 +90,8 @@ def build_parser():
     dflt = plan.defaults()
     p.add_argument("--chunk-mb", type=int, metavar="N",
                    help="chunk size in MiB, at least %d (default: the server's plan, "
-                   "else %d)" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB))
+                   "else %d); %s" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB,
+                                     plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default: the server's "
                    "plan, else %d x chunk)" % plan.FILE_CHUNKS)
@@ -167,7 +168,7 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("diskbench client: error: %s\n" % printable(message))
+    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
     return exitcodes.USAGE
 
 
@@ -334,9 +335,10 @@ def main(argv=None):
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
-                         "use --log-dir with a writable directory\n"
-                         % (printable(args.log_dir), printable(exc.strerror)))
+        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
+                         "with a writable directory\n" % (
+                             prog_name("diskbench.client"), printable(args.log_dir),
+                             printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
         return _checked_run(args, log, name, host, port, file_mb, secret, fixed,
@@ -366,13 +368,19 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         log.error("%s", exc.message)
         return exc.code
     fs = checks.fs_type(directory)
+    # the plan it will run is the one go carries (logged then): only what this
+    # command line fixed is said here, never a default the server may replace
+    own = [text for field, text in (("chunk_bytes", "chunk %d MiB" % args.chunk_mb),
+                                    ("file_bytes", "file %d MiB" % file_mb),
+                                    ("duration_s", "%g s" % args.duration))
+           if field in fixed]
     unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
-    log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
-             "calibration %.0f MiB/s -> ~%.1f rollovers expected%s; log %s",
-             diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
-             args.duration, mib_s, expected, "" if not unset else
-             " (the server's plan may set %s)" % ", ".join(unset),
-             log.handlers[0].baseFilename)
+    log.info("diskbench %s client %s: %s (%s), calibration %.0f MiB/s; %s%s; log %s",
+             diskbench.__version__, name, shown, fs, mib_s,
+             "its own plan: %s" % ", ".join(own) if own else "",
+             ("%sthe rest from the server's plan at go (%s)" % (
+                 "; " if own else "", ", ".join(unset))) if unset else
+             " (~%.1f rollovers expected)" % expected, log.handlers[0].baseFilename)
     cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,

@@ -39,6 +39,7 @@ from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import seqset
+from diskbench.server.report import count
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
@@ -913,6 +914,23 @@ class Registry(object):
                            "run went on with those present" % (self.start_timeout,
                                                                self.short_start))
             return self._go_list_locked()
+
+    def not_coming(self, host, why):
+        """The launcher knows ``host``'s client will not come (its ssh failed):
+        the run waits for one client fewer, so a dead host does not cost
+        --start-timeout. Returns what happened, in words (said in the report)."""
+        with self.lock:
+            if self.expected_clients is None or self.go_released:
+                return "go was already sent: the run waits for no more clients"
+            was = self.expected_clients
+            self.expected_clients = max(1, was - 1)
+            self._note("host %s will not come (%s): the run waits for %s, not %d" % (
+                host, why, count(self.expected_clients, "client"), was))
+            if len(self.clients) >= self.expected_clients:
+                self._release()
+                return "all %s expected are here: go is sent" % count(
+                    self.expected_clients, "client")
+            return "the run now waits for %s" % count(self.expected_clients, "client")
 
     def _go_list_locked(self):
         if not self.go_released:
