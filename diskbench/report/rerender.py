@@ -130,12 +130,20 @@ def _from_facts(view, recorded, damage, warn):
         started, ended, build_args = report_mod.apply_facts(view, recorded)
         build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
         rep = report_mod.build(view, started, ended, **build_args)
-        json.dumps(rep, allow_nan=False)
+        json.dumps(rep, allow_nan=False, default=_listed)
     except Exception as exc:  # noqa: BLE001 - any damage: re-render without the facts
         warn("%s holds report facts that cannot be used (%s: %s); re-rendering "
              "without them" % (RUN_MARKER, type(exc).__name__, exc))
         return None
     return rep
+
+
+def _listed(obj):
+    """json.dumps' default for a report: a Deferred series is its list (a run
+    long enough to have a throughput timeline has them), anything else fails."""
+    if isinstance(obj, report_mod.Deferred):
+        return list(obj)
+    raise TypeError("%s is not JSON serializable" % type(obj).__name__)
 
 
 def _recorded_facts(path):
