@@ -17,7 +17,7 @@ REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
 
-.PHONY: help test test3 test2 test-browser test-multihost lint demo demo2 bench clean env mutate dist bench-server
+.PHONY: help test test3 test2 test-browser test-multihost lint demo demo2 bench clean env mutate dist bench-server readme-sample
 
 help:
 	@echo "make test    run the whole suite on Python 3 and on Python 2.7"
@@ -31,6 +31,7 @@ help:
 	@echo "make lint    byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
 	@echo "make dist    build dist/diskbench-VERSION-py2.py3-none-any.whl and the sdist"
+	@echo "make readme-sample  re-render README.md's sample report.txt from tests/data/readme_run"
 	@echo "make clean   remove the virtualenvs and caches"
 
 $(V3)/.installed: $(REQS)
@@ -90,6 +91,11 @@ DEMO_FLAGS = $(if $(filter-out 0,$(KEEP)),--keep)
 
 demo: $(V3)/.installed
 	$(V3)/bin/python scripts/demo.py $(DEMO_FLAGS)
+
+# README.md's sample report.txt, re-rendered by the current code from a recorded run
+# (tests/readme_sample.py; tests/test_readme_samples.py checks it is current).
+readme-sample: $(V3)/.installed
+	$(V3)/bin/python -m tests.readme_sample
 
 demo2: $(V2)/.installed
 	$(V2)/bin/python scripts/demo.py $(DEMO_FLAGS)

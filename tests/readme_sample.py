@@ -26,16 +26,17 @@ RUN_FILES = ("perf.jsonl", "run.json")
 README = os.path.join(REPO, "README.md")
 SAMPLE_BEGIN = "<!-- sample: report.txt -->"
 SAMPLE_END = "<!-- /sample -->"
-#: The README shows report.txt up to this line (the headline, the table, by chunk size).
-DETAILS = "details"
+#: The README shows report.txt up to the line that starts with this (the headline
+#: and the client table).
+SAMPLE_STOP = "by chunk size ("
 INDENT = "    "
 
 
 def sample_lines(log_dir=RUN_DIR):
-    """report.txt's lines before its details, as the renderer prints them now."""
+    """report.txt's headline and client table, as the renderer prints them now."""
     rep, _ = rerender.load(log_dir, lambda text: None)
     lines = report_mod.render_text(rep).splitlines()
-    lines = lines[:lines.index(DETAILS)]
+    lines = lines[:[line.startswith(SAMPLE_STOP) for line in lines].index(True)]
     while lines and not lines[-1]:
         lines.pop()
     return lines

@@ -1,5 +1,6 @@
 """The docs are true to the code: every file they name exists, every glob they
 give matches something, and the defaults they quote are the parsers' defaults."""
+import ast
 import glob
 import os
 import re
@@ -7,7 +8,10 @@ import subprocess
 
 import pytest
 
+from diskbench import plan
 from diskbench.client import __main__ as client_main
+from diskbench.client import sender
+from diskbench.server import control, master, recorder, registry
 from diskbench.server import __main__ as server_main
 from tests.helpers import REPO
 
@@ -100,3 +104,51 @@ def test_defaults_quoted_in_the_docs_are_the_parsers_defaults(doc):
              if value not in defaults[flag]]
     assert wrong == []
     assert len(checked) >= 5  # the pattern still finds the doc's quoted defaults
+
+
+def _demo_chunks_mb():
+    """scripts/demo.py's CHUNKS_MB, read from its source (a script, not a module)."""
+    text = _read("scripts/demo.py")
+    return ast.literal_eval(re.search(r"^CHUNKS_MB = (.*)$", text, re.M).group(1))
+
+
+def _quoted_constants():
+    """(doc, phrase) for every constant a doc quotes with its value: each phrase is
+    made from the constant, so a changed value (or a reworded row) shows here."""
+    every = "second" if recorder.RETRY_S == 1 else "%g s" % recorder.RETRY_S
+    return [
+        ("README.md", "(%s MiB)" % ", ".join("%d" % n for n in plan.DEFAULT_CHUNK_MB)),
+        ("README.md", "(%s MiB chunks)" % ", ".join("%d" % n for n in _demo_chunks_mb())),
+        ("README.md", "`--chunk-mb` is below %d" % plan.MIN_CHUNK_MB),
+        ("README.md", "a buffer of up to %d unacknowledged messages" % sender.BUFFER_MAX),
+        ("README.md", "every %s (`RETRY_S`)" % every),
+        ("README.md", "%g s more (`HELD_DRAIN_S`)" % recorder.HELD_DRAIN_S),
+        ("README.md", "at most %g s (`registry.MAX_WENT_AWAY_S`" % registry.MAX_WENT_AWAY_S),
+        ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
+        ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
+        ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % master.DRAIN_TIMEOUT_S),
+    ]
+
+
+def test_constants_quoted_in_the_docs_are_the_codes_values():
+    """Every value the README (and SCALING.md) quotes beside a constant's name, the
+    default chunk sizes and the demo's, is the constant's value in the code."""
+    missing = [(doc, phrase) for doc, phrase in _quoted_constants()
+               if phrase not in " ".join(_read(doc).split())]
+    assert missing == [], "the docs do not say (or no longer say): %s" % missing
+
+
+_README_REFERENCE = re.compile(r"""README(?:\.md)?(?:'s)?[,:]? (?:["']([A-Z][^"'\n]*)["']|"""
+                               r"""([A-Z][a-z ]+)\))""")
+
+
+def test_references_to_readme_sections_name_its_headings():
+    """Where the docs or the code point to a README section by name ('README "How
+    many clients"'), the README has that section, so moving text cannot orphan them."""
+    headings = set(re.findall(r"^#+ (.+)$", _read("README.md"), re.M))
+    named, files = [], [p for p in _tracked() if p.endswith((".md", ".py"))]
+    for path in files:
+        for quoted, bare in _README_REFERENCE.findall(" ".join(_read(path).split())):
+            named.append((path, quoted or bare))
+    assert len(named) >= 5  # the pattern still finds the references
+    assert [(path, name) for path, name in named if name not in headings] == []

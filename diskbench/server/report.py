@@ -57,7 +57,7 @@ METHOD = (
     "pong with the shortest round trip) or, for a client that answered none, the "
     "largest client-send minus server-receive time of its messages. "
     "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
-    "with your own fio run, see README.md, 'Comparing with your own fio run'.")
+    "with your own fio run, see docs/MEASURING.md, 'Comparing with your own fio run'.")
 
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
