@@ -1381,4 +1381,23 @@ MUTATIONS = [
          old='        row["host"] = next(e.get("host") for e in entries if e is not None)',
          new='        row["host"] = next(e["host"] for e in entries if e is not None)',
          tests=[_LL + "test_like_for_like_compare_shows_a_client_without_figures_as_unknown"]),
+    # --- readme26 ---
+    dict(id="headline-word-changed", file="diskbench/server/report.py",
+         old='"clients: %d (%s)" % (len(clients), states or "none came")',
+         new='"hosts: %d (%s)" % (len(clients), states or "none came")',
+         tests=["tests/test_readme_samples.py::"
+                "test_readme_sample_report_is_what_the_renderer_prints_for_its_run"]),
+    dict(id="rerender-facts-deferred-unencodable", file="diskbench/report/rerender.py",
+         old="json.dumps(rep, allow_nan=False, default=_listed)",
+         new="json.dumps(rep, allow_nan=False)",
+         tests=["tests/test_readme_samples.py::"
+                "test_readme_sample_report_is_what_the_renderer_prints_for_its_run"]),
+    dict(id="quoted-constant-drifts", file="diskbench/server/control.py",
+         old="MAX_REQUESTS = 16",
+         new="MAX_REQUESTS = 17",
+         tests=["tests/test_docs.py::test_constants_quoted_in_the_docs_are_the_codes_values"]),
+    dict(id="readme-reference-orphaned", file="diskbench/server/interpreter.py",
+         old="acks fall behind (README: How many clients)",
+         new="acks fall behind (README: Sizing a server)",
+         tests=["tests/test_docs.py::test_references_to_readme_sections_name_its_headings"]),
 ]
