@@ -146,7 +146,9 @@ def test_references_to_readme_sections_name_its_headings():
     """Where the docs or the code point to a README section by name ('README "How
     many clients"'), the README has that section, so moving text cannot orphan them."""
     headings = set(re.findall(r"^#+ (.+)$", _read("README.md"), re.M))
-    named, files = [], [p for p in _tracked() if p.endswith((".md", ".py"))]
+    # scripts/mutations.py's ``new`` texts are breakages on purpose
+    named, files = [], [p for p in _tracked() if p.endswith((".md", ".py"))
+                        and p != "scripts/mutations.py"]
     for path in files:
         for quoted, bare in _README_REFERENCE.findall(" ".join(_read(path).split())):
             named.append((path, quoted or bare))
