@@ -17,9 +17,10 @@ from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLinePars
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
-from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
+from diskbench.client.supervisor import START_METHOD_ENV, Supervisor, take_stop_signals
 from diskbench.compat import PY2
 from diskbench.metrics import MIB
+from diskbench.signals import Interrupted
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
 MAX_DURATION_S = MAX_SECONDS         # --duration, --deliver-timeout, --connect-timeout
@@ -290,6 +291,34 @@ def _close_log(log):
 
 
 def main(argv=None):
+    # First thing: a stop signal from here on ends the client with its code,
+    # never a traceback or a default death that leaves files behind.
+    flag = take_stop_signals()
+    try:
+        return _main(argv, flag)
+    finally:
+        flag.restore()
+
+
+def _main(argv, flag):
+    try:
+        with flag.interrupting():
+            ready = _prepare(argv)
+    except Interrupted as exc:
+        sys.stderr.write("diskbench client: %s before the start-up checks; nothing was "
+                         "written\n" % exc)
+        return exitcodes.CLIENT_INTERRUPTED
+    if not isinstance(ready, tuple):
+        return ready
+    args, log, name, host, port, file_mb, secret, fixed = ready
+    try:
+        return _checked_run(args, log, name, host, port, file_mb, secret, fixed, flag)
+    finally:
+        _close_log(log)
+
+
+def _prepare(argv):
+    """Flags, secret, name, log: an exit code, or what the run needs."""
     args = build_parser().parse_args(argv)
     fixed = _take_plan_defaults(args)
     try:
@@ -327,32 +356,25 @@ def main(argv=None):
                          "use --log-dir with a writable directory\n"
                          % (printable(args.log_dir), printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
-    try:
-        return _checked_run(args, log, name, host, port, file_mb, secret, fixed)
-    finally:
-        _close_log(log)
+    return args, log, name, host, port, file_mb, secret, fixed
 
 
-def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
+def _checked_run(args, log, name, host, port, file_mb, secret, fixed, flag):
     directory = os.path.abspath(args.directory)
     shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
-        checks.check_directory(directory)
-        if "file_bytes" in fixed:  # else the plan's file size is checked at go
-            _space(directory, file_bytes, args, log)
-        direct_ok, why = checks.probe_direct(directory)
-        sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
-        if not direct_ok:
-            log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
-                        "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
-        mib_s = checks.calibrate(directory, chunk_bytes, sync_mode)
-        expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
-        if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
-            _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
+        with flag.interrupting():  # no loop here: a signal ends the step at once
+            sync_mode, why, mib_s, expected = _start_up_checks(
+                args, log, directory, fixed, file_mb)
     except checks.CheckFailed as exc:
         log.error("%s", exc.message)
         return exc.code
+    except Interrupted as exc:
+        log.error("%s during the start-up checks and calibration: stopped, their "
+                  "scratch files removed from %s", exc, directory)
+        return exitcodes.CLIENT_INTERRUPTED
+    direct_ok = sync_mode == protocol.SYNC_DIRECT
     fs = checks.fs_type(directory)
     unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
     log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
@@ -393,7 +415,25 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
     # (psutil missing is said once: by the stats process's note, logged when relayed)
-    return supervisor.run()
+    return supervisor.run(flag)
+
+
+def _start_up_checks(args, log, directory, fixed, file_mb):
+    """Directory, space, O_DIRECT, calibration: (sync_mode, why O_DIRECT was
+    refused, calibrated MiB/s, expected rollovers); CheckFailed if one fails."""
+    checks.check_directory(directory)
+    if "file_bytes" in fixed:  # else the plan's file size is checked at go
+        _space(directory, file_mb * MIB, args, log)
+    direct_ok, why = checks.probe_direct(directory)
+    sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
+    if not direct_ok:
+        log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
+                    "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
+    mib_s = checks.calibrate(directory, args.chunk_mb * MIB, sync_mode)
+    expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
+    if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
+        _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
+    return sync_mode, why, mib_s, expected
 
 
 def _space(directory, file_bytes, args, log):
