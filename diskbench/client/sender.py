@@ -327,8 +327,10 @@ class Sender(object):
                     self.connects += 1
                     self.sent_upto = 1  # the hello line went first
                     self.cond.notify_all()
-                self._log("info", "%s server %s:%d", "connected to" if self.connects == 1
-                          else "reconnected to", self.host, self.port)
+                if self.connects == 1 or self.ever_healthy:
+                    self._log("info", "%s server %s:%d", "connected to" if
+                              self.connects == 1 else "reconnected to", self.host,
+                              self.port)
                 reader = threading.Thread(target=self._read_loop, args=(sock, gen),
                                           name="diskbench-reader")
                 reader.daemon = True
@@ -372,6 +374,17 @@ class Sender(object):
             self._log("info", "cannot connect to the server at %s yet (%s); "
                       "retrying quietly until --connect-timeout", where, why)
 
+    def _closed_silently(self):
+        """A connection closed before the peer said a word: SILENT_CLOSES_MAX
+        in a row before any diskbench message is a peer that is not ours."""
+        with self.cond:
+            self.silent_closes += 1
+            silent = self.silent_closes
+        if silent >= SILENT_CLOSES_MAX:
+            self._foreign("it closed %d connections in a row without a word; or a "
+                          "diskbench server refusing connections at its "
+                          "--max-connections" % silent)
+
     def _foreign(self, answer):
         """The peer's first answer is not diskbench's: fatal, said once."""
         with self.cond:
@@ -411,7 +424,8 @@ class Sender(object):
                 self.disconnected_at = time.time()
             self.healthy = False
             self.cond.notify_all()
-            closing = self.closed
+            # a peer that never spoke diskbench: one line says so elsewhere
+            closing = self.closed or self.fatal is not None or not self.ever_healthy
         _close_socket(sock)
         if not closing:
             self._log("warning", "connection to server lost (%s); reconnecting", why)
@@ -430,19 +444,13 @@ class Sender(object):
                 except socket.timeout:
                     continue
                 except (OSError, socket.error, ValueError) as exc:
+                    if not got:  # (a reset: it closed without reading our hello)
+                        self._closed_silently()
                     self._broken(gen, "receive failed: %s" % (exc,))
                     return
                 if not data:
-                    if not buf and not got:
-                        with self.cond:
-                            self.silent_closes += 1
-                            silent = self.silent_closes
-                        if silent >= SILENT_CLOSES_MAX and self._foreign(
-                                "it closed %d connections in a row without a word; "
-                                "or a diskbench server refusing connections at its "
-                                "--max-connections" % silent):
-                            self._broken(gen, "server closed the connection")
-                            return
+                    if not got:
+                        self._closed_silently()
                     self._broken(gen, "server closed the connection")
                     return
                 got = True
@@ -459,7 +467,9 @@ class Sender(object):
             try:
                 msg = protocol.decode(line, protocol.S2C, self.secret)
             except protocol.ProtocolError as exc:
-                if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy:
+                peer_v = exc.peer_version
+                if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy \
+                        and isinstance(peer_v, int) and not isinstance(peer_v, bool):
                     # another diskbench version: nothing it says can be read,
                     # so its refusal is ours to word (both versions named)
                     self._on_rejected(protocol.make(protocol.REJECTED, protocol.S2C,

@@ -203,3 +203,73 @@ def report_client(slog, name):
     with open(os.path.join(slog, "report.json")) as f:
         report = json.load(f)
     return [c for c in report["clients"] if c["client"] == name][0]
+
+
+# --- wrong servers: one line, at once ------------------------------------------------
+FOREIGN = [
+    b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n",
+    b"\x00\x01\xfe\xffgarbage without a newline",
+    b'{"jsonrpc": "2.0", "id": 1, "result": "not ours"}\n',
+    b"",  # accepts and closes at once
+]
+
+
+@pytest.mark.parametrize("peer", FOREIGN, indirect=True, ids=["ssh", "http", "binary",
+                                                              "json", "close"])
+def test_a_peer_that_is_not_diskbench_is_named_in_one_line_at_once(procs, tmpdir, peer):
+    """A port that does not speak diskbench (an SSH banner, an HTTP response,
+    binary garbage, another JSON protocol, a close right after accept) ends
+    the client with CLIENT_SERVER and one line "HOST:PORT is not a diskbench
+    server" after its first answer (a silent close: after SILENT_CLOSES_MAX
+    of them), not after --connect-timeout or a flood of warnings."""
+    data = str(tmpdir.mkdir("data"))
+    t0 = time.time()
+    proc = procs.start(client_args(tmpdir, peer.port, "lost", data, extra=(
+        "--connect-timeout", str(LONG_S))))
+    out, err = communicate(proc, LONG_S)
+    took = time.time() - t0
+    assert proc.returncode == exitcodes.CLIENT_SERVER, err
+    line = "127.0.0.1:%d is not a diskbench server" % peer.port
+    assert err.count(line) == 1, err
+    assert "Traceback" not in err
+    warnings = [l for l in err.splitlines() if "WARNING" in l or "ERROR" in l]
+    assert len(warnings) == 1, err
+    assert took < 15, "took %.1f s" % took  # start-up + calibration + at most 3 backoffs
+    assert peer.accepted == (sender_mod.SILENT_CLOSES_MAX if not peer.answer else 1)
+    assert os.listdir(data) == []
+
+
+def test_an_unresolvable_server_name_fails_at_once_in_one_line(procs, tmpdir):
+    """A server host name that does not resolve ends the client at once
+    (not after --connect-timeout) with one line naming the fix, exit 13."""
+    data = str(tmpdir.mkdir("data"))
+    args = client_args(tmpdir, 1, "nohost", data, extra=("--connect-timeout", str(LONG_S)))
+    args[args.index("127.0.0.1:1")] = "no-such-host.invalid:7070"
+    t0 = time.time()
+    proc = procs.start(args)
+    out, err = communicate(proc, LONG_S)
+    assert proc.returncode == exitcodes.CLIENT_SERVER, err
+    assert time.time() - t0 < 15
+    lines = [l for l in err.splitlines() if "ERROR" in l or "WARNING" in l]
+    assert len(lines) == 1 and "cannot resolve the server's host name " \
+        "no-such-host.invalid" in lines[0] and "fix --server" in lines[0], err
+
+
+def test_connection_refused_is_retried_and_said_once(procs, tmpdir):
+    """Connection refused is retried for the whole --connect-timeout (a server
+    may be starting: one that appears meanwhile is used) and said in one line,
+    not one per retry."""
+    data = str(tmpdir.mkdir("data"))
+    port = free_port()
+    proc = procs.start(client_args(tmpdir, port, "patient", data, duration=1, extra=(
+        "--connect-timeout", str(LONG_S))))
+    wait_until(lambda: "retrying quietly" in client_log(tmpdir, "patient"), 30,
+               what="the client retrying")
+    slog = str(tmpdir.join("server-logs"))
+    procs.start(["-m", "diskbench.server", "--port", str(port), "--log-dir", slog,
+                 "--quiet", "--clients", "1"])
+    out, err = communicate(proc, LONG_S)
+    assert proc.returncode == exitcodes.OK, err
+    assert err.count("cannot connect to the server") == 1, err
+
