@@ -187,6 +187,56 @@ class _Printable(logging.Filter):
         return True
 
 
+class _LogFile(logging.FileHandler):
+    """The client log file. Its disk is not the measurement: a write that
+    fails (a full or read-only --log-dir, EIO) is said ONCE on stderr and the
+    file is left alone from then on; the run, the server's copy of every
+    message and the exit code go on as if it had worked."""
+
+    def __init__(self, path, name):
+        logging.FileHandler.__init__(self, path)
+        self.name_ = name
+        self.failed = None      # the error that ended the file, once one did
+
+    def emit(self, record):
+        if self.failed is None:
+            logging.FileHandler.emit(self, record)
+
+    def handleError(self, record):
+        if self.failed is not None:
+            return
+        exc = sys.exc_info()[1]
+        self.failed = exc or "unknown error"
+        stream, self.stream = self.stream, None
+        try:
+            stream.close()      # (its unwritten buffer cannot be written either)
+        except Exception:  # noqa: BLE001 - whatever it is, the run goes on
+            pass
+        why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        try:
+            sys.stderr.write("diskbench client %s: WARNING: cannot write the client log "
+                             "%s (%s): no more lines go to it; the run goes on, its "
+                             "messages still go to the server and here\n"
+                             % (self.name_, printable(self.baseFilename),
+                                printable(why)))
+        except (IOError, OSError, ValueError):
+            pass
+
+    def flush(self):
+        try:
+            logging.FileHandler.flush(self)
+        except (IOError, OSError, ValueError):
+            self.handleError(None)
+
+    def close(self):
+        if self.failed is not None:
+            self.stream = None
+        try:
+            logging.FileHandler.close(self)
+        except (IOError, OSError, ValueError):
+            self.handleError(None)
+
+
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
     safe = writer.safe_name(name)
@@ -200,7 +250,7 @@ def _open_log(log_dir, name):
     log.setLevel(logging.DEBUG)
     log.propagate = False
     log.addFilter(_Printable())
-    fh = logging.FileHandler(path)
+    fh = _LogFile(path, name)
     fh.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
     sh = progress.ClearingHandler(sys.stderr)
     sh.setFormatter(logging.Formatter("diskbench client " + name.replace("%", "%%")
@@ -354,7 +404,7 @@ def _prepare(argv):
     except (IOError, OSError) as exc:
         sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
                          "use --log-dir with a writable directory\n"
-                         % (printable(args.log_dir), printable(exc.strerror)))
+                         % (printable(args.log_dir), printable(exc.strerror or str(exc))))
         return exitcodes.CLIENT_DIRECTORY
     return args, log, name, host, port, file_mb, secret, fixed
 

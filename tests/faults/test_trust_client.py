@@ -273,3 +273,67 @@ def test_connection_refused_is_retried_and_said_once(procs, tmpdir):
     assert proc.returncode == exitcodes.OK, err
     assert err.count("cannot connect to the server") == 1, err
 
+
+
+# --- the client's own log -------------------------------------------------------------
+@pytest.fixture
+def small_fs(tmpdir):
+    for mnt in mounted_tmpfs(tmpdir, 1):
+        yield mnt
+
+
+def fill(directory):
+    """Write a filler file until the filesystem is full (ENOSPC)."""
+    block = b"\0" * 65536
+    with open(os.path.join(directory, "filler"), "wb", 0) as f:
+        while True:
+            try:
+                f.write(block)
+            except (IOError, OSError):
+                return
+
+
+def assert_every_seq_recorded(slog, name):
+    seqs = sorted(m.seq for m in records(slog) if m.name == name)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    assert of(records(slog), P.STOP, name) and of(records(slog), P.BYE, name)
+
+
+@pytest.mark.parametrize("when", ["mid-run", "at start"])
+def test_a_full_client_log_dir_is_said_once_and_costs_nothing(procs, tmpdir, small_fs,
+                                                             when):
+    """A client --log-dir that fills up (mid-run, or already full at the
+    start) is said once on stderr: no traceback, the run exits 0 with the
+    real server, which recorded every seq and says the client finished."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    args = client_args(tmpdir, port, "quiet", data, duration=2)
+    args[args.index("--log-dir") + 1] = small_fs
+    if when == "at start":
+        fill(small_fs)
+    proc = procs.start(args)
+    if when == "mid-run":
+        wait_until(lambda: of(records(slog), P.START, "quiet"), 30, what="the start")
+        fill(small_fs)
+    out, err = communicate(proc, 60)
+    assert proc.returncode == exitcodes.OK, err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert err.count("cannot write the client log") == 1, err
+    communicate(server, 60)
+    assert_every_seq_recorded(slog, "quiet")
+    assert report_client(slog, "quiet")["state"] == "finished"
+
+
+def test_an_unusable_client_log_dir_at_start_is_one_line(procs, tmpdir):
+    """A --log-dir that cannot be made (a file is in the way) ends the client
+    at start with one line naming the fix and CLIENT_DIRECTORY, no traceback."""
+    data = str(tmpdir.mkdir("data"))
+    blocker = tmpdir.join("not-a-dir")
+    blocker.write("x")
+    args = client_args(tmpdir, free_port(), "nolog", data)
+    args[args.index("--log-dir") + 1] = str(blocker.join("logs"))
+    code, out, err = procs.run(args, timeout=60)
+    assert code == exitcodes.CLIENT_DIRECTORY, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "use --log-dir with a writable directory" in err
