@@ -96,6 +96,7 @@ class Supervisor(object):
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
+        self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
 
     # --- entry ---------------------------------------------------------------------
@@ -384,7 +385,7 @@ class Supervisor(object):
                            "%g s); a disk that stopped answering, or a stopped process?",
                            pid, age, limit)
             self.sender.send(protocol.ERROR, source=WRITER, errno=None, fatal=False,
-                             reason="no progress for %.0f s (writer pid %d stalled)"
+                             reason="no progress for %.1f s (writer pid %d stalled)"
                              % (age, pid))
         elif age < limit and self.stalled:
             self.stalled = False
@@ -438,6 +439,9 @@ class Supervisor(object):
                 p.exitcode is None for p in self.procs.values()):
             self._drain(LOOP_TICK_S / 2)
         roles = dict((p, role) for role, p in self.procs.items())
+        # how long the writer has made no progress, read before a signal can
+        # let its stuck write finish (and reset the figure): the stall's length
+        self.stuck_s = self._progress_age()
         for sig, wait_s in ((signal.SIGTERM, CHILD_KILL_TIMEOUT_S),
                             (signal.SIGKILL, CHILD_KILL_TIMEOUT_S)):
             alive = [p for p in self.procs.values() if p.exitcode is None]
@@ -541,9 +545,9 @@ class Supervisor(object):
         if WRITER not in self.signalled or outcome.reason is None or \
                 outcome.code not in (exitcodes.OK, exitcodes.CLIENT_INTERRUPTED):
             return outcome
-        text = ("the writer (pid %d) stalled: no progress for %.0f s, and it did not "
+        text = ("the writer (pid %d) stalled: no progress for %.1f s, and it did not "
                 "stop when asked (had to be sent SIGTERM/SIGKILL)"
-                % (self.procs[WRITER].pid, self._progress_age()))
+                % (self.procs[WRITER].pid, self.stuck_s))
         self.sender.send(protocol.ERROR, source=WRITER, reason=text, errno=None,
                          fatal=True)
         return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_WRITER_STALLED, text)

@@ -121,7 +121,7 @@ def test_stalled_writer_is_shown_live_and_never_reported_finished(procs, tmpdir)
     assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE
     entry = _client(server.report(), "stuck")
     assert entry["state"] == "failed"
-    assert "stalled" in entry["state_why"] and "no progress for 2 s" in entry["state_why"]
+    assert "stalled" in entry["state_why"] and "no progress for 2.5 s" in entry["state_why"]
 
 
 def test_stalled_writer_that_progresses_again_is_running(procs, tmpdir):

@@ -337,3 +337,113 @@ def test_an_unusable_client_log_dir_at_start_is_one_line(procs, tmpdir):
     assert code == exitcodes.CLIENT_DIRECTORY, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "use --log-dir with a writable directory" in err
+
+
+# --- verdicts agree: the client's exit code and the real server's report ----------------
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (IOError, OSError):
+        return None
+
+
+def pipe_bytes_written(pid):
+    """Bytes process ``pid`` has written (its heartbeats go up its pipe)."""
+    with open("/proc/%d/io" % pid) as f:
+        return int([l for l in f if l.startswith("wchar:")][0].split()[1])
+
+
+def children(tmpdir, name):
+    import re
+    m = wait_until(lambda: re.search(r"children started: writer pid (\d+), stats pid "
+                                     r"(\d+), heartbeat pid (\d+)",
+                                     client_log(tmpdir, name)), 30, what="children")
+    return dict(zip(("writer", "stats", "heartbeat"), map(int, m.groups())))
+
+
+def test_frozen_main_past_its_duration_is_finished_on_both_sides(procs, tmpdir):
+    """A client whose main process is frozen (SIGSTOP) past its duration while
+    its writer ends on time exits 0, and the real server, given the
+    heartbeats that queued meanwhile (writer gone: sampled after its run
+    ended), calls it finished too: both say the same true thing."""
+    from diskbench.client import writer
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    # (silence while frozen is not what this tests: a long went-away timeout)
+    server, port = start_server(procs, slog, "--clients", "1", "--stall-timeout", "1",
+                                "--heartbeat-timeout", str(LONG_S))
+    duration = 1.5
+    # 300 MiB files: few messages, so the pipes to the frozen main never fill
+    client = procs.start(client_args(tmpdir, port, "frozen", data, file_mb=300,
+                                     duration=duration, extra=["--force"]))
+    wait_until(lambda: of(records(slog), P.START, "frozen"), 30, what="start")
+    kids = children(tmpdir, "frozen")
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: proc_state(kids["writer"]) == "Z",
+                   duration + writer.DURATION_GRACE_S + 10,
+                   what="the writer to stop itself while main is frozen")
+        beats = pipe_bytes_written(kids["heartbeat"])
+        # a heartbeat taken after the writer ended waits in the pipe
+        wait_until(lambda: pipe_bytes_written(kids["heartbeat"]) > beats, 10,
+                   what="a heartbeat sampled after the writer ended")
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+    out, err = communicate(client, 60)
+    assert client.returncode == exitcodes.OK, err
+    communicate(server, 60)
+    entry = report_client(slog, "frozen")
+    assert entry["state"] == "finished", entry["state_why"]
+    assert server.returncode == exitcodes.OK
+
+
+def test_client_with_secret_and_server_without_agree_on_why(procs, tmpdir):
+    """A client with a secret talking to a server without one ends at once
+    with CLIENT_SERVER and a line saying the server has no secret (not "lost
+    the server (None)" after --connect-timeout), and the real server's report
+    fails that client for the same stated reason."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    secret = tmpdir.join("secret")
+    secret.write("s3cret-shared")
+    server, port = start_server(procs, slog, "--clients", "1")
+    t0 = time.time()
+    client = procs.start(client_args(tmpdir, port, "signed", data, extra=(
+        "--secret-file", str(secret), "--connect-timeout", str(LONG_S))))
+    out, err = communicate(client, LONG_S)
+    assert client.returncode == exitcodes.CLIENT_SERVER, err
+    assert time.time() - t0 < 15
+    assert "has no secret" in err and "(None)" not in err, err
+    communicate(server, 60)
+    entry = report_client(slog, "signed")
+    assert entry["state"] == "failed" and "has no secret" in entry["state_why"], entry
+
+
+def test_hung_writer_stall_figure_is_true_on_both_sides(procs, tmpdir):
+    """A writer hung (SIGSTOP) until the end fails the client (exit 17) and
+    the real server's report agrees (failed, stalled); the stall's length
+    both give is the true one (at least --stall-timeout), never "0 s"
+    because the writer's stuck chunk finished once it was signalled."""
+    import re
+    stall_s = 1.0
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1", "--stall-timeout",
+                                str(stall_s))
+    client = procs.start(client_args(tmpdir, port, "hung", data, duration=4, extra=(
+        "--stall-timeout", str(stall_s))))
+    wait_until(lambda: of(records(slog), P.START, "hung"), 30, what="start")
+    kids = children(tmpdir, "hung")
+    os.kill(kids["writer"], signal.SIGSTOP)
+    out, err = communicate(client, 60)
+    assert client.returncode == exitcodes.CLIENT_WRITER_STALLED, err
+    said = re.search(r"stop \(error\): the writer \(pid \d+\) stalled: no progress for "
+                     r"([\d.]+) s", err)
+    assert said and float(said.group(1)) >= stall_s, err
+    communicate(server, 60)
+    entry = report_client(slog, "hung")
+    assert entry["state"] == "failed" and "stalled" in entry["state_why"], entry
+    figures = [float(x) for x in re.findall(r"no progress for ([\d.]+) s",
+                                            entry["state_why"])]
+    assert figures and min(figures) >= stall_s, entry["state_why"]
