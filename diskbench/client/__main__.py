@@ -51,12 +51,14 @@ from /proc (Linux only) and the client says so once. Install it with
 environment variable.
 
 exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
-than 2 rollovers possible (see --force), 13 server unreachable/refused, or
+than 2 rollovers possible (see --force), 13 server unreachable/refused (or
+its name does not resolve, the port is not a diskbench server, or it has no
+secret while we have one), or
 results not acknowledged by the end of --deliver-timeout (saved in
 LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
 never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
 removed; also during the start-up calibration), 15 a child process died,
-16 interrupted (SIGINT, SIGTERM, SIGHUP, or the server asked to stop),
+16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
 17 the writer stalled: it made no progress and had to be killed at the end.
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
