@@ -36,5 +36,6 @@ CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stop
 CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
 CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, calibration,
                         # connecting, the run, shutdown) or the server asked us to stop early
-CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout and did not
-                            # stop when asked: it had to be sent SIGTERM/SIGKILL
+CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout: it was still
+                            # stalled when the run ended, or it did not stop when asked
+                            # and had to be sent SIGTERM/SIGKILL

@@ -807,7 +807,7 @@ MUTATIONS = [
          new="            pass",
          tests=[_H + "test_stalled_writer_is_shown_live_and_never_reported_finished"]),
     dict(id="stall-figure-read-after-signal", file="diskbench/client/supervisor.py",
-         old="% (self.procs[WRITER].pid, self.stuck_s))",
+         old="% (self.procs[WRITER].pid, max(self.stuck_s, stalled_s or 0.0)))",
          new="% (self.procs[WRITER].pid, self._progress_age()))",
          tests=[_TC + "test_hung_writer_stall_figure_is_true_on_both_sides"]),
     dict(id="unsigned-server-ignored", file="diskbench/client/sender.py",
@@ -819,4 +819,8 @@ MUTATIONS = [
              'fatal=True)',
          new="        pass",
          tests=[_TC + "test_client_with_secret_and_server_without_agree_on_why"]),
+    dict(id="stalled-at-the-end-exits-0", file="diskbench/client/supervisor.py",
+         old="        if not (killed or stalled_s is not None) or outcome.reason is None or",
+         new="        if not killed or outcome.reason is None or",
+         tests=[_TC + "test_writer_stalled_when_the_run_ends_fails_on_both_sides"]),
 ]

@@ -59,7 +59,8 @@ LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
 never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
 removed; also during the start-up calibration), 15 a child process died,
 16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
-17 the writer stalled: it made no progress and had to be killed at the end.
+17 the writer stalled: it made no progress for --stall-timeout when the run
+ended, or had to be killed at the end.
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
@@ -129,8 +130,8 @@ def build_parser():
                    "every %g s)" % progress.REFRESH_S)
     p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
                    metavar="S", help="a writer with no progress this long is stalled: "
-                   "logged and reported; if it then has to be killed at the end, exit 17 "
-                   "(default %(default)g)")
+                   "logged and reported; if it is still stalled at the end (or has to be "
+                   "killed), exit 17 (default %(default)g)")
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)

@@ -496,13 +496,15 @@ class Supervisor(object):
         log, sender = self.log, self.sender
         if self.procs:
             seen = self.signals.count
+            # stalled when the run ended: its age then, whatever happens next
+            stalled_s = self._progress_age() if self.stalled else None
             log.info("stopping the writer, stats and heartbeat (%s)", outcome.text)
             self._stop_children(lambda: self.signals.count != seen)
             self._remove_leftovers()
             if self.signals.count != seen:
                 outcome = self._cut_short(outcome)
             else:
-                outcome = self._judge_writer(outcome)
+                outcome = self._judge_writer(outcome, stalled_s)
         self.progress.clear()
         figures = self.progress.figures
         elapsed = max(0.0, monotonic() - self.t_go) if self.t_go is not None else 0.0
@@ -539,15 +541,23 @@ class Supervisor(object):
                        "%s, then interrupted by signal %d while stopping"
                        % (outcome.text, self.signals.last))
 
-    def _judge_writer(self, outcome):
-        """A writer that had to be signalled at the end failed the run: the
-        measurement stopped when it stalled, whatever the clock says."""
-        if WRITER not in self.signalled or outcome.reason is None or \
+    def _judge_writer(self, outcome, stalled_s=None):
+        """A writer that had to be signalled at the end, or was stalled when
+        the run ended (``stalled_s``: its age without progress then), failed
+        the run: the measurement stopped when it stalled, whatever the clock
+        says (and the server, whose heartbeats said so, fails it too)."""
+        killed = WRITER in self.signalled
+        if not (killed or stalled_s is not None) or outcome.reason is None or \
                 outcome.code not in (exitcodes.OK, exitcodes.CLIENT_INTERRUPTED):
             return outcome
-        text = ("the writer (pid %d) stalled: no progress for %.1f s, and it did not "
-                "stop when asked (had to be sent SIGTERM/SIGKILL)"
-                % (self.procs[WRITER].pid, self.stuck_s))
+        if killed:
+            text = ("the writer (pid %d) stalled: no progress for %.1f s, and it did "
+                    "not stop when asked (had to be sent SIGTERM/SIGKILL)"
+                    % (self.procs[WRITER].pid, max(self.stuck_s, stalled_s or 0.0)))
+        else:
+            text = ("the writer (pid %d) stalled: no progress for %.1f s when the run "
+                    "ended (--stall-timeout %g s)" % (self.procs[WRITER].pid, stalled_s,
+                                                      self.cfg.stall_timeout_s))
         self.sender.send(protocol.ERROR, source=WRITER, reason=text, errno=None,
                          fatal=True)
         return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_WRITER_STALLED, text)

@@ -447,3 +447,30 @@ def test_hung_writer_stall_figure_is_true_on_both_sides(procs, tmpdir):
     figures = [float(x) for x in re.findall(r"no progress for ([\d.]+) s",
                                             entry["state_why"])]
     assert figures and min(figures) >= stall_s, entry["state_why"]
+
+
+def test_writer_stalled_when_the_run_ends_fails_on_both_sides(procs, tmpdir):
+    """A writer stalled (SIGSTOP) when the run ends that then obeys the stop
+    command (resumed meanwhile) fails the client, exit 17, as the real
+    server, whose heartbeats showed the stall, fails it: never 0 beside a
+    failed verdict."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1", "--stall-timeout", "1")
+    # the client's stall timeout is also how long a stalled writer gets to obey
+    # the stop command: long enough to resume it first
+    client = procs.start(client_args(tmpdir, port, "late", data, duration=4, extra=(
+        "--stall-timeout", "3")))
+    wait_until(lambda: of(records(slog), P.START, "late"), 30, what="start")
+    kids = children(tmpdir, "late")
+    os.kill(kids["writer"], signal.SIGSTOP)
+    wait_until(lambda: "stopping the writer" in client_log(tmpdir, "late"), 30,
+               what="the run's end")
+    os.kill(kids["writer"], signal.SIGCONT)  # it obeys the stop command now
+    out, err = communicate(client, 60)
+    assert "sending signal" not in err, err  # (not killed: it obeyed)
+    assert client.returncode == exitcodes.CLIENT_WRITER_STALLED, err
+    assert "stalled: no progress for" in err and "when the run ended" in err, err
+    communicate(server, 60)
+    entry = report_client(slog, "late")
+    assert entry["state"] == "failed" and "stall" in entry["state_why"], entry
