@@ -467,6 +467,8 @@ class Sender(object):
             try:
                 msg = protocol.decode(line, protocol.S2C, self.secret)
             except protocol.ProtocolError as exc:
+                if self.fatal is not None:
+                    continue  # said once already; the link ends
                 peer_v = exc.peer_version
                 if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy \
                         and isinstance(peer_v, int) and not isinstance(peer_v, bool):

@@ -415,6 +415,7 @@ def test_client_with_secret_and_server_without_agree_on_why(procs, tmpdir):
     assert client.returncode == exitcodes.CLIENT_SERVER, err
     assert time.time() - t0 < 15
     assert "has no secret" in err and "(None)" not in err, err
+    assert "ignored a server message" not in err and "Traceback" not in err, err
     communicate(server, 60)
     entry = report_client(slog, "signed")
     assert entry["state"] == "failed" and "has no secret" in entry["state_why"], entry
