@@ -432,8 +432,10 @@ def test_hung_writer_stall_figure_is_true_on_both_sides(procs, tmpdir):
     data = str(tmpdir.mkdir("data"))
     server, port = start_server(procs, slog, "--clients", "1", "--stall-timeout",
                                 str(stall_s))
-    client = procs.start(client_args(tmpdir, port, "hung", data, duration=4, extra=(
-        "--stall-timeout", str(stall_s))))
+    # big files: the SIGSTOP lands in a chunk's write (not a rollover's close),
+    # the write that completes once the writer is signalled at the end
+    client = procs.start(client_args(tmpdir, port, "hung", data, file_mb=400, duration=4,
+                                     extra=("--stall-timeout", str(stall_s), "--force")))
     wait_until(lambda: of(records(slog), P.START, "hung"), 30, what="start")
     kids = children(tmpdir, "hung")
     os.kill(kids["writer"], signal.SIGSTOP)
