@@ -494,8 +494,8 @@ class Supervisor(object):
     # --- the end ------------------------------------------------------------------------
     def _finish(self, outcome):
         log, sender = self.log, self.sender
+        seen = self.signals.count
         if self.procs:
-            seen = self.signals.count
             # stalled when the run ended: its age then, whatever happens next
             stalled_s = self._progress_age() if self.stalled else None
             log.info("stopping the writer, stats and heartbeat (%s)", outcome.text)
@@ -518,9 +518,10 @@ class Supervisor(object):
             sender.send(protocol.BYE)
         code = outcome.code
         if outcome.reason is not None:
-            # interrupted before the run started: nothing measured to wait for
-            code = self._deliver(code, quick=outcome.reason == protocol.STOP_SIGNAL and
-                                 self.t_go is None)
+            # interrupted before the run started (nothing measured to wait for),
+            # or again while stopping: no long wait for acks
+            code = self._deliver(code, quick=self.signals.count != seen or (
+                outcome.reason == protocol.STOP_SIGNAL and self.t_go is None))
         level = log.info if code == exitcodes.OK else log.error
         level("stop (%s): %s; %s in %d chunks, %d rollovers, %.1f s; %d messages "
               "dropped; exit code %d", outcome.reason or "refused", outcome.text,

@@ -193,6 +193,30 @@ def test_signal_during_shutdown_ends_at_once_and_leaves_no_file(procs, tmpdir, s
     assert client["state"] == "failed" and "signal" in client["state_why"], client
 
 
+def test_signal_during_shutdown_does_not_wait_for_a_frozen_server(procs, tmpdir):
+    """A stop signal while stopping also cuts the wait for the server's acks
+    (here a frozen server, SIGSTOP): exit 16 at once, not --deliver-timeout
+    later, and nothing left on the disk under test."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    proc = procs.start(client_args(tmpdir, port, "late", data, duration=2, extra=(
+        "--stall-timeout", str(LONG_S), "--deliver-timeout", str(LONG_S))))
+    pids = wait_until(lambda: sup_children(tmpdir, "late"), 30, what="children")
+    wait_until(lambda: os.listdir(data), 10, what="a data file")
+    os.kill(pids[0], signal.SIGSTOP)
+    wait_until(lambda: "stopping the writer" in client_log(tmpdir, "late"), 30,
+               what="the client stopping its children")
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        t0 = time.time()
+        os.kill(proc.pid, signal.SIGTERM)
+        err = ended_at_once(proc, t0)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert_interrupted(proc, err, data)
+
+
 def sup_children(tmpdir, name):
     import re
     m = re.search(r"children started: writer pid (\d+)", client_log(tmpdir, name))
