@@ -52,6 +52,8 @@ class _Figure(protocol.Num):
 
 
 FIGURE = protocol.Optional(_Figure())
+#: A figure that may be below 0 (a run's length on clocks that disagree).
+SIGNED = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
 NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
 TEXT = protocol.Optional(protocol.Str(max_len=2048))
 TS = protocol.Num(0.0, 1e11)                                  # the wire's timestamps
@@ -59,6 +61,22 @@ COUNT = protocol.Int()
 OPT_COUNT = protocol.Optional(COUNT)
 EXIT_CODE = protocol.Optional(protocol.Int(0, 255))
 STATE = protocol.Str(choices=states.STATES)
+YES_NO = protocol.Optional(protocol.Bool())
+
+
+class _FigureMap(protocol._Field):
+    """{client name: FIGURE} (the aggregate's per-client MiB/s), or null."""
+
+    def describe(self):
+        return "an object of client names to %s, or null" % FIGURE.describe()
+
+    def check(self, value):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict((NAME.check(k), FIGURE.check(v)) for k, v in value.items())
+
 
 #: What ``load_report`` checks in each client entry of a report.json (compare's
 #: reader): (key path, field). A path missing or a value outside its field makes
@@ -73,13 +91,22 @@ CLIENT_FIELDS = (
     (("file_mib",), FIGURE),
     (("written_mib",), FIGURE),
     (("sync",), TEXT),
+    (("planned_run_s",), FIGURE),
+    (("preallocated",), YES_NO),
 ) + tuple((("throughput_mib_s", k), FIGURE) for k in ("min", "mean", "max", "p50",
                                                        "p95", "p99")) \
   + tuple((("latency_ms", k), FIGURE) for k in ("min", "mean", "max", "p50", "p95",
                                                  "p99"))
 #: The same for the run as a whole: a bad one makes the document bad.
 RUN_FIELDS = (
+    (("run", "label"), TEXT),
+    (("run", "exit_code"), EXIT_CODE),
+    (("run", "exit_meaning"), TEXT),
+    (("run", "interrupted_by"), TEXT),
+    (("run", "start_utc"), TEXT),
+    (("run", "run_duration_s"), SIGNED),
     (("aggregate", "throughput_mib_s"), FIGURE),
+    (("aggregate", "per_client_mib_s"), _FigureMap()),
     (("totals", "client_count"), COUNT),
     (("totals", "written_mib"), FIGURE),
 ) + tuple((("totals", "latency_ms", k), FIGURE) for k in ("p50", "p95", "p99", "max"))

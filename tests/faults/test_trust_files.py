@@ -730,7 +730,7 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
         real_run_dir, tmpdir, procs):
     """compare reads report.json like the wire: a client entry with a string for its
     throughput, or a figure too small to believe, is left out with one warning counting
-    it, and the rest compared (exit 0, no inf printed); NaN or 1e400 in a run figure, another report format (also `true` for 2) or
+    it, and the rest compared (exit 0, no inf printed); NaN or 1e400 in a run figure, another report format (also `true` for its number) or
     nesting deeper than the parser takes is a damaged document: exit 2, one line,
     no traceback."""
     with open(os.path.join(real_run_dir, "report.json"), "rb") as f:
@@ -747,8 +747,10 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
                                 str(tmpdir.join("c.html")))
     assert code == exitcodes.OK and "Traceback" not in err, err
     assert "1 of 2 client entries left out" in err and "throughput_mib_s.mean" in err, err
-    rows = [line for line in out.splitlines() if line.startswith(left_out)]
-    assert rows and all("none" in row for row in rows), out   # B has no such client now
+    # its row in each client table (after the '*'/' ' plan mark): matched to none
+    rows = [line for line in out.splitlines() if line[:1] in " *" and
+            line[1:].startswith(left_out + " ")]
+    assert len(rows) == 2 and all(row.split()[1] == "none" for row in rows), out
     # a figure too small to believe (5e-324 ms: a change in % of it is beyond a float)
     rep = json.loads(original.decode("utf-8"))
     rep["clients"][1]["latency_ms"]["p99"] = 5e-324
@@ -768,12 +770,13 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
     agg = json.dumps(json.loads(original.decode("utf-8"))["aggregate"]["throughput_mib_s"])
     hole = b'"throughput_mib_s": ' + agg.encode("utf-8")
     pretty = json.dumps(json.loads(original.decode("utf-8")), sort_keys=True).encode("utf-8")
-    assert hole in pretty
+    fmt = b'"report_format": %d' % report_mod.REPORT_FORMAT
+    assert hole in pretty and fmt in pretty
     for name, data, words in (
             ("nan.json", pretty.replace(hole, b'"throughput_mib_s": NaN', 1), "NaN"),
             ("big.json", pretty.replace(hole, b'"throughput_mib_s": 1e400', 1), "1e400"),
-            ("format.json", pretty.replace(b'"report_format": 2', b'"report_format": true'),
-             "not a report.json of format 2"),
+            ("format.json", pretty.replace(fmt, b'"report_format": true'),
+             "not a report.json of format %d" % report_mod.REPORT_FORMAT),
             ("deep.json", b"[" * 100000 + b"]" * 100000, "nested too deeply")):
         code, out, err = run_report(procs, "compare", good, doc(name, data), "--out",
                                     str(tmpdir.join("c.html")))
