@@ -1381,4 +1381,22 @@ MUTATIONS = [
          old='        row["host"] = next(e.get("host") for e in entries if e is not None)',
          new='        row["host"] = next(e["host"] for e in entries if e is not None)',
          tests=[_LL + "test_like_for_like_compare_shows_a_client_without_figures_as_unknown"]),
+    # --- integrate ---
+    dict(id="rerender-facts-unchecked", file="diskbench/report/rerender.py",
+         old="        checked = readers.check_facts(recorded)",
+         new="        checked = recorded",
+         tests=[_TF + "test_rerender_with_damaged_report_facts_falls_back_once_without_a_"
+                "traceback"]),
+    dict(id="report-plan-duration-unchecked", file="diskbench/report/readers.py",
+         old='    (("planned_run_s",), FIGURE),\n',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-per-client-mib-s-unchecked", file="diskbench/report/readers.py",
+         old='    (("aggregate", "per_client_mib_s"), protocol.Optional(_MapOf(NAME, FIGURE))),',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-run-facts-unchecked", file="diskbench/report/readers.py",
+         old='    (("run", "exit_code"), EXIT_CODE),',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
 ]

@@ -16,7 +16,7 @@ import errno
 import json
 import math
 
-from diskbench import protocol
+from diskbench import plan, protocol
 from diskbench.compat import RecursionError, as_text, integer_types
 from diskbench.server import report as report_mod
 from diskbench.server import states
@@ -29,6 +29,9 @@ MAX_FIGURE = 1e12
 MIN_FIGURE = 1e-9
 #: Server warnings kept from an old report.json (each is one sentence).
 MAX_WARNINGS = 1000
+#: The longest text believed in run.json's report facts (a server warning or a
+#: client's state reason may quote a client's own text, the wire's 2048, and more).
+MAX_FACT_TEXT = 65536
 
 
 class Unreadable(Exception):
@@ -64,18 +67,68 @@ STATE = protocol.Str(choices=states.STATES)
 YES_NO = protocol.Optional(protocol.Bool())
 
 
-class _FigureMap(protocol._Field):
-    """{client name: FIGURE} (the aggregate's per-client MiB/s), or null."""
+#: Where a plan setting came from (report: plan_source).
+PLAN_SOURCES = (plan.FROM_CLIENT, plan.FROM_SERVER, plan.FROM_DEFAULT)
+
+
+class _ListOf(protocol._Field):
+    """A list of ``inner`` values."""
+
+    def __init__(self, inner):
+        self.inner = inner
 
     def describe(self):
-        return "an object of client names to %s, or null" % FIGURE.describe()
+        return "a list of %s" % self.inner.describe()
 
     def check(self, value):
-        if value is None:
-            return None
+        if not isinstance(value, list):
+            raise TypeError
+        return [self.inner.check(v) for v in value]
+
+
+class _MapOf(protocol._Field):
+    """An object of ``key`` names to ``inner`` values."""
+
+    def __init__(self, key, inner):
+        self.key, self.inner = key, inner
+
+    def describe(self):
+        return "an object of %s to %s" % (self.key.describe(), self.inner.describe())
+
+    def check(self, value):
         if not isinstance(value, dict):
             raise TypeError
-        return dict((NAME.check(k), FIGURE.check(v)) for k, v in value.items())
+        return dict((self.key.check(k), self.inner.check(v)) for k, v in value.items())
+
+
+class _AsIs(protocol._Field):
+    """``inner``'s check, the value kept as written (an integer stays one)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.optional = inner.optional
+
+    def describe(self):
+        return self.inner.describe()
+
+    def check(self, value):
+        self.inner.check(value)
+        return value
+
+
+class _Record(protocol._Field):
+    """An object with exactly the keys of ``spec`` ({key: field}), each checked."""
+
+    def __init__(self, spec):
+        self.spec = dict(spec)
+
+    def describe(self):
+        return "an object of %s" % ", ".join(sorted(self.spec))
+
+    def check(self, value):
+        if not isinstance(value, dict) or set(value) != set(self.spec):
+            raise TypeError
+        return dict((k, f.check(value[k])) for k, f in self.spec.items())
 
 
 #: What ``load_report`` checks in each client entry of a report.json (compare's
@@ -106,7 +159,7 @@ RUN_FIELDS = (
     (("run", "start_utc"), TEXT),
     (("run", "run_duration_s"), SIGNED),
     (("aggregate", "throughput_mib_s"), FIGURE),
-    (("aggregate", "per_client_mib_s"), _FigureMap()),
+    (("aggregate", "per_client_mib_s"), protocol.Optional(_MapOf(NAME, FIGURE))),
     (("totals", "client_count"), COUNT),
     (("totals", "written_mib"), FIGURE),
 ) + tuple((("totals", "latency_ms", k), FIGURE) for k in ("p50", "p95", "p99", "max"))
@@ -311,3 +364,81 @@ def read_old_report(path, warn):
         warn("%s: %d damaged values left out (the first: '%s'); the run facts are taken "
              "from perf.jsonl there" % (path, len(dropped), dropped[0]))
     return dict(run=run, states=found, rejected=rejected)
+
+
+FACT_TEXT = protocol.Str(max_len=MAX_FACT_TEXT)
+#: run.json's report facts (server/report.facts), checked like the wire before a
+#: re-render applies them: (key, field) of the run's build arguments, its view and
+#: each client's (report.CLIENT_FACTS). A key missing, unknown or failing its field
+#: makes the facts unusable (rerender then falls back to a re-render without them).
+FACT_BUILD_FIELDS = (
+    ("run_label", protocol.Optional(FACT_TEXT)), ("interrupted_by", TEXT),
+    ("exit_code", EXIT_CODE), ("exit_meaning", TEXT),
+    ("warnings", protocol.Optional(_ListOf(FACT_TEXT))),
+    ("server_cpu", protocol.Optional(_MapOf(protocol.Str(max_len=128), _AsIs(SIGNED)))))
+FACT_RUN_FIELDS = (
+    ("expected_clients", OPT_COUNT), ("connections", COUNT),
+    ("rejected", _MapOf(protocol.Str(max_len=128, strict=True), COUNT)),
+    ("restored", COUNT))
+FACT_CLIENT_FIELDS = (
+    ("peer", protocol.Optional(protocol.Str(max_len=255))),
+    ("plan", _AsIs(_Record(protocol._PLAN_SPEC))),
+    ("plan_sources", _Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
+                                  for k in protocol.PLAN_FIELDS))),
+    ("start_at", protocol.Optional(TS)), ("join_order", OPT_COUNT), ("state", STATE),
+    ("reason", protocol.Optional(FACT_TEXT)), ("duplicates", COUNT),
+    ("reconnects", COUNT), ("went_away_count", COUNT), ("takeovers", COUNT),
+    ("seq_jumps", COUNT), ("notes", _ListOf(FACT_TEXT)), ("texts_dropped", COUNT))
+assert set(k for k, _ in FACT_CLIENT_FIELDS) == set(report_mod.CLIENT_FACTS)
+assert set(k for k, _ in FACT_RUN_FIELDS) == set(report_mod.VIEW_FACTS)
+
+
+def _checked(obj, fields, where):
+    """``obj`` (a dict holding exactly the keys of ``fields``) with each value
+    checked; ValueError naming the first key that fails."""
+    if not isinstance(obj, dict):
+        raise ValueError("'%s' must be an object" % where)
+    names = set(k for k, _ in fields)
+    extra = sorted(as_text(k) for k in obj if k not in names)
+    if extra:
+        raise ValueError("'%s' has an unknown key '%s'" % (where, extra[0][:40]))
+    out = {}
+    for key, field in fields:
+        try:
+            out[key] = field.check(obj[key]) if key in obj else _missing(field)
+        except (TypeError, ValueError):
+            raise ValueError("'%s.%s' must be %s" % (where, key, field.describe()))
+    return out
+
+
+def _missing(field):
+    if field.optional:
+        return None
+    raise ValueError
+
+
+def check_facts(recorded):
+    """run.json's report facts ``recorded`` with every value checked like the
+    wire (FACT_*_FIELDS), as ``report.apply_facts`` takes them; ValueError
+    saying which value is wrong."""
+    if not isinstance(recorded, dict):
+        raise ValueError("'%s' must be an object" % report_mod.FACTS_KEY)
+    out = {}
+    for key in ("start_ts", "end_ts"):
+        try:
+            out[key] = TS.check(recorded.get(key))
+        except (TypeError, ValueError):
+            raise ValueError("'%s' must be %s" % (key, TS.describe()))
+    out["build"] = _checked(recorded.get("build"), FACT_BUILD_FIELDS, "build")
+    out["run"] = _checked(recorded.get("run"), FACT_RUN_FIELDS, "run")
+    clients = recorded.get("clients")
+    if not isinstance(clients, dict):
+        raise ValueError("'clients' must be an object")
+    out["clients"] = {}
+    for name, facts in clients.items():
+        try:
+            name = NAME.check(name)
+        except (TypeError, ValueError):
+            raise ValueError("a client name in 'clients' must be %s" % NAME.describe())
+        out["clients"][name] = _checked(facts, FACT_CLIENT_FIELDS, "clients.%s" % name)
+    return out

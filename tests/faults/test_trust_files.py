@@ -414,7 +414,9 @@ def _mutate_json(rnd, text):
     elif how == 2 and "v" in obj:
         obj["v"] = rnd.choice([0, 2, 4, 99, "3", None])
     elif how == 3 and "report_format" in obj:
-        obj["report_format"] = rnd.choice([1, 3, True, "2", 2.0, None])
+        fmt = report_mod.REPORT_FORMAT   # another version, or its number in another type
+        obj["report_format"] = rnd.choice([fmt - 1, fmt + 1, True, "%d" % fmt, float(fmt),
+                                           None])
     elif how == 4:
         parent[path[-1]], token = _HOLE, rnd.choice(_TOKENS)
     else:
@@ -629,6 +631,85 @@ def test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file(
             sys.version_info[0], sys.version_info[1], FUZZ_MUTANTS, took, compared,
             entries_left_out, refused, FUZZ_CLI))
     assert compared and refused and entries_left_out
+
+
+#: Mutants of run.json's report facts re-rendered in this process (each a full
+#: re-render of the real run), and of them through the real CLI.
+FACTS_MUTANTS = 300
+FACTS_CLI = 3
+#: What a re-render says, once, when run.json's report facts cannot be used.
+FACTS_UNUSABLE = "holds report facts that cannot be used"
+
+
+def _mutate_facts(rnd, marker):
+    """run.json ``marker`` (a dict) with one value under its report facts swapped for
+    another type, a key dropped or an unknown one added (the file stays JSON)."""
+    obj = json.loads(json.dumps(marker))
+    paths = [p for p in _paths(obj) if p[:1] == (report_mod.FACTS_KEY,)]
+    path = rnd.choice(paths)
+    parent = obj
+    for key in path[:-1]:
+        parent = parent[key]
+    how = rnd.randrange(3)
+    if how == 0 and isinstance(parent, dict) and len(path) > 1:
+        del parent[path[-1]]
+    elif how == 1 and isinstance(parent[path[-1]], dict):
+        parent[path[-1]]["unknown_%d" % rnd.randrange(9)] = rnd.choice(_VALUES)
+    else:
+        parent[path[-1]] = rnd.choice(_VALUES)
+    return obj
+
+
+def test_rerender_with_damaged_report_facts_falls_back_once_without_a_traceback(
+        real_run_dir, tmpdir, procs):
+    """run.json's report facts are a file we read: each mutant of a real run's facts
+    (a value of another type or out of bounds, a key missing or unknown) is checked
+    like the wire before it is used; facts that fail make a re-render without them,
+    said in one warning naming the bad value, never a traceback; the report is whole
+    (every client, strict JSON). Through the real CLI: exit 0, the warning once."""
+    with open(os.path.join(real_run_dir, "run.json"), "rb") as f:
+        marker = json.loads(f.read().decode("utf-8"))
+    assert report_mod.FACTS_KEY in marker
+    want = sorted(e["client"] for e in load_report(real_run_dir)["clients"])
+    log_dir = str(tmpdir.mkdir("facts"))
+    shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), log_dir)
+    path = os.path.join(log_dir, "run.json")
+    rnd = random.Random(FUZZ_SEED)
+    fell_back = 0
+    for index in range(FACTS_MUTANTS):
+        mutant = _mutate_facts(rnd, marker)
+        data = json.dumps(mutant).encode("utf-8")
+        with open(path, "wb") as f:
+            f.write(data)
+        warned = []
+        try:
+            rep, series = rerender.load(log_dir, warned.append)
+            out = _outputs_in_memory(rep, series, False)
+        except Exception as exc:  # noqa: B902 - any exception is the bug this test finds
+            _fail_with(tmpdir, "facts-mutant.json", data, index, "%s: %s" % (
+                type(exc).__name__, exc))
+        said = [w for w in warned if FACTS_UNUSABLE in w]
+        assert len(said) <= 1, warned
+        fell_back += len(said)
+        assert sorted(e["client"] for e in _strict(out["json"])["clients"]) == want
+        # how the run ended is a fact only the server knew: used or not, as said
+        assert (rep["run"]["exit_meaning"] == rerender.NO_REPORT_MEANING) == bool(said), \
+            (index, warned)
+    assert fell_back > FACTS_MUTANTS // 2, fell_back
+    for index in range(FACTS_CLI):
+        cli_dir = str(tmpdir.mkdir("facts-cli%d" % index))
+        shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), cli_dir)
+        mutant = dict(marker)
+        mutant[report_mod.FACTS_KEY] = dict(marker[report_mod.FACTS_KEY])
+        mutant[report_mod.FACTS_KEY][("start_ts", "clients", "build")[index]] = \
+            ("yesterday", [1, 2], {"exit_code": "0"})[index]
+        with open(os.path.join(cli_dir, "run.json"), "w") as f:
+            json.dump(mutant, f)
+        code, out, err = run_report(procs, cli_dir)
+        assert code == exitcodes.OK and "Traceback" not in err, err
+        assert err.count(FACTS_UNUSABLE) == 1, err
+        with open(os.path.join(cli_dir, "report.json"), "rb") as f:
+            assert sorted(e["client"] for e in _strict(f.read())["clients"]) == want
 
 
 def _bad_lines(good):
