@@ -1270,7 +1270,7 @@ MUTATIONS = [
          new='PROG = "python -m diskbench.launch"',
          tests=[_PK + "test_console_scripts_install_and_name_themselves"]),
     dict(id="rerender-ignores-report-facts", file="diskbench/report/rerender.py",
-         old="    recorded = marker.get(report_mod.FACTS_KEY)",
+         old="    recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))",
          new="    recorded = None",
          tests=[_LL + "test_like_for_like_rerender_of_a_finished_run_equals_the_servers_report"]),
     dict(id="server-records-no-report-facts", file="diskbench/report/__init__.py",
