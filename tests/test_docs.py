@@ -10,7 +10,7 @@ import pytest
 
 from diskbench import plan
 from diskbench.client import __main__ as client_main
-from diskbench.client import sender
+from diskbench.client import sender, supervisor
 from diskbench.server import control, master, recorder, registry
 from diskbench.server import __main__ as server_main
 from tests.helpers import REPO
@@ -121,6 +121,8 @@ def _quoted_constants():
         ("README.md", "(%s MiB chunks)" % ", ".join("%d" % n for n in _demo_chunks_mb())),
         ("README.md", "`--chunk-mb` is below %d" % plan.MIN_CHUNK_MB),
         ("README.md", "a buffer of up to %d unacknowledged messages" % sender.BUFFER_MAX),
+        ("README.md", "after %d in a row (`sender.SILENT_CLOSES_MAX`" % sender.SILENT_CLOSES_MAX),
+        ("README.md", "(at most `BYE_GRACE_S`, %g s;" % supervisor.BYE_GRACE_S),
         ("README.md", "every %s (`RETRY_S`)" % every),
         ("README.md", "%g s more (`HELD_DRAIN_S`)" % recorder.HELD_DRAIN_S),
         ("README.md", "at most %g s (`registry.MAX_WENT_AWAY_S`" % registry.MAX_WENT_AWAY_S),
