@@ -1499,4 +1499,10 @@ MUTATIONS = [
          old="acks fall behind (README: How many clients)",
          new="acks fall behind (README: Sizing a server)",
          tests=["tests/test_docs.py::test_references_to_readme_sections_name_its_headings"]),
+    # --- coordinator ---
+    dict(id="utc-milliseconds-rounded-apart", file="diskbench/metrics.py",
+         old="        ms = int(round(ts * 1000))",
+         new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_utc_rounds_the_second_with_its_milliseconds"]),
 ]
