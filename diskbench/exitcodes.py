@@ -35,3 +35,8 @@ CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
 CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP or the server asked us to stop early
 CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout and did not
                             # stop when asked: it had to be sent SIGTERM/SIGKILL
+CLIENT_BAD_DATA = 18    # --verify: a block read back was not what was written (corrupt,
+                        # misplaced, stale or missing), whatever the speed
+# server (continued)
+SERVER_BAD_DATA = 19    # the report is written, and --verify found a client's data did not
+                        # come back as written (the report's "data verified" line)

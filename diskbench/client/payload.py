@@ -84,6 +84,12 @@ class Payload(object):
                 buf[off + k:end:STAMP_EVERY] = byte * blocks  # byte k of every block
         self._stamped = new
 
+    def stamper(self, run, instance):
+        """A stamp.Stamper over this buffer: per-block headers that say where
+        each block belongs (it replaces ``stamp``'s counter in bytes 0-7)."""
+        from diskbench.stamp import Stamper
+        return Stamper(self._map, self.offset, self.size, run, instance)
+
     def close(self):
         """Unmap the buffer (left to the GC while a view of it is still alive,
         e.g. one held by the traceback of a failed write)."""

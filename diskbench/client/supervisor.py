@@ -84,6 +84,8 @@ class Supervisor(object):
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
         self.signals = SignalFlag()  # installed by run()
+        self.bad_blocks = 0       # --verify: blocks that did not come back
+        self.verified_bytes = 0   # --verify: bytes read back
 
     # --- entry ---------------------------------------------------------------------
     def run(self):
@@ -111,7 +113,7 @@ class Supervisor(object):
         if outcome is not None:
             return self._finish(outcome)
         self.t_go = self._start_instant()
-        self.cfg = cfg = self.cfg.replace(start_at=self.t_go)
+        self.cfg = cfg = self.cfg.replace(start_at=self.t_go, run_id=self.sender.run_id)
         go = self.sender.go_msg
         offset, end_offset = self.sender.pace(cfg.perf_interval_s,
                                               go.end_spread_s if go else None)
@@ -158,7 +160,7 @@ class Supervisor(object):
         """Apply the plan the go carries (an older-style go has none: ours
         stays) and check it on this host; an Outcome if it cannot run."""
         go = self.sender.go_msg
-        changes = dict((k, go.data[k]) for k in protocol.PLAN_FIELDS
+        changes = dict((k, go.data[k]) for k in protocol.PLAN_FIELDS + ("verify",)
                        if go is not None and go.data.get(k) is not None)
         self.cfg = self.cfg.replace(**changes)
         problem = self.plan_check(self.cfg) if self.plan_check else None
@@ -287,6 +289,33 @@ class Supervisor(object):
         if role == WRITER and msg.fatal:
             self.writer_error = msg
 
+    def _on_readback(self, role, msg):
+        bad = sum(msg.data[kind] for kind in protocol.BAD_KINDS)
+        self.bad_blocks += bad
+        self.verified_bytes += msg.bytes
+        line = ("read back file %d: %d of %d MiB at %.1f MiB/s (%s), %s" % (
+            msg.file_index, msg.bytes // MIB, msg.file_bytes // MIB,
+            msg.bytes / float(MIB) / msg.io_s if msg.io_s else 0.0, msg.read_mode,
+            ", ".join("%d %s" % (msg.data[k], k) for k in protocol.BAD_KINDS
+                      if msg.data[k]) or "every block as written"))
+        if bad:
+            self.log.error("%s", line)
+        else:  # in the log, not on the console (as rollovers)
+            self.log.info("%s", line, extra=progress.FILE_ONLY)
+
+    def _on_bad_block(self, role, msg):
+        self.log.error("bad block (%s) in %s at offset %d: expected %s, found %s",
+                       msg.kind, msg.path, msg.offset, msg.expected, msg.found)
+
+    def _judge_data(self, outcome):
+        """--verify: a client whose data did not come back failed, whatever its speed."""
+        if not self.bad_blocks or outcome.code not in (exitcodes.OK,
+                                                       exitcodes.CLIENT_INTERRUPTED):
+            return outcome
+        text = ("--verify: %d blocks did not come back as written (see the bad block "
+                "lines above)" % self.bad_blocks)
+        return Outcome(outcome.reason, exitcodes.CLIENT_BAD_DATA, text)
+
     def _on_note(self, role, msg):
         self.log.warning("note from %s: %s", role, msg.text)
 
@@ -400,8 +429,8 @@ class Supervisor(object):
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
         deadline = monotonic() + wait_s
-        while monotonic() < deadline and any(
-                p.exitcode is None for p in self.procs.values()):
+        while any(p.exitcode is None for p in self.procs.values()) and (
+                monotonic() < deadline or self._reading_back(limit)):
             self._drain(LOOP_TICK_S / 2)
         roles = dict((p, role) for role, p in self.procs.items())
         for sig, wait_s in ((signal.SIGTERM, CHILD_KILL_TIMEOUT_S),
@@ -429,6 +458,12 @@ class Supervisor(object):
         for conn in self.conns.values():
             conn.close()
         self.conns = {}
+
+    def _reading_back(self, limit):
+        """--verify: the writer is reading its files back at the end and making
+        progress (a file per chunk read): it gets longer than the stop timeout."""
+        return self.cfg.verify and WRITER in self.procs and \
+            self.procs[WRITER].exitcode is None and self._progress_age() < limit
 
     def _remove_leftovers(self):
         """Data files of a writer that could not clean up (e.g. kill -9)."""
@@ -458,7 +493,7 @@ class Supervisor(object):
         if self.procs:
             self._stop_children()
             self._remove_leftovers()
-            outcome = self._judge_writer(outcome)
+            outcome = self._judge_data(self._judge_writer(outcome))
         self.progress.clear()
         figures = self.progress.figures
         elapsed = max(0.0, monotonic() - self.t_go) if self.t_go is not None else 0.0
@@ -565,6 +600,8 @@ ON_CHILD_ITEM = {
     protocol.ROLLOVER: Supervisor._on_rollover,
     protocol.ERROR: Supervisor._on_error,
     protocol.NOTE: Supervisor._on_note,
+    protocol.READBACK: Supervisor._on_readback,
+    protocol.BAD_BLOCK: Supervisor._on_bad_block,
     protocol.STATS: None,
     protocol.HEARTBEAT: None,
 }

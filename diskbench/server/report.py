@@ -23,6 +23,7 @@ from diskbench import metrics, protocol
 from diskbench.metrics import utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
+from diskbench.server import readback
 from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
@@ -352,7 +353,9 @@ def client_entry(c, guard=None):
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),
-        errors_and_notices_not_kept_count=c.texts_dropped)
+        errors_and_notices_not_kept_count=c.texts_dropped,
+        # --verify: what was read back, kept apart from the write figures (None: off)
+        verification=g(who + "read-back", readback.client_entry, c, _latency))
 
 
 def first_write_ts(c):
@@ -524,7 +527,7 @@ def headline(rep):
         lines.append("slowest: %s %.1f MiB/s; fastest: %s %.1f MiB/s (slowest/fastest %s)"
                      % (agg["slowest"], means[agg["slowest"]], agg["fastest"],
                         means[agg["fastest"]], _f(agg["slowest_to_fastest_ratio"], "%.2f")))
-    return lines
+    return lines + readback.headline(rep)
 
 
 def client_table(rep):
@@ -548,6 +551,9 @@ def client_table(rep):
             _f(e["chunk_mib"], "%g"), _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
             _f(e["latency_ms"][hi], "%.2f"), e["rollover_count"],
             _f(e["writer_cpu_percent"]["mean"], "%.0f")))
+    if any(e.get("verification") for e in clients):  # --verify: two more columns
+        extra = [("read MiB/s", "bad blocks")] + [readback.table_columns(e) for e in clients]
+        lines = [line + " %10s %10s" % cols for line, cols in zip(lines, extra)]
     return lines
 
 
@@ -680,6 +686,7 @@ def _text_client(e):
                      _f(e["dropped_message_count"], "%d"),
                      e["duplicate_message_count"], e["reconnect_count"],
                      e["went_away_count"]))
+    lines += readback.client_lines(e)
     for err in e["error_list"]:
         lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
                                               err["is_fatal"] else "", err["what"]))
