@@ -152,16 +152,21 @@ def test_verify_no_fault_zero_bad_blocks(procs, tmpdir):
 
 def test_verify_block_overwritten_after_write_is_corrupt(procs, tmpdir):
     """A block overwritten by another process after the write and before the
-    read-back is found: kind corrupt, at its file and offset, expected stamp
-    named; the client fails with CLIENT_BAD_DATA and the server with SERVER_BAD_DATA."""
+    read-back, one byte of its body changed (its stamp intact), is found:
+    kind corrupt, at its file and offset, expected stamp named, its check
+    failing; the client fails with CLIENT_BAD_DATA and the server with
+    SERVER_BAD_DATA."""
     def stage(index, path):
         if index == TARGET:
-            _direct_write(path, AT, os.urandom(BLOCK))
+            block = bytearray(_read(path, AT, BLOCK))
+            block[BLOCK // 2] ^= 0x01
+            _direct_write(path, AT, bytes(block))
     code, err, scode, msgs, report = run_verified(procs, tmpdir, str(tmpdir.mkdir("d")),
                                                   stage)
     assert _bad(msgs) == [("corrupt", TARGET, AT)]
     bad = of(msgs, P.BAD_BLOCK, "v")[0]
-    assert "file %d chunk 1 block 3" % TARGET in bad.expected and bad.found == "no stamp"
+    assert "file %d chunk 1 block 3" % TARGET in bad.expected
+    assert bad.found.endswith("file %d chunk 1 block 3 (checks FAIL)" % TARGET)
     assert _readback(msgs, TARGET).corrupt == 1
     _assert_failed_for_data(code, err, scode, report, tmpdir, "corrupt")
 
@@ -265,24 +270,26 @@ def test_verify_change_on_the_device_under_the_page_cache_is_seen(procs, tmpdir,
                                                                    loop_ext4, direct):
     """A block changed on the device underneath the filesystem (written to the
     loop device, not through the file) is found corrupt: the read-back went
-    to the device. In fadvise mode the file's written pages were still in the
-    page cache (buffered writes) with the old, correct data; only fsync +
-    posix_fadvise(DONTNEED) before the read makes the change visible."""
+    to the device. The file's pages are in the page cache with the old,
+    correct data when the block changes (read through the cache just before;
+    fincore shows them); a read served from the cache would find nothing.
+    O_DIRECT reads go around the cache; in fadvise mode (buffered writes)
+    fsync + posix_fadvise(DONTNEED) before the read drop it."""
     mnt, dev = loop_ext4
     seen = {}
 
     def stage(index, path):
         if index == TARGET:
-            if not direct:  # its pages really are cached, holding the good data
-                seen["cached"] = _sh("fincore", "-nb", "-o", "RES", path) \
-                    if _has("fincore") else None
+            _read(path, 0, FILE_MB * MIB)   # every page of the file cached, good data
+            if _has("fincore"):
+                seen["cached"] = _sh("fincore", "-nb", "-o", "RES", path)
             _direct_write(dev, _device_offset(path, AT), b"\xa5" * BLOCK)
     env = {} if direct else {writer.FAKE_NO_ODIRECT_ENV: "1"}
     code, err, scode, msgs, report = run_verified(procs, tmpdir, mnt, stage, env=env)
     assert _bad(msgs) == [("corrupt", TARGET, AT)], err
     assert _readback(msgs, TARGET).read_mode == (P.READ_DIRECT if direct else P.READ_DROPPED)
     if seen.get("cached") is not None:
-        assert int(seen["cached"]) > 0
+        assert int(seen["cached"]) == FILE_MB * MIB
     _assert_failed_for_data(code, err, scode, report, tmpdir, "corrupt")
 
 
