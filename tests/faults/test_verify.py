@@ -206,10 +206,11 @@ def test_verify_block_from_earlier_file_is_stale(procs, tmpdir):
 
 
 def test_verify_truncated_file_is_missing_counted_beyond_the_cap(procs, tmpdir):
-    """A file truncated after its write: every block past the end is missing,
-    the first at the new end; the first MAX_BAD_REPORTED are sent one by one
-    and all are counted (none lost beyond the cap)."""
-    cut = CHUNK_MB * MIB + 2 * BLOCK
+    """A file truncated after its write (in its first chunk, so its whole
+    second chunk is past the end): every block past the end is missing, the
+    first at the new end; the first MAX_BAD_REPORTED are sent one by one and
+    all are counted (none lost beyond the cap)."""
+    cut = 2 * BLOCK
 
     def stage(index, path):
         if index == TARGET:
