@@ -14,6 +14,8 @@ page cache (buffered writes, fsync mode) still hold the old data, so only a
 read that really goes to the device sees the change. It proves the read-back
 is not served from the page cache, in both read modes.
 """
+import csv
+import io
 import json
 import mmap
 import os
@@ -101,8 +103,10 @@ def run_verified(procs, tmpdir, data, stage, env=None, server_extra=("--verify",
     communicate(server, RUN_TIMEOUT_S)
     with open(os.path.join(slog, "report.json")) as f:
         report = json.load(f)
-    with open(os.path.join(slog, "report.txt")) as f:
-        report["text"] = f.read()
+    for name, key in (("report.txt", "text"), ("report.html", "html"),
+                      ("clients.csv", "csv")):
+        with open(os.path.join(slog, name)) as f:
+            report[key] = f.read()
     return client.returncode, err, server.returncode, records(slog), report
 
 
@@ -131,7 +135,9 @@ def _assert_failed_for_data(code, err, scode, report, tmpdir, kind):
 def test_verify_no_fault_zero_bad_blocks(procs, tmpdir):
     """A run with --verify and no fault reads every file back whole, finds
     every block as written: zero bad blocks, exit codes 0, and the report says
-    "data verified: ... 0 bad blocks" with the read figures apart from the writes."""
+    "data verified: ... 0 bad blocks" with the read figures apart from the
+    writes: in report.txt's table, clients.csv's columns and report.html's
+    read-back chart (beside the write one, a point per file read back)."""
     data = str(tmpdir.mkdir("data"))
     code, err, scode, msgs, report = run_verified(procs, tmpdir, data, lambda i, p: None)
     assert code == 0 and scode == 0, err
@@ -148,6 +154,17 @@ def test_verify_no_fault_zero_bad_blocks(procs, tmpdir):
     assert v["requested_by"] == "server"
     assert re.search(r"data verified: [\d.]+ GiB on 1 client, 0 bad blocks", report["text"])
     assert os.listdir(data) == []   # read back, then removed
+    table = report["text"].split("\n\n")[1].splitlines()
+    assert table[0].split()[-4:] == ["read", "MiB/s", "bad", "blocks"]
+    assert table[1].split()[-2:] == ["%.1f" % v["read_mib_s"], "0"]
+    rows = list(csv.DictReader(io.StringIO(report["csv"] if not isinstance(
+        report["csv"], bytes) else report["csv"].decode("utf-8"))))
+    assert float(rows[0]["read_mib_s"]) == v["read_mib_s"] and rows[0]["bad_block_count"] == "0"
+    charts = re.findall(r'data-chart="(\w+)"', report["html"])
+    assert charts[:2] == ["throughput", "read"]
+    svg = report["html"].split('data-chart="read"', 1)[1].split("</svg>", 1)[0]
+    paths = re.findall(r'<path class="series" data-client="v"[^>]* d="([^"]*)"', svg)
+    assert len(paths) == 1 and len(re.findall(r"[ML]", paths[0])) == len(backs)
 
 
 def test_verify_block_overwritten_after_write_is_corrupt(procs, tmpdir):
