@@ -1077,4 +1077,14 @@ MUTATIONS = [
          old='    if any(e.get("verification") for e in clients):  # --verify: two more columns',
          new="    if False:",
          tests=[_VF + "test_verify_no_fault_zero_bad_blocks"]),
+    dict(id="verify-console-silent", file="diskbench/server/console.py",
+         old='            _size(self.total_bytes), self.timing_text(), self.verified_text())',
+         new='            _size(self.total_bytes), self.timing_text(), "")',
+         tests=[_VU + "test_registry_and_console_show_verification_progress_and_a_bad_"
+                "client_fails"]),
+    dict(id="verify-console-counts-no-bad", file="diskbench/server/registry.py",
+         old="                sum(sum(c.bad_counts.values()) for c in clients))",
+         new="                0)",
+         tests=[_VU + "test_registry_and_console_show_verification_progress_and_a_bad_"
+                "client_fails"]),
 ]

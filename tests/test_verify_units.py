@@ -139,3 +139,45 @@ def test_report_headline_says_data_verified_and_the_bad_blocks_by_kind():
         "data verified: 4.0 GiB on 2 clients, 3 bad blocks (1 corrupt, 2 missing) on b: "
         "THE DATA DID NOT COME BACK"]
     assert readback.headline(dict(clients=[dict(client="a", verification=None)])) == []
+
+
+def test_registry_and_console_show_verification_progress_and_a_bad_client_fails():
+    """The live console's summary line says what was read back so far and the
+    bad blocks (nothing when no client verifies); a client whose read-back
+    found a bad block is failed at its stop, though it ran its duration, and
+    the registry names it for the server's exit code."""
+    from diskbench.server import console as console_mod
+    from diskbench.server import registry as reg
+    from tests.test_server_console import _Clock, _feed
+    clock = _Clock()
+    registry = reg.Registry(clock=clock, plan_given={"verify": True})
+    quiet = reg.Registry(clock=clock)
+    for r in (registry, quiet):
+        _feed(r, "a", 1, 5000.0, 2, 10.0)
+        _feed(r, "b", 1, 5000.0, 2, 10.0)
+    assert console_mod.Summary(quiet.progress_view(), 5010.0).verified_text() == ""
+    assert "read back" not in console_mod.Summary(quiet.progress_view(), 5010.0).line()
+    assert all(c.verify and c.verify_source == "server" for c in registry.clients.values())
+
+    def readback(name, seq, **bad):
+        fields = dict(file_index=seq, file_bytes=100 << 20, bytes=100 << 20, chunks=1,
+                      io_s=0.1, lat_min_s=0.1, lat_max_s=0.1, lat_hist=[[300, 1]],
+                      read_mode=P.READ_DIRECT, corrupt=0, misplaced=0, stale=0, missing=0)
+        fields.update(bad)
+        registry.accept(P.make(P.READBACK, name=name, seq=seq, **fields), 5005.0, hash(name))
+    readback("a", 10)
+    readback("b", 10)
+    readback("b", 11, stale=2)
+    line = console_mod.Summary(registry.progress_view(), 5010.0).line()
+    assert line.endswith("; read back 3 files, 300.0 MiB, 2 bad blocks (DATA DID NOT COME "
+                         "BACK)"), line
+    for name in ("a", "b"):
+        registry.accept(P.make(P.STOP, name=name, seq=20, reason=P.STOP_DURATION,
+                               bytes_written=1, chunks_written=1, rollovers=0,
+                               elapsed_s=1.0, io_s=0.5, dropped_messages=0),
+                        5011.0, hash(name))
+    assert registry.clients["a"].state == reg.FINISHED
+    assert registry.clients["b"].state == reg.FAILED
+    assert registry.clients["b"].reason == \
+        "its data did not come back: 2 bad blocks read back (2 stale)"
+    assert registry.bad_data() == ["b"]

@@ -133,12 +133,15 @@ ClientProgress = collections.namedtuple("ClientProgress", (
 class ProgressView(object):
     """What the live console shows, copied under the lock in O(clients)."""
 
-    def __init__(self, now, clients, notes, expected_clients, go_released):
+    def __init__(self, now, clients, notes, expected_clients, go_released, verified=None):
         self.now = now                # the registry's clock() when copied
         self.clients = clients        # [ClientProgress] in hello order
         self.notes = notes
         self.expected_clients = expected_clients
         self.go_released = go_released
+        # --verify: (files, bytes read back, bad blocks) over every client so
+        # far; None when no client verifies
+        self.verified = verified
 
 
 class _LockAndSay(object):
@@ -1019,7 +1022,15 @@ class Registry(object):
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
                 c.plan["duration_s"], c.peer)
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
-                self.expected_clients, self.go_released)
+                self.expected_clients, self.go_released, self._verified_locked())
+
+    def _verified_locked(self):
+        """ProgressView.verified: O(clients), with the rest of the copy."""
+        clients = [c for c in self.clients.values() if c.verify or c.read_files]
+        if not clients:
+            return None
+        return (sum(c.read_files for c in clients), sum(c.read_bytes for c in clients),
+                sum(sum(c.bad_counts.values()) for c in clients))
 
     def snapshot(self):
         with self.lock:
