@@ -186,3 +186,53 @@ class ReadBack(object):
         self.send((protocol.BAD_BLOCK, dict(
             path=path, file_index=file_index, offset=offset, kind=kind,
             expected=expected.describe(offset), found=stamp.describe_found(block))))
+
+
+# --- python -m diskbench.client.verify: re-check kept files ----------------------------
+def recheck(paths, chunk_bytes, send, direct=True):
+    """Read back and check data files kept with --keep-data, each against the
+    run and writer its first block names (its index from its name); returns
+    the bad blocks. A file whose first block is not a stamp is checked
+    against nothing (every block corrupt or missing)."""
+    bad = 0
+    for path in paths:
+        with open(path, "rb") as f:
+            first = f.read(stamp.BLOCK)
+        head = stamp.HEADER.unpack(first[:stamp.FIELDS_END]) \
+            if len(first) == stamp.BLOCK else None
+        run, instance = (head[1], head[2]) if head and head[0] == stamp.MAGIC else (0, 0)
+        index = int(os.path.basename(path).rsplit("-", 1)[-1].split(".")[0])
+        reader = ReadBack(run, instance, chunk_bytes, send)
+        try:
+            bad += reader.check_file(path, index, os.path.getsize(path), direct)
+        finally:
+            reader.close()
+    return bad
+
+
+def main(argv=None):
+    """Re-check kept data files: one JSON line per file read back and per bad
+    block (the readback and bad_block messages' fields), exit 0 or
+    exitcodes.CLIENT_BAD_DATA. For `make bench` (read MiB/s beside fio's) and
+    for files kept from a run."""
+    import argparse
+    import json
+    import sys
+    from diskbench import exitcodes
+    from diskbench.metrics import MIB
+    p = argparse.ArgumentParser(prog="python -m diskbench.client.verify",
+                                description=main.__doc__.split("\n")[0])
+    p.add_argument("--chunk-mb", type=int, required=True,
+                   help="the chunk size the files were written with")
+    p.add_argument("files", nargs="+", metavar="FILE", help="diskbench-NAME-PID-N.dat")
+    args = p.parse_args(argv)
+
+    def send(item):
+        type_, fields = item
+        sys.stdout.write(json.dumps(dict(fields, type=type_), sort_keys=True) + "\n")
+    bad = recheck(args.files, args.chunk_mb * MIB, send)
+    return exitcodes.CLIENT_BAD_DATA if bad else exitcodes.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
