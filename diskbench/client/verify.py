@@ -25,11 +25,11 @@ found stamp), and the supervisor logs each; every one, those beyond the cap
 included, is counted by kind in the file's READBACK message.
 """
 import errno
-import mmap
 import os
 import time
 
 from diskbench import protocol, stamp
+from diskbench.client.payload import huge_map
 from diskbench.compat import monotonic, posix_fadvise_dontneed, read_into
 from diskbench.metrics import LatencyHistogram
 
@@ -80,7 +80,9 @@ class ReadBack(object):
         self.send = send
         self.progress = progress or (lambda: None)
         self.timer = timer
-        self.buf = mmap.mmap(-1, chunk_bytes)   # page-aligned, as O_DIRECT needs
+        # aligned, as O_DIRECT needs, in huge pages where the kernel gives them
+        # (from 4 KiB pages the device gets more, smaller requests: payload.py)
+        self.map, self.at = huge_map(chunk_bytes)
         # stamp.Stamper of the writer's own payload (its buffer), stamped
         # again for each chunk read, so a chunk that is exactly what was
         # written is known in one comparison; only a chunk that differs is
@@ -90,7 +92,7 @@ class ReadBack(object):
         self.bad = 0                            # bad blocks found in all files
 
     def close(self):
-        self.buf.close()
+        self.map.close()
 
     def hold(self, path):
         """The test hook (HOLD_ENV): say the file is ready, wait for go."""
@@ -110,7 +112,7 @@ class ReadBack(object):
         """Read up to ``want`` bytes into the buffer (short reads continued)."""
         got = 0
         while got < want:
-            n = read_into(fd, self.buf, got, want - got)
+            n = read_into(fd, self.map, self.at + got, want - got)
             if n <= 0:
                 break
             got += n
@@ -141,7 +143,8 @@ class ReadBack(object):
                     offset += want
                     continue
                 for at in range(0, want, stamp.BLOCK):
-                    block = self.buf[at:min(at + stamp.BLOCK, got)] if at < got else b""
+                    block = self.map[self.at + at:self.at + min(at + stamp.BLOCK, got)] \
+                        if at < got else b""
                     kind = stamp.classify(block, expected, offset + at)
                     if kind != stamp.OK:
                         counts[kind] += 1
@@ -172,10 +175,10 @@ class ReadBack(object):
             return False
         stamper = self.reference
         stamper.stamp(file_index, offset // self.chunk_bytes)
-        buf, written, start = self.buf, stamper.buf, stamper.start
+        buf, mine, written, start = self.map, self.at, stamper.buf, stamper.start
         for at in range(0, size, COMPARE_PIECE):
             end = min(at + COMPARE_PIECE, size)
-            if buf[at:end] != written[start + at:start + end]:
+            if buf[mine + at:mine + end] != written[start + at:start + end]:
                 return False
         return True
 
