@@ -398,6 +398,8 @@ SPECS = {
                     block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES),
                     # v2: the plan as run, and the client's clock at its first write
                     started_at=Optional(Num(0.0, 1e11)),
+                    # --verify as run (absent: off)
+                    verify=Optional(Bool()),
                     **_optional(_PLAN_SPEC, ("chunk_bytes", "file_bytes", "duration_s"))),
         HEARTBEAT: dict(writer_pid=_PID, writer_alive=Bool(),
                         bytes_written=_BYTES, chunks_written=_BYTES,

@@ -24,7 +24,7 @@ SAMPLE = {
         P.START: dict(writer_pid=124, sync_mode=P.SYNC_FSYNC, preallocate=True,
                       block_bytes=512, buffer_huge_bytes=10 << 20,
                       started_at=1763870000.0, chunk_bytes=20 << 20,
-                      file_bytes=200 << 20, duration_s=60.0),
+                      file_bytes=200 << 20, duration_s=60.0, verify=True),
         P.HEARTBEAT: dict(writer_pid=124, writer_alive=True, bytes_written=1 << 30,
                           chunks_written=102, progress_age_s=0.2),
         P.STATS: dict(writer_pid=124, cpu_percent=12.5, rss_bytes=50 << 20,

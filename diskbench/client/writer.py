@@ -362,7 +362,8 @@ class Writer(object):
                 buffer_huge_bytes=self.payload.huge_page_bytes(),
                 # told to stop before its first write: no first write to time
                 started_at=None if stop else self.iv_start_wall, chunk_bytes=chunk,
-                file_bytes=file_bytes, duration_s=cfg.duration_s)))
+                file_bytes=file_bytes, duration_s=cfg.duration_s,
+                verify=True if self.readback is not None else None)))
             while not stop:
                 size = min(chunk, file_bytes - self.file_written)
                 self.stamp()

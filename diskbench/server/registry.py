@@ -651,6 +651,10 @@ class Registry(object):
         for key in ("chunk_bytes", "file_bytes", "duration_s"):  # as run, when said
             if msg.data.get(key) is not None:
                 client.plan[key] = msg.data[key]
+        if msg.data.get(plan.VERIFY):  # as run (a re-render has no go to say it)
+            client.verify = True
+            client.verify_source = plan.FROM_CLIENT if client.hello.data.get(plan.VERIFY) \
+                else plan.FROM_SERVER
         if client.state == JOINED:
             self._transition(client, RUNNING, "writing")
         self.say(event.info,

@@ -107,6 +107,7 @@ def run_verified(procs, tmpdir, data, stage, env=None, server_extra=("--verify",
                       ("clients.csv", "csv")):
         with open(os.path.join(slog, name)) as f:
             report[key] = f.read()
+    report["log_dir"] = slog
     return client.returncode, err, server.returncode, records(slog), report
 
 
@@ -207,7 +208,8 @@ def test_verify_two_blocks_swapped_are_misplaced(procs, tmpdir):
 
 def test_verify_block_from_earlier_file_is_stale(procs, tmpdir):
     """A block replaced by the block at the same offset of an earlier file
-    (what a lost write leaves) is found stale, at its offset."""
+    (what a lost write leaves) is found stale, at its offset; a report
+    rebuilt from perf.jsonl says the same of the read-back."""
     kept = {}
 
     def stage(index, path):
@@ -220,6 +222,14 @@ def test_verify_block_from_earlier_file_is_stale(procs, tmpdir):
     assert _bad(msgs) == [("stale", TARGET, AT)]
     assert "file %d" % (TARGET - 1) in of(msgs, P.BAD_BLOCK, "v")[0].found
     _assert_failed_for_data(code, err, scode, report, tmpdir, "stale")
+    again = str(tmpdir.mkdir("again"))
+    rcode, _, rerr = procs.run(["-m", "diskbench.report", report["log_dir"], "--out", again])
+    assert rcode == 0, rerr
+    with open(os.path.join(again, "report.json")) as f:
+        rebuilt = json.load(f)["clients"][0]
+    assert rebuilt["verification"] == report["clients"][0]["verification"]
+    assert rebuilt["verification"]["requested_by"] == "server"
+    assert rebuilt["state"] == "failed" and "did not come back" in rebuilt["state_why"]
 
 
 def test_verify_truncated_file_is_missing_counted_beyond_the_cap(procs, tmpdir):
