@@ -133,14 +133,19 @@ def _assert_failed_for_data(code, err, scode, report, tmpdir, kind):
     assert "bad block (%s)" % kind in log and "exit code %d" % exitcodes.CLIENT_BAD_DATA in log
 
 
-def test_verify_no_fault_zero_bad_blocks(procs, tmpdir):
-    """A run with --verify and no fault reads every file back whole, finds
+@pytest.mark.parametrize("by", ["server", "client"])
+def test_verify_no_fault_zero_bad_blocks(procs, tmpdir, by):
+    """A run with --verify (the server's, reaching the client in its go, or
+    the client's own) and no fault reads every file back whole, finds
     every block as written: zero bad blocks, exit codes 0, and the report says
     "data verified: ... 0 bad blocks" with the read figures apart from the
     writes: in report.txt's table, clients.csv's columns and report.html's
     read-back chart (beside the write one, a point per file read back)."""
     data = str(tmpdir.mkdir("data"))
-    code, err, scode, msgs, report = run_verified(procs, tmpdir, data, lambda i, p: None)
+    flag = ("--verify",)
+    code, err, scode, msgs, report = run_verified(
+        procs, tmpdir, data, lambda i, p: None, server_extra=flag if by == "server" else (),
+        client_extra=flag if by == "client" else ())
     assert code == 0 and scode == 0, err
     backs = of(msgs, P.READBACK, "v")
     assert backs and all(m.bytes == m.file_bytes for m in backs)
@@ -152,7 +157,7 @@ def test_verify_no_fault_zero_bad_blocks(procs, tmpdir):
     v = report["clients"][0]["verification"]
     assert v["bad_block_count"] == 0 and v["read_mib_s"] > 0
     assert v["read_mib"] == sum(m.bytes for m in backs) / float(MIB)
-    assert v["requested_by"] == "server"
+    assert v["requested_by"] == by
     assert re.search(r"data verified: [\d.]+ GiB on 1 client, 0 bad blocks", report["text"])
     assert os.listdir(data) == []   # read back, then removed
     table = report["text"].split("\n\n")[1].splitlines()
