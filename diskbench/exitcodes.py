@@ -10,7 +10,9 @@ USAGE = 2               # a wrong flag or value (argparse's own code)
 # server
 SERVER_BIND = 3         # the port is in use or the address is not ours
 SERVER_LOG_DIR = 4      # the log directory cannot be created or written
-SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed
+SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed, or not
+                        # everything received is on disk, or a client's stop summary counts
+                        # more than the server holds
 SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM/SIGHUP, or the operator's `ctl end`: the report
                         # is written with what was known
 

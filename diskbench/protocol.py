@@ -413,7 +413,10 @@ SPECS = {
         ROLLOVER: dict(file_index=_BYTES, file_bytes=_BYTES, close_s=_SECONDS),
         STOP: dict(reason=Str(choices=STOP_REASONS), bytes_written=_BYTES,
                    chunks_written=_BYTES, rollovers=_BYTES, elapsed_s=_SECONDS,
-                   io_s=_SECONDS, dropped_messages=_BYTES),
+                   io_s=_SECONDS, dropped_messages=_BYTES,
+                   # the perf samples it made (dropped ones included): the
+                   # server's report compares what it holds (report.shortfalls)
+                   perf_samples=Optional(_BYTES)),
         ERROR: dict(source=Str(32), reason=_TEXT, errno=Optional(Int(0, 100000)),
                     fatal=Bool()),
         NOTE: dict(text=_TEXT),

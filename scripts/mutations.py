@@ -23,6 +23,8 @@ _RC = "tests/test_rules_ctl.py::"
 _RH = "tests/test_rules_html.py::"
 _VF = "tests/faults/test_verify.py::"
 _VU = "tests/test_verify_units.py::"
+_TA = "tests/faults/test_trust_ack.py::"
+_LF = "tests/faults/test_server_logdir_full.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/registry.py",
@@ -1091,4 +1093,59 @@ MUTATIONS = [
          old="        if msg.data.get(plan.VERIFY):  # as run (a re-render has no go to say it)",
          new="        if False:",
          tests=[_VF + "test_verify_block_from_earlier_file_is_stale"]),
+    # --- trust-ack ---
+    dict(id="ack-after-a-failed-write", file="diskbench/server/recorder.py",
+         old="        if held.rest:\n            self._hold(held)",
+         new="        if held.rest and False:\n            self._hold(held)",
+         tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
+                "writes_then_acks",
+                _TA + "test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart",
+                _TA + "test_real_client_outlives_a_sigkill_on_a_full_log_dir_and_every_"
+                "seq_lands_once",
+                _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
+    dict(id="held-write-retried-from-its-start", file="diskbench/server/recorder.py",
+         old="                    held.rest[name] = data[done:]\n                    return False",
+         new="                    held.rest[name] = data\n                    return False",
+         tests=[_TA + "test_recorder_holds_acks_through_a_write_error_and_writes_in_"
+                "order_after"]),
+    dict(id="held-write-never-retried", file="diskbench/server/recorder.py",
+         old="                if self._write_held_safely():",
+         new="                if False:",
+         tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
+                "writes_then_acks",
+                _LF + "test_log_dir_full_then_freed_writes_what_it_held_then_acks"]),
+    dict(id="held-write-not-said", file="diskbench/server/recorder.py",
+         old='        self._say("error: " + text)',
+         new="        pass",
+         tests=[_LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
+    dict(id="held-fragment-not-cut-at-close", file="diskbench/server/recorder.py",
+         old="                    os.ftruncate(fd, os.fstat(fd).st_size - tail)",
+         new="                    pass",
+         tests=[_SU + "test_recorder_short_write_then_enospc_keeps_whole_lines_only"]),
+    dict(id="held-drain-waits-the-whole-timeout", file="diskbench/server/recorder.py",
+         old="or (self.held is not None and",
+         new="or (False and",
+         tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
+                "unacked_record"]),
+    dict(id="unwritten-exits-ok", file="diskbench/server/master.py",
+         old="        if (unwritten or self.recorder_died or short) and code == exitcodes.OK:",
+         new="        if (self.recorder_died or short) and code == exitcodes.OK:",
+         tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
+                "unacked_record",
+                _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
+    dict(id="shortfall-not-warned", file="diskbench/server/report.py",
+         old="        if missing > 0:",
+         new="        if missing > 99:",
+         tests=[_TA + "test_report_warns_when_a_client_summary_says_it_sent_more_than_"
+                "the_server_holds"]),
+    dict(id="shortfall-exits-ok", file="diskbench/server/master.py",
+         old="        warnings += short\n",
+         new="        warnings += short\n        short = []\n",
+         tests=[_TA + "test_report_warns_when_a_client_summary_says_it_sent_more_than_"
+                "the_server_holds"]),
+    dict(id="stop-summary-without-perf-count", file="diskbench/client/supervisor.py",
+         old="                        perf_samples=self.perf_samples)",
+         new="                        perf_samples=None)",
+         tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
+                "unacked_record"]),
 ]

@@ -750,7 +750,9 @@ def test_recorder_queue_wakes_the_consumer_waiting_for_items():
     assert [item[1] for item in got] == [b"a\n"], "the waiting consumer was not woken"
 
 
-def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
+def test_recorder_write_failure_says_it_at_once_and_acks_nothing(tmpdir):
+    """An ack means on disk: when every write fails, no callback runs, stderr
+    says so at once (once), and the report counts the records never written."""
     sink = _Sink()
     r = rec.Recorder(str(tmpdir), stderr=sink)
     r.open()
@@ -759,12 +761,17 @@ def test_recorder_write_failure_warns_once_and_still_acks(tmpdir):
     acked = []
     for i in range(3):
         r.record({"i": i}, on_written=lambda i=i: acked.append(i))
+    wait_until(lambda: "cannot write perf.jsonl" in sink.text, what="the failure said")
+    assert acked == []
     r.close()
-    assert acked == [0, 1, 2]
-    assert sink.text.count("warning") == 1 and "No space left" in sink.text
+    assert acked == []
+    assert sink.text.count("acknowledging nothing more") == 1 and "No space left" in sink.text
+    assert "3 records received were never written" in r.trouble()
 
 
 def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
+    """A record written in part before ENOSPC is cut back at close (never
+    acknowledged), so a later server appends on a fresh line."""
     sink = _Sink()
     r = rec.Recorder(str(tmpdir), stderr=sink)
     r.open()
@@ -777,8 +784,9 @@ def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
         budget[0] -= n
         return n
     r.write_fd = tight
-    for i in range(5):
-        r.record({"i": i, "pad": "x" * 10})   # 29 bytes a line: 2 fit whole
+    acked = []
+    for i in range(5):                 # 29 bytes a line: 2 fit whole
+        r.record({"i": i, "pad": "x" * 10}, on_written=lambda i=i: acked.append(i))
     r.close()
     r2 = rec.Recorder(str(tmpdir), stderr=sink)
     r2.open()
@@ -787,7 +795,9 @@ def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
     with open(os.path.join(str(tmpdir), rec.PERF_LOG)) as f:
         lines = f.read().split("\n")
     assert [json.loads(x)["i"] for x in lines if x] == [0, 1, 99]
-    assert "3 lines of perf.jsonl" in r.trouble() and "No space left" in r.trouble()
+    assert acked == []                 # one batch: its ack waits for all five
+    assert "3 records received were never written" in r.trouble()
+    assert "No space left" in r.trouble()
     assert r2.trouble() is None
 
 

@@ -76,6 +76,7 @@ class Supervisor(object):
         self.counters = None
         # perf/rollover totals and the progress line (progress.py)
         self.progress = progress.Progress(log)
+        self.perf_samples = 0     # perf samples made (stop.perf_samples)
         self.writer_error = None
         self.t_go = None
         self.started = False
@@ -269,6 +270,7 @@ class Supervisor(object):
             on_item(self, role, msg)
 
     def _on_perf(self, role, msg):
+        self.perf_samples += 1
         self.progress.figures.perf(msg, monotonic())
 
     def _on_start(self, role, msg):
@@ -503,7 +505,8 @@ class Supervisor(object):
             sender.send(protocol.STOP, reason=outcome.reason, bytes_written=nbytes,
                         chunks_written=chunks, rollovers=figures.rollovers,
                         elapsed_s=elapsed, io_s=figures.io_s,
-                        dropped_messages=sender.make_room(2))  # room for stop + bye
+                        dropped_messages=sender.make_room(2),  # room for stop + bye
+                        perf_samples=self.perf_samples)
             sender.send(protocol.BYE)
         code = outcome.code
         if outcome.reason is not None:

@@ -75,7 +75,7 @@ _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 EXIT_MEANING = {
     exitcodes.OK: "every client finished",
     exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
-                                 "came",
+                                 "came, or not all it sent is on disk (see the warnings)",
     exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
     exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
 }
@@ -596,14 +596,13 @@ class Master(object):
         self._operator_stopped(view)
         warnings = list(self.startup_warnings)
         if unwritten:
-            warnings.append("%d accepted messages were still waiting to be written to "
-                            "perf.jsonl after %g s (the log dir is too slow); this "
-                            "report counts them, perf.jsonl does not" % (
-                                unwritten, DRAIN_TIMEOUT_S))
+            warnings.append(self.recorder.unwritten_text(unwritten, DRAIN_TIMEOUT_S))
         if self.recorder_died:
             warnings.append("the recorder thread stopped during the run; the run was "
                             "ended early (a bug: please report it)")
-        if (unwritten or self.recorder_died) and code == exitcodes.OK:
+        short = report_mod.shortfalls(view.clients)   # client summaries vs what we hold
+        warnings += short
+        if (unwritten or self.recorder_died or short) and code == exitcodes.OK:
             code = exitcodes.SERVER_INCOMPLETE
         behind = self.recorder.falling_behind()
         if behind:

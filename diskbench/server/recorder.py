@@ -4,15 +4,24 @@ Handlers and the main loop never touch files: they put log lines and message
 records on one queue; one thread writes them in batches, one ``os.write`` per
 file per batch (the bytes are then in the kernel: a killed server loses
 nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
-means "written". ``close()`` drains the queue and fsyncs both files.
+means "on disk". ``close()`` drains the queue and fsyncs both files.
 
-Files hold whole lines only: if a write fails part-way (disk full: tmpfs and
-others write short first, then ENOSPC) the file is cut back to the end of its
-last complete line, so a later write (once space is free again) never glues a
-record onto a fragment. A warning goes to stderr once and the server goes on:
-the registry still holds every figure and the report is still attempted; acks
-are still sent, because nothing is lost from memory (only from the file: see
-``lost``).
+An ack is a promise about the disk: callbacks run only once every line of
+their batch (perf.jsonl and server.log) is written. When a write fails
+(ENOSPC, EIO, EROFS; tmpfs and others write short first, then ENOSPC) the
+rest of the batch is held in memory with its callbacks, said at once (stderr,
+the console, server.log once it can be written), and the writer takes nothing
+more from the queue: producers then wait for room (QUEUE_MAX), so what the
+server received stays in memory, bounded, and nothing more is acknowledged.
+The retry rule: every RETRY_S the held bytes are written again from where
+the failed write stopped (a line written in part is completed, never glued
+to another or written twice); once all are on disk the held callbacks run
+(the acks go out), recovery is said, and the queue is written on in order.
+At close a last try is made; what still cannot be written is counted
+(``unwritten``: records received, never written, never acknowledged; their
+clients keep them) and a fragment at a file's end is cut back to its last
+whole line, so a restart appends on a fresh line. ``trouble()`` tells the
+report both kinds of episode.
 
 The writer thread cannot die silently: an item that cannot be written (it
 cannot be serialised, or anything unexpected) is counted in ``failures``,
@@ -48,6 +57,7 @@ import traceback
 from diskbench import protocol
 from diskbench.cli import UtcFormatter
 from diskbench.compat import as_bytes, monotonic
+from diskbench.metrics import utc
 from diskbench.report import series
 
 SERVER_LOG = "server.log"
@@ -67,6 +77,12 @@ FALL_BEHIND_S = 1.0
 #: of callbacks then serve dozens of records, where it was one per record and
 #: the thread handoffs cost more than the work. Acks are that much later.
 GATHER_S = 0.005
+#: A write that failed (disk full, EIO, read-only) is tried again this often,
+#: from where it stopped; nothing is acknowledged meanwhile (see above).
+RETRY_S = 1.0
+#: At the end of a run (``drain``), a log dir that cannot be written is tried
+#: this long before the report is written with what is not on disk.
+HELD_DRAIN_S = 5.0
 
 _LOG, _RECORD, _MARK, _CALL, _RAW = 1, 2, 3, 4, 5
 
@@ -194,9 +210,16 @@ class Recorder(object):
         self._said = threading.Lock()  # "falling behind": said once, by either thread
         self.thread = None
         self.files = {}               # name -> file descriptor (O_APPEND)
-        self.write_failed = False
+        self.held = None              # _Held: a failed write's rest, until written
+        self._closing = threading.Event()   # close() began: wakes a held writer
+        self.episodes = 0             # times writing failed (and was held)
         self.first_error = None       # text of the first failed write
-        self.lost = {}                # name -> lines that could not be written
+        self.first_failed_at = None   # wall time of the first failed write
+        self.longest_held_s = 0.0     # longest a held batch waited to be written
+        self.recovered = 0            # held writes that were written in the end
+        self.unwritten = 0            # records never written (given up at close)
+        self.tails = {}               # name -> bytes after the last newline on disk
+        self.lost = {}                # name -> lines with no file to go to
         self.write_fd = os.write      # tests put a failing one here
         self.failures = 0             # items skipped by an unexpected error
         self.first_failure = None     # text of the first such error
@@ -255,30 +278,62 @@ class Recorder(object):
     def drain(self, timeout=30.0):
         """Wait until everything queued so far is written (or failed to be).
 
-        Returns how many items were still queued at the deadline (0: done).
+        A log dir that cannot be written is waited for HELD_DRAIN_S at most
+        (its retries go on meanwhile). Returns how many items were not
+        written at the deadline (0: done): those queued and, while a write
+        is held, the records it holds.
         """
         if self.thread is None or not self.thread.is_alive():
-            return len(self.queue)
+            return len(self.queue) + self.held_records()
         done = threading.Event()
         self.queue.put((_MARK, done, None, None))
-        if done.wait(timeout) or done.is_set():
+        start = monotonic()
+        while not done.wait(min(RETRY_S, timeout)):
+            now = monotonic()
+            if now - start >= timeout or (self.held is not None and
+                                          now - start >= HELD_DRAIN_S):
+                break
+        if done.is_set():
             return 0
-        return len(self.queue)
+        return len(self.queue) + self.held_records()
+
+    def unwritten_text(self, count, waited_s):
+        """The report's sentence for ``count`` items ``drain`` left unwritten."""
+        held = self.held
+        if held is not None:
+            return ("%d records received are not in %s: the log dir cannot be written "
+                    "(%s), so they were never acknowledged and their clients keep them "
+                    "(client-NAME.undelivered.jsonl); this report counts them from "
+                    "memory" % (count, os.path.join(self.log_dir, PERF_LOG),
+                                held.error))
+        return ("%d accepted messages were still waiting to be written to perf.jsonl "
+                "after %g s (the log dir is too slow); this report counts them, "
+                "perf.jsonl does not" % (count, waited_s))
+
+    def held_records(self):
+        """perf.jsonl lines waiting in a held (failed) write, not acknowledged."""
+        held = self.held
+        return held.records() if held is not None else 0
 
     def close(self, timeout=30.0):
-        """Write everything queued, fsync and close the files (what the
-        report needs on disk was drained before: see ``drain``)."""
+        """Write everything queued (a held write gets one last try), fsync and
+        close the files (what the report needs on disk was drained before:
+        see ``drain``)."""
+        self._closing.set()
         if self.thread is not None:
             self.queue.put((_STOP, None, None, None))
             self.thread.join(timeout)
             self.thread = None
         else:
-            self._write_batch(self._drain())
+            if self.held is None or self._write_held():
+                self._write_batch(self._drain())
+            if self.held is not None and not self._write_held():
+                self._give_up()
         for fd in self.files.values():
             try:
                 os.fsync(fd)
             except (IOError, OSError) as exc:
-                self._failed(exc)
+                self._failed(exc, "fsync")
             os.close(fd)
         self.files = {}
 
@@ -291,19 +346,34 @@ class Recorder(object):
         return out
 
     def _run(self):
+        stopping = False
         while True:
-            batch = self.queue.take(BATCH_MAX)
-            if len(batch) < BATCH_MAX and GATHER_S > 0 and not any(
+            if self.held is not None:
+                # The retry rule: nothing more is taken (producers wait for
+                # room) until the held write is on disk. close() wakes it.
+                if not stopping:
+                    self._closing.wait(RETRY_S)
+                if self._write_held_safely():
+                    continue
+                if stopping or self._closing.is_set():
+                    self._give_up()
+                    return
+                continue
+            if stopping:
+                batch = self.queue.take(BATCH_MAX, wait=False)
+                if not batch:
+                    return
+            else:
+                batch = self.queue.take(BATCH_MAX)
+            if len(batch) < BATCH_MAX and GATHER_S > 0 and not stopping and not any(
                     item[0] is _STOP or item[0] == _MARK for item in batch):
                 # Let the batch fill: one write and one wake-up for many
                 # records instead of one per record (an ack waits this long more).
                 time.sleep(GATHER_S)
                 batch.extend(self.queue.take(BATCH_MAX - len(batch), wait=False))
-            stop = any(item[0] is _STOP for item in batch)
+            if any(item[0] is _STOP for item in batch):
+                stopping = True
             self._write_batch_safely([item for item in batch if item[0] is not _STOP])
-            if stop:
-                self._write_batch_safely(self._drain())
-                return
 
     def _waited(self):
         """Account how long the oldest record of the batch written waited."""
@@ -313,7 +383,10 @@ class Recorder(object):
     def check_lag(self):
         """The main loop's look, every tick, at the records not yet written:
         a writer stuck in a write (a stalled log disk) or starved of the CPU
-        is said live, not only once its batch is done. O(1)."""
+        is said live, not only once its batch is done. O(1). A held write
+        (the log dir cannot be written) was said as such, not as this."""
+        if self.held is not None:
+            return
         oldest = self.writing_since
         items = self.queue.items
         if oldest is None and items:
@@ -379,9 +452,11 @@ class Recorder(object):
         except Exception:  # noqa: B902 - stderr gone: the report still says it
             pass
         fd = self.files.get(SERVER_LOG)
-        if fd is not None:
-            try:
-                self.write_fd(fd, as_bytes(text + "\n"))
+        held = self.held
+        if fd is not None and not (held is not None and SERVER_LOG in held.rest):
+            try:  # (not after a held fragment: it would glue onto it)
+                line = as_bytes(text + "\n")
+                self._wrote(SERVER_LOG, line[:max(0, self.write_fd(fd, line))])
             except Exception:  # noqa: B902 - the report still says it
                 pass
 
@@ -421,70 +496,189 @@ class Recorder(object):
                     if key is not None:
                         keys[key] = len(callbacks)
                     callbacks.append(func)
-        for name, chunk in lines.items():
-            if chunk:
-                self._write_lines(name, chunk)
+        held = _Held(callbacks, marks)
+        for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
+            if lines[name]:
+                data = b"".join(lines[name])
+                done = self._append(name, data, held)
+                if done < len(data):
+                    held.rest[name] = data[done:]
+        if held.rest:
+            self._hold(held)
+            return
         self._waited()
-        for callback in callbacks:
+        self._done(held)
+
+    def _done(self, held):
+        """Everything of a batch is on disk: run its callbacks (the acks), set
+        its marks."""
+        for callback in held.callbacks:
             try:
                 callback()
             except Exception:  # a callback must never kill the writer
                 logging.getLogger("diskbench.server").exception("ack callback failed")
-        for mark in marks:
+        for mark in held.marks:
             mark.set()
 
-    def _write_lines(self, name, lines):
-        """Append whole lines to file ``name``; returns how many are on disk."""
+    def _append(self, name, data, held):
+        """Append ``data`` to file ``name`` (one write, looped on short
+        writes); returns how many bytes are on disk. A failure is noted in
+        ``held`` (its error); what was written is kept, the rest is held."""
         fd = self.files.get(name)
-        if fd is None:
-            self.lost[name] = self.lost.get(name, 0) + len(lines)
-            return 0
-        data = b"".join(lines)
+        if fd is None:                # closed (or never opened): nowhere to go
+            self.lost[name] = self.lost.get(name, 0) + data.count(b"\n")
+            return len(data)
         done = 0
         try:
             while done < len(data):
                 n = self.write_fd(fd, data[done:])
                 if n <= 0:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self._wrote(name, data[done:done + n])
                 done += n
-            return len(lines)
         except (IOError, OSError) as exc:
-            self._failed(exc)
-            whole = data.rfind(b"\n", 0, done) + 1   # bytes of complete lines written
-            if whole != done:
-                try:  # the only writer of the file: its end is where we left it
-                    os.ftruncate(fd, os.fstat(fd).st_size - (done - whole))
-                except (IOError, OSError):
-                    pass  # read_back() skips a fragment
-            count = data.count(b"\n", 0, whole)
-            self.lost[name] = self.lost.get(name, 0) + len(lines) - count
-            return count
+            held.error = "%s" % (getattr(exc, "strerror", None) or exc)
+            held.failed = held.failed or name   # the first (records come first)
+        return done
 
-    def _failed(self, exc):
-        if not self.write_failed:
-            self.write_failed = True
-            self.first_error = "%s" % (getattr(exc, "strerror", None) or exc)
-            self.stderr.write("diskbench server: warning: cannot write to %s (%s); "
-                              "going on, the report will still be attempted\n"
-                              % (self.log_dir, self.first_error))
+    def _wrote(self, name, chunk):
+        """Track the bytes after the file's last newline (a fragment to cut
+        back if the rest can never be written)."""
+        last = chunk.rfind(b"\n")
+        self.tails[name] = len(chunk) - last - 1 if last >= 0 else \
+            self.tails.get(name, 0) + len(chunk)
+
+    def _hold(self, held):
+        """A write failed: keep the rest and its callbacks; say it at once."""
+        held.since = monotonic()
+        self.held = held
+        self.episodes += 1
+        if self.first_error is None:
+            self.first_error = held.error
+            self.first_failed_at = time.time()
+        text = ("cannot write %s in %s (%s): acknowledging nothing more until it is "
+                "written; holding %d records in memory and trying again every %g s"
+                % (held.failed, self.log_dir, held.error, held.records(), RETRY_S))
+        self._say("error: " + text)
+        logging.getLogger("diskbench.server.event").error("%s", text)
+
+    def _write_held(self):
+        """Try the held write again, from where it stopped; True once all of it
+        is on disk (its callbacks have then run)."""
+        held = self.held
+        for name in (PERF_LOG, SERVER_LOG):
+            data = held.rest.get(name)
+            if data:
+                done = self._append(name, data, held)
+                if done < len(data):
+                    held.rest[name] = data[done:]
+                    return False
+                del held.rest[name]
+        self.held = None
+        waited = monotonic() - held.since
+        self.longest_held_s = max(self.longest_held_s, waited)
+        self.recovered += 1
+        text = ("%s can be written again: the records held for %.1f s are written, in "
+                "order, and acknowledged" % (self.log_dir, waited))
+        self._say(text)
+        logging.getLogger("diskbench.server.event").warning("%s", text)
+        self._done(held)
+        return True
+
+    def _write_held_safely(self):
+        """_write_held that never raises (a bug gives up the held batch)."""
+        try:
+            return self._write_held()
+        except Exception as exc:  # noqa: B902 - a bug: say it, give the held batch up
+            held, self.held = self.held, None
+            self._internal_failure(exc, held.records() if held else 1)
+            for mark in held.marks if held else ():
+                mark.set()
+            return True
+
+    def _give_up(self):
+        """close(): the held write cannot be done. Count what is not on disk
+        (never acknowledged), cut a fragment back to the last whole line."""
+        held, self.held = self.held, None
+        queued = self._drain()
+        self.unwritten += held.records() + sum(1 for item in queued
+                                               if item[0] in (_RECORD, _RAW))
+        for name, fd in self.files.items():
+            tail = self.tails.get(name, 0)
+            if tail and name in held.rest:
+                try:  # the only writer of the file: its end is where we left it
+                    os.ftruncate(fd, os.fstat(fd).st_size - tail)
+                    self.tails[name] = 0
+                except (IOError, OSError):
+                    pass  # read_back() cuts a torn last line
+        self._say("error: %d records received were never written to %s (%s) and "
+                  "were not acknowledged: their clients keep them"
+                  % (self.unwritten, os.path.join(self.log_dir, PERF_LOG), held.error))
+        for mark in held.marks + [item[1] for item in queued if item[0] == _MARK]:
+            mark.set()
+
+    def _say(self, text):
+        """One line on stderr now (ASCII: it gets out whatever the console)."""
+        try:
+            self.stderr.write("diskbench server: %s\n" % text.encode(
+                "ascii", "backslashreplace").decode("ascii"))
             self.stderr.flush()
+        except Exception:  # noqa: B902 - stderr gone: the console and report say it
+            pass
+
+    def _failed(self, exc, what):
+        """A failure outside the held writes (fsync at close): said once."""
+        if self.first_error is None:
+            self.first_error = "%s failed: %s" % (what, getattr(exc, "strerror", None)
+                                                  or exc)
+            self.first_failed_at = time.time()
+            self._say("warning: %s in %s: %s" % (what, self.log_dir, self.first_error))
 
     def trouble(self):
         """What went wrong for the report (writes failed, items skipped), or None."""
         said = []
-        if self.write_failed:
-            lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
-                self.lost.items()) if n)
-            said.append("writing to the log dir %s failed (%s): %s; every figure in "
-                        "this report comes from memory and is complete" % (
-                            self.log_dir, self.first_error, "lost " + lost if lost else
-                            "no line was lost"))
+        if self.unwritten:
+            said.append("%d records received were never written to %s (%s) and were "
+                        "never acknowledged: their clients keep them in "
+                        "client-NAME.undelivered.jsonl; this report counts them from "
+                        "memory" % (self.unwritten, os.path.join(self.log_dir, PERF_LOG),
+                                    self.first_error))
+        if self.episodes:
+            said.append("writing to the log dir %s failed %d time%s (first at %s: %s); "
+                        "nothing was acknowledged until it was on disk%s" % (
+                            self.log_dir, self.episodes, "" if self.episodes == 1
+                            else "s", utc(self.first_failed_at), self.first_error,
+                            "; records held meanwhile were written in order once "
+                            "it could be written again (the longest wait %.1f s)"
+                            % self.longest_held_s if self.recovered else ""))
+        elif self.first_error is not None:
+            said.append("the log dir %s: %s" % (self.log_dir, self.first_error))
+        lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
+            self.lost.items()) if n)
+        if lost:
+            said.append("%s had no open file to go to (lost)" % lost)
         if self.failures:
             said.append("the recorder skipped %d item%s it could not write (first: %s); "
                         "their acks were not sent" % (
                             self.failures, "" if self.failures == 1 else "s",
                             self.first_failure))
         return "; ".join(said) or None
+
+
+class _Held(object):
+    """A batch whose write failed: the bytes not yet on disk per file, and
+    the callbacks (acks) and marks that wait for them."""
+
+    def __init__(self, callbacks, marks):
+        self.callbacks = callbacks
+        self.marks = marks
+        self.rest = {}                # file name -> bytes not yet written
+        self.error = None             # the last write error, in words
+        self.failed = None            # the file it happened on
+        self.since = None             # monotonic() the write first failed
+
+    def records(self):
+        return self.rest.get(PERF_LOG, b"").count(b"\n")
 
 
 def read_back(log_dir, warn):

@@ -281,6 +281,27 @@ def _latency(hist):
         [("max", _ms(hist.max)), ("sample_count", hist.count)])
 
 
+def shortfalls(clients):
+    """One warning per client whose own stop summary says it made more perf
+    samples than the server holds, beyond every message it says it dropped
+    (so a shortfall here is certain: records lost between the client and
+    perf.jsonl, or refused). ``clients``: registry client snapshots."""
+    out = []
+    for c in clients:
+        made = c.stop.data.get("perf_samples") if c.stop is not None else None
+        if made is None:
+            continue
+        held = len(c.intervals)
+        missing = made - c.stop.dropped_messages - held
+        if missing > 0:
+            out.append("client %s: its stop summary says it made %d perf samples "
+                       "(%d messages dropped by the client), the server holds %d: at "
+                       "least %d missing (never received, refused, or lost from "
+                       "perf.jsonl); its figures here are short" % (
+                           c.name, made, c.stop.dropped_messages, held, missing))
+    return out
+
+
 def client_entry(c, guard=None):
     """The report of one client (``c`` is a registry client snapshot)."""
     g = guard or _Guard([])
@@ -322,6 +343,7 @@ def client_entry(c, guard=None):
         written_mib=metrics.mib(c.perf_bytes),
         client_summary_written_mib=metrics.mib(summary.bytes_written) if summary else None,
         client_summary_elapsed_s=summary.elapsed_s if summary else None,
+        client_summary_perf_count=summary.data.get("perf_samples") if summary else None,
         perf_interval_count=len(c.intervals), chunk_count=c.perf_chunks,
         io_time_s=c.io_s,
         rollover_count=len(c.close_times),

@@ -1,14 +1,19 @@
 """The server's own log dir fills up (a 2 MiB tmpfs, root only): it keeps serving
-and acknowledging, warns once, and still tries the report (json and txt each on
-its own; on stdout when neither fits)."""
+but acknowledges nothing it could not write (said once, at once), holds what it
+received and writes it once space returns; the report is still tried (json and
+txt each on its own; on stdout when neither fits). tests/faults/test_trust_ack.py
+checks each ack against the file and real clients."""
 import errno
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
-from diskbench import exitcodes
+from diskbench import exitcodes, protocol
+from diskbench.server.recorder import RETRY_S
+from tests.helpers import wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, latency_sets, play_full_run
 
 
@@ -45,46 +50,73 @@ def _fill(path):
         os.close(fd)
 
 
-def _run_one(port, name, seed):
+def _run_one(port, name, seed, wait_acks=True):
     client = FakeClient(port, name)
-    play_full_run(client, latency_sets(seed, 30, 5), wait_go=False)
-    client.close()
+    if wait_acks:
+        play_full_run(client, latency_sets(seed, 30, 5), wait_go=False)
+        client.close()
+        return client
+    client.hello()                         # the whole run, acks or not
+    client.start()
+    for i, lats in enumerate(latency_sets(seed, 30, 5)):
+        client.perf(i, lats)
+    client.stop(nbytes=0)
+    client.send(protocol.BYE)
+    return client
 
 
-def test_log_dir_full_server_keeps_serving_and_prints_the_report(procs, small_tmpfs):
+def test_log_dir_full_server_acks_nothing_and_prints_the_report(procs, small_tmpfs):
+    """Nothing is acknowledged that is not on disk: with the log dir full the
+    clients get no ack, the server says so once on stderr, exits
+    SERVER_INCOMPLETE and prints the report (no file fits) saying what is not
+    on disk."""
     logs = os.path.join(small_tmpfs, "logs")
     server = ServerProc(procs, logs, ["--clients", "2", "--quiet", "--idle-timeout", "0.3"])
     _fill(small_tmpfs)
-    _run_one(server.port, "first", 1)      # every message still acknowledged
-    _run_one(server.port, "second", 2)
-    assert server.wait_exit() == exitcodes.OK, server.stderr()
+    first = _run_one(server.port, "first", 1, wait_acks=False)
+    second = _run_one(server.port, "second", 2, wait_acks=False)
+    assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    assert not first.got(protocol.ACK) and not second.got(protocol.ACK)
     err = server.stderr()
-    assert err.count("warning: cannot write to %s" % logs) == 1
-    assert "No space left on device" in err
+    # (said of server.log or perf.jsonl: whichever the first batch that failed held)
+    assert err.count("acknowledging nothing more") == 1, err
+    assert re.search(r"cannot write (server\.log|perf\.jsonl) in %s \(No space left on "
+                     r"device\)" % re.escape(logs), err), err
     assert "cannot write the report %s" % os.path.join(logs, "report.json") in err
-    out = server.stdout()                  # neither file fits: the report is printed
+    out = " ".join(server.stdout().split())   # neither file fits: the report is printed
     assert "diskbench report" in out and "client first: FINISHED" in out
-    assert "server warning: writing to the log dir" in out and "lost" in out
+    assert "records received are not in %s" % os.path.join(logs, "perf.jsonl") in out
     assert "Traceback" not in err
     assert not [n for n in os.listdir(logs) if ".tmp." in n]   # no temp files left
 
 
-def test_log_dir_full_then_freed_report_says_what_was_lost(procs, small_tmpfs):
+def test_log_dir_full_then_freed_writes_what_it_held_then_acks(procs, small_tmpfs):
+    """Once space returns the records held meanwhile are written, each once and
+    in order, then acknowledged; the report says writing failed and that
+    nothing was acknowledged until it was on disk; the exit code is OK."""
     logs = os.path.join(small_tmpfs, "logs")
     server = ServerProc(procs, logs, ["--clients", "2", "--quiet", "--idle-timeout", "0.3"])
     filler = _fill(small_tmpfs)
-    _run_one(server.port, "first", 1)
+    first = _run_one(server.port, "first", 1, wait_acks=False)
+    wait_until(lambda: "acknowledging nothing more" in server.stderr(),
+               what="the server to say it cannot write")
+    assert not first.got(protocol.ACK)
     os.unlink(filler)                      # space again before the run ends
-    _run_one(server.port, "second", 2)
+    first.wait_acked(first.seq - 1, timeout=10 * RETRY_S)
+    first.close()
+    _run_one(server.port, "second", 2).close()
     assert server.wait_exit() == exitcodes.OK, server.stderr()
     rep = server.report()
     warning = " ".join(rep["run"]["server_warnings"])
-    assert "No space left on device" in warning and "lines of perf.jsonl" in warning
-    assert "every figure in this report comes from memory" in warning
+    assert "No space left on device" in warning
+    assert "nothing was acknowledged until it was on disk" in warning
     by_name = dict((c["client"], c) for c in rep["clients"])
-    assert by_name["first"]["perf_interval_count"] == 30    # complete in memory
+    assert by_name["first"]["perf_interval_count"] == 30
     assert by_name["second"]["perf_interval_count"] == 30
     with open(os.path.join(logs, "perf.jsonl")) as f:       # whole lines only
         lines = [json.loads(line) for line in f]
-    assert len(lines) >= 30 + 1                              # all of "second" at least
+    for name in ("first", "second"):
+        seqs = [obj["seq"] for obj in lines if obj["name"] == name]
+        assert seqs == list(range(1, len(seqs) + 1)), (name, seqs)   # each once
+    assert len([obj for obj in lines if obj["name"] == "first"]) == 34   # hello ... bye
     assert os.path.exists(os.path.join(logs, "report.txt"))
