@@ -421,6 +421,8 @@ class Supervisor(object):
     def _stop_children(self):
         """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
         it), then SIGKILL; each bounded. Records who had to be signalled."""
+        if self.cfg.verify:
+            self._stop_writer_first()
         for role, conn in list(self.conns.items()):
             try:
                 conn.send(child.CMD_STOP)
@@ -460,6 +462,26 @@ class Supervisor(object):
         for conn in self.conns.values():
             conn.close()
         self.conns = {}
+
+    def _stop_writer_first(self):
+        """--verify: the writer reads its files back when told to stop, which
+        may take long; the heartbeat goes on meanwhile (else the server would
+        take the silence for a client gone away), so the writer is stopped
+        and waited for first (as below: the stop timeout, longer while its
+        read-back makes progress), the other children after."""
+        conn = self.conns.get(WRITER)
+        if conn is None:
+            return
+        try:
+            conn.send(child.CMD_STOP)
+        except (OSError, IOError, EOFError):
+            return
+        limit = self.cfg.stall_timeout_s
+        deadline = monotonic() + (CHILD_STOP_TIMEOUT_S if self._progress_age() < limit
+                                  else min(CHILD_STOP_TIMEOUT_S, limit))  # stalled
+        while WRITER in self.procs and self.procs[WRITER].exitcode is None and (
+                monotonic() < deadline or self._reading_back(limit)):
+            self._drain(LOOP_TICK_S / 2)
 
     def _reading_back(self, limit):
         """--verify: the writer is reading its files back at the end and making

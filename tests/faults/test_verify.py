@@ -329,3 +329,28 @@ def test_verify_change_on_the_device_under_the_page_cache_is_seen(procs, tmpdir,
 def _has(tool):
     return any(os.access(os.path.join(d, tool), os.X_OK)
                for d in os.environ.get("PATH", "").split(os.pathsep))
+
+
+def test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for(procs, tmpdir):
+    """The read-back at the end of a run may take longer than the supervisor's
+    stop timeout (big files, a slow disk): while it makes progress the writer
+    is waited for, not signalled; every file is read back and the client
+    exits 0. (All files are read at the end here: --max-files leaves room for
+    the whole run, and the first one is held past CHILD_STOP_TIMEOUT_S.)"""
+    from diskbench.client.supervisor import CHILD_STOP_TIMEOUT_S
+    from diskbench.compat import monotonic
+
+    def stage(index, path):
+        if index == 0:
+            until = monotonic() + CHILD_STOP_TIMEOUT_S + 1.0
+            wait_until(lambda: monotonic() >= until, CHILD_STOP_TIMEOUT_S + 5,
+                       what="a read-back slower than the stop timeout")
+    code, err, scode, msgs, report = run_verified(
+        procs, tmpdir, str(tmpdir.mkdir("d")), stage,
+        client_extra=["--max-files", "1000", "--file-mb", "100"])
+    assert code == 0 and scode == 0, err
+    assert "did not stop" not in err and "sending signal" not in err
+    backs = of(msgs, P.READBACK, "v")
+    assert sorted(m.file_index for m in backs) == list(range(len(backs)))
+    rolled = set(m.file_index for m in of(msgs, P.ROLLOVER, "v"))
+    assert rolled and rolled <= set(m.file_index for m in backs) and not _bad(msgs)
