@@ -1149,8 +1149,8 @@ MUTATIONS = [
          tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record"]),
     dict(id="verify-heartbeat-stopped-before-read-back", file="diskbench/client/supervisor.py",
-         old="        if self.cfg.verify:\n            self._stop_writer_first()",
-         new="        if False:\n            self._stop_writer_first()",
+         old="        spent = self.cfg.verify and self._stop_writer_first()",
+         new="        spent = False",
          tests=[_VF + "test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for"]),
     dict(id="verify-end-read-back-killed", file="diskbench/client/supervisor.py",
          old="        return self.cfg.verify and WRITER in self.procs and \\",

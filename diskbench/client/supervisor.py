@@ -421,8 +421,7 @@ class Supervisor(object):
     def _stop_children(self):
         """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
         it), then SIGKILL; each bounded. Records who had to be signalled."""
-        if self.cfg.verify:
-            self._stop_writer_first()
+        spent = self.cfg.verify and self._stop_writer_first()
         for role, conn in list(self.conns.items()):
             try:
                 conn.send(child.CMD_STOP)
@@ -432,9 +431,9 @@ class Supervisor(object):
         limit = self.cfg.stall_timeout_s
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
-        deadline = monotonic() + wait_s
-        while any(p.exitcode is None for p in self.procs.values()) and (
-                monotonic() < deadline or self._reading_back(limit)):
+        deadline = monotonic() + (0.0 if spent else wait_s)
+        while any(p.exitcode is None for p in self.procs.values()) and \
+                monotonic() < deadline:
             self._drain(LOOP_TICK_S / 2)
         roles = dict((p, role) for role, p in self.procs.items())
         for sig, wait_s in ((signal.SIGTERM, CHILD_KILL_TIMEOUT_S),
@@ -468,20 +467,22 @@ class Supervisor(object):
         may take long; the heartbeat goes on meanwhile (else the server would
         take the silence for a client gone away), so the writer is stopped
         and waited for first (as below: the stop timeout, longer while its
-        read-back makes progress), the other children after."""
+        read-back makes progress), the other children after. True when the
+        writer is still running at the end of that: its stop timeout is spent."""
         conn = self.conns.get(WRITER)
         if conn is None:
-            return
+            return False
         try:
             conn.send(child.CMD_STOP)
         except (OSError, IOError, EOFError):
-            return
+            return False
         limit = self.cfg.stall_timeout_s
         deadline = monotonic() + (CHILD_STOP_TIMEOUT_S if self._progress_age() < limit
                                   else min(CHILD_STOP_TIMEOUT_S, limit))  # stalled
         while WRITER in self.procs and self.procs[WRITER].exitcode is None and (
                 monotonic() < deadline or self._reading_back(limit)):
             self._drain(LOOP_TICK_S / 2)
+        return WRITER in self.procs and self.procs[WRITER].exitcode is None
 
     def _reading_back(self, limit):
         """--verify: the writer is reading its files back at the end and making
