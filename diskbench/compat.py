@@ -21,6 +21,7 @@ if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
     import Queue as queue  # noqa: F401
     import SocketServer as socketserver  # noqa: F401
     from thread import start_new_thread  # noqa: F401
+    from pipes import quote as shell_quote  # noqa: F401 - one word for a POSIX shell
     text_type = unicode  # noqa: F821
     binary_type = str
     string_types = (str, unicode)  # noqa: F821
@@ -32,6 +33,7 @@ else:
     import queue  # noqa: F401
     import socketserver  # noqa: F401
     from _thread import start_new_thread  # noqa: F401
+    from shlex import quote as shell_quote  # noqa: F401 - one word for a POSIX shell
     text_type = str
     binary_type = bytes
     string_types = (str,)

@@ -9,7 +9,8 @@ USAGE = 2               # a wrong flag or value (argparse's own code)
 
 # server
 SERVER_BIND = 3         # the port is in use or the address is not ours
-SERVER_LOG_DIR = 4      # the log directory cannot be created or written
+SERVER_LOG_DIR = 4      # the log directory cannot be created or written, holds a finished
+                        # run, or another server runs on it (its server.lock is held)
 SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed, or not
                         # everything received is on disk, or a client's stop summary counts
                         # more than the server holds
@@ -21,7 +22,8 @@ CTL_NO_SERVER = 7       # no server is running with that --log-dir (no control.s
                         # left by a server that died)
 CTL_NO_CLIENT = 8       # `ctl stop NAME`: no client of that name, or it is not running
 CTL_REFUSED = 9         # the server refused the request: the secret differs or is missing,
-                        # another user, or a request too old (a replay)
+                        # another user, a request too old (a replay) or signed ahead of its
+                        # clock, or too many control requests at once (busy)
 
 # client
 CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable

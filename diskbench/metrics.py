@@ -55,6 +55,20 @@ def clock_ahead(current, sent_ts, recv_ts):
     return sample if current is None or sample > current else current
 
 
+#: Units a clock offset is said in (describe_offset), largest first.
+_OFFSET_UNITS = ((365.25 * 86400, "years"), (86400.0, "days"), (3600.0, "hours"),
+                 (60.0, "minutes"), (1.0, "s"))
+
+
+def describe_offset(offset):
+    """A clock offset (client minus server, seconds) in words: '56 years
+    behind', '3.2 s ahead'."""
+    size = abs(offset)
+    for unit, word in _OFFSET_UNITS:
+        if size >= unit or unit == 1.0:
+            return "%.1f %s %s" % (size / unit, word, "ahead" if offset > 0 else "behind")
+
+
 #: "MiB/s now" is over the intervals of the last this many seconds.
 NOW_WINDOW_S = 5.0
 
@@ -70,6 +84,15 @@ def recent_mib_s(samples, now, window=NOW_WINDOW_S):
             nbytes += count
             seconds += length
     return mib(nbytes) / seconds if seconds > 0 else 0.0
+
+
+#: The two throughput figures of a client and the run's aggregate, named once
+#: (report.txt, report.html, the client's closing line): over the perf
+#: intervals' wall time; over the time inside write (+fsync) calls only; the
+#: run's sum over the period when all clients wrote, on the server's clock.
+WALL_LABEL = "throughput (wall)"
+IN_CALLS_LABEL = "in write+fsync calls"
+AGGREGATE_LABEL = "wall clock, all clients writing"
 
 
 def percentile(values, pct):

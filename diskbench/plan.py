@@ -21,6 +21,7 @@ from __future__ import division
 import math
 
 from diskbench.metrics import MIB
+from diskbench import protocol
 from diskbench.protocol import PLAN_FIELDS
 
 #: Smallest chunk, in MiB: below it a chunk's time is more the cost of the write
@@ -29,6 +30,10 @@ MIN_CHUNK_MB = 10
 #: The server's chunk list when it is given none (MiB): a spread from the
 #: minimum up, so a fleet shows how chunk size moves throughput.
 DEFAULT_CHUNK_MB = (10, 20, 40, 80)
+#: How to choose chunk sizes for what you want to learn (the server's and the
+#: client's --help, and the report when its clients wrote different sizes).
+CHUNK_ADVICE = ("to find a slow host, give one chunk size (--chunk-mb 10 on the "
+                "server); to see how chunk size matters, keep the default")
 #: A data file is this many chunks unless --file-mb says otherwise.
 FILE_CHUNKS = 10
 #: A run must allow at least this many rollovers, so the fsync + close of full
@@ -136,7 +141,10 @@ def size_problem(chunk_bytes, file_bytes, chunk_flag="--chunk-mb", file_flag="--
 
 
 def expected_rollovers(mib_s, duration_s, file_mb):
-    """Files completed in ``duration_s`` at ``mib_s``: never rounded up."""
+    """Files completed in ``duration_s`` at ``mib_s``: never rounded up (a
+    file under 1 MiB: as many as MIN_ROLLOVERS, whatever the speed)."""
+    if file_mb <= 0:
+        return float(MIN_ROLLOVERS)
     return mib_s * duration_s / float(file_mb)
 
 
@@ -145,7 +153,10 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     got = expected_rollovers(mib_s, duration_s, file_mb)
     if got >= MIN_ROLLOVERS:
         return None
-    need_duration = int(math.ceil(MIN_ROLLOVERS * file_mb / mib_s)) if mib_s > 0 else None
+    # a speed a peer says may be as small as 5e-324: no duration then, not inf
+    need = MIN_ROLLOVERS * file_mb / mib_s if mib_s > 0 else None
+    need_duration = int(math.ceil(need)) if need is not None and \
+        need <= protocol.SECONDS_MAX else None
     max_file_mb = int(math.floor(mib_s * duration_s / MIN_ROLLOVERS))
     fixes = []
     if need_duration is not None:
@@ -155,7 +166,7 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     return ("at %.0f MiB/s, %g s gives ~%.1f rollovers of %d MiB files (at least %d "
             "needed); use %s (or --force to run anyway)" % (
                 mib_s, duration_s, _floor1(got), file_mb, MIN_ROLLOVERS,
-                " or ".join(fixes)))
+                " or ".join(fixes) or "a faster disk"))
 
 
 def plan_rollover_problem(values, mib_s):

@@ -65,11 +65,13 @@ from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
 #: plan as run, started_at). A version-1 peer is refused by name, in its own
 #: envelope (ENVELOPE_COMPATIBLE), so it can show why. Version 3 added the
 #: go's end_spread_s (a fleet's stop summaries spread over a time that grows
-#: with the fleet; see POLICY's ``paced``).
-PROTOCOL_VERSION = 3
+#: with the fleet; see POLICY's ``paced``). Version 4 added the hello's
+#: instance_id (identity is the process, not host and pid) and the stop's
+#: perf_samples (the server compares what it holds with what was made).
+PROTOCOL_VERSION = 4
 #: Protocol versions whose envelope is ours: a refusal sent to such a peer
 #: carries its version, so its decoder accepts it and it shows the reason.
-ENVELOPE_COMPATIBLE = (1, 2, 3)
+ENVELOPE_COMPATIBLE = (1, 2, 3, 4)
 #: Longest line a reader accepts, newline included. A reader stops reading
 #: (rather than buffering on) once a line is this long without a newline.
 MAX_LINE_BYTES = 64 * 1024
@@ -80,6 +82,13 @@ MAX_HIST_BUCKETS = 2048
 END_SPREAD_MAX_S = 5.0
 #: Upper bound for any count or byte figure: absurd values are refused.
 MAX_INT = 2 ** 62
+#: Largest clock offset (client clock minus server clock, seconds: about 31.7
+#: years) a go carries and the server believes. A measured offset beyond it is
+#: said in the report and not used (registry._apply_pong), so it never reaches
+#: the go's validator or arithmetic.
+CLOCK_OFFSET_MAX_S = 1e9
+#: Longest duration, interval or timeout a message may carry (seconds).
+SECONDS_MAX = 1e9
 #: Highest latency bucket index a histogram may carry: what metrics computes.
 MAX_BUCKET_INDEX = LatencyHistogram.MAX_BUCKET
 #: Fastest write rate believed (MiB/s, about 10 TiB/s): a perf interval beyond
@@ -359,11 +368,13 @@ class Hist(_Field):
 _NAME = Str(max_len=128, min_len=1, strict=True)
 _TEXT = Str(max_len=2048)
 _PATH = Str(max_len=4096)
-_SECONDS = Num(0.0, 1e9)
+_SECONDS = Num(0.0, SECONDS_MAX)
 _BYTES = Int()
 _PID = Int(1, 2 ** 31)
+#: A client process's random identity (hex): host names and pids repeat.
+_INSTANCE = Str(max_len=64, min_len=8, strict=True)
 _SYNC = Str(choices=SYNC_MODES)
-_OFFSET = Num(-1e9, 1e9)
+_OFFSET = Num(-CLOCK_OFFSET_MAX_S, CLOCK_OFFSET_MAX_S)
 #: The run plan's settings (diskbench/plan.py decides them): the hello says a
 #: client's own values and which its command line fixed, go the plan to run,
 #: start the plan as run.
@@ -381,6 +392,9 @@ SPECS = {
     C2S: {
         HELLO: dict(
             client_version=Str(64), hostname=Str(255), pid=_PID,
+            # the identity of this client process: a reconnect is recognised by
+            # it, another process under a taken name refused (registry.hello)
+            instance_id=_INSTANCE,
             python_version=Str(64), platform=Str(255), directory=_PATH,
             fs_type=Str(64), chunk_bytes=Int(1), file_bytes=Int(1),
             duration_s=_SECONDS, max_files=Int(1, 100000), sync_mode=_SYNC,
@@ -461,12 +475,14 @@ CTL_REPLY = "control-reply"       # server -> ctl
 CTL_LIST = "list"                 # request: one CTL_CLIENT line per client, then done
 CTL_STOP = "stop"                 # request: send STOP to one client (the field client)
 CTL_END = "end"                   # request: end the run as one SIGINT does
+CTL_NOT_COMING = "not-coming"     # request: a host's client will not come (launcher)
 CTL_CLIENT = "client"             # reply: one client's line of `ctl list`
 CTL_DONE = "done"                 # reply, always last: ctl's exit code and what happened
 SPECS[CTL_REQUEST] = {
     CTL_LIST: dict(),
     CTL_STOP: dict(client=_NAME),
     CTL_END: dict(),
+    CTL_NOT_COMING: dict(host=Str(255), reason=_TEXT),
 }
 SPECS[CTL_REPLY] = {
     CTL_CLIENT: dict(client=_NAME, host=Str(255), state=Str(32), reason=_TEXT,
@@ -780,7 +796,11 @@ def decode(line, direction=C2S, secret=None):
     Returns a Message; raises ProtocolError whose ``reason`` says exactly what
     is wrong. With ``secret`` set, a missing or wrong mac is refused.
     """
-    obj = _parse(line)
+    return _message(_parse(line), direction, secret)
+
+
+def _message(obj, direction, secret):
+    """The Message of the parsed (not yet validated) object ``obj``."""
     version = obj.get(_K_VERSION)
     if version != PROTOCOL_VERSION:
         raise ProtocolError(ProtocolError.BAD_VERSION, version_mismatch(version),
@@ -800,11 +820,11 @@ def decode(line, direction=C2S, secret=None):
     return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
 
 
-def _parse(line):
+def _parse(line, limit=MAX_LINE_BYTES):
     """The JSON object on ``line`` (not yet validated as a message)."""
-    if len(line) > MAX_LINE_BYTES:
+    if len(line) > limit:
         raise ProtocolError(ProtocolError.TOO_LONG, "line of %d bytes is over the "
-                            "%d-byte limit" % (len(line), MAX_LINE_BYTES))
+                            "%d-byte limit" % (len(line), limit))
     try:
         text = as_text(line).rstrip(u"\r\n")
     except UnicodeDecodeError:
@@ -940,3 +960,23 @@ def from_record(obj):
     obj.pop(_K_PEER, None)
     msg = decode(canonical(obj), C2S)
     return msg, recv_ts
+
+
+#: A perf.jsonl line: a wire line plus the receive time and the peer's address.
+MAX_RECORD_BYTES = MAX_LINE_BYTES + 1024
+_RECORD_EXTRA = {_K_RECV: _TS, _K_PEER: Optional(Str(max_len=1024))}
+
+
+def parse_record(line):
+    """(Message, recv_ts) from one perf.jsonl line (bytes), validated by the very
+    rules of the wire (a file may come back damaged, hostile or another
+    version's): raises ProtocolError saying what is wrong."""
+    obj = _parse(line, MAX_RECORD_BYTES)
+    extra = {}
+    for key, field in _RECORD_EXTRA.items():
+        try:
+            extra[key] = field.check(obj.pop(key, None))
+        except (TypeError, ValueError):
+            raise ProtocolError(ProtocolError.BAD_FIELD, "record: '%s' must be %s" % (
+                key, field.describe()))
+    return _message(obj, C2S, None), extra[_K_RECV]

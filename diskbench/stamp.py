@@ -5,9 +5,10 @@ Layout (little-endian, 38 bytes; the rest of the block is the payload's random
 fill)::
 
     0   4s   magic b"DBK1"
-    4   u64  run key: the first 8 bytes of sha1(the run id of the server's go)
-    12  u64  instance: random per writer process (os.urandom), so a client
-             restarted under the same name in the same run is told apart
+    4   u64  run: the first 8 bytes of sha1(the run id of the server's go)
+    12  u64  writer: from the client's instance id (random per client process,
+             sent in its hello), so a client restarted under the same name in
+             the same run is told apart
     20  u32  block index in its chunk
     24  u32  file index (diskbench-NAME-PID-N.dat: N)      } the per-chunk
     28  u32  chunk index in its file                         } fields
@@ -62,9 +63,9 @@ OK = "ok"
 CORRUPT, MISPLACED, STALE, MISSING = BAD_KINDS
 
 
-def run_key(run_id):
-    """The 8-byte run key of a run id (text)."""
-    data = run_id.encode("utf-8") if not isinstance(run_id, bytes) else run_id
+def key_of(text):
+    """The 8-byte key of a run id or a client's instance id (text)."""
+    data = text.encode("utf-8") if not isinstance(text, bytes) else text
     return struct.unpack("<Q", hashlib.sha1(data).digest()[:8])[0]
 
 

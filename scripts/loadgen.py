@@ -55,6 +55,7 @@ _HIST = json.dumps(metrics.LatencyHistogram().to_wire() or [[300, 10]])
 def _hello_data(name, args):
     fields = dict(
         client_version="loadgen", hostname="loadgen-%s" % name, pid=os.getpid(),
+        instance_id="loadgen%016x" % (hash(name) & 0xffffffffffffffff),
         python_version="sim", platform="sim", directory="/sim/%s" % name,
         fs_type="sim", chunk_bytes=10 << 20, file_bytes=100 << 20,
         duration_s=float(args.duration), max_files=2, sync_mode=protocol.SYNC_DIRECT,

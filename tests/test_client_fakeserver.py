@@ -11,7 +11,8 @@ from diskbench.client import sender as sender_mod
 from diskbench.client.sender import Sender
 from tests.helpers import free_port, wait_until
 
-HELLO = dict(client_version="0.1.0", hostname="h", pid=1, python_version="3",
+HELLO = dict(client_version="0.1.0", hostname="h", pid=1, instance_id="fake00000001",
+             python_version="3",
              platform="p", directory="/d", fs_type="ext4", chunk_bytes=10 << 20,
              file_bytes=20 << 20, duration_s=2.0, max_files=2, sync_mode=P.SYNC_DIRECT,
              preallocate=False, stats_interval_s=1.0, heartbeat_interval_s=1.0,

@@ -13,6 +13,7 @@ from diskbench.compat import as_bytes, text_type
 SAMPLE = {
     P.C2S: {
         P.HELLO: dict(client_version="0.1.0", hostname="node1", pid=123,
+                      instance_id="0123456789abcdef",
                       python_version="3.11.7", platform="Linux-6", directory="/mnt/d",
                       fs_type="ext4", chunk_bytes=10 << 20, file_bytes=100 << 20,
                       duration_s=60.0, max_files=2, sync_mode=P.SYNC_DIRECT,

@@ -81,6 +81,8 @@ def hello_fields(**over):
                   duration_s=5.0, max_files=2, sync_mode=protocol.SYNC_DIRECT,
                   preallocate=False, stats_interval_s=1.0, heartbeat_interval_s=1.0)
     fields.update(over)
+    # one identity per pid, as host name and pid were before instance ids
+    fields.setdefault("instance_id", "fake%012x" % fields["pid"])
     return fields
 
 

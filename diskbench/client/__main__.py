@@ -2,6 +2,7 @@
 from __future__ import print_function
 
 import argparse
+import binascii
 import errno
 import logging
 import os
@@ -18,7 +19,7 @@ from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
 from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
-from diskbench.compat import PY2
+from diskbench.compat import PY2, as_text
 from diskbench.metrics import MIB
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
@@ -30,6 +31,12 @@ MAX_FILES = 100000
 MAX_FILE_MB = 1024 ** 3
 #: Memory kept free beyond the writer's buffer when checking --chunk-mb.
 MEMORY_MARGIN_BYTES = 64 * MIB
+#: Random bytes of this process's instance id (sent in hello: its identity).
+INSTANCE_ID_BYTES = 8
+#: Hex digits of it that end the default name (HOSTNAME-PID-RANDOM): 32 bits,
+#: so a fleet of containers from one image (same host name, pid 1) rarely
+#: repeats a name, and a repeat is refused by the server, never merged.
+DEFAULT_NAME_RANDOM_HEX = 8
 
 DESCRIPTION = """\
 Measure the write throughput of the disk under DIRECTORY and stream the
@@ -79,13 +86,14 @@ def build_parser():
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
                    metavar="HOST[:PORT]", help="the diskbench server (default "
                    "127.0.0.1:%d)" % diskbench.DEFAULT_PORT)
-    p.add_argument("--name", help="this client's name (default HOSTNAME-PID)")
+    p.add_argument("--name", help="this client's name (default HOSTNAME-PID-RANDOM)")
     # The run plan: each of these set here wins over the server's plan; unset,
     # the server's plan applies, else the default shown (plan.py).
     dflt = plan.defaults()
     p.add_argument("--chunk-mb", type=int, metavar="N",
                    help="chunk size in MiB, at least %d (default: the server's plan, "
-                   "else %d)" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB))
+                   "else %d); %s" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB,
+                                     plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default: the server's "
                    "plan, else %d x chunk)" % plan.FILE_CHUNKS)
@@ -167,7 +175,7 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("diskbench client: error: %s\n" % printable(message))
+    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
     return exitcodes.USAGE
 
 
@@ -266,10 +274,10 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
-def _hello(cfg, shown, fs, expected, mib_s, fixed, force):
+def _hello(cfg, shown, fs, expected, mib_s, fixed, force, instance_id):
     """The hello's fields: who this client is and what it will run."""
     return dict(
-        client_version=diskbench.__version__,
+        client_version=diskbench.__version__, instance_id=instance_id,
         hostname=printable(socket.gethostname()),
         pid=os.getpid(), python_version=platform.python_version(),
         platform=printable(platform.platform()), directory=shown,
@@ -319,28 +327,34 @@ def main(argv=None):
         secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
     except ValueError as exc:
         return _usage_error(str(exc))
+    # this process's identity (in every hello): its host name and pid may repeat
+    instance_id = as_text(binascii.hexlify(os.urandom(INSTANCE_ID_BYTES)))
     if args.name is not None:
         problem = bad_name_reason(args.name)
         if problem:
             return _usage_error(problem)
         name = args.name.decode("utf-8") if PY2 and isinstance(args.name, bytes) \
             else args.name
-    else:
-        name = printable("%s-%d" % (socket.gethostname(), os.getpid()))[:128]
+    else:   # unique in a fleet of containers from one image: same host name, pid 1
+        suffix = "-" + instance_id[:DEFAULT_NAME_RANDOM_HEX]
+        name = printable("%s-%d" % (socket.gethostname(), os.getpid()))[
+            :128 - len(suffix)] + suffix
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
-                         "use --log-dir with a writable directory\n"
-                         % (printable(args.log_dir), printable(exc.strerror)))
+        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
+                         "with a writable directory\n" % (
+                             prog_name("diskbench.client"), printable(args.log_dir),
+                             printable(exc.strerror)))
         return exitcodes.CLIENT_DIRECTORY
     try:
-        return _checked_run(args, log, name, host, port, file_mb, secret, fixed)
+        return _checked_run(args, log, name, host, port, file_mb, secret, fixed,
+                            instance_id)
     finally:
         _close_log(log)
 
 
-def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
+def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_id):
     directory = os.path.abspath(args.directory)
     shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
@@ -361,20 +375,26 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
         log.error("%s", exc.message)
         return exc.code
     fs = checks.fs_type(directory)
+    # the plan it will run is the one go carries (logged then): only what this
+    # command line fixed is said here, never a default the server may replace
+    own = [text for field, text in (("chunk_bytes", "chunk %d MiB" % args.chunk_mb),
+                                    ("file_bytes", "file %d MiB" % file_mb),
+                                    ("duration_s", "%g s" % args.duration))
+           if field in fixed]
     unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
-    log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
-             "calibration %.0f MiB/s -> ~%.1f rollovers expected%s; log %s",
-             diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
-             args.duration, mib_s, expected, "" if not unset else
-             " (the server's plan may set %s)" % ", ".join(unset),
-             log.handlers[0].baseFilename)
+    log.info("diskbench %s client %s: %s (%s), calibration %.0f MiB/s; %s%s; log %s",
+             diskbench.__version__, name, shown, fs, mib_s,
+             "its own plan: %s" % ", ".join(own) if own else "",
+             ("%sthe rest from the server's plan at go (%s)" % (
+                 "; " if own else "", ", ".join(unset))) if unset else
+             " (~%.1f rollovers expected)" % expected, log.handlers[0].baseFilename)
     cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
         perf_interval_s=args.perf_interval, stats_interval_s=args.stats_interval,
         heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
-        verify=bool(args.verify), block_bytes=checks.block_bytes(directory),
+        verify=bool(args.verify), instance_id=instance_id, block_bytes=checks.block_bytes(directory),
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
@@ -393,8 +413,8 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed):
             return exc.code, exc.message
         return None
 
-    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s, fixed, args.force),
-                            log, plan_check)
+    supervisor = Supervisor(cfg, _hello(cfg, shown, fs, expected, mib_s, fixed, args.force,
+                                        instance_id), log, plan_check)
     if not direct_ok:
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"

@@ -431,7 +431,8 @@ def writer_main(conn, cfg, counters):
         progress_v.value = monotonic()
 
     payload = Payload(cfg.chunk_bytes)
-    run, instance = stamp.run_key(cfg.run_id or ""), stamp.new_instance()
+    run = stamp.key_of(cfg.run_id or "")
+    instance = stamp.key_of(cfg.instance_id) if cfg.instance_id else stamp.new_instance()
     stamper, readback = payload.stamper(run, instance), None
 
     def alive():  # reading back is progress (the stall watch)

@@ -1,18 +1,23 @@
 """clients.csv and timeseries.csv, for spreadsheets and pandas (UTF-8, header row).
 
 Empty cells mean "not known". Column names carry their unit like report.json's keys.
+Spreadsheet-safe: a text cell (names, hosts, reasons: text a client chose) that
+begins with one of FORMULA_STARTS gets a single quote in front (the OWASP rule for
+"CSV injection"), so a spreadsheet shows it as text instead of running it as a
+formula. Numbers are written as numbers (a negative number stays a number).
 """
 from __future__ import absolute_import
 
 import csv
 import io
 
-from diskbench.compat import PY2
+from diskbench.compat import PY2, string_types
 from diskbench.fsutil import atomic_write
 from diskbench.server import report as report_mod
 
 CLIENTS_CSV = "clients.csv"
 TIMESERIES_CSV = "timeseries.csv"
+CHUNK_SIZES_CSV = "chunk_sizes.csv"
 
 #: (column, how to get it from a report.json client entry)
 CLIENT_COLUMNS = (
@@ -47,14 +52,27 @@ CLIENT_COLUMNS = (
     ("bad_block_count", lambda e: (e.get("verification") or {}).get("bad_block_count")),
 )
 
+#: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size (and its
+#: report.chunk_size_latency_key() last).
+CHUNK_SIZE_COLUMNS = ("chunk_mib", "client_count", "mean_mib_s", "min_mib_s", "max_mib_s",
+                      "slowest", "fastest", "slowest_to_fastest_ratio")
+
 TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "bytes",
                       "chunk_count", "latency_p50_ms", "latency_p99_ms",
                       "writer_cpu_percent", "writer_rss_mib")
 
 
+#: A text cell beginning with one of these is a formula to a spreadsheet (OWASP).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: What goes in front of such a cell: spreadsheets show the rest as text.
+FORMULA_GUARD = "'"
+
+
 def _cell(value):
     if value is None:
         return ""
+    if isinstance(value, string_types) and value.startswith(FORMULA_STARTS):
+        value = FORMULA_GUARD + value
     if PY2 and isinstance(value, unicode):  # noqa: F821 - 2.7 only
         return value.encode("utf-8")
     return value
@@ -95,3 +113,8 @@ def write_clients(path, rep):
 
 def write_timeseries(path, rows):
     _write(path, TIMESERIES_COLUMNS, ([r[c] for c in TIMESERIES_COLUMNS] for r in rows))
+
+
+def write_chunk_sizes(path, rep):
+    columns = CHUNK_SIZE_COLUMNS + (report_mod.chunk_size_latency_key(),)
+    _write(path, columns, ([z[c] for c in columns] for z in rep.get("by_chunk_size") or []))

@@ -5,15 +5,21 @@ A server that was SIGKILLed, crashed or lost its machine leaves perf.jsonl
 report. Replaying the records into a fresh Registry (as the server's resume
 path does) gives every figure back. What perf.jsonl cannot say is how the run
 ended: clients without a stop summary are reported "unfinished", with a
-reason saying the server did not see the end. When the server did write a
-report.json, its run facts and end states are kept.
+reason saying the server did not see the end. A server that ended the run
+added its report facts to run.json (server/report.facts: each client's plan as
+sent in go and where each setting came from, the start instant, end states,
+exit code and meaning, server CPU, ...), so a re-render of a finished run
+states exactly what its report.json did; from an older run without them, an
+old report.json's run facts and end states are kept. A re-render says so in
+``rerendered`` (when, from which files).
 """
 from __future__ import absolute_import
 
-import json
 import os
+import time
 
 from diskbench.metrics import utc
+from diskbench.report import readers
 from diskbench.report import series as series_mod
 from diskbench.server import registry as reg
 from diskbench.server import states
@@ -23,20 +29,12 @@ RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
+SKIPPED = "%d records in perf.jsonl were skipped (a repeated seq, or no hello on record)"
 NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.jsonl"
 
 
-class Unreadable(Exception):
-    """LOG_DIR cannot be reported; the message names the fix."""
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-        return obj if isinstance(obj, dict) else None
-    except (IOError, OSError, ValueError):
-        return None
+#: LOG_DIR cannot be reported; the message names the fix (readers.Unreadable).
+Unreadable = readers.Unreadable
 
 
 def load(log_dir, warn):
@@ -54,52 +52,92 @@ def load(log_dir, warn):
     builder = series_mod.Builder()
     recv = [None, None]       # first and last receive time
     registry = reg.Registry(expected_clients=None)
+    tally, said = {}, []      # the reader's warnings: not said when the file is refused
     try:  # opening it, or any read on the way
-        records = series_mod.iter_records(log_dir, warn)
+        records = series_mod.iter_records(log_dir, said.append, tally)
         skipped = registry.restore_all(_tap(records, builder, recv))
     except (IOError, OSError) as exc:
         raise Unreadable("cannot read %s (%s)" % (perf, getattr(exc, "strerror", exc)))
+    if tally["skipped"] and not tally["records"]:
+        raise Unreadable("%s holds no diskbench record (%d line%s, none readable): give "
+                         "the --log-dir of a diskbench server run" % (
+                             perf, tally["skipped"], "" if tally["skipped"] == 1 else "s"))
+    for text in said:
+        warn(text)
     view = registry.snapshot()
-    marker = _read_json(os.path.join(log_dir, RUN_MARKER)) or {}
-    old = _read_json(os.path.join(log_dir, report_mod.REPORT_JSON))
+    marker, why = readers.read_marker(os.path.join(log_dir, RUN_MARKER))
+    recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
+    if recorded is not None:
+        try:
+            started, ended, build_args = report_mod.apply_facts(view, recorded)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            warn("%s holds report facts that cannot be read (%s: %s); re-rendering "
+                 "without them" % (RUN_MARKER, type(exc).__name__, exc))
+            view = registry.snapshot()
+        else:   # the server's facts, its warnings included, as it wrote them
+            rep = report_mod.build(view, started, ended, **build_args)
+            return _rerendered(rep, [series_mod.PERF_LOG, RUN_MARKER]), builder.finish()
+    old = readers.read_old_report(os.path.join(log_dir, report_mod.REPORT_JSON), warn)
     old_run = (old or {}).get("run") or {}
-    old_states = dict((e.get("client"), e) for e in (old or {}).get("clients", ())
-                      if isinstance(e, dict))
+    old_states = (old or {}).get("states") or {}
     for c in view.clients:
         if c.state in states.LIVE:
             prev = old_states.get(c.name)
-            if prev and prev.get("state") in states.STATES:
-                c.state, c.reason = prev["state"], prev.get("state_why") or c.reason
+            if prev:
+                c.state, c.reason = prev[0], prev[1] or c.reason
             else:
                 c.reason = NO_END_REASON
-    started = _num(marker.get("started_ts"), _num(old_run.get("start_ts"),
-                                                  0.0 if recv[0] is None else recv[0]))
-    ended = _num(old_run.get("end_ts"), started if recv[1] is None else recv[1])
+    started = marker.get("started_ts", old_run.get(
+        "start_ts", 0.0 if recv[0] is None else recv[0]))
+    ended = old_run.get("end_ts", started if recv[1] is None else recv[1])
     warnings = list(old_run.get("server_warnings") or ())
+    if tally["skipped"]:
+        warnings.append("%d damaged lines of perf.jsonl were skipped (not records of "
+                        "this diskbench version); %d records read" % (
+                            tally["skipped"], tally["records"]))
     if skipped:
-        warnings.append("%d records in perf.jsonl were skipped (a repeated seq, or no "
-                        "hello on record)" % skipped)
+        warnings.append(SKIPPED % skipped)
     if old is None:
         warnings.append("re-rendered from perf.jsonl without a report from the server; "
                         "the run ended at or after %s" % utc(ended))
         if old is None and not marker:
-            warnings.append("%s missing or unreadable: the run's start is taken as the "
-                            "first record's receive time" % RUN_MARKER)
+            warnings.append("%s missing or unreadable%s: the run's start is taken as "
+                            "the first record's receive time" % (
+                                RUN_MARKER, " (%s)" % why if why else ""))
     if old is not None:
-        view.connections = old_run.get("connection_count", view.connections)
-        if isinstance(old.get("rejected_messages"), dict):
-            view.rejected = old["rejected_messages"]
+        if old_run.get("connection_count") is not None:
+            view.connections = old_run["connection_count"]
+        if old["rejected"] is not None:
+            view.rejected = old["rejected"]
         view.expected_clients = old_run.get("expected_client_count",
                                             old_run.get("expected_clients"))
     rep = report_mod.build(
         view, started, ended,
-        run_label="%s" % marker.get("run_id", old_run.get("label", os.path.basename(
-            os.path.abspath(log_dir)))),
+        run_label="%s" % (marker.get("run_id") or old_run.get("label") or
+                          os.path.basename(os.path.abspath(log_dir))),
         interrupted_by=old_run.get("interrupted_by"),
         exit_code=old_run.get("exit_code"),
         exit_meaning=old_run.get("exit_meaning") if old else NO_REPORT_MEANING,
-        warnings=warnings, server_cpu=_server_cpu(old_run.get("server_cpu")))
-    return rep, builder.finish()
+        warnings=warnings, server_cpu=old_run.get("server_cpu"))
+    read = [series_mod.PERF_LOG] + [RUN_MARKER] * bool(marker) + \
+        [report_mod.REPORT_JSON] * (old is not None)
+    return _rerendered(rep, read), builder.finish()
+
+
+def _recorded_facts(path):
+    """The report facts the server wrote into run.json (strict JSON), or None."""
+    try:
+        obj = readers.read_json(path)
+    except (IOError, OSError, readers.Unreadable):
+        return None
+    return obj.get(report_mod.FACTS_KEY)
+
+
+def _rerendered(rep, files):
+    """``rep`` saying it was re-rendered now, from ``files`` of the log dir."""
+    now = time.time()
+    rep["rerendered"] = dict(at_ts=now, at_utc=utc(now), from_files=files)
+    return rep
 
 
 def _tap(records, builder, recv):
@@ -113,14 +151,3 @@ def _tap(records, builder, recv):
         yield msg, ts
 
 
-def _server_cpu(old):
-    """The old report's server CPU figures, numbers only (what the server
-    measured cannot be measured again from perf.jsonl)."""
-    if not isinstance(old, dict):
-        return None
-    return dict((k, v) for k, v in old.items() if v is None or _num(v, None) is not None)
-
-
-def _num(value, default):
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else default

@@ -13,15 +13,18 @@ the aggregate use one offset per client.
 """
 from __future__ import absolute_import, division
 
-import json
 import os
 
 from diskbench import metrics, protocol
-from diskbench.compat import as_text
 from diskbench.server import report as report_mod
 from diskbench.server.seqset import SeqSet
 
 PERF_LOG = "perf.jsonl"
+#: Bad lines of perf.jsonl named one by one in the warnings; the rest are counted
+#: in one more warning (a damaged file must not print thousands of lines).
+SKIPPED_NAMED = 5
+#: Read this much at a time of a line too long to be a record (never held whole).
+_SKIP_BYTES = 1 << 20
 
 
 class PerfPoint(object):
@@ -57,42 +60,78 @@ class ClientSeries(object):
         return client_ts - (self.offset_s or 0.0)
 
 
-def read_records(log_dir, warn=None):
+def read_records(log_dir, warn=None, tally=None):
     """[(Message, recv_ts)] from LOG_DIR/perf.jsonl, read-only.
 
-    A torn last line or an unreadable line is skipped and passed to ``warn``;
-    a missing file gives []. Unlike recorder.read_back the file is never cut.
+    Every line is validated by the wire's rules (protocol.parse_record): the
+    file may come back truncated, damaged, hostile or another version's. A
+    torn last line or a bad line is skipped; the first SKIPPED_NAMED are each
+    passed to ``warn``, then one warning counts them all. ``tally`` (a dict)
+    gets "records" and "skipped". A missing file gives []. Unlike
+    recorder.read_back the file is never cut.
     """
-    return list(iter_records(log_dir, warn))
+    return list(iter_records(log_dir, warn, tally))
 
 
-def iter_records(log_dir, warn=None):
+def iter_records(log_dir, warn=None, tally=None):
     """``read_records`` one record at a time, as they are consumed: the end of
     a run of thousands of clients must not hold the whole file as objects
     (5,000 clients for 60 s: 0.4 million records, over 1 GiB as a list).
     The file is opened now (IOError here, not later)."""
     path = os.path.join(log_dir, PERF_LOG)
+    if tally is None:
+        tally = {}
+    tally.update(records=0, skipped=0)
     if not os.path.exists(path):
         return iter(())
-    return _records(open(path, "rb"), path, warn)
+    return _records(open(path, "rb"), path, warn or (lambda text: None), tally)
 
 
-def _records(f, path, warn):
+def _lines(f):
+    """(line number, line or None when longer than a record may be) of file ``f``;
+    an over-long line is read past in pieces, never held whole."""
+    number = 0
+    while True:
+        line = f.readline(protocol.MAX_RECORD_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > protocol.MAX_RECORD_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = f.readline(_SKIP_BYTES)
+            yield number, None
+        else:
+            yield number, line
+
+
+def _records(f, path, warn, tally):
+    def skip(text):
+        tally["skipped"] += 1
+        if tally["skipped"] <= SKIPPED_NAMED:
+            warn(text)
     with f:
-        for number, line in enumerate(f, 1):
+        for number, line in _lines(f):
+            if line is None:
+                skip("%s line %d skipped: over %d bytes, not a record" % (
+                    path, number, protocol.MAX_RECORD_BYTES))
+                continue
             if not line.endswith(b"\n"):
-                if warn:
-                    warn("%s: a torn last line of %d bytes was skipped (the server "
-                         "stopped while writing it)" % (path, len(line)))
-                return
+                skip("%s: a torn last line of %d bytes was skipped (the server "
+                     "stopped while writing it)" % (path, len(line)))
+                break
             if not line.strip():
                 continue
             try:
-                yield protocol.from_record(json.loads(as_text(line)))
-            except (ValueError, TypeError, AttributeError, protocol.ProtocolError) as exc:
-                if warn:
-                    warn("%s line %d skipped: not a record (%s)" % (
-                        path, number, protocol.clean_text("%s" % exc, 120)))
+                record = protocol.parse_record(line)
+            except protocol.ProtocolError as exc:
+                skip("%s line %d skipped: not a record (%s)" % (
+                    path, number, protocol.clean_text("%s" % exc, 120)))
+                continue
+            tally["records"] += 1
+            yield record
+    if tally["skipped"] > SKIPPED_NAMED:
+        warn("%s: %d bad lines skipped in all (the first %d are named above), %d "
+             "records read" % (path, tally["skipped"], SKIPPED_NAMED, tally["records"]))
 
 
 def build(records):

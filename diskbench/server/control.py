@@ -7,15 +7,22 @@ without opening a network port.
 - **Server side** (``ControlServer``): a unix stream socket ``control.sock`` in
   --log-dir, created under a restrictive umask and chmod 0600 (only the
   server's user can connect), with the peer's uid checked too (SO_PEERCRED on
-  Linux: the server's uid and root are served), removed at exit. One thread
-  ("control") serves one request at a time; any failure in it is logged and it
-  goes on serving. A request is one protocol line (``protocol.CTL_REQUEST``);
-  with a secret it must carry the secret's HMAC, like every data message, and
-  be at most MAX_AGE_S old (a captured request cannot be replayed later).
+  Linux: the server's uid and root are served), removed at exit. The operator
+  is never locked out: one thread ("control") accepts, checks the peer's uid
+  before reading a byte (another user is refused at once) and hands each
+  connection to a thread of its own (at most MAX_REQUESTS at once; beyond, a
+  connection is refused "busy" at once), which must receive the whole request
+  line within REQUEST_S of the connect (one deadline for the whole request: a
+  peer trickling a byte at a time does not reset it). So a silent, slow or
+  foreign peer delays no other request. Any failure is logged and serving goes
+  on. A request is one protocol line (``protocol.CTL_REQUEST``); with a secret
+  it must carry the secret's HMAC, like every data message, and be signed at
+  most MAX_AGE_S before or after the server's clock (a captured request cannot
+  be replayed later, nor one signed on a clock set ahead be kept for later).
   Answers (``protocol.CTL_REPLY``) end with a ``done`` line carrying ctl's
   exit code. Answers are not signed: they only report.
 - **Client side** (``main``): ``python -m diskbench.server ctl [--log-dir DIR]
-  list | stop NAME | end``; the secret is read by the client's rule
+  list | stop NAME | end | not-coming HOST``; the secret is read by the client's rule
   (``cli.read_secret``). Every failure is one line naming the fix and a
   documented exit code (``exitcodes.CTL_*``).
 """
@@ -33,8 +40,8 @@ import time
 from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
-from diskbench.compat import as_bytes, peer_uid
-from diskbench.server.states import FINISHED, LIVE
+from diskbench.compat import as_bytes, monotonic, peer_uid
+from diskbench.server.states import FINISHED, LIVE, shown
 
 #: The socket's name in --log-dir.
 SOCKET_NAME = "control.sock"
@@ -49,10 +56,16 @@ SOCKET_PATH_MAX = 107
 PROC_FD_DIR = "/proc/self/fd"
 #: Pending connections the listener holds (operators, not clients).
 BACKLOG = 8
-#: The serving thread looks at its closing flag this often.
+#: The accepting thread looks at its closing flag this often.
 POLL_S = 0.2
-#: One request must arrive, and each answer line leave, within this time: a
-#: peer that connects and says nothing holds the thread no longer.
+#: The whole request line must arrive within this time of the connect (one
+#: deadline, not one per read: a peer sending a byte a second is cut off too);
+#: ``ctl`` sends its line as soon as it is connected.
+REQUEST_S = 1.0
+#: Requests served at once, each by its own thread; a connection beyond them is
+#: refused "busy" at once (each is held at most REQUEST_S before its line is in).
+MAX_REQUESTS = 16
+#: Each answer line must leave within this time (a peer that does not read).
 IO_TIMEOUT_S = 5.0
 #: After an unexpected failure in the serving loop, wait this long before
 #: serving again (never a spin).
@@ -62,12 +75,16 @@ FAILURE_BACKOFF_S = 0.5
 MAX_AGE_S = 60.0
 #: The longest request line (a request holds at most one client name).
 MAX_REQUEST_BYTES = 4096
+#: One read takes up to this much (more than a request may be: an over-long one is
+#: read whole when it came in one piece, so the refusal is not reset under it).
+_READ_BYTES = 65536
 #: ctl waits this long to connect and for each line of the answer.
 REPLY_TIMEOUT_S = 10.0
 #: Joining the serving thread at exit takes at most this long.
 JOIN_S = 2.0
-#: The reason a client is given (and logs) when the operator stops it.
-OPERATOR_STOP_REASON = "stopped by the operator (diskbench server ctl stop)"
+#: An operator's stop, worded once: the reason a client is given (and logs),
+#: and with its time what ctl list, the server's log and the report say.
+OPERATOR_STOP_REASON = "stopped by the operator (ctl stop)"
 #: The exit codes a server's answer may carry (anything else is a refusal).
 _CTL_CODES = (exitcodes.OK, exitcodes.INTERNAL, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
               exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED)
@@ -82,7 +99,7 @@ class ServerRunning(Exception):
 def operator_reason(at):
     """Why a client stopped by ``ctl stop`` (at wall time ``at``) finished: the
     registry only knows that the server asked it (ctl list and the report)."""
-    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)
+    return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))
 
 
 def socket_path(log_dir):
@@ -150,6 +167,7 @@ class ControlServer(object):
         self.failures = 0               # unexpected failures, each logged
         self.stops = {}                 # client name -> wall time of its `ctl stop`
         self.thread = None
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
 
     def open(self):
         """Create the socket (owner-only) and start serving. Raises
@@ -207,18 +225,60 @@ class ControlServer(object):
                     conn = self.sock.accept()[0]
                 except socket.timeout:
                     continue
-                try:
-                    self._serve_one(conn)
-                except Exception:  # noqa: B902 - a bug: said, and the next one served
-                    self._failed("a request failed")
-                    self._done(conn, exitcodes.INTERNAL, "the server failed to answer "
-                               "(a bug: its server.log has the traceback)")
-                finally:
-                    conn.close()
+                self._dispatch(conn)
             except Exception:  # noqa: B902 - logged; the thread must keep serving
                 if self.closing:
                     return
                 self._failed("accepting failed")
+
+    def _dispatch(self, conn):
+        """Check the peer, then serve ``conn`` on a thread of its own (never here:
+        a peer that says nothing must not hold the next request)."""
+        deadline = monotonic() + REQUEST_S
+        uid = peer_uid(conn)
+        if uid is not None and uid not in self.uids:
+            log.warning("control socket: refused a request from uid %d (only uid %d "
+                        "and root are served)", uid, self.uids[0])
+            self._refuse(conn, exitcodes.CTL_REFUSED, "refused: this control socket "
+                         "serves uid %d (the server's user) only; run ctl as that user"
+                         % self.uids[0])
+            return
+        if not self.slots.acquire(False):
+            log.warning("control socket: refused a connection: %d requests in flight "
+                        "(each has at most %g s to arrive)", MAX_REQUESTS, REQUEST_S)
+            self._refuse(conn, exitcodes.CTL_REFUSED, "refused: the server is busy with "
+                         "%d other control requests; run ctl again" % MAX_REQUESTS)
+            return
+        try:
+            worker = threading.Thread(target=self._request_thread, name="control-request",
+                                      args=(conn, deadline))
+            worker.daemon = True
+            worker.start()
+        except Exception:  # noqa: B902 - no thread: the slot and socket go back
+            self.slots.release()
+            conn.close()
+            raise
+
+    def _refuse(self, conn, code, text):
+        """Answer at once without reading, then close."""
+        conn.settimeout(IO_TIMEOUT_S)
+        self._done(conn, code, text)
+        try:
+            conn.shutdown(socket.SHUT_WR)
+        except (socket.error, OSError):
+            pass
+        conn.close()
+
+    def _request_thread(self, conn, deadline):
+        try:
+            self._serve_one(conn, deadline)
+        except Exception:  # noqa: B902 - a bug: said, and the others served
+            self._failed("a request failed")
+            self._done(conn, exitcodes.INTERNAL, "the server failed to answer "
+                       "(a bug: its server.log has the traceback)")
+        finally:
+            conn.close()
+            self.slots.release()
 
     def _failed(self, what):
         """Log the exception being handled; wait a little (never a spin)."""
@@ -227,31 +287,24 @@ class ControlServer(object):
                       self.failures)
         time.sleep(FAILURE_BACKOFF_S)
 
-    def _serve_one(self, conn):
-        conn.settimeout(IO_TIMEOUT_S)
-        # The line is read before any answer, even one refusing the peer:
+    def _serve_one(self, conn, deadline):
+        # The line is read before any answer, even one refusing the request:
         # closing on unread bytes would reset the connection under the answer.
-        rfile = conn.makefile("rb")
         too_long = None
         try:
-            line = protocol.read_line(rfile, MAX_REQUEST_BYTES)
+            line = _read_request(conn, deadline)
         except protocol.LineTooLong as exc:
             line, too_long = b"-", "%s" % exc
-        except (socket.error, OSError) as exc:  # socket.timeout included
+        except socket.timeout:
+            log.warning("control socket: no whole request within %g s of the connect: "
+                        "closed (a stuck or slow peer)", REQUEST_S)
+            return
+        except (socket.error, OSError) as exc:
             log.info("control socket: no request read (%s)", exc)
             return
-        finally:
-            rfile.close()   # else the socket outlives conn.close() (Python 3)
+        conn.settimeout(IO_TIMEOUT_S)
         if not line:
             return  # a probe (check_free of another server), or ctl gave up
-        uid = peer_uid(conn)
-        if uid is not None and uid not in self.uids:
-            log.warning("control socket: refused a request from uid %d (only uid %d "
-                        "and root are served)", uid, self.uids[0])
-            self._done(conn, exitcodes.CTL_REFUSED, "refused: this control socket "
-                       "serves uid %d (the server's user) only; run ctl as that user"
-                       % self.uids[0])
-            return
         if too_long:
             log.warning("control socket: refused a request: %s", too_long)
             self._done(conn, exitcodes.USAGE, "refused: %s" % too_long)
@@ -269,11 +322,13 @@ class ControlServer(object):
             return
         age = self.clock() - req.ts
         if abs(age) > MAX_AGE_S:
-            log.warning("control socket: refused a %s request signed %.0f s ago (over "
-                        "%g s: a replay?)", req.type, age, MAX_AGE_S)
-            self._done(conn, exitcodes.CTL_REFUSED, "refused: the request was made "
-                       "%.0f s ago (at most %g s: a replayed request?); run ctl again"
-                       % (age, MAX_AGE_S))
+            when = "%.0f s ago" % age if age > 0 else \
+                "%.0f s ahead of the server's clock" % -age
+            log.warning("control socket: refused a %s request signed %s (over %g s: a "
+                        "replay, or a clock set wrong?)", req.type, when, MAX_AGE_S)
+            self._done(conn, exitcodes.CTL_REFUSED, "refused: the request was signed %s "
+                       "(at most %g s either way: a replayed request, or a clock that "
+                       "is off?); run ctl again" % (when, MAX_AGE_S))
             return
         try:
             code, text = _REQUESTS[req.type](self, conn, req)
@@ -326,17 +381,40 @@ class ControlServer(object):
         self.stops[name] = self.clock()
         self.on_stop(name)
         return exitcodes.OK, ("asked client %s to stop: it finishes the chunk in "
-                              "flight, sends its summary and exits; the report shows "
-                              "it stopped by the operator" % name)
+                              "flight, sends its summary and exits; the report says "
+                              "'%s'" % (name, OPERATOR_STOP_REASON))
 
     def _end(self, conn, req):
         return exitcodes.OK, self.on_end()
+
+    def _not_coming(self, conn, req):
+        return exitcodes.OK, self.registry.not_coming(req.host, req.reason)
+
+
+def _read_request(conn, deadline):
+    """The request line from ``conn`` (b'' at end of stream before a newline),
+    all of it by ``deadline`` (compat.monotonic): socket.timeout after it,
+    LineTooLong past MAX_REQUEST_BYTES."""
+    data = b""
+    while b"\n" not in data:
+        left = deadline - monotonic()
+        if left <= 0:
+            raise socket.timeout("no whole request in time")
+        conn.settimeout(left)
+        chunk = conn.recv(_READ_BYTES)
+        if not chunk:
+            return b""
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES and b"\n" not in data[:MAX_REQUEST_BYTES + 1]:
+            raise protocol.LineTooLong(MAX_REQUEST_BYTES)
+    return data[:data.index(b"\n") + 1]
 
 
 _REQUESTS = {
     protocol.CTL_LIST: ControlServer._list,
     protocol.CTL_STOP: ControlServer._stop,
     protocol.CTL_END: ControlServer._end,
+    protocol.CTL_NOT_COMING: ControlServer._not_coming,
 }
 
 
@@ -348,8 +426,9 @@ def build_parser():
         "control.sock in its --log-dir (only the server's user may use it)."),
         epilog="Exit codes: 0 done; 2 usage; %d no server running with that --log-dir; "
         "%d no such client, or it is not running; %d refused (secret differs or is "
-        "missing, another user)." % (exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT,
-                                     exitcodes.CTL_REFUSED))
+        "missing, another user, a clock off by over %g s, or busy)." % (
+            exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED,
+            MAX_AGE_S))
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="the server's --log-dir (default: %(default)s)")
     p.add_argument("--secret-file", metavar="PATH", help="the server's secret, when it "
@@ -364,6 +443,11 @@ def build_parser():
     stop.add_argument("name", metavar="NAME", help="the client's name (ctl list)")
     sub.add_parser(protocol.CTL_END, help="end the run as one SIGINT does: every client asked to "
                    "stop, --shutdown-grace for their summaries, then the report")
+    gone = sub.add_parser(protocol.CTL_NOT_COMING, help="before go: a host's client will not "
+                          "come (the launcher says so when its ssh fails), so the run "
+                          "waits for one client fewer instead of --start-timeout")
+    gone.add_argument("host", metavar="HOST", help="the host, as the report should name it")
+    gone.add_argument("--why", default="the operator said so", help="why it will not come")
     return p
 
 
@@ -425,7 +509,7 @@ def _table(rows):
     """``ctl list``'s lines: a header, then one aligned row per client."""
     head = ("client", "state", "address", "MiB written", "MiB/s now", "rollovers",
             "heartbeat", "why")
-    body = [(printable(m.client), m.state, printable(m.peer or "-"),
+    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),
              "%.1f" % metrics.mib(m.written_bytes), "%.1f" % m.mib_s_now,
              "%d" % m.rollovers, "-" if m.heartbeat_age_s is None
              else "%.1f s ago" % m.heartbeat_age_s, printable(m.reason))
@@ -454,6 +538,8 @@ def main(argv=None):
         if why:
             return _fail(prog, exitcodes.USAGE, why.replace("--name", "NAME", 1))
         fields = dict(client=args.name)
+    elif args.command == protocol.CTL_NOT_COMING:
+        fields = dict(host=printable(args.host)[:255], reason=printable(args.why))
     request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
                                             **fields), secret)
     path = socket_path(args.log_dir)

@@ -87,6 +87,7 @@ class Handler(socketserver.BaseRequestHandler):
         self.send_lock = threading.Lock()
         self.name = None
         self.said_bye = False
+        self.outcome = None           # the registry's word on the last message
         self.rejections = 0
         self.expired = None           # (kind, reason) once the master cut us off
         self.send_dead = False        # a send stalled or failed: no more sends
@@ -216,12 +217,39 @@ class Handler(socketserver.BaseRequestHandler):
                         break
                     continue
                 handler = _DISPATCH.get(msg.type, Handler._on_message)
-                if not handler(self, msg, recv_ts):
+                try:
+                    going = handler(self, msg, recv_ts)
+                except Exception:   # a bug must cost this client, not the server
+                    self._internal_error(msg)
+                    going = False
+                if not going:
                     go_on = False
                     break
         finally:  # what was accepted is recorded and acked, even on the way out
             self._flush()
         return go_on
+
+    def _internal_error(self, msg):
+        """Handling ``msg`` raised: logged with its traceback; its client is
+        failed and refused (not acknowledged: the client keeps it), the run
+        goes on."""
+        log.exception("internal error handling %s #%d of %s from %s: failing that "
+                      "client; the run goes on", msg.type, msg.seq, msg.name, self.peer)
+        self.registry.count_rejected(reg.REJECT_INTERNAL)
+        self.registry.internal_error(msg.name, "handling its %s #%d" % (msg.type, msg.seq),
+                                     self.conn_id)
+        self._refuse("the server could not handle your %s #%d (an internal error, in "
+                     "its server.log); this client is failed, the run goes on: report "
+                     "it to the server's operator" % (msg.type, msg.seq))
+
+    def go_failed(self, name):
+        """The go of ``name`` (this connection's client) could not be made or
+        sent (logged by send_go): that client is failed and refused."""
+        self.registry.count_rejected(reg.REJECT_INTERNAL)
+        self.registry.internal_error(name, "sending its go", self.conn_id)
+        self._refuse("the server could not send your go (an internal error, in its "
+                     "server.log); this client is failed, the run goes on: report it "
+                     "to the server's operator")
 
     def _rejected(self, kind, reason):
         self.registry.count_rejected(kind)
@@ -253,7 +281,9 @@ class Handler(socketserver.BaseRequestHandler):
         return True
 
     def _on_bye(self, msg, recv_ts):
-        if self._on_message(msg, recv_ts) and msg.name == self.name:
+        # a bye refused (a seq jump) is no bye: only one recorded or re-acked
+        if self._on_message(msg, recv_ts) and msg.name == self.name and \
+                self.outcome in (reg.NEW, reg.DUPLICATE):
             self.said_bye = True
         return True
 
@@ -268,7 +298,7 @@ class Handler(socketserver.BaseRequestHandler):
                 self._rejected(reg.REJECT_NO_HELLO, "%s from %r before a hello on "
                                "this connection" % (msg.type, msg.name))
             return True
-        outcome = self.registry.accept(msg, recv_ts, self.conn_id)
+        outcome = self.outcome = self.registry.accept(msg, recv_ts, self.conn_id)
         if outcome == reg.NOT_BOUND:
             log.info("connection %d from %s: %s now speaks on a newer connection; "
                      "closing this one", self.conn_id, self.peer, self.name)
@@ -374,9 +404,17 @@ class Handler(socketserver.BaseRequestHandler):
 
 def send_go(go_list, run_id):
     """Send each (name, sender, fields) of a registry go list its go: its
-    own plan and start instant (Registry._go_fields)."""
-    for _name, sender, fields in go_list:
-        sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
+    own plan and start instant (Registry._go_fields). A go that cannot be
+    built or sent fails that client alone (logged with its traceback)."""
+    for name, sender, fields in go_list:
+        try:
+            sender(protocol.make(protocol.GO, protocol.S2C, run_id=run_id, **fields))
+        except Exception:
+            log.exception("internal error sending client %s its go; failing that "
+                          "client, the run goes on", name)
+            handler = getattr(sender, "__self__", None)   # the sender is Handler.send
+            if isinstance(handler, Handler):
+                handler.go_failed(name)
 
 
 def _send_bounded(sock, data, limit):

@@ -24,9 +24,11 @@ import time
 
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
+from diskbench.cli import prog_name
+from diskbench.report import readers
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
-from diskbench.metrics import utc
+from diskbench.metrics import describe_offset, utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
 from diskbench.server.deadlines import Deadlines
@@ -43,6 +45,10 @@ from diskbench.server import report as report_mod
 TICK_S = 0.2
 #: The marker of a run in progress in --log-dir (run id and start time).
 RUN_MARKER = "run.json"
+#: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
+#: second server on the same directory exits; the kernel drops the claim of a
+#: server that was killed, so a restart is never blocked by it.
+LOCK_FILE = "server.lock"
 #: Refused connections logged per kind; further ones are counted, and logged
 #: every LIMIT_LOG_EVERY.
 LIMIT_LOG_MAX = 20
@@ -84,8 +90,50 @@ OPERATOR_END = "the operator (ctl end)"
 ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
 
 
+def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
+    """The longest a run goes on after the last message any client sends (the
+    server running, not paused): a silent client is went away within its
+    timeout W (--heartbeat-timeout, else at most registry.MAX_WENT_AWAY_S)
+    and the liveness check's step, then waited for (--rejoin-grace R, else
+    REJOIN_GRACE_TIMEOUTS x W; a failed client's summary: SUMMARY_GRACE_S),
+    then complete (--idle-timeout without --clients) at a tick. The README's
+    formula; the report follows."""
+    went_away = heartbeat_timeout if heartbeat_timeout is not None \
+        else reg.MAX_WENT_AWAY_S
+    grace = rejoin_grace if rejoin_grace is not None \
+        else reg.REJOIN_GRACE_TIMEOUTS * went_away
+    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +
+            idle_timeout + 2 * TICK_S)
+
+
 class FinishedRun(Exception):
     """The log dir holds a finished run; the message names the fix."""
+
+
+class LogDirTaken(Exception):
+    """Another server holds the log dir's LOCK_FILE; the message names the fix."""
+
+
+def claim_log_dir(log_dir):
+    """Take ``log_dir``'s LOCK_FILE for this process's life: returns the open
+    file (keep it open), raises LogDirTaken when another server holds it."""
+    import fcntl
+    path = os.path.join(log_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (IOError, OSError) as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        raise LogDirTaken(
+            "another server is running with --log-dir %s (it holds %s): end it (%s "
+            "ctl --log-dir %s end) or give another --log-dir" % (
+                log_dir, path, prog_name("diskbench.server"), log_dir))
+    os.ftruncate(fd, 0)     # for a reader: who holds it
+    os.write(fd, as_bytes("%d\n" % os.getpid()))
+    return fd
 
 
 class TCPServer(socketserver.ThreadingTCPServer):
@@ -192,6 +240,7 @@ class Master(object):
             stall_timeout=args.stall_timeout, require_all=args.require_all,
             plan_given=getattr(args, "plan", None), wall=clock)
         self.recorder = recorder_mod.Recorder(args.log_dir)
+        self.claim = None             # LOCK_FILE's descriptor once open_logs took it
         self.server = None
         self.wake = threading.Event()
         self.signals = SignalFlag(wake=self.wake.set)   # installed by run()
@@ -269,8 +318,12 @@ class Master(object):
         it cannot be used.
         """
         log_dir = self.args.log_dir
-        if not os.path.isdir(log_dir):
+        try:
             os.makedirs(log_dir)
+        except OSError as exc:   # (two servers started together: both create it)
+            if exc.errno != errno.EEXIST or not os.path.isdir(log_dir):
+                raise
+        self.claim = claim_log_dir(log_dir)   # raises LogDirTaken
         control_mod.check_free(log_dir)   # raises ServerRunning
         if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
             raise FinishedRun(
@@ -284,7 +337,7 @@ class Master(object):
             self.started = self.wall()
             atomic_write(marker, as_bytes(json.dumps(dict(
                 run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
-                protocol=protocol.PROTOCOL_VERSION), sort_keys=True) + "\n"))
+                protocol=protocol.PROTOCOL_VERSION), sort_keys=True, allow_nan=False) + "\n"))
         self.recorder.open()
 
     def abandon(self):
@@ -292,6 +345,7 @@ class Master(object):
         marker behind, so the next start is a fresh run too."""
         self.recorder.close()
         self._untune()
+        self._release_claim()
         if self.resumed is None:
             for name in (RUN_MARKER, recorder_mod.PERF_LOG):
                 path = os.path.join(self.args.log_dir, name)
@@ -302,16 +356,14 @@ class Master(object):
                     pass
 
     def _resume(self, marker):
-        try:
-            with open(marker) as f:
-                info = json.load(f)
-            self.run_id = "%s" % info["run_id"]
-            self.started = float(info["started_ts"])
-        except (IOError, OSError, ValueError, KeyError, TypeError) as exc:
+        info, why = readers.read_marker(marker)   # validated: the file may be damaged
+        if info:
+            self.run_id, self.started = info["run_id"], info["started_ts"]
+        else:
             self.started = self.wall()
             self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
                                          "its records under the new run id %s" % (
-                                             marker, exc, self.run_id))
+                                             marker, why, self.run_id))
         skipped = self.registry.restore_all(recorder_mod.read_back(
             self.args.log_dir, self.startup_warnings.append))
         if skipped:
@@ -407,6 +459,11 @@ class Master(object):
                  "client names, hello within %g s, a line every %g s", self.max_line_bytes,
                  self.max_connections, self.max_per_address,
                  self.registry.max_clients or 0, self.hello_timeout, self.read_timeout)
+        log.info("the run ends at most %g s after its clients' last message "
+                 "(run_end_bound_s of --heartbeat-timeout, --rejoin-grace, "
+                 "--idle-timeout)", run_end_bound_s(
+                     self.args.heartbeat_timeout, self.args.rejoin_grace,
+                     self.args.idle_timeout))
         for text in self.startup_notes:
             log.info("%s", text)
         for text in self.startup_warnings:
@@ -423,8 +480,8 @@ class Master(object):
         try:
             while self.signals.first is None and not self.ends:
                 self._tick()
-                self.console.tick()
-                if self.registry.is_complete():
+                self._step("console", self.console.tick)
+                if self._step("completion", self.registry.is_complete):
                     self.finishing = True
                     event.info("run complete: every client is finished, failed or gone")
                     break
@@ -450,7 +507,13 @@ class Master(object):
             self.recorder.close()
             self._teardown_logging()
             self._untune()
+            self._release_claim()
         return code
+
+    def _release_claim(self):
+        if self.claim is not None:
+            os.close(self.claim)     # (the lock goes with it)
+            self.claim = None
 
     def _tick(self):
         now = monotonic()
@@ -463,13 +526,36 @@ class Master(object):
             for handler in self._handlers_due(now):
                 if not handler.expire_if_due(now) and handler.expired is None:
                     self.watch_connection(handler)   # its deadline moved on
-        self.registry.check_liveness()
-        self.recorder.check_lag()
-        self.collector.maybe_collect(len(self.connections))
-        busy = self.cpu_gauge.sample()
+        self._step("liveness", self.registry.check_liveness)
+        self._step("recorder lag and collector", self._housekeeping)
+        busy = self._step("CPU gauge", self.cpu_gauge.sample)
         if busy:
             event.warning("%s", busy)
+        self._step("go release", self._release_go)
+        self._step("require-all", self._require_all)
+
+    def _housekeeping(self):
+        """The recorder's lag and the collector (a step of the tick)."""
+        self.recorder.check_lag()
+        self.collector.maybe_collect(len(self.connections))
+
+    def _release_go(self):
+        """Go to every client it is due to (a step of the tick; a go that
+        cannot be made or sent fails that client alone: handler.send_go)."""
         handler_mod.send_go(self.registry.release_go(), self.run_id)
+
+    @staticmethod
+    def _step(what, func, *args):
+        """One step of the tick; an unexpected error is logged with its
+        traceback and the loop goes on (a client it concerns is failed where
+        the step knows it: registry.check_liveness, handler.send_go)."""
+        try:
+            return func(*args)
+        except Exception:
+            log.exception("internal error in the main loop (%s); the run goes on", what)
+            return None
+
+    def _require_all(self):
         if self.registry.require_all and self.registry.short_start and \
                 self.registry.aborted is None:
             why = ("only %s expected clients said hello within --start-timeout %g s "
@@ -613,8 +699,8 @@ class Master(object):
             warnings.append("the server was restarted during this run and %s"
                             % self.resumed)
         warnings += self.pauses + view.notes
-        warnings += ["client %s's clock is %+.1f s off the server's: its times are put "
-                     "on the server's clock" % (c.name, c.offset()[0])
+        warnings += ["client %s's clock is %s the server's: its times are put "
+                     "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
                      for c in view.clients if c.offset()[0] is not None and
                      abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
         warnings += ["client %s's clock moved %.3f s against the server's during the "
@@ -625,14 +711,20 @@ class Master(object):
             warnings.append(trouble)
         meaning = ENDED_MEANING if self.interrupted_by == OPERATOR_END and \
             code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
-        rep = report_mod.build(
-            view, started, self.wall(), run_label=self.run_id,
-            interrupted_by=self.interrupted_by, exit_code=code, exit_meaning=meaning,
-            warnings=warnings, server_cpu=server_cpu)
+        ended, facts = self.wall(), dict(
+            run_label=self.run_id, interrupted_by=self.interrupted_by, exit_code=code,
+            exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
+        # what perf.jsonl cannot say goes in run.json first: a re-render states it
+        trouble = outputs.record_facts(self.args.log_dir, report_mod.facts(
+            view, started, ended, **facts))
+        if trouble:
+            log.warning("cannot add the report facts to %s (%s): a re-render will not "
+                        "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
+        rep = report_mod.build(view, started, ended, **facts)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
-            sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
-                             % (path, getattr(exc, "strerror", None) or exc))
+            sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
+                prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
         main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
         if written:
             event.info("report written: %s", " and ".join(reversed(main)) or "-")
@@ -660,8 +752,8 @@ class Master(object):
                     client.stop.reason == protocol.STOP_SERVER:
                 client.reason = control_mod.operator_reason(at)
             else:
-                client.reason = "%s; the operator had asked it to stop (ctl stop at " \
-                    "%s)" % (client.reason, utc(at))
+                client.reason = "%s; before that, %s" % (
+                    client.reason, control_mod.operator_reason(at))
 
 
 def _signal_name(signum):

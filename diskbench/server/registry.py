@@ -16,7 +16,8 @@ States and the transitions between them are written down here and only here
                                                             (logged "reconnected")
 
 A client's went-away timeout is HEARTBEAT_LIVENESS missed beats of the
-heartbeat interval it announced in hello (--heartbeat-timeout overrides it).
+heartbeat interval it announced in hello, at most MAX_WENT_AWAY_S
+(--heartbeat-timeout overrides it).
 A went-away client may come back within --rejoin-grace: until then the run
 is not complete. Dedup is by the set of seqs seen (``seqset``), and a seq may
 not jump further ahead than a client could have sent (``max_seq_jump``).
@@ -37,6 +38,8 @@ from diskbench import metrics, plan, protocol
 from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
+from diskbench.server import seqset
+from diskbench.server.report import count
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
@@ -61,6 +64,7 @@ REJECT_TOO_MANY_FROM_ADDRESS = "too-many-from-address"  # --max-per-address
 REJECT_SEQ_JUMP = "seq-jump"            # a seq too far ahead of the client's last
 REJECT_FD_EXHAUSTED = "fd-exhausted"    # accept() failed: out of file descriptors
 REJECT_PLAN = "plan"                    # the run plan cannot run on that client
+REJECT_INTERNAL = "internal-error"      # handling it raised: that client is failed
 
 #: A client is went away after this many heartbeat intervals (its own, from
 #: hello) without any message, unless --heartbeat-timeout gives a fixed time.
@@ -69,6 +73,11 @@ HEARTBEAT_LIVENESS = 3
 DEFAULT_HEARTBEAT_S = 5.0
 #: Least went-away timeout, whatever interval a client announces.
 MIN_WENT_AWAY_S = 1.0
+#: Most went-away timeout, whatever interval a client announces (it says 1e9
+#: s: the run would wait for ever): the server's bound on every wait derived
+#: from a client (rejoin grace, a resumed run's wait); --heartbeat-timeout
+#: overrides it. master.run_end_bound_s adds up the waits.
+MAX_WENT_AWAY_S = 300.0
 #: Default --rejoin-grace, in went-away timeouts of the client: how long a run
 #: waits for a went-away client to come back before it may complete.
 REJOIN_GRACE_TIMEOUTS = 2
@@ -128,6 +137,14 @@ START_AHEAD_MIN_S = 0.5
 ClientProgress = collections.namedtuple("ClientProgress", (
     "name", "host", "state", "reason", "bytes", "rollovers", "heartbeat_ts",
     "clock_offset_s", "recent", "start_ts", "duration_s", "peer"))
+
+
+def unbelieved_offset(name, offset):
+    """The report's sentence for a pong offset beyond CLOCK_OFFSET_MAX_S."""
+    return ("client %s's clock is %s the server's (over %g s, "
+            "protocol.CLOCK_OFFSET_MAX_S): offset not used; its go carried none and "
+            "its figures are put on the server's clock by when its messages arrived"
+            % (name, metrics.describe_offset(offset), protocol.CLOCK_OFFSET_MAX_S))
 
 
 class ProgressView(object):
@@ -256,6 +273,7 @@ class Client(object):
         self.ping_offset_s = None
         self.offset_low = self.offset_high = None
         self.skew_warned = False
+        self.offset_unbelieved = None   # the last pong offset beyond belief
         self.drift_warned = False
         # The run plan (plan.resolve at the first hello; what start says it
         # ran replaces it), where each setting came from, and the start: the
@@ -423,15 +441,16 @@ class Registry(object):
                          msg.name, peer, msg.hostname, msg.fs_type,
                          msg.python_version, msg.sync_mode)
             else:
-                same = (client.hello.hostname, client.hello.pid) == (msg.hostname, msg.pid)
-                if not same:
+                # host name and pid repeat (containers): only the process's
+                # random instance id says it is the same client
+                if client.hello.instance_id != msg.instance_id:
                     # Never say who owns the name: that would tell a peer what
                     # to claim in order to take it over.
                     self._count_rejected_locked(REJECT_NAME_IN_USE)
                     self.say(log.warning,
-                             "refused a hello as %s from %s (host %s pid %s): the "
-                             "name belongs to another process of this run", msg.name,
-                             peer, msg.hostname, msg.pid)
+                             "refused a hello as %s from %s (host %s pid %s instance "
+                             "%s): the name belongs to another process of this run",
+                             msg.name, peer, msg.hostname, msg.pid, msg.instance_id)
                     return REJECT, (
                         "client name %r is already used in this run by another "
                         "process; give each client its own name (--name)" % msg.name)
@@ -509,12 +528,17 @@ class Registry(object):
             self._seen(client)
             client.duplicates += 1
             return DUPLICATE
-        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts) or \
-                not client.seen.can_add(msg.seq):
+        if msg.seq > client.last_seq + self.max_seq_jump(client, recv_ts):
             client.seq_jumps += 1
             return SEQ_JUMP
         self._seen(client)
+        compacted = client.seen.compacted
         client.seen.add(msg.seq)
+        if client.seen.compacted != compacted and not compacted:
+            self._note("client %s's seqs have more than %d gaps (seqset.MAX_RANGES): "
+                       "its oldest gaps now count as seen (messages it dropped; one "
+                       "arriving now would be taken for a duplicate); every later "
+                       "message is recorded" % (client.name, seqset.MAX_RANGES))
         client.last_seq = client.seen.high
         client.last_ts = recv_ts
         client.messages += 1
@@ -562,7 +586,12 @@ class Registry(object):
                     return False  # no hello on record: cannot be a client of this run
                 values, sources = self._plan_for(msg)
                 client = self._add_client(msg, recv_ts, None, values, sources)
-            if self._accept_locked(client, msg, recv_ts) != NEW:
+            try:
+                if self._accept_locked(client, msg, recv_ts) != NEW:
+                    return False
+            except Exception:   # as when it came: that record, not the resume
+                log.exception("internal error replaying %s #%d of client %s; skipped",
+                              msg.type, msg.seq, msg.name)
                 return False
             client.recorded_seq = client.last_seq
             client.last_seen = None
@@ -626,7 +655,7 @@ class Registry(object):
                     client.sender is None or client.recorded_seq < 1:
                 return []
             self._awaiting(client, False)
-            return [(name, client.sender, self._go_fields(client))]
+            return self._go_entry(client)
 
     def _awaiting(self, client, flag):
         """The one place a client starts or stops waiting for GO."""
@@ -774,6 +803,12 @@ class Registry(object):
         if not 0.0 <= rtt <= PING_RTT_MAX_S:
             return  # not a pong to one of our pings (or absurdly late)
         offset = msg.client_time - (sent + recv_ts) / 2.0
+        if abs(offset) > protocol.CLOCK_OFFSET_MAX_S:
+            # beyond belief: never sent in a go nor used for its figures
+            if client.offset_unbelieved is None:
+                self._note(unbelieved_offset(client.name, offset))
+            client.offset_unbelieved = offset
+            return
         if client.rtt_s is None or rtt < client.rtt_s:
             client.rtt_s, client.ping_offset_s = rtt, offset
         if rtt <= 2 * client.rtt_s + PING_RTT_SLACK_S:
@@ -818,6 +853,12 @@ class Registry(object):
         HEARTBEAT_LIVENESS of the heartbeat intervals it announced."""
         if self.heartbeat_timeout is not None:
             return self.heartbeat_timeout
+        return min(MAX_WENT_AWAY_S, self._heartbeats_timeout(client))
+
+    @staticmethod
+    def _heartbeats_timeout(client):
+        """HEARTBEAT_LIVENESS of the heartbeat intervals ``client`` announced
+        (at least MIN_WENT_AWAY_S), before the server's cap."""
         if client.heartbeat_interval_s:
             return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
         return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S)
@@ -825,8 +866,11 @@ class Registry(object):
     def _timeout_source(self, client, limit):
         if self.heartbeat_timeout is not None:
             return "--heartbeat-timeout %g s" % limit
-        return "%g s: %d heartbeats of %g s missed" % (
-            limit, HEARTBEAT_LIVENESS, client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S)
+        beat = client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+        if limit < HEARTBEAT_LIVENESS * beat:
+            return "%g s, the server's cap (MAX_WENT_AWAY_S) on %d heartbeats of %g s" % (
+                limit, HEARTBEAT_LIVENESS, beat)
+        return "%g s: %d heartbeats of %g s missed" % (limit, HEARTBEAT_LIVENESS, beat)
 
     def rejoin_grace_for(self, client):
         if self.rejoin_grace is not None:
@@ -849,18 +893,47 @@ class Registry(object):
                 client = self.clients.get(name)
                 if client is None or client.state not in LIVE or client.last_seen is None:
                     continue      # watched again when it next speaks
-                limit = self.went_away_timeout(client)
-                if client.awaiting_go and not self.go_released:
-                    self._silence.watch(name, now + limit)
-                    continue
-                silent = now - client.last_seen
-                if silent > limit:
-                    self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
-                        silent, self._timeout_source(client, limit)))
-                    gone.append(client.name)
-                else:
-                    self._silence.watch(name, client.last_seen + limit)
+                try:
+                    if self._check_silence(client, now):
+                        gone.append(client.name)
+                except Exception:   # one client's state must not stop the loop
+                    log.exception("internal error checking whether client %s went "
+                                  "away", name)
+                    self._internal_error_locked(client, "checking its liveness")
         return gone
+
+    def _check_silence(self, client, now):
+        """True when ``client`` is now went away (else watched again)."""
+        limit = self.went_away_timeout(client)
+        if client.awaiting_go and not self.go_released:
+            self._silence.watch(client.name, now + limit)
+            return False
+        silent = now - client.last_seen
+        if silent > limit:
+            self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
+                silent, self._timeout_source(client, limit)))
+            return True
+        self._silence.watch(client.name, client.last_seen + limit)
+        return False
+
+    def internal_error(self, name, what, conn_id=None):
+        """Handling client ``name`` raised (logged with its traceback by the
+        caller): that client is failed, the run goes on. With ``conn_id``,
+        only when that connection speaks for it (a stranger's line naming a
+        client fails nobody but the stranger)."""
+        with self.lock:
+            client = self.clients.get(name)
+            if client is not None and (conn_id is None or client.conn_id == conn_id):
+                self._internal_error_locked(client, what)
+
+    def _internal_error_locked(self, client, what):
+        self._awaiting(client, False)
+        self._silence.forget(client.name)
+        if client.state == WENT_AWAY:
+            self._transition(client, client.previous_state, "back for its failure")
+        if client.state in LIVE:
+            self._transition(client, FAILED, "the server failed %s (an internal "
+                             "error, in server.log with its traceback)" % what)
 
     def server_paused(self, gap):
         """The server itself did not run for ``gap`` seconds (SIGSTOP, a frozen
@@ -897,6 +970,23 @@ class Registry(object):
                                                                self.short_start))
             return self._go_list_locked()
 
+    def not_coming(self, host, why):
+        """The launcher knows ``host``'s client will not come (its ssh failed):
+        the run waits for one client fewer, so a dead host does not cost
+        --start-timeout. Returns what happened, in words (said in the report)."""
+        with self.lock:
+            if self.expected_clients is None or self.go_released:
+                return "go was already sent: the run waits for no more clients"
+            was = self.expected_clients
+            self.expected_clients = max(1, was - 1)
+            self._note("host %s will not come (%s): the run waits for %s, not %d" % (
+                host, why, count(self.expected_clients, "client"), was))
+            if len(self.clients) >= self.expected_clients:
+                self._release()
+                return "all %s expected are here: go is sent" % count(
+                    self.expected_clients, "client")
+            return "the run now waits for %s" % count(self.expected_clients, "client")
+
     def _go_list_locked(self):
         if not self.go_released:
             return []
@@ -905,8 +995,19 @@ class Registry(object):
             client = self.clients[name]
             if client.sender is not None and client.recorded_seq >= 1:
                 self._awaiting(client, False)
-                out.append((name, client.sender, self._go_fields(client)))
+                out += self._go_entry(client)
         return out
+
+    def _go_entry(self, client):
+        """[(name, sender, go fields)] of ``client``, or [] when they cannot
+        be made (that client is failed; logged with the traceback)."""
+        try:
+            return [(client.name, client.sender, self._go_fields(client))]
+        except Exception:
+            log.exception("internal error making client %s's go; failing that client, "
+                          "the run goes on", client.name)
+            self._internal_error_locked(client, "sending its go")
+            return []
 
     def _release(self):
         """Go is released to the clients of --clients N: the common start

@@ -5,11 +5,16 @@ client's name and sends a large seq cannot make the real client's later
 messages look like duplicates (they are not in the set, so they are recorded).
 A client's seqs arrive in order with gaps only where it dropped messages, so
 the set stays a handful of ranges; ``MAX_RANGES`` bounds what a hostile peer
-can make it hold.
+can make it hold. At the cap the set degrades, it never refuses: the two
+lowest ranges are merged (``compact``), so the oldest gap counts as seen. A
+gap is messages the client dropped (they never come; a resend after an outage
+is of its newest, unacknowledged ones), so every later message is still
+recorded and the set never grows past the cap; ``compacted`` counts the
+merges for the report.
 """
 import bisect
 
-#: Most disjoint ranges kept per client; a seq that would need more is refused.
+#: Most disjoint ranges kept per client; at the cap the oldest gap is merged away.
 MAX_RANGES = 10000
 
 
@@ -18,6 +23,7 @@ class SeqSet(object):
         self.starts = []   # range starts, ascending
         self.ends = []     # inclusive range ends, same order
         self.high = 0      # highest seq ever added
+        self.compacted = 0  # gaps merged away at the cap (compact)
 
     def __contains__(self, seq):
         i = bisect.bisect_right(self.starts, seq) - 1
@@ -26,14 +32,12 @@ class SeqSet(object):
     def __len__(self):
         return len(self.starts)
 
-    def can_add(self, seq):
-        """False when ``seq`` would open a new range and MAX_RANGES are in use."""
-        if len(self.starts) < MAX_RANGES or seq in self:
-            return True
-        i = bisect.bisect_right(self.starts, seq) - 1
-        touches_left = i >= 0 and self.ends[i] + 1 == seq
-        touches_right = i + 1 < len(self.starts) and self.starts[i + 1] == seq + 1
-        return touches_left or touches_right
+    def compact(self):
+        """Merge the two lowest ranges (their gap now counts as seen)."""
+        self.ends[0] = self.ends[1]
+        del self.starts[1]
+        del self.ends[1]
+        self.compacted += 1
 
     def add(self, seq):
         """Add ``seq``; True if it was new."""
@@ -52,6 +56,11 @@ class SeqSet(object):
         elif joins_right:
             self.starts[i + 1] = seq
         else:
+            if len(self.starts) >= max(MAX_RANGES, 2):
+                self.compact()
+                if seq in self:   # it was in the oldest gap: new all the same
+                    return True
+                i = bisect.bisect_right(self.starts, seq) - 1
             self.starts.insert(i + 1, seq)
             self.ends.insert(i + 1, seq)
         return True

@@ -1,0 +1,286 @@
+"""Readers of the JSON files a run leaves (report.json, run.json), validated like the wire.
+
+A file we wrote can come back truncated, damaged, hostile or another tool's or
+version's. Each reader parses strictly (``strict_json``: UTF-8, no NaN,
+Infinity or a number too big for a float, no nesting deeper than Python's
+parser takes) and checks every value it hands on with the protocol's own field
+rules (``protocol.Str``, ``Num``, ``Int``: one set of rules). What it cannot
+use is never a traceback: a bad document raises ``Unreadable`` (its text names
+the file, what is wrong and the fix; the CLI exits 2), a bad entry or field is
+left out and counted in one warning. perf.jsonl is read record by record in
+``series.iter_records`` (``protocol.parse_record``).
+"""
+from __future__ import absolute_import
+
+import errno
+import json
+import math
+
+from diskbench import protocol
+from diskbench.compat import RecursionError, as_text, integer_types
+from diskbench.server import report as report_mod
+from diskbench.server import states
+
+#: The largest figure (MiB, MiB/s, ms, s) believed in a report.json: beyond, the
+#: file is not a benchmark's (and a delta or ratio of it could overflow a float).
+MAX_FIGURE = 1e12
+#: The smallest figure above 0 believed (less than a byte in a century in
+#: MiB/s): a ratio to a smaller one would overflow a float.
+MIN_FIGURE = 1e-9
+#: Server warnings kept from an old report.json (each is one sentence).
+MAX_WARNINGS = 1000
+
+
+class Unreadable(Exception):
+    """The file or log dir cannot be read as a run; the message names the fix."""
+
+
+class _Figure(protocol.Num):
+    """A figure of a report: 0, or from MIN_FIGURE to MAX_FIGURE (the wire's Num rule)."""
+
+    def __init__(self):
+        protocol.Num.__init__(self, 0.0, MAX_FIGURE)
+
+    def describe(self):
+        return "0 or a number from %g to %g" % (MIN_FIGURE, MAX_FIGURE)
+
+    def check(self, value):
+        value = protocol.Num.check(self, value)
+        if 0 < value < MIN_FIGURE:
+            raise ValueError
+        return value
+
+
+FIGURE = protocol.Optional(_Figure())
+NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
+TEXT = protocol.Optional(protocol.Str(max_len=2048))
+TS = protocol.Num(0.0, 1e11)                                  # the wire's timestamps
+COUNT = protocol.Int()
+OPT_COUNT = protocol.Optional(COUNT)
+EXIT_CODE = protocol.Optional(protocol.Int(0, 255))
+STATE = protocol.Str(choices=states.STATES)
+
+#: What ``load_report`` checks in each client entry of a report.json (compare's
+#: reader): (key path, field). A path missing or a value outside its field makes
+#: the entry bad: it is left out and counted. Keys not named here are kept as
+#: they are (JSON types only, never NaN or Infinity): check a key here before
+#: compare uses it.
+CLIENT_FIELDS = (
+    (("client",), NAME),
+    (("host",), protocol.Str(max_len=255)),
+    (("state",), STATE),
+    (("chunk_mib",), FIGURE),
+    (("file_mib",), FIGURE),
+    (("written_mib",), FIGURE),
+    (("sync",), TEXT),
+) + tuple((("throughput_mib_s", k), FIGURE) for k in ("min", "mean", "max", "p50",
+                                                       "p95", "p99")) \
+  + tuple((("latency_ms", k), FIGURE) for k in ("min", "mean", "max", "p50", "p95",
+                                                 "p99"))
+#: The same for the run as a whole: a bad one makes the document bad.
+RUN_FIELDS = (
+    (("aggregate", "throughput_mib_s"), FIGURE),
+    (("totals", "client_count"), COUNT),
+    (("totals", "written_mib"), FIGURE),
+) + tuple((("totals", "latency_ms", k), FIGURE) for k in ("p50", "p95", "p99", "max"))
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _finite_float(text):
+    value = float(text)
+    if math.isinf(value) or math.isnan(value):
+        raise ValueError("number %s is too big for a float" % text[:40])
+    return value
+
+
+def _no_constant(name):
+    raise ValueError("%s is not a number" % name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def strict_json(data):
+    """The JSON value of ``data`` (bytes); ValueError saying what is wrong."""
+    try:
+        text = as_text(data)
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text")
+    try:
+        return _DECODER.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply")
+    except ValueError as exc:
+        raise ValueError(protocol.clean_text("%s" % exc, 120))
+
+
+def read_json(path):
+    """The JSON object in file ``path``: Unreadable when it cannot be read, is not
+    strict JSON or not an object (IOError/OSError pass: the caller names them)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        obj = strict_json(data)
+    except ValueError as exc:
+        raise Unreadable("%s is not JSON (%s)" % (path, exc))
+    if not isinstance(obj, dict):
+        raise Unreadable("%s is not a JSON object" % path)
+    return obj
+
+
+def _get(obj, path):
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            raise _Bad("'%s' missing" % ".".join(path))
+        obj = obj[key]
+    return obj
+
+
+def _check(obj, path, field):
+    """Check (and put back, cleaned) the value at ``path``; _Bad if it fails."""
+    value = _get(obj, path)
+    try:
+        value = field.check(value)
+    except (TypeError, ValueError):
+        raise _Bad("'%s' must be %s" % (".".join(path), field.describe()))
+    _get(obj, path[:-1])[path[-1]] = value
+
+
+def load_report(path, warn):
+    """The report dict of report.json ``path`` (compare's reader): raises Unreadable
+    for a document that is not a diskbench report.json of this format, or whose
+    run figures fail RUN_FIELDS; a client entry that fails CLIENT_FIELDS, or repeats
+    a name, is left out and counted in one ``warn``."""
+    try:
+        rep = read_json(path)
+    except (IOError, OSError) as exc:
+        raise Unreadable("cannot read %s (%s): give a diskbench log dir or its "
+                         "report.json" % (path, getattr(exc, "strerror", None) or exc))
+    fmt = rep.get("report_format")
+    if not isinstance(fmt, integer_types) or isinstance(fmt, bool) or \
+            fmt != report_mod.REPORT_FORMAT:
+        raise Unreadable(
+            "%s is not a report.json of format %d: re-render its run first with "
+            "python -m diskbench.report LOG_DIR" % (path, report_mod.REPORT_FORMAT))
+    try:
+        for key_path, field in RUN_FIELDS:
+            _check(rep, key_path, field)
+        if not isinstance(rep.get("clients"), list):
+            raise _Bad("'clients' must be a list")
+    except _Bad as exc:
+        raise Unreadable("%s is damaged: %s; re-render its run with python -m "
+                         "diskbench.report LOG_DIR" % (path, exc))
+    kept, bad, first, names = [], 0, None, set()
+    for entry in rep["clients"]:
+        try:
+            if not isinstance(entry, dict):
+                raise _Bad("an entry is not an object")
+            for key_path, field in CLIENT_FIELDS:
+                _check(entry, key_path, field)
+            if entry["client"] in names:
+                raise _Bad("client %s is listed twice" % entry["client"])
+        except _Bad as exc:
+            bad += 1
+            first = first or "%s" % exc
+            continue
+        names.add(entry["client"])
+        kept.append(entry)
+    if bad:
+        warn("%s: %d of %d client entries left out, damaged (the first: %s)" % (
+            path, bad, len(rep["clients"]), first))
+    rep["clients"] = kept
+    return rep
+
+
+def read_marker(path):
+    """(run.json's {"run_id", "started_ts"} checked, or {}; why not, or None)."""
+    try:
+        obj = read_json(path)
+    except (IOError, OSError) as exc:
+        return {}, "%s" % (getattr(exc, "strerror", None) or exc)
+    except Unreadable as exc:
+        return {}, "%s" % exc
+    out = {}
+    for key, field in (("run_id", protocol.Str(max_len=128, min_len=1, strict=True)),
+                       ("started_ts", TS)):
+        try:
+            out[key] = field.check(obj.get(key))
+        except (TypeError, ValueError):
+            return {}, "%s: '%s' must be %s" % (path, key, field.describe())
+    return out, None
+
+
+#: What rerender keeps from an old report.json's "run" (key, field). A key that
+#: fails is left out (as if the server had not said it), with one warning.
+OLD_RUN_FIELDS = (
+    ("start_ts", TS), ("end_ts", TS), ("label", TEXT), ("interrupted_by", TEXT),
+    ("exit_code", EXIT_CODE), ("exit_meaning", TEXT), ("connection_count", OPT_COUNT),
+    ("expected_client_count", OPT_COUNT), ("expected_clients", OPT_COUNT),
+)
+
+
+def read_old_report(path, warn):
+    """What rerender keeps of an old report.json, checked: {"run": {...}, "states":
+    {client: (state, why)}, "rejected": {kind: count} or None}; None when there is
+    none or it is unreadable (said in ``warn``)."""
+    try:
+        rep = read_json(path)
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) != errno.ENOENT:   # no report: the usual case
+            warn("cannot read %s (%s): its run facts are not kept" % (
+                path, getattr(exc, "strerror", None) or exc))
+        return None
+    except Unreadable as exc:
+        warn("%s: its run facts are not kept" % exc)
+        return None
+    dropped = []
+    old_run = rep.get("run") if isinstance(rep.get("run"), dict) else {}
+    run = {}
+    for key, field in OLD_RUN_FIELDS:
+        if key in old_run:
+            try:
+                run[key] = field.check(old_run[key])
+            except (TypeError, ValueError):
+                dropped.append(key)
+    said = old_run.get("server_warnings")
+    if said is not None:
+        try:
+            if not isinstance(said, list) or len(said) > MAX_WARNINGS:
+                raise ValueError
+            run["server_warnings"] = [protocol.Str(max_len=2048).check(w) for w in said]
+        except (TypeError, ValueError):
+            dropped.append("server_warnings")
+    cpu = old_run.get("server_cpu")
+    if isinstance(cpu, dict):
+        number = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
+        run["server_cpu"] = {}
+        for key, value in cpu.items():
+            try:
+                run["server_cpu"][protocol.Str(max_len=128).check(key)] = number.check(value)
+            except (TypeError, ValueError):
+                dropped.append("server_cpu")
+    rejected = rep.get("rejected_messages")
+    if rejected is not None:
+        try:
+            if not isinstance(rejected, dict):
+                raise ValueError
+            rejected = dict((protocol.Str(max_len=128, strict=True).check(k), COUNT.check(v))
+                            for k, v in rejected.items())
+        except (TypeError, ValueError):
+            dropped.append("rejected_messages")
+            rejected = None
+    found = {}
+    entries = rep.get("clients") if isinstance(rep.get("clients"), list) else []
+    for entry in entries:
+        try:
+            found[NAME.check(entry["client"])] = (STATE.check(entry["state"]),
+                                                  TEXT.check(entry.get("state_why")))
+        except (TypeError, ValueError, KeyError, AttributeError):
+            dropped.append("clients")
+    if dropped:
+        warn("%s: %d damaged values left out (the first: '%s'); the run facts are taken "
+             "from perf.jsonl there" % (path, len(dropped), dropped[0]))
+    return dict(run=run, states=found, rejected=rejected)
