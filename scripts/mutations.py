@@ -1486,4 +1486,8 @@ MUTATIONS = [
          old='        row["host"] = next(e.get("host") for e in entries if e is not None)',
          new='        row["host"] = next(e["host"] for e in entries if e is not None)',
          tests=[_LL + "test_like_for_like_compare_shows_a_client_without_figures_as_unknown"]),
+    dict(id="verify-heartbeat-reports-a-finished-writer-dead", file="diskbench/client/heartbeat.py",
+         old="            item = None  # the writer ended normally (its flag is set before it exits)",
+         new="            pass",
+         tests=[_VU + "test_heartbeat_says_nothing_of_a_writer_that_ended_normally"]),
 ]

@@ -181,3 +181,41 @@ def test_registry_and_console_show_verification_progress_and_a_bad_client_fails(
     assert registry.clients["b"].reason == \
         "its data did not come back: 2 bad blocks read back (2 stale)"
     assert registry.bad_data() == ["b"]
+
+
+def test_heartbeat_says_nothing_of_a_writer_that_ended_normally():
+    """With --verify the heartbeat outlives the writer's end-of-run read-back;
+    once the writer has ended normally (its flag set before it exits) the
+    heartbeat sends no beat saying "writer not alive" (the server would take
+    the client for stalled and fail it), while a writer gone without the flag
+    is still reported not alive."""
+    import ctypes
+    import multiprocessing
+    import subprocess
+    import sys
+    from diskbench.client import child
+    from diskbench.client import heartbeat
+    from diskbench.client.config import ClientConfig
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()   # a pid that is not alive
+    seen = {}
+    for finished in (0, 1):
+        parent, conn = multiprocessing.Pipe()
+        counters = (multiprocessing.RawValue(ctypes.c_longlong, 1),
+                    multiprocessing.RawValue(ctypes.c_longlong, 1),
+                    multiprocessing.RawValue(ctypes.c_double, 0.0),
+                    multiprocessing.RawValue(ctypes.c_int, finished))
+        proc = multiprocessing.Process(target=heartbeat.heartbeat_main, args=(
+            conn, ClientConfig(heartbeat_interval_s=0.01), gone.pid, counters))
+        proc.start()
+        beats = []
+        # a beat comes at once, then every 10 ms: a quarter second holds many
+        while parent.poll(child.POLL_SLICE_S):
+            beats.append(parent.recv())
+            if len(beats) >= 5:
+                break
+        parent.send(child.CMD_STOP)
+        proc.join(5)
+        seen[finished] = beats
+    assert len(seen[0]) == 5 and all(not f["writer_alive"] for _, f in seen[0])
+    assert seen[1] == []
