@@ -1026,7 +1026,7 @@ MUTATIONS = [
          new="        if False:",
          tests=[_VF + "test_verify_truncated_file_is_missing_counted_beyond_the_cap"]),
     dict(id="verify-fast-path-trusts-every-chunk", file="diskbench/client/verify.py",
-         old="            if buf[at:end] != written[start + at:start + end]:",
+         old="            if buf[mine + at:mine + end] != written[start + at:start + end]:",
          new="            if False:",
          tests=[_VF + "test_verify_block_overwritten_after_write_is_corrupt"]),
     dict(id="verify-cache-not-dropped", file="diskbench/client/verify.py",
