@@ -670,7 +670,8 @@ def _check_readback(d):
     return None
 
 
-_CHECKS = {PERF: _check_perf, STOP: _check_stop, READBACK: _check_readback}
+_CHECKS = {PERF: _check_perf, STOP: _check_stop}
+_CHECKS[READBACK] = _check_readback
 
 
 def _validate_body(direction, type_, data):

@@ -30,6 +30,7 @@ CLIENT_COLUMNS = {
     "client": lambda e: e["client"],
     "host": lambda e: e["host"],
     "state": report_mod.state_label,
+    "chunk MiB": lambda e: e["chunk_mib"],
     "MiB/s mean": lambda e: e["throughput_mib_s"]["mean"],
     "p50 ms": lambda e: e["latency_ms"]["p50"],
     "p99 ms": lambda e: e["latency_ms"]["p99"],

@@ -65,18 +65,20 @@ def load(log_dir, warn):
     for text in said:
         warn(text)
     view = registry.snapshot()
+    damage = []   # what the reading found: said in the report whichever path builds it
+    if tally["skipped"]:
+        damage.append("%d damaged lines of perf.jsonl were skipped (not records of "
+                      "this diskbench version); %d records read" % (
+                          tally["skipped"], tally["records"]))
+    if skipped:
+        damage.append(SKIPPED % skipped)
     marker, why = readers.read_marker(os.path.join(log_dir, RUN_MARKER))
     recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
     if recorded is not None:
-        try:
-            started, ended, build_args = report_mod.apply_facts(view, recorded)
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            warn("%s holds report facts that cannot be read (%s: %s); re-rendering "
-                 "without them" % (RUN_MARKER, type(exc).__name__, exc))
-            view = registry.snapshot()
-        else:   # the server's facts, its warnings included, as it wrote them
-            rep = report_mod.build(view, started, ended, **build_args)
+        rep = _from_facts(view, recorded, damage, warn)
+        if rep is not None:   # the server's facts, its warnings included, as it wrote them
             return _rerendered(rep, [series_mod.PERF_LOG, RUN_MARKER]), builder.finish()
+        view = registry.snapshot()
     old = readers.read_old_report(os.path.join(log_dir, report_mod.REPORT_JSON), warn)
     old_run = (old or {}).get("run") or {}
     old_states = (old or {}).get("states") or {}
@@ -90,13 +92,7 @@ def load(log_dir, warn):
     started = marker.get("started_ts", old_run.get(
         "start_ts", 0.0 if recv[0] is None else recv[0]))
     ended = old_run.get("end_ts", started if recv[1] is None else recv[1])
-    warnings = list(old_run.get("server_warnings") or ())
-    if tally["skipped"]:
-        warnings.append("%d damaged lines of perf.jsonl were skipped (not records of "
-                        "this diskbench version); %d records read" % (
-                            tally["skipped"], tally["records"]))
-    if skipped:
-        warnings.append(SKIPPED % skipped)
+    warnings = list(old_run.get("server_warnings") or ()) + damage
     if old is None:
         warnings.append("re-rendered from perf.jsonl without a report from the server; "
                         "the run ended at or after %s" % utc(ended))
@@ -122,6 +118,23 @@ def load(log_dir, warn):
     read = [series_mod.PERF_LOG] + [RUN_MARKER] * bool(marker) + \
         [report_mod.REPORT_JSON] * (old is not None)
     return _rerendered(rep, read), builder.finish()
+
+
+def _from_facts(view, recorded, damage, warn):
+    """The report built from the server's recorded facts, or None (said in
+    ``warn``) when they cannot be used: run.json is a file we read, so its facts
+    are checked like the wire first (readers.check_facts) and facts of the wrong
+    shape or out of bounds fall back to a re-render without them, never a
+    traceback."""
+    try:
+        checked = readers.check_facts(recorded)
+    except ValueError as exc:
+        warn("%s holds report facts that cannot be used (%s); re-rendering without "
+             "them" % (RUN_MARKER, exc))
+        return None
+    started, ended, build_args = report_mod.apply_facts(view, checked)
+    build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
+    return report_mod.build(view, started, ended, **build_args)
 
 
 def _recorded_facts(path):

@@ -727,16 +727,32 @@ class Registry(object):
     def _apply_heartbeat(self, client, msg, recv_ts):
         client.last_heartbeat = (recv_ts, msg)
         stuck = msg.progress_age_s >= self.stall_timeout or not msg.writer_alive
-        if stuck and client.state == RUNNING:
-            self._transition(client, STALLED, "writer %s" % (
-                "no progress for %.0f s" % msg.progress_age_s if msg.writer_alive
-                else "process is not alive"))
+        why = "writer %s" % ("no progress for %.1f s" % msg.progress_age_s
+                             if msg.writer_alive else "process is not alive")
+        if self._after_its_run(client, msg):
+            pass  # sampled after the writer's run ended: an idle writer is no stall
+        elif stuck and client.state == RUNNING:
+            self._transition(client, STALLED, why)
+        elif stuck and client.state == STALLED:
+            client.reason = why  # the stall's true length so far
         elif not stuck and client.state == STALLED:
             self._transition(client, RUNNING, "writer progressing again")
         if not msg.writer_alive:  # (every heartbeat itself is in perf.jsonl)
             self.say(log.warning,
                      "client %s heartbeat: its writer %d is NOT alive", client.name,
                      msg.writer_pid)
+
+    @staticmethod
+    def _after_its_run(client, msg):
+        """True when heartbeat ``msg`` was sampled (its ts: the client's clock
+        when the heartbeat process looked) at or after the end of the writer's
+        run (its start message's started_at + duration, the same clock): a
+        beat that waited in a paused client's pipe is judged by when it was
+        taken, not by when it came."""
+        duration = client.plan.get("duration_s")
+        if client.started_at is None or not duration:
+            return False
+        return msg.ts >= client.started_at + duration
 
     def _apply_stats(self, client, msg, recv_ts):
         client.cpu_samples.append(msg.cpu_percent)
