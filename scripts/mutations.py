@@ -1108,10 +1108,6 @@ MUTATIONS = [
          old="        return self.cfg.verify and WRITER in self.procs and \\",
          new="        return False and WRITER in self.procs and \\",
          tests=[_VF + "test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for"]),
-    dict(id="verify-heartbeat-reports-a-finished-writer-dead", file="diskbench/client/heartbeat.py",
-         old="            item = None  # the writer ended normally (its flag is set before it exits)",
-         new="            pass",
-         tests=[_VU + "test_heartbeat_says_nothing_of_a_writer_that_ended_normally"]),
     # --- trust-ack ---
     dict(id="ack-after-a-failed-write", file="diskbench/server/recorder.py",
          old="        if held.rest:\n            self._hold(held)",

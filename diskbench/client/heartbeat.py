@@ -18,7 +18,7 @@ from diskbench.compat import monotonic
 
 
 def beat(writer_pid, counters):
-    bytes_v, chunks_v, progress_v = counters[:3]
+    bytes_v, chunks_v, progress_v = counters
     return (protocol.HEARTBEAT, dict(
         writer_pid=writer_pid, writer_alive=procinfo.is_alive(writer_pid),
         bytes_written=int(bytes_v.value), chunks_written=int(chunks_v.value),
@@ -35,9 +35,6 @@ def heartbeat_main(conn, cfg, writer_pid, counters):
             item = beat(writer_pid, counters)
         except Exception:  # never crash the heartbeat process
             item = None
-        if item is not None and not item[1]["writer_alive"] and len(counters) > 3 and \
-                counters[3].value:
-            item = None  # the writer ended normally (its flag is set before it exits)
         if item is not None and not send_quietly(conn, item):
             return
         if wait_or_stop(conn, wait, parent):

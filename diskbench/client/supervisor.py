@@ -237,12 +237,9 @@ class Supervisor(object):
         cfg = self.cfg
         ctx = mp_context(cfg.start_method)
         child_cfg = cfg.for_children()
-        # bytes, chunks, last progress; and 1 once the writer ended normally
-        # (the heartbeat then says nothing more: not "writer not alive")
         self.counters = (ctx.RawValue(ctypes.c_longlong, 0),
                          ctx.RawValue(ctypes.c_longlong, 0),
-                         ctx.RawValue(ctypes.c_double, monotonic()),
-                         ctx.RawValue(ctypes.c_int, 0))
+                         ctx.RawValue(ctypes.c_double, monotonic()))
         # Children must not get Ctrl-C or a hangup (only the supervisor does: a
         # terminal sends both to the whole process group): they set SIG_IGN first
         # thing, and inherit it here too so no early signal kills them.

@@ -409,7 +409,7 @@ def writer_main(conn, cfg, counters):
     from diskbench.client.payload import Payload
     parent = child.start()
     terminated = SignalFlag().install([signal.SIGTERM])  # stop after this chunk
-    bytes_v, chunks_v, progress_v = counters[:3]
+    bytes_v, chunks_v, progress_v = counters
     progress_v.value = monotonic()
 
     def send(item):
@@ -463,5 +463,3 @@ def writer_main(conn, cfg, counters):
             pass
     if code:
         sys.exit(code)
-    if len(counters) > 3:  # ended normally (after its read-back, with --verify)
-        counters[3].value = 1
