@@ -1590,4 +1590,10 @@ MUTATIONS = [
          old='    (("run", "exit_code"), EXIT_CODE),',
          new="",
          tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    # --- coordinator ---
+    dict(id="utc-milliseconds-rounded-apart", file="diskbench/metrics.py",
+         old="        ms = int(round(ts * 1000))",
+         new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_utc_rounds_the_second_with_its_milliseconds"]),
 ]

@@ -457,7 +457,7 @@ class Supervisor(object):
         it), then SIGKILL; each bounded, and cut short once ``hurry()`` (a
         signal). Records who had to be signalled."""
         spent = self.cfg.verify and self._stop_writer_first(hurry)
-        for role, conn in list(self.conns.items()):
+        for conn in list(self.conns.values()):
             try:
                 conn.send(child.CMD_STOP)
             except (OSError, IOError, EOFError):
