@@ -222,6 +222,44 @@ def posix_fallocate(fd, offset, length):
     return None
 
 
+#: linux/fadvise.h: drop this range of the file from the page cache
+POSIX_FADV_DONTNEED = 4
+
+
+def posix_fadvise_dontneed(fd):
+    """Drop fd's cached pages (os.posix_fadvise is 3.3+: else libc through
+    ctypes); OSError when refused or unavailable."""
+    native = getattr(os, "posix_fadvise", None)
+    if native is not None:
+        return native(fd, 0, 0, getattr(os, "POSIX_FADV_DONTNEED", POSIX_FADV_DONTNEED))
+    if _libc is None:  # pragma: no cover
+        raise OSError(errno.EOPNOTSUPP, "posix_fadvise is not available")
+    func = _libc.posix_fadvise
+    func.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_int]
+    rc = func(fd, 0, 0, POSIX_FADV_DONTNEED)  # returns the error number
+    if rc != 0:
+        raise OSError(rc, os.strerror(rc))
+    return None
+
+
+def read_into(fd, buf, offset, size):
+    """read(2) up to ``size`` bytes of fd into the mmap ``buf`` at ``offset``
+    (no copy: the address stays page-aligned, as O_DIRECT needs); returns the
+    count. os.readv is 3.3+: else libc's read through ctypes."""
+    if not PY2:
+        return os.readv(fd, [memoryview(buf)[offset:offset + size]])
+    func = _libc.read  # pragma: no cover - Python 2.7
+    func.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    func.restype = ctypes.c_ssize_t
+    while True:
+        n = func(fd, buffer_address(buf) + offset, size)
+        if n >= 0:
+            return n
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise OSError(err, os.strerror(err))
+
+
 # --- buffers -------------------------------------------------------------------
 def buffer_address(obj):
     """The address of a writable buffer (an mmap), for madvise and /proc/self/smaps.

@@ -43,3 +43,8 @@ CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, 
 CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout: it was still
                             # stalled when the run ended, or it did not stop when asked
                             # and had to be sent SIGTERM/SIGKILL
+CLIENT_BAD_DATA = 18    # --verify: a block read back was not what was written (corrupt,
+                        # misplaced, stale or missing), whatever the speed
+# server (continued)
+SERVER_BAD_DATA = 19    # the report is written, and --verify found a client's data did not
+                        # come back as written (the report's "data verified" line)

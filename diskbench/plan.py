@@ -60,6 +60,22 @@ assert set(FLAGS) == set(PLAN_FIELDS)
 TIME_FIELDS = ("duration_s", "perf_interval_s", "stats_interval_s", "heartbeat_interval_s")
 
 
+#: Read-back verification (--verify on either command line; client/verify.py):
+#: not a PLAN_FIELD (no value to choose, only on or off), but it travels the
+#: same way: hello says the client's own flag, go what the client runs.
+VERIFY = "verify"
+
+
+def resolve_verify(own, server):
+    """(on, source) of --verify: on when either command line says so; its
+    source the client's own flag first, then the server's plan."""
+    if own:
+        return True, FROM_CLIENT
+    if server.get(VERIFY):
+        return True, FROM_SERVER
+    return False, FROM_DEFAULT
+
+
 def arg_dest(field):
     """The argparse attribute of a plan setting's flag (``--chunk-mb``: chunk_mb)."""
     return FLAGS[field].lstrip("-").replace("-", "_")

@@ -67,7 +67,8 @@ from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
 #: go's end_spread_s (a fleet's stop summaries spread over a time that grows
 #: with the fleet; see POLICY's ``paced``). Version 4 added the hello's
 #: instance_id (identity is the process, not host and pid) and the stop's
-#: perf_samples (the server compares what it holds with what was made).
+#: perf_samples (the server compares what it holds with what was made), and
+#: the read-back of --verify (hello/go/start: verify; readback, bad_block).
 PROTOCOL_VERSION = 4
 #: Protocol versions whose envelope is ours: a refusal sent to such a peer
 #: carries its version, so its decoder accepts it and it shows the reason.
@@ -118,6 +119,8 @@ ERROR = "error"          # something failed
 NOTE = "note"            # a human-readable notice (e.g. "psutil missing")
 PONG = "pong"            # answer to ping (clock offset and round trip)
 BYE = "bye"              # I close the connection on purpose (my last seq)
+READBACK = "readback"    # --verify: one data file read back and checked
+BAD_BLOCK = "bad_block"  # --verify: one block that did not come back as written
 
 # --- message types: server -> client -------------------------------------------
 ACK = "ack"              # recorded everything up to and including seq
@@ -138,6 +141,12 @@ STOP_SIGNAL = "signal"            # SIGINT/SIGTERM
 STOP_SERVER = "server"            # the server asked
 STOP_ERROR = "error"              # a failure ended the run
 STOP_REASONS = (STOP_DURATION, STOP_SIGNAL, STOP_SERVER, STOP_ERROR)
+READ_DIRECT = "o_direct"          # read back with O_DIRECT: from the device
+READ_DROPPED = "fadvise"          # fsync + posix_fadvise(DONTNEED), then read
+READ_MODES = (READ_DIRECT, READ_DROPPED)
+#: What a block read back can be besides correct (diskbench/stamp.py says how
+#: each is told; the same words).
+BAD_KINDS = ("corrupt", "misplaced", "stale", "missing")
 
 #: ASCII controls: refused in every text field, turned into spaces by clean_text.
 _ASCII_CONTROLS = re.compile(u"[\x00-\x1f\x7f]")
@@ -397,11 +406,15 @@ SPECS = {
             # v2: the plan fields its command line set (absent: all of them),
             # --force, and its perf interval
             fixed=Optional(Choices(PLAN_FIELDS)), force=Optional(Bool()),
-            perf_interval_s=Optional(_SECONDS)),
+            perf_interval_s=Optional(_SECONDS),
+            # --verify on its command line (absent: not given)
+            verify=Optional(Bool())),
         START: dict(writer_pid=_PID, sync_mode=_SYNC, preallocate=Bool(),
                     block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES),
                     # v2: the plan as run, and the client's clock at its first write
                     started_at=Optional(Num(0.0, 1e11)),
+                    # --verify as run (absent: off)
+                    verify=Optional(Bool()),
                     **_optional(_PLAN_SPEC, ("chunk_bytes", "file_bytes", "duration_s"))),
         HEARTBEAT: dict(writer_pid=_PID, writer_alive=Bool(),
                         bytes_written=_BYTES, chunks_written=_BYTES,
@@ -424,6 +437,15 @@ SPECS = {
         NOTE: dict(text=_TEXT),
         PONG: dict(nonce=Int(), client_time=Num(0.0, 1e11)),
         BYE: dict(),
+        # --verify: a data file read back; bytes read (fewer than file_bytes:
+        # a short file), reads timed like perf's writes; the bad blocks by kind
+        READBACK: dict(file_index=_BYTES, file_bytes=_BYTES, bytes=_BYTES,
+                       chunks=_BYTES, io_s=_SECONDS, lat_min_s=_SECONDS,
+                       lat_max_s=_SECONDS, lat_hist=Hist(),
+                       read_mode=Str(choices=READ_MODES),
+                       **dict((kind, _BYTES) for kind in BAD_KINDS)),
+        BAD_BLOCK: dict(path=_PATH, file_index=_BYTES, offset=_BYTES,
+                        kind=Str(choices=BAD_KINDS), expected=Str(256), found=Str(256)),
     },
     S2C: {
         ACK: dict(upto_seq=Int()),
@@ -434,6 +456,8 @@ SPECS = {
         GO: dict(run_id=Str(64), start_at=Optional(Num(0.0, 1e11)),
                  clock_offset_s=Optional(_OFFSET),
                  end_spread_s=Optional(Num(0.0, END_SPREAD_MAX_S)),
+                 # read every data file back (the client's --verify or the server's)
+                 verify=Optional(Bool()),
                  **_optional(_PLAN_SPEC, PLAN_FIELDS)),
         STOP: dict(reason=_TEXT),
         PING: dict(nonce=Int(), server_time=Num(0.0, 1e11)),
@@ -499,6 +523,10 @@ POLICY = {
     STOP: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_END),  # ... and ends together
     ERROR: Policy(drop=NEVER_DROPPED, ack=True, paced=None),  # at once: it may be fatal
     BYE: Policy(drop=NEVER_DROPPED, ack=False, paced=PACED_END),
+    # a fleet verifies together, as it rolls over; a bad block at once (its
+    # count per writer is bounded by client/verify.MAX_BAD_REPORTED)
+    READBACK: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_REPORT),
+    BAD_BLOCK: Policy(drop=NEVER_DROPPED, ack=True, paced=None),
 }
 
 
@@ -631,7 +659,20 @@ def _check_stop(d):
 #: validated body returning None or what is wrong. Not heartbeat: it reads two
 #: counters the writer updates one after the other, so it may see the first
 #: chunk counted before its bytes (chunks 1, bytes 0).
+def _check_readback(d):
+    if d["bytes"] > d["file_bytes"]:
+        return "bytes (%d) must not exceed file_bytes (%d)" % (d["bytes"], d["file_bytes"])
+    if d["lat_min_s"] > d["lat_max_s"] or d["lat_max_s"] > d["io_s"] + _slack(d["io_s"]):
+        return "lat_min_s <= lat_max_s <= io_s must hold (%r, %r, %r)" % (
+            d["lat_min_s"], d["lat_max_s"], d["io_s"])
+    counted = sum(n for _, n in d["lat_hist"])
+    if counted != d["chunks"]:
+        return "lat_hist counts %d reads, chunks says %d" % (counted, d["chunks"])
+    return None
+
+
 _CHECKS = {PERF: _check_perf, STOP: _check_stop}
+_CHECKS[READBACK] = _check_readback
 
 
 def _validate_body(direction, type_, data):

@@ -46,6 +46,14 @@ Like with like (both figures are bytes / wall time of writing, MiB/s = 2^20 B/s)
   bs (1024 MiB files with 10 MiB blocks get 1020 MiB), diskbench cuts the last
   chunk of a file to fit.
 
+The read-back row (mode 'readback'): diskbench writes with --verify
+--keep-data (its own in-run read-back is recorded too), then the same full
+files are read twice in turn, alternating which goes first: fio --rw=read
+--direct=1 --ioengine=psync --bs=chunk over them one after the other, and
+diskbench's re-check (python -m diskbench.client.verify: O_DIRECT reads of a
+chunk each, timed alone, every block checked outside the timer). Ratio =
+diskbench read MiB/s / fio read MiB/s, with its median and spread.
+
 The data path alone is timed too (payload stamping MiB/s, perf message encoding
 per second, on each interpreter) and the CPU time of every client process
 (writer, stats + heartbeat, main), so a regression shows before it shows in
@@ -101,6 +109,10 @@ SERVER_END_S = 30          # the server must exit this long after its client did
 #: the default --max-files instead.
 KEEP_ALL_FACTOR = 3
 ROLLING_MAX_FILES = 2
+#: The read-back row's mode name, and fio's read of the files diskbench kept.
+READBACK = "readback"
+FIO_READ = ["--rw=read", "--direct=1", "--ioengine=psync",
+            "--file_service_type=sequential", "--openfiles=1", "--output-format=json"]
 CPU_POLL_S = 0.2
 SETTLE_S = 1.0
 SETTLE_MAX_S = 6.0
@@ -313,7 +325,7 @@ def _writer_pid(perf_path):
 
 
 def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
-                  max_files):
+                  max_files, extra=()):
     """One diskbench run (real server + one real client); figures from report.json."""
     logs = tempfile.mkdtemp(prefix="diskbench-bench-logs-")
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
@@ -332,6 +344,7 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
                "--max-files", str(max_files), "--log-dir", logs, "--force"]
         if preallocate:
             cmd.append("--preallocate")
+        cmd += list(extra)
         cpu0 = _children_cpu_s()
         dev0 = _device_writes(directory)  # (its start-up probe + calibration too)
         with open(os.path.join(logs, "client.out"), "w") as out:
@@ -361,6 +374,121 @@ def run_diskbench(python, directory, chunk_mb, file_mb, duration, preallocate,
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def fio_read(fio, paths, chunk_mb, file_mb, huge=True):
+    """fio reading ``paths`` (each ``file_mb``) one after the other with
+    O_DIRECT; MiB/s = read io_bytes / read runtime."""
+    cmd = [fio, "--name=diskbench-readback", "--filename=%s" % ":".join(paths),
+           "--bs=%dm" % chunk_mb, "--size=%dm" % (file_mb * len(paths))] + FIO_READ + \
+        (FIO_HUGE_OPTIONS if huge else [])
+    env = dict(os.environ, **FIO_HUGE_ENV) if huge else None
+    out = subprocess.check_output(cmd, env=env)
+    read = json.loads(out.decode("utf-8"))["jobs"][0]["read"]
+    return {"mib_s": read["io_bytes"] / MIB / (read["runtime"] / 1000.0),
+            "bytes": read["io_bytes"],
+            "latency_p50_ms": read["clat_ns"]["percentile"]["50.000000"] / 1e6,
+            "latency_p99_ms": read["clat_ns"]["percentile"]["99.000000"] / 1e6}
+
+
+def diskbench_read(python, paths, chunk_mb):
+    """diskbench's re-check of ``paths``: MiB/s = bytes read / time in its
+    timed reads (python -m diskbench.client.verify)."""
+    from diskbench.metrics import LatencyHistogram
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([python, "-m", "diskbench.client.verify", "--chunk-mb",
+                             str(chunk_mb)] + list(paths), stdout=subprocess.PIPE,
+                            env=env, cwd=REPO)
+    out = proc.communicate()[0]
+    nbytes, io_s, bad, hist = 0, 0.0, 0, LatencyHistogram()
+    for line in out.decode("utf-8").splitlines():
+        rec = json.loads(line)
+        if rec["type"] != protocol.READBACK:
+            continue
+        nbytes += rec["bytes"]
+        io_s += rec["io_s"]
+        bad += sum(rec[k] for k in protocol.BAD_KINDS)
+        hist.merge(LatencyHistogram.from_wire(rec["lat_hist"], total=rec["io_s"],
+                                              lo=rec["lat_min_s"], hi=rec["lat_max_s"]))
+    if proc.returncode not in (0,) or not io_s:
+        raise RuntimeError("diskbench re-check exited %d having read %d bytes"
+                           % (proc.returncode, nbytes))
+    return {"mib_s": nbytes / MIB / io_s, "bytes": nbytes, "bad_blocks": bad,
+            "latency_p50_ms": hist.percentile(50) * 1000.0,
+            "latency_p99_ms": hist.percentile(99) * 1000.0}
+
+
+def run_readback_pair(bench, index, python):
+    """diskbench writes (--verify --keep-data), then fio and diskbench read
+    its full files in turn (order by --order)."""
+    args = bench.args
+    fio_first = index % 2 == 0 or args.order == "ab"
+    work = tempfile.mkdtemp(prefix="pair-", dir=bench.base)
+    try:
+        settle()
+        written = run_diskbench(python, work, args.chunk_mb, args.file_mb,
+                                max(args.min_duration, bench.last_fio_s), False,
+                                KEEP_ALL_FACTOR * args.files, ["--verify", "--keep-data"])
+        full = sorted((p for p in (os.path.join(work, n) for n in os.listdir(work))
+                       if p.endswith(".dat") and os.path.getsize(p) == args.file_mb * MIB),
+                      key=lambda p: int(p.rsplit("-", 1)[1].split(".")[0]))
+        if not full:
+            raise RuntimeError("diskbench wrote no full %d MiB file" % args.file_mb)
+        a = b = None
+        for tool in ("fio", "db") if fio_first else ("db", "fio"):
+            settle()
+            if tool == "fio":
+                a = fio_read(bench.fio, full, args.chunk_mb, args.file_mb, bench.huge_fio)
+            else:
+                b = diskbench_read(python, full, args.chunk_mb)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        settle()
+    return {"fio": a, "diskbench": b, "ratio": b["mib_s"] / a["mib_s"],
+            "files": len(full), "in_run_read_mib_s": written.get("read_mib_s"),
+            "in_run_bad_blocks": written.get("bad_blocks"),
+            "write_mib_s": written["mib_s"],
+            "write_only_mib_s": written["write_only_mib_s"],
+            "order": "fio,diskbench" if fio_first else "diskbench,fio"}
+
+
+def run_readback(bench, python, label, stamp_mib_s):
+    """--pairs read-back pairs; the run's dict with median ratio and spread."""
+    args = bench.args
+    print("\nPython %s, read-back: fio --rw=read --direct=1 vs diskbench's re-check "
+          "of the same files (chunk %d MiB, file %d MiB)" % (label, args.chunk_mb,
+                                                             args.file_mb))
+    print("%4s %5s %9s %9s %6s | %9s %5s | %9s" % (
+        "pair", "order", "fio read", "db read", "ratio", "in-run db", "bad", "stamp %"))
+    pairs = []
+    for i in range(args.pairs):
+        p = run_readback_pair(bench, i, python)
+        p["stamp_share_of_write_time"] = p["write_only_mib_s"] / stamp_mib_s \
+            if p["write_only_mib_s"] else None
+        pairs.append(p)
+        print("%4d %5s %9.1f %9.1f %6.3f | %9s %5s | %9s" % (
+            i + 1, "AB" if p["order"] == "fio,diskbench" else "BA", p["fio"]["mib_s"],
+            p["diskbench"]["mib_s"], p["ratio"], _f(p["in_run_read_mib_s"], "%.1f"),
+            _f(p["in_run_bad_blocks"], "%d"),
+            _f(None if p["stamp_share_of_write_time"] is None
+               else 100.0 * p["stamp_share_of_write_time"], "%.2f")))
+    ratios = [p["ratio"] for p in pairs]
+    run = {"python": label, "mode": READBACK, "pairs": pairs,
+           "median_ratio": median(ratios), "ratio_min": min(ratios),
+           "ratio_max": max(ratios),
+           "median_fio_mib_s": median([p["fio"]["mib_s"] for p in pairs]),
+           "median_diskbench_mib_s": median([p["diskbench"]["mib_s"] for p in pairs]),
+           "stamp_mib_s": stamp_mib_s,
+           "median_stamp_share_of_write_time": median(
+               [p["stamp_share_of_write_time"] for p in pairs
+                if p["stamp_share_of_write_time"] is not None] or [None])}
+    print("median: fio read %.1f MiB/s, diskbench read %.1f MiB/s, ratio %.3f (spread "
+          "%.3f-%.3f); stamping %s%% of the write calls' time" % (
+              run["median_fio_mib_s"], run["median_diskbench_mib_s"], run["median_ratio"],
+              run["ratio_min"], run["ratio_max"],
+              _f(None if run["median_stamp_share_of_write_time"] is None
+                 else 100.0 * run["median_stamp_share_of_write_time"], "%.2f")))
+    return run
 
 
 def _wait_client(client, watch, duration):
@@ -428,20 +556,25 @@ def report_figures(report):
             "latency_p99_ms": client["latency_ms"]["p99"],
             "cpu_s_per_gib": _per_gib(writer_cpu_s, nbytes),
             "cpu_source": "report: writer CPU% mean x seconds",
-            "state": client["state"]}
+            "state": client["state"],
+            # --verify: the in-run read-back (None: off)
+            "read_mib_s": (client.get("verification") or {}).get("read_mib_s"),
+            "bad_blocks": (client.get("verification") or {}).get("bad_block_count")}
 
 
 # --- the data path alone (run under each interpreter) -----------------------------------
 def data_path():
-    """MiB/s of payload stamping and perf messages encoded per second."""
+    """MiB/s of payload stamping (the writer's: every block's stamp, stamp.py)
+    and perf messages encoded per second."""
     from diskbench.client.payload import Payload
     from diskbench.metrics import LatencyHistogram
     chunk = 10 * MIB
     payload = Payload(chunk)
+    stamper = payload.stamper(1, 2)
     n = 300
     start = monotonic()
     for i in range(n):
-        payload.stamp(i)
+        stamper.stamp(i // 10, i % 10)
     stamp_s = monotonic() - start
     payload.close()
     hist = LatencyHistogram()    # one 1 s interval of 100 chunks (a consistent perf)
@@ -528,11 +661,12 @@ def build_parser():
     parser.add_argument("--min-duration", type=float, default=4.0, help="a diskbench "
                         "run lasts as long as the fio run before it, at least this")
     parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--modes", default="none,posix,none:rolling",
+    parser.add_argument("--modes", default="none,posix,none:rolling,%s" % READBACK,
                         help="allocation modes (fio --fallocate / diskbench "
                         "--preallocate); ':rolling' = diskbench with --max-files %d, "
-                        "deleting old files while it writes (first --python only)"
-                        % ROLLING_MAX_FILES)
+                        "deleting old files while it writes (first --python only); "
+                        "'%s' = the read-back row (first --python only)"
+                        % (ROLLING_MAX_FILES, READBACK))
     parser.add_argument("--order", choices=("abba", "ab"), default="abba",
                         help="abba (default): odd pairs run fio first, even pairs "
                         "diskbench first, so whatever one run leaves the next "
@@ -722,10 +856,14 @@ def main(argv=None):
                   d["python"], d["payload_stamp_mib_s"],
                   d["payload_stamp_ms_per_10_mib_chunk"], d["perf_messages_encoded_per_s"]))
     try:
-        for python in pythons:
+        for python, path in zip(pythons, results["data_path"]):
             for mode in args.modes.split(","):
-                if mode.partition(":")[2] and python != pythons[0]:
+                if (mode.partition(":")[2] or mode == READBACK) and python != pythons[0]:
                     continue  # rolling: the deletion cost is the disk's, not Python's
+                if mode == READBACK:
+                    results["runs"].append(run_readback(
+                        bench, python, python_label(python), path["payload_stamp_mib_s"]))
+                    continue
                 results["runs"].append(run_mode(bench, python, python_label(python), mode))
     finally:
         if args.dir is None:

@@ -510,7 +510,7 @@ def test_offsets_share_one_phase_and_the_end_spread_only_widens_the_end():
 
 def test_paced_types_are_the_periodic_reports_and_first_waits_spread():
     assert set(P.paced_types(P.PACED_REPORT)) == set([
-        P.START, P.PERF, P.HEARTBEAT, P.STATS, P.ROLLOVER])
+        P.START, P.PERF, P.HEARTBEAT, P.STATS, P.ROLLOVER, P.READBACK])
     assert set(P.paced_types(P.PACED_END)) == set([P.STOP, P.BYE])
     from diskbench.client.child import first_wait
     import random

@@ -67,7 +67,8 @@ never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
 removed; also during the start-up calibration), 15 a child process died,
 16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
 17 the writer stalled: it made no progress for --stall-timeout when the run
-ended, or had to be killed at the end.
+ended, or had to be killed at the end, 18 --verify found a block that did not
+come back as written (corrupt, misplaced, stale or missing; each is in the log).
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
@@ -115,6 +116,11 @@ def build_parser():
                    help="most data files kept at once (default %(default)d)")
     p.add_argument("--keep-data", action="store_true",
                    help="leave the data files in DIRECTORY at exit")
+    p.add_argument("--verify", action="store_true", default=None,
+                   help="read every data file back before it is deleted (or at the "
+                   "end) and check every 4 KiB block's stamp: read MiB/s and bad "
+                   "blocks in the report; a bad block is exit code %d (default: "
+                   "the server's plan, else off)" % exitcodes.CLIENT_BAD_DATA)
     p.add_argument("--preallocate", action="store_true",
                    help="posix_fallocate each data file to --file-mb first (like fio)")
     p.add_argument("--force", action="store_true",
@@ -335,7 +341,7 @@ def _hello(cfg, shown, fs, expected, mib_s, fixed, force, instance_id):
         heartbeat_interval_s=cfg.heartbeat_interval_s,
         psutil_version=procinfo.PSUTIL_VERSION, expected_rollovers=expected,
         calibration_mib_s=mib_s, fixed=list(fixed), force=bool(force),
-        perf_interval_s=cfg.perf_interval_s)
+        perf_interval_s=cfg.perf_interval_s, verify=True if cfg.verify else None)
 
 
 def _undelivered_path(log):
@@ -461,7 +467,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         perf_interval_s=args.perf_interval, stats_interval_s=args.stats_interval,
         heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
-        block_bytes=checks.block_bytes(directory),
+        verify=bool(args.verify), instance_id=instance_id, block_bytes=checks.block_bytes(directory),
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,

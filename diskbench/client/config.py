@@ -37,6 +37,11 @@ _FIELDS = (
     ("max_files", MAX_FILES),
     ("sync_mode", protocol.SYNC_DIRECT), ("preallocate", False), ("keep_data", False),
     ("block_bytes", BLOCK_BYTES),
+    # --verify: read every data file back (client/verify.py); the run id of
+    # the go, which every block's stamp carries (diskbench/stamp.py)
+    ("verify", False), ("run_id", None),
+    # the hello's instance_id (random per client process): the stamps' writer
+    ("instance_id", None),
     # how often the children report, and when the writer counts as stalled
     ("perf_interval_s", _PLAN["perf_interval_s"]),
     ("stats_interval_s", _PLAN["stats_interval_s"]),

@@ -42,6 +42,20 @@ _FILL_PIECE = 1 << 20       # fill with urandom 1 MiB at a time
 HUGE_PAGE = 2 << 20         # x86-64 / arm64 (4 KiB base pages) PMD size
 
 
+def huge_map(size):
+    """(mmap, offset): a private anonymous mapping with ``size`` bytes at
+    ``offset`` 2 MiB-aligned and advised MADV_HUGEPAGE, its pages touched (the
+    read-back's buffer: O_DIRECT reads gain from huge pages as writes do)."""
+    whole = -(-size // HUGE_PAGE) * HUGE_PAGE
+    buf = mmap.mmap(-1, whole + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
+    offset = (-buffer_address(buf)) % HUGE_PAGE
+    madvise_hugepage(buffer_address(buf) + offset, whole)
+    for start in range_(0, size, _FILL_PIECE):  # first touch: pages come now
+        piece = min(_FILL_PIECE, size - start)
+        buf[offset + start:offset + start + piece] = b"\0" * piece
+    return buf, offset
+
+
 class Payload(object):
     """A page-aligned, random, per-chunk-stamped buffer of ``size`` bytes."""
 
@@ -83,6 +97,12 @@ class Payload(object):
             if old is None or byte != old[k:k + 1]:
                 buf[off + k:end:STAMP_EVERY] = byte * blocks  # byte k of every block
         self._stamped = new
+
+    def stamper(self, run, instance):
+        """A stamp.Stamper over this buffer: per-block headers that say where
+        each block belongs (it replaces ``stamp``'s counter in bytes 0-7)."""
+        from diskbench.stamp import Stamper
+        return Stamper(self._map, self.offset, self.size, run, instance)
 
     def close(self):
         """Unmap the buffer (left to the GC while a view of it is still alive,

@@ -99,6 +99,8 @@ class Supervisor(object):
         self.paused_s = 0.0       # longest pause of this process seen
         self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
+        self.bad_blocks = 0       # --verify: blocks that did not come back
+        self.verified_bytes = 0   # --verify: bytes read back
 
     # --- entry ---------------------------------------------------------------------
     def run(self, flag=None):
@@ -137,7 +139,7 @@ class Supervisor(object):
         if outcome is not None:
             return self._finish(outcome)
         self.t_go = self._start_instant()
-        self.cfg = cfg = self.cfg.replace(start_at=self.t_go)
+        self.cfg = cfg = self.cfg.replace(start_at=self.t_go, run_id=self.sender.run_id)
         go = self.sender.go_msg
         offset, end_offset = self.sender.pace(cfg.perf_interval_s,
                                               go.end_spread_s if go else None)
@@ -193,7 +195,7 @@ class Supervisor(object):
         """Apply the plan the go carries (an older-style go has none: ours
         stays) and check it on this host; an Outcome if it cannot run."""
         go = self.sender.go_msg
-        changes = dict((k, go.data[k]) for k in protocol.PLAN_FIELDS
+        changes = dict((k, go.data[k]) for k in protocol.PLAN_FIELDS + ("verify",)
                        if go is not None and go.data.get(k) is not None)
         self.cfg = self.cfg.replace(**changes)
         problem = self.plan_check(self.cfg) if self.plan_check else None
@@ -323,6 +325,33 @@ class Supervisor(object):
         if role == WRITER and msg.fatal:
             self.writer_error = msg
 
+    def _on_readback(self, role, msg):
+        bad = sum(msg.data[kind] for kind in protocol.BAD_KINDS)
+        self.bad_blocks += bad
+        self.verified_bytes += msg.bytes
+        line = ("read back file %d: %d of %d MiB at %.1f MiB/s (%s), %s" % (
+            msg.file_index, msg.bytes // MIB, msg.file_bytes // MIB,
+            msg.bytes / float(MIB) / msg.io_s if msg.io_s else 0.0, msg.read_mode,
+            ", ".join("%d %s" % (msg.data[k], k) for k in protocol.BAD_KINDS
+                      if msg.data[k]) or "every block as written"))
+        if bad:
+            self.log.error("%s", line)
+        else:  # in the log, not on the console (as rollovers)
+            self.log.info("%s", line, extra=progress.FILE_ONLY)
+
+    def _on_bad_block(self, role, msg):
+        self.log.error("bad block (%s) in %s at offset %d: expected %s, found %s",
+                       msg.kind, msg.path, msg.offset, msg.expected, msg.found)
+
+    def _judge_data(self, outcome):
+        """--verify: a client whose data did not come back failed, whatever its speed."""
+        if not self.bad_blocks or outcome.code not in (exitcodes.OK,
+                                                       exitcodes.CLIENT_INTERRUPTED):
+            return outcome
+        text = ("--verify: %d blocks did not come back as written (see the bad block "
+                "lines above)" % self.bad_blocks)
+        return Outcome(outcome.reason, exitcodes.CLIENT_BAD_DATA, text)
+
     def _on_note(self, role, msg):
         self.log.warning("note from %s: %s", role, msg.text)
 
@@ -427,6 +456,7 @@ class Supervisor(object):
         """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
         it), then SIGKILL; each bounded, and cut short once ``hurry()`` (a
         signal). Records who had to be signalled."""
+        spent = self.cfg.verify and self._stop_writer_first(hurry)
         for conn in list(self.conns.values()):
             try:
                 conn.send(child.CMD_STOP)
@@ -436,7 +466,7 @@ class Supervisor(object):
         limit = self.cfg.stall_timeout_s
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
-        deadline = monotonic() + wait_s
+        deadline = monotonic() + (0.0 if spent else wait_s)
         while monotonic() < deadline and not hurry() and any(
                 p.exitcode is None for p in self.procs.values()):
             self._drain(LOOP_TICK_S / 2)
@@ -471,6 +501,34 @@ class Supervisor(object):
             conn.close()
         self.conns = {}
 
+    def _stop_writer_first(self, hurry=lambda: False):
+        """--verify: the writer reads its files back when told to stop, which
+        may take long; the heartbeat goes on meanwhile (else the server would
+        take the silence for a client gone away), so the writer is stopped
+        and waited for first (as below: the stop timeout, longer while its
+        read-back makes progress), the other children after. True when the
+        writer is still running at the end of that: its stop timeout is spent."""
+        conn = self.conns.get(WRITER)
+        if conn is None:
+            return False
+        try:
+            conn.send(child.CMD_STOP)
+        except (OSError, IOError, EOFError):
+            return False
+        limit = self.cfg.stall_timeout_s
+        deadline = monotonic() + (CHILD_STOP_TIMEOUT_S if self._progress_age() < limit
+                                  else min(CHILD_STOP_TIMEOUT_S, limit))  # stalled
+        while WRITER in self.procs and self.procs[WRITER].exitcode is None and \
+                not hurry() and (monotonic() < deadline or self._reading_back(limit)):
+            self._drain(LOOP_TICK_S / 2)
+        return WRITER in self.procs and self.procs[WRITER].exitcode is None
+
+    def _reading_back(self, limit):
+        """--verify: the writer is reading its files back at the end and making
+        progress (a file per chunk read): it gets longer than the stop timeout."""
+        return self.cfg.verify and WRITER in self.procs and \
+            self.procs[WRITER].exitcode is None and self._progress_age() < limit
+
     def _remove_leftovers(self):
         """Data files of a writer that could not clean up (e.g. kill -9)."""
         if self.cfg.keep_data or WRITER not in self.procs:
@@ -504,9 +562,9 @@ class Supervisor(object):
             self._stop_children(lambda: self.signals.count != seen)
             self._remove_leftovers()
             if self.signals.count != seen:
-                outcome = self._cut_short(outcome)
+                outcome = self._judge_data(self._cut_short(outcome))
             else:
-                outcome = self._judge_writer(outcome, stalled_s)
+                outcome = self._judge_data(self._judge_writer(outcome, stalled_s))
         self.progress.clear()
         figures = self.progress.figures
         elapsed = max(0.0, monotonic() - self.t_go) if self.t_go is not None else 0.0
@@ -638,6 +696,8 @@ ON_CHILD_ITEM = {
     protocol.ROLLOVER: Supervisor._on_rollover,
     protocol.ERROR: Supervisor._on_error,
     protocol.NOTE: Supervisor._on_note,
+    protocol.READBACK: Supervisor._on_readback,
+    protocol.BAD_BLOCK: Supervisor._on_bad_block,
     protocol.STATS: None,
     protocol.HEARTBEAT: None,
 }

@@ -25,8 +25,9 @@ import signal
 import sys
 import time
 
-from diskbench import protocol
+from diskbench import protocol, stamp
 from diskbench.client import child
+from diskbench.client.verify import ReadBack
 from diskbench.compat import buffer_from, monotonic, posix_fallocate
 from diskbench.metrics import LatencyHistogram
 from diskbench.signals import SignalFlag
@@ -163,7 +164,8 @@ class Writer(object):
     """
 
     def __init__(self, cfg, payload, send, should_stop, progress=None, ops=None,
-                 timer=monotonic, clock=monotonic, wall=time.time, pid=None):
+                 timer=monotonic, clock=monotonic, wall=time.time, pid=None,
+                 stamper=None, readback=None):
         self.cfg = cfg
         self.payload = payload
         self.send = send
@@ -184,6 +186,11 @@ class Writer(object):
         self.chunks = 0
         self.rollovers = 0
         self.last_close_s = None
+        # stamp.Stamper (None: the payload's chunk counter only); verify.ReadBack
+        # (None: no --verify) and the bytes written to each file not yet read back
+        self.stamper = stamper
+        self.readback = readback
+        self.sizes = {}
         self._reset_interval()
 
     # --- messages (never inside the timer) -------------------------------------
@@ -224,7 +231,9 @@ class Writer(object):
     def open_next(self):
         """Delete the oldest files beyond --max-files, then open the next file."""
         while self.paths and len(self.paths) + 1 > self.cfg.max_files:
-            self._unlink(self.paths.pop(0))
+            path = self.paths.pop(0)
+            self.read_back(path)
+            self._unlink(path)
         self.file_index += 1
         path = self.path_of(self.file_index)
         try:
@@ -238,6 +247,7 @@ class Writer(object):
                       % (os.strerror(exc.errno), protocol.SYNC_FSYNC))
             fd = self.ops.open(path, False)
         self.paths.append(path)
+        self.sizes[path] = 0
         self.fd = fd
         self.file_written = 0
         if self.preallocate:
@@ -257,6 +267,7 @@ class Writer(object):
         self.ops.fsync(fd)
         self.ops.close(fd)
         close_s = self.timer() - t0
+        self.sizes[self.paths[-1]] = self.file_written
         self.rollovers += 1
         self.send((protocol.ROLLOVER, dict(file_index=self.file_index,
                                            file_bytes=self.file_written,
@@ -276,6 +287,29 @@ class Writer(object):
         self.ops.fsync(fd)
         self.ops.close(fd)
         self.last_close_s = self.timer() - t0
+        self.sizes[self.paths[-1]] = self.file_written
+
+    def read_back(self, path):
+        """--verify: read back and check a finished file, between two perf
+        intervals (the current one is sent first, a new one starts after), so
+        no write figure holds any of it."""
+        size = self.sizes.pop(path, 0)
+        if self.readback is None or not size:
+            return
+        self.flush_perf()
+        # O_DIRECT reads unless the filesystem refused O_DIRECT writes
+        self.readback.check_file(path, data_file_index(
+            os.path.basename(path), self.cfg.name, self.pid), size,
+            direct=not self.fsync_mode)
+        self._reset_interval()
+
+    def stamp(self):
+        """Stamp the payload for the next chunk (outside the timer)."""
+        if self.stamper is None:
+            self.payload.stamp(self.chunks)
+        else:
+            self.stamper.stamp(max(self.file_index, 0),
+                               self.file_written // self.cfg.chunk_bytes)
 
     def _unlink(self, path):
         try:
@@ -328,10 +362,11 @@ class Writer(object):
                 buffer_huge_bytes=self.payload.huge_page_bytes(),
                 # told to stop before its first write: no first write to time
                 started_at=None if stop else self.iv_start_wall, chunk_bytes=chunk,
-                file_bytes=file_bytes, duration_s=cfg.duration_s)))
+                file_bytes=file_bytes, duration_s=cfg.duration_s,
+                verify=True if self.readback is not None else None)))
             while not stop:
                 size = min(chunk, file_bytes - self.file_written)
-                self.payload.stamp(self.chunks)
+                self.stamp()
                 elapsed = write_chunk(self.fd, buf, size, self.fsync_mode,
                                       self.ops, self.timer)
                 self.file_written += size
@@ -353,6 +388,8 @@ class Writer(object):
                     self.flush_perf()
             self.close_last()
             self.flush_perf()
+            for path in list(self.paths):  # --verify: what is left, oldest first
+                self.read_back(path)
         except OSError as exc:
             self.flush_perf()
             err = exc.errno or errno.EIO
@@ -394,7 +431,17 @@ def writer_main(conn, cfg, counters):
         progress_v.value = monotonic()
 
     payload = Payload(cfg.chunk_bytes)
-    writer = Writer(cfg, payload, send, should_stop, progress)
+    run = stamp.key_of(cfg.run_id or "")
+    instance = stamp.key_of(cfg.instance_id) if cfg.instance_id else stamp.new_instance()
+    stamper, readback = payload.stamper(run, instance), None
+
+    def alive():  # reading back is progress (the stall watch)
+        progress_v.value = monotonic()
+    if cfg.verify:
+        readback = ReadBack(run, instance, cfg.chunk_bytes, send, alive,
+                            reference=stamper)
+    writer = Writer(cfg, payload, send, should_stop, progress,
+                    stamper=stamper, readback=readback)
     code = 0
     try:
         writer.run()
@@ -408,6 +455,8 @@ def writer_main(conn, cfg, counters):
         code = EXIT_CRASH
     finally:
         payload.close()
+        if readback is not None:
+            readback.close()
         try:
             conn.close()
         except (OSError, IOError):

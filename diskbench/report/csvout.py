@@ -47,6 +47,9 @@ CLIENT_COLUMNS = (
     ("diskbench_version", lambda e: e["diskbench_version"]),
     ("psutil", lambda e: e["psutil"]),
     ("clock_offset_s", lambda e: e.get("clock_offset_s")),
+    # --verify (empty: it was off): read MiB/s and bad blocks (report.json's verification)
+    ("read_mib_s", lambda e: (e.get("verification") or {}).get("read_mib_s")),
+    ("bad_block_count", lambda e: (e.get("verification") or {}).get("bad_block_count")),
 )
 
 #: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size (and its

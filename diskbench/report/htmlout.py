@@ -227,14 +227,34 @@ def charts(rep, series):
         for ts, index in s.rollovers:
             tp.ticks.append((s.server_t(ts) - run_start, name, col,
                              "%s: rollover of file %d" % (name, index)))
+    out = [tp, lat, cpu, rss]
+    read = _read_chart(series, names, colours, run_start, x_max, width)
+    if read is not None:  # --verify: read-back beside the write throughput
+        out.insert(1, read)
     for e in rep["clients"]:
         if e["state"] in ("went away", "failed") and e.get("last_message_ts"):
             x = e["last_message_ts"] - run_start
             title = "%s %s: %s" % (e["client"], e["state"], e["state_why"])
-            for chart in (tp, lat, cpu, rss):
+            for chart in out:
                 chart.vlines.append((x, "#c00" if e["state"] == "went away" else "#e80",
                                      title))
-    return [tp, lat, cpu, rss], colours
+    return out, colours
+
+
+def _read_chart(series, names, colours, run_start, x_max, width):
+    """--verify: read MiB/s of each file read back, at the time it was sent
+    (None when no client read any back)."""
+    if not any(s.readbacks for s in series.values()):
+        return None
+    read = Chart("read", "Read-back throughput per client (--verify)", "MiB/s", x_max,
+                 width)
+    for name in names:
+        s = series.get(name)
+        points = [] if s is None else [
+            (s.server_t(ts) - run_start, metrics.mib_per_s(nbytes, io_s))
+            for ts, _, nbytes, io_s in s.readbacks]
+        read.lines.append((name, colours[name], pack(reduce_points(points, "mean")), ""))
+    return read
 
 
 _CSS = """
@@ -325,6 +345,8 @@ def _parts(rep, series):
     captions = {
         "throughput": "MiB/s of each perf interval; shaded: every client writing; ticks at "
                       "the bottom: rollovers; dashed red: went away, orange: failed.",
+        "read": "--verify: MiB/s of each data file read back (bytes / time in its timed "
+                "reads), when it was read; apart from the write figures.",
         "latency": "p50 and p99 of each interval's chunk latency histogram.",
         "cpu": "CPU% of each client's writer process, per stats sample.",
         "rss": "Resident memory of each client's writer process, per stats sample."}
@@ -346,6 +368,7 @@ def _parts(rep, series):
 
 def _clients_table(rep, colours):
     rows = []
+    verified = any(e.get("verification") for e in rep["clients"])
     for e in rep["clients"]:
         rows.append([
             '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
@@ -356,11 +379,16 @@ def _clients_table(rep, colours):
             _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
             _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
             _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
+        if verified:  # --verify: read MiB/s and bad blocks, before "why"
+            v = e.get("verification") or {}
+            rows[-1][-1:-1] = [_cell(v.get("read_mib_s")), _cell(v.get("bad_block_count"), "%d")]
+    extra = [("read MiB/s", False), ("bad blocks", False)] if verified else []
     return ["<h2>Clients</h2>", '<p class="small">Click a column to sort.</p>',
             _table([("client", True), ("host", True), ("state", True),
                     ("chunk MiB", False), ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
                     ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
-                    ("written MiB", False), ("went away", False), ("why", True)], rows)]
+                    ("written MiB", False), ("went away", False)] + extra +
+                   [("why", True)], rows)]
 
 
 def _chunk_size_table(rep):

@@ -52,6 +52,7 @@ class ClientSeries(object):
                                       # p99_s, recv_ts)
         self.stats = []               # (client ts, cpu %, rss bytes)
         self.rollovers = []           # (client ts, file index)
+        self.readbacks = []           # --verify: (client ts, file index, bytes, io_s)
         self.stop_ts = None           # client ts of its stop summary
 
     def server_t(self, client_ts):
@@ -175,6 +176,8 @@ class Builder(object):
             s.stats.append((msg.ts, msg.cpu_percent, msg.rss_bytes))
         elif msg.type == protocol.ROLLOVER:
             s.rollovers.append((msg.ts, msg.file_index))
+        elif msg.type == protocol.READBACK:
+            s.readbacks.append((msg.ts, msg.file_index, msg.bytes, msg.io_s))
         elif msg.type == protocol.STOP:
             s.stop_ts = msg.ts
 
@@ -184,6 +187,7 @@ class Builder(object):
             s.perf.sort(key=lambda p: (p["t_start"], p["t_end"]))
             s.stats.sort()
             s.rollovers.sort()
+            s.readbacks.sort()
         return self.out
 
 

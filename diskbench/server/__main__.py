@@ -156,6 +156,10 @@ def _add_plan_flags(p):
         p.add_argument(plan.FLAGS[field], type=seconds, default=None, metavar="SECONDS",
                        help="%s (default: the client's, else %g)"
                        % (what[field], plan.defaults()[field]))
+    p.add_argument("--verify", action="store_true",
+                   help="every client reads its data files back and checks every "
+                   "block (read MiB/s and bad blocks in the report; a bad block fails "
+                   "the client, and the server exits %d)" % exitcodes.SERVER_BAD_DATA)
 
 
 def plan_from_args(args):
@@ -163,6 +167,8 @@ def plan_from_args(args):
     given = dict((field, getattr(args, plan.arg_dest(field))) for field in plan.TIME_FIELDS)
     given.update(chunk_bytes=[mb * MIB for mb in args.chunk_mb],
                  file_bytes=None if args.file_mb is None else args.file_mb * MIB)
+    if getattr(args, "verify", False):
+        given[plan.VERIFY] = True
     if args.file_mb is not None:
         for mb in args.chunk_mb:
             problem = plan.size_problem(mb * MIB, args.file_mb * MIB)

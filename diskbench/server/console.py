@@ -177,9 +177,18 @@ class Summary(object):
 
     def line(self):
         """The one-line summary (plain mode; also the table's totals line)."""
-        return "%d clients (%s), %.1f MiB/s now, %s written, %s" % (
+        return "%d clients (%s), %.1f MiB/s now, %s written, %s%s" % (
             len(self.view.clients), self.states_text(), self.rate,
-            _size(self.total_bytes), self.timing_text())
+            _size(self.total_bytes), self.timing_text(), self.verified_text())
+
+    def verified_text(self):
+        """--verify's progress: files and bytes read back so far, bad blocks."""
+        verified = getattr(self.view, "verified", None)
+        if verified is None:
+            return ""
+        files, nbytes, bad = verified
+        return "; read back %d files, %s, %d bad blocks%s" % (
+            files, _size(nbytes), bad, " (DATA DID NOT COME BACK)" if bad else "")
 
     def warnings(self):
         """What needs attention now: clients in a bad state, the run's notes

@@ -83,6 +83,7 @@ EXIT_MEANING = {
     exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
                                  "came, or not all it sent is on disk (see the warnings)",
     exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
+    exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
 }
 #: How the report and the log name the operator's `ctl end`.
 OPERATOR_END = "the operator (ctl end)"
@@ -661,6 +662,8 @@ class Master(object):
     def _exit_code(self):
         if self.interrupted_by is not None:
             return exitcodes.SERVER_INTERRUPTED
+        if self.registry.bad_data():
+            return exitcodes.SERVER_BAD_DATA
         if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
         return exitcodes.SERVER_INCOMPLETE

@@ -150,12 +150,15 @@ def unbelieved_offset(name, offset):
 class ProgressView(object):
     """What the live console shows, copied under the lock in O(clients)."""
 
-    def __init__(self, now, clients, notes, expected_clients, go_released):
+    def __init__(self, now, clients, notes, expected_clients, go_released, verified=None):
         self.now = now                # the registry's clock() when copied
         self.clients = clients        # [ClientProgress] in hello order
         self.notes = notes
         self.expected_clients = expected_clients
         self.go_released = go_released
+        # --verify: (files, bytes read back, bad blocks) over every client so
+        # far; None when no client verifies
+        self.verified = verified
 
 
 class _LockAndSay(object):
@@ -280,6 +283,16 @@ class Client(object):
         self.start_at = None
         self.started_at = None
         self.join_order = None        # 1: the first client to say hello
+        # --verify (plan.resolve_verify) and what its read-backs said
+        self.verify, self.verify_source = False, plan.FROM_DEFAULT
+        self.read_files = 0
+        self.read_bytes = 0
+        self.read_file_bytes = 0      # what those files should have held
+        self.read_io_s = 0.0
+        self.read_hist = metrics.LatencyHistogram()
+        self.read_modes = set()
+        self.bad_counts = dict((kind, 0) for kind in protocol.BAD_KINDS)
+        self.bad_blocks = []          # BAD_BLOCK Messages (the first KEEP_TEXTS_MAX)
 
     @property
     def heartbeat_interval_s(self):
@@ -310,6 +323,11 @@ class Client(object):
         view.hist.merge(self.hist)
         view.seen = None
         view.plan = dict(self.plan)
+        view.read_hist = metrics.LatencyHistogram()
+        view.read_hist.merge(self.read_hist)
+        view.read_modes = set(self.read_modes)
+        view.bad_counts = dict(self.bad_counts)
+        view.bad_blocks = list(self.bad_blocks)
         return view
 
 
@@ -485,6 +503,8 @@ class Registry(object):
     def _add_client(self, msg, recv_ts, peer, values, sources):
         client = Client(msg.name, msg, recv_ts, peer, values, sources)
         client.join_order = len(self.order) + 1   # the plan's order of arrival
+        client.verify, client.verify_source = plan.resolve_verify(
+            msg.data.get(plan.VERIFY), self.plan_given)
         self.clients[msg.name] = client
         self.unsettled += 1
         self.order_index[msg.name] = len(self.order)
@@ -660,6 +680,10 @@ class Registry(object):
         for key in ("chunk_bytes", "file_bytes", "duration_s"):  # as run, when said
             if msg.data.get(key) is not None:
                 client.plan[key] = msg.data[key]
+        if msg.data.get(plan.VERIFY):  # as run (a re-render has no go to say it)
+            client.verify = True
+            client.verify_source = plan.FROM_CLIENT if client.hello.data.get(plan.VERIFY) \
+                else plan.FROM_SERVER
         if client.state == JOINED:
             self._transition(client, RUNNING, "writing")
         self.say(event.info,
@@ -674,6 +698,31 @@ class Registry(object):
         client.io_s += msg.io_s
         client.hist.merge(metrics.LatencyHistogram.from_wire(
             msg.lat_hist, total=msg.io_s, lo=msg.lat_min_s, hi=msg.lat_max_s))
+
+    def _apply_readback(self, client, msg, recv_ts):
+        client.read_files += 1
+        client.read_bytes += msg.bytes
+        client.read_file_bytes += msg.file_bytes
+        client.read_io_s += msg.io_s
+        client.read_modes.add(msg.read_mode)
+        client.read_hist.merge(metrics.LatencyHistogram.from_wire(
+            msg.lat_hist, total=msg.io_s, lo=msg.lat_min_s, hi=msg.lat_max_s))
+        bad = 0
+        for kind in protocol.BAD_KINDS:
+            client.bad_counts[kind] += msg.data[kind]
+            bad += msg.data[kind]
+        if bad:
+            self.say(event.info, "client %s: file %d read back with %d bad blocks (%s)",
+                     client.name, msg.file_index, bad, ", ".join(
+                         "%d %s" % (msg.data[k], k) for k in protocol.BAD_KINDS
+                         if msg.data[k]))
+
+    def _apply_bad_block(self, client, msg, recv_ts):
+        if len(client.bad_blocks) < KEEP_TEXTS_MAX:
+            client.bad_blocks.append(msg)
+        self.say(log.warning, "client %s bad block (%s) in %s at offset %d: expected "
+                 "%s, found %s", client.name, msg.kind, msg.path, msg.offset,
+                 msg.expected, msg.found)
 
     def _apply_heartbeat(self, client, msg, recv_ts):
         client.last_heartbeat = (recv_ts, msg)
@@ -725,7 +774,13 @@ class Registry(object):
                  msg.dropped_messages)
         if client.state in TERMINAL:
             return
-        if client.state == STALLED:
+        bad = sum(client.bad_counts.values())
+        if bad:  # whatever its speed
+            self._transition(client, FAILED, "its data did not come back: %d bad blocks "
+                             "read back (%s)" % (bad, ", ".join(
+                                 "%d %s" % (client.bad_counts[k], k)
+                                 for k in protocol.BAD_KINDS if client.bad_counts[k])))
+        elif client.state == STALLED:
             self._transition(client, FAILED, "stopped while stalled (%s): its last "
                              "figures may predate the stall" % client.reason)
         elif msg.reason == protocol.STOP_DURATION:
@@ -990,6 +1045,8 @@ class Registry(object):
         pongs measured it (else the client converts by the go's send time)."""
         fields = dict(client.plan)
         fields["end_spread_s"] = self.end_spread_s
+        if client.verify:
+            fields[plan.VERIFY] = True
         if self.start_at is not None and client.start is None and \
                 self.wall() <= self.start_at - START_AHEAD_MIN_S:
             client.start_at = fields["start_at"] = self.start_at
@@ -1065,6 +1122,12 @@ class Registry(object):
                 if client.state in LIVE:
                     client.reason = reason
 
+    def bad_data(self):
+        """Names of the clients whose read-back found a bad block."""
+        with self.lock:
+            return sorted(c.name for c in self.clients.values()
+                          if any(c.bad_counts.values()))
+
     def all_finished(self):
         with self.lock:
             return bool(self.clients) and all(
@@ -1080,7 +1143,15 @@ class Registry(object):
                 c.clock_offset_s, tuple(c.recent), c.start_ts,
                 c.plan["duration_s"], c.peer)
                 for c in (self.clients[n] for n in self.order)], list(self.notes),
-                self.expected_clients, self.go_released)
+                self.expected_clients, self.go_released, self._verified_locked())
+
+    def _verified_locked(self):
+        """ProgressView.verified: O(clients), with the rest of the copy."""
+        clients = [c for c in self.clients.values() if c.verify or c.read_files]
+        if not clients:
+            return None
+        return (sum(c.read_files for c in clients), sum(c.read_bytes for c in clients),
+                sum(sum(c.bad_counts.values()) for c in clients))
 
     def snapshot(self):
         with self.lock:
@@ -1110,6 +1181,8 @@ _APPLY = {
     protocol.NOTE: "_apply_note",
     protocol.BYE: "_apply_bye",
     protocol.PONG: "_apply_pong",
+    protocol.READBACK: "_apply_readback",
+    protocol.BAD_BLOCK: "_apply_bad_block",
 }
 
 

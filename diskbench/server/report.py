@@ -23,6 +23,7 @@ from diskbench import metrics, plan, protocol
 from diskbench.metrics import utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
+from diskbench.server import readback
 from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
@@ -418,7 +419,9 @@ def client_entry(c, guard=None):
         error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
                          is_fatal=e.fatal) for e in c.errors],
         notices=list(c.notes),
-        errors_and_notices_not_kept_count=c.texts_dropped)
+        errors_and_notices_not_kept_count=c.texts_dropped,
+        # --verify: what was read back, kept apart from the write figures (None: off)
+        verification=g(who + "read-back", readback.client_entry, c, _latency))
 
 
 def first_write_ts(c):
@@ -638,7 +641,7 @@ def headline(rep):
             len(sizes) - HEADLINE_CHUNK_SIZES_MAX, "chunk size"))
     if len(sizes) > 1:
         lines.append(SIZES_DIFFER)
-    return lines
+    return lines + readback.headline(rep)
 
 
 #: The headline ranks clients within each chunk size, for this many sizes.
@@ -709,6 +712,9 @@ def client_table(rep):
             _f(e["chunk_mib"], "%g"), _f(e["throughput_mib_s"]["mean"]), _f(e["latency_ms"][lo], "%.2f"),
             _f(e["latency_ms"][hi], "%.2f"), e["rollover_count"],
             _f(e["writer_cpu_percent"]["mean"], "%.0f")))
+    if any(e.get("verification") for e in clients):  # --verify: two more columns
+        extra = [("read MiB/s", "bad blocks")] + [readback.table_columns(e) for e in clients]
+        lines = [line + " %10s %10s" % cols for line, cols in zip(lines, extra)]
     return lines
 
 
@@ -847,6 +853,7 @@ def _text_client(e):
     lines.append("  messages: %s dropped by the client, %s ignored, %s; went away: %s" % (
         _f(e["dropped_message_count"], "%d"), count(e["duplicate_message_count"], "duplicate"),
         count(e["reconnect_count"], "reconnect"), times(e["went_away_count"])))
+    lines += readback.client_lines(e)
     for err in e["error_list"]:
         lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
                                               err["is_fatal"] else "", err["what"]))

@@ -35,6 +35,7 @@ REPORT_LINE = re.compile(
     r"(\d+|-) ms per 1000 accepted messages"
     # the headline and the table that lead report.txt
     r"|clients: .*|aggregate: .*|chunk .*|the clients wrote different .*|by chunk size .*"
+    r"|data verified: .*"
     r"|details|client +host +state +chunk MiB +MiB/s .*"
     r"|[\w-]+~? +\S+ +(finished|unfinished|went away|failed|stalled) .*)$")
 # The console: timestamped events, the listening line, and at the end the
