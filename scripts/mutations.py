@@ -561,8 +561,8 @@ MUTATIONS = [
          tests=["tests/test_client_fakeserver.py::test_sender_sends_nothing_after_its_bye"]),
     # --- batched ingest (issue 13) -------------------------------------------------------
     dict(id="partial-line-dropped", file="diskbench/server/handler.py",
-         old="            rest = lines.pop()\n",
-         new='            rest = lines.pop() and b""\n',
+         old="        rest = lines.pop()\n",
+         new='        rest = lines.pop() and b""\n',
          tests=["tests/test_server_framing.py::test_lines_together_and_split_are_each_"
                 "recorded_once_and_acked"]),
     # --- server tuning (issue 13) ------------------------------------------------------
