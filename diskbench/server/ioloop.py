@@ -162,6 +162,10 @@ class _Worker(object):
                 self._failed(handler)
 
     def _park(self, fd, handler):
+        if not self.parked and not self.parks:
+            log.info("the recorder's queue is full (%d records): stopped reading the "
+                     "connections that have more until it has room (back-pressure; "
+                     "said once)", self.ctx.recorder.queue.limit)
         self.parks += 1
         self.poller.unregister(fd)
         self.parked[fd] = handler
