@@ -150,9 +150,10 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
     if arm == "server":
         cmd = [python, "-m", "diskbench.server", "--port", str(port), "--host",
                "127.0.0.1", "--log-dir", log_dir, "--clients", str(clients), "--quiet"]
-    else:
+    else:   # "baseline" (threaded) or "epoll" (the bare event loop)
         cmd = [python, os.path.join(HERE, "baseline_server.py"), "--port", str(port),
-               "--log", os.path.join(log_dir, "lines.jsonl")]
+               "--log", os.path.join(log_dir, "lines.jsonl"), "--mode",
+               "epoll" if arm == "epoll" else "threaded"]
     server_cpu, loadgen_cpus = cpu_split()
     if server_cpu is not None:
         cmd += ["--cpu", str(server_cpu)]
@@ -238,6 +239,20 @@ def print_row(row):
     sys.stdout.flush()
 
 
+def _ratios(rows, row):
+    """diskbench's CPU per message over each baseline's, same Python and
+    client count (``cpu_x_threaded``, ``cpu_x_epoll`` on the server's row)."""
+    server = [r for r in rows if r["arm"] == "server" and r["python"] == row["python"]
+              and r["clients"] == row["clients"]]
+    for r in server:
+        for arm, key in (("baseline", "cpu_x_threaded"), ("epoll", "cpu_x_epoll")):
+            base = [b for b in rows if b["arm"] == arm and b["python"] == r["python"]
+                    and b["clients"] == r["clients"] and b["cpu_ms_per_1000_msgs"]]
+            if base and r["cpu_ms_per_1000_msgs"]:
+                r[key] = round(r["cpu_ms_per_1000_msgs"] /
+                               base[-1]["cpu_ms_per_1000_msgs"], 2)
+
+
 def code_version():
     """The commit measured (``-dirty`` with uncommitted changes), or None."""
     try:
@@ -274,7 +289,9 @@ def main(argv=None):
     p.add_argument("--python", action="append", required=True)
     p.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
     p.add_argument("--duration", type=float, default=60.0)
-    p.add_argument("--arms", nargs="+", default=["server", "baseline"])
+    p.add_argument("--arms", nargs="+", default=["server", "baseline", "epoll"],
+                   help="server (diskbench), baseline (bare threaded), epoll (bare "
+                   "event loop)")
     p.add_argument("--baseline-args", default="", help="extra baseline_server.py "
                    "arguments (one string)")
     p.add_argument("--server-args", default="", help="extra server arguments")
@@ -297,10 +314,17 @@ def main(argv=None):
                     if extra:
                         row["extra_args"] = " ".join(extra)
                     rows.append(row)
+                    _ratios(rows, row)
                     print_row(row)
                     save(args, rows)    # after every run: a crash keeps what was measured
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    for r in rows:
+        if r["arm"] == "server":
+            print("diskbench CPU per message, Python %s, %d clients: %sx the threaded "
+                  "baseline, %sx the epoll baseline" % (
+                      r["python"], r["clients"], r.get("cpu_x_threaded", "-"),
+                      r.get("cpu_x_epoll", "-")))
     print("written: %s" % args.out)
     return 1 if any(r["lost"] for r in rows if r["arm"] == "server") else 0
 
