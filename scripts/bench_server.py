@@ -143,7 +143,7 @@ def _wait_listening(proc, what):
         line = proc.stdout.readline().decode("utf-8", "replace")
 
 
-def run_arm(python, arm, clients, duration, scratch, extra=()):
+def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=False):
     """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
     port = _free_port()
     log_dir = tempfile.mkdtemp(prefix="%s-%d-" % (arm, clients), dir=scratch)
@@ -155,6 +155,8 @@ def run_arm(python, arm, clients, duration, scratch, extra=()):
                "--log", os.path.join(log_dir, "lines.jsonl"), "--mode",
                "epoll" if arm == "epoll" else "threaded"]
     server_cpu, loadgen_cpus = cpu_split()
+    if loadgen_anywhere:   # a shared host: the load generator runs where it likes
+        loadgen_cpus = None
     if server_cpu is not None:
         cmd += ["--cpu", str(server_cpu)]
     cmd += list(extra)
@@ -294,7 +296,10 @@ def main(argv=None):
                    "event loop)")
     p.add_argument("--baseline-args", default="", help="extra baseline_server.py "
                    "arguments (one string)")
-    p.add_argument("--server-args", default="", help="extra server arguments")
+    p.add_argument("--server-args", default="", help="extra server arguments (a "
+                   "--cpu here overrides the bench's own)")
+    p.add_argument("--loadgen-anywhere", action="store_true", help="leave the load "
+                   "generator unpinned (how --cpu's default was chosen)")
     p.add_argument("--out", help="results file (default bench/results/"
                    "bench-server-DATE.json, -2, -3... if taken)", default=os.path.join(
         REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
@@ -310,7 +315,8 @@ def main(argv=None):
                 for arm in args.arms:
                     extra = (args.server_args if arm == "server" else
                              args.baseline_args).split()
-                    row = run_arm(python, arm, clients, args.duration, scratch, extra)
+                    row = run_arm(python, arm, clients, args.duration, scratch, extra,
+                                  args.loadgen_anywhere)
                     if extra:
                         row["extra_args"] = " ".join(extra)
                     rows.append(row)
