@@ -17,6 +17,7 @@ setup(
         "diskbench-server=diskbench.server.__main__:main",
         "diskbench-client=diskbench.client.__main__:main",
         "diskbench-report=diskbench.report.__main__:main",
+        "diskbench-launch=diskbench.launch:main",
     ]},
     classifiers=[
         "Programming Language :: Python :: 2.7",

@@ -29,13 +29,17 @@ CTL_REFUSED = 9         # the server refused the request: the secret differs or 
 CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable
 CLIENT_SPACE = 11       # not enough free space for --max-files data files
 CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (plan.MIN_ROLLOVERS); see --force
-CLIENT_SERVER = 13      # the server is unreachable, or refused us (version, secret, limits),
+CLIENT_SERVER = 13      # the server is unreachable, its name does not resolve, the port is not
+                        # a diskbench server, or it has no secret while we have one,
+                        # or it refused us (version, secret, limits),
                         # or (measurement done) it had not acknowledged every result by the
                         # end of --deliver-timeout: those are in client-NAME.undelivered.jsonl;
                         # or it acknowledged a seq we never sent (a takeover of our name?)
 CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stopped, or the
                         # start-up calibration did
 CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
-CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP or the server asked us to stop early
-CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout and did not
-                            # stop when asked: it had to be sent SIGTERM/SIGKILL
+CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, calibration,
+                        # connecting, the run, shutdown) or the server asked us to stop early
+CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout: it was still
+                            # stalled when the run ended, or it did not stop when asked
+                            # and had to be sent SIGTERM/SIGKILL

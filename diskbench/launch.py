@@ -29,10 +29,10 @@ import threading
 import time
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import port, printable, seconds
+from diskbench.cli import port, printable, prog_name, seconds
 from diskbench.compat import shell_quote
 
-PROG = "python -m diskbench.launch"
+PROG = prog_name("diskbench.launch")
 
 #: ssh's own ConnectTimeout: how long one host may take to answer before it counts as failed.
 SSH_CONNECT_TIMEOUT_S = 10
@@ -46,6 +46,11 @@ CLIENT_GRACE_S = 60.0
 SERVER_GRACE_S = 60.0
 #: How often the launcher looks at its processes and pending signals.
 POLL_S = 0.1
+#: Telling the server a host will not come (``ctl not-coming``) takes at most this
+#: long (ctl's own connect and answer timeouts are shorter).
+NOT_COMING_TIMEOUT_S = 30.0
+#: The longest text of a reason sent to the server (the protocol's text bound).
+REASON_MAX_CHARS = 2048
 
 DEFAULT_LOG_DIR = "diskbench-logs"
 #: Tried in this order on a host when neither --python nor python= says which one.
@@ -103,6 +108,8 @@ class Host(object):
         self.name = name
         self.lineno = lineno
         # filled in while the run goes on
+        self.client = name            # the client's name (else read from its first line)
+        self.told_server = False      # the server knows it will not come
         self.proc = None
         self.log_path = None
         self.code = None
@@ -163,7 +170,7 @@ def build_parser():
                "6 interrupted); %d the server's run completed but a host's client or ssh "
                "did not exit 0; %d no host could be started (the server was stopped). "
                "See docs/MULTIHOST.md." % (LAUNCH_CLIENT_FAILED, LAUNCH_NO_HOST))
-    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    p.add_argument("--version", action="version", version="diskbench " + __version__)
     p.add_argument("--hosts", required=True, metavar="FILE",
                    help="the hosts file (one [user@]host[:port] per line)")
     p.add_argument("--server-host", metavar="ADDR",
@@ -365,6 +372,31 @@ def _last_line(path):
     return lines[-1] if lines else ""
 
 
+#: The client's first log line names it: "diskbench VERSION client NAME: ...".
+_CLIENT_LINE = re.compile(r"diskbench \S+ client (.+?): ")
+
+
+def _client_name(path):
+    """The client's name from its first line in a host's ssh log (None: not there)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536).decode("utf-8", "replace")
+    except (IOError, OSError):
+        return None
+    m = _CLIENT_LINE.search(head)
+    return m.group(1) if m else None
+
+
+def _secret_flags(server_flags):
+    """The server's --secret-file flag (ctl needs the same secret), or []."""
+    for i, flag in enumerate(server_flags):
+        if flag == "--secret-file" and i + 1 < len(server_flags):
+            return [flag, server_flags[i + 1]]
+        if flag.startswith("--secret-file="):
+            return [flag]
+    return []
+
+
 def _safe_label(text):
     return re.sub(r"[^A-Za-z0-9._@-]", "_", text)[:80]
 
@@ -463,6 +495,7 @@ class Launcher(object):
                 host.why = "cannot run %s: %s" % (self.args.ssh, exc.strerror or exc)
                 host.ended = time.time()
                 self.warn("%s: %s" % (host.label, host.why))
+                self._not_coming(host)
             finally:
                 log.close()
         self.say("diskbench launch: %d hosts, clients reach the server at %s; ssh output "
@@ -471,6 +504,7 @@ class Launcher(object):
     def _host_ended(self, host, code):
         host.code = code
         host.ended = time.time()
+        host.client = host.client or _client_name(host.log_path)
         last = _last_line(host.log_path)
         if code == SSH_FAILED:
             host.why = "ssh failed: %s" % (last or "exit 255, no message")
@@ -487,6 +521,37 @@ class Launcher(object):
                 self.warn("%s: client exited %d: %s" % (host.label, code, host.why))
         else:
             host.why = MEANINGS[0]
+        if code != 0:
+            self._not_coming(host)
+
+    def _not_coming(self, host):
+        """A host whose session ended without a result: tell the server (``ctl
+        not-coming``, before go it then waits for one client fewer), so one dead
+        host does not cost --start-timeout. Said in one line; a failure to tell
+        only costs that wait."""
+        if host.told_server or self.server is None or self.server.poll() is not None:
+            return
+        host.told_server = True
+        argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
+                self.args.log_dir] + _secret_flags(self.server_flags) + [
+            "not-coming", host.label, "--why", (host.why or "")[:REASON_MAX_CHARS]]
+        try:
+            ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, close_fds=True)
+        except OSError as exc:
+            self.warn("could not tell the server that %s will not come (%s)" % (
+                host.label, exc.strerror or exc))
+            return
+        deadline = time.time() + NOT_COMING_TIMEOUT_S
+        while ctl.poll() is None and time.time() < deadline:
+            time.sleep(POLL_S / 2)
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+        answer = ctl.stdout.read().decode("utf-8", "replace").strip().splitlines()
+        ctl.stdout.close()
+        self.warn("told the server that %s will not come: %s" % (
+            host.label, answer[-1] if answer else "no answer"))
 
     def _poll_hosts(self):
         for host in self.hosts:
@@ -554,11 +619,15 @@ class Launcher(object):
         self._stop_sessions("%g s after the server ended" % self.args.client_grace)
 
     def summary(self):
+        """The end table: a row per host line with its client's name."""
         width = max([len("host")] + [len(h.label) for h in self.hosts])
-        rows = ["%-*s  %4s  %s" % (width, "host", "exit", "meaning")]
-        for host in self.hosts:
+        names = [h.client or "-" for h in self.hosts]
+        nw = max([len("client")] + [len(n) for n in names])
+        rows = ["%-*s  %-*s  %4s  %s" % (width, "host", nw, "client", "exit", "meaning")]
+        for host, name in zip(self.hosts, names):
             code = "-" if host.code is None else str(host.code)
-            rows.append("%-*s  %4s  %s" % (width, host.label, code, host.why or ""))
+            rows.append("%-*s  %-*s  %4s  %s" % (width, host.label, nw, name, code,
+                                                  host.why or ""))
         self.say("\n".join(rows))
 
     def exit_code(self, server_code):
@@ -620,8 +689,8 @@ def main(argv=None):
                 printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
     except Usage as exc:
-        _write_line(sys.stderr, u"diskbench launch: error: %s (see %s --help)"
-                    % (printable(exc.args[0]), PROG))
+        _write_line(sys.stderr, u"%s: error: %s (see %s --help)"
+                    % (PROG, printable(exc.args[0]), PROG))
         return exitcodes.USAGE
     return Launcher(args, server_flags, client_flags, hosts).run()
 

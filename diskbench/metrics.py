@@ -86,6 +86,15 @@ def recent_mib_s(samples, now, window=NOW_WINDOW_S):
     return mib(nbytes) / seconds if seconds > 0 else 0.0
 
 
+#: The two throughput figures of a client and the run's aggregate, named once
+#: (report.txt, report.html, the client's closing line): over the perf
+#: intervals' wall time; over the time inside write (+fsync) calls only; the
+#: run's sum over the period when all clients wrote, on the server's clock.
+WALL_LABEL = "throughput (wall)"
+IN_CALLS_LABEL = "in write+fsync calls"
+AGGREGATE_LABEL = "wall clock, all clients writing"
+
+
 def percentile(values, pct):
     """Nearest-rank percentile of a list of numbers (None for an empty list)."""
     if not values:

@@ -30,6 +30,10 @@ MIN_CHUNK_MB = 10
 #: The server's chunk list when it is given none (MiB): a spread from the
 #: minimum up, so a fleet shows how chunk size moves throughput.
 DEFAULT_CHUNK_MB = (10, 20, 40, 80)
+#: How to choose chunk sizes for what you want to learn (the server's and the
+#: client's --help, and the report when its clients wrote different sizes).
+CHUNK_ADVICE = ("to find a slow host, give one chunk size (--chunk-mb 10 on the "
+                "server); to see how chunk size matters, keep the default")
 #: A data file is this many chunks unless --file-mb says otherwise.
 FILE_CHUNKS = 10
 #: A run must allow at least this many rollovers, so the fsync + close of full

@@ -452,12 +452,14 @@ CTL_REPLY = "control-reply"       # server -> ctl
 CTL_LIST = "list"                 # request: one CTL_CLIENT line per client, then done
 CTL_STOP = "stop"                 # request: send STOP to one client (the field client)
 CTL_END = "end"                   # request: end the run as one SIGINT does
+CTL_NOT_COMING = "not-coming"     # request: a host's client will not come (launcher)
 CTL_CLIENT = "client"             # reply: one client's line of `ctl list`
 CTL_DONE = "done"                 # reply, always last: ctl's exit code and what happened
 SPECS[CTL_REQUEST] = {
     CTL_LIST: dict(),
     CTL_STOP: dict(client=_NAME),
     CTL_END: dict(),
+    CTL_NOT_COMING: dict(host=Str(255), reason=_TEXT),
 }
 SPECS[CTL_REPLY] = {
     CTL_CLIENT: dict(client=_NAME, host=Str(255), state=Str(32), reason=_TEXT,

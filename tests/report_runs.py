@@ -68,11 +68,12 @@ class Crafted(object):
         self.lines.append(json.dumps(protocol.record(msg, ts + recv_delay, "127.0.0.1:1")))
 
     def client(self, name, host, mib_s, latency_s, intervals=4, stop=True, rollovers=1,
-               cpu=10.0):
+               cpu=10.0, **hello):
         """A client writing ``mib_s`` for ``intervals`` 1 s intervals: in each, 2% of the chunks
-        (at least 2) take 3 x ``latency_s`` (the interval's p99 and max), the others ``latency_s`` (p50)."""
+        (at least 2) take 3 x ``latency_s`` (the interval's p99 and max), the others ``latency_s`` (p50).
+        ``hello``: fields of its hello (its plan: chunk_bytes, ...) other than the defaults."""
         t = self.start_ts + 1.0
-        self.add(name, protocol.HELLO, t, **hello_fields(hostname=host))
+        self.add(name, protocol.HELLO, t, **hello_fields(hostname=host, **hello))
         self.add(name, protocol.START, t, writer_pid=42, sync_mode=protocol.SYNC_DIRECT,
                  preallocate=False, block_bytes=4096, buffer_huge_bytes=None)
         # 10 MiB chunks from 100 MiB/s up, so a chunk's time fits its interval

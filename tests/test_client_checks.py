@@ -97,7 +97,8 @@ def test_file_smaller_than_chunk_is_a_usage_error(procs, tmpdir):
 def test_chunk_below_minimum_is_refused_with_the_reason(procs, tmpdir):
     code, out, err = run_client(procs, tmpdir, ["--chunk-mb", "5", str(tmpdir)])
     assert code == exitcodes.USAGE
-    assert error_line(err) == ("diskbench client: error: --chunk-mb 5 is below the 10 MiB "
+    assert error_line(err) == ("python -m diskbench.client: error: --chunk-mb 5 is below "
+                               "the 10 MiB "
                                "minimum: smaller chunks measure the cost of each write call "
                                "more than the disk's throughput; use --chunk-mb 10 or more")
 

@@ -119,12 +119,12 @@ def test_three_clients_real_server_report_and_logs(procs, tmpdir):
         assert 0 < entry["rtt_ms"] < 1000 and abs(entry["clock_offset_s"]) < 0.5
         assert "ping round trip %.2f ms" % entry["rtt_ms"] in report_text
         # the closing line gives the report's figures, under the report's names
-        wall, writing = re.search(r"throughput \(wall\) ([\d.]+) MiB/s; while writing "
+        wall, writing = re.search(r"throughput \(wall\) ([\d.]+) MiB/s; in write\+fsync calls "
                                   r"([\d.]+) MiB/s", text).groups()
         tp = entry["throughput_mib_s"]
         assert abs(float(wall) - tp["mean"]) <= 0.05 + 1e-9
-        assert abs(float(writing) - tp["while_writing"]) <= 0.05 + 1e-9
-        assert "while writing" in report_text and "throughput (wall)" in report_text
+        assert abs(float(writing) - tp["in_write_calls"]) <= 0.05 + 1e-9
+        assert "in write+fsync calls" in report_text and "throughput (wall)" in report_text
         # a progress line every --progress-interval (no terminal: plain lines)
         assert len(re.findall(r"progress: \d+ s of 3 s \(\d+ s left\): [\d.]+ MiB/s "
                               r"now, [\d.]+ MiB written, \d+ rollovers", text)) >= 2

@@ -93,7 +93,7 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     rows = dict((line.split()[0], line.split()) for line in lines[1:3])
     assert sorted(rows) == ["keeper", "victim"]
     for row in rows.values():
-        assert row[1] == "running" and row[2].startswith("127.0.0.1:")
+        assert row[1] == "writing" and row[2].startswith("127.0.0.1:")
     assert lines[-1].endswith(": 2 clients")
 
     code, out, err = ctl(procs, logs, "stop", "victim")
@@ -112,9 +112,9 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     assert code == exitcodes.OK, err
     row = [line for line in out.splitlines() if line.startswith("victim ")][0]
     assert row.split()[1] == "finished" and row.split()[4] == "0.0"   # MiB/s now
-    assert "stopped by the operator (ctl stop at " in row
+    assert "stopped by the operator (ctl stop) at " in row
     row = [line for line in out.splitlines() if line.startswith("keeper ")][0]
-    assert row.split()[1] == "running"                 # only the one named stopped
+    assert row.split()[1] == "writing"                 # only the one named stopped
     code, _, err = ctl(procs, logs, "stop", "victim")      # already stopped
     assert code == exitcodes.CTL_NO_CLIENT and "victim is finished" in err
     assert len(err.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ DOCS = ("docs/ARCHITECTURE.md", "docs/TESTING.md")
 _PATHLIKE = re.compile(r"`([\w.*/-]+(?:\.(?:py|md|txt|png|json|jsonl)|/))`")
 #: Names the docs use for files the run writes (not files of the repository).
 RUN_FILES = ("server.log", "perf.jsonl", "run.json", "report.txt", "report.json",
-             "report.html", "compare.html", "clients.csv", "timeseries.csv",
+             "report.html", "compare.html", "clients.csv", "chunk_sizes.csv", "timeseries.csv",
              "client-NAME.log", "client-NAME.undelivered.jsonl", "diskbench-logs/")
 
 

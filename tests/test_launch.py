@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -119,15 +120,16 @@ def run_launch(argv, tag, path_prefix=None):
 
 
 def summary_rows(out):
-    """{host label: exit column} from the launcher's final table."""
+    """{host label: (exit column, meaning, client name)} from the launcher's final table."""
     lines = out.splitlines()
-    start = max(i for i, line in enumerate(lines) if re.match(r"^host\s+exit\s+meaning", line))
+    start = max(i for i, line in enumerate(lines)
+                if re.match(r"^host\s+client\s+exit\s+meaning", line))
     rows = {}
     for line in lines[start + 1:]:
-        m = re.match(r"^(\S+)\s+(-|\d+)\s+(.*)$", line)
+        m = re.match(r"^(\S+)\s+(\S+)\s+(-|\d+)\s+(.*)$", line)
         if not m or line.startswith("diskbench launch:"):
             break
-        rows[m.group(1)] = (m.group(2), m.group(3))
+        rows[m.group(1)] = (m.group(3), m.group(4), m.group(2))
     return rows
 
 
@@ -245,21 +247,26 @@ def test_server_that_cannot_start_gives_its_code_and_no_ssh(tmpdir, tag):
     finally:
         busy.close()
     assert code == exitcodes.SERVER_BIND, (out, err)
-    assert "diskbench server: error:" in err and "unreachable-never-tried" not in err + out
+    assert "diskbench.server: error:" in err and "unreachable-never-tried" not in err + out
 
 
 # --- whole runs through a fake ssh ---------------------------------------------------------
 def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
-    """The run goes on with the hosts that started; the one that failed is one line."""
+    """The run goes on with the hosts that started; the one that failed is one line, and
+    the server is told it will not come; the end table names each host's client."""
     d1, d2 = str(tmpdir.mkdir("d1")), str(tmpdir.mkdir("d2 with space"))
-    hosts = write_hosts(tmpdir, "fake1 name=a dir=%s\nfake2 name=b\nunreachable-host\n" % d1)
+    hosts = write_hosts(tmpdir, "fake1 name=a dir=%s\nfake2\nunreachable-host\n" % d1)
     log_dir = str(tmpdir.join("logs"))
     code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag), tag,
                                 fake_ssh_dir(tmpdir))
-    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)   # 2 of 3 came: the server's 5
+    # the server's run completed with the 2 clients it was told to expect; a host failed
+    assert code == launch.LAUNCH_CLIENT_FAILED, (out, err)
     failed = [line for line in err.splitlines() if "unreachable-host" in line]
-    assert failed == ["diskbench launch: ssh to unreachable-host failed: ssh: connect to "
-                      "host unreachable-host port 22: Connection refused"], err
+    assert failed[0] == "diskbench launch: ssh to unreachable-host failed: ssh: connect to " \
+        "host unreachable-host port 22: Connection refused", err
+    assert failed[1].startswith("diskbench launch: told the server that unreachable-host "
+                                "will not come: "), err
+    assert len(failed) == 2, err
     assert "Traceback" not in err
     rows = summary_rows(out)
     assert rows["fake1"][0] == "0" and rows["fake2"][0] == "0", out
@@ -267,11 +274,62 @@ def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
         rows["unreachable-host"][1]
     data = report(log_dir)
     by_name = dict((c["client"], c) for c in data["clients"])
-    assert sorted(by_name) == ["a", "b"]
+    assert len(by_name) == 2 and "a" in by_name
+    b = [n for n in by_name if n != "a"][0]       # fake2's own default name
+    assert (rows["fake1"][2], rows["fake2"][2], rows["unreachable-host"][2]) == ("a", b, "-")
     assert all(c["state"] == "finished" for c in by_name.values())
-    assert by_name["a"]["target_dir"] == d1 and by_name["b"]["target_dir"] == d2
-    assert "2 of 3" in open(os.path.join(log_dir, "report.txt")).read()
+    assert by_name["a"]["target_dir"] == d1 and by_name[b]["target_dir"] == d2
+    assert data["run"]["expected_client_count"] == 2
+    assert any(w.startswith("host unreachable-host will not come (ssh failed: ") and
+               w.endswith("the run waits for 2 clients, not 3")
+               for w in data["run"]["server_warnings"]), data["run"]["server_warnings"]
     assert os.path.exists(os.path.join(log_dir, "launch-3-unreachable-host.log"))
+
+
+#: A --start-timeout far beyond the test's deadline (RUN_TIMEOUT_S): a run that waited
+#: for it could not end in time.
+LARGE_START_TIMEOUT_S = 600
+
+
+def test_fake_ssh_dead_host_does_not_cost_the_start_timeout(tmpdir, tag):
+    """A host whose ssh fails at once is taken off the count the server waits for
+    (ctl not-coming): with --start-timeout far beyond the test's deadline, the run
+    starts and ends with the others, well under the timeout."""
+    hosts = write_hosts(tmpdir, "fake1 name=a\nunreachable-dead\nfake2 name=b\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag)
+    argv[argv.index("--start-timeout") + 1] = str(LARGE_START_TIMEOUT_S)
+    began = time.time()
+    code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir))
+    elapsed = time.time() - began
+    assert code == launch.LAUNCH_CLIENT_FAILED, (out, err)
+    assert RUN_TIMEOUT_S < LARGE_START_TIMEOUT_S and elapsed < LARGE_START_TIMEOUT_S / 10.0
+    data = report(log_dir)
+    assert sorted(c["client"] for c in data["clients"]) == ["a", "b"]
+    assert all(c["state"] == "finished" for c in data["clients"])
+    assert data["run"]["exit_code"] == exitcodes.OK      # no "2 of 3": nobody was missing
+    assert not any("--start-timeout" in w for w in data["run"]["server_warnings"])
+    rows = summary_rows(out)
+    assert rows["unreachable-dead"][0] == "255" and rows["fake1"][2] == "a"
+
+
+def test_ctl_not_coming_lowers_the_count_only_before_go():
+    """The registry waits for one client fewer per host that will not come, releases
+    go when those present are enough, and changes nothing once go was sent."""
+    from diskbench.server import registry as reg
+    from tests.test_server_fakes import hello_fields
+    from diskbench import protocol as P
+    r = reg.Registry(expected_clients=3)
+    hello = P.make(P.HELLO, P.C2S, name="c1", seq=1, ts=time.time(), **hello_fields())
+    r.hello(hello, time.time(), 1, "127.0.0.1:1", lambda m: True)
+    assert "waits for 2 clients" in r.not_coming("h2", "ssh failed")
+    assert not r.go_released and r.expected_clients == 2
+    assert "go is sent" in r.not_coming("h3", "ssh failed")
+    assert r.go_released and r.expected_clients == 1
+    assert "already sent" in r.not_coming("h4", "late") and r.expected_clients == 1
+    assert [n for n in r.notes if "will not come" in n] == [
+        "host h2 will not come (ssh failed): the run waits for 2 clients, not 3",
+        "host h3 will not come (ssh failed): the run waits for 1 client, not 2"]
 
 
 def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
@@ -283,7 +341,8 @@ def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
                                             extra=["--server-grace", "600"]), tag,
                                 fake_ssh_dir(tmpdir))
     assert code == launch.LAUNCH_NO_HOST, (out, err)
-    mine = [line for line in err.splitlines() if line.startswith("diskbench launch:")]
+    mine = [line for line in err.splitlines() if line.startswith("diskbench launch:") and
+            "told the server that" not in line]   # (tested in the start-timeout test)
     assert len([line for line in mine if "unreachable1" in line]) == 1, err
     missing = [line for line in mine if line.startswith("diskbench launch: fake:")]
     assert len(missing) == 1 and "no Python there can import diskbench" in missing[0] \

@@ -57,24 +57,35 @@ def _script(procs, bindir, name, args, cwd):
     return procs.start([os.path.join(bindir, name)] + list(args), env=NO_CHECKOUT, cwd=cwd)
 
 
+#: The console scripts setup.py installs: each answers --version and --help, and
+#: names itself in its usage and error lines.
+SCRIPTS = ("diskbench-client", "diskbench-server", "diskbench-report", "diskbench-launch")
+
+
 def test_console_scripts_install_and_name_themselves(installed, tmpdir):
+    """Every console script (launch too) is installed, says its version, and its
+    usage and error lines start with the name it was run as."""
     procs = Procs(python=os.path.join(installed, "python"))
     try:
         where = procs.start(["-c", "import diskbench; print(diskbench.__file__)"],
                             env=NO_CHECKOUT, cwd=str(tmpdir))
         out, _ = communicate(where, 30)
         assert out.startswith(os.path.dirname(installed)), out  # not the checkout
-        for name in ("diskbench-client", "diskbench-server"):
+        for name in SCRIPTS:
             proc = _script(procs, installed, name, ["--version"], str(tmpdir))
             out, err = communicate(proc, 30)
             assert proc.returncode == 0 and (out + err).strip() == "diskbench %s" % __version__
-            proc = _script(procs, installed, name, ["--no-such-flag"], str(tmpdir))
+            proc = _script(procs, installed, name, ["--help"], str(tmpdir))
+            out, err = communicate(proc, 30)
+            assert proc.returncode == 0 and out.startswith("usage: %s " % name), out
+        for name, args in (("diskbench-client", ["--no-such-flag"]),
+                           ("diskbench-server", ["--no-such-flag"]),
+                           ("diskbench-report", ["--no-such-flag"]),
+                           ("diskbench-launch", ["--hosts", "no-such-file", "--", "d"])):
+            proc = _script(procs, installed, name, args, str(tmpdir))
             out, err = communicate(proc, 30)
             assert proc.returncode == exitcodes.USAGE
             assert err.startswith("%s: error: " % name) and "see %s --help" % name in err, err
-        proc = _script(procs, installed, "diskbench-report", ["--help"], str(tmpdir))
-        out, err = communicate(proc, 30)
-        assert proc.returncode == 0 and out.startswith("usage: diskbench-report"), out
     finally:
         procs.cleanup()
 

@@ -1,4 +1,4 @@
-"""Report outputs: report.txt layout, JSON format 2 and its documentation, the CSV files,
+"""Report outputs: report.txt layout, JSON format 3 and its documentation, the CSV files,
 re-rendering a killed server's run, compare. Real server and clients where a run is needed;
 crafted perf.jsonl files (protocol-built messages) where exact figures are needed."""
 import array
@@ -100,6 +100,20 @@ def test_report_killed_server_rerenders_to_the_figures_of_a_completed_run(procs,
     # the resumed server accepted no message itself: all were read back
     assert completed["run"]["server_cpu"]["message_count"] == 0
     assert again["run"]["server_cpu"] == completed["run"]["server_cpu"]
+    # a run of an older server (run.json without its report facts): the facts of
+    # its report.json are kept
+    marker = os.path.join(done, "run.json")
+    with open(marker) as f:
+        info = json.load(f)
+    assert info.pop(report_mod.FACTS_KEY)
+    with open(marker, "w") as f:
+        json.dump(info, f)
+    code, out, err = run_report(procs, done, "--out", str(tmpdir.mkdir("older")))
+    assert code == 0, err
+    older = load_report(str(tmpdir.join("older")))
+    assert older["rerendered"]["from_files"] == ["perf.jsonl", "run.json", "report.json"]
+    assert older["run"]["exit_code"] == 0 and older["clients"] == completed["clients"]
+    assert older["run"]["server_cpu"] == completed["run"]["server_cpu"]
 
 
 def test_report_without_stop_summaries_says_unfinished_server_did_not_see_the_end(
@@ -157,7 +171,7 @@ def test_report_csv_files_load_and_agree_with_report_json(procs, tmpdir):
         assert abs(_num(rows[0]["t_run_s"]) - (2.0 + 0.01)) < 1e-3
 
 
-def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
+def test_report_json_format_3_every_key_documented_and_text_fits_120_columns(procs, tmpdir):
     run = Crafted(str(tmpdir.join("doc")))
     run.client("n1", "h1", 100, 0.004)
     run.add("n1", P.HEARTBEAT, T0 + 3.0, writer_pid=42, writer_alive=True,
@@ -167,7 +181,7 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     code, out, err = run_report(procs, run.save())
     assert code == 0, err
     rep = load_report(run.log_dir)
-    assert rep["report_format"] == 2
+    assert rep["report_format"] == report_mod.REPORT_FORMAT == 3
     e = by_client(rep)["n1"]
     assert set(e["throughput_timeline"][0]) == set(["t_s", "length_s", "mib_s"])
     assert e["last_heartbeat"]["progress_age_s"] == 0.25
@@ -186,7 +200,8 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert lines[0].startswith("diskbench report crafted: ")
     assert lines[1] == "exit code -: " + rerender.NO_REPORT_MEANING
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
-    assert lines[3].startswith("aggregate: ") and lines[4].startswith("slowest: ")
+    assert lines[3].startswith("aggregate: ")
+    assert lines[4].startswith("chunk 1 MiB, 2 clients: slowest ")
     head = [i for i, line in enumerate(lines) if re.match(
         r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
     assert head, lines[:10]   # the table comes right after the headline (and what
@@ -201,7 +216,25 @@ def test_report_json_format_2_every_key_documented_and_text_fits_120_columns(pro
     assert "Comparing with your own fio run" in text.replace("\n    ", " ")
 
 
+def compare_sections(out):
+    """compare's text: {section title: {client: [fields after the name]}} of its
+    client tables ('clients, MiB/s mean', 'clients, chunk latency p99 ms')."""
+    sections, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("clients, "):
+            current = sections.setdefault(line.split(";")[0], {})
+        elif not line.strip() or line.startswith("plans "):
+            current = None
+        elif current is not None and not line.startswith("client "):
+            name, rest = line[1:28].strip(), line[28:].split()
+            current[name] = [line[0]] + rest
+    return sections
+
+
 def test_report_compare_gives_the_deltas_of_two_crafted_runs(procs, tmpdir):
+    """compare matches clients by name, then host, gives each client's MiB/s and p99
+    in both runs with the change, and the aggregate change like for like (a client
+    in one run only is left out of it, and the all-clients rows give no change)."""
     a = Crafted(str(tmpdir.join("a")))
     a.client("n1", "h1", 100, 0.004)
     a.client("n2", "h2", 200, 0.010)
@@ -216,20 +249,25 @@ def test_report_compare_gives_the_deltas_of_two_crafted_runs(procs, tmpdir):
     html = str(tmpdir.join("cmp.html"))          # B rebuilt from perf.jsonl on the fly
     code, out, err = run_report(procs, "compare", a.log_dir, b.log_dir, "--out", html)
     assert code == 0, err
-    rows = dict((line.split()[0], line.split()) for line in out.splitlines() if line.strip())
-    # client (A / B), match, MiB/s A, B, B-A, change, p99 A, B, B-A, change
-    assert rows["n1"][1:6] == ["name", "100.0", "150.0", "+50.0", "+50.0%"]
-    assert _near(rows["n1"][6:9], [12.0, 6.0, -6.0]) and rows["n1"][9] == "-50.0%"
-    n2 = [line for line in out.splitlines() if line.startswith("n2 / n2-renamed")][0]
-    assert n2.split()[3:8] == ["host", "200.0", "100.0", "-100.0", "-50.0%"]
-    assert _near(n2.split()[8:11], [30.0, 60.0, 30.0]) and n2.split()[11] == "+100.0%"
-    assert [line for line in out.splitlines() if line.startswith("gone / -")]
-    assert [line for line in out.splitlines() if line.startswith("- / new")]
-    agg = [line for line in out.splitlines() if line.startswith("aggregate MiB/s")][0]
-    assert agg.split()[-4:] == ["350.0", "260.0", "-90.0", "-25.7%"]
+    tables = compare_sections(out)
+    mib, p99 = tables["clients, MiB/s mean"], tables["clients, chunk latency p99 ms"]
+    # mark, match, A, B, B vs A
+    assert mib["n1"] == [" ", "name", "100.0", "150.0", "+50.0%"]
+    assert _near(p99["n1"][2:4], [12.0, 6.0]) and p99["n1"][4] == "-50.0%"
+    assert mib["n2 / n2-renamed"] == [" ", "host", "200.0", "100.0", "-50.0%"]
+    assert _near(p99["n2 / n2-renamed"][2:4], [30.0, 60.0])
+    assert mib["gone"][1:] == ["none", "50.0", "-", "-"]
+    assert mib["new"][1:] == ["none", "-", "10.0", "-"]
+    lines = out.splitlines()
+    like = [line for line in lines if line.startswith("MiB/s like for like (2 clients)")][0]
+    assert like.split()[-3:] == ["300.0", "250.0", "-16.7%"]
+    whole = [line for line in lines if line.startswith("aggregate MiB/s, all clients")][0]
+    assert whole.split()[-3:] == ["350.0", "260.0", "-"]
+    assert "client gone left out of the like-for-like aggregate: not in run B" in lines
+    assert "client new left out of the like-for-like aggregate: not in run A" in lines
     with open(html) as f:
         page = f.read()
-    assert "n2-renamed" in page and "+50.0%" in page and "-25.7%" in page
+    assert "n2-renamed" in page and "+50.0%" in page and "-16.7%" in page
 
 
 def test_report_cli_refuses_what_is_not_a_run_with_one_line_and_exit_2(procs, tmpdir):

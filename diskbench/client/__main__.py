@@ -18,9 +18,10 @@ from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLinePars
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
-from diskbench.client.supervisor import START_METHOD_ENV, Supervisor
+from diskbench.client.supervisor import START_METHOD_ENV, Supervisor, take_stop_signals
 from diskbench.compat import PY2, as_text
 from diskbench.metrics import MIB
+from diskbench.signals import Interrupted
 
 #: Bounds on time flags: beyond them a value is a typo, not a plan.
 MAX_DURATION_S = MAX_SECONDS         # --duration, --deliver-timeout, --connect-timeout
@@ -57,13 +58,16 @@ from /proc (Linux only) and the client says so once. Install it with
 environment variable.
 
 exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
-than 2 rollovers possible (see --force), 13 server unreachable/refused, or
+than 2 rollovers possible (see --force), 13 server unreachable/refused (or
+its name does not resolve, the port is not a diskbench server, or it has no
+secret while we have one), or
 results not acknowledged by the end of --deliver-timeout (saved in
 LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
 never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
 removed; also during the start-up calibration), 15 a child process died,
-16 interrupted (SIGINT, SIGTERM, SIGHUP, or the server asked to stop),
-17 the writer stalled: it made no progress and had to be killed at the end.
+16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
+17 the writer stalled: it made no progress for --stall-timeout when the run
+ended, or had to be killed at the end.
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
@@ -90,7 +94,8 @@ def build_parser():
     dflt = plan.defaults()
     p.add_argument("--chunk-mb", type=int, metavar="N",
                    help="chunk size in MiB, at least %d (default: the server's plan, "
-                   "else %d)" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB))
+                   "else %d); %s" % (plan.MIN_CHUNK_MB, dflt["chunk_bytes"] // MIB,
+                                     plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=int, metavar="N",
                    help="data file size in MiB before a rollover (default: the server's "
                    "plan, else %d x chunk)" % plan.FILE_CHUNKS)
@@ -133,8 +138,8 @@ def build_parser():
                    "every %g s)" % progress.REFRESH_S)
     p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
                    metavar="S", help="a writer with no progress this long is stalled: "
-                   "logged and reported; if it then has to be killed at the end, exit 17 "
-                   "(default %(default)g)")
+                   "logged and reported; if it is still stalled at the end (or has to be "
+                   "killed), exit 17 (default %(default)g)")
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -167,7 +172,7 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("diskbench client: error: %s\n" % printable(message))
+    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
     return exitcodes.USAGE
 
 
@@ -193,6 +198,56 @@ class _Printable(logging.Filter):
         return True
 
 
+class _LogFile(logging.FileHandler):
+    """The client log file. Its disk is not the measurement: a write that
+    fails (a full or read-only --log-dir, EIO) is said ONCE on stderr and the
+    file is left alone from then on; the run, the server's copy of every
+    message and the exit code go on as if it had worked."""
+
+    def __init__(self, path, name):
+        logging.FileHandler.__init__(self, path)
+        self.name_ = name
+        self.failed = None      # the error that ended the file, once one did
+
+    def emit(self, record):
+        if self.failed is None:
+            logging.FileHandler.emit(self, record)
+
+    def handleError(self, record):
+        if self.failed is not None:
+            return
+        exc = sys.exc_info()[1]
+        self.failed = exc or "unknown error"
+        stream, self.stream = self.stream, None
+        try:
+            stream.close()      # (its unwritten buffer cannot be written either)
+        except Exception:  # noqa: BLE001 - whatever it is, the run goes on
+            pass
+        why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        try:
+            sys.stderr.write("diskbench client %s: WARNING: cannot write the client log "
+                             "%s (%s): no more lines go to it; the run goes on, its "
+                             "messages still go to the server and here\n"
+                             % (self.name_, printable(self.baseFilename),
+                                printable(why)))
+        except (IOError, OSError, ValueError):
+            pass
+
+    def flush(self):
+        try:
+            logging.FileHandler.flush(self)
+        except (IOError, OSError, ValueError):
+            self.handleError(None)
+
+    def close(self):
+        if self.failed is not None:
+            self.stream = None
+        try:
+            logging.FileHandler.close(self)
+        except (IOError, OSError, ValueError):
+            self.handleError(None)
+
+
 def _open_log(log_dir, name):
     """A logger writing to log_dir/client-NAME.log and to stderr."""
     safe = writer.safe_name(name)
@@ -206,7 +261,7 @@ def _open_log(log_dir, name):
     log.setLevel(logging.DEBUG)
     log.propagate = False
     log.addFilter(_Printable())
-    fh = logging.FileHandler(path)
+    fh = _LogFile(path, name)
     fh.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(message)s"))
     sh = progress.ClearingHandler(sys.stderr)
     sh.setFormatter(logging.Formatter("diskbench client " + name.replace("%", "%%")
@@ -297,6 +352,34 @@ def _close_log(log):
 
 
 def main(argv=None):
+    # First thing: a stop signal from here on ends the client with its code,
+    # never a traceback or a default death that leaves files behind.
+    flag = take_stop_signals()
+    try:
+        return _main(argv, flag)
+    finally:
+        flag.restore()
+
+
+def _main(argv, flag):
+    try:
+        with flag.interrupting():
+            ready = _prepare(argv)
+    except Interrupted as exc:
+        sys.stderr.write("%s: %s before the start-up checks; nothing was written\n" % (
+            prog_name("diskbench.client"), exc))
+        return exitcodes.CLIENT_INTERRUPTED
+    if not isinstance(ready, tuple):
+        return ready
+    log = ready[1]
+    try:
+        return _checked_run(*(ready + (flag,)))
+    finally:
+        _close_log(log)
+
+
+def _prepare(argv):
+    """Flags, secret, name, log: an exit code, or what the run needs."""
     args = build_parser().parse_args(argv)
     fixed = _take_plan_defaults(args)
     try:
@@ -334,45 +417,44 @@ def main(argv=None):
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("diskbench client: error: cannot write the log in %s (%s); "
-                         "use --log-dir with a writable directory\n"
-                         % (printable(args.log_dir), printable(exc.strerror)))
+        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
+                         "with a writable directory\n" % (
+                             prog_name("diskbench.client"), printable(args.log_dir),
+                             printable(exc.strerror or str(exc))))
         return exitcodes.CLIENT_DIRECTORY
-    try:
-        return _checked_run(args, log, name, host, port, file_mb, secret, fixed,
-                            instance_id)
-    finally:
-        _close_log(log)
+    return args, log, name, host, port, file_mb, secret, fixed, instance_id
 
 
-def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_id):
+def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_id, flag):
     directory = os.path.abspath(args.directory)
     shown = display_path(directory)  # the real path stays for the disk; this is sent
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
-        checks.check_directory(directory)
-        if "file_bytes" in fixed:  # else the plan's file size is checked at go
-            _space(directory, file_bytes, args, log)
-        direct_ok, why = checks.probe_direct(directory)
-        sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
-        if not direct_ok:
-            log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
-                        "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
-        mib_s = checks.calibrate(directory, chunk_bytes, sync_mode)
-        expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
-        if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
-            _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
+        with flag.interrupting():  # no loop here: a signal ends the step at once
+            sync_mode, why, mib_s, expected = _start_up_checks(
+                args, log, directory, fixed, file_mb)
     except checks.CheckFailed as exc:
         log.error("%s", exc.message)
         return exc.code
+    except Interrupted as exc:
+        log.error("%s during the start-up checks and calibration: stopped, their "
+                  "scratch files removed from %s", exc, directory)
+        return exitcodes.CLIENT_INTERRUPTED
+    direct_ok = sync_mode == protocol.SYNC_DIRECT
     fs = checks.fs_type(directory)
+    # the plan it will run is the one go carries (logged then): only what this
+    # command line fixed is said here, never a default the server may replace
+    own = [text for field, text in (("chunk_bytes", "chunk %d MiB" % args.chunk_mb),
+                                    ("file_bytes", "file %d MiB" % file_mb),
+                                    ("duration_s", "%g s" % args.duration))
+           if field in fixed]
     unset = [plan.FLAGS[k] for k in protocol.PLAN_FIELDS if k not in fixed]
-    log.info("diskbench %s client %s: %s (%s), chunk %d MiB, file %d MiB, %g s, "
-             "calibration %.0f MiB/s -> ~%.1f rollovers expected%s; log %s",
-             diskbench.__version__, name, shown, fs, args.chunk_mb, file_mb,
-             args.duration, mib_s, expected, "" if not unset else
-             " (the server's plan may set %s)" % ", ".join(unset),
-             log.handlers[0].baseFilename)
+    log.info("diskbench %s client %s: %s (%s), calibration %.0f MiB/s; %s%s; log %s",
+             diskbench.__version__, name, shown, fs, mib_s,
+             "its own plan: %s" % ", ".join(own) if own else "",
+             ("%sthe rest from the server's plan at go (%s)" % (
+                 "; " if own else "", ", ".join(unset))) if unset else
+             " (~%.1f rollovers expected)" % expected, log.handlers[0].baseFilename)
     cfg = config.ClientConfig(
         host=host, port=port, name=name, secret=secret, directory=directory,
         chunk_bytes=chunk_bytes, file_bytes=file_bytes, duration_s=args.duration,
@@ -405,7 +487,25 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
     # (psutil missing is said once: by the stats process's note, logged when relayed)
-    return supervisor.run()
+    return supervisor.run(flag)
+
+
+def _start_up_checks(args, log, directory, fixed, file_mb):
+    """Directory, space, O_DIRECT, calibration: (sync_mode, why O_DIRECT was
+    refused, calibrated MiB/s, expected rollovers); CheckFailed if one fails."""
+    checks.check_directory(directory)
+    if "file_bytes" in fixed:  # else the plan's file size is checked at go
+        _space(directory, file_mb * MIB, args, log)
+    direct_ok, why = checks.probe_direct(directory)
+    sync_mode = protocol.SYNC_DIRECT if direct_ok else protocol.SYNC_FSYNC
+    if not direct_ok:
+        log.warning("O_DIRECT refused in %s (%s): falling back to buffered writes "
+                    "+ fsync per chunk (sync_mode=%s)", directory, why, sync_mode)
+    mib_s = checks.calibrate(directory, args.chunk_mb * MIB, sync_mode)
+    expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
+    if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
+        _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
+    return sync_mode, why, mib_s, expected
 
 
 def _space(directory, file_bytes, args, log):

@@ -52,11 +52,12 @@ def check_directory(directory):
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.close(fd)
-        os.unlink(probe)
     except OSError as exc:
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s is not writable "
                           "(%s); choose a writable directory or fix its permissions"
                           % (directory, os.strerror(exc.errno)))
+    finally:  # also when a signal ends the check (signals.Interrupted)
+        _remove_scratch(None, probe)
 
 
 def free_bytes(directory):

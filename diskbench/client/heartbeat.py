@@ -4,7 +4,13 @@ Every --heartbeat-interval: writer_alive (its PID exists and is not a zombie),
 bytes/chunks from the counters the writer updates after each chunk, and
 progress_age_s (seconds since the writer last finished a chunk). It runs in
 its own process so a saturated writer or main loop cannot delay it.
+
+Each beat's ``ts`` is when it was sampled, not when it was sent: a beat that
+waited in the pipe (the main process paused) is a fact about that moment, and
+the server judges it so (a writer gone after its run ended is not a stall).
 """
+import time
+
 from diskbench import protocol
 from diskbench.client import child, procinfo
 from diskbench.client.child import first_wait, send_quietly, wait_or_stop
@@ -16,7 +22,7 @@ def beat(writer_pid, counters):
     return (protocol.HEARTBEAT, dict(
         writer_pid=writer_pid, writer_alive=procinfo.is_alive(writer_pid),
         bytes_written=int(bytes_v.value), chunks_written=int(chunks_v.value),
-        progress_age_s=max(0.0, monotonic() - progress_v.value)))
+        progress_age_s=max(0.0, monotonic() - progress_v.value), ts=time.time()))
 
 
 def heartbeat_main(conn, cfg, writer_pid, counters):

@@ -8,7 +8,8 @@ first clear the progress line (``ClearingHandler``), so the two never mix.
 The figures come from the perf messages the writer sends, the same ones the
 server gets, and are named as the report names them: "throughput (wall)" is
 bytes over the perf intervals' wall time (the report's throughput mean) and
-"while writing" is bytes over the time spent in write (+fsync) calls only.
+"in write+fsync calls" is bytes over the time spent in write (+fsync) calls only
+(metrics.WALL_LABEL, metrics.IN_CALLS_LABEL).
 """
 from __future__ import division
 
@@ -17,7 +18,7 @@ import logging
 import sys
 
 from diskbench.compat import monotonic
-from diskbench.metrics import NOW_WINDOW_S, mib, recent_mib_s
+from diskbench.metrics import IN_CALLS_LABEL, NOW_WINDOW_S, WALL_LABEL, mib, recent_mib_s
 
 #: The progress line on a terminal is redrawn this often (seconds).
 REFRESH_S = 1.0
@@ -56,8 +57,9 @@ class Figures(object):
 
     def closing(self):
         """The figures of the closing line, labelled as the report labels them."""
-        return "%s MiB written; throughput (wall) %s MiB/s; while writing %s MiB/s" % (
-            _f(mib(self.bytes)), _f(self.mib_s_wall()), _f(self.mib_s_writing()))
+        return "%s MiB written; %s %s MiB/s; %s %s MiB/s" % (
+            _f(mib(self.bytes)), WALL_LABEL, _f(self.mib_s_wall()), IN_CALLS_LABEL,
+            _f(self.mib_s_writing()))
 
 
 def _f(value):

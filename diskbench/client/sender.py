@@ -38,12 +38,14 @@
 Nothing here ever blocks the caller of ``send()``: it appends and returns.
 """
 import collections
+import json
 import random
 import socket
 import threading
 import time
 
 from diskbench import protocol
+from diskbench.cli import printable
 from diskbench.compat import monotonic, wait_readable
 
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
@@ -75,6 +77,12 @@ BACKOFF_JITTER = 0.25
 DROP_LOG_EVERY = 1000
 #: How often idle threads look at the closing flag.
 IDLE_TICK_S = 0.25
+#: Before any diskbench message was heard from it, a peer that closed this
+#: many connections in a row without a word is not a diskbench server (or one
+#: refusing connections: its --max-connections): a fatal refusal, not retried.
+SILENT_CLOSES_MAX = 3
+#: At most this much of a foreign peer's first answer is quoted.
+FOREIGN_QUOTE_CHARS = 60
 _RECV_BYTES = 65536
 
 
@@ -105,6 +113,10 @@ class Sender(object):
         self.run_id = None
         self.go_msg = self.go_wall = self.go_mono = None  # the go, and when it came
         self.rejected = None                # the server's reason, when refused
+        self.fatal = None                   # why this peer cannot be our server
+        self.ever_healthy = False           # a diskbench message was ever heard
+        self.silent_closes = 0              # connections closed without a word
+        self.retry_said = False             # the one "retrying" line was said
         self.ack_beyond = None              # (acked seq, our last seq) of a bogus ack
         self.server_stop = None             # the server's reason, when it asked
         # Resent as the very same line (seq 1) on every reconnect: the server
@@ -176,13 +188,14 @@ class Sender(object):
         with self.cond:
             return self.sock is not None
 
-    def wait_connected(self, timeout):
-        """True once connected (or ever connected); False after ``timeout``."""
+    def wait_connected(self, timeout, give_up=None):
+        """True once connected (or ever connected); False after ``timeout``,
+        or within IDLE_TICK_S of ``give_up()`` turning true (a signal)."""
         deadline = time.time() + timeout
         with self.cond:
-            while self.connects == 0 and self.rejected is None:
+            while self.connects == 0 and self.rejected is None and self.fatal is None:
                 left = deadline - time.time()
-                if left <= 0:
+                if left <= 0 or (give_up is not None and give_up()):
                     return False
                 self.cond.wait(min(left, IDLE_TICK_S))
             return True
@@ -280,7 +293,8 @@ class Sender(object):
         attempts = 0
         while True:
             with self.cond:
-                if self.closed or self.rejected is not None:
+                if self.closed or self.rejected is not None or (
+                        self.fatal is not None and self.sock is None):
                     return
                 sock, gen = self.sock, self.gen
                 if sock is None and attempts:  # back off before every retry
@@ -295,9 +309,12 @@ class Sender(object):
                 attempts += 1
                 try:
                     sock = self._connect()
+                except socket.gaierror as exc:
+                    self._connect_failed(exc, unresolvable=getattr(
+                        exc, "errno", None) != socket.EAI_AGAIN)
+                    continue
                 except (OSError, socket.error) as exc:
-                    with self.cond:
-                        self.last_error = str(exc) or exc.__class__.__name__
+                    self._connect_failed(exc)
                     continue
                 with self.cond:
                     if self.closed:
@@ -310,8 +327,10 @@ class Sender(object):
                     self.connects += 1
                     self.sent_upto = 1  # the hello line went first
                     self.cond.notify_all()
-                self._log("info", "%s server %s:%d", "connected to" if self.connects == 1
-                          else "reconnected to", self.host, self.port)
+                if self.connects == 1 or self.ever_healthy:
+                    self._log("info", "%s server %s:%d", "connected to" if
+                              self.connects == 1 else "reconnected to", self.host,
+                              self.port)
                 reader = threading.Thread(target=self._read_loop, args=(sock, gen),
                                           name="diskbench-reader")
                 reader.daemon = True
@@ -334,6 +353,53 @@ class Sender(object):
                         break
                     self.sent_upto = max(self.sent_upto, seq)
                     self.due.pop(seq, None)
+
+    def _connect_failed(self, exc, unresolvable=False):
+        """A connection attempt failed: before the first connection, an
+        unresolvable name is fatal at once, anything else is said once and
+        retried (a server may be starting); later, retried quietly."""
+        why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+        where = "%s:%d" % (self.host, self.port)
+        with self.cond:
+            self.last_error = why
+            first = self.connects == 0
+            if first and unresolvable:
+                self.fatal = ("cannot resolve the server's host name %s (%s); fix "
+                              "--server" % (self.host, why))
+                self.cond.notify_all()
+                return
+            say = first and not self.retry_said
+            self.retry_said = self.retry_said or say
+        if say:
+            self._log("info", "cannot connect to the server at %s yet (%s); "
+                      "retrying quietly until --connect-timeout", where, why)
+
+    def _closed_silently(self):
+        """A connection closed before the peer said a word: SILENT_CLOSES_MAX
+        in a row before any diskbench message is a peer that is not ours."""
+        with self.cond:
+            self.silent_closes += 1
+            silent = self.silent_closes
+        if silent >= SILENT_CLOSES_MAX:
+            self._foreign("it closed %d connections in a row without a word; or a "
+                          "diskbench server refusing connections at its "
+                          "--max-connections" % silent)
+
+    def _foreign(self, answer):
+        """The peer's first answer is not diskbench's: fatal, said once."""
+        with self.cond:
+            if self.ever_healthy or self.fatal is not None:
+                return False
+            if isinstance(answer, bytes):
+                answer = answer.decode("utf-8", "replace")
+            self.fatal = "%s:%d is not a diskbench server (%s); fix --server" % (
+                self.host, self.port, answer)
+            self.cond.notify_all()
+        return True
+
+    def _quote(self, data):
+        return "it answered '%s'%s" % (printable(data[:FOREIGN_QUOTE_CHARS].strip()),
+                                       "..." if len(data) > FOREIGN_QUOTE_CHARS else "")
 
     def _sendable(self):
         """([(seq, line)] unsent and due, in seq order, up to the first one
@@ -358,13 +424,14 @@ class Sender(object):
                 self.disconnected_at = time.time()
             self.healthy = False
             self.cond.notify_all()
-            closing = self.closed
+            # a peer that never spoke diskbench: one line says so elsewhere
+            closing = self.closed or self.fatal is not None or not self.ever_healthy
         _close_socket(sock)
         if not closing:
             self._log("warning", "connection to server lost (%s); reconnecting", why)
 
     def _read_loop(self, sock, gen):
-        buf = b""
+        buf, got = b"", False
         while True:
             with self.cond:
                 if gen != self.gen or self.closed or self.sock is not sock:
@@ -377,12 +444,21 @@ class Sender(object):
                 except socket.timeout:
                     continue
                 except (OSError, socket.error, ValueError) as exc:
+                    if not got:  # (a reset: it closed without reading our hello)
+                        self._closed_silently()
                     self._broken(gen, "receive failed: %s" % (exc,))
                     return
                 if not data:
+                    if not got:
+                        self._closed_silently()
                     self._broken(gen, "server closed the connection")
                     return
+                got = True
                 buf += data
+                if not self.ever_healthy and not buf.lstrip().startswith(b"{") and \
+                        buf.strip() and self._foreign(self._quote(buf)):
+                    self._broken(gen, "not a diskbench server")
+                    return
                 if b"\n" not in buf and len(buf) > protocol.MAX_LINE_BYTES:
                     self._broken(gen, "server line over %d bytes" % protocol.MAX_LINE_BYTES)
                     return
@@ -391,19 +467,30 @@ class Sender(object):
             try:
                 msg = protocol.decode(line, protocol.S2C, self.secret)
             except protocol.ProtocolError as exc:
-                if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy:
+                if self.fatal is not None:
+                    continue  # said once already; the link ends
+                peer_v = exc.peer_version
+                if exc.kind == protocol.ProtocolError.BAD_VERSION and not self.healthy \
+                        and isinstance(peer_v, int) and not isinstance(peer_v, bool):
                     # another diskbench version: nothing it says can be read,
                     # so its refusal is ours to word (both versions named)
                     self._on_rejected(protocol.make(protocol.REJECTED, protocol.S2C,
                                                     reason=exc.reason, fatal=True))
                     continue
-                if not self._unsigned_refusal(line, exc):
-                    self._log("warning", "ignored a server message: %s", exc)
+                if self._unsigned_refusal(line, exc) or self._unsigned_server(line, exc):
+                    continue
+                if not self.ever_healthy and exc.kind != protocol.ProtocolError.BAD_MAC:
+                    if self._foreign(self._quote(line)):
+                        self._broken(gen, "not a diskbench server")
+                        return
+                self._log("warning", "ignored a server message: %s", exc)
                 continue
             with self.cond:
                 if gen == self.gen and not self.healthy:
                     self.healthy = True  # a real server: reset the backoff
                     self.backoff = BACKOFF_FIRST_S
+                self.ever_healthy = True
+                self.silent_closes = 0
             self._handle(msg)
 
     def _unsigned_refusal(self, line, exc):
@@ -427,6 +514,47 @@ class Sender(object):
                                    "and client use the same secret)" % msg.reason,
                                    fatal=msg.fatal))
         return True
+
+    def _unsigned_server(self, line, exc):
+        """A server without a secret answers a client with one unsigned (the
+        server ignores our macs): we cannot trust its acks, so the run cannot
+        go on. Fatal (True) once; the server is told why (an error message,
+        which it records), so both sides name the same cause."""
+        if exc.kind != protocol.ProtocolError.BAD_MAC or self.ever_healthy or \
+                self.fatal is not None:
+            return False
+        try:
+            protocol.decode(line, protocol.S2C)
+        except protocol.ProtocolError:
+            return False
+        try:
+            signed = "mac" in json.loads(line.decode("utf-8"))
+        except (ValueError, TypeError, UnicodeError):
+            return False
+        if signed:
+            return False  # signed with another secret: a wrong mac, not none
+        text = ("the server at %s:%d has no secret (its replies are unsigned, so its "
+                "acknowledgements cannot be trusted) but this client has one: give the "
+                "server the same --secret-file, or run the client without one"
+                % (self.host, self.port))
+        self.send(protocol.ERROR, source="client", reason=text, errno=None, fatal=True)
+        with self.cond:
+            self.fatal = text
+            self.cond.notify_all()
+        return True
+
+    def wait_sent(self, timeout):
+        """Wait up to ``timeout`` until everything queued was written to the
+        socket (not acknowledged); True if it was."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while self.sock is not None and self.buffer and \
+                    self.sent_upto < self.buffer[-1][0]:
+                left = deadline - time.time()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, IDLE_TICK_S))
+            return self.sock is not None
 
     def _handle(self, msg):
         handler = _ON_SERVER_MESSAGE.get(msg.type)

@@ -56,6 +56,19 @@ MAX_START_WAIT_S = 60.0
 WRITER, STATS, HEARTBEAT = "writer", "stats", "heartbeat"
 
 
+def take_stop_signals():
+    """A SignalFlag installed for STOP_SIGNALS, the first thing the client does;
+    SIGHUP stays ignored where it is (nohup: the user asked to outlive the
+    session). Its ``detached`` says which."""
+    taken = list(STOP_SIGNALS)
+    detached = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    if detached:
+        taken.remove(signal.SIGHUP)
+    flag = SignalFlag().install(taken)
+    flag.detached = detached
+    return flag
+
+
 class Outcome(object):
     """How the run ended: STOP reason, exit code, and a line for the log."""
 
@@ -84,15 +97,17 @@ class Supervisor(object):
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
+        self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
 
     # --- entry ---------------------------------------------------------------------
-    def run(self):
-        taken = list(STOP_SIGNALS)
-        if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
-            self.log.info("SIGHUP is ignored (nohup?): running detached")
-            taken.remove(signal.SIGHUP)  # under nohup: the user asked to outlive the session
-        self.signals = SignalFlag().install(taken)  # only a flag: the loop does the work
+    def run(self, flag=None):
+        """The run; ``flag``: the SignalFlag main installed first thing (else
+        one is installed here for the run)."""
+        if flag is not None:
+            self.signals = flag
+            return self._run()
+        self.signals = take_stop_signals()  # only a flag: the loop does the work
         try:
             return self._run()
         finally:
@@ -101,8 +116,18 @@ class Supervisor(object):
     def _run(self):
         cfg, log = self.cfg, self.log
         where = "%s:%d" % (cfg.host, cfg.port)
+        if getattr(self.signals, "detached", False):
+            log.info("SIGHUP is ignored (nohup?): running detached")
         self.sender.start()
-        if not self.sender.wait_connected(cfg.connect_timeout_s):
+        if not self.sender.wait_connected(cfg.connect_timeout_s,
+                                          lambda: self.signals.last is not None):
+            self.sender.close(0)
+            if self.signals.last is not None:
+                return self._fail(exitcodes.CLIENT_INTERRUPTED, "interrupted by signal %d "
+                                  "while connecting to the server at %s"
+                                  % (self.signals.last, where))
+            if self.sender.fatal is not None:
+                return self._fail(exitcodes.CLIENT_SERVER, self.sender.fatal)
             self.sender.close(0)
             return self._fail(exitcodes.CLIENT_SERVER, "cannot reach the diskbench server "
                               "at %s within %g s (%s); start the server or fix --server / "
@@ -139,6 +164,9 @@ class Supervisor(object):
             if self.sender.rejected is not None:
                 return Outcome(None, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)
+            if self.sender.fatal is not None:
+                self.sender.wait_sent(BYE_GRACE_S)  # (the server is told why)
+                return Outcome(None, exitcodes.CLIENT_SERVER, self.sender.fatal)
             if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
                                "interrupted by signal %d before the run started"
@@ -147,9 +175,15 @@ class Supervisor(object):
                 return Outcome(protocol.STOP_SERVER, exitcodes.CLIENT_INTERRUPTED,
                                "server asked us to stop: %s" % self.sender.server_stop)
             if self.sender.disconnected_for() > self.cfg.connect_timeout_s:
+                if not self.sender.ever_healthy and self.sender.connected():
+                    return Outcome(None, exitcodes.CLIENT_SERVER, "the peer at %s "
+                                   "accepted the connection but said nothing in %g s "
+                                   "(--connect-timeout): not a diskbench server, or a "
+                                   "stuck one; check --server and the server"
+                                   % (where, self.cfg.connect_timeout_s))
                 return Outcome(None, exitcodes.CLIENT_SERVER, "lost the server at %s "
                                "before the run started (%s); check the server"
-                               % (where, self.sender.last_error))
+                               % (where, self.sender.last_error or "no answer"))
         if self.sender.rejected is not None:
             return Outcome(None, exitcodes.CLIENT_SERVER,
                            "server refused us: %s" % self.sender.rejected)
@@ -353,7 +387,7 @@ class Supervisor(object):
                            "%g s); a disk that stopped answering, or a stopped process?",
                            pid, age, limit)
             self.sender.send(protocol.ERROR, source=WRITER, errno=None, fatal=False,
-                             reason="no progress for %.0f s (writer pid %d stalled)"
+                             reason="no progress for %.1f s (writer pid %d stalled)"
                              % (age, pid))
         elif age < limit and self.stalled:
             self.stalled = False
@@ -389,9 +423,10 @@ class Supervisor(object):
         self.sender.send(protocol.ERROR, source=role, reason=text, errno=None, fatal=True)
         return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_CHILD_DIED, text)
 
-    def _stop_children(self):
+    def _stop_children(self, hurry=lambda: False):
         """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
-        it), then SIGKILL; each bounded. Records who had to be signalled."""
+        it), then SIGKILL; each bounded, and cut short once ``hurry()`` (a
+        signal). Records who had to be signalled."""
         for role, conn in list(self.conns.items()):
             try:
                 conn.send(child.CMD_STOP)
@@ -402,10 +437,13 @@ class Supervisor(object):
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
         deadline = monotonic() + wait_s
-        while monotonic() < deadline and any(
+        while monotonic() < deadline and not hurry() and any(
                 p.exitcode is None for p in self.procs.values()):
             self._drain(LOOP_TICK_S / 2)
         roles = dict((p, role) for role, p in self.procs.items())
+        # how long the writer has made no progress, read before a signal can
+        # let its stuck write finish (and reset the figure): the stall's length
+        self.stuck_s = self._progress_age()
         for sig, wait_s in ((signal.SIGTERM, CHILD_KILL_TIMEOUT_S),
                             (signal.SIGKILL, CHILD_KILL_TIMEOUT_S)):
             alive = [p for p in self.procs.values() if p.exitcode is None]
@@ -421,7 +459,8 @@ class Supervisor(object):
                         os.kill(p.pid, signal.SIGCONT)
                 except OSError:
                     pass
-            end = monotonic() + wait_s
+            end = monotonic() + (LOOP_TICK_S if hurry() and sig == signal.SIGTERM
+                                 else wait_s)
             while monotonic() < end and any(p.exitcode is None for p in alive):
                 self._drain(LOOP_TICK_S / 2)
         while self.conns and self._drain(0):
@@ -457,10 +496,17 @@ class Supervisor(object):
     # --- the end ------------------------------------------------------------------------
     def _finish(self, outcome):
         log, sender = self.log, self.sender
+        seen = self.signals.count
         if self.procs:
-            self._stop_children()
+            # stalled when the run ended: its age then, whatever happens next
+            stalled_s = self._progress_age() if self.stalled else None
+            log.info("stopping the writer, stats and heartbeat (%s)", outcome.text)
+            self._stop_children(lambda: self.signals.count != seen)
             self._remove_leftovers()
-            outcome = self._judge_writer(outcome)
+            if self.signals.count != seen:
+                outcome = self._cut_short(outcome)
+            else:
+                outcome = self._judge_writer(outcome, stalled_s)
         self.progress.clear()
         figures = self.progress.figures
         elapsed = max(0.0, monotonic() - self.t_go) if self.t_go is not None else 0.0
@@ -475,7 +521,10 @@ class Supervisor(object):
             sender.send(protocol.BYE)
         code = outcome.code
         if outcome.reason is not None:
-            code = self._deliver(code)
+            # interrupted before the run started (nothing measured to wait for),
+            # or again while stopping: no long wait for acks
+            code = self._deliver(code, quick=self.signals.count != seen or (
+                outcome.reason == protocol.STOP_SIGNAL and self.t_go is None))
         level = log.info if code == exitcodes.OK else log.error
         level("stop (%s): %s; %s in %d chunks, %d rollovers, %.1f s; %d messages "
               "dropped; exit code %d", outcome.reason or "refused", outcome.text,
@@ -485,27 +534,48 @@ class Supervisor(object):
             sender.close(0)
         return code
 
-    def _judge_writer(self, outcome):
-        """A writer that had to be signalled at the end failed the run: the
-        measurement stopped when it stalled, whatever the clock says."""
-        if WRITER not in self.signalled or outcome.reason is None or \
+    def _cut_short(self, outcome):
+        """A signal came while the children were being stopped: they were not
+        waited for. A run that would have ended well ends interrupted."""
+        self.log.warning("signal %d while stopping: did not wait for the children "
+                         "(stopped at once; data files removed)", self.signals.last)
+        if outcome.code != exitcodes.OK:
+            return outcome
+        return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
+                       "%s, then interrupted by signal %d while stopping"
+                       % (outcome.text, self.signals.last))
+
+    def _judge_writer(self, outcome, stalled_s=None):
+        """A writer that had to be signalled at the end, or was stalled when
+        the run ended (``stalled_s``: its age without progress then), failed
+        the run: the measurement stopped when it stalled, whatever the clock
+        says (and the server, whose heartbeats said so, fails it too)."""
+        killed = WRITER in self.signalled
+        if not (killed or stalled_s is not None) or outcome.reason is None or \
                 outcome.code not in (exitcodes.OK, exitcodes.CLIENT_INTERRUPTED):
             return outcome
-        text = ("the writer (pid %d) stalled: no progress for %.0f s, and it did not "
-                "stop when asked (had to be sent SIGTERM/SIGKILL)"
-                % (self.procs[WRITER].pid, self._progress_age()))
+        if killed:
+            text = ("the writer (pid %d) stalled: no progress for %.1f s, and it did "
+                    "not stop when asked (had to be sent SIGTERM/SIGKILL)"
+                    % (self.procs[WRITER].pid, max(self.stuck_s, stalled_s or 0.0)))
+        else:
+            text = ("the writer (pid %d) stalled: no progress for %.1f s when the run "
+                    "ended (--stall-timeout %g s)" % (self.procs[WRITER].pid, stalled_s,
+                                                      self.cfg.stall_timeout_s))
         self.sender.send(protocol.ERROR, source=WRITER, reason=text, errno=None,
                          fatal=True)
         return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_WRITER_STALLED, text)
 
-    def _deliver(self, code):
-        """Wait (bounded) for the final ack; save what never got one.
+    def _deliver(self, code, quick=False):
+        """Wait (bounded; ``quick``: BYE_GRACE_S at most) for the final ack;
+        save what never got one.
 
         Returns the exit code: OK becomes CLIENT_SERVER when messages were
         not delivered; a more specific failure code is kept.
         """
         log, sender = self.log, self.sender
-        timeout = self.cfg.deliver_timeout_s
+        timeout = min(self.cfg.deliver_timeout_s, BYE_GRACE_S) if quick else \
+            self.cfg.deliver_timeout_s
         pending = sender.pending()
         if pending and not sender.connected():
             log.warning("server unreachable (%s); trying for up to %g s more to deliver "

@@ -3,17 +3,21 @@
 ``write_all`` is used by the server at the end of a run and by ``python -m
 diskbench.report LOG_DIR`` (rerender.py); compare.py compares two runs.
 Files: report.json, report.txt (server/report.py), report.html (htmlout.py),
-clients.csv and timeseries.csv (csvout.py).
+clients.csv, chunk_sizes.csv and timeseries.csv (csvout.py).
 """
 from __future__ import absolute_import
 
+import json
 import os
 
+from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
 from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
 from diskbench.server import report as report_mod
 
+#: The run marker (master.RUN_MARKER; the server's report facts go in it).
+RUN_MARKER = "run.json"
 #: The server's closing summary lists every client up to this many; beyond it,
 #: the clients not finished plus the slowest and fastest few.
 CONSOLE_ROWS_MAX = 40
@@ -23,6 +27,25 @@ CONSOLE_EXTREMES = 5
 def _encode(text):
     """UTF-8 bytes; a lone surrogate from the wire becomes '?' instead of raising."""
     return text.encode("utf-8", "replace") if not isinstance(text, bytes) else text
+
+
+def record_facts(log_dir, facts):
+    """Add the server's report facts (server/report.facts) to LOG_DIR/run.json,
+    where a re-render reads them back: None, or the error that kept them out."""
+    path = os.path.join(log_dir, RUN_MARKER)
+    try:
+        with open(path) as f:
+            marker = json.load(f)
+    except (IOError, OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict):
+        marker = {}
+    marker[report_mod.FACTS_KEY] = facts
+    try:
+        atomic_write(path, as_bytes(json.dumps(marker, sort_keys=True) + "\n"))
+    except (IOError, OSError, TypeError, ValueError) as exc:
+        return exc
+    return None
 
 
 def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
@@ -46,6 +69,7 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
         (htmlout.REPORT_HTML, lambda p: atomic_write(
             p, (_encode(piece) for piece in htmlout.render_pieces(rep, series)))),
         (csvout.CLIENTS_CSV, lambda p: csvout.write_clients(p, rep)),
+        (csvout.CHUNK_SIZES_CSV, lambda p: csvout.write_chunk_sizes(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
             p, series_mod.timeseries_rows(series, run_start))))
     for name, write in extra:
@@ -64,12 +88,18 @@ def console_summary(rep):
     clients = rep["clients"]
     if len(clients) > CONSOLE_ROWS_MAX:
         by_name = dict((e["client"], row) for e, row in zip(clients, table[1:]))
-        rated = sorted((e["throughput_mib_s"]["mean"] or 0.0, e["client"]) for e in clients)
-        keep = set(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
+        sizes = {}   # like for like: the extremes of each chunk size
+        for e in clients:
+            sizes.setdefault(e.get("chunk_mib"), []).append(
+                ((e.get("throughput_mib_s") or {}).get("mean") or 0.0, e["client"]))
+        keep = set()
+        for rated in sizes.values():
+            rated.sort()
+            keep.update(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
         keep.update(e["client"] for e in clients if e["state"] != "finished")
         table = [table[0]] + [by_name[e["client"]] for e in clients if e["client"] in keep]
         table.append("(%d more clients in report.txt: the table shows the %d slowest and "
-                     "fastest and every client not finished)" % (
+                     "fastest of each chunk size and every client not finished)" % (
                          len(clients) - len(table) + 1, CONSOLE_EXTREMES))
     return "\n".join(report_mod.fit(report_mod.headline(rep) + table)) + "\n"
 

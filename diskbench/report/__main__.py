@@ -1,5 +1,5 @@
-"""python -m diskbench.report LOG_DIR            rebuild every report file of a run
-python -m diskbench.report compare RUN_A RUN_B  per-client and aggregate deltas
+"""python -m diskbench.report LOG_DIR             rebuild every report file of a run
+python -m diskbench.report compare RUN RUN...    each run beside the first (the baseline)
 
 Exit codes: 0 done; 2 a wrong argument or a directory that holds no run (one
 line on stderr naming the fix).
@@ -9,7 +9,7 @@ from __future__ import absolute_import, print_function
 import os
 import sys
 
-from diskbench import exitcodes
+from diskbench import __version__, exitcodes
 from diskbench.cli import OneLineParser, prog_name
 from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
@@ -32,7 +32,8 @@ def main_rerender(argv):
     parser = OneLineParser(
         prog=PROG, description="Rebuild report.json, report.txt, report.html, clients.csv "
         "and timeseries.csv of a run from its perf.jsonl (also a run whose server was "
-        "killed). 'compare RUN_A RUN_B' compares two runs.")
+        "killed). 'compare RUN RUN...' sets runs beside the first.")
+    parser.add_argument("--version", action="version", version="diskbench " + __version__)
     parser.add_argument("log_dir", metavar="LOG_DIR", help="the server's --log-dir")
     parser.add_argument("--out", metavar="DIR", help="write the files here (default "
                         "LOG_DIR)")
@@ -60,23 +61,30 @@ def main_rerender(argv):
 
 def main_compare(argv):
     parser = OneLineParser(
-        prog=PROG + " compare", description="Per-client (matched by name, then host) "
-        "and aggregate deltas of two runs: MiB/s mean and p99 chunk latency.")
-    parser.add_argument("run_a", metavar="RUN_A", help="log dir or report.json")
-    parser.add_argument("run_b", metavar="RUN_B", help="log dir or report.json")
+        prog=PROG + " compare", description="Set each run beside the first (the "
+        "baseline): each run's exit code and states, each client's plan in every run "
+        "(a client whose plan differs is marked and left out of the like-for-like "
+        "aggregate), MiB/s mean and p99 chunk latency per client (matched by name, then "
+        "host) with the change against the baseline, and with three runs or more the "
+        "run-to-run spread per client. Give repeated tries of each setup: a change "
+        "within the spread is noise.")
+    parser.add_argument("runs", metavar="RUN", nargs="+",
+                        help="log dir or report.json; two or more, the first is the "
+                        "baseline")
     parser.add_argument("--out", metavar="PATH", default=compare_mod.COMPARE_HTML,
                         help="where compare.html goes (default ./compare.html)")
     args = parser.parse_args(argv)
+    if not 2 <= len(args.runs) <= compare_mod.RUNS_MAX:
+        return _fail("compare takes from 2 to %d runs, got %d" % (
+            compare_mod.RUNS_MAX, len(args.runs)))
     try:
-        rep_a = compare_mod.load_run(args.run_a, _warn)
-        rep_b = compare_mod.load_run(args.run_b, _warn)
+        reps = [compare_mod.load_run(path, _warn) for path in args.runs]
     except rerender.Unreadable as exc:
         return _fail("%s" % exc)
-    result = compare_mod.compare(rep_a, rep_b)
-    sys.stdout.write(compare_mod.render_text(result, args.run_a, args.run_b))
+    result = compare_mod.compare_runs(reps, args.runs)
+    sys.stdout.write(compare_mod.render_text(result))
     try:
-        atomic_write(args.out, compare_mod.render_html(
-            result, args.run_a, args.run_b).encode("utf-8", "replace"))
+        atomic_write(args.out, compare_mod.render_html(result).encode("utf-8", "replace"))
     except (IOError, OSError) as exc:
         return _fail("cannot write %s (%s)" % (args.out, getattr(exc, "strerror", exc)))
     print("written: %s" % args.out)

@@ -17,6 +17,7 @@ from diskbench.server import report as report_mod
 
 CLIENTS_CSV = "clients.csv"
 TIMESERIES_CSV = "timeseries.csv"
+CHUNK_SIZES_CSV = "chunk_sizes.csv"
 
 #: (column, how to get it from a report.json client entry)
 CLIENT_COLUMNS = (
@@ -47,6 +48,11 @@ CLIENT_COLUMNS = (
     ("psutil", lambda e: e["psutil"]),
     ("clock_offset_s", lambda e: e.get("clock_offset_s")),
 )
+
+#: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size (and its
+#: report.chunk_size_latency_key() last).
+CHUNK_SIZE_COLUMNS = ("chunk_mib", "client_count", "mean_mib_s", "min_mib_s", "max_mib_s",
+                      "slowest", "fastest", "slowest_to_fastest_ratio")
 
 TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "bytes",
                       "chunk_count", "latency_p50_ms", "latency_p99_ms",
@@ -104,3 +110,8 @@ def write_clients(path, rep):
 
 def write_timeseries(path, rows):
     _write(path, TIMESERIES_COLUMNS, ([r[c] for c in TIMESERIES_COLUMNS] for r in rows))
+
+
+def write_chunk_sizes(path, rep):
+    columns = CHUNK_SIZE_COLUMNS + (report_mod.chunk_size_latency_key(),)
+    _write(path, columns, ([z[c] for c in columns] for z in rep.get("by_chunk_size") or []))

@@ -319,6 +319,8 @@ def _parts(rep, series):
     yield "</div>"
     for part in _clients_table(rep, colours):
         yield part
+    for part in _chunk_size_table(rep):
+        yield part
     names = [e["client"] for e in rep["clients"]]
     captions = {
         "throughput": "MiB/s of each perf interval; shaded: every client writing; ticks at "
@@ -349,16 +351,33 @@ def _clients_table(rep, colours):
             '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
                 esc(e["client"]), colours[e["client"]], esc(e["client"])),
             _cell(e["host"], text=True), _cell(report_mod.state_label(e), text=True),
-            _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
+            _cell(e.get("chunk_mib"), "%g"), _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
             _cell(e["latency_ms"]["p99"], "%.2f"), _cell(e["rollover_count"], "%d"),
             _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
             _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
             _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
     return ["<h2>Clients</h2>", '<p class="small">Click a column to sort.</p>',
             _table([("client", True), ("host", True), ("state", True),
-                    ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
+                    ("chunk MiB", False), ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
                     ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
                     ("written MiB", False), ("went away", False), ("why", True)], rows)]
+
+
+def _chunk_size_table(rep):
+    """report.json's by_chunk_size: the clients compared like for like."""
+    rows = [[_cell(z["chunk_mib"], "%g"), _cell(z["client_count"], "%d"),
+             _cell(z["mean_mib_s"]), _cell(z["min_mib_s"]), _cell(z["max_mib_s"]),
+             _cell(z["slowest"], text=True), _cell(z["fastest"], text=True),
+             _cell(z["slowest_to_fastest_ratio"], "%.2f"), _cell(z[report_mod.chunk_size_latency_key()], "%.2f")]
+            for z in rep.get("by_chunk_size") or []]
+    return ["<h2>By chunk size</h2>",
+            '<p class="small">Clients are ranked only within a chunk size. MiB/s: the mean, '
+            "min and max of the clients' means; p%d: of their chunk latency histograms "
+            "merged.</p>" % report_mod.PCTS[-1],
+            _table([("chunk MiB", False), ("clients", False), ("mean MiB/s", False),
+                    ("min MiB/s", False), ("max MiB/s", False), ("slowest", True),
+                    ("fastest", True), ("slowest/fastest", False),
+                    ("p%d ms" % report_mod.PCTS[-1], False)], rows, cls="plain")]
 
 
 def _environment_table(rep):

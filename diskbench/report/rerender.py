@@ -5,12 +5,19 @@ A server that was SIGKILLed, crashed or lost its machine leaves perf.jsonl
 report. Replaying the records into a fresh Registry (as the server's resume
 path does) gives every figure back. What perf.jsonl cannot say is how the run
 ended: clients without a stop summary are reported "unfinished", with a
-reason saying the server did not see the end. When the server did write a
-report.json, its run facts and end states are kept.
+reason saying the server did not see the end. A server that ended the run
+added its report facts to run.json (server/report.facts: each client's plan as
+sent in go and where each setting came from, the start instant, end states,
+exit code and meaning, server CPU, ...), so a re-render of a finished run
+states exactly what its report.json did; from an older run without them, an
+old report.json's run facts and end states are kept. A re-render says so in
+``rerendered`` (when, from which files).
 """
 from __future__ import absolute_import
 
+import json
 import os
+import time
 
 from diskbench.metrics import utc
 from diskbench.report import readers
@@ -23,6 +30,7 @@ RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
+SKIPPED = "%d records in perf.jsonl were skipped (a repeated seq, or no hello on record)"
 NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.jsonl"
 
 
@@ -58,7 +66,20 @@ def load(log_dir, warn):
     for text in said:
         warn(text)
     view = registry.snapshot()
+    damage = []   # what the reading found: said in the report whichever path builds it
+    if tally["skipped"]:
+        damage.append("%d damaged lines of perf.jsonl were skipped (not records of "
+                      "this diskbench version); %d records read" % (
+                          tally["skipped"], tally["records"]))
+    if skipped:
+        damage.append(SKIPPED % skipped)
     marker, why = readers.read_marker(os.path.join(log_dir, RUN_MARKER))
+    recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
+    if recorded is not None:
+        rep = _from_facts(view, recorded, damage, warn)
+        if rep is not None:   # the server's facts, its warnings included, as it wrote them
+            return _rerendered(rep, [series_mod.PERF_LOG, RUN_MARKER]), builder.finish()
+        view = registry.snapshot()
     old = readers.read_old_report(os.path.join(log_dir, report_mod.REPORT_JSON), warn)
     old_run = (old or {}).get("run") or {}
     old_states = (old or {}).get("states") or {}
@@ -72,14 +93,7 @@ def load(log_dir, warn):
     started = marker.get("started_ts", old_run.get(
         "start_ts", 0.0 if recv[0] is None else recv[0]))
     ended = old_run.get("end_ts", started if recv[1] is None else recv[1])
-    warnings = list(old_run.get("server_warnings") or ())
-    if tally["skipped"]:
-        warnings.append("%d damaged lines of perf.jsonl were skipped (not records of "
-                        "this diskbench version); %d records read" % (
-                            tally["skipped"], tally["records"]))
-    if skipped:
-        warnings.append("%d records in perf.jsonl were skipped (a repeated seq, or no "
-                        "hello on record)" % skipped)
+    warnings = list(old_run.get("server_warnings") or ()) + damage
     if old is None:
         warnings.append("re-rendered from perf.jsonl without a report from the server; "
                         "the run ended at or after %s" % utc(ended))
@@ -102,7 +116,42 @@ def load(log_dir, warn):
         exit_code=old_run.get("exit_code"),
         exit_meaning=old_run.get("exit_meaning") if old else NO_REPORT_MEANING,
         warnings=warnings, server_cpu=old_run.get("server_cpu"))
-    return rep, builder.finish()
+    read = [series_mod.PERF_LOG] + [RUN_MARKER] * bool(marker) + \
+        [report_mod.REPORT_JSON] * (old is not None)
+    return _rerendered(rep, read), builder.finish()
+
+
+def _from_facts(view, recorded, damage, warn):
+    """The report built from the server's recorded facts, or None (said in
+    ``warn``) when they cannot be used: run.json is a file we read, so facts of
+    the wrong shape, or figures that would not make strict JSON, fall back to a
+    re-render without them, never a traceback."""
+    try:
+        started, ended, build_args = report_mod.apply_facts(view, recorded)
+        build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
+        rep = report_mod.build(view, started, ended, **build_args)
+        json.dumps(rep, allow_nan=False)
+    except Exception as exc:  # noqa: BLE001 - any damage: re-render without the facts
+        warn("%s holds report facts that cannot be used (%s: %s); re-rendering "
+             "without them" % (RUN_MARKER, type(exc).__name__, exc))
+        return None
+    return rep
+
+
+def _recorded_facts(path):
+    """The report facts the server wrote into run.json (strict JSON), or None."""
+    try:
+        obj = readers.read_json(path)
+    except (IOError, OSError, readers.Unreadable):
+        return None
+    return obj.get(report_mod.FACTS_KEY)
+
+
+def _rerendered(rep, files):
+    """``rep`` saying it was re-rendered now, from ``files`` of the log dir."""
+    now = time.time()
+    rep["rerendered"] = dict(at_ts=now, at_utc=utc(now), from_files=files)
+    return rep
 
 
 def _tap(records, builder, recv):

@@ -61,7 +61,7 @@ def build_parser():
     p = OneLineParser(prog=prog_name(MODULE), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."), epilog="Control a running server from its host: "
-        "%s ctl [--log-dir DIR] list | stop NAME | end (see ctl --help)."
+        "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help)."
         % prog_name(MODULE))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
@@ -143,8 +143,8 @@ def _add_plan_flags(p):
     p.add_argument("--chunk-mb", type=_chunk_list, default=list(plan.DEFAULT_CHUNK_MB),
                    metavar="MB[,MB...]", help="chunk sizes in MiB handed out in order of "
                    "arrival, one per client, starting over after the last (default: %s; "
-                   "a client's own --chunk-mb wins)" % ",".join(
-                       str(n) for n in plan.DEFAULT_CHUNK_MB))
+                   "a client's own --chunk-mb wins); %s" % (",".join(
+                       str(n) for n in plan.DEFAULT_CHUNK_MB), plan.CHUNK_ADVICE))
     p.add_argument("--file-mb", type=_file_mb, default=None, metavar="MB",
                    help="data file size in MiB (default: %d x each client's chunk)"
                    % plan.FILE_CHUNKS)
@@ -225,7 +225,7 @@ def _add_console_flags(p):
 
 
 def _fail(code, text):
-    sys.stderr.write("diskbench server: error: %s\n" % text)
+    sys.stderr.write("%s: error: %s\n" % (prog_name(MODULE), text))
     sys.stderr.flush()
     return code
 

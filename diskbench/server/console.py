@@ -60,8 +60,8 @@ OUTBOX_FLUSH_S = 5.0
 #: Client names are cut to this many characters in the table.
 NAME_WIDTH_MAX = 24
 
-#: Displayed state names (the registry's RUNNING is "writing" on screen).
-SHOWN_STATE = {st.RUNNING: "writing"}
+#: Displayed state names (states.SHOWN: the same in ctl list and the report).
+SHOWN_STATE = st.SHOWN
 #: States that need someone's attention (always listed in the compact view).
 BAD_STATES = (st.STALLED, st.WENT_AWAY, st.FAILED)
 #: Order of the per-state counts on the totals line.

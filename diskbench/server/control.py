@@ -22,7 +22,7 @@ without opening a network port.
   Answers (``protocol.CTL_REPLY``) end with a ``done`` line carrying ctl's
   exit code. Answers are not signed: they only report.
 - **Client side** (``main``): ``python -m diskbench.server ctl [--log-dir DIR]
-  list | stop NAME | end``; the secret is read by the client's rule
+  list | stop NAME | end | not-coming HOST``; the secret is read by the client's rule
   (``cli.read_secret``). Every failure is one line naming the fix and a
   documented exit code (``exitcodes.CTL_*``).
 """
@@ -41,7 +41,7 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes, monotonic, peer_uid
-from diskbench.server.states import FINISHED, LIVE
+from diskbench.server.states import FINISHED, LIVE, shown
 
 #: The socket's name in --log-dir.
 SOCKET_NAME = "control.sock"
@@ -82,8 +82,9 @@ _READ_BYTES = 65536
 REPLY_TIMEOUT_S = 10.0
 #: Joining the serving thread at exit takes at most this long.
 JOIN_S = 2.0
-#: The reason a client is given (and logs) when the operator stops it.
-OPERATOR_STOP_REASON = "stopped by the operator (diskbench server ctl stop)"
+#: An operator's stop, worded once: the reason a client is given (and logs),
+#: and with its time what ctl list, the server's log and the report say.
+OPERATOR_STOP_REASON = "stopped by the operator (ctl stop)"
 #: The exit codes a server's answer may carry (anything else is a refusal).
 _CTL_CODES = (exitcodes.OK, exitcodes.INTERNAL, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
               exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED)
@@ -98,7 +99,7 @@ class ServerRunning(Exception):
 def operator_reason(at):
     """Why a client stopped by ``ctl stop`` (at wall time ``at``) finished: the
     registry only knows that the server asked it (ctl list and the report)."""
-    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)
+    return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))
 
 
 def socket_path(log_dir):
@@ -380,11 +381,14 @@ class ControlServer(object):
         self.stops[name] = self.clock()
         self.on_stop(name)
         return exitcodes.OK, ("asked client %s to stop: it finishes the chunk in "
-                              "flight, sends its summary and exits; the report shows "
-                              "it stopped by the operator" % name)
+                              "flight, sends its summary and exits; the report says "
+                              "'%s'" % (name, OPERATOR_STOP_REASON))
 
     def _end(self, conn, req):
         return exitcodes.OK, self.on_end()
+
+    def _not_coming(self, conn, req):
+        return exitcodes.OK, self.registry.not_coming(req.host, req.reason)
 
 
 def _read_request(conn, deadline):
@@ -410,6 +414,7 @@ _REQUESTS = {
     protocol.CTL_LIST: ControlServer._list,
     protocol.CTL_STOP: ControlServer._stop,
     protocol.CTL_END: ControlServer._end,
+    protocol.CTL_NOT_COMING: ControlServer._not_coming,
 }
 
 
@@ -438,6 +443,11 @@ def build_parser():
     stop.add_argument("name", metavar="NAME", help="the client's name (ctl list)")
     sub.add_parser(protocol.CTL_END, help="end the run as one SIGINT does: every client asked to "
                    "stop, --shutdown-grace for their summaries, then the report")
+    gone = sub.add_parser(protocol.CTL_NOT_COMING, help="before go: a host's client will not "
+                          "come (the launcher says so when its ssh fails), so the run "
+                          "waits for one client fewer instead of --start-timeout")
+    gone.add_argument("host", metavar="HOST", help="the host, as the report should name it")
+    gone.add_argument("--why", default="the operator said so", help="why it will not come")
     return p
 
 
@@ -499,7 +509,7 @@ def _table(rows):
     """``ctl list``'s lines: a header, then one aligned row per client."""
     head = ("client", "state", "address", "MiB written", "MiB/s now", "rollovers",
             "heartbeat", "why")
-    body = [(printable(m.client), m.state, printable(m.peer or "-"),
+    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),
              "%.1f" % metrics.mib(m.written_bytes), "%.1f" % m.mib_s_now,
              "%d" % m.rollovers, "-" if m.heartbeat_age_s is None
              else "%.1f s ago" % m.heartbeat_age_s, printable(m.reason))
@@ -528,6 +538,8 @@ def main(argv=None):
         if why:
             return _fail(prog, exitcodes.USAGE, why.replace("--name", "NAME", 1))
         fields = dict(client=args.name)
+    elif args.command == protocol.CTL_NOT_COMING:
+        fields = dict(host=printable(args.host)[:255], reason=printable(args.why))
     request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
                                             **fields), secret)
     path = socket_path(args.log_dir)

@@ -725,14 +725,20 @@ class Master(object):
             warnings.append(trouble)
         meaning = ENDED_MEANING if self.interrupted_by == OPERATOR_END and \
             code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
-        rep = report_mod.build(
-            view, started, self.wall(), run_label=self.run_id,
-            interrupted_by=self.interrupted_by, exit_code=code, exit_meaning=meaning,
-            warnings=warnings, server_cpu=server_cpu)
+        ended, facts = self.wall(), dict(
+            run_label=self.run_id, interrupted_by=self.interrupted_by, exit_code=code,
+            exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
+        # what perf.jsonl cannot say goes in run.json first: a re-render states it
+        trouble = outputs.record_facts(self.args.log_dir, report_mod.facts(
+            view, started, ended, **facts))
+        if trouble:
+            log.warning("cannot add the report facts to %s (%s): a re-render will not "
+                        "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
+        rep = report_mod.build(view, started, ended, **facts)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
-            sys.stderr.write("diskbench server: error: cannot write the report %s (%s)\n"
-                             % (path, getattr(exc, "strerror", None) or exc))
+            sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
+                prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
         main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
         if written:
             event.info("report written: %s", " and ".join(reversed(main)) or "-")
@@ -760,8 +766,8 @@ class Master(object):
                     client.stop.reason == protocol.STOP_SERVER:
                 client.reason = control_mod.operator_reason(at)
             else:
-                client.reason = "%s; the operator had asked it to stop (ctl stop at " \
-                    "%s)" % (client.reason, utc(at))
+                client.reason = "%s; before that, %s" % (
+                    client.reason, control_mod.operator_reason(at))
 
 
 def _signal_name(signum):

@@ -39,6 +39,7 @@ from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import seqset
+from diskbench.server.report import count
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
@@ -677,16 +678,32 @@ class Registry(object):
     def _apply_heartbeat(self, client, msg, recv_ts):
         client.last_heartbeat = (recv_ts, msg)
         stuck = msg.progress_age_s >= self.stall_timeout or not msg.writer_alive
-        if stuck and client.state == RUNNING:
-            self._transition(client, STALLED, "writer %s" % (
-                "no progress for %.0f s" % msg.progress_age_s if msg.writer_alive
-                else "process is not alive"))
+        why = "writer %s" % ("no progress for %.1f s" % msg.progress_age_s
+                             if msg.writer_alive else "process is not alive")
+        if self._after_its_run(client, msg):
+            pass  # sampled after the writer's run ended: an idle writer is no stall
+        elif stuck and client.state == RUNNING:
+            self._transition(client, STALLED, why)
+        elif stuck and client.state == STALLED:
+            client.reason = why  # the stall's true length so far
         elif not stuck and client.state == STALLED:
             self._transition(client, RUNNING, "writer progressing again")
         if not msg.writer_alive:  # (every heartbeat itself is in perf.jsonl)
             self.say(log.warning,
                      "client %s heartbeat: its writer %d is NOT alive", client.name,
                      msg.writer_pid)
+
+    @staticmethod
+    def _after_its_run(client, msg):
+        """True when heartbeat ``msg`` was sampled (its ts: the client's clock
+        when the heartbeat process looked) at or after the end of the writer's
+        run (its start message's started_at + duration, the same clock): a
+        beat that waited in a paused client's pipe is judged by when it was
+        taken, not by when it came."""
+        duration = client.plan.get("duration_s")
+        if client.started_at is None or not duration:
+            return False
+        return msg.ts >= client.started_at + duration
 
     def _apply_stats(self, client, msg, recv_ts):
         client.cpu_samples.append(msg.cpu_percent)
@@ -913,6 +930,23 @@ class Registry(object):
                            "run went on with those present" % (self.start_timeout,
                                                                self.short_start))
             return self._go_list_locked()
+
+    def not_coming(self, host, why):
+        """The launcher knows ``host``'s client will not come (its ssh failed):
+        the run waits for one client fewer, so a dead host does not cost
+        --start-timeout. Returns what happened, in words (said in the report)."""
+        with self.lock:
+            if self.expected_clients is None or self.go_released:
+                return "go was already sent: the run waits for no more clients"
+            was = self.expected_clients
+            self.expected_clients = max(1, was - 1)
+            self._note("host %s will not come (%s): the run waits for %s, not %d" % (
+                host, why, count(self.expected_clients, "client"), was))
+            if len(self.clients) >= self.expected_clients:
+                self._release()
+                return "all %s expected are here: go is sent" % count(
+                    self.expected_clients, "client")
+            return "the run now waits for %s" % count(self.expected_clients, "client")
 
     def _go_list_locked(self):
         if not self.go_released:

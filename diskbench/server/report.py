@@ -19,7 +19,7 @@ import math
 import os
 import textwrap
 
-from diskbench import metrics, protocol
+from diskbench import metrics, plan, protocol
 from diskbench.metrics import utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
@@ -27,7 +27,7 @@ from diskbench.server import states as st
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
-REPORT_FORMAT = 2
+REPORT_FORMAT = 3
 #: The report proper, in the order they are written (report.write); the other
 #: files (diskbench.report.write_all) are views of it.
 REPORT_FILES = (REPORT_JSON, REPORT_TXT)
@@ -40,12 +40,16 @@ PCTS = (50, 95, 99)
 TIMELINE_SLICES = 10
 
 METHOD = (
-    "MiB = 2^20 bytes. Throughput (MiB/s) = bytes / time of the client's perf "
-    "intervals (its writer's wall time, client clock); per-interval min/%(pcts)s/max "
+    "MiB = 2^20 bytes. A client's %(wall)s MiB/s (its mean) = bytes / time of the "
+    "client's perf intervals (its writer's wall time, client clock); its %(calls)s "
+    "MiB/s = bytes / the time spent inside its write (+fsync) calls only, what the "
+    "device gave while it was being written (higher: the time between calls is left "
+    "out); per-interval min/%(pcts)s/max "
     "are nearest-rank over those intervals; throughput over time splits the client's "
     "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
     "in fsync mode) percentiles come from the client's log-bucket histograms merged "
-    "across all its intervals (within ~2.2%%), never from averages. The aggregate is "
+    "across all its intervals (within ~2.2%%), never from averages. The aggregate "
+    "(%(aggregate)s) is "
     "the sum of all clients' bytes in the period when every client that started was "
     "writing (latest first start to earliest last end, intervals straddling an edge "
     "pro-rated), divided by that period, on the server's clock: each client's times "
@@ -58,7 +62,7 @@ METHOD = (
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
 def _throughput_keys():
-    return ("mean", "while_writing", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
+    return ("mean", "in_write_calls", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
 
 
 class _Guard(object):
@@ -219,8 +223,7 @@ def aggregate(spans):
     spans = dict((name, iv) for name, iv in spans.items() if writing_span(iv))
     out = dict(client_count=len(spans), period_start_ts=None, period_end_ts=None,
                period_s=None, throughput_mib_s=None, per_client_mib_s={},
-               first_done=None, last_done=None, done_spread_s=None,
-               slowest=None, fastest=None, slowest_to_fastest_ratio=None, period_note=None)
+               first_done=None, last_done=None, done_spread_s=None, period_note=None)
     if not spans:
         out["period_note"] = "no client reported any write interval"
         return out
@@ -232,12 +235,6 @@ def aggregate(spans):
     out.update(first_done=dict(client=done[0][1], at_ts=done[0][0]),
                last_done=dict(client=done[-1][1], at_ts=done[-1][0]),
                done_spread_s=done[-1][0] - done[0][0])
-    means = dict((n, mean_rate(iv)) for n, iv in spans.items())
-    rated = sorted((m, n) for n, m in means.items() if m is not None)
-    if rated:
-        out.update(slowest=rated[0][1], fastest=rated[-1][1])
-        if rated[-1][0] > 0:
-            out["slowest_to_fastest_ratio"] = rated[0][0] / rated[-1][0]
     if hi <= lo:
         out["period_note"] = ("the clients never all wrote at the same time: %s stopped "
                        "writing at %s, before %s started at %s" % (
@@ -255,16 +252,63 @@ def aggregate(spans):
     return out
 
 
+def rank(means):
+    """(slowest, fastest, slowest/fastest) of {name: mean MiB/s}: the names of
+    the lowest and highest known mean (ties: the first name), the ratio None
+    when the fastest is 0; (None, None, None) without a known mean."""
+    rated = sorted((m, n) for n, m in means.items() if m is not None)
+    if not rated:
+        return None, None, None
+    low, high = rated[0], sorted(rated, key=lambda r: (-r[0], r[1]))[0]
+    return low[1], high[1], (low[0] / high[0] if high[0] > 0 else None)
+
+
+def chunk_size_latency_key():
+    """by_chunk_size's latency key: the highest of PCTS ('latency_p99_ms')."""
+    return "latency_p%d_ms" % PCTS[-1]
+
+
+def by_chunk_size(clients, hists):
+    """Like for like: the clients that wrote, grouped by chunk size (MiB), each
+    group with its count, the mean/min/max of its clients' mean MiB/s, its
+    slowest and fastest and their ratio (the spread across hosts at that size),
+    and the p99 chunk latency of its clients' histograms merged. Clients are
+    ranked only within a size: a bigger chunk is faster on the same disk.
+    ``clients``: report entries; ``hists``: {name: LatencyHistogram}."""
+    groups = {}
+    for e in clients:
+        mean = (e.get("throughput_mib_s") or {}).get("mean")
+        if mean is None or e.get("chunk_mib") is None:
+            continue
+        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean
+    out = []
+    for size in sorted(groups):
+        means = groups[size]
+        merged = metrics.LatencyHistogram()
+        for name in means:
+            if hists.get(name) is not None:
+                merged.merge(hists[name])
+        slowest, fastest, ratio = rank(means)
+        if len(means) < 2:
+            ratio = None     # one client: nothing to rank it against
+        out.append(dict(chunk_mib=size, client_count=len(means),
+                        mean_mib_s=_mean(list(means.values())),
+                        min_mib_s=min(means.values()), max_mib_s=max(means.values()),
+                        slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
+                        **{chunk_size_latency_key(): _ms(merged.percentile(PCTS[-1]))}))
+    return out
+
+
 # --- building ----------------------------------------------------------------------
 def _throughput(intervals, io_s):
     """The client's throughput figures; ``mean`` (wall: bytes over its perf
-    intervals' time) and ``while_writing`` (bytes over the time inside write
+    intervals' time) and ``in_write_calls`` (bytes over the time inside write
     (+fsync) calls) are what the client's closing line says, by those names."""
     rates = interval_rates(intervals)
     return dict(
         [("mean", mean_rate(intervals)), ("min", min(rates) if rates else None),
          ("max", max(rates) if rates else None),
-         ("while_writing", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
+         ("in_write_calls", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
         [("p%d" % p, metrics.percentile(rates, p)) for p in PCTS])
 
 
@@ -460,6 +504,44 @@ def _totals(view, clients):
         cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
 
 
+#: run.json's key for the report facts (``facts``): what the server knew at the
+#: end that perf.jsonl cannot say, so a re-render states every fact.
+FACTS_KEY = "report_facts"
+#: Per client, the registry.Client attributes kept in the facts: its plan as
+#: sent in go and where each setting came from, the start instant, its state
+#: and why, and what only the connections saw.
+CLIENT_FACTS = ("peer", "plan", "plan_sources", "start_at", "join_order", "state",
+                "reason", "duplicates", "reconnects", "went_away_count", "takeovers",
+                "seq_jumps", "notes", "texts_dropped")
+#: Of the run (registry.RunView attributes).
+VIEW_FACTS = ("expected_clients", "connections", "rejected", "restored")
+
+
+def facts(view, run_start_ts, run_end_ts, **build_args):
+    """What ``build(view, run_start_ts, run_end_ts, **build_args)`` states that
+    perf.jsonl cannot give back, as JSON-ready data (run.json's FACTS_KEY)."""
+    return dict(start_ts=run_start_ts, end_ts=run_end_ts, build=build_args,
+                run=dict((k, getattr(view, k)) for k in VIEW_FACTS),
+                clients=dict((c.name, dict((k, getattr(c, k)) for k in CLIENT_FACTS))
+                             for c in view.clients))
+
+
+def apply_facts(view, recorded):
+    """Put ``facts`` read back onto ``view`` (rebuilt from perf.jsonl): returns
+    (run start, run end, build's keyword arguments). Raises KeyError,
+    TypeError or ValueError on facts of the wrong shape."""
+    for key in VIEW_FACTS:
+        setattr(view, key, recorded["run"][key])
+    by_name = recorded["clients"]
+    for c in view.clients:
+        known = by_name.get(c.name)
+        if isinstance(known, dict):
+            for key in CLIENT_FACTS:
+                setattr(c, key, known[key])
+    build_args = dict((str(k), v) for k, v in recorded["build"].items())
+    return float(recorded["start_ts"]), float(recorded["end_ts"]), build_args
+
+
 def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
           exit_code=None, exit_meaning=None, warnings=(), server_cpu=None):
     """The whole report as a JSON-ready dict; never raises on accepted data.
@@ -480,9 +562,13 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
     if agg is None:
         agg = aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
+    sizes = g("the figures by chunk size", by_chunk_size, clients,
+              dict((c.name, c.hist) for c in view.clients)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
-        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS)),
+        method=METHOD % dict(pcts="/".join("p%d" % p for p in PCTS),
+                             wall=metrics.WALL_LABEL, calls=metrics.IN_CALLS_LABEL,
+                             aggregate=metrics.AGGREGATE_LABEL),
         run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
                  end_ts=run_end_ts, end_utc=utc(run_end_ts),
                  run_duration_s=run_end_ts - run_start_ts,
@@ -493,8 +579,8 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
                  synchronized_start=g("the synchronized start", synchronized_start,
                                       view.clients),
                  server_cpu=server_cpu, server_warnings=warnings),
-        clients=clients, totals=totals, aggregate=agg,
-        rejected_messages=dict(view.rejected),
+        clients=clients, totals=totals, aggregate=agg, by_chunk_size=sizes,
+        rejected_messages=dict(view.rejected), rerendered=None,
         rejected_count=sum(view.rejected.values()))
     rep = _finite(rep, g)
     rep["run"]["server_warnings"] = warnings  # with what _finite found
@@ -537,16 +623,69 @@ def headline(rep):
         "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
         "clients: %d (%s)" % (len(clients), states or "none came")]
     if agg["throughput_mib_s"] is not None:
-        lines.append("aggregate: %.1f MiB/s while all %d clients wrote (%.1f s)" % (
-            agg["throughput_mib_s"], agg["client_count"], agg["period_s"]))
+        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)" % (
+            agg["throughput_mib_s"], metrics.AGGREGATE_LABEL,
+            count(agg["client_count"], "client"), agg["period_s"]))
     else:
         lines.append("aggregate: - (%s)" % agg["period_note"])
-    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients)
-    if agg["slowest"] is not None and agg["fastest"] is not None:
-        lines.append("slowest: %s %.1f MiB/s; fastest: %s %.1f MiB/s (slowest/fastest %s)"
-                     % (agg["slowest"], means[agg["slowest"]], agg["fastest"],
-                        means[agg["fastest"]], _f(agg["slowest_to_fastest_ratio"], "%.2f")))
+    sizes = rep.get("by_chunk_size") or []
+    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients
+                 if not e.get("unreportable"))
+    for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:
+        lines.append(chunk_size_line(size, means))
+    if len(sizes) > HEADLINE_CHUNK_SIZES_MAX:
+        lines.append("(%s more in 'by chunk size' below)" % count(
+            len(sizes) - HEADLINE_CHUNK_SIZES_MAX, "chunk size"))
+    if len(sizes) > 1:
+        lines.append(SIZES_DIFFER)
     return lines
+
+
+#: The headline ranks clients within each chunk size, for this many sizes.
+HEADLINE_CHUNK_SIZES_MAX = 6
+#: Said under the headline when the clients wrote different chunk sizes.
+SIZES_DIFFER = ("the clients wrote different chunk sizes, so they are ranked only within "
+                "a size: " + plan.CHUNK_ADVICE)
+
+
+def count(number, noun, plural=None):
+    """'1 client', '2 clients': ``number`` and ``noun`` agreeing (``plural``,
+    default noun + 's'); ``times`` says how often ('went away once')."""
+    return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))
+
+
+def times(number):
+    """'once', '2 times' (and 'never' for 0): how often something happened."""
+    return "never" if number == 0 else "once" if number == 1 else "%d times" % number
+
+
+def chunk_size_line(size, means):
+    """The headline's line for one chunk size of report.json's by_chunk_size."""
+    head = "chunk %g MiB, %s: " % (size["chunk_mib"], count(size["client_count"], "client"))
+    if size["client_count"] < 2 or size["slowest"] == size["fastest"]:
+        return head + "%s %s MiB/s (no other client at this size to rank it against)" % (
+            size["slowest"], _f(means.get(size["slowest"])))
+    return head + "slowest %s %s MiB/s, fastest %s %s MiB/s (slowest/fastest %s)" % (
+        size["slowest"], _f(means.get(size["slowest"])), size["fastest"],
+        _f(means.get(size["fastest"])), _f(size["slowest_to_fastest_ratio"], "%.2f"))
+
+
+def chunk_size_table(rep):
+    """report.txt's 'by chunk size' section: what the default plan measures."""
+    sizes = rep.get("by_chunk_size") or []
+    fmt = "%9s %8s %11s %9s %9s %16s %9s"
+    lines = ["by chunk size (MiB/s: the mean, min and max of the clients' means)",
+             fmt % ("chunk MiB", "clients", "mean MiB/s", "min", "max", "slowest/fastest",
+                    "p%d ms" % PCTS[-1])]
+    for size in sizes:
+        lines.append(fmt % (_f(size["chunk_mib"], "%g"), size["client_count"],
+                            _f(size["mean_mib_s"]), _f(size["min_mib_s"]),
+                            _f(size["max_mib_s"]), _f(size["slowest_to_fastest_ratio"],
+                                                      "%.2f"),
+                            _f(size[chunk_size_latency_key()], "%.2f")))
+    if not sizes:
+        lines.append("(no client reported a write interval)")
+    return lines + [""]
 
 
 def client_table(rep):
@@ -598,7 +737,9 @@ def render_text(rep):
     lines += ["server warning: %s" % w for w in rep["run"].get("server_warnings", ())]
     lines.append("")
     _section(lines, "the client table", client_table, rep)
-    lines += ["", "details", "=" * 60]
+    lines.append("")
+    _section(lines, "the figures by chunk size", chunk_size_table, rep)
+    lines += ["details", "=" * 60]
     _section(lines, "the run header", _text_header, rep)
     for e in rep["clients"]:
         _section(lines, "client %s" % e.get("client"), _text_client, e)
@@ -621,6 +762,10 @@ def _text_header(rep):
         run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
         "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+    again = rep.get("rerendered")
+    if again:
+        lines.append("re-rendered at %s from %s (python -m diskbench.report)" % (
+            again["at_utc"], ", ".join(again["from_files"])))
     sync = run.get("synchronized_start")
     if sync:
         lines.append("synchronized start at %s for %d clients: first writes (server "
@@ -674,13 +819,15 @@ def _text_client(e):
                 utc(e["start_at_ts"]), _f(None if e.get("first_write_ts") is None else
                                           (e["first_write_ts"] - e["start_at_ts"]) * 1000.0,
                                           "%+.1f"))),
-        "  written: %s MiB in %d perf intervals, %d chunks; %d rollovers "
+        "  written: %s MiB in %s, %s; %s "
         "(fsync+close mean %s ms, max %s ms)" % (
-            _f(e["written_mib"]), e["perf_interval_count"], e["chunk_count"],
-            e["rollover_count"], _f(e["rollover_close_ms"]["mean"]),
+            _f(e["written_mib"]), count(e["perf_interval_count"], "perf interval"),
+            count(e["chunk_count"], "chunk"), count(e["rollover_count"], "rollover"),
+            _f(e["rollover_close_ms"]["mean"]),
             _f(e["rollover_close_ms"]["max"])),
-        "  throughput (wall) MiB/s: mean %s | while writing %s | per interval min %s %s "
-        "max %s" % (_f(tp["mean"]), _f(tp["while_writing"]), _f(tp["min"]),
+        "  %s MiB/s: mean %s | %s %s | per interval min %s %s "
+        "max %s" % (metrics.WALL_LABEL, _f(tp["mean"]), metrics.IN_CALLS_LABEL,
+                    _f(tp["in_write_calls"]), _f(tp["min"]),
                     _pcts_text(tp), _f(tp["max"])),
         "  throughput over time MiB/s (run in %d equal slices): %s" % (
             TIMELINE_SLICES, " ".join(_f(x, "%.0f") for x in
@@ -697,11 +844,9 @@ def _text_client(e):
         "%s, writer %s, %.1f MiB" % (hb["utc"], "alive" if hb["writer_was_alive"]
                                      else "NOT ALIVE", hb["progress_mib"])
         if hb else "none"))
-    lines.append("  messages: %s dropped by the client, %d duplicates ignored, "
-                 "%d reconnects, went away %d times" % (
-                     _f(e["dropped_message_count"], "%d"),
-                     e["duplicate_message_count"], e["reconnect_count"],
-                     e["went_away_count"]))
+    lines.append("  messages: %s dropped by the client, %s ignored, %s; went away: %s" % (
+        _f(e["dropped_message_count"], "%d"), count(e["duplicate_message_count"], "duplicate"),
+        count(e["reconnect_count"], "reconnect"), times(e["went_away_count"])))
     for err in e["error_list"]:
         lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
                                               err["is_fatal"] else "", err["what"]))
@@ -712,17 +857,17 @@ def _text_client(e):
 def _text_totals(rep):
     t, agg = rep["totals"], rep["aggregate"]
     lines = [
-        "totals: %d clients (%s finished, %s failed, %s went away, %s unfinished), "
+        "totals: %s (%s finished, %s failed, %s went away, %s unfinished), "
         "%s MiB written, %s rollovers, %s chunks" % (
-            t["client_count"], _f(t["finished_count"], "%d"),
+            count(t["client_count"], "client"), _f(t["finished_count"], "%d"),
             _f(t["failed_count"], "%d"), _f(t["went_away_count"], "%d"),
             _f(t["unfinished_count"], "%d"), _f(t["written_mib"]),
             _f(t["rollover_count"], "%d"), _f(t["chunk_count"], "%d")),
         "  chunk latency ms over all clients: %s max %s" % (
             _pcts_text(t["latency_ms"], "%.2f"), _f(t["latency_ms"]["max"], "%.2f")),
         "",
-        "aggregate throughput MiB/s (all clients writing): %s" % _f(
-            agg["throughput_mib_s"]),
+        "aggregate throughput MiB/s (%s): %s" % (metrics.AGGREGATE_LABEL, _f(
+            agg["throughput_mib_s"])),
         "  period: %s" % agg["period_note"]]
     if agg["period_s"]:
         lines.append("  period length %.1f s; per client MiB/s: %s" % (
@@ -733,9 +878,6 @@ def _text_totals(rep):
             agg["first_done"]["client"], utc(agg["first_done"]["at_ts"]),
             agg["last_done"]["client"], utc(agg["last_done"]["at_ts"]),
             agg["done_spread_s"]))
-    if agg["slowest_to_fastest_ratio"] is not None:
-        lines.append("  spread: slowest %s / fastest %s = %.2f (mean MiB/s)" % (
-            agg["slowest"], agg["fastest"], agg["slowest_to_fastest_ratio"]))
     if t["cpu_bound_clients"]:
         lines.append("  CPU-bound writers (over %g%% of a core): %s" % (
             CPU_BOUND_PERCENT, ", ".join(t["cpu_bound_clients"])))

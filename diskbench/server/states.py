@@ -12,6 +12,16 @@ FAILED = "failed"
 WENT_AWAY = "went away"
 STATES = (JOINED, RUNNING, STALLED, FINISHED, FAILED, WENT_AWAY)
 LIVE = (JOINED, RUNNING, STALLED)
+#: How a state is named to people, the same in the console, `ctl list` and the
+#: report (report.json keeps the registry's names): RUNNING is "writing". At
+#: the end the report calls a client still in a LIVE state "unfinished".
+SHOWN = {RUNNING: "writing"}
+
+
+def shown(state):
+    """A state's name for people (SHOWN)."""
+    return SHOWN.get(state, state)
+
 TERMINAL = (FINISHED, FAILED, WENT_AWAY)
 
 ALLOWED = {

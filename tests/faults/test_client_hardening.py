@@ -189,7 +189,7 @@ def test_latin1_name_is_refused_with_exit_2(procs, tmpdir):
                         "--log-dir", str(tmpdir.join("logs")), data], env=C_LOCALE)
     out, err = communicate(proc, 30)
     assert proc.returncode == exitcodes.USAGE, err
-    assert err.strip() == ("diskbench client: error: --name caf\\xe9 is not UTF-8 "
+    assert err.strip() == ("python -m diskbench.client: error: --name caf\\xe9 is not UTF-8 "
                            "text; use a UTF-8 (or ASCII) name"), err
 
 

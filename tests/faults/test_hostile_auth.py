@@ -137,7 +137,7 @@ def test_server_reads_the_secret_by_the_clients_rule(procs, tmpdir, content, why
     assert code == exitcodes.USAGE, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "diskbench server: error: --secret-file %s %s" % (path, why)), err
+        "python -m diskbench.server: error: --secret-file %s %s" % (path, why)), err
     assert not os.path.exists(str(tmpdir.join("logs")))
 
 

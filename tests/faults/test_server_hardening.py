@@ -108,7 +108,8 @@ def test_deeply_nested_json_is_refused_by_a_small_stack_handler(procs, tmpdir):
 # --- a stuck writer is never finished ---------------------------------------------------
 def test_stalled_writer_is_shown_live_and_never_reported_finished(procs, tmpdir):
     """A heartbeat saying the writer made no progress for --stall-timeout marks
-    the client stalled (console and report); a stop while stalled is FAILED."""
+    the client stalled (console and report); a stop while stalled is FAILED,
+    with the newest beat's figure (the stall's true length)."""
     server = ServerProc(procs, _logs(tmpdir), ["--stall-timeout", "2"] + FAST)
     c = FakeClient(server.port, "stuck")
     c.begin()
@@ -116,12 +117,13 @@ def test_stalled_writer_is_shown_live_and_never_reported_finished(procs, tmpdir)
     _beat(c, age=0.5)
     _beat(c, age=2.5)
     wait_until(lambda: "stuck stalled" in server.stdout(), 10, what="stalled on console")
+    _beat(c, age=4.0)  # the reason follows the stall's true length
     c.stop()
     c.wait_acked(c.seq)
     assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE
     entry = _client(server.report(), "stuck")
     assert entry["state"] == "failed"
-    assert "stalled" in entry["state_why"] and "no progress for 2 s" in entry["state_why"]
+    assert "stalled" in entry["state_why"] and "no progress for 4.0 s" in entry["state_why"]
 
 
 def test_stalled_writer_that_progresses_again_is_running(procs, tmpdir):
