@@ -137,7 +137,8 @@ def test_loop_back_pressure_stops_reading_rather_than_buffering(procs, tmpdir):
                         ["--clients", "1"] + FAST)
     client = FakeClient(server.port, "flood")
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    client.hello()
+    # not went away while unread: 3 heartbeats take longer than the test's waits
+    client.hello(heartbeat_interval_s=10 * STUCK_S)
     client.sock.setblocking(False)
     left = b""
     last = None
