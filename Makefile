@@ -13,6 +13,7 @@ VENV    := .venv
 V3      := $(VENV)/py3
 V2      := $(VENV)/py27
 VTOOLS  := $(VENV)/tools
+VLINT   := $(VENV)/lint
 REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
@@ -28,7 +29,7 @@ help:
 	@echo "             sshd and the network-namespace run, on both Pythons (root)"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
 	@echo "make bench-server  the server under 1000-20000 simulated clients, beside a bare threaded and a bare epoll server"
-	@echo "make lint    byte-compile every file with both interpreters"
+	@echo "make lint    ruff (pinned, ruff.toml), then byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
 	@echo "make dist    build dist/diskbench-VERSION-py2.py3-none-any.whl and the sdist"
 	@echo "make clean   remove the virtualenvs and caches"
@@ -79,7 +80,15 @@ test3: $(V3)/.installed
 test2: $(V2)/.installed
 	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS)
 
-lint:
+$(VLINT)/.installed: requirements-lint.txt
+	$(PY3) -m venv $(VLINT)
+	$(VLINT)/bin/pip install -q --disable-pip-version-check -r requirements-lint.txt
+	@touch $@
+
+# ruff (pinned; rules in ruff.toml, chosen so 2.7 code stays valid), then every file
+# byte-compiled by both interpreters. CI runs it before the tests.
+lint: $(VLINT)/.installed
+	$(VLINT)/bin/ruff check --no-cache .
 	@files=$$(git ls-files '*.py'; git ls-files --others --exclude-standard '*.py'); \
 	for py in $(PY3) $(PY2); do \
 	  echo "py_compile with $$py"; \

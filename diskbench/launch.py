@@ -276,7 +276,7 @@ def check_client_flags(flags):
     try:
         from diskbench.client.__main__ import build_parser as client_parser
         parser = client_parser()
-    except Exception:  # noqa: a refactored client: its own check still runs on the hosts
+    except Exception:  # noqa: BLE001 - a refactored client: its own check still runs on the hosts
         return
 
     def error(message):

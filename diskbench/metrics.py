@@ -15,9 +15,10 @@ def utc(ts):
     format of server.log, the console and the report."""
     if ts is None:
         return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + (
-            ".%03dZ" % int(round((ts - int(ts)) * 1000) % 1000))
+    try:   # round once, to the millisecond: 05.9996 is 06.000, never 05.000
+        ms = int(round(ts * 1000))
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + (
+            ".%03dZ" % (ms % 1000))
     except (ValueError, OverflowError, OSError):  # 2.7: before 1900; any: huge
         return "epoch %+.3f s (no calendar date)" % ts
 

@@ -130,7 +130,7 @@ def start_clients(port, tmp, logs, data, env):
 def judge(clients, codes, tmp, logs, data):
     """What went wrong (a list of phrases); prints each exit code and the report."""
     failed = []
-    for (name, proc), code in zip(clients, codes[1:]):
+    for (name, _proc), code in zip(clients, codes[1:]):
         print("demo: client %s exited %s" % (name, code))
         if code != 0:
             failed.append(name)

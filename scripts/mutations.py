@@ -1489,4 +1489,28 @@ MUTATIONS = [
          old="        if not (killed or stalled_s is not None) or outcome.reason is None or",
          new="        if not killed or outcome.reason is None or",
          tests=[_TC + "test_writer_stalled_when_the_run_ends_fails_on_both_sides"]),
+    # --- integrate ---
+    dict(id="rerender-facts-unchecked", file="diskbench/report/rerender.py",
+         old="        checked = readers.check_facts(recorded)",
+         new="        checked = recorded",
+         tests=[_TF + "test_rerender_with_damaged_report_facts_falls_back_once_without_a_"
+                "traceback"]),
+    dict(id="report-plan-duration-unchecked", file="diskbench/report/readers.py",
+         old='    (("planned_run_s",), FIGURE),\n',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-per-client-mib-s-unchecked", file="diskbench/report/readers.py",
+         old='    (("aggregate", "per_client_mib_s"), protocol.Optional(_MapOf(NAME, FIGURE))),',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    dict(id="report-run-facts-unchecked", file="diskbench/report/readers.py",
+         old='    (("run", "exit_code"), EXIT_CODE),',
+         new="",
+         tests=[_TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    # --- coordinator ---
+    dict(id="utc-milliseconds-rounded-apart", file="diskbench/metrics.py",
+         old="        ms = int(round(ts * 1000))",
+         new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_utc_rounds_the_second_with_its_milliseconds"]),
 ]

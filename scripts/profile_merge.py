@@ -51,7 +51,7 @@ def show(title, stats, messages, top):
     print("   Python work (own time outside blocking calls): %.2f s%s" % (
         work, ", %.1f us per message" % (1e6 * work / messages) if messages else ""))
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
-    for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
+    for (path, line, func), (_cc, calls, tottime, _cumtime, _callers) in rows:
         per = " %7.2f us/msg" % (1e6 * tottime / messages) if messages else ""
         print("%9.3f s%s %9d  %s:%d(%s)" % (tottime, per, calls,
                                             os.path.basename(path), line, func))

@@ -21,9 +21,9 @@ def run_client(procs, tmpdir, args, env=None, timeout=60):
 
 
 def error_line(err):
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert "Traceback" not in err
-    errors = [l for l in lines if "ERROR" in l or "error:" in l]
+    errors = [ln for ln in lines if "ERROR" in ln or "error:" in ln]
     assert len(errors) == 1, err
     return errors[0]
 

@@ -37,7 +37,7 @@ def test_client_progress_line_updates_in_place_on_a_terminal(procs, tmpdir):
         wait_until(pane.dead, 30, what="the client to exit")
         text = pane.tmux("capture-pane", "-p", "-J", "-t", "t")  # -J: unwrapped
         assert not PROGRESS_RE.search(text), "the progress line was not cleared: %r" % text
-        line = [l for l in text.split("\n") if "stop (duration)" in l][0]
+        line = [ln for ln in text.split("\n") if "stop (duration)" in ln][0]
         assert "throughput (wall)" in line and "in write+fsync calls" in line
         assert "exit code %d" % exitcodes.OK in line
         # rollovers go to the client log only: never one on the terminal (the

@@ -138,7 +138,7 @@ def differences(a, b, path="report"):
             return ["%s (lengths %d, %d)" % (path, len(a), len(b))]
         return [d for i, (x, y) in enumerate(zip(a, b))
                 for d in differences(x, y, "%s[%d]" % (path, i))]
-    return [] if a == b and type(a) == type(b) else ["%s: %r != %r" % (path, a, b)]
+    return [] if a == b and type(a) is type(b) else ["%s: %r != %r" % (path, a, b)]
 
 
 def test_like_for_like_rerender_of_a_finished_run_equals_the_servers_report(procs, tmpdir):

@@ -143,3 +143,16 @@ def test_utc_is_total_a_time_no_calendar_holds_is_said_not_raised():
     assert utc(-5e9) in ("1811-07-23 15:06:40.000Z", "epoch -5000000000.000 s (no "
                          "calendar date)")
     assert utc(1e18) == "epoch +1000000000000000000.000 s (no calendar date)"
+
+
+def test_utc_rounds_the_second_with_its_milliseconds():
+    """A time within half a millisecond of the next second is that second, never
+    the one before (".9996" printed ".000" a whole second early: a console's
+    progress stamps then ran backwards)."""
+    from diskbench.metrics import utc
+    t = 1796619493.0
+    assert utc(t + 0.9996) == utc(t + 1.0) == "2026-12-07 04:58:14.000Z"
+    assert utc(t + 0.9994) == "2026-12-07 04:58:13.999Z"
+    assert utc(t + 0.0004) == "2026-12-07 04:58:13.000Z"
+    stamps = [utc(t + i / 10000.0) for i in range(0, 30001, 7)]
+    assert stamps == sorted(stamps)    # never backwards

@@ -30,6 +30,7 @@ CLIENT_COLUMNS = {
     "client": lambda e: e["client"],
     "host": lambda e: e["host"],
     "state": report_mod.state_label,
+    "chunk MiB": lambda e: e["chunk_mib"],
     "MiB/s mean": lambda e: e["throughput_mib_s"]["mean"],
     "p50 ms": lambda e: e["latency_ms"]["p50"],
     "p99 ms": lambda e: e["latency_ms"]["p99"],
@@ -168,7 +169,7 @@ def test_html_every_chart_has_each_clients_line_with_every_point(page):
         paths, svg = _paths(html, chart)
         per = 2 if chart == "latency" else 1
         assert sorted(c for c, _, _ in paths) == sorted(names * per), chart
-        for client, attrs, d in paths:
+        for client, _attrs, d in paths:
             e = entries[client]
             if chart == "throughput":
                 assert _points(d) == e["perf_interval_count"], client

@@ -427,7 +427,7 @@ class Supervisor(object):
         """Stop command, then SIGTERM (+ SIGCONT, so a stopped child can obey
         it), then SIGKILL; each bounded, and cut short once ``hurry()`` (a
         signal). Records who had to be signalled."""
-        for role, conn in list(self.conns.items()):
+        for conn in list(self.conns.values()):
             try:
                 conn.send(child.CMD_STOP)
             except (OSError, IOError, EOFError):

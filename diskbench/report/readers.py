@@ -16,7 +16,7 @@ import errno
 import json
 import math
 
-from diskbench import protocol
+from diskbench import plan, protocol
 from diskbench.compat import RecursionError, as_text, integer_types
 from diskbench.server import report as report_mod
 from diskbench.server import states
@@ -29,6 +29,9 @@ MAX_FIGURE = 1e12
 MIN_FIGURE = 1e-9
 #: Server warnings kept from an old report.json (each is one sentence).
 MAX_WARNINGS = 1000
+#: The longest text believed in run.json's report facts (a server warning or a
+#: client's state reason may quote a client's own text, the wire's 2048, and more).
+MAX_FACT_TEXT = 65536
 
 
 class Unreadable(Exception):
@@ -52,6 +55,8 @@ class _Figure(protocol.Num):
 
 
 FIGURE = protocol.Optional(_Figure())
+#: A figure that may be below 0 (a run's length on clocks that disagree).
+SIGNED = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
 NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
 TEXT = protocol.Optional(protocol.Str(max_len=2048))
 TS = protocol.Num(0.0, 1e11)                                  # the wire's timestamps
@@ -59,6 +64,72 @@ COUNT = protocol.Int()
 OPT_COUNT = protocol.Optional(COUNT)
 EXIT_CODE = protocol.Optional(protocol.Int(0, 255))
 STATE = protocol.Str(choices=states.STATES)
+YES_NO = protocol.Optional(protocol.Bool())
+
+
+#: Where a plan setting came from (report: plan_source).
+PLAN_SOURCES = (plan.FROM_CLIENT, plan.FROM_SERVER, plan.FROM_DEFAULT)
+
+
+class _ListOf(protocol._Field):
+    """A list of ``inner`` values."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def describe(self):
+        return "a list of %s" % self.inner.describe()
+
+    def check(self, value):
+        if not isinstance(value, list):
+            raise TypeError
+        return [self.inner.check(v) for v in value]
+
+
+class _MapOf(protocol._Field):
+    """An object of ``key`` names to ``inner`` values."""
+
+    def __init__(self, key, inner):
+        self.key, self.inner = key, inner
+
+    def describe(self):
+        return "an object of %s to %s" % (self.key.describe(), self.inner.describe())
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict((self.key.check(k), self.inner.check(v)) for k, v in value.items())
+
+
+class _AsIs(protocol._Field):
+    """``inner``'s check, the value kept as written (an integer stays one)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.optional = inner.optional
+
+    def describe(self):
+        return self.inner.describe()
+
+    def check(self, value):
+        self.inner.check(value)
+        return value
+
+
+class _Record(protocol._Field):
+    """An object with exactly the keys of ``spec`` ({key: field}), each checked."""
+
+    def __init__(self, spec):
+        self.spec = dict(spec)
+
+    def describe(self):
+        return "an object of %s" % ", ".join(sorted(self.spec))
+
+    def check(self, value):
+        if not isinstance(value, dict) or set(value) != set(self.spec):
+            raise TypeError
+        return dict((k, f.check(value[k])) for k, f in self.spec.items())
+
 
 #: What ``load_report`` checks in each client entry of a report.json (compare's
 #: reader): (key path, field). A path missing or a value outside its field makes
@@ -73,13 +144,22 @@ CLIENT_FIELDS = (
     (("file_mib",), FIGURE),
     (("written_mib",), FIGURE),
     (("sync",), TEXT),
+    (("planned_run_s",), FIGURE),
+    (("preallocated",), YES_NO),
 ) + tuple((("throughput_mib_s", k), FIGURE) for k in ("min", "mean", "max", "p50",
                                                        "p95", "p99")) \
   + tuple((("latency_ms", k), FIGURE) for k in ("min", "mean", "max", "p50", "p95",
                                                  "p99"))
 #: The same for the run as a whole: a bad one makes the document bad.
 RUN_FIELDS = (
+    (("run", "label"), TEXT),
+    (("run", "exit_code"), EXIT_CODE),
+    (("run", "exit_meaning"), TEXT),
+    (("run", "interrupted_by"), TEXT),
+    (("run", "start_utc"), TEXT),
+    (("run", "run_duration_s"), SIGNED),
     (("aggregate", "throughput_mib_s"), FIGURE),
+    (("aggregate", "per_client_mib_s"), protocol.Optional(_MapOf(NAME, FIGURE))),
     (("totals", "client_count"), COUNT),
     (("totals", "written_mib"), FIGURE),
 ) + tuple((("totals", "latency_ms", k), FIGURE) for k in ("p50", "p95", "p99", "max"))
@@ -284,3 +364,82 @@ def read_old_report(path, warn):
         warn("%s: %d damaged values left out (the first: '%s'); the run facts are taken "
              "from perf.jsonl there" % (path, len(dropped), dropped[0]))
     return dict(run=run, states=found, rejected=rejected)
+
+
+FACT_TEXT = protocol.Str(max_len=MAX_FACT_TEXT)
+#: run.json's report facts (server/report.facts), checked like the wire before a
+#: re-render applies them: (key, field) of the run's build arguments, its view and
+#: each client's (report.CLIENT_FACTS). A key missing, unknown or failing its field
+#: makes the facts unusable (rerender then falls back to a re-render without them).
+FACT_BUILD_FIELDS = (
+    ("run_label", protocol.Optional(FACT_TEXT)), ("interrupted_by", TEXT),
+    ("exit_code", EXIT_CODE), ("exit_meaning", TEXT),
+    ("warnings", protocol.Optional(_ListOf(FACT_TEXT))),
+    ("server_cpu", protocol.Optional(_MapOf(protocol.Str(max_len=128), _AsIs(SIGNED)))))
+_FACT_RULES = dict(
+    # the run's (registry.RunView)
+    expected_clients=OPT_COUNT, connections=COUNT,
+    rejected=_MapOf(protocol.Str(max_len=128, strict=True), COUNT), restored=COUNT,
+    # each client's (registry.Client)
+    peer=protocol.Optional(protocol.Str(max_len=255)),
+    plan=_AsIs(_Record(protocol._PLAN_SPEC)),
+    plan_sources=_Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
+                              for k in protocol.PLAN_FIELDS)),
+    start_at=protocol.Optional(TS), join_order=OPT_COUNT, state=STATE,
+    reason=protocol.Optional(FACT_TEXT), duplicates=COUNT, reconnects=COUNT,
+    went_away_count=COUNT, takeovers=COUNT, seq_jumps=COUNT, notes=_ListOf(FACT_TEXT),
+    texts_dropped=COUNT)
+#: (a fact report.py records without a rule here fails at import: add its rule)
+FACT_RUN_FIELDS = tuple((k, _FACT_RULES[k]) for k in report_mod.VIEW_FACTS)
+FACT_CLIENT_FIELDS = tuple((k, _FACT_RULES[k]) for k in report_mod.CLIENT_FACTS)
+
+
+def _checked(obj, fields, where):
+    """``obj`` (a dict holding exactly the keys of ``fields``) with each value
+    checked; ValueError naming the first key that fails."""
+    if not isinstance(obj, dict):
+        raise ValueError("'%s' must be an object" % where)
+    names = set(k for k, _ in fields)
+    extra = sorted(as_text(k) for k in obj if k not in names)
+    if extra:
+        raise ValueError("'%s' has an unknown key '%s'" % (where, extra[0][:40]))
+    out = {}
+    for key, field in fields:
+        try:
+            out[key] = field.check(obj[key]) if key in obj else _missing(field)
+        except (TypeError, ValueError):
+            raise ValueError("'%s.%s' must be %s" % (where, key, field.describe()))
+    return out
+
+
+def _missing(field):
+    if field.optional:
+        return None
+    raise ValueError
+
+
+def check_facts(recorded):
+    """run.json's report facts ``recorded`` with every value checked like the
+    wire (FACT_*_FIELDS), as ``report.apply_facts`` takes them; ValueError
+    saying which value is wrong."""
+    if not isinstance(recorded, dict):
+        raise ValueError("'%s' must be an object" % report_mod.FACTS_KEY)
+    out = {}
+    for key in ("start_ts", "end_ts"):
+        try:
+            out[key] = TS.check(recorded.get(key))
+        except (TypeError, ValueError):
+            raise ValueError("'%s' must be %s" % (key, TS.describe()))
+    out["build"] = _checked(recorded.get("build"), FACT_BUILD_FIELDS, "build")
+    out["run"] = _checked(recorded.get("run"), FACT_RUN_FIELDS, "run")
+    clients = recorded.get("clients")
+    if not isinstance(clients, dict):
+        raise ValueError("'clients' must be an object")
+    out["clients"] = {}
+    for name, facts in clients.items():
+        try:
+            name = NAME.check(name)
+        except (TypeError, ValueError):
+            raise ValueError("a client name in 'clients' must be %s" % NAME.describe())
+        out["clients"][name] = _checked(facts, FACT_CLIENT_FIELDS, "clients.%s" % name)
+    return out

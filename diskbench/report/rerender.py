@@ -15,7 +15,6 @@ old report.json's run facts and end states are kept. A re-render says so in
 """
 from __future__ import absolute_import
 
-import json
 import os
 import time
 
@@ -123,19 +122,19 @@ def load(log_dir, warn):
 
 def _from_facts(view, recorded, damage, warn):
     """The report built from the server's recorded facts, or None (said in
-    ``warn``) when they cannot be used: run.json is a file we read, so facts of
-    the wrong shape, or figures that would not make strict JSON, fall back to a
-    re-render without them, never a traceback."""
+    ``warn``) when they cannot be used: run.json is a file we read, so its facts
+    are checked like the wire first (readers.check_facts) and facts of the wrong
+    shape or out of bounds fall back to a re-render without them, never a
+    traceback."""
     try:
-        started, ended, build_args = report_mod.apply_facts(view, recorded)
-        build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
-        rep = report_mod.build(view, started, ended, **build_args)
-        json.dumps(rep, allow_nan=False)
-    except Exception as exc:  # noqa: BLE001 - any damage: re-render without the facts
-        warn("%s holds report facts that cannot be used (%s: %s); re-rendering "
-             "without them" % (RUN_MARKER, type(exc).__name__, exc))
+        checked = readers.check_facts(recorded)
+    except ValueError as exc:
+        warn("%s holds report facts that cannot be used (%s); re-rendering without "
+             "them" % (RUN_MARKER, exc))
         return None
-    return rep
+    started, ended, build_args = report_mod.apply_facts(view, checked)
+    build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
+    return report_mod.build(view, started, ended, **build_args)
 
 
 def _recorded_facts(path):

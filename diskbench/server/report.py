@@ -673,7 +673,7 @@ def chunk_size_line(size, means):
 def chunk_size_table(rep):
     """report.txt's 'by chunk size' section: what the default plan measures."""
     sizes = rep.get("by_chunk_size") or []
-    fmt = "%9s %8s %11s %9s %9s %16s %9s"
+    fmt = "  %9s %8s %11s %9s %9s %16s %9s"   # indented, as every table row is
     lines = ["by chunk size (MiB/s: the mean, min and max of the clients' means)",
              fmt % ("chunk MiB", "clients", "mean MiB/s", "min", "max", "slowest/fastest",
                     "p%d ms" % PCTS[-1])]

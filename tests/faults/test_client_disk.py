@@ -55,7 +55,7 @@ def test_enospc_stops_cleans_up_reports_and_exits_14(procs, tmpdir, small_tmpfs)
     assert client.returncode == exitcodes.CLIENT_DISK_ERROR, err
     assert "Traceback" not in err
     assert "--force: running anyway; not enough free space" in err
-    stop_lines = [l for l in err.splitlines() if "stop (error)" in l]
+    stop_lines = [ln for ln in err.splitlines() if "stop (error)" in ln]
     assert len(stop_lines) == 1, err
     assert "the writer stopped on a disk error: ENOSPC: No space left on device" \
         in stop_lines[0] and "exit code 14" in stop_lines[0]

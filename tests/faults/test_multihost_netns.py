@@ -122,7 +122,7 @@ def _clients(results):
 
 
 def test_three_namespaces_reported_apart_with_their_own_addresses(fleet_run):
-    for code, out, err in fleet_run["clients"]:
+    for code, _out, err in fleet_run["clients"]:
         assert code == exitcodes.OK, (code, err[-3000:])
         assert "Traceback" not in err
     assert fleet_run["server"][0] == exitcodes.OK, fleet_run["server"]

@@ -18,8 +18,7 @@ from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.server import recorder as rec
 from tests.faults.test_server_logdir_full import _fill
-from tests.faults.test_server_restart import (CLIENT_FAST, SERVER_FAST, client_log,
-                                             real_client)
+from tests.faults.test_server_restart import (SERVER_FAST, client_log, real_client)
 from tests.helpers import communicate, free_port, mounted_tmpfs, read_jsonl, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, hello_fields, latency_sets
 

@@ -257,7 +257,7 @@ def test_a_peer_that_is_not_diskbench_is_named_in_one_line_at_once(procs, tmpdir
     line = "127.0.0.1:%d is not a diskbench server" % peer.port
     assert err.count(line) == 1, err
     assert "Traceback" not in err
-    warnings = [l for l in err.splitlines() if "WARNING" in l or "ERROR" in l]
+    warnings = [ln for ln in err.splitlines() if "WARNING" in ln or "ERROR" in ln]
     assert len(warnings) == 1, err
     assert took < 15, "took %.1f s" % took  # start-up + calibration + at most 3 backoffs
     assert peer.accepted == (sender_mod.SILENT_CLOSES_MAX if not peer.answer else 1)
@@ -275,7 +275,7 @@ def test_an_unresolvable_server_name_fails_at_once_in_one_line(procs, tmpdir):
     out, err = communicate(proc, LONG_S)
     assert proc.returncode == exitcodes.CLIENT_SERVER, err
     assert time.time() - t0 < 15
-    lines = [l for l in err.splitlines() if "ERROR" in l or "WARNING" in l]
+    lines = [ln for ln in err.splitlines() if "ERROR" in ln or "WARNING" in ln]
     assert len(lines) == 1 and "cannot resolve the server's host name " \
         "no-such-host.invalid" in lines[0] and "fix --server" in lines[0], err
 
@@ -375,7 +375,7 @@ def proc_state(pid):
 def pipe_bytes_written(pid):
     """Bytes process ``pid`` has written (its heartbeats go up its pipe)."""
     with open("/proc/%d/io" % pid) as f:
-        return int([l for l in f if l.startswith("wchar:")][0].split()[1])
+        return int([ln for ln in f if ln.startswith("wchar:")][0].split()[1])
 
 
 def children(tmpdir, name):

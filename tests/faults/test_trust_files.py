@@ -414,7 +414,9 @@ def _mutate_json(rnd, text):
     elif how == 2 and "v" in obj:
         obj["v"] = rnd.choice([0, 2, 4, 99, "3", None])
     elif how == 3 and "report_format" in obj:
-        obj["report_format"] = rnd.choice([1, 3, True, "2", 2.0, None])
+        fmt = report_mod.REPORT_FORMAT   # another version, or its number in another type
+        obj["report_format"] = rnd.choice([fmt - 1, fmt + 1, True, "%d" % fmt, float(fmt),
+                                           None])
     elif how == 4:
         parent[path[-1]], token = _HOLE, rnd.choice(_TOKENS)
     else:
@@ -631,6 +633,85 @@ def test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file(
     assert compared and refused and entries_left_out
 
 
+#: Mutants of run.json's report facts re-rendered in this process (each a full
+#: re-render of the real run), and of them through the real CLI.
+FACTS_MUTANTS = 300
+FACTS_CLI = 3
+#: What a re-render says, once, when run.json's report facts cannot be used.
+FACTS_UNUSABLE = "holds report facts that cannot be used"
+
+
+def _mutate_facts(rnd, marker):
+    """run.json ``marker`` (a dict) with one value under its report facts swapped for
+    another type, a key dropped or an unknown one added (the file stays JSON)."""
+    obj = json.loads(json.dumps(marker))
+    paths = [p for p in _paths(obj) if p[:1] == (report_mod.FACTS_KEY,)]
+    path = rnd.choice(paths)
+    parent = obj
+    for key in path[:-1]:
+        parent = parent[key]
+    how = rnd.randrange(3)
+    if how == 0 and isinstance(parent, dict) and len(path) > 1:
+        del parent[path[-1]]
+    elif how == 1 and isinstance(parent[path[-1]], dict):
+        parent[path[-1]]["unknown_%d" % rnd.randrange(9)] = rnd.choice(_VALUES)
+    else:
+        parent[path[-1]] = rnd.choice(_VALUES)
+    return obj
+
+
+def test_rerender_with_damaged_report_facts_falls_back_once_without_a_traceback(
+        real_run_dir, tmpdir, procs):
+    """run.json's report facts are a file we read: each mutant of a real run's facts
+    (a value of another type or out of bounds, a key missing or unknown) is checked
+    like the wire before it is used; facts that fail make a re-render without them,
+    said in one warning naming the bad value, never a traceback; the report is whole
+    (every client, strict JSON). Through the real CLI: exit 0, the warning once."""
+    with open(os.path.join(real_run_dir, "run.json"), "rb") as f:
+        marker = json.loads(f.read().decode("utf-8"))
+    assert report_mod.FACTS_KEY in marker
+    want = sorted(e["client"] for e in load_report(real_run_dir)["clients"])
+    log_dir = str(tmpdir.mkdir("facts"))
+    shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), log_dir)
+    path = os.path.join(log_dir, "run.json")
+    rnd = random.Random(FUZZ_SEED)
+    fell_back = 0
+    for index in range(FACTS_MUTANTS):
+        mutant = _mutate_facts(rnd, marker)
+        data = json.dumps(mutant).encode("utf-8")
+        with open(path, "wb") as f:
+            f.write(data)
+        warned = []
+        try:
+            rep, series = rerender.load(log_dir, warned.append)
+            out = _outputs_in_memory(rep, series, False)
+        except Exception as exc:  # noqa: B902 - any exception is the bug this test finds
+            _fail_with(tmpdir, "facts-mutant.json", data, index, "%s: %s" % (
+                type(exc).__name__, exc))
+        said = [w for w in warned if FACTS_UNUSABLE in w]
+        assert len(said) <= 1, warned
+        fell_back += len(said)
+        assert sorted(e["client"] for e in _strict(out["json"])["clients"]) == want
+        # how the run ended is a fact only the server knew: used or not, as said
+        assert (rep["run"]["exit_meaning"] == rerender.NO_REPORT_MEANING) == bool(said), \
+            (index, warned)
+    assert fell_back > FACTS_MUTANTS // 2, fell_back
+    for index in range(FACTS_CLI):
+        cli_dir = str(tmpdir.mkdir("facts-cli%d" % index))
+        shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), cli_dir)
+        mutant = dict(marker)
+        mutant[report_mod.FACTS_KEY] = dict(marker[report_mod.FACTS_KEY])
+        mutant[report_mod.FACTS_KEY][("start_ts", "clients", "build")[index]] = \
+            ("yesterday", [1, 2], {"exit_code": "0"})[index]
+        with open(os.path.join(cli_dir, "run.json"), "w") as f:
+            json.dump(mutant, f)
+        code, out, err = run_report(procs, cli_dir)
+        assert code == exitcodes.OK and "Traceback" not in err, err
+        assert err.count(FACTS_UNUSABLE) == 1, err
+        with open(os.path.join(cli_dir, "report.json"), "rb") as f:
+            assert sorted(e["client"] for e in _strict(f.read())["clients"]) == want
+
+
 def _bad_lines(good):
     """Damaged perf.jsonl lines of every kind, made from the good record line ``good``."""
     rec = json.loads(good.decode("utf-8"))
@@ -730,7 +811,7 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
         real_run_dir, tmpdir, procs):
     """compare reads report.json like the wire: a client entry with a string for its
     throughput, or a figure too small to believe, is left out with one warning counting
-    it, and the rest compared (exit 0, no inf printed); NaN or 1e400 in a run figure, another report format (also `true` for 2) or
+    it, and the rest compared (exit 0, no inf printed); NaN or 1e400 in a run figure, another report format (also `true` for its number) or
     nesting deeper than the parser takes is a damaged document: exit 2, one line,
     no traceback."""
     with open(os.path.join(real_run_dir, "report.json"), "rb") as f:
@@ -747,8 +828,10 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
                                 str(tmpdir.join("c.html")))
     assert code == exitcodes.OK and "Traceback" not in err, err
     assert "1 of 2 client entries left out" in err and "throughput_mib_s.mean" in err, err
-    rows = [line for line in out.splitlines() if line.startswith(left_out)]
-    assert rows and all("none" in row for row in rows), out   # B has no such client now
+    # its row in each client table (after the '*'/' ' plan mark): matched to none
+    rows = [line for line in out.splitlines() if line[:1] in " *" and
+            line[1:].startswith(left_out + " ")]
+    assert len(rows) == 2 and all(row.split()[1] == "none" for row in rows), out
     # a figure too small to believe (5e-324 ms: a change in % of it is beyond a float)
     rep = json.loads(original.decode("utf-8"))
     rep["clients"][1]["latency_ms"]["p99"] = 5e-324
@@ -768,12 +851,13 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
     agg = json.dumps(json.loads(original.decode("utf-8"))["aggregate"]["throughput_mib_s"])
     hole = b'"throughput_mib_s": ' + agg.encode("utf-8")
     pretty = json.dumps(json.loads(original.decode("utf-8")), sort_keys=True).encode("utf-8")
-    assert hole in pretty
+    fmt = b'"report_format": %d' % report_mod.REPORT_FORMAT
+    assert hole in pretty and fmt in pretty
     for name, data, words in (
             ("nan.json", pretty.replace(hole, b'"throughput_mib_s": NaN', 1), "NaN"),
             ("big.json", pretty.replace(hole, b'"throughput_mib_s": 1e400', 1), "1e400"),
-            ("format.json", pretty.replace(b'"report_format": 2', b'"report_format": true'),
-             "not a report.json of format 2"),
+            ("format.json", pretty.replace(fmt, b'"report_format": true'),
+             "not a report.json of format %d" % report_mod.REPORT_FORMAT),
             ("deep.json", b"[" * 100000 + b"]" * 100000, "nested too deeply")):
         code, out, err = run_report(procs, "compare", good, doc(name, data), "--out",
                                     str(tmpdir.join("c.html")))

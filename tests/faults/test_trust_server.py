@@ -354,7 +354,7 @@ def test_a_second_process_under_a_taken_name_is_refused_with_one_line(procs, tmp
     second = _contained_client(procs, tmpdir, server.port, 1, name="twin")
     _out, err = communicate(second, 60)
     assert second.returncode == exitcodes.CLIENT_SERVER, err
-    said = [l for l in err.splitlines() if "already used in this run" in l]
+    said = [ln for ln in err.splitlines() if "already used in this run" in ln]
     assert len(said) == 1 and "--name" in said[0] and "Traceback" not in err, err
     communicate(first, 90)
     assert first.returncode == exitcodes.OK
