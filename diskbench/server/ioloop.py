@@ -172,7 +172,7 @@ class _Worker(object):
 
     def _unpark(self):
         parked, self.parked = self.parked, {}
-        for fd, handler in parked.items():
+        for fd in parked:
             self.poller.register(fd)
 
     def _serve(self, fd, handler):
