@@ -28,7 +28,7 @@ help:
 	@echo "make test-multihost  install openssh-server (apt) if missing; the launcher over a real"
 	@echo "             sshd and the network-namespace run, on both Pythons (root)"
 	@echo "make bench   diskbench vs fio side by side (installs fio with apt if missing)"
-	@echo "make bench-server  the server under 1000 and 5000 simulated clients, beside a bare socketserver"
+	@echo "make bench-server  the server under 1000-20000 simulated clients, beside a bare threaded and a bare epoll server"
 	@echo "make lint    ruff (pinned, ruff.toml), then byte-compile every file with both interpreters"
 	@echo "make mutate  break the code on purpose (scripts/mutations.py): every breakage must turn a test red"
 	@echo "make dist    build dist/diskbench-VERSION-py2.py3-none-any.whl and the sdist"
@@ -128,8 +128,12 @@ mutate: $(V3)/.installed
 	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python
 
 bench-server: env
+	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) -m slow tests/test_server_ingest.py
+	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) -m slow tests/test_server_ingest.py
 	$(V3)/bin/python scripts/bench_server.py --python $(CURDIR)/$(V3)/bin/python \
-	  --python $(CURDIR)/$(V2)/bin/python --clients 1000 5000 --duration 60
+	  --clients 1000 5000 20000 --duration 60
+	$(V3)/bin/python scripts/bench_server.py --python $(CURDIR)/$(V2)/bin/python \
+	  --clients 1000 5000 --duration 60
 
 # One universal wheel (the same code runs on 2.7 and 3) and an sdist; pip builds
 # the wheel in an isolated environment with setuptools/wheel from the index.

@@ -362,6 +362,56 @@ def wait_writable(obj, timeout):
     return bool(_poll([obj], _WRITE_EVENTS, timeout))
 
 
+class Poller(object):
+    """Readiness of many descriptors at once, for the server's I/O threads:
+    ``select.epoll`` where there is one (Linux), else ``select.poll``; never
+    ``select.select`` (FD_SETSIZE: descriptors of 1024 and above refused).
+    One interface: ``register(fd, readable)``, ``modify(fd, readable)``,
+    ``unregister(fd)``, ``poll(timeout_s)`` -> [(fd, events)], where
+    events are tested with ``READ``, ``WRITE`` and ``GONE`` (error or hang-up).
+    EINTR counts as "nothing ready"."""
+
+    def __init__(self, use_epoll=None):
+        if use_epoll is None:
+            use_epoll = hasattr(select, "epoll")
+        self.kind = "epoll" if use_epoll else "poll"
+        if use_epoll:
+            self._p = select.epoll()
+            self.READ, self.WRITE = select.EPOLLIN, select.EPOLLOUT
+            self.GONE = select.EPOLLERR | select.EPOLLHUP
+            self._scale = 1.0
+        else:
+            self._p = select.poll()
+            self.READ, self.WRITE = select.POLLIN, select.POLLOUT
+            self.GONE = select.POLLERR | select.POLLHUP | select.POLLNVAL
+            self._scale = 1000.0      # poll's timeout is in milliseconds
+
+    def register(self, fd, readable=True):
+        self._p.register(fd, self.READ if readable else 0)
+
+    def modify(self, fd, readable):
+        self._p.modify(fd, self.READ if readable else 0)
+
+    def unregister(self, fd):
+        try:
+            self._p.unregister(fd)
+        except (KeyError, ValueError, IOError, OSError):
+            pass                      # never registered, or already closed
+
+    def poll(self, timeout_s):
+        wait = -1 if timeout_s is None else max(0.0, timeout_s) * self._scale
+        if self._scale != 1.0 and wait > 0:
+            wait = int(wait) + 1      # whole milliseconds, never early
+        try:
+            return self._p.poll(wait)
+        except InterruptedErrors:
+            return []
+
+    def close(self):
+        if self.kind == "epoll":
+            self._p.close()
+
+
 # --- who is at the other end of a unix socket (SO_PEERCRED: Linux) -----------
 #: Python 2.7's socket module lacks the constant; its value on Linux by machine
 #: (asm-generic is 17; powerpc 21, mips 18, sparc 0x40).

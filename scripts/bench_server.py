@@ -143,17 +143,20 @@ def _wait_listening(proc, what):
         line = proc.stdout.readline().decode("utf-8", "replace")
 
 
-def run_arm(python, arm, clients, duration, scratch, extra=()):
+def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=False):
     """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
     port = _free_port()
     log_dir = tempfile.mkdtemp(prefix="%s-%d-" % (arm, clients), dir=scratch)
     if arm == "server":
         cmd = [python, "-m", "diskbench.server", "--port", str(port), "--host",
                "127.0.0.1", "--log-dir", log_dir, "--clients", str(clients), "--quiet"]
-    else:
+    else:   # "baseline" (threaded) or "epoll" (the bare event loop)
         cmd = [python, os.path.join(HERE, "baseline_server.py"), "--port", str(port),
-               "--log", os.path.join(log_dir, "lines.jsonl")]
+               "--log", os.path.join(log_dir, "lines.jsonl"), "--mode",
+               "epoll" if arm == "epoll" else "threaded"]
     server_cpu, loadgen_cpus = cpu_split()
+    if loadgen_anywhere:   # a shared host: the load generator runs where it likes
+        loadgen_cpus = None
     if server_cpu is not None:
         cmd += ["--cpu", str(server_cpu)]
     cmd += list(extra)
@@ -238,6 +241,20 @@ def print_row(row):
     sys.stdout.flush()
 
 
+def _ratios(rows, row):
+    """diskbench's CPU per message over each baseline's, same Python and
+    client count (``cpu_x_threaded``, ``cpu_x_epoll`` on the server's row)."""
+    server = [r for r in rows if r["arm"] == "server" and r["python"] == row["python"]
+              and r["clients"] == row["clients"]]
+    for r in server:
+        for arm, key in (("baseline", "cpu_x_threaded"), ("epoll", "cpu_x_epoll")):
+            base = [b for b in rows if b["arm"] == arm and b["python"] == r["python"]
+                    and b["clients"] == r["clients"] and b["cpu_ms_per_1000_msgs"]]
+            if base and r["cpu_ms_per_1000_msgs"]:
+                r[key] = round(r["cpu_ms_per_1000_msgs"] /
+                               base[-1]["cpu_ms_per_1000_msgs"], 2)
+
+
 def code_version():
     """The commit measured (``-dirty`` with uncommitted changes), or None."""
     try:
@@ -274,10 +291,15 @@ def main(argv=None):
     p.add_argument("--python", action="append", required=True)
     p.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
     p.add_argument("--duration", type=float, default=60.0)
-    p.add_argument("--arms", nargs="+", default=["server", "baseline"])
+    p.add_argument("--arms", nargs="+", default=["server", "baseline", "epoll"],
+                   help="server (diskbench), baseline (bare threaded), epoll (bare "
+                   "event loop)")
     p.add_argument("--baseline-args", default="", help="extra baseline_server.py "
                    "arguments (one string)")
-    p.add_argument("--server-args", default="", help="extra server arguments")
+    p.add_argument("--server-args", default="", help="extra server arguments (a "
+                   "--cpu here overrides the bench's own)")
+    p.add_argument("--loadgen-anywhere", action="store_true", help="leave the load "
+                   "generator unpinned (how --cpu's default was chosen)")
     p.add_argument("--out", help="results file (default bench/results/"
                    "bench-server-DATE.json, -2, -3... if taken)", default=os.path.join(
         REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
@@ -293,14 +315,22 @@ def main(argv=None):
                 for arm in args.arms:
                     extra = (args.server_args if arm == "server" else
                              args.baseline_args).split()
-                    row = run_arm(python, arm, clients, args.duration, scratch, extra)
+                    row = run_arm(python, arm, clients, args.duration, scratch, extra,
+                                  args.loadgen_anywhere)
                     if extra:
                         row["extra_args"] = " ".join(extra)
                     rows.append(row)
+                    _ratios(rows, row)
                     print_row(row)
                     save(args, rows)    # after every run: a crash keeps what was measured
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    for r in rows:
+        if r["arm"] == "server":
+            print("diskbench CPU per message, Python %s, %d clients: %sx the threaded "
+                  "baseline, %sx the epoll baseline" % (
+                      r["python"], r["clients"], r.get("cpu_x_threaded", "-"),
+                      r.get("cpu_x_epoll", "-")))
     print("written: %s" % args.out)
     return 1 if any(r["lost"] for r in rows if r["arm"] == "server") else 0
 

@@ -27,6 +27,7 @@ _TA = "tests/faults/test_trust_ack.py::"
 _LF = "tests/faults/test_server_logdir_full.py::"
 _TRS = "tests/faults/test_trust_server.py::"
 _TF = "tests/faults/test_trust_files.py::"
+_IO = "tests/faults/test_server_ioloop.py::"
 _LL = "tests/test_like_for_like.py::"
 _PK = "tests/test_packaging.py::"
 _LA = "tests/test_launch.py::"
@@ -569,8 +570,8 @@ MUTATIONS = [
          tests=["tests/test_client_fakeserver.py::test_sender_sends_nothing_after_its_bye"]),
     # --- batched ingest (issue 13) -------------------------------------------------------
     dict(id="partial-line-dropped", file="diskbench/server/handler.py",
-         old="            rest = lines.pop()\n",
-         new='            rest = lines.pop() and b""\n',
+         old="        rest = lines.pop()\n",
+         new='        rest = lines.pop() and b""\n',
          tests=["tests/test_server_framing.py::test_lines_together_and_split_are_each_"
                 "recorded_once_and_acked"]),
     # --- server tuning (issue 13) ------------------------------------------------------
@@ -1343,6 +1344,27 @@ MUTATIONS = [
          new="        if False:",
          tests=[_TF + "test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document",
                 _TF + "test_report_json_reader_survives_ten_thousand_mutants_of_a_real_file"]),
+    # --- ingest28 ---
+    dict(id="loop-reads-while-queue-full", file="diskbench/server/ioloop.py",
+         old="            if full():                # back-pressure",
+         new="            if False:                # back-pressure",
+         tests=[_IO + "test_loop_back_pressure_stops_reading_rather_than_buffering"]),
+    dict(id="loop-error-not-contained", file="diskbench/server/ioloop.py",
+         old="            self._failed(handler)\n            return\n        if not going:",
+         new="            raise\n        if not going:",
+         tests=[_IO + "test_loop_error_fails_that_client_and_the_loop_goes_on"]),
+    dict(id="recorder-waits-on-a-deaf-peer", file="diskbench/server/handler.py",
+         old="RECORDER_SEND_STALL_S = 0.05",
+         new="RECORDER_SEND_STALL_S = 20.0",
+         tests=[_IO + "test_loop_peer_not_reading_does_not_stall_the_others"]),
+    dict(id="loop-connection-not-registered", file="diskbench/server/ioloop.py",
+         old="                self.poller.register(fd)\n            except",
+         new="                pass\n            except",
+         tests=[_IO + "test_loop_serves_descriptors_beyond_1023"]),
+    dict(id="poll-fallback-wrong-events", file="diskbench/compat.py",
+         old="self.READ, self.WRITE = select.POLLIN, select.POLLOUT",
+         new="self.READ, self.WRITE = select.POLLOUT, select.POLLIN",
+         tests=[_IO + "test_poller_reports_descriptors_beyond_1023[poll]"]),
     # --- compare26 ---
     dict(id="ranked-across-chunk-sizes", file="diskbench/server/report.py",
          old='        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean',

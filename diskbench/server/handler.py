@@ -12,6 +12,12 @@ is beyond repair (over-long line, wrong protocol version, wrong secret on hello,
 a name taken by another process): then the connection is closed, after a
 ``rejected`` message where the client can act on it.
 
+Two phases, one line handling: the thread socketserver starts for a
+connection serves it until its hello is accepted (or it is refused or
+closed), then hands it to the I/O threads (ioloop.py), which serve every
+established connection with epoll. Both feed what they receive to
+``received`` (framing, limits, dispatch, policy): nothing is duplicated.
+
 Deadlines (enforced by the master's tick through ``expire_if_due``, so a peer
 that trickles one byte at a time cannot hold a thread): a connection must have
 an accepted hello within --hello-timeout of connecting, and after that must
@@ -28,6 +34,17 @@ from diskbench import protocol
 from diskbench.compat import monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
 from diskbench.server.recorder import run_profiled
+
+_THREAD = threading.local()
+
+
+def in_io_thread():
+    """Is the calling thread one of the I/O threads (ioloop.py)?"""
+    return getattr(_THREAD, "io", False)
+
+
+def mark_io_thread():
+    _THREAD.io = True
 
 #: A connection that sends nothing for this long is closed (its client, if it
 #: had one, is then marked went away). Set from --read-timeout.
@@ -52,6 +69,10 @@ RECORDER_SEND_STALL_S = 0.05
 #: offset (registry._apply_pong).
 PING_INTERVAL_S = 10.0
 PING_JITTER = (0.5, 1.5)
+#: A send made by an I/O thread (a rejection) waits this long at most for
+#: the peer to read: an I/O thread serves every connection and never waits
+#: on one. 0: what the socket buffer cannot take now closes the connection.
+LOOP_SEND_STALL_S = 0.0
 #: Most bytes taken from a connection's socket per receive: every complete
 #: line they hold is handled, recorded and acked as one batch. Small: each
 #: thread holds a buffer this big while it waits in recv (64 KiB would be
@@ -101,11 +122,14 @@ class Handler(socketserver.BaseRequestHandler):
         self.pending_acks = False          # it holds something to ack
         self.next_ping = None              # monotonic() the next ping is due
         self.deadline = monotonic() + ctx.hello_timeout
+        self.rest = b""               # bytes of a line not yet complete
+        self.adopted = False          # handed to the I/O threads (ioloop.py)
         self.conn_id = self.registry.connection_opened()
         ctx.connection_started(self)
 
     def finish(self):
-        self.ctx.connection_ended(self)
+        if not self.adopted:          # else the I/O thread ends it (ioloop._close)
+            self.ctx.connection_ended(self)
 
     # --- the receive loop ------------------------------------------------------
     def handle(self):
@@ -113,11 +137,16 @@ class Handler(socketserver.BaseRequestHandler):
         try:
             run_profiled("handler-%d" % self.conn_id, self._loop)
         finally:
-            if self.expired is not None:
-                self._rejected(*self.expired)
-            self.registry.connection_closed(self.name, self.conn_id, self.said_bye)
-            log.info("connection %d from %s (%s) closed", self.conn_id, self.peer,
-                     self.name or "no hello")
+            if not self.adopted:
+                self.closed()
+
+    def closed(self):
+        """The connection is over (its handler thread or an I/O thread)."""
+        if self.expired is not None:
+            self._rejected(*self.expired)
+        self.registry.connection_closed(self.name, self.conn_id, self.said_bye)
+        log.info("connection %d from %s (%s) closed", self.conn_id, self.peer,
+                 self.name or "no hello")
 
     def extend_deadline(self, gap):
         """The server was paused for ``gap`` s: that time is not the peer's."""
@@ -145,15 +174,15 @@ class Handler(socketserver.BaseRequestHandler):
         return True
 
     def _loop(self):
-        """Receive, then handle every complete line the receive brought.
+        """The handshake: receive until the hello is accepted, then hand the
+        connection to the I/O threads (``self.adopted``; the thread ends).
 
         One ``recv`` per wake-up (no buffered reader: one call, and all the
         lines it holds are handled before sleeping again), and one record
         batch, one wait and one ack for those lines (``_flush``).
         """
-        limit = self.ctx.max_line_bytes
         sock = self.connection
-        rest = b""
+        ioloop = getattr(self.ctx, "ioloop", None)
         while True:
             try:
                 data = sock.recv(RECV_BYTES)
@@ -161,28 +190,44 @@ class Handler(socketserver.BaseRequestHandler):
                 log.info("connection %d from %s: read failed: %s", self.conn_id,
                          self.peer, exc)
                 return
-            if self.expired is not None:
+            if not self.received(data):
                 return
-            if not data:   # end of stream: a last line without newline is a line
-                if rest:
-                    if len(rest) > limit:
-                        self._too_long(limit)
-                    else:
-                        self._lines([rest])
+            if self.name is not None and ioloop is not None:
+                self.adopted = True   # process_request_thread hands it over
                 return
-            if b"\n" not in data:
-                rest += data
-                if len(rest) >= limit:   # its newline would make it limit + 1
+
+    def received(self, data):
+        """Handle one receive's bytes (b"": end of stream): every complete
+        line they finish, in order, as one batch. False: close the connection.
+        The same for both phases (handler thread, I/O thread)."""
+        if self.expired is not None:
+            return False
+        limit = self.ctx.max_line_bytes
+        rest = self.rest
+        if not data:   # end of stream: a last line without newline is a line
+            self.rest = b""
+            if rest:
+                if len(rest) > limit:
                     self._too_long(limit)
-                    return
-                continue
-            lines = (rest + data).split(b"\n")
-            rest = lines.pop()
-            if not self._lines([line + b"\n" for line in lines], limit):
-                return
-            if len(rest) >= limit:
+                else:
+                    self._lines([rest])
+            return False
+        if b"\n" not in data:
+            rest += data
+            self.rest = rest
+            if len(rest) >= limit:   # its newline would make it limit + 1
                 self._too_long(limit)
-                return
+                return False
+            return True
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        self.rest = rest
+        if not self._lines([line + b"\n" for line in lines], limit):
+            return False
+        if len(rest) >= limit:
+            self._too_long(limit)
+            return False
+        return True
 
     def _too_long(self, limit):
         exc = protocol.LineTooLong(limit)
@@ -241,6 +286,18 @@ class Handler(socketserver.BaseRequestHandler):
         self._refuse("the server could not handle your %s #%d (an internal error, in "
                      "its server.log); this client is failed, the run goes on: report "
                      "it to the server's operator" % (msg.type, msg.seq))
+
+    def loop_failed(self):
+        """Serving this connection in an I/O thread raised outside the
+        dispatch (logged with its traceback by the caller): its client, if
+        it has one, is failed and refused; the connection is then closed."""
+        self.registry.count_rejected(reg.REJECT_INTERNAL)
+        if self.name is not None:
+            self.registry.internal_error(self.name, "serving its connection",
+                                         self.conn_id)
+        self._refuse("the server could not serve your connection (an internal error, "
+                     "in its server.log); this client is failed, the run goes on: "
+                     "report it to the server's operator")
 
     def go_failed(self, name):
         """The go of ``name`` (this connection's client) could not be made or
@@ -381,6 +438,8 @@ class Handler(socketserver.BaseRequestHandler):
                                                version))
 
     def _send_line(self, line, stall=SEND_STALL_S):
+        if in_io_thread():
+            stall = min(stall, LOOP_SEND_STALL_S)
         with self.send_lock:
             if self.send_dead:
                 return False

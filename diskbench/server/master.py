@@ -35,6 +35,7 @@ from diskbench.server.deadlines import Deadlines
 from diskbench.server import control as control_mod
 from diskbench.server import event, log
 from diskbench.server import handler as handler_mod
+from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
@@ -209,6 +210,19 @@ class TCPServer(socketserver.ThreadingTCPServer):
         # A handler bug must not print to the console silently and go on unseen.
         log.exception("internal error on the connection from %s", client_address)
 
+    def process_request_thread(self, request, client_address):
+        """socketserver's, but a connection whose handshake ended with an
+        accepted hello is handed to the I/O threads instead of closed."""
+        handler = None
+        try:
+            handler = self.RequestHandlerClass(request, client_address, self)
+        except Exception:
+            self.handle_error(request, client_address)
+        if handler is not None and handler.adopted:
+            self.ctx.ioloop.adopt(handler)
+        else:
+            self.shutdown_request(request)
+
     def process_request(self, request, client_address):
         """A handler thread per connection, started without waiting for it to
         run: threading.Thread.start waits, a GIL hand-over and back per
@@ -240,6 +254,7 @@ class Master(object):
             stall_timeout=args.stall_timeout, require_all=args.require_all,
             plan_given=getattr(args, "plan", None), wall=clock)
         self.recorder = recorder_mod.Recorder(args.log_dir)
+        self.ioloop = ioloop_mod.IOLoop(self)   # established connections
         self.claim = None             # LOCK_FILE's descriptor once open_logs took it
         self.server = None
         self.wake = threading.Event()
@@ -476,6 +491,7 @@ class Master(object):
         thread = threading.Thread(target=self.server.serve_forever, name="tcp-server",
                                   kwargs=dict(poll_interval=TICK_S))
         thread.daemon = True
+        self.ioloop.start()
         thread.start()
         try:
             while self.signals.first is None and not self.ends:
@@ -504,6 +520,7 @@ class Master(object):
             if self.control is not None:
                 self.control.close()
             self.signals.restore()
+            self.ioloop.stop()
             self.recorder.close()
             self._teardown_logging()
             self._untune()

@@ -270,6 +270,11 @@ class Recorder(object):
         items[-1] = (_RAW, lines[-1], (key, on_written), now)
         self.queue.put_many(items)
 
+    def full(self):
+        """Is the queue at QUEUE_MAX (a record's producer would wait)? The
+        I/O threads then stop reading rather than wait (ioloop.py)."""
+        return len(self.queue.items) >= self.queue.limit
+
     def call_after(self, on_written, key=None):
         """Run ``on_written()`` once everything queued before it is written
         (the same per-``key`` rule as ``record``)."""
