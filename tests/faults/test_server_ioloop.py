@@ -7,12 +7,13 @@ Real server processes over real TCP; faults are injected into the server
 process itself (code run before its main)."""
 import os
 import socket
+import threading
 import time
 
 import pytest
 
 from diskbench import protocol
-from diskbench.compat import Poller, wait_writable
+from diskbench.compat import Poller
 from diskbench.server import handler as handler_mod
 from tests.helpers import wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, hello_fields
@@ -136,31 +137,44 @@ def test_loop_back_pressure_stops_reading_rather_than_buffering(procs, tmpdir):
     server = ServerProc(_Patched(procs, _SLOW_RECORDER % gate), _logs(tmpdir),
                         ["--clients", "1"] + FAST)
     client = FakeClient(server.port, "flood")
+    # its reader thread must outwait the gated recorder (connect's timeout ended it)
+    client.sock.settimeout(None)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     # not went away while unread: 3 heartbeats take longer than the test's waits
     client.hello(heartbeat_interval_s=10 * STUCK_S)
-    client.sock.setblocking(False)
-    left = b""
-    last = None
-    deadline = time.time() + 60
+    # A thread floods with blocking sends (the fake client's reader thread shares
+    # the socket: on 2.7 a non-blocking socket ended that reader). The server has
+    # stopped reading once no message has gone out for STUCK_S.
+    stop, sent = threading.Event(), []
+
+    def flood():
+        while not stop.is_set():
+            msg = client.build(protocol.HEARTBEAT, writer_pid=os.getpid(),
+                               writer_alive=True, bytes_written=0, chunks_written=0,
+                               progress_age_s=0.1)
+            client.sock.sendall(protocol.encode(msg))
+            sent.append(msg)
+
+    flooder = threading.Thread(target=flood)
+    flooder.daemon = True
+    flooder.start()
+    count, since = -1, time.time()
+    deadline = since + 60
     while time.time() < deadline:   # until the server reads no more
-        if not left:
-            last = client.build(protocol.HEARTBEAT, writer_pid=os.getpid(),
-                                writer_alive=True, bytes_written=0, chunks_written=0,
-                                progress_age_s=0.1)
-            left = protocol.encode(last)
-        try:
-            left = left[client.sock.send(left):]
-        except (socket.error, OSError):   # full: the server may just be slow
-            if not wait_writable(client.sock, STUCK_S):
-                break
+        if len(sent) != count:
+            count, since = len(sent), time.time()
+        elif time.time() - since >= STUCK_S:
+            break
+        stop.wait(0.05)
     else:
         pytest.fail("the server went on reading a connection whose records cannot "
                     "be queued")
-    client.sock.setblocking(True)
+    stop.set()
     with open(gate, "w"):
         pass
-    client.raw(left)
+    flooder.join(60)
+    assert not flooder.is_alive(), "the server never read the rest once it could queue"
+    last = sent[-1]
     client.wait_acked(last.seq, timeout=60)
     client.wait_for(protocol.GO)
     _finish([client])
