@@ -42,18 +42,21 @@ _FILL_PIECE = 1 << 20       # fill with urandom 1 MiB at a time
 HUGE_PAGE = 2 << 20         # x86-64 / arm64 (4 KiB base pages) PMD size
 
 
-def huge_map(size):
-    """(mmap, offset): a private anonymous mapping with ``size`` bytes at
-    ``offset`` 2 MiB-aligned and advised MADV_HUGEPAGE, its pages touched (the
-    read-back's buffer: O_DIRECT reads gain from huge pages as writes do)."""
+def huge_map(size, fill=None, huge_pages=True):
+    """(mmap, offset, advised): a private anonymous mapping with ``size`` bytes
+    at ``offset``, 2 MiB-aligned and advised MADV_HUGEPAGE (whole huge pages: a
+    partly advised one is never huge; one more so an aligned run fits), its
+    pages touched now with ``fill(n)`` bytes (zeros when None). The writer's
+    payload and the read-back's buffer: O_DIRECT gains from huge pages both ways."""
     whole = -(-size // HUGE_PAGE) * HUGE_PAGE
-    buf = mmap.mmap(-1, whole + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
-    offset = (-buffer_address(buf)) % HUGE_PAGE
-    madvise_hugepage(buffer_address(buf) + offset, whole)
+    buf = mmap.mmap(-1, whole + HUGE_PAGE if huge_pages else size, flags=mmap.MAP_PRIVATE)
+    offset = (-buffer_address(buf)) % HUGE_PAGE if huge_pages else 0
+    advised = huge_pages and madvise_hugepage(buffer_address(buf) + offset, whole)
     for start in range_(0, size, _FILL_PIECE):  # first touch: pages come now
         piece = min(_FILL_PIECE, size - start)
-        buf[offset + start:offset + start + piece] = b"\0" * piece
-    return buf, offset
+        buf[offset + start:offset + start + piece] = \
+            fill(piece) if fill is not None else b"\0" * piece
+    return buf, offset, advised
 
 
 class Payload(object):
@@ -64,21 +67,11 @@ class Payload(object):
             raise ValueError("payload size must be a positive multiple of %d bytes"
                              % STAMP_EVERY)
         self.size = size
-        # whole huge pages (a partly advised one is never huge), plus one more
-        # so that a 2 MiB-aligned run of them fits in the mapping
-        whole = -(-size // HUGE_PAGE) * HUGE_PAGE
-        self._map = mmap.mmap(-1, whole + HUGE_PAGE if huge_pages else size,
-                              flags=mmap.MAP_PRIVATE)
-        address = buffer_address(self._map)
-        self.offset = (-address) % HUGE_PAGE if huge_pages else 0
-        self.address = address + self.offset
-        self.huge_pages_advised = huge_pages and madvise_hugepage(self.address, whole)
-        off = self.offset
-        for start in range_(0, size, _FILL_PIECE):  # first touch: pages come now
-            piece = min(_FILL_PIECE, size - start)
-            self._map[off + start:off + start + piece] = random_bytes(piece)
+        self._map, self.offset, self.huge_pages_advised = huge_map(
+            size, random_bytes, huge_pages)
+        self.address = buffer_address(self._map) + self.offset
         #: what the writer writes: a zero-copy view of exactly ``size`` bytes
-        self.buffer = buffer_from(self._map, off, size)
+        self.buffer = buffer_from(self._map, self.offset, size)
         self._blocks = size // STAMP_EVERY
         self._stamped = None   # the 8 stamp bytes now in every block (None: random)
 

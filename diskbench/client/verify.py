@@ -82,7 +82,7 @@ class ReadBack(object):
         self.timer = timer
         # aligned, as O_DIRECT needs, in huge pages where the kernel gives them
         # (from 4 KiB pages the device gets more, smaller requests: payload.py)
-        self.map, self.at = huge_map(chunk_bytes)
+        self.map, self.at, _advised = huge_map(chunk_bytes)
         # stamp.Stamper of the writer's own payload (its buffer), stamped
         # again for each chunk read, so a chunk that is exactly what was
         # written is known in one comparison; only a chunk that differs is
