@@ -3,6 +3,8 @@
 Throughput is always MiB/s (2**20 bytes per second). Latencies go into a
 log-bucket histogram that can be merged across intervals and clients, so
 p50/p95/p99 are computed from all samples, never by averaging averages.
+Figures are said one way everywhere: ``utc`` for times, ``count``/``times``
+for counts.
 """
 import math
 import time
@@ -198,3 +200,14 @@ class LatencyHistogram(object):
             hist.min = lo if lo is not None else cls.bucket_value(min(hist.buckets))
             hist.max = hi if hi is not None else cls.bucket_value(max(hist.buckets))
         return hist
+
+
+def count(number, noun, plural=None):
+    """'1 client', '2 clients': ``number`` and ``noun`` agreeing (``plural``,
+    default noun + 's'); ``times`` says how often ('went away once')."""
+    return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))
+
+
+def times(number):
+    """'once', '2 times' (and 'never' for 0): how often something happened."""
+    return "never" if number == 0 else "once" if number == 1 else "%d times" % number

@@ -1483,11 +1483,11 @@ MUTATIONS = [
          new='        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)" % (\n'
              '            agg["throughput_mib_s"], "while all wrote",',
          tests=[_LL + "test_like_for_like_words_name_each_figure_once_and_counts_agree"]),
-    dict(id="counts-disagree-in-number", file="diskbench/server/report.py",
+    dict(id="counts-disagree-in-number", file="diskbench/metrics.py",
          old='    return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))',
          new='    return "%d %ss" % (number, noun)',
          tests=[_LL + "test_like_for_like_words_name_each_figure_once_and_counts_agree"]),
-    dict(id="went-away-count-as-number", file="diskbench/server/report.py",
+    dict(id="went-away-count-as-number", file="diskbench/metrics.py",
          old='    return "never" if number == 0 else "once" if number == 1 else "%d times" % number',
          new='    return "%d times" % number',
          tests=[_LL + "test_like_for_like_words_name_each_figure_once_and_counts_agree"]),

@@ -17,6 +17,7 @@ from __future__ import absolute_import, division
 
 import os
 
+from diskbench.metrics import count
 from diskbench.report import htmlout, readers, rerender
 from diskbench.server import report as report_mod
 
@@ -204,7 +205,7 @@ def compare_runs(reps, paths):
         del row["entries"]
     like = [r for r in rows if r["comparable"]]
     left_out = [r for r in rows if not r["comparable"]]
-    agg = [_agg_row("MiB/s like for like (%s)" % report_mod.count(len(like), "client"),
+    agg = [_agg_row("MiB/s like for like (%s)" % count(len(like), "client"),
                     [_like_sum(rep, [r["names"][i] for r in like])
                      for i, rep in enumerate(reps)], True)]
     whole = not left_out
@@ -273,7 +274,7 @@ def _run_lines(result):
         lines.append("  exit code %s: %s%s; %s: %s; %s s from %s%s" % (
             _f(run["exit_code"], "%d"), run["exit_meaning"] or "-",
             "; INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else "",
-            report_mod.count(run["client_count"], "client"), run["states"],
+            count(run["client_count"], "client"), run["states"],
             _f(run["run_duration_s"]), run["start_utc"],
             "; re-rendered" if run["rerendered"] else ""))
     cut = [r["key"] for r in result["runs"] if r["interrupted_by"] or r["exit_code"] != 0]
@@ -306,7 +307,7 @@ def render_text(result, label_a=None, label_b=None):
                 _f(v, fmt), _pct(r["change_percent"][i])))
         lines.append("%-38s" % report_mod._cut(r["what"], 38) + "".join(cells))
         if not r["compared"]:
-            lines.append("    (no change given: %s left out, see above)" % report_mod.count(
+            lines.append("    (no change given: %s left out, see above)" % count(
                 len(result["left_out"]), "client"))
     lines += [LIKE_FOR_LIKE, ""]
     lines += _client_lines(result, "mib_s", "MiB/s mean", "%.1f")

@@ -39,7 +39,7 @@ from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import seqset
-from diskbench.server.report import count
+from diskbench.metrics import count
 from diskbench.server.seqset import SeqSet
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers

@@ -20,7 +20,7 @@ import os
 import textwrap
 
 from diskbench import metrics, plan, protocol
-from diskbench.metrics import utc
+from diskbench.metrics import count, times, utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
 from diskbench.server import readback
@@ -649,17 +649,6 @@ HEADLINE_CHUNK_SIZES_MAX = 6
 #: Said under the headline when the clients wrote different chunk sizes.
 SIZES_DIFFER = ("the clients wrote different chunk sizes, so they are ranked only within "
                 "a size: " + plan.CHUNK_ADVICE)
-
-
-def count(number, noun, plural=None):
-    """'1 client', '2 clients': ``number`` and ``noun`` agreeing (``plural``,
-    default noun + 's'); ``times`` says how often ('went away once')."""
-    return "%d %s" % (number, noun if number == 1 else (plural or noun + "s"))
-
-
-def times(number):
-    """'once', '2 times' (and 'never' for 0): how often something happened."""
-    return "never" if number == 0 else "once" if number == 1 else "%d times" % number
 
 
 def chunk_size_line(size, means):
