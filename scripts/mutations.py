@@ -498,7 +498,8 @@ MUTATIONS = [
     dict(id="two-servers-one-log-dir", file="diskbench/server/control.py",
          old="    raise ServerRunning(\n",
          new="    return ServerRunning(\n",
-         tests=[_CT + "test_ctl_without_a_server_and_two_servers_on_one_log_dir"]),
+         tests=[_CT + "test_server_refuses_a_log_dir_whose_control_sock_answers_without_"
+                "its_lock"]),
     dict(id="ctl-end-ignored", file="diskbench/server/master.py",
          old="            while self.signals.first is None and not self.ends:",
          new="            while self.signals.first is None:",

@@ -20,7 +20,7 @@ from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.server import control
 from tests.faults.test_server_restart import client_log, real_client
-from tests.helpers import communicate, wait_until
+from tests.helpers import communicate, ctl_request, wait_until
 from tests.test_client_fakeserver import FakeServer
 from tests.test_server_fakes import ServerProc
 
@@ -212,22 +212,6 @@ def test_second_interrupt_exits_at_once_with_report(procs, tmpdir, how):
 
 
 # --- authentication ---------------------------------------------------------------------
-def _request(log_dir, line):
-    """Send one raw request line on the control socket; the answer's messages."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(os.path.join(log_dir, control.SOCKET_NAME))
-    sock.sendall(line)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    sock.close()
-    return [P.decode(x, P.CTL_REPLY) for x in data.splitlines()]
-
-
 def test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests(procs, tmpdir):
     secret_file = tmpdir.join("secret")
     secret_file.write(SECRET + "\n")
@@ -245,11 +229,11 @@ def test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests(procs, tmpdir
 
     # a correctly signed request made long ago (a captured one, replayed)
     old = P.make(P.CTL_END, P.CTL_REQUEST, ts=time.time() - 2 * control.MAX_AGE_S)
-    done = _request(logs, P.encode(old, SECRET))[-1]
+    done = ctl_request(logs, P.encode(old, SECRET))[-1]
     assert done.code == exitcodes.CTL_REFUSED and "replayed" in done.text
     # garbage and an over-long line: refused, and the thread goes on serving
-    assert _request(logs, b"{not json\n")[-1].code == exitcodes.USAGE
-    assert _request(logs, b"x" * (control.MAX_REQUEST_BYTES + 10))[-1].code == \
+    assert ctl_request(logs, b"{not json\n")[-1].code == exitcodes.USAGE
+    assert ctl_request(logs, b"x" * (control.MAX_REQUEST_BYTES + 10))[-1].code == \
         exitcodes.USAGE
     assert server.proc.poll() is None
     log = wait_until(lambda: "request signed" in server.server_log() and
@@ -335,6 +319,24 @@ def test_ctl_without_a_server_and_two_servers_on_one_log_dir(procs, tmpdir):
     code, _, err = ctl(procs, logs, "end")    # the first one was not disturbed
     assert code == exitcodes.OK, err
     assert server.wait_exit() == exitcodes.SERVER_INTERRUPTED
+
+
+def test_server_refuses_a_log_dir_whose_control_sock_answers_without_its_lock(procs, tmpdir):
+    """A live server that holds no server.lock (an earlier diskbench) is still
+    found by its answering control.sock: the second server exits SERVER_LOG_DIR
+    with one line, never appends to the same perf.jsonl."""
+    logs = str(tmpdir.mkdir("logs"))
+    older = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    older.bind(os.path.join(logs, control.SOCKET_NAME))
+    older.listen(1)
+    try:
+        code, _, err = procs.run(["-m", "diskbench.server", "--port", "0", "--log-dir",
+                                  logs], timeout=30)
+    finally:
+        older.close()
+    assert code == exitcodes.SERVER_LOG_DIR, err
+    assert "its %s answers" % control.SOCKET_NAME in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 # --- the client: server messages whose mac fails are ignored ------------------------------
