@@ -139,6 +139,20 @@ class Procs(object):
                         pass  # 2.7: a reader thread is still inside readline()
             _LIVE.discard(proc)
 
+class PatchedServer(object):
+    """``procs`` whose server is started through ``code``, run in the server
+    process before its main: a fault injected into the real server."""
+
+    def __init__(self, procs, code):
+        self.procs, self.code = procs, code
+
+    def start(self, args, env=None):
+        assert list(args[:2]) == ["-m", "diskbench.server"]
+        return self.procs.start(["-c", self.code + "\nimport sys\nfrom diskbench.server."
+                                 "__main__ import main\nsys.exit(main(sys.argv[1:]))\n"]
+                                + list(args[2:]), env=env)
+
+
 
 def communicate(proc, timeout):
     """Popen.communicate with a deadline on both Pythons (2.7 has no timeout=)."""
@@ -192,3 +206,33 @@ def mounted_tmpfs(tmpdir, size_mb):
         yield mnt
     finally:
         subprocess.call(["umount", "-l", mnt])
+
+
+def ctl_request(log_dir, line, timeout=10.0):
+    """Send one raw request line on a server's control socket; the answer's
+    messages (the server closes after its last line)."""
+    from diskbench import protocol
+    from diskbench.server import control
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(control.socket_path(log_dir))
+    try:
+        sock.sendall(line)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    return [protocol.decode(x, protocol.CTL_REPLY) for x in data.splitlines()]
+
+
+def proc_state(pid):
+    """The /proc state letter of ``pid`` (None when gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (IOError, OSError):
+        return None

@@ -8,7 +8,6 @@ Against a real server's control.sock, with requests dated relative to now
 server whose clock is fixed, at each bound exactly and just past it.
 """
 import os
-import socket
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.server import control
 from diskbench.server import registry as reg
-from tests.helpers import wait_until
+from tests.helpers import ctl_request, wait_until
 from tests.test_server_fakes import ServerProc
 
 SECRET = "rules-ctl-secret"
@@ -33,30 +32,12 @@ ANSWER_S = 2 * control.IO_TIMEOUT_S
 NOW = 1765000000.0
 
 
-def _ask(log_dir, line):
-    """One raw request line on the control socket; the answer's messages."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(ANSWER_S)
-    sock.connect(control.socket_path(log_dir))
-    try:
-        sock.sendall(line)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    return [P.decode(x, P.CTL_REPLY) for x in data.splitlines()]
-
-
 def _dated(type_, ts):
     return P.encode(P.make(type_, P.CTL_REQUEST, ts=ts), SECRET)
 
 
 def _done(log_dir, type_, ts):
-    return _ask(log_dir, _dated(type_, ts))[-1]
+    return ctl_request(log_dir, _dated(type_, ts), ANSWER_S)[-1]
 
 
 def test_ctl_window_refuses_old_and_future_requests_on_a_real_server(procs, tmpdir):

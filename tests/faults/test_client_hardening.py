@@ -24,7 +24,7 @@ from diskbench import protocol as P
 from diskbench.client import writer
 from diskbench.client.config import ClientConfig
 from tests.faults.test_client_process import children_of, live_group_members
-from tests.helpers import communicate, mounted_tmpfs, wait_until
+from tests.helpers import communicate, mounted_tmpfs, proc_state, wait_until
 from tests.test_client_fakeserver import FakeServer
 from tests.test_client_runs import client_args, client_log, of, records, start_server
 
@@ -38,15 +38,6 @@ def fake():
     srv = FakeServer()
     yield srv
     srv.close()
-
-
-def proc_state(pid):
-    """The /proc state letter of ``pid`` (None when gone)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (IOError, OSError):
-        return None
 
 
 def stop_lines(err):

@@ -15,7 +15,7 @@ import pytest
 from diskbench import protocol
 from diskbench.compat import Poller
 from diskbench.server import handler as handler_mod
-from tests.helpers import wait_until
+from tests.helpers import PatchedServer, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, hello_fields
 
 FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5", "--quiet"]
@@ -26,20 +26,6 @@ ACK_BOUND_S = handler_mod.SEND_STALL_S
 
 #: A send buffer that stays full this long: the server has stopped reading.
 STUCK_S = 3.0
-
-
-class _Patched(object):
-    """``procs`` whose server is started through ``code`` (run in the server
-    process before its main)."""
-
-    def __init__(self, procs, code):
-        self.procs, self.code = procs, code
-
-    def start(self, args, env=None):
-        assert list(args[:2]) == ["-m", "diskbench.server"]
-        return self.procs.start(["-c", self.code + "\nimport sys\nfrom diskbench.server."
-                                 "__main__ import main\nsys.exit(main(sys.argv[1:]))\n"]
-                                + list(args[2:]), env=env)
 
 
 def _logs(tmpdir):
@@ -74,7 +60,7 @@ def test_loop_peer_not_reading_does_not_stall_the_others(procs, tmpdir):
     """A peer that never reads its acks (small socket buffers at both ends,
     a heartbeat acked per round) is closed by the send-stall rule; meanwhile another client's
     every message is acknowledged within ACK_BOUND_S, and it finishes."""
-    server = ServerProc(_Patched(procs, _SMALL_SNDBUF), _logs(tmpdir),
+    server = ServerProc(PatchedServer(procs, _SMALL_SNDBUF), _logs(tmpdir),
                         ["--clients", "2"] + FAST)
     ok = FakeClient(server.port, "ok")
     deaf = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -134,7 +120,7 @@ def test_loop_back_pressure_stops_reading_rather_than_buffering(procs, tmpdir):
     sends then block; once the recorder writes again every message is
     recorded once and acknowledged."""
     gate = str(tmpdir.join("gate"))
-    server = ServerProc(_Patched(procs, _SLOW_RECORDER % gate), _logs(tmpdir),
+    server = ServerProc(PatchedServer(procs, _SLOW_RECORDER % gate), _logs(tmpdir),
                         ["--clients", "1"] + FAST)
     client = FakeClient(server.port, "flood")
     # its reader thread must outwait the gated recorder (connect's timeout ended it)
@@ -217,7 +203,7 @@ def test_loop_serves_descriptors_beyond_1023(procs, tmpdir):
     """Connections whose descriptors are above 1023 (the server holds
     PAD_FDS others) are served by the I/O threads like any: every message
     recorded and acknowledged, every client finished."""
-    server = ServerProc(_Patched(procs, _HIGH_FDS % PAD_FDS), _logs(tmpdir),
+    server = ServerProc(PatchedServer(procs, _HIGH_FDS % PAD_FDS), _logs(tmpdir),
                         ["--clients", "3"] + FAST)
     clients = [FakeClient(server.port, "high%d" % i) for i in range(3)]
     for client in clients:
@@ -282,7 +268,7 @@ def test_loop_error_fails_that_client_and_the_loop_goes_on(procs, tmpdir):
     server.log with its traceback; that connection's client is refused and
     failed, and the loop goes on: the other client, served by the same
     thread, finishes."""
-    server = ServerProc(_Patched(procs, _BOOM), _logs(tmpdir),
+    server = ServerProc(PatchedServer(procs, _BOOM), _logs(tmpdir),
                         ["--clients", "2"] + FAST)
     ok, boom = FakeClient(server.port, "ok"), FakeClient(server.port, "boom")
     ok.hello()

@@ -85,12 +85,10 @@ def _full_server(procs, tmpfs, flags=()):
     return server, logs, os.path.join(logs, rec.PERF_LOG)
 
 
-def test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_writes_then_acks(
-        procs, tmpfs):
-    """An ack is sent only for records in perf.jsonl: while the log dir is full
-    nothing more is acked (said at once on stderr), and once
-    space returns the held records are written in order, each once, then acked."""
-    server, logs, perf = _full_server(procs, tmpfs)
+def _held_by_a_full_disk(server, tmpfs, perf):
+    """(probe, filler): a probe whose first perfs were acked, then HELD_PERFS
+    more sent after the log dir was filled, once the server has said it
+    cannot write."""
     probe = Probe(server.port, "probe", perf)
     probe.hello()
     probe.wait_for(P.GO)
@@ -99,9 +97,19 @@ def test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_writes_then_acks(
     probe.wait_acked(probe.seq)
     filler = _fill(tmpfs)
     probe.perfs(3, HELD_PERFS)
-    last = probe.seq
     wait_until(lambda: "acknowledging nothing more" in server.stderr(), timeout=NOTICE_S,
                what="the server to say it cannot write")
+    return probe, filler
+
+
+def test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_writes_then_acks(
+        procs, tmpfs):
+    """An ack is sent only for records in perf.jsonl: while the log dir is full
+    nothing more is acked (said at once on stderr), and once
+    space returns the held records are written in order, each once, then acked."""
+    server, logs, perf = _full_server(procs, tmpfs)
+    probe, filler = _held_by_a_full_disk(server, tmpfs, perf)
+    last = probe.seq
     held_at = probe.acked()
     assert held_at < last, "every record was acked although the log dir is full"
     assert not probe.bad, "acks for records not in perf.jsonl: %r" % probe.bad[:3]
@@ -169,16 +177,7 @@ def test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart(procs, tmpf
     port = free_port()
     flags = ["--port", str(port)]
     server, logs, perf = _full_server(procs, tmpfs, flags)
-    probe = Probe(server.port, "probe", perf)
-    probe.hello()
-    probe.wait_for(P.GO)
-    probe.start()
-    probe.perfs(0, 3)
-    probe.wait_acked(probe.seq)
-    filler = _fill(tmpfs)
-    probe.perfs(3, HELD_PERFS)
-    wait_until(lambda: "acknowledging nothing more" in server.stderr(), timeout=NOTICE_S,
-               what="the server to say it cannot write")
+    probe, filler = _held_by_a_full_disk(server, tmpfs, perf)
     os.kill(server.proc.pid, signal.SIGKILL)
     server.wait_exit()
     acked = probe.acked()

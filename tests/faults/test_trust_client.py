@@ -26,7 +26,7 @@ from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.client import sender as sender_mod
 from diskbench.client import supervisor as sup_mod
-from tests.helpers import communicate, free_port, mounted_tmpfs, wait_until
+from tests.helpers import communicate, free_port, mounted_tmpfs, proc_state, wait_until
 from tests.test_client_runs import client_args, of, records, start_server
 
 STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
@@ -55,7 +55,10 @@ def wchan(pid):
         return ""
 
 
-def ended_at_once(proc, t0):
+def ended_at_once(proc, signum):
+    """Send ``signum`` to the client; its stderr, once it ended within AT_ONCE_S."""
+    t0 = time.time()
+    os.kill(proc.pid, signum)
     out, err = communicate(proc, AT_ONCE_S + 30)
     assert time.time() - t0 <= AT_ONCE_S, "took %.1f s: %s" % (time.time() - t0, err)
     return err
@@ -82,9 +85,7 @@ def test_signal_in_start_up_checks_ends_at_once_and_leaves_no_file(procs, tmpdir
     os.mkfifo(os.path.join(data, name))  # its open() blocks until a reader comes
     wait_until(lambda: wchan(proc.pid) == "wait_for_partner", 20,
                what="the client blocked opening its %s file" % scratch)
-    t0 = time.time()
-    os.kill(proc.pid, signum)
-    err = ended_at_once(proc, t0)
+    err = ended_at_once(proc, signum)
     assert_interrupted(proc, err, data)
     assert "interrupted by signal %d during the start-up checks" % signum in err
 
@@ -99,9 +100,7 @@ def test_signal_during_connect_retries_ends_at_once(procs, tmpdir, signum):
         "--connect-timeout", str(LONG_S))))
     wait_until(lambda: "retrying quietly" in client_log(tmpdir, "retry"), 30,
                what="the client retrying a refused connection")
-    t0 = time.time()
-    os.kill(proc.pid, signum)
-    err = ended_at_once(proc, t0)
+    err = ended_at_once(proc, signum)
     assert_interrupted(proc, err, data)
     assert err.count("cannot connect to the server") == 1, err
     assert "interrupted by signal %d while connecting" % signum in err
@@ -162,9 +161,7 @@ def test_signal_while_a_server_never_answers_ends_at_once(procs, tmpdir, peer, s
         "--connect-timeout", str(LONG_S), "--deliver-timeout", str(LONG_S))))
     wait_until(lambda: "connected to server" in client_log(tmpdir, "mute"), 30,
                what="the client connected")
-    t0 = time.time()
-    os.kill(proc.pid, signum)
-    err = ended_at_once(proc, t0)
+    err = ended_at_once(proc, signum)
     assert_interrupted(proc, err, data)
 
 
@@ -184,9 +181,7 @@ def test_signal_during_shutdown_ends_at_once_and_leaves_no_file(procs, tmpdir, s
     os.kill(pids[0], signal.SIGSTOP)
     wait_until(lambda: "stopping the writer" in client_log(tmpdir, "late"), 30,
                what="the client stopping its children")
-    t0 = time.time()
-    os.kill(proc.pid, signum)
-    err = ended_at_once(proc, t0)
+    err = ended_at_once(proc, signum)
     assert_interrupted(proc, err, data)
     communicate(server, 60)
     client = report_client(slog, "late")
@@ -209,9 +204,7 @@ def test_signal_during_shutdown_does_not_wait_for_a_frozen_server(procs, tmpdir)
                what="the client stopping its children")
     os.kill(server.pid, signal.SIGSTOP)
     try:
-        t0 = time.time()
-        os.kill(proc.pid, signal.SIGTERM)
-        err = ended_at_once(proc, t0)
+        err = ended_at_once(proc, signal.SIGTERM)
     finally:
         os.kill(server.pid, signal.SIGCONT)
     assert_interrupted(proc, err, data)
@@ -364,14 +357,6 @@ def test_an_unusable_client_log_dir_at_start_is_one_line(procs, tmpdir):
 
 
 # --- verdicts agree: the client's exit code and the real server's report ----------------
-def proc_state(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (IOError, OSError):
-        return None
-
-
 def pipe_bytes_written(pid):
     """Bytes process ``pid`` has written (its heartbeats go up its pipe)."""
     with open("/proc/%d/io" % pid) as f:

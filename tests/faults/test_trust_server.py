@@ -16,7 +16,7 @@ import pytest
 from diskbench import exitcodes, protocol
 from diskbench.server import registry as reg
 from tests.faults.test_server_restart import CLIENT_FAST, real_client
-from tests.helpers import communicate, wait_until
+from tests.helpers import PatchedServer, communicate, wait_until
 from tests.test_server_fakes import LISTEN_RE, FakeClient, ServerProc
 
 FAST = ["--idle-timeout", "0.3", "--shutdown-grace", "0.5"]
@@ -49,20 +49,6 @@ def _answer_ping(client, skew):
     ping = client.wait_for(protocol.PING)
     return client.send(protocol.PONG, nonce=ping.nonce,
                        client_time=max(0.0, time.time() + skew))
-
-
-class _Patched(object):
-    """``procs`` whose server is started through ``code`` (run before the
-    server's main, in the server process: a fault injected for real)."""
-
-    def __init__(self, procs, code):
-        self.procs, self.code = procs, code
-
-    def start(self, args, env=None):
-        assert list(args[:2]) == ["-m", "diskbench.server"]
-        return self.procs.start(["-c", self.code + "\nimport sys\nfrom diskbench.server."
-                                 "__main__ import main\nsys.exit(main(sys.argv[1:]))\n"]
-                                + list(args[2:]), env=env)
 
 
 # --- 1. one client's data can never stop the server ---------------------------------
@@ -150,7 +136,7 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
     server.log with its traceback, and the run goes on to its report: the
     other clients finish. An error in a step of the main loop's tick (the go
     release, once) is logged and the loop goes on."""
-    server = ServerProc(_Patched(procs, _INJECT), _logs(tmpdir),
+    server = ServerProc(PatchedServer(procs, _INJECT), _logs(tmpdir),
                         ["--clients", "5", "--heartbeat-timeout", "1"] + FAST)
     peers = dict((n, FakeClient(server.port, n))
                  for n in ("ok", "boom", "nogo", "nosend", "quiet"))
@@ -249,7 +235,7 @@ def test_two_servers_started_together_on_one_log_dir_one_runs_one_exits(procs, t
     release = str(tmpdir.join("release"))
     env = {"MEET_DIR": str(tmpdir.mkdir("meet")), "RELEASE": release,
            "MEET_WAIT_S": str(MEET_WAIT_S)}
-    patched = _Patched(procs, _AT_THE_SAME_INSTANT)
+    patched = PatchedServer(procs, _AT_THE_SAME_INSTANT)
     both = [patched.start(["-m", "diskbench.server", "--port", "0", "--host",
                            "127.0.0.1", "--log-dir", logs] + FAST, env=env)
             for _ in range(2)]
@@ -381,7 +367,7 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
         monkeypatch.setattr(reg, key, value)
     from diskbench.server import master
     flags = ["--idle-timeout", "0.3", "--read-timeout", "3600"]
-    server = ServerProc(_Patched(procs, "from diskbench.server import registry as _r\n"
+    server = ServerProc(PatchedServer(procs, "from diskbench.server import registry as _r\n"
                                  + _CAPS), _logs(tmpdir), flags)
     peer = FakeClient(server.port, "sloth")
     peer.begin(heartbeat_interval_s=1e9, duration_s=1e9, stats_interval_s=1e9)
@@ -434,7 +420,7 @@ def test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes(procs, tmpdir):
     away"), and the report says the dedup state reached its cap. A bye
     refused for a seq jump is no bye: a connection closed after it closed
     without one."""
-    server = ServerProc(_Patched(procs, "from diskbench.server import seqset\n"
+    server = ServerProc(PatchedServer(procs, "from diskbench.server import seqset\n"
                                  "seqset.MAX_RANGES = 4\n"), _logs(tmpdir),
                         ["--clients", "2"] + FAST)
     liar = FakeClient(server.port, "liar")
