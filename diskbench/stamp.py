@@ -63,6 +63,12 @@ OK = "ok"
 CORRUPT, MISPLACED, STALE, MISSING = BAD_KINDS
 
 
+def kinds_text(by_kind):
+    """'2 corrupt, 1 stale': the bad blocks of ``by_kind`` (kind -> count, as a
+    readback message's fields or a client's totals), kinds with none left out."""
+    return ", ".join("%d %s" % (by_kind[k], k) for k in BAD_KINDS if by_kind[k])
+
+
 def key_of(text):
     """The 8-byte key of a run id or a client's instance id (text)."""
     data = text.encode("utf-8") if not isinstance(text, bytes) else text

@@ -1073,7 +1073,7 @@ MUTATIONS = [
          new="        if False:\n            return exitcodes.SERVER_BAD_DATA",
          tests=[_VF + "test_verify_block_overwritten_after_write_is_corrupt"]),
     dict(id="verify-headline-hides-bad-kinds", file="diskbench/server/readback.py",
-         old='        line += " (%s) on %s: THE DATA DID NOT COME BACK" % (_kinds_text(by_kind), ", ".join(',
+         old='        line += " (%s) on %s: THE DATA DID NOT COME BACK" % (kinds_text(by_kind), ", ".join(',
          new='        line += " on %s: THE DATA DID NOT COME BACK" % (", ".join(',
          tests=[_VU + "test_report_headline_says_data_verified_and_the_bad_blocks_by_kind"]),
     dict(id="verify-html-no-read-chart", file="diskbench/report/htmlout.py",

@@ -30,6 +30,7 @@ from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
 from diskbench.metrics import MIB
 from diskbench.signals import SignalFlag
+from diskbench.stamp import kinds_text
 
 #: The main loop wakes at least this often (a dead child is seen within it).
 LOOP_TICK_S = 0.2
@@ -332,8 +333,7 @@ class Supervisor(object):
         line = ("read back file %d: %d of %d MiB at %.1f MiB/s (%s), %s" % (
             msg.file_index, msg.bytes // MIB, msg.file_bytes // MIB,
             msg.bytes / float(MIB) / msg.io_s if msg.io_s else 0.0, msg.read_mode,
-            ", ".join("%d %s" % (msg.data[k], k) for k in protocol.BAD_KINDS
-                      if msg.data[k]) or "every block as written"))
+            kinds_text(msg.data) or "every block as written"))
         if bad:
             self.log.error("%s", line)
         else:  # in the log, not on the console (as rollovers)

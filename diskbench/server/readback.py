@@ -7,6 +7,7 @@ and the latency of each chunk's read), never from perf intervals.
 from __future__ import division
 
 from diskbench import metrics, protocol
+from diskbench.stamp import kinds_text
 
 #: Bad blocks listed per client in report.json and report.txt (the rest are
 #: counted by kind; the client log has the first client/verify.MAX_BAD_REPORTED).
@@ -36,10 +37,6 @@ def _entries(rep):
     return [e for e in rep["clients"] if e.get("verification")]
 
 
-def _kinds_text(by_kind):
-    return ", ".join("%d %s" % (by_kind[k], k) for k in protocol.BAD_KINDS if by_kind[k])
-
-
 def headline(rep):
     """``data verified: 41.2 GiB on 3 clients, 0 bad blocks`` (or the counts by
     kind and who had them); [] when no client verified."""
@@ -53,7 +50,7 @@ def headline(rep):
     line = "data verified: %.1f GiB on %d client%s, %d bad blocks" % (
         mib / 1024.0, len(entries), "" if len(entries) == 1 else "s", bad)
     if bad:
-        line += " (%s) on %s: THE DATA DID NOT COME BACK" % (_kinds_text(by_kind), ", ".join(
+        line += " (%s) on %s: THE DATA DID NOT COME BACK" % (kinds_text(by_kind), ", ".join(
             e["client"] for e in entries if e["verification"]["bad_block_count"]))
     return [line]
 
@@ -79,7 +76,7 @@ def client_lines(e):
                  "-" if v["read_mib_s"] is None else "%.1f" % v["read_mib_s"],
                  ", ".join(v["read_modes"]) or "no file read", _ms(lat.get("p50")),
                  _ms(lat.get("p99")), _ms(lat.get("max")), v["bad_block_count"],
-                 " (%s)" % _kinds_text(v["bad_blocks_by_kind"]) if v["bad_block_count"]
+                 " (%s)" % kinds_text(v["bad_blocks_by_kind"]) if v["bad_block_count"]
                  else "")]
     for b in v["bad_block_list"]:
         lines.append("  bad block (%s): %s offset %d: expected %s, found %s" % (

@@ -41,6 +41,7 @@ from diskbench.server.deadlines import Deadlines
 from diskbench.server import seqset
 from diskbench.metrics import count
 from diskbench.server.seqset import SeqSet
+from diskbench.stamp import kinds_text
 
 from diskbench.server.states import (  # noqa: F401 - re-exported for callers
     ALLOWED, FAILED, FINISHED, JOINED, LIVE, RUNNING, STALLED, TERMINAL, WENT_AWAY)
@@ -713,9 +714,7 @@ class Registry(object):
             bad += msg.data[kind]
         if bad:
             self.say(event.info, "client %s: file %d read back with %d bad blocks (%s)",
-                     client.name, msg.file_index, bad, ", ".join(
-                         "%d %s" % (msg.data[k], k) for k in protocol.BAD_KINDS
-                         if msg.data[k]))
+                     client.name, msg.file_index, bad, kinds_text(msg.data))
 
     def _apply_bad_block(self, client, msg, recv_ts):
         if len(client.bad_blocks) < KEEP_TEXTS_MAX:
@@ -777,9 +776,7 @@ class Registry(object):
         bad = sum(client.bad_counts.values())
         if bad:  # whatever its speed
             self._transition(client, FAILED, "its data did not come back: %d bad blocks "
-                             "read back (%s)" % (bad, ", ".join(
-                                 "%d %s" % (client.bad_counts[k], k)
-                                 for k in protocol.BAD_KINDS if client.bad_counts[k])))
+                             "read back (%s)" % (bad, kinds_text(client.bad_counts)))
         elif client.state == STALLED:
             self._transition(client, FAILED, "stopped while stalled (%s): its last "
                              "figures may predate the stall" % client.reason)
