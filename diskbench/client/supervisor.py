@@ -101,7 +101,6 @@ class Supervisor(object):
         self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
         self.bad_blocks = 0       # --verify: blocks that did not come back
-        self.verified_bytes = 0   # --verify: bytes read back
 
     # --- entry ---------------------------------------------------------------------
     def run(self, flag=None):
@@ -329,7 +328,6 @@ class Supervisor(object):
     def _on_readback(self, role, msg):
         bad = sum(msg.data[kind] for kind in protocol.BAD_KINDS)
         self.bad_blocks += bad
-        self.verified_bytes += msg.bytes
         line = ("read back file %d: %d of %d MiB at %.1f MiB/s (%s), %s" % (
             msg.file_index, msg.bytes // MIB, msg.file_bytes // MIB,
             msg.bytes / float(MIB) / msg.io_s if msg.io_s else 0.0, msg.read_mode,
