@@ -29,9 +29,9 @@ from diskbench.report import csvout, htmlout, rerender, write_all
 from diskbench.report import series as series_mod
 from diskbench.server import control
 from diskbench.server import report as report_mod
-from tests.helpers import REPO, Procs, communicate, wait_until
+from tests.helpers import REPO, Procs, communicate, ctl_request, wait_until
 from tests.report_runs import Crafted, by_client, load_report, real_run, run_report
-from tests.test_control import NOBODY, _request, _server, ctl
+from tests.test_control import NOBODY, _server, ctl
 from tests.test_control import open_dir  # noqa: F401 (a fixture)
 from tests.test_launch import (TAG_VAR, fake_ssh_dir, summary_rows, tag,  # noqa: F401
                                write_hosts)
@@ -338,10 +338,10 @@ def test_ctl_requests_signed_too_long_ago_or_ahead_are_refused(procs, tmpdir):
     for shift, said in ((-2 * control.MAX_AGE_S, "s ago"),
                         (2 * control.MAX_AGE_S, "s ahead of the server's clock")):
         old = P.make(P.CTL_LIST, P.CTL_REQUEST, ts=time.time() + shift)
-        done = _request(logs, P.encode(old, secret))[-1]
+        done = ctl_request(logs, P.encode(old, secret))[-1]
         assert done.code == exitcodes.CTL_REFUSED and said in done.text, done.text
     fresh = P.make(P.CTL_LIST, P.CTL_REQUEST, ts=time.time())
-    done = _request(logs, P.encode(fresh, secret))[-1]
+    done = ctl_request(logs, P.encode(fresh, secret))[-1]
     assert done.code == exitcodes.OK, done.text
     assert server.proc.poll() is None
 
