@@ -22,6 +22,9 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from mutations import MUTATIONS  # noqa: E402
 
+#: pytest's exit code when a test failed (the only outcome that catches a mutation).
+PYTEST_FAILED = 1
+
 _SKIP = (".venv", ".git", "__pycache__", ".pytest_cache", "build", "dist")
 
 
@@ -64,7 +67,9 @@ def run_one(python, mutation, timeout):
         _copy_tree(root)
         apply(root, mutation)
         code, took, out = _pytest(python, root, mutation["tests"], timeout)
-        caught = code not in (0, 5)
+        # only a failed test is a catch: pytest's 2-4 (a file that does not
+        # collect, an internal or usage error) says nothing about the mutation
+        caught = True if code == PYTEST_FAILED else False if code in (0, 5) else None
         return caught, took, out.strip().splitlines()[-1:] or [""]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -112,9 +117,9 @@ def main(argv=None):
             print("STALE   %-28s %s" % (m["id"], exc))
             missed.append(m["id"])
             continue
-        print("%-7s %-28s %5.1fs  %s  [%s]" % ("caught" if caught else "MISSED", m["id"],
-                                            took, last[0], ", ".join(
-                                                t.split("::")[-1] for t in m["tests"])))
+        print("%-7s %-28s %5.1fs  %s  [%s]" % (
+            {True: "caught", False: "MISSED", None: "ERROR"}[caught], m["id"], took,
+            last[0], ", ".join(t.split("::")[-1] for t in m["tests"])))
         if not caught:
             missed.append(m["id"])
     print("%d mutations, %d caught, %d missed%s" % (
