@@ -83,7 +83,8 @@ def test_fuzzed_lines_through_the_live_server_handler_never_crash_it(procs, tmpd
     rng = random.Random(SEED)
     server = ServerProc(procs, str(tmpdir.join("logs")), [
         "--quiet", "--idle-timeout", "0.5", "--heartbeat-timeout", "300",
-        "--max-clients", "50", "--shutdown-grace", "0.5"])
+        "--max-clients", "50", "--shutdown-grace", "0.5",
+        "--rejoin-grace", "0.5"])  # the fuzz connection may end without bye: no wait
     checker = FakeClient(server.port, "checker")   # a real run, kept live meanwhile
     checker.sock.settimeout(None)                   # silent while the fuzz runs
     checker.hello()

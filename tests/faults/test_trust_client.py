@@ -13,6 +13,7 @@ signals, real listening sockets, a real small tmpfs, the real server.
 - The client's own log on a full tmpfs is said once and costs nothing.
 - Verdicts: the client's exit code and the real server's report agree.
 """
+import errno
 import json
 import os
 import signal
@@ -300,14 +301,24 @@ def small_fs(tmpdir):
 
 
 def fill(directory):
-    """Write a filler file until the filesystem is full (ENOSPC)."""
-    block = b"\0" * 65536
-    with open(os.path.join(directory, "filler"), "wb", 0) as f:
-        while True:
-            try:
-                f.write(block)
-            except (IOError, OSError):
-                return
+    """Write a filler file until the filesystem is full (ENOSPC), then pad the
+    last page of every other file in it with newlines: tmpfs counts whole pages,
+    so a log whose last page has room would take its next lines regardless."""
+    _append_until_full(os.path.join(directory, "filler"), b"\0" * 65536)
+    for name in os.listdir(directory):
+        if name != "filler":
+            _append_until_full(os.path.join(directory, name), b"\n")
+
+
+def _append_until_full(path, block):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        while os.write(fd, block) > 0:
+            pass
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
 
 
 def assert_every_seq_recorded(slog, name):
