@@ -16,7 +16,11 @@ VTOOLS  := $(VENV)/tools
 VLINT   := $(VENV)/lint
 REQS    := requirements.txt requirements-test.txt
 PYTEST_ARGS ?= tests
+# make test: pytest-xdist workers per interpreter (both interpreters run at once);
+# JOBS=0 runs each suite in one process
+JOBS ?= 3
 PYTEST_FLAGS := -q -rs --timeout=300 -p no:cacheprovider
+XDIST = $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
 
 .PHONY: help test test3 test2 test-browser test-multihost lint demo demo2 bench clean env mutate dist bench-server readme-sample
 
@@ -57,15 +61,15 @@ $(V2)/.installed: $(REQS) $(VTOOLS)/.installed
 
 env: $(V3)/.installed $(V2)/.installed
 
-# Both runs always happen, side by side (the tests mostly wait on real processes
-# and timers: two runs at once take about the time of one on 2 cores); each
+# Both runs always happen, side by side, each on JOBS workers (the tests mostly
+# wait on real processes and timers, so 2 cores keep up); each
 # run's output is shown whole once both are done. The target fails if either failed.
 test: env
 	@rc=0; out=$$(mktemp -d); \
 	echo "make test: Python 3 and Python 2.7 side by side (output follows when both are done)"; \
-	( $(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) > $$out/py3.log 2>&1; \
+	( $(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(XDIST) $(PYTEST_ARGS) > $$out/py3.log 2>&1; \
 	  echo $$? > $$out/py3.rc ) & \
-	( $(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS) > $$out/py27.log 2>&1; \
+	( $(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(XDIST) $(PYTEST_ARGS) > $$out/py27.log 2>&1; \
 	  echo $$? > $$out/py27.rc ) & \
 	wait; \
 	echo "=== Python 3: $$($(V3)/bin/python -V 2>&1)"; cat $$out/py3.log; \

@@ -1633,4 +1633,9 @@ MUTATIONS = [
          new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
          tests=["tests/test_metrics_compat_payload.py::"
                 "test_utc_rounds_the_second_with_its_milliseconds"]),
+    dict(id="silence-counted-through-the-wait-for-go", file="diskbench/server/registry.py",
+         old="        since = max(client.last_seen, client.quiet_until or client.last_seen)",
+         new="        since = client.last_seen",
+         tests=[_SU + "test_registry_silence_counts_from_the_start_instant_after_a_long_"
+                "wait_for_go"]),
 ]

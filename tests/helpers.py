@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LIVE = set()
@@ -71,11 +72,59 @@ def env_for_child(extra=None):
     return env
 
 
+#: Set in the environment of every process a test starts (its value names that
+#: start), so a group whose leader is gone is killed only where it is ours.
+GROUP_TAG_VAR = "DISKBENCH_TEST_GROUP"
+
+
+def tagged_env(env=None):
+    """env_for_child(env) with a fresh GROUP_TAG_VAR; returns (env, tag): set
+    the tag as the started Popen's ``group_tag`` so cleanup can find its group."""
+    tag = uuid.uuid4().hex
+    child_env = env_for_child(env)
+    child_env[GROUP_TAG_VAR] = tag
+    return child_env, tag
+
+
 def _kill_group(proc, sig=signal.SIGKILL):
-    try:
-        os.killpg(proc.pid, sig)
-    except OSError:
-        pass
+    """Kill ``proc``'s process group, also children that outlived it.
+
+    While the leader is not reaped its pid (the group's id) cannot be reused,
+    so killpg is safe. Once it is reaped, the id may already belong to a
+    stranger's new group (pid_max is 32768 here; tests running side by side
+    start thousands of processes), so only the members carrying this start's
+    tag are killed: a killpg then once killed another test's server."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except OSError:
+            pass
+        return
+    for pid in _tagged_members(proc.pid, getattr(proc, "group_tag", None)):
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _tagged_members(pgid, tag):
+    if tag is None:
+        return []
+    needle = ("%s=%s" % (GROUP_TAG_VAR, tag)).encode("ascii")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except (IOError, OSError, IndexError, ValueError):
+            continue   # gone while we looked
+    return found
 
 
 def _reap_all():
@@ -109,11 +158,13 @@ class Procs(object):
 
     def start(self, args, env=None, cwd=None, stdin=None):
         """Start ``python *args`` in its own process group; stdout/stderr piped."""
+        child_env, tag = tagged_env(env)
         proc = subprocess.Popen(
-            [self.python] + list(args), cwd=cwd or REPO, env=env_for_child(env),
+            [self.python] + list(args), cwd=cwd or REPO, env=child_env,
             stdin=stdin if stdin is not None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=_child_setup, close_fds=True)
+        proc.group_tag = tag
         self.procs.append(proc)
         _LIVE.add(proc)
         return proc

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 
-from tests.helpers import _LIVE, env_for_child
+from tests.helpers import _LIVE, env_for_child, tagged_env
 
 IP = "ip"
 SUBNET_PREFIX = "10.231.0."
@@ -106,9 +106,11 @@ class Fleet(object):
 
         A piped stdout must be read while the process runs (a full pipe blocks its
         writer); give a file for output nobody reads until the end."""
-        proc = subprocess.Popen(self.argv(ns, argv), env=env_for_child(env),
+        child_env, tag = tagged_env(env)
+        proc = subprocess.Popen(self.argv(ns, argv), env=child_env,
                                 stdin=subprocess.PIPE, stdout=stdout,
                                 stderr=subprocess.PIPE, preexec_fn=os.setsid, close_fds=True)
+        proc.group_tag = tag
         procs.procs.append(proc)
         _LIVE.add(proc)
         return proc

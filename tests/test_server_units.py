@@ -259,6 +259,31 @@ def test_registry_client_waiting_for_go_is_exempt_from_liveness():
     assert p.state() == reg.JOINED
 
 
+def test_registry_silence_counts_from_the_start_instant_after_a_long_wait_for_go():
+    """A client that waited for go longer than its went-away timeout is not went
+    away when go comes: its heartbeats start with its writer at the start
+    instant, so its silence counts from there (it once failed at the go)."""
+    r, clock = _registry(expected_clients=2, heartbeat_timeout=1.0, start_timeout=60.0,
+                         wall=clock_wall)
+    a = Peer(r, "a")
+    a.hello()
+    clock.t += 30                    # a waits, exempt, with only its hello on record
+    b = Peer(r, "b", pid=2)
+    b.hello()                        # releases go; b gets its own at its ack
+    assert [n for n, _, _ in r.release_go()] == ["a"]
+    assert r.check_liveness() == []  # go sent: a is not went away at once
+    lead = r.start_at - clock_wall()
+    assert lead > 0
+    clock.t += lead + 0.9            # still within 1 s of the start instant
+    assert r.check_liveness() == []
+    clock.t += 0.2 + reg.LIVENESS_CHECK_S   # 1 s past the start instant, no beat
+    assert sorted(r.check_liveness()) == ["a", "b"]
+
+
+def clock_wall():
+    return 1.7e9
+
+
 def test_registry_duplicate_seq_is_not_applied_twice():
     r, _ = _registry()
     p = Peer(r, "a")

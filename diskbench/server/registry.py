@@ -258,6 +258,7 @@ class Client(object):
         self.reconnects = 0
         self.went_away_count = 0
         self.awaiting_go = False
+        self.quiet_until = None       # clock() its go said it starts (silence counts after)
         self.restart_pending = False  # known from a resumed run, not back yet
         self.texts_dropped = 0        # errors/notes beyond KEEP_TEXTS_MAX
         self.terminal_at = None       # clock() when it reached a terminal state
@@ -921,12 +922,13 @@ class Registry(object):
         if client.awaiting_go and not self.go_released:
             self._silence.watch(client.name, now + limit)
             return False
-        silent = now - client.last_seen
+        since = max(client.last_seen, client.quiet_until or client.last_seen)
+        silent = now - since
         if silent > limit:
             self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
                 silent, self._timeout_source(client, limit)))
             return True
-        self._silence.watch(client.name, client.last_seen + limit)
+        self._silence.watch(client.name, since + limit)
         return False
 
     def internal_error(self, name, what, conn_id=None):
@@ -1015,12 +1017,17 @@ class Registry(object):
         """[(name, sender, go fields)] of ``client``, or [] when they cannot
         be made (that client is failed; logged with the traceback)."""
         try:
-            return [(client.name, client.sender, self._go_fields(client))]
+            fields = self._go_fields(client)
         except Exception:
             log.exception("internal error making client %s's go; failing that client, "
                           "the run goes on", client.name)
             self._internal_error_locked(client, "sending its go")
             return []
+        # its heartbeats start with its writer, at the start instant: the
+        # silence it kept while exempt (waiting for go) and the lead do not count
+        lead = client.start_at - self.wall() if client.start_at is not None else 0.0
+        client.quiet_until = self.clock() + max(0.0, lead)
+        return [(client.name, client.sender, fields)]
 
     def _release(self):
         """Go is released to the clients of --clients N: the common start
