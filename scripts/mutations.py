@@ -1638,4 +1638,14 @@ MUTATIONS = [
          new="        since = client.last_seen",
          tests=[_SU + "test_registry_silence_counts_from_the_start_instant_after_a_long_"
                 "wait_for_go"]),
+    dict(id="writer-timestamps-on-the-system-clock", file="diskbench/client/writer.py",
+         old="clock=monotonic, wall=runclock.wall, pid=None,",
+         new="clock=monotonic, wall=time.time, pid=None,",
+         tests=["tests/faults/test_clock_step.py::"
+                "test_client_clock_step_mid_run_moves_no_figure_and_is_said"]),
+    dict(id="clock-step-not-said", file="diskbench/client/supervisor.py",
+         old="        if not gap or self.clock_step_said:",
+         new="        if True:",
+         tests=["tests/faults/test_clock_step.py::"
+                "test_client_clock_step_mid_run_moves_no_figure_and_is_said"]),
 ]

@@ -4,7 +4,7 @@ import os
 import random
 import signal
 
-from diskbench import signals
+from diskbench import runclock, signals
 from diskbench.compat import monotonic
 
 #: The command the supervisor sends down the pipe to stop a child.
@@ -16,10 +16,12 @@ LEFT_TO_SUPERVISOR = (signal.SIGINT, signal.SIGHUP)
 POLL_SLICE_S = 0.25
 
 
-def start():
-    """First thing in a child: ignore what the supervisor handles; returns the
-    parent's pid (a different ``os.getppid()`` later means it died)."""
+def start(cfg):
+    """First thing in a child: ignore what the supervisor handles, keep its
+    wall clock (runclock); returns the parent's pid (a different
+    ``os.getppid()`` later means it died)."""
     signals.ignore(LEFT_TO_SUPERVISOR)
+    runclock.adopt(cfg.clock_anchor)
     return os.getppid()
 
 

@@ -3,7 +3,7 @@ and nowhere else: what the supervisor, the writer, the stats and the
 heartbeat process read. Plain attributes, so it pickles for spawn/forkserver.
 """
 import diskbench
-from diskbench import plan, protocol
+from diskbench import plan, protocol, runclock
 
 #: The run plan's defaults (--chunk-mb, --file-mb, --duration, the intervals)
 #: are plan.defaults(): the server may set them, and both sides derive them.
@@ -53,6 +53,8 @@ _FIELDS = (
     ("progress_interval_s", PROGRESS_INTERVAL_S),
     # the multiprocessing start method (None: compat.mp_context's choice)
     ("start_method", None),
+    # the supervisor's runclock anchor, which its children keep
+    ("clock_anchor", None),
 )
 NAMES = tuple(name for name, _ in _FIELDS)
 
@@ -77,8 +79,9 @@ class ClientConfig(object):
         return ClientConfig(**values)
 
     def for_children(self):
-        """What the child processes get: everything but the secret."""
-        return self.replace(secret=None)
+        """What the child processes get: everything but the secret, and the
+        supervisor's wall clock (runclock)."""
+        return self.replace(secret=None, clock_anchor=runclock.anchor())
 
     def __getstate__(self):  # __slots__ classes pickle through these (2.7 too)
         return dict((name, getattr(self, name)) for name in NAMES)

@@ -42,9 +42,8 @@ import json
 import random
 import socket
 import threading
-import time
 
-from diskbench import protocol
+from diskbench import protocol, runclock
 from diskbench.cli import printable
 from diskbench.compat import monotonic, wait_readable
 
@@ -104,7 +103,7 @@ class Sender(object):
         self.gen = 0                        # connection generation
         self.connects = 0
         self.last_error = None
-        self.disconnected_at = time.time()  # when a healthy link was lost (or born)
+        self.disconnected_at = monotonic()  # when a healthy link was lost (or born)
         self.healthy = False                # the server spoke on this connection
         self.backoff = BACKOFF_FIRST_S      # the next reconnect wait
         self.closed = False
@@ -191,10 +190,10 @@ class Sender(object):
     def wait_connected(self, timeout, give_up=None):
         """True once connected (or ever connected); False after ``timeout``,
         or within IDLE_TICK_S of ``give_up()`` turning true (a signal)."""
-        deadline = time.time() + timeout
+        deadline = monotonic() + timeout
         with self.cond:
             while self.connects == 0 and self.rejected is None and self.fatal is None:
-                left = deadline - time.time()
+                left = deadline - monotonic()
                 if left <= 0 or (give_up is not None and give_up()):
                     return False
                 self.cond.wait(min(left, IDLE_TICK_S))
@@ -205,7 +204,7 @@ class Sender(object):
         with self.cond:
             if self.sock is not None and self.healthy:
                 return 0.0
-            return time.time() - self.disconnected_at
+            return monotonic() - self.disconnected_at
 
     def pending(self):
         with self.cond:
@@ -229,11 +228,11 @@ class Sender(object):
         Returns True when nothing is left unacknowledged (but NO_ACK_NEEDED);
         with ``everything``, waits for those too (the result is the same).
         """
-        deadline = time.time() + timeout
+        deadline = monotonic() + timeout
         with self.cond:
             while (self.buffer if everything else self._undelivered()) and \
                     self.rejected is None:
-                left = deadline - time.time()
+                left = deadline - monotonic()
                 if left <= 0:
                     break
                 self.cond.wait(min(left, IDLE_TICK_S))
@@ -298,10 +297,10 @@ class Sender(object):
                     return
                 sock, gen = self.sock, self.gen
                 if sock is None and attempts:  # back off before every retry
-                    until = time.time() + self.backoff * (
+                    until = monotonic() + self.backoff * (
                         1.0 - BACKOFF_JITTER * random.random())
-                    while not self.closed and time.time() < until:
-                        self.cond.wait(until - time.time())  # send() notifies
+                    while not self.closed and monotonic() < until:
+                        self.cond.wait(until - monotonic())  # send() notifies
                     self.backoff = min(self.backoff * BACKOFF_FACTOR, BACKOFF_MAX_S)
                     if self.closed:
                         return
@@ -421,7 +420,7 @@ class Sender(object):
             sock, self.sock = self.sock, None
             self.last_error = why
             if self.healthy:
-                self.disconnected_at = time.time()
+                self.disconnected_at = monotonic()
             self.healthy = False
             self.cond.notify_all()
             # a peer that never spoke diskbench: one line says so elsewhere
@@ -546,11 +545,11 @@ class Sender(object):
     def wait_sent(self, timeout):
         """Wait up to ``timeout`` until everything queued was written to the
         socket (not acknowledged); True if it was."""
-        deadline = time.time() + timeout
+        deadline = monotonic() + timeout
         with self.cond:
             while self.sock is not None and self.buffer and \
                     self.sent_upto < self.buffer[-1][0]:
-                left = deadline - time.time()
+                left = deadline - monotonic()
                 if left <= 0:
                     return False
                 self.cond.wait(min(left, IDLE_TICK_S))
@@ -586,12 +585,12 @@ class Sender(object):
     def _on_go(self, msg):
         if not self.go.is_set():
             # when it came, on both clocks: the start instant is converted from it
-            self.go_msg, self.go_wall, self.go_mono = msg, time.time(), monotonic()
+            self.go_msg, self.go_wall, self.go_mono = msg, runclock.wall(), monotonic()
             self.run_id = msg.run_id
             self.go.set()
 
     def _on_ping(self, msg):
-        self.send(protocol.PONG, nonce=msg.nonce, client_time=time.time())
+        self.send(protocol.PONG, nonce=msg.nonce, client_time=runclock.wall())
 
     def _on_stop(self, msg):
         with self.cond:

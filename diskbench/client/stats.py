@@ -17,7 +17,7 @@ FIRST_SAMPLE_MIN = 0.5
 
 def stats_main(conn, cfg, writer_pid):
     """Entry point of the stats process (module level: fork/spawn safe)."""
-    parent = child.start()
+    parent = child.start(cfg)
     interval = cfg.stats_interval_s
     sampler = procinfo.CpuSampler(writer_pid)
     if sampler.source != procinfo.SOURCE_PSUTIL:

@@ -24,7 +24,7 @@ import ctypes
 import os
 import signal
 
-from diskbench import exitcodes, plan, protocol, signals
+from diskbench import exitcodes, plan, protocol, runclock, signals
 from diskbench.client import child, heartbeat, progress, stats, writer
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context, wait_readable
@@ -98,6 +98,7 @@ class Supervisor(object):
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
+        self.clock_step_said = False  # a wall-clock step is said once (runclock)
         self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
         self.bad_blocks = 0       # --verify: blocks that did not come back
@@ -369,6 +370,7 @@ class Supervisor(object):
             if now - last > LOOP_TICK_S + PAUSE_NOTICE_S:
                 self._paused(now - last)
             last = now
+            self._clock_stepped()
             role, proc = self._dead_child()
             if role is not None:
                 return self._child_died(role, proc)
@@ -385,6 +387,20 @@ class Supervisor(object):
             if monotonic() - self.t_go >= cfg.duration_s:
                 return Outcome(protocol.STOP_DURATION, exitcodes.OK,
                                "ran the configured %g s" % cfg.duration_s)
+
+    def _clock_stepped(self):
+        """Say once that the system's wall clock stepped during the run: every
+        timestamp keeps the clock it had at start (runclock), so the step moves
+        none of them, but an operator comparing logs should know."""
+        gap = runclock.stepped()
+        if not gap or self.clock_step_said:
+            return
+        self.clock_step_said = True
+        text = ("this host's wall clock stepped %.1f s %s during the run (NTP, a resumed "
+                "VM, date -s?); diskbench's timestamps keep the clock as it was at the "
+                "start" % (abs(gap), "ahead" if gap > 0 else "back"))
+        self.log.warning("%s", text)
+        self.sender.send(protocol.NOTE, text=text)
 
     def _paused(self, gap):
         """This process did not run for ``gap`` s (SIGSTOP, a frozen VM): say so.

@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 
-from diskbench import protocol, stamp
+from diskbench import protocol, runclock, stamp
 from diskbench.client import child
 from diskbench.client.verify import ReadBack
 from diskbench.compat import buffer_from, monotonic, posix_fallocate
@@ -164,7 +164,7 @@ class Writer(object):
     """
 
     def __init__(self, cfg, payload, send, should_stop, progress=None, ops=None,
-                 timer=monotonic, clock=monotonic, wall=time.time, pid=None,
+                 timer=monotonic, clock=monotonic, wall=runclock.wall, pid=None,
                  stamper=None, readback=None):
         self.cfg = cfg
         self.payload = payload
@@ -407,7 +407,7 @@ def writer_main(conn, cfg, counters):
     read by the heartbeat process.
     """
     from diskbench.client.payload import Payload
-    parent = child.start()
+    parent = child.start(cfg)
     terminated = SignalFlag().install([signal.SIGTERM])  # stop after this chunk
     bytes_v, chunks_v, progress_v = counters
     progress_v.value = monotonic()

@@ -22,9 +22,9 @@ import collections
 import os
 import struct
 import threading
-import time
 
-from diskbench import metrics
+from diskbench import metrics, runclock
+from diskbench.compat import monotonic
 from diskbench.server import event, verbose
 from diskbench.server import states as st
 from diskbench.metrics import utc
@@ -268,7 +268,7 @@ class Console(object):
     console into plain event lines for the end of the run."""
 
     def __init__(self, out, registry, mode, verbose=False,
-                 interval=PROGRESS_INTERVAL_S, refresh_s=REFRESH_S, wall=time.time,
+                 interval=PROGRESS_INTERVAL_S, refresh_s=REFRESH_S, wall=runclock.wall,
                  clock=None, extra_warnings=()):
         self.out = out
         self.registry = registry
@@ -418,10 +418,10 @@ class Outbox(object):
 
     def flush(self, timeout):
         """Wait up to ``timeout`` for everything queued to be written."""
-        deadline = time.time() + timeout
+        deadline = monotonic() + timeout
         with self.cond:
             while (self.items or self.busy) and not self.broken:
-                left = deadline - time.time()
+                left = deadline - monotonic()
                 if left <= 0:
                     return False
                 self.cond.wait(min(left, 0.1))

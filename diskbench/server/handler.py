@@ -28,9 +28,8 @@ import logging
 import random
 import socket
 import threading
-import time
 
-from diskbench import protocol
+from diskbench import protocol, runclock
 from diskbench.compat import monotonic, socketserver, wait_writable
 from diskbench.server import registry as reg
 from diskbench.server.recorder import run_profiled
@@ -237,7 +236,7 @@ class Handler(socketserver.BaseRequestHandler):
         """Handle complete lines received together; False to close the connection."""
         if self.name is not None:
             self.deadline = monotonic() + self.ctx.read_timeout
-        recv_ts = time.time()
+        recv_ts = runclock.wall()
         go_on = True
         try:
             for line in lines:
@@ -426,7 +425,7 @@ class Handler(socketserver.BaseRequestHandler):
             return
         # jittered: clients that joined together are not pinged together ever after
         self.next_ping = now + PING_INTERVAL_S * random.uniform(*PING_JITTER)
-        sent = time.time()
+        sent = runclock.wall()
         self._send_line(protocol.encode(protocol.make(
             protocol.PING, protocol.S2C, nonce=int(sent * protocol.PING_NONCE_PER_S),
             server_time=sent), self.ctx.secret), stall)

@@ -32,9 +32,8 @@ import copy
 import itertools
 import logging
 import threading
-import time
 
-from diskbench import metrics, plan, protocol
+from diskbench import metrics, plan, protocol, runclock
 from diskbench.compat import acquire_in_turn, monotonic
 from diskbench.server import event, log, verbose
 from diskbench.server.deadlines import Deadlines
@@ -350,7 +349,7 @@ class Registry(object):
     def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
                  start_timeout=60.0, clock=monotonic, max_clients=None,
                  rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False,
-                 plan_given=None, wall=time.time):
+                 plan_given=None, wall=runclock.wall):
         self.lock = _LockAndSay()
         self.say = self.lock.say
         self.clock = clock

@@ -1,0 +1,52 @@
+"""The wall clock a process keeps for a run: read once, then advanced by the
+monotonic clock.
+
+Every timestamp diskbench sends or records (a message's ts, a perf interval's
+start and end, an ack, the server's receive time, the start instant) comes from
+``wall()``, and every wait and deadline from ``monotonic()``. A step of the
+system's wall clock while a run lasts (an NTP step, a VM resumed, ``date -s``)
+then moves no timestamp and stretches no wait: it once turned an 8 s run into a
+3,600 s aggregate window. ``stepped()`` says how far the system's clock has
+moved away from the kept one, so a step is said, not hidden.
+
+A client's children keep the supervisor's anchor (``adopt``): the monotonic
+clock is one for the whole host, so their timestamps agree with its own under
+fork, spawn and forkserver alike.
+"""
+import time
+
+from diskbench.compat import monotonic
+
+#: A gap this large between the system's wall clock and the kept one is a
+#: step worth saying (NTP slews smaller errors; the monotonic clock follows).
+STEP_SAID_S = 1.0
+
+_anchor = None
+
+
+def anchor():
+    """(wall, monotonic) read together once per process: the kept clock."""
+    global _anchor
+    if _anchor is None:
+        _anchor = (time.time(), monotonic())
+    return _anchor
+
+
+def adopt(pair):
+    """Keep another process's anchor (a child of the client's supervisor)."""
+    global _anchor
+    if pair is not None:
+        _anchor = (float(pair[0]), float(pair[1]))
+
+
+def wall():
+    """Seconds since the epoch on the kept clock: never steps."""
+    base_wall, base_mono = anchor()
+    return base_wall + (monotonic() - base_mono)
+
+
+def stepped():
+    """How far the system's wall clock is now from the kept one (seconds,
+    positive: the system clock is ahead), or 0.0 within STEP_SAID_S."""
+    gap = time.time() - wall()
+    return gap if abs(gap) >= STEP_SAID_S else 0.0
