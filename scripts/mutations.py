@@ -594,8 +594,8 @@ MUTATIONS = [
          tests=[_TU + "test_tune_stops_automatic_full_collections_and_restore_undoes_all_"
                 "three"]),
     dict(id="restore-keeps-cpu", file="diskbench/server/interpreter.py",
-         old="    if allowed:\n        compat.set_affinity(allowed)",
-         new="    if False:\n        compat.set_affinity(allowed)",
+         old="    if allowed:\n        linux.set_affinity(allowed)",
+         new="    if False:\n        linux.set_affinity(allowed)",
          tests=[_TU + "test_tune_stops_automatic_full_collections_and_restore_undoes_all_"
                 "three"]),
     dict(id="restore-keeps-gc-threshold", file="diskbench/server/interpreter.py",
@@ -1362,7 +1362,7 @@ MUTATIONS = [
          old="                self.poller.register(fd)\n            except",
          new="                pass\n            except",
          tests=[_IO + "test_loop_serves_descriptors_beyond_1023"]),
-    dict(id="poll-fallback-wrong-events", file="diskbench/compat.py",
+    dict(id="poll-fallback-wrong-events", file="diskbench/pollio.py",
          old="self.READ, self.WRITE = select.POLLIN, select.POLLOUT",
          new="self.READ, self.WRITE = select.POLLOUT, select.POLLIN",
          tests=[_IO + "test_poller_reports_descriptors_beyond_1023[poll]"]),

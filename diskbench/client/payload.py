@@ -34,7 +34,8 @@ import os
 import struct
 
 from diskbench.client import procinfo
-from diskbench.compat import buffer_address, buffer_from, madvise_hugepage, range_
+from diskbench.compat import buffer_from, range_
+from diskbench.linux import buffer_address, madvise_hugepage
 
 STAMP_EVERY = 4096          # one stamp per 4 KiB block (a common dedup block size)
 _STAMP = struct.Struct("<Q")

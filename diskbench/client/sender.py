@@ -46,7 +46,8 @@ import time
 
 from diskbench import protocol
 from diskbench.cli import printable
-from diskbench.compat import monotonic, wait_readable
+from diskbench.compat import monotonic
+from diskbench.pollio import wait_readable
 
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).

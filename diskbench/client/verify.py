@@ -30,7 +30,8 @@ import time
 
 from diskbench import protocol, stamp
 from diskbench.client.payload import huge_map
-from diskbench.compat import monotonic, posix_fadvise_dontneed, read_into
+from diskbench.compat import monotonic
+from diskbench.linux import posix_fadvise_dontneed, read_into
 from diskbench.metrics import LatencyHistogram
 
 #: Bad blocks a writer sends one by one (BAD_BLOCK); beyond it they are

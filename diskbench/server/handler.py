@@ -31,7 +31,8 @@ import threading
 import time
 
 from diskbench import protocol
-from diskbench.compat import monotonic, socketserver, wait_writable
+from diskbench.compat import monotonic, socketserver
+from diskbench.pollio import wait_writable
 from diskbench.server import registry as reg
 from diskbench.server.recorder import run_profiled
 

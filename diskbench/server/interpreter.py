@@ -40,7 +40,7 @@ import resource
 import sys
 import time
 
-from diskbench import compat
+from diskbench import compat, linux
 
 #: sys.setswitchinterval for the server on Python 3 (default 0.005 s). Every
 #: thread waiting for the GIL asks its holder to drop it after this long; with
@@ -188,7 +188,7 @@ def reexec_untcached(args):
     """Become ``sys.executable``, its flags and ``args`` (same pid, same
     streams) with glibc's per-thread cache off, when ``untcached_env`` says
     so; otherwise return. An exec that fails is said and the server runs on."""
-    env = untcached_env(os.environ, compat.glibc_version())
+    env = untcached_env(os.environ, linux.glibc_version())
     if env is None or not sys.executable:
         return
     argv = [sys.executable] + compat.interpreter_flags() + list(args)
@@ -216,14 +216,14 @@ def tune(cpu=CPU_AUTO):
     without threading.Thread, would get a dummy Thread object, never freed, at
     its first log call). Returns what ``restore`` needs to undo it (a server
     run in-process), and the CPUs it runs on (None: any)."""
-    allowed = compat.get_affinity()
+    allowed = linux.get_affinity()
     before = (getattr(sys, "getswitchinterval", lambda: None)(), gc.get_threshold(),
               allowed, (logging.logThreads, logging.logProcesses))
     logging.logThreads = logging.logProcesses = False
     cpus = choose_cpus(cpu, allowed)
     if cpus is not None:
         try:
-            compat.set_affinity(cpus)
+            linux.set_affinity(cpus)
         except OSError as exc:   # an optimisation only: say so and go on
             log.warning("cannot keep the server on CPU %s (%s); it runs on any",
                         format_cpus(cpus), exc.strerror or exc)
@@ -287,7 +287,7 @@ def restore(before):
         sys.setswitchinterval(switch)
     gc.set_threshold(*thresholds)
     if allowed:
-        compat.set_affinity(allowed)
+        linux.set_affinity(allowed)
 
 
 class FullCollector(object):
