@@ -6,6 +6,7 @@ socket (``as_bytes``/``as_text``). The system calls behind some fallbacks live
 in linux.py, waiting on descriptors in pollio.py.
 """
 import hmac
+import os
 import select
 import sys
 import time
@@ -131,6 +132,23 @@ def buffer_from(obj, offset=0, size=None):
 #: single thread making many small sends is cheap on 2.7 and slow on 3 when
 #: thousands of threads wait (acquire_in_turn decides how to wait for a lock by it).
 GIL_KEPT_ACROSS_IO = PY2
+
+
+# --- processes and consoles -----------------------------------------------------
+def new_session():
+    """Popen kwargs that put a child in its own session: a Ctrl-C on the terminal reaches
+    only the parent, which forwards it (start_new_session is 3.2+)."""
+    if not PY2:
+        return {"start_new_session": True}
+    return {"preexec_fn": os.setsid}
+
+
+def write_line(stream, text):
+    """One line of text on a console that may not take it (2.7 into a pipe: bytes)."""
+    if PY2 and isinstance(text, text_type):
+        text = text.encode("utf-8", "backslashreplace")
+    stream.write(text + "\n")
+    stream.flush()
 
 
 # --- multiprocessing -----------------------------------------------------------

@@ -284,7 +284,7 @@ def _dummy_threads():
 
 def test_handler_threads_leave_no_thread_objects_behind(tmpdir):
     """Handler threads are started without threading.Thread (no wait per
-    connection: master.TCPServer.process_request); each logs its connection,
+    connection: listener.TCPServer.process_request); each logs its connection,
     and a log record that named its thread would make threading keep a dummy
     Thread object per connection for good (interpreter.tune drops it)."""
     master, log_dir = _in_process_master(tmpdir)

@@ -20,7 +20,8 @@ from diskbench.server import control, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
-from diskbench.server.master import FinishedRun, LogDirTaken, Master
+from diskbench.server.logdir import FinishedRun, LogDirTaken
+from diskbench.server.master import Master
 
 #: What ``python -m`` runs.
 MODULE = "diskbench.server"
