@@ -82,8 +82,8 @@ def acquire_in_turn(lock):
     A blocking ``acquire`` of a contended lock hands it, on release, to a
     sleeping thread that must then wait for the GIL while it holds the lock:
     with thousands of threads waiting for the GIL every other thread piles
-    up behind it (a lock convoy; measured at 5,000 connections on 3.11: 98 of
-    100 sampled handler threads waiting on the registry's lock). Here a
+    up behind it (a lock convoy: docs/SCALING.md, "The figures behind the
+    server's settings"). Here a
     thread that finds the lock taken steps aside (sleeps, from 0 up to
     LOCK_BACKOFF_MAX_S) and tries again. On 2.7 every acquire, even one that
     cannot wait, gives the GIL away, so retrying only burns CPU there: it

@@ -30,7 +30,7 @@
   interval. Its end (stop, bye) goes out its end offset after it was made:
   the same random phase, over the go's end_spread_s when that is longer (the
   server widens it with the fleet: a fleet started together ends together,
-  and 5,000 clients' last reports at once held a server's acks back).
+  and a big fleet's last reports at once held a server's acks back).
   Their figures are timed by their own fields, not by when they are sent.
   Any other message (an error, a note, a pong) goes at once, and everything
   queued before it with it (the order of seqs is kept).

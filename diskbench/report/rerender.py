@@ -25,7 +25,7 @@ from diskbench.server import registry as reg
 from diskbench.server import states
 from diskbench.server import report as report_mod
 
-RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the server)
+RUN_MARKER = "run.json"   # logdir.RUN_MARKER (not imported: logdir pulls in the server)
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")

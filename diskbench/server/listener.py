@@ -119,8 +119,8 @@ class TCPServer(socketserver.ThreadingTCPServer):
     def process_request(self, request, client_address):
         """A handler thread per connection, started without waiting for it to
         run: threading.Thread.start waits, a GIL hand-over and back per
-        connection, which held a storm of hellos at the accept (measured in
-        docs/ARCHITECTURE.md). Like a daemon thread, it never holds up exit."""
+        connection, which held a storm of hellos at the accept
+        (docs/SCALING.md). Like a daemon thread, it never holds up exit."""
         start_new_thread(self.process_request_thread, (request, client_address))
 
 
