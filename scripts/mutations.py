@@ -1633,4 +1633,9 @@ MUTATIONS = [
          new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
          tests=["tests/test_metrics_compat_payload.py::"
                 "test_utc_rounds_the_second_with_its_milliseconds"]),
+    # --- sys27 ---
+    dict(id="doc-quotes-a-moved-name", file="docs/ARCHITECTURE.md",
+         old="(`listener.fit_fd_limit`)",
+         new="(`Master.fit_fd_limit`)",
+         tests=["tests/test_docs.py::test_names_the_docs_quote_exist_in_the_code"]),
 ]

@@ -2,6 +2,8 @@
 give matches something, and the defaults they quote are the parsers' defaults."""
 import ast
 import glob
+import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -156,3 +158,57 @@ def test_references_to_readme_sections_name_its_headings():
             named.append((path, quoted or bare))
     assert len(named) >= 5  # the pattern still finds the references
     assert [(path, name) for path, name in named if name not in headings] == []
+
+
+#: What follows a dot in a file name, not an attribute (`report.txt`, `control.sock`).
+_FILE_SUFFIXES = ("py", "md", "txt", "html", "sock", "lock", "json", "jsonl", "log", "csv")
+_DOTTED = re.compile(r"`([A-Za-z_]\w*)\.([A-Za-z_]\w*)(?:\(\))?`")
+
+
+def _product_modules():
+    """{basename: [module, ...]} of every module of the diskbench package."""
+    found = {}
+    for top, _dirs, files in os.walk(os.path.join(REPO, "diskbench")):
+        for base in sorted(f[:-3] for f in files if f.endswith(".py")):
+            path = os.path.relpath(os.path.join(top, base), REPO).split(os.sep)
+            name = ".".join(path if base != "__init__" else path[:-1])
+            found.setdefault(name.split(".")[-1], []).append(importlib.import_module(name))
+    return found
+
+
+def _has(cls, attr):
+    """``cls`` has ``attr``: on the class, or set on its instances (self.attr)."""
+    if hasattr(cls, attr):
+        return True
+    return bool(re.search(r"self\.%s\b" % attr, inspect.getsource(cls)))
+
+
+@pytest.mark.parametrize("doc", ["README.md"] + sorted(
+    "docs/" + name for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md")))
+def test_names_the_docs_quote_exist_in_the_code(doc):
+    """Every `module.NAME` and `Class.attribute` a doc quotes (`registry.MAX_WENT_AWAY_S`,
+    `pollio.Poller`, `Registry.release_go`) is there in the code: a name that moved or
+    went cannot stay quoted at its old home."""
+    modules = _product_modules()
+    classes = {}
+    for mods in modules.values():
+        for mod in mods:
+            for name, value in vars(mod).items():
+                if isinstance(value, type) and value.__module__ == mod.__name__:
+                    classes.setdefault(name, []).append(value)
+    checked, missing = 0, []
+    for owner, attr in sorted(set(_DOTTED.findall(_read(doc)))):
+        if attr in _FILE_SUFFIXES:
+            continue
+        if owner in modules:
+            found = any(hasattr(mod, attr) for mod in modules[owner])
+        elif owner in classes:
+            found = any(_has(cls, attr) for cls in classes[owner])
+        else:
+            continue
+        checked += 1
+        if not found:
+            missing.append("%s.%s" % (owner, attr))
+    assert missing == [], "%s quotes names the code does not have: %s" % (doc, missing)
+    if doc in ("README.md", "docs/ARCHITECTURE.md", "docs/SECURITY.md"):
+        assert checked >= 5  # the pattern still finds the doc's names

@@ -251,11 +251,6 @@ class Recorder(object):
         self.queue.put((_RECORD, obj, (key, on_written) if on_written else None,
                         monotonic()), wait=True)
 
-    def record_line(self, line, on_written=None, key=None):
-        """``record`` for a line already made (``protocol.record_line``)."""
-        self.queue.put((_RAW, line, (key, on_written) if on_written else None,
-                        monotonic()), wait=True)
-
     def submit(self, lines, on_written, key=None):
         """Queue record ``lines`` (``protocol.record_line``, possibly none) and
         run ``on_written()`` once they, and all queued before them, are
