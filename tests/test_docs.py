@@ -13,7 +13,8 @@ import pytest
 from diskbench import plan
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
-from diskbench.server import control, finalreport, recorder, registry
+from diskbench.server import control, finalreport, handler, recorder, registry, states
+from diskbench.server import report as report_mod
 from diskbench.server import __main__ as server_main
 from tests.helpers import REPO
 
@@ -131,7 +132,16 @@ def _quoted_constants():
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
         ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % finalreport.DRAIN_TIMEOUT_S),
+        ("docs/REPORT-FORMAT.md", "(sent after the hello, then every %s s)" % _ping_span()),
+        ("docs/ARCHITECTURE.md", "after hello, then every %s s;" % _ping_span()),
     ]
+
+
+def _ping_span():
+    """'5-15': the range of waits between two pings (handler.PING_INTERVAL_S
+    times each end of PING_JITTER)."""
+    low, high = handler.PING_JITTER
+    return "%g-%g" % (handler.PING_INTERVAL_S * low, handler.PING_INTERVAL_S * high)
 
 
 def test_constants_quoted_in_the_docs_are_the_codes_values():
@@ -212,3 +222,49 @@ def test_names_the_docs_quote_exist_in_the_code(doc):
     assert missing == [], "%s quotes names the code does not have: %s" % (doc, missing)
     if doc in ("README.md", "docs/ARCHITECTURE.md", "docs/SECURITY.md"):
         assert checked >= 5  # the pattern still finds the doc's names
+
+
+def _row(doc, key):
+    """The meaning column of ``key``'s row in a doc's key table."""
+    m = re.search(r"^\| `%s` \| (.*) \|$" % re.escape(key), _read(doc), re.M)
+    assert m, "%s has no row for %s" % (doc, key)
+    return m.group(1)
+
+
+def test_report_format_names_every_state_a_client_can_end_in():
+    """REPORT-FORMAT's `clients[].state` row names every state the registry has
+    (a state added to states.STATES must be documented)."""
+    row = _row("docs/REPORT-FORMAT.md", "clients[].state")
+    assert [s for s in states.STATES if "`%s`" % s not in row] == []
+
+
+def test_report_format_puts_the_aggregate_on_the_clock_the_code_uses():
+    """The aggregate is computed on the server's clock (report.METHOD says so in
+    every report); REPORT-FORMAT's aggregate section says the same clock."""
+    section = _read("docs/REPORT-FORMAT.md").split("## aggregate", 1)[1].split("\n## ", 1)[0]
+    said = "on the server's clock"
+    assert said in report_mod.METHOD
+    assert said in " ".join(section.split()) and "client clocks" not in section
+
+
+def test_readme_gives_every_exit_code_of_rerender_and_compare():
+    """Every exit code python -m diskbench.report returns (read from its source) is
+    in the README's sentence about them."""
+    from diskbench import exitcodes
+    source = _read("diskbench/report/__main__.py")
+    codes = sorted(set(getattr(exitcodes, name)
+                       for name in re.findall(r"exitcodes\.([A-Z_]+)", source)))
+    assert len(codes) >= 2  # the pattern still finds them
+    text = " ".join(_read("README.md").split())
+    sentence = text[text.index("Re-render and compare exit"):]
+    sentence = sentence[:sentence.index(". ")]
+    assert [c for c in codes if not re.search(r"\b%d\b" % c, sentence)] == []
+
+
+def test_the_docs_call_the_wheel_universal_as_setup_cfg_builds_it():
+    """setup.cfg builds one universal wheel (py2.py3); MULTIHOST.md names that wheel
+    and no doc says a wheel is for Python 3 hosts only."""
+    assert re.search(r"^universal = 1$", _read("setup.cfg"), re.M)
+    assert "-py2.py3-none-any.whl" in _read("docs/MULTIHOST.md")
+    for doc in ("README.md", "docs/MULTIHOST.md"):
+        assert "for Python 3 hosts" not in " ".join(_read(doc).split()), doc
