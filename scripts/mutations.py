@@ -1638,4 +1638,9 @@ MUTATIONS = [
          old="(`listener.fit_fd_limit`)",
          new="(`Master.fit_fd_limit`)",
          tests=["tests/test_docs.py::test_names_the_docs_quote_exist_in_the_code"]),
+    dict(id="compat-makes-a-system-call", file="diskbench/compat.py",
+         old="from diskbench.linux import libc_monotonic\n",
+         new="from diskbench.linux import libc_monotonic\nimport ctypes  # noqa\n",
+         tests=["tests/test_metrics_compat_payload.py::"
+                "test_compat_holds_only_python_differences_no_system_calls"]),
 ]

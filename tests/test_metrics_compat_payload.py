@@ -95,6 +95,15 @@ def test_monotonic_never_goes_backwards_and_counts_from_boot_not_the_epoch(clock
     assert abs(compat.monotonic() - linux.libc_monotonic()) < 1.0
 
 
+def test_compat_holds_only_python_differences_no_system_calls():
+    """compat.py is the 2/3 layer only (psutil's _compat is the model): libc
+    through ctypes lives in linux.py, descriptor waits in pollio.py."""
+    with open(compat.__file__.replace(".pyc", ".py")) as f:
+        source = f.read()
+    for word in ("ctypes", "epoll", "select.poll", "getsockopt"):
+        assert word not in source, word
+
+
 def test_posix_fallocate_reserves_blocks(tmp_path):
     path = str(tmp_path / "f")
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
