@@ -3,8 +3,9 @@ the connection limits before any thread exists for them, backs off while file
 descriptors run out, and starts a handler thread per connection.
 
 Separate from master.py (the run loop): what happens at accept() is its own
-set of limits and fallbacks; the master passes itself as ``ctx`` and is told
-of refusals and failed accepts through it.
+set of limits and fallbacks, counted in the registry and logged sparingly
+here; the master passes itself as ``ctx`` (its limits, registry and I/O
+threads).
 """
 import errno
 import socket
@@ -16,6 +17,10 @@ from diskbench.server import handler as handler_mod
 from diskbench.server import log
 from diskbench.server import registry as reg
 
+#: Refused connections logged per kind; further ones are counted, and logged
+#: every LIMIT_LOG_EVERY.
+LIMIT_LOG_MAX = 20
+LIMIT_LOG_EVERY = 1000
 #: accept() failing for want of file descriptors: wait this long before the
 #: next try, doubling up to ACCEPT_BACKOFF_MAX_S (instead of spinning).
 ACCEPT_BACKOFF_S = 0.05
@@ -46,6 +51,7 @@ class TCPServer(socketserver.ThreadingTCPServer):
         self.conn_lock = threading.Lock()
         self.open_conns = {}          # accepted socket -> peer address
         self.per_address = {}         # peer address -> open connections
+        self.limit_counts = {}        # refusal kind -> refused so far
         socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
 
     def get_request(self):
@@ -57,12 +63,12 @@ class TCPServer(socketserver.ThreadingTCPServer):
             if getattr(exc, "errno", None) not in _FD_ERRNOS:
                 raise
             self.accept_failures += 1
-            self.ctx.accept_failed(exc, self.accept_failures)
+            self.accept_failed(exc, self.accept_failures)
             time.sleep(min(ACCEPT_BACKOFF_MAX_S,
                            ACCEPT_BACKOFF_S * 2 ** min(self.accept_failures - 1, 10)))
             raise
         if self.accept_failures:
-            self.ctx.accept_recovered(self.accept_failures)
+            self.accept_recovered(self.accept_failures)
             self.accept_failures = 0
         return request
 
@@ -76,16 +82,39 @@ class TCPServer(socketserver.ThreadingTCPServer):
                 self.per_address[address] = mine + 1
                 return True
         if total >= ctx.max_connections:
-            ctx.limit_hit(reg.REJECT_TOO_MANY_CONNECTIONS, client_address,
+            self.limit_hit(reg.REJECT_TOO_MANY_CONNECTIONS, client_address,
                           "%d connections are open (--max-connections %d)"
                           % (total, ctx.max_connections))
         else:
-            ctx.limit_hit(reg.REJECT_TOO_MANY_FROM_ADDRESS, client_address,
+            self.limit_hit(reg.REJECT_TOO_MANY_FROM_ADDRESS, client_address,
                           "%d connections from %s are open (--max-per-address %d)"
                           % (mine, address, ctx.max_per_address))
         # Close it now: Python 2.7 leaves a refused socket to the garbage collector.
         socketserver.ThreadingTCPServer.shutdown_request(self, request)
         return False
+
+    def limit_hit(self, kind, client_address, why):
+        """A connection refused by a limit (accept thread): count, log sparingly."""
+        self.ctx.registry.count_rejected(kind)
+        with self.conn_lock:
+            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
+        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
+            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
+                        client_address[1], kind, why,
+                        "" if n < LIMIT_LOG_MAX else
+                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
+
+    def accept_failed(self, exc, failures):
+        """accept() failed for want of descriptors: count it, log once a burst."""
+        self.ctx.registry.count_rejected(reg.REJECT_FD_EXHAUSTED)
+        if failures == 1:
+            log.warning("cannot accept connections: %s (out of file descriptors); "
+                        "backing off and retrying; raise 'ulimit -n' or lower "
+                        "--max-connections", getattr(exc, "strerror", None) or exc)
+
+    def accept_recovered(self, failures):
+        log.warning("accepting connections again after %d failed accepts (out of file "
+                    "descriptors)", failures)
 
     def shutdown_request(self, request):
         # Called once for every accepted socket (refused or served), never twice.

@@ -35,10 +35,6 @@ from diskbench.server.finalreport import OPERATOR_END
 #: How often the main loop checks liveness, GO, completion and connection
 #: deadlines (seconds).
 TICK_S = 0.2
-#: Refused connections logged per kind; further ones are counted, and logged
-#: every LIMIT_LOG_EVERY.
-LIMIT_LOG_MAX = 20
-LIMIT_LOG_EVERY = 1000
 #: Connection deadlines (--hello-timeout, --read-timeout) are enforced with
 #: this granularity (only the connections whose deadline came: deadlines.py).
 DEADLINE_CHECK_S = 1.0
@@ -102,7 +98,6 @@ class Master(object):
         self.conn_lock = threading.Lock()
         self.connections = {}         # conn_id -> live Handler (deadlines)
         self.conn_deadlines = Deadlines()   # conn_id -> when to look at its deadline
-        self.limit_counts = {}
         self.last_tick = None         # monotonic() of the previous tick
         self.next_expiry = None       # monotonic() of the next connection-deadline scan
         self.pauses = []              # report sentences, one per server pause
@@ -120,18 +115,6 @@ class Master(object):
             wall=clock, extra_warnings=self.pauses)
         self.max_connections = listener.fit_fd_limit(self.max_connections,
                                                      self.startup_warnings.append)
-
-    def accept_failed(self, exc, failures):
-        """accept() failed for want of descriptors: count it, log once a burst."""
-        self.registry.count_rejected(reg.REJECT_FD_EXHAUSTED)
-        if failures == 1:
-            log.warning("cannot accept connections: %s (out of file descriptors); "
-                        "backing off and retrying; raise 'ulimit -n' or lower "
-                        "--max-connections", getattr(exc, "strerror", None) or exc)
-
-    def accept_recovered(self, failures):
-        log.warning("accepting connections again after %d failed accepts (out of file "
-                    "descriptors)", failures)
 
     # --- start-up (errors become exit codes in __main__) ------------------------------
     def open_logs(self):
@@ -178,17 +161,6 @@ class Master(object):
             self.connections.pop(handler.conn_id, None)
             self.conn_deadlines.forget(handler.conn_id)
             self.collector.connection_closed()
-
-    def limit_hit(self, kind, client_address, why):
-        """A connection refused by a limit (accept thread): count, log sparingly."""
-        self.registry.count_rejected(kind)
-        with self.conn_lock:
-            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
-        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
-            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
-                        client_address[1], kind, why,
-                        "" if n < LIMIT_LOG_MAX else
-                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
 
     def bind(self):
         threading.stack_size(listener.HANDLER_STACK_BYTES)  # for the threads made from now on
