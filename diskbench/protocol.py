@@ -53,9 +53,8 @@ import hmac
 import json
 import math
 import re
-import time
 
-from diskbench import __version__
+from diskbench import __version__, runclock
 from diskbench.metrics import MIB, LatencyHistogram
 from diskbench.compat import (RecursionError, as_bytes, as_text, binary_type,
                               compare_digest, integer_types, string_types)
@@ -731,7 +730,7 @@ def make(type_, direction=C2S, name=None, seq=None, ts=None, **fields):
             fields[key] = clean_text(fields[key], field.max_len)
     data = _validate_body(direction, type_, fields)
     if ts is None:
-        ts = time.time()
+        ts = runclock.wall()
     if direction == C2S:
         name = _NAME.check(as_text(name))
         seq = _SEQ.check(seq)
@@ -775,7 +774,7 @@ def ack_line(upto_seq, secret=None):
     batch of every connection (the same bytes; tests/test_protocol.py)."""
     if secret or not _ACK_INT.lo <= upto_seq <= _ACK_INT.hi:
         return encode(make(ACK, S2C, upto_seq=upto_seq), secret)
-    return as_bytes(_ACK_TEMPLATE % (repr(float(time.time())), int(upto_seq)))
+    return as_bytes(_ACK_TEMPLATE % (repr(float(runclock.wall())), int(upto_seq)))
 
 
 _ACK_INT = SPECS[S2C][ACK]["upto_seq"]

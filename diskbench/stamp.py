@@ -22,7 +22,7 @@ the body is random (no compression).
 
 Stamping costs nearly nothing: it runs between two timed writes, outside the
 timer but inside the perf interval's wall time. A crc32 of every block per
-chunk in a Python loop costs ~1 s per GiB, far too slow. Instead only the
+chunk in a Python loop is far too slow for that. Instead only the
 per-chunk fields change from one chunk to the next, and they are the same in
 every block of a chunk: the block check leaves them out, so it is computed
 once per place in the buffer (at start) and never again, and the 2-byte field
@@ -32,7 +32,6 @@ usually the chunk index's low byte and the two field-check bytes. What the
 split misses: a corruption confined to bytes 24-31 of a block has a 1 in
 65,536 chance of passing the field check; such a block then still fails the
 comparison with the place it was read from (misplaced or stale, never OK).
-measure() gives the speed (make bench; the README quotes it).
 """
 import hashlib
 import os
@@ -179,18 +178,3 @@ def classify(block, expected, offset):
     if findex != expected.file_index or (chunk, blk) != expected.place(offset):
         return MISPLACED
     return OK
-
-
-def measure(chunk_bytes=10 << 20, rounds=200):
-    """Stamping speed in MiB/s on this host (make bench, the README's figure)."""
-    import mmap
-    from diskbench.compat import monotonic
-    buf = mmap.mmap(-1, chunk_bytes)
-    buf[:] = os.urandom(chunk_bytes)
-    stamper = Stamper(buf, 0, chunk_bytes, 1, 2)
-    t0 = monotonic()
-    for n in range_(rounds):
-        stamper.stamp(n // 10, n % 10)
-    took = monotonic() - t0
-    buf.close()
-    return chunk_bytes * rounds / float(1 << 20) / took

@@ -4,7 +4,7 @@ thread (--mode threaded), or a bare event loop (--mode epoll).
 What a design costs at its least. Threaded: one handler thread per
 connection reads lines and parses the JSON; one recorder thread appends the
 lines to a file in batches and acknowledges each connection's highest seq.
-Epoll: one thread, one poller (compat.Poller) over every connection, parse,
+Epoll: one thread, one poller (pollio.Poller) over every connection, parse,
 append what one wake-up brought in one write, ack each connection's highest
 seq. In both, go follows the hello at once. No validation, no registry, no report: ``make bench-server``
 runs the real server and this side by side, so diskbench's per-message cost
@@ -27,7 +27,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from diskbench.compat import Poller, get_affinity, queue, socketserver  # noqa: E402
+from diskbench.compat import queue, socketserver  # noqa: E402
+from diskbench.linux import get_affinity  # noqa: E402
+from diskbench.pollio import Poller  # noqa: E402
 from diskbench.server import interpreter  # noqa: E402
 
 BATCH_MAX = 1000

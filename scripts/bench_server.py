@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 from diskbench.client import procinfo  # noqa: E402
-from diskbench.compat import get_affinity, set_affinity  # noqa: E402
+from diskbench.linux import get_affinity, set_affinity  # noqa: E402
 #: /proc/PID/status (RSS, threads) is read this often while a run lasts.
 #: The server's CPU time is read twice, when the load starts and when it
 #: ends, not once a second: reading a process's CPU time (/proc/PID/stat,

@@ -31,10 +31,11 @@ def client_args(tmpdir, port, name, data, chunk=10, file_mb=20, duration=2.5, ex
         "--log-dir", str(tmpdir.join("logs"))] + list(extra) + [data]
 
 
-def start_server(procs, log_dir, *extra):
-    """The real server on a free port; returns (process, port)."""
+def start_server(procs, log_dir, *extra, **kw):
+    """The real server on a free port (``env=`` adds to its environment);
+    returns (process, port)."""
     proc = procs.start(["-m", "diskbench.server", "--port", "0", "--log-dir", log_dir,
-                        "--quiet"] + list(extra))
+                        "--quiet"] + list(extra), env=kw.get("env"))
     seen = []
 
     def port_line():

@@ -2,6 +2,8 @@
 give matches something, and the defaults they quote are the parsers' defaults."""
 import ast
 import glob
+import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -11,7 +13,8 @@ import pytest
 from diskbench import plan
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
-from diskbench.server import control, master, recorder, registry
+from diskbench.server import control, finalreport, handler, recorder, registry, states
+from diskbench.server import report as report_mod
 from diskbench.server import __main__ as server_main
 from tests.helpers import REPO
 
@@ -128,8 +131,17 @@ def _quoted_constants():
         ("README.md", "at most %g s (`registry.MAX_WENT_AWAY_S`" % registry.MAX_WENT_AWAY_S),
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
-        ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % master.DRAIN_TIMEOUT_S),
+        ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % finalreport.DRAIN_TIMEOUT_S),
+        ("docs/REPORT-FORMAT.md", "(sent after the hello, then every %s s)" % _ping_span()),
+        ("docs/ARCHITECTURE.md", "after hello, then every %s s;" % _ping_span()),
     ]
+
+
+def _ping_span():
+    """'5-15': the range of waits between two pings (handler.PING_INTERVAL_S
+    times each end of PING_JITTER)."""
+    low, high = handler.PING_JITTER
+    return "%g-%g" % (handler.PING_INTERVAL_S * low, handler.PING_INTERVAL_S * high)
 
 
 def test_constants_quoted_in_the_docs_are_the_codes_values():
@@ -156,3 +168,103 @@ def test_references_to_readme_sections_name_its_headings():
             named.append((path, quoted or bare))
     assert len(named) >= 5  # the pattern still finds the references
     assert [(path, name) for path, name in named if name not in headings] == []
+
+
+#: What follows a dot in a file name, not an attribute (`report.txt`, `control.sock`).
+_FILE_SUFFIXES = ("py", "md", "txt", "html", "sock", "lock", "json", "jsonl", "log", "csv")
+_DOTTED = re.compile(r"`([A-Za-z_]\w*)\.([A-Za-z_]\w*)(?:\(\))?`")
+
+
+def _product_modules():
+    """{basename: [module, ...]} of every module of the diskbench package."""
+    found = {}
+    for top, _dirs, files in os.walk(os.path.join(REPO, "diskbench")):
+        for base in sorted(f[:-3] for f in files if f.endswith(".py")):
+            path = os.path.relpath(os.path.join(top, base), REPO).split(os.sep)
+            name = ".".join(path if base != "__init__" else path[:-1])
+            found.setdefault(name.split(".")[-1], []).append(importlib.import_module(name))
+    return found
+
+
+def _has(cls, attr):
+    """``cls`` has ``attr``: on the class, or set on its instances (self.attr)."""
+    if hasattr(cls, attr):
+        return True
+    return bool(re.search(r"self\.%s\b" % attr, inspect.getsource(cls)))
+
+
+@pytest.mark.parametrize("doc", ["README.md"] + sorted(
+    "docs/" + name for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md")))
+def test_names_the_docs_quote_exist_in_the_code(doc):
+    """Every `module.NAME` and `Class.attribute` a doc quotes (`registry.MAX_WENT_AWAY_S`,
+    `pollio.Poller`, `Registry.release_go`) is there in the code: a name that moved or
+    went cannot stay quoted at its old home."""
+    modules = _product_modules()
+    classes = {}
+    for mods in modules.values():
+        for mod in mods:
+            for name, value in vars(mod).items():
+                if isinstance(value, type) and value.__module__ == mod.__name__:
+                    classes.setdefault(name, []).append(value)
+    checked, missing = 0, []
+    for owner, attr in sorted(set(_DOTTED.findall(_read(doc)))):
+        if attr in _FILE_SUFFIXES:
+            continue
+        if owner in modules:
+            found = any(hasattr(mod, attr) for mod in modules[owner])
+        elif owner in classes:
+            found = any(_has(cls, attr) for cls in classes[owner])
+        else:
+            continue
+        checked += 1
+        if not found:
+            missing.append("%s.%s" % (owner, attr))
+    assert missing == [], "%s quotes names the code does not have: %s" % (doc, missing)
+    if doc in ("README.md", "docs/ARCHITECTURE.md", "docs/SECURITY.md"):
+        assert checked >= 5  # the pattern still finds the doc's names
+
+
+def _row(doc, key):
+    """The meaning column of ``key``'s row in a doc's key table."""
+    m = re.search(r"^\| `%s` \| (.*) \|$" % re.escape(key), _read(doc), re.M)
+    assert m, "%s has no row for %s" % (doc, key)
+    return m.group(1)
+
+
+def test_report_format_names_every_state_a_client_can_end_in():
+    """REPORT-FORMAT's `clients[].state` row names every state the registry has
+    (a state added to states.STATES must be documented)."""
+    row = _row("docs/REPORT-FORMAT.md", "clients[].state")
+    assert [s for s in states.STATES if "`%s`" % s not in row] == []
+
+
+def test_report_format_puts_the_aggregate_on_the_clock_the_code_uses():
+    """The aggregate is computed on the server's clock (report.METHOD says so in
+    every report); REPORT-FORMAT's aggregate section says the same clock."""
+    section = _read("docs/REPORT-FORMAT.md").split("## aggregate", 1)[1].split("\n## ", 1)[0]
+    said = "on the server's clock"
+    assert said in report_mod.METHOD
+    assert said in " ".join(section.split()) and "client clocks" not in section
+
+
+def test_readme_gives_every_exit_code_of_rerender_and_compare():
+    """Every exit code python -m diskbench.report returns (read from its source) is
+    in the README's sentence about them."""
+    from diskbench import exitcodes
+    source = _read("diskbench/report/__main__.py")
+    codes = sorted(set(getattr(exitcodes, name)
+                       for name in re.findall(r"exitcodes\.([A-Z_]+)", source)))
+    assert len(codes) >= 2  # the pattern still finds them
+    text = " ".join(_read("README.md").split())
+    sentence = text[text.index("Re-render and compare exit"):]
+    sentence = sentence[:sentence.index(". ")]
+    assert [c for c in codes if not re.search(r"\b%d\b" % c, sentence)] == []
+
+
+def test_the_docs_call_the_wheel_universal_as_setup_cfg_builds_it():
+    """setup.cfg builds one universal wheel (py2.py3); MULTIHOST.md names that wheel
+    and no doc says a wheel is for Python 3 hosts only."""
+    assert re.search(r"^universal = 1$", _read("setup.cfg"), re.M)
+    assert "-py2.py3-none-any.whl" in _read("docs/MULTIHOST.md")
+    for doc in ("README.md", "docs/MULTIHOST.md"):
+        assert "for Python 3 hosts" not in " ".join(_read(doc).split()), doc

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from diskbench import exitcodes, launch
+from diskbench import exitcodes, launch, launchargs, launcher
 from tests.helpers import REPO, communicate, free_port, wait_until
 
 SSHD = "/usr/sbin/sshd"
@@ -146,7 +146,7 @@ def write_hosts(tmpdir, text):
 
 # --- the hosts file and the command line -------------------------------------------------
 def test_hosts_file_forms():
-    hosts = launch.parse_hosts(
+    hosts = launchargs.parse_hosts(
         "# the bench hosts\n"
         "node1\n"
         "  bench@node2:2222   python=/opt/py/bin/python dir=/mnt/nvme name=n2  # fast one\n"
@@ -204,26 +204,26 @@ def test_bad_command_line_is_one_line_and_exit_2(tmpdir, argv, words):
 def test_server_flags_pass_through_and_host_is_not_hosts():
     """--host (the server's) must never be taken for --hosts; unknown flags go to the server."""
     parser = launch.build_parser()
-    args, server, client = launch.split_argv(parser, [
+    args, server, client = launchargs.split_argv(parser, [
         "--hosts", "h", "--host", "10.0.0.1", "--start-timeout", "5", "--verbose",
         "--ssh-arg=-F", "--ssh-arg=/dev/null", "--", "--duration", "9", "/mnt/d"])
     assert args.hosts == "h" and args.host == "10.0.0.1"
     assert args.ssh_arg == ["-F", "/dev/null"]
     assert server == ["--start-timeout", "5", "--verbose"]
     assert client == ["--duration", "9", "/mnt/d"]
-    assert launch.default_server_host(args) == "10.0.0.1"
+    assert launchargs.default_server_host(args) == "10.0.0.1"
 
 
 def test_remote_command_survives_any_directory_name(tmpdir):
     """The command ssh hands to a shell keeps every word as it was: run it through sh."""
     evil = str(tmpdir.join("it's a $(touch PWNED) `touch PWNED2` \"dir\" ;"))
-    host = launch.Host("h", "h", directory=evil, name="n 1")
+    host = launchargs.Host("h", "h", directory=evil, name="n 1")
     # a stand-in python that prints its argv proves the quoting word by word
     fake_py = tmpdir.join("py")
     fake_py.write("#!/bin/sh\nif [ \"$1\" = -c ]; then exit 0; fi\n"
                   "for a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
     fake_py.chmod(0o755)
-    command = launch.remote_command(host, ["--duration", "1", "/ignored"], "srv:1",
+    command = launchargs.remote_command(host, ["--duration", "1", "/ignored"], "srv:1",
                                     python=str(fake_py))
     out = subprocess.check_output(["/bin/sh", "-c", command], cwd=str(tmpdir))
     assert out.decode().splitlines() == [
@@ -260,7 +260,7 @@ def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
     code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag), tag,
                                 fake_ssh_dir(tmpdir))
     # the server's run completed with the 2 clients it was told to expect; a host failed
-    assert code == launch.LAUNCH_CLIENT_FAILED, (out, err)
+    assert code == launcher.LAUNCH_CLIENT_FAILED, (out, err)
     failed = [line for line in err.splitlines() if "unreachable-host" in line]
     assert failed[0] == "diskbench launch: ssh to unreachable-host failed: ssh: connect to " \
         "host unreachable-host port 22: Connection refused", err
@@ -302,7 +302,7 @@ def test_fake_ssh_dead_host_does_not_cost_the_start_timeout(tmpdir, tag):
     began = time.time()
     code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir))
     elapsed = time.time() - began
-    assert code == launch.LAUNCH_CLIENT_FAILED, (out, err)
+    assert code == launcher.LAUNCH_CLIENT_FAILED, (out, err)
     assert RUN_TIMEOUT_S < LARGE_START_TIMEOUT_S and elapsed < LARGE_START_TIMEOUT_S / 10.0
     data = report(log_dir)
     assert sorted(c["client"] for c in data["clients"]) == ["a", "b"]
@@ -340,14 +340,14 @@ def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
     code, out, err = run_launch(launch_argv(hosts, log_dir, str(tmpdir), tag,
                                             extra=["--server-grace", "600"]), tag,
                                 fake_ssh_dir(tmpdir))
-    assert code == launch.LAUNCH_NO_HOST, (out, err)
+    assert code == launcher.LAUNCH_NO_HOST, (out, err)
     mine = [line for line in err.splitlines() if line.startswith("diskbench launch:") and
             "told the server that" not in line]   # (tested in the start-timeout test)
     assert len([line for line in mine if "unreachable1" in line]) == 1, err
     missing = [line for line in mine if line.startswith("diskbench launch: fake:")]
     assert len(missing) == 1 and "no Python there can import diskbench" in missing[0] \
         and "pip install" in missing[0] and "tried /nonexistent/python3" in missing[0], err
-    assert summary_rows(out)["fake"][0] == str(launch.REMOTE_NOT_FOUND)
+    assert summary_rows(out)["fake"][0] == str(launchargs.REMOTE_NOT_FOUND)
     assert "no host could be started" in err
 
 

@@ -5,7 +5,7 @@ import zlib
 
 import pytest
 
-from diskbench import compat
+from diskbench import compat, linux
 from diskbench.client.payload import STAMP_EVERY, Payload
 from diskbench.metrics import MIB, LatencyHistogram, mib_per_s, percentile
 
@@ -85,21 +85,30 @@ def _uptime_s():
         return float(f.read().split()[0])
 
 
-@pytest.mark.parametrize("clock", [compat.monotonic, compat.libc_monotonic])
+@pytest.mark.parametrize("clock", [compat.monotonic, linux.libc_monotonic])
 def test_monotonic_never_goes_backwards_and_counts_from_boot_not_the_epoch(clock):
     """Linux's CLOCK_MONOTONIC counts from boot: never more than the uptime, so a
     wall clock (time.time, epoch seconds) in its place fails here."""
     readings = [clock() for _ in range(1000)]
     assert readings == sorted(readings)
     assert 0 < readings[-1] <= _uptime_s() + 1.0, (readings[-1], _uptime_s())
-    assert abs(compat.monotonic() - compat.libc_monotonic()) < 1.0
+    assert abs(compat.monotonic() - linux.libc_monotonic()) < 1.0
+
+
+def test_compat_holds_only_python_differences_no_system_calls():
+    """compat.py is the 2/3 layer only (psutil's _compat is the model): libc
+    through ctypes lives in linux.py, descriptor waits in pollio.py."""
+    with open(compat.__file__.replace(".pyc", ".py")) as f:
+        source = f.read()
+    for word in ("ctypes", "epoll", "select.poll", "getsockopt"):
+        assert word not in source, word
 
 
 def test_posix_fallocate_reserves_blocks(tmp_path):
     path = str(tmp_path / "f")
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        compat.posix_fallocate(fd, 0, 4 * MIB)
+        linux.posix_fallocate(fd, 0, 4 * MIB)
         st = os.fstat(fd)
         assert st.st_size == 4 * MIB and st.st_blocks * 512 >= 4 * MIB
     finally:

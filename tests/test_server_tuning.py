@@ -28,7 +28,7 @@ import threading
 
 import pytest
 
-from diskbench import compat, exitcodes
+from diskbench import compat, exitcodes, linux
 from diskbench.server import __main__ as server_main
 from diskbench.server import interpreter
 from diskbench.server.master import TICK_S, Master
@@ -42,7 +42,7 @@ SMALL_MIN_CLOSED = 3
 
 
 def _allowed_or_skip():
-    allowed = compat.get_affinity()
+    allowed = linux.get_affinity()
     if not allowed or len(allowed) < 2:
         pytest.skip("needs 2 CPUs to tell one from all; this process may use %s"
                     % (allowed or "an unknown set"))
@@ -144,7 +144,7 @@ def _full_collections_while_allocating(count):
 
 
 def test_tune_stops_automatic_full_collections_and_restore_undoes_all_three():
-    allowed = compat.get_affinity()
+    allowed = linux.get_affinity()
     thresholds = gc.get_threshold()
     get_switch = getattr(sys, "getswitchinterval", None)
     switch = get_switch() if get_switch else None
@@ -164,7 +164,7 @@ def test_tune_stops_automatic_full_collections_and_restore_undoes_all_three():
                 assert sys.getswitchinterval() == pytest.approx(interpreter.SWITCH_INTERVAL_S)
             if allowed and len(allowed) >= 2:
                 assert len(cpus) == 1 and cpus[0] in allowed
-                assert compat.get_affinity() == cpus
+                assert linux.get_affinity() == cpus
             else:
                 assert cpus is None
         finally:
@@ -172,13 +172,13 @@ def test_tune_stops_automatic_full_collections_and_restore_undoes_all_three():
         assert gc.get_threshold() == thresholds
         if switch is not None:
             assert sys.getswitchinterval() == pytest.approx(switch)
-        assert compat.get_affinity() == allowed
+        assert linux.get_affinity() == allowed
     finally:                          # never leave the test process tuned
         gc.set_threshold(*thresholds)
         if switch is not None:
             sys.setswitchinterval(switch)
         if allowed:
-            compat.set_affinity(allowed)
+            linux.set_affinity(allowed)
 
 
 def test_full_collector_runs_once_as_many_closed_as_open_and_starts_over():
@@ -284,7 +284,7 @@ def _dummy_threads():
 
 def test_handler_threads_leave_no_thread_objects_behind(tmpdir):
     """Handler threads are started without threading.Thread (no wait per
-    connection: master.TCPServer.process_request); each logs its connection,
+    connection: listener.TCPServer.process_request); each logs its connection,
     and a log record that named its thread would make threading keep a dummy
     Thread object per connection for good (interpreter.tune drops it)."""
     master, log_dir = _in_process_master(tmpdir)
@@ -342,7 +342,7 @@ def _environ(pid):
 
 
 def _glibc_with_tcache_or_skip():
-    glibc = compat.glibc_version()
+    glibc = linux.glibc_version()
     if glibc is None or glibc < interpreter.TCACHE_SINCE_GLIBC:
         pytest.skip("glibc %s has no per-thread cache to turn off" % (glibc,))
 
@@ -481,7 +481,7 @@ def test_report_says_what_cpu_the_server_used_per_message(procs, tmpdir):
     assert cpu["cpu_s"] > 0 and cpu["window_s"] == interpreter.CPU_WINDOW_S, cpu
     assert abs(cpu["ms_per_1000_messages"] - cpu["cpu_s"] * 1e6 / c.seq) < 1e-6
     assert 0 < cpu["mean_percent_of_one_cpu"] <= 100.0 * len(
-        compat.get_affinity() or [1, 2]), cpu
+        linux.get_affinity() or [1, 2]), cpu
     assert cpu["busiest_percent_of_one_cpu"] is None, cpu  # shorter than a window
     assert "server CPU: %.0f%% of one CPU over the run, - in its busiest %g s, " \
         "%.0f ms per 1000 accepted messages" % (

@@ -11,30 +11,29 @@ aligned to 2 MiB and advised MADV_HUGEPAGE, so the kernel backs it with
 transparent huge pages where it can. Why: an O_DIRECT write pins every page
 of the buffer and hands the device one segment per physically contiguous
 run. From 4 KiB pages, how contiguous the buffer happens to be is a lottery
-per process: on the reference VM the same 10 MiB write reached the device as
-anything from 3 to 14 requests and ran at 1.1-1.6 GiB/s, against 3 requests
-and ~3.2 GiB/s from huge pages every time. fio's buffer plays the same
+per process, and with it the number of requests a write becomes and its speed
+(docs/MEASURING.md, "What is timed"). fio's buffer plays the same
 lottery unless told otherwise, which is why `make bench` gives fio a huge-page
 buffer too. ``huge_page_bytes()`` says what the kernel really did; the report
 shows it. (A shared anonymous mmap, Python's default, is shmem and never gets
 huge pages here; hence MAP_PRIVATE.)
 
 Stamping must cost nothing next to the write it precedes (it runs between two
-timed writes, so its time is inside the throughput figure). A Python loop of
-``struct.pack_into`` per block took 0.3 ms (3.11) / 0.7 ms (2.7) per 10 MiB
-chunk, 5-10% of a 10 MiB write at 1.5 GiB/s. Instead, one extended-slice
-assignment (``buf[k::4096] = byte * blocks``, a C loop) sets byte ``k`` of every
-block at once, and only the bytes that differ from the previous stamp are
-set: for consecutive chunk numbers that is usually byte 0 alone, ~20 us per
-10 MiB (>400 GiB/s) on both Pythons. os.urandom itself runs at ~250 MiB/s,
-slower than many disks, which is why it is called once and not per chunk.
+timed writes, so its time is inside the throughput figure): a Python loop of
+``struct.pack_into`` per block costs a measurable share of a write. Instead,
+one extended-slice assignment (``buf[k::4096] = byte * blocks``, a C loop)
+sets byte ``k`` of every block at once, and only the bytes that differ from
+the previous stamp are set: for consecutive chunk numbers that is usually
+byte 0 alone. os.urandom itself is slower than many disks, which is why it is
+called once and not per chunk (the figures: docs/MEASURING.md).
 """
 import mmap
 import os
 import struct
 
 from diskbench.client import procinfo
-from diskbench.compat import buffer_address, buffer_from, madvise_hugepage, range_
+from diskbench.compat import buffer_from, range_
+from diskbench.linux import buffer_address, madvise_hugepage
 
 STAMP_EVERY = 4096          # one stamp per 4 KiB block (a common dedup block size)
 _STAMP = struct.Struct("<Q")

@@ -30,7 +30,7 @@
   interval. Its end (stop, bye) goes out its end offset after it was made:
   the same random phase, over the go's end_spread_s when that is longer (the
   server widens it with the fleet: a fleet started together ends together,
-  and 5,000 clients' last reports at once held a server's acks back).
+  and a big fleet's last reports at once held a server's acks back).
   Their figures are timed by their own fields, not by when they are sent.
   Any other message (an error, a note, a pong) goes at once, and everything
   queued before it with it (the order of seqs is kept).
@@ -45,7 +45,8 @@ import threading
 
 from diskbench import protocol, runclock
 from diskbench.cli import printable
-from diskbench.compat import monotonic, wait_readable
+from diskbench.compat import monotonic
+from diskbench.pollio import wait_readable
 
 #: Most unacknowledged messages kept (about 2.7 hours of 1 s perf samples
 #: with the server gone; each is at most a few KiB).

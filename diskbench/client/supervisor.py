@@ -27,7 +27,8 @@ import signal
 from diskbench import exitcodes, plan, protocol, runclock, signals
 from diskbench.client import child, heartbeat, progress, stats, writer
 from diskbench.client.sender import Sender
-from diskbench.compat import monotonic, mp_context, wait_readable
+from diskbench.compat import monotonic, mp_context
+from diskbench.pollio import wait_readable
 from diskbench.metrics import MIB
 from diskbench.signals import SignalFlag
 from diskbench.stamp import kinds_text

@@ -30,7 +30,8 @@ import time
 
 from diskbench import protocol, stamp
 from diskbench.client.payload import huge_map
-from diskbench.compat import monotonic, posix_fadvise_dontneed, read_into
+from diskbench.compat import monotonic
+from diskbench.linux import posix_fadvise_dontneed, read_into
 from diskbench.metrics import LatencyHistogram
 
 #: Bad blocks a writer sends one by one (BAD_BLOCK); beyond it they are
@@ -45,8 +46,9 @@ HOLD_ENV = "DISKBENCH_VERIFY_HOLD"
 HOLD_POLL_S = 0.02
 HOLD_MAX_S = 120.0
 
-#: The chunk read is compared with what was written this many bytes at a time
-#: (small slices: ~7 GiB/s here, where one 10 MiB slice copy runs at ~0.5).
+#: The chunk read is compared with what was written this many bytes at a time:
+#: small slices stay in the CPU cache, one chunk-sized copy does not
+#: (docs/MEASURING.md).
 COMPARE_PIECE = 256 * 1024
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)

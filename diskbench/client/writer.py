@@ -28,7 +28,8 @@ import time
 from diskbench import protocol, runclock, stamp
 from diskbench.client import child
 from diskbench.client.verify import ReadBack
-from diskbench.compat import buffer_from, monotonic, posix_fallocate
+from diskbench.compat import buffer_from, monotonic
+from diskbench.linux import posix_fallocate
 from diskbench.metrics import LatencyHistogram
 from diskbench.signals import SignalFlag
 

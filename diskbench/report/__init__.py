@@ -16,7 +16,7 @@ from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
 from diskbench.server import report as report_mod
 
-#: The run marker (master.RUN_MARKER; the server's report facts go in it).
+#: The run marker (server/logdir.RUN_MARKER; the server's report facts go in it).
 RUN_MARKER = "run.json"
 #: The server's closing summary lists every client up to this many; beyond it,
 #: the clients not finished plus the slowest and fastest few.

@@ -74,8 +74,8 @@ def reduce_points(points, how):
 def pack(points):
     """(x, y) points as one array of doubles, a y of None as NaN (never a real
     y: the protocol's numbers are finite): every client's lines are held until
-    the chart is drawn, and at 5,000 clients x 60 intervals they took 85 MB as
-    tuples. Exact: every x and y is a float or an int well within 2**53."""
+    the chart is drawn, so they are kept packed, not as tuples. Exact: every x
+    and y is a float or an int well within 2**53."""
     flat = array.array("d")
     for x, y in points:
         flat.extend((x, _NAN if y is None else y))
@@ -315,8 +315,8 @@ def render(rep, series):
 
 
 def render_pieces(rep, series):
-    """The page piece by piece (each ending in a newline), as it is made: at
-    5,000 clients the charts' text, the page and its bytes at once were 60 MB."""
+    """The page piece by piece (each ending in a newline), as it is made: the
+    charts' text, the page and its bytes are never all held at once."""
     for part in _parts(rep, series):
         yield part + "\n"
 

@@ -25,7 +25,7 @@ from diskbench.server import registry as reg
 from diskbench.server import states
 from diskbench.server import report as report_mod
 
-RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the server)
+RUN_MARKER = "run.json"   # logdir.RUN_MARKER (not imported: logdir pulls in the server)
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
@@ -41,7 +41,7 @@ def load(log_dir, warn):
     """(report dict, series) of the run in ``log_dir``; raises Unreadable.
 
     perf.jsonl is read once, record by record, into the registry and the series
-    (series.Builder) at once: as a list, 5,000 clients for 60 s took 0.6 GB."""
+    (series.Builder) at once, never held as a list."""
     if not os.path.isdir(log_dir):
         raise Unreadable("%s is not a directory: give the --log-dir of a diskbench "
                          "server run" % log_dir)

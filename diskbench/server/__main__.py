@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 
-from diskbench import DEFAULT_PORT, __version__, compat, exitcodes, plan, protocol
+from diskbench import DEFAULT_PORT, __version__, exitcodes, linux, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_script,
                            parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
@@ -20,7 +20,8 @@ from diskbench.server import control, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
-from diskbench.server.master import FinishedRun, LogDirTaken, Master
+from diskbench.server.logdir import FinishedRun, LogDirTaken
+from diskbench.server.master import Master
 
 #: What ``python -m`` runs.
 MODULE = "diskbench.server"
@@ -203,7 +204,7 @@ def _add_limit_flags(p):
 
 def _cpu(text):
     try:
-        return interpreter.parse_cpus(text, compat.get_affinity())
+        return interpreter.parse_cpus(text, linux.get_affinity())
     except ValueError as exc:
         raise argparse.ArgumentTypeError("%s" % exc)
 

@@ -2,8 +2,8 @@
 
 The main loop must notice a silent client (registry.check_liveness) and a
 silent connection (Master._tick) among thousands, every second, without
-walking them all: a walk of 5,000 clients under the registry's lock holds up
-every handler thread. Each key has at most one live entry in a heap; moving
+walking them all: a walk of thousands of clients under the registry's lock
+holds up every handler thread. Each key has at most one live entry in a heap; moving
 a deadline later (every message does) costs a dict lookup and no push: the
 entry fires at the old time, the caller looks at the key, finds it still
 alive and watches it again at its real deadline. So each key costs one heap

@@ -30,7 +30,8 @@ import socket
 import threading
 
 from diskbench import protocol, runclock
-from diskbench.compat import monotonic, socketserver, wait_writable
+from diskbench.compat import monotonic, socketserver
+from diskbench.pollio import wait_writable
 from diskbench.server import registry as reg
 from diskbench.server.recorder import run_profiled
 
@@ -74,8 +75,8 @@ PING_JITTER = (0.5, 1.5)
 LOOP_SEND_STALL_S = 0.0
 #: Most bytes taken from a connection's socket per receive: every complete
 #: line they hold is handled, recorded and acked as one batch. Small: each
-#: thread holds a buffer this big while it waits in recv (64 KiB would be
-#: 5,000 x 64 KiB = 312 MiB at 5,000 connections); a few lines are enough.
+#: thread holds a buffer this big while it waits in recv, so it is paid
+#: once per connection; a few lines are enough.
 RECV_BYTES = 4096
 
 log = logging.getLogger("diskbench.server")
@@ -405,10 +406,10 @@ class Handler(socketserver.BaseRequestHandler):
         Called by the recorder thread, as the callback of the batch that wrote
         this connection's records, on both Pythons: the handler thread goes
         back to its socket at once, so a message costs it one wake-up, and the
-        recorder sends every ack of its batch in a row. Measured at 5,000
-        clients on 3.11: acks sent by each handler thread after waiting to be
-        woken by the recorder (a second wake-up and GIL handoff per message)
-        fell seconds behind where these kept p50 at 13 ms. A peer that does
+        recorder sends every ack of its batch in a row (acks sent by each
+        handler thread after waiting to be woken by the recorder, a second
+        wake-up and GIL handoff per message, fell seconds behind:
+        docs/SCALING.md). A peer that does
         not read costs the others at most RECORDER_SEND_STALL_S, once.
         """
         go_list = self.registry.recorded(self.name, seq)

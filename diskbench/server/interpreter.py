@@ -10,20 +10,16 @@ Why one CPU (``--cpu``, default: the one the server starts on): only the
 thread holding the GIL runs Python, so a second core gives the server
 nothing but GIL handoffs between cores: a thread woken by its socket on the
 other core spins and sleeps for the GIL, and on Python 2.7 the holder takes
-it straight back (5,000 clients on 2.7: ack p99 11 s on two cores, steady
-40-170 ms on one, server CPU per message down by a third; 3.11 uses 12%
-less CPU per message on one). The kernel's own work for the sockets is not
-bound by it.
+it straight back. The kernel's own work for the sockets is not bound by it.
 
 Why the full collection is not left to CPython: each connection's thread,
 handler, socket, locks and registry entry are ~55 objects the collector
-tracks; at 5,000 connections a full (oldest-generation) collection walks
-~300,000 of them and every thread stops for 200-450 ms while it does
-(measured with gc.callbacks on 3.11). CPython starts one
+tracks, so with thousands of connections a full (oldest-generation)
+collection walks hundreds of thousands of them and stops every thread while
+it does. CPython starts one
 whenever the long-lived objects grew by a quarter, every few seconds while
 clients join, then every several seconds as queued records come and go, and
-each one was an ack p99 spike (5,000 clients: p99 0.8 s with it, 30 ms
-without). These collections found no garbage at all while messages flowed:
+each one was an ack p99 spike. These collections found no garbage at all while messages flowed:
 the per-message path makes no reference cycles, so reference counting frees
 it, and the young collections (left as they are) take the short-lived
 cycles (2.7's pure-Python JSON encoder makes some). What could leave
@@ -32,6 +28,9 @@ traceback. So full collections are paid for by connection churn instead:
 one after as many closed connections as there are open ones (at least
 FULL_GC_MIN_CLOSED), from the main loop. CPython's own rule is back once the
 run is over (``restore``).
+
+The figures behind these settings: docs/SCALING.md, "The figures behind the
+server's settings".
 """
 import gc
 import logging
@@ -40,15 +39,14 @@ import resource
 import sys
 import time
 
-from diskbench import compat
+from diskbench import compat, linux
 
 #: sys.setswitchinterval for the server on Python 3 (default 0.005 s). Every
 #: thread waiting for the GIL asks its holder to drop it after this long; with
 #: thousands of handler threads waiting, at 5 ms the recorder is made to drop
 #: the GIL in the middle of its batches and waits behind the crowd to get it
-#: back: at 5,000 clients acks fell 48 s behind (p50) with 5 ms and kept p50
-#: 13 ms with 0.1 s (make bench-server, 20 s runs). Threads here give the GIL
-#: away at every receive and send anyway, so no thread holds it that long.
+#: back, and the acks fall behind. Threads here give the GIL away at every
+#: receive and send anyway, so no thread holds it that long.
 SWITCH_INTERVAL_S = 0.1
 #: The oldest generation's threshold while serving: never reached, so
 #: CPython never starts a full collection on its own (FullCollector does).
@@ -59,14 +57,9 @@ GC_FULL_NEVER = 1 << 30
 FULL_GC_MIN_CLOSED = 1000
 
 #: The most clients one server on Python 2.7 kept its acks on time for on
-#: every VM measured (make bench-server, 2-core VMs, the server on one CPU;
-#: docs/SCALING.md): on the slowest 124 and 394 ms at 3,000, 49 ms at 2,500,
-#: 18 ms at 2,000, seconds behind at 5,000 (bench-server-2026-11-30-slower-
-#: host.json, bench-server-2026-12-01-py27-reruns.json), where faster ones
-#: kept 4,000 (bench-server-2026-11-30-py27-ceiling.json) and 5,000
-#: (bench-server-2026-12-01-host-v657.json: p99 17-23 ms) on time. What sets
-#: the limit is the CPU it needs (CpuGauge and CPU_BUSY say that for any host
-#: at run time); this says it before the run, for the interpreter that needs
+#: every VM measured (make bench-server; docs/SCALING.md). What sets the
+#: limit is the CPU it needs (CpuGauge and CPU_BUSY say that for any host at
+#: run time); this says it before the run, for the interpreter that needs
 #: the most.
 PY2_CLIENTS_MEASURED = 2500
 
@@ -84,13 +77,10 @@ def capacity_warning(clients, py2=compat.PY2):
             "over several servers" % (PY2_CLIENTS_MEASURED, clients))
 
 
-#: In every committed make bench-server run (bench/results, three VMs of
-#: different speed, 1,000-5,000 clients, both Pythons) the server's
-#: ack p99 stayed under 250 ms while it needed less than about 65% of its one
-#: CPU, and from about 70% it fell behind in bursts (p99 0.4-120 s); on 2.7
-#: a rerun had 394 ms at 64% (bench-server-2026-12-01-py27-reruns.json), so
-#: there the line is drawn lower. Past this over a CPU_WINDOW_S the server
-#: says so (README: How many clients).
+#: The share of its one CPU past which the server's acks fell behind in
+#: every committed make bench-server run (docs/SCALING.md, "Where acks fall
+#: behind"), lower on 2.7. Past this over a CPU_WINDOW_S the server says so
+#: (README: How many clients).
 CPU_BUSY = 0.55 if compat.PY2 else 0.65
 #: The span its CPU use is measured over: long enough that a burst of hellos
 #: or a full collection does not count as load, short enough to show one.
@@ -122,7 +112,7 @@ class CpuGauge(object):
         clock = self.clock()
         span = clock - self.mark[0]
         if span < CPU_WINDOW_S:   # the CPU time only then: getrusage walks every
-            return None           # thread in the kernel (0.15 ms at 5,000)
+            return None           # thread in the kernel
         now = (clock, self.cpu())
         used = (now[1] - self.mark[1]) / span
         self.mark = now
@@ -152,10 +142,9 @@ class CpuGauge(object):
 #: glibc (2.26 and later) keeps, per thread, a cache of freed blocks up to
 #: 1 KiB (tcache: up to 7 of each size) for that thread's next malloc. A
 #: handler thread frees its lines and messages, then sleeps in recv, so with
-#: thousands of handler threads these caches hold memory nobody can use:
-#: 5,000 clients on 2.7, RSS 626 MiB with them and 339 MiB without, a run's
-#: same second (CPython's own allocator takes only blocks up to 256 bytes
-#: on 2.7, 512 on 3; lines and larger objects come from malloc). The cache
+#: thousands of handler threads these caches hold memory nobody can use
+#: (CPython's own allocator takes only blocks up to 256 bytes on 2.7, 512
+#: on 3; lines and larger objects come from malloc). The cache
 #: can only be turned off before the process starts (the dynamic loader reads
 #: GLIBC_TUNABLES), so the server re-executes itself once, same pid.
 TUNABLES_ENV = "GLIBC_TUNABLES"
@@ -188,7 +177,7 @@ def reexec_untcached(args):
     """Become ``sys.executable``, its flags and ``args`` (same pid, same
     streams) with glibc's per-thread cache off, when ``untcached_env`` says
     so; otherwise return. An exec that fails is said and the server runs on."""
-    env = untcached_env(os.environ, compat.glibc_version())
+    env = untcached_env(os.environ, linux.glibc_version())
     if env is None or not sys.executable:
         return
     argv = [sys.executable] + compat.interpreter_flags() + list(args)
@@ -216,14 +205,14 @@ def tune(cpu=CPU_AUTO):
     without threading.Thread, would get a dummy Thread object, never freed, at
     its first log call). Returns what ``restore`` needs to undo it (a server
     run in-process), and the CPUs it runs on (None: any)."""
-    allowed = compat.get_affinity()
+    allowed = linux.get_affinity()
     before = (getattr(sys, "getswitchinterval", lambda: None)(), gc.get_threshold(),
               allowed, (logging.logThreads, logging.logProcesses))
     logging.logThreads = logging.logProcesses = False
     cpus = choose_cpus(cpu, allowed)
     if cpus is not None:
         try:
-            compat.set_affinity(cpus)
+            linux.set_affinity(cpus)
         except OSError as exc:   # an optimisation only: say so and go on
             log.warning("cannot keep the server on CPU %s (%s); it runs on any",
                         format_cpus(cpus), exc.strerror or exc)
@@ -287,7 +276,7 @@ def restore(before):
         sys.setswitchinterval(switch)
     gc.set_threshold(*thresholds)
     if allowed:
-        compat.set_affinity(allowed)
+        linux.set_affinity(allowed)
 
 
 class FullCollector(object):

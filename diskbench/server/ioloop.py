@@ -3,7 +3,7 @@
 socketserver accepts a connection and its thread runs the handshake (up to
 an accepted hello, a refusal or the end); the connection is then handed here
 (``IOLoop.adopt``) and that thread ends. IO_THREADS threads each multiplex
-their share of the connections with ``compat.Poller`` (epoll; poll where
+their share of the connections with ``pollio.Poller`` (epoll; poll where
 there is none; never select: FD_SETSIZE), read what is ready and pass it to
 the connection's ``Handler.received``: the same framing, limits, dispatch
 and policy as in the handshake, one batch per receive, recorded and acked by
@@ -31,7 +31,7 @@ import os
 import socket
 import threading
 
-from diskbench.compat import Poller
+from diskbench.pollio import Poller
 from diskbench.server import handler as handler_mod
 from diskbench.server.recorder import run_profiled
 

@@ -1,19 +1,14 @@
-"""The run: TCP server thread, liveness tick, completion rule, signals, shutdown.
+"""The run loop: start-up wiring, the liveness tick, the completion rule,
+signals and the operator's requests, shutdown.
 
 The main thread only loops: every TICK_S it marks silent clients went away,
 releases GO when it is due, and checks the completion rule. Signal handlers
 only record the signal and wake the loop (gunicorn's arbiter style); the
 shutdown work happens in the loop: stop accepting, ask live clients to stop,
-give them --shutdown-grace seconds to send their summaries, write the report,
-flush and fsync the logs, return the exit code.
-
-A log dir holding an unfinished run (run.json or perf.jsonl, no report.json)
-is resumed: every record is replayed into the registry and the run goes on
-appending to the same files (a server killed mid-run loses nothing it
-acknowledged). A log dir holding a finished run (report.json) is refused.
+give them --shutdown-grace seconds to send their summaries, write the report
+(finalreport.py), flush and fsync the logs, return the exit code. The
+listener is listener.py; the log dir's claim and resume are logdir.py.
 """
-import errno
-import json
 import logging
 import os
 import signal
@@ -22,73 +17,32 @@ import sys
 import threading
 import time
 
-from diskbench import __version__, exitcodes, protocol
-from diskbench import report as outputs
-from diskbench.cli import prog_name
-from diskbench.report import readers
-from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
-from diskbench.fsutil import atomic_write
-from diskbench.metrics import describe_offset, utc
+from diskbench import __version__, exitcodes, protocol, runclock
+from diskbench.compat import monotonic
+from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import control as control_mod
-from diskbench.server import event, log
+from diskbench.server import event, finalreport, listener, log, logdir
 from diskbench.server import handler as handler_mod
 from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
-from diskbench.server import report as report_mod
+from diskbench.server.finalreport import OPERATOR_END
 
 #: How often the main loop checks liveness, GO, completion and connection
 #: deadlines (seconds).
 TICK_S = 0.2
-#: The marker of a run in progress in --log-dir (run id and start time).
-RUN_MARKER = "run.json"
-#: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
-#: second server on the same directory exits; the kernel drops the claim of a
-#: server that was killed, so a restart is never blocked by it.
-LOCK_FILE = "server.lock"
-#: Refused connections logged per kind; further ones are counted, and logged
-#: every LIMIT_LOG_EVERY.
-LIMIT_LOG_MAX = 20
-LIMIT_LOG_EVERY = 1000
 #: Connection deadlines (--hello-timeout, --read-timeout) are enforced with
 #: this granularity (only the connections whose deadline came: deadlines.py).
 DEADLINE_CHECK_S = 1.0
 #: A gap this long between two ticks means the server itself did not run
 #: (SIGSTOP, a frozen VM, starvation): every deadline is moved by the gap.
 PAUSE_GAP_S = 2.0
-#: accept() failing for want of file descriptors: wait this long before the
-#: next try, doubling up to ACCEPT_BACKOFF_MAX_S (instead of spinning).
-ACCEPT_BACKOFF_S = 0.05
-ACCEPT_BACKOFF_MAX_S = 1.0
-#: File descriptors kept for everything but connections (logs, listener,
-#: report files, libraries).
-FD_RESERVE = 32
-#: At the end, how long the recorder may take to write what is queued before
-#: the report says how much is not on disk (and the exit code is not OK).
-DRAIN_TIMEOUT_S = 120.0
-#: Stack of each connection's thread: what a handler needs (JSON nested up to
-#: the interpreter's recursion limit, then refused) with room to spare, not the
-#: platform's 8 MiB: thousands of connections stay small (virtual memory).
-HANDLER_STACK_BYTES = 512 * 1024
 #: Signals that end the run with a report: SIGHUP is an ssh session dropping.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-EXIT_MEANING = {
-    exitcodes.OK: "every client finished",
-    exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
-                                 "came, or not all it sent is on disk (see the warnings)",
-    exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
-    exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
-}
-#: How the report and the log name the operator's `ctl end`.
-OPERATOR_END = "the operator (ctl end)"
-ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
 
 
 def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
@@ -107,135 +61,11 @@ def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0)
             idle_timeout + 2 * TICK_S)
 
 
-class FinishedRun(Exception):
-    """The log dir holds a finished run; the message names the fix."""
-
-
-class LogDirTaken(Exception):
-    """Another server holds the log dir's LOCK_FILE; the message names the fix."""
-
-
-def claim_log_dir(log_dir):
-    """Take ``log_dir``'s LOCK_FILE for this process's life: returns the open
-    file (keep it open), raises LogDirTaken when another server holds it."""
-    import fcntl
-    path = os.path.join(log_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (IOError, OSError) as exc:
-        os.close(fd)
-        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            raise
-        raise LogDirTaken(
-            "another server is running with --log-dir %s (it holds %s): end it (%s "
-            "ctl --log-dir %s end) or give another --log-dir" % (
-                log_dir, path, prog_name("diskbench.server"), log_dir))
-    os.ftruncate(fd, 0)     # for a reader: who holds it
-    os.write(fd, as_bytes("%d\n" % os.getpid()))
-    return fd
-
-
-class TCPServer(socketserver.ThreadingTCPServer):
-    """Accepts; refuses a connection over --max-connections or --max-per-address
-    before any thread is started for it (it is closed at once, nothing sent)."""
-
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address, ctx):
-        self.ctx = ctx
-        self.accept_failures = 0      # in the current burst of failed accepts
-        # The accept queue holds a whole storm of clients connecting at once
-        # (the kernel caps it at net.core.somaxconn).
-        self.request_queue_size = max(self.request_queue_size, ctx.max_connections)
-        self.conn_lock = threading.Lock()
-        self.open_conns = {}          # accepted socket -> peer address
-        self.per_address = {}         # peer address -> open connections
-        socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
-
-    def get_request(self):
-        """accept(), backing off while file descriptors are exhausted: the
-        listening socket stays readable, so retrying at once would spin."""
-        try:
-            request = socketserver.ThreadingTCPServer.get_request(self)
-        except socket.error as exc:
-            if getattr(exc, "errno", None) not in _FD_ERRNOS:
-                raise
-            self.accept_failures += 1
-            self.ctx.accept_failed(exc, self.accept_failures)
-            time.sleep(min(ACCEPT_BACKOFF_MAX_S,
-                           ACCEPT_BACKOFF_S * 2 ** min(self.accept_failures - 1, 10)))
-            raise
-        if self.accept_failures:
-            self.ctx.accept_recovered(self.accept_failures)
-            self.accept_failures = 0
-        return request
-
-    def verify_request(self, request, client_address):
-        address = client_address[0]
-        ctx = self.ctx
-        with self.conn_lock:
-            total, mine = len(self.open_conns), self.per_address.get(address, 0)
-            if total < ctx.max_connections and mine < ctx.max_per_address:
-                self.open_conns[request] = address
-                self.per_address[address] = mine + 1
-                return True
-        if total >= ctx.max_connections:
-            ctx.limit_hit(reg.REJECT_TOO_MANY_CONNECTIONS, client_address,
-                          "%d connections are open (--max-connections %d)"
-                          % (total, ctx.max_connections))
-        else:
-            ctx.limit_hit(reg.REJECT_TOO_MANY_FROM_ADDRESS, client_address,
-                          "%d connections from %s are open (--max-per-address %d)"
-                          % (mine, address, ctx.max_per_address))
-        # Close it now: Python 2.7 leaves a refused socket to the garbage collector.
-        socketserver.ThreadingTCPServer.shutdown_request(self, request)
-        return False
-
-    def shutdown_request(self, request):
-        # Called once for every accepted socket (refused or served), never twice.
-        with self.conn_lock:
-            address = self.open_conns.pop(request, None)
-            if address is not None:
-                left = self.per_address.get(address, 1) - 1
-                if left > 0:
-                    self.per_address[address] = left
-                else:
-                    self.per_address.pop(address, None)
-        socketserver.ThreadingTCPServer.shutdown_request(self, request)
-
-    def handle_error(self, request, client_address):
-        # A handler bug must not print to the console silently and go on unseen.
-        log.exception("internal error on the connection from %s", client_address)
-
-    def process_request_thread(self, request, client_address):
-        """socketserver's, but a connection whose handshake ended with an
-        accepted hello is handed to the I/O threads instead of closed."""
-        handler = None
-        try:
-            handler = self.RequestHandlerClass(request, client_address, self)
-        except Exception:
-            self.handle_error(request, client_address)
-        if handler is not None and handler.adopted:
-            self.ctx.ioloop.adopt(handler)
-        else:
-            self.shutdown_request(request)
-
-    def process_request(self, request, client_address):
-        """A handler thread per connection, started without waiting for it to
-        run: threading.Thread.start waits, a GIL hand-over and back per
-        connection, which held a storm of hellos at the accept (measured in
-        docs/ARCHITECTURE.md). Like a daemon thread, it never holds up exit."""
-        start_new_thread(self.process_request_thread, (request, client_address))
-
-
 class Master(object):
     """One benchmark run. ``open_logs()`` and ``bind()`` may raise; ``run()`` returns
     the exit code."""
 
-    def __init__(self, args, out=None, clock=time.time):
+    def __init__(self, args, out=None, clock=runclock.wall):
         self.args = args
         self.out = out or sys.stdout
         self.wall = clock
@@ -268,10 +98,10 @@ class Master(object):
         self.conn_lock = threading.Lock()
         self.connections = {}         # conn_id -> live Handler (deadlines)
         self.conn_deadlines = Deadlines()   # conn_id -> when to look at its deadline
-        self.limit_counts = {}
         self.last_tick = None         # monotonic() of the previous tick
         self.next_expiry = None       # monotonic() of the next connection-deadline scan
         self.pauses = []              # report sentences, one per server pause
+        self.clock_step_said = False  # a wall-clock step is said once (runclock)
         self.recorder_died = False
         self.control = None           # control_mod.ControlServer once run() opened it
         self.ends = 0                 # `ctl end` requests (the control thread counts)
@@ -284,75 +114,28 @@ class Master(object):
             self.out, self.registry, console_mod.console_mode(self.out, args.quiet),
             verbose=args.verbose, interval=args.progress_interval,
             wall=clock, extra_warnings=self.pauses)
-        self.fit_fd_limit()
-
-    def fit_fd_limit(self):
-        """Raise RLIMIT_NOFILE as far as allowed; if it still cannot hold
-        --max-connections, lower that and say so (a refused connection is
-        better than accept() failing for everyone)."""
-        try:
-            import resource
-        except ImportError:  # pragma: no cover - not POSIX
-            return
-        want = self.max_connections + FD_RESERVE
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and soft < want:
-            target = want if hard == resource.RLIM_INFINITY else min(hard, want)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                soft = target
-            except (ValueError, OSError):
-                pass
-        if soft != resource.RLIM_INFINITY and soft < want:
-            fit = max(1, soft - FD_RESERVE)
-            self.startup_warnings.append(
-                "the open-file limit is %d (hard limit %s), too low for "
-                "--max-connections %d: using --max-connections %d; raise it with "
-                "'ulimit -n %d' (as root if needed)" % (
-                    soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
-                    self.max_connections, fit, want))
-            self.max_connections = fit
-
-    def accept_failed(self, exc, failures):
-        """accept() failed for want of descriptors: count it, log once a burst."""
-        self.registry.count_rejected(reg.REJECT_FD_EXHAUSTED)
-        if failures == 1:
-            log.warning("cannot accept connections: %s (out of file descriptors); "
-                        "backing off and retrying; raise 'ulimit -n' or lower "
-                        "--max-connections", getattr(exc, "strerror", None) or exc)
-
-    def accept_recovered(self, failures):
-        log.warning("accepting connections again after %d failed accepts (out of file "
-                    "descriptors)", failures)
+        self.max_connections = listener.fit_fd_limit(self.max_connections,
+                                                     self.startup_warnings.append)
 
     # --- start-up (errors become exit codes in __main__) ------------------------------
     def open_logs(self):
-        """Create the log dir, or resume the unfinished run in it.
+        """Create the log dir, or resume the unfinished run in it (logdir.py).
 
-        Raises FinishedRun when it holds a finished run, IOError/OSError when
+        Raises logdir.FinishedRun when it holds a finished run, LogDirTaken or
+        control.ServerRunning when another server has it, IOError/OSError when
         it cannot be used.
         """
         log_dir = self.args.log_dir
-        try:
-            os.makedirs(log_dir)
-        except OSError as exc:   # (two servers started together: both create it)
-            if exc.errno != errno.EEXIST or not os.path.isdir(log_dir):
-                raise
-        self.claim = claim_log_dir(log_dir)   # raises LogDirTaken
-        control_mod.check_free(log_dir)   # raises ServerRunning
-        if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
-            raise FinishedRun(
-                "%s holds a finished run (%s exists): give a new --log-dir, or remove "
-                "that directory to start over" % (log_dir, report_mod.REPORT_JSON))
-        marker = os.path.join(log_dir, RUN_MARKER)
-        perf = os.path.join(log_dir, recorder_mod.PERF_LOG)
-        if os.path.exists(marker) or (os.path.exists(perf) and os.path.getsize(perf)):
-            self._resume(marker)
+        logdir.create(log_dir)
+        self.claim = logdir.claim_log_dir(log_dir)   # raises LogDirTaken
+        logdir.check_reusable(log_dir)   # raises ServerRunning, FinishedRun
+        if logdir.holds_a_run(log_dir):
+            self.run_id, self.started, self.resumed = logdir.resume(
+                log_dir, self.registry, self.run_id, self.wall,
+                self.startup_warnings.append)
         else:
             self.started = self.wall()
-            atomic_write(marker, as_bytes(json.dumps(dict(
-                run_id=self.run_id, started_ts=self.started, server_pid=os.getpid(),
-                protocol=protocol.PROTOCOL_VERSION), sort_keys=True, allow_nan=False) + "\n"))
+            logdir.write_marker(log_dir, self.run_id, self.started)
         self.recorder.open()
 
     def abandon(self):
@@ -362,31 +145,7 @@ class Master(object):
         self._untune()
         self._release_claim()
         if self.resumed is None:
-            for name in (RUN_MARKER, recorder_mod.PERF_LOG):
-                path = os.path.join(self.args.log_dir, name)
-                try:
-                    if name == RUN_MARKER or not os.path.getsize(path):
-                        os.unlink(path)
-                except OSError:
-                    pass
-
-    def _resume(self, marker):
-        info, why = readers.read_marker(marker)   # validated: the file may be damaged
-        if info:
-            self.run_id, self.started = info["run_id"], info["started_ts"]
-        else:
-            self.started = self.wall()
-            self.startup_warnings.append("%s unreadable (%s): the resumed run keeps "
-                                         "its records under the new run id %s" % (
-                                             marker, why, self.run_id))
-        skipped = self.registry.restore_all(recorder_mod.read_back(
-            self.args.log_dir, self.startup_warnings.append))
-        if skipped:
-            self.startup_warnings.append("%d records in perf.jsonl were skipped (a "
-                                         "repeated seq, or no hello on record)" % skipped)
-        clients = len(self.registry.clients)
-        self.resumed = "resumed run %s with %d clients, %d records" % (
-            self.run_id, clients, self.registry.restored)
+            logdir.forget_fresh_run(self.args.log_dir)
 
     def _untune(self):
         if self.tuned is not None:
@@ -404,19 +163,8 @@ class Master(object):
             self.conn_deadlines.forget(handler.conn_id)
             self.collector.connection_closed()
 
-    def limit_hit(self, kind, client_address, why):
-        """A connection refused by a limit (accept thread): count, log sparingly."""
-        self.registry.count_rejected(kind)
-        with self.conn_lock:
-            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
-        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
-            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
-                        client_address[1], kind, why,
-                        "" if n < LIMIT_LOG_MAX else
-                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
-
     def bind(self):
-        threading.stack_size(HANDLER_STACK_BYTES)  # for the threads made from now on
+        threading.stack_size(listener.HANDLER_STACK_BYTES)  # for the threads made from now on
         if self.tuned is None:
             self.tuned, cpus = interpreter.tune(getattr(self.args, "cpu",
                                                         interpreter.CPU_AUTO))
@@ -430,7 +178,7 @@ class Master(object):
             if tunables:   # glibc's per-thread cache (interpreter.reexec_untcached)
                 self.startup_notes.append("malloc: %s=%s" % (interpreter.TUNABLES_ENV,
                                                              tunables))
-        self.server = TCPServer((self.args.host, self.args.port), self)
+        self.server = listener.TCPServer((self.args.host, self.args.port), self)
         return self.server.server_address[:2]
 
     def _setup_logging(self):
@@ -515,7 +263,7 @@ class Master(object):
                                        if self.signals.first is not None
                                        else OPERATOR_END)
                 self._interrupted()
-            code = self._write_report(started, self._exit_code())
+            code = finalreport.write(self, started, self._exit_code())
         finally:
             if self.control is not None:
                 self.control.close()
@@ -555,6 +303,21 @@ class Master(object):
         """The recorder's lag and the collector (a step of the tick)."""
         self.recorder.check_lag()
         self.collector.maybe_collect(len(self.connections))
+        self._clock_stepped()
+
+    def _clock_stepped(self):
+        """Say once that the system's wall clock stepped: the server's
+        timestamps keep the clock it had at start (runclock), so no figure
+        moves, but server.log's line times and other hosts' logs may not agree."""
+        gap = runclock.stepped()
+        if not gap or self.clock_step_said:
+            return
+        self.clock_step_said = True
+        text = ("the server's wall clock stepped %.1f s %s during the run (NTP, a resumed "
+                "VM, date -s?); the run's timestamps keep the clock as it was at the "
+                "start" % (abs(gap), "ahead" if gap > 0 else "back"))
+        log.warning("%s", text)
+        self.pauses.append(text)
 
     def _release_go(self):
         """Go to every client it is due to (a step of the tick; a go that
@@ -617,7 +380,7 @@ class Master(object):
         without it goes on (with a warning)."""
         control = control_mod.ControlServer(
             self.args.log_dir, self.secret, self.registry, self.operator_stop,
-            self.operator_end, self.run_id, clock=self.wall)
+            self.operator_end, self.run_id)   # signed on the ctl's own system clock
         try:
             control.open()
         except (socket.error, OSError) as exc:
@@ -665,10 +428,10 @@ class Master(object):
         for _name, sender in self.registry.live_senders():
             sender(stop)
         # their summaries are held for up to the end spread their go gave
-        deadline = self.wall() + self.args.shutdown_grace + self.registry.end_spread_s
+        deadline = monotonic() + self.args.shutdown_grace + self.registry.end_spread_s
         self.wake.clear()
         while self.registry.live_senders() and self.signals.count + self.ends < 2 and \
-                self.wall() < deadline:
+                monotonic() < deadline:
             self.wake.wait(TICK_S)
         if self.signals.count + self.ends >= 2:
             event.info("interrupted again: not waiting for the clients' summaries")
@@ -684,94 +447,6 @@ class Master(object):
         if self.registry.all_finished() and self.registry.short_start is None:
             return exitcodes.OK
         return exitcodes.SERVER_INCOMPLETE
-
-    def _write_report(self, started, code):
-        """Write the report once everything accepted is on disk (or say exactly
-        what is not); returns the exit code, which such a gap downgrades."""
-        unwritten = self.recorder.drain(DRAIN_TIMEOUT_S)
-        view = self.registry.snapshot()
-        messages = sum(c.messages for c in view.clients)
-        # Thousands of clients' report takes a while (it reads all of
-        # perf.jsonl): said, so a quiet console is not taken for a hang.
-        event.info("writing the report: %d clients, %d messages", len(view.clients),
-                   messages)
-        server_cpu = self.cpu_gauge.summary(max(0, messages - view.restored))
-        self._operator_stopped(view)
-        warnings = list(self.startup_warnings)
-        if unwritten:
-            warnings.append(self.recorder.unwritten_text(unwritten, DRAIN_TIMEOUT_S))
-        if self.recorder_died:
-            warnings.append("the recorder thread stopped during the run; the run was "
-                            "ended early (a bug: please report it)")
-        short = report_mod.shortfalls(view.clients)   # client summaries vs what we hold
-        warnings += short
-        if (unwritten or self.recorder_died or short) and code == exitcodes.OK:
-            code = exitcodes.SERVER_INCOMPLETE
-        behind = self.recorder.falling_behind()
-        if behind:
-            warnings.append(behind)
-        if self.cpu_gauge.warning:
-            warnings.append(self.cpu_gauge.warning)
-        if self.resumed:
-            warnings.append("the server was restarted during this run and %s"
-                            % self.resumed)
-        warnings += self.pauses + view.notes
-        warnings += ["client %s's clock is %s the server's: its times are put "
-                     "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
-                     for c in view.clients if c.offset()[0] is not None and
-                     abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
-        warnings += ["client %s's clock moved %.3f s against the server's during the "
-                     "run" % (c.name, c.offset_high - c.offset_low) for c in view.clients
-                     if c.drift_warned]
-        trouble = self.recorder.trouble()
-        if trouble:
-            warnings.append(trouble)
-        meaning = ENDED_MEANING if self.interrupted_by == OPERATOR_END and \
-            code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
-        ended, facts = self.wall(), dict(
-            run_label=self.run_id, interrupted_by=self.interrupted_by, exit_code=code,
-            exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
-        # what perf.jsonl cannot say goes in run.json first: a re-render states it
-        trouble = outputs.record_facts(self.args.log_dir, report_mod.facts(
-            view, started, ended, **facts))
-        if trouble:
-            log.warning("cannot add the report facts to %s (%s): a re-render will not "
-                        "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
-        rep = report_mod.build(view, started, ended, **facts)
-        written, failed = outputs.write_all(self.args.log_dir, rep)
-        for path, exc in failed:
-            sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
-                prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
-        main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
-        if written:
-            event.info("report written: %s", " and ".join(reversed(main)) or "-")
-            event.info("also written: %s", ", ".join(
-                os.path.basename(p) for p in written if p not in main) or "-")
-        if not main:  # no report on disk, in any format: on stdout
-            self.console.write_last(report_mod.render_text(rep))
-        elif not self.args.quiet:
-            self.console.write_last("\n" + outputs.console_summary(rep))
-        else:
-            self.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
-        sys.stderr.flush()
-        return code
-
-
-    def _operator_stopped(self, view):
-        """Clients stopped with `ctl stop` say so in the report (the registry
-        only knows the server asked them)."""
-        stops = dict(self.control.stops) if self.control is not None else {}
-        for client in view.clients:
-            at = stops.get(client.name)
-            if at is None:
-                continue
-            if client.state == reg.FINISHED and client.stop is not None and \
-                    client.stop.reason == protocol.STOP_SERVER:
-                client.reason = control_mod.operator_reason(at)
-            else:
-                client.reason = "%s; before that, %s" % (
-                    client.reason, control_mod.operator_reason(at))
-
 
 def _signal_name(signum):
     return {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM",

@@ -54,7 +54,7 @@ import threading
 import time
 import traceback
 
-from diskbench import protocol
+from diskbench import protocol, runclock
 from diskbench.cli import UtcFormatter
 from diskbench.compat import as_bytes, monotonic
 from diskbench.metrics import utc
@@ -113,10 +113,8 @@ class _Fifo(object):
     a deque's append and extend are atomic under the GIL, and on Python 2.7
     every lock acquire gives the GIL away, so a handler that took the
     queue's lock per message went to the back of the crowd waiting for the
-    GIL once more per message. Measured at 5,000 clients on 2.7 (60 s runs):
-    server CPU per message 110-125 us with the lock, 102-108 without, and
-    ack p99 37-60 ms in five runs of five where most runs with it fell
-    seconds behind. The consumer cannot miss an item: it says it is idle,
+    GIL once more per message (docs/SCALING.md). The consumer cannot miss
+    an item: it says it is idle,
     looks again, and only then waits, all under the lock; a producer that
     appended looks at ``idle`` after and, if set, notifies under the lock
     (so after the consumer is registered as waiting).
@@ -124,8 +122,7 @@ class _Fifo(object):
     Every wait here is untimed: on Python 2.7 a wait with a timeout polls
     (sleeps up to 50 ms, takes the GIL, looks again), and thousands of
     handler threads polling for room starve the one thread that makes it: a
-    2.7 server at 5,000 clients that once fell behind (another process took
-    its CPU) never caught up, 15 minutes at 100% CPU with the clients gone.
+    2.7 server that once fell behind never caught up (docs/SCALING.md).
     The consumer notifies as soon as there is room (``take``)."""
 
     def __init__(self, limit):
@@ -165,8 +162,8 @@ class _Fifo(object):
 
     def _wait_for_room(self):
         """Lock held. Producers are let in one at a time, each waking the
-        next while there is room: waking them all at each take (thousands at
-        5,000 clients) would have them queue for the GIL ahead of the
+        next while there is room: waking them all at each take (thousands
+        with a big fleet) would have them queue for the GIL ahead of the
         consumer, slowing it most when it is already behind."""
         if len(self.items) < self.limit:
             return
@@ -252,11 +249,6 @@ class Recorder(object):
         Waits while QUEUE_MAX items are queued (back-pressure).
         """
         self.queue.put((_RECORD, obj, (key, on_written) if on_written else None,
-                        monotonic()), wait=True)
-
-    def record_line(self, line, on_written=None, key=None):
-        """``record`` for a line already made (``protocol.record_line``)."""
-        self.queue.put((_RAW, line, (key, on_written) if on_written else None,
                         monotonic()), wait=True)
 
     def submit(self, lines, on_written, key=None):
@@ -560,7 +552,7 @@ class Recorder(object):
         self.episodes += 1
         if self.first_error is None:
             self.first_error = held.error
-            self.first_failed_at = time.time()
+            self.first_failed_at = runclock.wall()
         text = ("cannot write %s in %s (%s): acknowledging nothing more until it is "
                 "written; holding %d records in memory and trying again every %g s"
                 % (held.failed, self.log_dir, held.error, held.records(), RETRY_S))
@@ -636,7 +628,7 @@ class Recorder(object):
         if self.first_error is None:
             self.first_error = "%s failed: %s" % (what, getattr(exc, "strerror", None)
                                                   or exc)
-            self.first_failed_at = time.time()
+            self.first_failed_at = runclock.wall()
             self._say("warning: %s in %s: %s" % (what, self.log_dir, self.first_error))
 
     def trouble(self):

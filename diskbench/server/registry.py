@@ -122,9 +122,8 @@ START_LEAD_PER_CLIENT_S = 0.001
 #: summaries are spread over this much per client (up to
 #: protocol.END_SPREAD_MAX_S): 1,000 clients' ends a second. An end is three
 #: messages (the last perf, stop, bye) and three log lines (stopped, finished,
-#: closed), so that is about the load of 5,000 clients' steady reports. All
-#: at once, 5,000 clients' ends put a 3.11 server's ack p99 at 238 ms; spread,
-#: 41 ms (make bench-server). A 2.7 server fell behind at the end either way.
+#: closed), so that is about the load of 5,000 clients' steady reports; all
+#: at once they held the acks back (docs/SCALING.md).
 END_SPREAD_PER_CLIENT_S = 0.001
 #: A go sent less than this before the common instant carries no instant:
 #: that client starts at once (it could not be ready in time).
@@ -186,7 +185,7 @@ class _LockAndSay(object):
 class Intervals(object):
     """A client's perf intervals, (t_start, t_end, bytes) each, packed into
     one array of doubles: 24 bytes an interval where a list of tuples took
-    about 160 (5,000 clients for an hour: 0.4 GiB, not 2.9) and one object
+    about 160 (docs/SCALING.md) and one object
     for the garbage collector, not three per message. Bytes are exact up to
     2**53 in one interval (8 PiB)."""
 
@@ -641,8 +640,8 @@ class Registry(object):
 
         Cheap: a client not waiting for GO costs no lock. When this hello
         released go to everyone, the others get theirs from the main loop
-        (``release_go``): at 5,000 clients that fan-out took the recorder
-        thread most of a second, and every ack waited behind it.
+        (``release_go``): a big fleet's fan-out from the recorder thread
+        made every ack wait behind it.
         """
         client = self.clients.get(name)
         if client is None:

@@ -92,8 +92,8 @@ class _Guard(object):
 def _finite(obj, guard, where=("report",)):
     """``obj`` with every float that is NaN or infinite replaced by None (and a
     warning): report.json is strict JSON. Copies only the containers on the
-    way to such a float (at 5,000 clients a whole copy of the report was
-    hundreds of MB); ``where`` is the path, spelled out only for a warning."""
+    way to such a float (a whole copy of a big fleet's report is large);
+    ``where`` is the path, spelled out only for a warning."""
     if isinstance(obj, float):
         if math.isnan(obj) or math.isinf(obj):
             guard.warn("%s was not a finite number; shown as unknown" % _path(where))
@@ -118,8 +118,8 @@ class Deferred(object):
     """A list of report.json that is made only where it is read: each client's
     two per-interval timelines (``throughput_timeline`` here, ``latency_timeline``
     from diskbench.report.series). Held as dicts for every client at once they
-    took hundreds of MB (5,000 clients x 60 intervals: 600,000 dicts) only to be
-    encoded; json_chunks makes one while it encodes that client, then drops it.
+    are a big fleet's largest allocation (docs/SCALING.md) only to be encoded;
+    json_chunks makes one while it encodes that client, then drops it.
     Reading it in process: ``list(entry["throughput_timeline"])``."""
 
     __slots__ = ("make", "args")
@@ -456,8 +456,8 @@ def on_server_clock(c):
 
 class OnServerClock(object):
     """``on_server_clock``'s (t_start, t_end, bytes) intervals, moved as they
-    are read: the aggregate holds every client's at once, and as lists of
-    tuples they took 40 MB at 5,000 clients x 60 intervals."""
+    are read: the aggregate holds every client's at once, so none is copied
+    into a list of tuples."""
 
     __slots__ = ("intervals", "offset")
 
@@ -906,8 +906,8 @@ class _Encoder(json.JSONEncoder):
 
 
 def json_chunks(rep):
-    """``render_json`` as bytes, piece by piece as it is encoded: at 5,000
-    clients the whole text at once, indented, took 0.5 GB to make."""
+    """``render_json`` as bytes, piece by piece as it is encoded: a big
+    fleet's whole text at once, indented, is never made."""
     guard = _Guard([])
     for chunk in _Encoder(guard).iterencode(_finite(rep, guard)):
         yield as_bytes(chunk)

@@ -1,5 +1,5 @@
 """A wall clock that steps while a run lasts (an NTP step, a resumed VM,
-``date -s``): on a real client, every timestamp keeps the clock it had at the
+``date -s``): on a real client or the real server, every timestamp keeps the clock it had at the
 start (diskbench/runclock.py), the step is said once, and the report's figures
 and verdict are those of a run without it.
 
@@ -14,6 +14,7 @@ import os
 import pytest
 
 from diskbench import exitcodes
+from diskbench.compat import PY2
 from diskbench import protocol as P
 from tests.helpers import communicate, env_for_child, wait_until
 from tests.test_client_runs import client_args, of, records, start_server
@@ -41,6 +42,8 @@ if _trigger:
 
 
 def step_env(tmpdir, by):
+    """(environment, trigger path): the clock of a process started with it
+    steps ``by`` seconds once the trigger file exists."""
     where = tmpdir.mkdir("site")
     where.join("sitecustomize.py").write(STEP_SITECUSTOMIZE)
     trigger = str(tmpdir.join("step-now"))
@@ -80,3 +83,40 @@ def test_client_clock_step_mid_run_moves_no_figure_and_is_said(procs, tmpdir, by
     assert perfs[-1].t_end - perfs[0].t_start < DURATION_S + 2
     assert rep["aggregate"]["period_s"] < DURATION_S + 2, rep["aggregate"]
     assert abs(client["clock_offset_s"] or 0.0) < 1.0
+
+
+@pytest.mark.parametrize("by", STEPS)
+def test_server_clock_step_mid_run_moves_no_figure_and_is_said(procs, tmpdir, by):
+    """The server's wall clock stepping an hour mid-run moves none of its
+    receive times: the run's length, the aggregate window and the client's
+    clock offset are those of a run without the step, the client finishes,
+    and the report says the step once."""
+    if PY2 and by < 0:
+        pytest.skip("Python 2.7's timed waits (threading.Condition.wait) run on the wall "
+                    "clock: one in progress when it steps back lasts the step longer")
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    env, trigger = step_env(tmpdir, by)
+    server, port = start_server(procs, slog, "--clients", "1", env=env)
+    proc = procs.start(client_args(tmpdir, port, "steady", data, duration=DURATION_S))
+    wait_until(lambda: of(records(slog), P.PERF, "steady"), 30, what="a first perf interval")
+    open(trigger, "w").close()
+    out, err = communicate(proc, 60)
+    assert proc.returncode == exitcodes.OK, err
+    communicate(server, 60)
+    with open(os.path.join(slog, "report.json")) as f:
+        rep = json.load(f)
+    client = rep["clients"][0]
+    assert client["state"] == "finished"
+    assert rep["aggregate"]["period_s"] < DURATION_S + 2, rep["aggregate"]
+    assert abs(client["clock_offset_s"] or 0.0) < 1.0, client["clock_offset_s"]
+    assert rep["run"]["run_duration_s"] < 60, rep["run"]
+    # every record's receive time lies within the run, on one unstepped clock
+    with open(os.path.join(slog, "perf.jsonl")) as f:
+        received = [json.loads(line)["recv_ts"] for line in f if line.strip()]
+    start, end = rep["run"]["start_ts"], rep["run"]["end_ts"]
+    assert all(start - 1 <= ts <= end + 1 for ts in received), (start, end, received)
+    assert sum("wall clock stepped" in w for w in rep["run"]["server_warnings"]) == 1
+    with open(os.path.join(slog, "report.txt")) as f:
+        text = f.read()
+    assert text.count("server's wall clock stepped 3600.0 s") == 1, text

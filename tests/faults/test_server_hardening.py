@@ -13,7 +13,7 @@ import pytest
 
 from diskbench import exitcodes, protocol
 from diskbench.client.procinfo import proc_cpu_seconds
-from diskbench.server import master, registry as reg
+from diskbench.server import listener, registry as reg
 from tests.helpers import env_for_child, wait_until
 from tests.test_server_fakes import (FakeClient, ServerProc, hello_fields,
                                      play_full_run, run_in_threads)
@@ -90,7 +90,7 @@ def test_takeover_with_a_seq_jump_cannot_discard_the_real_clients_messages(procs
 
 
 def test_deeply_nested_json_is_refused_by_a_small_stack_handler(procs, tmpdir):
-    """Handler threads run on a small stack (master.HANDLER_STACK_BYTES): JSON
+    """Handler threads run on a small stack (listener.HANDLER_STACK_BYTES): JSON
     nested as deep as a line allows is refused (not-json), the server goes on
     and a real client is served after it."""
     server = ServerProc(procs, _logs(tmpdir), FAST)
@@ -343,7 +343,7 @@ def test_fd_exhaustion_backs_off_logs_once_and_recovers(procs, tmpdir):
     assert failures >= bursts
     # each failed accept() waits at least ACCEPT_BACKOFF_S: a spinning loop (that
     # the CPU figure above may miss on a loaded machine) fails thousands of times
-    assert failures <= burst_s / master.ACCEPT_BACKOFF_S + 2, (failures, burst_s)
+    assert failures <= burst_s / listener.ACCEPT_BACKOFF_S + 2, (failures, burst_s)
 
 
 def test_max_connections_beyond_the_fd_limit_is_lowered_and_said(procs, tmpdir):
@@ -368,5 +368,5 @@ def test_max_connections_beyond_the_fd_limit_is_lowered_and_said(procs, tmpdir):
         _, err = proc.communicate()
     err = err.decode("utf-8", "replace")
     assert "too low for --max-connections 5000" in err and "ulimit -n" in err
-    fit = hard - master.FD_RESERVE
+    fit = hard - listener.FD_RESERVE
     assert "%d connections" % fit in open(os.path.join(log_dir, "server.log")).read()

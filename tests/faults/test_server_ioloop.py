@@ -13,7 +13,7 @@ import time
 import pytest
 
 from diskbench import protocol
-from diskbench.compat import Poller
+from diskbench.pollio import Poller
 from diskbench.server import handler as handler_mod
 from tests.helpers import PatchedServer, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, hello_fields
@@ -221,7 +221,7 @@ def test_loop_serves_descriptors_beyond_1023(procs, tmpdir):
 
 @pytest.mark.parametrize("use_epoll", [True, False], ids=["epoll", "poll"])
 def test_poller_reports_descriptors_beyond_1023(use_epoll):
-    """compat.Poller (epoll, and poll as the fallback) reports readiness of
+    """pollio.Poller (epoll, and poll as the fallback) reports readiness of
     descriptors numbered above 1023, and a modify without READ silences one."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

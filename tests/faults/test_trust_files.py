@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from diskbench import exitcodes, launch
+from diskbench import exitcodes, launchargs
 from diskbench import protocol as P
 from diskbench.compat import PY2, monotonic
 from diskbench.report import compare as compare_mod
@@ -185,7 +185,7 @@ def test_launcher_quotes_every_word_it_sends_over_ssh(tmpdir, tag):
         assert words[3].startswith("127.0.0.1:")
         assert words[4:] == client_flags + ["--name", name, directory]
     # fake3: no Python there; the line saying so names it as it was written
-    assert summary_rows(out)["fake3"][0] == str(launch.REMOTE_NOT_FOUND), out
+    assert summary_rows(out)["fake3"][0] == str(launchargs.REMOTE_NOT_FOUND), out
     assert "(tried %s)" % no_python in out + err, (out, err)
 
 

@@ -1,0 +1,124 @@
+"""The report the server writes when the run ends: everything accepted on
+disk first (or said), the warnings only the server knows gathered, its facts
+added to run.json (so a re-render says them), the report files written, and
+the exit code downgraded by any gap.
+
+Separate from master.py (the run loop), which calls ``write`` once, last; the
+report itself is built and rendered by server/report.py and report/.
+"""
+import os
+import sys
+
+from diskbench import exitcodes, protocol
+from diskbench import report as outputs
+from diskbench.cli import prog_name
+from diskbench.metrics import describe_offset
+from diskbench.server import console as console_mod
+from diskbench.server import control as control_mod
+from diskbench.server import event, log
+from diskbench.server import registry as reg
+from diskbench.server import report as report_mod
+from diskbench.server.logdir import RUN_MARKER
+
+#: At the end, how long the recorder may take to write what is queued before
+#: the report says how much is not on disk (and the exit code is not OK).
+DRAIN_TIMEOUT_S = 120.0
+
+EXIT_MEANING = {
+    exitcodes.OK: "every client finished",
+    exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
+                                 "came, or not all it sent is on disk (see the warnings)",
+    exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
+    exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
+}
+#: How the report and the log name the operator's `ctl end`.
+OPERATOR_END = "the operator (ctl end)"
+ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
+
+
+def write(master, started, code):
+    """Write the report once everything accepted is on disk (or say exactly
+    what is not); returns the exit code, which such a gap downgrades."""
+    unwritten = master.recorder.drain(DRAIN_TIMEOUT_S)
+    view = master.registry.snapshot()
+    messages = sum(c.messages for c in view.clients)
+    # Thousands of clients' report takes a while (it reads all of
+    # perf.jsonl): said, so a quiet console is not taken for a hang.
+    event.info("writing the report: %d clients, %d messages", len(view.clients),
+               messages)
+    server_cpu = master.cpu_gauge.summary(max(0, messages - view.restored))
+    operator_stopped(view, master.control)
+    warnings = list(master.startup_warnings)
+    if unwritten:
+        warnings.append(master.recorder.unwritten_text(unwritten, DRAIN_TIMEOUT_S))
+    if master.recorder_died:
+        warnings.append("the recorder thread stopped during the run; the run was "
+                        "ended early (a bug: please report it)")
+    short = report_mod.shortfalls(view.clients)   # client summaries vs what we hold
+    warnings += short
+    if (unwritten or master.recorder_died or short) and code == exitcodes.OK:
+        code = exitcodes.SERVER_INCOMPLETE
+    behind = master.recorder.falling_behind()
+    if behind:
+        warnings.append(behind)
+    if master.cpu_gauge.warning:
+        warnings.append(master.cpu_gauge.warning)
+    if master.resumed:
+        warnings.append("the server was restarted during this run and %s"
+                        % master.resumed)
+    warnings += master.pauses + view.notes
+    warnings += ["client %s's clock is %s the server's: its times are put "
+                 "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
+                 for c in view.clients if c.offset()[0] is not None and
+                 abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
+    warnings += ["client %s's clock moved %.3f s against the server's during the "
+                 "run" % (c.name, c.offset_high - c.offset_low) for c in view.clients
+                 if c.drift_warned]
+    trouble = master.recorder.trouble()
+    if trouble:
+        warnings.append(trouble)
+    meaning = ENDED_MEANING if master.interrupted_by == OPERATOR_END and \
+        code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
+    ended, facts = master.wall(), dict(
+        run_label=master.run_id, interrupted_by=master.interrupted_by, exit_code=code,
+        exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
+    # what perf.jsonl cannot say goes in run.json first: a re-render states it
+    trouble = outputs.record_facts(master.args.log_dir, report_mod.facts(
+        view, started, ended, **facts))
+    if trouble:
+        log.warning("cannot add the report facts to %s (%s): a re-render will not "
+                    "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
+    rep = report_mod.build(view, started, ended, **facts)
+    written, failed = outputs.write_all(master.args.log_dir, rep)
+    for path, exc in failed:
+        sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
+            prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
+    main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
+    if written:
+        event.info("report written: %s", " and ".join(reversed(main)) or "-")
+        event.info("also written: %s", ", ".join(
+            os.path.basename(p) for p in written if p not in main) or "-")
+    if not main:  # no report on disk, in any format: on stdout
+        master.console.write_last(report_mod.render_text(rep))
+    elif not master.args.quiet:
+        master.console.write_last("\n" + outputs.console_summary(rep))
+    else:
+        master.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
+    sys.stderr.flush()
+    return code
+
+
+def operator_stopped(view, control):
+    """Clients stopped with `ctl stop` say so in the report (the registry
+    only knows the server asked them)."""
+    stops = dict(control.stops) if control is not None else {}
+    for client in view.clients:
+        at = stops.get(client.name)
+        if at is None:
+            continue
+        if client.state == reg.FINISHED and client.stop is not None and \
+                client.stop.reason == protocol.STOP_SERVER:
+            client.reason = control_mod.operator_reason(at)
+        else:
+            client.reason = "%s; before that, %s" % (
+                client.reason, control_mod.operator_reason(at))

@@ -1,0 +1,184 @@
+"""The listener: the thread that accepts connections, refuses those over
+the connection limits before any thread exists for them, backs off while file
+descriptors run out, and starts a handler thread per connection.
+
+Separate from master.py (the run loop): what happens at accept() is its own
+set of limits and fallbacks, counted in the registry and logged sparingly
+here; the master passes itself as ``ctx`` (its limits, registry and I/O
+threads).
+"""
+import errno
+import socket
+import threading
+import time
+
+from diskbench.compat import socketserver, start_new_thread
+from diskbench.server import handler as handler_mod
+from diskbench.server import log
+from diskbench.server import registry as reg
+
+#: Refused connections logged per kind; further ones are counted, and logged
+#: every LIMIT_LOG_EVERY.
+LIMIT_LOG_MAX = 20
+LIMIT_LOG_EVERY = 1000
+#: accept() failing for want of file descriptors: wait this long before the
+#: next try, doubling up to ACCEPT_BACKOFF_MAX_S (instead of spinning).
+ACCEPT_BACKOFF_S = 0.05
+ACCEPT_BACKOFF_MAX_S = 1.0
+#: File descriptors kept for everything but connections (logs, listener,
+#: report files, libraries).
+FD_RESERVE = 32
+#: Stack of each connection's thread: what a handler needs (JSON nested up to
+#: the interpreter's recursion limit, then refused) with room to spare, not the
+#: platform's 8 MiB: thousands of connections stay small (virtual memory).
+HANDLER_STACK_BYTES = 512 * 1024
+_FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class TCPServer(socketserver.ThreadingTCPServer):
+    """Accepts; refuses a connection over --max-connections or --max-per-address
+    before any thread is started for it (it is closed at once, nothing sent)."""
+
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, ctx):
+        self.ctx = ctx
+        self.accept_failures = 0      # in the current burst of failed accepts
+        # The accept queue holds a whole storm of clients connecting at once
+        # (the kernel caps it at net.core.somaxconn).
+        self.request_queue_size = max(self.request_queue_size, ctx.max_connections)
+        self.conn_lock = threading.Lock()
+        self.open_conns = {}          # accepted socket -> peer address
+        self.per_address = {}         # peer address -> open connections
+        self.limit_counts = {}        # refusal kind -> refused so far
+        socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
+
+    def get_request(self):
+        """accept(), backing off while file descriptors are exhausted: the
+        listening socket stays readable, so retrying at once would spin."""
+        try:
+            request = socketserver.ThreadingTCPServer.get_request(self)
+        except socket.error as exc:
+            if getattr(exc, "errno", None) not in _FD_ERRNOS:
+                raise
+            self.accept_failures += 1
+            self.accept_failed(exc, self.accept_failures)
+            time.sleep(min(ACCEPT_BACKOFF_MAX_S,
+                           ACCEPT_BACKOFF_S * 2 ** min(self.accept_failures - 1, 10)))
+            raise
+        if self.accept_failures:
+            self.accept_recovered(self.accept_failures)
+            self.accept_failures = 0
+        return request
+
+    def verify_request(self, request, client_address):
+        address = client_address[0]
+        ctx = self.ctx
+        with self.conn_lock:
+            total, mine = len(self.open_conns), self.per_address.get(address, 0)
+            if total < ctx.max_connections and mine < ctx.max_per_address:
+                self.open_conns[request] = address
+                self.per_address[address] = mine + 1
+                return True
+        if total >= ctx.max_connections:
+            self.limit_hit(reg.REJECT_TOO_MANY_CONNECTIONS, client_address,
+                          "%d connections are open (--max-connections %d)"
+                          % (total, ctx.max_connections))
+        else:
+            self.limit_hit(reg.REJECT_TOO_MANY_FROM_ADDRESS, client_address,
+                          "%d connections from %s are open (--max-per-address %d)"
+                          % (mine, address, ctx.max_per_address))
+        # Close it now: Python 2.7 leaves a refused socket to the garbage collector.
+        socketserver.ThreadingTCPServer.shutdown_request(self, request)
+        return False
+
+    def limit_hit(self, kind, client_address, why):
+        """A connection refused by a limit (accept thread): count, log sparingly."""
+        self.ctx.registry.count_rejected(kind)
+        with self.conn_lock:
+            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
+        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
+            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
+                        client_address[1], kind, why,
+                        "" if n < LIMIT_LOG_MAX else
+                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
+
+    def accept_failed(self, exc, failures):
+        """accept() failed for want of descriptors: count it, log once a burst."""
+        self.ctx.registry.count_rejected(reg.REJECT_FD_EXHAUSTED)
+        if failures == 1:
+            log.warning("cannot accept connections: %s (out of file descriptors); "
+                        "backing off and retrying; raise 'ulimit -n' or lower "
+                        "--max-connections", getattr(exc, "strerror", None) or exc)
+
+    def accept_recovered(self, failures):
+        log.warning("accepting connections again after %d failed accepts (out of file "
+                    "descriptors)", failures)
+
+    def shutdown_request(self, request):
+        # Called once for every accepted socket (refused or served), never twice.
+        with self.conn_lock:
+            address = self.open_conns.pop(request, None)
+            if address is not None:
+                left = self.per_address.get(address, 1) - 1
+                if left > 0:
+                    self.per_address[address] = left
+                else:
+                    self.per_address.pop(address, None)
+        socketserver.ThreadingTCPServer.shutdown_request(self, request)
+
+    def handle_error(self, request, client_address):
+        # A handler bug must not print to the console silently and go on unseen.
+        log.exception("internal error on the connection from %s", client_address)
+
+    def process_request_thread(self, request, client_address):
+        """socketserver's, but a connection whose handshake ended with an
+        accepted hello is handed to the I/O threads instead of closed."""
+        handler = None
+        try:
+            handler = self.RequestHandlerClass(request, client_address, self)
+        except Exception:
+            self.handle_error(request, client_address)
+        if handler is not None and handler.adopted:
+            self.ctx.ioloop.adopt(handler)
+        else:
+            self.shutdown_request(request)
+
+    def process_request(self, request, client_address):
+        """A handler thread per connection, started without waiting for it to
+        run: threading.Thread.start waits, a GIL hand-over and back per
+        connection, which held a storm of hellos at the accept
+        (docs/SCALING.md). Like a daemon thread, it never holds up exit."""
+        start_new_thread(self.process_request_thread, (request, client_address))
+
+
+def fit_fd_limit(max_connections, warn):
+    """Raise RLIMIT_NOFILE as far as allowed; if it still cannot hold
+    ``max_connections`` (--max-connections), return the lower number that fits
+    and ``warn`` it (a refused connection is better than accept() failing for
+    everyone)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return max_connections
+    want = max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(hard, want)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < want:
+        fit = max(1, soft - FD_RESERVE)
+        warn(
+            "the open-file limit is %d (hard limit %s), too low for "
+            "--max-connections %d: using --max-connections %d; raise it with "
+            "'ulimit -n %d' (as root if needed)" % (
+                soft, "unlimited" if hard == resource.RLIM_INFINITY else hard,
+                max_connections, fit, want))
+        max_connections = fit
+    return max_connections
+
