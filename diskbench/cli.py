@@ -21,6 +21,7 @@ import sys
 
 from diskbench import exitcodes
 from diskbench.metrics import utc
+from diskbench.protocol import DISPLAY_UNSAFE, NAME_MAX_CHARS
 from diskbench.compat import PY2, binary_type, text_type
 
 #: The environment variable that may hold the shared secret (both programs).
@@ -28,11 +29,6 @@ SECRET_ENV = "DISKBENCH_SECRET"
 #: Default --log-dir of both programs (relative to where they are started).
 DEFAULT_LOG_DIR = "diskbench-logs"
 
-#: The longest client name (the protocol's bound).
-NAME_MAX_CHARS = 128
-#: Characters that must never reach a log line or a terminal as they are.
-_UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
-                     u"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
 _SURROGATE = re.compile(u"[\ud800-\udfff]")
 #: Whitespace stripped from both ends of a secret (ASCII only: one rule everywhere).
 SECRET_STRIP = b" \t\r\n\x0b\x0c"
@@ -76,7 +72,7 @@ def as_display(value):
 
 def printable(text):
     """``text`` as one safe line: every unsafe character shown as an escape."""
-    return _UNSAFE.sub(_escape, as_display(text))
+    return DISPLAY_UNSAFE.sub(_escape, as_display(text))
 
 
 def display_path(path):
@@ -98,7 +94,7 @@ def bad_name_reason(name):
             printable(name)
     if not name:
         return "--name must not be empty"
-    if _UNSAFE.search(name):
+    if DISPLAY_UNSAFE.search(name):
         return ("--name %s holds a control, line-break, bidi or undecodable "
                 "character; use printable text" % printable(name))
     if len(name) > NAME_MAX_CHARS:
@@ -144,7 +140,7 @@ def read_secret(path=None, env_value=None):
     except UnicodeDecodeError:
         raise ValueError("%s is not UTF-8 text (a binary file?); use a printable "
                          "secret, e.g. from 'openssl rand -hex 32'" % where)
-    if _UNSAFE.search(text):
+    if DISPLAY_UNSAFE.search(text):
         raise ValueError("%s holds control or binary characters; use a printable "
                          "secret, e.g. from 'openssl rand -hex 32'" % where)
     return raw

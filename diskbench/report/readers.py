@@ -71,7 +71,7 @@ YES_NO = protocol.Optional(protocol.Bool())
 PLAN_SOURCES = (plan.FROM_CLIENT, plan.FROM_SERVER, plan.FROM_DEFAULT)
 
 
-class _ListOf(protocol._Field):
+class _ListOf(protocol.Field):
     """A list of ``inner`` values."""
 
     def __init__(self, inner):
@@ -86,7 +86,7 @@ class _ListOf(protocol._Field):
         return [self.inner.check(v) for v in value]
 
 
-class _MapOf(protocol._Field):
+class _MapOf(protocol.Field):
     """An object of ``key`` names to ``inner`` values."""
 
     def __init__(self, key, inner):
@@ -101,7 +101,7 @@ class _MapOf(protocol._Field):
         return dict((self.key.check(k), self.inner.check(v)) for k, v in value.items())
 
 
-class _AsIs(protocol._Field):
+class _AsIs(protocol.Field):
     """``inner``'s check, the value kept as written (an integer stays one)."""
 
     def __init__(self, inner):
@@ -116,7 +116,7 @@ class _AsIs(protocol._Field):
         return value
 
 
-class _Record(protocol._Field):
+class _Record(protocol.Field):
     """An object with exactly the keys of ``spec`` ({key: field}), each checked."""
 
     def __init__(self, spec):
@@ -382,7 +382,7 @@ _FACT_RULES = dict(
     rejected=_MapOf(protocol.Str(max_len=128, strict=True), COUNT), restored=COUNT,
     # each client's (registry.Client)
     peer=protocol.Optional(protocol.Str(max_len=255)),
-    plan=_AsIs(_Record(protocol._PLAN_SPEC)),
+    plan=_AsIs(_Record(protocol.PLAN_SPEC)),
     plan_sources=_Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
                               for k in protocol.PLAN_FIELDS)),
     start_at=protocol.Optional(TS), join_order=OPT_COUNT, state=STATE,

@@ -4,7 +4,7 @@ Every start-up problem is one line on stderr naming the fix, and a documented
 exit code (diskbench/exitcodes.py); never a traceback.
 
 ``python -m diskbench.server ctl ...`` is the control command for a running
-server (list, stop NAME, end): server/control.py.
+server (list, stop NAME, end, not-coming HOST): server/ctl.py.
 """
 import argparse
 import errno
@@ -16,7 +16,7 @@ from diskbench import DEFAULT_PORT, __version__, compat, exitcodes, plan, protoc
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_script,
                            parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
-from diskbench.server import control, interpreter
+from diskbench.server import control, ctl, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
@@ -262,7 +262,7 @@ def derive_limits(args):
     return args
 
 
-#: The first argument that makes this the control command (server/control.py).
+#: The first argument that makes this the control command (server/ctl.py).
 CTL_COMMAND = "ctl"
 
 
@@ -278,7 +278,7 @@ def main(argv=None):
     if own_process:
         argv = sys.argv[1:]
     if argv and argv[0] == CTL_COMMAND:
-        return control.main(argv[1:])
+        return ctl.main(argv[1:])
     if own_process:
         interpreter.reexec_untcached(_started_as() + argv)
     # a wrong flag: one line, exit USAGE
