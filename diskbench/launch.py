@@ -64,26 +64,10 @@ SSH_FAILED = 255
 #: on the host can import diskbench.
 REMOTE_NOT_FOUND = 127
 
-# Launch's own exit codes (the server's and the clients' are in diskbench/exitcodes.py).
-LAUNCH_CLIENT_FAILED = 20  # the server's run completed (0), but a host's client or ssh did not exit 0
-LAUNCH_NO_HOST = 21        # no host could be started: the server was stopped
-
-#: What a client's exit code (= the ssh exit status) means, for the final table.
-MEANINGS = {
-    exitcodes.OK: "ok: the client finished cleanly",
-    exitcodes.INTERNAL: "client bug: a traceback (see its log)",
-    exitcodes.USAGE: "a wrong client flag or value",
-    exitcodes.CLIENT_DIRECTORY: "directory missing, not a directory, or not writable",
-    exitcodes.CLIENT_SPACE: "not enough free space for --max-files data files",
-    exitcodes.CLIENT_ROLLOVER: "the run cannot give 2 rollovers (--force overrides)",
-    exitcodes.CLIENT_SERVER: "server unreachable or refused it, or results undelivered",
-    exitcodes.CLIENT_DISK_ERROR: "disk error (ENOSPC, EIO, ...): the writer stopped",
-    exitcodes.CLIENT_CHILD_DIED: "a writer/stats/heartbeat process died",
-    exitcodes.CLIENT_INTERRUPTED: "stopped early (a signal, or the server asked it to)",
-    exitcodes.CLIENT_WRITER_STALLED: "the writer stalled and had to be killed",
-    REMOTE_NOT_FOUND: "no Python with diskbench on the host",
-    SSH_FAILED: "ssh failed (connection, authentication, or the client was killed)",
-}
+#: What a client's exit code (= the ssh exit status) means, for the final table
+#: (ssh's own codes are said where they are told apart).
+MEANINGS = dict((code, exitcodes.brief(code, exitcodes.CLIENT))
+                for code in exitcodes.codes(exitcodes.CLIENT))
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _HOST_LINE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))"
@@ -164,12 +148,9 @@ def build_parser():
                     "After --: the client's flags and the DIRECTORY to measure on every "
                     "host (python -m diskbench.client --help); --server is set here.",
         epilog="Hosts file: one host per line, [user@]host[:port] [python=PATH] "
-               "[dir=DIRECTORY] [name=NAME]; # starts a comment. Exit codes: 0 the run "
-               "completed and every client exited 0; the server's code when it is not 0 "
-               "(2 usage, 3 port, 4 log dir, 5 a client went away, failed or never came, "
-               "6 interrupted); %d the server's run completed but a host's client or ssh "
-               "did not exit 0; %d no host could be started (the server was stopped). "
-               "See docs/MULTIHOST.md." % (LAUNCH_CLIENT_FAILED, LAUNCH_NO_HOST))
+               "[dir=DIRECTORY] [name=NAME]; # starts a comment. See docs/MULTIHOST.md. "
+               + exitcodes.epilog(exitcodes.LAUNCH, "Exit codes (the server's own, passed "
+                                  "on, when it is not 0)"))
     p.add_argument("--version", action="version", version="diskbench " + __version__)
     p.add_argument("--hosts", required=True, metavar="FILE",
                    help="the hosts file (one [user@]host[:port] per line)")
@@ -632,11 +613,11 @@ class Launcher(object):
 
     def exit_code(self, server_code):
         if self.no_host:
-            return LAUNCH_NO_HOST
+            return exitcodes.LAUNCH_NO_HOST
         if server_code != 0:
             return server_code
         if any(h.code != 0 for h in self.hosts):
-            return LAUNCH_CLIENT_FAILED
+            return exitcodes.LAUNCH_CLIENT_FAILED
         return exitcodes.OK
 
     def run(self):

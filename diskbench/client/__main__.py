@@ -57,28 +57,18 @@ from /proc (Linux only) and the client says so once. Install it with
 'pip install psutil'. The secret may also come from the DISKBENCH_SECRET
 environment variable.
 
-exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
-than 2 rollovers possible (see --force), 13 server unreachable/refused (or
-its name does not resolve, the port is not a diskbench server, or it has no
-secret while we have one), or
-results not acknowledged by the end of --deliver-timeout (saved in
-LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
-never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
-removed; also during the start-up calibration), 15 a child process died,
-16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
-17 the writer stalled: it made no progress for --stall-timeout when the run
-ended, or had to be killed at the end, 18 --verify found a block that did not
-come back as written (corrupt, misplaced, stale or missing; each is in the log).
+%s
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
 error while it lasts. SIGHUP (an ssh session dropping) stops the client like
-SIGTERM: summary sent, files removed, exit 16; started under nohup (SIGHUP
+SIGTERM: summary sent, files removed, exit %d; started under nohup (SIGHUP
 ignored) it stays ignored, so the client outlives the session.
 
 While the server is unreachable mid-run the client keeps measuring, buffers
 up to %d unacknowledged messages (then drops the oldest perf samples first,
-counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
+counted and logged) and reconnects until the run ends.""" % (
+    exitcodes.epilog(exitcodes.CLIENT), exitcodes.CLIENT_INTERRUPTED, BUFFER_MAX)
 
 
 def build_parser():
@@ -126,7 +116,7 @@ def build_parser():
     p.add_argument("--force", action="store_true",
                    help="run even if fewer than 2 rollovers are expected or free space "
                    "looks too small for --max-files files (warns; a disk that really "
-                   "fills stops the run with exit code 14)")
+                   "fills stops the run with exit code %d)" % exitcodes.CLIENT_DISK_ERROR)
     p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, metavar="DIR",
                    help="client log directory; the log is client-NAME.log "
                    "(default ./%s)" % DEFAULT_LOG_DIR)
@@ -145,7 +135,7 @@ def build_parser():
     p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
                    metavar="S", help="a writer with no progress this long is stalled: "
                    "logged and reported; if it is still stalled at the end (or has to be "
-                   "killed), exit 17 (default %(default)g)")
+                   "killed), exit %d (default %%(default)g)" % exitcodes.CLIENT_WRITER_STALLED)
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)

@@ -61,8 +61,8 @@ def build_parser():
     p = OneLineParser(prog=prog_name(MODULE), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."), epilog="Control a running server from its host: "
-        "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help)."
-        % prog_name(MODULE))
+        "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help). "
+        % prog_name(MODULE) + exitcodes.epilog(exitcodes.SERVER))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
                    "%(default)s, all interfaces)")

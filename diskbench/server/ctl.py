@@ -18,7 +18,7 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes
-from diskbench.protocol.ctl import ANSWER_CODES, MAX_AGE_S, SOCKET_NAME, socket_path, unix_op
+from diskbench.protocol.ctl import ANSWER_CODES, SOCKET_NAME, socket_path, unix_op
 from diskbench.server.states import shown
 
 #: ctl waits this long to connect and for each line of the answer.
@@ -30,11 +30,7 @@ def build_parser():
     p = OneLineParser(prog=prog, description=(
         "Control a running diskbench server from its host, over the unix socket "
         "control.sock in its --log-dir (only the server's user may use it)."),
-        epilog="Exit codes: 0 done; 2 usage; %d no server running with that --log-dir; "
-        "%d no such client, or it is not running; %d refused (secret differs or is "
-        "missing, another user, a clock off by over %g s, or busy)." % (
-            exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED,
-            MAX_AGE_S))
+        epilog=exitcodes.epilog(exitcodes.CTL))
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
                    help="the server's --log-dir (default: %(default)s)")
     p.add_argument("--secret-file", metavar="PATH", help="the server's secret, when it "

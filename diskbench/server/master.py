@@ -79,13 +79,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-EXIT_MEANING = {
-    exitcodes.OK: "every client finished",
-    exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
-                                 "came, or not all it sent is on disk (see the warnings)",
-    exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
-    exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
-}
 #: How the report and the log name the operator's `ctl end`.
 OPERATOR_END = "the operator (ctl end)"
 ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
@@ -727,7 +720,7 @@ class Master(object):
         if trouble:
             warnings.append(trouble)
         meaning = ENDED_MEANING if self.interrupted_by == OPERATOR_END and \
-            code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
+            code == exitcodes.SERVER_INTERRUPTED else exitcodes.brief(code, exitcodes.SERVER)
         ended, facts = self.wall(), dict(
             run_label=self.run_id, interrupted_by=self.interrupted_by, exit_code=code,
             exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
