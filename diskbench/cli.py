@@ -28,6 +28,12 @@ from diskbench.compat import PY2, binary_type, text_type
 SECRET_ENV = "DISKBENCH_SECRET"
 #: Default --log-dir of both programs (relative to where they are started).
 DEFAULT_LOG_DIR = "diskbench-logs"
+#: On a terminal the server's live table and the client's progress line are
+#: redrawn this often (seconds).
+REFRESH_S = 1.0
+#: Default --progress-interval of both programs: without a terminal, a
+#: progress line this often.
+PROGRESS_INTERVAL_S = 10.0
 
 _SURROGATE = re.compile(u"[\ud800-\udfff]")
 #: Whitespace stripped from both ends of a secret (ASCII only: one rule everywhere).
@@ -163,8 +169,14 @@ def console_script():
     return script
 
 
+DAY_S = 24 * 3600
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
-MAX_SECONDS = 30 * 24 * 3600
+MAX_SECONDS = 30 * DAY_S
+#: Longest interval between a client's reports or checks (its --*-interval,
+#: --stall-timeout, --progress-interval: 1 day). Shorter than MAX_SECONDS on
+#: purpose: a run may last weeks, but a report less often than daily says
+#: nothing while the run lasts.
+MAX_INTERVAL_S = float(DAY_S)
 
 
 def parsed(text, convert, what):
@@ -180,7 +192,8 @@ def seconds(text):
     value = parsed(text, float, "a number of seconds")
     if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
         raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
-                                         "(30 days), got %s" % (MAX_SECONDS, text))
+                                         "(%d days), got %s" % (
+                                             MAX_SECONDS, MAX_SECONDS // DAY_S, text))
     return value
 
 

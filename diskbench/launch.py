@@ -28,8 +28,8 @@ import sys
 import threading
 import time
 
-from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import port, printable, prog_name, seconds
+from diskbench import DEFAULT_PORT, __version__, exitcodes, protocol
+from diskbench.cli import DEFAULT_LOG_DIR, port, printable, prog_name, seconds
 from diskbench.compat import shell_quote
 
 PROG = prog_name("diskbench.launch")
@@ -49,10 +49,7 @@ POLL_S = 0.1
 #: Telling the server a host will not come (``ctl not-coming``) takes at most this
 #: long (ctl's own connect and answer timeouts are shorter).
 NOT_COMING_TIMEOUT_S = 30.0
-#: The longest text of a reason sent to the server (the protocol's text bound).
-REASON_MAX_CHARS = 2048
 
-DEFAULT_LOG_DIR = "diskbench-logs"
 #: Tried in this order on a host when neither --python nor python= says which one.
 DEFAULT_PYTHONS = ("python3", "python", "python2")
 HOST_KEYS = ("python", "dir", "name")
@@ -515,7 +512,7 @@ class Launcher(object):
         host.told_server = True
         argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
                 self.args.log_dir] + _secret_flags(self.server_flags) + [
-            "not-coming", host.label, "--why", (host.why or "")[:REASON_MAX_CHARS]]
+            "not-coming", host.label, "--why", (host.why or "")[:protocol.TEXT_MAX_CHARS]]
         try:
             ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, close_fds=True)

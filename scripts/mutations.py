@@ -171,7 +171,7 @@ MUTATIONS = [
          old="        if not 0 < value <= limit:", new="        if not 0 < value:",
          tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
     dict(id="max-files-unbounded", file="diskbench/client/__main__.py",
-         old="    if not 1 <= args.max_files <= MAX_FILES:",
+         old="    if not 1 <= args.max_files <= protocol.FILES_MAX:",
          new="    if not 1 <= args.max_files:",
          tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
     dict(id="memory-unchecked", file="diskbench/client/__main__.py",
@@ -851,7 +851,7 @@ MUTATIONS = [
          tests=[_RTM + "test_client_end_offset_is_its_phase_over_the_gos_spread"]),
     dict(id="rejoin-grace-not-per-client", file="diskbench/server/registry.py",
          old="        return REJOIN_GRACE_TIMEOUTS * self.went_away_timeout(client)",
-         new="        return REJOIN_GRACE_TIMEOUTS * HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S",
+         new="        return REJOIN_GRACE_TIMEOUTS * HEARTBEAT_LIVENESS * plan.HEARTBEAT_INTERVAL_S",
          tests=[_RTM + "test_rejoin_grace_is_timeouts_of_each_clients_own_heartbeat_to_"
                 "the_bound",
                 _RTM + "test_rejoin_grace_of_a_mixed_fleet_waits_for_the_longest"]),
@@ -1633,4 +1633,85 @@ MUTATIONS = [
          new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
          tests=["tests/test_metrics_compat_payload.py::"
                 "test_utc_rounds_the_second_with_its_milliseconds"]),
+    # --- proto27 ---
+    dict(id="readme-exit-row-drifts", file="README.md",
+         old="| 17 | CLIENT_WRITER_STALLED | client | the writer stalled (no progress",
+         new="| 17 | CLIENT_WRITER_STALLED | client | the writer hung (no progress",
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_readme_exit_code_table_is_the_table"]),
+    dict(id="exit-code-row-loses-its-program", file="diskbench/exitcodes.py",
+         old='    Code(CLIENT_BAD_DATA, "CLIENT_BAD_DATA", (CLIENT,),',
+         new='    Code(CLIENT_BAD_DATA, "CLIENT_BAD_DATA", (SERVER,),',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_each_epilog_lists_exactly_the_codes_its_program_can_exit_with"]),
+    dict(id="ctl-epilog-hand-written", file="diskbench/server/ctl.py",
+         old="        epilog=exitcodes.epilog(exitcodes.CTL))",
+         new='        epilog="Exit codes: 0 done; 2 usage; 7 no server; 8 no such client; "'
+             '"9 refused.")',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_each_epilog_lists_exactly_the_codes_its_program_can_exit_with"]),
+    dict(id="launcher-meanings-miss-a-client-code", file="diskbench/launch.py",
+         old="                for code in exitcodes.codes(exitcodes.CLIENT))",
+         new="                for code in exitcodes.codes(exitcodes.CLIENT) if code < 18)",
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_report_and_launcher_say_a_code_in_the_tables_words"]),
+    dict(id="help-spells-an-exit-number", file="diskbench/client/__main__.py",
+         old='"fills stops the run with exit code %d)" % exitcodes.CLIENT_DISK_ERROR)',
+         new='"fills stops the run with exit code 14)")',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_no_program_spells_a_codes_number_in_what_it_prints"]),
+    dict(id="client-stall-default-apart", file="diskbench/client/__main__.py",
+         old='    p.add_argument("--stall-timeout", type=float, default=plan.STALL_TIMEOUT_S,',
+         new='    p.add_argument("--stall-timeout", type=float, default=45.0,',
+         tests=["tests/test_rules_facts.py::"
+                "test_both_command_lines_share_their_common_defaults"]),
+    dict(id="console-refresh-redefined", file="diskbench/server/console.py",
+         old="from diskbench.cli import PROGRESS_INTERVAL_S, REFRESH_S\n",
+         new="from diskbench.cli import PROGRESS_INTERVAL_S\nREFRESH_S = 1.0\n",
+         tests=["tests/test_rules_facts.py::"
+                "test_each_fact_is_defined_in_one_module"]),
+    dict(id="client-duration-bound-one-day", file="diskbench/client/__main__.py",
+         old='            ("--duration", args.duration, MAX_SECONDS),',
+         new='            ("--duration", args.duration, MAX_INTERVAL_S),',
+         tests=["tests/test_rules_facts.py::"
+                "test_time_flag_bounds_hold_at_their_edge_on_both_command_lines"]),
+    dict(id="server-chunk-cap-apart", file="diskbench/server/__main__.py",
+         old="        if not plan.MIN_CHUNK_MB <= size <= plan.MAX_MB:",
+         new="        if not plan.MIN_CHUNK_MB <= size <= 1024 ** 2:",
+         tests=["tests/test_rules_facts.py::"
+                "test_size_caps_hold_at_their_edge_on_both_command_lines"]),
+    dict(id="hello-max-files-bound-apart", file="diskbench/protocol/catalogue.py",
+         old="max_files=Int(1, FILES_MAX), sync_mode=_SYNC,",
+         new="max_files=Int(1, 10000), sync_mode=_SYNC,",
+         tests=["tests/test_rules_facts.py::"
+                "test_max_files_bound_is_the_protocols_on_the_client"]),
+    dict(id="client-name-length-apart", file="diskbench/cli.py",
+         old="    if len(name) > NAME_MAX_CHARS:",
+         new="    if len(name) > 255:",
+         tests=["tests/test_rules_facts.py::"
+                "test_client_name_rule_is_the_protocols_at_its_length"]),
+    dict(id="display-set-narrower-than-the-wire", file="diskbench/protocol/text.py",
+         old='DISPLAY_UNSAFE = re.compile(u"[\\x00-\\x1f\\x7f-\\x9f\\u061c',
+         new='DISPLAY_UNSAFE = re.compile(u"[\\x00-\\x1f\\x7f\\u061c',
+         tests=["tests/test_rules_facts.py::"
+                "test_display_refuses_every_character_the_wire_refuses"]),
+    dict(id="text-field-bound-apart", file="diskbench/protocol/catalogue.py",
+         old="_TEXT = Str(max_len=TEXT_MAX_CHARS)",
+         new="_TEXT = Str(max_len=1024)",
+         tests=["tests/test_rules_facts.py::"
+                "test_text_bound_is_the_protocols_for_every_sender"]),
+    dict(id="read-line-refuses-a-line-of-the-limit", file="diskbench/protocol/framing.py",
+         old="    return len(line) > limit",
+         new="    return len(line) >= limit",
+         tests=["tests/test_rules_facts.py::"
+                "test_read_line_takes_a_line_of_the_limit_and_refuses_one_byte_more"]),
+    dict(id="pending-line-one-byte-over", file="diskbench/protocol/framing.py",
+         old="    return len(pending) >= limit",
+         new="    return len(pending) > limit",
+         tests=["tests/test_rules_facts.py::"
+                "test_control_request_of_the_limit_is_read_and_one_byte_more_refused"]),
+    dict(id="docs-time-bound-drifts", file="diskbench/cli.py",
+         old="MAX_SECONDS = 30 * DAY_S",
+         new="MAX_SECONDS = 31 * DAY_S",
+         tests=["tests/test_docs.py::test_constants_quoted_in_the_docs_are_the_codes_values"]),
 ]

@@ -8,11 +8,13 @@ import subprocess
 
 import pytest
 
-from diskbench import plan
+from diskbench import cli, plan, protocol
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
 from diskbench.server import control, master, recorder, registry
 from diskbench.server import __main__ as server_main
+from diskbench.metrics import MIB
+from diskbench.protocol import ctl as channel
 from tests.helpers import REPO
 
 DOCS = ("docs/ARCHITECTURE.md", "docs/TESTING.md")
@@ -129,6 +131,21 @@ def _quoted_constants():
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
         ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % master.DRAIN_TIMEOUT_S),
+        # each fact once (tests/test_rules_facts.py): the docs quote the one definition
+        ("README.md", "every `--progress-interval` seconds (%g)" % cli.PROGRESS_INTERVAL_S),
+        ("README.md", "[--log-dir ./%s]" % cli.DEFAULT_LOG_DIR),
+        ("docs/ARCHITECTURE.md", "at most %d days (`--duration`," % (
+            cli.MAX_SECONDS // cli.DAY_S)),
+        ("docs/ARCHITECTURE.md", "or %d day (`--*-interval`, `--stall-timeout`)" % (
+            cli.MAX_INTERVAL_S // cli.DAY_S)),
+        ("docs/ARCHITECTURE.md", "`--max-files` 1..%d (the protocol's bound)" %
+         protocol.FILES_MAX),
+        ("docs/ARCHITECTURE.md", "`--file-mb` at most %d PiB" % (plan.MAX_MB * MIB >> 50)),
+        ("docs/ARCHITECTURE.md", "is over %d characters" % protocol.NAME_MAX_CHARS),
+        ("docs/ARCHITECTURE.md", "%d KiB max per line" % (protocol.MAX_LINE_BYTES // 1024)),
+        ("docs/ARCHITECTURE.md", "`MAX_AGE_S` (%g s, `protocol/ctl.py`)" % channel.MAX_AGE_S),
+        ("docs/ARCHITECTURE.md", "`--stall-timeout` (%g s, `STALL_TIMEOUT_S`)" %
+         plan.STALL_TIMEOUT_S),
     ]
 
 

@@ -22,12 +22,12 @@ inside the package only):
 - ``records``    perf.jsonl records written and read back
 """
 from diskbench.protocol.catalogue import (
-    ACK, BAD_BLOCK, BAD_KINDS, BYE, C2S, CLOCK_OFFSET_MAX_S, END_SPREAD_MAX_S, ERROR, GO,
-    HEARTBEAT, HELLO, MAX_RATE_MIB_S, NAME_MAX_CHARS, NOTE, PERF, PING, PING_NONCE_PER_S,
-    PLAN_FIELDS, PLAN_SPEC, PONG, READ_DIRECT, READ_DROPPED, READ_MODES, READBACK, REJECTED,
-    ROLLOVER, S2C, SECONDS_MAX, SLACK_ABS_S, SLACK_REL, SPECS, START, STATS, STOP,
-    STOP_DURATION, STOP_ERROR, STOP_REASONS, STOP_SERVER, STOP_SIGNAL, SYNC_DIRECT,
-    SYNC_FSYNC, SYNC_MODES, fields_of, types_for)
+    ACK, BAD_BLOCK, BAD_KINDS, BYE, C2S, CLOCK_OFFSET_MAX_S, END_SPREAD_MAX_S, ERROR,
+    FILES_MAX, GO, HEARTBEAT, HELLO, MAX_RATE_MIB_S, NAME_MAX_CHARS, NOTE, PERF, PING,
+    PING_NONCE_PER_S, PLAN_FIELDS, PLAN_SPEC, PONG, READ_DIRECT, READ_DROPPED, READ_MODES,
+    READBACK, REJECTED, ROLLOVER, S2C, SECONDS_MAX, SLACK_ABS_S, SLACK_REL, SPECS, START,
+    STATS, STOP, STOP_DURATION, STOP_ERROR, STOP_REASONS, STOP_SERVER, STOP_SIGNAL,
+    SYNC_DIRECT, SYNC_FSYNC, SYNC_MODES, fields_of, types_for)
 from diskbench.protocol.codec import (ENVELOPE_COMPATIBLE, PROTOCOL_VERSION, Message,
                                       ack_line, canonical, compute_mac, decode, encode,
                                       make, reply_version, version_mismatch)
@@ -36,17 +36,20 @@ from diskbench.protocol.ctl import (CTL_CLIENT, CTL_DONE, CTL_END, CTL_LIST,
 from diskbench.protocol.errors import ProtocolError
 from diskbench.protocol.fields import (MAX_BUCKET_INDEX, MAX_HIST_BUCKETS, MAX_INT, Bool,
                                        Choices, Field, Hist, Int, Num, Optional, Str)
-from diskbench.protocol.framing import MAX_LINE_BYTES, LineTooLong, read_line
+from diskbench.protocol.framing import (MAX_LINE_BYTES, LineTooLong, line_over, pending_over,
+                                        read_line)
 from diskbench.protocol.policy import (NEVER_DROPPED, PACED_END, PACED_REPORT, POLICY,
                                        Policy, drop_order, no_ack_needed, paced_types)
 from diskbench.protocol.records import (MAX_RECORD_BYTES, from_record, parse_record,
                                         record, record_line)
-from diskbench.protocol.text import DISPLAY_UNSAFE, UNSAFE, clean_text, safe_text
+from diskbench.protocol.text import (DISPLAY_UNSAFE, TEXT_MAX_CHARS, UNSAFE, clean_text,
+                                     safe_text)
 
 __all__ = [
     # catalogue
     "ACK", "BAD_BLOCK", "BAD_KINDS", "BYE", "C2S", "CLOCK_OFFSET_MAX_S", "END_SPREAD_MAX_S",
-    "ERROR", "GO", "HEARTBEAT", "HELLO", "MAX_RATE_MIB_S", "NAME_MAX_CHARS", "NOTE", "PERF",
+    "ERROR", "FILES_MAX", "GO", "HEARTBEAT", "HELLO", "MAX_RATE_MIB_S", "NAME_MAX_CHARS",
+    "NOTE", "PERF",
     "PING", "PING_NONCE_PER_S", "PLAN_FIELDS", "PLAN_SPEC", "PONG", "READ_DIRECT",
     "READ_DROPPED", "READ_MODES", "READBACK", "REJECTED", "ROLLOVER", "S2C", "SECONDS_MAX",
     "SLACK_ABS_S", "SLACK_REL", "SPECS", "START", "STATS", "STOP", "STOP_DURATION",
@@ -61,11 +64,11 @@ __all__ = [
     # errors, fields, framing
     "ProtocolError", "MAX_BUCKET_INDEX", "MAX_HIST_BUCKETS", "MAX_INT", "Bool", "Choices",
     "Field", "Hist", "Int", "Num", "Optional", "Str", "MAX_LINE_BYTES", "LineTooLong",
-    "read_line",
+    "line_over", "pending_over", "read_line",
     # policy
     "NEVER_DROPPED", "PACED_END", "PACED_REPORT", "POLICY", "Policy", "drop_order",
     "no_ack_needed", "paced_types",
     # records, text
     "MAX_RECORD_BYTES", "from_record", "parse_record", "record", "record_line",
-    "DISPLAY_UNSAFE", "UNSAFE", "clean_text", "safe_text",
+    "DISPLAY_UNSAFE", "TEXT_MAX_CHARS", "UNSAFE", "clean_text", "safe_text",
 ]

@@ -15,6 +15,7 @@ compute (``fields.Hist``).
 """
 from diskbench.metrics import MIB
 from diskbench.protocol.fields import Bool, Choices, Hist, Int, Num, Optional, Str
+from diskbench.protocol.text import TEXT_MAX_CHARS
 
 #: The longest end spread a go may give (POLICY's PACED_END): no client holds
 #: its stop summary longer than this after its writer ended.
@@ -83,10 +84,12 @@ READ_MODES = (READ_DIRECT, READ_DROPPED)
 BAD_KINDS = ("corrupt", "misplaced", "stale", "missing")
 #: The longest client name (characters).
 NAME_MAX_CHARS = 128
+#: Most data files a client may keep at once (hello's max_files, --max-files).
+FILES_MAX = 100000
 
 # --- the message catalogue ----------------------------------------------------------
 _NAME = Str(max_len=NAME_MAX_CHARS, min_len=1, strict=True)
-_TEXT = Str(max_len=2048)
+_TEXT = Str(max_len=TEXT_MAX_CHARS)
 _PATH = Str(max_len=4096)
 _SECONDS = Num(0.0, SECONDS_MAX)
 _BYTES = Int()
@@ -117,7 +120,7 @@ SPECS = {
             instance_id=_INSTANCE,
             python_version=Str(64), platform=Str(255), directory=_PATH,
             fs_type=Str(64), chunk_bytes=Int(1), file_bytes=Int(1),
-            duration_s=_SECONDS, max_files=Int(1, 100000), sync_mode=_SYNC,
+            duration_s=_SECONDS, max_files=Int(1, FILES_MAX), sync_mode=_SYNC,
             preallocate=Bool(), stats_interval_s=_SECONDS,
             heartbeat_interval_s=_SECONDS, psutil_version=Optional(Str(64)),
             expected_rollovers=Optional(Num(0.0, 1e9)),

@@ -1,17 +1,30 @@
-"""Line framing: one message is one line, at most MAX_LINE_BYTES, and a reader
-never buffers more than its limit.
+"""Line framing: one message is one line, at most a limit of bytes with its
+newline (MAX_LINE_BYTES unless a reader has a smaller one), and a reader never
+buffers more than its limit.
 
-Every reader of lines takes its limit and its refusal from here: a blocking
-file (``read_line``: the client's sender), the server's connections
-(server/handler.py splits what it receives, refusing a line past its
-``--max-line-bytes``, at most this) and the control socket (its own, smaller
-limit, the same LineTooLong).
+Every reader of lines takes the rule from here (``line_over``, ``pending_over``)
+and refuses with LineTooLong: a blocking file (``read_line``: ctl's answers),
+the server's connections (server/handler.py, its ``--max-line-bytes``), the
+client's connection (client/sender.py) and the control socket (its own,
+smaller limit).
 """
 from diskbench.protocol.errors import ProtocolError
 
 #: Longest line a reader accepts, newline included. A reader stops reading
 #: (rather than buffering on) once a line is this long without a newline.
 MAX_LINE_BYTES = 64 * 1024
+
+
+def line_over(line, limit=MAX_LINE_BYTES):
+    """True when the complete ``line`` (its newline included, or the last bytes
+    of a stream) is over ``limit`` bytes."""
+    return len(line) > limit
+
+
+def pending_over(pending, limit=MAX_LINE_BYTES):
+    """True when ``pending``, a line whose newline has not come yet, can only end
+    over ``limit``: it already holds ``limit`` bytes, so a reader stops here."""
+    return len(pending) >= limit
 
 
 class LineTooLong(ProtocolError):
@@ -29,6 +42,6 @@ def read_line(rfile, limit=MAX_LINE_BYTES):
     is beyond repair and should be closed.
     """
     line = rfile.readline(limit + 1)
-    if len(line) > limit:
+    if line_over(line, limit):
         raise LineTooLong(limit)
     return line

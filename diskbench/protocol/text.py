@@ -29,6 +29,8 @@ import re
 
 from diskbench.compat import as_text, binary_type, string_types
 
+#: The longest free text a message carries (a reason, a note; characters).
+TEXT_MAX_CHARS = 2048
 #: ASCII controls: refused in every text field, turned into spaces by clean_text.
 _ASCII_CONTROLS = re.compile(u"[\x00-\x1f\x7f]")
 if len(u"\U00010000") == 1:  # a wide build (Python 3, most 2.7): one code point
@@ -66,7 +68,7 @@ def safe_text(value):
     return UNSAFE.sub(_escape_char, as_text(value, errors="replace"))
 
 
-def clean_text(value, max_len=2048):
+def clean_text(value, max_len=TEXT_MAX_CHARS):
     """Make free text (an exception message, a path) fit a text field: ASCII
     controls become spaces, every other unsafe character its escape."""
     value = safe_text(_ASCII_CONTROLS.sub(u" ", as_text(value, errors="replace")))

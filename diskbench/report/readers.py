@@ -58,7 +58,7 @@ FIGURE = protocol.Optional(_Figure())
 #: A figure that may be below 0 (a run's length on clocks that disagree).
 SIGNED = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
 NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
-TEXT = protocol.Optional(protocol.Str(max_len=2048))
+TEXT = protocol.Optional(protocol.Str(max_len=protocol.TEXT_MAX_CHARS))
 TS = protocol.Num(0.0, 1e11)                                  # the wire's timestamps
 COUNT = protocol.Int()
 OPT_COUNT = protocol.Optional(COUNT)
@@ -330,7 +330,8 @@ def read_old_report(path, warn):
         try:
             if not isinstance(said, list) or len(said) > MAX_WARNINGS:
                 raise ValueError
-            run["server_warnings"] = [protocol.Str(max_len=2048).check(w) for w in said]
+            run["server_warnings"] = [
+                protocol.Str(max_len=protocol.TEXT_MAX_CHARS).check(w) for w in said]
         except (TypeError, ValueError):
             dropped.append("server_warnings")
     cpu = old_run.get("server_cpu")

@@ -13,9 +13,8 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, compat, exitcodes, plan, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_script,
-                           parsed, port, prog_name, read_secret, seconds)
-from diskbench.server import console as console_mod
+from diskbench.cli import (DEFAULT_LOG_DIR, PROGRESS_INTERVAL_S, SECRET_ENV, OneLineParser,
+                           console_script, parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import control, ctl, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
@@ -36,8 +35,6 @@ DEFAULT_MAX_CLIENTS = 1000
 #: until the server sees it close), plus a few for strays.
 CONNECTIONS_PER_CLIENT = 2
 CONNECTION_SLACK = 16
-#: Largest --chunk-mb / --file-mb (1 PiB: byte counts stay far inside the protocol).
-MAX_PLAN_MB = 1024 ** 3
 _PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
 def _count(text):
     value = parsed(text, int, "a whole number")
@@ -99,7 +96,7 @@ def _add_run_flags(p):
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
                    "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
-    _seconds(p, "--stall-timeout", reg.STALL_TIMEOUT_S,
+    _seconds(p, "--stall-timeout", plan.STALL_TIMEOUT_S,
              "a client whose heartbeat says its writer "
              "made no progress this long is shown stalled (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",
@@ -122,18 +119,18 @@ def _chunk_list(text):
     sizes = [parsed(part.strip(), int, "a list of whole MiB like 10,20,40")
              for part in text.split(",")]
     for size in sizes:
-        if not plan.MIN_CHUNK_MB <= size <= MAX_PLAN_MB:
+        if not plan.MIN_CHUNK_MB <= size <= plan.MAX_MB:
             raise argparse.ArgumentTypeError(
                 "each chunk size must be from %d to %d MiB, got %d"
-                % (plan.MIN_CHUNK_MB, MAX_PLAN_MB, size))
+                % (plan.MIN_CHUNK_MB, plan.MAX_MB, size))
     return sizes
 
 
 def _file_mb(text):
     value = _count(text)
-    if value > MAX_PLAN_MB:
+    if value > plan.MAX_MB:
         raise argparse.ArgumentTypeError("must be at most %d MiB, got %s"
-                                         % (MAX_PLAN_MB, text))
+                                         % (plan.MAX_MB, text))
     return value
 
 
@@ -224,7 +221,7 @@ def _add_console_flags(p):
                    help="also print per-message detail (each client's rollovers) on the "
                    "console; server.log always has it")
     p.add_argument("--progress-interval", type=seconds,
-                   default=console_mod.PROGRESS_INTERVAL_S, metavar="SECONDS",
+                   default=PROGRESS_INTERVAL_S, metavar="SECONDS",
                    help="when the console is not a terminal: one progress summary line "
                    "this often (default: %(default)s; on a terminal a live table is "
                    "redrawn every second)")

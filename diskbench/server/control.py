@@ -366,7 +366,8 @@ def _read_request(conn, deadline):
         if not chunk:
             return b""
         data += chunk
-        if len(data) > MAX_REQUEST_BYTES and b"\n" not in data[:MAX_REQUEST_BYTES + 1]:
+        head = data[:MAX_REQUEST_BYTES]   # the request line's first bytes
+        if b"\n" not in head and protocol.pending_over(head, MAX_REQUEST_BYTES):
             raise protocol.LineTooLong(MAX_REQUEST_BYTES)
     return data[:data.index(b"\n") + 1]
 

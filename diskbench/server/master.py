@@ -25,7 +25,7 @@ import time
 from diskbench import __version__, exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.cli import prog_name
-from diskbench.report import readers
+from diskbench.report import RUN_MARKER, readers
 from diskbench.compat import as_bytes, monotonic, socketserver, start_new_thread
 from diskbench.fsutil import atomic_write
 from diskbench.metrics import describe_offset, utc
@@ -44,8 +44,6 @@ from diskbench.server import report as report_mod
 #: How often the main loop checks liveness, GO, completion and connection
 #: deadlines (seconds).
 TICK_S = 0.2
-#: The marker of a run in progress in --log-dir (run id and start time).
-RUN_MARKER = "run.json"
 #: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
 #: second server on the same directory exits; the kernel drops the claim of a
 #: server that was killed, so a restart is never blocked by it.
@@ -79,9 +77,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-#: How the report and the log name the operator's `ctl end`.
+#: How the report and the log name the operator's `ctl end`: who interrupted,
+#: what happened (the log, the clients' stop, the report), and the exit meaning.
 OPERATOR_END = "the operator (ctl end)"
-ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
+OPERATOR_ENDED = "the operator ended the run (ctl end)"
+ENDED_MEANING = OPERATOR_ENDED + "; report has what was known"
 
 
 def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
@@ -647,9 +647,9 @@ class Master(object):
         a second signal or `ctl end` cuts the wait short."""
         cause = self.interrupted_by
         if cause == OPERATOR_END:
-            event.info("the operator ended the run (ctl end): no new connections; "
-                       "asking live clients to stop")
-            why = "the operator ended the run (ctl end)"
+            event.info("%s: no new connections; asking live clients to stop",
+                       OPERATOR_ENDED)
+            why = OPERATOR_ENDED
         else:
             event.info("%s received: no new connections; asking live clients to stop",
                        cause)
@@ -666,7 +666,7 @@ class Master(object):
         if self.signals.count + self.ends >= 2:
             event.info("interrupted again: not waiting for the clients' summaries")
         self.registry.mark_unfinished("had not finished when %s" % (
-            "the operator ended the run (ctl end)" if cause == OPERATOR_END
+            OPERATOR_ENDED if cause == OPERATOR_END
             else "the server was interrupted (%s)" % cause))
 
     def _exit_code(self):
