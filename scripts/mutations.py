@@ -1714,4 +1714,9 @@ MUTATIONS = [
          old="MAX_SECONDS = 30 * DAY_S",
          new="MAX_SECONDS = 31 * DAY_S",
          tests=["tests/test_docs.py::test_constants_quoted_in_the_docs_are_the_codes_values"]),
+    dict(id="codec-example-version-stale", file="diskbench/protocol/codec.py",
+         old='    {"v": 4, "type": "perf"',
+         new='    {"v": 1, "type": "perf"',
+         tests=["tests/test_rules_facts.py::"
+                "test_the_codecs_example_line_speaks_this_protocol_version"]),
 ]

@@ -247,3 +247,9 @@ def test_server_takes_a_line_of_its_limit_and_refuses_one_byte_more(procs, tmpdi
             assert not client.closed_by_server
     finally:
         client.close()
+
+
+def test_the_codecs_example_line_speaks_this_protocol_version():
+    """The codec's docstring shows a wire line: its version is the one spoken."""
+    from diskbench.protocol import codec
+    assert '{"v": %d, "type": "perf"' % protocol.PROTOCOL_VERSION in codec.__doc__

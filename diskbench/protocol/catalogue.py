@@ -198,7 +198,6 @@ def fields_of(direction, type_):
     return sorted(SPECS[direction][type_])
 
 
-
 # --- consistency across the fields of one message -----------------------------------
 def _slack(longer):
     return SLACK_REL * longer + SLACK_ABS_S
