@@ -28,7 +28,8 @@ from diskbench.report import compare as compare_mod
 from diskbench.report import csvout, htmlout, rerender, write_all
 from diskbench.report import series as series_mod
 from diskbench.protocol import ctl as channel
-from diskbench.server import control, ctl
+from diskbench.server import control
+from diskbench.server import ctl as ctl_command
 from diskbench.server import report as report_mod
 from tests.helpers import REPO, Procs, communicate, ctl_request, wait_until
 from tests.report_runs import Crafted, by_client, load_report, real_run, run_report
@@ -273,7 +274,7 @@ def test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers(procs, o
     silent = [_silent(path) for _ in range(3)]
     slow = [SlowPeer(path, control.REQUEST_S / 4) for _ in range(3)]
     t0 = monotonic()                          # ctl's own code here, without its start-up
-    assert ctl.main(["--log-dir", logs, "list"]) == exitcodes.OK
+    assert ctl_command.main(["--log-dir", logs, "list"]) == exitcodes.OK
     assert monotonic() - t0 < control.REQUEST_S
     t0 = monotonic()                          # and the real command
     code, out, err = ctl(procs, logs, "list")
