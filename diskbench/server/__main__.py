@@ -79,7 +79,7 @@ def build_parser():
 
 
 def _seconds(p, flag, default, help):
-    """A flag taking seconds (above 0, at most 30 days)."""
+    """A flag taking seconds (above 0, at most cli.MAX_SECONDS)."""
     p.add_argument(flag, type=seconds, default=default, metavar="SECONDS", help=help)
 
 
