@@ -21,18 +21,20 @@ import sys
 
 from diskbench import exitcodes
 from diskbench.metrics import utc
+from diskbench.protocol import DISPLAY_UNSAFE, NAME_MAX_CHARS
 from diskbench.compat import PY2, binary_type, text_type
 
 #: The environment variable that may hold the shared secret (both programs).
 SECRET_ENV = "DISKBENCH_SECRET"
 #: Default --log-dir of both programs (relative to where they are started).
 DEFAULT_LOG_DIR = "diskbench-logs"
+#: On a terminal the server's live table and the client's progress line are
+#: redrawn this often (seconds).
+REFRESH_S = 1.0
+#: Default --progress-interval of both programs: without a terminal, a
+#: progress line this often.
+PROGRESS_INTERVAL_S = 10.0
 
-#: The longest client name (the protocol's bound).
-NAME_MAX_CHARS = 128
-#: Characters that must never reach a log line or a terminal as they are.
-_UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
-                     u"\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
 _SURROGATE = re.compile(u"[\ud800-\udfff]")
 #: Whitespace stripped from both ends of a secret (ASCII only: one rule everywhere).
 SECRET_STRIP = b" \t\r\n\x0b\x0c"
@@ -76,7 +78,7 @@ def as_display(value):
 
 def printable(text):
     """``text`` as one safe line: every unsafe character shown as an escape."""
-    return _UNSAFE.sub(_escape, as_display(text))
+    return DISPLAY_UNSAFE.sub(_escape, as_display(text))
 
 
 def display_path(path):
@@ -98,7 +100,7 @@ def bad_name_reason(name):
             printable(name)
     if not name:
         return "--name must not be empty"
-    if _UNSAFE.search(name):
+    if DISPLAY_UNSAFE.search(name):
         return ("--name %s holds a control, line-break, bidi or undecodable "
                 "character; use printable text" % printable(name))
     if len(name) > NAME_MAX_CHARS:
@@ -144,7 +146,7 @@ def read_secret(path=None, env_value=None):
     except UnicodeDecodeError:
         raise ValueError("%s is not UTF-8 text (a binary file?); use a printable "
                          "secret, e.g. from 'openssl rand -hex 32'" % where)
-    if _UNSAFE.search(text):
+    if DISPLAY_UNSAFE.search(text):
         raise ValueError("%s holds control or binary characters; use a printable "
                          "secret, e.g. from 'openssl rand -hex 32'" % where)
     return raw
@@ -167,8 +169,14 @@ def console_script():
     return script
 
 
+DAY_S = 24 * 3600
 #: Longest time any flag may give (30 days): beyond it is a typo, not a plan.
-MAX_SECONDS = 30 * 24 * 3600
+MAX_SECONDS = 30 * DAY_S
+#: Longest interval between a client's reports or checks (its --*-interval,
+#: --stall-timeout, --progress-interval: 1 day). Shorter than MAX_SECONDS on
+#: purpose: a run may last weeks, but a report less often than daily says
+#: nothing while the run lasts.
+MAX_INTERVAL_S = float(DAY_S)
 
 
 def parsed(text, convert, what):
@@ -184,7 +192,8 @@ def seconds(text):
     value = parsed(text, float, "a number of seconds")
     if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
         raise argparse.ArgumentTypeError("must be more than 0 and at most %d seconds "
-                                         "(30 days), got %s" % (MAX_SECONDS, text))
+                                         "(%d days), got %s" % (
+                                             MAX_SECONDS, MAX_SECONDS // DAY_S, text))
     return value
 
 

@@ -1,50 +1,180 @@
-"""Exit codes of both programs, named once (docs/ARCHITECTURE.md lists them).
+"""Every exit code of every program, in one table: code, name, the programs that
+return it, what it means.
 
+The table is the one place a code's meaning is written: it generates each
+program's --help epilog (``epilog``), the short phrase the server's report
+and the launcher's host table give (``brief``), and the README's table
+(``readme_table``; tests/test_rules_exitcodes.py keeps the README equal to it).
 Scripts driving many hosts branch on these, so they never change meaning.
 """
+import collections
+import textwrap
 
-OK = 0                  # the run completed: every client finished cleanly
-INTERNAL = 1            # a bug: a traceback was printed (please report it)
-USAGE = 2               # a wrong flag or value (argparse's own code)
+# The programs (as the README's table names them).
+SERVER = "server"    # python -m diskbench.server
+CTL = "server ctl"   # python -m diskbench.server ctl
+CLIENT = "client"    # python -m diskbench.client
+LAUNCH = "launch"    # python -m diskbench.launch
+REPORT = "report"    # python -m diskbench.report (re-render, compare)
+PROGRAMS = (SERVER, CTL, CLIENT, LAUNCH, REPORT)
+_EVERY = PROGRAMS
 
-# server
-SERVER_BIND = 3         # the port is in use or the address is not ours
-SERVER_LOG_DIR = 4      # the log directory cannot be created or written, holds a finished
-                        # run, or another server runs on it (its server.lock is held)
-SERVER_INCOMPLETE = 5   # the report is written, but a client went away or failed, or not
-                        # everything received is on disk, or a client's stop summary counts
-                        # more than the server holds
-SERVER_INTERRUPTED = 6  # SIGINT/SIGTERM/SIGHUP, or the operator's `ctl end`: the report
-                        # is written with what was known
+OK = 0
+INTERNAL = 1
+USAGE = 2
+SERVER_BIND = 3
+SERVER_LOG_DIR = 4
+SERVER_INCOMPLETE = 5
+SERVER_INTERRUPTED = 6
+CTL_NO_SERVER = 7
+CTL_NO_CLIENT = 8
+CTL_REFUSED = 9
+CLIENT_DIRECTORY = 10
+CLIENT_SPACE = 11
+CLIENT_ROLLOVER = 12
+CLIENT_SERVER = 13
+CLIENT_DISK_ERROR = 14
+CLIENT_CHILD_DIED = 15
+CLIENT_INTERRUPTED = 16
+CLIENT_WRITER_STALLED = 17
+CLIENT_BAD_DATA = 18
+SERVER_BAD_DATA = 19
+LAUNCH_CLIENT_FAILED = 20
+LAUNCH_NO_HOST = 21
 
-# python -m diskbench.server ctl (the local control command)
-CTL_NO_SERVER = 7       # no server is running with that --log-dir (no control.sock, or one
-                        # left by a server that died)
-CTL_NO_CLIENT = 8       # `ctl stop NAME`: no client of that name, or it is not running
-CTL_REFUSED = 9         # the server refused the request: the secret differs or is missing,
-                        # another user, a request too old (a replay) or signed ahead of its
-                        # clock, or too many control requests at once (busy)
+#: One row per code. ``programs``: who may exit with it (the launcher passes the
+#: server's code on when it is not 0). ``meaning``: what it means (--help, the
+#: README). ``brief``: the phrase a one-line report of the code gives (report.txt's
+#: headline, the launcher's table of hosts), None where nothing shows it so. Either
+#: may be a dict {program: text, None: the others'} where programs differ.
+Code = collections.namedtuple("Code", ("code", "name", "programs", "meaning", "brief"))
+TABLE = (
+    Code(OK, "OK", _EVERY,
+         {SERVER: "the run completed and every client finished cleanly",
+          CTL: "the request was done",
+          CLIENT: "the client ran its duration and every result was acknowledged",
+          LAUNCH: "the run completed and every host's client exited 0",
+          REPORT: "the files were written"},
+         {SERVER: "every client finished", CLIENT: "ok: the client finished cleanly"}),
+    Code(INTERNAL, "INTERNAL", _EVERY,
+         {None: "a bug: a traceback was printed (please report it)",
+          REPORT: "a file could not be written (said for each), or a bug (a traceback)"},
+         "a bug: a traceback (see its log)"),
+    Code(USAGE, "USAGE", _EVERY,
+         "a wrong flag or value",
+         "a wrong flag or value"),
+    Code(SERVER_BIND, "SERVER_BIND", (SERVER, LAUNCH),
+         "the port is in use or the address is not ours", None),
+    Code(SERVER_LOG_DIR, "SERVER_LOG_DIR", (SERVER, LAUNCH),
+         "the log directory cannot be created or written, holds a finished run, or "
+         "another server runs on it (`server.lock`)", None),
+    Code(SERVER_INCOMPLETE, "SERVER_INCOMPLETE", (SERVER, LAUNCH),
+         "report written, but a client went away, failed, never finished, or never came "
+         "(fewer than `--clients`); or not everything received is on disk, or a client's "
+         "stop summary counts more than the server holds (the report's warnings say which)",
+         "a client went away, failed, never finished or never came, or not all it sent "
+         "is on disk (see the warnings)"),
+    Code(SERVER_INTERRUPTED, "SERVER_INTERRUPTED", (SERVER, LAUNCH),
+         "SIGINT/SIGTERM/SIGHUP, or `ctl end`: report written with what was known",
+         "the server was interrupted; report has what was known"),
+    Code(CTL_NO_SERVER, "CTL_NO_SERVER", (CTL,),
+         "no server is running with that `--log-dir` (no `control.sock`, or one left by a "
+         "server that died), or it did not answer", None),
+    Code(CTL_NO_CLIENT, "CTL_NO_CLIENT", (CTL,),
+         "`stop NAME`: no client of that name, or it is not running any more", None),
+    Code(CTL_REFUSED, "CTL_REFUSED", (CTL,),
+         "the server refused the request: secret missing or different, another user, a "
+         "request too old (a replay) or signed ahead of its clock, or too many control "
+         "requests already in flight (busy)", None),
+    Code(CLIENT_DIRECTORY, "CLIENT_DIRECTORY", (CLIENT,),
+         "directory missing, not a directory, or not writable",
+         "directory missing, not a directory, or not writable"),
+    Code(CLIENT_SPACE, "CLIENT_SPACE", (CLIENT,),
+         "not enough free space for `--max-files` data files (`--force` overrides)",
+         "not enough free space for --max-files data files"),
+    Code(CLIENT_ROLLOVER, "CLIENT_ROLLOVER", (CLIENT,),
+         "the run cannot give 2 rollovers (`--force` overrides)",
+         "the run cannot give 2 rollovers (--force overrides)"),
+    Code(CLIENT_SERVER, "CLIENT_SERVER", (CLIENT,),
+         "server unreachable or its name does not resolve, the port is not a diskbench "
+         "server, it has no secret while the client has one, it refused us (version, "
+         "secret, limits), results could not be delivered by the end of "
+         "`--deliver-timeout` (saved in `client-NAME.undelivered.jsonl`), or it "
+         "acknowledged a seq we never sent",
+         "server unreachable or refused it, or results undelivered"),
+    Code(CLIENT_DISK_ERROR, "CLIENT_DISK_ERROR", (CLIENT,),
+         "the writer (or the start-up calibration) hit a disk error (ENOSPC, EIO, ...) and "
+         "stopped",
+         "disk error (ENOSPC, EIO, ...): the writer stopped"),
+    Code(CLIENT_CHILD_DIED, "CLIENT_CHILD_DIED", (CLIENT,),
+         "a writer/stats/heartbeat process died unexpectedly",
+         "a writer/stats/heartbeat process died"),
+    Code(CLIENT_INTERRUPTED, "CLIENT_INTERRUPTED", (CLIENT,),
+         "SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, calibration, connecting, "
+         "the run, shutdown), or the server asked us to stop early",
+         "stopped early (a signal, or the server asked it to)"),
+    Code(CLIENT_WRITER_STALLED, "CLIENT_WRITER_STALLED", (CLIENT,),
+         "the writer stalled (no progress for `--stall-timeout`): still stalled when the "
+         "run ended, or it had to be killed",
+         "the writer stalled and had to be killed"),
+    Code(CLIENT_BAD_DATA, "CLIENT_BAD_DATA", (CLIENT,),
+         "`--verify`: a block read back was not what was written (corrupt, misplaced, "
+         "stale or missing), whatever the speed",
+         "--verify: a block did not come back as written"),
+    Code(SERVER_BAD_DATA, "SERVER_BAD_DATA", (SERVER, LAUNCH),
+         "report written, and `--verify` found that a client's data did not come back as "
+         "written",
+         "--verify: a client's data did not come back as written"),
+    Code(LAUNCH_CLIENT_FAILED, "LAUNCH_CLIENT_FAILED", (LAUNCH,),
+         "the server's run completed (0), but a host's client or ssh did not exit 0", None),
+    Code(LAUNCH_NO_HOST, "LAUNCH_NO_HOST", (LAUNCH,),
+         "no host could be started: the server was stopped", None),
+)
+BY_CODE = dict((row.code, row) for row in TABLE)
 
-# client
-CLIENT_DIRECTORY = 10   # the target directory is missing, not a directory or not writable
-CLIENT_SPACE = 11       # not enough free space for --max-files data files
-CLIENT_ROLLOVER = 12    # the run cannot give 2 rollovers (plan.MIN_ROLLOVERS); see --force
-CLIENT_SERVER = 13      # the server is unreachable, its name does not resolve, the port is not
-                        # a diskbench server, or it has no secret while we have one,
-                        # or it refused us (version, secret, limits),
-                        # or (measurement done) it had not acknowledged every result by the
-                        # end of --deliver-timeout: those are in client-NAME.undelivered.jsonl;
-                        # or it acknowledged a seq we never sent (a takeover of our name?)
-CLIENT_DISK_ERROR = 14  # the writer hit a disk error (ENOSPC, EIO ...) and stopped, or the
-                        # start-up calibration did
-CLIENT_CHILD_DIED = 15  # a writer/stats/heartbeat process died unexpectedly
-CLIENT_INTERRUPTED = 16 # SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, calibration,
-                        # connecting, the run, shutdown) or the server asked us to stop early
-CLIENT_WRITER_STALLED = 17  # the writer made no progress for --stall-timeout: it was still
-                            # stalled when the run ended, or it did not stop when asked
-                            # and had to be sent SIGTERM/SIGKILL
-CLIENT_BAD_DATA = 18    # --verify: a block read back was not what was written (corrupt,
-                        # misplaced, stale or missing), whatever the speed
-# server (continued)
-SERVER_BAD_DATA = 19    # the report is written, and --verify found a client's data did not
-                        # come back as written (the report's "data verified" line)
+
+def codes(program):
+    """The codes ``program`` may exit with, in order."""
+    return [row.code for row in TABLE if program in row.programs]
+
+
+def _for(text, program):
+    if isinstance(text, dict):
+        return text.get(program, text.get(None))
+    return text
+
+
+def meaning(code, program):
+    """What ``code`` means when ``program`` exits with it (plain text)."""
+    return _for(BY_CODE[code].meaning, program).replace("`", "")
+
+
+def brief(code, program):
+    """The short phrase for ``code`` as ``program`` returned it (its meaning
+    where the table gives none; None for a code not in the table)."""
+    row = BY_CODE.get(code)
+    if row is None:
+        return None
+    said = _for(row.brief, program)
+    return said.replace("`", "") if said is not None else meaning(code, program)
+
+
+def epilog(program, lead="Exit codes", width=79):
+    """The --help paragraph listing every code ``program`` may exit with and its
+    meaning, wrapped to ``width`` (argparse's default formatter re-wraps it)."""
+    text = "%s: %s." % (lead, "; ".join(
+        "%d %s" % (code, meaning(code, program)) for code in codes(program)))
+    return textwrap.fill(text, width, break_on_hyphens=False)
+
+
+def readme_table():
+    """The README's table of exit codes, as Markdown lines."""
+    lines = ["| code | name | program | meaning |", "|---|---|---|---|"]
+    for row in TABLE:
+        who = "all" if row.programs == _EVERY else ", ".join(row.programs)
+        said = row.meaning
+        if isinstance(said, dict):
+            said = "; ".join(([said[None]] if None in said else []) + [
+                "%s: %s" % (p, said[p]) for p in PROGRAMS if p in said])
+        lines.append("| %d | %s | %s | %s |" % (row.code, row.name, who, said))
+    return lines

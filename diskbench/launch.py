@@ -23,10 +23,10 @@ import re
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import port, printable, prog_name, seconds
+from diskbench.cli import DEFAULT_LOG_DIR, port, printable, prog_name, seconds
 from diskbench.compat import write_line
 from diskbench.launchargs import DEFAULT_PYTHONS, Usage, parse_hosts, split_argv
-from diskbench.launcher import LAUNCH_CLIENT_FAILED, LAUNCH_NO_HOST, Launcher
+from diskbench.launcher import Launcher
 
 PROG = prog_name("diskbench.launch")
 
@@ -38,7 +38,6 @@ CLIENT_GRACE_S = 60.0
 #: After every ssh session ended: how long the server may take to complete on its own
 #: (its default rejoin grace is 30 s after a 15 s went-away timeout) before it is stopped.
 SERVER_GRACE_S = 60.0
-DEFAULT_LOG_DIR = "diskbench-logs"
 
 
 def build_parser():
@@ -52,12 +51,9 @@ def build_parser():
                     "After --: the client's flags and the DIRECTORY to measure on every "
                     "host (python -m diskbench.client --help); --server is set here.",
         epilog="Hosts file: one host per line, [user@]host[:port] [python=PATH] "
-               "[dir=DIRECTORY] [name=NAME]; # starts a comment. Exit codes: 0 the run "
-               "completed and every client exited 0; the server's code when it is not 0 "
-               "(2 usage, 3 port, 4 log dir, 5 a client went away, failed or never came, "
-               "6 interrupted); %d the server's run completed but a host's client or ssh "
-               "did not exit 0; %d no host could be started (the server was stopped). "
-               "See docs/MULTIHOST.md." % (LAUNCH_CLIENT_FAILED, LAUNCH_NO_HOST))
+               "[dir=DIRECTORY] [name=NAME]; # starts a comment. See docs/MULTIHOST.md. "
+               + exitcodes.epilog(exitcodes.LAUNCH, "Exit codes (the server's own, passed "
+                                  "on, when it is not 0)"))
     p.add_argument("--version", action="version", version="diskbench " + __version__)
     p.add_argument("--hosts", required=True, metavar="FILE",
                    help="the hosts file (one [user@]host[:port] per line)")

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from diskbench import exitcodes
+from diskbench import exitcodes, protocol
 from diskbench.cli import printable
 from diskbench.compat import PY2, monotonic, new_session, write_line
 from diskbench.launchargs import (REMOTE_NOT_FOUND, default_server_host, is_loopback,
@@ -29,33 +29,15 @@ POLL_S = 0.1
 #: Telling the server a host will not come (``ctl not-coming``) takes at most this
 #: long (ctl's own connect and answer timeouts are shorter).
 NOT_COMING_TIMEOUT_S = 30.0
-#: The longest text of a reason sent to the server (the protocol's text bound).
-REASON_MAX_CHARS = 2048
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 #: ssh exits 255 when it could not connect or authenticate (or lost the connection).
 SSH_FAILED = 255
 
-# Launch's own exit codes (the server's and the clients' are in diskbench/exitcodes.py).
-LAUNCH_CLIENT_FAILED = 20  # the server's run completed (0), but a host's client or ssh did not exit 0
-LAUNCH_NO_HOST = 21        # no host could be started: the server was stopped
-
-#: What a client's exit code (= the ssh exit status) means, for the final table.
-MEANINGS = {
-    exitcodes.OK: "ok: the client finished cleanly",
-    exitcodes.INTERNAL: "client bug: a traceback (see its log)",
-    exitcodes.USAGE: "a wrong client flag or value",
-    exitcodes.CLIENT_DIRECTORY: "directory missing, not a directory, or not writable",
-    exitcodes.CLIENT_SPACE: "not enough free space for --max-files data files",
-    exitcodes.CLIENT_ROLLOVER: "the run cannot give 2 rollovers (--force overrides)",
-    exitcodes.CLIENT_SERVER: "server unreachable or refused it, or results undelivered",
-    exitcodes.CLIENT_DISK_ERROR: "disk error (ENOSPC, EIO, ...): the writer stopped",
-    exitcodes.CLIENT_CHILD_DIED: "a writer/stats/heartbeat process died",
-    exitcodes.CLIENT_INTERRUPTED: "stopped early (a signal, or the server asked it to)",
-    exitcodes.CLIENT_WRITER_STALLED: "the writer stalled and had to be killed",
-    REMOTE_NOT_FOUND: "no Python with diskbench on the host",
-    SSH_FAILED: "ssh failed (connection, authentication, or the client was killed)",
-}
+#: What a client's exit code (= the ssh exit status) means, for the final table
+#: (ssh's own codes are said where they are told apart).
+MEANINGS = dict((code, exitcodes.brief(code, exitcodes.CLIENT))
+                for code in exitcodes.codes(exitcodes.CLIENT))
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 
@@ -234,7 +216,7 @@ class Launcher(object):
         host.told_server = True
         argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
                 self.args.log_dir] + _secret_flags(self.server_flags) + [
-            "not-coming", host.label, "--why", (host.why or "")[:REASON_MAX_CHARS]]
+            "not-coming", host.label, "--why", (host.why or "")[:protocol.TEXT_MAX_CHARS]]
         try:
             ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, close_fds=True)
@@ -332,11 +314,11 @@ class Launcher(object):
 
     def exit_code(self, server_code):
         if self.no_host:
-            return LAUNCH_NO_HOST
+            return exitcodes.LAUNCH_NO_HOST
         if server_code != 0:
             return server_code
         if any(h.code != 0 for h in self.hosts):
-            return LAUNCH_CLIENT_FAILED
+            return exitcodes.LAUNCH_CLIENT_FAILED
         return exitcodes.OK
 
     def run(self):

@@ -44,6 +44,16 @@ DURATION_S = 60.0
 PERF_INTERVAL_S = 1.0
 STATS_INTERVAL_S = 10.0
 HEARTBEAT_INTERVAL_S = 5.0
+#: Default --stall-timeout of both programs: a writer that has not finished a
+#: chunk for this long is stalled (the client logs it and reports an error while
+#: it lasts; the server shows a client whose heartbeat says so STALLED). Many
+#: chunk times of any disk worth measuring. A stalled writer also gets only this
+#: long (at most the supervisor's CHILD_STOP_TIMEOUT_S) to obey the stop command
+#: before SIGTERM. Not part of the plan: each side applies its own flag.
+STALL_TIMEOUT_S = 30.0
+#: Largest --chunk-mb / --file-mb on either command line (1 PiB: byte counts
+#: stay far inside the protocol's integers, protocol.MAX_INT).
+MAX_MB = 1024 ** 3
 
 #: Where a setting of a client's plan came from (report: plan_source).
 FROM_CLIENT = "client"    # its own command line

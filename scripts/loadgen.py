@@ -34,7 +34,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from diskbench import metrics, protocol  # noqa: E402
+from diskbench import metrics, plan, protocol  # noqa: E402
 from diskbench.client.child import first_wait  # noqa: E402
 from diskbench.client.stats import FIRST_SAMPLE_MIN  # noqa: E402
 from diskbench.client.sender import offsets  # noqa: E402
@@ -371,9 +371,10 @@ def build_parser():
                    help="seconds of sending after the last client got go")
     p.add_argument("--ramp", type=float, default=2.0, help="connect over this many seconds")
     p.add_argument("--go-timeout", type=float, default=120.0)
-    p.add_argument("--perf-interval", type=float, default=1.0)
-    p.add_argument("--heartbeat-interval", type=float, default=5.0)
-    p.add_argument("--stats-interval", type=float, default=10.0)
+    # a real client's cadence: the plan's defaults
+    p.add_argument("--perf-interval", type=float, default=plan.PERF_INTERVAL_S)
+    p.add_argument("--heartbeat-interval", type=float, default=plan.HEARTBEAT_INTERVAL_S)
+    p.add_argument("--stats-interval", type=float, default=plan.STATS_INTERVAL_S)
     p.add_argument("--prefix", default="sim")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")

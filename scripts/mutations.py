@@ -163,7 +163,7 @@ MUTATIONS = [
          # the protocol already escapes server text: a hostile path shows the filter
          tests=["tests/test_client_checks.py::test_hostile_directory_name_is_one_escaped_"
                 "line_in_the_log_and_on_stderr"]),
-    dict(id="format-controls-printed", file="diskbench/cli.py",
+    dict(id="format-controls-printed", file="diskbench/protocol/text.py",
          old=r'u"\u2060-\u206f\ufeff', new=r'u"\ufeff',
          tests=["tests/test_client_cli.py::"
                 "test_printable_escapes_every_line_break_and_control"]),
@@ -171,7 +171,7 @@ MUTATIONS = [
          old="        if not 0 < value <= limit:", new="        if not 0 < value:",
          tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
     dict(id="max-files-unbounded", file="diskbench/client/__main__.py",
-         old="    if not 1 <= args.max_files <= MAX_FILES:",
+         old="    if not 1 <= args.max_files <= protocol.FILES_MAX:",
          new="    if not 1 <= args.max_files:",
          tests=[_CH + "test_bad_flag_exits_2_with_one_line"]),
     dict(id="memory-unchecked", file="diskbench/client/__main__.py",
@@ -216,7 +216,7 @@ MUTATIONS = [
          old="        path = self.cfg.undelivered_path\n", new="        path = None\n",
          tests=["tests/faults/test_client_outage.py::"
                 "test_server_gone_for_good_client_finishes_saves_and_exits_13"]),
-    dict(id="overflow-drops-rollover-first", file="diskbench/protocol.py",
+    dict(id="overflow-drops-rollover-first", file="diskbench/protocol/policy.py",
          old="    ROLLOVER: Policy(drop=NEVER_DROPPED, ack=True, paced=PACED_REPORT),",
          new="    ROLLOVER: Policy(drop=0, ack=True, paced=PACED_REPORT),",
          tests=["tests/test_client_fakeserver.py::"
@@ -230,24 +230,24 @@ MUTATIONS = [
          tests=[_CR + "test_stats_are_of_the_writer_pid_not_main"]),
 
     # --- text safety and report totality --------------------------------------------
-    dict(id="free-text-stored-raw", file="diskbench/protocol.py",
+    dict(id="free-text-stored-raw", file="diskbench/protocol/fields.py",
          old="            value = safe_text(value)[:self.max_len]",
          new="            value = value[:self.max_len]",
          tests=[_TS + "test_text_surrogate_client_does_not_stop_recording_others"]),
-    dict(id="names-not-strict", file="diskbench/protocol.py",
-         old="_NAME = Str(max_len=128, min_len=1, strict=True)",
-         new="_NAME = Str(max_len=128, min_len=1, strict=False)",
+    dict(id="names-not-strict", file="diskbench/protocol/catalogue.py",
+         old="_NAME = Str(max_len=NAME_MAX_CHARS, min_len=1, strict=True)",
+         new="_NAME = Str(max_len=NAME_MAX_CHARS, min_len=1, strict=False)",
          tests=[_PR + "test_unsafe_characters_in_name_refused"]),
-    dict(id="bucket-index-unbounded", file="diskbench/protocol.py",
+    dict(id="bucket-index-unbounded", file="diskbench/protocol/fields.py",
          old="_BUCKET = Int(0, MAX_BUCKET_INDEX)", new="_BUCKET = Int(0, 100000)",
          tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
-    dict(id="zero-length-perf", file="diskbench/protocol.py",
+    dict(id="zero-length-perf", file="diskbench/protocol/catalogue.py",
          old="    if length <= 0:", new="    if length < 0:",
          tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
-    dict(id="no-cross-field-checks", file="diskbench/protocol.py",
+    dict(id="no-cross-field-checks", file="diskbench/protocol/catalogue.py",
          old="_CHECKS = {PERF: _check_perf, STOP: _check_stop}", new="_CHECKS = {}",
          tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
-    dict(id="rate-unchecked", file="diskbench/protocol.py",
+    dict(id="rate-unchecked", file="diskbench/protocol/catalogue.py",
          old='    if d["bytes"] / float(MIB) / length > MAX_RATE_MIB_S:', new="    if False:",
          tests=[_RT + "test_report_total_when_lying_perf_messages_arrive"]),
     dict(id="bucket-value-unclamped", file="diskbench/metrics.py",
@@ -301,7 +301,7 @@ MUTATIONS = [
     dict(id="rates-keep-none", file="diskbench/server/report.py",
          old="    return [r for r in rates if r is not None]", new="    return rates",
          tests=[_RT + "test_report_total_when_figures_cannot_be_computed"]),
-    dict(id="c1-controls-allowed", file="diskbench/protocol.py",
+    dict(id="c1-controls-allowed", file="diskbench/protocol/text.py",
          old=r'u"[\x00-\x1f\x7f-\x9f\u061c\u200e', new=r'u"[\x00-\x1f\x7f\u061c\u200e',
          tests=[_PR + "test_safe_text_escapes_every_unsafe_character"]),
 
@@ -469,7 +469,7 @@ MUTATIONS = [
          old="        problem = self.plan_check(self.cfg) if self.plan_check else None",
          new="        problem = None",
          tests=[_RP + "test_a_plan_the_clients_disk_cannot_hold_is_refused_at_go"]),
-    dict(id="version-refusal-in-our-envelope", file="diskbench/protocol.py",
+    dict(id="version-refusal-in-our-envelope", file="diskbench/protocol/codec.py",
          old="        return int(theirs)",
          new="        return PROTOCOL_VERSION",
          tests=[_RP + "test_old_client_against_new_server_is_refused_naming_both_versions"]),
@@ -699,7 +699,7 @@ MUTATIONS = [
          old="    if not py2 or not clients",
          new="    if True or not py2 or not clients",
          tests=[_TU + "test_capacity_warning_only_on_27_beyond_what_was_measured"]),
-    dict(id="decoder-takes-nan", file="diskbench/protocol.py",
+    dict(id="decoder-takes-nan", file="diskbench/protocol/codec.py",
          old="_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)",
          new="_DECODER = json.JSONDecoder()",
          tests=[_PR + "test_nan_and_infinity_refused"]),
@@ -851,7 +851,7 @@ MUTATIONS = [
          tests=[_RTM + "test_client_end_offset_is_its_phase_over_the_gos_spread"]),
     dict(id="rejoin-grace-not-per-client", file="diskbench/server/registry.py",
          old="        return REJOIN_GRACE_TIMEOUTS * self.went_away_timeout(client)",
-         new="        return REJOIN_GRACE_TIMEOUTS * HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S",
+         new="        return REJOIN_GRACE_TIMEOUTS * HEARTBEAT_LIVENESS * plan.HEARTBEAT_INTERVAL_S",
          tests=[_RTM + "test_rejoin_grace_is_timeouts_of_each_clients_own_heartbeat_to_"
                 "the_bound",
                 _RTM + "test_rejoin_grace_of_a_mixed_fleet_waits_for_the_longest"]),
@@ -1300,16 +1300,16 @@ MUTATIONS = [
          old="        if abs(age) > MAX_AGE_S:",
          new="        if age > MAX_AGE_S:",
          tests=[_TF + "test_ctl_requests_signed_too_long_ago_or_ahead_are_refused"]),
-    dict(id="record-recv-ts-optional", file="diskbench/protocol.py",
+    dict(id="record-recv-ts-optional", file="diskbench/protocol/records.py",
          old="_RECORD_EXTRA = {_K_RECV: _TS,",
          new="_RECORD_EXTRA = {_K_RECV: Optional(_TS),",
          tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
                 "no_good_record",
                 _TF + "test_server_resume_on_a_damaged_perf_jsonl_and_run_json_keeps_every_"
                 "good_record"]),
-    dict(id="record-parsed-without-wire-rules", file="diskbench/protocol.py",
+    dict(id="record-parsed-without-wire-rules", file="diskbench/protocol/records.py",
          old="    obj = _parse(line, MAX_RECORD_BYTES)",
-         new="    obj = json.loads(as_text(line, errors=\"replace\"))",
+         new="    obj = json.loads(line.decode(\"utf-8\", \"replace\"))",
          tests=[_TF + "test_rerender_skips_damaged_lines_names_a_few_counts_all_and_drops_"
                 "no_good_record"]),
     dict(id="perf-reader-names-every-bad-line", file="diskbench/report/series.py",
@@ -1500,7 +1500,7 @@ MUTATIONS = [
          old='    return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))',
          new='    return "stopped by the operator (ctl stop at %s)" % metrics.utc(at)',
          tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
-    dict(id="ctl-list-names-states-apart", file="diskbench/server/control.py",
+    dict(id="ctl-list-names-states-apart", file="diskbench/server/ctl.py",
          old='    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),',
          new='    body = [(printable(m.client), m.state, printable(m.peer or "-"),',
          tests=[_CT + "test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator"]),
@@ -1668,4 +1668,95 @@ MUTATIONS = [
          new="        if True:",
          tests=["tests/faults/test_clock_step.py::"
                 "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
+    # --- proto27 ---
+    dict(id="readme-exit-row-drifts", file="README.md",
+         old="| 17 | CLIENT_WRITER_STALLED | client | the writer stalled (no progress",
+         new="| 17 | CLIENT_WRITER_STALLED | client | the writer hung (no progress",
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_readme_exit_code_table_is_the_table"]),
+    dict(id="exit-code-row-loses-its-program", file="diskbench/exitcodes.py",
+         old='    Code(CLIENT_BAD_DATA, "CLIENT_BAD_DATA", (CLIENT,),',
+         new='    Code(CLIENT_BAD_DATA, "CLIENT_BAD_DATA", (SERVER,),',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_each_epilog_lists_exactly_the_codes_its_program_can_exit_with"]),
+    dict(id="ctl-epilog-hand-written", file="diskbench/server/ctl.py",
+         old="        epilog=exitcodes.epilog(exitcodes.CTL))",
+         new='        epilog="Exit codes: 0 done; 2 usage; 7 no server; 8 no such client; "'
+             '"9 refused.")',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_each_epilog_lists_exactly_the_codes_its_program_can_exit_with"]),
+    dict(id="launcher-meanings-miss-a-client-code", file="diskbench/launch.py",
+         old="                for code in exitcodes.codes(exitcodes.CLIENT))",
+         new="                for code in exitcodes.codes(exitcodes.CLIENT) if code < 18)",
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_report_and_launcher_say_a_code_in_the_tables_words"]),
+    dict(id="help-spells-an-exit-number", file="diskbench/client/__main__.py",
+         old='"fills stops the run with exit code %d)" % exitcodes.CLIENT_DISK_ERROR)',
+         new='"fills stops the run with exit code 14)")',
+         tests=["tests/test_rules_exitcodes.py::"
+                "test_no_program_spells_a_codes_number_in_what_it_prints"]),
+    dict(id="client-stall-default-apart", file="diskbench/client/__main__.py",
+         old='    p.add_argument("--stall-timeout", type=float, default=plan.STALL_TIMEOUT_S,',
+         new='    p.add_argument("--stall-timeout", type=float, default=45.0,',
+         tests=["tests/test_rules_facts.py::"
+                "test_both_command_lines_share_their_common_defaults"]),
+    dict(id="console-refresh-redefined", file="diskbench/server/console.py",
+         old="from diskbench.cli import PROGRESS_INTERVAL_S, REFRESH_S\n",
+         new="from diskbench.cli import PROGRESS_INTERVAL_S\nREFRESH_S = 1.0\n",
+         tests=["tests/test_rules_facts.py::"
+                "test_each_fact_is_defined_in_one_module"]),
+    dict(id="client-duration-bound-one-day", file="diskbench/client/__main__.py",
+         old='            ("--duration", args.duration, MAX_SECONDS),',
+         new='            ("--duration", args.duration, MAX_INTERVAL_S),',
+         tests=["tests/test_rules_facts.py::"
+                "test_time_flag_bounds_hold_at_their_edge_on_both_command_lines"]),
+    dict(id="server-chunk-cap-apart", file="diskbench/server/__main__.py",
+         old="        if not plan.MIN_CHUNK_MB <= size <= plan.MAX_MB:",
+         new="        if not plan.MIN_CHUNK_MB <= size <= 1024 ** 2:",
+         tests=["tests/test_rules_facts.py::"
+                "test_size_caps_hold_at_their_edge_on_both_command_lines"]),
+    dict(id="hello-max-files-bound-apart", file="diskbench/protocol/catalogue.py",
+         old="max_files=Int(1, FILES_MAX), sync_mode=_SYNC,",
+         new="max_files=Int(1, 10000), sync_mode=_SYNC,",
+         tests=["tests/test_rules_facts.py::"
+                "test_max_files_bound_is_the_protocols_on_the_client"]),
+    dict(id="client-name-length-apart", file="diskbench/cli.py",
+         old="    if len(name) > NAME_MAX_CHARS:",
+         new="    if len(name) > 255:",
+         tests=["tests/test_rules_facts.py::"
+                "test_client_name_rule_is_the_protocols_at_its_length"]),
+    dict(id="display-set-narrower-than-the-wire", file="diskbench/protocol/text.py",
+         old='DISPLAY_UNSAFE = re.compile(u"[\\x00-\\x1f\\x7f-\\x9f\\u061c',
+         new='DISPLAY_UNSAFE = re.compile(u"[\\x00-\\x1f\\x7f\\u061c',
+         tests=["tests/test_rules_facts.py::"
+                "test_display_refuses_every_character_the_wire_refuses"]),
+    dict(id="text-field-bound-apart", file="diskbench/protocol/catalogue.py",
+         old="_TEXT = Str(max_len=TEXT_MAX_CHARS)",
+         new="_TEXT = Str(max_len=1024)",
+         tests=["tests/test_rules_facts.py::"
+                "test_text_bound_is_the_protocols_for_every_sender"]),
+    dict(id="read-line-refuses-a-line-of-the-limit", file="diskbench/protocol/framing.py",
+         old="    return len(line) > limit",
+         new="    return len(line) >= limit",
+         tests=["tests/test_rules_facts.py::"
+                "test_read_line_takes_a_line_of_the_limit_and_refuses_one_byte_more"]),
+    dict(id="pending-line-one-byte-over", file="diskbench/protocol/framing.py",
+         old="    return len(pending) >= limit",
+         new="    return len(pending) > limit",
+         tests=["tests/test_rules_facts.py::"
+                "test_control_request_of_the_limit_is_read_and_one_byte_more_refused"]),
+    dict(id="docs-time-bound-drifts", file="diskbench/cli.py",
+         old="MAX_SECONDS = 30 * DAY_S",
+         new="MAX_SECONDS = 31 * DAY_S",
+         tests=["tests/test_docs.py::test_constants_quoted_in_the_docs_are_the_codes_values"]),
+    dict(id="codec-example-version-stale", file="diskbench/protocol/codec.py",
+         old='    {"v": 4, "type": "perf"',
+         new='    {"v": 1, "type": "perf"',
+         tests=["tests/test_rules_facts.py::"
+                "test_the_codecs_example_line_speaks_this_protocol_version"]),
+    dict(id="released-go-not-yet-sent-counts-silence", file="diskbench/server/registry.py",
+         old="        if client.awaiting_go:     # its go not sent yet, released or not: exempt",
+         new="        if client.awaiting_go and not self.go_released:",
+         tests=[_SU + "test_registry_silence_counts_from_the_start_instant_after_a_long_"
+                "wait_for_go"]),
 ]

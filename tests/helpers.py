@@ -263,10 +263,10 @@ def ctl_request(log_dir, line, timeout=10.0):
     """Send one raw request line on a server's control socket; the answer's
     messages (the server closes after its last line)."""
     from diskbench import protocol
-    from diskbench.server import control
+    from diskbench.protocol import ctl as channel
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
-    sock.connect(control.socket_path(log_dir))
+    sock.connect(channel.socket_path(log_dir))
     try:
         sock.sendall(line)
         data = b""

@@ -18,6 +18,7 @@ import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
+from diskbench.protocol import ctl as channel
 from diskbench.server import control
 from tests.faults.test_server_restart import client_log, real_client
 from tests.helpers import communicate, ctl_request, wait_until
@@ -78,7 +79,7 @@ def _exit_within(proc, seconds):
 def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, tmpdir):
     logs = str(tmpdir.join("logs"))
     server = _server(procs, logs, "--clients", "2")
-    path = os.path.join(logs, control.SOCKET_NAME)
+    path = os.path.join(logs, channel.SOCKET_NAME)
     mode = os.lstat(path).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     # both write far longer than the test: each stops only when the test says so
@@ -228,19 +229,19 @@ def test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests(procs, tmpdir
     assert code == exitcodes.OK and "no client has said hello yet" in out, err
 
     # a correctly signed request made long ago (a captured one, replayed)
-    old = P.make(P.CTL_END, P.CTL_REQUEST, ts=time.time() - 2 * control.MAX_AGE_S)
+    old = P.make(P.CTL_END, P.CTL_REQUEST, ts=time.time() - 2 * channel.MAX_AGE_S)
     done = ctl_request(logs, P.encode(old, SECRET))[-1]
     assert done.code == exitcodes.CTL_REFUSED and "replayed" in done.text
     # garbage and an over-long line: refused, and the thread goes on serving
     assert ctl_request(logs, b"{not json\n")[-1].code == exitcodes.USAGE
-    assert ctl_request(logs, b"x" * (control.MAX_REQUEST_BYTES + 10))[-1].code == \
+    assert ctl_request(logs, b"x" * (channel.MAX_REQUEST_BYTES + 10))[-1].code == \
         exitcodes.USAGE
     assert server.proc.poll() is None
     log = wait_until(lambda: "request signed" in server.server_log() and
                      server.server_log(), 10, what="the old request logged")
     assert log.count("control socket: refused a request (bad-mac)") == 2
     age = int(re.search(r"refused a end request signed (\d+) s ago", log).group(1))
-    assert 2 * control.MAX_AGE_S <= age < 3 * control.MAX_AGE_S
+    assert 2 * channel.MAX_AGE_S <= age < 3 * channel.MAX_AGE_S
 
     code, out, err = ctl(procs, logs, "--secret-file", str(secret_file), "end")
     assert code == exitcodes.OK, err
@@ -273,7 +274,7 @@ def test_ctl_from_another_user_is_refused_by_mode_and_by_peer_uid(procs, open_di
     logs = os.path.join(open_dir, "logs")
     server = _server(procs, logs)
     os.chmod(logs, 0o755)
-    path = os.path.join(logs, control.SOCKET_NAME)
+    path = os.path.join(logs, channel.SOCKET_NAME)
     as_nobody = ["-c", _AS_NOBODY, "ctl", "--log-dir", logs, "end"]
 
     code, _, err = procs.run(as_nobody, timeout=30)          # mode 0600 stops it
@@ -302,7 +303,7 @@ def test_ctl_without_a_server_and_two_servers_on_one_log_dir(procs, tmpdir):
     code, _, err = ctl(procs, logs, "list")
     assert code == exitcodes.CTL_NO_SERVER and "no control.sock there" in err
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a dead server's socket
-    stale.bind(os.path.join(logs, control.SOCKET_NAME))
+    stale.bind(os.path.join(logs, channel.SOCKET_NAME))
     stale.close()
     code, _, err = ctl(procs, logs, "list")
     assert code == exitcodes.CTL_NO_SERVER and "left by a server that ended" in err
@@ -327,7 +328,7 @@ def test_server_refuses_a_log_dir_whose_control_sock_answers_without_its_lock(pr
     with one line, never appends to the same perf.jsonl."""
     logs = str(tmpdir.mkdir("logs"))
     older = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    older.bind(os.path.join(logs, control.SOCKET_NAME))
+    older.bind(os.path.join(logs, channel.SOCKET_NAME))
     older.listen(1)
     try:
         code, _, err = procs.run(["-m", "diskbench.server", "--port", "0", "--log-dir",
@@ -335,7 +336,7 @@ def test_server_refuses_a_log_dir_whose_control_sock_answers_without_its_lock(pr
     finally:
         older.close()
     assert code == exitcodes.SERVER_LOG_DIR, err
-    assert "its %s answers" % control.SOCKET_NAME in err
+    assert "its %s answers" % channel.SOCKET_NAME in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -382,9 +383,9 @@ def test_ctl_with_a_log_dir_deeper_than_a_unix_socket_path(procs, tmpdir):
     for _ in range(4):
         deep = deep.join("d" * 30)
     logs = str(deep.join("logs"))
-    assert len(os.path.join(logs, control.SOCKET_NAME)) > control.SOCKET_PATH_MAX
+    assert len(os.path.join(logs, channel.SOCKET_NAME)) > channel.SOCKET_PATH_MAX
     server = _server(procs, logs)
-    assert stat.S_ISSOCK(os.lstat(os.path.join(logs, control.SOCKET_NAME)).st_mode)
+    assert stat.S_ISSOCK(os.lstat(os.path.join(logs, channel.SOCKET_NAME)).st_mode)
     code, out, err = ctl(procs, logs, "list")
     assert code == exitcodes.OK and "no client has said hello yet" in out, err
     assert "no control socket" not in server.stderr()
@@ -434,4 +435,4 @@ def test_control_thread_logs_a_failing_request_and_keeps_serving(procs, tmpdir):
     finally:
         logger.removeHandler(handler)
         server.close()
-    assert not os.path.exists(os.path.join(logs, control.SOCKET_NAME))
+    assert not os.path.exists(os.path.join(logs, channel.SOCKET_NAME))

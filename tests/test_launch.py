@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from diskbench import exitcodes, launch, launchargs, launcher
+from diskbench import exitcodes, launch, launchargs
 from tests.helpers import REPO, communicate, free_port, wait_until
 
 SSHD = "/usr/sbin/sshd"
@@ -260,7 +260,7 @@ def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
     code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag), tag,
                                 fake_ssh_dir(tmpdir))
     # the server's run completed with the 2 clients it was told to expect; a host failed
-    assert code == launcher.LAUNCH_CLIENT_FAILED, (out, err)
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
     failed = [line for line in err.splitlines() if "unreachable-host" in line]
     assert failed[0] == "diskbench launch: ssh to unreachable-host failed: ssh: connect to " \
         "host unreachable-host port 22: Connection refused", err
@@ -302,7 +302,7 @@ def test_fake_ssh_dead_host_does_not_cost_the_start_timeout(tmpdir, tag):
     began = time.time()
     code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir))
     elapsed = time.time() - began
-    assert code == launcher.LAUNCH_CLIENT_FAILED, (out, err)
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
     assert RUN_TIMEOUT_S < LARGE_START_TIMEOUT_S and elapsed < LARGE_START_TIMEOUT_S / 10.0
     data = report(log_dir)
     assert sorted(c["client"] for c in data["clients"]) == ["a", "b"]
@@ -340,7 +340,7 @@ def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
     code, out, err = run_launch(launch_argv(hosts, log_dir, str(tmpdir), tag,
                                             extra=["--server-grace", "600"]), tag,
                                 fake_ssh_dir(tmpdir))
-    assert code == launcher.LAUNCH_NO_HOST, (out, err)
+    assert code == exitcodes.LAUNCH_NO_HOST, (out, err)
     mine = [line for line in err.splitlines() if line.startswith("diskbench launch:") and
             "told the server that" not in line]   # (tested in the start-timeout test)
     assert len([line for line in mine if "unreachable1" in line]) == 1, err

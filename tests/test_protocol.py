@@ -395,7 +395,7 @@ def test_safe_text_escapes_every_unsafe_character():
 def test_clean_text_leaves_no_unsafe_character():
     """clean_text covers the same set as safe_text (ASCII controls become spaces)."""
     out = P.clean_text(u"".join(UNSAFE) + u"end")
-    assert not P._CONTROL_CHARS.search(out)
+    assert not P.UNSAFE.search(out)
     assert out.endswith(u"end") and len(out.splitlines()) == 1
     out.encode("utf-8")
 

@@ -1,5 +1,5 @@
 """The control socket's time window, in BOTH directions: a signed request made
-more than control.MAX_AGE_S ago (a captured one, replayed) or dated more than
+more than channel.MAX_AGE_S ago (a captured one, replayed) or dated more than
 that ahead (one made on a clock set forward, kept for later) is refused and
 does nothing; one inside the window is served.
 
@@ -14,6 +14,7 @@ import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
+from diskbench.protocol import ctl as channel
 from diskbench.server import control
 from diskbench.server import registry as reg
 from tests.helpers import ctl_request, wait_until
@@ -49,10 +50,10 @@ def test_ctl_window_refuses_old_and_future_requests_on_a_real_server(procs, tmpd
     secret_file.write(SECRET + "\n")
     logs = str(tmpdir.join("logs"))
     server = ServerProc(procs, logs, ["--quiet", "--secret-file", str(secret_file)])
-    wait_until(lambda: os.path.exists(control.socket_path(logs)), 20,
+    wait_until(lambda: os.path.exists(channel.socket_path(logs)), 20,
                what="the control socket")
-    inside = control.MAX_AGE_S - DELIVERY_MARGIN_S
-    outside = control.MAX_AGE_S + DELIVERY_MARGIN_S
+    inside = channel.MAX_AGE_S - DELIVERY_MARGIN_S
+    outside = channel.MAX_AGE_S + DELIVERY_MARGIN_S
     for sign, when in ((-1, "ago"), (+1, "ahead")):
         done = _done(logs, P.CTL_LIST, time.time() + sign * inside)
         assert done.code == exitcodes.OK, (when, done.text)
@@ -81,10 +82,10 @@ def fixed_clock_control(tmpdir):
 
 
 @pytest.mark.parametrize("offset,served", [
-    (-control.MAX_AGE_S, True),
-    (-control.MAX_AGE_S - JUST_PAST_S, False),
-    (control.MAX_AGE_S, True),
-    (control.MAX_AGE_S + JUST_PAST_S, False),
+    (-channel.MAX_AGE_S, True),
+    (-channel.MAX_AGE_S - JUST_PAST_S, False),
+    (channel.MAX_AGE_S, True),
+    (channel.MAX_AGE_S + JUST_PAST_S, False),
     (0.0, True),
 ])
 def test_ctl_window_at_and_just_past_each_bound(fixed_clock_control, offset, served):

@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from diskbench import metrics, protocol
+from diskbench import metrics, plan, protocol
 from diskbench.client import sender as sender_mod
 from diskbench.client import supervisor as supervisor_mod
 from diskbench.server import master as master_mod
@@ -392,9 +392,9 @@ def _heartbeat(p, age, alive=True):
 
 @pytest.mark.parametrize("age,alive,state", [
     (0.0, True, reg.RUNNING),
-    (reg.STALL_TIMEOUT_S - 1e-3, True, reg.RUNNING),
-    (reg.STALL_TIMEOUT_S, True, reg.STALLED),
-    (10 * reg.STALL_TIMEOUT_S, True, reg.STALLED),
+    (plan.STALL_TIMEOUT_S - 1e-3, True, reg.RUNNING),
+    (plan.STALL_TIMEOUT_S, True, reg.STALLED),
+    (10 * plan.STALL_TIMEOUT_S, True, reg.STALLED),
     (0.0, False, reg.STALLED),
 ])
 def test_stall_rule_at_and_around_the_default_timeout(age, alive, state):

@@ -270,6 +270,7 @@ def test_registry_silence_counts_from_the_start_instant_after_a_long_wait_for_go
     clock.t += 30                    # a waits, exempt, with only its hello on record
     b = Peer(r, "b", pid=2)
     b.hello()                        # releases go; b gets its own at its ack
+    assert r.check_liveness() == []  # a's go is released, not yet sent: still exempt
     assert [n for n, _, _ in r.release_go()] == ["a"]
     assert r.check_liveness() == []  # go sent: a is not went away at once
     lead = r.start_at - clock_wall()

@@ -12,9 +12,9 @@ import sys
 
 import diskbench
 from diskbench import exitcodes, plan, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, MAX_SECONDS, SECRET_ENV, OneLineParser,
-                           UtcFormatter, bad_name_reason, display_path, printable,
-                           prog_name, read_secret)
+from diskbench.cli import (DEFAULT_LOG_DIR, MAX_INTERVAL_S, MAX_SECONDS, PROGRESS_INTERVAL_S,
+                           REFRESH_S, SECRET_ENV, OneLineParser, UtcFormatter,
+                           bad_name_reason, display_path, printable, prog_name, read_secret)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
@@ -23,13 +23,6 @@ from diskbench.compat import PY2, as_text
 from diskbench.metrics import MIB
 from diskbench.signals import Interrupted
 
-#: Bounds on time flags: beyond them a value is a typo, not a plan.
-MAX_DURATION_S = MAX_SECONDS         # --duration, --deliver-timeout, --connect-timeout
-MAX_INTERVAL_S = 86400.0            # --stats/--heartbeat/--perf-interval, --stall-timeout
-#: --max-files bound (the protocol's hello.max_files bound).
-MAX_FILES = 100000
-#: --file-mb bound: 1 PiB files (byte counts stay far inside the protocol's ints).
-MAX_FILE_MB = 1024 ** 3
 #: Memory kept free beyond the writer's buffer when checking --chunk-mb.
 MEMORY_MARGIN_BYTES = 64 * MIB
 #: Random bytes of this process's instance id (sent in hello: its identity).
@@ -57,28 +50,18 @@ from /proc (Linux only) and the client says so once. Install it with
 'pip install psutil'. The secret may also come from the DISKBENCH_SECRET
 environment variable.
 
-exit codes: 0 ok, 2 usage, 10 directory, 11 free space (see --force), 12 fewer
-than 2 rollovers possible (see --force), 13 server unreachable/refused (or
-its name does not resolve, the port is not a diskbench server, or it has no
-secret while we have one), or
-results not acknowledged by the end of --deliver-timeout (saved in
-LOG_DIR/client-NAME.undelivered.jsonl), or the server acknowledged a seq we
-never sent (another peer took our name?), 14 disk error (ENOSPC, EIO: files
-removed; also during the start-up calibration), 15 a child process died,
-16 interrupted (SIGINT, SIGTERM, SIGHUP at any point, or the server asked to stop),
-17 the writer stalled: it made no progress for --stall-timeout when the run
-ended, or had to be killed at the end, 18 --verify found a block that did not
-come back as written (corrupt, misplaced, stale or missing; each is in the log).
+%s
 
 A writer that makes no progress for --stall-timeout seconds (a disk that stops
 answering, a stopped process) is logged and reported to the server as an
 error while it lasts. SIGHUP (an ssh session dropping) stops the client like
-SIGTERM: summary sent, files removed, exit 16; started under nohup (SIGHUP
+SIGTERM: summary sent, files removed, exit %d; started under nohup (SIGHUP
 ignored) it stays ignored, so the client outlives the session.
 
 While the server is unreachable mid-run the client keeps measuring, buffers
 up to %d unacknowledged messages (then drops the oldest perf samples first,
-counted and logged) and reconnects until the run ends.""" % BUFFER_MAX
+counted and logged) and reconnects until the run ends.""" % (
+    exitcodes.epilog(exitcodes.CLIENT), exitcodes.CLIENT_INTERRUPTED, BUFFER_MAX)
 
 
 def build_parser():
@@ -126,7 +109,7 @@ def build_parser():
     p.add_argument("--force", action="store_true",
                    help="run even if fewer than 2 rollovers are expected or free space "
                    "looks too small for --max-files files (warns; a disk that really "
-                   "fills stops the run with exit code 14)")
+                   "fills stops the run with exit code %d)" % exitcodes.CLIENT_DISK_ERROR)
     p.add_argument("--log-dir", default=DEFAULT_LOG_DIR, metavar="DIR",
                    help="client log directory; the log is client-NAME.log "
                    "(default ./%s)" % DEFAULT_LOG_DIR)
@@ -138,14 +121,14 @@ def build_parser():
     p.add_argument("--deliver-timeout", type=float, default=config.DELIVER_TIMEOUT_S,
                    metavar="S", help="after the run, keep trying this long to get "
                    "every result acknowledged by the server (default %(default)g)")
-    p.add_argument("--progress-interval", type=float, default=config.PROGRESS_INTERVAL_S,
+    p.add_argument("--progress-interval", type=float, default=PROGRESS_INTERVAL_S,
                    metavar="S", help="without a terminal, a progress line in the log "
                    "this often (default %%(default)g; on a terminal one line is updated "
-                   "every %g s)" % progress.REFRESH_S)
-    p.add_argument("--stall-timeout", type=float, default=config.STALL_TIMEOUT_S,
+                   "every %g s)" % REFRESH_S)
+    p.add_argument("--stall-timeout", type=float, default=plan.STALL_TIMEOUT_S,
                    metavar="S", help="a writer with no progress this long is stalled: "
                    "logged and reported; if it is still stalled at the end (or has to be "
-                   "killed), exit 17 (default %(default)g)")
+                   "killed), exit %d (default %%(default)g)" % exitcodes.CLIENT_WRITER_STALLED)
     # Debug: multiprocessing start method (fork/spawn/forkserver; Python 3 only).
     p.add_argument("--start-method", default=os.environ.get(START_METHOD_ENV),
                    help=argparse.SUPPRESS)
@@ -287,23 +270,24 @@ def _start_methods():
 def _check_flags(args):
     """Every flag value within reason: None, or the one-line usage error."""
     for flag, value, limit in (
-            ("--duration", args.duration, MAX_DURATION_S),
+            ("--duration", args.duration, MAX_SECONDS),
             ("--stats-interval", args.stats_interval, MAX_INTERVAL_S),
             ("--heartbeat-interval", args.heartbeat_interval, MAX_INTERVAL_S),
             ("--perf-interval", args.perf_interval, MAX_INTERVAL_S),
             ("--stall-timeout", args.stall_timeout, MAX_INTERVAL_S),
             ("--progress-interval", args.progress_interval, MAX_INTERVAL_S),
-            ("--connect-timeout", args.connect_timeout, MAX_DURATION_S),
-            ("--deliver-timeout", args.deliver_timeout, MAX_DURATION_S)):
+            ("--connect-timeout", args.connect_timeout, MAX_SECONDS),
+            ("--deliver-timeout", args.deliver_timeout, MAX_SECONDS)):
         if not 0 < value <= limit:  # also false for nan; inf is above any limit
             return "%s must be above 0 and at most %d s, got %s" % (flag, limit, value)
-    if not 1 <= args.max_files <= MAX_FILES:
-        return "--max-files must be from 1 to %d, got %d" % (MAX_FILES, args.max_files)
-    if args.file_mb is not None and args.file_mb > MAX_FILE_MB:
-        return "--file-mb must be at most %d (1 PiB), got %d" % (MAX_FILE_MB,
+    if not 1 <= args.max_files <= protocol.FILES_MAX:
+        return "--max-files must be from 1 to %d, got %d" % (protocol.FILES_MAX,
+                                                             args.max_files)
+    if args.file_mb is not None and args.file_mb > plan.MAX_MB:
+        return "--file-mb must be at most %d (1 PiB), got %d" % (plan.MAX_MB,
                                                                  args.file_mb)
-    if args.chunk_mb > MAX_FILE_MB:
-        return "--chunk-mb must be at most %d, got %d" % (MAX_FILE_MB, args.chunk_mb)
+    if args.chunk_mb > plan.MAX_MB:
+        return "--chunk-mb must be at most %d, got %d" % (plan.MAX_MB, args.chunk_mb)
     if args.start_method is not None:
         valid = _start_methods()
         if args.start_method not in valid:

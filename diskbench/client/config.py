@@ -3,7 +3,7 @@ and nowhere else: what the supervisor, the writer, the stats and the
 heartbeat process read. Plain attributes, so it pickles for spawn/forkserver.
 """
 import diskbench
-from diskbench import plan, protocol, runclock
+from diskbench import cli, plan, protocol, runclock
 
 #: The run plan's defaults (--chunk-mb, --file-mb, --duration, the intervals)
 #: are plan.defaults(): the server may set them, and both sides derive them.
@@ -15,14 +15,6 @@ CONNECT_TIMEOUT_S = 10.0
 #: How long to wait for the server to acknowledge STOP and BYE (and anything
 #: still unacknowledged) by default; --deliver-timeout overrides it.
 DELIVER_TIMEOUT_S = 30.0
-#: A writer that has not finished a chunk for this long is stalled (a disk that
-#: stops answering, a stopped process): logged and reported as an ERROR while
-#: it lasts. Many chunk times of any disk worth measuring; --stall-timeout
-#: overrides it. A stalled writer also gets only this long (at most the
-#: supervisor's CHILD_STOP_TIMEOUT_S) to obey the stop command before SIGTERM.
-STALL_TIMEOUT_S = 30.0
-#: Default --progress-interval: without a terminal, a progress line this often.
-PROGRESS_INTERVAL_S = 10.0
 #: The smallest O_DIRECT block assumed when the filesystem does not say.
 BLOCK_BYTES = 4096
 
@@ -46,11 +38,11 @@ _FIELDS = (
     ("perf_interval_s", _PLAN["perf_interval_s"]),
     ("stats_interval_s", _PLAN["stats_interval_s"]),
     ("heartbeat_interval_s", _PLAN["heartbeat_interval_s"]),
-    ("stall_timeout_s", STALL_TIMEOUT_S),
+    ("stall_timeout_s", plan.STALL_TIMEOUT_S),
     # the writer's first write waits for this monotonic instant (None: at once):
     # the synchronized start of the server's go
     ("start_at", None),
-    ("progress_interval_s", PROGRESS_INTERVAL_S),
+    ("progress_interval_s", cli.PROGRESS_INTERVAL_S),
     # the multiprocessing start method (None: compat.mp_context's choice)
     ("start_method", None),
     # the supervisor's runclock anchor, which its children keep

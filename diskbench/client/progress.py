@@ -17,11 +17,10 @@ import collections
 import logging
 import sys
 
+from diskbench.cli import REFRESH_S
 from diskbench.compat import monotonic
 from diskbench.metrics import IN_CALLS_LABEL, NOW_WINDOW_S, WALL_LABEL, mib, recent_mib_s
 
-#: The progress line on a terminal is redrawn this often (seconds).
-REFRESH_S = 1.0
 _CLEAR = "\r\x1b[2K"
 
 

@@ -459,7 +459,7 @@ class Sender(object):
                         buf.strip() and self._foreign(self._quote(buf)):
                     self._broken(gen, "not a diskbench server")
                     return
-                if b"\n" not in buf and len(buf) > protocol.MAX_LINE_BYTES:
+                if b"\n" not in buf and protocol.pending_over(buf):
                     self._broken(gen, "server line over %d bytes" % protocol.MAX_LINE_BYTES)
                     return
                 continue

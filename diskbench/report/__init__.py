@@ -16,7 +16,9 @@ from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
 from diskbench.server import report as report_mod
 
-#: The run marker (server/logdir.RUN_MARKER; the server's report facts go in it).
+#: The marker of a run in progress in --log-dir (run id and start time; at the
+#: end the server's report facts go in it). The server and the re-render take it
+#: from here.
 RUN_MARKER = "run.json"
 #: The server's closing summary lists every client up to this many; beyond it,
 #: the clients not finished plus the slowest and fastest few.

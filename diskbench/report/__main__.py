@@ -32,7 +32,8 @@ def main_rerender(argv):
     parser = OneLineParser(
         prog=PROG, description="Rebuild report.json, report.txt, report.html, clients.csv "
         "and timeseries.csv of a run from its perf.jsonl (also a run whose server was "
-        "killed). 'compare RUN RUN...' sets runs beside the first.")
+        "killed). 'compare RUN RUN...' sets runs beside the first.",
+        epilog=exitcodes.epilog(exitcodes.REPORT))
     parser.add_argument("--version", action="version", version="diskbench " + __version__)
     parser.add_argument("log_dir", metavar="LOG_DIR", help="the server's --log-dir")
     parser.add_argument("--out", metavar="DIR", help="write the files here (default "
@@ -67,7 +68,7 @@ def main_compare(argv):
         "aggregate), MiB/s mean and p99 chunk latency per client (matched by name, then "
         "host) with the change against the baseline, and with three runs or more the "
         "run-to-run spread per client. Give repeated tries of each setup: a change "
-        "within the spread is noise.")
+        "within the spread is noise.", epilog=exitcodes.epilog(exitcodes.REPORT))
     parser.add_argument("runs", metavar="RUN", nargs="+",
                         help="log dir or report.json; two or more, the first is the "
                         "baseline")

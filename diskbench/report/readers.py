@@ -58,7 +58,7 @@ FIGURE = protocol.Optional(_Figure())
 #: A figure that may be below 0 (a run's length on clocks that disagree).
 SIGNED = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
 NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
-TEXT = protocol.Optional(protocol.Str(max_len=2048))
+TEXT = protocol.Optional(protocol.Str(max_len=protocol.TEXT_MAX_CHARS))
 TS = protocol.Num(0.0, 1e11)                                  # the wire's timestamps
 COUNT = protocol.Int()
 OPT_COUNT = protocol.Optional(COUNT)
@@ -71,7 +71,7 @@ YES_NO = protocol.Optional(protocol.Bool())
 PLAN_SOURCES = (plan.FROM_CLIENT, plan.FROM_SERVER, plan.FROM_DEFAULT)
 
 
-class _ListOf(protocol._Field):
+class _ListOf(protocol.Field):
     """A list of ``inner`` values."""
 
     def __init__(self, inner):
@@ -86,7 +86,7 @@ class _ListOf(protocol._Field):
         return [self.inner.check(v) for v in value]
 
 
-class _MapOf(protocol._Field):
+class _MapOf(protocol.Field):
     """An object of ``key`` names to ``inner`` values."""
 
     def __init__(self, key, inner):
@@ -101,7 +101,7 @@ class _MapOf(protocol._Field):
         return dict((self.key.check(k), self.inner.check(v)) for k, v in value.items())
 
 
-class _AsIs(protocol._Field):
+class _AsIs(protocol.Field):
     """``inner``'s check, the value kept as written (an integer stays one)."""
 
     def __init__(self, inner):
@@ -116,7 +116,7 @@ class _AsIs(protocol._Field):
         return value
 
 
-class _Record(protocol._Field):
+class _Record(protocol.Field):
     """An object with exactly the keys of ``spec`` ({key: field}), each checked."""
 
     def __init__(self, spec):
@@ -330,7 +330,8 @@ def read_old_report(path, warn):
         try:
             if not isinstance(said, list) or len(said) > MAX_WARNINGS:
                 raise ValueError
-            run["server_warnings"] = [protocol.Str(max_len=2048).check(w) for w in said]
+            run["server_warnings"] = [
+                protocol.Str(max_len=protocol.TEXT_MAX_CHARS).check(w) for w in said]
         except (TypeError, ValueError):
             dropped.append("server_warnings")
     cpu = old_run.get("server_cpu")
@@ -382,7 +383,7 @@ _FACT_RULES = dict(
     rejected=_MapOf(protocol.Str(max_len=128, strict=True), COUNT), restored=COUNT,
     # each client's (registry.Client)
     peer=protocol.Optional(protocol.Str(max_len=255)),
-    plan=_AsIs(_Record(protocol._PLAN_SPEC)),
+    plan=_AsIs(_Record(protocol.PLAN_SPEC)),
     plan_sources=_Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
                               for k in protocol.PLAN_FIELDS)),
     start_at=protocol.Optional(TS), join_order=OPT_COUNT, state=STATE,

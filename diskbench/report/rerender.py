@@ -19,13 +19,12 @@ import os
 import time
 
 from diskbench.metrics import utc
-from diskbench.report import readers
+from diskbench.report import RUN_MARKER, readers
 from diskbench.report import series as series_mod
 from diskbench.server import registry as reg
 from diskbench.server import states
 from diskbench.server import report as report_mod
 
-RUN_MARKER = "run.json"   # logdir.RUN_MARKER (not imported: logdir pulls in the server)
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")

@@ -4,7 +4,7 @@ Every start-up problem is one line on stderr naming the fix, and a documented
 exit code (diskbench/exitcodes.py); never a traceback.
 
 ``python -m diskbench.server ctl ...`` is the control command for a running
-server (list, stop NAME, end): server/control.py.
+server (list, stop NAME, end, not-coming HOST): server/ctl.py.
 """
 import argparse
 import errno
@@ -13,10 +13,9 @@ import socket
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, linux, plan, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_script,
-                           parsed, port, prog_name, read_secret, seconds)
-from diskbench.server import console as console_mod
-from diskbench.server import control, interpreter
+from diskbench.cli import (DEFAULT_LOG_DIR, PROGRESS_INTERVAL_S, SECRET_ENV, OneLineParser,
+                           console_script, parsed, port, prog_name, read_secret, seconds)
+from diskbench.server import control, ctl, interpreter
 from diskbench.server import registry as reg
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
@@ -37,8 +36,6 @@ DEFAULT_MAX_CLIENTS = 1000
 #: until the server sees it close), plus a few for strays.
 CONNECTIONS_PER_CLIENT = 2
 CONNECTION_SLACK = 16
-#: Largest --chunk-mb / --file-mb (1 PiB: byte counts stay far inside the protocol).
-MAX_PLAN_MB = 1024 ** 3
 _PER_CLIENT = "%d x --clients + %d" % (CONNECTIONS_PER_CLIENT, CONNECTION_SLACK)
 def _count(text):
     value = parsed(text, int, "a whole number")
@@ -62,8 +59,8 @@ def build_parser():
     p = OneLineParser(prog=prog_name(MODULE), description=(
         "Collect results from diskbench clients and write a report when every client "
         "has finished or gone away."), epilog="Control a running server from its host: "
-        "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help)."
-        % prog_name(MODULE))
+        "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help). "
+        % prog_name(MODULE) + exitcodes.epilog(exitcodes.SERVER))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
                    "%(default)s, all interfaces)")
@@ -83,7 +80,7 @@ def build_parser():
 
 
 def _seconds(p, flag, default, help):
-    """A flag taking seconds (above 0, at most 30 days)."""
+    """A flag taking seconds (above 0, at most cli.MAX_SECONDS)."""
     p.add_argument(flag, type=seconds, default=default, metavar="SECONDS", help=help)
 
 
@@ -100,7 +97,7 @@ def _add_run_flags(p):
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
                    "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
-    _seconds(p, "--stall-timeout", reg.STALL_TIMEOUT_S,
+    _seconds(p, "--stall-timeout", plan.STALL_TIMEOUT_S,
              "a client whose heartbeat says its writer "
              "made no progress this long is shown stalled (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",
@@ -123,18 +120,18 @@ def _chunk_list(text):
     sizes = [parsed(part.strip(), int, "a list of whole MiB like 10,20,40")
              for part in text.split(",")]
     for size in sizes:
-        if not plan.MIN_CHUNK_MB <= size <= MAX_PLAN_MB:
+        if not plan.MIN_CHUNK_MB <= size <= plan.MAX_MB:
             raise argparse.ArgumentTypeError(
                 "each chunk size must be from %d to %d MiB, got %d"
-                % (plan.MIN_CHUNK_MB, MAX_PLAN_MB, size))
+                % (plan.MIN_CHUNK_MB, plan.MAX_MB, size))
     return sizes
 
 
 def _file_mb(text):
     value = _count(text)
-    if value > MAX_PLAN_MB:
+    if value > plan.MAX_MB:
         raise argparse.ArgumentTypeError("must be at most %d MiB, got %s"
-                                         % (MAX_PLAN_MB, text))
+                                         % (plan.MAX_MB, text))
     return value
 
 
@@ -225,7 +222,7 @@ def _add_console_flags(p):
                    help="also print per-message detail (each client's rollovers) on the "
                    "console; server.log always has it")
     p.add_argument("--progress-interval", type=seconds,
-                   default=console_mod.PROGRESS_INTERVAL_S, metavar="SECONDS",
+                   default=PROGRESS_INTERVAL_S, metavar="SECONDS",
                    help="when the console is not a terminal: one progress summary line "
                    "this often (default: %(default)s; on a terminal a live table is "
                    "redrawn every second)")
@@ -263,7 +260,7 @@ def derive_limits(args):
     return args
 
 
-#: The first argument that makes this the control command (server/control.py).
+#: The first argument that makes this the control command (server/ctl.py).
 CTL_COMMAND = "ctl"
 
 
@@ -279,7 +276,7 @@ def main(argv=None):
     if own_process:
         argv = sys.argv[1:]
     if argv and argv[0] == CTL_COMMAND:
-        return control.main(argv[1:])
+        return ctl.main(argv[1:])
     if own_process:
         interpreter.reexec_untcached(_started_as() + argv)
     # a wrong flag: one line, exit USAGE

@@ -27,15 +27,12 @@ from diskbench import metrics, runclock
 from diskbench.compat import monotonic
 from diskbench.server import event, verbose
 from diskbench.server import states as st
+from diskbench.cli import PROGRESS_INTERVAL_S, REFRESH_S
 from diskbench.metrics import utc
 from diskbench.server.recorder import LineHandler
 
-#: The live table is redrawn this often (seconds).
-REFRESH_S = 1.0
 #: ... and no more often than this when an event line arrives in between.
 EVENT_REDRAW_MIN_S = 0.2
-#: Default --progress-interval: a summary line this often when not on a TTY.
-PROGRESS_INTERVAL_S = 10.0
 #: "MiB/s now" sums the perf intervals received in the last this many seconds.
 RATE_WINDOW_S = metrics.NOW_WINDOW_S
 #: More clients than this (or than the terminal has lines for) give the compact

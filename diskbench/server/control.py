@@ -1,30 +1,26 @@
-"""The local control channel: LOG_DIR/control.sock and ``python -m diskbench.server ctl``.
+"""The server's control socket: LOG_DIR/control.sock and the thread serving it.
 
 Why: an operator must be able to stop one client, see the clients or end the
 run from another terminal, without a signal (which cannot name a client) and
-without opening a network port.
+without opening a network port. The request/answer format and the socket's
+place are protocol/ctl.py; the ``ctl`` command is server/ctl.py.
 
-- **Server side** (``ControlServer``): a unix stream socket ``control.sock`` in
-  --log-dir, created under a restrictive umask and chmod 0600 (only the
-  server's user can connect), with the peer's uid checked too (SO_PEERCRED on
-  Linux: the server's uid and root are served), removed at exit. The operator
-  is never locked out: one thread ("control") accepts, checks the peer's uid
-  before reading a byte (another user is refused at once) and hands each
-  connection to a thread of its own (at most MAX_REQUESTS at once; beyond, a
-  connection is refused "busy" at once), which must receive the whole request
-  line within REQUEST_S of the connect (one deadline for the whole request: a
-  peer trickling a byte at a time does not reset it). So a silent, slow or
-  foreign peer delays no other request. Any failure is logged and serving goes
-  on. A request is one protocol line (``protocol.CTL_REQUEST``); with a secret
-  it must carry the secret's HMAC, like every data message, and be signed at
-  most MAX_AGE_S before or after the server's clock (a captured request cannot
-  be replayed later, nor one signed on a clock set ahead be kept for later).
-  Answers (``protocol.CTL_REPLY``) end with a ``done`` line carrying ctl's
-  exit code. Answers are not signed: they only report.
-- **Client side** (``main``): ``python -m diskbench.server ctl [--log-dir DIR]
-  list | stop NAME | end | not-coming HOST``; the secret is read by the client's rule
-  (``cli.read_secret``). Every failure is one line naming the fix and a
-  documented exit code (``exitcodes.CTL_*``).
+``ControlServer``: a unix stream socket ``control.sock`` in --log-dir,
+created under a restrictive umask and chmod 0600 (only the server's user can
+connect), with the peer's uid checked too (SO_PEERCRED on Linux: the server's
+uid and root are served), removed at exit. The operator is never locked out:
+one thread ("control") accepts, checks the peer's uid before reading a byte
+(another user is refused at once) and hands each connection to a thread of
+its own (at most MAX_REQUESTS at once; beyond, a connection is refused "busy"
+at once), which must receive the whole request line within REQUEST_S of the
+connect (one deadline for the whole request: a peer trickling a byte at a
+time does not reset it). So a silent, slow or foreign peer delays no other
+request. Any failure is logged and serving goes on. A request is one protocol
+line (``protocol.CTL_REQUEST``); with a secret it must carry the secret's
+HMAC, like every data message, and be signed at most MAX_AGE_S before or
+after the server's clock (a captured request cannot be replayed later, nor
+one signed on a clock set ahead be kept for later). Answers
+(``protocol.CTL_REPLY``) end with a ``done`` line carrying ctl's exit code.
 """
 from __future__ import division
 
@@ -33,28 +29,21 @@ import logging
 import os
 import socket
 import stat
-import sys
 import threading
 import time
 
 from diskbench import exitcodes, metrics, protocol
-from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
-                           printable, prog_name, read_secret)
-from diskbench.compat import as_bytes, monotonic
+from diskbench.cli import SECRET_ENV, prog_name
+from diskbench.compat import monotonic
 from diskbench.linux import peer_uid
-from diskbench.server.states import FINISHED, LIVE, shown
+from diskbench.protocol.ctl import (MAX_AGE_S, MAX_REQUEST_BYTES, SOCKET_NAME, socket_path,
+                                    unix_op)
+from diskbench.server.states import FINISHED, LIVE
 
-#: The socket's name in --log-dir.
-SOCKET_NAME = "control.sock"
 #: Its permissions, and the umask it is created under (no moment when others
 #: could connect).
 SOCKET_MODE = 0o600
 SOCKET_UMASK = 0o177
-#: The longest path a unix socket may have on Linux (sun_path, 108 bytes with
-#: its NUL). A longer one is reached through /proc/self/fd (``_unix_address``).
-SOCKET_PATH_MAX = 107
-#: Where Linux shows a process's open descriptors as paths.
-PROC_FD_DIR = "/proc/self/fd"
 #: Pending connections the listener holds (operators, not clients).
 BACKLOG = 8
 #: The accepting thread looks at its closing flag this often.
@@ -71,24 +60,14 @@ IO_TIMEOUT_S = 5.0
 #: After an unexpected failure in the serving loop, wait this long before
 #: serving again (never a spin).
 FAILURE_BACKOFF_S = 0.5
-#: A request signed longer ago than this (or this far in the future) is
-#: refused: a captured request cannot be replayed later.
-MAX_AGE_S = 60.0
-#: The longest request line (a request holds at most one client name).
-MAX_REQUEST_BYTES = 4096
 #: One read takes up to this much (more than a request may be: an over-long one is
 #: read whole when it came in one piece, so the refusal is not reset under it).
 _READ_BYTES = 65536
-#: ctl waits this long to connect and for each line of the answer.
-REPLY_TIMEOUT_S = 10.0
 #: Joining the serving thread at exit takes at most this long.
 JOIN_S = 2.0
 #: An operator's stop, worded once: the reason a client is given (and logs),
 #: and with its time what ctl list, the server's log and the report say.
 OPERATOR_STOP_REASON = "stopped by the operator (ctl stop)"
-#: The exit codes a server's answer may carry (anything else is a refusal).
-_CTL_CODES = (exitcodes.OK, exitcodes.INTERNAL, exitcodes.USAGE, exitcodes.CTL_NO_SERVER,
-              exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED)
 
 log = logging.getLogger("diskbench.server")
 
@@ -103,24 +82,6 @@ def operator_reason(at):
     return "%s at %s" % (OPERATOR_STOP_REASON, metrics.utc(at))
 
 
-def socket_path(log_dir):
-    return os.path.join(log_dir, SOCKET_NAME)
-
-
-def _unix_op(sock, op, path):
-    """``sock.bind(path)`` or ``sock.connect(path)`` (``op``), also for a path
-    longer than a unix socket address may be: then through the directory
-    opened as /proc/self/fd/N (Linux), so a deep --log-dir still has ctl."""
-    if len(path.encode("utf-8", "replace")) <= SOCKET_PATH_MAX or \
-            not os.path.isdir(PROC_FD_DIR):
-        return getattr(sock, op)(path)
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        return getattr(sock, op)(os.path.join(PROC_FD_DIR, "%d" % fd,
-                                              os.path.basename(path)))
-    finally:
-        os.close(fd)
-
 
 def check_free(log_dir):
     """Raise ServerRunning when another server is running with ``log_dir``
@@ -132,7 +93,7 @@ def check_free(log_dir):
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(IO_TIMEOUT_S)
     try:
-        _unix_op(probe, "connect", path)
+        unix_op(probe, "connect", path)
     except (socket.error, OSError):
         return
     finally:
@@ -185,7 +146,7 @@ class ControlServer(object):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(SOCKET_UMASK)
         try:
-            _unix_op(sock, "bind", self.path)
+            unix_op(sock, "bind", self.path)
         except (socket.error, OSError):
             sock.close()
             raise
@@ -406,7 +367,8 @@ def _read_request(conn, deadline):
         if not chunk:
             return b""
         data += chunk
-        if len(data) > MAX_REQUEST_BYTES and b"\n" not in data[:MAX_REQUEST_BYTES + 1]:
+        head = data[:MAX_REQUEST_BYTES]   # the request line's first bytes
+        if b"\n" not in head and protocol.pending_over(head, MAX_REQUEST_BYTES):
             raise protocol.LineTooLong(MAX_REQUEST_BYTES)
     return data[:data.index(b"\n") + 1]
 
@@ -418,163 +380,3 @@ _REQUESTS = {
     protocol.CTL_NOT_COMING: ControlServer._not_coming,
 }
 
-
-# --- client side: python -m diskbench.server ctl ---------------------------------
-def build_parser():
-    prog = "%s ctl" % prog_name("diskbench.server")
-    p = OneLineParser(prog=prog, description=(
-        "Control a running diskbench server from its host, over the unix socket "
-        "control.sock in its --log-dir (only the server's user may use it)."),
-        epilog="Exit codes: 0 done; 2 usage; %d no server running with that --log-dir; "
-        "%d no such client, or it is not running; %d refused (secret differs or is "
-        "missing, another user, a clock off by over %g s, or busy)." % (
-            exitcodes.CTL_NO_SERVER, exitcodes.CTL_NO_CLIENT, exitcodes.CTL_REFUSED,
-            MAX_AGE_S))
-    p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
-                   help="the server's --log-dir (default: %(default)s)")
-    p.add_argument("--secret-file", metavar="PATH", help="the server's secret, when it "
-                   "has one (or set %s); read as the client reads it" % SECRET_ENV)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    sub.add_parser(protocol.CTL_LIST, help="one line per client: state, address, MiB written, "
-                   "MiB/s now, rollovers, heartbeat age, why")
-    stop = sub.add_parser(protocol.CTL_STOP, help="ask one client to stop (it finishes the chunk "
-                          "in flight and sends its summary; reported as stopped by the "
-                          "operator)")
-    stop.add_argument("name", metavar="NAME", help="the client's name (ctl list)")
-    sub.add_parser(protocol.CTL_END, help="end the run as one SIGINT does: every client asked to "
-                   "stop, --shutdown-grace for their summaries, then the report")
-    gone = sub.add_parser(protocol.CTL_NOT_COMING, help="before go: a host's client will not "
-                          "come (the launcher says so when its ssh fails), so the run "
-                          "waits for one client fewer instead of --start-timeout")
-    gone.add_argument("host", metavar="HOST", help="the host, as the report should name it")
-    gone.add_argument("--why", default="the operator said so", help="why it will not come")
-    return p
-
-
-def _write(stream, text):
-    """UTF-8 on both Pythons, whatever the locale says (names may be any text)."""
-    stream.flush()
-    out = getattr(stream, "buffer", stream)
-    out.write(as_bytes(text))
-    out.flush()
-
-
-def _fail(prog, code, text):
-    _write(sys.stderr, "%s: error: %s\n" % (prog, printable(text)))
-    return code
-
-
-def _connect(path, log_dir):
-    """The connected socket, or (code, text) saying why not."""
-    if not os.path.isdir(log_dir):
-        return exitcodes.CTL_NO_SERVER, ("no directory %s: give the --log-dir the "
-                                         "server was started with" % log_dir)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(REPLY_TIMEOUT_S)
-    try:
-        _unix_op(sock, "connect", path)
-        return sock
-    except (socket.error, OSError) as exc:
-        sock.close()
-        err = getattr(exc, "errno", None)
-        detail = os.strerror(err) if err else "%s" % exc
-    if err == errno.ENOENT:
-        return exitcodes.CTL_NO_SERVER, ("no server is running with --log-dir %s (no "
-                                         "%s there): give the --log-dir the server was "
-                                         "started with" % (log_dir, SOCKET_NAME))
-    if err == errno.ECONNREFUSED:
-        return exitcodes.CTL_NO_SERVER, ("no server is running with --log-dir %s (its "
-                                         "%s was left by a server that ended without "
-                                         "removing it)" % (log_dir, SOCKET_NAME))
-    if err in (errno.EACCES, errno.EPERM):
-        return exitcodes.CTL_REFUSED, ("not allowed to use %s: run ctl as the user "
-                                       "that runs the server" % path)
-    return exitcodes.CTL_NO_SERVER, "cannot connect to %s (%s)" % (path, detail)
-
-
-def _answer(sock):
-    """Yield the server's answer messages up to and including ``done``."""
-    rfile = sock.makefile("rb")
-    while True:
-        line = protocol.read_line(rfile)
-        if not line:
-            return
-        msg = protocol.decode(line, protocol.CTL_REPLY)
-        yield msg
-        if msg.type == protocol.CTL_DONE:
-            return
-
-
-def _table(rows):
-    """``ctl list``'s lines: a header, then one aligned row per client."""
-    head = ("client", "state", "address", "MiB written", "MiB/s now", "rollovers",
-            "heartbeat", "why")
-    body = [(printable(m.client), shown(m.state), printable(m.peer or "-"),
-             "%.1f" % metrics.mib(m.written_bytes), "%.1f" % m.mib_s_now,
-             "%d" % m.rollovers, "-" if m.heartbeat_age_s is None
-             else "%.1f s ago" % m.heartbeat_age_s, printable(m.reason))
-            for m in rows]
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head) - 1)]
-    right = (3, 4, 5)
-    out = []
-    for r in [head] + body:
-        cells = [r[i].rjust(w) if i in right else r[i].ljust(w)
-                 for i, w in enumerate(widths)]
-        out.append("  ".join(cells + [r[-1]]))
-    return out
-
-
-def main(argv=None):
-    p = build_parser()
-    args = p.parse_args(argv)
-    prog = p.prog
-    try:
-        secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
-    except ValueError as exc:
-        return _fail(prog, exitcodes.USAGE, "%s" % exc)
-    fields = {}
-    if args.command == protocol.CTL_STOP:
-        why = bad_name_reason(args.name)
-        if why:
-            return _fail(prog, exitcodes.USAGE, why.replace("--name", "NAME", 1))
-        fields = dict(client=args.name)
-    elif args.command == protocol.CTL_NOT_COMING:
-        fields = dict(host=printable(args.host)[:255], reason=printable(args.why))
-    request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
-                                            **fields), secret)
-    path = socket_path(args.log_dir)
-    sock = _connect(path, args.log_dir)
-    if isinstance(sock, tuple):
-        return _fail(prog, *sock)
-    rows, done = [], None
-    try:
-        try:
-            sock.sendall(request)
-        except (socket.error, OSError):
-            pass  # the answer (a refusal) may still be there to read
-        for msg in _answer(sock):
-            if msg.type == protocol.CTL_CLIENT:
-                rows.append(msg)
-            else:
-                done = msg
-    except socket.timeout:
-        return _fail(prog, exitcodes.CTL_NO_SERVER, "no answer from the server within "
-                     "%g s (is it stopped or frozen?)" % REPLY_TIMEOUT_S)
-    except (socket.error, OSError, protocol.ProtocolError) as exc:
-        return _fail(prog, exitcodes.CTL_NO_SERVER, "the server's answer broke off "
-                     "(%s); see its server.log" % exc)
-    finally:
-        sock.close()
-    if done is None:
-        return _fail(prog, exitcodes.CTL_NO_SERVER, "the server closed the control "
-                     "connection without an answer (it may be ending); see its "
-                     "server.log")
-    code = done.code if done.code in _CTL_CODES else exitcodes.CTL_REFUSED
-    if code != exitcodes.OK:
-        return _fail(prog, code, done.text)
-    if args.command == protocol.CTL_LIST:
-        lines = _table(rows) if rows else ["no client has said hello yet"]
-        _write(sys.stdout, "".join("%s\n" % line for line in lines))
-    _write(sys.stdout, "%s\n" % printable(done.text))
-    return code

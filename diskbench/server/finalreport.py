@@ -11,6 +11,7 @@ import sys
 
 from diskbench import exitcodes, protocol
 from diskbench import report as outputs
+from diskbench.report import RUN_MARKER
 from diskbench.cli import prog_name
 from diskbench.metrics import describe_offset
 from diskbench.server import console as console_mod
@@ -18,22 +19,16 @@ from diskbench.server import control as control_mod
 from diskbench.server import event, log
 from diskbench.server import registry as reg
 from diskbench.server import report as report_mod
-from diskbench.server.logdir import RUN_MARKER
 
 #: At the end, how long the recorder may take to write what is queued before
 #: the report says how much is not on disk (and the exit code is not OK).
 DRAIN_TIMEOUT_S = 120.0
 
-EXIT_MEANING = {
-    exitcodes.OK: "every client finished",
-    exitcodes.SERVER_INCOMPLETE: "a client went away, failed, never finished or never "
-                                 "came, or not all it sent is on disk (see the warnings)",
-    exitcodes.SERVER_INTERRUPTED: "the server was interrupted; report has what was known",
-    exitcodes.SERVER_BAD_DATA: "--verify: a client's data did not come back as written",
-}
-#: How the report and the log name the operator's `ctl end`.
+#: How the report and the log name the operator's `ctl end`: who interrupted,
+#: what happened (the log, the clients' stop, the report), and the exit meaning.
 OPERATOR_END = "the operator (ctl end)"
-ENDED_MEANING = "the operator ended the run (ctl end); report has what was known"
+OPERATOR_ENDED = "the operator ended the run (ctl end)"
+ENDED_MEANING = OPERATOR_ENDED + "; report has what was known"
 
 
 def write(master, started, code):
@@ -78,7 +73,7 @@ def write(master, started, code):
     if trouble:
         warnings.append(trouble)
     meaning = ENDED_MEANING if master.interrupted_by == OPERATOR_END and \
-        code == exitcodes.SERVER_INTERRUPTED else EXIT_MEANING[code]
+        code == exitcodes.SERVER_INTERRUPTED else exitcodes.brief(code, exitcodes.SERVER)
     ended, facts = master.wall(), dict(
         run_label=master.run_id, interrupted_by=master.interrupted_by, exit_code=code,
         exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)

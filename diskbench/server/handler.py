@@ -207,7 +207,7 @@ class Handler(socketserver.BaseRequestHandler):
         if not data:   # end of stream: a last line without newline is a line
             self.rest = b""
             if rest:
-                if len(rest) > limit:
+                if protocol.line_over(rest, limit):
                     self._too_long(limit)
                 else:
                     self._lines([rest])
@@ -215,7 +215,7 @@ class Handler(socketserver.BaseRequestHandler):
         if b"\n" not in data:
             rest += data
             self.rest = rest
-            if len(rest) >= limit:   # its newline would make it limit + 1
+            if protocol.pending_over(rest, limit):
                 self._too_long(limit)
                 return False
             return True
@@ -224,7 +224,7 @@ class Handler(socketserver.BaseRequestHandler):
         self.rest = rest
         if not self._lines([line + b"\n" for line in lines], limit):
             return False
-        if len(rest) >= limit:
+        if protocol.pending_over(rest, limit):
             self._too_long(limit)
             return False
         return True
@@ -241,7 +241,7 @@ class Handler(socketserver.BaseRequestHandler):
         go_on = True
         try:
             for line in lines:
-                if limit is not None and len(line) > limit:
+                if limit is not None and protocol.line_over(line, limit):
                     self._too_long(limit)
                     go_on = False
                     break

@@ -15,13 +15,11 @@ from diskbench import protocol
 from diskbench.cli import prog_name
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
-from diskbench.report import readers
+from diskbench.report import RUN_MARKER, readers
 from diskbench.server import control as control_mod
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import report as report_mod
 
-#: The marker of a run in progress in --log-dir (run id and start time).
-RUN_MARKER = "run.json"
 #: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
 #: second server on the same directory exits; the kernel drops the claim of a
 #: server that was killed, so a restart is never blocked by it.

@@ -30,7 +30,7 @@ from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
-from diskbench.server.finalreport import OPERATOR_END
+from diskbench.server.finalreport import OPERATOR_END, OPERATOR_ENDED
 
 #: How often the main loop checks liveness, GO, completion and connection
 #: deadlines (seconds).
@@ -417,9 +417,9 @@ class Master(object):
         a second signal or `ctl end` cuts the wait short."""
         cause = self.interrupted_by
         if cause == OPERATOR_END:
-            event.info("the operator ended the run (ctl end): no new connections; "
-                       "asking live clients to stop")
-            why = "the operator ended the run (ctl end)"
+            event.info("%s: no new connections; asking live clients to stop",
+                       OPERATOR_ENDED)
+            why = OPERATOR_ENDED
         else:
             event.info("%s received: no new connections; asking live clients to stop",
                        cause)
@@ -428,15 +428,16 @@ class Master(object):
         for _name, sender in self.registry.live_senders():
             sender(stop)
         # their summaries are held for up to the end spread their go gave
-        deadline = monotonic() + self.args.shutdown_grace + self.registry.end_spread_s
+        # (self.wall is runclock's: a clock step does not move this deadline)
+        deadline = self.wall() + self.args.shutdown_grace + self.registry.end_spread_s
         self.wake.clear()
         while self.registry.live_senders() and self.signals.count + self.ends < 2 and \
-                monotonic() < deadline:
+                self.wall() < deadline:
             self.wake.wait(TICK_S)
         if self.signals.count + self.ends >= 2:
             event.info("interrupted again: not waiting for the clients' summaries")
         self.registry.mark_unfinished("had not finished when %s" % (
-            "the operator ended the run (ctl end)" if cause == OPERATOR_END
+            OPERATOR_ENDED if cause == OPERATOR_END
             else "the server was interrupted (%s)" % cause))
 
     def _exit_code(self):

@@ -69,8 +69,6 @@ REJECT_INTERNAL = "internal-error"      # handling it raised: that client is fai
 #: A client is went away after this many heartbeat intervals (its own, from
 #: hello) without any message, unless --heartbeat-timeout gives a fixed time.
 HEARTBEAT_LIVENESS = 3
-#: The heartbeat interval assumed for a client whose hello announced none.
-DEFAULT_HEARTBEAT_S = 5.0
 #: Least went-away timeout, whatever interval a client announces.
 MIN_WENT_AWAY_S = 1.0
 #: Most went-away timeout, whatever interval a client announces (it says 1e9
@@ -86,9 +84,6 @@ SEQ_JUMP_BASE = 1000
 #: ... plus this many per second since its last message (a client sends a
 #: few per second; the rest of a gap is what it dropped while cut off).
 SEQ_RATE_MAX = 200
-#: The default --stall-timeout: a heartbeat saying the writer made no
-#: progress for this long marks the client STALLED.
-STALL_TIMEOUT_S = 30.0
 #: Clocks differing by more than this (client vs server) are warned about.
 CLOCK_SKEW_WARN_S = 1.0
 #: A pong later than this after its ping is not used for the clock.
@@ -347,7 +342,7 @@ class Registry(object):
 
     def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
                  start_timeout=60.0, clock=monotonic, max_clients=None,
-                 rejoin_grace=None, stall_timeout=STALL_TIMEOUT_S, require_all=False,
+                 rejoin_grace=None, stall_timeout=plan.STALL_TIMEOUT_S, require_all=False,
                  plan_given=None, wall=runclock.wall):
         self.lock = _LockAndSay()
         self.say = self.lock.say
@@ -873,12 +868,12 @@ class Registry(object):
         (at least MIN_WENT_AWAY_S), before the server's cap."""
         if client.heartbeat_interval_s:
             return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
-        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * DEFAULT_HEARTBEAT_S)
+        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * plan.HEARTBEAT_INTERVAL_S)
 
     def _timeout_source(self, client, limit):
         if self.heartbeat_timeout is not None:
             return "--heartbeat-timeout %g s" % limit
-        beat = client.heartbeat_interval_s or DEFAULT_HEARTBEAT_S
+        beat = client.heartbeat_interval_s or plan.HEARTBEAT_INTERVAL_S
         if limit < HEARTBEAT_LIVENESS * beat:
             return "%g s, the server's cap (MAX_WENT_AWAY_S) on %d heartbeats of %g s" % (
                 limit, HEARTBEAT_LIVENESS, beat)
@@ -917,7 +912,7 @@ class Registry(object):
     def _check_silence(self, client, now):
         """True when ``client`` is now went away (else watched again)."""
         limit = self.went_away_timeout(client)
-        if client.awaiting_go and not self.go_released:
+        if client.awaiting_go:     # its go not sent yet, released or not: exempt
             self._silence.watch(client.name, now + limit)
             return False
         since = max(client.last_seen, client.quiet_until or client.last_seen)

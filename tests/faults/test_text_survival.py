@@ -55,7 +55,7 @@ def assert_no_forged_line(text, pattern, what):
     if isinstance(text, bytes):  # 2.7 reads a file as bytes
         text = text.decode("utf-8")
     assert one_line_each(text), "%s holds a hidden line break" % what
-    assert not P._CONTROL_CHARS.search(text.replace(u"\n", u"")), \
+    assert not P.UNSAFE.search(text.replace(u"\n", u"")), \
         "%s holds a raw unsafe character" % what
     for line in text.split(u"\n")[:-1] if text.endswith(u"\n") else text.split(u"\n"):
         assert pattern.match(line), "%s: malformed line %r" % (what, line)

@@ -27,7 +27,9 @@ from diskbench.compat import PY2, monotonic
 from diskbench.report import compare as compare_mod
 from diskbench.report import csvout, htmlout, rerender, write_all
 from diskbench.report import series as series_mod
+from diskbench.protocol import ctl as channel
 from diskbench.server import control
+from diskbench.server import ctl as ctl_command
 from diskbench.server import report as report_mod
 from tests.helpers import REPO, Procs, communicate, ctl_request, wait_until
 from tests.report_runs import Crafted, by_client, load_report, real_run, run_report
@@ -259,7 +261,7 @@ def test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers(procs, o
     logs = os.path.join(open_dir, "logs")
     server = _server(procs, logs)
     os.chmod(logs, 0o755)
-    path = os.path.join(logs, control.SOCKET_NAME)
+    path = os.path.join(logs, channel.SOCKET_NAME)
     alone = 0.0                               # ctl's own start-up on this machine
     for _ in range(2):
         t0 = monotonic()
@@ -272,7 +274,7 @@ def test_ctl_answers_within_a_second_past_silent_slow_and_foreign_peers(procs, o
     silent = [_silent(path) for _ in range(3)]
     slow = [SlowPeer(path, control.REQUEST_S / 4) for _ in range(3)]
     t0 = monotonic()                          # ctl's own code here, without its start-up
-    assert control.main(["--log-dir", logs, "list"]) == exitcodes.OK
+    assert ctl_command.main(["--log-dir", logs, "list"]) == exitcodes.OK
     assert monotonic() - t0 < control.REQUEST_S
     t0 = monotonic()                          # and the real command
     code, out, err = ctl(procs, logs, "list")
@@ -309,7 +311,7 @@ def test_control_requests_beyond_the_cap_are_refused_at_once_and_slots_come_back
     are cut off after REQUEST_S, and ctl is served again."""
     logs = str(tmpdir.join("logs"))
     server = _server(procs, logs)
-    path = os.path.join(logs, control.SOCKET_NAME)
+    path = os.path.join(logs, channel.SOCKET_NAME)
     holders = [_silent(path) for _ in range(control.MAX_REQUESTS)]
     extra = _silent(path)
     extra.settimeout(control.REQUEST_S / 2)   # answered before the holders are cut off
@@ -335,8 +337,8 @@ def test_ctl_requests_signed_too_long_ago_or_ahead_are_refused(procs, tmpdir):
     secret_file.write(secret + "\n")
     logs = str(tmpdir.join("logs"))
     server = _server(procs, logs, "--secret-file", str(secret_file))
-    for shift, said in ((-2 * control.MAX_AGE_S, "s ago"),
-                        (2 * control.MAX_AGE_S, "s ahead of the server's clock")):
+    for shift, said in ((-2 * channel.MAX_AGE_S, "s ago"),
+                        (2 * channel.MAX_AGE_S, "s ahead of the server's clock")):
         old = P.make(P.CTL_LIST, P.CTL_REQUEST, ts=time.time() + shift)
         done = ctl_request(logs, P.encode(old, secret))[-1]
         assert done.code == exitcodes.CTL_REFUSED and said in done.text, done.text
