@@ -11,7 +11,7 @@ import pytest
 from diskbench import plan
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
-from diskbench.server import control, master, recorder, registry
+from diskbench.server import control, liveness, master, recorder
 from diskbench.server import __main__ as server_main
 from tests.helpers import REPO
 
@@ -125,7 +125,7 @@ def _quoted_constants():
         ("README.md", "(at most `BYE_GRACE_S`, %g s;" % supervisor.BYE_GRACE_S),
         ("README.md", "every %s (`RETRY_S`)" % every),
         ("README.md", "%g s more (`HELD_DRAIN_S`)" % recorder.HELD_DRAIN_S),
-        ("README.md", "at most %g s (`registry.MAX_WENT_AWAY_S`" % registry.MAX_WENT_AWAY_S),
+        ("README.md", "at most %g s (`liveness.MAX_WENT_AWAY_S`" % liveness.MAX_WENT_AWAY_S),
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
         ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % master.DRAIN_TIMEOUT_S),

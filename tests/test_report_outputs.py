@@ -14,6 +14,7 @@ from diskbench.metrics import MIB
 from diskbench.compat import PY2
 from diskbench.report import rerender, write_all
 from diskbench.report import series as series_mod
+from diskbench import ledger
 from diskbench.server import registry as reg
 from diskbench.server import report as report_mod
 from tests.helpers import REPO
@@ -422,7 +423,7 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
         run.client("n%d" % i, "h%d" % i, 50, 0.004, intervals=3)
     records = series_mod.read_records(run.save())
     read, replayed, lag = [0], [0], [0]
-    real_iter, real_restore = series_mod.iter_records, reg.Registry.restore
+    real_iter, real_restore = series_mod.iter_records, ledger.Ledger.restore
 
     def counted(*args):
         for record in real_iter(*args):
@@ -434,7 +435,7 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
         lag[0] = max(lag[0], read[0] - replayed[0])   # read, not yet replayed
         return real_restore(self, msg, recv_ts)
     monkeypatch.setattr(series_mod, "iter_records", counted)
-    monkeypatch.setattr(reg.Registry, "restore", restore)
+    monkeypatch.setattr(ledger.Ledger, "restore", restore)
     rep, series = rerender.load(run.log_dir, None)
     assert read[0] == replayed[0] == len(records) and lag[0] == 0
     assert rep["run"]["end_ts"] == max(ts for _, ts in records)
@@ -486,7 +487,7 @@ def test_report_aggregate_moves_intervals_as_it_reads_them():
     """The aggregate reads each client's intervals on the server's clock through
     a view of the registry's packed intervals (as lists of tuples for every
     client at once they took 40 MB at 5,000 clients x 60 intervals)."""
-    from diskbench.server.registry import Intervals
+    from diskbench.clientstate import Intervals
 
     class Client(object):
         intervals = Intervals()

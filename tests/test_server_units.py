@@ -12,6 +12,12 @@ import pytest
 from diskbench import metrics, protocol
 from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
+from diskbench import clientstate
+from diskbench import effects
+from diskbench.server import go as go_mod
+from diskbench import ledger
+from diskbench.server import liveness
+from diskbench import states as st
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import report
 from tests.helpers import LogLines, wait_until
@@ -46,7 +52,7 @@ class Peer(object):
     def hello(self, **fields):
         m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid, **fields))
         outcome = self.registry.hello(m, T0, self.conn, "127.0.0.1:1", self.sender)
-        if outcome[0] == reg.NEW:
+        if outcome[0] == ledger.NEW:
             self.registry.recorded(self.name, m.seq)
         return outcome
 
@@ -55,7 +61,7 @@ class Peer(object):
 
     def send_msg(self, m):
         outcome = self.registry.accept(m, T0, self.conn)
-        if outcome == reg.NEW:
+        if outcome == ledger.NEW:
             self.registry.recorded(self.name, m.seq)
         return outcome
 
@@ -91,12 +97,12 @@ def _registry(**kw):
 def test_registry_hello_start_stop_duration_reaches_finished():
     r, _ = _registry()
     p = Peer(r, "a")
-    assert p.hello() == (reg.NEW, None)
-    assert p.state() == reg.JOINED
+    assert p.hello() == (ledger.NEW, None)
+    assert p.state() == st.JOINED
     p.start()
-    assert p.state() == reg.RUNNING
+    assert p.state() == st.RUNNING
     p.stop()
-    assert p.state() == reg.FINISHED
+    assert p.state() == st.FINISHED
     assert r.all_finished()
 
 
@@ -107,10 +113,10 @@ def test_registry_fatal_error_then_stop_error_is_failed_with_reason():
     p.start()
     p.send(protocol.ERROR, source="writer", reason="No space left on device", errno=28,
            fatal=True)
-    assert p.state() == reg.FAILED
+    assert p.state() == st.FAILED
     p.stop(protocol.STOP_ERROR)
     client = r.clients["a"]
-    assert client.state == reg.FAILED and "No space left" in client.reason
+    assert client.state == st.FAILED and "No space left" in client.reason
     assert client.stop is not None  # the summary is still kept
 
 
@@ -122,7 +128,7 @@ def test_registry_stop_by_client_signal_is_failed_and_by_server_is_finished():
         p.start()
     a.stop(protocol.STOP_SIGNAL)
     b.stop(protocol.STOP_SERVER)
-    assert (a.state(), b.state()) == (reg.FAILED, reg.FINISHED)
+    assert (a.state(), b.state()) == (st.FAILED, st.FINISHED)
 
 
 def test_registry_terminal_state_never_changes():
@@ -133,7 +139,7 @@ def test_registry_terminal_state_never_changes():
     p.stop()
     p.send(protocol.ERROR, source="x", reason="late", errno=None, fatal=True)
     r.connection_closed("a", p.conn, said_bye=False)
-    assert p.state() == reg.FINISHED
+    assert p.state() == st.FINISHED
 
 
 def test_registry_connection_closed_without_stop_is_went_away():
@@ -142,7 +148,7 @@ def test_registry_connection_closed_without_stop_is_went_away():
     p.hello()
     p.start()
     r.connection_closed("a", p.conn, said_bye=False)
-    assert p.state() == reg.WENT_AWAY
+    assert p.state() == st.WENT_AWAY
     assert "without stop" in r.clients["a"].reason
 
 
@@ -154,7 +160,7 @@ def test_registry_close_of_an_old_connection_does_not_affect_the_new_one():
     p.conn = r.connection_opened()
     p.hello()                       # reconnect on a new connection
     r.connection_closed("a", old, said_bye=False)
-    assert p.state() == reg.JOINED
+    assert p.state() == st.JOINED
     assert r.clients["a"].reconnects == 1
 
 
@@ -165,10 +171,10 @@ def test_registry_went_away_client_speaking_again_goes_back_to_running():
     p.start()
     clock.t += 11
     assert r.check_liveness() == ["a"]
-    assert p.state() == reg.WENT_AWAY
+    assert p.state() == st.WENT_AWAY
     p.perf(T0, T0 + 1, 1 << 20)
     client = r.clients["a"]
-    assert client.state == reg.RUNNING and client.reconnects == 1
+    assert client.state == st.RUNNING and client.reconnects == 1
     assert client.went_away_count == 1
 
 
@@ -183,7 +189,7 @@ def test_registry_liveness_marks_only_clients_silent_past_the_timeout():
     assert r.check_liveness() == []
     clock.t += 1.5              # a: 10.5 s silent; b: 1.5 s
     assert r.check_liveness() == ["a"]
-    assert (a.state(), b.state()) == (reg.WENT_AWAY, reg.RUNNING)
+    assert (a.state(), b.state()) == (st.WENT_AWAY, st.RUNNING)
     assert "silent for 10.5 s" in r.clients["a"].reason
 
 
@@ -196,9 +202,9 @@ def test_registry_went_away_timeout_is_counted_in_each_clients_own_heartbeats():
     slow.hello(heartbeat_interval_s=4.0)
     for p in (fast, slow):
         p.start()
-    clock.t += reg.HEARTBEAT_LIVENESS * 1.0 + 0.5
+    clock.t += liveness.HEARTBEAT_LIVENESS * 1.0 + 0.5
     assert r.check_liveness() == ["fast"]
-    clock.t += reg.HEARTBEAT_LIVENESS * 3.0
+    clock.t += liveness.HEARTBEAT_LIVENESS * 3.0
     assert r.check_liveness() == ["slow"]
     fixed, clock = _registry(heartbeat_timeout=20.0)
     for name, interval in (("fast", 1.0), ("slow", 4.0)):
@@ -256,7 +262,7 @@ def test_registry_client_waiting_for_go_is_exempt_from_liveness():
     p.hello()
     clock.t += 30
     assert r.check_liveness() == []
-    assert p.state() == reg.JOINED
+    assert p.state() == st.JOINED
 
 
 def test_registry_duplicate_seq_is_not_applied_twice():
@@ -264,10 +270,10 @@ def test_registry_duplicate_seq_is_not_applied_twice():
     p = Peer(r, "a")
     p.hello()
     m = p.msg(protocol.ROLLOVER, file_index=0, file_bytes=1 << 20, close_s=0.1)
-    assert p.send_msg(m) == reg.NEW
-    assert p.send_msg(m) == reg.DUPLICATE
+    assert p.send_msg(m) == ledger.NEW
+    assert p.send_msg(m) == ledger.DUPLICATE
     older = protocol.make(protocol.NOTE, protocol.C2S, name="a", seq=1, text="replay")
-    assert p.send_msg(older) == reg.DUPLICATE
+    assert p.send_msg(older) == ledger.DUPLICATE
     client = r.clients["a"]
     assert client.close_times == [0.1] and client.duplicates == 2
     assert r.clients["a"].recorded_seq == m.seq
@@ -347,7 +353,7 @@ def test_completion_with_expected_clients_needs_n_hellos_and_all_terminal():
     assert not r.is_complete()       # b still joined
     r.connection_closed("b", b.conn, said_bye=False)
     grace = r.rejoin_grace_for(r.clients["b"])
-    assert grace == reg.REJOIN_GRACE_TIMEOUTS * 10.0
+    assert grace == liveness.REJOIN_GRACE_TIMEOUTS * 10.0
     clock.t += grace - 0.1
     assert not r.is_complete()       # b went away, but may still come back
     clock.t += 0.2
@@ -381,7 +387,7 @@ def test_completion_waits_for_the_stop_summary_of_a_failed_connected_client():
     p.hello()
     p.start()
     p.send(protocol.ERROR, source="writer", reason="ENOSPC", errno=28, fatal=True)
-    assert p.state() == reg.FAILED
+    assert p.state() == st.FAILED
     assert not r.is_complete()          # its stop summary is on the way
     p.stop(protocol.STOP_ERROR)
     assert r.is_complete()
@@ -396,7 +402,7 @@ def test_completion_gives_up_on_a_missing_summary_after_the_grace():
         p.start()
     a.send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
     r.connection_closed("b", b.conn, said_bye=False)   # b: gone, nothing to wait for
-    clock.t += reg.SUMMARY_GRACE_S - 0.1
+    clock.t += liveness.SUMMARY_GRACE_S - 0.1
     assert not r.is_complete()
     clock.t += 0.2
     assert r.is_complete()
@@ -850,19 +856,19 @@ def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
         r.restore(m, T0)
     assert r.restored == len(kept_a) + len(kept_b)
     r.resumed("the server restarted")
-    assert r.clients["a"].state == reg.WENT_AWAY and r.clients["a"].restart_pending
+    assert r.clients["a"].state == st.WENT_AWAY and r.clients["a"].restart_pending
     assert r.clients["a"].went_away_count == 0        # the server went away, not "a"
-    assert r.clients["b"].state == reg.FINISHED
+    assert r.clients["b"].state == st.FINISHED
     assert r.clients["a"].perf_bytes == 5 << 20 and r.clients["a"].last_seq == 3
     assert r.go_released
     assert not r.is_complete()                        # "a" may still come back
     # "a" reconnects: its hello is a duplicate, re-acked up to what is on record
     again = Peer(r, "a")
     outcome, _ = again.hello()
-    assert outcome == reg.DUPLICATE and r.clients["a"].recorded_seq == 3
-    assert r.clients["a"].state == reg.RUNNING and not r.clients["a"].restart_pending
+    assert outcome == ledger.DUPLICATE and r.clients["a"].recorded_seq == 3
+    assert r.clients["a"].state == st.RUNNING and not r.clients["a"].restart_pending
     again.seq = 3                                     # it goes on where it was
-    assert again.perf(T0 + 1, T0 + 2, 1 << 20) == reg.NEW
+    assert again.perf(T0 + 1, T0 + 2, 1 << 20) == ledger.NEW
     assert r.clients["a"].perf_bytes == 6 << 20
     # a client that never comes back: the run completes after the grace
     r2, clock2 = _registry(expected_clients=2, heartbeat_timeout=10.0)
@@ -885,11 +891,11 @@ def test_registry_restore_skips_records_without_a_hello():
 
 def test_registry_max_clients_refuses_new_names_only():
     r, _ = _registry(max_clients=1)
-    assert Peer(r, "a").hello()[0] == reg.NEW
+    assert Peer(r, "a").hello()[0] == ledger.NEW
     outcome, why = Peer(r, "b", pid=7).hello()
     assert outcome == reg.REJECT and "--max-clients" in why
     assert r.rejected == {reg.REJECT_TOO_MANY_CLIENTS: 1}
-    assert Peer(r, "a").hello()[0] == reg.DUPLICATE   # a known name may come back
+    assert Peer(r, "a").hello()[0] == ledger.DUPLICATE   # a known name may come back
 
 
 def test_registry_replay_is_a_recorded_seq_from_another_connection():
@@ -909,13 +915,13 @@ def test_registry_keeps_at_most_keep_texts_max_notes():
     r, _ = _registry()
     a = Peer(r, "a")
     a.hello()
-    old = reg.KEEP_TEXTS_MAX
-    reg.KEEP_TEXTS_MAX = 3
+    old = effects.KEEP_TEXTS_MAX
+    effects.KEEP_TEXTS_MAX = 3
     try:
         for i in range(5):
             a.send(protocol.NOTE, text="n%d" % i)
     finally:
-        reg.KEEP_TEXTS_MAX = old
+        effects.KEEP_TEXTS_MAX = old
     assert r.clients["a"].notes == ["n0", "n1", "n2"] and r.clients["a"].texts_dropped == 2
 
 
@@ -929,7 +935,7 @@ def test_registry_pong_gives_ntp_offset_from_the_shortest_round_trip_and_flags_d
     def pong(sent, recv, client_time):
         m = p.msg(protocol.PONG, nonce=int(sent * protocol.PING_NONCE_PER_S),
                   client_time=client_time)
-        assert r.accept(m, recv, p.conn) == reg.NEW
+        assert r.accept(m, recv, p.conn) == ledger.NEW
     # the client's clock is 5 s ahead; round trips of 40 ms, then 10 ms
     pong(T0 + 10.0, T0 + 10.040, T0 + 15.020)
     pong(T0 + 20.0, T0 + 20.010, T0 + 25.005)
@@ -979,22 +985,22 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
     gos += r.release_go()
     assert [g[0] for g in gos] == ["b", "a"]
     fields = dict((name, f) for name, _, f in gos)
-    lead = reg.START_LEAD_S + 2 * reg.START_LEAD_PER_CLIENT_S
+    lead = go_mod.START_LEAD_S + 2 * go_mod.START_LEAD_PER_CLIENT_S
     for name, chunk in (("a", 10), ("b", 20)):
         assert fields[name]["chunk_bytes"] == chunk * MIB
         assert fields[name]["duration_s"] == 7.0
         assert fields[name]["start_at"] == pytest.approx(wall.t + lead)
         assert fields[name]["clock_offset_s"] is None   # no pong yet: by go's send time
         # the fleet's ends are spread over a time that grows with the fleet
-        assert fields[name]["end_spread_s"] == 2 * reg.END_SPREAD_PER_CLIENT_S
+        assert fields[name]["end_spread_s"] == 2 * go_mod.END_SPREAD_PER_CLIENT_S
     # a late client still in time gets the instant; one too late starts at once
     c = Peer(r, "c", pid=3)
     m = c.msg(protocol.HELLO, **hello_fields(pid=3, fixed=[]))
     r.hello(m, T0, c.conn, "peer", c.sender)
     (late,) = r.recorded("c", m.seq)
     assert late[2]["start_at"] == fields["a"]["start_at"] and late[2]["chunk_bytes"] == 10 * MIB
-    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * reg.END_SPREAD_PER_CLIENT_S
-    wall.t += lead - reg.START_AHEAD_MIN_S + 0.01
+    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * go_mod.END_SPREAD_PER_CLIENT_S
+    wall.t += lead - go_mod.START_AHEAD_MIN_S + 0.01
     d = Peer(r, "d", pid=4)
     m = d.msg(protocol.HELLO, **hello_fields(pid=4, fixed=[]))
     r.hello(m, T0, d.conn, "peer", d.sender)
@@ -1003,7 +1009,7 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
 
 
 def test_registry_end_spread_stops_at_what_the_protocol_allows(monkeypatch):
-    monkeypatch.setattr(reg, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
+    monkeypatch.setattr(go_mod, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
     r, _ = _registry()
     gos = []
     for pid, name in enumerate("ab", 1):
@@ -1025,12 +1031,12 @@ def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():
     assert "at 100 MiB/s, 1 s gives ~0.1 rollovers of 1000 MiB files" in why
     assert "slow" not in r.clients
     q = Peer(r, "forced")
-    assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == reg.NEW
+    assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == ledger.NEW
     assert any("runs it anyway (--force)" in n for n in r.notes)
 
 
 def test_intervals_are_packed_24_bytes_each_and_read_back_exactly():
-    iv = reg.Intervals()
+    iv = clientstate.Intervals()
     for i in range(1000):
         iv.append(T0 + i, T0 + i + 1.000001, (10 << 20) + i)
     iv += [(T0, T0 + 1, 2 ** 53)]

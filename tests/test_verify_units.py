@@ -148,6 +148,7 @@ def test_registry_and_console_show_verification_progress_and_a_bad_client_fails(
     the registry names it for the server's exit code."""
     from diskbench.server import console as console_mod
     from diskbench.server import registry as reg
+    from diskbench import states as st
     from tests.test_server_console import _Clock, _feed
     clock = _Clock()
     registry = reg.Registry(clock=clock, plan_given={"verify": True})
@@ -176,8 +177,8 @@ def test_registry_and_console_show_verification_progress_and_a_bad_client_fails(
                                bytes_written=1, chunks_written=1, rollovers=0,
                                elapsed_s=1.0, io_s=0.5, dropped_messages=0),
                         5011.0, hash(name))
-    assert registry.clients["a"].state == reg.FINISHED
-    assert registry.clients["b"].state == reg.FAILED
+    assert registry.clients["a"].state == st.FINISHED
+    assert registry.clients["b"].state == st.FAILED
     assert registry.clients["b"].reason == \
         "its data did not come back: 2 bad blocks read back (2 stale)"
     assert registry.bad_data() == ["b"]

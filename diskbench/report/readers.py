@@ -19,7 +19,7 @@ import math
 from diskbench import plan, protocol
 from diskbench.compat import RecursionError, as_text, integer_types
 from diskbench.server import report as report_mod
-from diskbench.server import states
+from diskbench import states
 
 #: The largest figure (MiB, MiB/s, ms, s) believed in a report.json: beyond, the
 #: file is not a benchmark's (and a delta or ratio of it could overflow a float).

@@ -2,8 +2,8 @@
 
 A server that was SIGKILLed, crashed or lost its machine leaves perf.jsonl
 (every message it acknowledged) and run.json (run id, start time), but no
-report. Replaying the records into a fresh Registry (as the server's resume
-path does) gives every figure back. What perf.jsonl cannot say is how the run
+report. Replaying the records into a fresh ledger (diskbench/ledger.py, as the
+server's resume path does into its registry) gives every figure back. What perf.jsonl cannot say is how the run
 ended: clients without a stop summary are reported "unfinished", with a
 reason saying the server did not see the end. A server that ended the run
 added its report facts to run.json (server/report.facts: each client's plan as
@@ -18,11 +18,11 @@ from __future__ import absolute_import
 import os
 import time
 
+from diskbench.ledger import Ledger
 from diskbench.metrics import utc
 from diskbench.report import readers
 from diskbench.report import series as series_mod
-from diskbench.server import registry as reg
-from diskbench.server import states
+from diskbench import states
 from diskbench.server import report as report_mod
 
 RUN_MARKER = "run.json"   # master.RUN_MARKER (not imported: master pulls in the server)
@@ -51,7 +51,7 @@ def load(log_dir, warn):
                          % (log_dir, series_mod.PERF_LOG))
     builder = series_mod.Builder()
     recv = [None, None]       # first and last receive time
-    registry = reg.Registry(expected_clients=None)
+    registry = Ledger()
     tally, said = {}, []      # the reader's warnings: not said when the file is refused
     try:  # opening it, or any read on the way
         records = series_mod.iter_records(log_dir, said.append, tally)

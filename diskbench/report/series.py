@@ -17,7 +17,7 @@ import os
 
 from diskbench import metrics, protocol
 from diskbench.server import report as report_mod
-from diskbench.server.seqset import SeqSet
+from diskbench.seqset import SeqSet
 
 PERF_LOG = "perf.jsonl"
 #: Bad lines of perf.jsonl named one by one in the warnings; the rest are counted

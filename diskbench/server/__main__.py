@@ -17,7 +17,8 @@ from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, console_s
                            parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import console as console_mod
 from diskbench.server import control, interpreter
-from diskbench.server import registry as reg
+from diskbench import ledger
+from diskbench.server import liveness
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
 from diskbench.server.master import FinishedRun, LogDirTaken, Master
@@ -94,12 +95,12 @@ def _add_run_flags(p):
     p.add_argument("--heartbeat-timeout", type=seconds, default=None,
                    metavar="SECONDS", help="a client silent this long is marked went "
                    "away (default: %d x the heartbeat interval each client announces)"
-                   % reg.HEARTBEAT_LIVENESS)
+                   % liveness.HEARTBEAT_LIVENESS)
     p.add_argument("--rejoin-grace", type=seconds, default=None, metavar="SECONDS",
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
-                   "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
-    _seconds(p, "--stall-timeout", reg.STALL_TIMEOUT_S,
+                   "timeout)" % liveness.REJOIN_GRACE_TIMEOUTS)
+    _seconds(p, "--stall-timeout", ledger.STALL_TIMEOUT_S,
              "a client whose heartbeat says its writer "
              "made no progress this long is shown stalled (default: %(default)s)")
     p.add_argument("--require-all", action="store_true",

@@ -26,7 +26,7 @@ import time
 
 from diskbench import metrics
 from diskbench.server import event, verbose
-from diskbench.server import states as st
+from diskbench import states as st
 from diskbench.metrics import utc
 from diskbench.server.recorder import LineHandler
 

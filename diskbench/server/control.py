@@ -41,7 +41,7 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes, monotonic, peer_uid
-from diskbench.server.states import FINISHED, LIVE, shown
+from diskbench.states import FINISHED, LIVE, shown
 
 #: The socket's name in --log-dir.
 SOCKET_NAME = "control.sock"

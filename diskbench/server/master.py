@@ -39,6 +39,9 @@ from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
 from diskbench.server import registry as reg
+from diskbench import effects
+from diskbench.server import liveness
+from diskbench import states as st
 from diskbench.server import report as report_mod
 
 #: How often the main loop checks liveness, GO, completion and connection
@@ -94,16 +97,16 @@ ENDED_MEANING = "the operator ended the run (ctl end); report has what was known
 def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
     """The longest a run goes on after the last message any client sends (the
     server running, not paused): a silent client is went away within its
-    timeout W (--heartbeat-timeout, else at most registry.MAX_WENT_AWAY_S)
+    timeout W (--heartbeat-timeout, else at most liveness.MAX_WENT_AWAY_S)
     and the liveness check's step, then waited for (--rejoin-grace R, else
     REJOIN_GRACE_TIMEOUTS x W; a failed client's summary: SUMMARY_GRACE_S),
     then complete (--idle-timeout without --clients) at a tick. The README's
     formula; the report follows."""
     went_away = heartbeat_timeout if heartbeat_timeout is not None \
-        else reg.MAX_WENT_AWAY_S
+        else liveness.MAX_WENT_AWAY_S
     grace = rejoin_grace if rejoin_grace is not None \
-        else reg.REJOIN_GRACE_TIMEOUTS * went_away
-    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +
+        else liveness.REJOIN_GRACE_TIMEOUTS * went_away
+    return (went_away + liveness.LIVENESS_CHECK_S + max(grace, liveness.SUMMARY_GRACE_S) +
             idle_timeout + 2 * TICK_S)
 
 
@@ -719,7 +722,7 @@ class Master(object):
         warnings += ["client %s's clock is %s the server's: its times are put "
                      "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
                      for c in view.clients if c.offset()[0] is not None and
-                     abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
+                     abs(c.offset()[0]) > effects.CLOCK_SKEW_WARN_S]
         warnings += ["client %s's clock moved %.3f s against the server's during the "
                      "run" % (c.name, c.offset_high - c.offset_low) for c in view.clients
                      if c.drift_warned]
@@ -765,7 +768,7 @@ class Master(object):
             at = stops.get(client.name)
             if at is None:
                 continue
-            if client.state == reg.FINISHED and client.stop is not None and \
+            if client.state == st.FINISHED and client.stop is not None and \
                     client.stop.reason == protocol.STOP_SERVER:
                 client.reason = control_mod.operator_reason(at)
             else:

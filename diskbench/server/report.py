@@ -24,7 +24,7 @@ from diskbench.metrics import count, times, utc
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
 from diskbench.server import readback
-from diskbench.server import states as st
+from diskbench import states as st
 
 REPORT_JSON = "report.json"
 REPORT_TXT = "report.txt"
