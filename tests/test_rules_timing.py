@@ -23,7 +23,8 @@ from diskbench.server import go as go_mod
 from diskbench import ledger
 from diskbench.server import liveness
 from diskbench import states as st
-from diskbench.server import report
+from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
 from tests.test_server_fakes import T0, hello_fields
 from tests.test_server_units import Clock, Peer, _registry
 
@@ -139,7 +140,7 @@ def test_report_puts_skewed_clients_on_the_server_clock_ahead_and_behind():
     _skewed_writer(r, "ahead", SKEW_S, 1)
     _skewed_writer(r, "behind", -SKEW_S, 2)
     view = r.snapshot()
-    rep = report.build(view, T0, T0 + 30.0)
+    rep = build_mod.build(view, T0, T0 + 30.0)
     agg = rep["aggregate"]
     fast = min(DELAYS_S)
     assert agg["throughput_mib_s"] is not None, agg["period_note"]
@@ -149,7 +150,7 @@ def test_report_puts_skewed_clients_on_the_server_clock_ahead_and_behind():
     entries = dict((e["client"], e) for e in rep["clients"])
     assert entries["ahead"]["clock_offset_s"] == pytest.approx(SKEW_S - fast)
     assert entries["behind"]["clock_offset_s"] == pytest.approx(-SKEW_S - fast)
-    firsts = [report.first_write_ts(c) for c in view.clients]
+    firsts = [figures_mod.first_write_ts(c) for c in view.clients]
     assert firsts == [pytest.approx(T0 + 10.0 + fast, abs=1e-6)] * 2
 
 

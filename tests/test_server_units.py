@@ -19,7 +19,10 @@ from diskbench import ledger
 from diskbench.server import liveness
 from diskbench import states as st
 from diskbench.server.deadlines import Deadlines
-from diskbench.server import report
+from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
+from diskbench import report as outputs
+from diskbench.report import text as text_mod
 from tests.helpers import LogLines, wait_until
 from tests.test_server_fakes import T0, hello_fields, latency_sets
 
@@ -429,7 +432,7 @@ def test_report_percentiles_from_merged_histograms_match_local_merge_and_exact()
     for i, lats in enumerate(sets):
         p.perf(T0 + i, T0 + i + 1, len(lats) << 20, lats)
     p.stop()
-    entry = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    entry = build_mod.build(r.snapshot(), 0.0, 10.0)["clients"][0]
     every = [v for lats in sets for v in lats]
     local = metrics.LatencyHistogram()
     for v in every:
@@ -456,7 +459,7 @@ def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
     p.send(protocol.STATS, writer_pid=1, cpu_percent=97.0, rss_bytes=20 << 20,
            source="proc", interval_s=1.0)
     p.stop()
-    e = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    e = build_mod.build(r.snapshot(), 0.0, 10.0)["clients"][0]
     assert e["throughput_mib_s"]["mean"] == 40.0           # 160 MiB / 4 s
     assert e["throughput_mib_s"]["min"] == 20.0
     assert e["throughput_mib_s"]["max"] == 100.0
@@ -483,7 +486,7 @@ def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
     b = [(T0 + 4 + 2 * i, T0 + 6 + 2 * i, 10 << 20) for i in range(8)]
     b[2] = (T0 + 8.5, T0 + 10.5, 10 << 20)   # straddles the end: 1.5 of 2 s inside
     b[1] = (T0 + 6, T0 + 8.5, 10 << 20)      # 2.5 s inside
-    agg = report.aggregate(dict(a=a, b=b))
+    agg = figures_mod.aggregate(dict(a=a, b=b))
     assert agg["period_start_ts"] == T0 + 4 and agg["period_end_ts"] == T0 + 10
     assert agg["period_s"] == 6.0
     a_bytes = 6 * (10 << 20)
@@ -493,19 +496,19 @@ def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
     assert abs(agg["throughput_mib_s"] - metrics.mib(a_bytes + b_bytes) / 6) < 1e-9
     assert agg["first_done"] == dict(client="a", at_ts=T0 + 10)
     assert agg["last_done"]["client"] == "b" and agg["done_spread_s"] == 10.0
-    # ranking is by chunk size (report.by_chunk_size), never across the aggregate
-    assert report.rank(dict(a=20.0, b=5.0, c=None)) == ("b", "a", 0.25)
+    # ranking is by chunk size (figures_mod.by_chunk_size), never across the aggregate
+    assert figures_mod.rank(dict(a=20.0, b=5.0, c=None)) == ("b", "a", 0.25)
     assert "when b started" in agg["period_note"] and "when a ended" in agg["period_note"]
 
 
 def test_report_aggregate_without_overlap_says_so_and_gives_no_number():
-    agg = report.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
+    agg = figures_mod.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
     assert agg["throughput_mib_s"] is None and "never all wrote" in agg["period_note"]
     assert agg["first_done"]["client"] == "a"
 
 
 def test_report_aggregate_ignores_clients_that_never_wrote():
-    agg = report.aggregate(dict(a=[(T0, T0 + 2, 2 << 20)], idle=[]))
+    agg = figures_mod.aggregate(dict(a=[(T0, T0 + 2, 2 << 20)], idle=[]))
     assert agg["client_count"] == 1 and agg["throughput_mib_s"] == 1.0
 
 
@@ -521,14 +524,14 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
     peers[1].send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
     r.connection_closed("c", peers[2].conn, said_bye=False)
     r.count_rejected(protocol.ProtocolError.NOT_JSON)
-    rep = report.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
+    rep = build_mod.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
                        exit_meaning="incomplete")
     t = rep["totals"]
     assert (t["client_count"], t["finished_count"], t["failed_count"], t["went_away_count"]) == (3, 1, 1, 1)
     assert t["written_mib"] == 6.0 and t["rollover_count"] == 3 and t["chunk_count"] == 6
     assert rep["run"]["run_duration_s"] == 60.0
     assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_count"] == 1
-    paths, failed = report.write(str(tmpdir), rep)
+    paths, failed = outputs.write(str(tmpdir), rep)
     assert failed == []
     assert sorted(os.listdir(str(tmpdir))) == ["report.json", "report.txt"]
     with open(paths[0]) as f:
@@ -542,9 +545,9 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
 
 
 def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
-    """Changing report.PCTS changes report.json and report.txt alike (no crash,
+    """Changing figures_mod.PCTS changes report.json and report.txt alike (no crash,
     no leftover p99 anywhere)."""
-    monkeypatch.setattr(report, "PCTS", (10, 90))
+    monkeypatch.setattr(figures_mod, "PCTS", (10, 90))
     r, _ = _registry()
     peers = [Peer(r, n, pid=i + 1) for i, n in enumerate(("a", "b"))]
     for p in peers:
@@ -552,23 +555,23 @@ def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
         p.start()
         p.perf(T0, T0 + 2, 1 << 20, (0.001, 0.002, 0.003))
     peers[0].stop()
-    rep = report.build(r.snapshot(), T0, T0 + 10, run_label="t")
+    rep = build_mod.build(r.snapshot(), T0, T0 + 10, run_label="t")
     for e in rep["clients"]:
         assert set(e["latency_ms"]) == set(["min", "mean", "p10", "p90", "max",
                                             "sample_count"])
         assert set(e["throughput_mib_s"]) == set(["mean", "in_write_calls", "min", "p10",
                                                   "p90", "max"])
     assert "p10" in rep["totals"]["latency_ms"] and "p99" not in rep["totals"]["latency_ms"]
-    text = report.render_text(rep)
+    text = text_mod.render_text(rep)
     assert "p10 ms" in text and "p90 ms" in text and "p99" not in text and "p50" not in text
     assert "chunk latency ms: p10 1.00 p90 3.00 max" in text.replace("1.01", "1.00")
-    json.loads(report.render_json(rep))
+    json.loads(build_mod.render_json(rep))
 
 
 def test_report_with_no_clients_is_still_written(tmpdir):
     r, _ = _registry()
-    rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
-    paths, failed = report.write(str(tmpdir), rep)
+    rep = build_mod.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
+    paths, failed = outputs.write(str(tmpdir), rep)
     assert failed == []
     assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.txt"]
     with open(os.path.join(str(tmpdir), "report.json")) as f:

@@ -9,7 +9,7 @@ from diskbench import protocol as P
 from diskbench import stamp
 from diskbench.client import writer as W
 from diskbench.client.payload import Payload
-from diskbench.server import readback
+from diskbench.report import readback
 from tests.test_client_writer import CHUNK, FakeOps, StopAfter, cfg, of
 
 RUN, WRITER = 0x1122334455667788, 0x0102030405060708

@@ -42,7 +42,8 @@ from diskbench.server import registry as reg
 from diskbench import effects
 from diskbench.server import liveness
 from diskbench import states as st
-from diskbench.server import report as report_mod
+from diskbench.report import build as report_build
+from diskbench.report import text as report_text
 
 #: How often the main loop checks liveness, GO, completion and connection
 #: deadlines (seconds).
@@ -343,10 +344,10 @@ class Master(object):
                 raise
         self.claim = claim_log_dir(log_dir)   # raises LogDirTaken
         control_mod.check_free(log_dir)   # raises ServerRunning
-        if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
+        if os.path.exists(os.path.join(log_dir, report_build.REPORT_JSON)):
             raise FinishedRun(
                 "%s holds a finished run (%s exists): give a new --log-dir, or remove "
-                "that directory to start over" % (log_dir, report_mod.REPORT_JSON))
+                "that directory to start over" % (log_dir, report_build.REPORT_JSON))
         marker = os.path.join(log_dir, RUN_MARKER)
         perf = os.path.join(log_dir, recorder_mod.PERF_LOG)
         if os.path.exists(marker) or (os.path.exists(perf) and os.path.getsize(perf)):
@@ -706,7 +707,7 @@ class Master(object):
         if self.recorder_died:
             warnings.append("the recorder thread stopped during the run; the run was "
                             "ended early (a bug: please report it)")
-        short = report_mod.shortfalls(view.clients)   # client summaries vs what we hold
+        short = report_build.shortfalls(view.clients)   # client summaries vs what we hold
         warnings += short
         if (unwritten or self.recorder_died or short) and code == exitcodes.OK:
             code = exitcodes.SERVER_INCOMPLETE
@@ -735,23 +736,23 @@ class Master(object):
             run_label=self.run_id, interrupted_by=self.interrupted_by, exit_code=code,
             exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
         # what perf.jsonl cannot say goes in run.json first: a re-render states it
-        trouble = outputs.record_facts(self.args.log_dir, report_mod.facts(
+        trouble = outputs.record_facts(self.args.log_dir, report_build.facts(
             view, started, ended, **facts))
         if trouble:
             log.warning("cannot add the report facts to %s (%s): a re-render will not "
                         "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
-        rep = report_mod.build(view, started, ended, **facts)
+        rep = report_build.build(view, started, ended, **facts)
         written, failed = outputs.write_all(self.args.log_dir, rep)
         for path, exc in failed:
             sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
                 prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
-        main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
+        main = [p for p in written if os.path.basename(p) in report_build.REPORT_FILES]
         if written:
             event.info("report written: %s", " and ".join(reversed(main)) or "-")
             event.info("also written: %s", ", ".join(
                 os.path.basename(p) for p in written if p not in main) or "-")
         if not main:  # no report on disk, in any format: on stdout
-            self.console.write_last(report_mod.render_text(rep))
+            self.console.write_last(report_text.render_text(rep))
         elif not self.args.quiet:
             self.console.write_last("\n" + outputs.console_summary(rep))
         else:
