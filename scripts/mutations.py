@@ -1635,4 +1635,22 @@ MUTATIONS = [
          new="        ms = int(ts) * 1000 + int(round((ts - int(ts)) * 1000)) % 1000",
          tests=["tests/test_metrics_compat_payload.py::"
                 "test_utc_rounds_the_second_with_its_milliseconds"]),
+    # --- report27 ---
+    dict(id="report-imports-the-server-in-a-function", file="diskbench/report/rerender.py",
+         old="    builder = series_mod.Builder()\n",
+         new="    from diskbench.server import registry  # noqa: F401\n"
+             "    builder = series_mod.Builder()\n",
+         tests=["tests/test_rules_imports.py::test_the_report_never_imports_the_server_and_"
+                "the_wings_never_each_other"]),
+    dict(id="core-module-imports-the-server", file="diskbench/ledger.py",
+         old="from diskbench.states import ALLOWED, STALLED, TERMINAL, WENT_AWAY\n",
+         new="from diskbench.states import ALLOWED, STALLED, TERMINAL, WENT_AWAY\n"
+             "from diskbench.server import deadlines  # noqa: F401\n",
+         tests=["tests/test_rules_imports.py::test_the_package_graph_has_no_cycle"]),
+    dict(id="client-imports-the-server", file="diskbench/client/progress.py",
+         old="from diskbench.compat import monotonic\n",
+         new="from diskbench.compat import monotonic\n"
+             "from diskbench.server import deadlines  # noqa: F401\n",
+         tests=["tests/test_rules_imports.py::test_the_report_never_imports_the_server_and_"
+                "the_wings_never_each_other"]),
 ]
