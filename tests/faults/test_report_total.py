@@ -100,7 +100,7 @@ def _poisoned_registry():
 
 
 def test_report_total_when_figures_cannot_be_computed(tmpdir):
-    """report.build never raises on what the registry holds: a figure that cannot
+    """build.build never raises on what the registry holds: a figure that cannot
     be computed or is not finite is null with a server warning; report.json is
     strict JSON and report.txt has no forged line, even with unencodable text."""
     r = _poisoned_registry()
