@@ -17,7 +17,7 @@ import shutil
 import sys
 
 from diskbench.report import rerender
-from diskbench.server import report as report_mod
+from diskbench.report import text as text_mod
 from tests.helpers import REPO
 
 RUN_DIR = os.path.join(REPO, "tests", "data", "readme_run")
@@ -35,7 +35,7 @@ INDENT = "    "
 def sample_lines(log_dir=RUN_DIR):
     """report.txt's headline and client table, as the renderer prints them now."""
     rep, _ = rerender.load(log_dir, lambda text: None)
-    lines = report_mod.render_text(rep).splitlines()
+    lines = text_mod.render_text(rep).splitlines()
     lines = lines[:[line.startswith(SAMPLE_STOP) for line in lines].index(True)]
     while lines and not lines[-1]:
         lines.pop()

@@ -13,8 +13,9 @@ import pytest
 from diskbench import cli, plan, protocol
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
-from diskbench.server import control, finalreport, handler, recorder, registry, states
-from diskbench.server import report as report_mod
+from diskbench.server import control, finalreport, handler, liveness, recorder
+from diskbench import states
+from diskbench.report import build as report_build
 from diskbench.server import __main__ as server_main
 from diskbench.metrics import MIB
 from diskbench.protocol import ctl as channel
@@ -130,7 +131,7 @@ def _quoted_constants():
         ("README.md", "(at most `BYE_GRACE_S`, %g s;" % supervisor.BYE_GRACE_S),
         ("README.md", "every %s (`RETRY_S`)" % every),
         ("README.md", "%g s more (`HELD_DRAIN_S`)" % recorder.HELD_DRAIN_S),
-        ("README.md", "at most %g s (`registry.MAX_WENT_AWAY_S`" % registry.MAX_WENT_AWAY_S),
+        ("README.md", "at most %g s (`liveness.MAX_WENT_AWAY_S`" % liveness.MAX_WENT_AWAY_S),
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
         ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % finalreport.DRAIN_TIMEOUT_S),
@@ -260,7 +261,7 @@ def test_report_format_puts_the_aggregate_on_the_clock_the_code_uses():
     every report); REPORT-FORMAT's aggregate section says the same clock."""
     section = _read("docs/REPORT-FORMAT.md").split("## aggregate", 1)[1].split("\n## ", 1)[0]
     said = "on the server's clock"
-    assert said in report_mod.METHOD
+    assert said in report_build.METHOD
     assert said in " ".join(section.split()) and "client clocks" not in section
 
 

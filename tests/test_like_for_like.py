@@ -10,7 +10,7 @@ import time
 from diskbench import exitcodes, metrics, plan
 from diskbench.metrics import MIB
 from diskbench.report import csvout
-from diskbench.server import report as report_mod
+from diskbench.report import text as text_mod
 from tests.helpers import communicate, wait_until
 from tests.report_runs import Crafted, load_report, run_report
 from tests.test_client_runs import CLIENT, FAST, start_server
@@ -92,7 +92,7 @@ def test_like_for_like_headline_ranks_within_each_chunk_size(procs, tmpdir):
             assert named <= set(n for n in chunk if chunk[n] == z["chunk_mib"])
         assert "2 clients: slowest" in ranked[0] and ranked[2].startswith(
             "chunk 40 MiB, 1 client: s3 ")
-        assert report_mod.SIZES_DIFFER in where.replace("\n    ", " ")
+        assert text_mod.SIZES_DIFFER in where.replace("\n    ", " ")
     assert re.search(r"^\s+10\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M)
     assert "By chunk size" in page
     rows = _read_csv(os.path.join(log_dir, csvout.CHUNK_SIZES_CSV))
@@ -302,7 +302,7 @@ def test_like_for_like_words_name_each_figure_once_and_counts_agree(procs, tmpdi
     assert "totals: 1 client (" in text
     for label in (metrics.WALL_LABEL, metrics.IN_CALLS_LABEL, metrics.AGGREGATE_LABEL):
         assert label in rep["method"]
-    assert report_mod.times(1) == "once" and report_mod.count(1, "client") == "1 client"
+    assert text_mod.times(1) == "once" and text_mod.count(1, "client") == "1 client"
 
 
 def test_like_for_like_console_keeps_the_extremes_of_each_chunk_size(procs, tmpdir,

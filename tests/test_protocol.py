@@ -535,8 +535,9 @@ def test_the_sender_reads_its_drop_and_ack_policy_from_the_protocol():
 
 def test_every_client_type_has_an_entry_in_the_registry():
     from diskbench.server import registry
-    assert set(registry._APPLY) == set(P.types_for(P.C2S))
-    for method in registry._APPLY.values():
+    from diskbench import effects
+    assert set(effects.APPLY) == set(P.types_for(P.C2S))
+    for method in effects.APPLY.values():
         assert callable(getattr(registry.Registry, method))
 
 

@@ -14,8 +14,12 @@ from diskbench.metrics import MIB
 from diskbench.compat import PY2
 from diskbench.report import rerender, write_all
 from diskbench.report import series as series_mod
+from diskbench import ledger
 from diskbench.server import registry as reg
-from diskbench.server import report as report_mod
+from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
+from diskbench import report as outputs
+from diskbench.report import text as text_mod
 from tests.helpers import REPO
 from tests.report_runs import (T0, Crafted, by_client, copy_run, load_report, real_run,
                                run_report)
@@ -105,7 +109,7 @@ def test_report_killed_server_rerenders_to_the_figures_of_a_completed_run(procs,
     marker = os.path.join(done, "run.json")
     with open(marker) as f:
         info = json.load(f)
-    assert info.pop(report_mod.FACTS_KEY)
+    assert info.pop(build_mod.FACTS_KEY)
     with open(marker, "w") as f:
         json.dump(info, f)
     code, out, err = run_report(procs, done, "--out", str(tmpdir.mkdir("older")))
@@ -181,7 +185,7 @@ def test_report_json_format_3_every_key_documented_and_text_fits_120_columns(pro
     code, out, err = run_report(procs, run.save())
     assert code == 0, err
     rep = load_report(run.log_dir)
-    assert rep["report_format"] == report_mod.REPORT_FORMAT == 3
+    assert rep["report_format"] == build_mod.REPORT_FORMAT == 3
     e = by_client(rep)["n1"]
     assert set(e["throughput_timeline"][0]) == set(["t_s", "length_s", "mib_s"])
     assert e["last_heartbeat"]["progress_age_s"] == 0.25
@@ -358,7 +362,7 @@ def test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_list
     and report.json is byte for byte what encoding the lists themselves gives."""
     clients, intervals = 4, 5
     refs, peak = [], [0]
-    monkeypatch.setattr(report_mod, "timeline", _counting(report_mod.timeline, refs, peak))
+    monkeypatch.setattr(figures_mod, "timeline", _counting(figures_mod.timeline, refs, peak))
     monkeypatch.setattr(series_mod, "latency_timeline",
                         _counting(series_mod.latency_timeline, refs, peak))
     run = Crafted(str(tmpdir.join("lazy")))
@@ -369,7 +373,7 @@ def test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_list
     assert not failed
     for e in rep["clients"]:
         for key in ("throughput_timeline", "latency_timeline"):
-            assert isinstance(e[key], report_mod.Deferred), key
+            assert isinstance(e[key], build_mod.Deferred), key
     # made one at a time: throughput twice (checked when built, then encoded),
     # latency once (encoded)
     assert len(refs) == 3 * clients * intervals
@@ -397,16 +401,16 @@ def test_report_a_timeline_that_is_not_finite_is_null_with_its_warning(tmpdir):
     view = registry.snapshot()
     # the last interval's t_s (from the first's start) overflows to inf
     view.clients[0].intervals += [(-1.7e308, -1.6e308, MIB), (1.7e308, 1.75e308, MIB)]
-    rep = report_mod.build(view, T0, T0 + 10)
+    rep = build_mod.build(view, T0, T0 + 10)
     e = rep["clients"][0]
     assert e["throughput_timeline"][-1]["t_s"] is None
     assert "report.clients[0].throughput_timeline[3].t_s was not a finite number; shown " \
         "as unknown" in rep["run"]["server_warnings"], rep["run"]["server_warnings"]
-    text = report_mod.render_text(rep).splitlines()   # said with the headline,
+    text = text_mod.render_text(rep).splitlines()   # said with the headline,
     said = [i for i, line in enumerate(text) if line.startswith("server warning: ")]
-    assert said and max(said) < text.index(report_mod.client_table(rep)[0]), text[:8]
-    e["latency_timeline"] = report_mod.Deferred(lambda: [dict(p99_ms=float("nan"))])
-    written, failed = report_mod.write(str(tmpdir), rep)
+    assert said and max(said) < text.index(text_mod.client_table(rep)[0]), text[:8]
+    e["latency_timeline"] = build_mod.Deferred(lambda: [dict(p99_ms=float("nan"))])
+    written, failed = outputs.write(str(tmpdir), rep)
     assert not failed
     on_disk = load_report(str(tmpdir))["clients"][0]
     assert on_disk["latency_timeline"] == [dict(p99_ms=None)]
@@ -422,7 +426,7 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
         run.client("n%d" % i, "h%d" % i, 50, 0.004, intervals=3)
     records = series_mod.read_records(run.save())
     read, replayed, lag = [0], [0], [0]
-    real_iter, real_restore = series_mod.iter_records, reg.Registry.restore
+    real_iter, real_restore = series_mod.iter_records, ledger.Ledger.restore
 
     def counted(*args):
         for record in real_iter(*args):
@@ -434,7 +438,7 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
         lag[0] = max(lag[0], read[0] - replayed[0])   # read, not yet replayed
         return real_restore(self, msg, recv_ts)
     monkeypatch.setattr(series_mod, "iter_records", counted)
-    monkeypatch.setattr(reg.Registry, "restore", restore)
+    monkeypatch.setattr(ledger.Ledger, "restore", restore)
     rep, series = rerender.load(run.log_dir, None)
     assert read[0] == replayed[0] == len(records) and lag[0] == 0
     assert rep["run"]["end_ts"] == max(ts for _, ts in records)
@@ -486,7 +490,7 @@ def test_report_aggregate_moves_intervals_as_it_reads_them():
     """The aggregate reads each client's intervals on the server's clock through
     a view of the registry's packed intervals (as lists of tuples for every
     client at once they took 40 MB at 5,000 clients x 60 intervals)."""
-    from diskbench.server.registry import Intervals
+    from diskbench.clientstate import Intervals
 
     class Client(object):
         intervals = Intervals()
@@ -495,10 +499,10 @@ def test_report_aggregate_moves_intervals_as_it_reads_them():
             return 2.0, "ping"
     c = Client()
     c.intervals += [(10.0, 11.0, 1 << 20), (11.0, 13.0, 4 << 20)]
-    moved = report_mod.on_server_clock(c)
+    moved = figures_mod.on_server_clock(c)
     assert moved.intervals is c.intervals
     assert list(moved) == [(8.0, 9.0, 1 << 20), (9.0, 11.0, 4 << 20)] and len(moved) == 2
-    assert report_mod.aggregate(dict(a=moved)) == report_mod.aggregate(dict(a=list(moved)))
+    assert figures_mod.aggregate(dict(a=moved)) == figures_mod.aggregate(dict(a=list(moved)))
 
 
 def test_report_html_is_written_piece_by_piece(tmpdir, monkeypatch):

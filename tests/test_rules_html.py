@@ -14,7 +14,7 @@ import pytest
 
 from diskbench import metrics, protocol
 from diskbench.report import htmlout, rerender
-from diskbench.server import report as report_mod
+from diskbench.report import text as text_mod
 from tests.report_runs import Crafted
 
 #: (name, host, MiB/s, chunk latency s, perf intervals, rollovers, CPU %) of
@@ -29,7 +29,7 @@ EXTRA_RSS = 64 * metrics.MIB
 CLIENT_COLUMNS = {
     "client": lambda e: e["client"],
     "host": lambda e: e["host"],
-    "state": report_mod.state_label,
+    "state": text_mod.state_label,
     "chunk MiB": lambda e: e["chunk_mib"],
     "MiB/s mean": lambda e: e["throughput_mib_s"]["mean"],
     "p50 ms": lambda e: e["latency_ms"]["p50"],
@@ -189,7 +189,7 @@ def test_html_has_the_headline_and_every_server_warning(page):
     """Each line of the report's headline and each server warning of
     report.json is on the page (escaped)."""
     rep, html = page
-    for line in report_mod.headline(rep):
+    for line in text_mod.headline(rep):
         assert htmlout.esc(line) in html, line
     for warning in rep["run"]["server_warnings"]:
         assert htmlout.esc(warning) in html, warning

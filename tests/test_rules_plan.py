@@ -15,6 +15,7 @@ import pytest
 from diskbench import plan, protocol
 from diskbench.metrics import MIB
 from diskbench.server import registry as reg
+from diskbench import ledger
 from tests.test_server_fakes import T0, hello_fields
 from tests.test_server_units import Peer, _registry
 
@@ -114,9 +115,9 @@ def test_registry_hands_the_chunk_list_out_by_hello_order_not_by_name(names):
     for i, name in enumerate(names):
         if i == 2:   # a client too slow for the plan is refused: takes no size
             assert _hello(r, "slow", 99, calibration_mib_s=1.0) == reg.REJECT
-        assert _hello(r, name, i + 1) == reg.NEW
+        assert _hello(r, name, i + 1) == ledger.NEW
         if i == 3:   # the first client again (a reconnect): no new size
-            assert _hello(r, names[0], 1) == reg.DUPLICATE
+            assert _hello(r, names[0], 1) == ledger.DUPLICATE
     got = [r.clients[n].plan["chunk_bytes"] // MIB for n in names]
     assert got == [sizes[i % len(sizes)] for i in range(len(names))]
     assert [r.clients[n].join_order for n in names] == list(range(1, len(names) + 1))

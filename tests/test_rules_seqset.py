@@ -12,9 +12,9 @@ import random
 import pytest
 
 from diskbench import protocol
-from diskbench.server import registry as reg
-from diskbench.server import seqset
-from diskbench.server.seqset import SeqSet
+from diskbench import ledger
+from diskbench import seqset
+from diskbench.seqset import SeqSet
 from tests.test_server_fakes import T0
 from tests.test_server_units import Peer, _registry
 
@@ -142,7 +142,7 @@ def _check_registry(sent):
     r, p, outcomes, c = _registry_run(sent)
     model, first = set([1]), []
     for seq, outcome in zip(sent, outcomes):
-        assert outcome == (reg.DUPLICATE if seq in model else reg.NEW), (sent, seq)
+        assert outcome == (ledger.DUPLICATE if seq in model else ledger.NEW), (sent, seq)
         if seq not in model:
             first.append(seq)
         model.add(seq)
@@ -180,9 +180,9 @@ def test_registry_dedup_filling_a_gap_out_of_order_keeps_both_sides(order):
     """Filling the gap between two ranges (the last seq joins them) forgets
     neither side: every earlier seq is still a duplicate afterwards."""
     r, p, outcomes, c = _registry_run(order)
-    assert outcomes == [reg.NEW] * len(order)
+    assert outcomes == [ledger.NEW] * len(order)
     assert [p.send_msg(_note("a", s)) for s in range(1, max(order) + 1)] == \
-        [reg.DUPLICATE] * max(order)
+        [ledger.DUPLICATE] * max(order)
     assert c.messages == len(order) + 1
 
 
@@ -196,10 +196,10 @@ def test_registry_seq_jump_bound_grows_with_the_silence_and_a_refused_seq_is_not
     r, _ = _registry(heartbeat_timeout=1e9)
     p = Peer(r, "a")
     p.hello()                      # seq 1, received at T0
-    bound = 1 + reg.SEQ_JUMP_BASE + int(reg.SEQ_RATE_MAX * since)
-    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == reg.SEQ_JUMP
-    assert r.accept(_note("a", bound), T0 + since, p.conn) == reg.NEW
+    bound = 1 + ledger.SEQ_JUMP_BASE + int(ledger.SEQ_RATE_MAX * since)
+    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == ledger.SEQ_JUMP
+    assert r.accept(_note("a", bound), T0 + since, p.conn) == ledger.NEW
     c = r.clients["a"]
     assert c.seq_jumps == 1 and c.last_seq == bound and (bound + 1) not in c.seen
     # from the new highest, at once: the refused seq is now within the bound
-    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == reg.NEW
+    assert r.accept(_note("a", bound + 1), T0 + since, p.conn) == ledger.NEW

@@ -19,8 +19,12 @@ from diskbench import metrics, plan, protocol
 from diskbench.client import sender as sender_mod
 from diskbench.client import supervisor as supervisor_mod
 from diskbench.server import master as master_mod
-from diskbench.server import registry as reg
-from diskbench.server import report
+from diskbench.server import go as go_mod
+from diskbench import ledger
+from diskbench.server import liveness
+from diskbench import states as st
+from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
 from tests.test_server_fakes import T0, hello_fields
 from tests.test_server_units import Clock, Peer, _registry
 
@@ -61,7 +65,7 @@ def _skewed_hello(r, name, skew, pid):
     p = Peer(r, name, pid=pid)
     m = protocol.make(protocol.HELLO, protocol.C2S, name=name, seq=1, ts=T0 + skew,
                       **hello_fields(pid=pid))
-    assert r.hello(m, T0 + max(DELAYS_S), p.conn, "peer", p.sender)[0] == reg.NEW
+    assert r.hello(m, T0 + max(DELAYS_S), p.conn, "peer", p.sender)[0] == ledger.NEW
     r.recorded(name, 1)
     p.seq = 1
     return p
@@ -73,7 +77,7 @@ def _send_at(r, p, server_t, delay, skew, type_, **fields):
     p.seq += 1
     m = protocol.make(type_, protocol.C2S, name=p.name, seq=p.seq, ts=server_t + skew,
                       **fields)
-    assert r.accept(m, server_t + delay, p.conn) == reg.NEW
+    assert r.accept(m, server_t + delay, p.conn) == ledger.NEW
     r.recorded(p.name, p.seq)
 
 
@@ -121,7 +125,7 @@ def test_registry_ping_offset_is_client_time_minus_the_round_trips_middle(skew):
     for sent, rtt in ((T0 + 10.0, 0.080), (T0 + 20.0, 0.010), (T0 + 30.0, 0.050)):
         m = p.msg(protocol.PONG, nonce=int(sent * protocol.PING_NONCE_PER_S),
                   client_time=sent + rtt / 2 + skew)
-        assert r.accept(m, sent + rtt, p.conn) == reg.NEW
+        assert r.accept(m, sent + rtt, p.conn) == ledger.NEW
     c = r.clients["a"]
     assert c.offset()[1] == "ping" and c.rtt_s == pytest.approx(0.010, abs=1e-6)
     assert c.ping_offset_s == pytest.approx(skew, abs=1e-6)
@@ -136,7 +140,7 @@ def test_report_puts_skewed_clients_on_the_server_clock_ahead_and_behind():
     _skewed_writer(r, "ahead", SKEW_S, 1)
     _skewed_writer(r, "behind", -SKEW_S, 2)
     view = r.snapshot()
-    rep = report.build(view, T0, T0 + 30.0)
+    rep = build_mod.build(view, T0, T0 + 30.0)
     agg = rep["aggregate"]
     fast = min(DELAYS_S)
     assert agg["throughput_mib_s"] is not None, agg["period_note"]
@@ -146,7 +150,7 @@ def test_report_puts_skewed_clients_on_the_server_clock_ahead_and_behind():
     entries = dict((e["client"], e) for e in rep["clients"])
     assert entries["ahead"]["clock_offset_s"] == pytest.approx(SKEW_S - fast)
     assert entries["behind"]["clock_offset_s"] == pytest.approx(-SKEW_S - fast)
-    firsts = [report.first_write_ts(c) for c in view.clients]
+    firsts = [figures_mod.first_write_ts(c) for c in view.clients]
     assert firsts == [pytest.approx(T0 + 10.0 + fast, abs=1e-6)] * 2
 
 
@@ -186,7 +190,7 @@ def _fleet(r, n, start=False, gos=None):
     for i in range(n):
         p = Peer(r, "c%05d" % i, pid=i + 1)
         m = p.msg(protocol.HELLO, **hello_fields(pid=p.pid))
-        assert r.hello(m, T0, p.conn, "peer", p.sender)[0] == reg.NEW
+        assert r.hello(m, T0, p.conn, "peer", p.sender)[0] == ledger.NEW
         got = r.recorded(p.name, m.seq)
         if gos is not None:
             gos.extend(got)
@@ -206,12 +210,12 @@ def test_start_lead_grows_with_the_fleet_and_late_hellos_meet_it_to_the_bound():
     gos = []
     _fleet(r, FLEET, gos=gos)
     gos += r.release_go()
-    lead = reg.START_LEAD_S + reg.START_LEAD_PER_CLIENT_S * FLEET
-    assert lead >= reg.START_LEAD_S + 1.0     # the fleet's share is not negligible
+    lead = go_mod.START_LEAD_S + go_mod.START_LEAD_PER_CLIENT_S * FLEET
+    assert lead >= go_mod.START_LEAD_S + 1.0     # the fleet's share is not negligible
     assert len(gos) == FLEET
     assert set(g[2]["start_at"] for g in gos) == set([wall.t + lead])
     at = wall.t + lead
-    wall.t = at - reg.START_AHEAD_MIN_S
+    wall.t = at - go_mod.START_AHEAD_MIN_S
     (late,) = _fleet_extra(r, "late")
     assert late[2]["start_at"] == at
     wall.t += 1e-3
@@ -233,7 +237,7 @@ def test_end_spread_is_per_client_up_to_the_protocols_cap(n, monkeypatch):
     and a go carrying it is valid on the wire (computed for n clients)."""
     r, _ = _registry()
     monkeypatch.setattr(r, "clients", dict(("c%d" % i, None) for i in range(n)))
-    want = min(protocol.END_SPREAD_MAX_S, reg.END_SPREAD_PER_CLIENT_S * n)
+    want = min(protocol.END_SPREAD_MAX_S, go_mod.END_SPREAD_PER_CLIENT_S * n)
     assert r.end_spread_s == pytest.approx(want)
     protocol.make(protocol.GO, protocol.S2C, run_id="r", end_spread_s=r.end_spread_s,
                   **_plan())
@@ -321,7 +325,7 @@ def test_fleet_shutdown_waits_for_the_end_spread_and_loses_no_summary():
     t0 = wall.t
     m._interrupted()
     assert wake.delivered == FLEET
-    assert set(c.state for c in r.clients.values()) == set([reg.FINISHED])
+    assert set(c.state for c in r.clients.values()) == set([st.FINISHED])
     assert wall.t - t0 <= GRACE_S + spread + master_mod.TICK_S
 
 
@@ -339,7 +343,7 @@ def test_fleet_shutdown_gives_up_after_the_grace_and_spread():
     waited = wall.t - t0
     assert GRACE_S + protocol.END_SPREAD_MAX_S <= waited
     assert waited <= GRACE_S + protocol.END_SPREAD_MAX_S + master_mod.TICK_S
-    assert all(c.state == reg.RUNNING and "had not finished" in c.reason
+    assert all(c.state == st.RUNNING and "had not finished" in c.reason
                for c in r.clients.values())
 
 
@@ -355,10 +359,10 @@ def test_rejoin_grace_is_timeouts_of_each_clients_own_heartbeat_to_the_bound(hea
     p.hello(heartbeat_interval_s=heartbeat_s)
     p.start()
     r.connection_closed("a", p.conn, said_bye=False)
-    assert p.state() == reg.WENT_AWAY
-    timeout = max(reg.MIN_WENT_AWAY_S, reg.HEARTBEAT_LIVENESS * heartbeat_s)
+    assert p.state() == st.WENT_AWAY
+    timeout = max(liveness.MIN_WENT_AWAY_S, liveness.HEARTBEAT_LIVENESS * heartbeat_s)
     assert r.went_away_timeout(r.clients["a"]) == pytest.approx(timeout)
-    grace = reg.REJOIN_GRACE_TIMEOUTS * timeout
+    grace = liveness.REJOIN_GRACE_TIMEOUTS * timeout
     t0 = clock.t
     clock.t = t0 + grace - 1e-3
     assert not r.is_complete()
@@ -376,8 +380,8 @@ def test_rejoin_grace_of_a_mixed_fleet_waits_for_the_longest():
         p.hello(heartbeat_interval_s=hb)
         p.start()
         r.connection_closed(p.name, p.conn, said_bye=False)
-        graces.append(reg.REJOIN_GRACE_TIMEOUTS *
-                      max(reg.MIN_WENT_AWAY_S, reg.HEARTBEAT_LIVENESS * hb))
+        graces.append(liveness.REJOIN_GRACE_TIMEOUTS *
+                      max(liveness.MIN_WENT_AWAY_S, liveness.HEARTBEAT_LIVENESS * hb))
     t0 = clock.t
     clock.t = t0 + max(graces) - 1e-3
     assert not r.is_complete()
@@ -391,11 +395,11 @@ def _heartbeat(p, age, alive=True):
 
 
 @pytest.mark.parametrize("age,alive,state", [
-    (0.0, True, reg.RUNNING),
-    (plan.STALL_TIMEOUT_S - 1e-3, True, reg.RUNNING),
-    (plan.STALL_TIMEOUT_S, True, reg.STALLED),
-    (10 * plan.STALL_TIMEOUT_S, True, reg.STALLED),
-    (0.0, False, reg.STALLED),
+    (0.0, True, st.RUNNING),
+    (plan.STALL_TIMEOUT_S - 1e-3, True, st.RUNNING),
+    (plan.STALL_TIMEOUT_S, True, st.STALLED),
+    (10 * plan.STALL_TIMEOUT_S, True, st.STALLED),
+    (0.0, False, st.STALLED),
 ])
 def test_stall_rule_at_and_around_the_default_timeout(age, alive, state):
     """A heartbeat makes a running client STALLED exactly when its writer made
@@ -408,7 +412,7 @@ def test_stall_rule_at_and_around_the_default_timeout(age, alive, state):
     _heartbeat(p, age, alive)
     assert p.state() == state
     _heartbeat(p, 0.0)
-    assert p.state() == reg.RUNNING
+    assert p.state() == st.RUNNING
     _heartbeat(p, age, alive)
     p.stop()
-    assert p.state() == (reg.FAILED if state == reg.STALLED else reg.FINISHED)
+    assert p.state() == (st.FAILED if state == st.STALLED else st.FINISHED)

@@ -12,8 +12,17 @@ import pytest
 from diskbench import metrics, protocol
 from diskbench.server import recorder as rec
 from diskbench.server import registry as reg
+from diskbench import clientstate
+from diskbench import effects
+from diskbench.server import go as go_mod
+from diskbench import ledger
+from diskbench.server import liveness
+from diskbench import states as st
 from diskbench.server.deadlines import Deadlines
-from diskbench.server import report
+from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
+from diskbench import report as outputs
+from diskbench.report import text as text_mod
 from tests.helpers import LogLines, wait_until
 from tests.test_server_fakes import T0, hello_fields, latency_sets
 
@@ -46,7 +55,7 @@ class Peer(object):
     def hello(self, **fields):
         m = self.msg(protocol.HELLO, **hello_fields(pid=self.pid, **fields))
         outcome = self.registry.hello(m, T0, self.conn, "127.0.0.1:1", self.sender)
-        if outcome[0] == reg.NEW:
+        if outcome[0] == ledger.NEW:
             self.registry.recorded(self.name, m.seq)
         return outcome
 
@@ -55,7 +64,7 @@ class Peer(object):
 
     def send_msg(self, m):
         outcome = self.registry.accept(m, T0, self.conn)
-        if outcome == reg.NEW:
+        if outcome == ledger.NEW:
             self.registry.recorded(self.name, m.seq)
         return outcome
 
@@ -91,12 +100,12 @@ def _registry(**kw):
 def test_registry_hello_start_stop_duration_reaches_finished():
     r, _ = _registry()
     p = Peer(r, "a")
-    assert p.hello() == (reg.NEW, None)
-    assert p.state() == reg.JOINED
+    assert p.hello() == (ledger.NEW, None)
+    assert p.state() == st.JOINED
     p.start()
-    assert p.state() == reg.RUNNING
+    assert p.state() == st.RUNNING
     p.stop()
-    assert p.state() == reg.FINISHED
+    assert p.state() == st.FINISHED
     assert r.all_finished()
 
 
@@ -107,10 +116,10 @@ def test_registry_fatal_error_then_stop_error_is_failed_with_reason():
     p.start()
     p.send(protocol.ERROR, source="writer", reason="No space left on device", errno=28,
            fatal=True)
-    assert p.state() == reg.FAILED
+    assert p.state() == st.FAILED
     p.stop(protocol.STOP_ERROR)
     client = r.clients["a"]
-    assert client.state == reg.FAILED and "No space left" in client.reason
+    assert client.state == st.FAILED and "No space left" in client.reason
     assert client.stop is not None  # the summary is still kept
 
 
@@ -122,7 +131,7 @@ def test_registry_stop_by_client_signal_is_failed_and_by_server_is_finished():
         p.start()
     a.stop(protocol.STOP_SIGNAL)
     b.stop(protocol.STOP_SERVER)
-    assert (a.state(), b.state()) == (reg.FAILED, reg.FINISHED)
+    assert (a.state(), b.state()) == (st.FAILED, st.FINISHED)
 
 
 def test_registry_terminal_state_never_changes():
@@ -133,7 +142,7 @@ def test_registry_terminal_state_never_changes():
     p.stop()
     p.send(protocol.ERROR, source="x", reason="late", errno=None, fatal=True)
     r.connection_closed("a", p.conn, said_bye=False)
-    assert p.state() == reg.FINISHED
+    assert p.state() == st.FINISHED
 
 
 def test_registry_connection_closed_without_stop_is_went_away():
@@ -142,7 +151,7 @@ def test_registry_connection_closed_without_stop_is_went_away():
     p.hello()
     p.start()
     r.connection_closed("a", p.conn, said_bye=False)
-    assert p.state() == reg.WENT_AWAY
+    assert p.state() == st.WENT_AWAY
     assert "without stop" in r.clients["a"].reason
 
 
@@ -154,7 +163,7 @@ def test_registry_close_of_an_old_connection_does_not_affect_the_new_one():
     p.conn = r.connection_opened()
     p.hello()                       # reconnect on a new connection
     r.connection_closed("a", old, said_bye=False)
-    assert p.state() == reg.JOINED
+    assert p.state() == st.JOINED
     assert r.clients["a"].reconnects == 1
 
 
@@ -165,10 +174,10 @@ def test_registry_went_away_client_speaking_again_goes_back_to_running():
     p.start()
     clock.t += 11
     assert r.check_liveness() == ["a"]
-    assert p.state() == reg.WENT_AWAY
+    assert p.state() == st.WENT_AWAY
     p.perf(T0, T0 + 1, 1 << 20)
     client = r.clients["a"]
-    assert client.state == reg.RUNNING and client.reconnects == 1
+    assert client.state == st.RUNNING and client.reconnects == 1
     assert client.went_away_count == 1
 
 
@@ -183,7 +192,7 @@ def test_registry_liveness_marks_only_clients_silent_past_the_timeout():
     assert r.check_liveness() == []
     clock.t += 1.5              # a: 10.5 s silent; b: 1.5 s
     assert r.check_liveness() == ["a"]
-    assert (a.state(), b.state()) == (reg.WENT_AWAY, reg.RUNNING)
+    assert (a.state(), b.state()) == (st.WENT_AWAY, st.RUNNING)
     assert "silent for 10.5 s" in r.clients["a"].reason
 
 
@@ -196,9 +205,9 @@ def test_registry_went_away_timeout_is_counted_in_each_clients_own_heartbeats():
     slow.hello(heartbeat_interval_s=4.0)
     for p in (fast, slow):
         p.start()
-    clock.t += reg.HEARTBEAT_LIVENESS * 1.0 + 0.5
+    clock.t += liveness.HEARTBEAT_LIVENESS * 1.0 + 0.5
     assert r.check_liveness() == ["fast"]
-    clock.t += reg.HEARTBEAT_LIVENESS * 3.0
+    clock.t += liveness.HEARTBEAT_LIVENESS * 3.0
     assert r.check_liveness() == ["slow"]
     fixed, clock = _registry(heartbeat_timeout=20.0)
     for name, interval in (("fast", 1.0), ("slow", 4.0)):
@@ -256,7 +265,7 @@ def test_registry_client_waiting_for_go_is_exempt_from_liveness():
     p.hello()
     clock.t += 30
     assert r.check_liveness() == []
-    assert p.state() == reg.JOINED
+    assert p.state() == st.JOINED
 
 
 def test_registry_silence_counts_from_the_start_instant_after_a_long_wait_for_go():
@@ -277,7 +286,7 @@ def test_registry_silence_counts_from_the_start_instant_after_a_long_wait_for_go
     assert lead > 0
     clock.t += lead + 0.9            # still within 1 s of the start instant
     assert r.check_liveness() == []
-    clock.t += 0.2 + reg.LIVENESS_CHECK_S   # 1 s past the start instant, no beat
+    clock.t += 0.2 + liveness.LIVENESS_CHECK_S   # 1 s past the start instant, no beat
     assert sorted(r.check_liveness()) == ["a", "b"]
 
 
@@ -290,10 +299,10 @@ def test_registry_duplicate_seq_is_not_applied_twice():
     p = Peer(r, "a")
     p.hello()
     m = p.msg(protocol.ROLLOVER, file_index=0, file_bytes=1 << 20, close_s=0.1)
-    assert p.send_msg(m) == reg.NEW
-    assert p.send_msg(m) == reg.DUPLICATE
+    assert p.send_msg(m) == ledger.NEW
+    assert p.send_msg(m) == ledger.DUPLICATE
     older = protocol.make(protocol.NOTE, protocol.C2S, name="a", seq=1, text="replay")
-    assert p.send_msg(older) == reg.DUPLICATE
+    assert p.send_msg(older) == ledger.DUPLICATE
     client = r.clients["a"]
     assert client.close_times == [0.1] and client.duplicates == 2
     assert r.clients["a"].recorded_seq == m.seq
@@ -373,7 +382,7 @@ def test_completion_with_expected_clients_needs_n_hellos_and_all_terminal():
     assert not r.is_complete()       # b still joined
     r.connection_closed("b", b.conn, said_bye=False)
     grace = r.rejoin_grace_for(r.clients["b"])
-    assert grace == reg.REJOIN_GRACE_TIMEOUTS * 10.0
+    assert grace == liveness.REJOIN_GRACE_TIMEOUTS * 10.0
     clock.t += grace - 0.1
     assert not r.is_complete()       # b went away, but may still come back
     clock.t += 0.2
@@ -407,7 +416,7 @@ def test_completion_waits_for_the_stop_summary_of_a_failed_connected_client():
     p.hello()
     p.start()
     p.send(protocol.ERROR, source="writer", reason="ENOSPC", errno=28, fatal=True)
-    assert p.state() == reg.FAILED
+    assert p.state() == st.FAILED
     assert not r.is_complete()          # its stop summary is on the way
     p.stop(protocol.STOP_ERROR)
     assert r.is_complete()
@@ -422,7 +431,7 @@ def test_completion_gives_up_on_a_missing_summary_after_the_grace():
         p.start()
     a.send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
     r.connection_closed("b", b.conn, said_bye=False)   # b: gone, nothing to wait for
-    clock.t += reg.SUMMARY_GRACE_S - 0.1
+    clock.t += liveness.SUMMARY_GRACE_S - 0.1
     assert not r.is_complete()
     clock.t += 0.2
     assert r.is_complete()
@@ -449,7 +458,7 @@ def test_report_percentiles_from_merged_histograms_match_local_merge_and_exact()
     for i, lats in enumerate(sets):
         p.perf(T0 + i, T0 + i + 1, len(lats) << 20, lats)
     p.stop()
-    entry = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    entry = build_mod.build(r.snapshot(), 0.0, 10.0)["clients"][0]
     every = [v for lats in sets for v in lats]
     local = metrics.LatencyHistogram()
     for v in every:
@@ -476,7 +485,7 @@ def test_report_throughput_mean_is_bytes_over_interval_time_not_mean_of_rates():
     p.send(protocol.STATS, writer_pid=1, cpu_percent=97.0, rss_bytes=20 << 20,
            source="proc", interval_s=1.0)
     p.stop()
-    e = report.build(r.snapshot(), 0.0, 10.0)["clients"][0]
+    e = build_mod.build(r.snapshot(), 0.0, 10.0)["clients"][0]
     assert e["throughput_mib_s"]["mean"] == 40.0           # 160 MiB / 4 s
     assert e["throughput_mib_s"]["min"] == 20.0
     assert e["throughput_mib_s"]["max"] == 100.0
@@ -503,7 +512,7 @@ def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
     b = [(T0 + 4 + 2 * i, T0 + 6 + 2 * i, 10 << 20) for i in range(8)]
     b[2] = (T0 + 8.5, T0 + 10.5, 10 << 20)   # straddles the end: 1.5 of 2 s inside
     b[1] = (T0 + 6, T0 + 8.5, 10 << 20)      # 2.5 s inside
-    agg = report.aggregate(dict(a=a, b=b))
+    agg = figures_mod.aggregate(dict(a=a, b=b))
     assert agg["period_start_ts"] == T0 + 4 and agg["period_end_ts"] == T0 + 10
     assert agg["period_s"] == 6.0
     a_bytes = 6 * (10 << 20)
@@ -513,19 +522,19 @@ def test_report_aggregate_sums_only_the_all_writing_period_with_pro_rating():
     assert abs(agg["throughput_mib_s"] - metrics.mib(a_bytes + b_bytes) / 6) < 1e-9
     assert agg["first_done"] == dict(client="a", at_ts=T0 + 10)
     assert agg["last_done"]["client"] == "b" and agg["done_spread_s"] == 10.0
-    # ranking is by chunk size (report.by_chunk_size), never across the aggregate
-    assert report.rank(dict(a=20.0, b=5.0, c=None)) == ("b", "a", 0.25)
+    # ranking is by chunk size (figures_mod.by_chunk_size), never across the aggregate
+    assert figures_mod.rank(dict(a=20.0, b=5.0, c=None)) == ("b", "a", 0.25)
     assert "when b started" in agg["period_note"] and "when a ended" in agg["period_note"]
 
 
 def test_report_aggregate_without_overlap_says_so_and_gives_no_number():
-    agg = report.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
+    agg = figures_mod.aggregate(dict(a=[(T0, T0 + 1, 1 << 20)], b=[(T0 + 5, T0 + 6, 1 << 20)]))
     assert agg["throughput_mib_s"] is None and "never all wrote" in agg["period_note"]
     assert agg["first_done"]["client"] == "a"
 
 
 def test_report_aggregate_ignores_clients_that_never_wrote():
-    agg = report.aggregate(dict(a=[(T0, T0 + 2, 2 << 20)], idle=[]))
+    agg = figures_mod.aggregate(dict(a=[(T0, T0 + 2, 2 << 20)], idle=[]))
     assert agg["client_count"] == 1 and agg["throughput_mib_s"] == 1.0
 
 
@@ -541,14 +550,14 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
     peers[1].send(protocol.ERROR, source="writer", reason="EIO", errno=5, fatal=True)
     r.connection_closed("c", peers[2].conn, said_bye=False)
     r.count_rejected(protocol.ProtocolError.NOT_JSON)
-    rep = report.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
+    rep = build_mod.build(r.snapshot(), 100.0, 160.0, run_label="t", exit_code=5,
                        exit_meaning="incomplete")
     t = rep["totals"]
     assert (t["client_count"], t["finished_count"], t["failed_count"], t["went_away_count"]) == (3, 1, 1, 1)
     assert t["written_mib"] == 6.0 and t["rollover_count"] == 3 and t["chunk_count"] == 6
     assert rep["run"]["run_duration_s"] == 60.0
     assert rep["rejected_messages"] == {"not-json": 1} and rep["rejected_count"] == 1
-    paths, failed = report.write(str(tmpdir), rep)
+    paths, failed = outputs.write(str(tmpdir), rep)
     assert failed == []
     assert sorted(os.listdir(str(tmpdir))) == ["report.json", "report.txt"]
     with open(paths[0]) as f:
@@ -562,9 +571,9 @@ def test_report_totals_and_text_and_atomic_files(tmpdir):
 
 
 def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
-    """Changing report.PCTS changes report.json and report.txt alike (no crash,
+    """Changing figures_mod.PCTS changes report.json and report.txt alike (no crash,
     no leftover p99 anywhere)."""
-    monkeypatch.setattr(report, "PCTS", (10, 90))
+    monkeypatch.setattr(figures_mod, "PCTS", (10, 90))
     r, _ = _registry()
     peers = [Peer(r, n, pid=i + 1) for i, n in enumerate(("a", "b"))]
     for p in peers:
@@ -572,23 +581,23 @@ def test_report_percentiles_are_stated_once_in_report_pcts(monkeypatch):
         p.start()
         p.perf(T0, T0 + 2, 1 << 20, (0.001, 0.002, 0.003))
     peers[0].stop()
-    rep = report.build(r.snapshot(), T0, T0 + 10, run_label="t")
+    rep = build_mod.build(r.snapshot(), T0, T0 + 10, run_label="t")
     for e in rep["clients"]:
         assert set(e["latency_ms"]) == set(["min", "mean", "p10", "p90", "max",
                                             "sample_count"])
         assert set(e["throughput_mib_s"]) == set(["mean", "in_write_calls", "min", "p10",
                                                   "p90", "max"])
     assert "p10" in rep["totals"]["latency_ms"] and "p99" not in rep["totals"]["latency_ms"]
-    text = report.render_text(rep)
+    text = text_mod.render_text(rep)
     assert "p10 ms" in text and "p90 ms" in text and "p99" not in text and "p50" not in text
     assert "chunk latency ms: p10 1.00 p90 3.00 max" in text.replace("1.01", "1.00")
-    json.loads(report.render_json(rep))
+    json.loads(build_mod.render_json(rep))
 
 
 def test_report_with_no_clients_is_still_written(tmpdir):
     r, _ = _registry()
-    rep = report.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
-    paths, failed = report.write(str(tmpdir), rep)
+    rep = build_mod.build(r.snapshot(), 1.0, 2.0, interrupted_by="SIGTERM")
+    paths, failed = outputs.write(str(tmpdir), rep)
     assert failed == []
     assert sorted(os.path.basename(p) for p in paths) == ["report.json", "report.txt"]
     with open(os.path.join(str(tmpdir), "report.json")) as f:
@@ -876,19 +885,19 @@ def test_registry_restore_rebuilds_state_and_waits_for_reconnect_or_grace():
         r.restore(m, T0)
     assert r.restored == len(kept_a) + len(kept_b)
     r.resumed("the server restarted")
-    assert r.clients["a"].state == reg.WENT_AWAY and r.clients["a"].restart_pending
+    assert r.clients["a"].state == st.WENT_AWAY and r.clients["a"].restart_pending
     assert r.clients["a"].went_away_count == 0        # the server went away, not "a"
-    assert r.clients["b"].state == reg.FINISHED
+    assert r.clients["b"].state == st.FINISHED
     assert r.clients["a"].perf_bytes == 5 << 20 and r.clients["a"].last_seq == 3
     assert r.go_released
     assert not r.is_complete()                        # "a" may still come back
     # "a" reconnects: its hello is a duplicate, re-acked up to what is on record
     again = Peer(r, "a")
     outcome, _ = again.hello()
-    assert outcome == reg.DUPLICATE and r.clients["a"].recorded_seq == 3
-    assert r.clients["a"].state == reg.RUNNING and not r.clients["a"].restart_pending
+    assert outcome == ledger.DUPLICATE and r.clients["a"].recorded_seq == 3
+    assert r.clients["a"].state == st.RUNNING and not r.clients["a"].restart_pending
     again.seq = 3                                     # it goes on where it was
-    assert again.perf(T0 + 1, T0 + 2, 1 << 20) == reg.NEW
+    assert again.perf(T0 + 1, T0 + 2, 1 << 20) == ledger.NEW
     assert r.clients["a"].perf_bytes == 6 << 20
     # a client that never comes back: the run completes after the grace
     r2, clock2 = _registry(expected_clients=2, heartbeat_timeout=10.0)
@@ -911,11 +920,11 @@ def test_registry_restore_skips_records_without_a_hello():
 
 def test_registry_max_clients_refuses_new_names_only():
     r, _ = _registry(max_clients=1)
-    assert Peer(r, "a").hello()[0] == reg.NEW
+    assert Peer(r, "a").hello()[0] == ledger.NEW
     outcome, why = Peer(r, "b", pid=7).hello()
     assert outcome == reg.REJECT and "--max-clients" in why
     assert r.rejected == {reg.REJECT_TOO_MANY_CLIENTS: 1}
-    assert Peer(r, "a").hello()[0] == reg.DUPLICATE   # a known name may come back
+    assert Peer(r, "a").hello()[0] == ledger.DUPLICATE   # a known name may come back
 
 
 def test_registry_replay_is_a_recorded_seq_from_another_connection():
@@ -935,13 +944,13 @@ def test_registry_keeps_at_most_keep_texts_max_notes():
     r, _ = _registry()
     a = Peer(r, "a")
     a.hello()
-    old = reg.KEEP_TEXTS_MAX
-    reg.KEEP_TEXTS_MAX = 3
+    old = effects.KEEP_TEXTS_MAX
+    effects.KEEP_TEXTS_MAX = 3
     try:
         for i in range(5):
             a.send(protocol.NOTE, text="n%d" % i)
     finally:
-        reg.KEEP_TEXTS_MAX = old
+        effects.KEEP_TEXTS_MAX = old
     assert r.clients["a"].notes == ["n0", "n1", "n2"] and r.clients["a"].texts_dropped == 2
 
 
@@ -955,7 +964,7 @@ def test_registry_pong_gives_ntp_offset_from_the_shortest_round_trip_and_flags_d
     def pong(sent, recv, client_time):
         m = p.msg(protocol.PONG, nonce=int(sent * protocol.PING_NONCE_PER_S),
                   client_time=client_time)
-        assert r.accept(m, recv, p.conn) == reg.NEW
+        assert r.accept(m, recv, p.conn) == ledger.NEW
     # the client's clock is 5 s ahead; round trips of 40 ms, then 10 ms
     pong(T0 + 10.0, T0 + 10.040, T0 + 15.020)
     pong(T0 + 20.0, T0 + 20.010, T0 + 25.005)
@@ -1005,22 +1014,22 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
     gos += r.release_go()
     assert [g[0] for g in gos] == ["b", "a"]
     fields = dict((name, f) for name, _, f in gos)
-    lead = reg.START_LEAD_S + 2 * reg.START_LEAD_PER_CLIENT_S
+    lead = go_mod.START_LEAD_S + 2 * go_mod.START_LEAD_PER_CLIENT_S
     for name, chunk in (("a", 10), ("b", 20)):
         assert fields[name]["chunk_bytes"] == chunk * MIB
         assert fields[name]["duration_s"] == 7.0
         assert fields[name]["start_at"] == pytest.approx(wall.t + lead)
         assert fields[name]["clock_offset_s"] is None   # no pong yet: by go's send time
         # the fleet's ends are spread over a time that grows with the fleet
-        assert fields[name]["end_spread_s"] == 2 * reg.END_SPREAD_PER_CLIENT_S
+        assert fields[name]["end_spread_s"] == 2 * go_mod.END_SPREAD_PER_CLIENT_S
     # a late client still in time gets the instant; one too late starts at once
     c = Peer(r, "c", pid=3)
     m = c.msg(protocol.HELLO, **hello_fields(pid=3, fixed=[]))
     r.hello(m, T0, c.conn, "peer", c.sender)
     (late,) = r.recorded("c", m.seq)
     assert late[2]["start_at"] == fields["a"]["start_at"] and late[2]["chunk_bytes"] == 10 * MIB
-    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * reg.END_SPREAD_PER_CLIENT_S
-    wall.t += lead - reg.START_AHEAD_MIN_S + 0.01
+    assert late[2]["end_spread_s"] == r.end_spread_s == 3 * go_mod.END_SPREAD_PER_CLIENT_S
+    wall.t += lead - go_mod.START_AHEAD_MIN_S + 0.01
     d = Peer(r, "d", pid=4)
     m = d.msg(protocol.HELLO, **hello_fields(pid=4, fixed=[]))
     r.hello(m, T0, d.conn, "peer", d.sender)
@@ -1029,7 +1038,7 @@ def test_registry_go_carries_the_plan_and_one_start_instant_while_it_can_be_met(
 
 
 def test_registry_end_spread_stops_at_what_the_protocol_allows(monkeypatch):
-    monkeypatch.setattr(reg, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
+    monkeypatch.setattr(go_mod, "END_SPREAD_PER_CLIENT_S", protocol.END_SPREAD_MAX_S)
     r, _ = _registry()
     gos = []
     for pid, name in enumerate("ab", 1):
@@ -1051,12 +1060,12 @@ def test_registry_refuses_a_server_plan_that_cannot_run_on_that_client():
     assert "at 100 MiB/s, 1 s gives ~0.1 rollovers of 1000 MiB files" in why
     assert "slow" not in r.clients
     q = Peer(r, "forced")
-    assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == reg.NEW
+    assert q.hello(fixed=[], calibration_mib_s=100.0, force=True)[0] == ledger.NEW
     assert any("runs it anyway (--force)" in n for n in r.notes)
 
 
 def test_intervals_are_packed_24_bytes_each_and_read_back_exactly():
-    iv = reg.Intervals()
+    iv = clientstate.Intervals()
     for i in range(1000):
         iv.append(T0 + i, T0 + i + 1.000001, (10 << 20) + i)
     iv += [(T0, T0 + 1, 2 ** 53)]

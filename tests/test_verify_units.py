@@ -9,7 +9,7 @@ from diskbench import protocol as P
 from diskbench import stamp
 from diskbench.client import writer as W
 from diskbench.client.payload import Payload
-from diskbench.server import readback
+from diskbench.report import readback
 from tests.test_client_writer import CHUNK, FakeOps, StopAfter, cfg, of
 
 RUN, WRITER = 0x1122334455667788, 0x0102030405060708
@@ -148,6 +148,7 @@ def test_registry_and_console_show_verification_progress_and_a_bad_client_fails(
     the registry names it for the server's exit code."""
     from diskbench.server import console as console_mod
     from diskbench.server import registry as reg
+    from diskbench import states as st
     from tests.test_server_console import _Clock, _feed
     clock = _Clock()
     registry = reg.Registry(clock=clock, plan_given={"verify": True})
@@ -176,8 +177,8 @@ def test_registry_and_console_show_verification_progress_and_a_bad_client_fails(
                                bytes_written=1, chunks_written=1, rollovers=0,
                                elapsed_s=1.0, io_s=0.5, dropped_messages=0),
                         5011.0, hash(name))
-    assert registry.clients["a"].state == reg.FINISHED
-    assert registry.clients["b"].state == reg.FAILED
+    assert registry.clients["a"].state == st.FINISHED
+    assert registry.clients["b"].state == st.FAILED
     assert registry.clients["b"].reason == \
         "its data did not come back: 2 bad blocks read back (2 stale)"
     assert registry.bad_data() == ["b"]

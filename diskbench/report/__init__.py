@@ -1,9 +1,13 @@
-"""Every report file of a run, from a built report plus LOG_DIR/perf.jsonl.
+"""The report of a run: built from a registry snapshot or a re-render's
+ledger (build.py, figures.py), and every file of it written, from the built
+report plus LOG_DIR/perf.jsonl.
 
-``write_all`` is used by the server at the end of a run and by ``python -m
-diskbench.report LOG_DIR`` (rerender.py); compare.py compares two runs.
-Files: report.json, report.txt (server/report.py), report.html (htmlout.py),
-clients.csv, chunk_sizes.csv and timeseries.csv (csvout.py).
+The one home of the report: the server calls it at the end of a run, and
+``python -m diskbench.report LOG_DIR`` (rerender.py) without a server;
+compare.py compares runs. It never imports the server
+(tests/test_rules_imports.py). ``write_all`` writes every file: report.json
+(build.py), report.txt (text.py), report.html (htmlout.py), clients.csv,
+chunk_sizes.csv and timeseries.csv (csvout.py).
 """
 from __future__ import absolute_import
 
@@ -12,9 +16,10 @@ import os
 
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
+from diskbench.report import build as build_mod
 from diskbench.report import csvout, htmlout
 from diskbench.report import series as series_mod
-from diskbench.server import report as report_mod
+from diskbench.report import text as text_mod
 
 #: The marker of a run in progress in --log-dir (run id and start time; at the
 #: end the server's report facts go in it). The server and the re-render take it
@@ -32,7 +37,7 @@ def _encode(text):
 
 
 def record_facts(log_dir, facts):
-    """Add the server's report facts (server/report.facts) to LOG_DIR/run.json,
+    """Add the server's report facts (build.facts) to LOG_DIR/run.json,
     where a re-render reads them back: None, or the error that kept them out."""
     path = os.path.join(log_dir, RUN_MARKER)
     try:
@@ -42,12 +47,30 @@ def record_facts(log_dir, facts):
         marker = None
     if not isinstance(marker, dict):
         marker = {}
-    marker[report_mod.FACTS_KEY] = facts
+    marker[build_mod.FACTS_KEY] = facts
     try:
         atomic_write(path, as_bytes(json.dumps(marker, sort_keys=True) + "\n"))
     except (IOError, OSError, TypeError, ValueError) as exc:
         return exc
     return None
+
+
+def write(log_dir, rep):
+    """Try report.json, then report.txt, each on its own (a full disk may take one
+    and not the other). Returns ([paths written], [(path, error) failed]); a
+    report that cannot even be rendered is a failure of that file, never a crash."""
+    written, failed = [], []
+    for name, render in zip(build_mod.REPORT_FILES, (build_mod.json_chunks,
+                                                     text_mod.render_text)):
+        path = os.path.join(log_dir, name)
+        try:
+            data = render(rep)
+            data = data if name == build_mod.REPORT_JSON else as_bytes(data)
+            atomic_write(path, data)
+            written.append(path)
+        except Exception as exc:  # noqa: B902 - a bug or a full disk: the other file may still work
+            failed.append((path, exc))
+    return written, failed
 
 
 def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
@@ -65,7 +88,7 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
                 warn("cannot read %s for the charts (%s)" % (series_mod.PERF_LOG, exc))
         series = series_mod.build(records)
     series_mod.attach(rep, series)
-    written, failed = report_mod.write(out_dir, rep)
+    written, failed = write(out_dir, rep)
     run_start = rep["run"]["start_ts"]
     extra = (
         (htmlout.REPORT_HTML, lambda p: atomic_write(
@@ -74,10 +97,10 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
         (csvout.CHUNK_SIZES_CSV, lambda p: csvout.write_chunk_sizes(p, rep)),
         (csvout.TIMESERIES_CSV, lambda p: csvout.write_timeseries(
             p, series_mod.timeseries_rows(series, run_start))))
-    for name, write in extra:
+    for name, make in extra:
         path = os.path.join(out_dir, name)
         try:
-            write(path)
+            make(path)
             written.append(path)
         except Exception as exc:  # a chart bug must not cost the other files
             failed.append((path, exc))
@@ -86,7 +109,7 @@ def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
 
 def console_summary(rep):
     """The headline and the client table, as printed at the end of a run."""
-    table = report_mod.client_table(rep)
+    table = text_mod.client_table(rep)
     clients = rep["clients"]
     if len(clients) > CONSOLE_ROWS_MAX:
         by_name = dict((e["client"], row) for e, row in zip(clients, table[1:]))
@@ -103,5 +126,5 @@ def console_summary(rep):
         table.append("(%d more clients in report.txt: the table shows the %d slowest and "
                      "fastest of each chunk size and every client not finished)" % (
                          len(clients) - len(table) + 1, CONSOLE_EXTREMES))
-    return "\n".join(report_mod.fit(report_mod.headline(rep) + table)) + "\n"
+    return "\n".join(text_mod.fit(text_mod.headline(rep) + table)) + "\n"
 

@@ -14,7 +14,7 @@ from diskbench.cli import OneLineParser, prog_name
 from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
 from diskbench.report import console_summary, rerender, write_all
-from diskbench.server import report as report_mod
+from diskbench.report import build as build_mod
 
 PROG = prog_name("diskbench.report")
 
@@ -46,7 +46,7 @@ def main_rerender(argv):
         return _fail("%s" % exc)
     if not os.path.isdir(out):
         return _fail("--out %s is not a directory" % out)
-    had_report = os.path.exists(os.path.join(args.log_dir, report_mod.REPORT_JSON))
+    had_report = os.path.exists(os.path.join(args.log_dir, build_mod.REPORT_JSON))
     written, failed = write_all(args.log_dir, rep, out_dir=out, series=series,
                                 warn=_warn)
     for path, exc in failed:

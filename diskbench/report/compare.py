@@ -19,7 +19,8 @@ import os
 
 from diskbench.metrics import count
 from diskbench.report import htmlout, readers, rerender
-from diskbench.server import report as report_mod
+from diskbench.report import build as build_mod
+from diskbench.report import text as text_mod
 
 COMPARE_HTML = "compare.html"
 #: Run keys in the tables: A is the baseline.
@@ -42,7 +43,7 @@ CHART_CLIENTS_MAX = 60
 def load_run(path, warn):
     """The report dict of RUN (dir or report.json); raises rerender.Unreadable."""
     if os.path.isdir(path):
-        rep_path = os.path.join(path, report_mod.REPORT_JSON)
+        rep_path = os.path.join(path, build_mod.REPORT_JSON)
         if not os.path.exists(rep_path):
             return rerender.load(path, warn)[0]
     else:
@@ -133,7 +134,7 @@ def _states(rep):
     """'3 finished, 1 went away' of a report's clients."""
     counts = {}
     for e in rep["clients"]:
-        label = report_mod.state_label(e)
+        label = text_mod.state_label(e)
         counts[label] = counts.get(label, 0) + 1
     return ", ".join("%d %s" % (n, s) for s, n in sorted(counts.items())) or "no clients"
 
@@ -305,7 +306,7 @@ def render_text(result, label_a=None, label_b=None):
         for i, v in enumerate(r["values"]):
             cells.append(" %10s" % _f(v, fmt) if i == 0 else " %10s %8s" % (
                 _f(v, fmt), _pct(r["change_percent"][i])))
-        lines.append("%-38s" % report_mod._cut(r["what"], 38) + "".join(cells))
+        lines.append("%-38s" % text_mod.cut(r["what"], 38) + "".join(cells))
         if not r["compared"]:
             lines.append("    (no change given: %s left out, see above)" % count(
                 len(result["left_out"]), "client"))
@@ -318,7 +319,7 @@ def render_text(result, label_a=None, label_b=None):
     for r in result["clients"]:
         lines.append("%s%s: %s" % ("*" if r["plan_differs"] else " ", r["client"],
                                    plans_text(r["plans"], keys)))
-    return "\n".join(report_mod.fit(lines)) + "\n"
+    return "\n".join(text_mod.fit(lines)) + "\n"
 
 
 def _client_lines(result, key, title, fmt):
@@ -336,7 +337,7 @@ def _client_lines(result, key, title, fmt):
         cells = "".join(" %9s" % _f(v, fmt) if i == 0 else " %9s %8s" % (
             _f(v, fmt), _pct(r[key + "_change_percent"][i])) for i, v in enumerate(r[key]))
         lines.append("%s%-27s %-9s" % ("*" if r["plan_differs"] else " ",
-                                       report_mod._cut(name, 27), match_by) + cells +
+                                       text_mod.cut(name, 27), match_by) + cells +
                      (" %8s" % _pct_plain(r[key + "_spread_percent"]) if spread else ""))
     return lines
 
@@ -357,7 +358,7 @@ def render_html(result, label_a=None, label_b=None):
     runs = result["runs"]
     keys = [r["key"] for r in runs]
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>diskbench compare</title><style>%s</style></head><body>" % htmlout._CSS,
+             "<title>diskbench compare</title><style>%s</style></head><body>" % htmlout.CSS,
              "<h1>diskbench compare</h1>", '<div class="headline">']
     parts += ["<p>%s</p>" % esc(line) for line in _run_lines(result)]
     parts += ['<p class="warn">client %s left out of the like-for-like aggregate: %s</p>' % (
@@ -367,13 +368,13 @@ def render_html(result, label_a=None, label_b=None):
                            for h in ((k,) if i == 0 else (k, "vs " + keys[0]))]
     rows = []
     for r in result["aggregate"]:
-        cells = [htmlout._cell(r["what"], text=True)]
+        cells = [htmlout.cell(r["what"], text=True)]
         for i, v in enumerate(r["values"]):
-            cells.append(htmlout._cell(v, "%.2f" if "ms" in r["what"] else "%.1f"))
+            cells.append(htmlout.cell(v, "%.2f" if "ms" in r["what"] else "%.1f"))
             if i:
-                cells.append(htmlout._cell(r["change_percent"][i], "%+.1f%%"))
+                cells.append(htmlout.cell(r["change_percent"][i], "%+.1f%%"))
         rows.append(cells)
-    parts.append(htmlout._table(head, rows, cls="plain"))
+    parts.append(htmlout.table(head, rows, cls="plain"))
     parts.append("<h2>MiB/s per client, run beside run</h2>")
     parts.append(chart_svg(result))
     parts.append('<p class="legend">%s</p>' % " ".join(
@@ -387,19 +388,19 @@ def render_html(result, label_a=None, label_b=None):
     head += [("MiB/s spread", False)]
     rows = []
     for r in result["clients"]:
-        cells = [htmlout._cell(shown_name(r), text=True),
-                 htmlout._cell("; ".join(r["changes"]) or (
+        cells = [htmlout.cell(shown_name(r), text=True),
+                 htmlout.cell("; ".join(r["changes"]) or (
                      "yes" if r["plan_differs"] else ""), text=True)]
         for i in range(len(keys)):
-            cells += [htmlout._cell(plan_text(r["plans"][i]), text=True),
-                      htmlout._cell(r["mib_s"][i])]
+            cells += [htmlout.cell(plan_text(r["plans"][i]), text=True),
+                      htmlout.cell(r["mib_s"][i])]
             if i:
-                cells.append(htmlout._cell(r["mib_s_change_percent"][i], "%+.1f%%"))
-            cells.append(htmlout._cell(r["p99_ms"][i], "%.2f"))
-        cells.append(htmlout._cell(r["mib_s_spread_percent"], "%.1f%%"))
+                cells.append(htmlout.cell(r["mib_s_change_percent"][i], "%+.1f%%"))
+            cells.append(htmlout.cell(r["p99_ms"][i], "%.2f"))
+        cells.append(htmlout.cell(r["mib_s_spread_percent"], "%.1f%%"))
         rows.append(cells)
-    parts.append(htmlout._table(head, rows))
-    parts.append("<script>%s</script></body></html>" % htmlout._JS)
+    parts.append(htmlout.table(head, rows))
+    parts.append("<script>%s</script></body></html>" % htmlout.JS)
     return "\n".join(parts) + "\n"
 
 
@@ -417,13 +418,13 @@ def chart_svg(result):
     out = ['<svg class="chart" data-chart="compare" viewBox="0 0 %d %d" '
            'preserveAspectRatio="none" role="img" aria-label="MiB/s per client per run">'
            % (w, h)]
-    step = htmlout._nice_step(top)
+    step = htmlout.nice_step(top)
     y = 0.0
     while y <= top:
         py = h - bottom - (h - bottom - top_m) * y / top
         out.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/><text '
                    'class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-                       left, w - htmlout.MARGIN_R, py, py, left - 4, py + 4, htmlout._fmt(y)))
+                       left, w - htmlout.MARGIN_R, py, py, left - 4, py + 4, htmlout.tick_label(y)))
         y += step
     for g, r in enumerate(rows):
         x0 = left + g * group + group * 0.1
@@ -439,7 +440,7 @@ def chart_svg(result):
                            RUN_KEYS[i], v))
         out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s%s</text>' % (
             x0 + group * 0.4, h - bottom + 14, "*" if r["plan_differs"] else "",
-            esc(report_mod._cut(r["client"], 14))))
+            esc(text_mod.cut(r["client"], 14))))
     out.append('<text class="axis" x="12" y="%d" transform="rotate(-90 12 %d)" '
                'text-anchor="middle">MiB/s mean</text>' % (h // 2, h // 2))
     out.append("</svg>")

@@ -13,7 +13,8 @@ import io
 
 from diskbench.compat import PY2, string_types
 from diskbench.fsutil import atomic_write
-from diskbench.server import report as report_mod
+from diskbench.report import figures as figures_mod
+from diskbench.report import text as text_mod
 
 CLIENTS_CSV = "clients.csv"
 TIMESERIES_CSV = "timeseries.csv"
@@ -23,7 +24,7 @@ CHUNK_SIZES_CSV = "chunk_sizes.csv"
 CLIENT_COLUMNS = (
     ("client", lambda e: e["client"]),
     ("host", lambda e: e["host"]),
-    ("state", report_mod.state_label),
+    ("state", text_mod.state_label),
     ("throughput_mean_mib_s", lambda e: e["throughput_mib_s"]["mean"]),
     ("latency_p50_ms", lambda e: e["latency_ms"]["p50"]),
     ("latency_p99_ms", lambda e: e["latency_ms"]["p99"]),
@@ -116,5 +117,5 @@ def write_timeseries(path, rows):
 
 
 def write_chunk_sizes(path, rep):
-    columns = CHUNK_SIZE_COLUMNS + (report_mod.chunk_size_latency_key(),)
+    columns = CHUNK_SIZE_COLUMNS + (figures_mod.chunk_size_latency_key(),)
     _write(path, columns, ([z[c] for c in columns] for z in rep.get("by_chunk_size") or []))

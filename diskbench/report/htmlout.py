@@ -11,7 +11,8 @@ import math
 
 from diskbench import metrics
 from diskbench.report import series as series_mod
-from diskbench.server import report as report_mod
+from diskbench.report import figures as figures_mod
+from diskbench.report import text as text_mod
 
 try:  # Python 3
     from html import escape as _escape
@@ -40,7 +41,7 @@ def colour(index):
     return "hsl(%d,70%%,%d%%)" % (int(index * 137.508) % 360, 38 + (index % 3) * 8)
 
 
-def _nice_step(span, ticks=5):
+def nice_step(span, ticks=5):
     if span <= 0:
         return 1.0
     raw = span / ticks
@@ -51,7 +52,7 @@ def _nice_step(span, ticks=5):
     return 10 * power
 
 
-def _fmt(value):
+def tick_label(value):
     return ("%.0f" % value) if abs(value) >= 10 or value == int(value) else ("%.2g" % value)
 
 
@@ -118,21 +119,21 @@ class Chart(object):
         out = ['<svg class="chart" data-chart="%s" viewBox="0 0 %d %d" '
                'preserveAspectRatio="none" role="img" aria-label="%s">' % (
                    self.name, CHART_W, CHART_H, esc(self.title))]
-        step = _nice_step(y_max)
+        step = nice_step(y_max)
         y = 0.0
         while y <= y_max:
             py = self.py(y, y_max)
             out.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
                        '<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
                            MARGIN_L, CHART_W - MARGIN_R, py, py, MARGIN_L - 4, py + 4,
-                           _fmt(y)))
+                           tick_label(y)))
             y += step
-        step = _nice_step(self.x_max, 8)
+        step = nice_step(self.x_max, 8)
         x = 0.0
         while x <= self.x_max + 1e-9:
             px = self.px(x)
             out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
-                       % (px, CHART_H - MARGIN_B + 14, _fmt(x)))
+                       % (px, CHART_H - MARGIN_B + 14, tick_label(x)))
             x += step
         out.append('<text class="axis" x="%d" y="%d" text-anchor="middle">seconds since the '
                    'run started (server clock)</text>' % ((CHART_W + MARGIN_L) // 2,
@@ -257,7 +258,7 @@ def _read_chart(series, names, colours, run_start, x_max, width):
     return read
 
 
-_CSS = """
+CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
 h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
 .headline p{margin:.2em 0}.headline .agg{font-size:1.2em;font-weight:bold}
@@ -274,7 +275,7 @@ svg.chart{width:100%;height:auto;border:1px solid #eee}
 .warn{color:#a00}.small{font-size:12px;color:#555}
 """
 
-_JS = """
+JS = """
 document.querySelectorAll('table.sortable th').forEach(function(th, col){
   th.addEventListener('click', function(){
     var body = th.closest('table').tBodies[0], rows = Array.prototype.slice.call(body.rows);
@@ -292,14 +293,14 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 """
 
 
-def _cell(value, fmt="%.1f", text=False):
+def cell(value, fmt="%.1f", text=False):
     if text:
         return '<td class="t" data-v="%s">%s</td>' % (esc(value), esc(value))
     shown = "-" if value is None else fmt % value
     return '<td data-v="%s">%s</td>' % ("" if value is None else value, shown)
 
 
-def _table(headers, rows, cls="sortable"):
+def table(headers, rows, cls="sortable"):
     out = ['<div class="scroll"><table class="%s"><thead><tr>' % cls]
     out += ['<th class="t">%s</th>' % esc(h) if t else '<th>%s</th>' % esc(h)
             for h, t in headers]
@@ -324,10 +325,10 @@ def render_pieces(rep, series):
 def _parts(rep, series):
     cs, colours = charts(rep, series)
     run = rep["run"]
-    head = report_mod.headline(rep)
+    head = text_mod.headline(rep)
     for part in ("<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                  "<title>diskbench report %s</title>" % esc(run["label"]),
-                 "<style>%s</style></head><body>" % _CSS,
+                 "<style>%s</style></head><body>" % CSS,
                  "<h1>diskbench report %s</h1>" % esc(run["label"]),
                  '<div class="headline">'):
         yield part
@@ -363,7 +364,7 @@ def _parts(rep, series):
            "ahead of the server's, estimated from the fastest delivered message "
            "(within the network delay). report.json, clients.csv and timeseries.csv hold "
            "the figures behind this page.</p>")
-    yield "<script>%s</script></body></html>" % _JS
+    yield "<script>%s</script></body></html>" % JS
 
 
 def _clients_table(rep, colours):
@@ -373,18 +374,18 @@ def _clients_table(rep, colours):
         rows.append([
             '<td class="t" data-v="%s"><i style="background:%s"></i>%s</td>' % (
                 esc(e["client"]), colours[e["client"]], esc(e["client"])),
-            _cell(e["host"], text=True), _cell(report_mod.state_label(e), text=True),
-            _cell(e.get("chunk_mib"), "%g"), _cell(e["throughput_mib_s"]["mean"]), _cell(e["latency_ms"]["p50"], "%.2f"),
-            _cell(e["latency_ms"]["p99"], "%.2f"), _cell(e["rollover_count"], "%d"),
-            _cell(e["writer_cpu_percent"]["mean"], "%.0f"),
-            _cell(e["writer_rss_mib"]["max"], "%.0f"), _cell(e["written_mib"], "%.0f"),
-            _cell(e["went_away_count"], "%d"), _cell(e["state_why"], text=True)])
+            cell(e["host"], text=True), cell(text_mod.state_label(e), text=True),
+            cell(e.get("chunk_mib"), "%g"), cell(e["throughput_mib_s"]["mean"]), cell(e["latency_ms"]["p50"], "%.2f"),
+            cell(e["latency_ms"]["p99"], "%.2f"), cell(e["rollover_count"], "%d"),
+            cell(e["writer_cpu_percent"]["mean"], "%.0f"),
+            cell(e["writer_rss_mib"]["max"], "%.0f"), cell(e["written_mib"], "%.0f"),
+            cell(e["went_away_count"], "%d"), cell(e["state_why"], text=True)])
         if verified:  # --verify: read MiB/s and bad blocks, before "why"
             v = e.get("verification") or {}
-            rows[-1][-1:-1] = [_cell(v.get("read_mib_s")), _cell(v.get("bad_block_count"), "%d")]
+            rows[-1][-1:-1] = [cell(v.get("read_mib_s")), cell(v.get("bad_block_count"), "%d")]
     extra = [("read MiB/s", False), ("bad blocks", False)] if verified else []
     return ["<h2>Clients</h2>", '<p class="small">Click a column to sort.</p>',
-            _table([("client", True), ("host", True), ("state", True),
+            table([("client", True), ("host", True), ("state", True),
                     ("chunk MiB", False), ("MiB/s mean", False), ("p50 ms", False), ("p99 ms", False),
                     ("rollovers", False), ("CPU% mean", False), ("RSS MiB max", False),
                     ("written MiB", False), ("went away", False)] + extra +
@@ -393,33 +394,33 @@ def _clients_table(rep, colours):
 
 def _chunk_size_table(rep):
     """report.json's by_chunk_size: the clients compared like for like."""
-    rows = [[_cell(z["chunk_mib"], "%g"), _cell(z["client_count"], "%d"),
-             _cell(z["mean_mib_s"]), _cell(z["min_mib_s"]), _cell(z["max_mib_s"]),
-             _cell(z["slowest"], text=True), _cell(z["fastest"], text=True),
-             _cell(z["slowest_to_fastest_ratio"], "%.2f"), _cell(z[report_mod.chunk_size_latency_key()], "%.2f")]
+    rows = [[cell(z["chunk_mib"], "%g"), cell(z["client_count"], "%d"),
+             cell(z["mean_mib_s"]), cell(z["min_mib_s"]), cell(z["max_mib_s"]),
+             cell(z["slowest"], text=True), cell(z["fastest"], text=True),
+             cell(z["slowest_to_fastest_ratio"], "%.2f"), cell(z[figures_mod.chunk_size_latency_key()], "%.2f")]
             for z in rep.get("by_chunk_size") or []]
     return ["<h2>By chunk size</h2>",
             '<p class="small">Clients are ranked only within a chunk size. MiB/s: the mean, '
             "min and max of the clients' means; p%d: of their chunk latency histograms "
-            "merged.</p>" % report_mod.PCTS[-1],
-            _table([("chunk MiB", False), ("clients", False), ("mean MiB/s", False),
+            "merged.</p>" % figures_mod.PCTS[-1],
+            table([("chunk MiB", False), ("clients", False), ("mean MiB/s", False),
                     ("min MiB/s", False), ("max MiB/s", False), ("slowest", True),
                     ("fastest", True), ("slowest/fastest", False),
-                    ("p%d ms" % report_mod.PCTS[-1], False)], rows, cls="plain")]
+                    ("p%d ms" % figures_mod.PCTS[-1], False)], rows, cls="plain")]
 
 
 def _environment_table(rep):
     env = []
     for e in rep["clients"]:
-        env.append([_cell(e[k], text=True) for k in (
+        env.append([cell(e[k], text=True) for k in (
             "client", "host", "target_dir", "fs", "python", "os", "sync")] + [
-            _cell("yes" if e["preallocated"] else "no", text=True),
-            _cell(e["buffer_huge_page_mib"], "%g"), _cell(e["chunk_mib"], "%g"),
-            _cell(e["file_mib"], "%g"), _cell(e.get("clock_offset_s"), "%.3f"),
-            _cell(e["diskbench_version"], text=True), _cell(e["psutil"], text=True),
-            _cell("; ".join([x["what"] for x in e["error_list"]] + list(e["notices"])),
+            cell("yes" if e["preallocated"] else "no", text=True),
+            cell(e["buffer_huge_page_mib"], "%g"), cell(e["chunk_mib"], "%g"),
+            cell(e["file_mib"], "%g"), cell(e.get("clock_offset_s"), "%.3f"),
+            cell(e["diskbench_version"], text=True), cell(e["psutil"], text=True),
+            cell("; ".join([x["what"] for x in e["error_list"]] + list(e["notices"])),
                   text=True)])
-    return ["<h2>Environment</h2>", _table([(h, t) for h, t in (
+    return ["<h2>Environment</h2>", table([(h, t) for h, t in (
         ("client", True), ("host", True), ("directory", True), ("fs", True),
         ("python", True), ("os", True), ("sync", True), ("preallocated", True),
         ("huge-page buffer MiB", False), ("chunk MiB", False), ("file MiB", False),

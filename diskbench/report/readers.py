@@ -18,8 +18,8 @@ import math
 
 from diskbench import plan, protocol
 from diskbench.compat import RecursionError, as_text, integer_types
-from diskbench.server import report as report_mod
-from diskbench.server import states
+from diskbench.report import build as build_mod
+from diskbench import states
 
 #: The largest figure (MiB, MiB/s, ms, s) believed in a report.json: beyond, the
 #: file is not a benchmark's (and a delta or ratio of it could overflow a float).
@@ -241,10 +241,10 @@ def load_report(path, warn):
                          "report.json" % (path, getattr(exc, "strerror", None) or exc))
     fmt = rep.get("report_format")
     if not isinstance(fmt, integer_types) or isinstance(fmt, bool) or \
-            fmt != report_mod.REPORT_FORMAT:
+            fmt != build_mod.REPORT_FORMAT:
         raise Unreadable(
             "%s is not a report.json of format %d: re-render its run first with "
-            "python -m diskbench.report LOG_DIR" % (path, report_mod.REPORT_FORMAT))
+            "python -m diskbench.report LOG_DIR" % (path, build_mod.REPORT_FORMAT))
     try:
         for key_path, field in RUN_FIELDS:
             _check(rep, key_path, field)
@@ -368,7 +368,7 @@ def read_old_report(path, warn):
 
 
 FACT_TEXT = protocol.Str(max_len=MAX_FACT_TEXT)
-#: run.json's report facts (server/report.facts), checked like the wire before a
+#: run.json's report facts (build.facts), checked like the wire before a
 #: re-render applies them: (key, field) of the run's build arguments, its view and
 #: each client's (report.CLIENT_FACTS). A key missing, unknown or failing its field
 #: makes the facts unusable (rerender then falls back to a re-render without them).
@@ -378,10 +378,10 @@ FACT_BUILD_FIELDS = (
     ("warnings", protocol.Optional(_ListOf(FACT_TEXT))),
     ("server_cpu", protocol.Optional(_MapOf(protocol.Str(max_len=128), _AsIs(SIGNED)))))
 _FACT_RULES = dict(
-    # the run's (registry.RunView)
+    # the run's (clientstate.RunView)
     expected_clients=OPT_COUNT, connections=COUNT,
     rejected=_MapOf(protocol.Str(max_len=128, strict=True), COUNT), restored=COUNT,
-    # each client's (registry.Client)
+    # each client's (clientstate.Client)
     peer=protocol.Optional(protocol.Str(max_len=255)),
     plan=_AsIs(_Record(protocol.PLAN_SPEC)),
     plan_sources=_Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
@@ -390,9 +390,9 @@ _FACT_RULES = dict(
     reason=protocol.Optional(FACT_TEXT), duplicates=COUNT, reconnects=COUNT,
     went_away_count=COUNT, takeovers=COUNT, seq_jumps=COUNT, notes=_ListOf(FACT_TEXT),
     texts_dropped=COUNT)
-#: (a fact report.py records without a rule here fails at import: add its rule)
-FACT_RUN_FIELDS = tuple((k, _FACT_RULES[k]) for k in report_mod.VIEW_FACTS)
-FACT_CLIENT_FIELDS = tuple((k, _FACT_RULES[k]) for k in report_mod.CLIENT_FACTS)
+#: (a fact build.py records without a rule here fails at import: add its rule)
+FACT_RUN_FIELDS = tuple((k, _FACT_RULES[k]) for k in build_mod.VIEW_FACTS)
+FACT_CLIENT_FIELDS = tuple((k, _FACT_RULES[k]) for k in build_mod.CLIENT_FACTS)
 
 
 def _checked(obj, fields, where):
@@ -424,7 +424,7 @@ def check_facts(recorded):
     wire (FACT_*_FIELDS), as ``report.apply_facts`` takes them; ValueError
     saying which value is wrong."""
     if not isinstance(recorded, dict):
-        raise ValueError("'%s' must be an object" % report_mod.FACTS_KEY)
+        raise ValueError("'%s' must be an object" % build_mod.FACTS_KEY)
     out = {}
     for key in ("start_ts", "end_ts"):
         try:

@@ -2,11 +2,12 @@
 
 A server that was SIGKILLed, crashed or lost its machine leaves perf.jsonl
 (every message it acknowledged) and run.json (run id, start time), but no
-report. Replaying the records into a fresh Registry (as the server's resume
-path does) gives every figure back. What perf.jsonl cannot say is how the run
-ended: clients without a stop summary are reported "unfinished", with a
-reason saying the server did not see the end. A server that ended the run
-added its report facts to run.json (server/report.facts: each client's plan as
+report. Replaying the records into a fresh ``ledger.Ledger`` (as the server's
+resume path does into its registry, the same code; no server needed) gives
+every figure back. What perf.jsonl cannot say is how the run ended: clients
+without a stop summary are reported "unfinished", with a reason saying the
+server did not see the end. A server that ended the run
+added its report facts to run.json (build.facts: each client's plan as
 sent in go and where each setting came from, the start instant, end states,
 exit code and meaning, server CPU, ...), so a re-render of a finished run
 states exactly what its report.json did; from an older run without them, an
@@ -18,13 +19,12 @@ from __future__ import absolute_import
 import os
 import time
 
+from diskbench.ledger import Ledger
 from diskbench.metrics import utc
 from diskbench.report import RUN_MARKER, readers
 from diskbench.report import series as series_mod
-from diskbench.server import registry as reg
-from diskbench.server import states
-from diskbench.server import report as report_mod
-
+from diskbench import states
+from diskbench.report import build as build_mod
 #: The reason given to a client whose stop summary is not in perf.jsonl.
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
@@ -50,7 +50,7 @@ def load(log_dir, warn):
                          % (log_dir, series_mod.PERF_LOG))
     builder = series_mod.Builder()
     recv = [None, None]       # first and last receive time
-    registry = reg.Registry(expected_clients=None)
+    registry = Ledger()
     tally, said = {}, []      # the reader's warnings: not said when the file is refused
     try:  # opening it, or any read on the way
         records = series_mod.iter_records(log_dir, said.append, tally)
@@ -78,7 +78,7 @@ def load(log_dir, warn):
         if rep is not None:   # the server's facts, its warnings included, as it wrote them
             return _rerendered(rep, [series_mod.PERF_LOG, RUN_MARKER]), builder.finish()
         view = registry.snapshot()
-    old = readers.read_old_report(os.path.join(log_dir, report_mod.REPORT_JSON), warn)
+    old = readers.read_old_report(os.path.join(log_dir, build_mod.REPORT_JSON), warn)
     old_run = (old or {}).get("run") or {}
     old_states = (old or {}).get("states") or {}
     for c in view.clients:
@@ -106,7 +106,7 @@ def load(log_dir, warn):
             view.rejected = old["rejected"]
         view.expected_clients = old_run.get("expected_client_count",
                                             old_run.get("expected_clients"))
-    rep = report_mod.build(
+    rep = build_mod.build(
         view, started, ended,
         run_label="%s" % (marker.get("run_id") or old_run.get("label") or
                           os.path.basename(os.path.abspath(log_dir))),
@@ -115,7 +115,7 @@ def load(log_dir, warn):
         exit_meaning=old_run.get("exit_meaning") if old else NO_REPORT_MEANING,
         warnings=warnings, server_cpu=old_run.get("server_cpu"))
     read = [series_mod.PERF_LOG] + [RUN_MARKER] * bool(marker) + \
-        [report_mod.REPORT_JSON] * (old is not None)
+        [build_mod.REPORT_JSON] * (old is not None)
     return _rerendered(rep, read), builder.finish()
 
 
@@ -131,9 +131,9 @@ def _from_facts(view, recorded, damage, warn):
         warn("%s holds report facts that cannot be used (%s); re-rendering without "
              "them" % (RUN_MARKER, exc))
         return None
-    started, ended, build_args = report_mod.apply_facts(view, checked)
+    started, ended, build_args = build_mod.apply_facts(view, checked)
     build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
-    return report_mod.build(view, started, ended, **build_args)
+    return build_mod.build(view, started, ended, **build_args)
 
 
 def _recorded_facts(path):
@@ -142,7 +142,7 @@ def _recorded_facts(path):
         obj = readers.read_json(path)
     except (IOError, OSError, readers.Unreadable):
         return None
-    return obj.get(report_mod.FACTS_KEY)
+    return obj.get(build_mod.FACTS_KEY)
 
 
 def _rerendered(rep, files):
@@ -153,7 +153,7 @@ def _rerendered(rep, files):
 
 
 def _tap(records, builder, recv):
-    """``records`` as they pass to the registry, also added to the series and
+    """``records`` as they pass to the ledger, also added to the series and
     to [first, last] receive time ``recv``."""
     for msg, ts in records:
         builder.add(msg, ts)

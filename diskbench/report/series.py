@@ -8,7 +8,7 @@ both at the end of a run and by ``python -m diskbench.report LOG_DIR``.
 Clocks: a client stamps its intervals and messages with its own wall clock.
 Every client is put on the server's clock by the offset its report entry
 gives (``clock_offset_s``: from pings, else from message timestamps; see
-registry.Client.offset), set by ``attach``: the charts, timeseries.csv and
+clientstate.Client.offset), set by ``attach``: the charts, timeseries.csv and
 the aggregate use one offset per client.
 """
 from __future__ import absolute_import, division
@@ -16,8 +16,8 @@ from __future__ import absolute_import, division
 import os
 
 from diskbench import metrics, protocol
-from diskbench.server import report as report_mod
-from diskbench.server.seqset import SeqSet
+from diskbench.report import build as build_mod
+from diskbench.seqset import SeqSet
 
 PERF_LOG = "perf.jsonl"
 #: Bad lines of perf.jsonl named one by one in the warnings; the rest are counted
@@ -245,11 +245,11 @@ def all_writing_window(series):
 
 def attach(rep, series):
     """Add the keys that need per-interval data to a built report (in place).
-    ``latency_timeline`` is a report.Deferred: made one client at a time while
+    ``latency_timeline`` is a build.Deferred: made one client at a time while
     report.json is encoded (never as dicts for every client at once)."""
     for entry in rep.get("clients", ()):
         s = series.get(entry.get("client"))
         if s is not None:
             s.offset_s = entry.get("clock_offset_s")
-        entry["latency_timeline"] = report_mod.Deferred(latency_timeline, s) if s else []
+        entry["latency_timeline"] = build_mod.Deferred(latency_timeline, s) if s else []
     return rep

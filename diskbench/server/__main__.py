@@ -16,7 +16,7 @@ from diskbench import DEFAULT_PORT, __version__, exitcodes, linux, plan, protoco
 from diskbench.cli import (DEFAULT_LOG_DIR, PROGRESS_INTERVAL_S, SECRET_ENV, OneLineParser,
                            console_script, parsed, port, prog_name, read_secret, seconds)
 from diskbench.server import control, ctl, interpreter
-from diskbench.server import registry as reg
+from diskbench.server import liveness
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
 from diskbench.metrics import MIB
 from diskbench.server.logdir import FinishedRun, LogDirTaken
@@ -92,11 +92,11 @@ def _add_run_flags(p):
     p.add_argument("--heartbeat-timeout", type=seconds, default=None,
                    metavar="SECONDS", help="a client silent this long is marked went "
                    "away (default: %d x the heartbeat interval each client announces)"
-                   % reg.HEARTBEAT_LIVENESS)
+                   % liveness.HEARTBEAT_LIVENESS)
     p.add_argument("--rejoin-grace", type=seconds, default=None, metavar="SECONDS",
                    help="how long the run waits for a went-away client to come back "
                    "before it may complete (default: %d x that client's went-away "
-                   "timeout)" % reg.REJOIN_GRACE_TIMEOUTS)
+                   "timeout)" % liveness.REJOIN_GRACE_TIMEOUTS)
     _seconds(p, "--stall-timeout", plan.STALL_TIMEOUT_S,
              "a client whose heartbeat says its writer "
              "made no progress this long is shown stalled (default: %(default)s)")

@@ -26,7 +26,7 @@ import threading
 from diskbench import metrics, runclock
 from diskbench.compat import monotonic
 from diskbench.server import event, verbose
-from diskbench.server import states as st
+from diskbench import states as st
 from diskbench.cli import PROGRESS_INTERVAL_S, REFRESH_S
 from diskbench.metrics import utc
 from diskbench.server.recorder import LineHandler

@@ -38,7 +38,7 @@ from diskbench.compat import monotonic
 from diskbench.linux import peer_uid
 from diskbench.protocol.ctl import (MAX_AGE_S, MAX_REQUEST_BYTES, SOCKET_NAME, socket_path,
                                     unix_op)
-from diskbench.server.states import FINISHED, LIVE
+from diskbench.states import FINISHED, LIVE
 
 #: Its permissions, and the umask it is created under (no moment when others
 #: could connect).

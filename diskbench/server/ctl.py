@@ -19,7 +19,7 @@ from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_
                            printable, prog_name, read_secret)
 from diskbench.compat import as_bytes
 from diskbench.protocol.ctl import ANSWER_CODES, SOCKET_NAME, socket_path, unix_op
-from diskbench.server.states import shown
+from diskbench.states import shown
 
 #: ctl waits this long to connect and for each line of the answer.
 REPLY_TIMEOUT_S = 10.0

@@ -17,8 +17,10 @@ from diskbench.metrics import describe_offset
 from diskbench.server import console as console_mod
 from diskbench.server import control as control_mod
 from diskbench.server import event, log
-from diskbench.server import registry as reg
-from diskbench.server import report as report_mod
+from diskbench import effects
+from diskbench import states as st
+from diskbench.report import build as report_build
+from diskbench.report import text as report_text
 
 #: At the end, how long the recorder may take to write what is queued before
 #: the report says how much is not on disk (and the exit code is not OK).
@@ -49,7 +51,7 @@ def write(master, started, code):
     if master.recorder_died:
         warnings.append("the recorder thread stopped during the run; the run was "
                         "ended early (a bug: please report it)")
-    short = report_mod.shortfalls(view.clients)   # client summaries vs what we hold
+    short = report_build.shortfalls(view.clients)   # client summaries vs what we hold
     warnings += short
     if (unwritten or master.recorder_died or short) and code == exitcodes.OK:
         code = exitcodes.SERVER_INCOMPLETE
@@ -65,7 +67,7 @@ def write(master, started, code):
     warnings += ["client %s's clock is %s the server's: its times are put "
                  "on the server's clock" % (c.name, describe_offset(c.offset()[0]))
                  for c in view.clients if c.offset()[0] is not None and
-                 abs(c.offset()[0]) > reg.CLOCK_SKEW_WARN_S]
+                 abs(c.offset()[0]) > effects.CLOCK_SKEW_WARN_S]
     warnings += ["client %s's clock moved %.3f s against the server's during the "
                  "run" % (c.name, c.offset_high - c.offset_low) for c in view.clients
                  if c.drift_warned]
@@ -78,23 +80,23 @@ def write(master, started, code):
         run_label=master.run_id, interrupted_by=master.interrupted_by, exit_code=code,
         exit_meaning=meaning, warnings=warnings, server_cpu=server_cpu)
     # what perf.jsonl cannot say goes in run.json first: a re-render states it
-    trouble = outputs.record_facts(master.args.log_dir, report_mod.facts(
+    trouble = outputs.record_facts(master.args.log_dir, report_build.facts(
         view, started, ended, **facts))
     if trouble:
         log.warning("cannot add the report facts to %s (%s): a re-render will not "
                     "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
-    rep = report_mod.build(view, started, ended, **facts)
+    rep = report_build.build(view, started, ended, **facts)
     written, failed = outputs.write_all(master.args.log_dir, rep)
     for path, exc in failed:
         sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
             prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
-    main = [p for p in written if os.path.basename(p) in report_mod.REPORT_FILES]
+    main = [p for p in written if os.path.basename(p) in report_build.REPORT_FILES]
     if written:
         event.info("report written: %s", " and ".join(reversed(main)) or "-")
         event.info("also written: %s", ", ".join(
             os.path.basename(p) for p in written if p not in main) or "-")
     if not main:  # no report on disk, in any format: on stdout
-        master.console.write_last(report_mod.render_text(rep))
+        master.console.write_last(report_text.render_text(rep))
     elif not master.args.quiet:
         master.console.write_last("\n" + outputs.console_summary(rep))
     else:
@@ -111,7 +113,7 @@ def operator_stopped(view, control):
         at = stops.get(client.name)
         if at is None:
             continue
-        if client.state == reg.FINISHED and client.stop is not None and \
+        if client.state == st.FINISHED and client.stop is not None and \
                 client.stop.reason == protocol.STOP_SERVER:
             client.reason = control_mod.operator_reason(at)
         else:

@@ -33,6 +33,7 @@ from diskbench import protocol, runclock
 from diskbench.compat import monotonic, socketserver
 from diskbench.pollio import wait_writable
 from diskbench.server import registry as reg
+from diskbench import ledger
 from diskbench.server.recorder import run_profiled
 
 _THREAD = threading.local()
@@ -340,7 +341,7 @@ class Handler(socketserver.BaseRequestHandler):
     def _on_bye(self, msg, recv_ts):
         # a bye refused (a seq jump) is no bye: only one recorded or re-acked
         if self._on_message(msg, recv_ts) and msg.name == self.name and \
-                self.outcome in (reg.NEW, reg.DUPLICATE):
+                self.outcome in (ledger.NEW, ledger.DUPLICATE):
             self.said_bye = True
         return True
 
@@ -364,7 +365,7 @@ class Handler(socketserver.BaseRequestHandler):
         return True
 
     def _record_or_reack(self, msg, recv_ts, outcome):
-        if outcome == reg.SEQ_JUMP:
+        if outcome == ledger.SEQ_JUMP:
             # Never acknowledged: the client keeps it and says so at its end.
             self._rejected(reg.REJECT_SEQ_JUMP, "%s #%d of %s is further ahead of its "
                            "last seq than it could have sent; not recorded, not "
@@ -372,7 +373,7 @@ class Handler(socketserver.BaseRequestHandler):
             return
         self.queued_upto = max(self.queued_upto, msg.seq)
         self.pending_acks = True
-        if outcome == reg.NEW:
+        if outcome == ledger.NEW:
             self.new_seq = max(self.new_seq, msg.seq)
             self.pending.append(protocol.record_line(self.line, recv_ts, self.peer))
         elif self.ctx.secret and msg.type != protocol.HELLO:

@@ -18,7 +18,7 @@ from diskbench.fsutil import atomic_write
 from diskbench.report import RUN_MARKER, readers
 from diskbench.server import control as control_mod
 from diskbench.server import recorder as recorder_mod
-from diskbench.server import report as report_mod
+from diskbench.report import build as report_build
 
 #: The server's claim on --log-dir, held (fcntl.flock) for its whole life: a
 #: second server on the same directory exits; the kernel drops the claim of a
@@ -70,10 +70,10 @@ def check_reusable(log_dir):
     """Raise ServerRunning when a server answers on its control socket,
     FinishedRun when it holds a finished run (report.json)."""
     control_mod.check_free(log_dir)   # raises ServerRunning
-    if os.path.exists(os.path.join(log_dir, report_mod.REPORT_JSON)):
+    if os.path.exists(os.path.join(log_dir, report_build.REPORT_JSON)):
         raise FinishedRun(
             "%s holds a finished run (%s exists): give a new --log-dir, or remove "
-            "that directory to start over" % (log_dir, report_mod.REPORT_JSON))
+            "that directory to start over" % (log_dir, report_build.REPORT_JSON))
 
 
 def holds_a_run(log_dir):

@@ -29,6 +29,7 @@ from diskbench.server import handler as handler_mod
 from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
 from diskbench.server import recorder as recorder_mod
+from diskbench.server import liveness
 from diskbench.server import registry as reg
 from diskbench.server.finalreport import OPERATOR_END, OPERATOR_ENDED
 
@@ -48,16 +49,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
     """The longest a run goes on after the last message any client sends (the
     server running, not paused): a silent client is went away within its
-    timeout W (--heartbeat-timeout, else at most registry.MAX_WENT_AWAY_S)
+    timeout W (--heartbeat-timeout, else at most liveness.MAX_WENT_AWAY_S)
     and the liveness check's step, then waited for (--rejoin-grace R, else
     REJOIN_GRACE_TIMEOUTS x W; a failed client's summary: SUMMARY_GRACE_S),
     then complete (--idle-timeout without --clients) at a tick. The README's
     formula; the report follows."""
     went_away = heartbeat_timeout if heartbeat_timeout is not None \
-        else reg.MAX_WENT_AWAY_S
+        else liveness.MAX_WENT_AWAY_S
     grace = rejoin_grace if rejoin_grace is not None \
-        else reg.REJOIN_GRACE_TIMEOUTS * went_away
-    return (went_away + reg.LIVENESS_CHECK_S + max(grace, reg.SUMMARY_GRACE_S) +
+        else liveness.REJOIN_GRACE_TIMEOUTS * went_away
+    return (went_away + liveness.LIVENESS_CHECK_S + max(grace, liveness.SUMMARY_GRACE_S) +
             idle_timeout + 2 * TICK_S)
 
 

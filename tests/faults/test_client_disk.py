@@ -68,7 +68,7 @@ def test_enospc_stops_cleans_up_reports_and_exits_14(procs, tmpdir, small_tmpfs)
     errors = of(msgs, P.ERROR, "full")
     assert len(errors) == 1 and errors[0].errno == 28 and errors[0].fatal
     assert errors[0].source == "writer" and errors[0].reason.startswith("ENOSPC: ")
-    # the server waits (registry.SUMMARY_GRACE_S) for the failed client's summary
+    # the server waits (liveness.SUMMARY_GRACE_S) for the failed client's summary
     assert [m.reason for m in of(msgs, P.STOP, "full")] == [P.STOP_ERROR]
     assert "did not acknowledge" not in err  # nothing was left undelivered
     assert of(msgs, P.ROLLOVER, "full")  # it wrote one whole file before the disk filled

@@ -7,7 +7,8 @@ import os
 
 from diskbench import exitcodes, metrics
 from diskbench import protocol as P
-from diskbench.server import report
+from diskbench.report import build as build_mod
+from diskbench import report as outputs
 from tests.test_server_fakes import T0, FakeClient, ServerProc
 from tests.test_server_units import Peer, _registry
 
@@ -99,11 +100,11 @@ def _poisoned_registry():
 
 
 def test_report_total_when_figures_cannot_be_computed(tmpdir):
-    """report.build never raises on what the registry holds: a figure that cannot
+    """build.build never raises on what the registry holds: a figure that cannot
     be computed or is not finite is null with a server warning; report.json is
     strict JSON and report.txt has no forged line, even with unencodable text."""
     r = _poisoned_registry()
-    rep = report.build(r.snapshot(), 0.0, 10.0, warnings=["w\udce9"])
+    rep = build_mod.build(r.snapshot(), 0.0, 10.0, warnings=["w\udce9"])
     e = rep["clients"][0]
     # the infinite rate is left out; the honest interval's rate is still shown
     assert e["throughput_mib_s"]["min"] == e["throughput_mib_s"]["max"] == 10.0
@@ -112,7 +113,7 @@ def test_report_total_when_figures_cannot_be_computed(tmpdir):
     assert sorted(warnings[1:]) == ["report.clients[0].writer_cpu_percent.%s was not a "
                                     "finite number; shown as unknown" % k
                                     for k in ("max", "mean")]
-    written, failed = report.write(str(tmpdir), rep)
+    written, failed = outputs.write(str(tmpdir), rep)
     assert not failed and len(written) == 2
     with open(str(tmpdir.join("report.json"))) as f:
         strict_json(f.read())

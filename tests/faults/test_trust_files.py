@@ -30,7 +30,8 @@ from diskbench.report import series as series_mod
 from diskbench.protocol import ctl as channel
 from diskbench.server import control
 from diskbench.server import ctl as ctl_command
-from diskbench.server import report as report_mod
+from diskbench.report import build as build_mod
+from diskbench.report import text as text_mod
 from tests.helpers import REPO, Procs, communicate, ctl_request, wait_until
 from tests.report_runs import Crafted, by_client, load_report, real_run, run_report
 from tests.test_control import NOBODY, _server, ctl
@@ -416,7 +417,7 @@ def _mutate_json(rnd, text):
     elif how == 2 and "v" in obj:
         obj["v"] = rnd.choice([0, 2, 4, 99, "3", None])
     elif how == 3 and "report_format" in obj:
-        fmt = report_mod.REPORT_FORMAT   # another version, or its number in another type
+        fmt = build_mod.REPORT_FORMAT   # another version, or its number in another type
         obj["report_format"] = rnd.choice([fmt - 1, fmt + 1, True, "%d" % fmt, float(fmt),
                                            None])
     elif how == 4:
@@ -461,10 +462,10 @@ def _outputs_in_memory(rep, series, every_file):
     """report.json's content (``every_file``: every report file's) as write_all
     makes it, without the disk."""
     series_mod.attach(rep, series)
-    out = dict(json=b"".join(report_mod.json_chunks(rep)))
+    out = dict(json=b"".join(build_mod.json_chunks(rep)))
     if not every_file:
         return out
-    out.update(txt=report_mod.render_text(rep),
+    out.update(txt=text_mod.render_text(rep),
                html="".join(htmlout.render_pieces(rep, series)))
     out["csv"] = b"".join(csvout._chunks([c for c, _ in csvout.CLIENT_COLUMNS], (
         [get(e) for _, get in csvout.CLIENT_COLUMNS] for e in rep["clients"]))) + \
@@ -647,7 +648,7 @@ def _mutate_facts(rnd, marker):
     """run.json ``marker`` (a dict) with one value under its report facts swapped for
     another type, a key dropped or an unknown one added (the file stays JSON)."""
     obj = json.loads(json.dumps(marker))
-    paths = [p for p in _paths(obj) if p[:1] == (report_mod.FACTS_KEY,)]
+    paths = [p for p in _paths(obj) if p[:1] == (build_mod.FACTS_KEY,)]
     path = rnd.choice(paths)
     parent = obj
     for key in path[:-1]:
@@ -671,7 +672,7 @@ def test_rerender_with_damaged_report_facts_falls_back_once_without_a_traceback(
     (every client, strict JSON). Through the real CLI: exit 0, the warning once."""
     with open(os.path.join(real_run_dir, "run.json"), "rb") as f:
         marker = json.loads(f.read().decode("utf-8"))
-    assert report_mod.FACTS_KEY in marker
+    assert build_mod.FACTS_KEY in marker
     want = sorted(e["client"] for e in load_report(real_run_dir)["clients"])
     log_dir = str(tmpdir.mkdir("facts"))
     shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), log_dir)
@@ -702,8 +703,8 @@ def test_rerender_with_damaged_report_facts_falls_back_once_without_a_traceback(
         cli_dir = str(tmpdir.mkdir("facts-cli%d" % index))
         shutil.copy(os.path.join(real_run_dir, series_mod.PERF_LOG), cli_dir)
         mutant = dict(marker)
-        mutant[report_mod.FACTS_KEY] = dict(marker[report_mod.FACTS_KEY])
-        mutant[report_mod.FACTS_KEY][("start_ts", "clients", "build")[index]] = \
+        mutant[build_mod.FACTS_KEY] = dict(marker[build_mod.FACTS_KEY])
+        mutant[build_mod.FACTS_KEY][("start_ts", "clients", "build")[index]] = \
             ("yesterday", [1, 2], {"exit_code": "0"})[index]
         with open(os.path.join(cli_dir, "run.json"), "w") as f:
             json.dump(mutant, f)
@@ -853,13 +854,13 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
     agg = json.dumps(json.loads(original.decode("utf-8"))["aggregate"]["throughput_mib_s"])
     hole = b'"throughput_mib_s": ' + agg.encode("utf-8")
     pretty = json.dumps(json.loads(original.decode("utf-8")), sort_keys=True).encode("utf-8")
-    fmt = b'"report_format": %d' % report_mod.REPORT_FORMAT
+    fmt = b'"report_format": %d' % build_mod.REPORT_FORMAT
     assert hole in pretty and fmt in pretty
     for name, data, words in (
             ("nan.json", pretty.replace(hole, b'"throughput_mib_s": NaN', 1), "NaN"),
             ("big.json", pretty.replace(hole, b'"throughput_mib_s": 1e400', 1), "1e400"),
             ("format.json", pretty.replace(fmt, b'"report_format": true'),
-             "not a report.json of format %d" % report_mod.REPORT_FORMAT),
+             "not a report.json of format %d" % build_mod.REPORT_FORMAT),
             ("deep.json", b"[" * 100000 + b"]" * 100000, "nested too deeply")):
         code, out, err = run_report(procs, "compare", good, doc(name, data), "--out",
                                     str(tmpdir.join("c.html")))

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from diskbench import exitcodes, protocol
-from diskbench.server import registry as reg
+from diskbench import states as st
+from diskbench.server import liveness
 from tests.faults.test_server_restart import CLIENT_FAST, real_client
 from tests.helpers import PatchedServer, communicate, wait_until
 from tests.test_server_fakes import LISTEN_RE, FakeClient, ServerProc
@@ -85,7 +86,7 @@ def test_clock_decades_off_gets_a_go_and_the_offset_is_not_used(procs, tmpdir):
     assert "offset not used" in warnings and "client y5000's clock" in warnings
     for peer, _skew in peers:
         entry = _client(rep, peer.name)
-        assert entry["state"] == reg.FINISHED
+        assert entry["state"] == st.FINISHED
         assert entry["clock_offset_source"] == "timestamps"
         # its figures on the server's clock: within this run, not decades away
         assert abs(entry["first_write_ts"] - time.time()) < 300, entry
@@ -159,12 +160,12 @@ def test_an_error_handling_one_client_fails_that_client_and_the_run_goes_on(proc
     ok.wait_acked(ok.seq)
     assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
     rep = server.report()
-    assert _client(rep, "ok")["state"] == reg.FINISHED
+    assert _client(rep, "ok")["state"] == st.FINISHED
     assert "could not send your go" in peers["nosend"].wait_for(protocol.REJECTED).reason
     for name, what in (("boom", "handling its note"), ("nogo", "sending its go"),
                        ("nosend", "sending its go"), ("quiet", "checking its liveness")):
         entry = _client(rep, name)
-        assert entry["state"] == reg.FAILED and what in entry["state_why"], entry
+        assert entry["state"] == st.FAILED and what in entry["state_why"], entry
     text = server.server_log()
     assert text.count("Traceback") >= 5 and "ZeroDivisionError: injected" in text
     assert "internal error in the main loop (go release); the run goes on" in text
@@ -322,7 +323,7 @@ def test_two_containers_with_one_host_name_and_pid_1_are_two_clients(procs, tmpd
     assert len(rep["clients"]) == 2, [c["client"] for c in rep["clients"]]
     for entry in rep["clients"]:
         assert entry["client"].startswith("same-1-") and entry["host"] == "same"
-        assert entry["state"] == reg.FINISHED and entry["written_mib"] > 0
+        assert entry["state"] == st.FINISHED and entry["written_mib"] > 0
         assert entry["reconnect_count"] == 0 and entry["takeover_count"] == 0
     starts = [m for m, _ts in server.records() if m.type == protocol.START]
     assert len(starts) == 2 and len(set(m.name for m in starts)) == 2
@@ -354,7 +355,7 @@ def test_a_second_process_under_a_taken_name_is_refused_with_one_line(procs, tmp
 # --- 2. waits are bounded by the server, not by the peer ------------------------------
 #: The caps, patched down in the server (and here, for the bound it computes).
 _SMALL_CAPS = dict(MAX_WENT_AWAY_S=2.0, SUMMARY_GRACE_S=1.0)
-_CAPS = "\n".join("_r.%s = %r" % kv for kv in sorted(_SMALL_CAPS.items()))
+_CAPS = "\n".join("_l.%s = %r" % kv for kv in sorted(_SMALL_CAPS.items()))
 
 
 def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
@@ -364,10 +365,10 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
     (MAX_WENT_AWAY_S), and the run ends within master.run_end_bound_s of the
     server's flags after its last message."""
     for key, value in _SMALL_CAPS.items():
-        monkeypatch.setattr(reg, key, value)
+        monkeypatch.setattr(liveness, key, value)
     from diskbench.server import master
     flags = ["--idle-timeout", "0.3", "--read-timeout", "3600"]
-    server = ServerProc(PatchedServer(procs, "from diskbench.server import registry as _r\n"
+    server = ServerProc(PatchedServer(procs, "from diskbench.server import liveness as _l\n"
                                  + _CAPS), _logs(tmpdir), flags)
     peer = FakeClient(server.port, "sloth")
     peer.begin(heartbeat_interval_s=1e9, duration_s=1e9, stats_interval_s=1e9)
@@ -381,7 +382,7 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
     assert took <= bound, (took, bound)
     assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE, server.stderr()
     entry = _client(server.report(), "sloth")
-    assert entry["state"] == reg.WENT_AWAY and "MAX_WENT_AWAY_S" in entry["state_why"]
+    assert entry["state"] == st.WENT_AWAY and "MAX_WENT_AWAY_S" in entry["state_why"]
 
 
 # --- 4. dedup state degrades, never cliffs --------------------------------------------
@@ -395,7 +396,7 @@ def test_every_permutation_and_resend_of_seqs_records_each_seq_once(monkeypatch)
     list with resends records each seq exactly once; at a cap as small as 2
     ranges a client's in-order seqs with gaps are every one recorded, and no
     order ever records a seq twice."""
-    from diskbench.server import seqset
+    from diskbench import seqset
     for cap in (seqset.MAX_RANGES, 2):
         monkeypatch.setattr(seqset, "MAX_RANGES", cap)
         count = 0
@@ -420,7 +421,7 @@ def test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes(procs, tmpdir):
     away"), and the report says the dedup state reached its cap. A bye
     refused for a seq jump is no bye: a connection closed after it closed
     without one."""
-    server = ServerProc(PatchedServer(procs, "from diskbench.server import seqset\n"
+    server = ServerProc(PatchedServer(procs, "from diskbench import seqset\n"
                                  "seqset.MAX_RANGES = 4\n"), _logs(tmpdir),
                         ["--clients", "2"] + FAST)
     liar = FakeClient(server.port, "liar")
@@ -441,11 +442,11 @@ def test_a_client_past_the_seq_sets_cap_is_recorded_and_finishes(procs, tmpdir):
     liar.close()
     assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
     rep = server.report()
-    assert _client(rep, "gappy")["state"] == reg.FINISHED
+    assert _client(rep, "gappy")["state"] == st.FINISHED
     recorded = sorted(m.seq for m, _ts in server.records() if m.name == "gappy")
     assert recorded == sent
     assert any("gappy's seqs have more than 4 gaps" in w
                for w in rep["run"]["server_warnings"])
     liar_entry = _client(rep, "liar")
-    assert liar_entry["state"] == reg.WENT_AWAY
+    assert liar_entry["state"] == st.WENT_AWAY
     assert "without stop" in liar_entry["state_why"], liar_entry["state_why"]

@@ -15,8 +15,9 @@ LISTED_BAD_BLOCKS = 20
 
 
 def client_entry(c, latency):
-    """report.json's ``verification`` of registry client ``c`` (None: it did
-    not verify); ``latency``: report._latency (percentiles in ms)."""
+    """report.json's ``verification`` of client ``c`` (a clientstate.Client
+    snapshot; None: it did not verify); ``latency``: figures.latency_figures
+    (percentiles in ms)."""
     if not c.verify and not c.read_files:
         return None
     bad = dict(c.bad_counts)

@@ -1,7 +1,7 @@
 """A client's states on the server and the transitions allowed between them.
 
 Their own module so that the report and the console can name states without
-importing the registry; ``Registry._transition`` is the one place a state
+importing the registry; ``Ledger._transition`` is the one place a state
 changes, and it checks ``ALLOWED``.
 """
 JOINED = "joined"

@@ -1,0 +1,393 @@
+"""report.json: the whole report of a run as one JSON-ready dict, built from a
+``clientstate.RunView`` (the server's registry snapshot, or a re-render's
+ledger), and its strict-JSON encoding; the run facts a re-render needs
+(``facts``, kept in run.json).
+
+No clock, no network: the arithmetic is figures.py's, the words of
+report.txt are text.py's. Every key and header carries its unit: ``_mib``
+(2**20 bytes), ``_mib_s``, ``_ms``, ``_s``, ``_ts`` (seconds since the
+epoch), ``_percent``.
+
+Total on anything the protocol accepted: each figure is computed guarded, and
+one that cannot be computed, or is not finite, is null in report.json ("-" in
+report.txt) with a sentence in run.server_warnings; report.json is written
+with ``allow_nan=False`` (strict JSON).
+"""
+from __future__ import division
+
+import json
+import math
+
+from diskbench import metrics, protocol
+from diskbench import states as st
+from diskbench.compat import as_bytes
+from diskbench.metrics import utc
+from diskbench.report import readback
+from diskbench.report import figures as figures_mod
+
+REPORT_JSON = "report.json"
+REPORT_TXT = "report.txt"
+REPORT_FORMAT = 3
+#: The report proper, in the order they are written (diskbench.report.write); the other
+#: files (diskbench.report.write_all) are views of it.
+REPORT_FILES = (REPORT_JSON, REPORT_TXT)
+
+METHOD = (
+    "MiB = 2^20 bytes. A client's %(wall)s MiB/s (its mean) = bytes / time of the "
+    "client's perf intervals (its writer's wall time, client clock); its %(calls)s "
+    "MiB/s = bytes / the time spent inside its write (+fsync) calls only, what the "
+    "device gave while it was being written (higher: the time between calls is left "
+    "out); per-interval min/%(pcts)s/max "
+    "are nearest-rank over those intervals; throughput over time splits the client's "
+    "writing span into equal slices (intervals straddling an edge pro-rated). Chunk latency (one timed write, plus fsync "
+    "in fsync mode) percentiles come from the client's log-bucket histograms merged "
+    "across all its intervals (within ~2.2%%), never from averages. The aggregate "
+    "(%(aggregate)s) is "
+    "the sum of all clients' bytes in the period when every client that started was "
+    "writing (latest first start to earliest last end, intervals straddling an edge "
+    "pro-rated), divided by that period, on the server's clock: each client's times "
+    "are moved by its clock offset, measured NTP-style from the server's pings (the "
+    "pong with the shortest round trip) or, for a client that answered none, the "
+    "largest client-send minus server-receive time of its messages. "
+    "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
+    "with your own fio run, see docs/MEASURING.md, 'Comparing with your own fio run'.")
+
+#: Most "could not be computed" warnings kept (one bad client must not bury the rest).
+WARNINGS_MAX = 20
+
+
+class _Guard(object):
+    """Computes figures; one that raises is None, with a warning (kept once)."""
+
+    def __init__(self, warnings):
+        self.warnings = warnings
+        self.count = 0
+
+    def __call__(self, what, func, *args):
+        try:
+            return func(*args)
+        except Exception as exc:  # noqa: B902 - any accepted data must give a report
+            self.warn("%s could not be computed (%s: %s); shown as unknown" % (
+                what, type(exc).__name__, exc))
+            return None
+
+    def warn(self, text):
+        self.count += 1
+        if self.count <= WARNINGS_MAX:
+            self.warnings.append(protocol.safe_text(text))
+        elif self.count == WARNINGS_MAX + 1:
+            self.warnings.append("more figures could not be computed (not listed)")
+
+
+def _finite(obj, guard, where=("report",)):
+    """``obj`` with every float that is NaN or infinite replaced by None (and a
+    warning): report.json is strict JSON. Copies only the containers on the
+    way to such a float (a whole copy of a big fleet's report is large);
+    ``where`` is the path, spelled out only for a warning."""
+    if isinstance(obj, float):
+        if math.isnan(obj) or math.isinf(obj):
+            guard.warn("%s was not a finite number; shown as unknown" % _path(where))
+            return None
+        return obj
+    if isinstance(obj, dict):
+        items, out = obj.items(), obj
+    elif isinstance(obj, (list, tuple)):
+        items, out = enumerate(obj), obj
+    else:
+        return obj
+    for key, value in items:
+        clean = _finite(value, guard, (where, key))
+        if clean is not value:
+            if out is obj:
+                out = dict(obj) if isinstance(obj, dict) else list(obj)
+            out[key] = clean
+    return out
+
+
+class Deferred(object):
+    """A list of report.json that is made only where it is read: each client's
+    two per-interval timelines (``throughput_timeline`` here, ``latency_timeline``
+    from diskbench.report.series). Held as dicts for every client at once they
+    are a big fleet's largest allocation (docs/SCALING.md) only to be encoded;
+    json_chunks makes one while it encodes that client, then drops it.
+    Reading it in process: ``list(entry["throughput_timeline"])``."""
+
+    __slots__ = ("make", "args")
+
+    def __init__(self, make, *args):
+        self.make, self.args = make, args
+
+    def __iter__(self):
+        return iter(self.make(*self.args))
+
+    def __repr__(self):
+        return "Deferred(%s)" % getattr(self.make, "__name__", self.make)
+
+
+def deferred(g, what, make, *args):
+    """``make(*args)`` as a Deferred, computed once now under the guard ``g`` so
+    that a failure is a warning in its place (and [], as any figure). A list
+    holding a float that is not finite is kept as it is: build's _finite then
+    nulls it and says where, as for any figure."""
+    made = g(what, make, *args) or []
+    if not made or _finite(made, _Guard([])) is not made:
+        return made
+    return Deferred(make, *args)
+
+
+def _path(where):
+    """"report.clients[3].cpu" from the nested (parent, key) pairs of _finite."""
+    parts = []
+    while len(where) == 2:
+        where, key = where
+        parts.append("[%d]" % key if isinstance(key, int) else ".%s" % key)
+    return where[0] + "".join(reversed(parts))
+
+
+def shortfalls(clients):
+    """One warning per client whose own stop summary says it made more perf
+    samples than the server holds, beyond every message it says it dropped
+    (so a shortfall here is certain: records lost between the client and
+    perf.jsonl, or refused). ``clients``: clientstate.Client snapshots."""
+    out = []
+    for c in clients:
+        made = c.stop.data.get("perf_samples") if c.stop is not None else None
+        if made is None:
+            continue
+        held = len(c.intervals)
+        missing = made - c.stop.dropped_messages - held
+        if missing > 0:
+            out.append("client %s: its stop summary says it made %d perf samples "
+                       "(%d messages dropped by the client), the server holds %d: at "
+                       "least %d missing (never received, refused, or lost from "
+                       "perf.jsonl); its figures here are short" % (
+                           c.name, made, c.stop.dropped_messages, held, missing))
+    return out
+
+
+def client_entry(c, guard=None):
+    """The report of one client (``c`` is a clientstate.Client snapshot)."""
+    g = guard or _Guard([])
+    h = c.hello
+    who = "client %s: " % c.name
+    cpu_mean = g(who + "writer CPU mean", figures_mod.mean_of, c.cpu_samples)
+    hb = None
+    if c.last_heartbeat:
+        hb_ts, beat = c.last_heartbeat
+        hb = dict(at_ts=hb_ts, utc=utc(hb_ts), writer_was_alive=beat.writer_alive,
+                  progress_mib=metrics.mib(beat.bytes_written),
+                  progress_age_s=beat.progress_age_s)
+    summary = c.stop
+    return dict(
+        client=c.name, host=h.hostname, client_pid=h.pid, peer=c.peer,
+        target_dir=h.directory, fs=h.fs_type, python=h.python_version,
+        os=h.platform, diskbench_version=h.client_version, psutil=h.psutil_version,
+        # what the writer really does (start) over what was planned (hello)
+        sync=(c.start or h).sync_mode, preallocated=(c.start or h).preallocate,
+        # MiB of the writer's buffer in huge pages (None: unknown); see payload.py
+        buffer_huge_page_mib=_map(metrics.mib, c.start.buffer_huge_bytes)
+        if c.start else None,
+        # the run plan (plan.py) as run, and where each setting came from:
+        # the client's command line, the server's plan, or the default
+        chunk_mib=metrics.mib(c.plan["chunk_bytes"]),
+        file_mib=metrics.mib(c.plan["file_bytes"]),
+        data_file_max_count=h.max_files, planned_run_s=c.plan["duration_s"],
+        plan_source=dict(c.plan_sources), join_order=c.join_order,
+        # the synchronized start: the instant its go carried (server clock; None:
+        # started at once) and its first write put on the server's clock
+        start_at_ts=c.start_at, first_write_ts=figures_mod.first_write_ts(c),
+        state=c.state, state_why=c.reason,
+        clock_offset_s=c.offset()[0],      # client clock minus server clock
+        clock_offset_source=c.offset()[1],
+        rtt_ms=figures_mod.ms(c.rtt_s),
+        clock_drift_s=None if c.offset_low is None else c.offset_high - c.offset_low,
+        joined_ts=c.first_ts, started_ts=c.start_ts, stopped_ts=c.stop_ts,
+        last_message_ts=c.last_ts,
+        written_mib=metrics.mib(c.perf_bytes),
+        client_summary_written_mib=metrics.mib(summary.bytes_written) if summary else None,
+        client_summary_elapsed_s=summary.elapsed_s if summary else None,
+        client_summary_perf_count=summary.data.get("perf_samples") if summary else None,
+        perf_interval_count=len(c.intervals), chunk_count=c.perf_chunks,
+        io_time_s=c.io_s,
+        rollover_count=len(c.close_times),
+        rollover_close_ms=dict(mean=figures_mod.ms(figures_mod.mean_of(c.close_times)),
+                               max=figures_mod.ms(max(c.close_times) if c.close_times else None)),
+        throughput_tenths_mib_s=g(who + "throughput over time", figures_mod.slices, c.intervals)
+        or [],
+        # made again, one client at a time, when report.json is encoded
+        throughput_timeline=deferred(g, who + "throughput timeline", figures_mod.timeline,
+                                     c.intervals),
+        throughput_mib_s=g(who + "throughput", figures_mod.throughput, c.intervals, c.io_s) or dict(
+            (k, None) for k in figures_mod.throughput_keys()),
+        latency_ms=g(who + "chunk latency", figures_mod.latency_figures, c.hist) or dict(
+            [(k, None) for k in ("min", "mean", "max") + tuple(
+                "p%d" % p for p in figures_mod.PCTS)] + [("sample_count", c.hist.count)]),
+        writer_cpu_percent=dict(mean=cpu_mean,
+                                max=max(c.cpu_samples) if c.cpu_samples else None,
+                                sample_count=len(c.cpu_samples)),
+        cpu_bound=bool(cpu_mean is not None and cpu_mean > figures_mod.CPU_BOUND_PERCENT),
+        writer_rss_mib=dict(mean=_map(metrics.mib, figures_mod.mean_of(c.rss_samples)),
+                            max=_map(metrics.mib, max(c.rss_samples) if c.rss_samples
+                                     else None)),
+        last_heartbeat=hb,
+        dropped_message_count=summary.dropped_messages if summary else None,
+        duplicate_message_count=c.duplicates, reconnect_count=c.reconnects,
+        went_away_count=c.went_away_count,
+        # another connection spoke under its name while its own was open; seqs
+        # refused for jumping further ahead than it could have sent
+        takeover_count=c.takeovers, seq_jump_count=c.seq_jumps,
+        error_list=[dict(origin=e.source, what=e.reason, os_errno=e.errno,
+                         is_fatal=e.fatal) for e in c.errors],
+        notices=list(c.notes),
+        errors_and_notices_not_kept_count=c.texts_dropped,
+        # --verify: what was read back, kept apart from the write figures (None: off)
+        verification=g(who + "read-back", readback.client_entry, c, figures_mod.latency_figures))
+
+
+def _map(func, value):
+    return None if value is None else func(value)
+
+
+def _client_or_stub(c, g):
+    entry = g("client %s: its report" % c.name, client_entry, c, g)
+    if entry is None:  # only what cannot fail
+        entry = dict(client=c.name, state=c.state, state_why=c.reason,
+                     written_mib=None, rollover_count=len(c.close_times),
+                     chunk_count=c.perf_chunks, perf_interval_count=len(c.intervals),
+                     cpu_bound=False, unreportable=True)
+    return entry
+
+
+def _totals(view, clients):
+    merged = metrics.LatencyHistogram()
+    for c in view.clients:
+        merged.merge(c.hist)
+    states = [c.state for c in view.clients]
+    written = [e["written_mib"] for e in clients]
+    return dict(
+        client_count=len(clients),
+        finished_count=states.count(st.FINISHED), failed_count=states.count(st.FAILED),
+        went_away_count=states.count(st.WENT_AWAY),
+        unfinished_count=sum(1 for s in states if s in st.LIVE),
+        written_mib=None if None in written else sum(written),
+        rollover_count=sum(e["rollover_count"] for e in clients),
+        chunk_count=sum(e["chunk_count"] for e in clients),
+        perf_interval_count=sum(e["perf_interval_count"] for e in clients),
+        latency_ms=dict([("p%d" % p, figures_mod.ms(merged.percentile(p)))
+                         for p in figures_mod.PCTS] +
+                        [("max", figures_mod.ms(merged.max)), ("sample_count", merged.count)]),
+        cpu_bound_clients=[e["client"] for e in clients if e["cpu_bound"]])
+
+
+#: run.json's key for the report facts (``facts``): what the server knew at the
+#: end that perf.jsonl cannot say, so a re-render states every fact.
+FACTS_KEY = "report_facts"
+#: Per client, the clientstate.Client attributes kept in the facts: its plan as
+#: sent in go and where each setting came from, the start instant, its state
+#: and why, and what only the connections saw.
+CLIENT_FACTS = ("peer", "plan", "plan_sources", "start_at", "join_order", "state",
+                "reason", "duplicates", "reconnects", "went_away_count", "takeovers",
+                "seq_jumps", "notes", "texts_dropped")
+#: Of the run (clientstate.RunView attributes).
+VIEW_FACTS = ("expected_clients", "connections", "rejected", "restored")
+
+
+def facts(view, run_start_ts, run_end_ts, **build_args):
+    """What ``build(view, run_start_ts, run_end_ts, **build_args)`` states that
+    perf.jsonl cannot give back, as JSON-ready data (run.json's FACTS_KEY)."""
+    return dict(start_ts=run_start_ts, end_ts=run_end_ts, build=build_args,
+                run=dict((k, getattr(view, k)) for k in VIEW_FACTS),
+                clients=dict((c.name, dict((k, getattr(c, k)) for k in CLIENT_FACTS))
+                             for c in view.clients))
+
+
+def apply_facts(view, recorded):
+    """Put ``facts`` read back onto ``view`` (rebuilt from perf.jsonl): returns
+    (run start, run end, build's keyword arguments). Raises KeyError,
+    TypeError or ValueError on facts of the wrong shape."""
+    for key in VIEW_FACTS:
+        setattr(view, key, recorded["run"][key])
+    by_name = recorded["clients"]
+    for c in view.clients:
+        known = by_name.get(c.name)
+        if isinstance(known, dict):
+            for key in CLIENT_FACTS:
+                setattr(c, key, known[key])
+    build_args = dict((str(k), v) for k, v in recorded["build"].items())
+    return float(recorded["start_ts"]), float(recorded["end_ts"]), build_args
+
+
+def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
+          exit_code=None, exit_meaning=None, warnings=(), server_cpu=None):
+    """The whole report as a JSON-ready dict; never raises on accepted data.
+    ``server_cpu``: the server's own CPU use (interpreter.CpuGauge.summary),
+    None when unknown (a report re-rendered without one)."""
+    warnings = list(warnings)
+    g = _Guard(warnings)
+    clients = [_client_or_stub(c, g) for c in sorted(view.clients, key=lambda c: c.name)]
+    totals = g("the totals", _totals, view, clients) or dict(
+        client_count=len(clients), finished_count=None, failed_count=None,
+        went_away_count=None, unfinished_count=None, written_mib=None,
+        rollover_count=None, chunk_count=None, perf_interval_count=None,
+        latency_ms=dict([("p%d" % p, None) for p in figures_mod.PCTS] +
+                        [("max", None), ("sample_count", None)]),
+        cpu_bound_clients=[])
+    agg = g("the aggregate", figures_mod.aggregate,
+            dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients))
+    if agg is None:
+        agg = figures_mod.aggregate({})
+        agg["period_note"] = "could not be computed (see the server warnings)"
+    sizes = g("the figures by chunk size", figures_mod.by_chunk_size, clients,
+              dict((c.name, c.hist) for c in view.clients)) or []
+    rep = dict(
+        report_format=REPORT_FORMAT,
+        method=METHOD % dict(pcts="/".join("p%d" % p for p in figures_mod.PCTS),
+                             wall=metrics.WALL_LABEL, calls=metrics.IN_CALLS_LABEL,
+                             aggregate=metrics.AGGREGATE_LABEL),
+        run=dict(label=run_label, start_ts=run_start_ts, start_utc=utc(run_start_ts),
+                 end_ts=run_end_ts, end_utc=utc(run_end_ts),
+                 run_duration_s=run_end_ts - run_start_ts,
+                 expected_client_count=view.expected_clients,
+                 connection_count=view.connections, interrupted_by=interrupted_by,
+                 exit_code=exit_code, exit_meaning=exit_meaning,
+                 records_restored_count=view.restored,
+                 synchronized_start=g("the synchronized start", figures_mod.synchronized_start,
+                                      view.clients),
+                 server_cpu=server_cpu, server_warnings=warnings),
+        clients=clients, totals=totals, aggregate=agg, by_chunk_size=sizes,
+        rejected_messages=dict(view.rejected), rerendered=None,
+        rejected_count=sum(view.rejected.values()))
+    rep = _finite(rep, g)
+    rep["run"]["server_warnings"] = warnings  # with what _finite found
+    return rep
+
+
+# --- report.json's text --------------------------------------------------------
+def render_json(rep):
+    """report.json's text: strict JSON (no NaN/Infinity: such a figure is null),
+    ASCII only (any text escaped, so it always encodes)."""
+    return b"".join(json_chunks(rep)).decode("ascii")
+
+
+class _Encoder(json.JSONEncoder):
+    """report.json's encoder: a Deferred is made when its turn comes, through
+    the same NaN guard as the rest, and dropped once written."""
+
+    def __init__(self, guard):
+        json.JSONEncoder.__init__(self, indent=2, sort_keys=True, ensure_ascii=True,
+                                  allow_nan=False)
+        self.guard = guard
+
+    def default(self, o):
+        if isinstance(o, Deferred):
+            return _finite(list(o), self.guard)
+        return json.JSONEncoder.default(self, o)
+
+
+def json_chunks(rep):
+    """``render_json`` as bytes, piece by piece as it is encoded: a big
+    fleet's whole text at once, indented, is never made."""
+    guard = _Guard([])
+    for chunk in _Encoder(guard).iterencode(_finite(rep, guard)):
+        yield as_bytes(chunk)
+    yield b"\n"

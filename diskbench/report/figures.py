@@ -1,0 +1,237 @@
+"""The report's arithmetic: a client's throughput from its perf intervals
+(mean, per-interval percentiles, slices over time), the all-writing
+aggregate, ranking within a chunk size, latency percentiles from merged
+histograms, and client times put on the server's clock.
+
+Pure functions of intervals and histograms, apart from the shape of
+report.json (build.py) and the words of report.txt (text.py).
+"""
+from __future__ import division
+
+from diskbench import metrics
+from diskbench.metrics import utc
+
+#: A writer using more than this much of one core is flagged CPU-bound.
+CPU_BOUND_PERCENT = 90.0
+#: Percentiles reported for chunk latency and for per-interval throughput.
+PCTS = (50, 95, 99)
+#: The text report shows each client's throughput over time in this many slices
+#: (report.json also has every perf interval, ``throughput_timeline``).
+TIMELINE_SLICES = 10
+
+
+def mean_of(values):
+    return sum(values) / len(values) if values else None
+
+
+def ms(seconds):
+    return None if seconds is None else seconds * 1000.0
+
+
+def interval_rates(intervals):
+    """MiB/s of each perf interval of positive length (a rate that cannot be a
+    number is left out)."""
+    rates = [metrics.mib_per_s(n, b - a) for a, b, n in intervals if b > a]
+    return [r for r in rates if r is not None]
+
+
+def mean_rate(intervals):
+    """Bytes over the summed interval time, in MiB/s (None without time)."""
+    return metrics.mib_per_s(sum(n for _, _, n in intervals),
+                             sum(b - a for a, b, _ in intervals if b > a))
+
+
+def bytes_within(intervals, lo, hi):
+    """Bytes written in [lo, hi], pro-rating intervals that straddle an edge."""
+    total = 0.0
+    for a, b, n in intervals:
+        if b <= a:
+            if lo <= a <= hi:
+                total += n
+            continue
+        overlap = min(b, hi) - max(a, lo)
+        if overlap > 0:
+            total += n * overlap / (b - a)
+    return total
+
+
+def timeline(intervals):
+    """Every perf interval as {t_s: seconds since the first began, length_s, mib_s}."""
+    ordered = sorted(iv for iv in intervals if iv[1] > iv[0])
+    if not ordered:
+        return []
+    t0 = ordered[0][0]
+    return [dict(t_s=round(a - t0, 3), length_s=round(b - a, 3),
+                 mib_s=metrics.mib_per_s(n, b - a)) for a, b, n in ordered]
+
+
+def slices(intervals, count=TIMELINE_SLICES):
+    """MiB/s in ``count`` equal slices of the writing span (intervals that
+    straddle a slice edge pro-rated): the shape of the run at a glance."""
+    span = writing_span(intervals)
+    if span is None or span[1] <= span[0]:
+        return []
+    lo, width = span[0], (span[1] - span[0]) / float(count)
+    return [metrics.mib_per_s(bytes_within(intervals, lo + i * width,
+                                           lo + (i + 1) * width), width)
+            for i in range(count)]
+
+
+def writing_span(intervals):
+    """(first start, last end) of a client's perf intervals, or None."""
+    if not intervals:
+        return None
+    return min(a for a, _, _ in intervals), max(b for _, b, _ in intervals)
+
+
+def aggregate(spans):
+    """The all-writing aggregate from {name: (intervals)} of clients that started."""
+    spans = dict((name, iv) for name, iv in spans.items() if writing_span(iv))
+    out = dict(client_count=len(spans), period_start_ts=None, period_end_ts=None,
+               period_s=None, throughput_mib_s=None, per_client_mib_s={},
+               first_done=None, last_done=None, done_spread_s=None, period_note=None)
+    if not spans:
+        out["period_note"] = "no client reported any write interval"
+        return out
+    edges = dict((name, writing_span(iv)) for name, iv in spans.items())
+    starter = max(edges, key=lambda n: (edges[n][0], n))
+    ender = min(edges, key=lambda n: (edges[n][1], n))
+    lo, hi = edges[starter][0], edges[ender][1]
+    done = sorted((edges[n][1], n) for n in edges)
+    out.update(first_done=dict(client=done[0][1], at_ts=done[0][0]),
+               last_done=dict(client=done[-1][1], at_ts=done[-1][0]),
+               done_spread_s=done[-1][0] - done[0][0])
+    if hi <= lo:
+        out["period_note"] = ("the clients never all wrote at the same time: %s stopped "
+                       "writing at %s, before %s started at %s" % (
+                           ender, utc(hi), starter, utc(lo)))
+        return out
+    period = hi - lo
+    per_client = dict((n, metrics.mib_per_s(bytes_within(iv, lo, hi), period))
+                      for n, iv in spans.items())
+    out.update(period_start_ts=lo, period_end_ts=hi, period_s=period,
+               per_client_mib_s=per_client,
+               throughput_mib_s=sum(v for v in per_client.values() if v is not None)
+               if all(v is not None for v in per_client.values()) else None,
+               period_note="all %d clients were writing from %s (when %s started) to %s "
+                    "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
+    return out
+
+
+def rank(means):
+    """(slowest, fastest, slowest/fastest) of {name: mean MiB/s}: the names of
+    the lowest and highest known mean (ties: the first name), the ratio None
+    when the fastest is 0; (None, None, None) without a known mean."""
+    rated = sorted((m, n) for n, m in means.items() if m is not None)
+    if not rated:
+        return None, None, None
+    low, high = rated[0], sorted(rated, key=lambda r: (-r[0], r[1]))[0]
+    return low[1], high[1], (low[0] / high[0] if high[0] > 0 else None)
+
+
+def chunk_size_latency_key():
+    """by_chunk_size's latency key: the highest of PCTS ('latency_p99_ms')."""
+    return "latency_p%d_ms" % PCTS[-1]
+
+
+def by_chunk_size(clients, hists):
+    """Like for like: the clients that wrote, grouped by chunk size (MiB), each
+    group with its count, the mean/min/max of its clients' mean MiB/s, its
+    slowest and fastest and their ratio (the spread across hosts at that size),
+    and the p99 chunk latency of its clients' histograms merged. Clients are
+    ranked only within a size: a bigger chunk is faster on the same disk.
+    ``clients``: report entries; ``hists``: {name: LatencyHistogram}."""
+    groups = {}
+    for e in clients:
+        mean = (e.get("throughput_mib_s") or {}).get("mean")
+        if mean is None or e.get("chunk_mib") is None:
+            continue
+        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean
+    out = []
+    for size in sorted(groups):
+        means = groups[size]
+        merged = metrics.LatencyHistogram()
+        for name in means:
+            if hists.get(name) is not None:
+                merged.merge(hists[name])
+        slowest, fastest, ratio = rank(means)
+        if len(means) < 2:
+            ratio = None     # one client: nothing to rank it against
+        out.append(dict(chunk_mib=size, client_count=len(means),
+                        mean_mib_s=mean_of(list(means.values())),
+                        min_mib_s=min(means.values()), max_mib_s=max(means.values()),
+                        slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
+                        **{chunk_size_latency_key(): ms(merged.percentile(PCTS[-1]))}))
+    return out
+
+
+def throughput_keys():
+    return ("mean", "in_write_calls", "min") + tuple("p%d" % p for p in PCTS) + ("max",)
+
+
+def throughput(intervals, io_s):
+    """The client's throughput figures; ``mean`` (wall: bytes over its perf
+    intervals' time) and ``in_write_calls`` (bytes over the time inside write
+    (+fsync) calls) are what the client's closing line says, by those names."""
+    rates = interval_rates(intervals)
+    return dict(
+        [("mean", mean_rate(intervals)), ("min", min(rates) if rates else None),
+         ("max", max(rates) if rates else None),
+         ("in_write_calls", metrics.mib_per_s(sum(n for _, _, n in intervals), io_s))] +
+        [("p%d" % p, metrics.percentile(rates, p)) for p in PCTS])
+
+
+def latency_figures(hist):
+    return dict(
+        [("min", ms(hist.min)), ("mean", ms(hist.mean()))] +
+        [("p%d" % p, ms(hist.percentile(p))) for p in PCTS] +
+        [("max", ms(hist.max)), ("sample_count", hist.count)])
+
+
+def first_write_ts(c):
+    """When ``c`` wrote its first chunk, on the server's clock (None: unknown)."""
+    if c.started_at is None:
+        return None
+    return c.started_at - (c.offset()[0] or 0.0)
+
+
+def synchronized_start(clients):
+    """The clients that got the common start instant: how close their first
+    writes were to it and to each other (server clock), or None."""
+    firsts = [(c.start_at, first_write_ts(c)) for c in clients if c.start_at is not None]
+    known = [w for _, w in firsts if w is not None]
+    if not firsts:
+        return None
+    at = firsts[0][0]
+    return dict(start_at_ts=at, start_at_utc=utc(at), client_count=len(firsts),
+                first_write_known_count=len(known),
+                first_write_spread_ms=ms(max(known) - min(known)) if known else None,
+                first_write_late_max_ms=ms(max(abs(w - at) for w in known))
+                if known else None)
+
+
+def on_server_clock(c):
+    """A client's perf intervals moved onto the server's clock by its
+    estimated offset (see clientstate.Client.clock_offset_s), so a client whose
+    clock is off neither shrinks the all-writing period nor leads first/last
+    done."""
+    return OnServerClock(c.intervals, c.offset()[0] or 0.0)
+
+
+class OnServerClock(object):
+    """``on_server_clock``'s (t_start, t_end, bytes) intervals, moved as they
+    are read: the aggregate holds every client's at once, so none is copied
+    into a list of tuples."""
+
+    __slots__ = ("intervals", "offset")
+
+    def __init__(self, intervals, offset):
+        self.intervals, self.offset = intervals, offset
+
+    def __len__(self):
+        return len(self.intervals)
+
+    def __iter__(self):
+        offset = self.offset
+        for a, b, n in self.intervals:
+            yield a - offset, b - offset, n

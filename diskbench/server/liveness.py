@@ -1,0 +1,190 @@
+"""Liveness and completion: when a silent client is went away, how long a
+went-away client may still come back, a server pause that counts as nobody's
+silence, a client failed by the server's own error, and the rule that
+completes the run.
+
+A client's went-away timeout is HEARTBEAT_LIVENESS missed beats of the
+heartbeat interval it announced in hello, at most MAX_WENT_AWAY_S
+(--heartbeat-timeout overrides it). A went-away client may come back within
+--rejoin-grace: until then the run is not complete. Silence is found when it
+comes (``deadlines.py``), never by a scan. A mixin of ``registry.Registry``
+(the public methods take its lock; ``_seen`` and ``_unseen`` are the
+ledger's hooks, run under it).
+"""
+from diskbench import plan
+from diskbench.server import log
+from diskbench.states import FAILED, LIVE, WENT_AWAY
+
+#: A client is went away after this many heartbeat intervals (its own, from
+#: hello) without any message, unless --heartbeat-timeout gives a fixed time.
+HEARTBEAT_LIVENESS = 3
+#: Least went-away timeout, whatever interval a client announces.
+MIN_WENT_AWAY_S = 1.0
+#: Most went-away timeout, whatever interval a client announces (it says 1e9
+#: s: the run would wait for ever): the server's bound on every wait derived
+#: from a client (rejoin grace, a resumed run's wait); --heartbeat-timeout
+#: overrides it. master.run_end_bound_s adds up the waits.
+MAX_WENT_AWAY_S = 300.0
+#: Default --rejoin-grace, in went-away timeouts of the client: how long a run
+#: waits for a went-away client to come back before it may complete.
+REJOIN_GRACE_TIMEOUTS = 2
+#: Silence is looked for this often (a went-away verdict may come this much
+#: after the timeout); each look only visits the clients whose timeout may
+#: have come (deadlines.py), never all of them.
+LIVENESS_CHECK_S = 1.0
+#: A client that failed (fatal error) but is still connected gets this long to
+#: deliver its stop summary before the run may complete without it.
+SUMMARY_GRACE_S = 10.0
+
+
+class Liveness(object):
+    """Liveness and completion, for ``registry.Registry``."""
+
+    def _seen(self, client):
+        """``client`` spoke now: its silence is watched from here (O(1))."""
+        client.last_seen = now = self.clock()
+        self._silence.watch(client.name, now + self.went_away_timeout(client))
+
+    def _unseen(self, client):
+        """Known from records read back: not watched until it speaks."""
+        client.last_seen = None
+        self._silence.forget(client.name)
+
+    def went_away_timeout(self, client):
+        """Silence after which ``client`` is went away: --heartbeat-timeout, or
+        HEARTBEAT_LIVENESS of the heartbeat intervals it announced."""
+        if self.heartbeat_timeout is not None:
+            return self.heartbeat_timeout
+        return min(MAX_WENT_AWAY_S, self._heartbeats_timeout(client))
+
+    @staticmethod
+    def _heartbeats_timeout(client):
+        """HEARTBEAT_LIVENESS of the heartbeat intervals ``client`` announced
+        (at least MIN_WENT_AWAY_S), before the server's cap."""
+        if client.heartbeat_interval_s:
+            return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * client.heartbeat_interval_s)
+        return max(MIN_WENT_AWAY_S, HEARTBEAT_LIVENESS * plan.HEARTBEAT_INTERVAL_S)
+
+    def _timeout_source(self, client, limit):
+        if self.heartbeat_timeout is not None:
+            return "--heartbeat-timeout %g s" % limit
+        beat = client.heartbeat_interval_s or plan.HEARTBEAT_INTERVAL_S
+        if limit < HEARTBEAT_LIVENESS * beat:
+            return "%g s, the server's cap (MAX_WENT_AWAY_S) on %d heartbeats of %g s" % (
+                limit, HEARTBEAT_LIVENESS, beat)
+        return "%g s: %d heartbeats of %g s missed" % (limit, HEARTBEAT_LIVENESS, beat)
+
+    def rejoin_grace_for(self, client):
+        if self.rejoin_grace is not None:
+            return self.rejoin_grace
+        return REJOIN_GRACE_TIMEOUTS * self.went_away_timeout(client)
+
+    def check_liveness(self):
+        """Mark WENT_AWAY every live client silent for longer than its timeout.
+
+        A client waiting for go (--clients N not reached yet) is exempt: its
+        heartbeats start with its writer.
+        """
+        now = self.clock()
+        gone = []
+        if self._next_liveness is not None and now < self._next_liveness:
+            return gone
+        self._next_liveness = now + LIVENESS_CHECK_S
+        with self.lock:   # only the clients whose timeout may have come: no scan
+            for name in self._silence.due_now(now):
+                client = self.clients.get(name)
+                if client is None or client.state not in LIVE or client.last_seen is None:
+                    continue      # watched again when it next speaks
+                try:
+                    if self._check_silence(client, now):
+                        gone.append(client.name)
+                except Exception:   # one client's state must not stop the loop
+                    log.exception("internal error checking whether client %s went "
+                                  "away", name)
+                    self._internal_error_locked(client, "checking its liveness")
+        return gone
+
+    def _check_silence(self, client, now):
+        """True when ``client`` is now went away (else watched again)."""
+        limit = self.went_away_timeout(client)
+        if client.awaiting_go:     # its go not sent yet, released or not: exempt
+            self._silence.watch(client.name, now + limit)
+            return False
+        since = max(client.last_seen, client.quiet_until or client.last_seen)
+        silent = now - since
+        if silent > limit:
+            self._transition(client, WENT_AWAY, "silent for %.1f s (over %s)" % (
+                silent, self._timeout_source(client, limit)))
+            return True
+        self._silence.watch(client.name, since + limit)
+        return False
+
+    def internal_error(self, name, what, conn_id=None):
+        """Handling client ``name`` raised (logged with its traceback by the
+        caller): that client is failed, the run goes on. With ``conn_id``,
+        only when that connection speaks for it (a stranger's line naming a
+        client fails nobody but the stranger)."""
+        with self.lock:
+            client = self.clients.get(name)
+            if client is not None and (conn_id is None or client.conn_id == conn_id):
+                self._internal_error_locked(client, what)
+
+    def _internal_error_locked(self, client, what):
+        self._awaiting(client, False)
+        self._silence.forget(client.name)
+        if client.state == WENT_AWAY:
+            self._transition(client, client.previous_state, "back for its failure")
+        if client.state in LIVE:
+            self._transition(client, FAILED, "the server failed %s (an internal "
+                             "error, in server.log with its traceback)" % what)
+
+    def server_paused(self, gap):
+        """The server itself did not run for ``gap`` seconds (SIGSTOP, a frozen
+        VM, starvation): nobody's silence in that time counts against them."""
+        with self.lock:
+            self.paused_s += gap     # (a silence entry now comes early: looked at, re-armed)
+            for client in self.clients.values():
+                if client.last_seen is not None:
+                    client.last_seen += gap
+                if client.terminal_at is not None:
+                    client.terminal_at += gap
+            self.last_activity += gap
+            for attr in ("first_hello", "resumed_at"):
+                if getattr(self, attr) is not None:
+                    setattr(self, attr, getattr(self, attr) + gap)
+
+    def is_complete(self):
+        """The run-completion rule (docs/ARCHITECTURE.md)."""
+        with self.lock:
+            if not self.clients or self.unsettled:
+                return False  # (O(1): the scans below only run at the very end)
+            if any(self._summary_due(c) for c in self.clients.values()):
+                return False  # a failed client is still sending its stop summary
+            if self.resumed_at is not None and any(
+                    c.restart_pending and self.clock() - self.resumed_at <
+                    self.went_away_timeout(c) for c in self.clients.values()):
+                return False  # a resumed run waits for its clients to come back
+            if self.aborted is None and any(self._may_rejoin(c)
+                                            for c in self.clients.values()):
+                return False
+            if self.expected_clients is not None and self.short_start is None:
+                return len(self.clients) >= self.expected_clients
+            return self.clock() - self.last_activity >= self.idle_timeout
+
+    def _may_rejoin(self, client):
+        """A went-away client that did not say bye, still within --rejoin-grace."""
+        if client.state != WENT_AWAY or client.said_bye:
+            return False
+        grace = self.rejoin_grace_for(client)
+        waited = self.clock() - client.terminal_at
+        if waited < grace:
+            return True
+        self._note("waited %g s (--rejoin-grace) for went-away clients to come back "
+                   "before completing the run" % grace)
+        return False
+
+    def _summary_due(self, client):
+        """A failed client still connected, whose stop has not arrived yet."""
+        return (client.state == FAILED and client.stop is None and
+                client.conn_id is not None and
+                self.clock() - client.terminal_at < SUMMARY_GRACE_S)
