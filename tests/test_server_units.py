@@ -1075,3 +1075,30 @@ def test_intervals_are_packed_24_bytes_each_and_read_back_exactly():
     assert back[-1] == (T0, T0 + 1, 2 ** 53) and isinstance(back[-1][2], int)
     import sys
     assert sys.getsizeof(iv._flat) < 1001 * 3 * 8 * 1.2    # no per-interval objects
+
+
+def test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends():
+    """Acks the recorder hands to an I/O thread are sent by it, in order; one
+    posted once that thread's loop is over is sent by its poster at once, so
+    an ack can never be left in a queue nobody reads."""
+    from diskbench.server import ioloop
+
+    class Conn(object):
+        conn_id, peer = 1, "127.0.0.1:1"
+
+        def __init__(self):
+            self.sent = []
+
+        def send_ack(self, seq, upto):
+            self.sent.append((seq, upto))
+
+    worker = ioloop._Worker(None, 0)
+    conn = Conn()
+    worker.post_ack(conn, 1, 1)
+    worker.post_ack(conn, 3, 4)
+    assert conn.sent == [] and worker.ack_wake    # the loop's to send, woken once
+    worker._send_acks()
+    assert conn.sent == [(1, 1), (3, 4)] and not worker.ack_wake
+    worker.exited = True                           # the loop is over
+    worker.post_ack(conn, 5, 5)
+    assert conn.sent[-1] == (5, 5)

@@ -398,20 +398,24 @@ class Handler(socketserver.BaseRequestHandler):
         self.new_seq = 0
         self.pending_acks = False
         def on_written():  # in the recorder thread, once the batch is written
-            self._ack(seq, upto)
+            worker = getattr(self, "loop_worker", None)
+            if worker is not None:
+                worker.post_ack(self, seq, upto)   # sent by the socket's I/O thread
+            else:
+                self.send_ack(seq, upto)           # still in its handshake thread
         self.ctx.recorder.submit(records, on_written, key=self.conn_id)
 
-    def _ack(self, seq, upto):
+    def send_ack(self, seq, upto):
         """Ack what is written on this connection; send GO where it is due.
 
-        Called by the recorder thread, as the callback of the batch that wrote
-        this connection's records, on both Pythons: the handler thread goes
-        back to its socket at once, so a message costs it one wake-up, and the
-        recorder sends every ack of its batch in a row (acks sent by each
-        handler thread after waiting to be woken by the recorder, a second
-        wake-up and GIL handoff per message, fell seconds behind:
-        docs/SCALING.md). A peer that does
-        not read costs the others at most RECORDER_SEND_STALL_S, once.
+        Only once the batch that wrote this connection's records is on disk:
+        by the I/O thread that serves the connection (``ioloop._Worker.post_ack``:
+        the recorder only hands it over, one wake-up per batch), or by the
+        recorder thread itself while the connection is still in its handshake
+        thread. The reading thread never waits for it (acks sent by each
+        handler thread after waiting to be woken by the recorder fell seconds
+        behind: docs/SCALING.md). A peer that does not read costs the others
+        at most RECORDER_SEND_STALL_S (LOOP_SEND_STALL_S in an I/O thread), once.
         """
         go_list = self.registry.recorded(self.name, seq)
         stall = RECORDER_SEND_STALL_S

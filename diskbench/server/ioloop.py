@@ -96,6 +96,12 @@ class _Worker(object):
         self.parks = 0                # times a connection was parked
         self.errors = 0               # unexpected errors caught (logged)
         self.stopping = False
+        # (handler, seq, upto) the recorder wrote, whose acks this thread sends:
+        # the sockets' own thread sends them in a row, where the recorder
+        # sending each took the GIL back from this thread once per ack
+        self.acks = collections.deque()
+        self.ack_wake = False         # a wake-up for acks is pending
+        self.exited = False           # the loop is over: a poster sends its own
         self.thread = threading.Thread(target=run_profiled, args=(self.name, self._run),
                                        name=self.name)
         self.thread.daemon = True
@@ -111,6 +117,29 @@ class _Worker(object):
         self.incoming.append(handler)     # deque append: atomic, no lock
         self._wake()
 
+    def post_ack(self, handler, seq, upto):
+        """The recorder wrote ``handler``'s records up to ``seq``: have this
+        thread send the ack (and go, ping). Called by the recorder thread."""
+        self.acks.append((handler, seq, upto))   # deque append: atomic, no lock
+        if self.exited:               # no loop to send it: whoever pops it sends it
+            self._send_acks()
+        elif not self.ack_wake:
+            self.ack_wake = True
+            self._wake()
+
+    def _send_acks(self):
+        self.ack_wake = False         # (before popping: a later post wakes again)
+        while True:
+            try:
+                handler, seq, upto = self.acks.popleft()
+            except IndexError:
+                return
+            try:
+                handler.send_ack(seq, upto)
+            except Exception:  # one connection's ack must not cost the others theirs
+                log.exception("internal error acknowledging connection %d from %s",
+                              handler.conn_id, handler.peer)
+
     def _wake(self):
         try:
             os.write(self.wake_w, b"x")
@@ -125,6 +154,8 @@ class _Worker(object):
             except Exception:
                 self.errors += 1
                 log.exception("internal error in I/O thread %s; it goes on", self.name)
+        self.exited = True            # (before the last look: see post_ack)
+        self._send_acks()
 
     def _once(self):
         events = self.poller.poll(PARK_POLL_S if self.parked else None)
@@ -132,6 +163,7 @@ class _Worker(object):
         for fd, _events in events:
             if fd == self.wake_r:
                 self._take_incoming()
+                self._send_acks()
                 continue
             handler = self.conns.get(fd)
             if handler is None:
@@ -156,6 +188,7 @@ class _Worker(object):
                 handler.connection.setblocking(False)
                 self.conns[fd] = handler
                 self.poller.register(fd)
+                handler.loop_worker = self    # its acks are sent from here on
             except Exception:
                 log.exception("internal error taking over connection %d from %s in "
                               "I/O thread %s", handler.conn_id, handler.peer, self.name)
