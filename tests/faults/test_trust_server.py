@@ -362,7 +362,7 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
         procs, tmpdir, monkeypatch):
     """A client announcing a heartbeat interval of 1e9 s and then going
     silent (its connection open) is went away within the server's cap
-    (MAX_WENT_AWAY_S), and the run ends within master.run_end_bound_s of the
+    (MAX_WENT_AWAY_S), and the run ends within master.silence_bound_s of the
     server's flags after its last message."""
     for key, value in _SMALL_CAPS.items():
         monkeypatch.setattr(liveness, key, value)
@@ -375,7 +375,7 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
     peer.perf(0, [0.001])
     peer.wait_acked(peer.seq)
     last = time.time()
-    bound = master.run_end_bound_s(idle_timeout=0.3)
+    bound = master.silence_bound_s(idle_timeout=0.3)
     wait_until(lambda: "run complete" in server.server_log(), timeout=bound + 10,
                what="the run to complete")
     took = time.time() - last
