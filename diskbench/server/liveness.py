@@ -182,7 +182,7 @@ class Liveness(object):
                     continue
                 try:
                     self._check_overrun(client, self._overrun[name], now, out)
-                except Exception:   # one client's state must not stop the loop
+                except Exception:   # nor one client's plan
                     log.exception("internal error checking whether client %s overran "
                                   "its plan", name)
                     self._internal_error_locked(client, "checking its planned end")

@@ -85,8 +85,8 @@ def test_a_client_writing_past_its_plan_is_stopped_then_failed_within_the_bound(
     _small(monkeypatch)
     server = ServerProc(PatchedServer(procs, _PATCH), str(tmpdir.join("logs")), FLAGS)
     peer = FakeClient(server.port, "liar")
-    t_go, t_stop, t_exit = _talk_past_the_plan(server, peer)
     bound = master.run_end_bound_s(2.0, 4, 2.0, None, 0.3)
+    t_go, t_stop, t_exit = _talk_past_the_plan(server, peer, limit=bound + 5.0)
     assert t_stop is not None, "the server never asked the overrunning client to stop"
     assert t_stop - t_go >= PLANNED_S + _SMALL["OVERRUN_GRACE_S"] - 0.2, (
         "stopped %.1f s after the go: before its plan + OVERRUN_GRACE_S" % (t_stop - t_go))
