@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from diskbench import exitcodes, protocol
+from diskbench import exitcodes, plan, protocol
 from diskbench import states as st
 from diskbench.server import liveness
 from tests.faults.test_server_restart import CLIENT_FAST, real_client
@@ -371,7 +371,8 @@ def test_a_huge_announced_interval_cannot_stretch_the_run_past_its_bound(
     server = ServerProc(PatchedServer(procs, "from diskbench.server import liveness as _l\n"
                                  + _CAPS), _logs(tmpdir), flags)
     peer = FakeClient(server.port, "sloth")
-    peer.begin(heartbeat_interval_s=1e9, duration_s=1e9, stats_interval_s=1e9)
+    # (the longest plan --max-duration allows: a longer one is refused at hello)
+    peer.begin(heartbeat_interval_s=1e9, duration_s=plan.MAX_RUN_S, stats_interval_s=1e9)
     peer.perf(0, [0.001])
     peer.wait_acked(peer.seq)
     last = time.time()
