@@ -1800,6 +1800,11 @@ MUTATIONS = [
          new='        (lambda *a: None)(client, FAILED, "%s and did not stop when',
          tests=["tests/faults/test_max_duration.py::test_a_client_writing_past_its_plan_"
                 "is_stopped_then_failed_within_the_bound"]),
+    dict(id="overrun-forgets-a-went-away-client", file="diskbench/server/liveness.py",
+         old="            self._overrun_due.watch(client.name, now + LIVENESS_CHECK_S)  # comes back",
+         new="            pass",
+         tests=["tests/faults/test_max_duration.py::test_a_client_back_from_went_away_past_"
+                "its_plan_cannot_dodge_the_stop"]),
     dict(id="max-duration-refusal-skipped", file="diskbench/server/go.py",
          old='        problem = plan.duration_problem(values["duration_s"], self.max_duration)',
          new='        problem = None',

@@ -124,6 +124,47 @@ def test_a_slow_but_obedient_client_past_its_plan_finishes_and_says_it_overran(
     peer.close()
 
 
+def test_a_client_back_from_went_away_past_its_plan_cannot_dodge_the_stop(
+        procs, tmpdir, monkeypatch):
+    """A client silent from its planned end (went away when its overrun
+    came due) that comes back and talks on is asked to stop within about a
+    check of its return, and failed after OVERRUN_GRACE_S: going away does
+    not reset or escape its planned end."""
+    _small(monkeypatch)
+    server = ServerProc(PatchedServer(procs, _PATCH), str(tmpdir.join("logs")),
+                        FLAGS + ["--rejoin-grace", "20"])
+    peer = FakeClient(server.port, "dodger")
+    peer.sock.settimeout(None)   # its reader must outlast the silence below
+    peer.hello(duration_s=PLANNED_S)
+    peer.wait_for(protocol.GO)
+    t_go = time.time()
+    peer.start()
+    peer.perf(0, [0.001], t0=time.time() - 1.0)
+    time.sleep(PLANNED_S + _SMALL["OVERRUN_GRACE_S"] + 2.0)   # silent past its due
+    assert not peer.got(protocol.STOP), "a went-away client cannot be sent a stop"
+    assert "client dodger went away" in server.server_log()
+    back = time.time()
+    i = 1
+    while not peer.got(protocol.STOP) and time.time() - back < 10:
+        peer.perf(i, [0.001], t0=time.time() - 1.0)
+        i += 1
+        time.sleep(0.2)
+    assert peer.got(protocol.STOP), "the client came back past its plan and was never stopped"
+    assert time.time() - back <= 2.5, time.time() - back
+    while server.proc.poll() is None and time.time() - t_go < 60:
+        try:
+            peer.perf(i, [0.001], t0=time.time() - 1.0)
+        except (IOError, OSError):
+            break                      # the server ended the run
+        i += 1
+        time.sleep(0.3)
+    assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    entry = _client(server.report(), "dodger")
+    assert entry["state"] == st.FAILED, entry
+    assert "did not stop when the server asked" in entry["state_why"], entry["state_why"]
+    peer.close()
+
+
 def test_a_plan_over_max_duration_is_refused_at_hello(procs, tmpdir):
     """A real client asking for more than the server's --max-duration is
     refused at hello with one line naming the fix, and exits CLIENT_SERVER
