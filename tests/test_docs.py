@@ -134,6 +134,7 @@ def _quoted_constants():
         ("README.md", "at most %g s (`liveness.MAX_WENT_AWAY_S`" % liveness.MAX_WENT_AWAY_S),
         ("README.md", "(default %g s, a day: `plan.MAX_RUN_S`)" % plan.MAX_RUN_S),
         ("README.md", "still live %g s (`liveness.OVERRUN_GRACE_S`)" % liveness.OVERRUN_GRACE_S),
+        ("docs/SECURITY.md", "`liveness.OVERRUN_GRACE_S` (%g s)" % liveness.OVERRUN_GRACE_S),
         ("README.md", "a run ends within L + %g D + %g + 2 x %g + %g + %g s + the bound above, "
          "where L is the start lead (%g s + %g ms per `--max-clients`)" % (
              1 + liveness.READBACK_ALLOWANCE, protocol.END_SPREAD_MAX_S,
