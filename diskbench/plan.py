@@ -51,6 +51,11 @@ HEARTBEAT_INTERVAL_S = 5.0
 #: long (at most the supervisor's CHILD_STOP_TIMEOUT_S) to obey the stop command
 #: before SIGTERM. Not part of the plan: each side applies its own flag.
 STALL_TIMEOUT_S = 30.0
+#: Default of the server's --max-duration (s): the longest any client may be
+#: planned to write (its own --duration included). A day: a longer run is a
+#: soak test its operator asks for by raising it, and the cap is what bounds
+#: how long one lying or broken client can hold a run open.
+MAX_RUN_S = 86400.0
 #: Largest --chunk-mb / --file-mb on either command line (1 PiB: byte counts
 #: stay far inside the protocol's integers, protocol.MAX_INT).
 MAX_MB = 1024 ** 3
@@ -186,6 +191,16 @@ def plan_rollover_problem(values, mib_s):
         return None
     return rollover_rule(mib_s, values["duration_s"], values["file_bytes"] // MIB,
                          values["chunk_bytes"] // MIB)
+
+
+def duration_problem(duration_s, max_duration_s):
+    """None, or why a plan of ``duration_s`` is over the server's
+    --max-duration (one line naming the fix)."""
+    if duration_s <= max_duration_s:
+        return None
+    return ("%g s is over the server's --max-duration %g s; use --duration %g or less "
+            "(or ask the server's operator to raise --max-duration)"
+            % (duration_s, max_duration_s, max_duration_s))
 
 
 def describe(values, sources=None):

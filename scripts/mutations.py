@@ -1788,4 +1788,40 @@ MUTATIONS = [
          old="        if self.exited:               # no loop to send it",
          new="        if False:               # no loop to send it",
          tests=[_SU + "test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends"]),
+    # --- maxrun25 ---
+    dict(id="overrun-never-checked", file="diskbench/server/master.py",
+         old='        self._step("overrun", self._stop_overruns)',
+         new='        pass',
+         tests=["tests/faults/test_max_duration.py::test_a_client_writing_past_its_plan_"
+                "is_stopped_then_failed_within_the_bound"]),
+    dict(id="overrun-grace-ignored", file="diskbench/server/liveness.py",
+         old="Overrun(end + self.end_spread_s + OVERRUN_GRACE_S, end, planned)",
+         new="Overrun(end, end, planned)",
+         tests=["tests/faults/test_max_duration.py::test_a_client_writing_past_its_plan_"
+                "is_stopped_then_failed_within_the_bound"]),
+    dict(id="overrun-stop-grace-ignored", file="diskbench/server/liveness.py",
+         old="            entry.due = now + OVERRUN_GRACE_S\n",
+         new="            entry.due = now\n",
+         tests=["tests/faults/test_max_duration.py::test_a_slow_but_obedient_client_past_"
+                "its_plan_finishes_and_says_it_overran"]),
+    dict(id="overrun-never-failed", file="diskbench/server/liveness.py",
+         old='        self._transition(client, FAILED, "%s and did not stop when',
+         new='        (lambda *a: None)(client, FAILED, "%s and did not stop when',
+         tests=["tests/faults/test_max_duration.py::test_a_client_writing_past_its_plan_"
+                "is_stopped_then_failed_within_the_bound"]),
+    dict(id="overrun-forgets-a-went-away-client", file="diskbench/server/liveness.py",
+         old="            self._overrun_due.watch(client.name, now + LIVENESS_CHECK_S)  # comes back",
+         new="            pass",
+         tests=["tests/faults/test_max_duration.py::test_a_client_back_from_went_away_past_"
+                "its_plan_cannot_dodge_the_stop"]),
+    dict(id="max-duration-refusal-skipped", file="diskbench/server/go.py",
+         old='        problem = plan.duration_problem(values["duration_s"], self.max_duration)',
+         new='        problem = None',
+         tests=["tests/faults/test_max_duration.py::test_a_plan_over_max_duration_is_"
+                "refused_at_hello"]),
+    dict(id="run-end-bound-omits-the-overrun", file="diskbench/server/master.py",
+         old="    overrun = 2 * liveness.OVERRUN_GRACE_S + 3 * liveness.LIVENESS_CHECK_S + \\",
+         new="    overrun = 0 * liveness.OVERRUN_GRACE_S + 3 * liveness.LIVENESS_CHECK_S + \\",
+         tests=["tests/faults/test_max_duration.py::test_run_end_bound_adds_lead_plan_"
+                "readback_spread_and_two_graces"]),
 ]

@@ -13,7 +13,7 @@ import pytest
 from diskbench import cli, plan, protocol
 from diskbench.client import __main__ as client_main
 from diskbench.client import sender, supervisor
-from diskbench.server import control, finalreport, handler, liveness, recorder
+from diskbench.server import control, finalreport, go, handler, liveness, recorder
 from diskbench import states
 from diskbench.report import build as report_build
 from diskbench.server import __main__ as server_main
@@ -132,6 +132,14 @@ def _quoted_constants():
         ("README.md", "every %s (`RETRY_S`)" % every),
         ("README.md", "%g s more (`HELD_DRAIN_S`)" % recorder.HELD_DRAIN_S),
         ("README.md", "at most %g s (`liveness.MAX_WENT_AWAY_S`" % liveness.MAX_WENT_AWAY_S),
+        ("README.md", "(default %g s, a day: `plan.MAX_RUN_S`)" % plan.MAX_RUN_S),
+        ("README.md", "still live %g s (`liveness.OVERRUN_GRACE_S`)" % liveness.OVERRUN_GRACE_S),
+        ("docs/SECURITY.md", "`liveness.OVERRUN_GRACE_S` (%g s)" % liveness.OVERRUN_GRACE_S),
+        ("README.md", "a run ends within L + %g D + %g + 2 x %g + %g + %g s + the bound above, "
+         "where L is the start lead (%g s + %g ms per `--max-clients`)" % (
+             1 + liveness.READBACK_ALLOWANCE, protocol.END_SPREAD_MAX_S,
+             liveness.OVERRUN_GRACE_S, 3 * liveness.LIVENESS_CHECK_S,
+             liveness.SUMMARY_GRACE_S, go.START_LEAD_S, 1000 * go.START_LEAD_PER_CLIENT_S)),
         ("README.md", "at most %d at once, `control.MAX_REQUESTS`" % control.MAX_REQUESTS),
         ("README.md", "within %g s of its connect (`control.REQUEST_S`" % control.REQUEST_S),
         ("docs/SCALING.md", "`DRAIN_TIMEOUT_S`, %g s" % finalreport.DRAIN_TIMEOUT_S),

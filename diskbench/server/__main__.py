@@ -103,6 +103,13 @@ def _add_run_flags(p):
     p.add_argument("--require-all", action="store_true",
                    help="with --clients N: abort the run if fewer than N said hello "
                    "within --start-timeout (default: go on with those present)")
+    _seconds(p, "--max-duration", plan.MAX_RUN_S,
+             "the longest any client may be planned to write (its own --duration "
+             "included: a longer one is refused at hello); a client still writing "
+             "%g s past its planned end is asked to stop, and failed %g s later, so "
+             "the run ends within a bound of the flags (server.log states it; "
+             "default: %%(default)s, a day)" % (liveness.OVERRUN_GRACE_S,
+                                              liveness.OVERRUN_GRACE_S))
     _seconds(p, "--idle-timeout", DEFAULT_IDLE_TIMEOUT_S,
              "without --clients: finish when all clients "
              "are done and nothing new happened for this long (default: %(default)s)")
@@ -167,6 +174,11 @@ def plan_from_args(args):
                  file_bytes=None if args.file_mb is None else args.file_mb * MIB)
     if getattr(args, "verify", False):
         given[plan.VERIFY] = True
+    if args.duration is not None and plan.duration_problem(args.duration,
+                                                           args.max_duration):
+        raise ValueError("--duration %g is over --max-duration %g: give a --duration "
+                         "of at most %g, or raise --max-duration" % (
+                             args.duration, args.max_duration, args.max_duration))
     if args.file_mb is not None:
         for mb in args.chunk_mb:
             problem = plan.size_problem(mb * MIB, args.file_mb * MIB)

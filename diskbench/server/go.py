@@ -1,7 +1,8 @@
 """Plan and go: the run plan each client gets at hello (and why one is
-refused), the hold on go until --clients N said hello (or --start-timeout
-passed), the go's common start instant and end spread, and the abort of a
-run that cannot start (--require-all).
+refused: sizes, two rollovers, the server's --max-duration), the hold on go
+until --clients N said hello (or --start-timeout passed), the go's common
+start instant and end spread, and the abort of a run that cannot start
+(--require-all).
 
 A mixin of ``registry.Registry`` (the public methods take its lock, the
 ``_locked`` and hook ones run under it): one responsibility, apart from the
@@ -45,6 +46,11 @@ class GoRelease(object):
         problem = None
         if set(["chunk_bytes", "file_bytes"]) - own:
             problem = plan.size_problem(values["chunk_bytes"], values["file_bytes"])
+        if problem:
+            return "%s cannot run: %s" % (where, problem)
+        # the server's cap on every plan (its own flag or the client's; --force
+        # does not lift it): what bounds how long a run can last
+        problem = plan.duration_problem(values["duration_s"], self.max_duration)
         if problem:
             return "%s cannot run: %s" % (where, problem)
         if set(["duration_s", "file_bytes"]) - own:
@@ -156,6 +162,7 @@ class GoRelease(object):
         # silence it kept while exempt (waiting for go) and the lead do not count
         lead = client.start_at - self.wall() if client.start_at is not None else 0.0
         client.quiet_until = self.clock() + max(0.0, lead)
+        self._watch_overrun(client, client.quiet_until)   # its planned end, once
         return [(client.name, client.sender, fields)]
 
     def _release(self):

@@ -7,13 +7,16 @@ A client's went-away timeout is HEARTBEAT_LIVENESS missed beats of the
 heartbeat interval it announced in hello, at most MAX_WENT_AWAY_S
 (--heartbeat-timeout overrides it). A went-away client may come back within
 --rejoin-grace: until then the run is not complete. Silence is found when it
-comes (``deadlines.py``), never by a scan. A mixin of ``registry.Registry``
+comes (``deadlines.py``), never by a scan; so is an overrun: a client still
+live OVERRUN_GRACE_S after its planned end (from its go) is asked to stop,
+and failed when it is still live OVERRUN_GRACE_S later, so a client that
+keeps talking cannot hold the run open either. A mixin of ``registry.Registry``
 (the public methods take its lock; ``_seen`` and ``_unseen`` are the
 ledger's hooks, run under it).
 """
 from diskbench import plan
 from diskbench.server import log
-from diskbench.states import FAILED, LIVE, WENT_AWAY
+from diskbench.states import FAILED, FINISHED, LIVE, WENT_AWAY
 
 #: A client is went away after this many heartbeat intervals (its own, from
 #: hello) without any message, unless --heartbeat-timeout gives a fixed time.
@@ -23,7 +26,7 @@ MIN_WENT_AWAY_S = 1.0
 #: Most went-away timeout, whatever interval a client announces (it says 1e9
 #: s: the run would wait for ever): the server's bound on every wait derived
 #: from a client (rejoin grace, a resumed run's wait); --heartbeat-timeout
-#: overrides it. master.run_end_bound_s adds up the waits.
+#: overrides it. master.silence_bound_s adds up the waits.
 MAX_WENT_AWAY_S = 300.0
 #: Default --rejoin-grace, in went-away timeouts of the client: how long a run
 #: waits for a went-away client to come back before it may complete.
@@ -35,6 +38,33 @@ LIVENESS_CHECK_S = 1.0
 #: A client that failed (fatal error) but is still connected gets this long to
 #: deliver its stop summary before the run may complete without it.
 SUMMARY_GRACE_S = 10.0
+#: A client still live this long after its planned end (its go's start instant
+#: + its planned duration + the go's end spread) is asked to stop (the
+#: server's stop, as `ctl stop` sends it); one still live this long after that
+#: is failed. Room for what a client does after its writer's run: its
+#: children's stop (at most 21 s: the supervisor's stop, SIGTERM and SIGKILL
+#: timeouts), the last file's fsync and close, its summary's delivery.
+OVERRUN_GRACE_S = 60.0
+#: A client that reads its files back (--verify) does so after its run: its
+#: planned end allows this many times its planned duration more for it (a disk
+#: reads back what it kept at least as fast as it wrote it).
+READBACK_ALLOWANCE = 1.0
+
+
+class Overrun(object):
+    """When a client's run should be over (registry clock), and whether the
+    server has asked it to stop."""
+    __slots__ = ("due", "end", "planned_s", "asked")
+
+    def __init__(self, due, end, planned_s):
+        self.due = due                # when to look at it next
+        self.end = end                # its planned end: start + planned duration
+        self.planned_s = planned_s    # its planned duration (read-back included)
+        self.asked = None             # clock() when the server asked it to stop
+
+    def text(self, now):
+        """'wrote past its planned 60 s by 30 s'."""
+        return "wrote past its planned %g s by %.0f s" % (self.planned_s, now - self.end)
 
 
 class Liveness(object):
@@ -119,6 +149,77 @@ class Liveness(object):
         self._silence.watch(client.name, since + limit)
         return False
 
+    # --- overrun: a client live past its planned end ---------------------------
+    def _watch_overrun(self, client, start):
+        """``client``'s first go set its start (clock()): its run should be
+        over by its planned duration (at most --max-duration; with --verify,
+        READBACK_ALLOWANCE more) and the end spread later; it is looked at
+        OVERRUN_GRACE_S after that. A later go (after a reconnect) moves nothing."""
+        if client.name in self._overrun:
+            return
+        planned = min(client.plan["duration_s"], self.max_duration)
+        if client.verify:
+            planned *= 1 + READBACK_ALLOWANCE
+        end = start + planned
+        entry = Overrun(end + self.end_spread_s + OVERRUN_GRACE_S, end, planned)
+        self._overrun[client.name] = entry
+        self._overrun_due.watch(client.name, entry.due)
+
+    def check_overrun(self):
+        """[(name, sender, reason)]: the clients to send a stop to now, as
+        still live OVERRUN_GRACE_S after their planned end; a client asked
+        OVERRUN_GRACE_S ago and still live is failed. Only the clients whose
+        time came are looked at (deadlines.py), never all of them."""
+        now = self.clock()
+        out = []
+        if self._next_overrun is not None and now < self._next_overrun:
+            return out
+        self._next_overrun = now + LIVENESS_CHECK_S
+        with self.lock:
+            for name in self._overrun_due.due_now(now):
+                client = self.clients.get(name)
+                if client is None:
+                    continue
+                try:
+                    self._check_overrun(client, self._overrun[name], now, out)
+                except Exception:   # nor one client's plan
+                    log.exception("internal error checking whether client %s overran "
+                                  "its plan", name)
+                    self._internal_error_locked(client, "checking its planned end")
+        return out
+
+    def _check_overrun(self, client, entry, now, out):
+        if client.state not in LIVE and client.state != WENT_AWAY:
+            return                       # finished or failed: nothing to bound
+        if now < entry.due:              # moved by a server pause
+            self._overrun_due.watch(client.name, entry.due)
+            return
+        if client.state == WENT_AWAY:    # silent: the silence bound runs; if it
+            self._overrun_due.watch(client.name, now + LIVENESS_CHECK_S)  # comes back
+            return
+        if entry.asked is None:
+            entry.asked = now
+            entry.due = now + OVERRUN_GRACE_S
+            self._overrun_due.watch(client.name, entry.due)
+            why = "%s: stopped by the server" % entry.text(now)
+            self._note("client %s %s (OVERRUN_GRACE_S %g s after its planned end)"
+                       % (client.name, why, OVERRUN_GRACE_S))
+            if client.sender is not None:
+                out.append((client.name, client.sender, why))
+            return
+        self._transition(client, FAILED, "%s and did not stop when the server asked "
+                         "%.0f s before: failed by the server" % (
+                             entry.text(now), now - entry.asked))
+
+    def _apply_stop(self, client, msg, recv_ts):
+        """A stop after the server asked for it (an overrun): finished, and
+        the reason says it overran."""
+        super(Liveness, self)._apply_stop(client, msg, recv_ts)
+        entry = self._overrun.get(client.name)
+        if entry is not None and entry.asked is not None and client.state == FINISHED \
+                and client.stop is msg:
+            client.reason = "%s: stopped by the server" % entry.text(self.clock())
+
     def internal_error(self, name, what, conn_id=None):
         """Handling client ``name`` raised (logged with its traceback by the
         caller): that client is failed, the run goes on. With ``conn_id``,
@@ -149,6 +250,9 @@ class Liveness(object):
                 if client.terminal_at is not None:
                     client.terminal_at += gap
             self.last_activity += gap
+            for entry in self._overrun.values():   # (early entries: re-armed)
+                entry.due += gap
+                entry.end += gap
             for attr in ("first_hello", "resumed_at"):
                 if getattr(self, attr) is not None:
                     setattr(self, attr, getattr(self, attr) + gap)

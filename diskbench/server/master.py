@@ -2,7 +2,8 @@
 signals and the operator's requests, shutdown.
 
 The main thread only loops: every TICK_S it marks silent clients went away,
-releases GO when it is due, and checks the completion rule. Signal handlers
+asks clients live past their planned end to stop, releases GO when it is
+due, and checks the completion rule. Signal handlers
 only record the signal and wake the loop (gunicorn's arbiter style); the
 shutdown work happens in the loop: stop accepting, ask live clients to stop,
 give them --shutdown-grace seconds to send their summaries, write the report
@@ -17,14 +18,14 @@ import sys
 import threading
 import time
 
-from diskbench import __version__, exitcodes, protocol, runclock
+from diskbench import __version__, exitcodes, plan, protocol, runclock
 from diskbench.compat import monotonic
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
 from diskbench.server.deadlines import Deadlines
 from diskbench.server import control as control_mod
-from diskbench.server import event, finalreport, listener, log, logdir
+from diskbench.server import event, finalreport, go, listener, log, logdir
 from diskbench.server import handler as handler_mod
 from diskbench.server import ioloop as ioloop_mod
 from diskbench.server import interpreter
@@ -46,7 +47,7 @@ PAUSE_GAP_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
+def silence_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0):
     """The longest a run goes on after the last message any client sends (the
     server running, not paused): a silent client is went away within its
     timeout W (--heartbeat-timeout, else at most liveness.MAX_WENT_AWAY_S)
@@ -60,6 +61,26 @@ def run_end_bound_s(heartbeat_timeout=None, rejoin_grace=None, idle_timeout=0.0)
         else liveness.REJOIN_GRACE_TIMEOUTS * went_away
     return (went_away + liveness.LIVENESS_CHECK_S + max(grace, liveness.SUMMARY_GRACE_S) +
             idle_timeout + 2 * TICK_S)
+
+
+def run_end_bound_s(max_duration=plan.MAX_RUN_S, clients=0, heartbeat_timeout=None,
+                    rejoin_grace=None, idle_timeout=0.0):
+    """The longest a run goes on after the last go the server sends (the
+    server running, not paused), whatever its clients do: a client starts
+    within the start lead (go.START_LEAD_S + START_LEAD_PER_CLIENT_S for each
+    of up to ``clients``), writes at most --max-duration (a verifying one
+    reads back for READBACK_ALLOWANCE x that more), ends within the end
+    spread (protocol.END_SPREAD_MAX_S); OVERRUN_GRACE_S later (and the
+    check's step) it is asked to stop, as long again later it is failed,
+    and its summary is waited for (SUMMARY_GRACE_S); a client that went
+    silent on the way is bounded by ``silence_bound_s`` (it may come back
+    within its rejoin grace: one more check's step). The README's formula."""
+    planned = max_duration * (1 + liveness.READBACK_ALLOWANCE)
+    lead = go.START_LEAD_S + go.START_LEAD_PER_CLIENT_S * clients
+    overrun = 2 * liveness.OVERRUN_GRACE_S + 3 * liveness.LIVENESS_CHECK_S + \
+        liveness.SUMMARY_GRACE_S
+    return lead + planned + protocol.END_SPREAD_MAX_S + overrun + silence_bound_s(
+        heartbeat_timeout, rejoin_grace, idle_timeout)
 
 
 class Master(object):
@@ -83,7 +104,8 @@ class Master(object):
             idle_timeout=args.idle_timeout, start_timeout=args.start_timeout,
             max_clients=args.max_clients, rejoin_grace=args.rejoin_grace,
             stall_timeout=args.stall_timeout, require_all=args.require_all,
-            plan_given=getattr(args, "plan", None), wall=clock)
+            plan_given=getattr(args, "plan", None), wall=clock,
+            max_duration=getattr(args, "max_duration", plan.MAX_RUN_S))
         self.recorder = recorder_mod.Recorder(args.log_dir)
         self.ioloop = ioloop_mod.IOLoop(self)   # established connections
         self.claim = None             # LOCK_FILE's descriptor once open_logs took it
@@ -223,11 +245,14 @@ class Master(object):
                  "client names, hello within %g s, a line every %g s", self.max_line_bytes,
                  self.max_connections, self.max_per_address,
                  self.registry.max_clients or 0, self.hello_timeout, self.read_timeout)
-        log.info("the run ends at most %g s after its clients' last message "
-                 "(run_end_bound_s of --heartbeat-timeout, --rejoin-grace, "
-                 "--idle-timeout)", run_end_bound_s(
-                     self.args.heartbeat_timeout, self.args.rejoin_grace,
-                     self.args.idle_timeout))
+        silence = (self.args.heartbeat_timeout, self.args.rejoin_grace,
+                   self.args.idle_timeout)
+        log.info("the run ends at most %g s after the last go it sends (run_end_bound_s "
+                 "of --max-duration, --max-clients and those below), at most %g s after "
+                 "its clients' last message (silence_bound_s of --heartbeat-timeout, "
+                 "--rejoin-grace, --idle-timeout)", run_end_bound_s(
+                     self.registry.max_duration, self.registry.max_clients or 0,
+                     *silence), silence_bound_s(*silence))
         for text in self.startup_notes:
             log.info("%s", text)
         for text in self.startup_warnings:
@@ -292,6 +317,7 @@ class Master(object):
             for handler in self._handlers_due(now):
                 if not handler.expire_if_due(now) and handler.expired is None:
                     self.watch_connection(handler)   # its deadline moved on
+        self._step("overrun", self._stop_overruns)   # before silence: see liveness.py
         self._step("liveness", self.registry.check_liveness)
         self._step("recorder lag and collector", self._housekeeping)
         busy = self._step("CPU gauge", self.cpu_gauge.sample)
@@ -319,6 +345,12 @@ class Master(object):
                 "start" % (abs(gap), "ahead" if gap > 0 else "back"))
         log.warning("%s", text)
         self.pauses.append(text)
+
+    def _stop_overruns(self):
+        """The server's stop to every client live past its planned end (a
+        step of the tick; liveness.OVERRUN_GRACE_S)."""
+        for _name, sender, why in self.registry.check_overrun():
+            sender(protocol.make(protocol.STOP, protocol.S2C, reason=why))
 
     def _release_go(self):
         """Go to every client it is due to (a step of the tick; a go that

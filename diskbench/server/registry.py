@@ -70,7 +70,7 @@ class Registry(Liveness, GoRelease, Ledger):
     def __init__(self, expected_clients=None, heartbeat_timeout=None, idle_timeout=5.0,
                  start_timeout=60.0, clock=monotonic, max_clients=None,
                  rejoin_grace=None, stall_timeout=plan.STALL_TIMEOUT_S, require_all=False,
-                 plan_given=None, wall=runclock.wall):
+                 plan_given=None, wall=runclock.wall, max_duration=plan.MAX_RUN_S):
         Ledger.__init__(self, expected_clients, clock, stall_timeout, plan_given)
         self.wall = wall              # the server's clock, for the start instant
         self.start_at = None          # the common start instant (server clock)
@@ -84,6 +84,10 @@ class Registry(Liveness, GoRelease, Ledger):
         self._next_liveness = None    # clock() of the next silence check
         self._waiting = set()         # names of clients waiting for GO
         self._silence = Deadlines()   # name -> when its went-away timeout may come
+        self.max_duration = max_duration   # --max-duration: the cap on every plan
+        self._overrun = {}            # name -> liveness.Overrun, from its first go
+        self._overrun_due = Deadlines()   # name -> when to look at its overrun
+        self._next_overrun = None     # clock() of the next overrun check
         self._conn_ids = itertools.count(1)
         self.first_hello = None       # clock() of the first accepted hello
         self.go_released = expected_clients is None
