@@ -111,13 +111,18 @@ class Stamper(object):
         """Make every block say chunk ``chunk_in_file`` of file ``file_index``."""
         fields = struct.pack("<II", file_index, chunk_in_file)
         new = fields + FIELD_CHECK.pack(field_check(fields))
-        old, buf, start, end, blocks = self.now, self.buf, self.start, self.end, \
-            self.blocks
-        for k in range_(len(new)):
-            byte = new[k:k + 1]
-            if byte != old[k:k + 1]:
-                buf[start + FIELDS_AT + k:end:BLOCK] = byte * blocks
+        restamp(self.buf, self.start + FIELDS_AT, self.end, self.now, new, self.blocks)
         self.now = new
+
+
+def restamp(buf, first, end, old, new, blocks):
+    """Byte k of ``new`` at ``first + k`` of every BLOCK up to ``end``, only
+    where it differs from ``old`` (None: every byte): a chunk's stamp changes
+    in a byte or two, so the rest of the buffer is not touched."""
+    for k in range_(len(new)):
+        byte = new[k:k + 1]
+        if old is None or byte != old[k:k + 1]:
+            buf[first + k:end:BLOCK] = byte * blocks
 
 
 class Expected(object):

@@ -1054,7 +1054,7 @@ MUTATIONS = [
          tests=[_VU + "test_writer_read_back_time_is_in_no_write_figure",
                 _VF + "test_verify_no_fault_zero_bad_blocks"]),
     dict(id="verify-stamp-fields-not-updated", file="diskbench/stamp.py",
-         old="                buf[start + FIELDS_AT + k:end:BLOCK] = byte * blocks",
+         old="            buf[first + k:end:BLOCK] = byte * blocks",
          new="                pass",
          tests=[_VU + "test_stamp_every_block_says_its_place_after_any_sequence_of_stamps",
                 _VF + "test_verify_no_fault_zero_bad_blocks"]),

@@ -34,8 +34,9 @@ import struct
 from diskbench.client import procinfo
 from diskbench.compat import buffer_from, range_
 from diskbench.linux import buffer_address, madvise_hugepage
+from diskbench.stamp import BLOCK, Stamper, restamp
 
-STAMP_EVERY = 4096          # one stamp per 4 KiB block (a common dedup block size)
+STAMP_EVERY = BLOCK         # one stamp per 4 KiB block (a common dedup block size)
 _STAMP = struct.Struct("<Q")
 _FILL_PIECE = 1 << 20       # fill with urandom 1 MiB at a time
 HUGE_PAGE = 2 << 20         # x86-64 / arm64 (4 KiB base pages) PMD size
@@ -81,19 +82,14 @@ class Payload(object):
 
     def stamp(self, counter):
         """Make every block start with ``counter`` (8 bytes, little-endian)."""
-        new, old, buf, blocks = _STAMP.pack(counter), self._stamped, self._map, \
-            self._blocks
-        off, end = self.offset, self.offset + self.size
-        for k in range_(_STAMP.size):
-            byte = new[k:k + 1]
-            if old is None or byte != old[k:k + 1]:
-                buf[off + k:end:STAMP_EVERY] = byte * blocks  # byte k of every block
+        new = _STAMP.pack(counter)
+        restamp(self._map, self.offset, self.offset + self.size, self._stamped, new,
+                self._blocks)
         self._stamped = new
 
     def stamper(self, run, instance):
         """A stamp.Stamper over this buffer: per-block headers that say where
         each block belongs (it replaces ``stamp``'s counter in bytes 0-7)."""
-        from diskbench.stamp import Stamper
         return Stamper(self._map, self.offset, self.size, run, instance)
 
     def close(self):
