@@ -50,3 +50,25 @@ def stepped():
     positive: the system clock is ahead), or 0.0 within STEP_SAID_S."""
     gap = time.time() - wall()
     return gap if abs(gap) >= STEP_SAID_S else 0.0
+
+
+class StepWatch(object):
+    """Says a step of ``whose`` wall clock once: ``check()`` returns the
+    sentence the first time the system clock is STEP_SAID_S away from the
+    kept one, else None (the step moves no timestamp, but an operator
+    comparing logs should know)."""
+
+    def __init__(self, whose):
+        self.whose = whose            # "this host's", "the server's"
+        self.said = False
+
+    def check(self):
+        if self.said:
+            return None
+        gap = stepped()
+        if not gap:
+            return None
+        self.said = True
+        return ("%s wall clock stepped %.1f s %s during the run (NTP, a resumed VM, "
+                "date -s?); diskbench's timestamps keep the clock as it was at the start"
+                % (self.whose, abs(gap), "ahead" if gap > 0 else "back"))

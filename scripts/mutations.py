@@ -1646,8 +1646,8 @@ MUTATIONS = [
          tests=["tests/faults/test_clock_step.py::"
                 "test_client_clock_step_mid_run_moves_no_figure_and_is_said"]),
     dict(id="clock-step-not-said", file="diskbench/client/supervisor.py",
-         old="        if not gap or self.clock_step_said:",
-         new="        if True:",
+         old="        text = self.clock_steps.check()\n        if text:",
+         new="        text = self.clock_steps.check()\n        if False:",
          tests=["tests/faults/test_clock_step.py::"
                 "test_client_clock_step_mid_run_moves_no_figure_and_is_said"]),
     # --- sys27 ---
@@ -1666,8 +1666,8 @@ MUTATIONS = [
          tests=["tests/faults/test_clock_step.py::"
                 "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
     dict(id="server-clock-step-not-said", file="diskbench/server/master.py",
-         old="        if not gap or self.clock_step_said:",
-         new="        if True:",
+         old="        text = self.clock_steps.check()\n        if text:",
+         new="        text = self.clock_steps.check()\n        if False:",
          tests=["tests/faults/test_clock_step.py::"
                 "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
     # --- proto27 ---
@@ -1824,4 +1824,11 @@ MUTATIONS = [
          new="    overrun = 0 * liveness.OVERRUN_GRACE_S + 3 * liveness.LIVENESS_CHECK_S + \\",
          tests=["tests/faults/test_max_duration.py::test_run_end_bound_adds_lead_plan_"
                 "readback_spread_and_two_graces"]),
+    dict(id="clock-step-said-every-tick", file="diskbench/runclock.py",
+         old="        self.said = True\n",
+         new="",
+         tests=["tests/faults/test_clock_step.py::"
+                "test_client_clock_step_mid_run_moves_no_figure_and_is_said",
+                "tests/faults/test_clock_step.py::"
+                "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
 ]

@@ -99,7 +99,7 @@ class Supervisor(object):
         self.watch_from = 0.0     # stall ages count from here at the earliest
         self.signalled = set()    # roles that had to be sent SIGTERM/SIGKILL
         self.paused_s = 0.0       # longest pause of this process seen
-        self.clock_step_said = False  # a wall-clock step is said once (runclock)
+        self.clock_steps = runclock.StepWatch("this host's")
         self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
         self.bad_blocks = 0       # --verify: blocks that did not come back
@@ -390,18 +390,12 @@ class Supervisor(object):
                                "ran the configured %g s" % cfg.duration_s)
 
     def _clock_stepped(self):
-        """Say once that the system's wall clock stepped during the run: every
-        timestamp keeps the clock it had at start (runclock), so the step moves
-        none of them, but an operator comparing logs should know."""
-        gap = runclock.stepped()
-        if not gap or self.clock_step_said:
-            return
-        self.clock_step_said = True
-        text = ("this host's wall clock stepped %.1f s %s during the run (NTP, a resumed "
-                "VM, date -s?); diskbench's timestamps keep the clock as it was at the "
-                "start" % (abs(gap), "ahead" if gap > 0 else "back"))
-        self.log.warning("%s", text)
-        self.sender.send(protocol.NOTE, text=text)
+        """A step of this host's wall clock, said once (runclock.StepWatch):
+        on stderr, in the log and as a note in the report."""
+        text = self.clock_steps.check()
+        if text:
+            self.log.warning("%s", text)
+            self.sender.send(protocol.NOTE, text=text)
 
     def _paused(self, gap):
         """This process did not run for ``gap`` s (SIGSTOP, a frozen VM): say so.

@@ -124,7 +124,7 @@ class Master(object):
         self.last_tick = None         # monotonic() of the previous tick
         self.next_expiry = None       # monotonic() of the next connection-deadline scan
         self.pauses = []              # report sentences, one per server pause
-        self.clock_step_said = False  # a wall-clock step is said once (runclock)
+        self.clock_steps = runclock.StepWatch("the server's")
         self.recorder_died = False
         self.control = None           # control_mod.ControlServer once run() opened it
         self.ends = 0                 # `ctl end` requests (the control thread counts)
@@ -333,18 +333,12 @@ class Master(object):
         self._clock_stepped()
 
     def _clock_stepped(self):
-        """Say once that the system's wall clock stepped: the server's
-        timestamps keep the clock it had at start (runclock), so no figure
-        moves, but server.log's line times and other hosts' logs may not agree."""
-        gap = runclock.stepped()
-        if not gap or self.clock_step_said:
-            return
-        self.clock_step_said = True
-        text = ("the server's wall clock stepped %.1f s %s during the run (NTP, a resumed "
-                "VM, date -s?); the run's timestamps keep the clock as it was at the "
-                "start" % (abs(gap), "ahead" if gap > 0 else "back"))
-        log.warning("%s", text)
-        self.pauses.append(text)
+        """A step of the server's wall clock, said once (runclock.StepWatch):
+        in server.log and among the report's warnings."""
+        text = self.clock_steps.check()
+        if text:
+            log.warning("%s", text)
+            self.pauses.append(text)
 
     def _stop_overruns(self):
         """The server's stop to every client live past its planned end (a
