@@ -159,20 +159,29 @@ import os
 import time
 
 _offset = float(os.environ.get("DISKBENCH_TEST_CLOCK_OFFSET_S") or 0)
+_step_file = os.environ.get("DISKBENCH_TEST_CLOCK_STEP_FILE")  # moved once it exists
 if _offset:
     _real_time = time.time
-    time.time = lambda: _real_time() + _offset
+
+    def _moved():
+        if _step_file and not os.path.exists(_step_file):
+            return _real_time()
+        return _real_time() + _offset
+    time.time = _moved
     if hasattr(time, "time_ns"):
-        _real_ns = time.time_ns
-        time.time_ns = lambda: _real_ns() + int(_offset * 1e9)
+        time.time_ns = lambda: int(_moved() * 1e9)
 '''
 
 
-def clock_shift_env(directory, offset_s):
+def clock_shift_env(directory, offset_s, step_file=None):
     """Environment for a child whose wall clock runs ``offset_s`` ahead (``directory``
-    receives the sitecustomize.py)."""
+    receives the sitecustomize.py); with ``step_file``, only from the moment that
+    file exists (a step in the middle of a run), in every process at once."""
     path = os.path.join(str(directory), "sitecustomize.py")
     with open(path, "w") as f:
         f.write(CLOCK_SHIFT)
-    return {"PYTHONPATH": os.pathsep.join([str(directory), env_for_child()["PYTHONPATH"]]),
-            "DISKBENCH_TEST_CLOCK_OFFSET_S": repr(float(offset_s))}
+    env = {"PYTHONPATH": os.pathsep.join([str(directory), env_for_child()["PYTHONPATH"]]),
+           "DISKBENCH_TEST_CLOCK_OFFSET_S": repr(float(offset_s))}
+    if step_file:
+        env["DISKBENCH_TEST_CLOCK_STEP_FILE"] = str(step_file)
+    return env

@@ -1,12 +1,12 @@
 """A wall clock that steps while a run lasts (an NTP step, a resumed VM,
-``date -s``): on a real client or the real server, every timestamp keeps the clock it had at the
-start (diskbench/runclock.py), the step is said once, and the report's figures
-and verdict are those of a run without it.
+``date -s``): on a real client or the real server, every timestamp keeps the
+clock it had at the start (diskbench/runclock.py), the step is said once, and
+the report's figures and verdict are those of a run without it.
 
-The step is real to the processes: a sitecustomize moves ``time.time`` (and
-``time_ns``) by STEP_BY seconds in every process of the client from the moment
-a trigger file exists, which the test creates once the run has started. The
-monotonic clock is left alone, as the kernel does.
+The step is real to the processes: the netns tests' sitecustomize
+(``netns.clock_shift_env``) moves ``time.time`` (and ``time_ns``) in every
+process from the moment a trigger file exists, which the test creates once the
+run has started. The monotonic clock is left alone, as the kernel does.
 """
 import json
 import os
@@ -16,7 +16,8 @@ import pytest
 from diskbench import exitcodes
 from diskbench.compat import PY2
 from diskbench import protocol as P
-from tests.helpers import communicate, env_for_child, wait_until
+from tests import netns
+from tests.helpers import communicate, wait_until
 from tests.test_client_runs import client_args, of, records, start_server
 
 #: The client's planned run (s): long enough to have intervals both sides of the step.
@@ -24,32 +25,11 @@ DURATION_S = 4.0
 #: The step: an hour, either way.
 STEPS = [-3600.0, 3600.0]
 
-STEP_SITECUSTOMIZE = '''"""Test clock step (tests/faults/test_clock_step.py)."""
-import os
-import time
-
-_trigger = os.environ.get("DISKBENCH_TEST_STEP_FILE")
-if _trigger:
-    _by = float(os.environ["DISKBENCH_TEST_STEP_BY"])
-    _real = time.time
-
-    def _stepped():
-        return _real() + (_by if os.path.exists(_trigger) else 0.0)
-    time.time = _stepped
-    if hasattr(time, "time_ns"):
-        time.time_ns = lambda: int(_stepped() * 1e9)
-'''
-
-
 def step_env(tmpdir, by):
     """(environment, trigger path): the clock of a process started with it
     steps ``by`` seconds once the trigger file exists."""
-    where = tmpdir.mkdir("site")
-    where.join("sitecustomize.py").write(STEP_SITECUSTOMIZE)
     trigger = str(tmpdir.join("step-now"))
-    env = {"PYTHONPATH": os.pathsep.join([str(where), env_for_child()["PYTHONPATH"]]),
-           "DISKBENCH_TEST_STEP_FILE": trigger, "DISKBENCH_TEST_STEP_BY": repr(by)}
-    return env, trigger
+    return netns.clock_shift_env(tmpdir.mkdir("site"), by, step_file=trigger), trigger
 
 
 @pytest.mark.parametrize("by", STEPS)
