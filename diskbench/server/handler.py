@@ -62,7 +62,8 @@ SEND_STALL_S = 2.0
 #: An ack or ping the recorder thread cannot send within this long closes the
 #: connection (its peer has left a whole socket buffer of our lines unread):
 #: a peer that does not read delays the other connections' acks once, by at
-#: most this much, never by SEND_STALL_S.
+#: most this much, never by SEND_STALL_S. Only for a connection still in its
+#: handshake thread: an I/O thread sends the acks of its own (LOOP_SEND_STALL_S).
 RECORDER_SEND_STALL_S = 0.05
 #: A client is pinged right after its hello, then about this often (sent
 #: after one of its messages: no scan of every connection), each wait drawn
