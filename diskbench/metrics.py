@@ -160,6 +160,23 @@ class LatencyHistogram(object):
             if theirs is not None:
                 setattr(self, attr, theirs if mine is None else pick(mine, theirs))
 
+    def merge_wire(self, pairs, total=None, lo=None, hi=None):
+        """``merge(from_wire(pairs, total, lo, hi))`` without building the
+        other histogram: the server does it for every perf message."""
+        if total is None or lo is None or hi is None:
+            return self.merge(self.from_wire(pairs, total, lo, hi))
+        buckets = self.buckets
+        count = 0
+        for index, n in pairs:
+            if n:
+                buckets[index] = buckets.get(index, 0) + n
+                count += n
+        if count:
+            self.count += count
+            self.total += total
+            self.min = lo if self.min is None or lo < self.min else self.min
+            self.max = hi if self.max is None or hi > self.max else self.max
+
     def mean(self):
         return self.total / self.count if self.count else None
 

@@ -45,6 +45,14 @@ def wall():
     return base_wall + (monotonic() - base_mono)
 
 
+def wall_at(mono):
+    """``wall()`` at the instant ``mono`` (a ``monotonic()`` reading): one
+    clock read serves a deadline and a timestamp (2.7's monotonic is a
+    ctypes call)."""
+    base_wall, base_mono = anchor()
+    return base_wall + (mono - base_mono)
+
+
 def stepped():
     """How far the system's wall clock is now from the kept one (seconds,
     positive: the system clock is ahead), or 0.0 within STEP_SAID_S."""

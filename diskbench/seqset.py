@@ -26,6 +26,8 @@ class SeqSet(object):
         self.compacted = 0  # gaps merged away at the cap (compact)
 
     def __contains__(self, seq):
+        if seq > self.high:
+            return False      # the common case: the next message of a client
         i = bisect.bisect_right(self.starts, seq) - 1
         return i >= 0 and seq <= self.ends[i]
 
@@ -41,6 +43,10 @@ class SeqSet(object):
 
     def add(self, seq):
         """Add ``seq``; True if it was new."""
+        ends = self.ends
+        if ends and seq == self.high + 1 and ends[-1] == self.high:
+            ends[-1] = self.high = seq    # the next in order: the last range grows
+            return True
         if seq in self:
             return False
         self.high = max(self.high, seq)

@@ -173,8 +173,10 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         sampler = Sampler(proc.pid)
         sampler.start()
         t0, cpu0 = time.time(), procinfo.proc_cpu_seconds(proc.pid)
+        steady = SteadyWindow(proc.pid, t0 + max(STEADY_FROM_S, duration * STEADY_FROM))
         load = _loadgen(port, clients, duration, loadgen_cpus)
         took, cpu = time.time() - t0, procinfo.proc_cpu_seconds(proc.pid) - cpu0
+        steady.end()
         if arm != "server":
             proc.send_signal(signal.SIGTERM)
         code, peak_rss = _wait(proc)
@@ -184,6 +186,7 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
             proc.kill()
             proc.wait()
     recorded = _count_recorded(log_dir, arm)
+    steady_msgs = _count_sent_between(log_dir, arm, steady.t0, steady.t1)
     sent = load.pop("sent_per_client")
     lost = sum(max(0, n - recorded.get(name, 0)) for name, n in sent.items())
     msgs = load["sent"]
@@ -197,6 +200,9 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         loadgen_cpu_percent=100.0 * load["loadgen_cpu_s"] / took if took else None,
         server_cpu_s=cpu, server_cpu_percent=100.0 * cpu / took if took else None,
         cpu_ms_per_1000_msgs=1e6 * cpu / msgs if msgs else None,
+        steady_window_s=steady.seconds(), steady_msg_s=steady.rate(steady_msgs),
+        steady_cpu_percent=steady.cpu_percent(),
+        steady_us_per_msg=steady.us_per_msg(steady_msgs),
         peak_rss_mib=max(sampler.rss, peak_rss) / MIB, peak_threads=sampler.threads,
         server_on_cpu=server_cpu, loadgen_on_cpus=loadgen_cpus,
         rss_timeline_mib=sampler.rss_timeline,
@@ -204,9 +210,72 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         output_tail=[line.rstrip() for line in said] if code else None)
 
 
+#: The steady window: from this share of the run's duration (at least
+#: STEADY_FROM_S after the load generator started: every client has joined
+#: and had its go) to the end of the load. Its CPU per message leaves out the
+#: join (a handshake per client, which the bare baselines do not have).
+STEADY_FROM = 1 / 3.0
+STEADY_FROM_S = 10.0
+
+
+class SteadyWindow(object):
+    """The server's CPU seconds between ``t0`` (wall) and ``end()``."""
+
+    def __init__(self, pid, t0):
+        self.pid, self.t0, self.t1 = pid, t0, None
+        self.cpu0 = self.cpu1 = None
+        self.timer = threading.Timer(max(0.0, t0 - time.time()), self._start)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _start(self):
+        self.cpu0 = procinfo.proc_cpu_seconds(self.pid)
+        self.t0 = time.time()
+
+    def end(self):
+        self.timer.cancel()
+        self.t1 = time.time()
+        self.cpu1 = procinfo.proc_cpu_seconds(self.pid)
+
+    def seconds(self):
+        if self.cpu0 is None or self.cpu1 is None or self.t1 <= self.t0:
+            return None
+        return self.t1 - self.t0
+
+    def cpu_percent(self):
+        took = self.seconds()
+        return 100.0 * (self.cpu1 - self.cpu0) / took if took else None
+
+    def rate(self, msgs):
+        took = self.seconds()
+        return msgs / took if took and msgs else None
+
+    def us_per_msg(self, msgs):
+        return 1e6 * (self.cpu1 - self.cpu0) / msgs if self.seconds() and msgs else None
+
+
+def _count_sent_between(log_dir, arm, t0, t1):
+    """Messages on disk that their client sent (its ``ts``) in [t0, t1)."""
+    if t0 is None or t1 is None:
+        return 0
+    n = 0
+    with open(_recorded_path(log_dir, arm), "rb") as f:
+        for line in f:
+            try:
+                ts = json.loads(line.decode("utf-8"))["ts"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            n += t0 <= ts < t1
+    return n
+
+
+def _recorded_path(log_dir, arm):
+    return os.path.join(log_dir, "perf.jsonl" if arm == "server" else "lines.jsonl")
+
+
 def _count_recorded(log_dir, arm):
     """Messages on disk per client name (perf.jsonl, or the baseline's file)."""
-    path = os.path.join(log_dir, "perf.jsonl" if arm == "server" else "lines.jsonl")
+    path = _recorded_path(log_dir, arm)
     counts = {}
     if not os.path.exists(path):
         return counts
@@ -230,6 +299,7 @@ COLUMNS = (("arm", "%-8s"), ("python", "%-7s"), ("clients", "%6d"),
            ("offered_msg_s", "%8.0f"), ("lost", "%5d"), ("ack_p50_ms", "%8.1f"),
            ("ack_p99_ms", "%9.1f"), ("ack_max_ms", "%9.1f"), ("go_max_s", "%6.2f"),
            ("server_cpu_percent", "%5.0f"), ("cpu_ms_per_1000_msgs", "%8.0f"),
+           ("steady_cpu_percent", "%5.0f"), ("steady_us_per_msg", "%6.1f"),
            ("loadgen_cpu_percent", "%5.0f"),
            ("peak_rss_mib", "%7.0f"), ("peak_threads", "%6d"), ("exit_code", "%4d"))
 
@@ -248,11 +318,12 @@ def _ratios(rows, row):
               and r["clients"] == row["clients"]]
     for r in server:
         for arm, key in (("baseline", "cpu_x_threaded"), ("epoll", "cpu_x_epoll")):
-            base = [b for b in rows if b["arm"] == arm and b["python"] == r["python"]
-                    and b["clients"] == r["clients"] and b["cpu_ms_per_1000_msgs"]]
-            if base and r["cpu_ms_per_1000_msgs"]:
-                r[key] = round(r["cpu_ms_per_1000_msgs"] /
-                               base[-1]["cpu_ms_per_1000_msgs"], 2)
+            for figure, name in (("cpu_ms_per_1000_msgs", key),
+                                 ("steady_us_per_msg", "steady_" + key)):
+                base = [b for b in rows if b["arm"] == arm and b["python"] == r["python"]
+                        and b["clients"] == r["clients"] and b.get(figure)]
+                if base and r.get(figure):
+                    r[name] = round(r[figure] / base[-1][figure], 2)
 
 
 def code_version():
@@ -328,9 +399,11 @@ def main(argv=None):
     for r in rows:
         if r["arm"] == "server":
             print("diskbench CPU per message, Python %s, %d clients: %sx the threaded "
-                  "baseline, %sx the epoll baseline" % (
+                  "baseline, %sx the epoll baseline over the whole run; once all "
+                  "joined: %sx and %sx" % (
                       r["python"], r["clients"], r.get("cpu_x_threaded", "-"),
-                      r.get("cpu_x_epoll", "-")))
+                      r.get("cpu_x_epoll", "-"), r.get("steady_cpu_x_threaded", "-"),
+                      r.get("steady_cpu_x_epoll", "-")))
     print("written: %s" % args.out)
     return 1 if any(r["lost"] for r in rows if r["arm"] == "server") else 0
 

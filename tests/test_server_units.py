@@ -1089,7 +1089,7 @@ def test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends():
         def __init__(self):
             self.sent = []
 
-        def send_ack(self, seq, upto):
+        def send_ack(self, seq, upto, now=None):
             self.sent.append((seq, upto))
 
     worker = ioloop._Worker(None, 0)

@@ -25,7 +25,7 @@ import json
 
 from diskbench import __version__, runclock
 from diskbench.compat import (RecursionError, as_bytes, as_text, compare_digest,
-                              integer_types, string_types)
+                              integer_types, string_types, text_type)
 from diskbench.protocol.catalogue import _CHECKS, _NAME, ACK, C2S, S2C, SPECS
 from diskbench.protocol.errors import ProtocolError
 from diskbench.protocol.fields import Int, Num, Str
@@ -97,29 +97,33 @@ class Message(object):
 
 
 def _validate_body(direction, type_, data):
-    spec = SPECS[direction][type_]
     if not isinstance(data, dict):
         raise ProtocolError(ProtocolError.BAD_FIELD,
                             "%s: 'data' must be an object" % type_)
     out = {}
     present = 0
-    for key, field in spec.items():
+    for key, check, optional, kind, lo, hi in _plan_of(direction, type_):
         if key not in data:
-            if field.optional:
+            if optional:
                 out[key] = None
                 continue
             raise ProtocolError(ProtocolError.MISSING_FIELD,
                                 "%s: missing field '%s'" % (type_, key))
         present += 1
+        value = data[key]
+        if type(value) is kind and lo <= value <= hi:
+            out[key] = value          # Field.fast: what check would return as is
+            continue
         try:
-            out[key] = field.check(data[key])
+            out[key] = check(value)
         except (TypeError, ValueError):
             raise ProtocolError(ProtocolError.BAD_FIELD,
                                 "%s: field '%s' must be %s, got %s" % (
-                                    type_, key, field.describe(), _show(data[key])))
+                                    type_, key, SPECS[direction][type_][key].describe(),
+                                    _show(data[key])))
     # every key of data was a spec key when the counts agree (no set per message)
-    extra = sorted(set(data) - set(spec)) if present != len(data) else None
-    if extra:
+    if present != len(data):
+        extra = sorted(set(data) - set(SPECS[direction][type_]))
         raise ProtocolError(ProtocolError.UNKNOWN_FIELD, "%s: unknown field%s %s" % (
             type_, "s" if len(extra) > 1 else "", ", ".join(
                 "'%s'" % clean_text(k, 40) for k in extra[:5])))
@@ -128,6 +132,23 @@ def _validate_body(direction, type_, data):
     if wrong:
         raise ProtocolError(ProtocolError.BAD_FIELD, "%s: %s" % (type_, wrong))
     return out
+
+
+_PLANS = {}
+
+
+def _plan_of(direction, type_):
+    """SPECS[direction][type_] as (key, check, optional, type, lo, hi)
+    tuples (``Field.fast``), made once: every message passes here, and a
+    number within its field's bounds is then taken without a call (SPECS
+    stays the one statement of the fields)."""
+    spec = SPECS[direction][type_]
+    plan = _PLANS.get((direction, type_))
+    if plan is None or plan[0] is not spec:
+        plan = (spec, tuple((key, field.check, field.optional) + field.fast()
+                            for key, field in spec.items()))
+        _PLANS[(direction, type_)] = plan
+    return plan[1]
 
 
 def _show(value, limit=40):
@@ -190,13 +211,15 @@ def encode(msg, secret=None, version=PROTOCOL_VERSION):
     return line
 
 
-def ack_line(upto_seq, secret=None):
-    """``encode(make(ACK, S2C, upto_seq=upto_seq), secret)``, made without the
-    generic build and validation when unsigned: the server sends one per
-    batch of every connection (the same bytes; tests/test_protocol.py)."""
+def ack_line(upto_seq, secret=None, ts=None):
+    """``encode(make(ACK, S2C, upto_seq=upto_seq, ts=ts), secret)``, made
+    without the generic build and validation when unsigned: the server sends
+    one per batch of every connection (the same bytes; tests/test_protocol.py)."""
+    if ts is None:
+        ts = runclock.wall()
     if secret or not _ACK_INT.lo <= upto_seq <= _ACK_INT.hi:
-        return encode(make(ACK, S2C, upto_seq=upto_seq), secret)
-    return as_bytes(_ACK_TEMPLATE % (repr(float(runclock.wall())), int(upto_seq)))
+        return encode(make(ACK, S2C, ts=ts, upto_seq=upto_seq), secret)
+    return as_bytes(_ACK_TEMPLATE % (repr(float(ts)), int(upto_seq)))
 
 
 _ACK_INT = SPECS[S2C][ACK]["upto_seq"]
@@ -211,6 +234,19 @@ def _refuse_constant(name):
 #: One decoder for every line: ``json.loads`` with an argument builds a new
 #: decoder (and its scanner) per call, a fifth of parsing a perf line on 2.7.
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _scan_whole(text):
+    """The object that fills ``text`` exactly, by the decoder's own scanner
+    (what ``decode`` does, without its two whitespace scans and calls),
+    else None: anything else is left to ``_DECODER.decode`` and its error."""
+    if not text.startswith(u"{"):
+        return None
+    try:
+        obj, end = _DECODER.scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    return obj if end == len(text) else None
 
 
 def decode(line, direction=C2S, secret=None):
@@ -237,7 +273,10 @@ def _message(obj, direction, secret):
     name = seq = None
     ts = _envelope_field(_TS, obj, _K_TS, type_)
     if direction == C2S:
-        name = _envelope_field(_NAME, obj, _K_NAME, type_)
+        name = obj[_K_NAME]
+        if type(name) is not text_type or name not in _NAMES_OK:
+            name = _envelope_field(_NAME, obj, _K_NAME, type_)
+            _name_ok(name)
         seq = _envelope_field(_SEQ, obj, _K_SEQ, type_)
     data = _validate_body(direction, type_, obj[_K_DATA])
     return Message(direction, as_text(type_), data, name=name, seq=seq, ts=ts)
@@ -253,7 +292,9 @@ def _parse(line, limit=MAX_LINE_BYTES):
     except UnicodeDecodeError:
         raise ProtocolError(ProtocolError.NOT_UTF8, "line is not valid UTF-8")
     try:
-        obj = _DECODER.decode(text)
+        obj = _scan_whole(text)
+        if obj is None:       # not one object filling the line: say why
+            obj = _DECODER.decode(text)
     except ValueError as exc:
         raise ProtocolError(ProtocolError.NOT_JSON,
                             "not JSON: %s" % clean_text(str(exc), 120))
@@ -265,11 +306,27 @@ def _parse(line, limit=MAX_LINE_BYTES):
     return obj
 
 
+#: Client names already found valid (``_NAME``): every message carries its
+#: client's name, and a name's check (a regex over it) is then one set lookup.
+#: Bounded: emptied when it reaches NAMES_OK_MAX (hostile peers inventing names).
+_NAMES_OK = set()
+NAMES_OK_MAX = 1 << 16
+
+
+def _name_ok(name):
+    if len(_NAMES_OK) >= NAMES_OK_MAX:
+        _NAMES_OK.clear()
+    _NAMES_OK.add(name)
+
+
 def _check_envelope(obj, direction, type_):
     envelope = _ENVELOPE_C2S if direction == C2S else _ENVELOPE_S2C
-    if len(obj) - (_K_MAC in obj) == len(envelope) and all(
-            key in obj for key in envelope):
-        return    # every field there, no other (the common case, no sets)
+    if len(obj) - (_K_MAC in obj) == len(envelope):
+        for key in envelope:
+            if key not in obj:
+                break
+        else:
+            return    # every field there, no other (the common case, no sets)
     for key in envelope:
         if key not in obj:
             raise ProtocolError(ProtocolError.MISSING_FIELD,

@@ -8,7 +8,7 @@ same classes (``Field`` is their base).
 import math
 
 from diskbench.metrics import LatencyHistogram
-from diskbench.compat import as_text, integer_types, string_types
+from diskbench.compat import as_text, integer_types, string_types, text_type
 from diskbench.protocol.text import _ASCII_CONTROLS, UNSAFE, safe_text
 
 #: Most histogram buckets one perf message may carry.
@@ -28,6 +28,12 @@ class Field(object):
     def describe(self):
         return self.__class__.__name__.lower()
 
+    def fast(self):
+        """(type, lo, hi): a value of exactly that type within [lo, hi] is
+        valid as it is (``check`` would return it unchanged); (None, None,
+        None) when there is no such shortcut. The codec's body loop uses it."""
+        return (None, None, None)
+
     def check(self, value):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -38,6 +44,9 @@ class Int(Field):
 
     def describe(self):
         return "an integer from %d to %d" % (self.lo, self.hi)
+
+    def fast(self):
+        return (int, self.lo, self.hi)
 
     def check(self, value):
         if type(value) is int and self.lo <= value <= self.hi:
@@ -59,6 +68,9 @@ class Num(Field):
 
     def describe(self):
         return "a finite number from %g to %g" % (self.lo, self.hi)
+
+    def fast(self):
+        return (float, self.lo, self.hi) if self.finite else Field.fast(self)
 
     def check(self, value):
         if type(value) is float and self.lo <= value <= self.hi and self.finite:
@@ -95,6 +107,9 @@ class Str(Field):
     def __init__(self, max_len=256, choices=None, min_len=0, strict=False):
         self.max_len, self.choices, self.min_len = max_len, choices, min_len
         self.strict = strict or bool(choices)
+        # a choice as received is valid as it is (the common case: one lookup)
+        self._choices_ok = frozenset(c for c in choices or () if not UNSAFE.search(c)
+                                     and min_len <= len(c) <= max_len)
 
     def describe(self):
         if self.choices:
@@ -106,6 +121,8 @@ class Str(Field):
             self.min_len, self.max_len)
 
     def check(self, value):
+        if type(value) is text_type and value in self._choices_ok:
+            return value
         if not isinstance(value, string_types):
             raise TypeError
         value = as_text(value)
@@ -133,6 +150,9 @@ class Optional(Field):
 
     def describe(self):
         return self.inner.describe() + " or null"
+
+    def fast(self):
+        return self.inner.fast()
 
     def check(self, value):
         return None if value is None else self.inner.check(value)

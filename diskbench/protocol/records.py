@@ -36,10 +36,25 @@ def record_line(line, recv_ts, peer=None):
     body = line.rstrip()
     if not body.endswith(b"}"):
         raise ValueError("not a JSON object line")
-    extra = ',"%s":%s' % (_K_RECV, repr(float(recv_ts)))
-    if peer is not None:
-        extra += ',"%s":%s' % (_K_PEER, json.dumps(peer, ensure_ascii=True))
-    return body[:-1] + as_bytes(extra) + b"}\n"
+    return b"".join((body[:-1], _RECV_PART % repr(float(recv_ts)).encode("ascii"),
+                     b"}\n" if peer is None else _peer_part(peer)))
+
+
+_RECV_PART = as_bytes(',"%s":' % _K_RECV) + b"%s"
+#: The encoded peer part of each peer's records (one per connection: every
+#: record of a connection carries the same one). Emptied at PEER_PARTS_MAX.
+_PEER_PARTS = {}
+PEER_PARTS_MAX = 1 << 16
+
+
+def _peer_part(peer):
+    part = _PEER_PARTS.get(peer)
+    if part is None:
+        if len(_PEER_PARTS) >= PEER_PARTS_MAX:
+            _PEER_PARTS.clear()
+        part = _PEER_PARTS[peer] = as_bytes(',"%s":%s}\n' % (
+            _K_PEER, json.dumps(peer, ensure_ascii=True)))
+    return part
 
 
 def from_record(obj):

@@ -237,9 +237,10 @@ class Handler(socketserver.BaseRequestHandler):
 
     def _lines(self, lines, limit=None):
         """Handle complete lines received together; False to close the connection."""
+        now = monotonic()
         if self.name is not None:
-            self.deadline = monotonic() + self.ctx.read_timeout
-        recv_ts = runclock.wall()
+            self.deadline = now + self.ctx.read_timeout
+        recv_ts = runclock.wall_at(now)
         go_on = True
         try:
             for line in lines:
@@ -406,7 +407,7 @@ class Handler(socketserver.BaseRequestHandler):
                 self.send_ack(seq, upto)           # still in its handshake thread
         self.ctx.recorder.submit(records, on_written, key=self.conn_id)
 
-    def send_ack(self, seq, upto):
+    def send_ack(self, seq, upto, now=None):
         """Ack what is written on this connection; send GO where it is due.
 
         Only once the batch that wrote this connection's records is on disk:
@@ -418,16 +419,19 @@ class Handler(socketserver.BaseRequestHandler):
         behind: docs/SCALING.md). A peer that does not read costs the others
         at most RECORDER_SEND_STALL_S (LOOP_SEND_STALL_S in an I/O thread), once.
         """
+        if now is None:
+            now = monotonic()
         go_list = self.registry.recorded(self.name, seq)
         stall = RECORDER_SEND_STALL_S
-        self._send_line(protocol.ack_line(upto, self.ctx.secret), stall)
-        send_go(go_list, self.ctx.run_id)
-        self._ping_when_due(stall)
+        self._send_line(protocol.ack_line(upto, self.ctx.secret, runclock.wall_at(now)),
+                        stall)
+        if go_list:
+            send_go(go_list, self.ctx.run_id)
+        self._ping_when_due(stall, now)
 
-    def _ping_when_due(self, stall):
+    def _ping_when_due(self, stall, now):
         """A ping whose nonce is its send time in microseconds: the pong
         carries it back, so nothing per ping is kept here."""
-        now = monotonic()
         if self.next_ping is not None and now < self.next_ping:
             return
         # jittered: clients that joined together are not pinged together ever after
@@ -444,8 +448,6 @@ class Handler(socketserver.BaseRequestHandler):
                                                version))
 
     def _send_line(self, line, stall=SEND_STALL_S):
-        if in_io_thread():
-            stall = min(stall, LOOP_SEND_STALL_S)
         with self.send_lock:
             if self.send_dead:
                 return False
@@ -483,11 +485,22 @@ def send_go(go_list, run_id):
 
 
 def _send_bounded(sock, data, limit):
-    """sendall that gives up (socket.timeout) when the peer reads nothing for ``limit``."""
+    """sendall that gives up (socket.timeout) when the peer reads nothing for
+    ``limit`` (at most LOOP_SEND_STALL_S in an I/O thread)."""
+    try:  # the common case: all of it fits in the socket's buffer at once
+        done = sock.send(data, socket.MSG_DONTWAIT)
+    except socket.error as exc:
+        if getattr(exc, "errno", None) not in _WOULD_BLOCK:
+            raise
+        done = 0
+    if done == len(data):
+        return
+    if in_io_thread():
+        limit = min(limit, LOOP_SEND_STALL_S)
     deadline = None
-    view = memoryview(data)
+    view = memoryview(data)[done:]
     while len(view):
-        try:  # the common case: the socket has room, no poll needed
+        try:  # the rest, as the socket takes it
             sent = sock.send(view, socket.MSG_DONTWAIT)
         except socket.error as exc:
             if getattr(exc, "errno", None) not in _WOULD_BLOCK:

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 
+from diskbench.compat import monotonic
 from diskbench.pollio import Poller
 from diskbench.server import handler as handler_mod
 from diskbench.server.recorder import run_profiled
@@ -129,13 +130,14 @@ class _Worker(object):
 
     def _send_acks(self):
         self.ack_wake = False         # (before popping: a later post wakes again)
+        now = monotonic()             # one clock read for the acks sent together
         while True:
             try:
                 handler, seq, upto = self.acks.popleft()
             except IndexError:
                 return
             try:
-                handler.send_ack(seq, upto)
+                handler.send_ack(seq, upto, now)
             except Exception:  # one connection's ack must not cost the others theirs
                 log.exception("internal error acknowledging connection %d from %s",
                               handler.conn_id, handler.peer)
