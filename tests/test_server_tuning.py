@@ -509,3 +509,42 @@ def test_a_busy_server_says_so_live_and_in_the_report(tmpdir, monkeypatch):
         run = json.load(f)["run"]
     assert [w for w in run["server_warnings"] if said in w], run["server_warnings"]
     assert abs(run["server_cpu"]["busiest_percent_of_one_cpu"] - 90.0) < 1, run
+
+
+class _IdleTicks(object):
+    """A /proc/stat reader giving two samples: the idle ticks each CPU gained."""
+
+    def __init__(self, gained):
+        self.samples = [dict((c, 1000) for c in gained),
+                        dict((c, 1000 + g) for c, g in gained.items())]
+
+    def __call__(self):
+        return self.samples.pop(0)
+
+
+def test_cpu_auto_picks_the_least_busy_cpu_and_stays_where_it_started_among_equals():
+    pick = interpreter.least_busy_cpu
+    # the CPU it started on is busy (another process settled there): the other one
+    assert pick([0, 1], here=1, idle=_IdleTicks({0: 18, 1: 2}), sample_s=0) == 0
+    assert pick([0, 1, 2, 3], here=0, idle=_IdleTicks({0: 0, 1: 5, 2: 19, 3: 12}),
+                sample_s=0) == 2
+    # equally idle (within a tick or two of noise): where the kernel put it
+    assert pick([0, 1], here=1, idle=_IdleTicks({0: 20, 1: 19}), sample_s=0) == 1
+    # only the allowed CPUs count, and a start CPU outside them is not taken
+    assert pick([2, 3], here=0, idle=_IdleTicks({0: 20, 1: 20, 2: 3, 3: 9}),
+                sample_s=0) == 3
+    # the kernel cannot say: the start CPU, else the last allowed one
+    assert pick([0, 1], here=0, idle=lambda: None, sample_s=0) == 0
+    assert pick([0, 1], here=7, idle=lambda: None, sample_s=0) == 1
+
+
+def test_cpu_idle_ticks_reads_every_cpu_of_proc_stat(tmpdir):
+    stat = tmpdir.join("stat")
+    stat.write("cpu  10 0 10 500 7 0 0 0 0 0\n"
+               "cpu0 5 0 5 300 4 0 0 0 0 0\n"
+               "cpu1 5 0 5 200 3 0 0 0 0 0\n"
+               "intr 123\n")
+    assert interpreter.cpu_idle_ticks(str(stat)) == {0: 304, 1: 203}
+    assert interpreter.cpu_idle_ticks(str(tmpdir.join("none"))) is None
+    real = interpreter.cpu_idle_ticks()
+    assert real and set(linux.get_affinity() or []) <= set(real)

@@ -220,9 +220,9 @@ def _cpu(text):
 
 def _add_tuning_flags(p):
     p.add_argument("--cpu", type=_cpu, default=interpreter.CPU_AUTO, metavar="CPUS",
-                   help="CPUs the server runs on: %s (default: the one it starts on; the "
-                   "GIL lets only one thread run Python, and handing it between cores "
-                   "costs), %s, or numbers like 3 or 2,3" % (
+                   help="CPUs the server runs on: %s (default: the least busy one when "
+                   "it starts; the GIL lets only one thread run Python, and handing it "
+                   "between cores costs), %s, or numbers like 3 or 2,3" % (
                        interpreter.CPU_AUTO, interpreter.CPU_ALL))
 
 
