@@ -143,8 +143,49 @@ def _wait_listening(proc, what):
         line = proc.stdout.readline().decode("utf-8", "replace")
 
 
-def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=False):
-    """One run: 'server' (diskbench) or 'baseline'; returns its figures."""
+class CpuCap(object):
+    """A cgroup that holds a process to ``percent`` of one CPU (cgroup v2
+    ``cpu.max``, else v1 ``cpu.cfs_quota_us``): a faster VM made as slow as a
+    slower one, for its server only (root). ``add(pid)`` moves a process in;
+    ``remove()`` deletes the group once its process has exited."""
+
+    #: Short: the group runs at most its share of each period, then waits for the
+    #: next, and a 100 ms period made stalls of up to 40 ms a slower CPU never has.
+    PERIOD_US = 10000
+
+    def __init__(self, percent):
+        self.percent = percent
+        quota = int(self.PERIOD_US * percent / 100.0)
+        name = "diskbench-bench-%d" % os.getpid()
+        v2 = "/sys/fs/cgroup"
+        if os.path.exists(os.path.join(v2, "cgroup.controllers")):
+            self.path = os.path.join(v2, name)
+            os.mkdir(self.path)
+            self._write("cpu.max", "%d %d" % (quota, self.PERIOD_US))
+        else:
+            self.path = os.path.join(v2, "cpu", name)
+            os.mkdir(self.path)
+            self._write("cpu.cfs_period_us", "%d" % self.PERIOD_US)
+            self._write("cpu.cfs_quota_us", "%d" % quota)
+
+    def _write(self, name, text):
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(text)
+
+    def add(self, pid):
+        self._write("cgroup.procs", "%d" % pid)
+
+    def remove(self):
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+
+def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=False,
+            cpu_quota=None):
+    """One run: 'server' (diskbench) or 'baseline'; returns its figures.
+    ``cpu_quota``: the server held to that percent of one CPU (CpuCap)."""
     port = _free_port()
     log_dir = tempfile.mkdtemp(prefix="%s-%d-" % (arm, clients), dir=scratch)
     if arm == "server":
@@ -161,9 +202,12 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         cmd += ["--cpu", str(server_cpu)]
     cmd += list(extra)
     env = dict(os.environ, PYTHONPATH=REPO)
+    cap = CpuCap(cpu_quota) if cpu_quota else None
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             preexec_fn=_limits, cwd=REPO)
     try:
+        if cap is not None:
+            cap.add(proc.pid)     # before it listens: every thread it starts is held
         _wait_listening(proc, arm)
         said = []
         for stream in (proc.stdout, proc.stderr):
@@ -185,6 +229,8 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if cap is not None:
+            cap.remove()
     recorded = _count_recorded(log_dir, arm)
     steady_msgs = _count_sent_between(log_dir, arm, steady.t0, steady.t1)
     sent = load.pop("sent_per_client")
@@ -204,7 +250,9 @@ def run_arm(python, arm, clients, duration, scratch, extra=(), loadgen_anywhere=
         steady_cpu_percent=steady.cpu_percent(),
         steady_us_per_msg=steady.us_per_msg(steady_msgs),
         peak_rss_mib=max(sampler.rss, peak_rss) / MIB, peak_threads=sampler.threads,
-        server_on_cpu=server_cpu, loadgen_on_cpus=loadgen_cpus,
+        server_on_cpu=server_cpu, loadgen_on_cpus=loadgen_cpus, cpu_quota_percent=cpu_quota,
+        cpu_percent_of_cap=100.0 * cpu / took / (cpu_quota / 100.0) if took and cpu_quota
+        else None,
         rss_timeline_mib=sampler.rss_timeline,
         ack_timeline=load.get("ack_timeline"),
         output_tail=[line.rstrip() for line in said] if code else None)
@@ -371,6 +419,9 @@ def main(argv=None):
                    "--cpu here overrides the bench's own)")
     p.add_argument("--loadgen-anywhere", action="store_true", help="leave the load "
                    "generator unpinned (how --cpu's default was chosen)")
+    p.add_argument("--cpu-quota", type=float, metavar="PERCENT", help="hold every "
+                   "arm's server to this percent of one CPU (a cgroup; root): a faster "
+                   "VM made as slow as a slower one, read by the baselines")
     p.add_argument("--out", help="results file (default bench/results/"
                    "bench-server-DATE.json, -2, -3... if taken)", default=os.path.join(
         REPO, "bench", "results", "bench-server-%s.json" % time.strftime("%Y-%m-%d")))
@@ -387,7 +438,7 @@ def main(argv=None):
                     extra = (args.server_args if arm == "server" else
                              args.baseline_args).split()
                     row = run_arm(python, arm, clients, args.duration, scratch, extra,
-                                  args.loadgen_anywhere)
+                                  args.loadgen_anywhere, args.cpu_quota)
                     if extra:
                         row["extra_args"] = " ".join(extra)
                     rows.append(row)

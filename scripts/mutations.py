@@ -350,8 +350,8 @@ MUTATIONS = [
          tests=[_SU + "test_report_aggregate_sums_only_the_all_writing_period_with_pro_"
                 "rating"]),
     dict(id="latency-not-merged", file="diskbench/effects.py",
-         old="        client.hist.merge(metrics.LatencyHistogram.from_wire(",
-         new="        client.hist = (metrics.LatencyHistogram.from_wire(",
+         old="        client.hist.merge_wire(d[\"lat_hist\"], total=io_s, lo=d[\"lat_min_s\"],",
+         new="        client.hist = client.hist.from_wire(d[\"lat_hist\"], total=io_s, lo=d[\"lat_min_s\"],",
          tests=[_SU + "test_report_percentiles_from_merged_histograms_match_local_merge_and_"
                 "exact"]),
     dict(id="pcts-ignored-by-text", file="diskbench/report/text.py",
@@ -416,7 +416,7 @@ MUTATIONS = [
          tests=["tests/test_server_units.py::test_registry_pong_gives_ntp_offset_from_the_"
                 "shortest_round_trip_and_flags_drift"]),
     dict(id="server-never-pings", file="diskbench/server/handler.py",
-         old="        self._ping_when_due(stall)\n",
+         old="        self._ping_when_due(stall, now)\n",
          new="\n",
          tests=["tests/test_client_runs.py::test_three_clients_real_server_report_and_logs"]),
 
@@ -1366,8 +1366,8 @@ MUTATIONS = [
          new="            raise\n        if not going:",
          tests=[_IO + "test_loop_error_fails_that_client_and_the_loop_goes_on"]),
     dict(id="ack-waits-on-a-deaf-peer", file="diskbench/server/handler.py",
-         old="            stall = min(stall, LOOP_SEND_STALL_S)",
-         new="            stall = max(stall, 20.0)",
+         old="        limit = min(limit, LOOP_SEND_STALL_S)",
+         new="        limit = max(limit, 20.0)",
          tests=[_IO + "test_loop_peer_not_reading_does_not_stall_the_others"]),
     dict(id="loop-connection-not-registered", file="diskbench/server/ioloop.py",
          old="                self.poller.register(fd)\n                handler.loop_worker",
@@ -1670,7 +1670,7 @@ MUTATIONS = [
          tests=["tests/test_metrics_compat_payload.py::"
                 "test_compat_holds_only_python_differences_no_system_calls"]),
     dict(id="server-receive-times-on-the-system-clock", file="diskbench/server/handler.py",
-         old="        recv_ts = runclock.wall()\n",
+         old="        recv_ts = runclock.wall_at(now)\n",
          new="        recv_ts = __import__('time').time()\n",
          tests=["tests/faults/test_clock_step.py::"
                 "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
@@ -1840,4 +1840,36 @@ MUTATIONS = [
                 "test_client_clock_step_mid_run_moves_no_figure_and_is_said",
                 "tests/faults/test_clock_step.py::"
                 "test_server_clock_step_mid_run_moves_no_figure_and_is_said"]),
+    # --- the per-message fast paths (issue 28): each must keep the full rule's verdict ---
+    dict(id="body-fast-path-skips-bounds", file="diskbench/protocol/codec.py",
+         old="        if type(value) is kind and lo <= value <= hi:",
+         new="        if type(value) is kind:",
+         tests=["tests/test_protocol.py"]),
+    dict(id="name-cache-skips-the-check", file="diskbench/protocol/codec.py",
+         old="        if type(name) is not text_type or name not in _NAMES_OK:",
+         new="        if type(name) is not text_type:",
+         tests=["tests/test_protocol.py"]),
+    dict(id="choices-fast-path-takes-any-text", file="diskbench/protocol/fields.py",
+         old="        if type(value) is text_type and value in self._choices_ok:",
+         new="        if type(value) is text_type:",
+         tests=["tests/test_protocol.py"]),
+    dict(id="scan-whole-takes-trailing-bytes", file="diskbench/protocol/codec.py",
+         old="    return obj if end == len(text) else None",
+         new="    return obj",
+         tests=["tests/test_protocol.py::test_a_whole_message_followed_by_anything_but_"
+                "blanks_is_not_json"]),
+    dict(id="seqset-fast-contains-misses-the-highest", file="diskbench/seqset.py",
+         old="        if seq > self.high:\n            return False",
+         new="        if seq >= self.high:\n            return False",
+         tests=["tests/test_rules_seqset.py"]),
+    dict(id="merge-wire-keeps-the-old-min", file="diskbench/metrics.py",
+         old="            self.min = lo if self.min is None or lo < self.min else self.min",
+         new="            self.min = lo if self.min is None else self.min",
+         tests=["tests/test_metrics_compat_payload.py::test_histogram_merge_wire_equals_"
+                "merge_of_from_wire"]),
+    dict(id="peer-part-of-another-peer", file="diskbench/protocol/records.py",
+         old="    part = _PEER_PARTS.get(peer)",
+         new="    part = next(iter(_PEER_PARTS.values()), None)",
+         tests=["tests/test_protocol.py::test_each_record_line_carries_its_own_peer_and_"
+                "receive_time"]),
 ]

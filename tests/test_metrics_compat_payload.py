@@ -1,6 +1,7 @@
 """Units, histograms, the 2/3 compat layer and the write payload."""
 import hmac
 import os
+import random
 import zlib
 
 import pytest
@@ -48,6 +49,29 @@ def test_histogram_merge_equals_one_big_histogram():
     assert a.buckets == both.buckets and a.count == both.count
     assert a.percentile(99) == both.percentile(99) > 0.5
     assert a.min == both.min and a.max == both.max
+
+
+def _hist_state(h):
+    return (h.buckets, h.count, h.total, h.min, h.max)
+
+
+def test_histogram_merge_wire_equals_merge_of_from_wire():
+    """The server merges each perf message's wire histogram straight in
+    (merge_wire): the same figures as building it and merging (merge)."""
+    rng = random.Random(7)
+    for exact_only in (True, False):   # as the server gets them; then mixed
+        by_merge, by_wire = LatencyHistogram(), LatencyHistogram()
+        for _ in range(300):
+            pairs = [[rng.randrange(0, 400), rng.choice((0, 1, 3, 10))]
+                     for _ in range(rng.randrange(0, 4))]
+            lo, hi = sorted((rng.uniform(1e-7, 2.0), rng.uniform(1e-7, 2.0)))
+            given = (rng.uniform(0, 5), lo, hi)
+            if not exact_only:
+                given = rng.choice((given, (None, None, None), (given[0], None, hi)))
+            by_merge.merge(LatencyHistogram.from_wire(pairs, *given))
+            by_wire.merge_wire(pairs, *given)
+            assert _hist_state(by_wire) == _hist_state(by_merge)
+        assert by_wire.count and by_wire.min < by_wire.max
 
 
 def test_histogram_wire_roundtrip():

@@ -141,6 +141,24 @@ def test_not_json():
     assert err.kind == P.ProtocolError.NOT_JSON and "not JSON" in err.reason
 
 
+def test_a_whole_message_followed_by_anything_but_blanks_is_not_json():
+    good = json.dumps(wire(P.HEARTBEAT))
+    for tail in ("x", "{}", good, "]", " 1"):
+        err = reason_of(good + tail + "\n")
+        assert err.kind == P.ProtocolError.NOT_JSON and "Extra data" in err.reason, tail
+    for blanks in (" ", "\t", "  \r"):
+        assert P.decode(as_bytes(" " + good + blanks + "\n")).type == P.HEARTBEAT
+
+
+def test_each_record_line_carries_its_own_peer_and_receive_time():
+    line = P.encode(build(P.HEARTBEAT))
+    for peer, recv_ts in (("10.0.0.1:5", 100.25), ("10.0.0.2:6", 200.5),
+                          ("10.0.0.1:5", 300.75), (None, 400.0)):
+        obj = json.loads(P.record_line(line, recv_ts, peer).decode("ascii"))
+        assert obj.get("peer") == peer and obj["recv_ts"] == recv_ts
+        assert P.parse_record(P.record_line(line, recv_ts, peer))[1] == recv_ts
+
+
 @pytest.mark.parametrize("line,kind_word", [
     ("[1, 2]", "array"), ('"hi"', "string"), ("42", "number"), ("null", "null")])
 def test_not_an_object(line, kind_word):

@@ -6,7 +6,7 @@ one made before the server even starts: glibc's per-thread cache off
 (``reexec_untcached``). ``CpuGauge`` says how much of its one CPU the server
 needs: what decides how many clients it can serve on time.
 
-Why one CPU (``--cpu``, default: the one the server starts on): only the
+Why one CPU (``--cpu``, default: the least busy one at start): only the
 thread holding the GIL runs Python, so a second core gives the server
 nothing but GIL handoffs between cores: a thread woken by its socket on the
 other core spins and sleeps for the GIL, and on Python 2.7 the holder takes
