@@ -1872,4 +1872,25 @@ MUTATIONS = [
          new="    part = next(iter(_PEER_PARTS.values()), None)",
          tests=["tests/test_protocol.py::test_each_record_line_carries_its_own_peer_and_"
                 "receive_time"]),
+    # --- acks of records on disk when a write stops partway (issue 28's CI find) ---
+    dict(id="partial-write-acks-nothing", file="diskbench/server/recorder.py",
+         old="        if not any(end <= done for end in self.ends):",
+         new="        if True:",
+         tests=["tests/test_server_units.py::test_recorder_short_write_then_enospc_keeps_"
+                "whole_lines_only"]),
+    dict(id="partial-write-acks-a-record-written-in-part", file="diskbench/server/recorder.py",
+         old="        ready = [func for end, func in zip(self.ends, self.callbacks) if end <= done]",
+         new="        ready = [func for end, func in zip(self.ends, self.callbacks) if end <= done + 64]",
+         tests=["tests/test_server_units.py::test_recorder_short_write_then_enospc_keeps_"
+                "whole_lines_only"]),
+    dict(id="partial-batch-left-on-disk", file="diskbench/server/recorder.py",
+         old="        if cut >= done or fd is None:",
+         new="        if True:",
+         tests=["tests/test_server_units.py::test_recorder_short_write_leaves_no_record_"
+                "whose_ack_cannot_be_sent"]),
+    dict(id="ack-boundary-not-a-fixpoint", file="diskbench/server/recorder.py",
+         old="            cut = first\n",
+         new="            return first\n",
+         tests=["tests/test_server_units.py::test_recorder_ack_boundary_keeps_coalesced_"
+                "batches_whole"]),
 ]

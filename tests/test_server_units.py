@@ -806,7 +806,9 @@ def test_recorder_write_failure_says_it_at_once_and_acks_nothing(tmpdir):
 
 def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
     """A record written in part before ENOSPC is cut back at close (never
-    acknowledged), so a later server appends on a fresh line."""
+    acknowledged), so a later server appends on a fresh line; the records
+    written whole before it are acknowledged (else their client would keep
+    them too: the same seq on disk and in its undelivered file)."""
     sink = _Sink()
     r = rec.Recorder(str(tmpdir), stderr=sink)
     r.open()
@@ -830,7 +832,7 @@ def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
     with open(os.path.join(str(tmpdir), rec.PERF_LOG)) as f:
         lines = f.read().split("\n")
     assert [json.loads(x)["i"] for x in lines if x] == [0, 1, 99]
-    assert acked == []                 # one batch: its ack waits for all five
+    assert acked == [0, 1]             # whole on disk; 2 in part, 3 and 4 not at all
     assert "3 records received were never written" in r.trouble()
     assert "No space left" in r.trouble()
     assert r2.trouble() is None
@@ -1102,3 +1104,52 @@ def test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends():
     worker.exited = True                           # the loop is over
     worker.post_ack(conn, 5, 5)
     assert conn.sent[-1] == (5, 5)
+
+
+def test_recorder_short_write_leaves_no_record_whose_ack_cannot_be_sent(tmpdir):
+    """One handler's batch shares one ack: when a write stops inside it, its
+    records already written are cut back and held with the rest (on disk and
+    never acked, its client would keep them too: the same seq twice); batches
+    written whole are acked. Once there is room, the rest is written once, in
+    order, and acked."""
+    sink = _Sink()
+    r = rec.Recorder(str(tmpdir), stderr=sink)
+    r.open()
+    line = b'{"r":%d,"pad":"xxxxxxxxxxxxxxxxxxxx"}\n'   # 36 bytes
+    budget = [36 * 3 + 10]             # room for 3 records and a part of one
+    r.write_fd = _tight_writer(budget)
+    acked = []
+    r.submit([line % 1], lambda: acked.append("a"), key="a")
+    r.submit([line % 2, line % 3, line % 4], lambda: acked.append("b"), key="b")
+    r.submit([line % 5], lambda: acked.append("c"), key="c")
+    r.start()
+    wait_until(lambda: "acknowledging nothing more" in sink.text, what="the hold said")
+    path = os.path.join(str(tmpdir), rec.PERF_LOG)
+    with open(path, "rb") as f:
+        assert f.read() == line % 1    # 2 and 3 were written, then cut back
+    assert acked == ["a"]
+    budget[0] = 1 << 20                # room again
+    wait_until(lambda: acked == ["a", "b", "c"], timeout=5 * rec.RETRY_S,
+               what="the held batches written and acked")
+    r.close()
+    with open(path, "rb") as f:
+        assert f.read() == b"".join(line % i for i in range(1, 6))
+
+
+def test_recorder_ack_boundary_keeps_coalesced_batches_whole():
+    held = rec._Held(["a", "c"], [], ends=[200, 120], starts=[30, 10])
+    # a (records at 30-40 and 150-200) is cut at 150: c (10-30, 100-120) too
+    assert held.ack_boundary(150) == 10
+    assert held.ack_boundary(200) == 200
+    plain = rec._Held(["x", "y"], [], ends=[40, 90], starts=[0, 40])
+    assert plain.ack_boundary(70) == 40 and plain.ack_boundary(40) == 40
+
+
+def _tight_writer(budget):
+    def tight(fd, data):
+        if budget[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = os.write(fd, data[:budget[0]])
+        budget[0] -= n
+        return n
+    return tight

@@ -6,10 +6,14 @@ file per batch (the bytes are then in the kernel: a killed server loses
 nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
 means "on disk". ``close()`` drains the queue and fsyncs both files.
 
-An ack is a promise about the disk: callbacks run only once every line of
-their batch (perf.jsonl and server.log) is written. When a write fails
-(ENOSPC, EIO, EROFS; tmpfs and others write short first, then ENOSPC) the
-rest of the batch is held in memory with its callbacks, said at once (stderr,
+An ack is a promise about the disk: a callback runs only once the records
+queued with and before it are in perf.jsonl (and, when the batch is written
+whole, its server.log lines too). When a write fails (ENOSPC, EIO, EROFS;
+tmpfs and others write short first, then ENOSPC) the callbacks whose records
+all made it run, the records of a handler's batch written without the rest of
+it are cut back off the file (they share one ack: on disk and never acked,
+their client would keep them too, the same seq twice), and the rest of the
+batch is held in memory with its other callbacks, said at once (stderr,
 the console, server.log once it can be written), and the writer takes nothing
 more from the queue: producers then wait for room (QUEUE_MAX), so what the
 server received stays in memory, bounded, and nothing more is acknowledged.
@@ -468,6 +472,9 @@ class Recorder(object):
 
     def _write_batch(self, batch):
         callbacks = []
+        ends = []                     # per callback: perf.jsonl bytes it waits for
+        starts = []                   # per callback: where its first record begins
+        perf_bytes = segment = 0      # segment: where the next callback's records begin
         keys = {}
         lines = {SERVER_LOG: [], PERF_LOG: []}
         marks = []
@@ -484,23 +491,36 @@ class Recorder(object):
                     self._internal_failure(exc)
                     continue
             if line is not None:
-                lines[SERVER_LOG if kind == _LOG else PERF_LOG].append(line)
+                if kind == _LOG:
+                    lines[SERVER_LOG].append(line)
+                else:
+                    lines[PERF_LOG].append(line)
+                    perf_bytes += len(line)
             if on_written is not None:
                 key, func = on_written
                 if key is not None and key in keys:
-                    callbacks[keys[key]] = func
+                    callbacks[keys[key]] = func       # its later records: its end too
+                    ends[keys[key]] = perf_bytes
                 else:
                     if key is not None:
                         keys[key] = len(callbacks)
                     callbacks.append(func)
-        held = _Held(callbacks, marks)
+                    ends.append(perf_bytes)
+                    starts.append(segment)
+                segment = perf_bytes
+        held = _Held(callbacks, marks, ends, starts)
         for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
             if lines[name]:
                 data = b"".join(lines[name])
                 done = self._append(name, data, held)
+                if name == PERF_LOG and done < len(data):
+                    done = self._cut_to_acks(held, done)
+                if name == PERF_LOG:
+                    held.perf_done = done
                 if done < len(data):
                     held.rest[name] = data[done:]
         if held.rest:
+            self._run_callbacks(held.take_written())
             self._hold(held)
             return
         self._waited()
@@ -509,13 +529,17 @@ class Recorder(object):
     def _done(self, held):
         """Everything of a batch is on disk: run its callbacks (the acks), set
         its marks."""
-        for callback in held.callbacks:
+        self._run_callbacks(held.callbacks)
+        for mark in held.marks:
+            mark.set()
+
+    @staticmethod
+    def _run_callbacks(callbacks):
+        for callback in callbacks:
             try:
                 callback()
             except Exception:  # a callback must never kill the writer
                 logging.getLogger("diskbench.server").exception("ack callback failed")
-        for mark in held.marks:
-            mark.set()
 
     def _append(self, name, data, held):
         """Append ``data`` to file ``name`` (one write, looped on short
@@ -537,6 +561,24 @@ class Recorder(object):
             held.error = "%s" % (getattr(exc, "strerror", None) or exc)
             held.failed = held.failed or name   # the first (records come first)
         return done
+
+    def _cut_to_acks(self, held, done):
+        """A write of ``held``'s records stopped after ``done`` of its bytes:
+        cut perf.jsonl back to where every record before is one whose ack can
+        be sent (the records of one handler's batch share one ack, so one
+        written without the rest of its batch could be neither acked nor left:
+        its client keeps it, and it would be there twice). Returns the bytes
+        of the batch that stay on disk (``done`` if it cannot cut)."""
+        cut = held.ack_boundary(done)
+        fd = self.files.get(PERF_LOG)
+        if cut >= done or fd is None:
+            return done
+        try:  # the only writer of the file: its end is where we left it
+            os.ftruncate(fd, os.fstat(fd).st_size - (done - cut))
+        except (IOError, OSError):
+            return done               # left as it is: read back, it is deduplicated
+        self.tails[PERF_LOG] = 0      # a record boundary
+        return cut
 
     def _wrote(self, name, chunk):
         """Track the bytes after the file's last newline (a fragment to cut
@@ -567,6 +609,12 @@ class Recorder(object):
             data = held.rest.get(name)
             if data:
                 done = self._append(name, data, held)
+                if name == PERF_LOG:
+                    total = held.perf_done + done
+                    if done < len(data):
+                        done = self._cut_to_acks(held, total) - held.perf_done
+                    held.perf_done += done
+                    self._run_callbacks(held.take_written())
                 if done < len(data):
                     held.rest[name] = data[done:]
                     return False
@@ -666,9 +714,14 @@ class _Held(object):
     """A batch whose write failed: the bytes not yet on disk per file, and
     the callbacks (acks) and marks that wait for them."""
 
-    def __init__(self, callbacks, marks):
+    def __init__(self, callbacks, marks, ends=None, starts=None):
         self.callbacks = callbacks
         self.marks = marks
+        # per callback, the bytes of the batch's perf.jsonl data it waits for,
+        # and where its first record begins
+        self.ends = ends if ends is not None else [0] * len(callbacks)
+        self.starts = starts if starts is not None else [0] * len(callbacks)
+        self.perf_done = 0            # of that data, the bytes on disk
         self.rest = {}                # file name -> bytes not yet written
         self.error = None             # the last write error, in words
         self.failed = None            # the file it happened on
@@ -676,6 +729,32 @@ class _Held(object):
 
     def records(self):
         return self.rest.get(PERF_LOG, b"").count(b"\n")
+
+    def take_written(self):
+        """The callbacks whose records are all on disk now (no longer held)."""
+        done = self.perf_done
+        if not any(end <= done for end in self.ends):
+            return []
+        ready = [func for end, func in zip(self.ends, self.callbacks) if end <= done]
+        kept = [(end, start, func) for end, start, func in
+                zip(self.ends, self.starts, self.callbacks) if end > done]
+        self.ends = [end for end, _, _ in kept]
+        self.starts = [start for _, start, _ in kept]
+        self.callbacks = [func for _, _, func in kept]
+        return ready
+
+    def ack_boundary(self, done):
+        """The most of the first ``done`` bytes that hold only records whose
+        callbacks can run: before the first record of every callback that
+        ends past it (a fixpoint: a handler's coalesced callback has records
+        before and after another's)."""
+        cut = done
+        while True:
+            first = min([cut] + [start for end, start in zip(self.ends, self.starts)
+                                 if end > cut])
+            if first == cut:
+                return cut
+            cut = first
 
 
 def read_back(log_dir, warn):

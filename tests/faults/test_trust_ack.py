@@ -132,6 +132,16 @@ def test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_writes_then_acks(
     assert "Traceback" not in server.stderr()
 
 
+def _why_twice(perf, undelivered, twice, server, client_log_text):
+    """What a failure needs to be understood: the seqs on disk and kept, with
+    their types, and the ends of the server's stderr and the client's log."""
+    on_disk = [(m.seq, m.type, ts) for m, ts in _records(perf) if m.seq in twice]
+    kept = [(obj.get("seq"), obj.get("type")) for obj in read_jsonl(undelivered)
+            if obj.get("seq") in twice]
+    return "on disk: %r\nkept: %r\nserver stderr: %s\nclient log: %s" % (
+        on_disk, kept, server.stderr()[-1500:], client_log_text[-2500:])
+
+
 def test_full_log_dir_at_the_end_client_exits_13_keeping_every_unacked_record(
         procs, tmpdir, tmpfs):
     """A real client whose records the server cannot write exits 13
@@ -156,9 +166,10 @@ def test_full_log_dir_at_the_end_client_exits_13_keeping_every_unacked_record(
     assert server.wait_exit(NOTICE_S + 10) == exitcodes.SERVER_INCOMPLETE, server.stderr()
     written = _seqs_on_disk(perf, "c1")
     both = sorted(written + kept)
-    assert both == list(range(1, max(both) + 1)), "not every seq exactly once: %r" % (
+    assert both == list(range(1, max(both) + 1)), "not every seq exactly once: %r\n%s" % (
         sorted(set(written) & set(kept)) or sorted(set(range(1, max(both) + 1)) -
-                                                   set(both)))
+                                                   set(both)),
+        _why_twice(perf, undelivered, set(written) & set(kept), server, log))
     kept_msgs = [P.decode(json.dumps(obj).encode(), P.C2S) for obj in read_jsonl(undelivered)]
     stop = [m for m in kept_msgs if m.type == P.STOP][0]
     perfs = [m for m, _ in _records(perf) if m.name == "c1" and m.type == P.PERF] + \
