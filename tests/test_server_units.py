@@ -813,14 +813,7 @@ def test_recorder_short_write_then_enospc_keeps_whole_lines_only(tmpdir):
     r = rec.Recorder(str(tmpdir), stderr=sink)
     r.open()
     budget = [60]                      # like tmpfs: a short write, then ENOSPC
-
-    def tight(fd, data):
-        if budget[0] <= 0:
-            raise OSError(28, "No space left on device")
-        n = os.write(fd, data[:budget[0]])
-        budget[0] -= n
-        return n
-    r.write_fd = tight
+    r.write_fd = _tight_writer(budget)
     acked = []
     for i in range(5):                 # 29 bytes a line: 2 fit whole
         r.record({"i": i, "pad": "x" * 10}, on_written=lambda i=i: acked.append(i))
@@ -1146,6 +1139,7 @@ def test_recorder_ack_boundary_keeps_coalesced_batches_whole():
 
 
 def _tight_writer(budget):
+    """A write_fd with ``budget[0]`` bytes of room: short, then ENOSPC (tmpfs)."""
     def tight(fd, data):
         if budget[0] <= 0:
             raise OSError(28, "No space left on device")
