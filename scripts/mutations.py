@@ -1123,8 +1123,10 @@ MUTATIONS = [
          tests=[_VF + "test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for"]),
     # --- trust-ack ---
     dict(id="ack-after-a-failed-write", file="diskbench/server/recorder.py",
-         old="        if held.rest:\n            self._hold(held)",
-         new="        if held.rest and False:\n            self._hold(held)",
+         old="        if held.rest:\n            self._run_callbacks(held.take_written())\n"
+             "            self._hold(held)",
+         new="        if held.rest and False:\n            self._run_callbacks(held.take_written())\n"
+             "            self._hold(held)",
          tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
                 "writes_then_acks",
                 _TA + "test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart",
