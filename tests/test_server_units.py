@@ -1131,11 +1131,11 @@ def test_recorder_short_write_leaves_no_record_whose_ack_cannot_be_sent(tmpdir):
 
 
 def test_recorder_ack_boundary_keeps_coalesced_batches_whole():
-    held = rec._Held(["a", "c"], [], ends=[200, 120], starts=[30, 10])
+    held = rec._Held([(30, 200, "a"), (10, 120, "c")], [])
     # a (records at 30-40 and 150-200) is cut at 150: c (10-30, 100-120) too
     assert held.ack_boundary(150) == 10
     assert held.ack_boundary(200) == 200
-    plain = rec._Held(["x", "y"], [], ends=[40, 90], starts=[0, 40])
+    plain = rec._Held([(0, 40, "x"), (40, 90, "y")], [])
     assert plain.ack_boundary(70) == 40 and plain.ack_boundary(40) == 40
 
 

@@ -486,32 +486,22 @@ def send_go(go_list, run_id):
 
 def _send_bounded(sock, data, limit):
     """sendall that gives up (socket.timeout) when the peer reads nothing for
-    ``limit`` (at most LOOP_SEND_STALL_S in an I/O thread)."""
-    try:  # the common case: all of it fits in the socket's buffer at once
-        done = sock.send(data, socket.MSG_DONTWAIT)
-    except socket.error as exc:
-        if getattr(exc, "errno", None) not in _WOULD_BLOCK:
-            raise
-        done = 0
-    if done == len(data):
-        return
-    if in_io_thread():
-        limit = min(limit, LOOP_SEND_STALL_S)
-    deadline = None
-    view = memoryview(data)[done:]
-    while len(view):
-        try:  # the rest, as the socket takes it
-            sent = sock.send(view, socket.MSG_DONTWAIT)
+    ``limit`` (at most LOOP_SEND_STALL_S in an I/O thread). The common case,
+    all of it taken at once, is one ``send`` and nothing else."""
+    done, deadline = 0, None
+    while done < len(data):
+        try:
+            done += sock.send(data[done:] if done else data, socket.MSG_DONTWAIT)
         except socket.error as exc:
             if getattr(exc, "errno", None) not in _WOULD_BLOCK:
                 raise
-            if deadline is None:
+            if deadline is None:          # the peer is slow: how long it may be
+                if in_io_thread():
+                    limit = min(limit, LOOP_SEND_STALL_S)
                 deadline = monotonic() + limit
             left = deadline - monotonic()
             if left <= 0 or not wait_writable(sock, left):
                 raise socket.timeout("peer has not read for %g s" % limit)
-            continue
-        view = view[sent:]
 
 
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)

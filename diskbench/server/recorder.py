@@ -471,9 +471,9 @@ class Recorder(object):
                                    ensure_ascii=True, allow_nan=False) + "\n")
 
     def _write_batch(self, batch):
-        callbacks = []
-        ends = []                     # per callback: perf.jsonl bytes it waits for
-        starts = []                   # per callback: where its first record begins
+        # (start, end, callback): the perf.jsonl bytes of the batch from its
+        # first record to its last, all of which it waits for
+        waiting = []
         perf_bytes = segment = 0      # segment: where the next callback's records begin
         keys = {}
         lines = {SERVER_LOG: [], PERF_LOG: []}
@@ -498,17 +498,15 @@ class Recorder(object):
                     perf_bytes += len(line)
             if on_written is not None:
                 key, func = on_written
-                if key is not None and key in keys:
-                    callbacks[keys[key]] = func       # its later records: its end too
-                    ends[keys[key]] = perf_bytes
+                if key is not None and key in keys:   # its later records: its end too
+                    index = keys[key]
+                    waiting[index] = (waiting[index][0], perf_bytes, func)
                 else:
                     if key is not None:
-                        keys[key] = len(callbacks)
-                    callbacks.append(func)
-                    ends.append(perf_bytes)
-                    starts.append(segment)
+                        keys[key] = len(waiting)
+                    waiting.append((segment, perf_bytes, func))
                 segment = perf_bytes
-        held = _Held(callbacks, marks, ends, starts)
+        held = _Held(waiting, marks)
         for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
             if lines[name]:
                 data = b"".join(lines[name])
@@ -529,7 +527,7 @@ class Recorder(object):
     def _done(self, held):
         """Everything of a batch is on disk: run its callbacks (the acks), set
         its marks."""
-        self._run_callbacks(held.callbacks)
+        self._run_callbacks(func for _, _, func in held.waiting)
         for mark in held.marks:
             mark.set()
 
@@ -570,15 +568,22 @@ class Recorder(object):
         its client keeps it, and it would be there twice). Returns the bytes
         of the batch that stay on disk (``done`` if it cannot cut)."""
         cut = held.ack_boundary(done)
-        fd = self.files.get(PERF_LOG)
-        if cut >= done or fd is None:
-            return done
+        if cut < done and self._cut_back(PERF_LOG, done - cut):
+            return cut
+        return done                   # left as it is: read back, it is deduplicated
+
+    def _cut_back(self, name, nbytes):
+        """Take the last ``nbytes`` of file ``name`` off it, so it ends on a
+        whole line; False if it cannot be done."""
+        fd = self.files.get(name)
+        if fd is None:
+            return False
         try:  # the only writer of the file: its end is where we left it
-            os.ftruncate(fd, os.fstat(fd).st_size - (done - cut))
+            os.ftruncate(fd, os.fstat(fd).st_size - nbytes)
         except (IOError, OSError):
-            return done               # left as it is: read back, it is deduplicated
-        self.tails[PERF_LOG] = 0      # a record boundary
-        return cut
+            return False
+        self.tails[name] = 0          # a line boundary
+        return True
 
     def _wrote(self, name, chunk):
         """Track the bytes after the file's last newline (a fragment to cut
@@ -648,14 +653,10 @@ class Recorder(object):
         queued = self._drain()
         self.unwritten += held.records() + sum(1 for item in queued
                                                if item[0] in (_RECORD, _RAW))
-        for name, fd in self.files.items():
+        for name in list(self.files):
             tail = self.tails.get(name, 0)
             if tail and name in held.rest:
-                try:  # the only writer of the file: its end is where we left it
-                    os.ftruncate(fd, os.fstat(fd).st_size - tail)
-                    self.tails[name] = 0
-                except (IOError, OSError):
-                    pass  # read_back() cuts a torn last line
+                self._cut_back(name, tail)    # else read_back() cuts a torn last line
         self._say("error: %d records received were never written to %s (%s) and "
                   "were not acknowledged: their clients keep them"
                   % (self.unwritten, os.path.join(self.log_dir, PERF_LOG), held.error))
@@ -714,14 +715,12 @@ class _Held(object):
     """A batch whose write failed: the bytes not yet on disk per file, and
     the callbacks (acks) and marks that wait for them."""
 
-    def __init__(self, callbacks, marks, ends=None, starts=None):
-        self.callbacks = callbacks
+    def __init__(self, waiting, marks):
+        # (start, end, callback) each: where its records begin and end in the
+        # batch's perf.jsonl bytes (see Recorder._write_batch)
+        self.waiting = waiting
         self.marks = marks
-        # per callback, the bytes of the batch's perf.jsonl data it waits for,
-        # and where its first record begins
-        self.ends = ends if ends is not None else [0] * len(callbacks)
-        self.starts = starts if starts is not None else [0] * len(callbacks)
-        self.perf_done = 0            # of that data, the bytes on disk
+        self.perf_done = 0            # of the batch's perf.jsonl bytes, those on disk
         self.rest = {}                # file name -> bytes not yet written
         self.error = None             # the last write error, in words
         self.failed = None            # the file it happened on
@@ -733,14 +732,9 @@ class _Held(object):
     def take_written(self):
         """The callbacks whose records are all on disk now (no longer held)."""
         done = self.perf_done
-        if not any(end <= done for end in self.ends):
-            return []
-        ready = [func for end, func in zip(self.ends, self.callbacks) if end <= done]
-        kept = [(end, start, func) for end, start, func in
-                zip(self.ends, self.starts, self.callbacks) if end > done]
-        self.ends = [end for end, _, _ in kept]
-        self.starts = [start for _, start, _ in kept]
-        self.callbacks = [func for _, _, func in kept]
+        ready = [func for _, end, func in self.waiting if end <= done]
+        if ready:
+            self.waiting = [entry for entry in self.waiting if entry[1] > done]
         return ready
 
     def ack_boundary(self, done):
@@ -750,8 +744,7 @@ class _Held(object):
         before and after another's)."""
         cut = done
         while True:
-            first = min([cut] + [start for end, start in zip(self.ends, self.starts)
-                                 if end > cut])
+            first = min([cut] + [start for start, end, _ in self.waiting if end > cut])
             if first == cut:
                 return cut
             cut = first
