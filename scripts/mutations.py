@@ -1884,8 +1884,8 @@ MUTATIONS = [
     dict(id="partial-write-acks-a-record-written-in-part", file="diskbench/server/recorder.py",
          old="        ready = [func for _, end, func in self.waiting if end <= done]",
          new="        ready = [func for _, end, func in self.waiting if end <= done + 64]",
-         tests=["tests/test_server_units.py::test_recorder_short_write_then_enospc_keeps_"
-                "whole_lines_only"]),
+         tests=["tests/faults/test_trust_ack.py::test_recorder_holds_acks_through_a_write_error_"
+                "and_writes_in_order_after"]),
     dict(id="partial-batch-left-on-disk", file="diskbench/server/recorder.py",
          old="        if cut < done and self._cut_back(PERF_LOG, done - cut):",
          new="        if False:",
