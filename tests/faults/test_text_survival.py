@@ -230,9 +230,9 @@ def test_text_log_formatters_neutralise_interpolated_text(tmpdir):
     logger = logging.getLogger("diskbench.test.text-formatters")
     logger.propagate = False
     from diskbench.server import console as console_mod, registry as reg
-    handlers = [rec.RecorderLogHandler(r)] + [
-        console_mod.Console(sink, reg.Registry(), "plain").handlers()[0][1]
-        for sink in (console, ascii_console)]
+    consoles = [console_mod.Console(sink, reg.Registry(), "plain")
+                for sink in (console, ascii_console)]
+    handlers = [rec.RecorderLogHandler(r)] + [c.handlers()[0][1] for c in consoles]
     for h in handlers:
         logger.addHandler(h)
     try:
@@ -245,6 +245,8 @@ def test_text_log_formatters_neutralise_interpolated_text(tmpdir):
         for h in handlers:
             logger.removeHandler(h)
     r.close()
+    for c in consoles:         # its lines go out through a thread of its own
+        c.outbox.flush(console_mod.OUTBOX_FLUSH_S)
     with io.open(str(tmpdir.join(rec.SERVER_LOG)), encoding="utf-8") as f:
         log = f.read()
     assert_no_forged_line(log, LOG_LINE, "server.log")
