@@ -36,7 +36,8 @@ def _load_clock_gettime():
                             use_errno=True).clock_gettime
     except (OSError, AttributeError):  # pragma: no cover - no libc: a non-Linux host
         return None
-    func.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    # no argtypes: the one call below passes an int and a ctypes array, which
+    # ctypes passes as they are; checking them each time doubled the call's cost
     func.restype = ctypes.c_int
     return func
 
@@ -45,21 +46,24 @@ _clock_gettime = _load_clock_gettime()
 
 
 # --- monotonic clock (compat.monotonic on 2.7) -------------------------------
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
 _CLOCK_MONOTONIC = 1  # linux/time.h
+
+
+#: The timespec every call fills: the GIL is held through the call (PyDLL)
+#: and both fields are read by one slice, so a thread reads a whole reading,
+#: its own or one taken after its call began (never half of each). A new
+#: struct per call cost more than the call (2.7 reads the clock per message).
+_NOW = (ctypes.c_long * 2)()
 
 
 def libc_monotonic():
     """Seconds from an arbitrary fixed point; never goes backwards (2.7's
     monotonic, from clock_gettime; kept importable on 3 so it can be tested)."""
-    ts = _Timespec()
-    if _clock_gettime(_CLOCK_MONOTONIC, ctypes.byref(ts)) != 0:
+    if _clock_gettime(_CLOCK_MONOTONIC, _NOW) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return ts.tv_sec + ts.tv_nsec * 1e-9
+    sec, nsec = _NOW[:]
+    return sec + nsec * 1e-9
 
 
 # --- CPU affinity (os.sched_[gs]etaffinity are 3.3+) ---------------------------

@@ -119,6 +119,27 @@ def test_monotonic_never_goes_backwards_and_counts_from_boot_not_the_epoch(clock
     assert abs(compat.monotonic() - linux.libc_monotonic()) < 1.0
 
 
+def test_libc_monotonic_read_by_many_threads_at_once_stays_whole_and_in_order():
+    """Every thread's readings go forward and lie between the readings taken
+    before and after them all: the one buffer the clock fills is never read
+    half by one thread and half by another."""
+    import threading
+    before = linux.libc_monotonic()
+    seen = {}
+
+    def read(key):
+        seen[key] = [linux.libc_monotonic() for _ in range(20000)]
+    threads = [threading.Thread(target=read, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = linux.libc_monotonic()
+    for readings in seen.values():
+        assert readings == sorted(readings)
+        assert before <= readings[0] and readings[-1] <= after
+
+
 def test_compat_holds_only_python_differences_no_system_calls():
     """compat.py is the 2/3 layer only (psutil's _compat is the model): libc
     through ctypes lives in linux.py, descriptor waits in pollio.py."""
