@@ -452,7 +452,7 @@ def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):
 
 def test_report_series_points_are_packed_and_read_back_exactly():
     """A series' perf intervals are one array of doubles (not an object each:
-    5,000 clients x 60 intervals of objects took 64 MiB at the end of a run),
+    5,000 clients x 60 intervals of objects took 62 MiB at the end of a run),
     read back as they were given: counts as ints, a missing percentile as
     None, in (t_start, t_end) order with ties in arrival order."""
     points = series_mod.PerfPoints()
