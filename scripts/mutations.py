@@ -1150,8 +1150,8 @@ MUTATIONS = [
                 "seq_lands_once",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-write-retried-from-its-start", file="diskbench/server/recorder.py",
-         old="                    held.rest[name] = data[done:]\n                    return False",
-         new="                    held.rest[name] = data\n                    return False",
+         old="                    held.rest[name] = data[done:]\n                    self._run_callbacks",
+         new="                    held.rest[name] = data\n                    self._run_callbacks",
          tests=[_TA + "test_recorder_holds_acks_through_a_write_error_and_writes_in_"
                 "order_after"]),
     dict(id="held-write-never-retried", file="diskbench/server/recorder.py",

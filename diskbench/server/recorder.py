@@ -510,11 +510,7 @@ class Recorder(object):
         for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
             if lines[name]:
                 data = b"".join(lines[name])
-                done = self._append(name, data, held)
-                if name == PERF_LOG and done < len(data):
-                    done = self._cut_to_acks(held, done)
-                if name == PERF_LOG:
-                    held.perf_done = done
+                done = self._append_part(name, data, held)
                 if done < len(data):
                     held.rest[name] = data[done:]
         if held.rest:
@@ -558,6 +554,21 @@ class Recorder(object):
         except (IOError, OSError) as exc:
             held.error = "%s" % (getattr(exc, "strerror", None) or exc)
             held.failed = held.failed or name   # the first (records come first)
+        return done
+
+    def _append_part(self, name, data, held):
+        """Append ``data``, the next of ``held``'s bytes for file ``name`` (the
+        first write of a batch, or a retry); returns how much of it stays on
+        disk. A write of records that stops inside a handler's batch is cut
+        back to where every record before has an ack that can be sent
+        (``_cut_to_acks``); ``held.perf_done`` follows."""
+        done = self._append(name, data, held)
+        if name != PERF_LOG:
+            return done
+        total = held.perf_done + done
+        if done < len(data):
+            total = self._cut_to_acks(held, total)
+        done, held.perf_done = total - held.perf_done, total
         return done
 
     def _cut_to_acks(self, held, done):
@@ -613,15 +624,10 @@ class Recorder(object):
         for name in (PERF_LOG, SERVER_LOG):
             data = held.rest.get(name)
             if data:
-                done = self._append(name, data, held)
-                if name == PERF_LOG:
-                    total = held.perf_done + done
-                    if done < len(data):
-                        done = self._cut_to_acks(held, total) - held.perf_done
-                    held.perf_done += done
-                    self._run_callbacks(held.take_written())
+                done = self._append_part(name, data, held)
                 if done < len(data):
                     held.rest[name] = data[done:]
+                    self._run_callbacks(held.take_written())
                     return False
                 del held.rest[name]
         self.held = None
