@@ -49,7 +49,35 @@ _EP_ERR = select.EPOLLERR | select.EPOLLHUP
 
 _ENVELOPE = ('{"v":%d,"type":"%%s","name":"%%s","seq":%%d,"ts":%%.6f,"data":%%s}\n'
              % protocol.PROTOCOL_VERSION)
-_HIST = json.dumps(metrics.LatencyHistogram().to_wire() or [[300, 10]])
+#: Chunks in one simulated perf interval: 10 MiB chunks at about 200 MiB/s.
+#: With latencies spread as a real disk's, its histogram has about as many
+#: pairs as a real client's perf line (tests/data/readme_run: 12 to 19), and
+#: the line about its length (a one-pair histogram understated the server's
+#: parse, check and merge per message).
+PERF_CHUNKS = 20
+#: Shortest and longest chunk latency drawn (log-uniform), seconds.
+PERF_LAT_S = (0.02, 0.06)
+#: Distinct perf bodies made at start; each simulated client sends one.
+PERF_BODIES = 16
+
+
+def perf_bodies(rng, count=PERF_BODIES):
+    """``count`` perf bodies (JSON with ``%%(t_start).6f``, ``%%(t_end).6f``
+    left to fill), each from PERF_CHUNKS latencies drawn as a disk's: the
+    histogram, io_s, min and max all agree, as the server checks."""
+    out = []
+    lo, hi = PERF_LAT_S
+    for _ in range(count):
+        hist = metrics.LatencyHistogram()
+        for _ in range(PERF_CHUNKS):
+            hist.add(lo * (hi / lo) ** rng.random())
+        fields = '"bytes":%d,"chunks":%d,"io_s":%r,"lat_min_s":%r,"lat_max_s":%r,' \
+            '"lat_hist":%s,"sync_mode":"o_direct","file_index":0' % (
+                PERF_CHUNKS * (10 << 20), hist.count, hist.total, hist.min, hist.max,
+                json.dumps(hist.to_wire(), separators=(",", ":")))
+        out.append('{"t_start":%(t_start).6f,"t_end":%(t_end).6f,' +
+                   fields.replace("%", "%%") + '}')
+    return out
 
 
 def _hello_data(name, args):
@@ -117,6 +145,7 @@ class LoadGen(object):
         self.ended = 0                    # clients done (last ack) or lost
         self.refused = 0
         self.rng = random.Random(args.seed)
+        self.perf_bodies = perf_bodies(self.rng)
 
     # --- timers -----------------------------------------------------------------------
     def at(self, due, index, kind):
@@ -235,10 +264,9 @@ class LoadGen(object):
         a = self.args
         wall = time.time()
         if kind == "perf":
-            sim.line(protocol.PERF, '{"t_start":%.6f,"t_end":%.6f,"bytes":104857600,'
-                     '"chunks":10,"io_s":0.5,"lat_min_s":0.04,"lat_max_s":0.06,'
-                     '"lat_hist":%s,"sync_mode":"o_direct","file_index":0}'
-                     % (wall - a.perf_interval, wall, _HIST), now)
+            body = self.perf_bodies[index % len(self.perf_bodies)]
+            sim.line(protocol.PERF, body % {"t_start": wall - a.perf_interval,
+                                            "t_end": wall}, now)
             every = a.perf_interval
             if self.stopping:   # like a writer: its last interval, then its end
                 self.flush(sim)
