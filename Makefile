@@ -128,8 +128,9 @@ test-multihost: env
 	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) $(MULTIHOST_TESTS)
 	$(V2)/bin/python -m pytest $(PYTEST_FLAGS) $(MULTIHOST_TESTS)
 
-mutate: $(V3)/.installed
-	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python
+mutate: $(V3)/.installed $(V2)/.installed
+	$(V3)/bin/python scripts/mutate.py --python $(CURDIR)/$(V3)/bin/python \
+	  --python2 $(CURDIR)/$(V2)/bin/python
 
 bench-server: env
 	$(V3)/bin/python -m pytest $(PYTEST_FLAGS) -m slow tests/test_server_ingest.py

@@ -27,6 +27,9 @@ if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
     range_ = xrange  # noqa: F821
     InterruptedErrors = (OSError, IOError, select.error)
     RecursionError = RuntimeError  # what 2.7's json raises on deep nesting
+    # 2.7's C JSON scanner reads UTF-8 bytes itself (strings decoded strictly),
+    # twice as fast as it reads the same line decoded to text first
+    JSON_SCANS_BYTES = True
 else:
     import queue  # noqa: F401
     import socketserver  # noqa: F401
@@ -39,6 +42,7 @@ else:
     range_ = range
     InterruptedErrors = (InterruptedError,)  # noqa: F821 (builtin)
     RecursionError = RecursionError  # noqa: F821 (builtin)
+    JSON_SCANS_BYTES = False   # 3's scanner takes text only
 
 
 def as_bytes(s, encoding="utf-8"):

@@ -5,7 +5,10 @@ product code with a broken one, in a scratch copy of the tree (the checkout is
 never touched), and runs the tests named for it. A mutation that no test
 catches is a test that proves nothing: the run fails and names it.
 
-    python scripts/mutate.py [--python PY] [ID ...]
+    python scripts/mutate.py [--python PY] [--python2 PY2] [ID ...]
+
+An entry with ``py2`` set guards a Python 2.7 path (compat): it runs under
+--python2, and counts as missed when there is none.
 """
 from __future__ import print_function
 
@@ -92,6 +95,7 @@ def baseline(python, chosen, timeout):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--python2", help="a Python 2.7 for the entries marked py2")
     p.add_argument("--timeout", type=int, default=120, help="per test, seconds")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the first run of every named test on the unbroken tree")
@@ -101,18 +105,27 @@ def main(argv=None):
     unknown = sorted(set(args.ids) - set(m["id"] for m in MUTATIONS))
     if unknown:
         p.error("no such mutation: %s" % ", ".join(unknown))
-    if args.baseline:
-        ok, took, tail = baseline(args.python, chosen, args.timeout)
+    def python_of(m):
+        return args.python2 if m.get("py2") else args.python
+    pythons = sorted(set(python_of(m) for m in chosen if python_of(m)))
+    for python in pythons if args.baseline else ():
+        ok, took, tail = baseline(python, [m for m in chosen if python_of(m) == python],
+                                  args.timeout)
         print("%-7s %-28s %5.1fs  %s" % ("ok" if ok else "FAILED", "(baseline: unbroken)",
                                          took, tail[-1] if tail else ""))
         if not ok:
             print("\n".join(tail))
-            print("the named tests fail on the unbroken tree: fix them first")
+            print("the named tests fail on the unbroken tree under %s: fix them first"
+                  % python)
             return 2
     missed = []
     for m in chosen:
+        if not python_of(m):
+            print("MISSED  %-28s no --python2 to run it under" % m["id"])
+            missed.append(m["id"])
+            continue
         try:
-            caught, took, last = run_one(args.python, m, args.timeout)
+            caught, took, last = run_one(python_of(m), m, args.timeout)
         except ValueError as exc:
             print("STALE   %-28s %s" % (m["id"], exc))
             missed.append(m["id"])

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from diskbench import protocol as P
-from diskbench.compat import as_bytes, text_type
+from diskbench.compat import as_bytes, binary_type, text_type
 
 # One valid body per (direction, type); the round-trip test covers every type.
 SAMPLE = {
@@ -247,10 +247,76 @@ def test_bad_enum_value():
 
 
 def test_bad_histogram():
-    for bad in ([[1]], [["a", 1]], [[1, -1]], "x", [[0, 1]] * (P.MAX_HIST_BUCKETS + 1)):
+    """Refused by the field's own check (not by the count of chunks: each
+    bad histogram here counts the sample's 3), wherever the bad pair is:
+    first, or after good ones (good pairs are taken as they are until one
+    is not)."""
+    top = P.MAX_BUCKET_INDEX
+    assert SAMPLE[P.C2S][P.PERF]["chunks"] == 3
+    for bad in ([[1]], [["a", 3]], [[1, 4], [2, -1]], "x", [[0, 1]] * (P.MAX_HIST_BUCKETS + 1),
+                [[1, 2], [2]], [[1, 2], [2, 1, 1]], [[1, 3], "ab"], [[1, 3], {"a": 1, "b": 2}],
+                [[1, 2], [True, 1]], [[1, 3], [1, False]], [[1, 2], [1.0, 1]],
+                [[1, 2], [-1, 1]], [[1, 2], [top + 1, 1]], [[1, 3 + 2 ** 63], [2, -2 ** 63]],
+                [[1, 3], None]):
         obj = wire(P.PERF)
         obj["data"]["lat_hist"] = bad
-        assert reason_of(json.dumps(obj)).kind == P.ProtocolError.BAD_FIELD
+        err = reason_of(json.dumps(obj))
+        assert err.kind == P.ProtocolError.BAD_FIELD, bad
+        assert "'lat_hist' must be a list" in err.reason, (bad, err.reason)
+    from diskbench.protocol.fields import Hist
+    good = [[0, 1], [top, P.MAX_INT]]
+    assert Hist().check(json.loads(json.dumps(good))) == good
+
+
+#: Lines whose bytes are odd: each must parse (or be refused) from its bytes
+#: exactly as from its text (2.7 reads bytes with its scanner; 3 decodes first).
+_ODD_LINES = [
+    b'{"a":"caf\xc3\xa9","b":[1,2.5,"\xf0\x9f\x92\xbe"]}',   # 2- and 4-byte UTF-8
+    b'{"a":"\xff"}',                        # an invalid byte in a string
+    b'{"a\xff":1}',                         # in a key
+    b'{"a":1}\xff',                         # after the object
+    b'{"a":1,\xc3\xa9:2}',                   # outside any string
+    b'{"a":"\xc3"}',                        # a character cut at the string's end
+    b'{"a":"\xc3\\u00a9"}',                 # cut by an escape
+    b'{"a":"\xc0\xaf"}',                    # overlong
+    b'{"a":"\xed\xa0\x80"}',                # an encoded surrogate
+    b'\xef\xbb\xbf{"a":1}',                  # a byte-order mark
+    b'{"a":"\\u00e9\\ud83d\\udcbe"}',        # escapes
+    b'{"a":"x\x00y"}', b'{"a":1} ', b' {"a":1}', b'{"a":1}\r\n', b'[1,2]', b'"s"',
+    b'{"a":1}{"b":2}', b'{"a":NaN}', b'{"a":', b'',
+]
+
+
+def _outcome(parse, line):
+    try:
+        return "ok", parse(line)
+    except P.ProtocolError as exc:
+        return "refused", exc.kind
+
+
+def _binary_strings(obj):
+    """The byte strings (2.7 ``str``) anywhere in ``obj``: a message's text is text."""
+    if isinstance(obj, dict):
+        return [k for k in obj if type(k) is binary_type] + _binary_strings(list(obj.values()))
+    if isinstance(obj, list):
+        return [s for v in obj for s in _binary_strings(v)]
+    return [obj] if type(obj) is binary_type else []
+
+
+@pytest.mark.parametrize("line", _ODD_LINES)
+def test_line_parses_from_its_bytes_as_from_its_text(line):
+    from diskbench.protocol import codec
+
+    def from_text(raw):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise P.ProtocolError(P.ProtocolError.NOT_UTF8, "")
+        return codec._parse(text)      # text in: the scanner reads text
+    got, want = _outcome(codec._parse, line), _outcome(from_text, line)
+    assert got == want
+    if got[0] == "ok":
+        assert _binary_strings(got[1]) == []
 
 
 def test_too_long_line_refused_by_decode():

@@ -24,8 +24,9 @@ import hmac
 import json
 
 from diskbench import __version__, runclock
-from diskbench.compat import (RecursionError, as_bytes, as_text, compare_digest,
-                              integer_types, string_types, text_type)
+from diskbench.compat import (JSON_SCANS_BYTES, RecursionError, as_bytes, as_text,
+                              binary_type, compare_digest, integer_types, string_types,
+                              text_type)
 from diskbench.protocol.catalogue import _CHECKS, _NAME, ACK, C2S, S2C, SPECS
 from diskbench.protocol.errors import ProtocolError
 from diskbench.protocol.fields import Int, Num, Str
@@ -240,7 +241,7 @@ def _scan_whole(text):
     """The object that fills ``text`` exactly, by the decoder's own scanner
     (what ``decode`` does, without its two whitespace scans and calls),
     else None: anything else is left to ``_DECODER.decode`` and its error."""
-    if not text.startswith(u"{"):
+    if not text.startswith("{"):
         return None
     try:
         obj, end = _DECODER.scan_once(text, 0)
@@ -287,6 +288,13 @@ def _parse(line, limit=MAX_LINE_BYTES):
     if len(line) > limit:
         raise ProtocolError(ProtocolError.TOO_LONG, "line of %d bytes is over the "
                             "%d-byte limit" % (len(line), limit))
+    if JSON_SCANS_BYTES and type(line) is binary_type:
+        # One object filling the line, read from its bytes: its strings were
+        # decoded strictly and every other byte is JSON's own ASCII, so the
+        # line is valid UTF-8. Anything else takes the text path to say why.
+        obj = _scan_whole(line.rstrip(b"\r\n"))
+        if obj is not None:
+            return obj
     try:
         text = as_text(line).rstrip(u"\r\n")
     except UnicodeDecodeError:
