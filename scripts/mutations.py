@@ -1807,10 +1807,21 @@ MUTATIONS = [
          tests=["tests/test_rules_imports.py::test_the_report_never_imports_the_server_and_"
                 "the_wings_never_each_other"]),
     dict(id="loop-acks-never-woken", file="diskbench/server/ioloop.py",
-         old="            self.ack_wake = True\n            self._wake()",
-         new="            self.ack_wake = True",
+         old="            self.wake_pending = True\n            self._write_wake()",
+         new="            self.wake_pending = True",
          tests=["tests/test_server_ack_order.py::"
                 "test_acks_are_sent_only_after_the_record_is_written"]),
+    dict(id="loop-wake-flag-never-cleared", file="diskbench/server/ioloop.py",
+         old="        self.wake_pending = False\n        self._take_incoming()",
+         new="        self._take_incoming()",
+         tests=[_SU + "test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends"]),
+    dict(id="loop-wake-flag-cleared-before-the-drain", file="diskbench/server/ioloop.py",
+         old="    def _woken(self):\n        self._drain_wake_pipe()\n        # Cleared after the drain "
+             "(a byte written before it would be read with\n        # the rest, leaving the flag "
+             "set and the pipe empty: no wake-up ever\n        # again) and before anything is "
+             "taken (a post from here on wakes again).\n        self.wake_pending = False\n",
+         new="    def _woken(self):\n        self.wake_pending = False\n        self._drain_wake_pipe()\n",
+         tests=[_SU + "test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends"]),
     dict(id="loop-acks-lost-after-the-loop", file="diskbench/server/ioloop.py",
          old="        if self.exited:               # no loop to send it",
          new="        if False:               # no loop to send it",

@@ -1088,13 +1088,43 @@ def test_io_thread_acks_are_sent_in_order_and_never_lost_when_its_loop_ends():
         def send_ack(self, seq, upto, now=None):
             self.sent.append((seq, upto))
 
+    import os
     worker = ioloop._Worker(None, 0)
     conn = Conn()
+
+    def wake_bytes():
+        try:
+            return os.read(worker.wake_r, 100)
+        except OSError:           # (non-blocking) nothing written
+            return b""
     worker.post_ack(conn, 1, 1)
     worker.post_ack(conn, 3, 4)
-    assert conn.sent == [] and worker.ack_wake    # the loop's to send, woken once
-    worker._send_acks()
-    assert conn.sent == [(1, 1), (3, 4)] and not worker.ack_wake
+    assert conn.sent == [] and worker.wake_pending   # the loop's to send...
+    assert wake_bytes() == b"x"                      # ...woken once for both
+    worker._woken()
+    assert conn.sent == [(1, 1), (3, 4)] and not worker.wake_pending
+    worker.post_ack(conn, 4, 5)                      # after a wake-up: woken again
+    assert wake_bytes() == b"x"
+    worker._woken()
+    assert conn.sent[-1] == (4, 5)
+    # A post racing with the wake-up's drain of the pipe: handled now or
+    # woken for later, never a flag left set over an empty pipe (a lost
+    # wake-up: a join storm's connections were never served).
+    drain = worker._drain_wake_pipe
+
+    def racing_drain():
+        worker.post_ack(conn, 6, 6)
+        drain()
+    worker.post_ack(conn, 5, 5)
+    worker._drain_wake_pipe = racing_drain
+    worker._woken()
+    worker._drain_wake_pipe = drain
+    assert conn.sent[-2:] == [(5, 5), (6, 6)]
+    assert not worker.wake_pending or wake_bytes() == b"x"
+    worker.post_ack(conn, 7, 7)
+    assert wake_bytes() == b"x"                      # the next post still wakes
+    worker._woken()
+    assert conn.sent[-1] == (7, 7)
     worker.exited = True                           # the loop is over
     worker.post_ack(conn, 5, 5)
     assert conn.sent[-1] == (5, 5)

@@ -101,7 +101,11 @@ class _Worker(object):
         # the sockets' own thread sends them in a row, where the recorder
         # sending each took the GIL back from this thread once per ack
         self.acks = collections.deque()
-        self.ack_wake = False         # a wake-up for acks is pending
+        # A wake-up is on its way (the pipe written, the loop not yet woken):
+        # what is posted meanwhile rides on it. A join storm handed thousands
+        # of connections over within seconds; each writing the pipe, the
+        # handshake threads queued on it (a tenth of the storm's samples).
+        self.wake_pending = False
         self.exited = False           # the loop is over: a poster sends its own
         self.thread = threading.Thread(target=run_profiled, args=(self.name, self._run),
                                        name=self.name)
@@ -112,7 +116,8 @@ class _Worker(object):
 
     def stop(self):
         self.stopping = True
-        self._wake()
+        self.wake_pending = True
+        self._write_wake()
 
     def adopt(self, handler):
         self.incoming.append(handler)     # deque append: atomic, no lock
@@ -124,12 +129,10 @@ class _Worker(object):
         self.acks.append((handler, seq, upto))   # deque append: atomic, no lock
         if self.exited:               # no loop to send it: whoever pops it sends it
             self._send_acks()
-        elif not self.ack_wake:
-            self.ack_wake = True
+        else:
             self._wake()
 
     def _send_acks(self):
-        self.ack_wake = False         # (before popping: a later post wakes again)
         now = monotonic()             # one clock read for the acks sent together
         while True:
             try:
@@ -143,6 +146,13 @@ class _Worker(object):
                               handler.conn_id, handler.peer)
 
     def _wake(self):
+        """Wake the loop unless a wake-up is already on its way (it takes
+        whatever was posted before it is handled: ``_woken``)."""
+        if not self.wake_pending:
+            self.wake_pending = True
+            self._write_wake()
+
+    def _write_wake(self):
         try:
             os.write(self.wake_w, b"x")
         except (IOError, OSError):
@@ -164,8 +174,7 @@ class _Worker(object):
         full = self.ctx.recorder.full
         for fd, _events in events:
             if fd == self.wake_r:
-                self._take_incoming()
-                self._send_acks()
+                self._woken()
                 continue
             handler = self.conns.get(fd)
             if handler is None:
@@ -177,12 +186,23 @@ class _Worker(object):
         if self.parked and not full():
             self._unpark()
 
-    def _take_incoming(self):
+    def _woken(self):
+        self._drain_wake_pipe()
+        # Cleared after the drain (a byte written before it would be read with
+        # the rest, leaving the flag set and the pipe empty: no wake-up ever
+        # again) and before anything is taken (a post from here on wakes again).
+        self.wake_pending = False
+        self._take_incoming()
+        self._send_acks()
+
+    def _drain_wake_pipe(self):
         try:
             while os.read(self.wake_r, 4096):
                 pass
         except (IOError, OSError):
             pass                      # drained
+
+    def _take_incoming(self):
         while self.incoming:
             handler = self.incoming.popleft()
             try:
