@@ -62,7 +62,7 @@ PERF_BODIES = 16
 
 
 def perf_bodies(rng, count=PERF_BODIES):
-    """``count`` perf bodies (JSON with ``%%(t_start).6f``, ``%%(t_end).6f``
+    """``count`` perf bodies (JSON with ``%(t_start).6f`` and ``%(t_end).6f``
     left to fill), each from PERF_CHUNKS latencies drawn as a disk's: the
     histogram, io_s, min and max all agree, as the server checks."""
     out = []
