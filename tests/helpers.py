@@ -16,6 +16,14 @@ import time
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Where the repository's history is when the tests run from a copy of the tree
+#: without it (scripts/mutate.py sets it).
+GIT_DIR_ENV = "DISKBENCH_GIT_DIR"
+
+
+def git_dir():
+    """The repository's .git, also from a copy of the tree (GIT_DIR_ENV)."""
+    return os.environ.get(GIT_DIR_ENV) or os.path.join(REPO, ".git")
 _LIVE = set()
 
 

@@ -19,7 +19,7 @@ from diskbench.report import build as report_build
 from diskbench.server import __main__ as server_main
 from diskbench.metrics import MIB
 from diskbench.protocol import ctl as channel
-from tests.helpers import REPO
+from tests.helpers import REPO, git_dir
 
 DOCS = ("docs/ARCHITECTURE.md", "docs/TESTING.md")
 _PATHLIKE = re.compile(r"`([\w.*/-]+(?:\.(?:py|md|txt|png|json|jsonl)|/))`")
@@ -35,7 +35,7 @@ def _read(path):
 
 
 def _tracked():
-    out = subprocess.check_output(["git", "ls-files"], cwd=REPO)
+    out = subprocess.check_output(["git", "--git-dir", git_dir(), "ls-files"], cwd=REPO)
     return out.decode("utf-8").split()
 
 

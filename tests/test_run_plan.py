@@ -22,7 +22,7 @@ import tarfile
 import pytest
 
 from diskbench import exitcodes, protocol
-from tests.helpers import REPO, communicate, wait_until
+from tests.helpers import communicate, git_dir, wait_until
 from tests.test_client_fakeserver import FakeServer
 from tests.test_client_runs import start_server
 
@@ -38,9 +38,6 @@ PROTOCOL_1_COMMIT = "af29f8b9b4d5e4243e7c43d1c7faeaea70c9964d"
 PROTOCOL_2_COMMIT = "b7ca3562ec614f9a2802380cf5973c3380faed9a"
 #: (commit, the protocol version it speaks) of every older release tried.
 OLD_RELEASES = [(PROTOCOL_1_COMMIT, 1), (PROTOCOL_2_COMMIT, 2)]
-#: Where the repository's history is when the tests run from a copy of the tree
-#: without it (scripts/mutate.py sets it).
-GIT_DIR_ENV = "DISKBENCH_GIT_DIR"
 
 
 def _report(log_dir):
@@ -183,8 +180,7 @@ def _old_tree(tmpdir, commit):
     tar = os.path.join(dest, "old.tar")
     try:
         with open(tar, "wb") as out:
-            git_dir = os.environ.get(GIT_DIR_ENV) or os.path.join(REPO, ".git")
-            subprocess.check_call(["git", "--git-dir", git_dir, "archive", "--format=tar",
+            subprocess.check_call(["git", "--git-dir", git_dir(), "archive", "--format=tar",
                                    commit, "diskbench"], stdout=out,
                                   stderr=subprocess.PIPE)
     except (OSError, subprocess.CalledProcessError):
