@@ -1938,4 +1938,15 @@ MUTATIONS = [
          new="            return first\n",
          tests=["tests/test_server_units.py::test_recorder_ack_boundary_keeps_coalesced_"
                 "batches_whole"]),
+    # --- report --out: said before the run is read, made if missing ---
+    dict(id="report-out-checked-after-the-read", file="diskbench/report/__main__.py",
+         old="    if args.out is not None:      # before",
+         new="    if False:      # before",
+         tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
+                "missing"]),
+    dict(id="report-out-never-made", file="diskbench/report/__main__.py",
+         old="        os.makedirs(path)\n",
+         new="        pass\n",
+         tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
+                "missing"]),
 ]

@@ -286,6 +286,24 @@ def test_report_cli_refuses_what_is_not_a_run_with_one_line_and_exit_2(procs, tm
         assert "Traceback" not in err
 
 
+def test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_missing(procs, tmpdir):
+    run = Crafted(str(tmpdir.join("run")))
+    run.client("n1", "h1", 10, 0.004)
+    log_dir = run.save()
+    afile = tmpdir.join("afile")
+    afile.write("x")
+    # a bad --out is said first, even beside a log dir that is no run at all
+    code, out, err = run_report(procs, str(tmpdir.join("nowhere")), "--out", str(afile))
+    assert code == exitcodes.USAGE and len(err.strip().splitlines()) == 1, err
+    assert "--out %s is not a directory" % afile in err and "Traceback" not in err
+    made = tmpdir.join("new", "deeper")
+    code, out, err = run_report(procs, log_dir, "--out", str(made))
+    assert code == 0, err
+    assert sorted(os.listdir(str(made))) == sorted(
+        os.path.basename(p) for p in out.split("written: ")[1].strip().split(", "))
+    assert "report.html" in os.listdir(str(made))
+
+
 def test_report_html_escapes_client_text(procs, tmpdir):
     run = Crafted(str(tmpdir.join("esc")))
     run.client("<script>alert(1)</script>", "h&<x>", 10, 0.004)

@@ -36,16 +36,18 @@ def main_rerender(argv):
         epilog=exitcodes.epilog(exitcodes.REPORT))
     parser.add_argument("--version", action="version", version="diskbench " + __version__)
     parser.add_argument("log_dir", metavar="LOG_DIR", help="the server's --log-dir")
-    parser.add_argument("--out", metavar="DIR", help="write the files here (default "
-                        "LOG_DIR)")
+    parser.add_argument("--out", metavar="DIR", help="write the files here, made if missing "
+                        "(default LOG_DIR)")
     args = parser.parse_args(argv)
     out = args.out or args.log_dir
+    if args.out is not None:      # before reading perf.jsonl (minutes at thousands of clients)
+        trouble = _out_dir(args.out)
+        if trouble:
+            return _fail(trouble)
     try:
         rep, series = rerender.load(args.log_dir, _warn)
     except rerender.Unreadable as exc:
         return _fail("%s" % exc)
-    if not os.path.isdir(out):
-        return _fail("--out %s is not a directory" % out)
     had_report = os.path.exists(os.path.join(args.log_dir, build_mod.REPORT_JSON))
     written, failed = write_all(args.log_dir, rep, out_dir=out, series=series,
                                 warn=_warn)
@@ -58,6 +60,20 @@ def main_rerender(argv):
         print("note: %s now holds report.json, so a server started on it will not resume "
               "this run" % args.log_dir)
     return exitcodes.INTERNAL if failed else exitcodes.OK
+
+
+def _out_dir(path):
+    """None when ``path`` is a directory (made if missing), else why not."""
+    if os.path.isdir(path):
+        return None
+    if os.path.exists(path):
+        return "--out %s is not a directory: give a directory for the report files" % path
+    try:
+        os.makedirs(path)
+    except (IOError, OSError) as exc:
+        return "cannot make the --out directory %s (%s)" % (
+            path, getattr(exc, "strerror", None) or exc)
+    return None
 
 
 def main_compare(argv):
