@@ -1949,4 +1949,17 @@ MUTATIONS = [
          new="        pass\n",
          tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
                 "missing"]),
+    # --- the client's main process beats while a helper child is frozen or stopping ---
+    dict(id="stopping-client-silent", file="diskbench/client/supervisor.py",
+         old="        self._drain(timeout)\n        self._beat_if_due(intervals)",
+         new="        self._drain(timeout)",
+         tests=[_TC + "test_a_stopped_helper_child_never_makes_a_running_client_gone_away"]),
+    dict(id="late-heartbeat-not-beaten-for", file="diskbench/client/supervisor.py",
+         old="            self._beat_if_due(BEAT_LATE_INTERVALS)\n",
+         new="",
+         tests=[_TC + "test_a_stopped_helper_child_never_makes_a_running_client_gone_away"]),
+    dict(id="helper-child-signalled-unsaid", file="diskbench/client/supervisor.py",
+         old="if roles[p] != WRITER and sig == signal.SIGTERM:",
+         new="if False:",
+         tests=[_TC + "test_a_stopped_helper_child_never_makes_a_running_client_gone_away"]),
 ]

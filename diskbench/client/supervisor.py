@@ -37,8 +37,11 @@ from diskbench.stamp import kinds_text
 LOOP_TICK_S = 0.2
 #: Most messages taken from one pipe per wake-up (fairness between children).
 DRAIN_BATCH = 200
-#: Children get this long to stop after the stop command, then SIGTERM ...
+#: The writer gets this long to stop after the stop command (a chunk write
+#: in flight must end), the stats and heartbeat processes AUX_STOP_TIMEOUT_S
+#: (they only wait on their pipe), then SIGTERM ...
 CHILD_STOP_TIMEOUT_S = 15.0
+AUX_STOP_TIMEOUT_S = 5.0
 #: ... and this long after SIGTERM before SIGKILL.
 CHILD_KILL_TIMEOUT_S = 3.0
 #: Once the results are acknowledged, the bye gets this much longer for its
@@ -49,6 +52,14 @@ START_METHOD_ENV = "DISKBENCH_START_METHOD"
 #: A main-loop wake-up this much later than LOOP_TICK_S means this process was
 #: paused (SIGSTOP, a frozen VM): said in the log and to the server.
 PAUSE_NOTICE_S = 2.0
+#: No beat relayed from the heartbeat process for this many of its intervals
+#: during the run: this process beats for it (heartbeat.beat, the same facts),
+#: and says so once. While the children stop, it beats every interval: the
+#: server takes a silent client for gone away (3 intervals), and the stop
+#: may wait on a child for up to CHILD_STOP_TIMEOUT_S.
+BEAT_LATE_INTERVALS = 2
+#: ... and for at least this long (a busy host delays a short interval's beat).
+BEAT_LATE_MIN_S = 3.0
 #: Signals that stop the client cleanly (SIGHUP: an ssh session dropping).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: A start instant further ahead than this is not believed (a server clock or
@@ -103,6 +114,8 @@ class Supervisor(object):
         self.stuck_s = 0.0        # the writer's progress age when signals began
         self.signals = SignalFlag()  # installed by run()
         self.bad_blocks = 0       # --verify: blocks that did not come back
+        self.last_beat = None     # monotonic() of the last heartbeat sent (any source)
+        self.beat_late_said = False
 
     # --- entry ---------------------------------------------------------------------
     def run(self, flag=None):
@@ -352,6 +365,39 @@ class Supervisor(object):
                 "lines above)" % self.bad_blocks)
         return Outcome(outcome.reason, exitcodes.CLIENT_BAD_DATA, text)
 
+    def _on_heartbeat(self, role, msg):
+        self.last_beat = monotonic()
+
+    def _beat_if_due(self, intervals):
+        """Beat for the heartbeat process when none went out for ``intervals``
+        of its intervals (it is stopped, stopping or gone): the same facts,
+        sampled here, so the server never takes a client that is running or
+        stopping for gone away. True if it beat."""
+        if self.counters is None or WRITER not in self.procs:
+            return False
+        now = monotonic()
+        since = now - (self.watch_from if self.last_beat is None else self.last_beat)
+        late = intervals >= BEAT_LATE_INTERVALS
+        if since < max(intervals * self.cfg.heartbeat_interval_s,
+                       BEAT_LATE_MIN_S if late else 0.0):
+            return False
+        if late and not self.beat_late_said:
+            self.beat_late_said = True
+            text = ("the heartbeat process (pid %d) sent no beat for %.1f s; the main "
+                    "process beats for it" % (self.procs[HEARTBEAT].pid, since))
+            self.log.warning("%s", text)
+            self.sender.send(protocol.NOTE, text=text)
+        type_, fields = heartbeat.beat(self.procs[WRITER].pid, self.counters)
+        self.sender.send(type_, **fields)
+        self.last_beat = now
+        return True
+
+    def _drain_stopping(self, timeout, intervals=1):
+        """Relay while the children stop, beating for the heartbeat process
+        (told to stop) each of its intervals."""
+        self._drain(timeout)
+        self._beat_if_due(intervals)
+
     def _on_note(self, role, msg):
         self.log.warning("note from %s: %s", role, msg.text)
 
@@ -376,6 +422,7 @@ class Supervisor(object):
             if role is not None:
                 return self._child_died(role, proc)
             self._watch_progress()
+            self._beat_if_due(BEAT_LATE_INTERVALS)
             if self.signals.last is not None:
                 return Outcome(protocol.STOP_SIGNAL, exitcodes.CLIENT_INTERRUPTED,
                                "interrupted by signal %d" % self.signals.last)
@@ -475,10 +522,13 @@ class Supervisor(object):
         limit = self.cfg.stall_timeout_s
         if self._progress_age() >= limit:  # stalled: it is unlikely to answer
             wait_s = min(wait_s, limit)
-        deadline = monotonic() + (0.0 if spent else wait_s)
-        while monotonic() < deadline and not hurry() and any(
-                p.exitcode is None for p in self.procs.values()):
-            self._drain(LOOP_TICK_S / 2)
+        now = monotonic()
+        deadlines = dict((p, now + (0.0 if spent else wait_s if role == WRITER else
+                                    min(wait_s, AUX_STOP_TIMEOUT_S)))
+                         for role, p in self.procs.items())
+        while not hurry() and any(p.exitcode is None and monotonic() < deadline
+                                  for p, deadline in deadlines.items()):
+            self._drain_stopping(LOOP_TICK_S / 2)
         roles = dict((p, role) for role, p in self.procs.items())
         # how long the writer has made no progress, read before a signal can
         # let its stuck write finish (and reset the figure): the stall's length
@@ -492,6 +542,9 @@ class Supervisor(object):
                 self.signalled.add(roles[p])
                 self.log.warning("%s (pid %d) did not stop; sending signal %d",
                                  p.name, p.pid, sig)
+                if roles[p] != WRITER and sig == signal.SIGTERM:   # (the writer's is judged)
+                    self.sender.send(protocol.NOTE, text="the %s process (pid %d) did not "
+                                     "stop when told; sent signal %d" % (roles[p], p.pid, sig))
                 try:
                     os.kill(p.pid, sig)
                     if sig == signal.SIGTERM:
@@ -501,7 +554,7 @@ class Supervisor(object):
             end = monotonic() + (LOOP_TICK_S if hurry() and sig == signal.SIGTERM
                                  else wait_s)
             while monotonic() < end and any(p.exitcode is None for p in alive):
-                self._drain(LOOP_TICK_S / 2)
+                self._drain_stopping(LOOP_TICK_S / 2)
         while self.conns and self._drain(0):
             pass
         for proc in self.procs.values():
@@ -529,7 +582,7 @@ class Supervisor(object):
                                   else min(CHILD_STOP_TIMEOUT_S, limit))  # stalled
         while WRITER in self.procs and self.procs[WRITER].exitcode is None and \
                 not hurry() and (monotonic() < deadline or self._reading_back(limit)):
-            self._drain(LOOP_TICK_S / 2)
+            self._drain_stopping(LOOP_TICK_S / 2, BEAT_LATE_INTERVALS)  # it still beats
         return WRITER in self.procs and self.procs[WRITER].exitcode is None
 
     def _reading_back(self, limit):
@@ -708,7 +761,7 @@ ON_CHILD_ITEM = {
     protocol.READBACK: Supervisor._on_readback,
     protocol.BAD_BLOCK: Supervisor._on_bad_block,
     protocol.STATS: None,
-    protocol.HEARTBEAT: None,
+    protocol.HEARTBEAT: Supervisor._on_heartbeat,
 }
 #: The rest are the supervisor's and the sender's own (a test checks that every
 #: type is in exactly one of the two).

@@ -497,3 +497,38 @@ def test_writer_stalled_when_the_run_ends_fails_on_both_sides(procs, tmpdir):
     communicate(server, 60)
     entry = report_client(slog, "late")
     assert entry["state"] == "failed" and "stall" in entry["state_why"], entry
+
+
+@pytest.mark.parametrize("role", ["heartbeat", "stats"])
+def test_a_stopped_helper_child_never_makes_a_running_client_gone_away(procs, tmpdir, role):
+    """The heartbeat or stats process frozen (SIGSTOP) mid-run: the main
+    process beats for the heartbeat process when it is late (said in the
+    report), and keeps beating while it waits for the frozen child at the
+    end (AUX_STOP_TIMEOUT_S, far beyond the server's went-away timeout of
+    3 heartbeat intervals), so the server never takes the silence for a
+    client gone away: finished on both sides, its stop summary delivered."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    duration = 2 * sup_mod.BEAT_LATE_MIN_S
+    client = procs.start(client_args(tmpdir, port, "frozen", data, duration=duration))
+    wait_until(lambda: of(records(slog), P.START, "frozen"), 30, what="start")
+    kids = children(tmpdir, "frozen")
+    os.kill(kids[role], signal.SIGSTOP)
+    try:
+        out, err = communicate(client, 60)
+    finally:
+        try:
+            os.kill(kids[role], signal.SIGCONT)
+        except OSError:
+            pass
+    assert client.returncode == exitcodes.OK, err
+    assert "did not stop; sending signal %d" % signal.SIGTERM in err, err
+    communicate(server, 60)
+    entry = report_client(slog, "frozen")
+    assert entry["state"] == "finished", entry
+    assert not os.path.exists(str(tmpdir.join("logs", "undelivered.jsonl")))
+    beat_note = "the heartbeat process (pid %d) sent no beat" % kids["heartbeat"]
+    said = json.dumps(entry)
+    assert (beat_note in said) == (role == "heartbeat"), said
+    assert "the %s process (pid %d) did not stop when told" % (role, kids[role]) in said
