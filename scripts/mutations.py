@@ -1962,4 +1962,20 @@ MUTATIONS = [
          old="if roles[p] != WRITER and sig == signal.SIGTERM:",
          new="if False:",
          tests=[_TC + "test_a_stopped_helper_child_never_makes_a_running_client_gone_away"]),
+    # --- a re-render from a perf.jsonl cut after the run says what it lost ---
+    dict(id="facts-record-no-counts", file="diskbench/report/build.py",
+         old="records=dict((c.name, c.messages) for c in view.clients),",
+         new="records={},",
+         tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
+                "what_it_lost"]),
+    dict(id="rerender-lost-records-unsaid", file="diskbench/report/rerender.py",
+         old="    if not short:\n        return []",
+         new="    if True:\n        return []",
+         tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
+                "what_it_lost"]),
+    dict(id="rerender-emptied-perf-reported", file="diskbench/report/rerender.py",
+         old="    if not any(held.get(name) for name in records) and wrote:",
+         new="    if False:",
+         tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
+                "what_it_lost"]),
 ]

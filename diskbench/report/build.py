@@ -297,6 +297,9 @@ def facts(view, run_start_ts, run_end_ts, **build_args):
     perf.jsonl cannot give back, as JSON-ready data (run.json's FACTS_KEY)."""
     return dict(start_ts=run_start_ts, end_ts=run_end_ts, build=build_args,
                 run=dict((k, getattr(view, k)) for k in VIEW_FACTS),
+                # what the server held of each client: a re-render from a
+                # perf.jsonl that lost some says so (rerender._from_facts)
+                records=dict((c.name, c.messages) for c in view.clients),
                 clients=dict((c.name, dict((k, getattr(c, k)) for k in CLIENT_FACTS))
                              for c in view.clients))
 

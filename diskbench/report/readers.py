@@ -443,4 +443,10 @@ def check_facts(recorded):
         except (TypeError, ValueError):
             raise ValueError("a client name in 'clients' must be %s" % NAME.describe())
         out["clients"][name] = _checked(facts, FACT_CLIENT_FIELDS, "clients.%s" % name)
+    records = recorded.get("records")     # (not in run.json before 2026-12-07)
+    if records is not None:
+        try:
+            out["records"] = _MapOf(NAME, COUNT).check(records)
+        except (TypeError, ValueError):
+            raise ValueError("'records' must be an object of client names and counts")
     return out

@@ -29,6 +29,8 @@ from diskbench.report import build as build_mod
 NO_END_REASON = ("the server did not see the end of the run (no stop summary in "
                  "perf.jsonl; was the server killed?)")
 SKIPPED = "%d records in perf.jsonl were skipped (a repeated seq, or no hello on record)"
+INCOMPLETE_MEANING = ("re-rendered from a perf.jsonl that lost records the server "
+                      "wrote (see the warnings)")
 NO_REPORT_MEANING = "no report from the server (killed?), re-rendered from perf.jsonl"
 
 
@@ -131,9 +133,42 @@ def _from_facts(view, recorded, damage, warn):
         warn("%s holds report facts that cannot be used (%s); re-rendering without "
              "them" % (RUN_MARKER, exc))
         return None
+    lost = _records_lost(view, checked.get("records") or {})
     started, ended, build_args = build_mod.apply_facts(view, checked)
-    build_args["warnings"] = list(build_args.get("warnings") or ()) + damage
+    build_args["warnings"] = list(build_args.get("warnings") or ()) + damage + lost
+    if lost:   # the run's verdict stands; these figures are not all of it
+        build_args["exit_meaning"] = "%s; %s" % (build_args.get("exit_meaning") or
+                                                 "-", INCOMPLETE_MEANING)
     return build_mod.build(view, started, ended, **build_args)
+
+
+def _records_lost(view, records):
+    """The warnings for what perf.jsonl no longer holds of what the server
+    held at its report (run.json's ``records``): a file cut or emptied
+    after the run. Raises Unreadable when it holds nothing of it at all."""
+    held = dict((c.name, c.messages) for c in view.clients)
+    short = sorted((name, count, held.get(name, 0)) for name, count in records.items()
+                   if held.get(name, 0) < count)
+    if not short:
+        return []
+    wrote = sum(records.values())
+    if not any(held.get(name) for name in records) and wrote:
+        raise Unreadable("%s holds none of the %d records the server had for %d "
+                         "clients (%s says so): it was emptied or replaced; nothing to "
+                         "re-render" % (series_mod.PERF_LOG, wrote, len(records),
+                                        RUN_MARKER))
+    gone = [name for name, _, now in short if not now]
+    cut = ["%s (%d of %d)" % (name, now, count) for name, count, now in short if now]
+    out = []
+    if cut:
+        out.append("%s holds fewer records than the server had at its report for %d "
+                   "clients: %s; their figures here are from what is left (cut after "
+                   "the run?)"
+                   % (series_mod.PERF_LOG, len(cut), ", ".join(cut)))
+    if gone:
+        out.append("%s holds no record of %d clients of the server's report: %s; they "
+                   "are missing here" % (series_mod.PERF_LOG, len(gone), ", ".join(gone)))
+    return out
 
 
 def _recorded_facts(path):

@@ -866,3 +866,47 @@ def test_compare_leaves_out_a_damaged_entry_and_refuses_a_damaged_document(
                                     str(tmpdir.join("c.html")))
         assert code == exitcodes.USAGE, (name, err)
         assert err.strip().count("\n") == 0 and words in err, (name, err)
+
+
+def test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_what_it_lost(
+        real_run_dir, tmpdir, procs):
+    """run.json's facts say how the run ended (every client finished); they
+    also count what the server held of each client. A perf.jsonl cut after
+    the run keeps that verdict but says, in the warnings and the headline's
+    meaning, which clients lost records and how many (their figures are
+    from what is left); one holding none of them is refused, exit 2."""
+    with open(os.path.join(real_run_dir, series_mod.PERF_LOG), "rb") as f:
+        lines = f.read().splitlines(True)
+    with open(os.path.join(real_run_dir, "run.json"), "rb") as f:
+        held = json.loads(f.read().decode("utf-8"))[build_mod.FACTS_KEY]["records"]
+    assert sorted(held) == ["fa", "fb"] and all(held.values()), held
+    whole = load_report(real_run_dir)
+    assert whole["run"]["exit_code"] == exitcodes.OK
+    kept_fa = [line for line in lines if b'"fa"' in line][:3]   # fa's first 3; no fb
+    for name, data in (("cut", b"".join(lines[:len(lines) // 2])),
+                       ("one", b"".join(kept_fa))):
+        log_dir = str(tmpdir.mkdir(name))
+        shutil.copy(os.path.join(real_run_dir, "run.json"), log_dir)
+        with open(os.path.join(log_dir, series_mod.PERF_LOG), "wb") as f:
+            f.write(data)
+        code, out, err = run_report(procs, log_dir)
+        assert code == exitcodes.OK, err
+        rep = load_report(log_dir)
+        said = " ".join(rep["run"]["server_warnings"])
+        assert rep["run"]["exit_meaning"].endswith(rerender.INCOMPLETE_MEANING), rep["run"]
+        assert rerender.INCOMPLETE_MEANING in out   # the headline says it
+        if name == "one":
+            assert "fa (3 of %d)" % held["fa"] in said, said
+            assert "holds no record of 1 clients of the server's report: fb" in said, said
+            assert [e["client"] for e in rep["clients"]] == ["fa"]
+        else:
+            assert "fewer records than the server" in said, said
+    empty = str(tmpdir.mkdir("empty"))
+    shutil.copy(os.path.join(real_run_dir, "run.json"), empty)
+    open(os.path.join(empty, series_mod.PERF_LOG), "w").close()
+    code, out, err = run_report(procs, empty)
+    assert code == exitcodes.USAGE and len(err.strip().splitlines()) == 1, err
+    assert "holds none of the %d records" % sum(held.values()) in err, err
+    # the whole file: nothing said
+    code, out, err = run_report(procs, real_run_dir, "--out", str(tmpdir.join("whole")))
+    assert code == exitcodes.OK and rerender.INCOMPLETE_MEANING not in out, out
