@@ -1978,4 +1978,15 @@ MUTATIONS = [
          new="    if False:",
          tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
                 "what_it_lost"]),
+    # --- a re-render of a killed server's run does not block its resume ---
+    dict(id="rerendered-report-blocks-resume", file="diskbench/server/logdir.py",
+         old='    return not report.get("rerendered")',
+         new="    return True",
+         tests=["tests/faults/test_server_restart.py::test_server_sigkill_and_restart_mid_"
+                "run_loses_and_doubles_nothing"]),
+    dict(id="rerendered-finished-run-resumed", file="diskbench/server/logdir.py",
+         old="        if report_build.FACTS_KEY in marker:\n            return True\n",
+         new="",
+         tests=["tests/faults/test_server_restart.py::test_server_refuses_a_log_dir_with_"
+                "a_finished_run"]),
 ]

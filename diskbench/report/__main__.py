@@ -14,7 +14,6 @@ from diskbench.cli import OneLineParser, prog_name
 from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
 from diskbench.report import console_summary, rerender, write_all
-from diskbench.report import build as build_mod
 
 PROG = prog_name("diskbench.report")
 
@@ -48,7 +47,6 @@ def main_rerender(argv):
         rep, series = rerender.load(args.log_dir, _warn)
     except rerender.Unreadable as exc:
         return _fail("%s" % exc)
-    had_report = os.path.exists(os.path.join(args.log_dir, build_mod.REPORT_JSON))
     written, failed = write_all(args.log_dir, rep, out_dir=out, series=series,
                                 warn=_warn)
     for path, exc in failed:
@@ -56,9 +54,6 @@ def main_rerender(argv):
             PROG, path, getattr(exc, "strerror", None) or exc))
     sys.stdout.write(console_summary(rep))
     print("written: %s" % ", ".join(written))
-    if not had_report and out == args.log_dir:
-        print("note: %s now holds report.json, so a server started on it will not resume "
-              "this run" % args.log_dir)
     return exitcodes.INTERNAL if failed else exitcodes.OK
 
 

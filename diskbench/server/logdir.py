@@ -70,10 +70,27 @@ def check_reusable(log_dir):
     """Raise ServerRunning when a server answers on its control socket,
     FinishedRun when it holds a finished run (report.json)."""
     control_mod.check_free(log_dir)   # raises ServerRunning
-    if os.path.exists(os.path.join(log_dir, report_build.REPORT_JSON)):
+    if finished(log_dir):
         raise FinishedRun(
             "%s holds a finished run (%s exists): give a new --log-dir, or remove "
             "that directory to start over" % (log_dir, report_build.REPORT_JSON))
+
+
+def finished(log_dir):
+    """Did a server end the run in ``log_dir``? Its report.json says so,
+    unless only a re-render wrote it (``rerendered`` set) and run.json has no
+    report facts of a server's end: then a killed server's run, re-rendered
+    to look at it, still resumes (README: the server killed and restarted)."""
+    if not os.path.exists(os.path.join(log_dir, report_build.REPORT_JSON)):
+        return False
+    try:
+        marker = readers.read_json(os.path.join(log_dir, RUN_MARKER))
+        if report_build.FACTS_KEY in marker:
+            return True
+        report = readers.read_json(os.path.join(log_dir, report_build.REPORT_JSON))
+    except (IOError, OSError, readers.Unreadable):
+        return True               # cannot tell: never write over a finished run
+    return not report.get("rerendered")
 
 
 def holds_a_run(log_dir):

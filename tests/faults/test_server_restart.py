@@ -74,6 +74,10 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
     # every client notices, keeps writing and buffers while the server is down
     wait_until(lambda: all("connection to server lost" in client_log(tmpdir, n)
                            for n in names), timeout=20, what="clients to notice")
+    # a look at the killed server's run (README: re-render it) does not stop
+    # its resume, though it writes report.json into the log dir
+    code, out, err = procs.run(["-m", "diskbench.report", logs])
+    assert code == exitcodes.OK and os.path.exists(os.path.join(logs, "report.json")), err
     second = ServerProc(procs, logs, flags)
     for name, proc in clients.items():
         out, err = communicate(proc, 60)
@@ -108,7 +112,7 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
     assert rep["totals"]["written_mib"] == mib(sum(
         m.bytes for m, _ in records if m.type == P.PERF))
     # the resumed run is the same run: its id and start time, not fresh ones
-    assert rep["run"]["label"] == first_run["run_id"]
+    assert rep["run"]["label"] == first_run["run_id"] and rep["rerendered"] is None
     assert rep["run"]["start_ts"] == first_run["started_ts"]
     print("restart: %d records before the kill, %d after; per client seqs 1..%s" % (
         before, len(records), ", ".join("%d" % max(m.seq for m in per[n]) for n in names)))
@@ -121,6 +125,11 @@ def test_server_refuses_a_log_dir_with_a_finished_run(procs, tmpdir):
     play_full_run(client, latency_sets(1, 2, 3))
     client.close()
     assert server.wait_exit() == exitcodes.OK
+    # re-rendered (its report.json then says so), it is still a finished run
+    code, out, err = procs.run(["-m", "diskbench.report", logs])
+    assert code == exitcodes.OK, err
+    with open(os.path.join(logs, "report.json")) as f:
+        assert json.load(f)["rerendered"]
     code, out, err = procs.run(["-m", "diskbench.server", "--port", "0", "--log-dir", logs])
     assert code == exitcodes.SERVER_LOG_DIR
     assert err.count("\n") == 1 and "holds a finished run" in err
