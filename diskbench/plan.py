@@ -152,7 +152,40 @@ def size_problem(chunk_bytes, file_bytes, chunk_flag="--chunk-mb", file_flag="--
     if file_bytes < chunk_bytes:
         return "%s %d is smaller than %s %d; use %s %d or more" % (
             file_flag, file_mb, chunk_flag, chunk_mb, file_flag, chunk_mb)
+    if file_bytes % chunk_bytes:
+        # every write is one chunk: a file's last one would be shorter, and be
+        # counted and timed as a chunk of the full size
+        below = file_bytes // chunk_bytes * chunk_bytes // MIB
+        return ("%s %g is not a whole number of %d MiB chunks (%s %d): the last "
+                "write of each file would be a shorter one; use %s %d or %d" % (
+                    file_flag, file_bytes / float(MIB), chunk_mb, chunk_flag, chunk_mb,
+                    file_flag, below, below + chunk_mb))
     return None
+
+
+def chunk_list_problem(chunks_mb, file_mb, file_flag="--file-mb"):
+    """None, or why ``file_mb`` fits not every size of a chunk list (each
+    pair as ``size_problem``; a list's advice is a size that fits them all)."""
+    problems = [size_problem(mb * MIB, file_mb * MIB, file_flag=file_flag)
+                for mb in sorted(chunks_mb, reverse=True)]   # too small for the largest first
+    problems = [p for p in problems if p]
+    if not problems or len(set(chunks_mb)) < 2 or file_mb < max(chunks_mb):
+        return problems[0] if problems else None
+    whole = 1
+    for mb in chunks_mb:
+        whole = whole * mb // _gcd(whole, mb)
+    below = file_mb // whole * whole
+    return ("%s %d is not a whole number of chunks of every size in --chunk-mb %s: the "
+            "last write of some files would be a shorter one; use %s %s%d, or leave it "
+            "out (a file is then %d of its chunks)" % (
+                file_flag, file_mb, ",".join("%d" % mb for mb in chunks_mb), file_flag,
+                "%d or " % below if below else "", below + whole, FILE_CHUNKS))
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def expected_rollovers(mib_s, duration_s, file_mb):
@@ -173,6 +206,7 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     need_duration = int(math.ceil(need)) if need is not None and \
         need <= protocol.SECONDS_MAX else None
     max_file_mb = int(math.floor(mib_s * duration_s / MIN_ROLLOVERS))
+    max_file_mb -= max_file_mb % chunk_mb if chunk_mb > 0 else 0   # whole chunks (size_problem)
     fixes = []
     if need_duration is not None:
         fixes.append("--duration >= %d" % need_duration)

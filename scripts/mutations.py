@@ -1989,4 +1989,20 @@ MUTATIONS = [
          new="",
          tests=["tests/faults/test_server_restart.py::test_server_refuses_a_log_dir_with_"
                 "a_finished_run"]),
+    # --- a file is a whole number of chunks ---
+    dict(id="file-of-part-chunks-accepted", file="diskbench/plan.py",
+         old="    if file_bytes % chunk_bytes:\n",
+         new="    if False:\n",
+         tests=["tests/test_rules_plan.py::test_a_file_is_a_whole_number_of_chunks_on_every_"
+                "command_line"]),
+    dict(id="rollover-fix-of-part-chunks", file="diskbench/plan.py",
+         old="    max_file_mb -= max_file_mb % chunk_mb if chunk_mb > 0 else 0",
+         new="    max_file_mb -= 0",
+         tests=["tests/test_rules_plan.py::test_a_file_is_a_whole_number_of_chunks_on_every_"
+                "command_line"]),
+    dict(id="unmeasured-bytes-unsaid", file="diskbench/report/build.py",
+         old="        if extra > 0:\n",
+         new="        if extra > 1e18:\n",
+         tests=["tests/test_client_runs.py::test_kill_9_writer_is_reported_and_client_exits_"
+                "child_died"]),
 ]

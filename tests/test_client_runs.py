@@ -15,7 +15,7 @@ import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
-from diskbench.metrics import MIB
+from diskbench.metrics import MIB, mib
 from tests.helpers import communicate, read_jsonl, thp_mode, wait_until
 from tests.test_client_fakeserver import FakeServer
 
@@ -153,7 +153,17 @@ def test_kill_9_writer_is_reported_and_client_exits_child_died(procs, tmpdir):
                       what="stop recorded")
     errors = of(msgs, P.ERROR)
     assert errors and errors[0].source == "writer" and errors[0].fatal
-    assert of(msgs, P.STOP)[0].reason == P.STOP_ERROR
+    stop = of(msgs, P.STOP)[0]
+    assert stop.reason == P.STOP_ERROR
+    # what it wrote after its last perf sample is on no figure: the report says so
+    measured = sum(m.bytes for m in of(msgs, P.PERF))
+    communicate(server, 60)
+    with open(os.path.join(slog, "report.json")) as f:
+        said = " ".join(json.load(f)["run"]["server_warnings"])
+    unmeasured = "client victim: its stop summary says its writer wrote %.1f MiB, its " \
+        "perf samples measured %.1f MiB" % (mib(stop.bytes_written), mib(measured))
+    # (equal only if the kill fell between a sample and the next chunk's end)
+    assert (unmeasured in said) == (stop.bytes_written > measured), said
 
 
 # --- with the minimal listener (every message visible) ----------------------------------

@@ -111,7 +111,7 @@ def test_registry_hands_the_chunk_list_out_by_hello_order_not_by_name(names):
     own."""
     sizes = [10, 20, 40]
     r, _ = _registry(plan_given=dict(chunk_bytes=[s * MIB for s in sizes],
-                                     file_bytes=100 * MIB, duration_s=60.0))
+                                     file_bytes=400 * MIB, duration_s=60.0))
     for i, name in enumerate(names):
         if i == 2:   # a client too slow for the plan is refused: takes no size
             assert _hello(r, "slow", 99, calibration_mib_s=1.0) == reg.REJECT
@@ -153,9 +153,9 @@ def test_rollover_rule_passes_exactly_at_min_rollovers_and_never_rounds_up():
 
 def test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_tightest():
     """Every refusal names fixes that pass the rule: the smallest whole
-    --duration that does (one second less does not) and the largest whole
-    --file-mb that does (one more does not), the latter only when it is at
-    least a chunk."""
+    --duration that does (one second less does not) and the largest --file-mb
+    of whole chunks that does (one chunk more does not), the latter only when
+    it is at least a chunk."""
     chunk_mb = 10
     for mib_s, duration, file_mb in _cases():
         why = plan.rollover_rule(mib_s, duration, file_mb, chunk_mb)
@@ -165,11 +165,14 @@ def test_rollover_rule_fixes_it_names_pass_the_rule_and_are_the_tightest():
         assert plan.rollover_rule(mib_s, need, file_mb, chunk_mb) is None
         assert plan.rollover_rule(mib_s, need - 1, file_mb, chunk_mb) is not None
         max_file = int(math.floor(mib_s * duration / plan.MIN_ROLLOVERS))
+        max_file -= max_file % chunk_mb
         if max_file >= chunk_mb:
             named = int(why.split("--file-mb <= ")[1].split(" ")[0].rstrip(")"))
-            assert named == max_file
+            assert named == max_file and plan.size_problem(
+                chunk_mb * MIB, named * MIB) is None
             assert plan.rollover_rule(mib_s, duration, named, chunk_mb) is None
-            assert plan.rollover_rule(mib_s, duration, named + 1, chunk_mb) is not None
+            assert plan.rollover_rule(mib_s, duration, named + chunk_mb,
+                                      chunk_mb) is not None
         else:
             assert "--file-mb" not in why
 
@@ -200,3 +203,21 @@ def test_client_command_line_fixes_exactly_the_settings_it_gives():
                     assert value is None
                 else:
                     assert "%g" % value == _flag_value(field), (argv, field)
+
+
+def test_a_file_is_a_whole_number_of_chunks_on_every_command_line():
+    """Every write is one chunk and is counted and timed as one: a file size
+    that is not a whole number of chunks (its last write shorter) is refused
+    with sizes that fit, for one size and for a server's chunk list, and a
+    rollover fix never proposes one."""
+    assert plan.size_problem(10 * MIB, 30 * MIB) is None
+    said = plan.size_problem(10 * MIB, 15 * MIB)
+    assert "not a whole number of 10 MiB chunks" in said and "use --file-mb 10 or 20" in said
+    assert plan.chunk_list_problem([10, 20, 40], 400) is None
+    said = plan.chunk_list_problem([10, 20, 40], 100)
+    assert "use --file-mb 80 or 120" in said, said
+    assert "smaller than --chunk-mb 40" in plan.chunk_list_problem([10, 20, 40], 30)
+    for mib_s in (7.0, 33.0, 101.0):
+        msg = plan.rollover_rule(mib_s, 10, 1000, 20)
+        fixed = int(msg.split("--file-mb <= ")[1].split()[0])
+        assert fixed % 20 == 0 and plan.size_problem(20 * MIB, fixed * MIB) is None, msg

@@ -165,6 +165,28 @@ def shortfalls(clients):
     return out
 
 
+def unmeasured(clients):
+    """One line per client whose stop summary counts more bytes written than
+    its perf intervals hold, with every perf sample it made received: what
+    its writer wrote after its last report (it died or was killed before
+    sending it) is on its disk but in no figure. Said, not an error of the
+    server's (the client's state says why its writer ended)."""
+    out = []
+    for c in clients:
+        stop = c.stop
+        if stop is None or stop.dropped_messages or stop.data.get(
+                "perf_samples") not in (None, len(c.intervals)):
+            continue
+        extra = stop.bytes_written - c.perf_bytes
+        if extra > 0:
+            out.append("client %s: its stop summary says its writer wrote %.1f MiB, its "
+                       "perf samples measured %.1f MiB: the last %.1f MiB were written "
+                       "after its last sample and are in no figure here" % (
+                           c.name, metrics.mib(stop.bytes_written),
+                           metrics.mib(c.perf_bytes), metrics.mib(extra)))
+    return out
+
+
 def client_entry(c, guard=None):
     """The report of one client (``c`` is a clientstate.Client snapshot)."""
     g = guard or _Guard([])

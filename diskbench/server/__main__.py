@@ -180,10 +180,9 @@ def plan_from_args(args):
                          "of at most %g, or raise --max-duration" % (
                              args.duration, args.max_duration, args.max_duration))
     if args.file_mb is not None:
-        for mb in args.chunk_mb:
-            problem = plan.size_problem(mb * MIB, args.file_mb * MIB)
-            if problem:
-                raise ValueError(problem)
+        problem = plan.chunk_list_problem(args.chunk_mb, args.file_mb)
+        if problem:
+            raise ValueError(problem)
     return given
 
 

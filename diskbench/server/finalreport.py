@@ -52,7 +52,7 @@ def write(master, started, code):
         warnings.append("the recorder thread stopped during the run; the run was "
                         "ended early (a bug: please report it)")
     short = report_build.shortfalls(view.clients)   # client summaries vs what we hold
-    warnings += short
+    warnings += short + report_build.unmeasured(view.clients)
     if (unwritten or master.recorder_died or short) and code == exitcodes.OK:
         code = exitcodes.SERVER_INCOMPLETE
     behind = master.recorder.falling_behind()
