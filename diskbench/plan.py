@@ -156,10 +156,12 @@ def size_problem(chunk_bytes, file_bytes, chunk_flag="--chunk-mb", file_flag="--
         # every write is one chunk: a file's last one would be shorter, and be
         # counted and timed as a chunk of the full size
         below = file_bytes // chunk_bytes * chunk_bytes // MIB
-        return ("%s %g is not a whole number of %d MiB chunks (%s %d): the last "
+        given = "%d" % file_mb if not file_bytes % MIB else "%.6f" % (
+            file_bytes / float(MIB))
+        return ("%s %s is not a whole number of %d MiB chunks (%s %d): the last "
                 "write of each file would be a shorter one; use %s %d or %d" % (
-                    file_flag, file_bytes / float(MIB), chunk_mb, chunk_flag, chunk_mb,
-                    file_flag, below, below + chunk_mb))
+                    file_flag, given, chunk_mb, chunk_flag, chunk_mb, file_flag, below,
+                    below + chunk_mb))
     return None
 
 

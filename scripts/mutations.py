@@ -1953,7 +1953,7 @@ MUTATIONS = [
     dict(id="stopping-client-silent", file="diskbench/client/supervisor.py",
          old="        self._drain(timeout)\n        self._beat_if_due(intervals)",
          new="        self._drain(timeout)",
-         tests=[_TC + "test_a_stopped_helper_child_never_makes_a_running_client_gone_away"]),
+         tests=[_TC + "test_a_writer_waited_for_at_the_end_keeps_its_client_heard"]),
     dict(id="late-heartbeat-not-beaten-for", file="diskbench/client/supervisor.py",
          old="            self._beat_if_due(BEAT_LATE_INTERVALS)\n",
          new="",
@@ -2005,4 +2005,15 @@ MUTATIONS = [
          new="        if extra > 1e18:\n",
          tests=["tests/test_client_runs.py::test_kill_9_writer_is_reported_and_client_exits_"
                 "child_died"]),
+    dict(id="beats-for-a-writer-gone", file="diskbench/client/supervisor.py",
+         old="        if self.counters is None or WRITER not in self.procs or \\\n"
+             "                self.procs[WRITER].exitcode is not None:",
+         new="        if self.counters is None or WRITER not in self.procs:",
+         tests=[_TC + "test_a_stopped_helper_child_at_a_stop_before_the_end_beats_no_dead_"
+                "writer"]),
+    dict(id="helper-waited-long-after-the-writer", file="diskbench/client/supervisor.py",
+         old="                    deadlines[p] = min(deadlines[p], last)",
+         new="                    pass",
+         tests=[_TC + "test_a_stopped_helper_child_at_a_stop_before_the_end_beats_no_dead_"
+                "writer"]),
 ]

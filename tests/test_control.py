@@ -167,7 +167,7 @@ def test_end_once_every_client_stops_summaries_recorded_exit_6(procs, tmpdir, ho
     assert ("operator" in rep["run"]["exit_meaning"]) == (how == "ctl end")
     for name in clients:
         c = _client(rep, name)
-        assert c["state"] == "finished", c
+        assert c["state"] == "finished", (c["state_why"], c)
         assert _stop_summary(server, name).reason == P.STOP_SERVER
         assert c["written_mib"] > 0
     assert "INTERRUPTED by %s" % want in server.report_text()

@@ -131,7 +131,7 @@ def test_a_plan_that_cannot_roll_over_twice_is_refused_by_the_server(procs, tmpd
 
 
 def test_a_plan_the_clients_disk_cannot_hold_is_refused_at_go(procs, tmpdir):
-    huge = 1 << 50  # 1 PiB files: no disk here holds two
+    huge = (10 << 20) << 27  # 1.25 PiB files of whole 10 MiB chunks: no disk here holds two
     srv = FakeServer(go_fields=dict(chunk_bytes=10 << 20, file_bytes=huge, duration_s=1e6))
     try:
         code, out, err = procs.run(CLIENT + [

@@ -373,8 +373,9 @@ class Supervisor(object):
         of its intervals (it is stopped, stopping or gone): the same facts,
         sampled here, so the server never takes a client that is running or
         stopping for gone away. True if it beat."""
-        if self.counters is None or WRITER not in self.procs:
-            return False
+        if self.counters is None or WRITER not in self.procs or \
+                self.procs[WRITER].exitcode is not None:
+            return False          # (a beat of a writer gone is a stall before its end)
         now = monotonic()
         since = now - (self.watch_from if self.last_beat is None else self.last_beat)
         late = intervals >= BEAT_LATE_INTERVALS
@@ -526,9 +527,18 @@ class Supervisor(object):
         deadlines = dict((p, now + (0.0 if spent else wait_s if role == WRITER else
                                     min(wait_s, AUX_STOP_TIMEOUT_S)))
                          for role, p in self.procs.items())
+        writer = self.procs.get(WRITER)
         while not hurry() and any(p.exitcode is None and monotonic() < deadline
                                   for p, deadline in deadlines.items()):
             self._drain_stopping(LOOP_TICK_S / 2)
+            if writer is not None and writer.exitcode is not None:
+                # no more beats (the writer is gone): a helper still running
+                # gets one heartbeat interval more, so the server hears the
+                # stop summary before it takes the silence for a client gone
+                last = monotonic() + self.cfg.heartbeat_interval_s
+                for p in deadlines:
+                    deadlines[p] = min(deadlines[p], last)
+                writer = None
         roles = dict((p, role) for role, p in self.procs.items())
         # how long the writer has made no progress, read before a signal can
         # let its stuck write finish (and reset the figure): the stall's length

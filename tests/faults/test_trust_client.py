@@ -414,7 +414,7 @@ def test_frozen_main_past_its_duration_is_finished_on_both_sides(procs, tmpdir):
     assert client.returncode == exitcodes.OK, err
     communicate(server, 60)
     entry = report_client(slog, "frozen")
-    assert entry["state"] == "finished", entry["state_why"]
+    assert entry["state"] == "finished" and entry["went_away_count"] == 0, entry["state_why"]
     assert server.returncode == exitcodes.OK
 
 
@@ -526,9 +526,73 @@ def test_a_stopped_helper_child_never_makes_a_running_client_gone_away(procs, tm
     assert "did not stop; sending signal %d" % signal.SIGTERM in err, err
     communicate(server, 60)
     entry = report_client(slog, "frozen")
-    assert entry["state"] == "finished", entry
+    assert entry["state"] == "finished" and entry["went_away_count"] == 0, entry
     assert not os.path.exists(str(tmpdir.join("logs", "undelivered.jsonl")))
     beat_note = "the heartbeat process (pid %d) sent no beat" % kids["heartbeat"]
     said = json.dumps(entry)
     assert (beat_note in said) == (role == "heartbeat"), said
     assert "the %s process (pid %d) did not stop when told" % (role, kids[role]) in said
+
+
+def test_a_stopped_helper_child_at_a_stop_before_the_end_beats_no_dead_writer(procs,
+                                                                               tmpdir):
+    """Stopped early (ctl stop) with its stats process frozen: once its writer
+    has stopped, the main process beats no more (a beat of a writer gone,
+    before the planned end, is a stall: the client would be failed for
+    stopping while stalled); the frozen child gets one heartbeat interval,
+    then SIGTERM, and the stop summary comes before the server's went-away
+    timeout: finished, "stopped by the operator"."""
+    from tests.test_control import ctl
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    client = procs.start(client_args(tmpdir, port, "early", data, duration=LONG_S))
+    wait_until(lambda: of(records(slog), P.START, "early"), 30, what="start")
+    kids = children(tmpdir, "early")
+    os.kill(kids["stats"], signal.SIGSTOP)
+    code, out, err = ctl(procs, slog, "stop", "early")
+    assert code == exitcodes.OK, err
+    try:
+        out, err = communicate(client, 60)
+    finally:
+        try:
+            os.kill(kids["stats"], signal.SIGCONT)
+        except OSError:
+            pass
+    assert client.returncode == exitcodes.CLIENT_INTERRUPTED, err
+    communicate(server, 60)
+    entry = report_client(slog, "early")
+    assert entry["state"] == "finished", entry["state_why"]
+    assert entry["went_away_count"] == 0, entry
+    assert "stopped by the operator" in entry["state_why"], entry["state_why"]
+    beats = [m for m in of(records(slog), P.HEARTBEAT, "early") if not m.writer_alive]
+    assert not beats, beats
+
+
+def test_a_writer_waited_for_at_the_end_keeps_its_client_heard(procs, tmpdir):
+    """A writer hung (SIGSTOP) since its start, for less than the client's
+    --stall-timeout when the run ends, is waited for (CHILD_STOP_TIMEOUT_S,
+    many went-away timeouts of the server): meanwhile the main process beats
+    for the stopped heartbeat process, with the writer's true progress age,
+    so the server sees a stall, never a client gone away, and fails it when
+    it stops (exit 17 on the client): one verdict on both sides."""
+    from diskbench.server import liveness
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1", "--stall-timeout", "1")
+    beat_s = 0.5                                   # client_args' --heartbeat-interval
+    duration = 4
+    assert sup_mod.CHILD_STOP_TIMEOUT_S > 4 * liveness.HEARTBEAT_LIVENESS * beat_s
+    client = procs.start(client_args(tmpdir, port, "hung", data, file_mb=400,
+                                     duration=duration, extra=(
+                                         "--stall-timeout", str(2 * duration), "--force")))
+    wait_until(lambda: of(records(slog), P.START, "hung"), 30, what="start")
+    kids = children(tmpdir, "hung")
+    os.kill(kids["writer"], signal.SIGSTOP)
+    out, err = communicate(client, 60)
+    assert "did not stop; sending signal %d" % signal.SIGTERM in err, err
+    assert client.returncode == exitcodes.CLIENT_WRITER_STALLED, err
+    communicate(server, 60)
+    entry = report_client(slog, "hung")
+    assert entry["state"] == "failed" and "stall" in entry["state_why"], entry
+    assert entry["went_away_count"] == 0, entry
