@@ -224,7 +224,8 @@ class Launcher(object):
         elif code != 0:
             host.why = exit_meaning(code, host.log_path)
             if self.server is not None and self.server.poll() is None:
-                self.warn("%s: client exited %d: %s" % (host.label, code, host.why))
+                self.warn("%s: %s" % (host.label, host.why) if code < 0 else
+                          "%s: client exited %d: %s" % (host.label, code, host.why))
         elif not host.ran:
             host.why = "exit 0, but no diskbench client ran there (its output has no " \
                        "client's first line)"
@@ -236,9 +237,10 @@ class Launcher(object):
 
     def _not_coming(self, host):
         """A host whose session ended without a result: tell the server (``ctl
-        not-coming``, before go it then waits for one client fewer), so one dead
-        host does not cost --start-timeout. Said in one line; a failure to tell
-        only costs that wait."""
+        not-coming``, before go it then waits for one client fewer; for none left
+        and none come, it ends the run), so one dead host does not cost
+        --start-timeout. Said in one line; a failure to tell only costs that wait
+        (or, no client having run, the launcher stops the server: supervise)."""
         if host.told_server or self.server is None or self.server.poll() is not None:
             return
         host.told_server = True
