@@ -126,9 +126,12 @@ TABLE = (
          "written",
          "--verify: a client's data did not come back as written"),
     Code(LAUNCH_CLIENT_FAILED, "LAUNCH_CLIENT_FAILED", (LAUNCH,),
-         "the server's run completed (0), but a host's client or ssh did not exit 0", None),
+         "the server's run completed (0), but a host's client or ssh did not exit 0 (or "
+         "exited 0 with no client run there)", None),
     Code(LAUNCH_NO_HOST, "LAUNCH_NO_HOST", (LAUNCH,),
-         "no host could be started: the server was stopped", None),
+         "no host's client ran: every host's ssh or client ended before its hello, "
+         "whatever its code (a line for each says why); the server's run ended with none",
+         None),
 )
 BY_CODE = dict((row.code, row) for row in TABLE)
 

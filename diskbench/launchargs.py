@@ -42,7 +42,10 @@ class Host(object):
         self.lineno = lineno
         # filled in while the run goes on
         self.client = name            # the client's name (else read from its first line)
-        self.told_server = False      # the server knows it will not come
+        self.told_server = False      # ctl not-coming was run for it
+        self.server_knows = False     # ... and the server answered it
+        self.ran = None               # a client's first line is in its output (it got
+                                      # past its start-up checks: it may have said hello)
         self.proc = None
         self.log_path = None
         self.code = None

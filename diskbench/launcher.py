@@ -21,6 +21,8 @@ from diskbench.cli import printable
 from diskbench.compat import PY2, monotonic, new_session, write_line
 from diskbench.launchargs import (REMOTE_NOT_FOUND, default_server_host, is_loopback,
                                   join_host_port, remote_command, ssh_argv)
+from diskbench.report import build as report_build
+from diskbench.report import readers
 
 #: The server prints its listening line as soon as it is bound; longer means it is stuck.
 SERVER_LISTEN_TIMEOUT_S = 30.0
@@ -38,6 +40,10 @@ SSH_FAILED = 255
 #: (ssh's own codes are said where they are told apart).
 MEANINGS = dict((code, exitcodes.brief(code, exitcodes.CLIENT))
                 for code in exitcodes.codes(exitcodes.CLIENT))
+#: What Python prints first when a traceback ends it: exit 1 (INTERNAL) means "a bug:
+#: a traceback" only with one in the host's output (a shell's false or a foreign
+#: program exits 1 too).
+_TRACEBACK = "Traceback (most recent call last)"
 
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 
@@ -59,15 +65,31 @@ def _last_line(path):
 _CLIENT_LINE = re.compile(r"diskbench \S+ client (.+?): ")
 
 
-def _client_name(path):
-    """The client's name from its first line in a host's ssh log (None: not there)."""
+def _head(path):
     try:
         with open(path, "rb") as f:
-            head = f.read(65536).decode("utf-8", "replace")
+            return f.read(65536).decode("utf-8", "replace")
     except (IOError, OSError):
-        return None
-    m = _CLIENT_LINE.search(head)
+        return ""
+
+
+def _client_name(path):
+    """The client's name from its first line in a host's ssh log (None: not there,
+    so no client got past its start-up checks there: none said hello)."""
+    m = _CLIENT_LINE.search(_head(path))
     return m.group(1) if m else None
+
+
+def exit_meaning(code, path):
+    """What a host's exit code means (``path``: its ssh output): the client's
+    table (exitcodes), but exit 1 is a traceback only when one was printed,
+    and a negative code is ssh killed by a signal."""
+    last = _last_line(path)
+    if code < 0:
+        return "ssh was killed by signal %d" % -code
+    if code == exitcodes.INTERNAL and _TRACEBACK not in _head(path):
+        return "exit 1 with %s" % ("no traceback: %s" % last if last else "no output")
+    return MEANINGS.get(code, last or "exit %d" % code)
 
 
 def _secret_flags(server_flags):
@@ -98,6 +120,7 @@ class Launcher(object):
         self.server = None
         self.listening = None
         self.signals = []
+        self.forwarded = False        # a stop signal went to the server
         self.no_host = False
         self.devnull = None
 
@@ -186,6 +209,7 @@ class Launcher(object):
     def _host_ended(self, host, code):
         host.code = code
         host.ended = monotonic()
+        host.ran = _client_name(host.log_path) is not None
         host.client = host.client or _client_name(host.log_path)
         last = _last_line(host.log_path)
         if code == SSH_FAILED:
@@ -198,19 +222,25 @@ class Launcher(object):
                       "diskbench/ directory onto its PYTHONPATH; docs/MULTIHOST.md)"
                       % (host.label, last or "exit 127"))
         elif code != 0:
-            host.why = MEANINGS.get(code, last or "exit %d" % code)
+            host.why = exit_meaning(code, host.log_path)
             if self.server is not None and self.server.poll() is None:
-                self.warn("%s: client exited %d: %s" % (host.label, code, host.why))
+                self.warn("%s: %s" % (host.label, host.why) if code < 0 else
+                          "%s: client exited %d: %s" % (host.label, code, host.why))
+        elif not host.ran:
+            host.why = "exit 0, but no diskbench client ran there (its output has no " \
+                       "client's first line)"
+            self.warn("%s: %s" % (host.label, host.why))
         else:
             host.why = MEANINGS[0]
-        if code != 0:
+        if code != 0 or not host.ran:
             self._not_coming(host)
 
     def _not_coming(self, host):
         """A host whose session ended without a result: tell the server (``ctl
-        not-coming``, before go it then waits for one client fewer), so one dead
-        host does not cost --start-timeout. Said in one line; a failure to tell
-        only costs that wait."""
+        not-coming``, before go it then waits for one client fewer; for none left
+        and none come, it ends the run), so one dead host does not cost
+        --start-timeout. Said in one line; a failure to tell only costs that wait
+        (or, no client having run, the launcher stops the server: supervise)."""
         if host.told_server or self.server is None or self.server.poll() is not None:
             return
         host.told_server = True
@@ -230,6 +260,7 @@ class Launcher(object):
         if ctl.poll() is None:
             ctl.kill()
             ctl.wait()
+        host.server_knows = ctl.returncode == exitcodes.OK
         answer = ctl.stdout.read().decode("utf-8", "replace").strip().splitlines()
         ctl.stdout.close()
         self.warn("told the server that %s will not come: %s" % (
@@ -248,6 +279,7 @@ class Launcher(object):
             if self.server.poll() is None:
                 self.warn("signal %d: asked the server to stop (it asks every client to "
                           "stop)" % signum)
+                self.forwarded = True
                 os.kill(self.server.pid, signum)
             else:
                 self._stop_sessions("signal %d after the server ended" % signum)
@@ -267,17 +299,22 @@ class Launcher(object):
                 self.warn("%s: %s" % (host.label, host.why))
 
     def supervise(self):
-        """Until the server ended: poll, forward signals, stop a server left alone."""
+        """Until the server ended: poll, forward signals, stop a server left alone.
+
+        When every host ended before its client said hello, the server, told
+        each (ctl not-coming), ends the run by itself at once; it is stopped
+        here only when one of them could not be told (it would wait for ever)."""
         all_ended_at = None
         while self.server.poll() is None:
             self._forward_signals()
             self._poll_hosts()
             started = [h for h in self.hosts if h.proc is not None]
             if all(h.ended is not None for h in self.hosts):
-                if all(h.code in (SSH_FAILED, REMOTE_NOT_FOUND, None) for h in self.hosts) \
-                        and not self.no_host:
+                if not any(h.ran for h in self.hosts) and not self.no_host and \
+                        not all(h.server_knows for h in self.hosts):
                     self.no_host = True
-                    self.warn("no host could be started: stopping the server")
+                    self.warn("no host's client ran and the server could not be told of "
+                              "every host: stopping it")
                     os.kill(self.server.pid, signal.SIGTERM)
                 elif all_ended_at is None:
                     all_ended_at = monotonic()
@@ -312,12 +349,26 @@ class Launcher(object):
                                                   host.why or ""))
         self.say("\n".join(rows))
 
+    def no_client_came(self):
+        """The server's report lists no client (and no stop signal of ours ended
+        it early): every host ended before its client said hello. None when the
+        report cannot be read (the server's own code is passed on then)."""
+        if self.forwarded:
+            return False
+        try:
+            rep = readers.read_json(os.path.join(self.args.log_dir,
+                                                 report_build.REPORT_JSON))
+        except (IOError, OSError, readers.Unreadable):
+            return None
+        clients = rep.get("clients")
+        return isinstance(clients, list) and not clients
+
     def exit_code(self, server_code):
-        if self.no_host:
+        if self.no_host or self.no_client_came():
             return exitcodes.LAUNCH_NO_HOST
         if server_code != 0:
             return server_code
-        if any(h.code != 0 for h in self.hosts):
+        if any(h.code != 0 or not h.ran for h in self.hosts):
             return exitcodes.LAUNCH_CLIENT_FAILED
         return exitcodes.OK
 
@@ -339,6 +390,9 @@ class Launcher(object):
                     self.server.wait()
             self.summary()
             code = self.exit_code(server_code)
+            if code == exitcodes.LAUNCH_NO_HOST:
+                self.warn("no client ran on any host (each host's line above says why): "
+                          "the server's run ended with none")
             self.say("diskbench launch: exit %d (server exit %d)" % (code, server_code))
             return code
         finally:

@@ -44,8 +44,23 @@ while [ $# -gt 0 ]; do
   esac
 done
 host=$1; shift
+# the gate: host $FAKE_SSH_WAIT_HOST starts only once $FAKE_SSH_WAIT_FILE holds the text
+if [ -n "$FAKE_SSH_WAIT_HOST" ] && [ "$host" = "$FAKE_SSH_WAIT_HOST" ]; then
+  n=0
+  until grep -qF -- "$FAKE_SSH_WAIT_TEXT" "$FAKE_SSH_WAIT_FILE" 2>/dev/null; do
+    n=$((n + 1))
+    if [ "$n" -gt "$FAKE_SSH_WAIT_POLLS" ]; then
+      echo "fake ssh: $FAKE_SSH_WAIT_FILE never said $FAKE_SSH_WAIT_TEXT" >&2; exit 99
+    fi
+    sleep "$FAKE_SSH_WAIT_POLL_S"
+  done
+fi
 case "$host" in
   unreachable*) echo "ssh: connect to host $host port 22: Connection refused" >&2; exit 255;;
+  exit-*) code=${host#exit-}; exit "${code%%-*}";;       # exit-N[-x]: exits N, no output
+  traceback*) printf 'Traceback (most recent call last):\n  File "x", line 1\nValueError: x\n' >&2
+              exit 1;;
+  killed*) kill -9 $$;;
 esac
 exec /bin/sh -c "$*"
 """
@@ -100,8 +115,9 @@ def launch_argv(hosts_file, log_dir, client_dir, tag, extra=(), client_extra=())
             list(client_extra) + [client_dir])
 
 
-def start_launch(argv, tag, path_prefix=None):
+def start_launch(argv, tag, path_prefix=None, env_extra=None):
     env = dict(os.environ)
+    env.update(env_extra or {})
     env["PYTHONPATH"] = REPO
     env[TAG_VAR] = tag
     env["PYTHONUNBUFFERED"] = "1"
@@ -113,9 +129,9 @@ def start_launch(argv, tag, path_prefix=None):
                             preexec_fn=os.setsid)
 
 
-def run_launch(argv, tag, path_prefix=None):
-    proc = start_launch(argv, tag, path_prefix)
-    out, err = communicate(proc, RUN_TIMEOUT_S)
+def run_launch(argv, tag, path_prefix=None, timeout=RUN_TIMEOUT_S, env_extra=None):
+    proc = start_launch(argv, tag, path_prefix, env_extra)
+    out, err = communicate(proc, timeout)
     return proc.returncode, out, err
 
 
@@ -126,7 +142,7 @@ def summary_rows(out):
                 if re.match(r"^host\s+client\s+exit\s+meaning", line))
     rows = {}
     for line in lines[start + 1:]:
-        m = re.match(r"^(\S+)\s+(\S+)\s+(-|\d+)\s+(.*)$", line)
+        m = re.match(r"^(\S+)\s+(\S+)\s+(-|-?\d+)\s+(.*)$", line)
         if not m or line.startswith("diskbench launch:"):
             break
         rows[m.group(1)] = (m.group(3), m.group(4), m.group(2))
@@ -327,9 +343,23 @@ def test_ctl_not_coming_lowers_the_count_only_before_go():
     assert "go is sent" in r.not_coming("h3", "ssh failed")
     assert r.go_released and r.expected_clients == 1
     assert "already sent" in r.not_coming("h4", "late") and r.expected_clients == 1
+    assert not r.none_coming
     assert [n for n in r.notes if "will not come" in n] == [
         "host h2 will not come (ssh failed): the run waits for 2 clients, not 3",
         "host h3 will not come (ssh failed): the run waits for 1 client, not 2"]
+
+
+def test_ctl_not_coming_of_every_host_completes_a_run_none_came_to():
+    """The count goes down to 0, not 1: with no client there and none to wait for, the
+    run is complete at once (no hello will ever start --start-timeout)."""
+    from diskbench.server import registry as reg
+    r = reg.Registry(expected_clients=2)
+    assert "waits for 1 client" in r.not_coming("h1", "client exited 10")
+    assert not r.is_complete() and not r.none_coming
+    assert r.not_coming("h2", "exit 1") == "no client came and none will: the run ends"
+    assert r.expected_clients == 0 and r.none_coming and r.is_complete()
+    assert r.notes[-1] == ("host h2 will not come (exit 1): no client came and no more "
+                           "will (the run waited for 1 client): the run ends with none")
 
 
 def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
@@ -348,7 +378,111 @@ def test_no_host_started_stops_the_server_exit_21(tmpdir, tag):
     assert len(missing) == 1 and "no Python there can import diskbench" in missing[0] \
         and "pip install" in missing[0] and "tried /nonexistent/python3" in missing[0], err
     assert summary_rows(out)["fake"][0] == str(launchargs.REMOTE_NOT_FOUND)
-    assert "no host could be started" in err
+    assert "no client ran on any host" in err
+
+
+#: A launcher whose every host ended before hello ends within this (the server ends its
+#: run at once); with --server-grace and --start-timeout at LARGE_START_TIMEOUT_S, a
+#: launcher that waited for either could not.
+NO_CLIENT_END_S = 20
+MISSING_DIR = "/nonexistent/diskbench-test-dir"
+_BRIEF = exitcodes.brief
+#: Hosts that all end before their client's hello, and the meaning each row must give.
+NO_CLIENT_CASES = {
+    # the real client, its DIRECTORY missing (exit 10): 1 host, and 2
+    "missing-dir": (["fake1 dir=%s" % MISSING_DIR],
+                    {"fake1": ("10", _BRIEF(exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT))}),
+    "missing-dir-2": (["fake1 dir=%s" % MISSING_DIR, "fake2 dir=%s" % MISSING_DIR],
+                      {"fake1": ("10", _BRIEF(exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT)),
+                       "fake2": ("10", _BRIEF(exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT))}),
+    # what /bin/false does (exit 1, no output), beside a session ending 0 with no client
+    "exit-1-and-0": (["exit-1", "exit-0"],
+                     {"exit-1": ("1", "exit 1 with no output"),
+                      "exit-0": ("0", "exit 0, but no diskbench client ran there")}),
+    # a traceback really is exit 1's meaning; ssh killed by a signal; a code of no table
+    "traceback-killed-42": (["traceback-1", "killed-1", "exit-42"],
+                            {"traceback-1": ("1", _BRIEF(exitcodes.INTERNAL,
+                                                         exitcodes.CLIENT)),
+                             "killed-1": ("-9", "ssh was killed by signal 9"),
+                             "exit-42": ("42", "exit 42")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_CLIENT_CASES))
+def test_fake_ssh_every_client_ends_before_hello_exit_21_at_once(tmpdir, tag, case):
+    """Whatever each host's code, when none of their clients came: the server ends its
+    run at once (no --start-timeout, no --server-grace), its report says none came and
+    why, the launcher exits 21 with one line per host saying what its code means."""
+    lines, expected = NO_CLIENT_CASES[case]
+    hosts = write_hosts(tmpdir, "".join(line + "\n" for line in lines))
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir), tag,
+                       extra=["--server-grace", str(LARGE_START_TIMEOUT_S)])
+    argv[argv.index("--start-timeout") + 1] = str(LARGE_START_TIMEOUT_S)
+    code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir), timeout=NO_CLIENT_END_S)
+    assert NO_CLIENT_END_S < LARGE_START_TIMEOUT_S
+    assert code == exitcodes.LAUNCH_NO_HOST, (out, err)
+    assert "Traceback" not in err and "server-grace" not in err, err
+    rows = summary_rows(out)
+    assert sorted(rows) == sorted(expected), out
+    for label, (exit_column, meaning) in expected.items():
+        assert rows[label][0] == exit_column and rows[label][1].startswith(meaning), out
+    for label, (_, meaning) in expected.items():
+        said = [line for line in err.splitlines()
+                if line.startswith("diskbench launch: %s: " % label)]
+        assert len(said) == 1 and meaning in said[0], err
+    assert "no client ran on any host" in err
+    data = report(log_dir)
+    assert data["clients"] == [] and data["run"]["exit_code"] == exitcodes.SERVER_INCOMPLETE
+    assert data["run"]["interrupted_by"] is None
+    warnings = data["run"]["server_warnings"]
+    for label in expected:
+        assert len([w for w in warnings if w.startswith("host %s will not come (" % label)]) \
+            == 1, warnings
+    assert warnings[-1].endswith("no client came and no more will (the run waited for "
+                                 "1 client): the run ends with none"), warnings
+    with open(os.path.join(log_dir, "report.txt")) as f:
+        text = f.read()
+    assert "clients: 0 (none came)" in text and "INTERRUPTED" not in text
+
+
+#: The fake ssh's gate polls its file this often, for at most GATE_WAIT_S.
+GATE_POLL_S = 0.05
+GATE_WAIT_S = 30
+
+
+def gate(host, path, text):
+    """The environment that holds ``host``'s fake ssh until file ``path`` holds ``text``."""
+    return {"FAKE_SSH_WAIT_HOST": host, "FAKE_SSH_WAIT_FILE": path,
+            "FAKE_SSH_WAIT_TEXT": text, "FAKE_SSH_WAIT_POLL_S": str(GATE_POLL_S),
+            "FAKE_SSH_WAIT_POLLS": str(int(GATE_WAIT_S / GATE_POLL_S))}
+
+
+@pytest.mark.parametrize("first", ["not-coming", "hello"])
+def test_fake_ssh_one_client_ends_before_hello_the_other_runs(tmpdir, tag, first):
+    """One host's client exits 10 (its DIRECTORY missing) before hello, the other's runs,
+    in either order (the fake ssh holds one host until the server logged the other):
+    the run goes on with the one at once (not after --start-timeout) and completes; the
+    report names the host that never came and why."""
+    hosts = write_hosts(tmpdir, "fake1 name=a\nfake2 name=b dir=%s\n" % MISSING_DIR)
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag)
+    argv[argv.index("--start-timeout") + 1] = str(LARGE_START_TIMEOUT_S)
+    server_log = os.path.join(log_dir, "server.log")
+    held = gate("fake1", server_log, "host fake2 will not come") if first == "not-coming" \
+        else gate("fake2", server_log, "client a joined")
+    code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir), env_extra=held)
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
+    rows = summary_rows(out)
+    assert rows["fake1"][:2] == ("0", _BRIEF(exitcodes.OK, exitcodes.CLIENT)), out
+    assert rows["fake2"][:2] == ("10", _BRIEF(exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT))
+    data = report(log_dir)
+    assert [(c["client"], c["state"]) for c in data["clients"]] == [("a", "finished")]
+    assert data["run"]["exit_code"] == exitcodes.OK and data["run"]["expected_client_count"] == 1
+    assert ["host fake2 will not come (%s): the run waits for 1 client, not 2" % _BRIEF(
+        exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT)] == [
+        w for w in data["run"]["server_warnings"] if "will not come" in w]
+    assert not any("--start-timeout" in w for w in data["run"]["server_warnings"])
 
 
 def test_sigint_is_forwarded_to_the_server_which_stops_the_clients(tmpdir, tag):

@@ -121,14 +121,23 @@ class GoRelease(object):
             return self._go_list_locked()
 
     def not_coming(self, host, why):
-        """The launcher knows ``host``'s client will not come (its ssh failed):
-        the run waits for one client fewer, so a dead host does not cost
-        --start-timeout. Returns what happened, in words (said in the report)."""
+        """The launcher knows ``host``'s client will not come (its ssh failed,
+        its client exited before hello): the run waits for one client fewer,
+        so a dead host does not cost --start-timeout. When none is left to
+        wait for and none came, the run ends at once (``none_coming``): no
+        hello would ever start --start-timeout. Returns what happened, in
+        words (said in the report)."""
         with self.lock:
             if self.expected_clients is None or self.go_released:
                 return "go was already sent: the run waits for no more clients"
             was = self.expected_clients
-            self.expected_clients = max(1, was - 1)
+            self.expected_clients = max(0, was - 1)
+            if self.expected_clients == 0 and not self.clients:
+                self.none_coming = True
+                self._note("host %s will not come (%s): no client came and no more will "
+                           "(the run waited for %s): the run ends with none" % (
+                               host, why, count(was, "client")))
+                return "no client came and none will: the run ends"
             self._note("host %s will not come (%s): the run waits for %s, not %d" % (
                 host, why, count(self.expected_clients, "client"), was))
             if len(self.clients) >= self.expected_clients:

@@ -260,7 +260,9 @@ class Liveness(object):
     def is_complete(self):
         """The run-completion rule (docs/ARCHITECTURE.md)."""
         with self.lock:
-            if not self.clients or self.unsettled:
+            if not self.clients:
+                return self.none_coming   # the launcher said no host's client will come
+            if self.unsettled:
                 return False  # (O(1): the scans below only run at the very end)
             if any(self._summary_due(c) for c in self.clients.values()):
                 return False  # a failed client is still sending its stop summary

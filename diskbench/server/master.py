@@ -273,7 +273,10 @@ class Master(object):
                 self._step("console", self.console.tick)
                 if self._step("completion", self.registry.is_complete):
                     self.finishing = True
-                    event.info("run complete: every client is finished, failed or gone")
+                    event.info("run complete: %s", "no client came and none will (every "
+                               "host will not come)" if self.registry.none_coming and
+                               not self.registry.clients else
+                               "every client is finished, failed or gone")
                     break
                 if not self.recorder.alive():  # by design it cannot die: stop loudly
                     self.recorder_died = True

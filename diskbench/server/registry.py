@@ -81,6 +81,7 @@ class Registry(Liveness, GoRelease, Ledger):
         self.require_all = require_all
         self.short_start = None       # "k of N": go released by --start-timeout
         self.aborted = None           # why the run was aborted (--require-all)
+        self.none_coming = False      # every expected host will not come, none came
         self._next_liveness = None    # clock() of the next silence check
         self._waiting = set()         # names of clients waiting for GO
         self._silence = Deadlines()   # name -> when its went-away timeout may come
