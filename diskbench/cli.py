@@ -22,7 +22,7 @@ import sys
 from diskbench import exitcodes
 from diskbench.metrics import utc
 from diskbench.protocol import DISPLAY_UNSAFE, NAME_MAX_CHARS
-from diskbench.compat import PY2, binary_type, text_type
+from diskbench.compat import PY2, binary_type, text_type, write_line
 
 #: The environment variable that may hold the shared secret (both programs).
 SECRET_ENV = "DISKBENCH_SECRET"
@@ -224,6 +224,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 def usage_error(prog, message):
     """One line ``PROG: error: MESSAGE`` on stderr, then exit USAGE."""
-    sys.stderr.write("%s: error: %s\n" % (prog, printable(message)))
-    sys.stderr.flush()
+    say(prog, message)
     sys.exit(exitcodes.USAGE)
+
+
+def say(prog, message, kind="error"):
+    """One line ``PROG: KIND: MESSAGE`` on stderr: any text, bytes or exception,
+    made printable, on any console (compat.write_line)."""
+    write_line(sys.stderr, u"%s: %s: %s" % (prog, kind, printable(message)))

@@ -1949,4 +1949,29 @@ MUTATIONS = [
          new="        pass\n",
          tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
                 "missing"]),
+    # --- text on a console that may not take it (2.7 into a pipe, an ASCII locale) ---
+    dict(id="console-text-unencoded-on-2", file="diskbench/compat.py", py2=True,
+         old='            stream.write(text.encode("utf-8", "backslashreplace"))\n',
+         new='            stream.write(text)\n',
+         tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout",
+                "tests/test_client_cli.py::test_error_lines_echo_non_ascii_text_on_any_"
+                "stderr"]),
+    dict(id="console-text-unescaped", file="diskbench/compat.py",
+         old="            encoding = encoding or \"ascii\"\n",
+         new="            encoding = \"utf-8\"\n",
+         tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout",
+                _TS + "test_text_log_formatters_neutralise_interpolated_text"]),
+    dict(id="report-summary-written-raw", file="diskbench/report/__main__.py",
+         old="    write_text(sys.stdout, console_summary(rep))",
+         new="    sys.stdout.write(console_summary(rep))",
+         tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout"]),
+    dict(id="compare-text-written-raw", file="diskbench/report/__main__.py",
+         old="    write_text(sys.stdout, compare_mod.render_text(result))",
+         new="    sys.stdout.write(compare_mod.render_text(result))",
+         tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout"]),
+    dict(id="error-line-written-raw", file="diskbench/cli.py", py2=True,
+         old='    write_line(sys.stderr, u"%s: %s: %s" % (prog, kind, printable(message)))',
+         new='    sys.stderr.write(u"%s: %s: %s\\n" % (prog, kind, printable(message)))',
+         tests=["tests/test_client_cli.py::test_error_lines_echo_non_ascii_text_on_any_"
+                "stderr"]),
 ]

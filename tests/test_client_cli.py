@@ -1,7 +1,10 @@
 """diskbench/cli.py: the display rule (printable), names, and the one secret rule."""
 import pytest
 
-from diskbench import cli
+from diskbench import cli, exitcodes
+from diskbench.compat import PY2
+
+
 
 
 @pytest.mark.parametrize("raw,shown", [
@@ -54,3 +57,25 @@ def test_bad_name_reason():
 def test_usage_lines_name_the_command_that_was_run(monkeypatch, argv0, shown):
     monkeypatch.setattr("sys.argv", [argv0, "--help"])
     assert cli.prog_name("diskbench.client") == shown
+
+
+def _native(text):
+    """An argument as this Python's argv holds it (2.7: UTF-8 bytes)."""
+    return text.encode("utf-8") if PY2 else text
+
+
+@pytest.mark.parametrize("args,code", [
+    (["diskbench.client", "--server", u"n\xf6:x", "DIR"], exitcodes.USAGE),
+    (["diskbench.server", "--secret-file", u"/nowhere/n\xf6"], exitcodes.USAGE),
+    (["diskbench.server", "ctl", "--log-dir", u"/nowhere/n\xf6", "list"],
+     exitcodes.CTL_NO_SERVER),
+    (["diskbench.launch", "--hosts", u"/nowhere/n\xf6", "--", "DIR"], exitcodes.USAGE),
+    (["diskbench.report", u"/nowhere/n\xf6"], exitcodes.USAGE)])
+def test_error_lines_echo_non_ascii_text_on_any_stderr(procs, args, code):
+    """Every command's error line holds what it was given, whatever stderr takes:
+    UTF-8 into a pipe (2.7: a stream with no encoding), escaped where the
+    console's encoding lacks it; one line and the documented code, no traceback."""
+    for env, shown in (({}, u"n\xf6"), ({"PYTHONIOENCODING": "ascii"}, u"n\\xf6")):
+        got, out, err = procs.run(["-m"] + [_native(a) for a in args], env=env)
+        assert got == code and "Traceback" not in err, (args, env, err)
+        assert len(err.strip().splitlines()) == 1 and shown in err, (args, env, err)

@@ -304,6 +304,24 @@ def test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_missing(pr
     assert "report.html" in os.listdir(str(made))
 
 
+def test_report_cli_writes_non_ascii_names_to_any_stdout(procs, tmpdir):
+    """A pipe (2.7: a stream with no encoding) gets UTF-8, a console whose encoding
+    lacks a character gets it escaped: the summary and compare's text, never a
+    UnicodeEncodeError after the files are written."""
+    runs = []
+    for label in ("a", "b"):
+        run = Crafted(str(tmpdir.join(label)))
+        run.client(u"m\xfcller", u"h\xf6st", 100, 0.004)
+        run.client(u"n2", u"h2", 100, 0.004)
+        runs.append(run.save())
+    html = str(tmpdir.join("cmp.html"))
+    for env, name in (({}, u"m\xfcller"), ({"PYTHONIOENCODING": "ascii"}, u"m\\xfcller")):
+        for args in ([runs[1]], ["compare", runs[0], runs[1], "--out", html]):
+            code, out, err = procs.run(["-m", "diskbench.report"] + args, env=env)
+            assert code == 0 and "Traceback" not in err, (env, args, err)
+            assert name in out and u"written: " in out, (env, args, out)
+
+
 def test_report_html_escapes_client_text(procs, tmpdir):
     run = Crafted(str(tmpdir.join("esc")))
     run.client("<script>alert(1)</script>", "h&<x>", 10, 0.004)

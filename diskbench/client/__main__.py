@@ -14,12 +14,13 @@ import diskbench
 from diskbench import exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_INTERVAL_S, MAX_SECONDS, PROGRESS_INTERVAL_S,
                            REFRESH_S, SECRET_ENV, OneLineParser, UtcFormatter,
-                           bad_name_reason, display_path, printable, prog_name, read_secret)
+                           bad_name_reason, display_path, printable, prog_name, read_secret,
+                           say)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
 from diskbench.client.supervisor import START_METHOD_ENV, Supervisor, take_stop_signals
-from diskbench.compat import PY2, as_text
+from diskbench.compat import PY2, as_text, write_line, write_text
 from diskbench.metrics import MIB
 from diskbench.signals import Interrupted
 
@@ -161,7 +162,7 @@ def parse_server(text):
 
 
 def _usage_error(message):
-    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
+    say(prog_name("diskbench.client"), message)
     return exitcodes.USAGE
 
 
@@ -214,11 +215,10 @@ class _LogFile(logging.FileHandler):
             pass
         why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
         try:
-            sys.stderr.write("diskbench client %s: WARNING: cannot write the client log "
-                             "%s (%s): no more lines go to it; the run goes on, its "
-                             "messages still go to the server and here\n"
-                             % (self.name_, printable(self.baseFilename),
-                                printable(why)))
+            write_text(sys.stderr, "diskbench client %s: WARNING: cannot write the client "
+                       "log %s (%s): no more lines go to it; the run goes on, its "
+                       "messages still go to the server and here\n"
+                       % (self.name_, printable(self.baseFilename), printable(why)))
         except (IOError, OSError, ValueError):
             pass
 
@@ -356,8 +356,8 @@ def _main(argv, flag):
         with flag.interrupting():
             ready = _prepare(argv)
     except Interrupted as exc:
-        sys.stderr.write("%s: %s before the start-up checks; nothing was written\n" % (
-            prog_name("diskbench.client"), exc))
+        write_line(sys.stderr, "%s: %s before the start-up checks; nothing was written" % (
+            prog_name("diskbench.client"), printable(exc)))
         return exitcodes.CLIENT_INTERRUPTED
     if not isinstance(ready, tuple):
         return ready
@@ -375,7 +375,7 @@ def _prepare(argv):
     try:
         host, port = parse_server(args.server)
     except ValueError as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     problem = _check_flags(args)
     if problem:
         return _usage_error(problem)
@@ -391,7 +391,7 @@ def _prepare(argv):
     try:
         secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
     except ValueError as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     # this process's identity (in every hello): its host name and pid may repeat
     instance_id = as_text(binascii.hexlify(os.urandom(INSTANCE_ID_BYTES)))
     if args.name is not None:
@@ -407,10 +407,9 @@ def _prepare(argv):
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
-                         "with a writable directory\n" % (
-                             prog_name("diskbench.client"), printable(args.log_dir),
-                             printable(exc.strerror or str(exc))))
+        say(prog_name("diskbench.client"), "cannot write the log in %s (%s); use --log-dir "
+            "with a writable directory" % (printable(args.log_dir),
+                                           printable(exc.strerror or exc)))
         return exitcodes.CLIENT_DIRECTORY
     return args, log, name, host, port, file_mb, secret, fixed, instance_id
 
