@@ -1974,4 +1974,15 @@ MUTATIONS = [
          new='    sys.stderr.write(u"%s: %s: %s\\n" % (prog, kind, printable(message)))',
          tests=["tests/test_client_cli.py::test_error_lines_echo_non_ascii_text_on_any_"
                 "stderr"]),
+    # --- report compare --out: checked first; a failed write is the code for it ---
+    dict(id="compare-out-checked-after-the-read", file="diskbench/report/__main__.py",
+         old="    trouble = _out_file(args.out)     # before",
+         new="    trouble = None     # before",
+         tests=[_RO + "test_report_compare_out_is_checked_before_the_runs_are_read_and_a_"
+                "failed_write_is_1"]),
+    dict(id="compare-failed-write-is-usage", file="diskbench/report/__main__.py",
+         old="        return exitcodes.INTERNAL\n",
+         new="        return exitcodes.USAGE\n",
+         tests=[_RO + "test_report_compare_out_is_checked_before_the_runs_are_read_and_a_"
+                "failed_write_is_1"]),
 ]

@@ -75,6 +75,17 @@ def _out_dir(path):
     return None
 
 
+def _out_file(path):
+    """None when ``path`` can be made as a file (its directory is there), else why not."""
+    if os.path.isdir(path):
+        return "--out %s is a directory: give a file path, e.g. %s" % (
+            path, os.path.join(path, compare_mod.COMPARE_HTML))
+    parent = os.path.dirname(path) or os.curdir
+    if not os.path.isdir(parent):
+        return "--out %s: no directory %s; make it or give another --out" % (path, parent)
+    return None
+
+
 def main_compare(argv):
     parser = OneLineParser(
         prog=PROG + " compare", description="Set each run beside the first (the "
@@ -93,6 +104,9 @@ def main_compare(argv):
     if not 2 <= len(args.runs) <= compare_mod.RUNS_MAX:
         return _fail("compare takes from 2 to %d runs, got %d" % (
             compare_mod.RUNS_MAX, len(args.runs)))
+    trouble = _out_file(args.out)     # before the runs are read (minutes for big ones)
+    if trouble:
+        return _fail(trouble)
     try:
         reps = [compare_mod.load_run(path, _warn) for path in args.runs]
     except rerender.Unreadable as exc:
@@ -102,7 +116,9 @@ def main_compare(argv):
     try:
         atomic_write(args.out, compare_mod.render_html(result).encode("utf-8", "replace"))
     except (IOError, OSError) as exc:
-        return _fail("cannot write %s (%s)" % (args.out, getattr(exc, "strerror", exc)))
+        say(PROG, "cannot write %s (%s): give a writable --out" % (
+            args.out, getattr(exc, "strerror", None) or exc))
+        return exitcodes.INTERNAL
     write_line(sys.stdout, "written: %s" % printable(args.out))
     return exitcodes.OK
 
