@@ -1985,4 +1985,25 @@ MUTATIONS = [
          new="        return exitcodes.USAGE\n",
          tests=[_RO + "test_report_compare_out_is_checked_before_the_runs_are_read_and_a_"
                 "failed_write_is_1"]),
+    # --- a server host no resolver could find: a wrong flag, the same on both Pythons ---
+    dict(id="server-host-not-checked", file="diskbench/client/__main__.py",
+         old="        return host_name(host), int(port)\n",
+         new="        return host, int(port)\n",
+         tests=["tests/test_client_cli.py::test_a_server_host_no_resolver_could_find_is_a_"
+                "wrong_flag"]),
+    dict(id="launch-server-host-not-checked", file="diskbench/launch.py",
+         old="        if args.server_host:\n            try:",
+         new="        if False:\n            try:",
+         tests=["tests/test_client_cli.py::test_a_server_host_no_resolver_could_find_is_a_"
+                "wrong_flag"]),
+    dict(id="host-empty-label-passes", file="diskbench/cli.py",
+         old="        if not label:\n",
+         new="        if False:\n",
+         tests=["tests/test_client_cli.py::test_a_server_host_no_resolver_could_find_is_a_"
+                "wrong_flag"]),
+    dict(id="sender-idna-error-kills-its-thread", file="diskbench/client/sender.py",
+         old="                except UnicodeError as exc:",
+         new="                except KeyError as exc:",
+         tests=["tests/test_client_cli.py::test_the_sender_says_at_once_it_cannot_resolve_a_"
+                "name_idna_refuses"]),
 ]

@@ -14,8 +14,8 @@ import diskbench
 from diskbench import exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_INTERVAL_S, MAX_SECONDS, PROGRESS_INTERVAL_S,
                            REFRESH_S, SECRET_ENV, OneLineParser, UtcFormatter,
-                           bad_name_reason, display_path, printable, prog_name, read_secret,
-                           say)
+                           bad_name_reason, display_path, host_name, printable, prog_name,
+                           read_secret, say)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
@@ -152,13 +152,19 @@ def _take_plan_defaults(args):
 
 
 def parse_server(text):
+    """(host as the resolver is asked for it, port) of --server HOST[:PORT]; a
+    host no resolver could find is a wrong flag here, the same on both Pythons."""
     host, sep, port = text.rpartition(":")
     if not sep:
-        return text, diskbench.DEFAULT_PORT
+        host, port = text, str(diskbench.DEFAULT_PORT)
+    example = "e.g. --server 10.0.0.5:%d" % diskbench.DEFAULT_PORT
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("--server %s is not HOST[:PORT]; e.g. --server 10.0.0.5:%d"
-                         % (text, diskbench.DEFAULT_PORT))
-    return host, int(port)
+        raise ValueError("--server %s is not HOST[:PORT]; %s" % (printable(text), example))
+    try:
+        return host_name(host), int(port)
+    except ValueError as exc:
+        raise ValueError("--server %s: the host %s; give the server's name or address, %s"
+                         % (printable(text), exc, example))
 
 
 def _usage_error(message):
