@@ -2006,4 +2006,17 @@ MUTATIONS = [
          new="                except KeyError as exc:",
          tests=["tests/test_client_cli.py::test_the_sender_says_at_once_it_cannot_resolve_a_"
                 "name_idna_refuses"]),
+    # --- --force: each overridden check warned once, without offering --force ---
+    dict(id="force-warned-twice", file="diskbench/client/__main__.py",
+         old="    if problem not in said:\n",
+         new="    if True:\n",
+         tests=["tests/test_client_checks.py::test_force_warns_once_and_never_offers_force"]),
+    dict(id="force-warning-offers-force", file="diskbench/client/__main__.py",
+         old="        _forced(args, log, refusal)\n",
+         new="        _forced(args, log, refusal + plan.FORCE_HINT)\n",
+         tests=["tests/test_client_checks.py::test_force_warns_once_and_never_offers_force"]),
+    dict(id="rollover-refusal-without-force-hint", file="diskbench/client/__main__.py",
+         old="CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal + plan.FORCE_HINT)",
+         new="CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)",
+         tests=["tests/test_client_checks.py::test_rollover_rule_refuses_with_the_numbers"]),
 ]

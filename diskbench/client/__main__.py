@@ -510,16 +510,25 @@ def _space(directory, file_bytes, args, log):
     except checks.CheckFailed as exc:
         if not args.force:
             raise
-        log.warning("--force: running anyway; %s", exc.message)
+        _forced(args, log, exc.message)
 
 
 def _rollovers(mib_s, duration_s, file_mb, chunk_mb, args, log):
     """The two-rollover rule at the calibrated speed; --force warns."""
     refusal = plan.rollover_rule(mib_s, duration_s, file_mb, chunk_mb)
     if refusal and not args.force:
-        raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)
+        raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal + plan.FORCE_HINT)
     if refusal:
-        log.warning("--force: running anyway; %s", refusal)
+        _forced(args, log, refusal)
+
+
+def _forced(args, log, problem):
+    """The warning of a check --force overrides, once: the plan from go is checked
+    again, and is often the one checked at start."""
+    said = vars(args).setdefault("forced_said", set())
+    if problem not in said:
+        said.add(problem)
+        log.warning("--force: running anyway; %s", problem)
 
 
 if __name__ == "__main__":
