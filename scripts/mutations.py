@@ -2019,4 +2019,9 @@ MUTATIONS = [
          old="CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal + plan.FORCE_HINT)",
          new="CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)",
          tests=["tests/test_client_checks.py::test_rollover_rule_refuses_with_the_numbers"]),
+    dict(id="report-out-file-fix-unnamed", file="diskbench/report/__main__.py",
+         old='"--out %s is not a directory: give a directory for the report files"',
+         new='"--out %s is not a directory"',
+         tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
+                "missing"]),
 ]

@@ -295,7 +295,8 @@ def test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_missing(pr
     # a bad --out is said first, even beside a log dir that is no run at all
     code, out, err = run_report(procs, str(tmpdir.join("nowhere")), "--out", str(afile))
     assert code == exitcodes.USAGE and len(err.strip().splitlines()) == 1, err
-    assert "--out %s is not a directory" % afile in err and "Traceback" not in err
+    assert "--out %s is not a directory: give a directory" % afile in err, err
+    assert "Traceback" not in err
     made = tmpdir.join("new", "deeper")
     code, out, err = run_report(procs, log_dir, "--out", str(made))
     assert code == 0, err
