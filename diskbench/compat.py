@@ -154,16 +154,17 @@ def write_text(stream, text):
     2.7's file for a pipe or file has no encoding (unicode would go out as
     ASCII), so text goes out as UTF-8 there; a character the stream's encoding
     lacks (a C locale, PYTHONIOENCODING=ascii) goes out escaped (\\xfc). Never
-    a UnicodeEncodeError."""
+    a UnicodeEncodeError. (Encoded here first: a 2.7 ctl run as another user may
+    not be able to import the ascii codec file.write would use.)"""
+    encoding = getattr(stream, "encoding", None)
+    if encoding is None and isinstance(stream, BYTE_FILE) and isinstance(text, text_type):
+        stream.write(text.encode("utf-8", "backslashreplace"))
+        return
     try:
         stream.write(text)       # encoded whole before any of it is written
     except UnicodeEncodeError:
-        encoding = getattr(stream, "encoding", None)
-        if encoding is None and isinstance(stream, BYTE_FILE):
-            stream.write(text.encode("utf-8", "backslashreplace"))
-        else:
-            encoding = encoding or "ascii"
-            stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+        encoding = encoding or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def write_line(stream, text):

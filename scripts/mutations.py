@@ -1951,14 +1951,14 @@ MUTATIONS = [
                 "missing"]),
     # --- text on a console that may not take it (2.7 into a pipe, an ASCII locale) ---
     dict(id="console-text-unencoded-on-2", file="diskbench/compat.py", py2=True,
-         old='            stream.write(text.encode("utf-8", "backslashreplace"))\n',
-         new='            stream.write(text)\n',
+         old='        stream.write(text.encode("utf-8", "backslashreplace"))\n        return\n',
+         new='        stream.write(text)\n        return\n',
          tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout",
                 "tests/test_client_cli.py::test_error_lines_echo_non_ascii_text_on_any_"
                 "stderr"]),
     dict(id="console-text-unescaped", file="diskbench/compat.py",
-         old="            encoding = encoding or \"ascii\"\n",
-         new="            encoding = \"utf-8\"\n",
+         old="        encoding = encoding or \"ascii\"\n",
+         new="        encoding = \"utf-8\"\n",
          tests=[_RO + "test_report_cli_writes_non_ascii_names_to_any_stdout",
                 _TS + "test_text_log_formatters_neutralise_interpolated_text"]),
     dict(id="report-summary-written-raw", file="diskbench/report/__main__.py",
