@@ -22,7 +22,7 @@ import sys
 from diskbench import exitcodes
 from diskbench.metrics import utc
 from diskbench.protocol import DISPLAY_UNSAFE, NAME_MAX_CHARS
-from diskbench.compat import PY2, binary_type, text_type
+from diskbench.compat import PY2, binary_type, text_type, write_line
 
 #: The environment variable that may hold the shared secret (both programs).
 SECRET_ENV = "DISKBENCH_SECRET"
@@ -107,6 +107,53 @@ def bad_name_reason(name):
         return "--name is %d characters long; use at most %d" % (len(name),
                                                                  NAME_MAX_CHARS)
     return None
+
+
+#: The longest label and host name a resolver looks up (RFC 1035), in ASCII (IDNA) form.
+HOST_LABEL_MAX = 63
+HOST_NAME_MAX = 253
+
+
+def host_name(text):
+    """``text`` (a host name or IPv4 address) as the ASCII name a resolver is asked
+    for (IDNA for a non-ASCII name: the same on both Pythons, where 3 would encode
+    it itself and 2.7 send raw UTF-8), as a native str. ValueError saying why when
+    no resolver could ever find it: not UTF-8, a space or control, an empty label,
+    a label or name too long (Python 3's socket raises UnicodeError there, 2.7's
+    gaierror)."""
+    if isinstance(text, binary_type):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("is not UTF-8 text")
+    if _SURROGATE.search(text):
+        raise ValueError("is not UTF-8 text")
+    if not text:
+        raise ValueError("is empty")
+    if DISPLAY_UNSAFE.search(text) or re.search(u"\\s", text, re.UNICODE):
+        raise ValueError("holds a space or a control character")
+    labels = text.split(u".")
+    rooted = labels[-1] == u"" and len(labels) > 1   # "host.": kept as typed
+    if rooted:
+        labels.pop()
+    ascii_labels = []
+    for label in labels:
+        if not label:
+            raise ValueError("has an empty label (a dot first, or two dots in a row)")
+        try:
+            ascii_label = label.encode("idna")
+        except UnicodeError:
+            if len(label) <= HOST_LABEL_MAX:
+                raise ValueError("holds a character no host name may (IDNA)")
+            ascii_label = label
+        if len(ascii_label) > HOST_LABEL_MAX:
+            raise ValueError("has a label over %d characters" % HOST_LABEL_MAX)
+        ascii_labels.append(ascii_label.decode("ascii") if isinstance(
+            ascii_label, binary_type) else ascii_label)
+    name = u".".join(ascii_labels) + (u"." if rooted else u"")
+    if len(name.rstrip(u".")) > HOST_NAME_MAX:
+        raise ValueError("is over %d characters" % HOST_NAME_MAX)
+    return str(name)
 
 
 def read_secret(path=None, env_value=None):
@@ -224,6 +271,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 def usage_error(prog, message):
     """One line ``PROG: error: MESSAGE`` on stderr, then exit USAGE."""
-    sys.stderr.write("%s: error: %s\n" % (prog, printable(message)))
-    sys.stderr.flush()
+    say(prog, message)
     sys.exit(exitcodes.USAGE)
+
+
+def say(prog, message, kind="error"):
+    """One line ``PROG: KIND: MESSAGE`` on stderr: any text, bytes or exception,
+    made printable, on any console (compat.write_line)."""
+    write_line(sys.stderr, u"%s: %s: %s" % (prog, kind, printable(message)))

@@ -30,6 +30,7 @@ if PY2:  # pragma: no cover - exercised by the 2.7 run of the suite
     # 2.7's C JSON scanner reads UTF-8 bytes itself (strings decoded strictly),
     # twice as fast as it reads the same line decoded to text first
     JSON_SCANS_BYTES = True
+    BYTE_FILE = file  # noqa: F821 - its write takes bytes as they are, unicode as ASCII
 else:
     import queue  # noqa: F401
     import socketserver  # noqa: F401
@@ -43,6 +44,7 @@ else:
     InterruptedErrors = (InterruptedError,)  # noqa: F821 (builtin)
     RecursionError = RecursionError  # noqa: F821 (builtin)
     JSON_SCANS_BYTES = False   # 3's scanner takes text only
+    BYTE_FILE = ()
 
 
 def as_bytes(s, encoding="utf-8"):
@@ -147,11 +149,27 @@ def new_session():
     return {"preexec_fn": os.setsid}
 
 
+def write_text(stream, text):
+    """``stream.write(text)`` for a console that may not take every character:
+    2.7's file for a pipe or file has no encoding (unicode would go out as
+    ASCII), so text goes out as UTF-8 there; a character the stream's encoding
+    lacks (a C locale, PYTHONIOENCODING=ascii) goes out escaped (\\xfc). Never
+    a UnicodeEncodeError. (Encoded here first: a 2.7 ctl run as another user may
+    not be able to import the ascii codec file.write would use.)"""
+    encoding = getattr(stream, "encoding", None)
+    if encoding is None and isinstance(stream, BYTE_FILE) and isinstance(text, text_type):
+        stream.write(text.encode("utf-8", "backslashreplace"))
+        return
+    try:
+        stream.write(text)       # encoded whole before any of it is written
+    except UnicodeEncodeError:
+        encoding = encoding or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def write_line(stream, text):
-    """One line of text on a console that may not take it (2.7 into a pipe: bytes)."""
-    if PY2 and isinstance(text, text_type):
-        text = text.encode("utf-8", "backslashreplace")
-    stream.write(text + "\n")
+    """One line of text on a console (write_text), flushed."""
+    write_text(stream, text + "\n")
     stream.flush()
 
 

@@ -23,7 +23,7 @@ import re
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import DEFAULT_LOG_DIR, port, printable, prog_name, seconds
+from diskbench.cli import DEFAULT_LOG_DIR, host_name, port, printable, prog_name, seconds
 from diskbench.compat import write_line
 from diskbench.launchargs import DEFAULT_PYTHONS, Usage, parse_hosts, split_argv
 from diskbench.launcher import Launcher
@@ -111,6 +111,13 @@ def main(argv=None):
             raise Usage("cannot read the hosts file %s: %s" % (
                 printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
+        if args.server_host:
+            try:
+                args.server_host = host_name(args.server_host)
+            except ValueError as exc:
+                raise Usage("--server-host %s: the host %s; give this machine's name or "
+                            "address as the hosts reach it" % (
+                                printable(args.server_host), exc))
     except Usage as exc:
         write_line(sys.stderr, u"%s: error: %s (see %s --help)"
                     % (PROG, printable(exc.args[0]), PROG))

@@ -198,8 +198,13 @@ def expected_rollovers(mib_s, duration_s, file_mb):
     return mib_s * duration_s / float(file_mb)
 
 
+#: What a refusal by the rollover rule adds (a warning under --force does not).
+FORCE_HINT = " (or --force to run anyway)"
+
+
 def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
-    """None when >= MIN_ROLLOVERS are expected, else the refusal message."""
+    """None when >= MIN_ROLLOVERS are expected, else why not and the fix (a
+    refusal adds FORCE_HINT)."""
     got = expected_rollovers(mib_s, duration_s, file_mb)
     if got >= MIN_ROLLOVERS:
         return None
@@ -215,7 +220,7 @@ def rollover_rule(mib_s, duration_s, file_mb, chunk_mb):
     if max_file_mb >= chunk_mb:
         fixes.append("--file-mb <= %d" % max_file_mb)
     return ("at %.0f MiB/s, %g s gives ~%.1f rollovers of %d MiB files (at least %d "
-            "needed); use %s (or --force to run anyway)" % (
+            "needed); use %s" % (
                 mib_s, duration_s, _floor1(got), file_mb, MIN_ROLLOVERS,
                 " or ".join(fixes) or "a faster disk"))
 

@@ -113,6 +113,7 @@ def test_rollover_rule_refuses_with_the_numbers(procs, tmpdir):
     assert m, line
     speed, rolls, need = float(m.group(1)), float(m.group(2)), int(m.group(3))
     assert rolls < 2 and need >= 2 * 20000 / (speed + 1)
+    assert line.endswith("(or --force to run anyway)"), line
     assert os.listdir(str(tmpdir)) == ["logs"]  # calibration file removed
 
 
@@ -126,6 +127,23 @@ def test_force_runs_anyway_then_server_unreachable(procs, tmpdir):
     assert code == exitcodes.CLIENT_SERVER
     assert re.search(r"cannot reach the diskbench server at 127.0.0.1:%d within 1 s "
                      r"\(.*\); start the server or fix --server" % port, error_line(err))
+
+
+def test_force_warns_once_and_never_offers_force(procs, tmpdir):
+    """Under --force each overridden check is one warning (the plan from go is
+    checked again, the same plan here), which does not tell to use --force."""
+    srv = FakeServer()
+    data = str(tmpdir.mkdir("data"))
+    try:
+        code, out, err = run_client(procs, tmpdir, [
+            "--server", "127.0.0.1:%d" % srv.port, "--name", "forced", "--file-mb", "20000",
+            "--duration", "0.5", "--max-files", "1", "--force", data])
+    finally:
+        srv.close()
+    assert code == 0, err
+    warned = [ln for ln in err.splitlines() if "--force: running anyway" in ln]
+    assert any("rollovers of 20000 MiB files" in ln for ln in warned), err
+    assert len(warned) == len(set(warned)) and "or --force" not in err, err
 
 
 def test_server_rejected_prints_its_reason(procs, tmpdir):

@@ -1,7 +1,11 @@
 """diskbench/cli.py: the display rule (printable), names, and the one secret rule."""
 import pytest
 
-from diskbench import cli
+from diskbench import cli, exitcodes
+from diskbench.compat import PY2
+from tests.helpers import wait_until
+
+
 
 
 @pytest.mark.parametrize("raw,shown", [
@@ -54,3 +58,59 @@ def test_bad_name_reason():
 def test_usage_lines_name_the_command_that_was_run(monkeypatch, argv0, shown):
     monkeypatch.setattr("sys.argv", [argv0, "--help"])
     assert cli.prog_name("diskbench.client") == shown
+
+
+def _native(text):
+    """An argument as this Python's argv holds it (2.7: UTF-8 bytes)."""
+    return text.encode("utf-8") if PY2 else text
+
+
+@pytest.mark.parametrize("args,code", [
+    (["diskbench.client", "--server", u"n\xf6:x", "DIR"], exitcodes.USAGE),
+    (["diskbench.server", "--secret-file", u"/nowhere/n\xf6"], exitcodes.USAGE),
+    (["diskbench.server", "ctl", "--log-dir", u"/nowhere/n\xf6", "list"],
+     exitcodes.CTL_NO_SERVER),
+    (["diskbench.launch", "--hosts", u"/nowhere/n\xf6", "--", "DIR"], exitcodes.USAGE),
+    (["diskbench.report", u"/nowhere/n\xf6"], exitcodes.USAGE)])
+def test_error_lines_echo_non_ascii_text_on_any_stderr(procs, args, code):
+    """Every command's error line holds what it was given, whatever stderr takes:
+    UTF-8 into a pipe (2.7: a stream with no encoding), escaped where the
+    console's encoding lacks it; one line and the documented code, no traceback."""
+    for env, shown in (({}, u"n\xf6"), ({"PYTHONIOENCODING": "ascii"}, u"n\\xf6")):
+        got, out, err = procs.run(["-m"] + [_native(a) for a in args], env=env)
+        assert got == code and "Traceback" not in err, (args, env, err)
+        assert len(err.strip().splitlines()) == 1 and shown in err, (args, env, err)
+
+
+@pytest.mark.parametrize("host", ["a..b", "10.0.0..5", "x" * 64 + ".example", "a b",
+                                  b"caf\xe9" if PY2 else "caf\udce9"])   # not UTF-8
+def test_a_server_host_no_resolver_could_find_is_a_wrong_flag(procs, tmpdir, host):
+    """--server (client) and --server-host (launch) with a host that can never
+    resolve: one line naming the fix, exit 2, before anything starts, the same on
+    both Pythons (3's socket raised UnicodeError in the sender thread)."""
+    hosts = tmpdir.join("hosts")
+    hosts.write("h1\n")
+    for args, flag in ((["diskbench.client", "--server", host + ":7878", "--log-dir",
+                         str(tmpdir), str(tmpdir.join("data"))], "--server"),
+                       (["diskbench.launch", "--hosts", str(hosts), "--server-host", host,
+                         "--", "/data"], "--server-host")):
+        code, out, err = procs.run(["-m"] + args)
+        assert code == exitcodes.USAGE and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert "error: %s " % flag in err and ": the host " in err, err
+
+
+def test_the_sender_says_at_once_it_cannot_resolve_a_name_idna_refuses():
+    """Past the flags (a sender made by other code): Python 3's socket raises
+    UnicodeError for such a name, 2.7's gaierror; both are the one fatal line."""
+    from diskbench.client import sender
+    from tests.test_protocol import SAMPLE
+    from diskbench import protocol as P
+    s = sender.Sender(u"x" * 64 + u".example", 1, "n", SAMPLE[P.C2S][P.HELLO])
+    s.start()
+    try:
+        wait_until(lambda: s.fatal is not None, 10, what="the sender's fatal line")
+        assert s.fatal.startswith("cannot resolve the server's host name x") and \
+            "fix --server" in s.fatal, s.fatal
+    finally:
+        s.close(1.0)

@@ -295,13 +295,51 @@ def test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_missing(pr
     # a bad --out is said first, even beside a log dir that is no run at all
     code, out, err = run_report(procs, str(tmpdir.join("nowhere")), "--out", str(afile))
     assert code == exitcodes.USAGE and len(err.strip().splitlines()) == 1, err
-    assert "--out %s is not a directory" % afile in err and "Traceback" not in err
+    assert "--out %s is not a directory: give a directory" % afile in err, err
+    assert "Traceback" not in err
     made = tmpdir.join("new", "deeper")
     code, out, err = run_report(procs, log_dir, "--out", str(made))
     assert code == 0, err
     assert sorted(os.listdir(str(made))) == sorted(
         os.path.basename(p) for p in out.split("written: ")[1].strip().split(", "))
     assert "report.html" in os.listdir(str(made))
+
+
+def test_report_compare_out_is_checked_before_the_runs_are_read_and_a_failed_write_is_1(
+        procs, tmpdir):
+    """compare's --out: a missing directory or a directory given is said first (runs
+    not read: these are no runs at all), exit 2; a write that fails even so (/proc
+    takes no new file) is the code for a file not written, said in one line."""
+    nowhere = str(tmpdir.join("nowhere"))
+    for out, words in ((str(tmpdir.join("missing", "c.html")), "no directory"),
+                       (str(tmpdir), "is a directory")):
+        code, _, err = run_report(procs, "compare", nowhere, nowhere, "--out", out)
+        assert code == exitcodes.USAGE and len(err.strip().splitlines()) == 1, err
+        assert words in err and "Traceback" not in err, err
+    run = Crafted(str(tmpdir.join("run")))
+    run.client("n1", "h1", 10, 0.004)
+    log_dir = run.save()
+    code, out, err = run_report(procs, "compare", log_dir, log_dir, "--out", "/proc/c.html")
+    assert code == exitcodes.INTERNAL and len(err.strip().splitlines()) == 1, err
+    assert "cannot write /proc/c.html" in err and "written:" not in out, (out, err)
+
+
+def test_report_cli_writes_non_ascii_names_to_any_stdout(procs, tmpdir):
+    """A pipe (2.7: a stream with no encoding) gets UTF-8, a console whose encoding
+    lacks a character gets it escaped: the summary and compare's text, never a
+    UnicodeEncodeError after the files are written."""
+    runs = []
+    for label in ("a", "b"):
+        run = Crafted(str(tmpdir.join(label)))
+        run.client(u"m\xfcller", u"h\xf6st", 100, 0.004)
+        run.client(u"n2", u"h2", 100, 0.004)
+        runs.append(run.save())
+    html = str(tmpdir.join("cmp.html"))
+    for env, name in (({}, u"m\xfcller"), ({"PYTHONIOENCODING": "ascii"}, u"m\\xfcller")):
+        for args in ([runs[1]], ["compare", runs[0], runs[1], "--out", html]):
+            code, out, err = procs.run(["-m", "diskbench.report"] + args, env=env)
+            assert code == 0 and "Traceback" not in err, (env, args, err)
+            assert name in out and u"written: " in out, (env, args, out)
 
 
 def test_report_html_escapes_client_text(procs, tmpdir):

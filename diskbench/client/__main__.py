@@ -14,12 +14,13 @@ import diskbench
 from diskbench import exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_INTERVAL_S, MAX_SECONDS, PROGRESS_INTERVAL_S,
                            REFRESH_S, SECRET_ENV, OneLineParser, UtcFormatter,
-                           bad_name_reason, display_path, printable, prog_name, read_secret)
+                           bad_name_reason, display_path, host_name, printable, prog_name,
+                           read_secret, say)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
 from diskbench.client.supervisor import START_METHOD_ENV, Supervisor, take_stop_signals
-from diskbench.compat import PY2, as_text
+from diskbench.compat import PY2, as_text, write_line, write_text
 from diskbench.metrics import MIB
 from diskbench.signals import Interrupted
 
@@ -151,17 +152,23 @@ def _take_plan_defaults(args):
 
 
 def parse_server(text):
+    """(host as the resolver is asked for it, port) of --server HOST[:PORT]; a
+    host no resolver could find is a wrong flag here, the same on both Pythons."""
     host, sep, port = text.rpartition(":")
     if not sep:
-        return text, diskbench.DEFAULT_PORT
+        host, port = text, str(diskbench.DEFAULT_PORT)
+    example = "e.g. --server 10.0.0.5:%d" % diskbench.DEFAULT_PORT
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("--server %s is not HOST[:PORT]; e.g. --server 10.0.0.5:%d"
-                         % (text, diskbench.DEFAULT_PORT))
-    return host, int(port)
+        raise ValueError("--server %s is not HOST[:PORT]; %s" % (printable(text), example))
+    try:
+        return host_name(host), int(port)
+    except ValueError as exc:
+        raise ValueError("--server %s: the host %s; give the server's name or address, %s"
+                         % (printable(text), exc, example))
 
 
 def _usage_error(message):
-    sys.stderr.write("%s: error: %s\n" % (prog_name("diskbench.client"), printable(message)))
+    say(prog_name("diskbench.client"), message)
     return exitcodes.USAGE
 
 
@@ -214,11 +221,10 @@ class _LogFile(logging.FileHandler):
             pass
         why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
         try:
-            sys.stderr.write("diskbench client %s: WARNING: cannot write the client log "
-                             "%s (%s): no more lines go to it; the run goes on, its "
-                             "messages still go to the server and here\n"
-                             % (self.name_, printable(self.baseFilename),
-                                printable(why)))
+            write_text(sys.stderr, "diskbench client %s: WARNING: cannot write the client "
+                       "log %s (%s): no more lines go to it; the run goes on, its "
+                       "messages still go to the server and here\n"
+                       % (self.name_, printable(self.baseFilename), printable(why)))
         except (IOError, OSError, ValueError):
             pass
 
@@ -356,8 +362,8 @@ def _main(argv, flag):
         with flag.interrupting():
             ready = _prepare(argv)
     except Interrupted as exc:
-        sys.stderr.write("%s: %s before the start-up checks; nothing was written\n" % (
-            prog_name("diskbench.client"), exc))
+        write_line(sys.stderr, "%s: %s before the start-up checks; nothing was written" % (
+            prog_name("diskbench.client"), printable(exc)))
         return exitcodes.CLIENT_INTERRUPTED
     if not isinstance(ready, tuple):
         return ready
@@ -375,7 +381,7 @@ def _prepare(argv):
     try:
         host, port = parse_server(args.server)
     except ValueError as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     problem = _check_flags(args)
     if problem:
         return _usage_error(problem)
@@ -391,7 +397,7 @@ def _prepare(argv):
     try:
         secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
     except ValueError as exc:
-        return _usage_error(str(exc))
+        return _usage_error(exc)
     # this process's identity (in every hello): its host name and pid may repeat
     instance_id = as_text(binascii.hexlify(os.urandom(INSTANCE_ID_BYTES)))
     if args.name is not None:
@@ -407,10 +413,9 @@ def _prepare(argv):
     try:
         log, log_path = _open_log(args.log_dir, name)
     except (IOError, OSError) as exc:
-        sys.stderr.write("%s: error: cannot write the log in %s (%s); use --log-dir "
-                         "with a writable directory\n" % (
-                             prog_name("diskbench.client"), printable(args.log_dir),
-                             printable(exc.strerror or str(exc))))
+        say(prog_name("diskbench.client"), "cannot write the log in %s (%s); use --log-dir "
+            "with a writable directory" % (printable(args.log_dir),
+                                           printable(exc.strerror or exc)))
         return exitcodes.CLIENT_DIRECTORY
     return args, log, name, host, port, file_mb, secret, fixed, instance_id
 
@@ -505,16 +510,25 @@ def _space(directory, file_bytes, args, log):
     except checks.CheckFailed as exc:
         if not args.force:
             raise
-        log.warning("--force: running anyway; %s", exc.message)
+        _forced(args, log, exc.message)
 
 
 def _rollovers(mib_s, duration_s, file_mb, chunk_mb, args, log):
     """The two-rollover rule at the calibrated speed; --force warns."""
     refusal = plan.rollover_rule(mib_s, duration_s, file_mb, chunk_mb)
     if refusal and not args.force:
-        raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal)
+        raise checks.CheckFailed(exitcodes.CLIENT_ROLLOVER, refusal + plan.FORCE_HINT)
     if refusal:
-        log.warning("--force: running anyway; %s", refusal)
+        _forced(args, log, refusal)
+
+
+def _forced(args, log, problem):
+    """The warning of a check --force overrides, once: the plan from go is checked
+    again, and is often the one checked at start."""
+    said = vars(args).setdefault("forced_said", set())
+    if problem not in said:
+        said.add(problem)
+        log.warning("--force: running anyway; %s", problem)
 
 
 if __name__ == "__main__":

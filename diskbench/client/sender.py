@@ -313,6 +313,9 @@ class Sender(object):
                     self._connect_failed(exc, unresolvable=getattr(
                         exc, "errno", None) != socket.EAI_AGAIN)
                     continue
+                except UnicodeError as exc:   # Python 3: a name IDNA refuses (2.7: gaierror)
+                    self._connect_failed(exc, unresolvable=True)
+                    continue
                 except (OSError, socket.error) as exc:
                     self._connect_failed(exc)
                     continue

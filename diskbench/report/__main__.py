@@ -1,8 +1,7 @@
 """python -m diskbench.report LOG_DIR             rebuild every report file of a run
 python -m diskbench.report compare RUN RUN...    each run beside the first (the baseline)
 
-Exit codes: 0 done; 2 a wrong argument or a directory that holds no run (one
-line on stderr naming the fix).
+Exit codes: exitcodes.py (REPORT); each error is one line on stderr naming the fix.
 """
 from __future__ import absolute_import, print_function
 
@@ -10,7 +9,8 @@ import os
 import sys
 
 from diskbench import __version__, exitcodes
-from diskbench.cli import OneLineParser, prog_name
+from diskbench.cli import OneLineParser, printable, prog_name, say
+from diskbench.compat import write_line, write_text
 from diskbench.fsutil import atomic_write
 from diskbench.report import compare as compare_mod
 from diskbench.report import console_summary, rerender, write_all
@@ -19,12 +19,12 @@ PROG = prog_name("diskbench.report")
 
 
 def _fail(text):
-    sys.stderr.write("%s: error: %s\n" % (PROG, text))
+    say(PROG, text)
     return exitcodes.USAGE
 
 
 def _warn(text):
-    sys.stderr.write("%s: warning: %s\n" % (PROG, text))
+    say(PROG, text, kind="warning")
 
 
 def main_rerender(argv):
@@ -46,14 +46,13 @@ def main_rerender(argv):
     try:
         rep, series = rerender.load(args.log_dir, _warn)
     except rerender.Unreadable as exc:
-        return _fail("%s" % exc)
+        return _fail(exc)
     written, failed = write_all(args.log_dir, rep, out_dir=out, series=series,
                                 warn=_warn)
     for path, exc in failed:
-        sys.stderr.write("%s: error: cannot write %s (%s)\n" % (
-            PROG, path, getattr(exc, "strerror", None) or exc))
-    sys.stdout.write(console_summary(rep))
-    print("written: %s" % ", ".join(written))
+        say(PROG, "cannot write %s (%s)" % (path, getattr(exc, "strerror", None) or exc))
+    write_text(sys.stdout, console_summary(rep))
+    write_line(sys.stdout, "written: %s" % printable(", ".join(written)))
     return exitcodes.INTERNAL if failed else exitcodes.OK
 
 
@@ -68,6 +67,17 @@ def _out_dir(path):
     except (IOError, OSError) as exc:
         return "cannot make the --out directory %s (%s)" % (
             path, getattr(exc, "strerror", None) or exc)
+    return None
+
+
+def _out_file(path):
+    """None when ``path`` can be made as a file (its directory is there), else why not."""
+    if os.path.isdir(path):
+        return "--out %s is a directory: give a file path, e.g. %s" % (
+            path, os.path.join(path, compare_mod.COMPARE_HTML))
+    parent = os.path.dirname(path) or os.curdir
+    if not os.path.isdir(parent):
+        return "--out %s: no directory %s; make it or give another --out" % (path, parent)
     return None
 
 
@@ -89,17 +99,22 @@ def main_compare(argv):
     if not 2 <= len(args.runs) <= compare_mod.RUNS_MAX:
         return _fail("compare takes from 2 to %d runs, got %d" % (
             compare_mod.RUNS_MAX, len(args.runs)))
+    trouble = _out_file(args.out)     # before the runs are read (minutes for big ones)
+    if trouble:
+        return _fail(trouble)
     try:
         reps = [compare_mod.load_run(path, _warn) for path in args.runs]
     except rerender.Unreadable as exc:
-        return _fail("%s" % exc)
+        return _fail(exc)
     result = compare_mod.compare_runs(reps, args.runs)
-    sys.stdout.write(compare_mod.render_text(result))
+    write_text(sys.stdout, compare_mod.render_text(result))
     try:
         atomic_write(args.out, compare_mod.render_html(result).encode("utf-8", "replace"))
     except (IOError, OSError) as exc:
-        return _fail("cannot write %s (%s)" % (args.out, getattr(exc, "strerror", exc)))
-    print("written: %s" % args.out)
+        say(PROG, "cannot write %s (%s): give a writable --out" % (
+            args.out, getattr(exc, "strerror", None) or exc))
+        return exitcodes.INTERNAL
+    write_line(sys.stdout, "written: %s" % printable(args.out))
     return exitcodes.OK
 
 

@@ -14,7 +14,8 @@ import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, linux, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, PROGRESS_INTERVAL_S, SECRET_ENV, OneLineParser,
-                           console_script, parsed, port, prog_name, read_secret, seconds)
+                           console_script, parsed, port, prog_name, read_secret, say,
+                           seconds)
 from diskbench.server import control, ctl, interpreter
 from diskbench.server import liveness
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
@@ -240,8 +241,7 @@ def _add_console_flags(p):
 
 
 def _fail(code, text):
-    sys.stderr.write("%s: error: %s\n" % (prog_name(MODULE), text))
-    sys.stderr.flush()
+    say(prog_name(MODULE), text)
     return code
 
 
@@ -296,12 +296,12 @@ def main(argv=None):
         args.secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
         args.plan = plan_from_args(args)
     except ValueError as exc:
-        return _fail(exitcodes.USAGE, "%s" % exc)
+        return _fail(exitcodes.USAGE, exc)
     master = Master(args)
     try:
         master.open_logs()
     except (FinishedRun, LogDirTaken, control.ServerRunning) as exc:
-        return _fail(exitcodes.SERVER_LOG_DIR, "%s" % exc)
+        return _fail(exitcodes.SERVER_LOG_DIR, exc)
     except (IOError, OSError) as exc:
         return _fail(exitcodes.SERVER_LOG_DIR, "cannot create or write the log directory "
                      "%s (%s): choose a writable --log-dir" % (
@@ -312,10 +312,8 @@ def main(argv=None):
         master.abandon()
         return _fail(exitcodes.SERVER_BIND, _bind_error(args, exc))
     if not args.secret:
-        sys.stderr.write("diskbench server: warning: no shared secret (--secret-file or "
-                         "%s): anyone who can reach port %d can submit results\n"
-                         % (SECRET_ENV, port))
-        sys.stderr.flush()
+        say("diskbench server", "no shared secret (--secret-file or %s): anyone who can "
+            "reach port %d can submit results" % (SECRET_ENV, port), kind="warning")
     code = master.run()
     if master.console.outbox.stuck():
         # stdout is a pipe or terminal nobody reads: a normal exit would wait

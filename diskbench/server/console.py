@@ -24,7 +24,7 @@ import struct
 import threading
 
 from diskbench import metrics, runclock
-from diskbench.compat import monotonic
+from diskbench.compat import monotonic, write_text
 from diskbench.server import event, verbose
 from diskbench import states as st
 from diskbench.cli import PROGRESS_INTERVAL_S, REFRESH_S
@@ -446,12 +446,3 @@ class Outbox(object):
             with self.cond:
                 self.busy = False
                 self.cond.notify_all()
-
-
-def write_text(out, text):
-    """``out.write(text)``; where the stream's encoding cannot hold it (2.7
-    into a pipe, a C locale), with non-ASCII escaped instead of a traceback."""
-    try:
-        out.write(text)
-    except UnicodeError:
-        out.write(shown(text))

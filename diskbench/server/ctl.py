@@ -16,8 +16,8 @@ import sys
 
 from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
-                           printable, prog_name, read_secret)
-from diskbench.compat import as_bytes
+                           printable, prog_name, read_secret, say)
+from diskbench.compat import write_line
 from diskbench.protocol.ctl import ANSWER_CODES, SOCKET_NAME, socket_path, unix_op
 from diskbench.states import shown
 
@@ -53,16 +53,8 @@ def build_parser():
     return p
 
 
-def _write(stream, text):
-    """UTF-8 on both Pythons, whatever the locale says (names may be any text)."""
-    stream.flush()
-    out = getattr(stream, "buffer", stream)
-    out.write(as_bytes(text))
-    out.flush()
-
-
 def _fail(prog, code, text):
-    _write(sys.stderr, "%s: error: %s\n" % (prog, printable(text)))
+    say(prog, text)
     return code
 
 
@@ -133,7 +125,7 @@ def main(argv=None):
     try:
         secret = read_secret(args.secret_file, os.environ.get(SECRET_ENV))
     except ValueError as exc:
-        return _fail(prog, exitcodes.USAGE, "%s" % exc)
+        return _fail(prog, exitcodes.USAGE, exc)
     fields = {}
     if args.command == protocol.CTL_STOP:
         why = bad_name_reason(args.name)
@@ -176,6 +168,6 @@ def main(argv=None):
         return _fail(prog, code, done.text)
     if args.command == protocol.CTL_LIST:
         lines = _table(rows) if rows else ["no client has said hello yet"]
-        _write(sys.stdout, "".join("%s\n" % line for line in lines))
-    _write(sys.stdout, "%s\n" % printable(done.text))
+        write_line(sys.stdout, "\n".join(lines))
+    write_line(sys.stdout, printable(done.text))
     return code

@@ -12,7 +12,7 @@ import sys
 from diskbench import exitcodes, protocol
 from diskbench import report as outputs
 from diskbench.report import RUN_MARKER
-from diskbench.cli import prog_name
+from diskbench.cli import prog_name, say
 from diskbench.metrics import describe_offset
 from diskbench.server import console as console_mod
 from diskbench.server import control as control_mod
@@ -88,8 +88,8 @@ def write(master, started, code):
     rep = report_build.build(view, started, ended, **facts)
     written, failed = outputs.write_all(master.args.log_dir, rep)
     for path, exc in failed:
-        sys.stderr.write("%s: error: cannot write the report %s (%s)\n" % (
-            prog_name("diskbench.server"), path, getattr(exc, "strerror", None) or exc))
+        say(prog_name("diskbench.server"), "cannot write the report %s (%s)" % (
+            path, getattr(exc, "strerror", None) or exc))
     main = [p for p in written if os.path.basename(p) in report_build.REPORT_FILES]
     if written:
         event.info("report written: %s", " and ".join(reversed(main)) or "-")

@@ -60,7 +60,7 @@ class GoRelease(object):
         if msg.force:
             self._note("%s: %s; the client runs it anyway (--force)" % (where, problem))
             return None
-        return "%s on its disk: %s" % (where, problem)
+        return "%s on its disk: %s%s" % (where, problem, plan.FORCE_HINT)
 
     def _apply_hello(self, client, msg, recv_ts):
         if self.expected_clients is not None and not self.go_released and \

@@ -19,7 +19,8 @@ import threading
 import time
 
 from diskbench import __version__, exitcodes, plan, protocol, runclock
-from diskbench.compat import monotonic
+from diskbench.cli import display_path, say
+from diskbench.compat import monotonic, write_text
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
 from diskbench.server import console as console_mod
@@ -235,8 +236,8 @@ class Master(object):
             self.started = self.wall()
         started = self.started
         host, port = self.server.server_address[:2]
-        self.out.write("diskbench server %s listening on %s:%d (log dir %s)\n" % (
-            __version__, host, port, os.path.abspath(self.args.log_dir)))
+        write_text(self.out, "diskbench server %s listening on %s:%d (log dir %s)\n" % (
+            __version__, host, port, display_path(os.path.abspath(self.args.log_dir))))
         self.out.flush()
         log.info("diskbench server %s (protocol %d) run %s listening on %s:%d, log dir %s",
                  __version__, protocol.PROTOCOL_VERSION, self.run_id, host, port,
@@ -257,7 +258,7 @@ class Master(object):
             log.info("%s", text)
         for text in self.startup_warnings:
             log.warning("%s", text)
-            sys.stderr.write("diskbench server: warning: %s\n" % text)
+            say("diskbench server", text, kind="warning")
         if self.resumed:
             self.registry.resumed("the server restarted; waiting for it to reconnect")
             event.info("%s", self.resumed)
@@ -418,7 +419,7 @@ class Master(object):
                     "reach this run; SIGINT still ends it" % (
                         getattr(exc, "strerror", None) or exc))
             log.warning("%s", text)
-            sys.stderr.write("diskbench server: warning: %s\n" % text)
+            say("diskbench server", text, kind="warning")
             return
         self.control = control
 
