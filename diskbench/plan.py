@@ -44,6 +44,10 @@ DURATION_S = 60.0
 PERF_INTERVAL_S = 1.0
 STATS_INTERVAL_S = 10.0
 HEARTBEAT_INTERVAL_S = 5.0
+#: The shortest interval each may be on either command line: a perf sample
+#: then still spans a few chunks, and stats (psutil) and heartbeats stay a
+#: small share of what a client sends (1e-9 s sent 8,000 records in 3 s).
+MIN_INTERVAL_S = dict(perf_interval_s=0.1, stats_interval_s=0.5, heartbeat_interval_s=0.5)
 #: Default --stall-timeout of both programs: a writer that has not finished a
 #: chunk for this long is stalled (the client logs it and reports an error while
 #: it lasts; the server shows a client whose heartbeat says so STALLED). Many
@@ -140,6 +144,16 @@ def resolve(own, fixed, server, index):
         if key not in values:
             take(key, server.get(key))
     return values, sources
+
+
+def interval_problem(field, value):
+    """None, or why interval ``field`` (a key of MIN_INTERVAL_S) cannot be
+    ``value`` s (one line naming the fix)."""
+    least = MIN_INTERVAL_S[field]
+    if value >= least:
+        return None
+    return "%s %g is below its %g s minimum; use %s %g or more" % (
+        FLAGS[field], value, least, FLAGS[field], least)
 
 
 def size_problem(chunk_bytes, file_bytes, chunk_flag="--chunk-mb", file_flag="--file-mb"):

@@ -2126,4 +2126,15 @@ MUTATIONS = [
          new='"--out %s is not a directory"',
          tests=[_RO + "test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_"
                 "missing"]),
+    # --- each interval's floor (plan.MIN_INTERVAL_S), on both command lines ---
+    dict(id="client-interval-floor-unchecked", file="diskbench/client/__main__.py",
+         old="    for field in plan.MIN_INTERVAL_S:\n        problem = plan.interval_problem(",
+         new="    for field in ():\n        problem = plan.interval_problem(",
+         tests=["tests/test_rules_facts.py::test_interval_minimums_hold_at_their_edge_on_"
+                "both_command_lines"]),
+    dict(id="server-interval-floor-unchecked", file="diskbench/server/__main__.py",
+         old="        problem = value is not None and plan.interval_problem(field, value)",
+         new="        problem = None",
+         tests=["tests/test_rules_facts.py::test_interval_minimums_hold_at_their_edge_on_"
+                "both_command_lines"]),
 ]

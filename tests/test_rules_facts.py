@@ -28,6 +28,7 @@ from tests.test_server_fakes import FakeClient, ServerProc
 #: Each fact by the name of its one definition: the module that defines it.
 FACTS = {
     "STALL_TIMEOUT_S": "diskbench/plan.py",
+    "MIN_INTERVAL_S": "diskbench/plan.py",
     "HEARTBEAT_INTERVAL_S": "diskbench/plan.py",
     "MAX_MB": "diskbench/plan.py",
     "REFRESH_S": "diskbench/cli.py",
@@ -135,6 +136,26 @@ def test_size_caps_hold_at_their_edge_on_both_command_lines():
     # what the docs say of it (1 PiB) and the protocol's integers both hold
     assert plan.MAX_MB * MIB == 2 ** 50
     assert plan.MAX_MB * MIB < protocol.MAX_INT
+
+
+def test_interval_minimums_hold_at_their_edge_on_both_command_lines(procs, tmpdir):
+    """plan.MIN_INTERVAL_S, the one statement of each interval's floor: the
+    floor itself is accepted by the client and the server, just below it is
+    one line naming the floor (the real server command: exit 2)."""
+    for field, least in sorted(plan.MIN_INTERVAL_S.items()):
+        flag = plan.FLAGS[field]
+        assert _client_flags_error(flag, repr(least)) is None, flag
+        said = _client_flags_error(flag, repr(least * 0.99))
+        assert said and "%s %g or more" % (flag, least) in said, said
+        server = server_main.build_parser()
+        assert server_main.plan_from_args(server.parse_args([flag, repr(least)]))
+        with pytest.raises(ValueError) as err:
+            server_main.plan_from_args(server.parse_args([flag, repr(least * 0.99)]))
+        assert "%g s minimum" % least in str(err.value)
+    code, out, err = procs.run(["-m", "diskbench.server", "--port", "0", "--log-dir",
+                                str(tmpdir.join("logs")), "--perf-interval", "1e-9"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--perf-interval 1e-09 is below its" in err and "Traceback" not in err
 
 
 def test_max_files_bound_is_the_protocols_on_the_client():

@@ -286,6 +286,10 @@ def _check_flags(args):
             ("--deliver-timeout", args.deliver_timeout, MAX_SECONDS)):
         if not 0 < value <= limit:  # also false for nan; inf is above any limit
             return "%s must be above 0 and at most %d s, got %s" % (flag, limit, value)
+    for field in plan.MIN_INTERVAL_S:
+        problem = plan.interval_problem(field, getattr(args, field[:-len("_s")]))
+        if problem:
+            return problem
     if not 1 <= args.max_files <= protocol.FILES_MAX:
         return "--max-files must be from 1 to %d, got %d" % (protocol.FILES_MAX,
                                                              args.max_files)

@@ -180,6 +180,11 @@ def plan_from_args(args):
         raise ValueError("--duration %g is over --max-duration %g: give a --duration "
                          "of at most %g, or raise --max-duration" % (
                              args.duration, args.max_duration, args.max_duration))
+    for field in plan.MIN_INTERVAL_S:
+        value = getattr(args, field[:-len("_s")])
+        problem = value is not None and plan.interval_problem(field, value)
+        if problem:
+            raise ValueError(problem)
     if args.file_mb is not None:
         problem = plan.chunk_list_problem(args.chunk_mb, args.file_mb)
         if problem:
