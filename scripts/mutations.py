@@ -2137,4 +2137,15 @@ MUTATIONS = [
          new="        problem = None",
          tests=["tests/test_rules_facts.py::test_interval_minimums_hold_at_their_edge_on_"
                 "both_command_lines"]),
+    # --- a killed server's run re-rendered with the server's plan (run.json) ---
+    dict(id="marker-without-the-servers-plan", file="diskbench/server/master.py",
+         old='                                getattr(self.args, "plan", None))',
+         new="                                None)",
+         tests=[_RO + "test_rerender_of_a_killed_servers_run_resolves_plans_as_the_server_"
+                "did"]),
+    dict(id="rerender-ignores-the-servers-plan", file="diskbench/report/rerender.py",
+         old='    registry = Ledger(plan_given=marker.get("plan_given"))',
+         new="    registry = Ledger()",
+         tests=[_RO + "test_rerender_of_a_killed_servers_run_resolves_plans_as_the_server_"
+                "did"]),
 ]

@@ -286,6 +286,36 @@ def test_report_cli_refuses_what_is_not_a_run_with_one_line_and_exit_2(procs, tm
         assert "Traceback" not in err
 
 
+def test_rerender_of_a_killed_servers_run_resolves_plans_as_the_server_did(procs, tmpdir):
+    """The server's plan (its --chunk-mb list, --file-mb, --duration) is in
+    run.json from the start: a re-render of a run whose server was killed
+    gives each client the plan and the plan sources the server gave it
+    ("server", never "default" for what the server set)."""
+    import signal
+    from tests.helpers import communicate
+    from tests.test_client_runs import CLIENT, FAST, start_server
+    log_dir = str(tmpdir.join("killed"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, log_dir, "--idle-timeout", "120", "--chunk-mb",
+                                "10,20", "--file-mb", "40", "--duration", "2")
+    clients = [procs.start(CLIENT + FAST + [
+        "--server", "127.0.0.1:%d" % port, "--name", name, "--force",
+        "--log-dir", str(tmpdir.join("logs")), data]) for name in ("k1", "k2")]
+    for proc in clients:
+        out, err = communicate(proc, 60)
+        assert proc.returncode == 0, err
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    code, out, err = run_report(procs, log_dir)
+    assert code == 0, err
+    by = by_client(load_report(log_dir))
+    assert sorted(e["chunk_mib"] for e in by.values()) == [10, 20]
+    for entry in by.values():
+        for key in ("chunk_bytes", "file_bytes", "duration_s"):
+            assert entry["plan_source"][key] == "server", (key, entry["plan_source"])
+        assert entry["plan_source"]["perf_interval_s"] == "client"
+
+
 def test_report_out_dir_is_checked_before_the_run_is_read_and_made_if_missing(procs, tmpdir):
     run = Crafted(str(tmpdir.join("run")))
     run.client("n1", "h1", 10, 0.004)

@@ -290,6 +290,11 @@ def read_marker(path):
             out[key] = field.check(obj.get(key))
         except (TypeError, ValueError):
             return {}, "%s: '%s' must be %s" % (path, key, field.describe())
+    try:   # (not in run.json before 2026-12-07; a damaged one: as if not said)
+        out["plan_given"] = _checked(obj.get("plan_given") or {}, PLAN_GIVEN_FIELDS,
+                                     "plan_given", optional=True)
+    except ValueError:
+        out["plan_given"] = {}
     return out, None
 
 
@@ -367,6 +372,12 @@ def read_old_report(path, warn):
     return dict(run=run, states=found, rejected=rejected)
 
 
+#: The server's plan in run.json (logdir.write_marker: its flags, as
+#: plan.resolve takes them): a chunk list, the other settings, --verify.
+PLAN_GIVEN_FIELDS = tuple(
+    (k, protocol.Optional(_ListOf(protocol.PLAN_SPEC[k]) if k == "chunk_bytes" else
+                          protocol.PLAN_SPEC[k]))
+    for k in protocol.PLAN_FIELDS) + ((plan.VERIFY, protocol.Optional(protocol.Bool())),)
 FACT_TEXT = protocol.Str(max_len=MAX_FACT_TEXT)
 #: run.json's report facts (build.facts), checked like the wire before a
 #: re-render applies them: (key, field) of the run's build arguments, its view and
@@ -395,9 +406,10 @@ FACT_RUN_FIELDS = tuple((k, _FACT_RULES[k]) for k in build_mod.VIEW_FACTS)
 FACT_CLIENT_FIELDS = tuple((k, _FACT_RULES[k]) for k in build_mod.CLIENT_FACTS)
 
 
-def _checked(obj, fields, where):
-    """``obj`` (a dict holding exactly the keys of ``fields``) with each value
-    checked; ValueError naming the first key that fails."""
+def _checked(obj, fields, where, optional=False):
+    """``obj`` (a dict holding exactly the keys of ``fields``, or some of them
+    when ``optional``) with each value checked; ValueError naming the first
+    key that fails."""
     if not isinstance(obj, dict):
         raise ValueError("'%s' must be an object" % where)
     names = set(k for k, _ in fields)
@@ -406,6 +418,8 @@ def _checked(obj, fields, where):
         raise ValueError("'%s' has an unknown key '%s'" % (where, extra[0][:40]))
     out = {}
     for key, field in fields:
+        if optional and key not in obj:
+            continue
         try:
             out[key] = field.check(obj[key]) if key in obj else _missing(field)
         except (TypeError, ValueError):

@@ -52,7 +52,9 @@ def load(log_dir, warn):
                          % (log_dir, series_mod.PERF_LOG))
     builder = series_mod.Builder()
     recv = [None, None]       # first and last receive time
-    registry = Ledger()
+    marker, why = readers.read_marker(os.path.join(log_dir, RUN_MARKER))
+    # the server's plan: each client's plan and its sources resolve as they did
+    registry = Ledger(plan_given=marker.get("plan_given"))
     tally, said = {}, []      # the reader's warnings: not said when the file is refused
     try:  # opening it, or any read on the way
         records = series_mod.iter_records(log_dir, said.append, tally)
@@ -73,7 +75,6 @@ def load(log_dir, warn):
                           tally["skipped"], tally["records"]))
     if skipped:
         damage.append(SKIPPED % skipped)
-    marker, why = readers.read_marker(os.path.join(log_dir, RUN_MARKER))
     recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
     if recorded is not None:
         rep = _from_facts(view, recorded, damage, warn)

@@ -101,11 +101,14 @@ def holds_a_run(log_dir):
     return os.path.exists(marker) or (os.path.exists(perf) and os.path.getsize(perf))
 
 
-def write_marker(log_dir, run_id, started):
-    """The marker of a fresh run: its id, start, the server's pid and protocol."""
+def write_marker(log_dir, run_id, started, plan_given=None):
+    """The marker of a fresh run: its id, start, the server's pid and protocol,
+    and the server's plan (its flags: a re-render of a run whose server was
+    killed resolves each client's plan and its sources as the server did)."""
     atomic_write(os.path.join(log_dir, RUN_MARKER), as_bytes(json.dumps(dict(
         run_id=run_id, started_ts=started, server_pid=os.getpid(),
-        protocol=protocol.PROTOCOL_VERSION), sort_keys=True, allow_nan=False) + "\n"))
+        protocol=protocol.PROTOCOL_VERSION, plan_given=plan_given or {}),
+        sort_keys=True, allow_nan=False) + "\n"))
 
 
 def resume(log_dir, registry, run_id, wall, warn):

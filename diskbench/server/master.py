@@ -159,7 +159,8 @@ class Master(object):
                 self.startup_warnings.append)
         else:
             self.started = self.wall()
-            logdir.write_marker(log_dir, self.run_id, self.started)
+            logdir.write_marker(log_dir, self.run_id, self.started,
+                                getattr(self.args, "plan", None))
         self.recorder.open()
 
     def abandon(self):
