@@ -212,6 +212,35 @@ def test_second_interrupt_exits_at_once_with_report(procs, tmpdir, how):
     os.kill(frozen.pid, signal.SIGCONT)
 
 
+def test_ctl_told_no_answer_is_never_carried_out_by_a_server_frozen_meanwhile(procs,
+                                                                             tmpdir):
+    """A server frozen (SIGSTOP) when ctl asks: ctl says it had no answer
+    (exit 7, that it will not be carried out later); the server, resumed,
+    refuses the request it finds waiting (older than MAX_AGE_S: ctl gave up
+    on it) and the client it named keeps writing."""
+    from diskbench.server import ctl as ctl_command
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs, "--clients", "1")
+    client = real_client(procs, tmpdir, server.port, "kept", duration=LONG_S)
+    _wait_started(server, "kept")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        code, out, err = procs.run(["-m", "diskbench.server", "ctl", "--log-dir", logs,
+                                    "stop", "kept"],
+                                   timeout=ctl_command.REPLY_TIMEOUT_S + 30)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert code == exitcodes.CTL_NO_SERVER and "will not carry the request out" in err, err
+    wait_until(lambda: "refused a stop request signed" in server.server_log(), 30,
+               what="the stale request refused")
+    assert "the operator asked client kept to stop" not in server.server_log()
+    assert client.poll() is None              # still writing
+    code, out, err = ctl(procs, logs, "end")
+    assert code == exitcodes.OK, err
+    assert _exit_within(client, STOPS_WITHIN_S) == exitcodes.CLIENT_INTERRUPTED
+    assert server.wait_exit(60) == exitcodes.SERVER_INTERRUPTED
+
+
 # --- authentication ---------------------------------------------------------------------
 def test_ctl_with_a_secret_needs_the_hmac_and_refuses_old_requests(procs, tmpdir):
     secret_file = tmpdir.join("secret")

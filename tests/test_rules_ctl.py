@@ -24,7 +24,7 @@ SECRET = "rules-ctl-secret"
 #: How long a request may take from being dated here to being checked by the
 #: server on a loaded 2-core machine (milliseconds when quiet): requests are
 #: dated this far inside or outside each bound.
-DELIVERY_MARGIN_S = 5.0
+DELIVERY_MARGIN_S = channel.MAX_AGE_S / 2
 #: Past a bound by this much in the fixed-clock checks ("just past").
 JUST_PAST_S = 1e-3
 #: The socket answers within this (control.IO_TIMEOUT_S per line, with room).

@@ -24,8 +24,11 @@ SOCKET_PATH_MAX = 107
 #: Where Linux shows a process's open descriptors as paths.
 PROC_FD_DIR = "/proc/self/fd"
 #: A request signed longer ago than this (or this far in the future) is
-#: refused: a captured request cannot be replayed later.
-MAX_AGE_S = 60.0
+#: refused: a captured request cannot be replayed later, and one that
+#: reaches a server frozen meanwhile is not carried out after ctl said it
+#: had no answer (ctl waits REPLY_WAIT_S: the rest is the server's to answer).
+MAX_AGE_S = 5.0
+REPLY_WAIT_S = 2 * MAX_AGE_S
 #: The longest request line (a request holds at most one client name).
 MAX_REQUEST_BYTES = 4096
 #: The exit codes a server's answer may carry (anything else is a refusal).

@@ -18,11 +18,12 @@ from diskbench import exitcodes, metrics, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, SECRET_ENV, OneLineParser, bad_name_reason,
                            printable, prog_name, read_secret, say)
 from diskbench.compat import write_line
-from diskbench.protocol.ctl import ANSWER_CODES, SOCKET_NAME, socket_path, unix_op
+from diskbench.protocol.ctl import (ANSWER_CODES, MAX_AGE_S, REPLY_WAIT_S, SOCKET_NAME,
+                                    socket_path, unix_op)
 from diskbench.states import shown
 
 #: ctl waits this long to connect and for each line of the answer.
-REPLY_TIMEOUT_S = 10.0
+REPLY_TIMEOUT_S = REPLY_WAIT_S
 
 
 def build_parser():
@@ -153,7 +154,9 @@ def main(argv=None):
                 done = msg
     except socket.timeout:
         return _fail(prog, exitcodes.CTL_NO_SERVER, "no answer from the server within "
-                     "%g s (is it stopped or frozen?)" % REPLY_TIMEOUT_S)
+                     "%g s (is it stopped or frozen?); it will not carry the request out "
+                     "later (it refuses one older than %g s): run ctl again once it "
+                     "answers" % (REPLY_TIMEOUT_S, MAX_AGE_S))
     except (socket.error, OSError, protocol.ProtocolError) as exc:
         return _fail(prog, exitcodes.CTL_NO_SERVER, "the server's answer broke off "
                      "(%s); see its server.log" % exc)
