@@ -53,7 +53,7 @@ def _paths(obj, prefix=""):
         for key, value in obj.items():
             path = "%s.%s" % (prefix, key) if prefix else key
             out.add(path)
-            if key not in ("per_client_mib_s", "rejected_messages"):
+            if key not in ("per_client_mib_s", "rejected_messages", "ranked_mib_s"):
                 out |= _paths(value, path)
     elif isinstance(obj, list):
         for value in obj:
@@ -205,12 +205,17 @@ def test_report_json_format_3_every_key_documented_and_text_fits_120_columns(pro
     assert lines[1] == "exit code -: " + rerender.NO_REPORT_MEANING
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
     assert lines[3].startswith("aggregate: ")
-    assert lines[4].startswith("chunk 1 MiB, 2 clients: slowest ")
+    # the unfinished client is not ranked (only finished ones are), and it is said
+    assert lines[4].startswith("chunk 1 MiB, 2 clients: n1 100.0 MiB/s (the only one that "
+                               "finished: nothing to rank it against); not ranked (did not")
+    assert "a-client-name-that-is-far-too-long-for-any-table-column (unfinished)" in \
+        text.replace("\n    ", " ")
     head = [i for i, line in enumerate(lines) if re.match(
         r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
     assert head, lines[:10]   # the table comes right after the headline (and what
     between = lines[5:head[0]]   # the server warned of)
-    assert all(line == "" or line.startswith(("server warning: ", "    "))
+    assert all(line == "" or line.startswith(("server warning: ", "    ",
+                                              "only clients that finished are ranked"))
                for line in between) and between[-1] == "", between
     assert re.match(r"a-client-name-that-is-fa~\s+h2\s+unfinished\s+1\s+30\.0\s",
                     lines[head[0] + 1])

@@ -340,8 +340,9 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
     if agg is None:
         agg = figures_mod.aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
-    sizes = g("the figures by chunk size", figures_mod.by_chunk_size, clients,
-              dict((c.name, c.hist) for c in view.clients)) or []
+    sizes = g("the figures by workload", figures_mod.by_chunk_size, clients,
+              dict((c.name, c.hist) for c in view.clients),
+              dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
         method=METHOD % dict(pcts="/".join("p%d" % p for p in figures_mod.PCTS),
