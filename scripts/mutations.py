@@ -2003,4 +2003,25 @@ MUTATIONS = [
          old="            keys.append(key)",
          new="            pass",
          tests=[_LL + "test_like_for_like_ranks_within_a_workload_and_names_what_differs"]),
+    # --- compare: a plan difference (verify included) gives no change or spread ---
+    dict(id="compare-plan-without-verify", file="diskbench/report/compare.py",
+         old="    return figures_mod.workload_of(entry)",
+         new="    return figures_mod.workload_of(entry)[:-1]",
+         tests=[_LL + "test_like_for_like_compare_gives_no_change_or_spread_across_unlike_"
+                "plans"]),
+    dict(id="compare-change-across-unlike-plans", file="diskbench/report/compare.py",
+         old="                _change(values[0], v) if row[\"like\"][i] else None",
+         new="                _change(values[0], v)",
+         tests=[_LL + "test_like_for_like_compare_gives_no_change_or_spread_across_unlike_"
+                "plans"]),
+    dict(id="compare-spread-across-unlike-plans", file="diskbench/report/compare.py",
+         old="            row[key + \"_spread_percent\"] = None if row[\"plan_differs\"] else \\\n",
+         new="            row[key + \"_spread_percent\"] = None if False else \\\n",
+         tests=[_LL + "test_like_for_like_compare_gives_no_change_or_spread_across_unlike_"
+                "plans"]),
+    dict(id="compare-unlike-change-shown", file="diskbench/report/compare.py",
+         old='_pct(r[key + "_change_percent"][i]) if r["like"][i] or',
+         new='_pct(r[key + "_change_percent"][i]) if True or',
+         tests=[_LL + "test_like_for_like_compare_gives_no_change_or_spread_across_unlike_"
+                "plans"]),
 ]

@@ -213,9 +213,10 @@ def test_like_for_like_compare_marks_exactly_the_clients_whose_plan_differs(proc
     marked = sorted(line[1:].split(":")[0] for line in lines
                     if re.match(r"\*c\d: ", line))
     assert marked == ["c1", "c2"], out
-    assert " c3: chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no in A, B" in lines
-    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no; B chunk 20 MiB, " \
-        "file 40 MiB, 5 s, o_direct, prealloc no" in out.replace("\n    ", " ")
+    assert " c3: chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no in A, B" \
+        in lines
+    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no; B chunk " \
+        "20 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no" in out.replace("\n    ", " ")
     assert sorted(line for line in lines if "left out of the like-for-like" in line) == [
         "client c1 left out of the like-for-like aggregate: its plan differs: chunk 10 MiB "
         "-> chunk 20 MiB",
@@ -336,7 +337,8 @@ def test_like_for_like_compare_shows_a_client_without_figures_as_unknown(procs, 
                              perf_interval_count=0, cpu_bound=False, unreportable=True))
     result = compare_mod.compare_runs([a, b], ["a", "b"])
     text = compare_mod.render_text(result)
-    assert " stub: chunk ?, file ?, duration ?, sync ?, prealloc ? in B; not in A" in text
+    assert " stub: chunk ?, file ?, duration ?, sync ?, prealloc ?, verify ? in B; not in A" \
+        in text
     assert compare_sections(text)["clients, MiB/s mean"]["stub"][1:] == ["none", "-", "-", "-"]
     assert "stub" in compare_mod.render_html(result)
 
@@ -430,3 +432,39 @@ def test_like_for_like_ranks_within_a_workload_and_names_what_differs(procs, tmp
         assert "slowest mxa 300.0 MiB/s, fastest mxc" not in where
     rows = _read_csv(os.path.join(run.log_dir, csvout.CHUNK_SIZES_CSV))
     assert sorted(r["workload_label"] for r in rows) == sorted(groups)
+
+
+def test_like_for_like_compare_gives_no_change_or_spread_across_unlike_plans(procs, tmpdir):
+    """Runs A and C plain, B with --verify: compare names the difference, leaves
+    the client out of the like-for-like aggregate, and gives no change for B nor
+    a spread over the three ('unlike'); C, of A's plan, keeps its change. A
+    client whose chunk size differs gets no '+100.0%' either."""
+    runs = []
+    for name, verify, mib_s in (("va", False, 100), ("vb", True, 200), ("vc", False, 120)):
+        run = Crafted(str(tmpdir.join(name)))
+        run.client("c1", "h1", mib_s, 0.004, chunk_bytes=10 * MIB, file_bytes=40 * MIB,
+                   **(dict(verify=True) if verify else {}))
+        run.client("c2", "h2", 150, 0.004, chunk_bytes=(20 if verify else 10) * MIB,
+                   file_bytes=40 * MIB)
+        runs.append(_ran(procs, run.save()))
+    assert load_report(runs[1])["clients"][0]["verification"] is not None
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("c.html")), *runs)
+    assert code == 0, err
+    flat = out.replace("\n    ", " ")
+    assert "client c1 left out of the like-for-like aggregate: its plan differs: verify no " \
+        "-> verify yes" in flat
+    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no; B " \
+        "chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify yes; C" in flat
+    mib = compare_sections(out)["clients, MiB/s mean"]
+    # mark, match, A, B, B vs A, C, C vs A, spread
+    assert mib["c1"] == ["*", "name", "100.0", "200.0", "unlike", "120.0", "+20.0%",
+                         "unlike"], mib["c1"]
+    assert mib["c2"][4] == "unlike" and mib["c2"][-1] == "unlike", mib["c2"]
+    assert "+100.0%" not in out
+    like = [line for line in out.splitlines() if line.startswith("MiB/s like for like")]
+    assert like and "(0 clients)" in like[0]
+    from diskbench.report import compare as compare_mod       # the figures behind it
+    result = compare_mod.compare_runs([load_report(r) for r in runs], runs)
+    row = [r for r in result["clients"] if r["client"] == "c1"][0]
+    assert row["mib_s_change_percent"][1] is None and row["mib_s_spread_percent"] is None
+    assert abs(row["mib_s_change_percent"][2] - 20.0) < 1e-9

@@ -150,6 +150,26 @@ CLIENT_FIELDS = (
                                                        "p95", "p99")) \
   + tuple((("latency_ms", k), FIGURE) for k in ("min", "mean", "max", "p50", "p95",
                                                  "p99"))
+
+
+class _Object(protocol.Field):
+    """A JSON object (its keys and values as they are)."""
+
+    def describe(self):
+        return "an object"
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            raise TypeError
+        return value
+
+
+#: Client keys checked only where an entry has them (a report.json written before
+#: the key was): a missing one reads as unknown.
+CLIENT_FIELDS_IF_PRESENT = (
+    # --verify: what was read back (null: off); compare's plan holds whether it was on
+    (("verification",), protocol.Optional(_Object())),
+)
 #: The same for the run as a whole: a bad one makes the document bad.
 RUN_FIELDS = (
     (("run", "label"), TEXT),
@@ -260,6 +280,9 @@ def load_report(path, warn):
                 raise _Bad("an entry is not an object")
             for key_path, field in CLIENT_FIELDS:
                 _check(entry, key_path, field)
+            for key_path, field in CLIENT_FIELDS_IF_PRESENT:
+                if key_path[0] in entry:
+                    _check(entry, key_path, field)
             if entry["client"] in names:
                 raise _Bad("client %s is listed twice" % entry["client"])
         except _Bad as exc:
