@@ -2024,4 +2024,13 @@ MUTATIONS = [
          new='_pct(r[key + "_change_percent"][i]) if True or',
          tests=[_LL + "test_like_for_like_compare_gives_no_change_or_spread_across_unlike_"
                 "plans"]),
+    # --- the writer keeps report.json within what its reader takes ---
+    dict(id="report-writer-unbounded", file="diskbench/report/build.py",
+         old="    _readable(rep, g)\n",
+         new="",
+         tests=[_RO + "test_report_from_extreme_accepted_values_is_read_back_by_compare"]),
+    dict(id="report-sum-bounded-as-a-client", file="diskbench/report/readers.py",
+         old='    (("totals", "written_mib"), SUM),',
+         new='    (("totals", "written_mib"), FIGURE),',
+         tests=[_RO + "test_report_from_extreme_accepted_values_is_read_back_by_compare"]),
 ]

@@ -582,3 +582,54 @@ def test_report_html_is_written_piece_by_piece(tmpdir, monkeypatch):
     assert page == htmlout.render(rep, series).encode("utf-8")
     pieces = sizes[htmlout.REPORT_HTML]
     assert sum(pieces) == len(page) and max(pieces) < len(page) // 4, pieces
+
+
+def _extreme_client(run, name, t, bytes_, length):
+    """A client whose one perf interval the protocol accepts (within MAX_INT and
+    MAX_RATE_MIB_S) however extreme: ``bytes_`` in ``length`` s."""
+    from tests.test_server_fakes import hello_fields
+    run.add(name, P.HELLO, t, **hello_fields(hostname="h-" + name, chunk_bytes=10 * MIB,
+                                             file_bytes=20 * MIB))
+    run.add(name, P.START, t, writer_pid=42, sync_mode=P.SYNC_DIRECT, preallocate=False,
+            block_bytes=4096, buffer_huge_bytes=None)
+    hist = metrics.LatencyHistogram()
+    hist.add(0.01)
+    run.add(name, P.PERF, t + length, t_start=t, t_end=t + length, bytes=bytes_,
+            chunks=min(1, bytes_), io_s=0.01, lat_min_s=0.01, lat_max_s=0.01,
+            lat_hist=hist.to_wire() if bytes_ else [], sync_mode=P.SYNC_DIRECT, file_index=0)
+    run.add(name, P.STOP, t + length, reason=P.STOP_DURATION, bytes_written=bytes_,
+            chunks_written=min(1, bytes_), rollovers=0, elapsed_s=length, io_s=0.01, dropped_messages=0)
+
+
+def test_report_from_extreme_accepted_values_is_read_back_by_compare(procs, tmpdir):
+    """Clients sending values within the protocol's bounds however extreme (the
+    most bytes an interval may carry at the highest rate allowed, 0 bytes, one
+    byte in a day): the report the writer makes is one its own reader takes
+    (compare exits 0 and keeps every client), a figure beyond the reader's bounds
+    is unknown with a warning, and 0 MiB written is 0."""
+    run = Crafted(str(tmpdir.join("extreme")))
+    length = P.MAX_INT / float(MIB) / P.MAX_RATE_MIB_S * 1.01     # just under the cap
+    t = T0 + 1.0
+    _extreme_client(run, "huge1", t, P.MAX_INT, length)
+    _extreme_client(run, "huge2", t, P.MAX_INT, length)
+    _extreme_client(run, "zero", t, 0, 10.0)
+    _extreme_client(run, "tiny", t, 1, 86400.0)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    clients = by_client(rep)
+    assert clients["huge1"]["written_mib"] is None          # 4.4e12 MiB: beyond 1e12
+    assert clients["zero"]["written_mib"] == 0 and \
+        clients["zero"]["throughput_mib_s"]["mean"] == 0
+    assert clients["tiny"]["throughput_mib_s"]["mean"] is None   # 1e-11 MiB/s
+    assert clients["tiny"]["written_mib"] > 0
+    assert any("what a report can hold" in w for w in rep["run"]["server_warnings"])
+    # a sum over the clients has its own, higher bound: two clients' 4.4e12 MiB
+    assert rep["totals"]["written_mib"] > 8e12
+    code, out, err = run_report(procs, "compare", run.log_dir, run.log_dir,
+                                "--out", str(tmpdir.join("c.html")))
+    assert code == 0, err
+    assert "damaged" not in err and "left out" not in err, err
+    assert "compare 2 runs" in out and "clients                    " in out
+    counts = [line for line in out.splitlines() if line.startswith("clients ")][0]
+    assert counts.split()[:3] == ["clients", "4", "4"], counts
