@@ -633,3 +633,34 @@ def test_report_from_extreme_accepted_values_is_read_back_by_compare(procs, tmpd
     assert "compare 2 runs" in out and "clients                    " in out
     counts = [line for line in out.splitlines() if line.startswith("clients ")][0]
     assert counts.split()[:3] == ["clients", "4", "4"], counts
+
+
+def test_report_text_says_counts_and_unknowns_as_words(procs, tmpdir, monkeypatch):
+    """Small honesty: a clock offset reads 'ahead of the server's', a count of one
+    is singular ('for 1 client', 'of 1 client'), an unknown exit code is '-' in the
+    details as in the headline (never 'None'), and the closing summary never says
+    '(0 more clients ...)'."""
+    from diskbench import effects
+    assert "5.0 years ahead of the server's" in effects.unbelieved_offset(
+        "x", 5 * 365.25 * 86400)
+    assert "is 3.0 s behind the server's" in "is %s the server's" % metrics.describe_offset(-3)
+    run = Crafted(str(tmpdir.join("words")))
+    run.client("a", "h1", 100, 0.004, chunk_bytes=10 * MIB)
+    run.client("b", "h2", 200, 0.004, chunk_bytes=10 * MIB)
+    run.client("c", "h3", 300, 0.004, chunk_bytes=20 * MIB)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read()
+    assert "exit code: - (" in text and "None" not in text
+    rep = load_report(run.log_dir)
+    rep["run"]["synchronized_start"] = dict(
+        start_at_ts=T0, start_at_utc="x", client_count=1, first_write_known_count=1,
+        first_write_spread_ms=0.0, first_write_late_max_ms=1.0)
+    assert "synchronized start at x for 1 client: " in text_mod.render_text(rep)
+    monkeypatch.setattr(outputs, "CONSOLE_ROWS_MAX", 2)
+    monkeypatch.setattr(outputs, "CONSOLE_EXTREMES", 1)
+    summary = outputs.console_summary(rep)
+    assert "more in report.txt" not in summary and "(0 " not in summary
+    assert [line.split()[0] for line in summary.splitlines()
+            if re.match(r"[abc] ", line)] == ["a", "b", "c"]

@@ -114,8 +114,10 @@ def aggregate(spans):
                per_client_mib_s=per_client,
                throughput_mib_s=sum(v for v in per_client.values() if v is not None)
                if all(v is not None for v in per_client.values()) else None,
-               period_note="all %d clients were writing from %s (when %s started) to %s "
-                    "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
+               period_note="%s writing from %s (when %s started) to %s "
+                    "(when %s ended)" % ("the 1 client was" if len(spans) == 1 else
+                                         "all %d clients were" % len(spans), utc(lo),
+                                         starter, utc(hi), ender))
     return out
 
 

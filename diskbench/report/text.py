@@ -230,16 +230,17 @@ def _text_header(rep):
     lines = ["run: %s -> %s (%s s)%s" % (
         run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
-        "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+        "exit code: %s (%s)" % (_f(run["exit_code"], "%d"), run["exit_meaning"] or "-")]
     again = rep.get("rerendered")
     if again:
         lines.append("re-rendered at %s from %s (python -m diskbench.report)" % (
             again["at_utc"], ", ".join(again["from_files"])))
     sync = run.get("synchronized_start")
     if sync:
-        lines.append("synchronized start at %s for %d clients: first writes (server "
+        lines.append("synchronized start at %s for %s: first writes (server "
                      "clock, %d known) within %s ms of each other, at most %s ms off "
-                     "the instant" % (sync["start_at_utc"], sync["client_count"],
+                     "the instant" % (sync["start_at_utc"], count(sync["client_count"],
+                                                                  "client"),
                                       sync["first_write_known_count"],
                                       _f(sync["first_write_spread_ms"], "%.1f"),
                                       _f(sync["first_write_late_max_ms"], "%.1f")))
