@@ -2050,4 +2050,9 @@ MUTATIONS = [
          old="        if more:\n            table.append(",
          new="        if True:\n            table.append(",
          tests=[_RO + "test_report_text_says_counts_and_unknowns_as_words"]),
+    # --- compare says why nobody matched (default names) and the fix ---
+    dict(id="compare-none-matched-unsaid", file="diskbench/report/compare.py",
+         old="    if result.get(\"none_matched\"):\n        lines +=",
+         new="    if False:\n        lines +=",
+         tests=[_LL + "test_like_for_like_compare_says_why_default_names_match_nobody"]),
 ]

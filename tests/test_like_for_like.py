@@ -468,3 +468,28 @@ def test_like_for_like_compare_gives_no_change_or_spread_across_unlike_plans(pro
     row = [r for r in result["clients"] if r["client"] == "c1"][0]
     assert row["mib_s_change_percent"][1] is None and row["mib_s_spread_percent"] is None
     assert abs(row["mib_s_change_percent"][2] - 20.0) < 1e-9
+
+
+def test_like_for_like_compare_says_why_default_names_match_nobody(procs, tmpdir):
+    """Default client names (HOSTNAME-PID-RANDOM, two clients per host) differ in
+    every run and a host with two clients cannot pair them: compare matches
+    nobody, and says so, why, and the fix (--name), instead of a silent
+    'like for like (0 clients)'."""
+    runs = []
+    for name, pids in (("da", (101, 102)), ("db", (201, 202))):
+        run = Crafted(str(tmpdir.join(name)))
+        for pid in pids:
+            run.client("node1-%d-%x" % (pid, pid * 7919), "node1", 100 + pid % 10, 0.004,
+                       chunk_bytes=10 * MIB)
+        runs.append(_ran(procs, run.save()))
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("c.html")), *runs)
+    assert code == 0, err
+    flat = out.replace("\n    ", " ")
+    assert "MiB/s like for like (0 clients)" in flat
+    assert "no client of run B matched one of the baseline's" in flat
+    assert "start each client with the same --name in every run" in flat
+    with open(str(tmpdir.join("c.html"))) as f:
+        assert "no client of run B matched one of the baseline" in f.read()
+    same = [runs[0], runs[0]]
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("d.html")), *same)
+    assert code == 0 and "matched one of the baseline" not in out

@@ -40,6 +40,12 @@ UNLIKE = "unlike"
 #: What the like-for-like aggregate is (under the aggregate table).
 LIKE_FOR_LIKE = ("like for like: the sum of the MiB/s, in each run's all-writing period, of "
                  "the clients in every run with the same plan in every run")
+#: Said when no client of a run matched one of the baseline's (%s: the run keys).
+NONE_MATCHED = ("no client of run %s matched one of the baseline's: clients are matched by "
+                "name, then by host when the host has one unmatched client in each run; "
+                "default names (HOSTNAME-PID-RANDOM) differ from run to run, and a host with "
+                "two clients cannot tell them apart: start each client with the same --name "
+                "in every run to compare them")
 #: compare.html's chart: a bar group per client, at most this many clients.
 CHART_CLIENTS_MAX = 60
 
@@ -223,9 +229,13 @@ def compare_runs(reps, paths):
             ("chunk latency p99 ms, all clients", lambda r: r["totals"]["latency_ms"]["p99"]),
             ("clients", lambda r: r["totals"]["client_count"])):
         agg.append(_agg_row(label, [get(rep) for rep in reps], whole or label == "clients"))
+    unmatched = [RUN_KEYS[i] for i in range(1, len(reps))
+                 if base["clients"] and reps[i]["clients"] and
+                 not any(r["matched_by"][i] for r in rows)]
     return dict(runs=[run_facts(RUN_KEYS[i], rep, path)
                       for i, (rep, path) in enumerate(zip(reps, paths))],
                 clients=rows, aggregate=agg,
+                none_matched=NONE_MATCHED % ", ".join(unmatched) if unmatched else None,
                 left_out=[dict(client=r["client"], why=_why_left_out(r)) for r in left_out])
 
 
@@ -300,6 +310,8 @@ def render_text(result, label_a=None, label_b=None):
     keys = [r["key"] for r in runs]
     lines = ["compare %d runs, %s is the baseline" % (len(runs), keys[0])] + _run_lines(result)
     lines.append("")
+    if result.get("none_matched"):
+        lines += [result["none_matched"], ""]
     for left in result["left_out"]:
         lines.append("client %s left out of the like-for-like aggregate: %s" % (
             left["client"], left["why"]))
@@ -371,6 +383,8 @@ def render_html(result, label_a=None, label_b=None):
              "<title>diskbench compare</title><style>%s</style></head><body>" % htmlout.CSS,
              "<h1>diskbench compare</h1>", '<div class="headline">']
     parts += ["<p>%s</p>" % esc(line) for line in _run_lines(result)]
+    if result.get("none_matched"):
+        parts.append('<p class="warn">%s</p>' % esc(result["none_matched"]))
     parts += ['<p class="warn">client %s left out of the like-for-like aggregate: %s</p>' % (
         esc(x["client"]), esc(x["why"])) for x in result["left_out"]]
     parts.append("</div><h2>Aggregate</h2>")
