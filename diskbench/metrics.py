@@ -64,12 +64,12 @@ _OFFSET_UNITS = ((365.25 * 86400, "years"), (86400.0, "days"), (3600.0, "hours")
 
 
 def describe_offset(offset):
-    """A clock offset (client minus server, seconds) in words: '56 years
-    behind', '3.2 s ahead'."""
+    """A clock offset (client minus server, seconds) in words, to be followed
+    by what it is against ("the server's"): '56.0 years behind', '3.2 s ahead of'."""
     size = abs(offset)
     for unit, word in _OFFSET_UNITS:
         if size >= unit or unit == 1.0:
-            return "%.1f %s %s" % (size / unit, word, "ahead" if offset > 0 else "behind")
+            return "%.1f %s %s" % (size / unit, word, "ahead of" if offset > 0 else "behind")
 
 
 #: "MiB/s now" is over the intervals of the last this many seconds.

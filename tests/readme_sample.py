@@ -28,7 +28,7 @@ SAMPLE_BEGIN = "<!-- sample: report.txt -->"
 SAMPLE_END = "<!-- /sample -->"
 #: The README shows report.txt up to the line that starts with this (the headline
 #: and the client table).
-SAMPLE_STOP = "by chunk size ("
+SAMPLE_STOP = "by workload ("
 INDENT = "    "
 
 

@@ -68,18 +68,27 @@ class Crafted(object):
         self.lines.append(json.dumps(protocol.record(msg, ts + recv_delay, "127.0.0.1:1")))
 
     def client(self, name, host, mib_s, latency_s, intervals=4, stop=True, rollovers=1,
-               cpu=10.0, **hello):
+               cpu=10.0, rates=None, offset=0.0, start=None, **hello):
         """A client writing ``mib_s`` for ``intervals`` 1 s intervals: in each, 2% of the chunks
         (at least 2) take 3 x ``latency_s`` (the interval's p99 and max), the others ``latency_s`` (p50).
-        ``hello``: fields of its hello (its plan: chunk_bytes, ...) other than the defaults."""
-        t = self.start_ts + 1.0
+        ``rates``: the MiB/s of each interval instead (one interval each); ``offset``: s
+        after the others it starts; ``start``: fields of its start message other than the
+        defaults (sync_mode, ...); ``hello``: fields of its hello (its plan: chunk_bytes,
+        ...) other than the defaults."""
+        t = self.start_ts + 1.0 + offset
+        rates = list(rates) if rates is not None else [mib_s] * intervals
+        intervals = len(rates)
         self.add(name, protocol.HELLO, t, **hello_fields(hostname=host, **hello))
-        self.add(name, protocol.START, t, writer_pid=42, sync_mode=protocol.SYNC_DIRECT,
-                 preallocate=False, block_bytes=4096, buffer_huge_bytes=None)
-        # 10 MiB chunks from 100 MiB/s up, so a chunk's time fits its interval
-        chunk_mib = 10 if mib_s >= 100 else 1
-        chunks = int(mib_s) // chunk_mib
-        for i in range(intervals):
+        start_fields = dict(writer_pid=42, sync_mode=protocol.SYNC_DIRECT, preallocate=False,
+                            block_bytes=4096, buffer_huge_bytes=None)
+        start_fields.update(start or {})
+        self.add(name, protocol.START, t, **start_fields)
+        written = 0
+        for i, rate in enumerate(rates):
+            # 10 MiB chunks from 100 MiB/s up, so a chunk's time fits its interval
+            chunk_mib = 10 if rate >= 100 else 1
+            chunks = int(rate) // chunk_mib
+            written += chunks * chunk_mib
             hist = metrics.LatencyHistogram()
             slow = max(2, chunks // 50)     # 2%: always the p99
             lats = [latency_s] * (chunks - slow) + [3 * latency_s] * slow
@@ -88,17 +97,18 @@ class Crafted(object):
             self.add(name, protocol.PERF, t + i + 1.0, t_start=t + i, t_end=t + i + 1.0,
                      bytes=chunks * chunk_mib * metrics.MIB, chunks=chunks, io_s=sum(lats),
                      lat_min_s=min(lats), lat_max_s=max(lats), lat_hist=hist.to_wire(),
-                     sync_mode=protocol.SYNC_DIRECT, file_index=0)
+                     sync_mode=start_fields["sync_mode"], file_index=0)
             self.add(name, protocol.STATS, t + i + 1.0, writer_pid=42, cpu_percent=cpu,
                      rss_bytes=20 * metrics.MIB, source="proc", interval_s=1.0)
         for r in range(rollovers):
             self.add(name, protocol.ROLLOVER, t + 1.5 + r, file_index=r,
-                     file_bytes=chunks * chunk_mib * metrics.MIB, close_s=0.01)
+                     file_bytes=written * metrics.MIB // intervals, close_s=0.01)
         if stop:
             self.add(name, protocol.STOP, t + intervals + 1.0, reason=protocol.STOP_DURATION,
-                     bytes_written=chunks * chunk_mib * intervals * metrics.MIB,
-                     chunks_written=chunks * intervals, rollovers=rollovers,
-                     elapsed_s=float(intervals), io_s=1.0, dropped_messages=0)
+                     bytes_written=written * metrics.MIB,
+                     chunks_written=sum(int(r) // (10 if r >= 100 else 1) for r in rates),
+                     rollovers=rollovers, elapsed_s=float(intervals), io_s=1.0,
+                     dropped_messages=0)
 
     def save(self):
         with open(os.path.join(self.log_dir, "perf.jsonl"), "w") as f:

@@ -58,7 +58,7 @@ def _hellos(log_dir):
 def test_like_for_like_headline_ranks_within_each_chunk_size(procs, tmpdir):
     """With three chunk sizes the headline names each size and ranks clients only
     within it; report.json, report.txt, report.html and chunk_sizes.csv carry the
-    'by chunk size' summary; the headline says how to find a slow host."""
+    'by workload' summary; the headline says how to find a slow host."""
     log_dir = str(tmpdir.join("run"))
     three_size_run(procs, tmpdir, log_dir)
     rep = load_report(log_dir)
@@ -67,10 +67,11 @@ def test_like_for_like_headline_ranks_within_each_chunk_size(procs, tmpdir):
     sizes = rep["by_chunk_size"]
     assert [z["chunk_mib"] for z in sizes] == [10, 20, 40]
     assert [z["client_count"] for z in sizes] == [2, 2, 1]
-    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in rep["clients"])
     for z in sizes:
         members = [n for n in chunk if chunk[n] == z["chunk_mib"]]
         assert z["slowest"] in members and z["fastest"] in members
+        means = z["ranked_mib_s"]      # MiB/s while all the size's clients wrote
+        assert sorted(means) == sorted(members) and z["not_ranked"] == []
         assert z["min_mib_s"] == min(means[n] for n in members) == means[z["slowest"]]
         assert z["max_mib_s"] == max(means[n] for n in members) == means[z["fastest"]]
         assert abs(z["mean_mib_s"] - sum(means[n] for n in members) / len(members)) < 1e-9
@@ -93,8 +94,9 @@ def test_like_for_like_headline_ranks_within_each_chunk_size(procs, tmpdir):
         assert "2 clients: slowest" in ranked[0] and ranked[2].startswith(
             "chunk 40 MiB, 1 client: s3 ")
         assert text_mod.SIZES_DIFFER in where.replace("\n    ", " ")
-    assert re.search(r"^\s+10\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", text, re.M)
-    assert "By chunk size" in page
+    assert re.search(r"^\s+10\s+2\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+  chunk 10 MiB$",
+                     text, re.M)
+    assert "By workload" in page
     rows = _read_csv(os.path.join(log_dir, csvout.CHUNK_SIZES_CSV))
     assert [(float(r["chunk_mib"]), int(r["client_count"]), r["slowest"]) for r in rows] == \
         [(z["chunk_mib"], z["client_count"], z["slowest"]) for z in sizes]
@@ -114,7 +116,8 @@ def test_like_for_like_one_chunk_size_ranks_all_without_the_advice(procs, tmpdir
     assert (z["slowest"], z["fastest"], z["client_count"]) == ("n1", "n2", 2)
     assert abs(z["slowest_to_fastest_ratio"] - 1 / 3.0) < 1e-9
     assert re.search(r"^chunk \d+ MiB, 2 clients: slowest n1 100\.0 MiB/s, fastest n2 "
-                     r"300\.0 MiB/s \(slowest/fastest 0\.33\)$", out, re.M), out
+                     r"300\.0 MiB/s \(slowest/fastest 0\.33\)$",
+                     out, re.M), out
     assert plan.CHUNK_ADVICE not in out.replace("\n    ", " ")
 
 
@@ -210,9 +213,10 @@ def test_like_for_like_compare_marks_exactly_the_clients_whose_plan_differs(proc
     marked = sorted(line[1:].split(":")[0] for line in lines
                     if re.match(r"\*c\d: ", line))
     assert marked == ["c1", "c2"], out
-    assert " c3: chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no in A, B" in lines
-    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no; B chunk 20 MiB, " \
-        "file 40 MiB, 5 s, o_direct, prealloc no" in out.replace("\n    ", " ")
+    assert " c3: chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no in A, B" \
+        in lines
+    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no; B chunk " \
+        "20 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no" in out.replace("\n    ", " ")
     assert sorted(line for line in lines if "left out of the like-for-like" in line) == [
         "client c1 left out of the like-for-like aggregate: its plan differs: chunk 10 MiB "
         "-> chunk 20 MiB",
@@ -319,7 +323,7 @@ def test_like_for_like_console_keeps_the_extremes_of_each_chunk_size(procs, tmpd
     head = [i for i, line in enumerate(lines) if line.startswith("client ")][0]
     shown = [line.split()[0] for line in lines[head + 1:] if not line.startswith(("(", " "))]
     assert shown == ["a", "c", "d", "f"], lines
-    assert "slowest and fastest of each chunk size" in " ".join(lines[head:])
+    assert "slowest and fastest of each workload" in " ".join(lines[head:])
 
 
 def test_like_for_like_compare_shows_a_client_without_figures_as_unknown(procs, tmpdir):
@@ -333,7 +337,8 @@ def test_like_for_like_compare_shows_a_client_without_figures_as_unknown(procs, 
                              perf_interval_count=0, cpu_bound=False, unreportable=True))
     result = compare_mod.compare_runs([a, b], ["a", "b"])
     text = compare_mod.render_text(result)
-    assert " stub: chunk ?, file ?, duration ?, sync ?, prealloc ? in B; not in A" in text
+    assert " stub: chunk ?, file ?, duration ?, sync ?, prealloc ?, verify ? in B; not in A" \
+        in text
     assert compare_sections(text)["clients, MiB/s mean"]["stub"][1:] == ["none", "-", "-", "-"]
     assert "stub" in compare_mod.render_html(result)
 
@@ -341,3 +346,150 @@ def test_like_for_like_compare_shows_a_client_without_figures_as_unknown(procs, 
 def _ran(procs, log_dir):
     assert run_report(procs, log_dir)[0] == 0
     return log_dir
+
+
+def _page_headline(log_dir):
+    with open(os.path.join(log_dir, "report.html")) as f:
+        page = f.read()
+    return "\n".join(re.findall(r"<p(?: class=\"agg\")?>([^<]*)</p>", page)).replace(
+        "&#x27;", "'").replace("&quot;", '"')
+
+
+def test_like_for_like_ranks_only_finished_clients_by_their_common_window(procs, tmpdir):
+    """A client that did not finish (killed, stalled, failed) is never ranked:
+    ka wrote 500 MiB/s for 3 s and never finished, kb 500 beside it, then 900
+    alone (whole-run mean 700): the headline does not call ka the slowest, it
+    names it as not ranked with its state. Finished clients are ranked by their
+    MiB/s in the window when all of them wrote: fb wrote 900 alone for 2 s before
+    fa started, then both 400: they are equal (1.00), not 0.71 by whole-run means.
+    report.txt, report.html and report.json say the same."""
+    run = Crafted(str(tmpdir.join("kill")))
+    run.client("ka", "h1", 0, 0.004, rates=[500] * 3, stop=False, chunk_bytes=10 * MIB)
+    run.client("kb", "h2", 0, 0.004, rates=[500] * 3 + [900] * 3, chunk_bytes=10 * MIB)
+    run.client("fa", "h3", 0, 0.004, rates=[400] * 4, offset=2.0, chunk_bytes=20 * MIB)
+    run.client("fb", "h4", 0, 0.004, rates=[900] * 2 + [400] * 4, chunk_bytes=20 * MIB)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    ten, twenty = rep["by_chunk_size"]
+    assert (ten["slowest"], ten["fastest"], ten["slowest_to_fastest_ratio"]) == \
+        ("kb", "kb", None)
+    assert [x["client"] for x in ten["not_ranked"]] == ["ka"]
+    assert ten["ranked_count"] == 1 and ten["client_count"] == 2
+    assert sorted(twenty["ranked_mib_s"]) == ["fa", "fb"]
+    assert all(abs(v - 400.0) < 1e-6 for v in twenty["ranked_mib_s"].values())
+    assert abs(twenty["slowest_to_fastest_ratio"] - 1.0) < 1e-9
+    assert set([twenty["slowest"], twenty["fastest"]]) == set(["fa", "fb"])
+    assert abs(twenty["window_s"] - 4.0) < 1e-6
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read().replace("\n    ", " ")
+    for where in (text, _page_headline(run.log_dir).replace("\n    ", " ")):
+        assert "slowest ka" not in where and "fastest kb" not in where
+        assert "chunk 10 MiB, 2 clients: kb 700.0 MiB/s (the only one that finished: " \
+            "nothing to rank it against); not ranked (did not finish): ka (unfinished)" \
+            in where, where
+        assert re.search(r"chunk 20 MiB, 2 clients: slowest f[ab] 400\.0 MiB/s, fastest f[ab] "
+                         r"400\.0 MiB/s \(slowest/fastest 1\.00\)", where), where
+        assert text_mod.ONLY_FINISHED_RANKED in where
+        assert text_mod.RANKED_BY % "4.0" in where
+
+
+def test_like_for_like_ranks_within_a_workload_and_names_what_differs(procs, tmpdir):
+    """Clients of one chunk size but another file size, sync mode (fsync where the
+    target refused O_DIRECT) or --verify are different workloads: each is ranked
+    only against its own, and the headline names what tells them apart."""
+    run = Crafted(str(tmpdir.join("mixed")))
+    plan20 = dict(chunk_bytes=10 * MIB, file_bytes=20 * MIB)
+    run.client("mxa", "h1", 300, 0.004, **plan20)
+    run.client("mxa2", "h5", 350, 0.004, **plan20)
+    run.client("mxb", "h2", 600, 0.004, chunk_bytes=10 * MIB, file_bytes=400 * MIB)
+    run.client("mxc", "h3", 1400, 0.004, start=dict(sync_mode="fsync"), **plan20)
+    run.client("mxd", "h4", 200, 0.004, verify=True, **plan20)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    groups = dict((z["workload_label"], z) for z in rep["by_chunk_size"])
+    assert sorted(groups) == sorted([
+        "chunk 10 MiB, file 20 MiB, o_direct, verify no",
+        "chunk 10 MiB, file 400 MiB, o_direct, verify no",
+        "chunk 10 MiB, file 20 MiB, fsync, verify no",
+        "chunk 10 MiB, file 20 MiB, o_direct, verify yes"]), sorted(groups)
+    both = groups["chunk 10 MiB, file 20 MiB, o_direct, verify no"]
+    assert (both["slowest"], both["fastest"], both["client_count"]) == ("mxa", "mxa2", 2)
+    for label in groups:
+        if groups[label] is not both:
+            assert groups[label]["client_count"] == 1
+            assert groups[label]["slowest_to_fastest_ratio"] is None
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read().replace("\n    ", " ")
+    for where in (text, _page_headline(run.log_dir).replace("\n    ", " ")):
+        assert "chunk 10 MiB, file 20 MiB, o_direct, verify no, 2 clients: slowest mxa " \
+            "300.0 MiB/s, fastest mxa2 350.0 MiB/s (slowest/fastest 0.86)" in where, where
+        assert "chunk 10 MiB, file 20 MiB, fsync, verify no, 1 client: mxc 1400.0 MiB/s" \
+            in where
+        assert "the clients ran different workloads (file size, sync mode, read-back " \
+            "(--verify))" in where
+        assert "slowest mxa 300.0 MiB/s, fastest mxc" not in where
+    rows = _read_csv(os.path.join(run.log_dir, csvout.CHUNK_SIZES_CSV))
+    assert sorted(r["workload_label"] for r in rows) == sorted(groups)
+
+
+def test_like_for_like_compare_gives_no_change_or_spread_across_unlike_plans(procs, tmpdir):
+    """Runs A and C plain, B with --verify: compare names the difference, leaves
+    the client out of the like-for-like aggregate, and gives no change for B nor
+    a spread over the three ('unlike'); C, of A's plan, keeps its change. A
+    client whose chunk size differs gets no '+100.0%' either."""
+    runs = []
+    for name, verify, mib_s in (("va", False, 100), ("vb", True, 200), ("vc", False, 120)):
+        run = Crafted(str(tmpdir.join(name)))
+        run.client("c1", "h1", mib_s, 0.004, chunk_bytes=10 * MIB, file_bytes=40 * MIB,
+                   **(dict(verify=True) if verify else {}))
+        run.client("c2", "h2", 150, 0.004, chunk_bytes=(20 if verify else 10) * MIB,
+                   file_bytes=40 * MIB)
+        runs.append(_ran(procs, run.save()))
+    assert load_report(runs[1])["clients"][0]["verification"] is not None
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("c.html")), *runs)
+    assert code == 0, err
+    flat = out.replace("\n    ", " ")
+    assert "client c1 left out of the like-for-like aggregate: its plan differs: verify no " \
+        "-> verify yes" in flat
+    assert "*c1: A chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify no; B " \
+        "chunk 10 MiB, file 40 MiB, 5 s, o_direct, prealloc no, verify yes; C" in flat
+    mib = compare_sections(out)["clients, MiB/s mean"]
+    # mark, match, A, B, B vs A, C, C vs A, spread
+    assert mib["c1"] == ["*", "name", "100.0", "200.0", "unlike", "120.0", "+20.0%",
+                         "unlike"], mib["c1"]
+    assert mib["c2"][4] == "unlike" and mib["c2"][-1] == "unlike", mib["c2"]
+    assert "+100.0%" not in out
+    like = [line for line in out.splitlines() if line.startswith("MiB/s like for like")]
+    assert like and "(0 clients)" in like[0]
+    from diskbench.report import compare as compare_mod       # the figures behind it
+    result = compare_mod.compare_runs([load_report(r) for r in runs], runs)
+    row = [r for r in result["clients"] if r["client"] == "c1"][0]
+    assert row["mib_s_change_percent"][1] is None and row["mib_s_spread_percent"] is None
+    assert abs(row["mib_s_change_percent"][2] - 20.0) < 1e-9
+
+
+def test_like_for_like_compare_says_why_default_names_match_nobody(procs, tmpdir):
+    """Default client names (HOSTNAME-PID-RANDOM, two clients per host) differ in
+    every run and a host with two clients cannot pair them: compare matches
+    nobody, and says so, why, and the fix (--name), instead of a silent
+    'like for like (0 clients)'."""
+    runs = []
+    for name, pids in (("da", (101, 102)), ("db", (201, 202))):
+        run = Crafted(str(tmpdir.join(name)))
+        for pid in pids:
+            run.client("node1-%d-%x" % (pid, pid * 7919), "node1", 100 + pid % 10, 0.004,
+                       chunk_bytes=10 * MIB)
+        runs.append(_ran(procs, run.save()))
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("c.html")), *runs)
+    assert code == 0, err
+    flat = out.replace("\n    ", " ")
+    assert "MiB/s like for like (0 clients)" in flat
+    assert "no client of run B matched one of the baseline's" in flat
+    assert "start each client with the same --name in every run" in flat
+    with open(str(tmpdir.join("c.html"))) as f:
+        assert "no client of run B matched one of the baseline" in f.read()
+    same = [runs[0], runs[0]]
+    code, out, err = run_report(procs, "compare", "--out", str(tmpdir.join("d.html")), *same)
+    assert code == 0 and "matched one of the baseline" not in out

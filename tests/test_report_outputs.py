@@ -53,7 +53,7 @@ def _paths(obj, prefix=""):
         for key, value in obj.items():
             path = "%s.%s" % (prefix, key) if prefix else key
             out.add(path)
-            if key not in ("per_client_mib_s", "rejected_messages"):
+            if key not in ("per_client_mib_s", "rejected_messages", "ranked_mib_s"):
                 out |= _paths(value, path)
     elif isinstance(obj, list):
         for value in obj:
@@ -205,12 +205,17 @@ def test_report_json_format_3_every_key_documented_and_text_fits_120_columns(pro
     assert lines[1] == "exit code -: " + rerender.NO_REPORT_MEANING
     assert lines[2] == "clients: 2 (1 finished, 1 unfinished)"
     assert lines[3].startswith("aggregate: ")
-    assert lines[4].startswith("chunk 1 MiB, 2 clients: slowest ")
+    # the unfinished client is not ranked (only finished ones are), and it is said
+    assert lines[4].startswith("chunk 1 MiB, 2 clients: n1 100.0 MiB/s (the only one that "
+                               "finished: nothing to rank it against); not ranked (did not")
+    assert "a-client-name-that-is-far-too-long-for-any-table-column (unfinished)" in \
+        text.replace("\n    ", " ")
     head = [i for i, line in enumerate(lines) if re.match(
         r"client\s+host\s+state\s+chunk MiB\s+MiB/s\s+p50 ms\s+p99 ms\s+rollovers\s+CPU%$", line)]
     assert head, lines[:10]   # the table comes right after the headline (and what
     between = lines[5:head[0]]   # the server warned of)
-    assert all(line == "" or line.startswith(("server warning: ", "    "))
+    assert all(line == "" or line.startswith(("server warning: ", "    ",
+                                              "only clients that finished are ranked"))
                for line in between) and between[-1] == "", between
     assert re.match(r"a-client-name-that-is-fa~\s+h2\s+unfinished\s+1\s+30\.0\s",
                     lines[head[0] + 1])
@@ -645,3 +650,85 @@ def test_report_html_is_written_piece_by_piece(tmpdir, monkeypatch):
     assert page == htmlout.render(rep, series).encode("utf-8")
     pieces = sizes[htmlout.REPORT_HTML]
     assert sum(pieces) == len(page) and max(pieces) < len(page) // 4, pieces
+
+
+def _extreme_client(run, name, t, bytes_, length):
+    """A client whose one perf interval the protocol accepts (within MAX_INT and
+    MAX_RATE_MIB_S) however extreme: ``bytes_`` in ``length`` s."""
+    from tests.test_server_fakes import hello_fields
+    run.add(name, P.HELLO, t, **hello_fields(hostname="h-" + name, chunk_bytes=10 * MIB,
+                                             file_bytes=20 * MIB))
+    run.add(name, P.START, t, writer_pid=42, sync_mode=P.SYNC_DIRECT, preallocate=False,
+            block_bytes=4096, buffer_huge_bytes=None)
+    hist = metrics.LatencyHistogram()
+    hist.add(0.01)
+    run.add(name, P.PERF, t + length, t_start=t, t_end=t + length, bytes=bytes_,
+            chunks=min(1, bytes_), io_s=0.01, lat_min_s=0.01, lat_max_s=0.01,
+            lat_hist=hist.to_wire() if bytes_ else [], sync_mode=P.SYNC_DIRECT, file_index=0)
+    run.add(name, P.STOP, t + length, reason=P.STOP_DURATION, bytes_written=bytes_,
+            chunks_written=min(1, bytes_), rollovers=0, elapsed_s=length, io_s=0.01, dropped_messages=0)
+
+
+def test_report_from_extreme_accepted_values_is_read_back_by_compare(procs, tmpdir):
+    """Clients sending values within the protocol's bounds however extreme (the
+    most bytes an interval may carry at the highest rate allowed, 0 bytes, one
+    byte in a day): the report the writer makes is one its own reader takes
+    (compare exits 0 and keeps every client), a figure beyond the reader's bounds
+    is unknown with a warning, and 0 MiB written is 0."""
+    run = Crafted(str(tmpdir.join("extreme")))
+    length = P.MAX_INT / float(MIB) / P.MAX_RATE_MIB_S * 1.01     # just under the cap
+    t = T0 + 1.0
+    _extreme_client(run, "huge1", t, P.MAX_INT, length)
+    _extreme_client(run, "huge2", t, P.MAX_INT, length)
+    _extreme_client(run, "zero", t, 0, 10.0)
+    _extreme_client(run, "tiny", t, 1, 86400.0)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    rep = load_report(run.log_dir)
+    clients = by_client(rep)
+    assert clients["huge1"]["written_mib"] is None          # 4.4e12 MiB: beyond 1e12
+    assert clients["zero"]["written_mib"] == 0 and \
+        clients["zero"]["throughput_mib_s"]["mean"] == 0
+    assert clients["tiny"]["throughput_mib_s"]["mean"] is None   # 1e-11 MiB/s
+    assert clients["tiny"]["written_mib"] > 0
+    assert any("what a report can hold" in w for w in rep["run"]["server_warnings"])
+    # a sum over the clients has its own, higher bound: two clients' 4.4e12 MiB
+    assert rep["totals"]["written_mib"] > 8e12
+    code, out, err = run_report(procs, "compare", run.log_dir, run.log_dir,
+                                "--out", str(tmpdir.join("c.html")))
+    assert code == 0, err
+    assert "damaged" not in err and "left out" not in err, err
+    assert "compare 2 runs" in out and "clients                    " in out
+    counts = [line for line in out.splitlines() if line.startswith("clients ")][0]
+    assert counts.split()[:3] == ["clients", "4", "4"], counts
+
+
+def test_report_text_says_counts_and_unknowns_as_words(procs, tmpdir, monkeypatch):
+    """Small honesty: a clock offset reads 'ahead of the server's', a count of one
+    is singular ('for 1 client', 'of 1 client'), an unknown exit code is '-' in the
+    details as in the headline (never 'None'), and the closing summary never says
+    '(0 more clients ...)'."""
+    from diskbench import effects
+    assert "5.0 years ahead of the server's" in effects.unbelieved_offset(
+        "x", 5 * 365.25 * 86400)
+    assert "is 3.0 s behind the server's" in "is %s the server's" % metrics.describe_offset(-3)
+    run = Crafted(str(tmpdir.join("words")))
+    run.client("a", "h1", 100, 0.004, chunk_bytes=10 * MIB)
+    run.client("b", "h2", 200, 0.004, chunk_bytes=10 * MIB)
+    run.client("c", "h3", 300, 0.004, chunk_bytes=20 * MIB)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read()
+    assert "exit code: - (" in text and "None" not in text
+    rep = load_report(run.log_dir)
+    rep["run"]["synchronized_start"] = dict(
+        start_at_ts=T0, start_at_utc="x", client_count=1, first_write_known_count=1,
+        first_write_spread_ms=0.0, first_write_late_max_ms=1.0)
+    assert "synchronized start at x for 1 client: " in text_mod.render_text(rep)
+    monkeypatch.setattr(outputs, "CONSOLE_ROWS_MAX", 2)
+    monkeypatch.setattr(outputs, "CONSOLE_EXTREMES", 1)
+    summary = outputs.console_summary(rep)
+    assert "more in report.txt" not in summary and "(0 " not in summary
+    assert [line.split()[0] for line in summary.splitlines()
+            if re.match(r"[abc] ", line)] == ["a", "b", "c"]

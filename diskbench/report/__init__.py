@@ -17,7 +17,9 @@ import os
 from diskbench.compat import as_bytes
 from diskbench.fsutil import atomic_write
 from diskbench.report import build as build_mod
+from diskbench.metrics import count
 from diskbench.report import csvout, htmlout
+from diskbench.report import figures as figures_mod
 from diskbench.report import series as series_mod
 from diskbench.report import text as text_mod
 
@@ -113,9 +115,9 @@ def console_summary(rep):
     clients = rep["clients"]
     if len(clients) > CONSOLE_ROWS_MAX:
         by_name = dict((e["client"], row) for e, row in zip(clients, table[1:]))
-        sizes = {}   # like for like: the extremes of each chunk size
+        sizes = {}   # like for like: the extremes of each workload
         for e in clients:
-            sizes.setdefault(e.get("chunk_mib"), []).append(
+            sizes.setdefault(figures_mod.workload_of(e), []).append(
                 ((e.get("throughput_mib_s") or {}).get("mean") or 0.0, e["client"]))
         keep = set()
         for rated in sizes.values():
@@ -123,8 +125,10 @@ def console_summary(rep):
             keep.update(n for _, n in rated[:CONSOLE_EXTREMES] + rated[-CONSOLE_EXTREMES:])
         keep.update(e["client"] for e in clients if e["state"] != "finished")
         table = [table[0]] + [by_name[e["client"]] for e in clients if e["client"] in keep]
-        table.append("(%d more clients in report.txt: the table shows the %d slowest and "
-                     "fastest of each chunk size and every client not finished)" % (
-                         len(clients) - len(table) + 1, CONSOLE_EXTREMES))
+        more = len(clients) - len(table) + 1
+        if more:
+            table.append("(%s more in report.txt: the table shows the %d slowest and "
+                         "fastest of each workload and every client not finished)" % (
+                             count(more, "client"), CONSOLE_EXTREMES))
     return "\n".join(text_mod.fit(text_mod.headline(rep) + table)) + "\n"
 

@@ -20,7 +20,7 @@ import math
 
 from diskbench import metrics, protocol
 from diskbench import states as st
-from diskbench.compat import as_bytes
+from diskbench.compat import as_bytes, integer_types
 from diskbench.metrics import utc
 from diskbench.report import readback
 from diskbench.report import figures as figures_mod
@@ -51,6 +51,16 @@ METHOD = (
     "largest client-send minus server-receive time of its messages. "
     "CPU%% and RSS are of each client's writer process (100%% = one core). To compare "
     "with your own fio run, see docs/MEASURING.md, 'Comparing with your own fio run'.")
+
+#: The bounds of a figure (MiB, MiB/s, ms, s) in report.json, the one source for
+#: the writer (``_readable``: a figure outside is null, with a warning) and the
+#: reader (readers.FIGURE, SUM): 0, or from FIGURE_MIN (less than a byte in a
+#: century, in MiB/s) to FIGURE_MAX (an exbibyte) for a client's figure, to
+#: SUM_MAX for a sum over the clients (totals.written_mib, the aggregate). Inside
+#: them a delta or ratio of two figures (compare) is a finite float.
+FIGURE_MIN = 1e-9
+FIGURE_MAX = 1e12
+SUM_MAX = 1e15
 
 #: Most "could not be computed" warnings kept (one bad client must not bury the rest).
 WARNINGS_MAX = 20
@@ -362,8 +372,9 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
     if agg is None:
         agg = figures_mod.aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
-    sizes = g("the figures by chunk size", figures_mod.by_chunk_size, clients,
-              dict((c.name, c.hist) for c in view.clients)) or []
+    sizes = g("the figures by workload", figures_mod.by_chunk_size, clients,
+              dict((c.name, c.hist) for c in view.clients),
+              dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
         method=METHOD % dict(pcts="/".join("p%d" % p for p in figures_mod.PCTS),
@@ -383,8 +394,42 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         rejected_messages=dict(view.rejected), rerendered=None,
         rejected_count=sum(view.rejected.values()))
     rep = _finite(rep, g)
+    _readable(rep, g)
     rep["run"]["server_warnings"] = warnings  # with what _finite found
     return rep
+
+
+def _readable(rep, guard):
+    """Null (with a warning) every figure of ``rep`` that report.json's reader
+    (readers.CLIENT_FIELDS, RUN_FIELDS: compare, a re-render) would refuse, so
+    the report a run gets from accepted data can always be read back: a lying
+    or broken client's figure beyond FIGURE_MAX, or above 0 but below
+    FIGURE_MIN, is unknown, not a report its own compare calls damaged."""
+    from diskbench.report import readers   # (readers imports this module)
+    for path, field in readers.RUN_FIELDS:
+        _bound(rep, path, field, guard, "report")
+    for e in rep.get("clients") or ():
+        for path, field in readers.CLIENT_FIELDS:
+            _bound(e, path, field, guard, "client %s" % e.get("client"))
+    per = (rep.get("aggregate") or {}).get("per_client_mib_s") or {}
+    for name in per:
+        _bound(per, (name,), readers.FIGURE, guard, "aggregate.per_client_mib_s")
+
+
+def _bound(obj, path, field, guard, where):
+    for key in path[:-1]:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(obj, dict) or path[-1] not in obj:
+        return
+    value = obj[path[-1]]
+    if isinstance(value, bool) or not isinstance(value, (float,) + integer_types):
+        return              # a figure only: names and text are the wire's own
+    try:
+        field.check(value)
+    except (TypeError, ValueError):
+        obj[path[-1]] = None
+        guard.warn("%s: %s = %r is not %s, what a report can hold; shown as unknown" % (
+            where, ".".join(path), value, field.describe()))
 
 
 # --- report.json's text --------------------------------------------------------

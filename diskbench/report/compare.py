@@ -20,6 +20,7 @@ import os
 from diskbench.metrics import count
 from diskbench.report import htmlout, readers, rerender
 from diskbench.report import build as build_mod
+from diskbench.report import figures as figures_mod
 from diskbench.report import text as text_mod
 
 COMPARE_HTML = "compare.html"
@@ -27,15 +28,24 @@ COMPARE_HTML = "compare.html"
 RUN_KEYS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 #: At most this many runs (one letter each).
 RUNS_MAX = len(RUN_KEYS)
-#: The plan settings compared (report.json client keys, how the table says them).
-PLAN_KEYS = (("chunk_mib", "chunk %g MiB"), ("file_mib", "file %g MiB"),
-             ("planned_run_s", "%g s"), ("sync", "%s"), ("preallocated", "prealloc %s"))
+#: The plan settings compared (report.json client keys, how the table says them):
+#: the workload, the same set the report ranks clients by (figures.WORKLOAD).
+PLAN_KEYS = figures_mod.WORKLOAD
 #: A setting not known (an entry without figures) is its name and '?'.
-PLAN_UNKNOWN = dict(chunk_mib="chunk ?", file_mib="file ?", planned_run_s="duration ?",
-                    sync="sync ?", preallocated="prealloc ?")
+PLAN_UNKNOWN = figures_mod.WORKLOAD_UNKNOWN
+#: The settings in words (the plans section's title).
+PLAN_WORDS = "chunk, file, duration, sync mode, allocation, verify"
+#: A change or spread across runs whose plans differ is not a result: said so.
+UNLIKE = "unlike"
 #: What the like-for-like aggregate is (under the aggregate table).
 LIKE_FOR_LIKE = ("like for like: the sum of the MiB/s, in each run's all-writing period, of "
                  "the clients in every run with the same plan in every run")
+#: Said when no client of a run matched one of the baseline's (%s: the run keys).
+NONE_MATCHED = ("no client of run %s matched one of the baseline's: clients are matched by "
+                "name, then by host when the host has one unmatched client in each run; "
+                "default names (HOSTNAME-PID-RANDOM) differ from run to run, and a host with "
+                "two clients cannot tell them apart: start each client with the same --name "
+                "in every run to compare them")
 #: compare.html's chart: a bar group per client, at most this many clients.
 CHART_CLIENTS_MAX = 60
 
@@ -92,7 +102,7 @@ def plan_of(entry):
     """The plan a client ran, as a tuple of PLAN_KEYS values (None: no entry)."""
     if entry is None:
         return None
-    return tuple(entry.get(key) for key, _ in PLAN_KEYS)
+    return figures_mod.workload_of(entry)
 
 
 def plan_text(plan):
@@ -124,10 +134,7 @@ def plan_changes(base, other):
 
 def plan_text_one(key, value):
     """One plan setting (a PLAN_KEYS key) in words: 'chunk 10 MiB', 'prealloc no'."""
-    if value is None:
-        return PLAN_UNKNOWN[key]
-    return dict(PLAN_KEYS)[key] % ("yes" if value is True else "no" if value is False
-                                   else value)
+    return figures_mod.setting_text(key, value)
 
 
 def _states(rep):
@@ -194,15 +201,21 @@ def compare_runs(reps, paths):
             c for p in row["plans"][1:] if p is not None
             for c in plan_changes(row["plans"][0], p)))
         row["in_every_run"] = None not in entries
+        # per run: whether its plan is the baseline's
+        row["like"] = [p is not None and p == row["plans"][0] for p in row["plans"]]
         row["comparable"] = row["in_every_run"] and not row["plan_differs"]
         # (an entry whose figures could not be computed has none: unknown)
         for key, get in (("mib_s", lambda e: (e.get("throughput_mib_s") or {}).get("mean")),
                          ("p99_ms", lambda e: (e.get("latency_ms") or {}).get("p99"))):
             values = [get(e) if e is not None else None for e in entries]
             row[key] = values
-            row[key + "_change_percent"] = [None] + [_change(values[0], v)
-                                                     for v in values[1:]]
-            row[key + "_spread_percent"] = spread_percent(values)
+            # a run whose plan differs from the baseline's gives no change, and a
+            # client whose plan differs between runs no spread: unlike plans
+            row[key + "_change_percent"] = [None] + [
+                _change(values[0], v) if row["like"][i] else None
+                for i, v in enumerate(values[1:], 1)]
+            row[key + "_spread_percent"] = None if row["plan_differs"] else \
+                spread_percent(values)
         del row["entries"]
     like = [r for r in rows if r["comparable"]]
     left_out = [r for r in rows if not r["comparable"]]
@@ -216,9 +229,13 @@ def compare_runs(reps, paths):
             ("chunk latency p99 ms, all clients", lambda r: r["totals"]["latency_ms"]["p99"]),
             ("clients", lambda r: r["totals"]["client_count"])):
         agg.append(_agg_row(label, [get(rep) for rep in reps], whole or label == "clients"))
+    unmatched = [RUN_KEYS[i] for i in range(1, len(reps))
+                 if base["clients"] and reps[i]["clients"] and
+                 not any(r["matched_by"][i] for r in rows)]
     return dict(runs=[run_facts(RUN_KEYS[i], rep, path)
                       for i, (rep, path) in enumerate(zip(reps, paths))],
                 clients=rows, aggregate=agg,
+                none_matched=NONE_MATCHED % ", ".join(unmatched) if unmatched else None,
                 left_out=[dict(client=r["client"], why=_why_left_out(r)) for r in left_out])
 
 
@@ -293,6 +310,8 @@ def render_text(result, label_a=None, label_b=None):
     keys = [r["key"] for r in runs]
     lines = ["compare %d runs, %s is the baseline" % (len(runs), keys[0])] + _run_lines(result)
     lines.append("")
+    if result.get("none_matched"):
+        lines += [result["none_matched"], ""]
     for left in result["left_out"]:
         lines.append("client %s left out of the like-for-like aggregate: %s" % (
             left["client"], left["why"]))
@@ -314,8 +333,8 @@ def render_text(result, label_a=None, label_b=None):
     lines += _client_lines(result, "mib_s", "MiB/s mean", "%.1f")
     lines.append("")
     lines += _client_lines(result, "p99_ms", "chunk latency p99 ms", "%.2f")
-    lines += ["", "plans (chunk, file, duration, sync mode, allocation); * differs between "
-              "runs"]
+    lines += ["", "plans (%s); * differs between runs: no change or spread is given "
+              "across unlike plans (%s)" % (PLAN_WORDS, UNLIKE)]
     for r in result["clients"]:
         lines.append("%s%s: %s" % ("*" if r["plan_differs"] else " ", r["client"],
                                    plans_text(r["plans"], keys)))
@@ -335,10 +354,13 @@ def _client_lines(result, key, title, fmt):
         name = shown_name(r)
         match_by = "/".join(sorted(set(m for m in r["matched_by"][1:] if m))) or "none"
         cells = "".join(" %9s" % _f(v, fmt) if i == 0 else " %9s %8s" % (
-            _f(v, fmt), _pct(r[key + "_change_percent"][i])) for i, v in enumerate(r[key]))
+            _f(v, fmt), _pct(r[key + "_change_percent"][i]) if r["like"][i] or
+            r["plans"][i] is None or r["plans"][0] is None else UNLIKE)
+            for i, v in enumerate(r[key]))
         lines.append("%s%-27s %-9s" % ("*" if r["plan_differs"] else " ",
                                        text_mod.cut(name, 27), match_by) + cells +
-                     (" %8s" % _pct_plain(r[key + "_spread_percent"]) if spread else ""))
+                     (" %8s" % (UNLIKE if r["plan_differs"] else
+                                _pct_plain(r[key + "_spread_percent"])) if spread else ""))
     return lines
 
 
@@ -361,6 +383,8 @@ def render_html(result, label_a=None, label_b=None):
              "<title>diskbench compare</title><style>%s</style></head><body>" % htmlout.CSS,
              "<h1>diskbench compare</h1>", '<div class="headline">']
     parts += ["<p>%s</p>" % esc(line) for line in _run_lines(result)]
+    if result.get("none_matched"):
+        parts.append('<p class="warn">%s</p>' % esc(result["none_matched"]))
     parts += ['<p class="warn">client %s left out of the like-for-like aggregate: %s</p>' % (
         esc(x["client"]), esc(x["why"])) for x in result["left_out"]]
     parts.append("</div><h2>Aggregate</h2>")
@@ -394,10 +418,13 @@ def render_html(result, label_a=None, label_b=None):
         for i in range(len(keys)):
             cells += [htmlout.cell(plan_text(r["plans"][i]), text=True),
                       htmlout.cell(r["mib_s"][i])]
-            if i:
+            if i and not r["like"][i] and None not in (r["plans"][0], r["plans"][i]):
+                cells.append(htmlout.cell(UNLIKE, text=True))
+            elif i:
                 cells.append(htmlout.cell(r["mib_s_change_percent"][i], "%+.1f%%"))
             cells.append(htmlout.cell(r["p99_ms"][i], "%.2f"))
-        cells.append(htmlout.cell(r["mib_s_spread_percent"], "%.1f%%"))
+        cells.append(htmlout.cell(UNLIKE, text=True) if r["plan_differs"] else
+                     htmlout.cell(r["mib_s_spread_percent"], "%.1f%%"))
         rows.append(cells)
     parts.append(htmlout.table(head, rows))
     parts.append("<script>%s</script></body></html>" % htmlout.JS)

@@ -53,10 +53,11 @@ CLIENT_COLUMNS = (
     ("bad_block_count", lambda e: (e.get("verification") or {}).get("bad_block_count")),
 )
 
-#: chunk_sizes.csv: report.json's by_chunk_size, a row per chunk size (and its
+#: chunk_sizes.csv: report.json's by_chunk_size, a row per workload (and its
 #: report.chunk_size_latency_key() last).
-CHUNK_SIZE_COLUMNS = ("chunk_mib", "client_count", "mean_mib_s", "min_mib_s", "max_mib_s",
-                      "slowest", "fastest", "slowest_to_fastest_ratio")
+CHUNK_SIZE_COLUMNS = ("chunk_mib", "workload_label", "client_count", "ranked_count",
+                      "mean_mib_s", "min_mib_s", "max_mib_s", "slowest", "fastest",
+                      "slowest_to_fastest_ratio", "window_s")
 
 TIMESERIES_COLUMNS = ("client", "t_server_ts", "t_run_s", "length_s", "mib_s", "bytes",
                       "chunk_count", "latency_p50_ms", "latency_p99_ms",

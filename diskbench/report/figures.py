@@ -9,6 +9,7 @@ report.json (build.py) and the words of report.txt (text.py).
 from __future__ import division
 
 from diskbench import metrics
+from diskbench import states as st
 from diskbench.metrics import utc
 
 #: A writer using more than this much of one core is flagged CPU-bound.
@@ -113,19 +114,23 @@ def aggregate(spans):
                per_client_mib_s=per_client,
                throughput_mib_s=sum(v for v in per_client.values() if v is not None)
                if all(v is not None for v in per_client.values()) else None,
-               period_note="all %d clients were writing from %s (when %s started) to %s "
-                    "(when %s ended)" % (len(spans), utc(lo), starter, utc(hi), ender))
+               period_note="%s writing from %s (when %s started) to %s "
+                    "(when %s ended)" % ("the 1 client was" if len(spans) == 1 else
+                                         "all %d clients were" % len(spans), utc(lo),
+                                         starter, utc(hi), ender))
     return out
 
 
 def rank(means):
-    """(slowest, fastest, slowest/fastest) of {name: mean MiB/s}: the names of
-    the lowest and highest known mean (ties: the first name), the ratio None
-    when the fastest is 0; (None, None, None) without a known mean."""
+    """(slowest, fastest, slowest/fastest) of {name: MiB/s}: the names of the
+    lowest and highest known figure (ties: the first name; with two names or
+    more, never the same name for both), the ratio None when the fastest is
+    0; (None, None, None) without a known figure."""
     rated = sorted((m, n) for n, m in means.items() if m is not None)
     if not rated:
         return None, None, None
-    low, high = rated[0], sorted(rated, key=lambda r: (-r[0], r[1]))[0]
+    low = rated[0]
+    high = sorted(rated[1:] or rated, key=lambda r: (-r[0], r[1]))[0]
     return low[1], high[1], (low[0] / high[0] if high[0] > 0 else None)
 
 
@@ -134,34 +139,148 @@ def chunk_size_latency_key():
     return "latency_p%d_ms" % PCTS[-1]
 
 
-def by_chunk_size(clients, hists):
-    """Like for like: the clients that wrote, grouped by chunk size (MiB), each
-    group with its count, the mean/min/max of its clients' mean MiB/s, its
-    slowest and fastest and their ratio (the spread across hosts at that size),
-    and the p99 chunk latency of its clients' histograms merged. Clients are
-    ranked only within a size: a bigger chunk is faster on the same disk.
-    ``clients``: report entries; ``hists``: {name: LatencyHistogram}."""
+#: The workload: every plan setting that changes what a client measures, as
+#: (report.json client key, how it is said). Clients are ranked against each
+#: other (by_chunk_size) and compared run to run (report/compare.py) only when
+#: every one of them is the same: a bigger chunk or file, fsync instead of
+#: O_DIRECT (a target that refused O_DIRECT), preallocated files, a read-back
+#: (--verify) or a longer run each change the figure, not the host. ``sync``
+#: and ``preallocated`` are what the writer really did (its start message).
+WORKLOAD = (("chunk_mib", "chunk %g MiB"), ("file_mib", "file %g MiB"),
+            ("planned_run_s", "%g s"), ("sync", "%s"), ("preallocated", "prealloc %s"),
+            ("verify", "verify %s"))
+#: A setting not known (an entry without figures): its name and '?'.
+WORKLOAD_UNKNOWN = dict(chunk_mib="chunk ?", file_mib="file ?", planned_run_s="duration ?",
+                        sync="sync ?", preallocated="prealloc ?", verify="verify ?")
+#: The settings in words, in WORKLOAD's order.
+WORKLOAD_WORDS = dict(chunk_mib="chunk size", file_mib="file size",
+                      planned_run_s="duration", sync="sync mode",
+                      preallocated="allocation", verify="read-back (--verify)")
+
+
+def workload_setting(entry, key):
+    """One WORKLOAD setting of a report.json client entry (None: unknown);
+    verify is whether the entry has a ``verification``."""
+    if key == "verify":
+        return None if "verification" not in entry else entry["verification"] is not None
+    return entry.get(key)
+
+
+def workload_of(entry):
+    """A client's workload: the tuple of its WORKLOAD settings."""
+    return tuple(workload_setting(entry, key) for key, _ in WORKLOAD)
+
+
+def setting_text(key, value):
+    """One WORKLOAD setting in words: 'chunk 10 MiB', 'prealloc no', 'verify yes'."""
+    if value is None:
+        return WORKLOAD_UNKNOWN[key]
+    return dict(WORKLOAD)[key] % ("yes" if value is True else "no" if value is False
+                                  else value)
+
+
+def workload_text(workload):
+    """report.json's ``workload`` object in words: every setting ('-': none)."""
+    if not workload:
+        return "-"
+    return ", ".join(setting_text(key, workload.get(key)) for key, _ in WORKLOAD)
+
+
+def _sort_key(work):
+    return tuple((v is None, v if v is not None else 0) for v in work)
+
+
+def distinguishing(workloads):
+    """The WORKLOAD keys a label must name to tell ``workloads`` apart: the
+    chunk size always, and each other setting that differs between two
+    workloads of the same chunk size (the default plan's file size follows
+    the chunk size: not named)."""
+    keys = [WORKLOAD[0][0]]
+    for i, (key, _) in enumerate(WORKLOAD[1:], 1):
+        seen = {}
+        for work in workloads:
+            rest = work[:1]
+            seen.setdefault(rest, set()).add(work[i])
+        if any(len(values) > 1 for values in seen.values()):
+            keys.append(key)
+    return keys
+
+
+def workload_label(work, keys):
+    """'chunk 10 MiB' or 'chunk 10 MiB, file 400 MiB, fsync': the ``keys`` of ``work``."""
+    index = dict((key, i) for i, (key, _) in enumerate(WORKLOAD))
+    return ", ".join(setting_text(key, work[index[key]]) for key in keys)
+
+
+def ranked_figures(names, spans, means):
+    """(figures {name: MiB/s}, window (start, end) or None, why not ranked or
+    None) of the finished clients ``names`` of one workload: each one's MiB/s
+    in the window when all of them were writing (server clock; intervals
+    straddling an edge pro-rated), so none is faster for having written alone
+    while another had not started or had ended; one client: its mean."""
+    if not names:
+        return {}, None, "no client of this workload finished"
+    if len(names) == 1:
+        return {names[0]: means[names[0]]}, None, None
+    edges = [writing_span(spans.get(n) or []) for n in names]
+    if None in edges:
+        return {}, None, "a finished client has no write interval"
+    lo, hi = max(e[0] for e in edges), min(e[1] for e in edges)
+    if hi <= lo:
+        return {}, None, ("its finished clients never all wrote at the same time, so no "
+                          "window compares them")
+    return dict((n, metrics.mib_per_s(bytes_within(spans[n], lo, hi), hi - lo))
+                for n in names), (lo, hi), None
+
+
+def by_chunk_size(clients, hists, spans=None):
+    """Like for like: the clients that wrote, grouped by workload (WORKLOAD: the
+    chunk size first, then every other setting that changes what is measured),
+    smallest chunk first. Only clients that finished are ranked: one killed,
+    stalled, failed or gone away wrote part of the run (and the others wrote
+    alone after it), so its figure is not comparable; it is listed in
+    ``not_ranked`` with its state. The finished ones are ranked by their MiB/s
+    in the window when all of them were writing (``ranked_figures``), each
+    group with the mean/min/max of those figures, its slowest and fastest and
+    their ratio (the spread across hosts), and the p99 chunk latency of its
+    ranked clients' histograms merged. ``clients``: report entries;
+    ``hists``: {name: LatencyHistogram}; ``spans``: {name: perf intervals on the
+    server's clock}."""
+    spans = spans or {}
     groups = {}
     for e in clients:
         mean = (e.get("throughput_mib_s") or {}).get("mean")
         if mean is None or e.get("chunk_mib") is None:
             continue
-        groups.setdefault(e["chunk_mib"], {})[e["client"]] = mean
+        groups.setdefault(workload_of(e), []).append(e)
+    keys = distinguishing(list(groups))
     out = []
-    for size in sorted(groups):
-        means = groups[size]
+    for work in sorted(groups, key=_sort_key):
+        members = groups[work]
+        means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in members)
+        ranked = sorted(e["client"] for e in members if e.get("state") == st.FINISHED)
+        figures, window, why = ranked_figures(ranked, spans, means)
         merged = metrics.LatencyHistogram()
-        for name in means:
+        for name in figures:
             if hists.get(name) is not None:
                 merged.merge(hists[name])
-        slowest, fastest, ratio = rank(means)
-        if len(means) < 2:
+        slowest, fastest, ratio = rank(figures)
+        if len(figures) < 2:
             ratio = None     # one client: nothing to rank it against
-        out.append(dict(chunk_mib=size, client_count=len(means),
-                        mean_mib_s=mean_of(list(means.values())),
-                        min_mib_s=min(means.values()), max_mib_s=max(means.values()),
-                        slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
-                        **{chunk_size_latency_key(): ms(merged.percentile(PCTS[-1]))}))
+        known = [v for v in figures.values() if v is not None]
+        out.append(dict(
+            chunk_mib=work[0], workload=dict(zip((k for k, _ in WORKLOAD), work)),
+            workload_label=workload_label(work, keys), client_count=len(members),
+            ranked_count=len(figures), ranked_mib_s=figures,
+            window_start_ts=window and window[0], window_end_ts=window and window[1],
+            window_s=window and window[1] - window[0], not_ranked_why=why,
+            not_ranked=[dict(client=e["client"], state=e["state"])
+                        for e in sorted(members, key=lambda e: e["client"])
+                        if e["client"] not in figures],
+            mean_mib_s=mean_of(known), min_mib_s=min(known) if known else None,
+            max_mib_s=max(known) if known else None,
+            slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,
+            **{chunk_size_latency_key(): ms(merged.percentile(PCTS[-1]))}))
     return out
 
 

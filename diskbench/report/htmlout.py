@@ -394,19 +394,27 @@ def _clients_table(rep, colours):
 
 def _chunk_size_table(rep):
     """report.json's by_chunk_size: the clients compared like for like."""
-    rows = [[cell(z["chunk_mib"], "%g"), cell(z["client_count"], "%d"),
+    rows = [[cell(z["chunk_mib"], "%g"), cell(z.get("workload_label"), text=True),
+             cell(z["client_count"], "%d"), cell(z.get("ranked_count"), "%d"),
              cell(z["mean_mib_s"]), cell(z["min_mib_s"]), cell(z["max_mib_s"]),
              cell(z["slowest"], text=True), cell(z["fastest"], text=True),
-             cell(z["slowest_to_fastest_ratio"], "%.2f"), cell(z[figures_mod.chunk_size_latency_key()], "%.2f")]
+             cell(z["slowest_to_fastest_ratio"], "%.2f"), cell(z[figures_mod.chunk_size_latency_key()], "%.2f"),
+             cell(", ".join("%s (%s)" % (x["client"], text_mod.state_label(x))
+                            for x in z.get("not_ranked") or ()), text=True),
+             cell(figures_mod.workload_text(z.get("workload")), text=True)]
             for z in rep.get("by_chunk_size") or []]
-    return ["<h2>By chunk size</h2>",
-            '<p class="small">Clients are ranked only within a chunk size. MiB/s: the mean, '
-            "min and max of the clients' means; p%d: of their chunk latency histograms "
+    return ["<h2>By workload</h2>",
+            '<p class="small">Clients are ranked only against clients of the same workload '
+            "(every plan setting that changes what is measured), and only those that "
+            "finished. MiB/s: the mean, min and max of the ranked clients' MiB/s in the "
+            "window when all of them wrote; p%d: of their chunk latency histograms "
             "merged.</p>" % figures_mod.PCTS[-1],
-            table([("chunk MiB", False), ("clients", False), ("mean MiB/s", False),
+            table([("chunk MiB", False), ("workload", True), ("clients", False),
+                   ("ranked", False), ("mean MiB/s", False),
                     ("min MiB/s", False), ("max MiB/s", False), ("slowest", True),
                     ("fastest", True), ("slowest/fastest", False),
-                    ("p%d ms" % figures_mod.PCTS[-1], False)], rows, cls="plain")]
+                    ("p%d ms" % figures_mod.PCTS[-1], False), ("not ranked", True),
+                   ("settings", True)], rows, cls="plain")]
 
 
 def _environment_table(rep):

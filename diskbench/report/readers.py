@@ -23,10 +23,13 @@ from diskbench import states
 
 #: The largest figure (MiB, MiB/s, ms, s) believed in a report.json: beyond, the
 #: file is not a benchmark's (and a delta or ratio of it could overflow a float).
-MAX_FIGURE = 1e12
+#: The writer's bound too (build.FIGURE_MAX, one source): what it writes is read.
+MAX_FIGURE = build_mod.FIGURE_MAX
 #: The smallest figure above 0 believed (less than a byte in a century in
 #: MiB/s): a ratio to a smaller one would overflow a float.
-MIN_FIGURE = 1e-9
+MIN_FIGURE = build_mod.FIGURE_MIN
+#: The largest sum over clients believed (totals.written_mib, the aggregate).
+MAX_SUM = build_mod.SUM_MAX
 #: Server warnings kept from an old report.json (each is one sentence).
 MAX_WARNINGS = 1000
 #: The longest text believed in run.json's report facts (a server warning or a
@@ -41,11 +44,11 @@ class Unreadable(Exception):
 class _Figure(protocol.Num):
     """A figure of a report: 0, or from MIN_FIGURE to MAX_FIGURE (the wire's Num rule)."""
 
-    def __init__(self):
-        protocol.Num.__init__(self, 0.0, MAX_FIGURE)
+    def __init__(self, hi=MAX_FIGURE):
+        protocol.Num.__init__(self, 0.0, hi)
 
     def describe(self):
-        return "0 or a number from %g to %g" % (MIN_FIGURE, MAX_FIGURE)
+        return "0 or a number from %g to %g" % (MIN_FIGURE, self.hi)
 
     def check(self, value):
         value = protocol.Num.check(self, value)
@@ -55,6 +58,8 @@ class _Figure(protocol.Num):
 
 
 FIGURE = protocol.Optional(_Figure())
+#: A sum over the clients: each may be up to MAX_FIGURE.
+SUM = protocol.Optional(_Figure(MAX_SUM))
 #: A figure that may be below 0 (a run's length on clocks that disagree).
 SIGNED = protocol.Optional(protocol.Num(-MAX_FIGURE, MAX_FIGURE))
 NAME = protocol.Str(max_len=128, min_len=1, strict=True)     # the wire's client name
@@ -150,6 +155,26 @@ CLIENT_FIELDS = (
                                                        "p95", "p99")) \
   + tuple((("latency_ms", k), FIGURE) for k in ("min", "mean", "max", "p50", "p95",
                                                  "p99"))
+
+
+class _Object(protocol.Field):
+    """A JSON object (its keys and values as they are)."""
+
+    def describe(self):
+        return "an object"
+
+    def check(self, value):
+        if not isinstance(value, dict):
+            raise TypeError
+        return value
+
+
+#: Client keys checked only where an entry has them (a report.json written before
+#: the key was): a missing one reads as unknown.
+CLIENT_FIELDS_IF_PRESENT = (
+    # --verify: what was read back (null: off); compare's plan holds whether it was on
+    (("verification",), protocol.Optional(_Object())),
+)
 #: The same for the run as a whole: a bad one makes the document bad.
 RUN_FIELDS = (
     (("run", "label"), TEXT),
@@ -158,10 +183,10 @@ RUN_FIELDS = (
     (("run", "interrupted_by"), TEXT),
     (("run", "start_utc"), TEXT),
     (("run", "run_duration_s"), SIGNED),
-    (("aggregate", "throughput_mib_s"), FIGURE),
+    (("aggregate", "throughput_mib_s"), SUM),
     (("aggregate", "per_client_mib_s"), protocol.Optional(_MapOf(NAME, FIGURE))),
     (("totals", "client_count"), COUNT),
-    (("totals", "written_mib"), FIGURE),
+    (("totals", "written_mib"), SUM),
 ) + tuple((("totals", "latency_ms", k), FIGURE) for k in ("p50", "p95", "p99", "max"))
 
 
@@ -260,6 +285,9 @@ def load_report(path, warn):
                 raise _Bad("an entry is not an object")
             for key_path, field in CLIENT_FIELDS:
                 _check(entry, key_path, field)
+            for key_path, field in CLIENT_FIELDS_IF_PRESENT:
+                if key_path[0] in entry:
+                    _check(entry, key_path, field)
             if entry["client"] in names:
                 raise _Bad("client %s is listed twice" % entry["client"])
         except _Bad as exc:

@@ -20,7 +20,7 @@ import os
 import time
 
 from diskbench.ledger import Ledger
-from diskbench.metrics import utc
+from diskbench.metrics import count as counted, utc
 from diskbench.report import RUN_MARKER, readers
 from diskbench.report import series as series_mod
 from diskbench import states
@@ -162,13 +162,14 @@ def _records_lost(view, records):
     cut = ["%s (%d of %d)" % (name, now, count) for name, count, now in short if now]
     out = []
     if cut:
-        out.append("%s holds fewer records than the server had at its report for %d "
-                   "clients: %s; their figures here are from what is left (cut after "
+        out.append("%s holds fewer records than the server had at its report for %s: "
+                   "%s; their figures here are from what is left (cut after "
                    "the run?)"
-                   % (series_mod.PERF_LOG, len(cut), ", ".join(cut)))
+                   % (series_mod.PERF_LOG, counted(len(cut), "client"), ", ".join(cut)))
     if gone:
-        out.append("%s holds no record of %d clients of the server's report: %s; they "
-                   "are missing here" % (series_mod.PERF_LOG, len(gone), ", ".join(gone)))
+        out.append("%s holds no record of %s of the server's report: %s; they "
+                   "are missing here" % (series_mod.PERF_LOG, counted(len(gone), "client"),
+                                         ", ".join(gone)))
     return out
 
 

@@ -1,5 +1,5 @@
 """report.txt, and what the server prints at the end of a run: the answer
-first (the headline, the client table, the figures by chunk size), then each
+first (the headline, the client table, the figures by workload), then each
 client's details and the totals.
 
 Reads a built report (build.py) only. Every line of report.txt passes
@@ -58,49 +58,97 @@ def headline(rep):
     else:
         lines.append("aggregate: - (%s)" % agg["period_note"])
     sizes = rep.get("by_chunk_size") or []
-    means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in clients
-                 if not e.get("unreportable"))
     for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:
-        lines.append(chunk_size_line(size, means))
+        lines.append(chunk_size_line(size))
     if len(sizes) > HEADLINE_CHUNK_SIZES_MAX:
-        lines.append("(%s more in 'by chunk size' below)" % count(
-            len(sizes) - HEADLINE_CHUNK_SIZES_MAX, "chunk size"))
+        lines.append("(%s more in 'by workload' below)" % count(
+            len(sizes) - HEADLINE_CHUNK_SIZES_MAX, "workload"))
+    windows = [size["window_s"] for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]
+               if size.get("window_s") is not None]
+    if windows:
+        lines.append(RANKED_BY % ", ".join("%.1f" % w for w in windows))
+    if any(size.get("not_ranked") for size in sizes):
+        lines.append(ONLY_FINISHED_RANKED)
     if len(sizes) > 1:
-        lines.append(SIZES_DIFFER)
+        lines.append(workloads_differ(sizes))
     return lines + readback.headline(rep)
 
 
-#: The headline ranks clients within each chunk size, for this many sizes.
+#: The headline ranks clients within each workload, for this many workloads.
 HEADLINE_CHUNK_SIZES_MAX = 6
-#: Said under the headline when the clients wrote different chunk sizes.
+#: Said under the headline when the clients wrote different chunk sizes (and
+#: nothing else told their workloads apart).
 SIZES_DIFFER = ("the clients wrote different chunk sizes, so they are ranked only within "
                 "a size: " + plan.CHUNK_ADVICE)
+#: ... and when other settings did (%s: those settings in words).
+WORKLOADS_DIFFER = ("the clients ran different workloads (%s), so each is ranked only "
+                    "against clients of the same workload: to find a slow host, give every "
+                    "client the same plan on the same kind of target (--chunk-mb, --file-mb, "
+                    "--verify on the server)")
+#: Said under the ranked workloads (%s: the window of each, s).
+RANKED_BY = ("ranked by MiB/s in the window all finished clients of a workload wrote (%s s), "
+             "not by the table's whole-run mean")
+#: Said when a client of a workload did not finish.
+ONLY_FINISHED_RANKED = (
+    "only clients that finished are ranked: one that did not (killed, stalled, failed, "
+    "went away) wrote only part of the run, and the others wrote alone after it")
+#: Clients named as not ranked in a headline line, at most.
+NOT_RANKED_NAMED_MAX = 3
 
 
-def chunk_size_line(size, means):
-    """The headline's line for one chunk size of report.json's by_chunk_size."""
-    head = "chunk %g MiB, %s: " % (size["chunk_mib"], count(size["client_count"], "client"))
-    if size["client_count"] < 2 or size["slowest"] == size["fastest"]:
-        return head + "%s %s MiB/s (no other client at this size to rank it against)" % (
-            size["slowest"], _f(means.get(size["slowest"])))
-    return head + "slowest %s %s MiB/s, fastest %s %s MiB/s (slowest/fastest %s)" % (
-        size["slowest"], _f(means.get(size["slowest"])), size["fastest"],
-        _f(means.get(size["fastest"])), _f(size["slowest_to_fastest_ratio"], "%.2f"))
+def workloads_differ(sizes):
+    """The headline's line under several workloads: what tells them apart."""
+    named = set(k for size in sizes for k, v in size.get("workload", {}).items()
+                if len(set(z.get("workload", {}).get(k) for z in sizes)) > 1)
+    if not named - set(["chunk_mib", "file_mib"]) and \
+            len(set(z["chunk_mib"] for z in sizes)) == len(sizes):
+        return SIZES_DIFFER
+    return WORKLOADS_DIFFER % ", ".join(
+        figures_mod.WORKLOAD_WORDS[k] for k, _ in figures_mod.WORKLOAD if k in named)
+
+
+def chunk_size_line(size):
+    """The headline's line for one workload of report.json's by_chunk_size."""
+    head = "%s, %s: " % (size.get("workload_label") or "chunk %g MiB" % size["chunk_mib"],
+                         count(size["client_count"], "client"))
+    figures = size.get("ranked_mib_s") or {}
+    if size["slowest"] is not None and size["slowest"] != size["fastest"]:
+        body = "slowest %s %s MiB/s, fastest %s %s MiB/s (slowest/fastest %s)" % (
+            size["slowest"], _f(figures.get(size["slowest"])), size["fastest"],
+            _f(figures.get(size["fastest"])), _f(size["slowest_to_fastest_ratio"], "%.2f"))
+    elif size["slowest"] is not None:
+        body = "%s %s MiB/s (%s)" % (
+            size["slowest"], _f(figures.get(size["slowest"])),
+            "no other client of this workload to rank it against"
+            if size["client_count"] < 2 else "the only one that finished: nothing to rank "
+            "it against")
+    else:
+        body = "not ranked: %s" % (size.get("not_ranked_why") or "no figure known")
+    left = size.get("not_ranked") or []
+    if left:
+        body += "; not ranked (did not finish): %s" % ", ".join(
+            "%s (%s)" % (x["client"], state_label(x)) for x in left[:NOT_RANKED_NAMED_MAX])
+        if len(left) > NOT_RANKED_NAMED_MAX:
+            body += " and %d more" % (len(left) - NOT_RANKED_NAMED_MAX)
+    return head + body
 
 
 def chunk_size_table(rep):
-    """report.txt's 'by chunk size' section: what the default plan measures."""
+    """report.txt's 'by workload' section: the clients ranked like for like."""
     sizes = rep.get("by_chunk_size") or []
-    fmt = "  %9s %8s %11s %9s %9s %16s %9s"   # indented, as every table row is
-    lines = ["by chunk size (MiB/s: the mean, min and max of the clients' means)",
-             fmt % ("chunk MiB", "clients", "mean MiB/s", "min", "max", "slowest/fastest",
-                    "p%d ms" % figures_mod.PCTS[-1])]
+    fmt = "  %9s %8s %7s %11s %9s %9s %16s %9s  %s"   # indented, as every table row is
+    lines = ["by workload (MiB/s: the mean, min and max of the ranked clients' MiB/s in the "
+             "window when all of them wrote; ranked: the clients that finished)",
+             fmt % ("chunk MiB", "clients", "ranked", "mean MiB/s", "min", "max",
+                    "slowest/fastest", "p%d ms" % figures_mod.PCTS[-1], "workload")]
     for size in sizes:
         lines.append(fmt % (_f(size["chunk_mib"], "%g"), size["client_count"],
+                            size.get("ranked_count", "-"),
                             _f(size["mean_mib_s"]), _f(size["min_mib_s"]),
                             _f(size["max_mib_s"]), _f(size["slowest_to_fastest_ratio"],
                                                       "%.2f"),
-                            _f(size[figures_mod.chunk_size_latency_key()], "%.2f")))
+                            _f(size[figures_mod.chunk_size_latency_key()], "%.2f"),
+                            size.get("workload_label") or "-"))
     if not sizes:
         lines.append("(no client reported a write interval)")
     return lines + [""]
@@ -159,7 +207,7 @@ def render_text(rep):
     lines.append("")
     _section(lines, "the client table", client_table, rep)
     lines.append("")
-    _section(lines, "the figures by chunk size", chunk_size_table, rep)
+    _section(lines, "the figures by workload", chunk_size_table, rep)
     lines += ["details", "=" * 60]
     _section(lines, "the run header", _text_header, rep)
     for e in rep["clients"]:
@@ -182,16 +230,17 @@ def _text_header(rep):
     lines = ["run: %s -> %s (%s s)%s" % (
         run["start_utc"], run["end_utc"], _f(run["run_duration_s"]),
         ", INTERRUPTED by %s" % run["interrupted_by"] if run["interrupted_by"] else ""),
-        "exit code: %s (%s)" % (run["exit_code"], run["exit_meaning"])]
+        "exit code: %s (%s)" % (_f(run["exit_code"], "%d"), run["exit_meaning"] or "-")]
     again = rep.get("rerendered")
     if again:
         lines.append("re-rendered at %s from %s (python -m diskbench.report)" % (
             again["at_utc"], ", ".join(again["from_files"])))
     sync = run.get("synchronized_start")
     if sync:
-        lines.append("synchronized start at %s for %d clients: first writes (server "
+        lines.append("synchronized start at %s for %s: first writes (server "
                      "clock, %d known) within %s ms of each other, at most %s ms off "
-                     "the instant" % (sync["start_at_utc"], sync["client_count"],
+                     "the instant" % (sync["start_at_utc"], count(sync["client_count"],
+                                                                  "client"),
                                       sync["first_write_known_count"],
                                       _f(sync["first_write_spread_ms"], "%.1f"),
                                       _f(sync["first_write_late_max_ms"], "%.1f")))

@@ -34,7 +34,8 @@ REPORT_LINE = re.compile(
     r"|server CPU: (\d+%|-) of one CPU over the run, (\d+%|-) in its busiest [\d.]+ s, "
     r"(\d+|-) ms per 1000 accepted messages"
     # the headline and the table that lead report.txt
-    r"|clients: .*|aggregate: .*|chunk .*|the clients wrote different .*|by chunk size .*"
+    r"|clients: .*|aggregate: .*|chunk .*|the clients (wrote|ran) different .*|by workload .*"
+    r"|only clients that finished .*|ranked by .*"
     r"|data verified: .*"
     r"|details|client +host +state +chunk MiB +MiB/s .*"
     r"|[\w-]+~? +\S+ +(finished|unfinished|went away|failed|stalled) .*)$")

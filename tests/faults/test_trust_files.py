@@ -897,7 +897,7 @@ def test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_what_it_lost
         assert rerender.INCOMPLETE_MEANING in out   # the headline says it
         if name == "one":
             assert "fa (3 of %d)" % held["fa"] in said, said
-            assert "holds no record of 1 clients of the server's report: fb" in said, said
+            assert "holds no record of 1 client of the server's report: fb" in said, said
             assert [e["client"] for e in rep["clients"]] == ["fa"]
         else:
             assert "fewer records than the server" in said, said
