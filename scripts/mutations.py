@@ -1978,4 +1978,9 @@ MUTATIONS = [
          new="    if False:",
          tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
                 "what_it_lost"]),
+    # --- the server's figure of records not written counts records, once ---
+    dict(id="unwritten-counts-queue-items", file="diskbench/server/recorder.py",
+         old="        return self.held_records() + _records_in(self._queued())",
+         new="        return self.held_records() + len(self.queue)",
+         tests=[_SU + "test_recorder_unwritten_count_is_records_only_and_one_figure"]),
 ]

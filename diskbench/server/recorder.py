@@ -280,12 +280,14 @@ class Recorder(object):
         """Wait until everything queued so far is written (or failed to be).
 
         A log dir that cannot be written is waited for HELD_DRAIN_S at most
-        (its retries go on meanwhile). Returns how many items were not
+        (its retries go on meanwhile). Returns how many records were not
         written at the deadline (0: done): those queued and, while a write
-        is held, the records it holds.
+        is held, those it holds; log lines and marks are not records, and
+        the figure is the one ``_give_up`` says at close if nothing more
+        comes meanwhile.
         """
         if self.thread is None or not self.thread.is_alive():
-            return len(self.queue) + self.held_records()
+            return self.pending_records()
         done = threading.Event()
         self.queue.put((_MARK, done, None, None))
         start = monotonic()
@@ -296,7 +298,20 @@ class Recorder(object):
                 break
         if done.is_set():
             return 0
-        return len(self.queue) + self.held_records()
+        return self.pending_records()
+
+    def pending_records(self):
+        """Records received and not written: queued, or held by a failed
+        write (never acknowledged). Counts the queue (O(n); at the end)."""
+        return self.held_records() + _records_in(self._queued())
+
+    def _queued(self):
+        """A copy of the queue's items (taken whole under the GIL)."""
+        while True:
+            try:
+                return list(self.queue.items)
+            except RuntimeError:      # (mutated while copied: look again)
+                continue
 
     def unwritten_text(self, count, waited_s):
         """The report's sentence for ``count`` items ``drain`` left unwritten."""
@@ -307,7 +322,7 @@ class Recorder(object):
                     "(client-NAME.undelivered.jsonl); this report counts them from "
                     "memory" % (count, os.path.join(self.log_dir, PERF_LOG),
                                 held.error))
-        return ("%d accepted messages were still waiting to be written to perf.jsonl "
+        return ("%d records received were still waiting to be written to perf.jsonl "
                 "after %g s (the log dir is too slow); this report counts them, "
                 "perf.jsonl does not" % (count, waited_s))
 
@@ -657,8 +672,7 @@ class Recorder(object):
         (never acknowledged), cut a fragment back to the last whole line."""
         held, self.held = self.held, None
         queued = self._drain()
-        self.unwritten += held.records() + sum(1 for item in queued
-                                               if item[0] in (_RECORD, _RAW))
+        self.unwritten += held.records() + _records_in(queued)
         for name in list(self.files):
             tail = self.tails.get(name, 0)
             if tail and name in held.rest:
@@ -715,6 +729,11 @@ class Recorder(object):
                             self.failures, "" if self.failures == 1 else "s",
                             self.first_failure))
         return "; ".join(said) or None
+
+
+def _records_in(items):
+    """How many of queue ``items`` are perf.jsonl records."""
+    return sum(1 for item in items if item[0] in (_RECORD, _RAW))
 
 
 class _Held(object):
