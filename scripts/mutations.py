@@ -32,6 +32,7 @@ _LL = "tests/test_like_for_like.py::"
 _PK = "tests/test_packaging.py::"
 _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
+_LR = "tests/faults/test_server_logdir_removed.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/liveness.py",
@@ -1983,4 +1984,48 @@ MUTATIONS = [
          old="        return self.held_records() + _records_in(self._queued())",
          new="        return self.held_records() + len(self.queue)",
          tests=[_SU + "test_recorder_unwritten_count_is_records_only_and_one_figure"]),
+    # --- an ack means on the device, in the file at its path ---
+    dict(id="ack-without-fdatasync", file="diskbench/server/recorder.py",
+         old="                self.sync_fd(self.files[PERF_LOG])",
+         new="                pass",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="acks-before-fdatasync", file="diskbench/server/recorder.py",
+         old="        committed = self._commit(held)\n"
+             "        self._run_callbacks(held.take_written())",
+         new="        held.perf_synced = held.perf_done\n"
+             "        self._run_callbacks(held.take_written())\n"
+             "        committed = self._commit(held)",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="failed-sync-left-in-file", file="diskbench/server/recorder.py",
+         old="            self.cut_due = True\n            self._cut_unsynced()\n"
+             "        return False",
+         new="            self.cut_due = True\n        return False",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="removed-perf-not-noticed", file="diskbench/server/recorder.py",
+         old="            moved = self._moved(PERF_LOG)",
+         new="            moved = None",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="lost-acked-exits-ok", file="diskbench/server/finalreport.py",
+         old="    lost = master.recorder.acked_lost",
+         new="    lost = 0",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="lost-acked-unsaid", file="diskbench/server/recorder.py",
+         old="        if self.acked_lost:\n            said.append(self.lost_text())",
+         new="        if False:\n            said.append(self.lost_text())",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="report-unwritten-exits-ok", file="diskbench/server/finalreport.py",
+         old="    if failed and code == exitcodes.OK:",
+         new="    if False:",
+         tests=[_LR + "test_report_file_that_cannot_be_written_is_never_an_ok_exit"]),
+    dict(id="ack-without-fdatasync-on-ext4", file="diskbench/server/recorder.py",
+         old="                self.sync_fd(self.files[PERF_LOG])",
+         new="                pass",
+         tests=[_TA + "test_acked_records_are_on_the_device_when_the_log_dir_filesystem_"
+                "fails"]),
 ]

@@ -87,6 +87,15 @@ RETRY_S = 1.0
 #: At the end of a run (``drain``), a log dir that cannot be written is tried
 #: this long before the report is written with what is not on disk.
 HELD_DRAIN_S = 5.0
+#: A perf.jsonl found gone from its path is read back (through the descriptor
+#: still open on it) to count the acknowledged records lost with it; up to
+#: this size its lines are also parsed to name the clients they were from.
+LOST_NAMES_MAX_BYTES = 64 << 20
+
+#: What makes perf.jsonl's records durable before they are acknowledged:
+#: fdatasync (the data and the size, what reading them back needs), fsync
+#: where the platform has no fdatasync.
+SYNC = getattr(os, "fdatasync", None) or os.fsync
 
 _LOG, _RECORD, _MARK, _CALL, _RAW = 1, 2, 3, 4, 5
 
@@ -222,14 +231,40 @@ class Recorder(object):
         self.tails = {}               # name -> bytes after the last newline on disk
         self.lost = {}                # name -> lines with no file to go to
         self.write_fd = os.write      # tests put a failing one here
+        self.sync_fd = SYNC           # and a failing fdatasync here
+        self.ids = {}                 # name -> (st_dev, st_ino) of the file opened at its path
+        self.synced = 0               # perf.jsonl's size at its last good sync
+        self.cut_due = False          # bytes past ``synced`` to cut before the next write
+        self.gone = {}                # name -> why its file must be opened again
+        self.acked_lost = 0           # acked records in a perf.jsonl found gone
+        self.lost_by = {}             # client name -> of those (None: not counted)
         self.failures = 0             # items skipped by an unexpected error
         self.first_failure = None     # text of the first such error
 
     def open(self):
         """Open (append) both files; raises IOError/OSError if the dir is unusable."""
         for name in (SERVER_LOG, PERF_LOG):
-            self.files[name] = os.open(os.path.join(self.log_dir, name),
-                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._open(name)
+
+    def _open(self, name):
+        """Open file ``name`` at its path (append; perf.jsonl also for reading,
+        to count what a removal took) and note which file it is."""
+        flags = os.O_APPEND | os.O_CREAT | (os.O_RDWR if name == PERF_LOG else
+                                            os.O_WRONLY)
+        fd = os.open(os.path.join(self.log_dir, name), flags, 0o644)
+        try:
+            st = os.fstat(fd)
+        except (IOError, OSError):
+            os.close(fd)
+            raise
+        self.files[name] = fd
+        self.ids[name] = (st.st_dev, st.st_ino)
+        self.gone.pop(name, None)
+        if st.st_size == 0:
+            self.tails[name] = 0
+        if name == PERF_LOG:
+            self.synced = st.st_size  # (a previous server synced it before its acks)
+            self.cut_due = False
 
     def start(self):
         self.thread = threading.Thread(target=run_profiled, args=("recorder", self._run),
@@ -326,6 +361,19 @@ class Recorder(object):
                 "after %g s (the log dir is too slow); this report counts them, "
                 "perf.jsonl does not" % (count, waited_s))
 
+    def lost_text(self):
+        """The report's sentence for acknowledged records lost with a
+        perf.jsonl removed or replaced during the run."""
+        by = sorted(self.lost_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        named = "; by client: %s%s" % (", ".join(
+            "%s %d" % (protocol.safe_text(name), n) for name, n in by[:20]),
+            ", ..." if len(by) > 20 else "") if by else ""
+        return ("%d records acknowledged as on disk were lost: %s was removed or "
+                "replaced during the run and they were in it (they are in no file; "
+                "their clients deleted their copies; this report counts them from "
+                "memory)%s" % (self.acked_lost, os.path.join(self.log_dir, PERF_LOG),
+                               named))
+
     def held_records(self):
         """perf.jsonl lines waiting in a held (failed) write, not acknowledged."""
         held = self.held
@@ -352,6 +400,7 @@ class Recorder(object):
                 self._failed(exc, "fsync")
             os.close(fd)
         self.files = {}
+        self.gone = {}
 
     # --- the writer thread ------------------------------------------------------------
     def _drain(self):
@@ -521,19 +570,136 @@ class Recorder(object):
                         keys[key] = len(waiting)
                     waiting.append((segment, perf_bytes, func))
                 segment = perf_bytes
-        held = _Held(waiting, marks)
-        for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
-            if lines[name]:
-                data = b"".join(lines[name])
-                done = self._append_part(name, data, held)
-                if done < len(data):
-                    held.rest[name] = data[done:]
-        if held.rest:
-            self._run_callbacks(held.take_written())
+        held = _Held(waiting, marks, b"".join(lines[PERF_LOG]))
+        if held.data:
+            held.rest[PERF_LOG] = held.data
+        if lines[SERVER_LOG]:
+            held.rest[SERVER_LOG] = b"".join(lines[SERVER_LOG])
+        if not self._push(held):
             self._hold(held)
             return
         self._waited()
         self._done(held)
+
+    def _push(self, held):
+        """Write what ``held`` has not written yet (records first: acks wait
+        for them), make the records durable and check the files are still at
+        their paths (``_commit``), then run the callbacks of the records
+        thereby on the device. True once all of it is."""
+        for name in (PERF_LOG, SERVER_LOG):
+            data = held.rest.get(name)
+            if not data:
+                continue
+            done = self._append_part(name, data, held)
+            if done < len(data):
+                held.rest[name] = data[done:]
+            else:
+                del held.rest[name]
+        committed = self._commit(held)
+        self._run_callbacks(held.take_written())
+        return committed and not held.rest
+
+    def _commit(self, held):
+        """fdatasync perf.jsonl after ``held``'s records were written, then
+        check that it is still the file at its path (one stat): only then is
+        an ack true. A failure of either is a write failure (False): the bytes
+        written since the last good sync are taken as not on disk, cut off
+        (``_unsync``) and written again by the retry, never acknowledged
+        before. server.log is checked when lines went to it, never synced
+        per batch."""
+        if held.perf_done > held.perf_synced:
+            try:
+                self.sync_fd(self.files[PERF_LOG])
+            except (IOError, OSError) as exc:
+                return self._unsync(held, "fdatasync failed: %s" % _why(exc))
+            moved = self._moved(PERF_LOG)
+            if moved:
+                self._check_log()
+                return self._unsync(held, self._file_gone(moved))
+            self.synced += held.perf_done - held.perf_synced
+            held.perf_synced = held.perf_done
+        if held.log_written:
+            held.log_written = False
+            self._check_log()
+        return True
+
+    def _moved(self, name):
+        """Why file ``name``'s descriptor is no longer the file at its path
+        (removed, moved away, replaced), or None while it is. A stat that
+        fails otherwise raises nothing: None (it is not known to be gone)."""
+        try:
+            st = os.stat(os.path.join(self.log_dir, name))
+        except (IOError, OSError) as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return "removed or moved away"
+            return None
+        if (st.st_dev, st.st_ino) != self.ids.get(name):
+            return "replaced by another file"
+        return None
+
+    def _check_log(self):
+        """server.log gone from its path: opened again there (or before its
+        next write); the lines that went to the removed file are lost."""
+        name = SERVER_LOG
+        if name in self.gone or name not in self.files:
+            return
+        moved = self._moved(name)
+        if not moved:
+            return
+        os.close(self.files.pop(name))
+        self.gone[name] = moved
+        try:
+            self._open(name)
+        except (IOError, OSError):
+            pass                      # the next write tries again (and holds)
+
+    def _file_gone(self, moved):
+        """perf.jsonl was found gone from its path after a write: every record
+        acknowledged into it is lost with it (counted, by client where it can
+        be read back); the descriptor is closed, the file is opened again at
+        its path before the next write. Returns the error, in words."""
+        fd = self.files.pop(PERF_LOG)
+        count, by_client = _count_records(fd, self.synced)
+        os.close(fd)
+        self.gone[PERF_LOG] = moved
+        self.cut_due = False          # (nothing to cut in a new file)
+        self.acked_lost += count
+        for name, n in by_client.items():
+            self.lost_by[name] = self.lost_by.get(name, 0) + n
+        return ("perf.jsonl is no longer the file at its path (%s): the %d records "
+                "acknowledged into it are lost with it" % (moved, count))
+
+    def _unsync(self, held, error):
+        """``held``'s records written since the last good sync are not known
+        to be on disk: they go back to being held from there, and perf.jsonl
+        is cut back to its last synced size now (or before its next write, if
+        that fails too), so none is ever in it twice. Returns False."""
+        held.error = error
+        held.failed = held.failed or PERF_LOG
+        held.perf_done = held.perf_synced
+        held.rest[PERF_LOG] = held.data[held.perf_synced:]
+        if PERF_LOG not in self.gone:
+            self.cut_due = True
+            self._cut_unsynced()
+        return False
+
+    def _cut_unsynced(self):
+        """Cut perf.jsonl back to its last synced size; False if it cannot."""
+        try:
+            os.ftruncate(self.files[PERF_LOG], self.synced)
+        except (IOError, OSError):
+            return False
+        self.cut_due = False
+        return True
+
+    def _ready(self, name):
+        """Before a write to ``name``: open it again at its path if its file
+        went away; cut unsynced bytes off perf.jsonl. Raises if it cannot."""
+        if name in self.gone:
+            self._open(name)
+        if name == PERF_LOG and self.cut_due:
+            os.ftruncate(self.files[name], self.synced)
+            self.cut_due = False
 
     def _done(self, held):
         """Everything of a batch is on disk: run its callbacks (the acks), set
@@ -554,12 +720,16 @@ class Recorder(object):
         """Append ``data`` to file ``name`` (one write, looped on short
         writes); returns how many bytes are on disk. A failure is noted in
         ``held`` (its error); what was written is kept, the rest is held."""
-        fd = self.files.get(name)
-        if fd is None:                # closed (or never opened): nowhere to go
+        if name not in self.gone and self.files.get(name) is None:
+            # closed (or never opened): nowhere to go
             self.lost[name] = self.lost.get(name, 0) + data.count(b"\n")
             return len(data)
         done = 0
+        if name == SERVER_LOG:
+            held.log_written = True
         try:
+            self._ready(name)
+            fd = self.files[name]
             while done < len(data):
                 n = self.write_fd(fd, data[done:])
                 if n <= 0:
@@ -567,7 +737,7 @@ class Recorder(object):
                 self._wrote(name, data[done:done + n])
                 done += n
         except (IOError, OSError) as exc:
-            held.error = "%s" % (getattr(exc, "strerror", None) or exc)
+            held.error = _why(exc)
             held.failed = held.failed or name   # the first (records come first)
         return done
 
@@ -593,7 +763,7 @@ class Recorder(object):
         written without the rest of its batch could be neither acked nor left:
         its client keeps it, and it would be there twice). Returns the bytes
         of the batch that stay on disk (``done`` if it cannot cut)."""
-        cut = held.ack_boundary(done)
+        cut = max(held.ack_boundary(done), held.perf_synced)   # (synced: stays)
         if cut < done and self._cut_back(PERF_LOG, done - cut):
             return cut
         return done                   # left as it is: read back, it is deduplicated
@@ -629,6 +799,9 @@ class Recorder(object):
         text = ("cannot write %s in %s (%s): acknowledging nothing more until it is "
                 "written; holding %d records in memory and trying again every %g s"
                 % (held.failed, self.log_dir, held.error, held.records(), RETRY_S))
+        if self.gone and not os.path.isdir(self.log_dir):
+            text += ("; the log dir itself is gone and the server does not make it "
+                     "again: create it to let the run go on (the files are made anew)")
         self._say("error: " + text)
         logging.getLogger("diskbench.server.event").error("%s", text)
 
@@ -636,15 +809,8 @@ class Recorder(object):
         """Try the held write again, from where it stopped; True once all of it
         is on disk (its callbacks have then run)."""
         held = self.held
-        for name in (PERF_LOG, SERVER_LOG):
-            data = held.rest.get(name)
-            if data:
-                done = self._append_part(name, data, held)
-                if done < len(data):
-                    held.rest[name] = data[done:]
-                    self._run_callbacks(held.take_written())
-                    return False
-                del held.rest[name]
+        if not self._push(held):
+            return False
         self.held = None
         waited = monotonic() - held.since
         self.longest_held_s = max(self.longest_held_s, waited)
@@ -673,10 +839,17 @@ class Recorder(object):
         held, self.held = self.held, None
         queued = self._drain()
         self.unwritten += held.records() + _records_in(queued)
-        for name in list(self.files):
-            tail = self.tails.get(name, 0)
-            if tail and name in held.rest:
-                self._cut_back(name, tail)    # else read_back() cuts a torn last line
+        if PERF_LOG in held.rest and PERF_LOG in self.files:
+            # what is not synced is not on disk, nor a record synced in part:
+            # back to the last whole line synced (the batch began on one)
+            whole = held.data.rfind(b"\n", 0, held.perf_synced) + 1
+            self.synced -= held.perf_synced - whole
+            held.perf_synced = whole
+            self.cut_due = True
+            self._cut_unsynced()      # else read_back() cuts a torn last line
+        tail = self.tails.get(SERVER_LOG, 0)
+        if tail and SERVER_LOG in held.rest and SERVER_LOG in self.files:
+            self._cut_back(SERVER_LOG, tail)
         self._say("error: %d records received were never written to %s (%s) and "
                   "were not acknowledged: their clients keep them"
                   % (self.unwritten, os.path.join(self.log_dir, PERF_LOG), held.error))
@@ -719,6 +892,8 @@ class Recorder(object):
                             % self.longest_held_s if self.recovered else ""))
         elif self.first_error is not None:
             said.append("the log dir %s: %s" % (self.log_dir, self.first_error))
+        if self.acked_lost:
+            said.append(self.lost_text())
         lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
             self.lost.items()) if n)
         if lost:
@@ -731,6 +906,39 @@ class Recorder(object):
         return "; ".join(said) or None
 
 
+def _why(exc):
+    """An OS error in words (its strerror)."""
+    return "%s" % (getattr(exc, "strerror", None) or exc)
+
+
+def _count_records(fd, size):
+    """(records, {client name: records}) in the first ``size`` bytes of the
+    file open on ``fd`` (a perf.jsonl no longer at its path); clients are
+    named up to LOST_NAMES_MAX_BYTES. Never raises: what it could count."""
+    count, names, rest, left = 0, {}, b"", size
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+            count += chunk.count(b"\n")
+            if size > LOST_NAMES_MAX_BYTES:
+                continue
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                try:
+                    name = json.loads(line.decode("utf-8"))["name"]
+                except Exception:  # noqa: B902 - a line not ours: counted, unnamed
+                    continue
+                names[name] = names.get(name, 0) + 1
+    except (IOError, OSError):
+        pass
+    return count, names
+
+
 def _records_in(items):
     """How many of queue ``items`` are perf.jsonl records."""
     return sum(1 for item in items if item[0] in (_RECORD, _RAW))
@@ -740,23 +948,27 @@ class _Held(object):
     """A batch whose write failed: the bytes not yet on disk per file, and
     the callbacks (acks) and marks that wait for them."""
 
-    def __init__(self, waiting, marks):
+    def __init__(self, waiting, marks, data=b""):
         # (start, end, callback) each: where its records begin and end in the
         # batch's perf.jsonl bytes (see Recorder._write_batch)
         self.waiting = waiting
         self.marks = marks
-        self.perf_done = 0            # of the batch's perf.jsonl bytes, those on disk
+        self.data = data              # the batch's perf.jsonl bytes, all of them
+        self.perf_done = 0            # of them, those written
+        self.perf_synced = 0          # of them, those synced (on the device)
+        self.log_written = False      # server.log lines went out (to check it)
         self.rest = {}                # file name -> bytes not yet written
         self.error = None             # the last write error, in words
         self.failed = None            # the file it happened on
         self.since = None             # monotonic() the write first failed
 
     def records(self):
-        return self.rest.get(PERF_LOG, b"").count(b"\n")
+        """Records not on disk (not synced): never acknowledged."""
+        return self.data.count(b"\n", self.perf_synced)
 
     def take_written(self):
         """The callbacks whose records are all on disk now (no longer held)."""
-        done = self.perf_done
+        done = self.perf_synced
         ready = [func for _, end, func in self.waiting if end <= done]
         if ready:
             self.waiting = [entry for entry in self.waiting if entry[1] > done]
