@@ -2,15 +2,18 @@
 
 Handlers and the main loop never touch files: they put log lines and message
 records on one queue; one thread writes them in batches, one ``os.write`` per
-file per batch (the bytes are then in the kernel: a killed server loses
-nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
-means "on disk". ``close()`` drains the queue and fsyncs both files.
+file per batch, then ``fdatasync``s perf.jsonl (``SYNC``: fsync where there is
+none) and stats its path (still the file it wrote? one ``os.stat``), and only
+then runs each batch's ack callbacks, so an ack means "on the device, in the
+file at LOG_DIR/perf.jsonl": neither a killed server nor a filesystem that
+fails or loses power loses a record acknowledged. server.log lines are not
+synced per batch. ``close()`` drains the queue and fsyncs both files.
 
 An ack is a promise about the disk: a callback runs only once the records
-queued with and before it are in perf.jsonl (and, when the batch is written
-whole, its server.log lines too). When a write fails (ENOSPC, EIO, EROFS;
-tmpfs and others write short first, then ENOSPC) the callbacks whose records
-all made it run, the records of a handler's batch written without the rest of
+queued with and before it are in perf.jsonl, synced (and, when the batch is
+written whole, its server.log lines too). When a write fails (ENOSPC, EIO,
+EROFS; tmpfs and others write short first, then ENOSPC) the callbacks whose
+records all made it run once those are synced, the records of a handler's batch written without the rest of
 it are cut back off the file (they share one ack: on disk and never acked,
 their client would keep them too, the same seq twice), and the rest of the
 batch is held in memory with its other callbacks, said at once (stderr,
@@ -21,7 +24,18 @@ The retry rule: every RETRY_S the held bytes are written again from where
 the failed write stopped (a line written in part is completed, never glued
 to another or written twice); once all are on disk the held callbacks run
 (the acks go out), recovery is said, and the queue is written on in order.
-At close a last try is made; what still cannot be written is counted
+A failed fdatasync is such a failure too: what was written since the last
+good sync is not known to be on disk (the kernel may have dropped it, and a
+later sync would not say so), so it is cut off perf.jsonl (``ftruncate`` to
+the last synced size; if that fails, before the next write) and held, to be
+written again: never acked unsynced, never in the file twice. So is a
+perf.jsonl no longer at its path (the log dir removed, the file replaced: a
+removed file takes writes and syncs without error): the batch is held whole,
+the acknowledged records that were in the removed file are counted as lost
+(``acked_lost``, by client in ``lost_by``; the report says them and the exit
+code is not OK), and the retry opens the files again at their paths; a
+removed log dir is not made again (said: the operator makes it, and the run
+goes on). At close a last try is made; what still cannot be written is counted
 (``unwritten``: records received, never written, never acknowledged; their
 clients keep them) and a fragment at a file's end is cut back to its last
 whole line, so a restart appends on a fresh line. ``trouble()`` tells the
