@@ -2028,4 +2028,13 @@ MUTATIONS = [
          new="                pass",
          tests=[_TA + "test_acked_records_are_on_the_device_when_the_log_dir_filesystem_"
                 "fails"]),
+    # --- a flood on the control socket is logged sparingly (the listener's rule) ---
+    dict(id="control-refusals-every-one-logged", file="diskbench/server/control.py",
+         old="        said = self.refusals.note(kind)",
+         new="        said = self.refusals.note(kind) or \"\"",
+         tests=[_CT + "test_a_flood_on_the_control_socket_is_logged_sparingly"]),
+    dict(id="sparse-rule-logs-all", file="diskbench/server/__init__.py",
+         old="        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:",
+         new="        if True:",
+         tests=[_CT + "test_a_flood_on_the_control_socket_is_logged_sparingly"]),
 ]
