@@ -2037,4 +2037,15 @@ MUTATIONS = [
          old="        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:",
          new="        if True:",
          tests=[_CT + "test_a_flood_on_the_control_socket_is_logged_sparingly"]),
+    # --- a log dir full at hello: clients wait through it (pinged), the run goes on ---
+    dict(id="held-hellos-not-pinged", file="diskbench/server/master.py",
+         old="        if self.recorder.held is not None:\n            self._ping_held_hellos()",
+         new="        if False:\n            self._ping_held_hellos()",
+         tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
+                "goes_on"]),
+    dict(id="held-hello-never-pinged", file="diskbench/server/handler.py",
+         old="        if self.name is None or self.acked or self.held_pinged or self.send_dead:",
+         new="        if True:",
+         tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
+                "goes_on"]),
 ]
