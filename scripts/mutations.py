@@ -1140,10 +1140,9 @@ MUTATIONS = [
          tests=[_VF + "test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for"]),
     # --- trust-ack ---
     dict(id="ack-after-a-failed-write", file="diskbench/server/recorder.py",
-         old="        if held.rest:\n            self._run_callbacks(held.take_written())\n"
-             "            self._hold(held)",
-         new="        if held.rest and False:\n            self._run_callbacks(held.take_written())\n"
-             "            self._hold(held)",
+         old="        if not self._push(held):\n            self._hold(held)\n            return",
+         new="        if not self._push(held) and False:\n            self._hold(held)\n"
+             "            return",
          tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
                 "writes_then_acks",
                 _TA + "test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart",
@@ -1151,8 +1150,8 @@ MUTATIONS = [
                 "seq_lands_once",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-write-retried-from-its-start", file="diskbench/server/recorder.py",
-         old="                    held.rest[name] = data[done:]\n                    self._run_callbacks",
-         new="                    held.rest[name] = data\n                    self._run_callbacks",
+         old="            if done < len(data):\n                held.rest[name] = data[done:]",
+         new="            if done < len(data):\n                held.rest[name] = data",
          tests=[_TA + "test_recorder_holds_acks_through_a_write_error_and_writes_in_"
                 "order_after"]),
     dict(id="held-write-never-retried", file="diskbench/server/recorder.py",
@@ -1166,8 +1165,8 @@ MUTATIONS = [
          new="        pass",
          tests=[_LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-fragment-not-cut-at-close", file="diskbench/server/recorder.py",
-         old="                self._cut_back(name, tail)    # else read_back() cuts a torn last line",
-         new="                pass",
+         old="            self._cut_unsynced()      # else read_back() cuts a torn last line",
+         new="            pass",
          tests=[_SU + "test_recorder_short_write_then_enospc_keeps_whole_lines_only"]),
     dict(id="held-drain-waits-the-whole-timeout", file="diskbench/server/recorder.py",
          old="or (self.held is not None and",
@@ -1175,9 +1174,11 @@ MUTATIONS = [
          tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record"]),
     dict(id="unwritten-exits-ok", file="diskbench/server/finalreport.py",
-         old="    if (unwritten or master.recorder_died or short) and code == exitcodes.OK:",
-         new="    if (master.recorder_died or short) and code == exitcodes.OK:",
-         tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
+         old="    if (unwritten or lost or master.recorder_died or short) and code == exitcodes.OK:",
+         new="    if (lost or master.recorder_died or short) and code == exitcodes.OK:",
+         tests=[_LR + "test_perf_jsonl_replaced_by_a_directory_holds_everything_and_the_"
+                "report_says_it",
+                _TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="shortfall-not-warned", file="diskbench/report/build.py",

@@ -6,6 +6,7 @@ exit code say so; once the dir is made again the held records are written to
 new files there, in order, each once, then acknowledged. And a report that
 cannot be written is never an OK exit."""
 import os
+import re
 import shutil
 
 from diskbench import exitcodes
@@ -119,4 +120,28 @@ def test_report_file_that_cannot_be_written_is_never_an_ok_exit(procs, tmpdir):
     text = " ".join(server.report_text().split())
     assert "the report files report.json could not be written" in text
     assert "exit code 5" in text and "every client finished" not in text
+    assert "Traceback" not in server.stderr()
+
+
+def test_perf_jsonl_replaced_by_a_directory_holds_everything_and_the_report_says_it(
+        procs, tmpdir):
+    """perf.jsonl replaced (here by a directory, before anything was
+    acknowledged) is noticed at the first batch: nothing is acknowledged,
+    the file cannot be opened again, and at the end the report (written: the
+    log dir itself is fine) counts the records not in perf.jsonl, with no
+    acknowledged record lost, and the exit code is SERVER_INCOMPLETE."""
+    from tests.faults.test_server_logdir_full import _run_one
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs)
+    perf = os.path.join(logs, rec.PERF_LOG)
+    os.unlink(perf)
+    os.mkdir(perf)
+    client = _run_one(server.port, "c", 1, wait_acks=False)
+    assert server.wait_exit(NOTICE_S + 10) == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    assert not client.got(P.ACK)
+    assert "replaced by another file" in server.stderr()
+    warnings = " ".join(server.report()["run"]["server_warnings"])
+    assert re.search(r"\b%d records received are not in %s" % (client.seq, re.escape(perf)),
+                     warnings), warnings
+    assert "acknowledged as on disk were lost" not in warnings
     assert "Traceback" not in server.stderr()
