@@ -70,10 +70,13 @@ TABLE = (
          "another server runs on it (`server.lock`)", None),
     Code(SERVER_INCOMPLETE, "SERVER_INCOMPLETE", (SERVER, LAUNCH),
          "report written, but a client went away, failed, never finished, or never came "
-         "(fewer than `--clients`); or not everything received is on disk, or a client's "
-         "stop summary counts more than the server holds (the report's warnings say which)",
+         "(fewer than `--clients`); or not everything received is on disk (or records "
+         "acknowledged were lost with a removed `perf.jsonl`), or a client's stop summary "
+         "counts more than the server holds (the report's warnings say which); or a "
+         "report file could not be written (said on stderr; with none written, the "
+         "report is printed on stdout)",
          "a client went away, failed, never finished or never came, or not all it sent "
-         "is on disk (see the warnings)"),
+         "is on disk, or a report file could not be written (see the warnings)"),
     Code(SERVER_INTERRUPTED, "SERVER_INTERRUPTED", (SERVER, LAUNCH),
          "SIGINT/SIGTERM/SIGHUP, or `ctl end`: report written with what was known",
          "the server was interrupted; report has what was known"),

@@ -32,6 +32,7 @@ _LL = "tests/test_like_for_like.py::"
 _PK = "tests/test_packaging.py::"
 _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
+_LR = "tests/faults/test_server_logdir_removed.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/liveness.py",
@@ -1139,10 +1140,9 @@ MUTATIONS = [
          tests=[_VF + "test_verify_end_read_back_longer_than_the_stop_timeout_is_waited_for"]),
     # --- trust-ack ---
     dict(id="ack-after-a-failed-write", file="diskbench/server/recorder.py",
-         old="        if held.rest:\n            self._run_callbacks(held.take_written())\n"
-             "            self._hold(held)",
-         new="        if held.rest and False:\n            self._run_callbacks(held.take_written())\n"
-             "            self._hold(held)",
+         old="        if not self._push(held):\n            self._hold(held)\n            return",
+         new="        if not self._push(held) and False:\n            self._hold(held)\n"
+             "            return",
          tests=[_TA + "test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_"
                 "writes_then_acks",
                 _TA + "test_acked_records_survive_sigkill_on_a_full_log_dir_and_restart",
@@ -1150,8 +1150,8 @@ MUTATIONS = [
                 "seq_lands_once",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-write-retried-from-its-start", file="diskbench/server/recorder.py",
-         old="                    held.rest[name] = data[done:]\n                    self._run_callbacks",
-         new="                    held.rest[name] = data\n                    self._run_callbacks",
+         old="            if done < len(data):\n                held.rest[name] = data[done:]",
+         new="            if done < len(data):\n                held.rest[name] = data",
          tests=[_TA + "test_recorder_holds_acks_through_a_write_error_and_writes_in_"
                 "order_after"]),
     dict(id="held-write-never-retried", file="diskbench/server/recorder.py",
@@ -1165,8 +1165,8 @@ MUTATIONS = [
          new="        pass",
          tests=[_LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="held-fragment-not-cut-at-close", file="diskbench/server/recorder.py",
-         old="                self._cut_back(name, tail)    # else read_back() cuts a torn last line",
-         new="                pass",
+         old="            self._cut_unsynced()      # else read_back() cuts a torn last line",
+         new="            pass",
          tests=[_SU + "test_recorder_short_write_then_enospc_keeps_whole_lines_only"]),
     dict(id="held-drain-waits-the-whole-timeout", file="diskbench/server/recorder.py",
          old="or (self.held is not None and",
@@ -1174,9 +1174,11 @@ MUTATIONS = [
          tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record"]),
     dict(id="unwritten-exits-ok", file="diskbench/server/finalreport.py",
-         old="    if (unwritten or master.recorder_died or short) and code == exitcodes.OK:",
-         new="    if (master.recorder_died or short) and code == exitcodes.OK:",
-         tests=[_TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
+         old="    if (unwritten or lost or master.recorder_died or short) and code == exitcodes.OK:",
+         new="    if (lost or master.recorder_died or short) and code == exitcodes.OK:",
+         tests=[_LR + "test_perf_jsonl_replaced_by_a_directory_holds_everything_and_the_"
+                "report_says_it",
+                _TA + "test_full_log_dir_at_the_end_client_exits_13_keeping_every_"
                 "unacked_record",
                 _LF + "test_log_dir_full_server_acks_nothing_and_prints_the_report"]),
     dict(id="shortfall-not-warned", file="diskbench/report/build.py",
@@ -2231,4 +2233,73 @@ MUTATIONS = [
          old="    if result.get(\"none_matched\"):\n        lines +=",
          new="    if False:\n        lines +=",
          tests=[_LL + "test_like_for_like_compare_says_why_default_names_match_nobody"]),
+    # --- the server's figure of records not written counts records, once ---
+    dict(id="unwritten-counts-queue-items", file="diskbench/server/recorder.py",
+         old="        return self.held_records() + _records_in(self._queued())",
+         new="        return self.held_records() + len(self.queue)",
+         tests=[_SU + "test_recorder_unwritten_count_is_records_only_and_one_figure"]),
+    # --- an ack means on the device, in the file at its path ---
+    dict(id="ack-without-fdatasync", file="diskbench/server/recorder.py",
+         old="                self.sync_fd(self.files[PERF_LOG])",
+         new="                pass",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="acks-before-fdatasync", file="diskbench/server/recorder.py",
+         old="        committed = self._commit(held)\n"
+             "        self._run_callbacks(held.take_written())",
+         new="        held.perf_synced = held.perf_done\n"
+             "        self._run_callbacks(held.take_written())\n"
+             "        committed = self._commit(held)",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="failed-sync-left-in-file", file="diskbench/server/recorder.py",
+         old="            self.cut_due = True\n            self._cut_unsynced()\n"
+             "        return False",
+         new="            self.cut_due = True\n        return False",
+         tests=[_TA + "test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_"
+                "rewritten_once"]),
+    dict(id="removed-perf-not-noticed", file="diskbench/server/recorder.py",
+         old="            moved = self._moved(PERF_LOG)",
+         new="            moved = None",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="lost-acked-exits-ok", file="diskbench/server/finalreport.py",
+         old="    lost = master.recorder.acked_lost",
+         new="    lost = 0",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="lost-acked-unsaid", file="diskbench/server/recorder.py",
+         old="        if self.acked_lost:\n            said.append(self.lost_text())",
+         new="        if False:\n            said.append(self.lost_text())",
+         tests=[_LR + "test_log_dir_removed_mid_run_acks_nothing_more_and_says_what_"
+                "was_lost"]),
+    dict(id="report-unwritten-exits-ok", file="diskbench/server/finalreport.py",
+         old="    if failed and code == exitcodes.OK:",
+         new="    if False:",
+         tests=[_LR + "test_report_file_that_cannot_be_written_is_never_an_ok_exit"]),
+    dict(id="ack-without-fdatasync-on-ext4", file="diskbench/server/recorder.py",
+         old="                self.sync_fd(self.files[PERF_LOG])",
+         new="                pass",
+         tests=[_TA + "test_acked_records_are_on_the_device_when_the_log_dir_filesystem_"
+                "fails"]),
+    # --- a flood on the control socket is logged sparingly (the listener's rule) ---
+    dict(id="control-refusals-every-one-logged", file="diskbench/server/control.py",
+         old="        said = self.refusals.note(kind)",
+         new="        said = self.refusals.note(kind) or \"\"",
+         tests=[_CT + "test_a_flood_on_the_control_socket_is_logged_sparingly"]),
+    dict(id="sparse-rule-logs-all", file="diskbench/server/__init__.py",
+         old="        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:",
+         new="        if True:",
+         tests=[_CT + "test_a_flood_on_the_control_socket_is_logged_sparingly"]),
+    # --- a log dir full at hello: clients wait through it (pinged), the run goes on ---
+    dict(id="held-hellos-not-pinged", file="diskbench/server/master.py",
+         old="        if self.recorder.held is not None:\n            self._ping_held_hellos()",
+         new="        if False:\n            self._ping_held_hellos()",
+         tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
+                "goes_on"]),
+    dict(id="held-hello-never-pinged", file="diskbench/server/handler.py",
+         old="        if self.name is None or self.acked or self.held_pinged or self.send_dead:",
+         new="        if True:",
+         tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
+                "goes_on"]),
 ]

@@ -267,6 +267,65 @@ def mounted_tmpfs(tmpdir, size_mb):
         subprocess.call(["umount", "-l", mnt])
 
 
+def mounted_ext4_loop(tmpdir, size_mb):
+    """A real ext4 of ``size_mb`` MiB on a loop device (an image file in
+    ``tmpdir``), mounted ``errors=remount-ro`` under ``tmpdir`` (a generator
+    for a pytest fixture: yields an ``Ext4Loop``, unmounts at the end); skips
+    the test with the reason where it cannot be made (not root, no loop
+    devices, no mkfs.ext4)."""
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("a loop-mounted ext4 needs root (running as uid %d)" % os.geteuid())
+    fs = Ext4Loop(str(tmpdir.join("ext4.img")), str(tmpdir.mkdir("ext4")))
+    with open(fs.image, "wb") as f:
+        f.truncate(size_mb << 20)
+    for cmd in (["mkfs.ext4", "-q", "-F", fs.image], fs.mount_cmd()):
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            pytest.skip("cannot run %s: %s" % (cmd[0], exc))
+        out = proc.communicate()[0]
+        if proc.returncode != 0:
+            pytest.skip("cannot make a loop-mounted ext4 here (%s): %s" % (
+                " ".join(cmd), out.decode("utf-8", "replace").strip()))
+    try:
+        yield fs
+    finally:
+        subprocess.call(["umount", "-l", fs.path])
+
+
+class Ext4Loop(object):
+    """A loop-mounted ext4 (``mounted_ext4_loop``): its error trigger and a
+    remount, as after a crash of what used it."""
+
+    def __init__(self, image, path):
+        self.image = image
+        self.path = path
+
+    def mount_cmd(self):
+        return ["mount", "-o", "loop,errors=remount-ro", self.image, self.path]
+
+    def device(self):
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if fields[1] == self.path:
+                    return os.path.basename(fields[0])
+        raise AssertionError("%s is not mounted" % self.path)
+
+    def fail(self):
+        """A filesystem error now (ext4's own trigger): it goes read-only and
+        what was not on the device is lost."""
+        with open("/sys/fs/ext4/%s/trigger_fs_error" % self.device(), "w") as f:
+            f.write("diskbench test\n")
+
+    def remount(self):
+        """Unmount (lazily: a killed process's files go with it) and mount
+        again: what is read now is what the device holds."""
+        subprocess.check_call(["umount", "-l", self.path])
+        subprocess.check_call(self.mount_cmd())
+
+
 def ctl_request(log_dir, line, timeout=10.0):
     """Send one raw request line on a server's control socket; the answer's
     messages (the server closes after its last line)."""

@@ -465,3 +465,52 @@ def test_control_thread_logs_a_failing_request_and_keeps_serving(procs, tmpdir):
         logger.removeHandler(handler)
         server.close()
     assert not os.path.exists(os.path.join(logs, channel.SOCKET_NAME))
+
+
+#: A same-user flood on the control socket: connections, and how long the
+#: first MAX_REQUESTS are held silent (within control.REQUEST_S) meanwhile.
+FLOOD_CONNECTIONS = 400
+
+
+def test_a_flood_on_the_control_socket_is_logged_sparingly(procs, tmpdir):
+    """The outside tester's flood (19,932 identical lines in 3 s): every
+    request slot held by a silent connection, then hundreds of connections
+    refused busy or as garbage: server.log has at most LIMIT_LOG_MAX lines of
+    each kind (then every LIMIT_LOG_EVERY-th, with the count), the rule the
+    listener uses for its TCP refusals."""
+    from diskbench import server as server_pkg
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs)
+    path = channel.socket_path(logs)
+    held = []
+    for _ in range(control.MAX_REQUESTS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        held.append(sock)
+    answers = []
+    for _ in range(FLOOD_CONNECTIONS):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)            # (blocking: a full backlog waits, no EAGAIN)
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"{not json\n")
+            answers.append(sock.recv(4096))
+        except socket.error:
+            answers.append(b"")
+        finally:
+            sock.close()
+    for sock in held:
+        sock.close()
+    refused = len([a for a in answers if b"refused" in a])
+    assert refused > 2 * server_pkg.LIMIT_LOG_MAX + 10, answers[:3]
+    code, _, _ = ctl(procs, logs, "end")
+    assert code == exitcodes.OK
+    server.wait_exit(30)
+    lines = [line for line in server.server_log().splitlines()
+             if "control socket: refused" in line]
+    kinds = set(re.sub(r"\d+", "N", line.split("control socket: ")[1].split(";")[0])
+                for line in lines)
+    assert len(lines) <= len(kinds) * server_pkg.LIMIT_LOG_MAX, "\n".join(lines[-5:])
+    assert refused > len(lines)
+    if any("busy" in a.decode("utf-8", "replace") for a in answers):
+        assert "refused a connection" in " ".join(lines)

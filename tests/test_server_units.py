@@ -1178,3 +1178,30 @@ def _tight_writer(budget):
         budget[0] -= n
         return n
     return tight
+
+
+def test_recorder_unwritten_count_is_records_only_and_one_figure(tmpdir, monkeypatch):
+    """What drain() reports as not written (the report's figure) counts
+    records only, not the log lines, calls and marks queued with them, and
+    is the figure close() says on stderr and trouble() gives."""
+    monkeypatch.setattr(rec, "HELD_DRAIN_S", 0.2)
+    sink = _Sink()
+    r = rec.Recorder(str(tmpdir), stderr=sink)
+    r.open()
+    r.write_fd = _enospc
+    r.start()
+    for i in range(4):
+        r.record({"i": i}, on_written=lambda: None)
+        r.log_line("a log line %d" % i)
+        r.call_after(lambda: None)
+    r.submit([b'{"i":9}\n', b'{"i":10}\n'], lambda: None)
+    wait_until(lambda: r.held is not None, what="the write to be held")
+    for i in range(3):                 # queued behind the held write
+        r.log_line("another log line %d" % i)
+        r.record({"j": i})
+    count = r.drain(5)
+    assert count == 9, count
+    assert r.unwritten_text(count, 5).startswith("9 records received are not in")
+    r.close()
+    assert "error: 9 records received were never written" in sink.text, sink.text
+    assert r.trouble().startswith("9 records received were never written")

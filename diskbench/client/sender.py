@@ -115,6 +115,7 @@ class Sender(object):
         self.rejected = None                # the server's reason, when refused
         self.fatal = None                   # why this peer cannot be our server
         self.ever_healthy = False           # a diskbench message was ever heard
+        self.ever_acked = False             # the server ever acknowledged us
         self.silent_closes = 0              # connections closed without a word
         self.retry_said = False             # the one "retrying" line was said
         self.ack_beyond = None              # (acked seq, our last seq) of a bogus ack
@@ -582,6 +583,7 @@ class Sender(object):
                           upto, ours, self.name)
             return
         with self.cond:
+            self.ever_acked = True
             while self.buffer and self.buffer[0][0] <= upto:
                 self.buffer.popleft()
             self.cond.notify_all()

@@ -177,7 +177,15 @@ class Supervisor(object):
         return code
 
     def _wait_for_go(self, where):
+        since, said = monotonic(), False
         while not self.sender.go.wait(LOOP_TICK_S):
+            if not said and self.sender.ever_healthy and not self.sender.ever_acked \
+                    and monotonic() - since > self.cfg.connect_timeout_s:
+                said = True    # (a server that pings is there: wait through its outage)
+                self.log.warning("the server at %s is there (it pings us) but has "
+                                 "acknowledged nothing for %g s: its log dir may be full "
+                                 "or unwritable (see the server's console); waiting for "
+                                 "its go", where, self.cfg.connect_timeout_s)
             if self.sender.rejected is not None:
                 return Outcome(None, exitcodes.CLIENT_SERVER,
                                "server refused us: %s" % self.sender.rejected)

@@ -38,6 +38,7 @@ from diskbench.compat import monotonic
 from diskbench.linux import peer_uid
 from diskbench.protocol.ctl import (MAX_AGE_S, MAX_REQUEST_BYTES, SOCKET_NAME, socket_path,
                                     unix_op)
+from diskbench.server import Sparse
 from diskbench.states import FINISHED, LIVE
 
 #: Its permissions, and the umask it is created under (no moment when others
@@ -130,6 +131,7 @@ class ControlServer(object):
         self.stops = {}                 # client name -> wall time of its `ctl stop`
         self.thread = None
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self.refusals = Sparse()        # refusals logged sparingly, per kind
 
     def open(self):
         """Create the socket (owner-only) and start serving. Raises
@@ -193,21 +195,28 @@ class ControlServer(object):
                     return
                 self._failed("accepting failed")
 
+    def _refused(self, kind, text):
+        """Log a refusal of ``kind`` sparingly (``Sparse``: a flood on the
+        socket must not flood server.log)."""
+        said = self.refusals.note(kind)
+        if said is not None:
+            log.warning("control socket: %s%s", text, said)
+
     def _dispatch(self, conn):
         """Check the peer, then serve ``conn`` on a thread of its own (never here:
         a peer that says nothing must not hold the next request)."""
         deadline = monotonic() + REQUEST_S
         uid = peer_uid(conn)
         if uid is not None and uid not in self.uids:
-            log.warning("control socket: refused a request from uid %d (only uid %d "
-                        "and root are served)", uid, self.uids[0])
+            self._refused("uid", "refused a request from uid %d (only uid %d and root "
+                          "are served)" % (uid, self.uids[0]))
             self._refuse(conn, exitcodes.CTL_REFUSED, "refused: this control socket "
                          "serves uid %d (the server's user) only; run ctl as that user"
                          % self.uids[0])
             return
         if not self.slots.acquire(False):
-            log.warning("control socket: refused a connection: %d requests in flight "
-                        "(each has at most %g s to arrive)", MAX_REQUESTS, REQUEST_S)
+            self._refused("busy", "refused a connection: %d requests in flight (each "
+                          "has at most %g s to arrive)" % (MAX_REQUESTS, REQUEST_S))
             self._refuse(conn, exitcodes.CTL_REFUSED, "refused: the server is busy with "
                          "%d other control requests; run ctl again" % MAX_REQUESTS)
             return
@@ -258,8 +267,8 @@ class ControlServer(object):
         except protocol.LineTooLong as exc:
             line, too_long = b"-", "%s" % exc
         except socket.timeout:
-            log.warning("control socket: no whole request within %g s of the connect: "
-                        "closed (a stuck or slow peer)", REQUEST_S)
+            self._refused("slow", "no whole request within %g s of the connect: "
+                          "closed (a stuck or slow peer)" % REQUEST_S)
             return
         except (socket.error, OSError) as exc:
             log.info("control socket: no request read (%s)", exc)
@@ -268,13 +277,13 @@ class ControlServer(object):
         if not line:
             return  # a probe (check_free of another server), or ctl gave up
         if too_long:
-            log.warning("control socket: refused a request: %s", too_long)
+            self._refused("too long", "refused a request: %s" % too_long)
             self._done(conn, exitcodes.USAGE, "refused: %s" % too_long)
             return
         try:
             req = protocol.decode(line, protocol.CTL_REQUEST, self.secret)
         except protocol.ProtocolError as exc:
-            log.warning("control socket: refused a request (%s): %s", exc.kind, exc)
+            self._refused(exc.kind, "refused a request (%s): %s" % (exc.kind, exc))
             if exc.kind == protocol.ProtocolError.BAD_MAC:
                 self._done(conn, exitcodes.CTL_REFUSED, "refused: %s; give ctl the "
                            "server's secret (--secret-file or %s)" % (exc, SECRET_ENV))
@@ -286,8 +295,8 @@ class ControlServer(object):
         if abs(age) > MAX_AGE_S:
             when = "%.0f s ago" % age if age > 0 else \
                 "%.0f s ahead of the server's clock" % -age
-            log.warning("control socket: refused a %s request signed %s (over %g s: a "
-                        "replay, or a clock set wrong?)", req.type, when, MAX_AGE_S)
+            self._refused("age", "refused a %s request signed %s (over %g s: a replay, "
+                          "or a clock set wrong?)" % (req.type, when, MAX_AGE_S))
             self._done(conn, exitcodes.CTL_REFUSED, "refused: the request was signed %s "
                        "(at most %g s either way: a replayed request, or a clock that "
                        "is off?); run ctl again" % (when, MAX_AGE_S))

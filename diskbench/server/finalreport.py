@@ -53,7 +53,8 @@ def write(master, started, code):
                         "ended early (a bug: please report it)")
     short = report_build.shortfalls(view.clients)   # client summaries vs what we hold
     warnings += short + report_build.unmeasured(view.clients)
-    if (unwritten or master.recorder_died or short) and code == exitcodes.OK:
+    lost = master.recorder.acked_lost    # (said in the recorder's trouble below)
+    if (unwritten or lost or master.recorder_died or short) and code == exitcodes.OK:
         code = exitcodes.SERVER_INCOMPLETE
     behind = master.recorder.falling_behind()
     if behind:
@@ -87,6 +88,16 @@ def write(master, started, code):
                     "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
     rep = report_build.build(view, started, ended, **facts)
     written, failed = outputs.write_all(master.args.log_dir, rep)
+    if failed and code == exitcodes.OK:
+        # a report not on disk is no clean run: the files that could be
+        # written (or stdout) are made again saying so, with the code exited
+        code = exitcodes.SERVER_INCOMPLETE
+        facts.update(exit_code=code, exit_meaning=exitcodes.brief(code, exitcodes.SERVER))
+        warnings.append(unwritten_reports(failed))
+        outputs.record_facts(master.args.log_dir, report_build.facts(
+            view, started, ended, **facts))   # (said above if it cannot)
+        rep = report_build.build(view, started, ended, **facts)
+        written, failed = outputs.write_all(master.args.log_dir, rep)
     for path, exc in failed:
         say(prog_name("diskbench.server"), "cannot write the report %s (%s)" % (
             path, getattr(exc, "strerror", None) or exc))
@@ -103,6 +114,13 @@ def write(master, started, code):
         master.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
     sys.stderr.flush()
     return code
+
+
+def unwritten_reports(failed):
+    """The report's warning for the report files that could not be written."""
+    return "the report files %s could not be written (%s)" % (
+        ", ".join(os.path.basename(path) for path, _ in failed),
+        getattr(failed[0][1], "strerror", None) or failed[0][1])
 
 
 def operator_stopped(view, control):

@@ -14,13 +14,9 @@ import time
 
 from diskbench.compat import socketserver, start_new_thread
 from diskbench.server import handler as handler_mod
-from diskbench.server import log
+from diskbench.server import Sparse, log
 from diskbench.server import registry as reg
 
-#: Refused connections logged per kind; further ones are counted, and logged
-#: every LIMIT_LOG_EVERY.
-LIMIT_LOG_MAX = 20
-LIMIT_LOG_EVERY = 1000
 #: accept() failing for want of file descriptors: wait this long before the
 #: next try, doubling up to ACCEPT_BACKOFF_MAX_S (instead of spinning).
 ACCEPT_BACKOFF_S = 0.05
@@ -51,7 +47,7 @@ class TCPServer(socketserver.ThreadingTCPServer):
         self.conn_lock = threading.Lock()
         self.open_conns = {}          # accepted socket -> peer address
         self.per_address = {}         # peer address -> open connections
-        self.limit_counts = {}        # refusal kind -> refused so far
+        self.limit_log = Sparse()     # refused connections, logged sparingly
         socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
 
     def get_request(self):
@@ -96,13 +92,10 @@ class TCPServer(socketserver.ThreadingTCPServer):
     def limit_hit(self, kind, client_address, why):
         """A connection refused by a limit (accept thread): count, log sparingly."""
         self.ctx.registry.count_rejected(kind)
-        with self.conn_lock:
-            n = self.limit_counts[kind] = self.limit_counts.get(kind, 0) + 1
-        if n <= LIMIT_LOG_MAX or n % LIMIT_LOG_EVERY == 0:
+        said = self.limit_log.note(kind)
+        if said is not None:
             log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
-                        client_address[1], kind, why,
-                        "" if n < LIMIT_LOG_MAX else
-                        "; %d refused so far, logging every %dth" % (n, LIMIT_LOG_EVERY))
+                        client_address[1], kind, why, said)
 
     def accept_failed(self, exc, failures):
         """accept() failed for want of descriptors: count it, log once a burst."""

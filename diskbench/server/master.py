@@ -334,8 +334,20 @@ class Master(object):
     def _housekeeping(self):
         """The recorder's lag and the collector (a step of the tick)."""
         self.recorder.check_lag()
+        if self.recorder.held is not None:
+            self._ping_held_hellos()
         self.collector.maybe_collect(len(self.connections))
         self._clock_stepped()
+
+    def _ping_held_hellos(self):
+        """While the log dir cannot be written no hello is acknowledged and no
+        go sent: each connection waiting for its first ack is pinged once, so
+        its client knows the server is there (README: clients wait through a
+        full log dir)."""
+        pinged = sum(1 for handler in self._handlers_now() if handler.ping_while_held())
+        if pinged:
+            log.info("pinged %d clients whose hello waits for the log dir to be "
+                     "writable", pinged)
 
     def _clock_stepped(self):
         """A step of the server's wall clock, said once (runclock.StepWatch):

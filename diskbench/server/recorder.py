@@ -2,15 +2,18 @@
 
 Handlers and the main loop never touch files: they put log lines and message
 records on one queue; one thread writes them in batches, one ``os.write`` per
-file per batch (the bytes are then in the kernel: a killed server loses
-nothing it acknowledged) and then runs each batch's ack callbacks, so an ack
-means "on disk". ``close()`` drains the queue and fsyncs both files.
+file per batch, then ``fdatasync``s perf.jsonl (``SYNC``: fsync where there is
+none) and stats its path (still the file it wrote? one ``os.stat``), and only
+then runs each batch's ack callbacks, so an ack means "on the device, in the
+file at LOG_DIR/perf.jsonl": neither a killed server nor a filesystem that
+fails or loses power loses a record acknowledged. server.log lines are not
+synced per batch. ``close()`` drains the queue and fsyncs both files.
 
 An ack is a promise about the disk: a callback runs only once the records
-queued with and before it are in perf.jsonl (and, when the batch is written
-whole, its server.log lines too). When a write fails (ENOSPC, EIO, EROFS;
-tmpfs and others write short first, then ENOSPC) the callbacks whose records
-all made it run, the records of a handler's batch written without the rest of
+queued with and before it are in perf.jsonl, synced (and, when the batch is
+written whole, its server.log lines too). When a write fails (ENOSPC, EIO,
+EROFS; tmpfs and others write short first, then ENOSPC) the callbacks whose
+records all made it run once those are synced, the records of a handler's batch written without the rest of
 it are cut back off the file (they share one ack: on disk and never acked,
 their client would keep them too, the same seq twice), and the rest of the
 batch is held in memory with its other callbacks, said at once (stderr,
@@ -21,7 +24,18 @@ The retry rule: every RETRY_S the held bytes are written again from where
 the failed write stopped (a line written in part is completed, never glued
 to another or written twice); once all are on disk the held callbacks run
 (the acks go out), recovery is said, and the queue is written on in order.
-At close a last try is made; what still cannot be written is counted
+A failed fdatasync is such a failure too: what was written since the last
+good sync is not known to be on disk (the kernel may have dropped it, and a
+later sync would not say so), so it is cut off perf.jsonl (``ftruncate`` to
+the last synced size; if that fails, before the next write) and held, to be
+written again: never acked unsynced, never in the file twice. So is a
+perf.jsonl no longer at its path (the log dir removed, the file replaced: a
+removed file takes writes and syncs without error): the batch is held whole,
+the acknowledged records that were in the removed file are counted as lost
+(``acked_lost``, by client in ``lost_by``; the report says them and the exit
+code is not OK), and the retry opens the files again at their paths; a
+removed log dir is not made again (said: the operator makes it, and the run
+goes on). At close a last try is made; what still cannot be written is counted
 (``unwritten``: records received, never written, never acknowledged; their
 clients keep them) and a fragment at a file's end is cut back to its last
 whole line, so a restart appends on a fresh line. ``trouble()`` tells the
@@ -87,6 +101,15 @@ RETRY_S = 1.0
 #: At the end of a run (``drain``), a log dir that cannot be written is tried
 #: this long before the report is written with what is not on disk.
 HELD_DRAIN_S = 5.0
+#: A perf.jsonl found gone from its path is read back (through the descriptor
+#: still open on it) to count the acknowledged records lost with it; up to
+#: this size its lines are also parsed to name the clients they were from.
+LOST_NAMES_MAX_BYTES = 64 << 20
+
+#: What makes perf.jsonl's records durable before they are acknowledged:
+#: fdatasync (the data and the size, what reading them back needs), fsync
+#: where the platform has no fdatasync.
+SYNC = getattr(os, "fdatasync", None) or os.fsync
 
 _LOG, _RECORD, _MARK, _CALL, _RAW = 1, 2, 3, 4, 5
 
@@ -222,14 +245,40 @@ class Recorder(object):
         self.tails = {}               # name -> bytes after the last newline on disk
         self.lost = {}                # name -> lines with no file to go to
         self.write_fd = os.write      # tests put a failing one here
+        self.sync_fd = SYNC           # and a failing fdatasync here
+        self.ids = {}                 # name -> (st_dev, st_ino) of the file opened at its path
+        self.synced = 0               # perf.jsonl's size at its last good sync
+        self.cut_due = False          # bytes past ``synced`` to cut before the next write
+        self.gone = {}                # name -> why its file must be opened again
+        self.acked_lost = 0           # acked records in a perf.jsonl found gone
+        self.lost_by = {}             # client name -> of those (None: not counted)
         self.failures = 0             # items skipped by an unexpected error
         self.first_failure = None     # text of the first such error
 
     def open(self):
         """Open (append) both files; raises IOError/OSError if the dir is unusable."""
         for name in (SERVER_LOG, PERF_LOG):
-            self.files[name] = os.open(os.path.join(self.log_dir, name),
-                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._open(name)
+
+    def _open(self, name):
+        """Open file ``name`` at its path (append; perf.jsonl also for reading,
+        to count what a removal took) and note which file it is."""
+        flags = os.O_APPEND | os.O_CREAT | (os.O_RDWR if name == PERF_LOG else
+                                            os.O_WRONLY)
+        fd = os.open(os.path.join(self.log_dir, name), flags, 0o644)
+        try:
+            st = os.fstat(fd)
+        except (IOError, OSError):
+            os.close(fd)
+            raise
+        self.files[name] = fd
+        self.ids[name] = (st.st_dev, st.st_ino)
+        self.gone.pop(name, None)
+        if st.st_size == 0:
+            self.tails[name] = 0
+        if name == PERF_LOG:
+            self.synced = st.st_size  # (a previous server synced it before its acks)
+            self.cut_due = False
 
     def start(self):
         self.thread = threading.Thread(target=run_profiled, args=("recorder", self._run),
@@ -280,12 +329,14 @@ class Recorder(object):
         """Wait until everything queued so far is written (or failed to be).
 
         A log dir that cannot be written is waited for HELD_DRAIN_S at most
-        (its retries go on meanwhile). Returns how many items were not
+        (its retries go on meanwhile). Returns how many records were not
         written at the deadline (0: done): those queued and, while a write
-        is held, the records it holds.
+        is held, those it holds; log lines and marks are not records, and
+        the figure is the one ``_give_up`` says at close if nothing more
+        comes meanwhile.
         """
         if self.thread is None or not self.thread.is_alive():
-            return len(self.queue) + self.held_records()
+            return self.pending_records()
         done = threading.Event()
         self.queue.put((_MARK, done, None, None))
         start = monotonic()
@@ -296,7 +347,20 @@ class Recorder(object):
                 break
         if done.is_set():
             return 0
-        return len(self.queue) + self.held_records()
+        return self.pending_records()
+
+    def pending_records(self):
+        """Records received and not written: queued, or held by a failed
+        write (never acknowledged). Counts the queue (O(n); at the end)."""
+        return self.held_records() + _records_in(self._queued())
+
+    def _queued(self):
+        """A copy of the queue's items (taken whole under the GIL)."""
+        while True:
+            try:
+                return list(self.queue.items)
+            except RuntimeError:      # (mutated while copied: look again)
+                continue
 
     def unwritten_text(self, count, waited_s):
         """The report's sentence for ``count`` items ``drain`` left unwritten."""
@@ -307,9 +371,22 @@ class Recorder(object):
                     "(client-NAME.undelivered.jsonl); this report counts them from "
                     "memory" % (count, os.path.join(self.log_dir, PERF_LOG),
                                 held.error))
-        return ("%d accepted messages were still waiting to be written to perf.jsonl "
+        return ("%d records received were still waiting to be written to perf.jsonl "
                 "after %g s (the log dir is too slow); this report counts them, "
                 "perf.jsonl does not" % (count, waited_s))
+
+    def lost_text(self):
+        """The report's sentence for acknowledged records lost with a
+        perf.jsonl removed or replaced during the run."""
+        by = sorted(self.lost_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        named = "; by client: %s%s" % (", ".join(
+            "%s %d" % (protocol.safe_text(name), n) for name, n in by[:20]),
+            ", ..." if len(by) > 20 else "") if by else ""
+        return ("%d records acknowledged as on disk were lost: %s was removed or "
+                "replaced during the run and they were in it (they are in no file; "
+                "their clients deleted their copies; this report counts them from "
+                "memory)%s" % (self.acked_lost, os.path.join(self.log_dir, PERF_LOG),
+                               named))
 
     def held_records(self):
         """perf.jsonl lines waiting in a held (failed) write, not acknowledged."""
@@ -337,6 +414,7 @@ class Recorder(object):
                 self._failed(exc, "fsync")
             os.close(fd)
         self.files = {}
+        self.gone = {}
 
     # --- the writer thread ------------------------------------------------------------
     def _drain(self):
@@ -506,19 +584,136 @@ class Recorder(object):
                         keys[key] = len(waiting)
                     waiting.append((segment, perf_bytes, func))
                 segment = perf_bytes
-        held = _Held(waiting, marks)
-        for name in (PERF_LOG, SERVER_LOG):   # records first: acks wait for them
-            if lines[name]:
-                data = b"".join(lines[name])
-                done = self._append_part(name, data, held)
-                if done < len(data):
-                    held.rest[name] = data[done:]
-        if held.rest:
-            self._run_callbacks(held.take_written())
+        held = _Held(waiting, marks, b"".join(lines[PERF_LOG]))
+        if held.data:
+            held.rest[PERF_LOG] = held.data
+        if lines[SERVER_LOG]:
+            held.rest[SERVER_LOG] = b"".join(lines[SERVER_LOG])
+        if not self._push(held):
             self._hold(held)
             return
         self._waited()
         self._done(held)
+
+    def _push(self, held):
+        """Write what ``held`` has not written yet (records first: acks wait
+        for them), make the records durable and check the files are still at
+        their paths (``_commit``), then run the callbacks of the records
+        thereby on the device. True once all of it is."""
+        for name in (PERF_LOG, SERVER_LOG):
+            data = held.rest.get(name)
+            if not data:
+                continue
+            done = self._append_part(name, data, held)
+            if done < len(data):
+                held.rest[name] = data[done:]
+            else:
+                del held.rest[name]
+        committed = self._commit(held)
+        self._run_callbacks(held.take_written())
+        return committed and not held.rest
+
+    def _commit(self, held):
+        """fdatasync perf.jsonl after ``held``'s records were written, then
+        check that it is still the file at its path (one stat): only then is
+        an ack true. A failure of either is a write failure (False): the bytes
+        written since the last good sync are taken as not on disk, cut off
+        (``_unsync``) and written again by the retry, never acknowledged
+        before. server.log is checked when lines went to it, never synced
+        per batch."""
+        if held.perf_done > held.perf_synced:
+            try:
+                self.sync_fd(self.files[PERF_LOG])
+            except (IOError, OSError) as exc:
+                return self._unsync(held, "fdatasync failed: %s" % _why(exc))
+            moved = self._moved(PERF_LOG)
+            if moved:
+                self._check_log()
+                return self._unsync(held, self._file_gone(moved))
+            self.synced += held.perf_done - held.perf_synced
+            held.perf_synced = held.perf_done
+        if held.log_written:
+            held.log_written = False
+            self._check_log()
+        return True
+
+    def _moved(self, name):
+        """Why file ``name``'s descriptor is no longer the file at its path
+        (removed, moved away, replaced), or None while it is. A stat that
+        fails otherwise raises nothing: None (it is not known to be gone)."""
+        try:
+            st = os.stat(os.path.join(self.log_dir, name))
+        except (IOError, OSError) as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return "removed or moved away"
+            return None
+        if (st.st_dev, st.st_ino) != self.ids.get(name):
+            return "replaced by another file"
+        return None
+
+    def _check_log(self):
+        """server.log gone from its path: opened again there (or before its
+        next write); the lines that went to the removed file are lost."""
+        name = SERVER_LOG
+        if name in self.gone or name not in self.files:
+            return
+        moved = self._moved(name)
+        if not moved:
+            return
+        os.close(self.files.pop(name))
+        self.gone[name] = moved
+        try:
+            self._open(name)
+        except (IOError, OSError):
+            pass                      # the next write tries again (and holds)
+
+    def _file_gone(self, moved):
+        """perf.jsonl was found gone from its path after a write: every record
+        acknowledged into it is lost with it (counted, by client where it can
+        be read back); the descriptor is closed, the file is opened again at
+        its path before the next write. Returns the error, in words."""
+        fd = self.files.pop(PERF_LOG)
+        count, by_client = _count_records(fd, self.synced)
+        os.close(fd)
+        self.gone[PERF_LOG] = moved
+        self.cut_due = False          # (nothing to cut in a new file)
+        self.acked_lost += count
+        for name, n in by_client.items():
+            self.lost_by[name] = self.lost_by.get(name, 0) + n
+        return ("perf.jsonl is no longer the file at its path (%s): the %d records "
+                "acknowledged into it are lost with it" % (moved, count))
+
+    def _unsync(self, held, error):
+        """``held``'s records written since the last good sync are not known
+        to be on disk: they go back to being held from there, and perf.jsonl
+        is cut back to its last synced size now (or before its next write, if
+        that fails too), so none is ever in it twice. Returns False."""
+        held.error = error
+        held.failed = held.failed or PERF_LOG
+        held.perf_done = held.perf_synced
+        held.rest[PERF_LOG] = held.data[held.perf_synced:]
+        if PERF_LOG not in self.gone:
+            self.cut_due = True
+            self._cut_unsynced()
+        return False
+
+    def _cut_unsynced(self):
+        """Cut perf.jsonl back to its last synced size; False if it cannot."""
+        try:
+            os.ftruncate(self.files[PERF_LOG], self.synced)
+        except (IOError, OSError):
+            return False
+        self.cut_due = False
+        return True
+
+    def _ready(self, name):
+        """Before a write to ``name``: open it again at its path if its file
+        went away; cut unsynced bytes off perf.jsonl. Raises if it cannot."""
+        if name in self.gone:
+            self._open(name)
+        if name == PERF_LOG and self.cut_due:
+            os.ftruncate(self.files[name], self.synced)
+            self.cut_due = False
 
     def _done(self, held):
         """Everything of a batch is on disk: run its callbacks (the acks), set
@@ -539,12 +734,16 @@ class Recorder(object):
         """Append ``data`` to file ``name`` (one write, looped on short
         writes); returns how many bytes are on disk. A failure is noted in
         ``held`` (its error); what was written is kept, the rest is held."""
-        fd = self.files.get(name)
-        if fd is None:                # closed (or never opened): nowhere to go
+        if name not in self.gone and self.files.get(name) is None:
+            # closed (or never opened): nowhere to go
             self.lost[name] = self.lost.get(name, 0) + data.count(b"\n")
             return len(data)
         done = 0
+        if name == SERVER_LOG:
+            held.log_written = True
         try:
+            self._ready(name)
+            fd = self.files[name]
             while done < len(data):
                 n = self.write_fd(fd, data[done:])
                 if n <= 0:
@@ -552,7 +751,7 @@ class Recorder(object):
                 self._wrote(name, data[done:done + n])
                 done += n
         except (IOError, OSError) as exc:
-            held.error = "%s" % (getattr(exc, "strerror", None) or exc)
+            held.error = _why(exc)
             held.failed = held.failed or name   # the first (records come first)
         return done
 
@@ -578,7 +777,7 @@ class Recorder(object):
         written without the rest of its batch could be neither acked nor left:
         its client keeps it, and it would be there twice). Returns the bytes
         of the batch that stay on disk (``done`` if it cannot cut)."""
-        cut = held.ack_boundary(done)
+        cut = max(held.ack_boundary(done), held.perf_synced)   # (synced: stays)
         if cut < done and self._cut_back(PERF_LOG, done - cut):
             return cut
         return done                   # left as it is: read back, it is deduplicated
@@ -614,6 +813,9 @@ class Recorder(object):
         text = ("cannot write %s in %s (%s): acknowledging nothing more until it is "
                 "written; holding %d records in memory and trying again every %g s"
                 % (held.failed, self.log_dir, held.error, held.records(), RETRY_S))
+        if self.gone and not os.path.isdir(self.log_dir):
+            text += ("; the log dir itself is gone and the server does not make it "
+                     "again: create it to let the run go on (the files are made anew)")
         self._say("error: " + text)
         logging.getLogger("diskbench.server.event").error("%s", text)
 
@@ -621,15 +823,8 @@ class Recorder(object):
         """Try the held write again, from where it stopped; True once all of it
         is on disk (its callbacks have then run)."""
         held = self.held
-        for name in (PERF_LOG, SERVER_LOG):
-            data = held.rest.get(name)
-            if data:
-                done = self._append_part(name, data, held)
-                if done < len(data):
-                    held.rest[name] = data[done:]
-                    self._run_callbacks(held.take_written())
-                    return False
-                del held.rest[name]
+        if not self._push(held):
+            return False
         self.held = None
         waited = monotonic() - held.since
         self.longest_held_s = max(self.longest_held_s, waited)
@@ -657,12 +852,18 @@ class Recorder(object):
         (never acknowledged), cut a fragment back to the last whole line."""
         held, self.held = self.held, None
         queued = self._drain()
-        self.unwritten += held.records() + sum(1 for item in queued
-                                               if item[0] in (_RECORD, _RAW))
-        for name in list(self.files):
-            tail = self.tails.get(name, 0)
-            if tail and name in held.rest:
-                self._cut_back(name, tail)    # else read_back() cuts a torn last line
+        self.unwritten += held.records() + _records_in(queued)
+        if PERF_LOG in held.rest and PERF_LOG in self.files:
+            # what is not synced is not on disk, nor a record synced in part:
+            # back to the last whole line synced (the batch began on one)
+            whole = held.data.rfind(b"\n", 0, held.perf_synced) + 1
+            self.synced -= held.perf_synced - whole
+            held.perf_synced = whole
+            self.cut_due = True
+            self._cut_unsynced()      # else read_back() cuts a torn last line
+        tail = self.tails.get(SERVER_LOG, 0)
+        if tail and SERVER_LOG in held.rest and SERVER_LOG in self.files:
+            self._cut_back(SERVER_LOG, tail)
         self._say("error: %d records received were never written to %s (%s) and "
                   "were not acknowledged: their clients keep them"
                   % (self.unwritten, os.path.join(self.log_dir, PERF_LOG), held.error))
@@ -705,6 +906,8 @@ class Recorder(object):
                             % self.longest_held_s if self.recovered else ""))
         elif self.first_error is not None:
             said.append("the log dir %s: %s" % (self.log_dir, self.first_error))
+        if self.acked_lost:
+            said.append(self.lost_text())
         lost = ", ".join("%d lines of %s" % (n, name) for name, n in sorted(
             self.lost.items()) if n)
         if lost:
@@ -717,27 +920,69 @@ class Recorder(object):
         return "; ".join(said) or None
 
 
+def _why(exc):
+    """An OS error in words (its strerror)."""
+    return "%s" % (getattr(exc, "strerror", None) or exc)
+
+
+def _count_records(fd, size):
+    """(records, {client name: records}) in the first ``size`` bytes of the
+    file open on ``fd`` (a perf.jsonl no longer at its path); clients are
+    named up to LOST_NAMES_MAX_BYTES. Never raises: what it could count."""
+    count, names, rest, left = 0, {}, b"", size
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+            count += chunk.count(b"\n")
+            if size > LOST_NAMES_MAX_BYTES:
+                continue
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                try:
+                    name = json.loads(line.decode("utf-8"))["name"]
+                except Exception:  # noqa: B902 - a line not ours: counted, unnamed
+                    continue
+                names[name] = names.get(name, 0) + 1
+    except (IOError, OSError):
+        pass
+    return count, names
+
+
+def _records_in(items):
+    """How many of queue ``items`` are perf.jsonl records."""
+    return sum(1 for item in items if item[0] in (_RECORD, _RAW))
+
+
 class _Held(object):
     """A batch whose write failed: the bytes not yet on disk per file, and
     the callbacks (acks) and marks that wait for them."""
 
-    def __init__(self, waiting, marks):
+    def __init__(self, waiting, marks, data=b""):
         # (start, end, callback) each: where its records begin and end in the
         # batch's perf.jsonl bytes (see Recorder._write_batch)
         self.waiting = waiting
         self.marks = marks
-        self.perf_done = 0            # of the batch's perf.jsonl bytes, those on disk
+        self.data = data              # the batch's perf.jsonl bytes, all of them
+        self.perf_done = 0            # of them, those written
+        self.perf_synced = 0          # of them, those synced (on the device)
+        self.log_written = False      # server.log lines went out (to check it)
         self.rest = {}                # file name -> bytes not yet written
         self.error = None             # the last write error, in words
         self.failed = None            # the file it happened on
         self.since = None             # monotonic() the write first failed
 
     def records(self):
-        return self.rest.get(PERF_LOG, b"").count(b"\n")
+        """Records not on disk (not synced): never acknowledged."""
+        return self.data.count(b"\n", self.perf_synced)
 
     def take_written(self):
         """The callbacks whose records are all on disk now (no longer held)."""
-        done = self.perf_done
+        done = self.perf_synced
         ready = [func for _, end, func in self.waiting if end <= done]
         if ready:
             self.waiting = [entry for entry in self.waiting if entry[1] > done]

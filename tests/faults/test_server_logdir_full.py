@@ -120,3 +120,41 @@ def test_log_dir_full_then_freed_writes_what_it_held_then_acks(procs, small_tmpf
         assert seqs == list(range(1, len(seqs) + 1)), (name, seqs)   # each once
     assert len([obj for obj in lines if obj["name"] == "first"]) == 34   # hello ... bye
     assert os.path.exists(os.path.join(logs, "report.txt"))
+
+
+#: The clients' --connect-timeout in the hello test: the silence they must
+#: outlive (the tester's run: 10 s, then both exited 13); room for a loaded host.
+HELLO_WAIT_S = 4
+
+
+def test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_goes_on(
+        procs, tmpdir, small_tmpfs):
+    """The outside tester's case: the log dir is full when two real clients
+    say hello (--clients 2), so no hello is acknowledged and no go sent. The
+    server pings them (no disk needed), so they wait past --connect-timeout
+    saying why instead of exiting 13 with 'not a diskbench server'; once
+    space is back the hellos are written and acked, the go is sent, and the
+    run ends with every client finished (exit 0 all round)."""
+    from tests.faults.test_server_restart import client_log, real_client
+    from tests.helpers import communicate, free_port
+    port = free_port()
+    logs = os.path.join(small_tmpfs, "logs")
+    server = ServerProc(procs, logs, ["--port", str(port), "--clients", "2", "--quiet",
+                                      "--idle-timeout", "0.3"])
+    filler = _fill(small_tmpfs)
+    names = ("h1", "h2")
+    clients = [real_client(procs, tmpdir, port, name, duration=2,
+                           extra=["--connect-timeout", str(HELLO_WAIT_S)])
+               for name in names]
+    wait_until(lambda: all("(it pings us) but has acknowledged nothing" in
+                           client_log(tmpdir, name) for name in names),
+               timeout=10 * HELLO_WAIT_S + 10, what="both clients to wait, saying why")
+    assert "acknowledging nothing more" in server.stderr()
+    assert all(c.poll() is None for c in clients), "a client gave up on the server"
+    os.unlink(filler)
+    for name, client in zip(names, clients):
+        out, err = communicate(client, 60)
+        assert client.returncode == exitcodes.OK, (name, err[-2000:])
+        assert "not a diskbench server" not in client_log(tmpdir, name)
+    assert server.wait_exit(30) == exitcodes.OK, server.stderr()
+    assert "Traceback" not in server.stderr()

@@ -19,7 +19,8 @@ from diskbench import protocol as P
 from diskbench.server import recorder as rec
 from tests.faults.test_server_logdir_full import _fill
 from tests.faults.test_server_restart import (SERVER_FAST, client_log, real_client)
-from tests.helpers import communicate, free_port, mounted_tmpfs, read_jsonl, wait_until
+from tests.helpers import (communicate, free_port, mounted_ext4_loop, mounted_tmpfs,
+                           read_jsonl, wait_until)
 from tests.test_server_fakes import FakeClient, ServerProc, hello_fields, latency_sets
 
 #: The log dir's filesystem: a few MiB, filled by a filler file mid-run.
@@ -27,6 +28,9 @@ TMPFS_MB = 4
 #: Perf samples sent while the log dir is full: more than the slack of the
 #: pages perf.jsonl and server.log already have (tmpfs allocates 4 KiB pages).
 HELD_PERFS = 40
+#: The loop-mounted ext4 made to fail (the outside tester's size), and the
+#: perf samples acked on it before the failure.
+EXT4_MB, SYNCED_PERFS = 64, 40
 #: How long a test waits for the server to notice, retry and write (it
 #: retries every recorder.RETRY_S; HELD_DRAIN_S at the end).
 NOTICE_S = 10 * rec.RETRY_S + rec.HELD_DRAIN_S
@@ -59,13 +63,14 @@ class Probe(FakeClient):
 
     def __init__(self, port, name, perf_path, seq=0):
         self.perf_path = perf_path
+        self.first = 1                # the seqs from here on must be on disk
         self.acks = []
         self.bad = []
         FakeClient.__init__(self, port, name, seq=seq, on_ack=self._check)
 
     def _check(self, msg):
         on_disk = set(_seqs_on_disk(self.perf_path, self.name))
-        missing = [s for s in range(1, msg.upto_seq + 1) if s not in on_disk]
+        missing = [s for s in range(self.first, msg.upto_seq + 1) if s not in on_disk]
         if missing:
             self.bad.append((msg.upto_seq, missing))
         self.acks.append(msg.upto_seq)
@@ -130,6 +135,48 @@ def test_full_log_dir_acks_nothing_not_on_disk_and_freed_space_writes_then_acks(
     assert "nothing was acknowledged until it was on disk" in warning
     assert "records held meanwhile were written in order" in warning
     assert "Traceback" not in server.stderr()
+
+
+@pytest.fixture
+def ext4(tmpdir):
+    for fs in mounted_ext4_loop(tmpdir, EXT4_MB):
+        yield fs
+
+
+def test_acked_records_are_on_the_device_when_the_log_dir_filesystem_fails(
+        procs, ext4):
+    """The outside tester's case: the log dir on an ext4 mounted
+    errors=remount-ro, a filesystem error mid-run (ext4's trigger), the
+    server SIGKILLed, the filesystem mounted again: every record ever
+    acknowledged is in perf.jsonl (fdatasync before each ack), those sent
+    after the error were never acknowledged, and the server said it."""
+    logs = os.path.join(ext4.path, "logs")
+    perf = os.path.join(logs, rec.PERF_LOG)
+    server = ServerProc(procs, logs, ["--clients", "1", "--quiet", "--idle-timeout",
+                                      "0.3"])
+    probe = Probe(server.port, "probe", perf)
+    probe.hello()
+    probe.wait_for(P.GO)
+    probe.start()
+    for first in range(0, SYNCED_PERFS, 5):     # several batches, each acked
+        probe.perfs(first, 5)
+        probe.wait_acked(probe.seq)
+    acked = probe.acked()
+    ext4.fail()
+    probe.perfs(SYNCED_PERFS, HELD_PERFS)
+    wait_until(lambda: "acknowledging nothing more" in server.stderr(), timeout=NOTICE_S,
+               what="the server to say it cannot write")
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.wait_exit()
+    probe.close()
+    late = probe.acked()
+    assert late < probe.seq, "records acknowledged after the filesystem failed"
+    ext4.remount()
+    on_disk = set(_seqs_on_disk(perf, "probe"))
+    lost = sorted(set(range(1, late + 1)) - on_disk)
+    assert not lost, "acknowledged, not on the device: %d of %d (seqs %s...)" % (
+        len(lost), late, lost[:5])
+    assert acked >= SYNCED_PERFS
 
 
 def _why_twice(perf, undelivered, twice, server, client_log_text):
@@ -326,3 +373,62 @@ def test_recorder_holds_acks_through_a_write_error_and_writes_in_order_after(
     with open(str(tmpdir.join(rec.PERF_LOG))) as f:
         assert [json.loads(line)["i"] for line in f] == [0, 1, 2, 3, 4]
     assert os.strerror(err) in r.trouble() and r.unwritten == 0
+
+
+def test_recorder_acks_only_after_fdatasync_and_a_failed_sync_is_rewritten_once(
+        tmpdir, monkeypatch):
+    """An ack means on the device: every callback runs after perf.jsonl was
+    fdatasynced with its records; a failed fdatasync (EIO: the kernel may have
+    dropped the pages) acks nothing, cuts the bytes written since the last
+    good sync off the file at once (they are not known to be on disk), and
+    the retry writes them again: each record once, in order, then acked."""
+    monkeypatch.setattr(rec, "RETRY_S", 0.05)
+    events = []
+    r = rec.Recorder(str(tmpdir), stderr=_Sink())
+    r.open()
+    path = str(tmpdir.join(rec.PERF_LOG))
+    failing = [0]                 # syncs still to fail
+
+    def sync(fd):
+        if failing[0]:
+            failing[0] -= 1
+            events.append(("failed sync", os.path.getsize(path)))
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        rec.SYNC(fd)
+        events.append(("sync", os.path.getsize(path)))
+    r.sync_fd = sync
+    r.start()
+    r.record(dict(i=0), on_written=lambda: events.append(("ack", 0)))
+    r.drain()
+    synced = os.path.getsize(path)
+    failing[0] = 2
+    for i in range(1, 4):
+        r.record(dict(i=i), on_written=lambda i=i: events.append(("ack", i)))
+    wait_until(lambda: r.held is not None, what="the failed sync to be held")
+    wait_until(lambda: not failing[0], what="a retry that fails too")
+    assert [e for e in events if e[0] == "ack"] == [("ack", 0)]
+    assert os.path.getsize(path) == synced     # cut back: not a byte unsynced left
+    assert r.drain(10) == 0
+    r.close()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")[:-1]
+    assert [json.loads(line.decode())["i"] for line in lines] == [0, 1, 2, 3]
+    ends = [sum(len(x) + 1 for x in lines[:i + 1]) for i in range(4)]
+    assert [e[1] for e in events if e[0] == "ack"] == [0, 1, 2, 3]
+    for at, event in enumerate(events):        # each ack after a sync of its record
+        if event[0] == "ack":
+            since = [e for e in events[:at] if e[0] != "ack"]
+            assert since and since[-1][0] == "sync" and \
+                since[-1][1] >= ends[event[1]], events
+    assert "fdatasync failed: Input/output error" in r.trouble()
+
+
+class _Sink(object):
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
