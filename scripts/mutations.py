@@ -1976,8 +1976,8 @@ MUTATIONS = [
          tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
                 "what_it_lost"]),
     dict(id="rerender-emptied-perf-reported", file="diskbench/report/rerender.py",
-         old="    if not any(held.get(name) for name in records) and wrote:",
-         new="    if False:",
+         old="    _refuse_if_none_held(registry, recorded)\n",
+         new="",
          tests=[_TF + "test_rerender_of_a_perf_jsonl_cut_or_emptied_after_the_run_says_"
                 "what_it_lost"]),
     # --- a re-render of a killed server's run does not block its resume ---

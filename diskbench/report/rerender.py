@@ -65,6 +65,8 @@ def load(log_dir, warn):
         raise Unreadable("%s holds no diskbench record (%d line%s, none readable): give "
                          "the --log-dir of a diskbench server run" % (
                              perf, tally["skipped"], "" if tally["skipped"] == 1 else "s"))
+    recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
+    _refuse_if_none_held(registry, recorded)
     for text in said:
         warn(text)
     view = registry.snapshot()
@@ -75,7 +77,6 @@ def load(log_dir, warn):
                           tally["skipped"], tally["records"]))
     if skipped:
         damage.append(SKIPPED % skipped)
-    recorded = _recorded_facts(os.path.join(log_dir, RUN_MARKER))
     if recorded is not None:
         rep = _from_facts(view, recorded, damage, warn)
         if rep is not None:   # the server's facts, its warnings included, as it wrote them
@@ -143,21 +144,32 @@ def _from_facts(view, recorded, damage, warn):
     return build_mod.build(view, started, ended, **build_args)
 
 
+def _refuse_if_none_held(registry, recorded):
+    """Unreadable (before any warning of the reader is said: one line) when
+    run.json's facts count records the server held and perf.jsonl holds none
+    of them: emptied or replaced after the run. Facts that fail their check
+    are said and left out later (_from_facts)."""
+    try:
+        records = readers.check_facts(recorded).get("records") if recorded else None
+    except ValueError:
+        return
+    wrote = sum((records or {}).values())
+    if wrote and not any(registry.clients[name].messages for name in records
+                         if name in registry.clients):
+        raise Unreadable("%s holds none of the %d records the server had for %d "
+                         "clients (%s says so): it was emptied or replaced; nothing to "
+                         "re-render" % (series_mod.PERF_LOG, wrote, len(records),
+                                        RUN_MARKER))
+
+
 def _records_lost(view, records):
     """The warnings for what perf.jsonl no longer holds of what the server
-    held at its report (run.json's ``records``): a file cut or emptied
-    after the run. Raises Unreadable when it holds nothing of it at all."""
+    held at its report (run.json's ``records``): a file cut after the run."""
     held = dict((c.name, c.messages) for c in view.clients)
     short = sorted((name, count, held.get(name, 0)) for name, count in records.items()
                    if held.get(name, 0) < count)
     if not short:
         return []
-    wrote = sum(records.values())
-    if not any(held.get(name) for name in records) and wrote:
-        raise Unreadable("%s holds none of the %d records the server had for %d "
-                         "clients (%s says so): it was emptied or replaced; nothing to "
-                         "re-render" % (series_mod.PERF_LOG, wrote, len(records),
-                                        RUN_MARKER))
     gone = [name for name, _, now in short if not now]
     cut = ["%s (%d of %d)" % (name, now, count) for name, count, now in short if now]
     out = []
