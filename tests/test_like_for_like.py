@@ -180,6 +180,20 @@ def test_like_for_like_rerender_of_a_finished_run_equals_the_servers_report(proc
     assert differences(servers, again) == []
     with open(os.path.join(bare, "report.txt")) as f:
         assert re.search(r"^re-rendered at .* from perf\.jsonl, run\.json ", f.read(), re.M)
+    # the facts alone say it, as from a server that wrote no plan_given into run.json
+    older = str(tmpdir.mkdir("older"))
+    shutil.copy(os.path.join(log_dir, "perf.jsonl"), older)
+    with open(os.path.join(log_dir, "run.json")) as f:
+        marker = json.load(f)
+    assert marker.pop("plan_given")
+    with open(os.path.join(older, "run.json"), "w") as f:
+        json.dump(marker, f)
+    code, out, err = run_report(procs, older)
+    assert code == 0, err
+    again = load_report(older)
+    for key in RERENDER_ONLY:
+        again.pop(key)
+    assert differences(servers, again) == []
 
 
 def _crafted(tmpdir, name, clients):
