@@ -235,6 +235,23 @@ def test_verify_block_from_earlier_file_is_stale(procs, tmpdir):
     assert rebuilt["verification"] == report["clients"][0]["verification"]
     assert rebuilt["verification"]["requested_by"] == "server"
     assert rebuilt["state"] == "failed" and "did not come back" in rebuilt["state_why"]
+    # from perf.jsonl alone (no server plan in run.json, as an older server
+    # wrote it): the start messages say the read-back was run
+    older = str(tmpdir.mkdir("older"))
+    with open(os.path.join(report["log_dir"], "run.json")) as f:
+        marker = json.load(f)
+    marker.pop("plan_given")
+    marker.pop("report_facts", None)
+    with open(os.path.join(older, "run.json"), "w") as f:
+        json.dump(marker, f)
+    for name in ("perf.jsonl", "report.json"):
+        with open(os.path.join(report["log_dir"], name), "rb") as f, \
+                open(os.path.join(older, name), "wb") as out:
+            out.write(f.read())
+    rcode, _, rerr = procs.run(["-m", "diskbench.report", older])
+    assert rcode == 0, rerr
+    with open(os.path.join(older, "report.json")) as f:
+        assert json.load(f)["clients"][0]["verification"] == rebuilt["verification"]
 
 
 def test_verify_truncated_file_is_missing_counted_beyond_the_cap(procs, tmpdir):
