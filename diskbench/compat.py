@@ -47,6 +47,12 @@ else:
     BYTE_FILE = ()
 
 
+try:  # greatest common divisor: math's on 3.5+, fractions' on 2.7 (gone in 3.9)
+    from math import gcd  # noqa: F401 (plan.py)
+except ImportError:
+    from fractions import gcd  # noqa: F401
+
+
 def as_bytes(s, encoding="utf-8"):
     """Text to bytes (bytes pass through)."""
     if isinstance(s, binary_type):

@@ -20,6 +20,7 @@ from __future__ import division
 
 import math
 
+from diskbench.compat import gcd
 from diskbench.metrics import MIB
 from diskbench import protocol
 from diskbench.protocol import PLAN_FIELDS
@@ -189,19 +190,13 @@ def chunk_list_problem(chunks_mb, file_mb, file_flag="--file-mb"):
         return problems[0] if problems else None
     whole = 1
     for mb in chunks_mb:
-        whole = whole * mb // _gcd(whole, mb)
+        whole = whole * mb // gcd(whole, mb)
     below = file_mb // whole * whole
     return ("%s %d is not a whole number of chunks of every size in --chunk-mb %s: the "
             "last write of some files would be a shorter one; use %s %s%d, or leave it "
             "out (a file is then %d of its chunks)" % (
                 file_flag, file_mb, ",".join("%d" % mb for mb in chunks_mb), file_flag,
                 "%d or " % below if below else "", below + whole, FILE_CHUNKS))
-
-
-def _gcd(a, b):
-    while b:
-        a, b = b, a % b
-    return a
 
 
 def expected_rollovers(mib_s, duration_s, file_mb):
