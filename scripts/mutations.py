@@ -293,8 +293,8 @@ MUTATIONS = [
          old="        self.recorder.check_lag()\n", new="",
          tests=[_TU + "test_a_write_stuck_on_the_log_disk_is_said_while_it_lasts"]),
     dict(id="report-text-unsafe", file="diskbench/report/text.py",
-         old='    return "\\n".join(fit([protocol.safe_text(line) for line in lines])) + "\\n"',
-         new='    return "\\n".join(fit(lines)) + "\\n"',
+         old='    return "".join([line + "\\n" for line in fit([protocol.safe_text(line) for line in lines])])',
+         new='    return "".join([line + "\\n" for line in fit(lines)])',
          tests=[_RT + "test_report_total_when_figures_cannot_be_computed"]),
     dict(id="report-nan-kept", file="diskbench/report/build.py",
          old="    rep = _finite(rep, g)", new="    pass",
@@ -659,8 +659,8 @@ MUTATIONS = [
          new="latency_timeline(s) if s else []",
          tests=["tests/test_report_outputs.py::test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_lists"]),
     dict(id="deferred-timeline-not-guarded", file="diskbench/report/build.py",
-         old="            return _finite(list(o), self.guard)",
-         new="            return list(o)",
+         old='_LINE = json.JSONEncoder(separators=(", ", ": "), ensure_ascii=True, allow_nan=False)',
+         new='_LINE = json.JSONEncoder(separators=(", ", ": "), ensure_ascii=True, allow_nan=True)',
          tests=["tests/test_report_outputs.py::test_report_a_timeline_that_is_not_finite_is_null_with_its_warning"]),
     dict(id="deferred-keeps-a-nan-timeline", file="diskbench/report/build.py",
          old="    if not made or _finite(made, _Guard([])) is not made:",
@@ -2302,4 +2302,35 @@ MUTATIONS = [
          new="        if True:",
          tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
                 "goes_on"]),
+    # --- report.json's writer: strict JSON, plain lists and small objects on one line ---
+    dict(id="json-text-values-split", file="diskbench/report/build.py",
+         old='                texts = None          # text may hold ", ": each value on its own',
+         new='                pass',
+         tests=[_RO + "test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_"
+                "one_line"]),
+    dict(id="json-nan-leaf-not-on-one-line", file="diskbench/report/build.py",
+         old="            return self.one_line(_finite(obj, self.guard, where), where)",
+         new="            return None",
+         tests=[_RO + "test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_"
+                "one_line"]),
+    dict(id="json-keys-unsorted", file="diskbench/report/build.py",
+         old='            opening, closing, keys = "{", "}", sorted(obj)',
+         new='            opening, closing, keys = "{", "}", list(obj)',
+         tests=[_RO + "test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_"
+                "one_line"]),
+    dict(id="json-scalar-nan-written", file="diskbench/report/build.py",
+         old="            return _LINE.encode(_finite(value, self.guard, where))",
+         new='            return "NaN"',
+         tests=[_RO + "test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_"
+                "one_line"]),
+    dict(id="json-big-object-on-one-line", file="diskbench/report/build.py",
+         old="            if len(obj) > ONE_LINE_KEYS_MAX:\n                return None",
+         new="            if False:\n                return None",
+         tests=[_RO + "test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_"
+                "one_line"]),
+    dict(id="report-txt-whole-at-once", file="diskbench/report/text.py",
+         old='    for e in rep["clients"]:\n        lines = []\n',
+         new='    for e in rep["clients"]:\n',
+         tests=[_RO + "test_report_txt_is_written_a_client_at_a_time_and_is_the_rendered_"
+                "text"]),
 ]

@@ -472,8 +472,8 @@ def test_report_timelines_are_made_one_client_at_a_time_and_encode_as_eager_list
     eager = dict(rep, clients=[dict(e, throughput_timeline=list(e["throughput_timeline"]),
                                     latency_timeline=list(e["latency_timeline"]))
                                for e in rep["clients"]])
-    text = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=True,
-                            allow_nan=False).encode(eager) + "\n"
+    text = build_mod.render_json(eager)
+    assert json.loads(text) == json.loads(json.dumps(eager))
     with open(os.path.join(run.log_dir, "report.json"), "rb") as f:
         assert f.read() == text.encode("ascii")
     on_disk = load_report(run.log_dir)["clients"][0]
@@ -506,6 +506,78 @@ def test_report_a_timeline_that_is_not_finite_is_null_with_its_warning(tmpdir):
     on_disk = load_report(str(tmpdir))["clients"][0]
     assert on_disk["latency_timeline"] == [dict(p99_ms=None)]
     assert on_disk["throughput_timeline"][-1]["t_s"] is None
+
+
+def test_report_json_is_strict_json_with_plain_lists_and_small_objects_on_one_line():
+    """report.json's own writer (build.json_chunks): the same JSON as the
+    standard encoder gives, keys sorted; a list of plain values and an object
+    of at most ONE_LINE_KEYS_MAX of them on one line, anything bigger indented
+    a member a line; a float that is not finite is null wherever it is, text
+    holding ", " or quotes or any character survives, and the chunks are
+    whole text of at most about JSON_CHUNK_BYTES."""
+    nan, inf = float("nan"), float("inf")
+    many = dict(("k%02d" % i, i) for i in range(build_mod.ONE_LINE_KEYS_MAX + 1))
+    rep = {
+        "timeline": [dict(t_s=0.5, mib_s=1.25, n=3, ok=True, none=None)] * 3,
+        "text": [u"a, b", u'q"uote\\', u"\u00e9\u4e2d\U0001F600", u"", u"\n,\t"],
+        "mixed": dict(name=u"x, y", n=1, f=nan),
+        "nan_list": [1.0, nan, -inf, 2],
+        "nan_deep": {"a": [{"b": [inf, {"c": nan}]}]},
+        "scalar_nan": nan,
+        "many": many,
+        "empty": [{}, [], ()],
+        "tuple": (1, 2.5, u"t"),
+        "ints": {3: u"three", 1: u"one"},
+        "big": 2 ** 62, "neg": -0.0, "small": 5e-324, "flag": False,
+        "deferred": build_mod.Deferred(lambda: [dict(p99_ms=nan, p50_ms=1.5)] * 2),
+    }
+    chunks = list(build_mod.json_chunks(rep))
+    text = b"".join(chunks).decode("ascii")
+    assert all(len(c) < 2 * build_mod.JSON_CHUNK_BYTES for c in chunks)
+
+    def strict(obj):
+        if isinstance(obj, float):
+            return None if obj != obj or obj in (inf, -inf) else obj
+        if isinstance(obj, dict):
+            return dict((k, strict(v)) for k, v in obj.items())
+        if isinstance(obj, (list, tuple, build_mod.Deferred)):
+            return [strict(v) for v in obj]
+        return obj
+    assert json.loads(text) == json.loads(json.dumps(strict(rep), sort_keys=True))
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}" and text.endswith("}\n")
+    top = [line[2:].split(":")[0] for line in lines if line.startswith('  "')]
+    assert top == ['"%s"' % k for k in sorted(rep)], top        # keys sorted, indented
+    row = '{"mib_s": 1.25, "n": 3, "none": null, "ok": true, "t_s": 0.5}'
+    assert lines.count("    " + row + ",") == 2 and lines.count("    " + row) == 1
+    assert '  "nan_list": [1.0, null, null, 2],' in lines
+    assert '  "tuple": [1, 2.5, "t"]' in lines
+    assert '  "mixed": {"f": null, "n": 1, "name": "x, y"},' in lines
+    assert '    "k00": 0,' in lines, "an object over ONE_LINE_KEYS_MAX is indented"
+    assert '    {"p50_ms": 1.5, "p99_ms": null},' in lines
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_report_txt_is_written_a_client_at_a_time_and_is_the_rendered_text(tmpdir):
+    """report.txt is written in parts (the headline, table and run header;
+    then each client's details on its own; then the totals), never the whole
+    text and its lines at once, and what is on disk is exactly render_text's."""
+    run = Crafted(str(tmpdir.join("parts")))
+    names = ["n%d" % i for i in range(4)]
+    for i, name in enumerate(names):
+        run.client(name, "h%d" % i, 100 + i, 0.004, intervals=2)
+    rep, series = rerender.load(run.save(), None)
+    parts = list(text_mod.text_parts(rep))
+    assert len(parts) == len(names) + 2, len(parts)
+    for name, part in zip(names, parts[1:-1]):
+        assert part.startswith("client %s" % name) and part.endswith("\n"), part[:60]
+        assert all("client %s" % other not in part for other in names if other != name)
+    text = text_mod.render_text(rep)
+    assert text == "".join(parts)
+    written, failed = outputs.write(run.log_dir, rep)
+    assert not failed
+    with open(os.path.join(run.log_dir, "report.txt"), "rb") as f:
+        assert f.read().decode("utf-8") == text
 
 
 def test_report_rerender_reads_perf_jsonl_record_by_record(tmpdir, monkeypatch):

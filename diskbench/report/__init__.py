@@ -62,17 +62,18 @@ def write(log_dir, rep):
     and not the other). Returns ([paths written], [(path, error) failed]); a
     report that cannot even be rendered is a failure of that file, never a crash."""
     written, failed = [], []
-    for name, render in zip(build_mod.REPORT_FILES, (build_mod.json_chunks,
-                                                     text_mod.render_text)):
+    for name, render in zip(build_mod.REPORT_FILES, (build_mod.json_chunks, _text_chunks)):
         path = os.path.join(log_dir, name)
         try:
-            data = render(rep)
-            data = data if name == build_mod.REPORT_JSON else as_bytes(data)
-            atomic_write(path, data)
+            atomic_write(path, render(rep))
             written.append(path)
         except Exception as exc:  # noqa: B902 - a bug or a full disk: the other file may still work
             failed.append((path, exc))
     return written, failed
+
+
+def _text_chunks(rep):
+    return (as_bytes(part) for part in text_mod.text_parts(rep))
 
 
 def write_all(log_dir, rep, out_dir=None, warn=None, series=None):
