@@ -2090,9 +2090,9 @@ MUTATIONS = [
          tests=[_RO + "test_report_compare_out_is_checked_before_the_runs_are_read_and_a_"
                 "failed_write_is_1"]),
     # --- a server host no resolver could find: a wrong flag, the same on both Pythons ---
-    dict(id="server-host-not-checked", file="diskbench/client/__main__.py",
-         old="        return host_name(host), int(port)\n",
-         new="        return host, int(port)\n",
+    dict(id="server-host-not-checked", file="diskbench/cli.py",
+         old="        return parse_host(host), port\n",
+         new="        return host, port\n",
          tests=["tests/test_client_cli.py::test_a_server_host_no_resolver_could_find_is_a_"
                 "wrong_flag"]),
     dict(id="launch-server-host-not-checked", file="diskbench/launch.py",
