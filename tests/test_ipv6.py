@@ -219,8 +219,10 @@ def _start_server(procs, log_dir, *extra):
     def listening():
         if select.select([proc.stdout], [], [], 0.1)[0]:
             seen.append(proc.stdout.readline().decode("utf-8", "replace"))
-            return re.search(r"listening on (\S+:(\d+)) ", seen[-1])
-        assert proc.poll() is None, "server exited: %s" % "".join(seen)
+            if seen[-1]:
+                return re.search(r"listening on (\S+:(\d+)) ", seen[-1])
+        assert proc.poll() is None, "server exited: %s %s" % (
+            "".join(seen), communicate(proc, SERVER_START_TIMEOUT_S)[1])
         return None
     m = wait_until(listening, SERVER_START_TIMEOUT_S, what="the server's listening line")
     return proc, m.group(1), int(m.group(2))
