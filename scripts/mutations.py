@@ -2383,4 +2383,14 @@ MUTATIONS = [
          new="        hosts.append(Host(fields[0], address, user=m.group(\"user\"),\n"
              "                          port=None,",
          tests=[_LA + "test_hosts_file_forms"]),
+    dict(id="listen-address-name-prefers-ipv6", file="diskbench/server/listener.py",
+         old="    for family in (socket.AF_INET, getattr(socket, \"AF_INET6\", None)):",
+         new="    for family in (getattr(socket, \"AF_INET6\", None), socket.AF_INET):",
+         tests=[_V6 + "test_listen_address_of_a_name_is_its_ipv4_address_first_else_ipv6"]),
+    dict(id="client-tries-one-ipv4-address", file="diskbench/client/sender.py",
+         old="        sock = socket.create_connection((self.host, self.port), "
+             "CONNECT_ATTEMPT_TIMEOUT_S)\n",
+         new="        sock = socket.socket()\n        sock.settimeout(CONNECT_ATTEMPT_TIMEOUT_S)\n"
+             "        sock.connect((self.host, self.port))\n",
+         tests=[_V6 + "test_the_client_tries_every_address_of_a_name_ipv6_too"]),
 ]

@@ -29,6 +29,8 @@ SERVER_END_TIMEOUT_S = 30
 SERVER_START_TIMEOUT_S = 15
 #: What the server did is in its server.log within it.
 LOGGED_TIMEOUT_S = 10
+#: The client's sender connects (to a listener already there) within it.
+CONNECTED_TIMEOUT_S = 10
 #: A one-line refusal (a wrong flag) comes at once.
 REFUSAL_TIMEOUT_S = 30
 #: The client's run: long enough for a ctl list to see it, two rollovers at 10 MiB.
@@ -153,6 +155,53 @@ def test_listen_address_picks_the_family_of_the_host():
     assert family == socket.AF_INET6 and address[:2] == ("::1", 5)
     family, address = listener.listen_address("::", 0)
     assert family == socket.AF_INET6 and address[:2] == ("::", 0)
+
+
+def _info(family, sockaddr):
+    return (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)
+
+
+def test_listen_address_of_a_name_is_its_ipv4_address_first_else_ipv6(monkeypatch):
+    """A name with both listens where it did before IPv6 (its IPv4 address), one with
+    only IPv6 addresses on the first of them."""
+    answers = {"both.test": [_info(socket.AF_INET6, ("fd00::5", 5, 0, 0)),
+                             _info(socket.AF_INET, ("10.0.0.5", 5))],
+               "v6only.test": [_info(socket.AF_INET6, ("fd00::6", 5, 0, 0)),
+                               _info(socket.AF_INET6, ("fd00::7", 5, 0, 0))]}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: answers[host])
+    assert listener.listen_address("both.test", 5) == (socket.AF_INET, ("10.0.0.5", 5))
+    assert listener.listen_address("v6only.test", 5) == (socket.AF_INET6,
+                                                         ("fd00::6", 5, 0, 0))
+
+
+@needs_ipv6
+def test_the_client_tries_every_address_of_a_name_ipv6_too(monkeypatch):
+    """A name whose first address refuses and whose second is the server on ::1: the
+    client's sender connects through the second (getaddrinfo, each address in turn)."""
+    from diskbench import protocol as P
+    from diskbench.client import sender
+    from tests.helpers import free_port
+    from tests.test_protocol import SAMPLE
+    server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    server.bind(("::1", 0))
+    server.listen(1)
+    server.settimeout(CONNECTED_TIMEOUT_S)
+    port = server.getsockname()[1]
+    answers = [_info(socket.AF_INET, ("127.0.0.1", free_port())),      # nobody there
+               _info(socket.AF_INET6, ("::1", port, 0, 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers)
+    s = sender.Sender("server.test", port, "n", SAMPLE[P.C2S][P.HELLO])
+    s.start()
+    try:
+        conn, peer = server.accept()
+        try:
+            conn.settimeout(CONNECTED_TIMEOUT_S)
+            assert conn.recv(1).startswith(b"{")            # its hello
+        finally:
+            conn.close()
+    finally:
+        s.close(0.5)
+        server.close()
 
 
 def test_bind_error_without_ipv6_names_the_fix():
