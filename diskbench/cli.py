@@ -220,8 +220,8 @@ def split_host_port(text, default_port=None, what=None, hint=None):
 
     ``host:7878``, ``10.0.0.5:7878``, ``[fd00::5]:7878``, and without a port
     ``host``, ``[fd00::5]`` and ``fd00::5``. An IPv6 address with a port must be
-    in brackets: ``::1:7777`` (an address too, ::0.1.0x7777) is refused as
-    ambiguous rather than taken either way. ValueError, one line starting with
+    in brackets: ``::1:7777`` (also the address 0:0:0:0:0:0:1:7777) is refused
+    as ambiguous rather than taken either way. ValueError, one line starting with
     ``what`` (default: the text) and ending with ``hint`` (default: the forms),
     on anything else.
     """
