@@ -8,6 +8,9 @@
   becomes a visible ``\\u2028``-style escape. So one event is one line and
   nothing can forge another.
 - ``bad_name_reason(name)``: why a client name is refused (None if fine).
+- ``split_host_port(text, ...)``, ``parse_host(text)``, ``join_host_port(host, port)``,
+  ``peer_text(sockaddr)``: the one parser of ``HOST[:PORT]`` (IPv6 in brackets)
+  and the one way an address is shown (``[::1]:7878``).
 - ``read_secret(path, env_value)``: the one rule for secrets.
 - ``OneLineParser``, ``prog_name``, ``SECRET_ENV``, ``DEFAULT_LOG_DIR``: what
   the server's and the client's command lines have in common.
@@ -22,7 +25,7 @@ import sys
 from diskbench import exitcodes
 from diskbench.metrics import utc
 from diskbench.protocol import DISPLAY_UNSAFE, NAME_MAX_CHARS
-from diskbench.compat import PY2, binary_type, text_type, write_line
+from diskbench.compat import HAS_IPV6, PY2, binary_type, is_ipv6_address, text_type, write_line
 
 #: The environment variable that may hold the shared secret (both programs).
 SECRET_ENV = "DISKBENCH_SECRET"
@@ -154,6 +157,143 @@ def host_name(text):
     if len(name.rstrip(u".")) > HOST_NAME_MAX:
         raise ValueError("is over %d characters" % HOST_NAME_MAX)
     return str(name)
+
+
+#: A %zone after a link-local IPv6 address (fe80::1%eth0): an interface name or number.
+_ZONE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+#: What every refusal of a HOST[:PORT] ends with, unless its caller says otherwise.
+ADDRESS_FORMS = "HOST[:PORT] (an IPv6 address in brackets: [ADDRESS]:PORT)"
+
+
+def _as_text(text):
+    if isinstance(text, binary_type):
+        try:
+            return text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("is not UTF-8 text")
+    return text
+
+
+def ipv6_address(text):
+    """``text`` as a native str when it is an IPv6 address (``fd00::5``, a
+    link-local one with its zone ``fe80::1%eth0``), else None."""
+    addr, pct, zone = text.partition(u"%")
+    if pct and not _ZONE.match(zone):
+        return None
+    if not is_ipv6_address(addr):
+        return None
+    return str(text)
+
+
+def _ipv6_host(text, bracketed):
+    """The IPv6 address ``text`` (checked) as the resolver and bind take it."""
+    host = ipv6_address(text)
+    if host is None:
+        raise ValueError("is not an IPv6 address (%s)" % (
+            "only an IPv6 address goes in brackets" if bracketed else
+            "a host name or IPv4 address holds no ':'"))
+    if not HAS_IPV6:  # pragma: no cover - a Python built without IPv6
+        raise ValueError("is an IPv6 address and this Python has no IPv6 support")
+    return host
+
+
+def parse_host(text):
+    """A host as the resolver (and bind) is asked for it: an IPv6 address, bare
+    or in brackets (``::1``, ``[::1]``), without the brackets; a name or IPv4
+    address through host_name. ValueError saying why not (a phrase that
+    follows "the host")."""
+    text = _as_text(text)
+    if text.startswith(u"[") or text.endswith(u"]"):
+        if not (text.startswith(u"[") and text.endswith(u"]")):
+            raise ValueError("has a bracket without its pair")
+        return _ipv6_host(text[1:-1], True)
+    if u":" in text:
+        return _ipv6_host(text, False)
+    return host_name(text)
+
+
+def split_host_port(text, default_port=None, what=None, hint=None):
+    """(host, port) of ``HOST[:PORT]``: the one parser of the form, for --server,
+    the launcher's hosts and anything else that takes it. The host comes back as
+    parse_host gives it; the port as an int, ``default_port`` when none is given.
+
+    ``host:7878``, ``10.0.0.5:7878``, ``[fd00::5]:7878``, and without a port
+    ``host``, ``[fd00::5]`` and ``fd00::5``. An IPv6 address with a port must be
+    in brackets: ``::1:7777`` (also the address 0:0:0:0:0:0:1:7777) is refused
+    as ambiguous rather than taken either way. ValueError, one line starting with
+    ``what`` (default: the text) and ending with ``hint`` (default: the forms),
+    on anything else.
+    """
+    what = what or printable(text)
+    hint = hint or "write %s" % ADDRESS_FORMS
+    try:
+        text = _as_text(text)
+    except ValueError as exc:
+        raise ValueError("%s: the host %s; %s" % (what, exc, hint))
+
+    def bad(why):
+        return ValueError("%s %s; %s" % (what, why, hint))
+    if text.startswith(u"["):
+        close = text.find(u"]")
+        if close < 0:
+            raise bad("has a '[' without its ']'")
+        host, rest = text[:close + 1], text[close + 1:]
+        if rest and not rest.startswith(u":"):
+            raise bad("is not HOST[:PORT]: only :PORT may follow the ']'")
+        port = rest[1:] if rest else None
+    elif text.count(u":") > 1:     # an IPv6 address without brackets: no port
+        head, _, tail = text.rpartition(u":")
+        if _PORT.match(tail) and ipv6_address(head) is not None:
+            raise bad("is ambiguous: an IPv6 address with a port goes in brackets, "
+                      "[%s]:%s%s" % (head, tail, " (or [%s] for the address %s on the "
+                                                 "default port)" % (text, text)
+                                     if ipv6_address(text) is not None else ""))
+        host, port = text, None
+    else:
+        host, sep, port = text.partition(u":")
+        port = port if sep else None
+    if port is None:
+        port = default_port
+    elif not _PORT.match(port) or not 0 < int(port) < 65536:
+        raise bad("is not HOST[:PORT]: the port must be a number from 1 to 65535")
+    else:
+        port = int(port)
+    if not host:
+        raise bad("is not HOST[:PORT]: the host is missing")
+    try:
+        return parse_host(host), port
+    except ValueError as exc:
+        raise ValueError("%s: the host %s %s; %s" % (what, printable(host), exc, hint))
+
+
+def listen_host(text):
+    """--host of the server (and of the launcher, which passes it on): "" or an
+    address or name as parse_host takes it, ``[::1]`` as ``::1``. ValueError
+    (a phrase after the flag) on anything no bind could take."""
+    if text == "":
+        return ""
+    try:
+        return parse_host(text)
+    except ValueError as exc:
+        raise ValueError("%s %s; give an address of this machine (0.0.0.0 for every IPv4 "
+                         "interface, :: for every interface)" % (printable(text), exc))
+
+
+def join_host_port(host, port):
+    """``HOST:PORT`` as it is shown and handed on, an IPv6 address in brackets
+    (``[::1]:7878``): what split_host_port reads back."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def peer_text(sockaddr):
+    """A socket address (accept, getpeername, getsockname; 2-tuple for IPv4,
+    4-tuple for IPv6) shown as join_host_port does; an IPv4 peer of a
+    dual-stack listener (``::ffff:10.0.0.5``) as the IPv4 address it is."""
+    host, port = sockaddr[0], sockaddr[1]
+    if host.lower().startswith("::ffff:") and "." in host:
+        host = host[len("::ffff:"):]
+    return join_host_port(host, port)
 
 
 def read_secret(path=None, env_value=None):

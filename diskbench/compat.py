@@ -8,6 +8,7 @@ in linux.py, waiting on descriptors in pollio.py.
 import hmac
 import os
 import select
+import socket
 import sys
 import time
 
@@ -81,6 +82,28 @@ def _compare_digest_fallback(a, b):
 
 
 compare_digest = getattr(hmac, "compare_digest", _compare_digest_fallback)
+
+
+# --- IPv6 ------------------------------------------------------------------------
+#: This Python can make IPv6 sockets (built with IPv6; the kernel may still refuse
+#: them: EAFNOSUPPORT when the socket is made).
+HAS_IPV6 = bool(getattr(socket, "has_ipv6", False)) and hasattr(socket, "AF_INET6")
+#: The socket option that makes an IPv6 listener also take IPv4 (None where absent).
+IPV6_V6ONLY = getattr(socket, "IPV6_V6ONLY", None)
+
+
+def is_ipv6_address(text):
+    """True when ``text`` is an IPv6 address in text form (no brackets, no
+    %zone). Refusals differ: 3 raises OSError for anything inet_pton refuses,
+    2.7 socket.error, UnicodeEncodeError for non-ASCII text and TypeError for
+    a NUL (3: ValueError); inet_pton itself is 2.7's only on Unix."""
+    if not hasattr(socket, "AF_INET6") or not hasattr(socket, "inet_pton"):  # pragma: no cover
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET6, text)
+    except (socket.error, OSError, ValueError, TypeError, UnicodeError):
+        return False
+    return True
 
 
 # --- monotonic clock (time.monotonic is 3.3+) --------------------------------

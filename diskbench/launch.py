@@ -23,7 +23,8 @@ import re
 import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes
-from diskbench.cli import DEFAULT_LOG_DIR, host_name, port, printable, prog_name, seconds
+from diskbench.cli import (DEFAULT_LOG_DIR, listen_host, parse_host, port, printable, prog_name,
+                           seconds)
 from diskbench.compat import write_line
 from diskbench.launchargs import DEFAULT_PYTHONS, Usage, parse_hosts, split_argv
 from diskbench.launcher import Launcher
@@ -58,10 +59,13 @@ def build_parser():
     p.add_argument("--hosts", required=True, metavar="FILE",
                    help="the hosts file (one [user@]host[:port] per line)")
     p.add_argument("--server-host", metavar="ADDR",
-                   help="the address the hosts reach this server at (default: --host if "
-                        "it is one address, else this machine's fully qualified name)")
+                   help="the address the hosts reach this server at, a name or an IPv4 "
+                        "or IPv6 address (default: --host if it is one address, else this "
+                        "machine's fully qualified name); the clients get it as "
+                        "--server HOST:PORT ([ADDR]:PORT for IPv6)")
     p.add_argument("--host", default="0.0.0.0",
-                   help="address the server listens on (default 0.0.0.0; passed on)")
+                   help="address the server listens on (default 0.0.0.0; :: for IPv6 and "
+                        "IPv4; passed on)")
     p.add_argument("--port", type=port, default=DEFAULT_PORT,
                    help="the server's TCP port (default %d; 0: any free port; passed on)"
                         % DEFAULT_PORT)
@@ -111,13 +115,17 @@ def main(argv=None):
             raise Usage("cannot read the hosts file %s: %s" % (
                 printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
+        try:   # as the server takes it ([::1] is ::1): the clients' address comes from it
+            args.host = listen_host(args.host)
+        except ValueError as exc:
+            raise Usage("--host %s" % exc)
         if args.server_host:
             try:
-                args.server_host = host_name(args.server_host)
+                args.server_host = parse_host(args.server_host)
             except ValueError as exc:
                 raise Usage("--server-host %s: the host %s; give this machine's name or "
-                            "address as the hosts reach it" % (
-                                printable(args.server_host), exc))
+                            "address as the hosts reach it (IPv6: fd00::5 or [fd00::5])"
+                            % (printable(args.server_host), exc))
     except Usage as exc:
         write_line(sys.stderr, u"%s: error: %s (see %s --help)"
                     % (PROG, printable(exc.args[0]), PROG))

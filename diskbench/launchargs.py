@@ -9,7 +9,7 @@ remote shell) is tested without ssh.
 import re
 import socket
 
-from diskbench.cli import printable
+from diskbench.cli import printable, split_host_port
 from diskbench.compat import shell_quote
 
 #: Tried in this order on a host when neither --python nor python= says which one.
@@ -19,8 +19,8 @@ HOST_KEYS = ("python", "dir", "name")
 #: on the host can import diskbench.
 REMOTE_NOT_FOUND = 127
 
-_HOST_LINE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\s\[\]]+))"
-                        r"(?::(?P<port>\d+))?$")
+#: A host line's first word: [user@]host[:port]; host[:port] is cli.split_host_port's.
+_USER = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<rest>[^@\s]+)$")
 
 
 class Usage(Exception):
@@ -61,14 +61,17 @@ def parse_hosts(text, path="hosts"):
         if not line:
             continue
         fields = line.split()
-        m = _HOST_LINE.match(fields[0])
+        m = _USER.match(fields[0])
         where = "%s line %d" % (path, lineno)
+        forms = "is not [user@]host[:port] (IPv6: [addr]:port)"
         if not m:
-            raise Usage("%s: '%s' is not [user@]host[:port] (IPv6: [addr]:port)"
-                        % (where, printable(fields[0])))
-        port = m.group("port")
-        if port is not None and not 0 < int(port) <= 65535:
-            raise Usage("%s: ssh port must be 1 to 65535, got %s" % (where, port))
+            raise Usage("%s: '%s' %s" % (where, printable(fields[0]), forms))
+        try:
+            address, port = split_host_port(m.group("rest"), None, "%s: '%s'" % (
+                where, printable(fields[0])), "write [user@]host[:port], an IPv6 address "
+                "in brackets ([fd00::7]:22)")
+        except ValueError as exc:
+            raise Usage(str(exc))
         opts = {}
         for field in fields[1:]:
             key, sep, value = field.partition("=")
@@ -76,8 +79,8 @@ def parse_hosts(text, path="hosts"):
                 raise Usage("%s: '%s' is not one of %s" % (
                     where, printable(field), ", ".join("%s=VALUE" % k for k in HOST_KEYS)))
             opts[key] = value
-        hosts.append(Host(fields[0], m.group("v6") or m.group("host"), user=m.group("user"),
-                          port=int(port) if port else None, python=opts.get("python"),
+        hosts.append(Host(fields[0], address, user=m.group("user"),
+                          port=port, python=opts.get("python"),
                           directory=opts.get("dir"), name=opts.get("name"),
                           lineno=lineno))
     if not hosts:
@@ -206,6 +209,8 @@ def ssh_argv(args, host, command):
 
 
 def default_server_host(args):
+    """The host the clients are told to reach the server at: --server-host, else
+    --host when it is one address, else this machine's name."""
     if args.server_host:
         return args.server_host
     if args.host not in ("0.0.0.0", "::", ""):
@@ -221,8 +226,3 @@ def is_loopback(name):
         return False
     return bool(infos) and all(info[4][0].startswith("127.") or info[4][0] == "::1"
                                for info in infos)
-
-
-def join_host_port(host, port):
-    """HOST:PORT, the host in brackets when it is an IPv6 address."""
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)

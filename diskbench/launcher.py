@@ -17,10 +17,10 @@ import threading
 import time
 
 from diskbench import exitcodes, protocol
-from diskbench.cli import printable
+from diskbench.cli import join_host_port, printable
 from diskbench.compat import PY2, monotonic, new_session, write_line
 from diskbench.launchargs import (REMOTE_NOT_FOUND, default_server_host, is_loopback,
-                                  join_host_port, remote_command, ssh_argv)
+                                  remote_command, ssh_argv)
 from diskbench.report import build as report_build
 from diskbench.report import readers
 

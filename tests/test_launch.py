@@ -182,7 +182,8 @@ def test_hosts_file_forms():
     ("# only a comment\n\n", "names no host"),
     ("node1 speed=fast\n", "line 1: 'speed=fast' is not one of python=VALUE"),
     ("node1\nno de:x\n", "line 2: 'de:x' is not one of"),
-    ("node:99999\n", "line 1: ssh port must be 1 to 65535"),
+    ("node:99999\n", "line 1: 'node:99999' is not HOST[:PORT]: the port must be a number "
+     "from 1 to 65535"),
     ("a@b@c\n", "line 1: 'a@b@c' is not [user@]host[:port]"),
     ("n1 name=x\nn2 name=x\n", "same name="),
 ])

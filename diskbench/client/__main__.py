@@ -14,8 +14,8 @@ import diskbench
 from diskbench import exitcodes, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, MAX_INTERVAL_S, MAX_SECONDS, PROGRESS_INTERVAL_S,
                            REFRESH_S, SECRET_ENV, OneLineParser, UtcFormatter,
-                           bad_name_reason, display_path, host_name, printable, prog_name,
-                           read_secret, say)
+                           bad_name_reason, display_path, printable, prog_name, read_secret,
+                           say, split_host_port)
 from diskbench.client import checks, procinfo, progress, writer
 from diskbench.client.sender import BUFFER_MAX
 from diskbench.client import config
@@ -71,8 +71,9 @@ def build_parser():
     p.add_argument("--version", action="version", version="diskbench %s" % diskbench.__version__)
     p.add_argument("directory", metavar="DIRECTORY", help="where data files are written")
     p.add_argument("--server", default="127.0.0.1:%d" % diskbench.DEFAULT_PORT,
-                   metavar="HOST[:PORT]", help="the diskbench server (default "
-                   "127.0.0.1:%d)" % diskbench.DEFAULT_PORT)
+                   metavar="HOST[:PORT]", help="the diskbench server: a name, an IPv4 "
+                   "address or an IPv6 one in brackets ([fd00::5]:%d); without a port, "
+                   "port %d (default 127.0.0.1:%d)" % ((diskbench.DEFAULT_PORT,) * 3))
     p.add_argument("--name", help="this client's name (default HOSTNAME-PID-RANDOM)")
     # The run plan: each of these set here wins over the server's plan; unset,
     # the server's plan applies, else the default shown (plan.py).
@@ -152,19 +153,13 @@ def _take_plan_defaults(args):
 
 
 def parse_server(text):
-    """(host as the resolver is asked for it, port) of --server HOST[:PORT]; a
-    host no resolver could find is a wrong flag here, the same on both Pythons."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, str(diskbench.DEFAULT_PORT)
-    example = "e.g. --server 10.0.0.5:%d" % diskbench.DEFAULT_PORT
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("--server %s is not HOST[:PORT]; %s" % (printable(text), example))
-    try:
-        return host_name(host), int(port)
-    except ValueError as exc:
-        raise ValueError("--server %s: the host %s; give the server's name or address, %s"
-                         % (printable(text), exc, example))
+    """(host as the resolver is asked for it, port) of --server HOST[:PORT]
+    (cli.split_host_port: an IPv6 address in brackets; no port is the default
+    port); a host no resolver could find is a wrong flag here, the same on
+    both Pythons."""
+    return split_host_port(text, diskbench.DEFAULT_PORT, "--server %s" % printable(text),
+                           "e.g. --server 10.0.0.5:%d, or --server [fd00::5]:%d for an "
+                           "IPv6 address" % (diskbench.DEFAULT_PORT, diskbench.DEFAULT_PORT))
 
 
 def _usage_error(message):

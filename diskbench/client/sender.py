@@ -44,7 +44,7 @@ import socket
 import threading
 
 from diskbench import protocol, runclock
-from diskbench.cli import printable
+from diskbench.cli import join_host_port, printable
 from diskbench.compat import monotonic
 from diskbench.pollio import wait_readable
 
@@ -90,6 +90,7 @@ class Sender(object):
     def __init__(self, host, port, name, hello_fields, secret=None, log=None,
                  buffer_max=BUFFER_MAX):
         self.host, self.port, self.name, self.secret = host, port, name, secret
+        self.where = join_host_port(host, port)   # as said in every line ([::1]:7878)
         self.log = log
         self.buffer_max = buffer_max
         self.cond = threading.Condition()
@@ -281,6 +282,7 @@ class Sender(object):
         return None
 
     def _connect(self):
+        # every address the name resolves to (IPv6 and IPv4), in the resolver's order
         sock = socket.create_connection((self.host, self.port), CONNECT_ATTEMPT_TIMEOUT_S)
         sock.settimeout(SEND_TIMEOUT_S)
         try:
@@ -332,9 +334,8 @@ class Sender(object):
                     self.sent_upto = 1  # the hello line went first
                     self.cond.notify_all()
                 if self.connects == 1 or self.ever_healthy:
-                    self._log("info", "%s server %s:%d", "connected to" if
-                              self.connects == 1 else "reconnected to", self.host,
-                              self.port)
+                    self._log("info", "%s server %s", "connected to" if
+                              self.connects == 1 else "reconnected to", self.where)
                 reader = threading.Thread(target=self._read_loop, args=(sock, gen),
                                           name="diskbench-reader")
                 reader.daemon = True
@@ -363,7 +364,7 @@ class Sender(object):
         unresolvable name is fatal at once, anything else is said once and
         retried (a server may be starting); later, retried quietly."""
         why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
-        where = "%s:%d" % (self.host, self.port)
+        where = self.where
         with self.cond:
             self.last_error = why
             first = self.connects == 0
@@ -396,8 +397,8 @@ class Sender(object):
                 return False
             if isinstance(answer, bytes):
                 answer = answer.decode("utf-8", "replace")
-            self.fatal = "%s:%d is not a diskbench server (%s); fix --server" % (
-                self.host, self.port, answer)
+            self.fatal = "%s is not a diskbench server (%s); fix --server" % (
+                self.where, answer)
             self.cond.notify_all()
         return True
 
@@ -537,10 +538,10 @@ class Sender(object):
             return False
         if signed:
             return False  # signed with another secret: a wrong mac, not none
-        text = ("the server at %s:%d has no secret (its replies are unsigned, so its "
+        text = ("the server at %s has no secret (its replies are unsigned, so its "
                 "acknowledgements cannot be trusted) but this client has one: give the "
                 "server the same --secret-file, or run the client without one"
-                % (self.host, self.port))
+                % self.where)
         self.send(protocol.ERROR, source="client", reason=text, errno=None, fatal=True)
         with self.cond:
             self.fatal = text

@@ -26,6 +26,7 @@ import signal
 
 from diskbench import exitcodes, plan, protocol, runclock, signals
 from diskbench.client import child, heartbeat, progress, stats, writer
+from diskbench.cli import join_host_port
 from diskbench.client.sender import Sender
 from diskbench.compat import monotonic, mp_context
 from diskbench.pollio import wait_readable
@@ -132,7 +133,7 @@ class Supervisor(object):
 
     def _run(self):
         cfg, log = self.cfg, self.log
-        where = "%s:%d" % (cfg.host, cfg.port)
+        where = join_host_port(cfg.host, cfg.port)
         if getattr(self.signals, "detached", False):
             log.info("SIGHUP is ignored (nohup?): running detached")
         self.sender.start()

@@ -14,8 +14,8 @@ import sys
 
 from diskbench import DEFAULT_PORT, __version__, exitcodes, linux, plan, protocol
 from diskbench.cli import (DEFAULT_LOG_DIR, PROGRESS_INTERVAL_S, SECRET_ENV, OneLineParser,
-                           console_script, parsed, port, prog_name, read_secret, say,
-                           seconds)
+                           console_script, join_host_port, listen_host, parsed, port,
+                           prog_name, read_secret, say, seconds)
 from diskbench.server import control, ctl, interpreter
 from diskbench.server import liveness
 from diskbench.server.handler import HELLO_TIMEOUT_S, READ_TIMEOUT_S
@@ -56,6 +56,14 @@ def _line_bytes(text):
     return value
 
 
+def _listen_host(text):
+    """argparse type of --host (cli.listen_host)."""
+    try:
+        return listen_host(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+
+
 def build_parser():
     p = OneLineParser(prog=prog_name(MODULE), description=(
         "Collect results from diskbench clients and write a report when every client "
@@ -63,8 +71,10 @@ def build_parser():
         "%s ctl [--log-dir DIR] list | stop NAME | end | not-coming HOST (see ctl --help). "
         % prog_name(MODULE) + exitcodes.epilog(exitcodes.SERVER))
     p.add_argument("--version", action="version", version="diskbench %s" % __version__)
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: "
-                   "%(default)s, all interfaces)")
+    p.add_argument("--host", default="0.0.0.0", type=_listen_host,
+                   help="address to listen on: an IPv4 or IPv6 address (:: every "
+                   "interface, IPv4 too where the system allows; ::1 IPv6 loopback) or "
+                   "a name (default: %(default)s, every IPv4 interface)")
     p.add_argument("--port", type=port, default=DEFAULT_PORT,
                    help="TCP port (default: %(default)s; 0 picks a free one and prints it)")
     p.add_argument("--log-dir", default=os.path.join(".", DEFAULT_LOG_DIR),
@@ -258,8 +268,13 @@ def _bind_error(args, exc):
     if err == errno.EACCES:
         return ("not allowed to listen on port %d: choose a --port above 1023 or run "
                 "as root" % args.port)
-    return ("cannot listen on %s:%d (%s): use --host 0.0.0.0 or an address of this "
-            "machine" % (args.host, args.port, getattr(exc, "strerror", None) or exc))
+    where = join_host_port(args.host, args.port)
+    if err == errno.EAFNOSUPPORT:
+        return ("cannot listen on %s: this machine has no IPv6 (%s); use --host 0.0.0.0 "
+                "or an IPv4 address of this machine" % (
+                    where, getattr(exc, "strerror", None) or exc))
+    return ("cannot listen on %s (%s): use --host 0.0.0.0 (or :: for IPv6) or an "
+            "address of this machine" % (where, getattr(exc, "strerror", None) or exc))
 
 
 def derive_limits(args):

@@ -30,6 +30,7 @@ import socket
 import threading
 
 from diskbench import protocol, runclock
+from diskbench.cli import peer_text
 from diskbench.compat import monotonic, socketserver
 from diskbench.pollio import wait_writable
 from diskbench.server import registry as reg
@@ -106,7 +107,7 @@ class Handler(socketserver.BaseRequestHandler):
             pass
         self.ctx = ctx
         self.registry = ctx.registry
-        self.peer = "%s:%s" % tuple(self.client_address[:2])
+        self.peer = peer_text(self.client_address)     # [::1]:54321 for IPv6
         self.send_lock = threading.Lock()
         self.name = None
         self.said_bye = False

@@ -12,7 +12,8 @@ import socket
 import threading
 import time
 
-from diskbench.compat import socketserver, start_new_thread
+from diskbench.cli import peer_text
+from diskbench.compat import IPV6_V6ONLY, socketserver, start_new_thread
 from diskbench.server import handler as handler_mod
 from diskbench.server import Sparse, log
 from diskbench.server import registry as reg
@@ -31,15 +32,44 @@ HANDLER_STACK_BYTES = 512 * 1024
 _FD_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
+#: --host that means every IPv4 interface, as it always has (the default is 0.0.0.0).
+ALL_IPV4 = ("", "0.0.0.0")
+#: --host that means every interface, IPv6 and (dual stack, where allowed) IPv4.
+ALL_IPV6 = "::"
+
+
+def listen_address(host, port):
+    """(family, socket address) to bind for --host and --port.
+
+    An IPv4 address, "" or 0.0.0.0 (every IPv4 interface) listens on IPv4;
+    an IPv6 address (``::``, ``::1``, ``fe80::1%eth0``) on IPv6; a name on its
+    first IPv4 address when it has one (as before IPv6 was taken), else its
+    first IPv6 one. socket.gaierror when the name does not resolve."""
+    if host in ALL_IPV4:
+        return socket.AF_INET, (host, port)
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                               socket.AI_PASSIVE)
+    for family in (socket.AF_INET, getattr(socket, "AF_INET6", None)):
+        for info in infos:
+            if info[0] == family:
+                return family, info[4]
+    raise socket.gaierror(socket.EAI_FAMILY, "no IPv4 or IPv6 address")
+
+
 class TCPServer(socketserver.ThreadingTCPServer):
     """Accepts; refuses a connection over --max-connections or --max-per-address
-    before any thread is started for it (it is closed at once, nothing sent)."""
+    before any thread is started for it (it is closed at once, nothing sent).
+
+    Listens on the family of its address (listen_address): ``::`` takes IPv4
+    too (IPV6_V6ONLY off) where the system lets it (``dual_stack``)."""
 
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, ctx):
+    def __init__(self, address, ctx, family=socket.AF_INET):
         self.ctx = ctx
+        self.address_family = family
+        self.dual_stack = None        # for an IPv6 "::": whether IPv4 comes in too
         self.accept_failures = 0      # in the current burst of failed accepts
         # The accept queue holds a whole storm of clients connecting at once
         # (the kernel caps it at net.core.somaxconn).
@@ -49,6 +79,17 @@ class TCPServer(socketserver.ThreadingTCPServer):
         self.per_address = {}         # peer address -> open connections
         self.limit_log = Sparse()     # refused connections, logged sparingly
         socketserver.ThreadingTCPServer.__init__(self, address, handler_mod.Handler)
+
+    def server_bind(self):
+        if self.address_family != socket.AF_INET and self.server_address[0] == ALL_IPV6:
+            self.dual_stack = False
+            if IPV6_V6ONLY is not None:
+                try:
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, IPV6_V6ONLY, 0)
+                    self.dual_stack = True
+                except (socket.error, OSError):
+                    pass
+        socketserver.ThreadingTCPServer.server_bind(self)
 
     def get_request(self):
         """accept(), backing off while file descriptors are exhausted: the
@@ -94,8 +135,8 @@ class TCPServer(socketserver.ThreadingTCPServer):
         self.ctx.registry.count_rejected(kind)
         said = self.limit_log.note(kind)
         if said is not None:
-            log.warning("refused connection from %s:%s (%s): %s%s", client_address[0],
-                        client_address[1], kind, why, said)
+            log.warning("refused connection from %s (%s): %s%s", peer_text(client_address),
+                        kind, why, said)
 
     def accept_failed(self, exc, failures):
         """accept() failed for want of descriptors: count it, log once a burst."""
@@ -123,7 +164,7 @@ class TCPServer(socketserver.ThreadingTCPServer):
 
     def handle_error(self, request, client_address):
         # A handler bug must not print to the console silently and go on unseen.
-        log.exception("internal error on the connection from %s", client_address)
+        log.exception("internal error on the connection from %s", peer_text(client_address))
 
     def process_request_thread(self, request, client_address):
         """socketserver's, but a connection whose handshake ended with an

@@ -19,7 +19,7 @@ import threading
 import time
 
 from diskbench import __version__, exitcodes, plan, protocol, runclock
-from diskbench.cli import display_path, say
+from diskbench.cli import display_path, join_host_port, say
 from diskbench.compat import monotonic, write_text
 from diskbench.metrics import utc
 from diskbench.signals import SignalFlag
@@ -203,8 +203,20 @@ class Master(object):
             if tunables:   # glibc's per-thread cache (interpreter.reexec_untcached)
                 self.startup_notes.append("malloc: %s=%s" % (interpreter.TUNABLES_ENV,
                                                              tunables))
-        self.server = listener.TCPServer((self.args.host, self.args.port), self)
+        family, address = listener.listen_address(self.args.host, self.args.port)
+        self.server = listener.TCPServer(address, self, family)
+        if self.server.dual_stack:
+            self.startup_notes.append("--host :: takes IPv4 clients too (dual stack)")
+        elif self.server.dual_stack is False:
+            self.startup_warnings.append(
+                "--host :: listens on IPv6 only (this system keeps IPv6 sockets from "
+                "IPv4): IPv4 clients cannot connect; give --host 0.0.0.0 for them")
         return self.server.server_address[:2]
+
+    def listening_on(self):
+        """HOST:PORT the server listens on, as a client's --server takes it
+        (an IPv6 address in brackets: ``[::1]:7878``)."""
+        return join_host_port(*self.server.server_address[:2])
 
     def _setup_logging(self):
         root = log
@@ -236,12 +248,12 @@ class Master(object):
         if self.started is None:
             self.started = self.wall()
         started = self.started
-        host, port = self.server.server_address[:2]
-        write_text(self.out, "diskbench server %s listening on %s:%d (log dir %s)\n" % (
-            __version__, host, port, display_path(os.path.abspath(self.args.log_dir))))
+        where = self.listening_on()
+        write_text(self.out, "diskbench server %s listening on %s (log dir %s)\n" % (
+            __version__, where, display_path(os.path.abspath(self.args.log_dir))))
         self.out.flush()
-        log.info("diskbench server %s (protocol %d) run %s listening on %s:%d, log dir %s",
-                 __version__, protocol.PROTOCOL_VERSION, self.run_id, host, port,
+        log.info("diskbench server %s (protocol %d) run %s listening on %s, log dir %s",
+                 __version__, protocol.PROTOCOL_VERSION, self.run_id, where,
                  os.path.abspath(self.args.log_dir))
         log.info("limits: lines up to %d bytes, %d connections (%d per address), %d "
                  "client names, hello within %g s, a line every %g s", self.max_line_bytes,
