@@ -2302,4 +2302,13 @@ MUTATIONS = [
          new="        if True:",
          tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
                 "goes_on"]),
+    # --- a non-ASCII --log-dir: the control socket's path is measured in the kernel's bytes ---
+    dict(id="ctl-path-length-as-utf8-text", file="diskbench/protocol/ctl.py", py2=True,
+         old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
+         new="    if len(path.encode(\"utf-8\", \"replace\")) <= SOCKET_PATH_MAX or \\",
+         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
+    dict(id="ctl-path-length-in-characters", file="diskbench/protocol/ctl.py",
+         old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
+         new="    if len(path) <= SOCKET_PATH_MAX or \\",
+         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
 ]
