@@ -33,6 +33,7 @@ _PK = "tests/test_packaging.py::"
 _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
 _LR = "tests/faults/test_server_logdir_removed.py::"
+_SR = "tests/faults/test_server_restart.py::"
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/liveness.py",
@@ -2311,4 +2312,17 @@ MUTATIONS = [
          old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
          new="    if len(path) <= SOCKET_PATH_MAX or \\",
          tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
+    # --- after a server restart the synchronized start is unknown, never left out ---
+    dict(id="restored-start-instant-taken-as-known", file="diskbench/ledger.py",
+         old="            client.start_at_unknown = True\n",
+         new="",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    dict(id="unknown-synchronized-start-left-out", file="diskbench/report/figures.py",
+         old="    if not firsts and not unknown:\n        return None",
+         new="    if not firsts:\n        return None",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    dict(id="synchronized-start-not-in-html", file="diskbench/report/htmlout.py",
+         old="    sync = text_mod.synchronized_start_line(run)\n    if sync:",
+         new="    sync = text_mod.synchronized_start_line(run)\n    if False:",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
 ]

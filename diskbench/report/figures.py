@@ -314,19 +314,31 @@ def first_write_ts(c):
     return c.started_at - (c.offset()[0] or 0.0)
 
 
+#: Why a client's start instant is not known (synchronized_start's unknown_why).
+START_UNKNOWN_WHY = ("the go the server gave them is not in perf.jsonl and the server that "
+                     "gave it did not see the end of the run (it restarted, or was killed)")
+
+
 def synchronized_start(clients):
     """The clients that got the common start instant: how close their first
-    writes were to it and to each other (server clock), or None."""
-    firsts = [(c.start_at, first_write_ts(c)) for c in clients if c.start_at is not None]
+    writes were to it and to each other (server clock), or None when no client
+    got one. Clients whose go is not known (start_at_unknown: a server restart)
+    are counted apart, never taken for clients that started at once: with
+    none known, every figure of it is None (unknown)."""
+    firsts = [(c.start_at, first_write_ts(c)) for c in clients
+              if c.start_at is not None and not c.start_at_unknown]
+    unknown = sum(1 for c in clients if c.start_at_unknown)
     known = [w for _, w in firsts if w is not None]
-    if not firsts:
+    if not firsts and not unknown:
         return None
-    at = firsts[0][0]
-    return dict(start_at_ts=at, start_at_utc=utc(at), client_count=len(firsts),
-                first_write_known_count=len(known),
+    at = firsts[0][0] if firsts else None
+    return dict(start_at_ts=at, start_at_utc=None if at is None else utc(at),
+                client_count=len(firsts), first_write_known_count=len(known),
                 first_write_spread_ms=ms(max(known) - min(known)) if known else None,
                 first_write_late_max_ms=ms(max(abs(w - at) for w in known))
-                if known else None)
+                if known else None,
+                unknown_client_count=unknown,
+                unknown_why=START_UNKNOWN_WHY if unknown else None)
 
 
 def on_server_clock(c):
