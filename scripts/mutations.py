@@ -34,6 +34,8 @@ _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
 _LR = "tests/faults/test_server_logdir_removed.py::"
 _SR = "tests/faults/test_server_restart.py::"
+_CJ = ("tests/faults/test_clock_step.py::"
+       "test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said")
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/liveness.py",
@@ -2325,4 +2327,21 @@ MUTATIONS = [
          old="    sync = text_mod.synchronized_start_line(run)\n    if sync:",
          new="    sync = text_mod.synchronized_start_line(run)\n    if False:",
          tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    # --- a client whose clock jumped is left out of cross-client timing, and it is said ---
+    dict(id="clock-jumped-client-in-the-aggregate", file="diskbench/report/build.py",
+         old="    timed = [c for c in view.clients if c.name not in jumped]",
+         new="    timed = list(view.clients)",
+         tests=[_CJ + "[3600.0]"]),
+    dict(id="clock-jump-ahead-unseen", file="diskbench/report/figures.py",
+         old="        moved.append(c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))",
+         new="        pass",
+         tests=[_CJ + "[3600.0]"]),
+    dict(id="clock-jump-back-unseen", file="diskbench/report/figures.py",
+         old="            moved.append(prev_end - a)",
+         new="            pass",
+         tests=[_CJ + "[-3600.0]"]),
+    dict(id="clock-jump-exclusion-unsaid", file="diskbench/report/text.py",
+         old="    return \"\".join(\"; without %s: %s\" % (e[\"client\"], e[\"why\"])",
+         new="    return \"\".join(\"\" % ()",
+         tests=[_CJ + "[3600.0]"]),
 ]

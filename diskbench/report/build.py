@@ -371,14 +371,22 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         latency_ms=dict([("p%d" % p, None) for p in figures_mod.PCTS] +
                         [("max", None), ("sample_count", None)]),
         cpu_bound_clients=[])
+    jumped = g("the clock jumps", lambda: dict(
+        (c.name, figures_mod.clock_jumped(c)) for c in view.clients
+        if figures_mod.clock_jumped(c))) or {}
+    timed = [c for c in view.clients if c.name not in jumped]
     agg = g("the aggregate", figures_mod.aggregate,
-            dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients))
+            dict((c.name, figures_mod.on_server_clock(c)) for c in timed))
     if agg is None:
         agg = figures_mod.aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
+    # left out of every figure timed across clients, and said (clock_jumped)
+    agg["excluded"] = [dict(client=name, clock_jump_s=jumped[name][0],
+                            why=jumped[name][1]) for name in sorted(jumped)]
     sizes = g("the figures by workload", figures_mod.by_chunk_size, clients,
               dict((c.name, c.hist) for c in view.clients),
-              dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients)) or []
+              dict((c.name, figures_mod.on_server_clock(c)) for c in timed),
+              sorted(jumped)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
         method=METHOD % dict(pcts="/".join("p%d" % p for p in figures_mod.PCTS),

@@ -233,7 +233,7 @@ def ranked_figures(names, spans, means):
                 for n in names), (lo, hi), None
 
 
-def by_chunk_size(clients, hists, spans=None):
+def by_chunk_size(clients, hists, spans=None, jumped=()):
     """Like for like: the clients that wrote, grouped by workload (WORKLOAD: the
     chunk size first, then every other setting that changes what is measured),
     smallest chunk first. Only clients that finished are ranked: one killed,
@@ -245,7 +245,8 @@ def by_chunk_size(clients, hists, spans=None):
     their ratio (the spread across hosts), and the p99 chunk latency of its
     ranked clients' histograms merged. ``clients``: report entries;
     ``hists``: {name: LatencyHistogram}; ``spans``: {name: perf intervals on the
-    server's clock}."""
+    server's clock}; ``jumped``: names left out of cross-client timing
+    (clock_jumped), never ranked (listed with ``clock_jumped``)."""
     spans = spans or {}
     groups = {}
     for e in clients:
@@ -258,7 +259,8 @@ def by_chunk_size(clients, hists, spans=None):
     for work in sorted(groups, key=_sort_key):
         members = groups[work]
         means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in members)
-        ranked = sorted(e["client"] for e in members if e.get("state") == st.FINISHED)
+        ranked = sorted(e["client"] for e in members if e.get("state") == st.FINISHED and
+                        e["client"] not in jumped)
         figures, window, why = ranked_figures(ranked, spans, means)
         merged = metrics.LatencyHistogram()
         for name in figures:
@@ -274,7 +276,8 @@ def by_chunk_size(clients, hists, spans=None):
             ranked_count=len(figures), ranked_mib_s=figures,
             window_start_ts=window and window[0], window_end_ts=window and window[1],
             window_s=window and window[1] - window[0], not_ranked_why=why,
-            not_ranked=[dict(client=e["client"], state=e["state"])
+            not_ranked=[dict(client=e["client"], state=e["state"],
+                             clock_jumped=e["client"] in jumped)
                         for e in sorted(members, key=lambda e: e["client"])
                         if e["client"] not in figures],
             mean_mib_s=mean_of(known), min_mib_s=min(known) if known else None,
@@ -339,6 +342,52 @@ def synchronized_start(clients):
                 if known else None,
                 unknown_client_count=unknown,
                 unknown_why=START_UNKNOWN_WHY if unknown else None)
+
+
+#: A client whose clock moved against the server's during the run by more than
+#: this (a jump: a resumed VM, a clock stepped under the one diskbench keeps) is
+#: left out of every figure timed across clients (the all-writing aggregate, its
+#: window, first/last done, the ranking window): one offset cannot put both sides
+#: of the jump on the server's clock. Its own figures, timed on its monotonic
+#: clock, stand. Or CLOCK_JUMP_SPAN_FRACTION of its writing span, when that is
+#: more: a slow drift over a day's run moves its intervals by less than the
+#: run-to-run noise.
+CLOCK_JUMP_MIN_S = 1.0
+CLOCK_JUMP_SPAN_FRACTION = 0.01
+
+
+def clock_jump_s(c):
+    """How far ``c``'s clock moved against the server's during the run, as far
+    as the server saw (s, 0.0: not at all): the spread of its pong offsets; its
+    messages' send times ahead of its pong offset by more than the round trip
+    (a send time is never ahead of the true offset: a jump forward after the
+    pongs); a perf interval beginning before the one before it ended (the
+    writer's are back to back: a jump back)."""
+    moved = [0.0]
+    if c.offset_low is not None and c.offset_high is not None:
+        moved.append(c.offset_high - c.offset_low)
+    if c.ping_offset_s is not None and c.clock_offset_s is not None:
+        moved.append(c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))
+    prev_end = None
+    for a, b, _ in c.intervals:
+        if prev_end is not None:
+            moved.append(prev_end - a)
+        prev_end = b
+    return max(moved)
+
+
+def clock_jumped(c):
+    """(jump in s, why in words) when ``c`` is left out of cross-client
+    timing (CLOCK_JUMP_MIN_S), else None."""
+    jump = clock_jump_s(c)
+    span = writing_span(c.intervals)
+    limit = max(CLOCK_JUMP_MIN_S, CLOCK_JUMP_SPAN_FRACTION * (
+        span[1] - span[0] if span else 0.0))
+    if jump <= limit:
+        return None
+    return jump, ("its clock jumped %.1f s against the server's during the run, so "
+                  "its intervals cannot be put on the server's clock; its own "
+                  "figures stand" % jump)
 
 
 def on_server_clock(c):

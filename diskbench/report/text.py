@@ -38,6 +38,13 @@ def state_label(entry):
     return "unfinished" if entry["state"] in st.LIVE else entry["state"]
 
 
+def aggregate_without(agg):
+    """'; without NAME: why' for each client left out of the aggregate (its
+    clock jumped: figures.clock_jumped), or ''."""
+    return "".join("; without %s: %s" % (e["client"], e["why"])
+                   for e in agg.get("excluded") or ())
+
+
 def headline(rep):
     """The answer first: run length, clients by state, aggregate, slowest/fastest."""
     run, agg, clients = rep["run"], rep["aggregate"], rep["clients"]
@@ -52,11 +59,11 @@ def headline(rep):
         "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
         "clients: %d (%s)" % (len(clients), states or "none came")]
     if agg["throughput_mib_s"] is not None:
-        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)" % (
+        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)%s" % (
             agg["throughput_mib_s"], metrics.AGGREGATE_LABEL,
-            count(agg["client_count"], "client"), agg["period_s"]))
+            count(agg["client_count"], "client"), agg["period_s"], aggregate_without(agg)))
     else:
-        lines.append("aggregate: - (%s)" % agg["period_note"])
+        lines.append("aggregate: - (%s)%s" % (agg["period_note"], aggregate_without(agg)))
     sizes = rep.get("by_chunk_size") or []
     for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:
         lines.append(chunk_size_line(size))
@@ -124,7 +131,11 @@ def chunk_size_line(size):
             "it against")
     else:
         body = "not ranked: %s" % (size.get("not_ranked_why") or "no figure known")
-    left = size.get("not_ranked") or []
+    jumped = [x["client"] for x in size.get("not_ranked") or () if x.get("clock_jumped")]
+    if jumped:
+        body += "; not ranked (its clock jumped, see the aggregate): %s" % ", ".join(
+            jumped[:NOT_RANKED_NAMED_MAX])
+    left = [x for x in size.get("not_ranked") or () if not x.get("clock_jumped")]
     if left:
         body += "; not ranked (did not finish): %s" % ", ".join(
             "%s (%s)" % (x["client"], state_label(x)) for x in left[:NOT_RANKED_NAMED_MAX])
