@@ -34,6 +34,7 @@ _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
 _LR = "tests/faults/test_server_logdir_removed.py::"
 _SR = "tests/faults/test_server_restart.py::"
+_CO = "tests/faults/test_client_outage.py::"
 _CJ = ("tests/faults/test_clock_step.py::"
        "test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said")
 
@@ -2344,4 +2345,15 @@ MUTATIONS = [
          old="    return \"\".join(\"; without %s: %s\" % (e[\"client\"], e[\"why\"])",
          new="    return \"\".join(\"\" % ()",
          tests=[_CJ + "[3600.0]"]),
+    # --- undelivered: the client says the server may hold the ones it sent, and how to merge ---
+    dict(id="undelivered-sent-never-counted", file="diskbench/client/sender.py",
+         old="                    self.sent_ever = max(self.sent_ever, seq)\n",
+         new="",
+         tests=[_CO + "test_server_frozen_past_deliver_timeout_client_says_the_server_may_"
+                "hold_them"]),
+    dict(id="undelivered-may-hold-unsaid", file="diskbench/client/supervisor.py",
+         old="        where = self._save_undelivered(lines) + may_hold(",
+         new="        where = self._save_undelivered(lines) + 0 * may_hold(",
+         tests=[_CO + "test_server_frozen_past_deliver_timeout_client_says_the_server_may_"
+                "hold_them"]),
 ]
