@@ -2356,4 +2356,20 @@ MUTATIONS = [
          new="        where = self._save_undelivered(lines) + 0 * may_hold(",
          tests=[_CO + "test_server_frozen_past_deliver_timeout_client_says_the_server_may_"
                 "hold_them"]),
+    # --- perf.jsonl removed, replaced or cut while the report is written: said, exit 5 ---
+    dict(id="report-end-logs-unchecked", file="diskbench/server/finalreport.py",
+         old="    changed = master.recorder.files_changed()",
+         new="    changed = []",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0"]),
+    dict(id="report-end-perf-cut-unseen", file="diskbench/server/recorder.py",
+         old="                if size is not None and size < self.synced:",
+         new="                if False:",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0[cut]"]),
+    dict(id="report-end-change-not-exit-5", file="diskbench/server/finalreport.py",
+         old="    if (failed and code == exitcodes.OK) or changed:",
+         new="    if failed and code == exitcodes.OK:",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0[replaced]"]),
 ]
