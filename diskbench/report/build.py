@@ -371,9 +371,7 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         latency_ms=dict([("p%d" % p, None) for p in figures_mod.PCTS] +
                         [("max", None), ("sample_count", None)]),
         cpu_bound_clients=[])
-    jumped = g("the clock jumps", lambda: dict(
-        (c.name, figures_mod.clock_jumped(c)) for c in view.clients
-        if figures_mod.clock_jumped(c))) or {}
+    jumped = g("the clock jumps", figures_mod.clock_jumps, view.clients) or {}
     timed = [c for c in view.clients if c.name not in jumped]
     agg = g("the aggregate", figures_mod.aggregate,
             dict((c.name, figures_mod.on_server_clock(c)) for c in timed))

@@ -357,33 +357,46 @@ CLOCK_JUMP_SPAN_FRACTION = 0.01
 
 
 def clock_jump_s(c):
-    """How far ``c``'s clock moved against the server's during the run, as far
-    as the server saw (s, 0.0: not at all): the spread of its pong offsets; its
-    messages' send times ahead of its pong offset by more than the round trip
-    (a send time is never ahead of the true offset: a jump forward after the
-    pongs); a perf interval beginning before the one before it ended (the
-    writer's are back to back: a jump back)."""
-    moved = [0.0]
+    """(how far ``c``'s clock moved against the server's during the run, as far
+    as the server saw (s, 0.0: not at all), the length of its writing span on
+    its own clock): the spread of its pong offsets; its messages' send times
+    ahead of its pong offset by more than the round trip (a send time is never
+    ahead of the true offset: a jump forward after the pongs); a perf interval
+    beginning before the one before it ended (the writer's are back to back: a
+    jump back). One pass over its intervals."""
+    moved = 0.0
     if c.offset_low is not None and c.offset_high is not None:
-        moved.append(c.offset_high - c.offset_low)
+        moved = max(moved, c.offset_high - c.offset_low)
     if c.ping_offset_s is not None and c.clock_offset_s is not None:
-        moved.append(c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))
-    prev_end = None
+        moved = max(moved, c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))
+    prev_end = lo = hi = None
     for a, b, _ in c.intervals:
         if prev_end is not None:
-            moved.append(prev_end - a)
+            moved = max(moved, prev_end - a)
+            lo, hi = min(lo, a), max(hi, b)
+        else:
+            lo, hi = a, b
         prev_end = b
-    return max(moved)
+    return moved, (hi - lo if lo is not None else 0.0)
+
+
+def clock_jumps(clients):
+    """{name: (jump in s, why in words)} of the clients left out of
+    cross-client timing: their clock moved more than CLOCK_JUMP_MIN_S (or
+    CLOCK_JUMP_SPAN_FRACTION of their writing span)."""
+    out = {}
+    for c in clients:
+        said = clock_jumped(c)
+        if said:
+            out[c.name] = said
+    return out
 
 
 def clock_jumped(c):
     """(jump in s, why in words) when ``c`` is left out of cross-client
     timing (CLOCK_JUMP_MIN_S), else None."""
-    jump = clock_jump_s(c)
-    span = writing_span(c.intervals)
-    limit = max(CLOCK_JUMP_MIN_S, CLOCK_JUMP_SPAN_FRACTION * (
-        span[1] - span[0] if span else 0.0))
-    if jump <= limit:
+    jump, span = clock_jump_s(c)
+    if jump <= max(CLOCK_JUMP_MIN_S, CLOCK_JUMP_SPAN_FRACTION * span):
         return None
     return jump, ("its clock jumped %.1f s against the server's during the run, so "
                   "its intervals cannot be put on the server's clock; its own "

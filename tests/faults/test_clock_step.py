@@ -174,3 +174,31 @@ def test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said(
         with open(os.path.join(slog, name)) as f:
             text = " ".join(f.read().split())
         assert "without jumper: its clock jumped 3600.0 s" in text, (name, text[:3000])
+
+
+class _Seen(object):
+    """What the server saw of one client's clock (clientstate.Client's fields)."""
+
+    def __init__(self, intervals, spread=None, ping=0.0, ahead=0.0, rtt=0.001):
+        self.intervals = intervals
+        self.offset_low, self.offset_high = (0.0, spread) if spread is not None else (
+            None, None)
+        self.ping_offset_s, self.clock_offset_s, self.rtt_s = ping, ahead, rtt
+
+
+def test_clock_jump_rule_spares_back_to_back_intervals_and_a_slow_drift():
+    """The rule behind the exclusion: a client's back-to-back intervals and
+    steady clock are never a jump; a drift under 1% of a long run is not
+    (it moves its intervals by less than the run-to-run noise); a jump over
+    CLOCK_JUMP_MIN_S either way is, with the size said."""
+    from diskbench.report import figures
+    day = [(float(t), t + 1.0, 1 << 20) for t in range(2000)]    # 2000 s, back to back
+    assert figures.clock_jumped(_Seen(day, spread=0.01)) is None
+    assert figures.clock_jumped(_Seen(day, spread=10.0)) is None   # 0.5% of the span
+    jump, why = figures.clock_jumped(_Seen(day, spread=30.0))
+    assert jump == 30.0 and "jumped 30.0 s" in why
+    short = [(float(t), t + 1.0, 1 << 20) for t in range(10)]
+    assert figures.clock_jumped(_Seen(short, ahead=0.0005)) is None
+    assert figures.clock_jumped(_Seen(short, ahead=5.0))[0] > 4.9    # ahead of its pongs
+    back = short[:5] + [(a - 3.0, b - 3.0, n) for a, b, n in short[5:]]
+    assert abs(figures.clock_jumped(_Seen(back))[0] - 3.0) < 1e-9    # an interval back
