@@ -35,6 +35,8 @@ _TC = "tests/faults/test_trust_client.py::"
 _LR = "tests/faults/test_server_logdir_removed.py::"
 _SR = "tests/faults/test_server_restart.py::"
 _CO = "tests/faults/test_client_outage.py::"
+_CJR = ("tests/faults/test_clock_step.py::"
+        "test_clock_jump_rule_spares_back_to_back_intervals_and_a_slow_drift")
 _CJ = ("tests/faults/test_clock_step.py::"
        "test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said")
 
@@ -2336,11 +2338,11 @@ MUTATIONS = [
     dict(id="clock-jump-ahead-unseen", file="diskbench/report/figures.py",
          old="        moved = max(moved, c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))",
          new="        pass",
-         tests=[_CJ + "[3600.0]"]),
+         tests=[_CJ + "[3600.0]", _CJR]),
     dict(id="clock-jump-back-unseen", file="diskbench/report/figures.py",
          old="            moved = max(moved, prev_end - a)",
          new="            pass",
-         tests=[_CJ + "[-3600.0]"]),
+         tests=[_CJ + "[-3600.0]", _CJR]),
     dict(id="clock-jump-exclusion-unsaid", file="diskbench/report/text.py",
          old="    return \"\".join(\"; without %s: %s\" % (e[\"client\"], e[\"why\"])",
          new="    return \"\".join(\"\" % ()",
