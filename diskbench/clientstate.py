@@ -117,6 +117,10 @@ class Client(object):
         # at its first write.
         self.plan, self.plan_sources = plan_values, plan_sources
         self.start_at = None
+        # True when the go this client was given is not known: it came before a
+        # server restart (or the re-render has no run facts), and go is not in
+        # perf.jsonl, so start_at None does not mean "started at once"
+        self.start_at_unknown = False
         self.started_at = None
         self.join_order = None        # 1: the first client to say hello
         # --verify (plan.resolve_verify) and what its read-backs said

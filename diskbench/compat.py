@@ -61,6 +61,18 @@ def as_bytes(s, encoding="utf-8"):
     return s.encode(encoding)
 
 
+def path_bytes(path):
+    """A file system path as the bytes the kernel gets: Python 3's str through
+    os.fsencode (undecodable bytes come back as they were), 2.7's unicode in
+    the file system's encoding (UTF-8 when it names none); bytes as they are.
+    How long a path really is (a unix socket's address has a byte limit)."""
+    if isinstance(path, binary_type):
+        return path
+    if PY2:
+        return path.encode(sys.getfilesystemencoding() or "utf-8")
+    return os.fsencode(path)
+
+
 def as_text(b, encoding="utf-8", errors="strict"):
     """Bytes to text (text passes through)."""
     if isinstance(b, text_type):

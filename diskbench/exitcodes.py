@@ -71,7 +71,9 @@ TABLE = (
     Code(SERVER_INCOMPLETE, "SERVER_INCOMPLETE", (SERVER, LAUNCH),
          "report written, but a client went away, failed, never finished, or never came "
          "(fewer than `--clients`); or not everything received is on disk (or records "
-         "acknowledged were lost with a removed `perf.jsonl`), or a client's stop summary "
+         "acknowledged were lost with a removed `perf.jsonl`, or `perf.jsonl` or "
+         "`server.log` was removed, replaced or cut before the report was done), or a "
+         "client's stop summary "
          "counts more than the server holds (the report's warnings say which); or a "
          "report file could not be written (said on stderr; with none written, the "
          "report is printed on stdout)",

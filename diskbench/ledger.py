@@ -169,6 +169,8 @@ class Ledger(Effects):
                               msg.type, msg.seq, msg.name)
                 return False
             client.recorded_seq = client.last_seq
+            # the go it had (and the start instant it carried) is no record
+            client.start_at_unknown = True
             self._unseen(client)
             client.recent.clear()     # replayed figures are not "now"
             self.restored += 1

@@ -34,6 +34,12 @@ _LA = "tests/test_launch.py::"
 _TC = "tests/faults/test_trust_client.py::"
 _LR = "tests/faults/test_server_logdir_removed.py::"
 _V6 = "tests/test_ipv6.py::"
+_SR = "tests/faults/test_server_restart.py::"
+_CO = "tests/faults/test_client_outage.py::"
+_CJR = ("tests/faults/test_clock_step.py::"
+        "test_clock_jump_rule_spares_back_to_back_intervals_and_a_slow_drift")
+_CJ = ("tests/faults/test_clock_step.py::"
+       "test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said")
 
 MUTATIONS = [
     dict(id="rejoin-grace-ignored", file="diskbench/server/liveness.py",
@@ -2424,4 +2430,75 @@ MUTATIONS = [
          new="        sock = socket.socket()\n        sock.settimeout(CONNECT_ATTEMPT_TIMEOUT_S)\n"
              "        sock.connect((self.host, self.port))\n",
          tests=[_V6 + "test_the_client_tries_every_address_of_a_name_ipv6_too"]),
+    # --- a non-ASCII --log-dir: the control socket's path is measured in the kernel's bytes ---
+    dict(id="ctl-path-length-as-utf8-text", file="diskbench/protocol/ctl.py", py2=True,
+         old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
+         new="    if len(path.encode(\"utf-8\", \"replace\")) <= SOCKET_PATH_MAX or \\",
+         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
+    dict(id="ctl-path-length-in-characters", file="diskbench/protocol/ctl.py",
+         old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
+         new="    if len(path) <= SOCKET_PATH_MAX or \\",
+         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
+    # --- after a server restart the synchronized start is unknown, never left out ---
+    dict(id="restored-start-instant-taken-as-known", file="diskbench/ledger.py",
+         old="            client.start_at_unknown = True\n",
+         new="",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    dict(id="unknown-synchronized-start-left-out", file="diskbench/report/figures.py",
+         old="    if not firsts and not unknown:\n        return None",
+         new="    if not firsts:\n        return None",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    dict(id="synchronized-start-not-in-html", file="diskbench/report/htmlout.py",
+         old="    sync = text_mod.synchronized_start_line(run)\n    if sync:",
+         new="    sync = text_mod.synchronized_start_line(run)\n    if False:",
+         tests=[_SR + "test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing"]),
+    # --- a client whose clock jumped is left out of cross-client timing, and it is said ---
+    dict(id="clock-jumped-client-in-the-aggregate", file="diskbench/report/build.py",
+         old="    timed = [c for c in view.clients if c.name not in jumped]",
+         new="    timed = list(view.clients)",
+         tests=[_CJ + "[3600.0]"]),
+    dict(id="clock-jump-ahead-unseen", file="diskbench/report/figures.py",
+         old="        moved = max(moved, c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))",
+         new="        pass",
+         tests=[_CJ + "[3600.0]", _CJR]),
+    dict(id="clock-jump-back-unseen", file="diskbench/report/figures.py",
+         old="            moved = max(moved, prev_end - a)",
+         new="            pass",
+         tests=[_CJ + "[-3600.0]", _CJR]),
+    dict(id="clock-jump-exclusion-unsaid", file="diskbench/report/text.py",
+         old="    return \"\".join(\"; without %s: %s\" % (e[\"client\"], e[\"why\"])",
+         new="    return \"\".join(\"\" % ()",
+         tests=[_CJ + "[3600.0]"]),
+    # --- undelivered: the client says the server may hold the ones it sent, and how to merge ---
+    dict(id="undelivered-sent-never-counted", file="diskbench/client/sender.py",
+         old="                    self.sent_ever = max(self.sent_ever, seq)\n",
+         new="",
+         tests=[_CO + "test_server_frozen_past_deliver_timeout_client_says_the_server_may_"
+                "hold_them"]),
+    dict(id="undelivered-may-hold-unsaid", file="diskbench/client/supervisor.py",
+         old="        where = self._save_undelivered(lines) + may_hold(",
+         new="        where = self._save_undelivered(lines) + 0 * may_hold(",
+         tests=[_CO + "test_server_frozen_past_deliver_timeout_client_says_the_server_may_"
+                "hold_them"]),
+    # --- perf.jsonl removed, replaced or cut while the report is written: said, exit 5 ---
+    dict(id="report-end-logs-unchecked", file="diskbench/server/finalreport.py",
+         old="    changed = master.recorder.files_changed()",
+         new="    changed = []",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0"]),
+    dict(id="report-end-perf-cut-unseen", file="diskbench/server/recorder.py",
+         old="                if size is not None and size < self.synced:",
+         new="                if False:",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0[cut]"]),
+    dict(id="report-end-change-not-exit-5", file="diskbench/server/finalreport.py",
+         old="    if (failed and code == exitcodes.OK) or changed:",
+         new="    if failed and code == exitcodes.OK:",
+         tests=[_LR + "test_perf_jsonl_changed_while_the_report_is_written_is_said_and_"
+                "never_exit_0[replaced]"]),
+    dict(id="clock-jump-drift-share-ignored", file="diskbench/report/figures.py",
+         old="    if jump <= max(CLOCK_JUMP_MIN_S, CLOCK_JUMP_SPAN_FRACTION * span):",
+         new="    if jump <= CLOCK_JUMP_MIN_S:",
+         tests=["tests/faults/test_clock_step.py::test_clock_jump_rule_spares_back_to_back_"
+                "intervals_and_a_slow_drift"]),
 ]

@@ -514,3 +514,52 @@ def test_a_flood_on_the_control_socket_is_logged_sparingly(procs, tmpdir):
     assert refused > len(lines)
     if any("busy" in a.decode("utf-8", "replace") for a in answers):
         assert "refused a connection" in " ".join(lines)
+
+
+def _non_ascii_log_dir(kind):
+    """A --log-dir (as this Python's argv gives it: bytes on 2.7, str on 3)
+    under a fresh short directory: ``utf8`` ('logs-\\xe9'), ``deep`` (its socket
+    path at most SOCKET_PATH_MAX characters but more bytes, so only a count in
+    bytes reaches it through /proc/self/fd), ``not-utf8`` (byte 0xe9 alone)."""
+    base = tempfile.mkdtemp(prefix="dbctl-")
+    if kind == "not-utf8":
+        name = b"logs-\xe9"
+    elif kind == "utf8":
+        name = u"logs-\xe9".encode("utf-8")
+    else:
+        chars = channel.SOCKET_PATH_MAX - 7 - len(base) - 2 - len(channel.SOCKET_NAME)
+        name = (u"\xe9" * chars).encode("utf-8")
+    path = os.path.join(base.encode("ascii"), name)
+    sock = os.path.join(path, channel.SOCKET_NAME.encode("ascii"))
+    if kind == "deep":
+        assert len(sock.decode("utf-8")) <= channel.SOCKET_PATH_MAX < len(sock)
+    return base, (path if isinstance(os.sep, bytes) else os.fsdecode(path))
+
+
+@pytest.mark.parametrize("kind", ["utf8", "deep", "not-utf8"])
+def test_ctl_server_and_client_with_a_non_ascii_log_dir(procs, tmpdir, kind):
+    """A --log-dir that is not ASCII (on 2.7 argv's bytes): the server binds
+    its control socket there, ctl reaches it (list, end), a real client with
+    such a log dir of its own runs, and the report is written there."""
+    base, logs = _non_ascii_log_dir(kind)
+    try:
+        server = _server(procs, logs, "--clients", "1")
+        assert stat.S_ISSOCK(os.lstat(os.path.join(logs, channel.SOCKET_NAME)).st_mode)
+        code, out, err = ctl(procs, logs, "list")
+        assert code == exitcodes.OK and "no client has said hello yet" in out, err
+        client = real_client(procs, tmpdir, server.port, "nonascii", duration=LONG_S,
+                             extra=["--log-dir", logs + "-client"])
+        _wait_started(server, "nonascii")
+        code, out, err = ctl(procs, logs, "list")
+        assert code == exitcodes.OK and "nonascii" in out, err
+        code, _, err = ctl(procs, logs, "end")
+        assert code == exitcodes.OK, err
+        assert server.wait_exit() == exitcodes.SERVER_INTERRUPTED, server.stderr()
+        assert _exit_within(client, STOPS_WITHIN_S) == exitcodes.CLIENT_INTERRUPTED
+        assert _client(server.report(), "nonascii")["state"] == "finished"
+        assert os.path.exists(os.path.join(logs, "report.html"))
+        code, _, err = ctl(procs, logs, "list")     # the server is gone: said, no crash
+        assert code == exitcodes.CTL_NO_SERVER and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in server.stderr()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -101,6 +101,7 @@ class Sender(object):
         self.next_seq = 1
         self.dropped = 0
         self.sent_upto = 0                  # highest seq written on this connection
+        self.sent_ever = 0                  # ... on any connection (the server may hold it)
         self.sock = None
         self.gen = 0                        # connection generation
         self.connects = 0
@@ -217,6 +218,13 @@ class Sender(object):
         """The wire lines the server has not acknowledged, in seq order."""
         with self.cond:
             return [line for _, _, line in self.buffer]
+
+    def unacked_sent(self):
+        """The seqs of the unacknowledged messages that were written to a
+        connection at least once, in order: the server may have received and
+        recorded them and been unable to say so (frozen, gone before its ack)."""
+        with self.cond:
+            return [seq for seq, _, _ in self.buffer if seq <= self.sent_ever]
 
     def _undelivered(self):
         """True while a message that needs an ack is buffered (lock held)."""
@@ -357,6 +365,7 @@ class Sender(object):
                     if gen != self.gen:
                         break
                     self.sent_upto = max(self.sent_upto, seq)
+                    self.sent_ever = max(self.sent_ever, seq)
                     self.due.pop(seq, None)
 
     def _connect_failed(self, exc, unresolvable=False):

@@ -734,7 +734,8 @@ class Supervisor(object):
         if sender.close(0) and sender.ack_beyond is None:
             return code
         lines = sender.unacked_lines()
-        where = self._save_undelivered(lines)
+        where = self._save_undelivered(lines) + may_hold(sender.unacked_sent(), len(lines),
+                                                         self.cfg.name)
         if sender.ack_beyond is not None:
             log.error("the server acknowledged seq %d, beyond our last seq %d (another "
                       "peer took our name?): not trusting its acks; %d messages kept; %s",
@@ -756,6 +757,20 @@ class Supervisor(object):
         except (IOError, OSError) as exc:
             return "and they could not be saved to %s (%s)" % (path, exc)
         return "they are saved, one JSON message per line, in %s" % path
+
+
+def may_hold(sent, total, name):
+    """What the undelivered line adds about the messages it names: which of
+    them the server may hold after all (``sent``: their seqs, sent but not
+    acknowledged), and how to merge without counting one twice."""
+    if not sent:
+        return "; none of them was ever sent, so the server holds none of them"
+    return ("; the server may still hold some of the %d of them that were sent but not "
+            "acknowledged (seq %d to %d; %d never sent): it may have written them without "
+            "being able to acknowledge them, so when merging this file with the server's "
+            "perf.jsonl, keep a line only if perf.jsonl has no record of client %s with "
+            "that seq (dedup by name and seq)" % (len(sent), sent[0], sent[-1],
+                                                 total - len(sent), name))
 
 
 def start_method_of(ctx):

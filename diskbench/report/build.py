@@ -226,8 +226,11 @@ def client_entry(c, guard=None):
         data_file_max_count=h.max_files, planned_run_s=c.plan["duration_s"],
         plan_source=dict(c.plan_sources), join_order=c.join_order,
         # the synchronized start: the instant its go carried (server clock; None:
-        # started at once) and its first write put on the server's clock
-        start_at_ts=c.start_at, first_write_ts=figures_mod.first_write_ts(c),
+        # started at once, or not known: start_at_known) and its first write put
+        # on the server's clock
+        start_at_ts=None if c.start_at_unknown else c.start_at,
+        start_at_known=not c.start_at_unknown,
+        first_write_ts=figures_mod.first_write_ts(c),
         state=c.state, state_why=c.reason,
         clock_offset_s=c.offset()[0],      # client clock minus server clock
         clock_offset_source=c.offset()[1],
@@ -317,7 +320,8 @@ FACTS_KEY = "report_facts"
 #: Per client, the clientstate.Client attributes kept in the facts: its plan as
 #: sent in go and where each setting came from, the start instant, its state
 #: and why, and what only the connections saw.
-CLIENT_FACTS = ("peer", "plan", "plan_sources", "start_at", "join_order", "state",
+CLIENT_FACTS = ("peer", "plan", "plan_sources", "start_at", "start_at_unknown",
+                "join_order", "state",
                 "reason", "duplicates", "reconnects", "went_away_count", "takeovers",
                 "seq_jumps", "notes", "texts_dropped")
 #: Of the run (clientstate.RunView attributes).
@@ -367,14 +371,20 @@ def build(view, run_start_ts, run_end_ts, run_label="", interrupted_by=None,
         latency_ms=dict([("p%d" % p, None) for p in figures_mod.PCTS] +
                         [("max", None), ("sample_count", None)]),
         cpu_bound_clients=[])
+    jumped = g("the clock jumps", figures_mod.clock_jumps, view.clients) or {}
+    timed = [c for c in view.clients if c.name not in jumped]
     agg = g("the aggregate", figures_mod.aggregate,
-            dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients))
+            dict((c.name, figures_mod.on_server_clock(c)) for c in timed))
     if agg is None:
         agg = figures_mod.aggregate({})
         agg["period_note"] = "could not be computed (see the server warnings)"
+    # left out of every figure timed across clients, and said (clock_jumped)
+    agg["excluded"] = [dict(client=name, clock_jump_s=jumped[name][0],
+                            why=jumped[name][1]) for name in sorted(jumped)]
     sizes = g("the figures by workload", figures_mod.by_chunk_size, clients,
               dict((c.name, c.hist) for c in view.clients),
-              dict((c.name, figures_mod.on_server_clock(c)) for c in view.clients)) or []
+              dict((c.name, figures_mod.on_server_clock(c)) for c in timed),
+              sorted(jumped)) or []
     rep = dict(
         report_format=REPORT_FORMAT,
         method=METHOD % dict(pcts="/".join("p%d" % p for p in figures_mod.PCTS),

@@ -233,7 +233,7 @@ def ranked_figures(names, spans, means):
                 for n in names), (lo, hi), None
 
 
-def by_chunk_size(clients, hists, spans=None):
+def by_chunk_size(clients, hists, spans=None, jumped=()):
     """Like for like: the clients that wrote, grouped by workload (WORKLOAD: the
     chunk size first, then every other setting that changes what is measured),
     smallest chunk first. Only clients that finished are ranked: one killed,
@@ -245,7 +245,8 @@ def by_chunk_size(clients, hists, spans=None):
     their ratio (the spread across hosts), and the p99 chunk latency of its
     ranked clients' histograms merged. ``clients``: report entries;
     ``hists``: {name: LatencyHistogram}; ``spans``: {name: perf intervals on the
-    server's clock}."""
+    server's clock}; ``jumped``: names left out of cross-client timing
+    (clock_jumped), never ranked (listed with ``clock_jumped``)."""
     spans = spans or {}
     groups = {}
     for e in clients:
@@ -258,7 +259,8 @@ def by_chunk_size(clients, hists, spans=None):
     for work in sorted(groups, key=_sort_key):
         members = groups[work]
         means = dict((e["client"], e["throughput_mib_s"]["mean"]) for e in members)
-        ranked = sorted(e["client"] for e in members if e.get("state") == st.FINISHED)
+        ranked = sorted(e["client"] for e in members if e.get("state") == st.FINISHED and
+                        e["client"] not in jumped)
         figures, window, why = ranked_figures(ranked, spans, means)
         merged = metrics.LatencyHistogram()
         for name in figures:
@@ -274,7 +276,8 @@ def by_chunk_size(clients, hists, spans=None):
             ranked_count=len(figures), ranked_mib_s=figures,
             window_start_ts=window and window[0], window_end_ts=window and window[1],
             window_s=window and window[1] - window[0], not_ranked_why=why,
-            not_ranked=[dict(client=e["client"], state=e["state"])
+            not_ranked=[dict(client=e["client"], state=e["state"],
+                             clock_jumped=e["client"] in jumped)
                         for e in sorted(members, key=lambda e: e["client"])
                         if e["client"] not in figures],
             mean_mib_s=mean_of(known), min_mib_s=min(known) if known else None,
@@ -314,19 +317,90 @@ def first_write_ts(c):
     return c.started_at - (c.offset()[0] or 0.0)
 
 
+#: Why a client's start instant is not known (synchronized_start's unknown_why).
+START_UNKNOWN_WHY = ("the go the server gave them is not in perf.jsonl and the server that "
+                     "gave it did not see the end of the run (it restarted, or was killed)")
+
+
 def synchronized_start(clients):
     """The clients that got the common start instant: how close their first
-    writes were to it and to each other (server clock), or None."""
-    firsts = [(c.start_at, first_write_ts(c)) for c in clients if c.start_at is not None]
+    writes were to it and to each other (server clock), or None when no client
+    got one. Clients whose go is not known (start_at_unknown: a server restart)
+    are counted apart, never taken for clients that started at once: with
+    none known, every figure of it is None (unknown)."""
+    firsts = [(c.start_at, first_write_ts(c)) for c in clients
+              if c.start_at is not None and not c.start_at_unknown]
+    unknown = sum(1 for c in clients if c.start_at_unknown)
     known = [w for _, w in firsts if w is not None]
-    if not firsts:
+    if not firsts and not unknown:
         return None
-    at = firsts[0][0]
-    return dict(start_at_ts=at, start_at_utc=utc(at), client_count=len(firsts),
-                first_write_known_count=len(known),
+    at = firsts[0][0] if firsts else None
+    return dict(start_at_ts=at, start_at_utc=None if at is None else utc(at),
+                client_count=len(firsts), first_write_known_count=len(known),
                 first_write_spread_ms=ms(max(known) - min(known)) if known else None,
                 first_write_late_max_ms=ms(max(abs(w - at) for w in known))
-                if known else None)
+                if known else None,
+                unknown_client_count=unknown,
+                unknown_why=START_UNKNOWN_WHY if unknown else None)
+
+
+#: A client whose clock moved against the server's during the run by more than
+#: this (a jump: a resumed VM, a clock stepped under the one diskbench keeps) is
+#: left out of every figure timed across clients (the all-writing aggregate, its
+#: window, first/last done, the ranking window): one offset cannot put both sides
+#: of the jump on the server's clock. Its own figures, timed on its monotonic
+#: clock, stand. Or CLOCK_JUMP_SPAN_FRACTION of its writing span, when that is
+#: more: a slow drift over a day's run moves its intervals by less than the
+#: run-to-run noise.
+CLOCK_JUMP_MIN_S = 1.0
+CLOCK_JUMP_SPAN_FRACTION = 0.01
+
+
+def clock_jump_s(c):
+    """(how far ``c``'s clock moved against the server's during the run, as far
+    as the server saw (s, 0.0: not at all), the length of its writing span on
+    its own clock): the spread of its pong offsets; its messages' send times
+    ahead of its pong offset by more than the round trip (a send time is never
+    ahead of the true offset: a jump forward after the pongs); a perf interval
+    beginning before the one before it ended (the writer's are back to back: a
+    jump back). One pass over its intervals."""
+    moved = 0.0
+    if c.offset_low is not None and c.offset_high is not None:
+        moved = max(moved, c.offset_high - c.offset_low)
+    if c.ping_offset_s is not None and c.clock_offset_s is not None:
+        moved = max(moved, c.clock_offset_s - c.ping_offset_s - (c.rtt_s or 0.0))
+    prev_end = lo = hi = None
+    for a, b, _ in c.intervals:
+        if prev_end is not None:
+            moved = max(moved, prev_end - a)
+            lo, hi = min(lo, a), max(hi, b)
+        else:
+            lo, hi = a, b
+        prev_end = b
+    return moved, (hi - lo if lo is not None else 0.0)
+
+
+def clock_jumps(clients):
+    """{name: (jump in s, why in words)} of the clients left out of
+    cross-client timing: their clock moved more than CLOCK_JUMP_MIN_S (or
+    CLOCK_JUMP_SPAN_FRACTION of their writing span)."""
+    out = {}
+    for c in clients:
+        said = clock_jumped(c)
+        if said:
+            out[c.name] = said
+    return out
+
+
+def clock_jumped(c):
+    """(jump in s, why in words) when ``c`` is left out of cross-client
+    timing (CLOCK_JUMP_MIN_S), else None."""
+    jump, span = clock_jump_s(c)
+    if jump <= max(CLOCK_JUMP_MIN_S, CLOCK_JUMP_SPAN_FRACTION * span):
+        return None
+    return jump, ("its clock jumped %.1f s against the server's during the run, so "
+                  "its intervals cannot be put on the server's clock; its own "
+                  "figures stand" % jump)
 
 
 def on_server_clock(c):

@@ -337,6 +337,9 @@ def _parts(rep, series):
                                esc(line))
     for w in run.get("server_warnings", ()):
         yield '<p class="warn">server warning: %s</p>' % esc(w)
+    sync = text_mod.synchronized_start_line(run)
+    if sync:
+        yield '<p class="small">%s</p>' % esc(sync)
     yield "</div>"
     for part in _clients_table(rep, colours):
         yield part

@@ -426,6 +426,8 @@ _FACT_RULES = dict(
     plan_sources=_Record(dict((k, protocol.Str(choices=PLAN_SOURCES))
                               for k in protocol.PLAN_FIELDS)),
     start_at=protocol.Optional(TS), join_order=OPT_COUNT, state=STATE,
+    # (not in run.json before 2026-12-07: absent, the start instant was known)
+    start_at_unknown=protocol.Optional(protocol.Bool()),
     reason=protocol.Optional(FACT_TEXT), duplicates=COUNT, reconnects=COUNT,
     went_away_count=COUNT, takeovers=COUNT, seq_jumps=COUNT, notes=_ListOf(FACT_TEXT),
     texts_dropped=COUNT)

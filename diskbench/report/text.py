@@ -38,6 +38,13 @@ def state_label(entry):
     return "unfinished" if entry["state"] in st.LIVE else entry["state"]
 
 
+def aggregate_without(agg):
+    """'; without NAME: why' for each client left out of the aggregate (its
+    clock jumped: figures.clock_jumped), or ''."""
+    return "".join("; without %s: %s" % (e["client"], e["why"])
+                   for e in agg.get("excluded") or ())
+
+
 def headline(rep):
     """The answer first: run length, clients by state, aggregate, slowest/fastest."""
     run, agg, clients = rep["run"], rep["aggregate"], rep["clients"]
@@ -52,11 +59,11 @@ def headline(rep):
         "exit code %s: %s" % (_f(run["exit_code"], "%d"), run["exit_meaning"]),
         "clients: %d (%s)" % (len(clients), states or "none came")]
     if agg["throughput_mib_s"] is not None:
-        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)" % (
+        lines.append("aggregate: %.1f MiB/s (%s: %s, %.1f s)%s" % (
             agg["throughput_mib_s"], metrics.AGGREGATE_LABEL,
-            count(agg["client_count"], "client"), agg["period_s"]))
+            count(agg["client_count"], "client"), agg["period_s"], aggregate_without(agg)))
     else:
-        lines.append("aggregate: - (%s)" % agg["period_note"])
+        lines.append("aggregate: - (%s)%s" % (agg["period_note"], aggregate_without(agg)))
     sizes = rep.get("by_chunk_size") or []
     for size in sizes[:HEADLINE_CHUNK_SIZES_MAX]:
         lines.append(chunk_size_line(size))
@@ -124,7 +131,11 @@ def chunk_size_line(size):
             "it against")
     else:
         body = "not ranked: %s" % (size.get("not_ranked_why") or "no figure known")
-    left = size.get("not_ranked") or []
+    jumped = [x["client"] for x in size.get("not_ranked") or () if x.get("clock_jumped")]
+    if jumped:
+        body += "; not ranked (its clock jumped, see the aggregate): %s" % ", ".join(
+            jumped[:NOT_RANKED_NAMED_MAX])
+    left = [x for x in size.get("not_ranked") or () if not x.get("clock_jumped")]
     if left:
         body += "; not ranked (did not finish): %s" % ", ".join(
             "%s (%s)" % (x["client"], state_label(x)) for x in left[:NOT_RANKED_NAMED_MAX])
@@ -240,6 +251,27 @@ def _section(lines, what, func, *args):
     lines.extend(part)
 
 
+def synchronized_start_line(run):
+    """The synchronized start in one line (report.txt, report.html), or None
+    when no client was given a start instant. A start instant the server did
+    not see (a restart) is said to be unknown, never left out."""
+    sync = run.get("synchronized_start")
+    if not sync:
+        return None
+    unknown = sync.get("unknown_client_count") or 0
+    why = "unknown for %s (%s)" % (count(unknown, "client"), sync.get("unknown_why") or
+                                   "not recorded")
+    if not sync["client_count"]:
+        return "synchronized start: %s" % why
+    return ("synchronized start at %s for %s: first writes (server "
+            "clock, %d known) within %s ms of each other, at most %s ms off "
+            "the instant%s" % (sync["start_at_utc"], count(sync["client_count"], "client"),
+                               sync["first_write_known_count"],
+                               _f(sync["first_write_spread_ms"], "%.1f"),
+                               _f(sync["first_write_late_max_ms"], "%.1f"),
+                               "; " + why if unknown else ""))
+
+
 def _text_header(rep):
     run = rep["run"]
     lines = ["run: %s -> %s (%s s)%s" % (
@@ -250,15 +282,9 @@ def _text_header(rep):
     if again:
         lines.append("re-rendered at %s from %s (python -m diskbench.report)" % (
             again["at_utc"], ", ".join(again["from_files"])))
-    sync = run.get("synchronized_start")
+    sync = synchronized_start_line(run)
     if sync:
-        lines.append("synchronized start at %s for %s: first writes (server "
-                     "clock, %d known) within %s ms of each other, at most %s ms off "
-                     "the instant" % (sync["start_at_utc"], count(sync["client_count"],
-                                                                  "client"),
-                                      sync["first_write_known_count"],
-                                      _f(sync["first_write_spread_ms"], "%.1f"),
-                                      _f(sync["first_write_late_max_ms"], "%.1f")))
+        lines.append(sync)
     cpu = run.get("server_cpu")
     if cpu:
         lines.append("server CPU: %s of one CPU over the run, %s in its busiest %s s, "
@@ -299,7 +325,9 @@ def _text_client(e):
             _plan_sources_text(e.get("plan_source")), utc(e["joined_ts"]),
             utc(e["started_ts"]), utc(e["stopped_ts"])),
         "  first write %s on the server's clock%s" % (
-            utc(e.get("first_write_ts")), "" if e.get("start_at_ts") is None else
+            utc(e.get("first_write_ts")), " (common start unknown: its go is not on "
+            "record)" if e.get("start_at_known") is False else
+            "" if e.get("start_at_ts") is None else
             " (common start %s, %s ms off it)" % (
                 utc(e["start_at_ts"]), _f(None if e.get("first_write_ts") is None else
                                           (e["first_write_ts"] - e["start_at_ts"]) * 1000.0,

@@ -88,12 +88,23 @@ def write(master, started, code):
                     "know them", RUN_MARKER, getattr(trouble, "strerror", trouble))
     rep = report_build.build(view, started, ended, **facts)
     written, failed = outputs.write_all(master.args.log_dir, rep)
-    if failed and code == exitcodes.OK:
-        # a report not on disk is no clean run: the files that could be
-        # written (or stdout) are made again saying so, with the code exited
-        code = exitcodes.SERVER_INCOMPLETE
-        facts.update(exit_code=code, exit_meaning=exitcodes.brief(code, exitcodes.SERVER))
-        warnings.append(unwritten_reports(failed))
+    # the logs it stands on, as written? (removed or replaced after the last
+    # batch, while the report was made, nothing else would see it)
+    changed = master.recorder.files_changed()
+    if changed:
+        say(prog_name("diskbench.server"), changed_logs(changed))
+    if (failed and code == exitcodes.OK) or changed:
+        # a report not on disk, or one whose logs are gone, is no clean run:
+        # the files that could be written (or stdout) are made again saying
+        # so, with the code exited
+        if code == exitcodes.OK:
+            code = exitcodes.SERVER_INCOMPLETE
+            facts.update(exit_code=code,
+                         exit_meaning=exitcodes.brief(code, exitcodes.SERVER))
+        if failed:
+            warnings.append(unwritten_reports(failed))
+        if changed:
+            warnings.append(changed_logs(changed))
         outputs.record_facts(master.args.log_dir, report_build.facts(
             view, started, ended, **facts))   # (said above if it cannot)
         rep = report_build.build(view, started, ended, **facts)
@@ -114,6 +125,16 @@ def write(master, started, code):
         master.console.outbox.flush(console_mod.OUTBOX_FLUSH_S)
     sys.stderr.flush()
     return code
+
+
+def changed_logs(changed):
+    """The report's warning (and stderr's line) for logs that are no longer
+    the files the server wrote when its report was done."""
+    return ("%s %s no longer the file%s the server wrote when its report was done: "
+            "the report's figures are from memory, and a re-render (python -m "
+            "diskbench.report) cannot give them back; leave the log dir alone until "
+            "the server has exited" % (" and ".join(changed), "is" if len(changed) == 1
+                                       else "are", "" if len(changed) == 1 else "s"))
 
 
 def unwritten_reports(failed):

@@ -651,6 +651,29 @@ class Recorder(object):
             return "replaced by another file"
         return None
 
+    def files_changed(self):
+        """Each log the report stands on (perf.jsonl, server.log) that is no
+        longer the file this recorder wrote at its path, with why: removed,
+        replaced (another inode), or perf.jsonl cut below what was synced
+        into it. One os.stat each, called once the report is written (never
+        per message): between the last batch and the end nothing else looks.
+        A file already found gone during the run is said by ``trouble``."""
+        said = []
+        for name in (PERF_LOG, SERVER_LOG):
+            if name in self.gone or name not in self.files:
+                continue
+            moved = self._moved(name)
+            if moved is None and name == PERF_LOG:
+                try:
+                    size = os.stat(os.path.join(self.log_dir, name)).st_size
+                except (IOError, OSError):
+                    size = None
+                if size is not None and size < self.synced:
+                    moved = "cut to %d of the %d bytes written" % (size, self.synced)
+            if moved:
+                said.append("%s (%s)" % (os.path.join(self.log_dir, name), moved))
+        return said
+
     def _check_log(self):
         """server.log gone from its path: opened again there (or before its
         next write); the lines that went to the removed file are lost."""

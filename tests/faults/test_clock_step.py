@@ -17,7 +17,7 @@ from diskbench import exitcodes
 from diskbench.compat import PY2
 from diskbench import protocol as P
 from tests import netns
-from tests.helpers import communicate, wait_until
+from tests.helpers import REPO, communicate, wait_until
 from tests.test_client_runs import client_args, of, records, start_server
 
 #: The client's planned run (s): long enough to have intervals both sides of the step.
@@ -100,3 +100,105 @@ def test_server_clock_step_mid_run_moves_no_figure_and_is_said(procs, tmpdir, by
     with open(os.path.join(slog, "report.txt")) as f:
         text = f.read()
     assert text.count("server's wall clock stepped 3600.0 s") == 1, text
+
+
+#: A client whose own kept clock (runclock.wall: every timestamp it sends)
+#: jumps ``DISKBENCH_TEST_KEPT_CLOCK_JUMP_S`` once the trigger file exists, in
+#: every one of its processes: what a clock that steps under the kept one (a VM
+#: whose monotonic clock leapt on resume, a host of another build) looks like
+#: to the server. Waits and deadlines (monotonic) are left alone.
+KEPT_CLOCK_JUMP = '''"""Test clock jump (tests/faults/test_clock_step.py): runclock.wall moved."""
+import os
+
+_by = float(os.environ.get("DISKBENCH_TEST_KEPT_CLOCK_JUMP_S") or 0)
+_trigger = os.environ.get("DISKBENCH_TEST_KEPT_CLOCK_JUMP_FILE")
+if _by and _trigger:
+    from diskbench import runclock as _rc
+    _wall, _wall_at = _rc.wall, _rc.wall_at
+
+    def _jumped(t):
+        return t + _by if os.path.exists(_trigger) else t
+    _rc.wall = lambda: _jumped(_wall())
+    _rc.wall_at = lambda mono: _jumped(_wall_at(mono))
+'''
+#: The jump: an hour, either way.
+JUMPS = [3600.0, -3600.0]
+
+
+def jump_env(tmpdir, by):
+    """(environment, trigger path): a client started with it has its kept
+    clock jump ``by`` seconds once the trigger file exists."""
+    site = tmpdir.mkdir("jump-site")
+    with open(str(site.join("sitecustomize.py")), "w") as f:
+        f.write(KEPT_CLOCK_JUMP)
+    trigger = str(tmpdir.join("jump-now"))
+    return {"PYTHONPATH": os.pathsep.join([str(site), REPO]), "DISKBENCH_TEST_KEPT_CLOCK_JUMP_S": repr(by),
+            "DISKBENCH_TEST_KEPT_CLOCK_JUMP_FILE": trigger}, trigger
+
+
+@pytest.mark.parametrize("by", JUMPS)
+def test_client_clock_jump_mid_run_is_left_out_of_cross_client_timing_and_said(
+        procs, tmpdir, by):
+    """Two real clients; one's clock jumps an hour mid-run (ahead or back). The server cannot
+    put that client's intervals on its own timeline (one offset does not fit
+    both sides of the jump), so the all-writing aggregate, its window and
+    first/last done are the other client's alone, and report.json, report.txt
+    and report.html say which client was left out and why; the jumper's own
+    figures (timed on its monotonic clock) are still reported."""
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "2")
+    env, trigger = jump_env(tmpdir, by)
+    jumper = procs.start(client_args(tmpdir, port, "jumper", str(tmpdir.mkdir("d1")),
+                                     duration=DURATION_S), env=env)
+    steady = procs.start(client_args(tmpdir, port, "steady", str(tmpdir.mkdir("d2")),
+                                     duration=DURATION_S))
+    wait_until(lambda: len(of(records(slog), P.PERF, "jumper")) >= 2, 30,
+               what="the jumper's first perf intervals")
+    open(trigger, "w").close()             # its clock jumps now, in all its processes
+    for proc in (jumper, steady):
+        out, err = communicate(proc, 60)
+        assert proc.returncode == exitcodes.OK, err
+    communicate(server, 60)
+    with open(os.path.join(slog, "report.json")) as f:
+        rep = json.load(f)
+    named = dict((c["client"], c) for c in rep["clients"])
+    assert named["jumper"]["state"] == "finished" and named["jumper"]["written_mib"] > 0
+    agg = rep["aggregate"]
+    assert agg["client_count"] == 1 and list(agg["per_client_mib_s"]) == ["steady"], agg
+    assert [e["client"] for e in agg["excluded"]] == ["jumper"], agg
+    assert "clock jumped" in agg["excluded"][0]["why"], agg
+    assert abs(agg["excluded"][0]["clock_jump_s"] - abs(by)) < 1.0, agg
+    assert agg["period_s"] and agg["period_s"] < DURATION_S + 2, agg
+    assert agg["first_done"]["client"] == agg["last_done"]["client"] == "steady"
+    for name in ("report.txt", "report.html"):
+        with open(os.path.join(slog, name)) as f:
+            text = " ".join(f.read().split())
+        assert "without jumper: its clock jumped 3600.0 s" in text, (name, text[:3000])
+
+
+class _Seen(object):
+    """What the server saw of one client's clock (clientstate.Client's fields)."""
+
+    def __init__(self, intervals, spread=None, ping=0.0, ahead=0.0, rtt=0.001):
+        self.intervals = intervals
+        self.offset_low, self.offset_high = (0.0, spread) if spread is not None else (
+            None, None)
+        self.ping_offset_s, self.clock_offset_s, self.rtt_s = ping, ahead, rtt
+
+
+def test_clock_jump_rule_spares_back_to_back_intervals_and_a_slow_drift():
+    """The rule behind the exclusion: a client's back-to-back intervals and
+    steady clock are never a jump; a drift under 1% of a long run is not
+    (it moves its intervals by less than the run-to-run noise); a jump over
+    CLOCK_JUMP_MIN_S either way is, with the size said."""
+    from diskbench.report import figures
+    day = [(float(t), t + 1.0, 1 << 20) for t in range(2000)]    # 2000 s, back to back
+    assert figures.clock_jumped(_Seen(day, spread=0.01)) is None
+    assert figures.clock_jumped(_Seen(day, spread=10.0)) is None   # 0.5% of the span
+    jump, why = figures.clock_jumped(_Seen(day, spread=30.0))
+    assert jump == 30.0 and "jumped 30.0 s" in why
+    short = [(float(t), t + 1.0, 1 << 20) for t in range(10)]
+    assert figures.clock_jumped(_Seen(short, ahead=0.0005)) is None
+    assert figures.clock_jumped(_Seen(short, ahead=5.0))[0] > 4.9    # ahead of its pongs
+    back = short[:5] + [(a - 3.0, b - 3.0, n) for a, b, n in short[5:]]
+    assert abs(figures.clock_jumped(_Seen(back))[0] - 3.0) < 1e-9    # an interval back

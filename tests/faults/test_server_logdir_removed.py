@@ -9,12 +9,14 @@ import os
 import re
 import shutil
 
+import pytest
+
 from diskbench import exitcodes
 from diskbench import protocol as P
 from diskbench.server import recorder as rec
 from tests.faults.test_server_restart import client_log, real_client
 from tests.faults.test_trust_ack import NOTICE_S, Probe, _seqs_on_disk
-from tests.helpers import communicate, free_port, read_jsonl, wait_until
+from tests.helpers import PatchedServer, communicate, free_port, read_jsonl, wait_until
 from tests.test_server_fakes import FakeClient, ServerProc, latency_sets, play_full_run
 
 #: Perf samples acked before the removal, and sent after it.
@@ -145,3 +147,63 @@ def test_perf_jsonl_replaced_by_a_directory_holds_everything_and_the_report_says
                      warnings), warnings
     assert "acknowledged as on disk were lost" not in warnings
     assert "Traceback" not in server.stderr()
+
+
+#: Run in the server before its main: the first time the report files are
+#: written (after the last batch: every record is on disk and acknowledged),
+#: perf.jsonl is removed, replaced by a copy (another inode, the same bytes) or
+#: cut (the same inode), as an operator's rm, cp+mv or truncate would do then.
+_AT_THE_REPORT = '''
+import os, shutil
+from diskbench import report as _report
+_write_all, _done = _report.write_all, []
+
+def _write_all_after_a_change(log_dir, rep, *args, **kw):
+    if not _done:
+        _done.append(1)
+        perf = os.path.join(log_dir, "perf.jsonl")
+        how = %r
+        if how == "removed":
+            os.unlink(perf)
+        elif how == "replaced":
+            shutil.copyfile(perf, perf + ".copy")
+            os.rename(perf + ".copy", perf)
+        else:
+            with open(perf, "r+b") as f:
+                f.truncate(os.path.getsize(perf) // 2)
+    return _write_all(log_dir, rep, *args, **kw)
+_report.write_all = _write_all_after_a_change
+'''
+#: What the server says of each change.
+CHANGED = {"removed": "removed or moved away", "replaced": "replaced by another file",
+           "cut": "cut to "}
+
+
+@pytest.mark.parametrize("how", sorted(CHANGED))
+def test_perf_jsonl_changed_while_the_report_is_written_is_said_and_never_exit_0(
+        procs, tmpdir, how):
+    """A clean run whose perf.jsonl is removed, replaced or cut after the last
+    batch, while the report is being written: nothing acks or writes after
+    that, so only the end's check sees it. The server says so in one line,
+    the report (rewritten) says it with exit code 5, and it exits
+    SERVER_INCOMPLETE, never 'every client finished'."""
+    logs = str(tmpdir.join("logs"))
+    perf = os.path.join(logs, rec.PERF_LOG)
+    server = ServerProc(PatchedServer(procs, _AT_THE_REPORT % how), logs,
+                        ["--clients", "1", "--quiet", "--idle-timeout", "0.3"])
+    client = FakeClient(server.port, "c")
+    play_full_run(client, latency_sets(1, 5, 4))
+    assert client.got(P.ACK)
+    client.close()
+    assert server.wait_exit() == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    err = server.stderr()
+    said = [line for line in err.splitlines() if "no longer the file" in line]
+    assert len(said) == 1 and "%s (%s" % (perf, CHANGED[how]) in said[0], err
+    assert "leave the log dir alone until the server has exited" in said[0]
+    rep = server.report()
+    assert rep["run"]["exit_code"] == exitcodes.SERVER_INCOMPLETE
+    assert any("%s (%s" % (perf, CHANGED[how]) in w
+               for w in rep["run"]["server_warnings"]), rep["run"]["server_warnings"]
+    text = " ".join(server.report_text().split())
+    assert "exit code 5" in text and "every client finished" not in text
+    assert "Traceback" not in err

@@ -40,6 +40,22 @@ def client_log(tmpdir, name):
         return f.read()
 
 
+def assert_start_instant_unknown(rep, text, names):
+    """The report (json, and ``text``: its text or html) says the synchronized
+    start of ``names`` is unknown: a server restart (or a re-render without
+    the server's facts) lost the go that carried it."""
+    sync = rep["run"]["synchronized_start"]
+    assert sync is not None, "the synchronized start is left out, not said unknown"
+    assert sync["unknown_client_count"] == len(names) and sync["client_count"] == 0
+    for key in ("start_at_ts", "start_at_utc", "first_write_spread_ms",
+                "first_write_late_max_ms"):
+        assert sync[key] is None, (key, sync[key])
+    for c in rep["clients"]:
+        assert c["start_at_known"] is False and c["start_at_ts"] is None, c["client"]
+    assert "synchronized start: unknown for %d clients (the go the server gave them is " \
+        "not in perf.jsonl" % len(names) in " ".join(text.split()), text[:3000]
+
+
 def assert_every_seq_once(records, names):
     """perf.jsonl holds 1..max of each client, each exactly once; returns per-client msgs."""
     per = dict((n, []) for n in names)
@@ -78,6 +94,10 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
     # its resume, though it writes report.json into the log dir
     code, out, err = procs.run(["-m", "diskbench.report", logs])
     assert code == exitcodes.OK and os.path.exists(os.path.join(logs, "report.json")), err
+    with open(os.path.join(logs, "report.json")) as f:
+        rerendered = json.load(f)
+    with open(os.path.join(logs, "report.txt")) as f:
+        assert_start_instant_unknown(rerendered, f.read(), names)  # go is not in perf.jsonl
     second = ServerProc(procs, logs, flags)
     for name, proc in clients.items():
         out, err = communicate(proc, 60)
@@ -111,6 +131,12 @@ def test_server_sigkill_and_restart_mid_run_loses_and_doubles_nothing(procs, tmp
         assert c["reconnect_count"] >= 1 and c["went_away_count"] == 0
     assert rep["totals"]["written_mib"] == mib(sum(
         m.bytes for m, _ in records if m.type == P.PERF))
+    # the start instant the killed server's go carried is not known to the
+    # second: shown unknown in every file, never left out or "started at once"
+    with open(os.path.join(logs, "report.html")) as f:
+        html = f.read()
+    for text in (second.report_text(), html):
+        assert_start_instant_unknown(rep, text, names)
     # the resumed run is the same run: its id and start time, not fresh ones
     assert rep["run"]["label"] == first_run["run_id"] and rep["rerendered"] is None
     assert rep["run"]["start_ts"] == first_run["started_ts"]
