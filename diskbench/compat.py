@@ -67,6 +67,27 @@ def as_text(b, encoding="utf-8", errors="strict"):
     return b.decode(encoding, errors)
 
 
+def fs_bytes(path):
+    """``path`` as the bytes the kernel gets for it: 2.7's paths from argv are
+    already bytes (a unicode one is encoded with the file system's encoding);
+    3's str paths are encoded as ``os.fsencode`` does (undecodable bytes come
+    back as they were)."""
+    if isinstance(path, binary_type):
+        return path
+    if PY2:
+        return path.encode(sys.getfilesystemencoding() or "utf-8", "replace")
+    return os.fsencode(path)
+
+
+def native_arg(value):
+    """A word for another program's command line as this interpreter's argv
+    holds one: on 2.7 bytes (text, e.g. from a hosts file, as UTF-8), so it
+    never meets argv's non-ASCII bytes in one string; on 3 as it is."""
+    if PY2 and isinstance(value, text_type):
+        return value.encode("utf-8")
+    return value
+
+
 # --- constant-time comparison (hmac.compare_digest is 2.7.7+) ---------------
 def _compare_digest_fallback(a, b):
     """Compare two byte strings in time that depends only on their length."""

@@ -10,7 +10,7 @@ import re
 import socket
 
 from diskbench.cli import printable
-from diskbench.compat import shell_quote
+from diskbench.compat import native_arg, shell_quote
 
 #: Tried in this order on a host when neither --python nor python= says which one.
 DEFAULT_PYTHONS = ("python3", "python", "python2")
@@ -172,10 +172,13 @@ def remote_command(host, client_flags, server_addr, python=None, remote_env=()):
     directory = host.directory or client_flags[-1]
     if host.name:
         flags += ["--name", host.name]
-    words = ["-m", "diskbench.client", "--server", server_addr] + flags + [directory]
-    pythons = [host.python or python] if (host.python or python) else list(DEFAULT_PYTHONS)
+    # one kind of string on 2.7: argv's bytes beside the hosts file's text
+    words = [native_arg(w) for w in
+             ["-m", "diskbench.client", "--server", server_addr] + flags + [directory]]
+    pythons = [native_arg(p) for p in
+               ([host.python or python] if (host.python or python) else DEFAULT_PYTHONS)]
     lines = ["export %s=%s" % (name, shell_quote(value))
-             for name, value in (item.split("=", 1) for item in remote_env)]
+             for name, value in (native_arg(item).split("=", 1) for item in remote_env)]
     lines += [
         "for py in %s; do" % " ".join(shell_quote(p) for p in pythons),
         '  if command -v "$py" >/dev/null 2>&1 && "$py" -c "import diskbench" '
@@ -202,7 +205,7 @@ def ssh_argv(args, host, command):
         argv += ["-p", str(host.port)]
     if host.user:
         argv += ["-l", host.user]
-    return argv + ["--", host.address, command]
+    return [native_arg(w) for w in argv + ["--", host.address, command]]
 
 
 def default_server_host(args):

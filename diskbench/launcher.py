@@ -18,7 +18,7 @@ import time
 
 from diskbench import exitcodes, protocol
 from diskbench.cli import printable
-from diskbench.compat import PY2, monotonic, new_session, write_line
+from diskbench.compat import PY2, monotonic, native_arg, new_session, write_line
 from diskbench.launchargs import (REMOTE_NOT_FOUND, default_server_host, is_loopback,
                                   join_host_port, remote_command, ssh_argv)
 from diskbench.report import build as report_build
@@ -103,7 +103,10 @@ def _secret_flags(server_flags):
 
 
 def _safe_label(text):
-    return re.sub(r"[^A-Za-z0-9._@-]", "_", text)[:80]
+    """``text`` as a file name part of ASCII letters, digits and ``._@-``, as
+    the native str: joined to a 2.7 --log-dir of non-ASCII bytes, a unicode
+    part would make the join decode them as ASCII (a traceback)."""
+    return str(re.sub(r"[^A-Za-z0-9._@-]", "_", text)[:80])
 
 
 class Launcher(object):
@@ -247,6 +250,7 @@ class Launcher(object):
         argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
                 self.args.log_dir] + _secret_flags(self.server_flags) + [
             "not-coming", host.label, "--why", (host.why or "")[:protocol.TEXT_MAX_CHARS]]
+        argv = [native_arg(w) for w in argv]
         try:
             ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, close_fds=True)

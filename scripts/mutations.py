@@ -2302,4 +2302,27 @@ MUTATIONS = [
          new="        if True:",
          tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
                 "goes_on"]),
+    # --- a non-ASCII path on 2.7 (argv bytes beside text): no traceback anywhere ---
+    dict(id="ctl-socket-path-decoded-as-ascii", file="diskbench/protocol/ctl.py",
+         old="    if len(fs_bytes(path)) <= SOCKET_PATH_MAX or \\\n",
+         new="    if len(path.encode(\"utf-8\", \"replace\")) <= SOCKET_PATH_MAX or \\\n",
+         py2=True,
+         tests=["tests/faults/test_nonascii_paths.py::test_non_ascii_log_dir_server_ctl_"
+                "client_report_and_compare"]),
+    dict(id="compare-paths-as-argv-bytes", file="diskbench/report/__main__.py",
+         old="compare_mod.compare_runs(reps, [printable(p) for p in args.runs])",
+         new="compare_mod.compare_runs(reps, args.runs)",
+         py2=True,
+         tests=["tests/faults/test_nonascii_paths.py::test_non_ascii_log_dir_server_ctl_"
+                "client_report_and_compare"]),
+    dict(id="launch-log-label-unicode", file="diskbench/launcher.py",
+         old="    return str(re.sub(r\"[^A-Za-z0-9._@-]\", \"_\", text)[:80])",
+         new="    return (re.sub(r\"[^A-Za-z0-9._@-]\", \"_\", text)[:80])",
+         py2=True,
+         tests=["tests/test_launch.py::test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
+    dict(id="launch-remote-words-mixed-kinds", file="diskbench/launchargs.py",
+         old="    words = [native_arg(w) for w in\n",
+         new="    words = [w for w in\n",
+         py2=True,
+         tests=["tests/test_launch.py::test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
 ]

@@ -302,6 +302,27 @@ def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
     assert os.path.exists(os.path.join(log_dir, "launch-3-unreachable-host.log"))
 
 
+def test_fake_ssh_run_with_a_non_ascii_log_dir_and_host(tmpdir, tag):
+    """--log-dir /.../journaux-e-acute and a host line that is not ASCII: on 2.7 the path is
+    bytes from argv, the host's label text; the run completes, the dead host is told
+    to the server, and nothing raises (the server's control socket, the per-host log
+    files, ctl not-coming)."""
+    from diskbench.compat import PY2
+    name = u"journaux-\u00e9"
+    log_dir = os.path.join(str(tmpdir), name.encode("utf-8") if PY2 else name)
+    hosts = tmpdir.join("hosts")
+    hosts.write_binary(u"fake1 name=a\nunreachable-h\u00f4te\n".encode("utf-8"))
+    code, out, err = run_launch(launch_argv(str(hosts), log_dir, str(tmpdir.mkdir("d")),
+                                            tag), tag, fake_ssh_dir(tmpdir))
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
+    assert "Traceback" not in err + out, err
+    assert u"told the server that unreachable-h\u00f4te will not come: " in err, err
+    rows = summary_rows(out)
+    assert rows["fake1"][:1] == ("0",), out
+    data = report(log_dir)
+    assert [(c["client"], c["state"]) for c in data["clients"]] == [("a", "finished")]
+
+
 #: A --start-timeout far beyond the test's deadline (RUN_TIMEOUT_S): a run that waited
 #: for it could not end in time.
 LARGE_START_TIMEOUT_S = 600
@@ -584,10 +605,14 @@ def test_real_ssh_two_hosts_and_one_closed_port(tmpdir, tag, sshd):
                                 "127.0.0.1:%d name=nobody\n" % (port, d1, port, closed))
     log_dir = str(tmpdir.join("logs"))
     code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag, extra=options), tag)
-    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)
+    # the server, told the closed port's host will not come, completes with the two
+    # (exit 0); a host's ssh failed: the launcher's 20
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
     failed = [line for line in err.splitlines() if ":%d" % closed in line]
-    assert len(failed) == 1 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
+    assert len(failed) == 2 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
         "127.0.0.1 port %d: Connection refused" % (closed, closed) in failed[0], err
+    assert failed[1].startswith("diskbench launch: told the server that 127.0.0.1:%d "
+                                "will not come: " % closed), err
     rows = summary_rows(out)
     assert rows["127.0.0.1:%d" % port][0] == "0", out
     assert rows["root@127.0.0.1:%d" % port][0] == "0", out

@@ -13,6 +13,7 @@ from its client and server), so neither imports the other.
 import os
 
 from diskbench import exitcodes
+from diskbench.compat import fs_bytes
 from diskbench.protocol.catalogue import _BYTES, _NAME, _SECONDS, _TEXT, SPECS
 from diskbench.protocol.fields import Int, Num, Optional, Str
 
@@ -65,7 +66,7 @@ def unix_op(sock, op, path):
     """``sock.bind(path)`` or ``sock.connect(path)`` (``op``), also for a path
     longer than a unix socket address may be: then through the directory
     opened as /proc/self/fd/N (Linux), so a deep --log-dir still has ctl."""
-    if len(path.encode("utf-8", "replace")) <= SOCKET_PATH_MAX or \
+    if len(fs_bytes(path)) <= SOCKET_PATH_MAX or \
             not os.path.isdir(PROC_FD_DIR):
         return getattr(sock, op)(path)
     fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
