@@ -250,6 +250,8 @@ class Launcher(object):
         argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
                 self.args.log_dir] + _secret_flags(self.server_flags) + [
             "not-coming", host.label, "--why", (host.why or "")[:protocol.TEXT_MAX_CHARS]]
+        if host.client:   # one that said hello came: the server keeps counting it
+            argv += ["--client", host.client]
         argv = [native_arg(w) for w in argv]
         try:
             ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,

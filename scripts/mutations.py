@@ -2325,4 +2325,15 @@ MUTATIONS = [
          new="    words = [w for w in\n",
          py2=True,
          tests=["tests/test_launch.py::test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
+    # --- a host whose client said hello, then died: still counted (go waits for the rest) ---
+    dict(id="not-coming-lowers-a-client-that-came", file="diskbench/server/go.py",
+         old="            if client is not None and client in self.clients:",
+         new="            if False:",
+         tests=["tests/test_launch.py::test_fake_ssh_host_whose_client_said_hello_then_"
+                "died_still_counts"]),
+    dict(id="launch-not-coming-names-no-client", file="diskbench/launcher.py",
+         old="        if host.client:   # one that said hello came: the server keeps counting it",
+         new="        if False:",
+         tests=["tests/test_launch.py::test_fake_ssh_host_whose_client_said_hello_then_"
+                "died_still_counts"]),
 ]

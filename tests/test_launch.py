@@ -55,6 +55,24 @@ if [ -n "$FAKE_SSH_WAIT_HOST" ] && [ "$host" = "$FAKE_SSH_WAIT_HOST" ]; then
     sleep "$FAKE_SSH_WAIT_POLL_S"
   done
 fi
+# the host $FAKE_SSH_DIE_HOST: its client is killed (kill -9) once $FAKE_SSH_DIE_FILE
+# holds $FAKE_SSH_DIE_TEXT, and its ssh ends as on a dropped connection (255)
+if [ -n "$FAKE_SSH_DIE_HOST" ] && [ "$host" = "$FAKE_SSH_DIE_HOST" ]; then
+  setsid /bin/sh -c "$*" &   # its own process group: the client's whole tree
+  client=$!
+  n=0
+  until grep -qF -- "$FAKE_SSH_DIE_TEXT" "$FAKE_SSH_DIE_FILE" 2>/dev/null; do
+    n=$((n + 1))
+    if [ "$n" -gt "$FAKE_SSH_WAIT_POLLS" ]; then
+      kill -9 -$client; echo "fake ssh: $FAKE_SSH_DIE_FILE never said $FAKE_SSH_DIE_TEXT" >&2
+      exit 99
+    fi
+    sleep "$FAKE_SSH_WAIT_POLL_S"
+  done
+  kill -9 -$client
+  echo "Connection to $host closed by remote host." >&2
+  exit 255
+fi
 case "$host" in
   unreachable*) echo "ssh: connect to host $host port 22: Connection refused" >&2; exit 255;;
   exit-*) code=${host#exit-}; exit "${code%%-*}";;       # exit-N[-x]: exits N, no output
@@ -477,6 +495,43 @@ def gate(host, path, text):
     return {"FAKE_SSH_WAIT_HOST": host, "FAKE_SSH_WAIT_FILE": path,
             "FAKE_SSH_WAIT_TEXT": text, "FAKE_SSH_WAIT_POLL_S": str(GATE_POLL_S),
             "FAKE_SSH_WAIT_POLLS": str(int(GATE_WAIT_S / GATE_POLL_S))}
+
+
+def dies(host, path, text):
+    """The environment that kills ``host``'s client (kill -9) once file ``path`` holds
+    ``text``, its fake ssh then ending with 255 (a dropped connection)."""
+    return {"FAKE_SSH_DIE_HOST": host, "FAKE_SSH_DIE_FILE": path, "FAKE_SSH_DIE_TEXT": text,
+            "FAKE_SSH_WAIT_POLL_S": str(GATE_POLL_S),
+            "FAKE_SSH_WAIT_POLLS": str(int(GATE_WAIT_S / GATE_POLL_S))}
+
+
+def test_fake_ssh_host_whose_client_said_hello_then_died_still_counts(tmpdir, tag):
+    """Host dying1's client says hello, then dies with its ssh (255) before go; host
+    late3 starts only once the server has heard of dying1's end. The launcher tells
+    the server (ctl not-coming, naming the client), which must not wait for one client
+    fewer: its client came (it is counted among those present), and go sent then would
+    leave late3 out of the common start. The report says it went away, not that its
+    host never came, and counts the 3 clients expected."""
+    hosts = write_hosts(tmpdir, "dying1 name=a\nok2 name=b\nlate3 name=c\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
+                       extra=["--heartbeat-timeout", "2", "--rejoin-grace", "1"])
+    argv[argv.index("--start-timeout") + 1] = str(LARGE_START_TIMEOUT_S)
+    server_log = os.path.join(log_dir, "server.log")
+    env = gate("late3", server_log, "host dying1")
+    env.update(dies("dying1", server_log, "client a joined"))
+    code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir), env_extra=env)
+    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)   # a went away
+    assert "Traceback" not in err
+    rows = summary_rows(out)
+    assert rows["dying1"][0] == "255" and rows["ok2"][0] == rows["late3"][0] == "0", out
+    data = report(log_dir)
+    states = dict((c["client"], c["state"]) for c in data["clients"])
+    assert states == {"a": "went away", "b": "finished", "c": "finished"}, states
+    assert data["run"]["expected_client_count"] == 3, data["run"]
+    assert not [w for w in data["run"]["server_warnings"] if "will not come" in w]
+    starts = [c.get("start_at_ts") for c in data["clients"] if c["client"] in "bc"]
+    assert starts[0] is not None and starts[0] == starts[1], starts   # one common start
 
 
 @pytest.mark.parametrize("first", ["not-coming", "hello"])
