@@ -2336,4 +2336,10 @@ MUTATIONS = [
          new="        if False:",
          tests=["tests/test_launch.py::test_fake_ssh_host_whose_client_said_hello_then_"
                 "died_still_counts"]),
+    # --- finished clients no window ranks are never named as ones that did not finish ---
+    dict(id="not-ranked-names-finished-clients", file="diskbench/report/figures.py",
+         old="                        if e[\"client\"] not in ranked],",
+         new="                        if e[\"client\"] not in figures],",
+         tests=["tests/test_like_for_like.py::test_like_for_like_finished_clients_that_"
+                "never_overlapped_are_not_called_unfinished"]),
 ]
