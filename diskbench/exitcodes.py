@@ -103,7 +103,8 @@ TABLE = (
          "server, it has no secret while the client has one, it refused us (version, "
          "secret, limits), results could not be delivered by the end of "
          "`--deliver-timeout` (saved in `client-NAME.undelivered.jsonl`), or it "
-         "acknowledged a seq we never sent",
+         "acknowledged a seq we never sent; also at start, when this host's clock is "
+         "before 1970 (a server refuses every message stamped so)",
          "server unreachable or refused it, or results undelivered"),
     Code(CLIENT_DISK_ERROR, "CLIENT_DISK_ERROR", (CLIENT,),
          "the writer (or the start-up calibration) hit a disk error (ENOSPC, EIO, ...) and "

@@ -2342,4 +2342,10 @@ MUTATIONS = [
          new="                        if e[\"client\"] not in figures],",
          tests=["tests/test_like_for_like.py::test_like_for_like_finished_clients_that_"
                 "never_overlapped_are_not_called_unfinished"]),
+    # --- a host clock no message can carry: the client says so at start ---
+    dict(id="client-clock-before-1970-unchecked", file="diskbench/client/__main__.py",
+         old="    checks.check_clock()\n    checks.check_directory(directory)",
+         new="    checks.check_directory(directory)",
+         tests=["tests/faults/test_clock_step.py::test_client_whose_clock_is_before_1970_"
+                "says_so_at_start"]),
 ]

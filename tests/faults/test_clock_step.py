@@ -10,6 +10,7 @@ run has started. The monotonic clock is left alone, as the kernel does.
 """
 import json
 import os
+import time
 
 import pytest
 
@@ -100,3 +101,39 @@ def test_server_clock_step_mid_run_moves_no_figure_and_is_said(procs, tmpdir, by
     with open(os.path.join(slog, "report.txt")) as f:
         text = f.read()
     assert text.count("server's wall clock stepped 3600.0 s") == 1, text
+
+
+#: A clock this far behind the server's reads before 1970 (about 63 years back).
+BEFORE_1970_S = -2e9
+#: A refusal at start must come well before the client's --connect-timeout (5 s in
+#: client_args) would have run out waiting for an answer that never comes.
+REFUSAL_S = 4.0
+
+
+def test_client_whose_clock_is_before_1970_says_so_at_start(procs, tmpdir):
+    """A host whose clock reads before 1970 (no message can carry such a time: the
+    server drops its hello without a word) is refused by the client itself at start,
+    in one line naming the fix and exit 13, at once: it used to say hello, hear
+    nothing, and after --connect-timeout blame the server ("not a diskbench server,
+    or a stuck one; check --server"). The server sees no stranger's line, and the
+    run goes on with the client whose clock is right."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    env = netns.clock_shift_env(tmpdir.mkdir("site"), BEFORE_1970_S)
+    began = time.time()
+    proc = procs.start(client_args(tmpdir, port, "past", data), env=env)
+    out, err = communicate(proc, 60)
+    took = time.time() - began
+    assert proc.returncode == exitcodes.CLIENT_SERVER, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "clock says" in lines[0] and "before 1970" in lines[0] and \
+        "set the clock" in lines[0], err
+    assert "not a diskbench server" not in err and "Traceback" not in err
+    assert took < REFUSAL_S, took
+    out, err = communicate(procs.start(client_args(tmpdir, port, "now", data)), 60)
+    communicate(server, 60)
+    with open(os.path.join(slog, "report.json")) as f:
+        rep = json.load(f)
+    assert [(c["client"], c["state"]) for c in rep["clients"]] == [("now", "finished")]
+    assert not rep["rejected_messages"], rep["rejected_messages"]
