@@ -2348,4 +2348,15 @@ MUTATIONS = [
          new="    checks.check_directory(directory)",
          tests=["tests/faults/test_clock_step.py::test_client_whose_clock_is_before_1970_"
                 "says_so_at_start"]),
+    # --- a client the server stopped before it wrote a byte is no finished client ---
+    dict(id="server-stop-unwritten-is-finished", file="diskbench/effects.py",
+         old="        elif msg.reason == protocol.STOP_SERVER and not wrote(client, msg):",
+         new="        elif False:",
+         tests=["tests/test_control.py::test_ctl_stop_before_go_fails_the_client_it_never_"
+                "wrote"]),
+    dict(id="wrote-ignores-the-start", file="diskbench/effects.py",
+         old="    return client.start is not None and bool(stop.bytes_written or client.perf_bytes)",
+         new="    return True",
+         tests=["tests/test_server_units.py::test_registry_stop_by_client_signal_is_failed_"
+                "and_by_server_is_finished"]),
 ]
