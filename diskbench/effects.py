@@ -223,10 +223,20 @@ class Effects(object):
             return
         if client.rtt_s is None or rtt < client.rtt_s:
             client.rtt_s, client.ping_offset_s = rtt, offset
+            band = client.offset_band_rtt_s
+            if band is not None and band > 2 * rtt + PING_RTT_SLACK_S:
+                # the spread so far holds pongs of slower round trips than the
+                # band now admits (a congested link or a busy server at the
+                # start: each such offset is off by up to half its round trip):
+                # it starts again from this one, or it would call their error drift
+                client.offset_low = client.offset_high = None
+                client.offset_band_rtt_s = None
+                client.drift_warned = False
         if rtt <= 2 * client.rtt_s + PING_RTT_SLACK_S:
             low, high = client.offset_low, client.offset_high
             client.offset_low = offset if low is None else min(low, offset)
             client.offset_high = offset if high is None else max(high, offset)
+            client.offset_band_rtt_s = max(rtt, client.offset_band_rtt_s or 0.0)
             drift = client.offset_high - client.offset_low
             if drift > CLOCK_DRIFT_WARN_S and not client.drift_warned:
                 client.drift_warned = True
