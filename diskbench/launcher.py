@@ -370,6 +370,8 @@ class Launcher(object):
         return isinstance(clients, list) and not clients
 
     def exit_code(self, server_code):
+        if server_code < 0:     # killed by a signal: no report (said by run)
+            return exitcodes.SERVER_INCOMPLETE
         if self.no_host or self.no_client_came():
             return exitcodes.LAUNCH_NO_HOST
         if server_code != 0:
@@ -399,6 +401,14 @@ class Launcher(object):
             if code == exitcodes.LAUNCH_NO_HOST:
                 self.warn("no client ran on any host (each host's line above says why): "
                           "the server's run ended with none")
+            if server_code < 0:
+                self.warn("the server was killed by signal %d before it wrote a report: "
+                          "its perf.jsonl holds every message it acknowledged; "
+                          "python -m diskbench.report %s writes the report from it"
+                          % (-server_code, self.args.log_dir))
+                self.say("diskbench launch: exit %d (server killed by signal %d)"
+                         % (code, -server_code))
+                return code
             self.say("diskbench launch: exit %d (server exit %d)" % (code, server_code))
             return code
         finally:

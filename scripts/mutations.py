@@ -2365,4 +2365,10 @@ MUTATIONS = [
          new="            if False:",
          tests=["tests/faults/test_clock_step.py::test_a_slow_first_round_trip_is_not_"
                 "reported_as_clock_drift"]),
+    # --- a server killed by a signal: the launcher's exit is a documented code ---
+    dict(id="launch-passes-a-signal-exit-on", file="diskbench/launcher.py",
+         old="        if server_code < 0:     # killed by a signal: no report (said by run)",
+         new="        if False:",
+         tests=["tests/test_launch.py::test_server_killed_mid_run_is_one_line_and_a_"
+                "documented_exit"]),
 ]
