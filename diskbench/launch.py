@@ -25,7 +25,8 @@ import sys
 from diskbench import DEFAULT_PORT, __version__, exitcodes
 from diskbench.cli import DEFAULT_LOG_DIR, host_name, port, printable, prog_name, seconds
 from diskbench.compat import write_line
-from diskbench.launchargs import DEFAULT_PYTHONS, Usage, parse_hosts, split_argv
+from diskbench.launchargs import (DEFAULT_PYTHONS, Usage, check_shared_name, parse_hosts,
+                                  split_argv)
 from diskbench.launcher import Launcher
 
 PROG = prog_name("diskbench.launch")
@@ -111,6 +112,7 @@ def main(argv=None):
             raise Usage("cannot read the hosts file %s: %s" % (
                 printable(args.hosts), printable(getattr(exc, "strerror", None) or exc)))
         hosts = parse_hosts(text, args.hosts)
+        check_shared_name(hosts, client_flags)
         if args.server_host:
             try:
                 args.server_host = host_name(args.server_host)

@@ -148,17 +148,33 @@ def split_argv(parser, argv):
 def check_client_flags(flags):
     """Refuse client flags the client would refuse, here, before any ssh: parsed by the
     client's own parser (the hosts run the same diskbench). Where that parser cannot be
-    had, the hosts' clients say it themselves (exit 2 in the table)."""
+    had, the hosts' clients say it themselves (exit 2 in the table). Returns the parsed
+    flags (None without the parser)."""
     try:
         from diskbench.client.__main__ import build_parser as client_parser
         parser = client_parser()
     except Exception:  # noqa: BLE001 - a refactored client: its own check still runs on the hosts
-        return
+        return None
 
     def error(message):
         raise Usage("client flags after --: %s" % message)
     parser.error = error
-    parser.parse_args(list(flags))
+    return parser.parse_args(list(flags))
+
+
+def check_shared_name(hosts, client_flags):
+    """A --name among the client flags names the client of every host without a name=
+    alike: the server takes the first and refuses the others (and a refused one that
+    said its name is no host that never came). Usage when two or more hosts would
+    share it."""
+    parsed = check_client_flags(client_flags)
+    shared = getattr(parsed, "name", None)
+    unnamed = [h for h in hosts if not h.name]
+    if shared is not None and len(unnamed) > 1:
+        raise Usage("--name %s after -- names the client of %d hosts alike, and the "
+                    "server takes only the first: give each host its own name= in the "
+                    "hosts file, or drop --name (each client then makes a unique one)"
+                    % (printable(shared), len(unnamed)))
 
 
 def remote_command(host, client_flags, server_addr, python=None, remote_env=()):

@@ -2371,4 +2371,10 @@ MUTATIONS = [
          new="        if False:",
          tests=["tests/test_launch.py::test_server_killed_mid_run_is_one_line_and_a_"
                 "documented_exit"]),
+    # --- one --name for every host is refused before any ssh ---
+    dict(id="launch-shared-client-name-allowed", file="diskbench/launch.py",
+         old="        check_shared_name(hosts, client_flags)\n",
+         new="",
+         tests=["tests/test_launch.py::test_a_name_for_every_host_in_the_client_flags_is_"
+                "refused"]),
 ]

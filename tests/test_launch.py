@@ -235,6 +235,30 @@ def test_bad_command_line_is_one_line_and_exit_2(tmpdir, argv, words):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("hosts_text, ok", [
+    ("node1\nnode2\n", False), ("node1 name=a\nnode2\nnode3\n", False),
+    ("node1 name=a\nnode2\n", True), ("node1\n", True)])
+def test_a_name_for_every_host_in_the_client_flags_is_refused(tmpdir, tag, hosts_text, ok):
+    """-- --name X gives every host without a name= the same client name: the server
+    would take the first and refuse the rest (each host then neither came nor was
+    counted out). Refused at once, one line, exit 2, when two hosts would share it;
+    with one such host it is that host's name (here the fake ssh is never reached:
+    the hosts do not exist, so the run ends with none)."""
+    hosts = write_hosts(tmpdir, hosts_text)
+    argv = [sys.executable, "-m", "diskbench.launch", "--hosts", hosts, "--port", "0",
+            "--server-host", "127.0.0.1", "--log-dir", str(tmpdir.join("logs")), "--ssh",
+            "/nonexistent/ssh", "--", "--name", "same", "/tmp"]
+    code, out, err = run_launch(argv, tag)
+    assert "Traceback" not in err
+    if ok:
+        assert code == exitcodes.LAUNCH_NO_HOST, (out, err)
+        return
+    assert code == exitcodes.USAGE, err
+    assert "--name same after -- names the client of" in err and "name=" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(str(tmpdir.join("logs", "server.log")))
+
+
 def test_server_flags_pass_through_and_host_is_not_hosts():
     """--host (the server's) must never be taken for --hosts; unknown flags go to the server."""
     parser = launch.build_parser()
