@@ -108,6 +108,9 @@ class Client(object):
         self.rtt_s = None
         self.ping_offset_s = None
         self.offset_low = self.offset_high = None
+        # the slowest round trip among the pongs that spread is made of: a faster
+        # one found later narrows the band those must fit (effects._apply_pong)
+        self.offset_band_rtt_s = None
         self.skew_warned = False
         self.offset_unbelieved = None   # the last pong offset beyond belief
         self.drift_warned = False

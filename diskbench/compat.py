@@ -69,7 +69,10 @@ def path_bytes(path):
     if isinstance(path, binary_type):
         return path
     if PY2:
-        return path.encode(sys.getfilesystemencoding() or "utf-8")
+        try:
+            return path.encode(sys.getfilesystemencoding() or "utf-8")
+        except UnicodeError:      # text the locale cannot spell (LC_ALL=C): UTF-8's bytes
+            return path.encode("utf-8")
     return os.fsencode(path)
 
 
@@ -78,6 +81,15 @@ def as_text(b, encoding="utf-8", errors="strict"):
     if isinstance(b, text_type):
         return b
     return b.decode(encoding, errors)
+
+
+def native_arg(value):
+    """A word for another program's command line as this interpreter's argv
+    holds one: on 2.7 bytes (text, e.g. from a hosts file, as UTF-8), so it
+    never meets argv's non-ASCII bytes in one string; on 3 as it is."""
+    if PY2 and isinstance(value, text_type):
+        return value.encode("utf-8")
+    return value
 
 
 # --- constant-time comparison (hmac.compare_digest is 2.7.7+) ---------------

@@ -31,6 +31,9 @@ PING_RTT_SLACK_S = 0.002
 CLOCK_DRIFT_WARN_S = 0.05
 #: Messages seen before a skew is said live (early ones may have queued).
 SKEW_SAMPLES_MIN = 10
+#: Why a client the server stopped before it wrote a byte is FAILED, not FINISHED
+#: (after "stopped at the server's request" or the operator's reason).
+STOPPED_UNWRITTEN = "before it wrote anything: nothing was measured"
 
 
 def unbelieved_offset(name, offset):
@@ -39,6 +42,12 @@ def unbelieved_offset(name, offset):
             "protocol.CLOCK_OFFSET_MAX_S): offset not used; its go carried none and "
             "its figures are put on the server's clock by when its messages arrived"
             % (name, metrics.describe_offset(offset), protocol.CLOCK_OFFSET_MAX_S))
+
+
+def wrote(client, stop):
+    """Whether ``client`` wrote anything before its ``stop`` summary: it started
+    its writer and has a byte to show, in the summary or in its intervals."""
+    return client.start is not None and bool(stop.bytes_written or client.perf_bytes)
 
 
 class Effects(object):
@@ -168,6 +177,10 @@ class Effects(object):
                              "figures may predate the stall" % client.reason)
         elif msg.reason == protocol.STOP_DURATION:
             self._transition(client, FINISHED, "ran its full duration")
+        elif msg.reason == protocol.STOP_SERVER and not wrote(client, msg):
+            # (ctl stop before go, a server interrupted before it): it ran nothing
+            self._transition(client, FAILED, "stopped at the server's request %s"
+                             % STOPPED_UNWRITTEN)
         elif msg.reason == protocol.STOP_SERVER:
             self._transition(client, FINISHED, "stopped early at the server's request")
         elif msg.reason == protocol.STOP_SIGNAL:
@@ -210,10 +223,20 @@ class Effects(object):
             return
         if client.rtt_s is None or rtt < client.rtt_s:
             client.rtt_s, client.ping_offset_s = rtt, offset
+            band = client.offset_band_rtt_s
+            if band is not None and band > 2 * rtt + PING_RTT_SLACK_S:
+                # the spread so far holds pongs of slower round trips than the
+                # band now admits (a congested link or a busy server at the
+                # start: each such offset is off by up to half its round trip):
+                # it starts again from this one, or it would call their error drift
+                client.offset_low = client.offset_high = None
+                client.offset_band_rtt_s = None
+                client.drift_warned = False
         if rtt <= 2 * client.rtt_s + PING_RTT_SLACK_S:
             low, high = client.offset_low, client.offset_high
             client.offset_low = offset if low is None else min(low, offset)
             client.offset_high = offset if high is None else max(high, offset)
+            client.offset_band_rtt_s = max(rtt, client.offset_band_rtt_s or 0.0)
             drift = client.offset_high - client.offset_low
             if drift > CLOCK_DRIFT_WARN_S and not client.drift_warned:
                 client.drift_warned = True

@@ -69,14 +69,16 @@ TABLE = (
          "the log directory cannot be created or written, holds a finished run, or "
          "another server runs on it (`server.lock`)", None),
     Code(SERVER_INCOMPLETE, "SERVER_INCOMPLETE", (SERVER, LAUNCH),
-         "report written, but a client went away, failed, never finished, or never came "
-         "(fewer than `--clients`); or not everything received is on disk (or records "
-         "acknowledged were lost with a removed `perf.jsonl`, or `perf.jsonl` or "
-         "`server.log` was removed, replaced or cut before the report was done), or a "
-         "client's stop summary "
-         "counts more than the server holds (the report's warnings say which); or a "
-         "report file could not be written (said on stderr; with none written, the "
-         "report is printed on stdout)",
+         {None: "report written, but a client went away, failed, never finished, or never "
+          "came (fewer than `--clients`); or not everything received is on disk (or "
+          "records acknowledged were lost with a removed `perf.jsonl`, or `perf.jsonl` or "
+          "`server.log` was removed, replaced or cut before the report was done), or a "
+          "client's stop summary counts more than the server holds (the report's warnings "
+          "say which); or a report file could not be written (said on stderr; with none "
+          "written, the report is printed on stdout)",
+          LAUNCH: "the server's exit 5 passed on; or the server was killed by a signal "
+          "(kill -9, the OOM killer) before it wrote a report: said in one line, with "
+          "the fix (`python -m diskbench.report LOG_DIR` re-renders it from `perf.jsonl`)"},
          "a client went away, failed, never finished or never came, or not all it sent "
          "is on disk, or a report file could not be written (see the warnings)"),
     Code(SERVER_INTERRUPTED, "SERVER_INTERRUPTED", (SERVER, LAUNCH),
@@ -105,7 +107,8 @@ TABLE = (
          "server, it has no secret while the client has one, it refused us (version, "
          "secret, limits), results could not be delivered by the end of "
          "`--deliver-timeout` (saved in `client-NAME.undelivered.jsonl`), or it "
-         "acknowledged a seq we never sent",
+         "acknowledged a seq we never sent; also at start, when this host's clock is "
+         "before 1970 (a server refuses every message stamped so)",
          "server unreachable or refused it, or results undelivered"),
     Code(CLIENT_DISK_ERROR, "CLIENT_DISK_ERROR", (CLIENT,),
          "the writer (or the start-up calibration) hit a disk error (ENOSPC, EIO, ...) and "

@@ -26,7 +26,8 @@ from diskbench import DEFAULT_PORT, __version__, exitcodes
 from diskbench.cli import (DEFAULT_LOG_DIR, listen_host, parse_host, port, printable, prog_name,
                            seconds)
 from diskbench.compat import write_line
-from diskbench.launchargs import DEFAULT_PYTHONS, Usage, parse_hosts, split_argv
+from diskbench.launchargs import (DEFAULT_PYTHONS, Usage, check_shared_name, parse_hosts,
+                                  split_argv)
 from diskbench.launcher import Launcher
 
 PROG = prog_name("diskbench.launch")
@@ -119,6 +120,7 @@ def main(argv=None):
             args.host = listen_host(args.host)
         except ValueError as exc:
             raise Usage("--host %s" % exc)
+        check_shared_name(hosts, client_flags)
         if args.server_host:
             try:
                 args.server_host = parse_host(args.server_host)

@@ -10,7 +10,7 @@ import re
 import socket
 
 from diskbench.cli import printable, split_host_port
-from diskbench.compat import shell_quote
+from diskbench.compat import native_arg, shell_quote
 
 #: Tried in this order on a host when neither --python nor python= says which one.
 DEFAULT_PYTHONS = ("python3", "python", "python2")
@@ -151,17 +151,33 @@ def split_argv(parser, argv):
 def check_client_flags(flags):
     """Refuse client flags the client would refuse, here, before any ssh: parsed by the
     client's own parser (the hosts run the same diskbench). Where that parser cannot be
-    had, the hosts' clients say it themselves (exit 2 in the table)."""
+    had, the hosts' clients say it themselves (exit 2 in the table). Returns the parsed
+    flags (None without the parser)."""
     try:
         from diskbench.client.__main__ import build_parser as client_parser
         parser = client_parser()
     except Exception:  # noqa: BLE001 - a refactored client: its own check still runs on the hosts
-        return
+        return None
 
     def error(message):
         raise Usage("client flags after --: %s" % message)
     parser.error = error
-    parser.parse_args(list(flags))
+    return parser.parse_args(list(flags))
+
+
+def check_shared_name(hosts, client_flags):
+    """A --name among the client flags names the client of every host without a name=
+    alike: the server takes the first and refuses the others (and a refused one that
+    said its name is no host that never came). Usage when two or more hosts would
+    share it."""
+    parsed = check_client_flags(client_flags)
+    shared = getattr(parsed, "name", None)
+    unnamed = [h for h in hosts if not h.name]
+    if shared is not None and len(unnamed) > 1:
+        raise Usage("--name %s after -- names the client of %d hosts alike, and the "
+                    "server takes only the first: give each host its own name= in the "
+                    "hosts file, or drop --name (each client then makes a unique one)"
+                    % (printable(shared), len(unnamed)))
 
 
 def remote_command(host, client_flags, server_addr, python=None, remote_env=()):
@@ -175,10 +191,13 @@ def remote_command(host, client_flags, server_addr, python=None, remote_env=()):
     directory = host.directory or client_flags[-1]
     if host.name:
         flags += ["--name", host.name]
-    words = ["-m", "diskbench.client", "--server", server_addr] + flags + [directory]
-    pythons = [host.python or python] if (host.python or python) else list(DEFAULT_PYTHONS)
+    # one kind of string on 2.7: argv's bytes beside the hosts file's text
+    words = [native_arg(w) for w in
+             ["-m", "diskbench.client", "--server", server_addr] + flags + [directory]]
+    pythons = [native_arg(p) for p in
+               ([host.python or python] if (host.python or python) else DEFAULT_PYTHONS)]
     lines = ["export %s=%s" % (name, shell_quote(value))
-             for name, value in (item.split("=", 1) for item in remote_env)]
+             for name, value in (native_arg(item).split("=", 1) for item in remote_env)]
     lines += [
         "for py in %s; do" % " ".join(shell_quote(p) for p in pythons),
         '  if command -v "$py" >/dev/null 2>&1 && "$py" -c "import diskbench" '
@@ -205,7 +224,7 @@ def ssh_argv(args, host, command):
         argv += ["-p", str(host.port)]
     if host.user:
         argv += ["-l", host.user]
-    return argv + ["--", host.address, command]
+    return [native_arg(w) for w in argv + ["--", host.address, command]]
 
 
 def default_server_host(args):

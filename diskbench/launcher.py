@@ -18,7 +18,7 @@ import time
 
 from diskbench import exitcodes, protocol
 from diskbench.cli import join_host_port, printable
-from diskbench.compat import PY2, monotonic, new_session, write_line
+from diskbench.compat import PY2, monotonic, native_arg, new_session, write_line
 from diskbench.launchargs import (REMOTE_NOT_FOUND, default_server_host, is_loopback,
                                   remote_command, ssh_argv)
 from diskbench.report import build as report_build
@@ -103,7 +103,10 @@ def _secret_flags(server_flags):
 
 
 def _safe_label(text):
-    return re.sub(r"[^A-Za-z0-9._@-]", "_", text)[:80]
+    """``text`` as a file name part of ASCII letters, digits and ``._@-``, as
+    the native str: joined to a 2.7 --log-dir of non-ASCII bytes, a unicode
+    part would make the join decode them as ASCII (a traceback)."""
+    return str(re.sub(r"[^A-Za-z0-9._@-]", "_", text)[:80])
 
 
 class Launcher(object):
@@ -247,6 +250,9 @@ class Launcher(object):
         argv = [sys.executable, "-m", "diskbench.server", "ctl", "--log-dir",
                 self.args.log_dir] + _secret_flags(self.server_flags) + [
             "not-coming", host.label, "--why", (host.why or "")[:protocol.TEXT_MAX_CHARS]]
+        if host.client:   # one that said hello came: the server keeps counting it
+            argv += ["--client", host.client]
+        argv = [native_arg(w) for w in argv]
         try:
             ctl = subprocess.Popen(argv, stdin=self.devnull, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, close_fds=True)
@@ -364,6 +370,8 @@ class Launcher(object):
         return isinstance(clients, list) and not clients
 
     def exit_code(self, server_code):
+        if server_code < 0:     # killed by a signal: no report (said by run)
+            return exitcodes.SERVER_INCOMPLETE
         if self.no_host or self.no_client_came():
             return exitcodes.LAUNCH_NO_HOST
         if server_code != 0:
@@ -393,6 +401,14 @@ class Launcher(object):
             if code == exitcodes.LAUNCH_NO_HOST:
                 self.warn("no client ran on any host (each host's line above says why): "
                           "the server's run ended with none")
+            if server_code < 0:
+                self.warn("the server was killed by signal %d before it wrote a report: "
+                          "its perf.jsonl holds every message it acknowledged; "
+                          "python -m diskbench.report %s writes the report from it"
+                          % (-server_code, self.args.log_dir))
+                self.say("diskbench launch: exit %d (server killed by signal %d)"
+                         % (code, -server_code))
+                return code
             self.say("diskbench launch: exit %d (server exit %d)" % (code, server_code))
             return code
         finally:

@@ -2434,7 +2434,9 @@ MUTATIONS = [
     dict(id="ctl-path-length-as-utf8-text", file="diskbench/protocol/ctl.py", py2=True,
          old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
          new="    if len(path.encode(\"utf-8\", \"replace\")) <= SOCKET_PATH_MAX or \\",
-         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir"]),
+         tests=[_CT + "test_ctl_server_and_client_with_a_non_ascii_log_dir",
+                "tests/faults/test_nonascii_paths.py::test_non_ascii_log_dir_server_ctl_"
+                "client_report_and_compare"]),
     dict(id="ctl-path-length-in-characters", file="diskbench/protocol/ctl.py",
          old="    if len(path_bytes(path)) <= SOCKET_PATH_MAX or \\",
          new="    if len(path) <= SOCKET_PATH_MAX or \\",
@@ -2501,4 +2503,73 @@ MUTATIONS = [
          new="    if jump <= CLOCK_JUMP_MIN_S:",
          tests=["tests/faults/test_clock_step.py::test_clock_jump_rule_spares_back_to_back_"
                 "intervals_and_a_slow_drift"]),
+    # --- a non-ASCII path on 2.7 (argv bytes beside text): no traceback anywhere ---
+    dict(id="compare-paths-as-argv-bytes", file="diskbench/report/__main__.py",
+         old="compare_mod.compare_runs(reps, [printable(p) for p in args.runs])",
+         new="compare_mod.compare_runs(reps, args.runs)",
+         py2=True,
+         tests=["tests/faults/test_nonascii_paths.py::test_non_ascii_log_dir_server_ctl_"
+                "client_report_and_compare"]),
+    dict(id="launch-log-label-unicode", file="diskbench/launcher.py",
+         old="    return str(re.sub(r\"[^A-Za-z0-9._@-]\", \"_\", text)[:80])",
+         new="    return (re.sub(r\"[^A-Za-z0-9._@-]\", \"_\", text)[:80])",
+         py2=True,
+         tests=["tests/test_launch.py::test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
+    dict(id="launch-remote-words-mixed-kinds", file="diskbench/launchargs.py",
+         old="    words = [native_arg(w) for w in\n",
+         new="    words = [w for w in\n",
+         py2=True,
+         tests=["tests/test_launch.py::test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
+    # --- a host whose client said hello, then died: still counted (go waits for the rest) ---
+    dict(id="not-coming-lowers-a-client-that-came", file="diskbench/server/go.py",
+         old="            if client is not None and client in self.clients:",
+         new="            if False:",
+         tests=["tests/test_launch.py::test_fake_ssh_host_whose_client_said_hello_then_"
+                "died_still_counts"]),
+    dict(id="launch-not-coming-names-no-client", file="diskbench/launcher.py",
+         old="        if host.client:   # one that said hello came: the server keeps counting it",
+         new="        if False:",
+         tests=["tests/test_launch.py::test_fake_ssh_host_whose_client_said_hello_then_"
+                "died_still_counts"]),
+    # --- finished clients no window ranks are never named as ones that did not finish ---
+    dict(id="not-ranked-names-finished-clients", file="diskbench/report/figures.py",
+         old="                        if e[\"client\"] not in ranked],",
+         new="                        if e[\"client\"] not in figures],",
+         tests=["tests/test_like_for_like.py::test_like_for_like_finished_clients_that_"
+                "never_overlapped_are_not_called_unfinished"]),
+    # --- a host clock no message can carry: the client says so at start ---
+    dict(id="client-clock-before-1970-unchecked", file="diskbench/client/__main__.py",
+         old="    checks.check_clock()\n    checks.check_directory(directory)",
+         new="    checks.check_directory(directory)",
+         tests=["tests/faults/test_clock_step.py::test_client_whose_clock_is_before_1970_"
+                "says_so_at_start"]),
+    # --- a client the server stopped before it wrote a byte is no finished client ---
+    dict(id="server-stop-unwritten-is-finished", file="diskbench/effects.py",
+         old="        elif msg.reason == protocol.STOP_SERVER and not wrote(client, msg):",
+         new="        elif False:",
+         tests=["tests/test_control.py::test_ctl_stop_before_go_fails_the_client_it_never_"
+                "wrote"]),
+    dict(id="wrote-ignores-the-start", file="diskbench/effects.py",
+         old="    return client.start is not None and bool(stop.bytes_written or client.perf_bytes)",
+         new="    return True",
+         tests=["tests/test_server_units.py::test_registry_stop_by_client_signal_is_failed_"
+                "and_by_server_is_finished"]),
+    # --- a slow first round trip is no clock drift ---
+    dict(id="drift-band-keeps-slow-round-trips", file="diskbench/effects.py",
+         old="            if band is not None and band > 2 * rtt + PING_RTT_SLACK_S:",
+         new="            if False:",
+         tests=["tests/faults/test_clock_step.py::test_a_slow_first_round_trip_is_not_"
+                "reported_as_clock_drift"]),
+    # --- a server killed by a signal: the launcher's exit is a documented code ---
+    dict(id="launch-passes-a-signal-exit-on", file="diskbench/launcher.py",
+         old="        if server_code < 0:     # killed by a signal: no report (said by run)",
+         new="        if False:",
+         tests=["tests/test_launch.py::test_server_killed_mid_run_is_one_line_and_a_"
+                "documented_exit"]),
+    # --- one --name for every host is refused before any ssh ---
+    dict(id="launch-shared-client-name-allowed", file="diskbench/launch.py",
+         old="        check_shared_name(hosts, client_flags)\n",
+         new="",
+         tests=["tests/test_launch.py::test_a_name_for_every_host_in_the_client_flags_is_"
+                "refused"]),
 ]

@@ -139,6 +139,37 @@ def test_ctl_lists_clients_and_stops_one_reported_as_stopped_by_operator(procs, 
     assert code == exitcodes.CTL_NO_SERVER and "no server is running" in err
 
 
+def test_ctl_stop_before_go_fails_the_client_it_never_wrote(procs, tmpdir):
+    """A client stopped with ctl stop while it waits for go (it joined, the run waits
+    for a second) wrote nothing: its verdict is failed, saying so, and the run cannot
+    exit 0 "every client finished" (it used to be called finished, exit 0, beside the
+    one that ran). The client that came later runs and finishes as usual; a re-render
+    says the same."""
+    logs = str(tmpdir.join("logs"))
+    server = _server(procs, logs, "--clients", "2")
+    early = real_client(procs, tmpdir, server.port, "early", duration=2)
+    wait_until(lambda: "client early joined" in server.server_log(), 30,
+               what="early's hello")
+    code, out, err = ctl(procs, logs, "stop", "early")
+    assert code == exitcodes.OK, err
+    assert _exit_within(early, STOPS_WITHIN_S) == exitcodes.CLIENT_INTERRUPTED
+    wait_until(lambda: _stop_summary(server, "early"), 10, what="early's stop summary")
+    later = real_client(procs, tmpdir, server.port, "later", duration=2)
+    assert _exit_within(later, LONG_S) == exitcodes.OK
+    assert server.wait_exit(30) == exitcodes.SERVER_INCOMPLETE, server.stderr()
+    rep = server.report()
+    c = _client(rep, "early")
+    assert c["state"] == "failed" and not c["written_mib"], c
+    assert "stopped by the operator (ctl stop) at " in c["state_why"] and \
+        "before it wrote anything" in c["state_why"], c["state_why"]
+    assert _client(rep, "later")["state"] == "finished"
+    os.remove(os.path.join(logs, "report.json"))     # the re-render writes it again
+    code, out, err = procs.run(["-m", "diskbench.report", logs], timeout=60)
+    assert code == exitcodes.OK, err
+    again = _client(server.report(), "early")
+    assert (again["state"], again["state_why"]) == (c["state"], c["state_why"])
+
+
 # --- SIGINT once / ctl end ------------------------------------------------------------
 @pytest.mark.parametrize("how", ["SIGINT", "ctl end"])
 def test_end_once_every_client_stops_summaries_recorded_exit_6(procs, tmpdir, how):

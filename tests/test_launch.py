@@ -55,6 +55,24 @@ if [ -n "$FAKE_SSH_WAIT_HOST" ] && [ "$host" = "$FAKE_SSH_WAIT_HOST" ]; then
     sleep "$FAKE_SSH_WAIT_POLL_S"
   done
 fi
+# the host $FAKE_SSH_DIE_HOST: its client is killed (kill -9) once $FAKE_SSH_DIE_FILE
+# holds $FAKE_SSH_DIE_TEXT, and its ssh ends as on a dropped connection (255)
+if [ -n "$FAKE_SSH_DIE_HOST" ] && [ "$host" = "$FAKE_SSH_DIE_HOST" ]; then
+  setsid /bin/sh -c "$*" &   # its own process group: the client's whole tree
+  client=$!
+  n=0
+  until grep -qF -- "$FAKE_SSH_DIE_TEXT" "$FAKE_SSH_DIE_FILE" 2>/dev/null; do
+    n=$((n + 1))
+    if [ "$n" -gt "$FAKE_SSH_WAIT_POLLS" ]; then
+      kill -9 -$client; echo "fake ssh: $FAKE_SSH_DIE_FILE never said $FAKE_SSH_DIE_TEXT" >&2
+      exit 99
+    fi
+    sleep "$FAKE_SSH_WAIT_POLL_S"
+  done
+  kill -9 -$client
+  echo "Connection to $host closed by remote host." >&2
+  exit 255
+fi
 case "$host" in
   unreachable*) echo "ssh: connect to host $host port 22: Connection refused" >&2; exit 255;;
   exit-*) code=${host#exit-}; exit "${code%%-*}";;       # exit-N[-x]: exits N, no output
@@ -218,6 +236,30 @@ def test_bad_command_line_is_one_line_and_exit_2(tmpdir, argv, words):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("hosts_text, ok", [
+    ("node1\nnode2\n", False), ("node1 name=a\nnode2\nnode3\n", False),
+    ("node1 name=a\nnode2\n", True), ("node1\n", True)])
+def test_a_name_for_every_host_in_the_client_flags_is_refused(tmpdir, tag, hosts_text, ok):
+    """-- --name X gives every host without a name= the same client name: the server
+    would take the first and refuse the rest (each host then neither came nor was
+    counted out). Refused at once, one line, exit 2, when two hosts would share it;
+    with one such host it is that host's name (here the fake ssh is never reached:
+    the hosts do not exist, so the run ends with none)."""
+    hosts = write_hosts(tmpdir, hosts_text)
+    argv = [sys.executable, "-m", "diskbench.launch", "--hosts", hosts, "--port", "0",
+            "--server-host", "127.0.0.1", "--log-dir", str(tmpdir.join("logs")), "--ssh",
+            "/nonexistent/ssh", "--", "--name", "same", "/tmp"]
+    code, out, err = run_launch(argv, tag)
+    assert "Traceback" not in err
+    if ok:
+        assert code == exitcodes.LAUNCH_NO_HOST, (out, err)
+        return
+    assert code == exitcodes.USAGE, err
+    assert "--name same after -- names the client of" in err and "name=" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(str(tmpdir.join("logs", "server.log")))
+
+
 def test_server_flags_pass_through_and_host_is_not_hosts():
     """--host (the server's) must never be taken for --hosts; unknown flags go to the server."""
     parser = launch.build_parser()
@@ -301,6 +343,27 @@ def test_fake_ssh_run_two_hosts_and_one_unreachable(tmpdir, tag):
                w.endswith("the run waits for 2 clients, not 3")
                for w in data["run"]["server_warnings"]), data["run"]["server_warnings"]
     assert os.path.exists(os.path.join(log_dir, "launch-3-unreachable-host.log"))
+
+
+def test_fake_ssh_run_with_a_non_ascii_log_dir_and_host(tmpdir, tag):
+    """--log-dir /.../journaux-e-acute and a host line that is not ASCII: on 2.7 the path is
+    bytes from argv, the host's label text; the run completes, the dead host is told
+    to the server, and nothing raises (the server's control socket, the per-host log
+    files, ctl not-coming)."""
+    from diskbench.compat import PY2
+    name = u"journaux-\u00e9"
+    log_dir = os.path.join(str(tmpdir), name.encode("utf-8") if PY2 else name)
+    hosts = tmpdir.join("hosts")
+    hosts.write_binary(u"fake1 name=a\nunreachable-h\u00f4te\n".encode("utf-8"))
+    code, out, err = run_launch(launch_argv(str(hosts), log_dir, str(tmpdir.mkdir("d")),
+                                            tag), tag, fake_ssh_dir(tmpdir))
+    assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
+    assert "Traceback" not in err + out, err
+    assert u"told the server that unreachable-h\u00f4te will not come: " in err, err
+    rows = summary_rows(out)
+    assert rows["fake1"][:1] == ("0",), out
+    data = report(log_dir)
+    assert [(c["client"], c["state"]) for c in data["clients"]] == [("a", "finished")]
 
 
 #: A --start-timeout far beyond the test's deadline (RUN_TIMEOUT_S): a run that waited
@@ -459,6 +522,43 @@ def gate(host, path, text):
             "FAKE_SSH_WAIT_POLLS": str(int(GATE_WAIT_S / GATE_POLL_S))}
 
 
+def dies(host, path, text):
+    """The environment that kills ``host``'s client (kill -9) once file ``path`` holds
+    ``text``, its fake ssh then ending with 255 (a dropped connection)."""
+    return {"FAKE_SSH_DIE_HOST": host, "FAKE_SSH_DIE_FILE": path, "FAKE_SSH_DIE_TEXT": text,
+            "FAKE_SSH_WAIT_POLL_S": str(GATE_POLL_S),
+            "FAKE_SSH_WAIT_POLLS": str(int(GATE_WAIT_S / GATE_POLL_S))}
+
+
+def test_fake_ssh_host_whose_client_said_hello_then_died_still_counts(tmpdir, tag):
+    """Host dying1's client says hello, then dies with its ssh (255) before go; host
+    late3 starts only once the server has heard of dying1's end. The launcher tells
+    the server (ctl not-coming, naming the client), which must not wait for one client
+    fewer: its client came (it is counted among those present), and go sent then would
+    leave late3 out of the common start. The report says it went away, not that its
+    host never came, and counts the 3 clients expected."""
+    hosts = write_hosts(tmpdir, "dying1 name=a\nok2 name=b\nlate3 name=c\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
+                       extra=["--heartbeat-timeout", "2", "--rejoin-grace", "1"])
+    argv[argv.index("--start-timeout") + 1] = str(LARGE_START_TIMEOUT_S)
+    server_log = os.path.join(log_dir, "server.log")
+    env = gate("late3", server_log, "host dying1")
+    env.update(dies("dying1", server_log, "client a joined"))
+    code, out, err = run_launch(argv, tag, fake_ssh_dir(tmpdir), env_extra=env)
+    assert code == exitcodes.SERVER_INCOMPLETE, (out, err)   # a went away
+    assert "Traceback" not in err
+    rows = summary_rows(out)
+    assert rows["dying1"][0] == "255" and rows["ok2"][0] == rows["late3"][0] == "0", out
+    data = report(log_dir)
+    states = dict((c["client"], c["state"]) for c in data["clients"])
+    assert states == {"a": "went away", "b": "finished", "c": "finished"}, states
+    assert data["run"]["expected_client_count"] == 3, data["run"]
+    assert not [w for w in data["run"]["server_warnings"] if "will not come" in w]
+    starts = [c.get("start_at_ts") for c in data["clients"] if c["client"] in "bc"]
+    assert starts[0] is not None and starts[0] == starts[1], starts   # one common start
+
+
 @pytest.mark.parametrize("first", ["not-coming", "hello"])
 def test_fake_ssh_one_client_ends_before_hello_the_other_runs(tmpdir, tag, first):
     """One host's client exits 10 (its DIRECTORY missing) before hello, the other's runs,
@@ -484,6 +584,47 @@ def test_fake_ssh_one_client_ends_before_hello_the_other_runs(tmpdir, tag, first
         exitcodes.CLIENT_DIRECTORY, exitcodes.CLIENT)] == [
         w for w in data["run"]["server_warnings"] if "will not come" in w]
     assert not any("--start-timeout" in w for w in data["run"]["server_warnings"])
+
+
+def test_server_killed_mid_run_is_one_line_and_a_documented_exit(tmpdir, tag):
+    """The server is killed (kill -9, the OOM killer) while both hosts' clients write:
+    the launcher says so in one line with the fix (re-render from perf.jsonl) and exits
+    5, a code its table documents (it passed the server's -9 on: exit 247); the
+    clients keep what was not acknowledged and exit 13. A re-render then reports the
+    run, each client unfinished."""
+    hosts = write_hosts(tmpdir, "fake1 name=a\nfake2 name=b\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
+                       client_extra=["--duration", "6", "--deliver-timeout", "2"])
+    proc = start_launch(argv, tag, fake_ssh_dir(tmpdir))
+    server_log = os.path.join(log_dir, "server.log")
+
+    def both_writing():
+        if not os.path.exists(server_log):
+            return False
+        with open(server_log) as f:
+            return f.read().count("started writing") == 2
+    try:
+        wait_until(both_writing, 30, what="both clients writing")
+    except AssertionError:
+        proc.kill()
+        raise
+    servers = [pid for pid in _tagged_pids(tag) if b"diskbench.server\0--clients" in
+               open("/proc/%d/cmdline" % pid, "rb").read()]
+    assert len(servers) == 1, servers
+    os.kill(servers[0], signal.SIGKILL)
+    out, err = communicate(proc, RUN_TIMEOUT_S)
+    assert proc.returncode == exitcodes.SERVER_INCOMPLETE, (out, err)
+    assert proc.returncode in exitcodes.codes(exitcodes.LAUNCH)
+    said = [line for line in err.splitlines() if "killed by signal 9" in line]
+    assert len(said) == 1 and "python -m diskbench.report %s" % log_dir in said[0], err
+    assert "Traceback" not in err + out
+    assert out.splitlines()[-1] == "diskbench launch: exit 5 (server killed by signal 9)"
+    rows = summary_rows(out)
+    assert rows["fake1"][0] == rows["fake2"][0] == str(exitcodes.CLIENT_SERVER), out
+    code, _, err = run_launch([sys.executable, "-m", "diskbench.report", log_dir], tag)
+    assert code == exitcodes.OK, err
+    assert sorted(c["state"] for c in report(log_dir)["clients"]) == ["running", "running"]
 
 
 def test_sigint_is_forwarded_to_the_server_which_stops_the_clients(tmpdir, tag):
@@ -590,6 +731,8 @@ def test_real_ssh_two_hosts_and_one_closed_port(tmpdir, tag, sshd):
     failed = [line for line in err.splitlines() if ":%d failed" % closed in line]
     assert len(failed) == 1 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
         "127.0.0.1 port %d: Connection refused" % (closed, closed) in failed[0], err
+    assert failed[1].startswith("diskbench launch: told the server that 127.0.0.1:%d "
+                                "will not come: " % closed), err
     rows = summary_rows(out)
     assert rows["127.0.0.1:%d" % port][0] == "0", out
     assert rows["root@127.0.0.1:%d" % port][0] == "0", out

@@ -408,6 +408,30 @@ def test_like_for_like_ranks_only_finished_clients_by_their_common_window(procs,
         assert text_mod.RANKED_BY % "4.0" in where
 
 
+def test_like_for_like_finished_clients_that_never_overlapped_are_not_called_unfinished(
+        procs, tmpdir):
+    """fa and fb finished but never wrote at the same time (fb, a late joiner, started
+    after fa ended): no window ranks them, and the report says so; it must not list
+    them as clients that did not finish ("not ranked (did not finish): fa
+    (finished)"). ka, which did not finish, is the only one named so, in report.json,
+    report.txt and report.html alike."""
+    run = Crafted(str(tmpdir.join("apart")))
+    run.client("fa", "h1", 0, 0.004, rates=[400] * 2, chunk_bytes=10 * MIB)
+    run.client("fb", "h2", 0, 0.004, rates=[400] * 2, offset=5.0, chunk_bytes=10 * MIB)
+    run.client("ka", "h3", 0, 0.004, rates=[400] * 3, stop=False, chunk_bytes=10 * MIB)
+    code, out, err = run_report(procs, run.save())
+    assert code == 0, err
+    (ten,) = load_report(run.log_dir)["by_chunk_size"]
+    assert ten["ranked_count"] == 0 and ten["slowest"] is None, ten
+    assert "never all wrote at the same time" in ten["not_ranked_why"], ten
+    assert ten["not_ranked"] == [{"client": "ka", "state": "running"}], ten["not_ranked"]
+    with open(os.path.join(run.log_dir, "report.txt")) as f:
+        text = f.read().replace("\n    ", " ")
+    for where in (text, _page_headline(run.log_dir).replace("\n    ", " ")):
+        assert "not ranked (did not finish): ka (unfinished)" in where, where
+        assert "(finished)" not in where, where
+
+
 def test_like_for_like_ranks_within_a_workload_and_names_what_differs(procs, tmpdir):
     """Clients of one chunk size but another file size, sync mode (fsync where the
     target refused O_DIRECT) or --verify are different workloads: each is ranked

@@ -313,6 +313,8 @@ def test_fleet_shutdown_waits_for_the_end_spread_and_loses_no_summary():
     wall = Clock()
     r, _ = _registry(wall=wall)
     peers = _fleet(r, FLEET, start=True)
+    for p in peers:       # each wrote (one stopped before its first byte is failed)
+        p.perf(T0, T0 + 1.0, 1 << 20)
     spread = r.end_spread_s
     assert spread == protocol.END_SPREAD_MAX_S > GRACE_S
     rng = random.Random(SEED)

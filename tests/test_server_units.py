@@ -125,13 +125,16 @@ def test_registry_fatal_error_then_stop_error_is_failed_with_reason():
 
 def test_registry_stop_by_client_signal_is_failed_and_by_server_is_finished():
     r, _ = _registry()
-    a, b = Peer(r, "a"), Peer(r, "b", pid=1)
-    for p in (a, b):
+    a, b, c = Peer(r, "a"), Peer(r, "b", pid=1), Peer(r, "c", pid=2)
+    for p in (a, b, c):
         p.hello()
         p.start()
+    b.perf(T0, T0 + 1.0, 1 << 20)
     a.stop(protocol.STOP_SIGNAL)
     b.stop(protocol.STOP_SERVER)
-    assert (a.state(), b.state()) == (st.FAILED, st.FINISHED)
+    c.stop(protocol.STOP_SERVER)     # before it wrote a byte: nothing was measured
+    assert (a.state(), b.state(), c.state()) == (st.FAILED, st.FINISHED, st.FAILED)
+    assert r.clients["c"].reason.endswith(effects.STOPPED_UNWRITTEN)
 
 
 def test_registry_terminal_state_never_changes():

@@ -487,6 +487,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
 def _start_up_checks(args, log, directory, fixed, file_mb):
     """Directory, space, O_DIRECT, calibration: (sync_mode, why O_DIRECT was
     refused, calibrated MiB/s, expected rollovers); CheckFailed if one fails."""
+    checks.check_clock()
     checks.check_directory(directory)
     if "file_bytes" in fixed:  # else the plan's file size is checked at go
         _space(directory, file_mb * MIB, args, log)

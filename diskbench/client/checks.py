@@ -10,7 +10,7 @@ import errno
 import mmap
 import os
 
-from diskbench import exitcodes, protocol
+from diskbench import exitcodes, protocol, runclock
 from diskbench.plan import size_problem
 from diskbench.client import writer as writer_mod
 from diskbench.compat import monotonic
@@ -32,6 +32,23 @@ class CheckFailed(Exception):
         Exception.__init__(self, message)
         self.code = code
         self.message = message
+
+
+def check_clock(now=None):
+    """This host's wall clock (``now``: runclock.wall()) must fit the times a
+    message carries (protocol.TS_MIN to TS_MAX): every message is stamped with
+    it, and a server refuses a hello stamped before 1970 without an answer (it
+    cannot tell who sent it), so the client would wait --connect-timeout and
+    blame the server. CheckFailed (CLIENT_SERVER) naming the fix."""
+    now = runclock.wall() if now is None else now
+    if protocol.TS_MIN <= now <= protocol.TS_MAX:
+        return
+    raise CheckFailed(exitcodes.CLIENT_SERVER, (
+        "this host's clock says %.0f s since 1970 (%s): a diskbench server refuses "
+        "every message stamped %s; set the clock (date -s, or NTP: timedatectl "
+        "set-ntp true) and start again" % (
+            now, "before 1970" if now < protocol.TS_MIN else "after the year 5000",
+            "before 1970" if now < protocol.TS_MIN else "that late")))
 
 
 def check_sizes(chunk_mb, file_mb):

@@ -27,7 +27,7 @@ from diskbench.protocol.catalogue import (
     PING_NONCE_PER_S, PLAN_FIELDS, PLAN_SPEC, PONG, READ_DIRECT, READ_DROPPED, READ_MODES,
     READBACK, REJECTED, ROLLOVER, S2C, SECONDS_MAX, SLACK_ABS_S, SLACK_REL, SPECS, START,
     STATS, STOP, STOP_DURATION, STOP_ERROR, STOP_REASONS, STOP_SERVER, STOP_SIGNAL,
-    SYNC_DIRECT, SYNC_FSYNC, SYNC_MODES, fields_of, types_for)
+    SYNC_DIRECT, SYNC_FSYNC, SYNC_MODES, TS_MAX, TS_MIN, fields_of, types_for)
 from diskbench.protocol.codec import (ENVELOPE_COMPATIBLE, PROTOCOL_VERSION, Message,
                                       ack_line, canonical, compute_mac, decode, encode,
                                       make, reply_version, version_mismatch)
@@ -54,7 +54,7 @@ __all__ = [
     "READ_DROPPED", "READ_MODES", "READBACK", "REJECTED", "ROLLOVER", "S2C", "SECONDS_MAX",
     "SLACK_ABS_S", "SLACK_REL", "SPECS", "START", "STATS", "STOP", "STOP_DURATION",
     "STOP_ERROR", "STOP_REASONS", "STOP_SERVER", "STOP_SIGNAL", "SYNC_DIRECT", "SYNC_FSYNC",
-    "SYNC_MODES", "fields_of", "types_for",
+    "SYNC_MODES", "TS_MAX", "TS_MIN", "fields_of", "types_for",
     # codec
     "ENVELOPE_COMPATIBLE", "PROTOCOL_VERSION", "Message", "ack_line", "canonical",
     "compute_mac", "decode", "encode", "make", "reply_version", "version_mismatch",

@@ -25,6 +25,11 @@ END_SPREAD_MAX_S = 5.0
 #: said in the report and not used (registry._apply_pong), so it never reaches
 #: the go's validator or arithmetic.
 CLOCK_OFFSET_MAX_S = 1e9
+#: Wall-clock times a message may carry (seconds since the epoch: 1970 to about
+#: the year 5138): its envelope's ts (codec._TS), a perf interval, a start. A host
+#: whose clock is outside cannot be heard, so the client refuses to start there
+#: (client/checks.check_clock) instead of being met with silence.
+TS_MIN, TS_MAX = 0.0, 1e11
 #: Longest duration, interval or timeout a message may carry (seconds).
 SECONDS_MAX = 1e9
 #: Fastest write rate believed (MiB/s, about 10 TiB/s): a perf interval beyond
@@ -134,7 +139,7 @@ SPECS = {
         START: dict(writer_pid=_PID, sync_mode=_SYNC, preallocate=Bool(),
                     block_bytes=Int(1), buffer_huge_bytes=Optional(_BYTES),
                     # v2: the plan as run, and the client's clock at its first write
-                    started_at=Optional(Num(0.0, 1e11)),
+                    started_at=Optional(Num(TS_MIN, TS_MAX)),
                     # --verify as run (absent: off)
                     verify=Optional(Bool()),
                     **_optional(PLAN_SPEC, ("chunk_bytes", "file_bytes", "duration_s"))),
@@ -143,7 +148,7 @@ SPECS = {
                         progress_age_s=_SECONDS),
         STATS: dict(writer_pid=_PID, cpu_percent=Num(0.0, 100000.0),
                     rss_bytes=_BYTES, source=Str(32), interval_s=_SECONDS),
-        PERF: dict(t_start=Num(0.0, 1e11), t_end=Num(0.0, 1e11), bytes=_BYTES,
+        PERF: dict(t_start=Num(TS_MIN, TS_MAX), t_end=Num(TS_MIN, TS_MAX), bytes=_BYTES,
                    chunks=_BYTES, io_s=_SECONDS, lat_min_s=_SECONDS,
                    lat_max_s=_SECONDS, lat_hist=Hist(), sync_mode=_SYNC,
                    file_index=_BYTES),
@@ -157,7 +162,7 @@ SPECS = {
         ERROR: dict(source=Str(32), reason=_TEXT, errno=Optional(Int(0, 100000)),
                     fatal=Bool()),
         NOTE: dict(text=_TEXT),
-        PONG: dict(nonce=Int(), client_time=Num(0.0, 1e11)),
+        PONG: dict(nonce=Int(), client_time=Num(TS_MIN, TS_MAX)),
         BYE: dict(),
         # --verify: a data file read back; bytes read (fewer than file_bytes:
         # a short file), reads timed like perf's writes; the bad blocks by kind
@@ -175,14 +180,14 @@ SPECS = {
         # server's clock (null: start now); clock_offset_s: how far the
         # client's clock is ahead of the server's, when the server measured it;
         # v3: end_spread_s: how far apart the fleet's ends are to be sent
-        GO: dict(run_id=Str(64), start_at=Optional(Num(0.0, 1e11)),
+        GO: dict(run_id=Str(64), start_at=Optional(Num(TS_MIN, TS_MAX)),
                  clock_offset_s=Optional(_OFFSET),
                  end_spread_s=Optional(Num(0.0, END_SPREAD_MAX_S)),
                  # read every data file back (the client's --verify or the server's)
                  verify=Optional(Bool()),
                  **_optional(PLAN_SPEC, PLAN_FIELDS)),
         STOP: dict(reason=_TEXT),
-        PING: dict(nonce=Int(), server_time=Num(0.0, 1e11)),
+        PING: dict(nonce=Int(), server_time=Num(TS_MIN, TS_MAX)),
         REJECTED: dict(reason=_TEXT, fatal=Bool()),
     },
 }

@@ -48,7 +48,8 @@ SPECS[CTL_REQUEST] = {
     CTL_LIST: dict(),
     CTL_STOP: dict(client=_NAME),
     CTL_END: dict(),
-    CTL_NOT_COMING: dict(host=Str(255), reason=_TEXT),
+    # client: its client's name when the launcher knows it (one that said hello came)
+    CTL_NOT_COMING: dict(host=Str(255), reason=_TEXT, client=Optional(_NAME)),
 }
 SPECS[CTL_REPLY] = {
     CTL_CLIENT: dict(client=_NAME, host=Str(255), state=Str(32), reason=_TEXT,

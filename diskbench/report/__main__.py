@@ -106,7 +106,8 @@ def main_compare(argv):
         reps = [compare_mod.load_run(path, _warn) for path in args.runs]
     except rerender.Unreadable as exc:
         return _fail(exc)
-    result = compare_mod.compare_runs(reps, args.runs)
+    # the paths as text: on 2.7 they are argv bytes, non-ASCII ones too
+    result = compare_mod.compare_runs(reps, [printable(p) for p in args.runs])
     write_text(sys.stdout, compare_mod.render_text(result))
     try:
         atomic_write(args.out, compare_mod.render_html(result).encode("utf-8", "replace"))

@@ -276,10 +276,13 @@ def by_chunk_size(clients, hists, spans=None, jumped=()):
             ranked_count=len(figures), ranked_mib_s=figures,
             window_start_ts=window and window[0], window_end_ts=window and window[1],
             window_s=window and window[1] - window[0], not_ranked_why=why,
+            # the clients that did not finish, or whose clock jumped (finished
+            # ones that no window ranks are said by not_ranked_why, never named
+            # as unfinished)
             not_ranked=[dict(client=e["client"], state=e["state"],
                              clock_jumped=e["client"] in jumped)
                         for e in sorted(members, key=lambda e: e["client"])
-                        if e["client"] not in figures],
+                        if e["client"] not in ranked],
             mean_mib_s=mean_of(known), min_mib_s=min(known) if known else None,
             max_mib_s=max(known) if known else None,
             slowest=slowest, fastest=fastest, slowest_to_fastest_ratio=ratio,

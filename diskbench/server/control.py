@@ -359,7 +359,8 @@ class ControlServer(object):
         return exitcodes.OK, self.on_end()
 
     def _not_coming(self, conn, req):
-        return exitcodes.OK, self.registry.not_coming(req.host, req.reason)
+        return exitcodes.OK, self.registry.not_coming(req.host, req.reason,
+                                                      req.data.get("client"))
 
 
 def _read_request(conn, deadline):

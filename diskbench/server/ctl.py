@@ -51,6 +51,9 @@ def build_parser():
                           "waits for one client fewer instead of --start-timeout")
     gone.add_argument("host", metavar="HOST", help="the host, as the report should name it")
     gone.add_argument("--why", default="the operator said so", help="why it will not come")
+    gone.add_argument("--client", metavar="NAME", help="its client's name, when known: a "
+                      "client of that name that already said hello came, and the run "
+                      "goes on waiting for as many clients as before")
     return p
 
 
@@ -135,6 +138,11 @@ def main(argv=None):
         fields = dict(client=args.name)
     elif args.command == protocol.CTL_NOT_COMING:
         fields = dict(host=printable(args.host)[:255], reason=printable(args.why))
+        if args.client is not None:
+            why = bad_name_reason(args.client)
+            if why:
+                return _fail(prog, exitcodes.USAGE, why.replace("--name", "--client", 1))
+            fields["client"] = args.client
     request = protocol.encode(protocol.make(args.command, protocol.CTL_REQUEST,
                                             **fields), secret)
     path = socket_path(args.log_dir)

@@ -155,6 +155,11 @@ def operator_stopped(view, control):
         if client.state == st.FINISHED and client.stop is not None and \
                 client.stop.reason == protocol.STOP_SERVER:
             client.reason = control_mod.operator_reason(at)
+        elif client.state == st.FAILED and client.stop is not None and \
+                client.stop.reason == protocol.STOP_SERVER and not effects.wrote(
+                    client, client.stop):
+            client.reason = "%s %s" % (control_mod.operator_reason(at),
+                                       effects.STOPPED_UNWRITTEN)
         else:
             client.reason = "%s; before that, %s" % (
                 client.reason, control_mod.operator_reason(at))

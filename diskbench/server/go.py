@@ -120,16 +120,26 @@ class GoRelease(object):
                                                                self.short_start))
             return self._go_list_locked()
 
-    def not_coming(self, host, why):
+    def not_coming(self, host, why, client=None):
         """The launcher knows ``host``'s client will not come (its ssh failed,
         its client exited before hello): the run waits for one client fewer,
         so a dead host does not cost --start-timeout. When none is left to
         wait for and none came, the run ends at once (``none_coming``): no
-        hello would ever start --start-timeout. Returns what happened, in
-        words (said in the report)."""
+        hello would ever start --start-timeout. ``client``: its client's
+        name, when the launcher knows it: a client of that name that said
+        hello came (it counts among those present, and its state says how it
+        ended), so the count stays: lowering it would send go before another
+        host's client came, and the report would say a host that came did
+        not. Returns what happened, in words (said in the report)."""
         with self.lock:
             if self.expected_clients is None or self.go_released:
                 return "go was already sent: the run waits for no more clients"
+            if client is not None and client in self.clients:
+                self.say(log.info, "host %s's session ended (%s), but its client %s said "
+                         "hello: it came, and the run still waits for %s", host, why,
+                         client, count(self.expected_clients, "client"))
+                return "its client %s said hello: it came, and the run still waits for " \
+                    "%s" % (client, count(self.expected_clients, "client"))
             was = self.expected_clients
             self.expected_clients = max(0, was - 1)
             if self.expected_clients == 0 and not self.clients:

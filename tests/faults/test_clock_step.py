@@ -8,16 +8,20 @@ The step is real to the processes: the netns tests' sitecustomize
 process from the moment a trigger file exists, which the test creates once the
 run has started. The monotonic clock is left alone, as the kernel does.
 """
+import collections
 import json
 import os
+import socket
+import threading
+import time
 
 import pytest
 
-from diskbench import exitcodes
+from diskbench import effects, exitcodes
 from diskbench.compat import PY2
 from diskbench import protocol as P
 from tests import netns
-from tests.helpers import REPO, communicate, wait_until
+from tests.helpers import REPO, PatchedServer, communicate, wait_until
 from tests.test_client_runs import client_args, of, records, start_server
 
 #: The client's planned run (s): long enough to have intervals both sides of the step.
@@ -202,3 +206,175 @@ def test_clock_jump_rule_spares_back_to_back_intervals_and_a_slow_drift():
     assert figures.clock_jumped(_Seen(short, ahead=5.0))[0] > 4.9    # ahead of its pongs
     back = short[:5] + [(a - 3.0, b - 3.0, n) for a, b, n in short[5:]]
     assert abs(figures.clock_jumped(_Seen(back))[0] - 3.0) < 1e-9    # an interval back
+
+
+#: A clock this far behind the server's reads before 1970 (about 63 years back).
+BEFORE_1970_S = -2e9
+#: A refusal at start must come well before the client's --connect-timeout (5 s in
+#: client_args) would have run out waiting for an answer that never comes.
+REFUSAL_S = 4.0
+
+
+def test_client_whose_clock_is_before_1970_says_so_at_start(procs, tmpdir):
+    """A host whose clock reads before 1970 (no message can carry such a time: the
+    server drops its hello without a word) is refused by the client itself at start,
+    in one line naming the fix and exit 13, at once: it used to say hello, hear
+    nothing, and after --connect-timeout blame the server ("not a diskbench server,
+    or a stuck one; check --server"). The server sees no stranger's line, and the
+    run goes on with the client whose clock is right."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    env = netns.clock_shift_env(tmpdir.mkdir("site"), BEFORE_1970_S)
+    began = time.time()
+    proc = procs.start(client_args(tmpdir, port, "past", data), env=env)
+    out, err = communicate(proc, 60)
+    took = time.time() - began
+    assert proc.returncode == exitcodes.CLIENT_SERVER, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "clock says" in lines[0] and "before 1970" in lines[0] and \
+        "set the clock" in lines[0], err
+    assert "not a diskbench server" not in err and "Traceback" not in err
+    assert took < REFUSAL_S, took
+    out, err = communicate(procs.start(client_args(tmpdir, port, "now", data)), 60)
+    communicate(server, 60)
+    with open(os.path.join(slog, "report.json")) as f:
+        rep = json.load(f)
+    assert [(c["client"], c["state"]) for c in rep["clients"]] == [("now", "finished")]
+    assert not rep["rejected_messages"], rep["rejected_messages"]
+
+
+#: The relay holds what the client sends this long at first (a congested uplink).
+SLOW_UPLINK_S = 1.0
+#: The patched server pings this often (the product: 10 s), so pongs after the
+#: slow start come within the run.
+FAST_PING_S = 0.5
+#: The run: several pongs over the fast link after the slow one.
+PING_RUN_S = 4.0
+
+
+class SlowStartRelay(object):
+    """A TCP relay between a client and the server: what the client sends waits
+    ``delay`` seconds until ``fast()`` is called (then it goes at once, in order);
+    what the server sends goes at once. Real sockets both ways."""
+
+    def __init__(self, server_port, delay):
+        self.server_port, self.delay = server_port, delay
+        self.slow = True
+        self.stopping = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.socks = [self.listener]
+        self._thread(self._accept)
+
+    def _thread(self, target, *args):
+        t = threading.Thread(target=target, args=args)
+        t.daemon = True
+        t.start()
+
+    def fast(self):
+        self.slow = False
+
+    def close(self):
+        self.stopping.set()
+        for s in self.socks:
+            try:
+                s.close()
+            except (IOError, OSError):
+                pass
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                client = self.listener.accept()[0]
+            except (IOError, OSError):
+                return
+            server = socket.create_connection(("127.0.0.1", self.server_port))
+            self.socks += [client, server]
+            held = collections.deque()
+            ready = threading.Condition()
+            self._thread(self._read_up, client, held, ready)
+            self._thread(self._write_up, server, held, ready)
+            self._thread(self._down, server, client)
+
+    def _read_up(self, client, held, ready):
+        while True:
+            try:
+                data = client.recv(65536)
+            except (IOError, OSError):
+                data = b""
+            with ready:
+                held.append((time.time() + (self.delay if self.slow else 0.0), data))
+                ready.notify()
+            if not data:
+                return
+
+    def _write_up(self, server, held, ready):
+        while True:
+            with ready:
+                while not held:
+                    ready.wait()
+                due, data = held.popleft()
+            self.stopping.wait(max(0.0, due - time.time()))   # the uplink's delay
+            if not data or self.stopping.is_set():
+                server.close()
+                return
+            try:
+                server.sendall(data)
+            except (IOError, OSError):
+                return
+
+    def _down(self, server, client):
+        while True:
+            try:
+                data = server.recv(65536)
+                if not data:
+                    break
+                client.sendall(data)
+            except (IOError, OSError):
+                break
+        client.close()
+
+
+def test_a_slow_first_round_trip_is_not_reported_as_clock_drift(procs, tmpdir):
+    """The client's first pong crosses an uplink that holds it SLOW_UPLINK_S (a
+    congested link, a busy server: the round trip is slow and one-sided, so its
+    offset is off by half of it), the next ones a fast link. The offset is taken
+    from the fastest round trip, and the clock did not move: the report must not
+    say it moved (it said 'clock moved 0.500 s against the server's during the run'
+    and flagged clock_drift_s), and a re-render says the same."""
+    slog = str(tmpdir.join("server-logs"))
+    data = str(tmpdir.mkdir("data"))
+    patched = PatchedServer(procs, "import diskbench.server.handler as h\n"
+                                   "h.PING_INTERVAL_S = %r" % FAST_PING_S)
+    server, port = start_server(patched, slog, "--clients", "1")
+    relay = SlowStartRelay(port, SLOW_UPLINK_S)
+    try:
+        proc = procs.start(client_args(tmpdir, relay.port, "slowstart", data,
+                                       duration=PING_RUN_S))
+        first = wait_until(lambda: of(records(slog), P.PONG, "slowstart"), 30,
+                           what="the first pong, over the slow uplink")
+        relay.fast()
+        out, err = communicate(proc, 60)
+        assert proc.returncode == exitcodes.OK, err
+        communicate(server, 60)
+    finally:
+        relay.close()
+    pongs = of(records(slog), P.PONG, "slowstart")
+    assert len(pongs) >= 3 and pongs[0].seq == first[0].seq
+    with open(os.path.join(slog, "report.json")) as f:
+        rep = json.load(f)
+    (client,) = rep["clients"]
+    assert client["rtt_ms"] < SLOW_UPLINK_S * 1000 / 10, client["rtt_ms"]  # the fast one
+    assert client["clock_drift_s"] is not None and \
+        client["clock_drift_s"] < effects.CLOCK_DRIFT_WARN_S, client["clock_drift_s"]
+    assert not [w for w in rep["run"]["server_warnings"] if "clock moved" in w], \
+        rep["run"]["server_warnings"]
+    os.remove(os.path.join(slog, "report.json"))
+    code, out, err = procs.run(["-m", "diskbench.report", slog], timeout=60)
+    assert code == exitcodes.OK, err
+    with open(os.path.join(slog, "report.json")) as f:
+        again = json.load(f)["clients"][0]
+    assert again["clock_drift_s"] == client["clock_drift_s"]
