@@ -72,6 +72,8 @@ def parse_hosts(text, path="hosts"):
                 "in brackets ([fd00::7]:22)")
         except ValueError as exc:
             raise Usage(str(exc))
+        if ":" not in address:    # a name as typed: ssh resolves it (and its config's aliases)
+            address = m.group("rest") if port is None else m.group("rest").rpartition(":")[0]
         opts = {}
         for field in fields[1:]:
             key, sep, value = field.partition("=")

@@ -2572,4 +2572,8 @@ MUTATIONS = [
          new="",
          tests=["tests/test_launch.py::test_a_name_for_every_host_in_the_client_flags_is_"
                 "refused"]),
+    dict(id="launch-ssh-gets-the-idna-name", file="diskbench/launchargs.py",
+         old='        if ":" not in address:    # a name as typed: ssh resolves it',
+         new='        if False:    # a name as typed: ssh resolves it',
+         tests=[_LA + "test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
 ]

@@ -728,8 +728,8 @@ def test_real_ssh_two_hosts_and_one_closed_port(tmpdir, tag, sshd):
     code, out, err = run_launch(launch_argv(hosts, log_dir, d2, tag, extra=options), tag)
     # the run completed with the 2 clients the server was told to expect; a host failed
     assert code == exitcodes.LAUNCH_CLIENT_FAILED, (out, err)
-    failed = [line for line in err.splitlines() if ":%d failed" % closed in line]
-    assert len(failed) == 1 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
+    failed = [line for line in err.splitlines() if ":%d" % closed in line]
+    assert len(failed) == 2 and "ssh to 127.0.0.1:%d failed: ssh: connect to host " \
         "127.0.0.1 port %d: Connection refused" % (closed, closed) in failed[0], err
     assert failed[1].startswith("diskbench launch: told the server that 127.0.0.1:%d "
                                 "will not come: " % closed), err
