@@ -2302,4 +2302,15 @@ MUTATIONS = [
          new="        if True:",
          tests=[_LF + "test_log_dir_full_at_hello_clients_wait_through_it_and_the_run_"
                 "goes_on"]),
+    # --- the directory measured moved mid-run: never another disk called this one ---
+    dict(id="writer-ignores-a-moved-directory", file="diskbench/client/writer.py",
+         old="        if (st.st_dev, st.st_ino) == tuple(want) and own.st_dev == want[0]:",
+         new="        if True:",
+         tests=["tests/faults/test_client_disk.py::test_directory_unmounted_or_mounted_"
+                "over_midrun_fails_exit_14"]),
+    dict(id="writer-removes-files-only-by-path", file="diskbench/client/writer.py",
+         old="        if self.dir_fd is not None:\n            candidates.insert(0,",
+         new="        if False:\n            candidates.insert(0,",
+         tests=["tests/faults/test_client_disk.py::test_directory_unmounted_or_mounted_"
+                "over_midrun_fails_exit_14"]),
 ]

@@ -430,7 +430,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
         with flag.interrupting():  # no loop here: a signal ends the step at once
-            sync_mode, why, mib_s, expected = _start_up_checks(
+            sync_mode, why, mib_s, expected, place = _start_up_checks(
                 args, log, directory, fixed, file_mb)
     except checks.CheckFailed as exc:
         log.error("%s", exc.message)
@@ -461,6 +461,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
         verify=bool(args.verify), instance_id=instance_id, block_bytes=checks.block_bytes(directory),
+        directory_id=place,
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
@@ -491,8 +492,9 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
 
 def _start_up_checks(args, log, directory, fixed, file_mb):
     """Directory, space, O_DIRECT, calibration: (sync_mode, why O_DIRECT was
-    refused, calibrated MiB/s, expected rollovers); CheckFailed if one fails."""
-    checks.check_directory(directory)
+    refused, calibrated MiB/s, expected rollovers, the directory's
+    checks.directory_id); CheckFailed if one fails."""
+    place = checks.check_directory(directory)
     if "file_bytes" in fixed:  # else the plan's file size is checked at go
         _space(directory, file_mb * MIB, args, log)
     direct_ok, why = checks.probe_direct(directory)
@@ -504,7 +506,7 @@ def _start_up_checks(args, log, directory, fixed, file_mb):
     expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
     if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
         _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
-    return sync_mode, why, mib_s, expected
+    return sync_mode, why, mib_s, expected, place
 
 
 def _space(directory, file_bytes, args, log):

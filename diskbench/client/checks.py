@@ -40,8 +40,18 @@ def check_sizes(chunk_mb, file_mb):
         raise CheckFailed(exitcodes.USAGE, problem)
 
 
+def directory_id(directory):
+    """(device, inode) of ``directory``: which directory on which filesystem the
+    run measures. The writer compares it before each file it opens
+    (writer.Writer.check_place): a directory unmounted (even lazily), mounted
+    over or replaced mid-run is another disk, never measured as this one."""
+    st = os.stat(directory)
+    return (int(st.st_dev), int(st.st_ino))
+
+
 def check_directory(directory):
-    """Exists, is a directory, and a file can really be created in it."""
+    """Exists, is a directory, and a file can really be created in it;
+    returns its directory_id."""
     if not os.path.exists(directory):
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s does not exist; "
                           "create it or pass an existing DIRECTORY" % directory)
@@ -58,6 +68,11 @@ def check_directory(directory):
                           % (directory, os.strerror(exc.errno)))
     finally:  # also when a signal ends the check (signals.Interrupted)
         _remove_scratch(None, probe)
+    try:
+        return directory_id(directory)
+    except OSError as exc:  # gone since the probe
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s cannot be read (%s); "
+                          "pass an existing DIRECTORY" % (directory, os.strerror(exc.errno)))
 
 
 def free_bytes(directory):

@@ -9,9 +9,18 @@ real server reports the client FAILED with that reason.
 EIO cannot be produced on demand by a filesystem here, so one test injects it
 into the writer's os.write (the client runs for real otherwise) and checks the
 same path with errno 5.
+
+The directory measured can stop being that directory mid-run: unmounted
+lazily (its path then leads to the directory below the mount point, on
+another disk) or mounted over. The writer checks each file it opens against
+the directory the start-up checks measured: the client fails (exit 14,
+ENODEV naming what changed) instead of going on to measure another
+filesystem as this one and calling it finished, and every data file is
+removed where it is, the detached filesystem's too.
 """
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -118,3 +127,56 @@ def test_eio_in_the_writer_stops_cleans_up_and_exits_14(procs, tmpdir):
         assert fake.of_type(P.STOP)[0].chunks_written == 3
     finally:
         fake.close()
+
+
+#: A moved directory ends the client within this (it writes at RAM speed).
+MOVED_TIMEOUT_S = 60.0
+#: Room for --max-files 2 files of 10 MiB and the start-up check's margin.
+ROOMY_TMPFS_MB = 160
+
+
+@pytest.fixture
+def roomy_tmpfs(tmpdir):
+    for mnt in mounted_tmpfs(tmpdir, ROOMY_TMPFS_MB):
+        yield mnt
+
+
+@pytest.mark.parametrize("how", ["umount-lazy", "mounted-over"])
+def test_directory_unmounted_or_mounted_over_midrun_fails_exit_14(procs, tmpdir,
+                                                                  roomy_tmpfs, how):
+    small_tmpfs = roomy_tmpfs
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    client = procs.start(client_args(tmpdir, port, "moved", small_tmpfs, chunk=10,
+                                     file_mb=10, duration=30))
+    wait_until(lambda: of(records(slog), P.ROLLOVER, "moved"), 30,
+               what="the first rollover at the server")
+    held = os.open(small_tmpfs, os.O_RDONLY)   # the measured filesystem, whatever its path
+    try:
+        if how == "umount-lazy":
+            subprocess.check_call(["umount", "-l", small_tmpfs])
+        else:
+            subprocess.check_call(["mount", "-t", "tmpfs", "-o", "size=%dm" % TMPFS_MB,
+                                   "tmpfs", small_tmpfs])
+        out, err = communicate(client, MOVED_TIMEOUT_S)
+        measured = os.listdir("/proc/self/fd/%d" % held)
+    finally:
+        os.close(held)
+        if how == "mounted-over":
+            subprocess.call(["umount", small_tmpfs])
+    assert client.returncode == exitcodes.CLIENT_DISK_ERROR, err
+    assert "Traceback" not in err
+    [line] = [ln for ln in err.splitlines() if "stop (error)" in ln]
+    assert "the writer stopped on a disk error: ENODEV: %s is no longer the directory " \
+        "the run measured" % small_tmpfs in line, line
+    assert "exit code 14" in line
+    # nothing left: neither where it wrote nor where the path leads now
+    assert data_files(small_tmpfs) == [] and \
+        [n for n in measured if n.startswith("diskbench-")] == []
+    assert "could not remove" not in err
+    communicate(server, 30)
+    assert server.returncode == exitcodes.SERVER_INCOMPLETE
+    with open(os.path.join(slog, "report.json")) as f:
+        entry = json.load(f)["clients"][0]
+    assert entry["state"] == "failed"
+    assert "is no longer the directory the run measured" in entry["state_why"]
