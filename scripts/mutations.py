@@ -2313,4 +2313,15 @@ MUTATIONS = [
          new="        if False:\n            candidates.insert(0,",
          tests=["tests/faults/test_client_disk.py::test_directory_unmounted_or_mounted_"
                 "over_midrun_fails_exit_14"]),
+    # --- a child that cannot be started: one line, exit 15, never a traceback and a hang ---
+    dict(id="unstartable-child-is-a-traceback", file="diskbench/client/supervisor.py",
+         old="        except EnvironmentError as exc:  # EMFILE, EAGAIN (a process limit), ENOMEM",
+         new="        except ImportError as exc:  # EMFILE, EAGAIN (a process limit), ENOMEM",
+         tests=["tests/faults/test_client_process.py::test_a_child_that_cannot_be_started_"
+                "is_one_line_exit_15"]),
+    dict(id="pipe-module-imported-late-py27", file="diskbench/client/supervisor.py",
+         old="import multiprocessing.connection  # noqa: F401",
+         new="import multiprocessing  # noqa: F401", py2=True,
+         tests=["tests/faults/test_client_process.py::test_a_child_that_cannot_be_started_"
+                "is_one_line_exit_15"]),
 ]
