@@ -2324,4 +2324,10 @@ MUTATIONS = [
          new="import multiprocessing  # noqa: F401", py2=True,
          tests=["tests/faults/test_client_process.py::test_a_child_that_cannot_be_started_"
                 "is_one_line_exit_15"]),
+    # --- data files a failed filesystem keeps are named, never left quietly ---
+    dict(id="unremovable-files-left-quietly", file="diskbench/client/writer.py",
+         old="        if self.left:   # said,",
+         new="        if False:   # said,",
+         tests=["tests/faults/test_client_disk.py::test_files_a_failed_filesystem_keeps_are_"
+                "named_in_the_report"]),
 ]

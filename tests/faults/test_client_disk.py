@@ -17,16 +17,22 @@ the directory the start-up checks measured: the client fails (exit 14,
 ENODEV naming what changed) instead of going on to measure another
 filesystem as this one and calling it finished, and every data file is
 removed where it is, the detached filesystem's too.
+
+A filesystem that fails mid-run (ext4's own error trigger, mounted
+errors=remount-ro) stops the writer (EROFS, exit 14), and its data files can
+then not be removed: that is said, naming each file left and how much, in the
+log and in the report, never left on the disk under test quietly.
 """
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
 from diskbench import exitcodes
 from diskbench import protocol as P
-from tests.helpers import communicate, mounted_tmpfs, wait_until
+from tests.helpers import communicate, mounted_ext4_loop, mounted_tmpfs, wait_until
 from tests.test_client_runs import client_args, client_log, of, records, start_server
 
 TMPFS_MB = 50
@@ -180,3 +186,39 @@ def test_directory_unmounted_or_mounted_over_midrun_fails_exit_14(procs, tmpdir,
         entry = json.load(f)["clients"][0]
     assert entry["state"] == "failed"
     assert "is no longer the directory the run measured" in entry["state_why"]
+
+
+#: The loop-mounted ext4 of the failing-filesystem test.
+EXT4_MB = 200
+
+
+@pytest.fixture
+def ext4(tmpdir):
+    for fs in mounted_ext4_loop(tmpdir, EXT4_MB):
+        yield fs
+
+
+def test_files_a_failed_filesystem_keeps_are_named_in_the_report(procs, tmpdir, ext4):
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    client = procs.start(client_args(tmpdir, port, "rofs", ext4.path, chunk=10,
+                                     file_mb=20, duration=30))
+    wait_until(lambda: of(records(slog), P.ROLLOVER, "rofs"), 30,
+               what="the first rollover at the server")
+    ext4.fail()    # read-only from now on: nothing can be written nor removed
+    out, err = communicate(client, MOVED_TIMEOUT_S)
+    assert client.returncode == exitcodes.CLIENT_DISK_ERROR, err
+    assert "Traceback" not in err
+    left = sorted(data_files(ext4.path))
+    assert left, "the failed filesystem kept no file: nothing to say"
+    communicate(server, 30)
+    with open(os.path.join(slog, "report.json")) as f:
+        entry = json.load(f)["clients"][0]
+    assert entry["state"] == "failed"
+    [said] = [n for n in entry["notices"] if n.startswith("could not remove")]
+    assert said.startswith("could not remove %d data file%s (" % (
+        len(left), "" if len(left) == 1 else "s")), said
+    sizes = sum(os.path.getsize(os.path.join(ext4.path, n)) for n in left)
+    assert "(%.1f MiB) from %s: " % (sizes / float(1 << 20), ext4.path) in said, said
+    assert sorted(re.findall(r"(diskbench-\S+\.dat) \(E[A-Z]+: ", said)) == left, said
+    assert said in client_log(tmpdir, "rofs")
