@@ -486,6 +486,10 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
+    memory = checks.memory_fs_warning(shown, fs)
+    if memory:  # (a figure of memory would otherwise read as one of the disk)
+        log.warning("%s", memory)
+        supervisor.sender.send(protocol.NOTE, text=memory)
     # (psutil missing is said once: by the stats process's note, logged when relayed)
     return supervisor.run(flag)
 

@@ -115,6 +115,19 @@ def fs_type(directory, mounts_path="/proc/mounts"):
     return kind
 
 
+#: Filesystems that keep their files in memory: what is measured there is RAM,
+#: not a disk, whatever O_DIRECT and fsync say.
+MEMORY_FS = ("tmpfs", "ramfs")
+
+
+def memory_fs_warning(shown, fs):
+    """The warning for a DIRECTORY whose filesystem is memory, else None."""
+    if fs not in MEMORY_FS:
+        return None
+    return ("%s is on %s, which keeps files in memory: the figures are the memory's, not "
+            "a disk's; give a directory on the disk to measure" % (shown, fs))
+
+
 def block_bytes(directory):
     """The filesystem's preferred I/O block size (reported in START)."""
     try:

@@ -22,6 +22,10 @@ A filesystem that fails mid-run (ext4's own error trigger, mounted
 errors=remount-ro) stops the writer (EROFS, exit 14), and its data files can
 then not be removed: that is said, naming each file left and how much, in the
 log and in the report, never left on the disk under test quietly.
+
+A tmpfs is no disk: a run there measures memory. It runs (a test may want
+that), but the client says so in its log and to the server, and report.txt
+and report.json carry the note beside the client's figures.
 """
 import json
 import os
@@ -222,3 +226,21 @@ def test_files_a_failed_filesystem_keeps_are_named_in_the_report(procs, tmpdir, 
     assert "(%.1f MiB) from %s: " % (sizes / float(1 << 20), ext4.path) in said, said
     assert sorted(re.findall(r"(diskbench-\S+\.dat) \(E[A-Z]+: ", said)) == left, said
     assert said in client_log(tmpdir, "rofs")
+
+
+def test_a_directory_on_tmpfs_is_said_to_measure_memory(procs, tmpdir, roomy_tmpfs):
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    code, out, err = procs.run(client_args(tmpdir, port, "ram", roomy_tmpfs, chunk=10,
+                                           file_mb=20, duration=1.5), timeout=60)
+    assert code == exitcodes.OK, err
+    said = ("%s is on tmpfs, which keeps files in memory: the figures are the memory's, "
+            "not a disk's; give a directory on the disk to measure" % roomy_tmpfs)
+    assert "WARNING: " + said in err
+    communicate(server, 30)
+    with open(os.path.join(slog, "report.json")) as f:
+        entry = json.load(f)["clients"][0]
+    assert said in entry["notices"]
+    with open(os.path.join(slog, "report.txt")) as f:
+        text = " ".join(f.read().split())   # (wrapped at 120 columns)
+    assert "note: " + said in text
