@@ -2341,4 +2341,13 @@ MUTATIONS = [
          new='    for note in ():',
          tests=["tests/faults/test_client_disk.py::test_a_directory_on_tmpfs_is_said_to_"
                 "measure_memory"]),
+    # --- a file size above ulimit -f: refused before writing, never EFBIG mid-run ---
+    dict(id="file-size-limit-unchecked", file="diskbench/client/__main__.py",
+         old="    if soft is None or file_mb * MIB <= soft:",
+         new="    if True:",
+         tests=[_CH + "test_file_size_above_ulimit_f_is_refused_before_writing"]),
+    dict(id="calibration-past-file-size-limit", file="diskbench/client/checks.py",
+         old="        max_chunks = max(1, min(max_chunks, limit // chunk_bytes))",
+         new="        max_chunks = max_chunks",
+         tests=[_CH + "test_file_size_above_ulimit_f_is_refused_before_writing"]),
 ]

@@ -321,6 +321,18 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
+def _check_file_limit(file_mb, chunk_mb, limit=None):
+    """None, or why a --file-mb file cannot be written here: past this
+    process's file size limit (``ulimit -f``) a write fails with EFBIG mid-run."""
+    soft = procinfo.file_size_limit_bytes() if limit is None else limit
+    if soft is None or file_mb * MIB <= soft:
+        return None
+    fits = soft // (chunk_mb * MIB) * chunk_mb   # whole chunks (check_sizes' rule)
+    return ("--file-mb %d is above this process's file size limit (ulimit -f: %d MiB); "
+            "raise it (ulimit -f unlimited)%s" % (
+                file_mb, soft // MIB, " or use --file-mb %d or less" % fits if fits else ""))
+
+
 def _hello(cfg, shown, fs, expected, mib_s, fixed, force, instance_id):
     """The hello's fields: who this client is and what it will run."""
     return dict(
@@ -395,7 +407,8 @@ def _prepare(argv):
         checks.check_sizes(args.chunk_mb, file_mb)
     except checks.CheckFailed as exc:
         return _usage_error(exc.message)
-    problem = _check_memory(args.chunk_mb)
+    problem = _check_memory(args.chunk_mb) or (  # (else the plan's file size, at go)
+        "file_bytes" in fixed and _check_file_limit(file_mb, args.chunk_mb))
     if problem:
         return _usage_error(problem)
     try:
@@ -470,7 +483,8 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         """The plan from go on this host: None, or (exit code, why)."""
         try:
             checks.check_sizes(planned.chunk_bytes // MIB, planned.file_bytes // MIB)
-            problem = _check_memory(planned.chunk_bytes // MIB)
+            problem = _check_memory(planned.chunk_bytes // MIB) or _check_file_limit(
+                planned.file_bytes // MIB, planned.chunk_bytes // MIB)
             if problem:
                 raise checks.CheckFailed(exitcodes.USAGE, problem)
             _space(directory, planned.file_bytes, args, log)

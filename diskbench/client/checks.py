@@ -12,6 +12,7 @@ import os
 
 from diskbench import exitcodes, protocol
 from diskbench.plan import size_problem
+from diskbench.client import procinfo
 from diskbench.client import writer as writer_mod
 from diskbench.compat import monotonic
 from diskbench.metrics import MIB
@@ -204,6 +205,9 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
                           "--chunk-mb (%s); use a smaller --chunk-mb"
                           % (chunk_bytes // MIB, exc.__class__.__name__))
     ops = ops or writer_mod.OsOps()
+    limit = procinfo.file_size_limit_bytes()   # (ulimit -f: a file past it is EFBIG)
+    if limit is not None:
+        max_chunks = max(1, min(max_chunks, limit // chunk_bytes))
     fd = None
     io_s, written = 0.0, 0
     started = clock()
@@ -224,9 +228,12 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
     except OSError as exc:
         if exc.errno in DISK_ERRNOS:  # the disk, not the directory: as the writer's
             raise CheckFailed(exitcodes.CLIENT_DISK_ERROR, "calibration write in %s "
-                              "failed (%s: %s); free space on the device or check it"
+                              "failed (%s: %s); %s"
                               % (directory, errno.errorcode.get(exc.errno, "E?"),
-                                 os.strerror(exc.errno)))
+                                 os.strerror(exc.errno),
+                                 "raise the file size limit (ulimit -f) or use a smaller "
+                                 "--chunk-mb" if exc.errno == errno.EFBIG else
+                                 "free space on the device or check it"))
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "calibration write in %s failed "
                           "(%s); check the directory and the device"
                           % (directory, os.strerror(exc.errno)))
