@@ -278,7 +278,7 @@ class Writer(object):
 
     def check_place(self, path, fd):
         """The file just opened at ``path`` must be in the directory the
-        start-up checks measured (cfg.directory_id), on its filesystem: a
+        start-up checks measured (cfg.directory_id): a
         directory unmounted (lazily too: its path then leads to the disk below
         it), mounted over or replaced mid-run would have the run go on writing
         to another disk and call it this one. OSError(ENODEV) naming what
@@ -293,14 +293,16 @@ class Writer(object):
         except OSError as exc:
             raise OSError(exc.errno, "%s: %s (removed mid-run?)" % (
                 self.cfg.directory, exc.strerror or os.strerror(exc.errno)))
-        if (st.st_dev, st.st_ino) == tuple(want) and own.st_dev == want[0]:
+        # (the directory, read after the open: the file was made where it led
+        # then or earlier; a file's own device is not compared with it: on an
+        # overlayfs whose layers are on several filesystems they differ)
+        if (st.st_dev, st.st_ino) == tuple(want):
             if self.dir_fd is None and os.path.isdir(PROC_FD):
                 self.dir_fd = os.open(self.cfg.directory, os.O_RDONLY)
             return
         raise OSError(errno.ENODEV, PLACE_CHANGED % (
             self.cfg.directory, _device(want[0]), want[1],
-            "device %s, inode %d; the file opened there is on device %s"
-            % (_device(st.st_dev), st.st_ino, _device(own.st_dev))))
+            "device %s, inode %d" % (_device(st.st_dev), st.st_ino)))
 
     def rollover(self):
         """Timed fsync + close of the full file; report it; open the next."""

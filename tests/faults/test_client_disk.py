@@ -244,3 +244,42 @@ def test_a_directory_on_tmpfs_is_said_to_measure_memory(procs, tmpdir, roomy_tmp
     with open(os.path.join(slog, "report.txt")) as f:
         text = " ".join(f.read().split())   # (wrapped at 120 columns)
     assert "note: " + said in text
+
+
+@pytest.fixture
+def overlay_two_filesystems(tmpdir, roomy_tmpfs):
+    """An overlayfs whose lower layer is a tmpfs and upper layer is on tmpdir's
+    filesystem: a new file's device there is not its directory's."""
+    lower = os.path.join(roomy_tmpfs, "lower")
+    os.mkdir(lower)
+    upper, work, merged = (str(tmpdir.mkdir(n)) for n in ("upper", "work", "merged"))
+    proc = subprocess.Popen(["mount", "-t", "overlay", "overlay", "-o",
+                             "lowerdir=%s,upperdir=%s,workdir=%s" % (lower, upper, work),
+                             merged], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.communicate()[0]
+    if proc.returncode != 0:
+        pytest.skip("cannot mount an overlayfs here: %s" % out.decode("utf-8", "replace"))
+    try:
+        yield merged
+    finally:
+        subprocess.call(["umount", "-l", merged])
+
+
+def test_a_run_on_an_overlayfs_of_two_filesystems_finishes(procs, tmpdir,
+                                                           overlay_two_filesystems):
+    """The directory check compares the directory, never a file's device with
+    it: on this overlayfs they differ, and the run is whole (exit 0)."""
+    data = overlay_two_filesystems
+    probe = os.path.join(data, "probe")
+    with open(probe, "w") as f:
+        differs = os.fstat(f.fileno()).st_dev != os.stat(data).st_dev
+    os.unlink(probe)
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    code, out, err = procs.run(client_args(tmpdir, port, "overlay", data, chunk=10,
+                                           file_mb=20, duration=1.5), timeout=60)
+    assert code == exitcodes.OK, err
+    assert differs, "this overlayfs gives files its directory's device: nothing tested"
+    assert data_files(data) == []
+    communicate(server, 30)
+    assert server.returncode == exitcodes.OK
