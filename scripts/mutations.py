@@ -2355,4 +2355,15 @@ MUTATIONS = [
          new="        if (st.st_dev, st.st_ino) == tuple(want) and own.st_dev == want[0]:",
          tests=["tests/faults/test_client_disk.py::test_a_run_on_an_overlayfs_of_two_"
                 "filesystems_finishes"]),
+    # --- a killed run's data files are named by the next run, never a riddle ---
+    dict(id="killed-runs-files-not-named", file="diskbench/client/__main__.py",
+         old="    if others:  # (they hold space",
+         new="    if False:  # (they hold space",
+         tests=["tests/faults/test_client_disk.py::test_data_files_of_a_killed_run_are_"
+                "named_by_the_next_run"]),
+    dict(id="space-refusal-hides-killed-runs-files", file="diskbench/client/checks.py",
+         old="                              if others else \"\"))",
+         new="                              if False else \"\"))",
+         tests=["tests/faults/test_client_disk.py::test_data_files_of_a_killed_run_are_"
+                "named_by_the_next_run"]),
 ]

@@ -504,6 +504,10 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
     if memory:  # (a figure of memory would otherwise read as one of the disk)
         log.warning("%s", memory)
         supervisor.sender.send(protocol.NOTE, text=memory)
+    others = checks.others_text(shown, checks.other_data_files(directory))
+    if others:  # (they hold space on the disk under test, and nobody else says so)
+        log.warning("%s", others)
+        supervisor.sender.send(protocol.NOTE, text=others)
     # (psutil missing is said once: by the stats process's note, logged when relayed)
     return supervisor.run(flag)
 

@@ -9,6 +9,7 @@ from __future__ import division
 import errno
 import mmap
 import os
+import re
 
 from diskbench import exitcodes, protocol
 from diskbench.plan import size_problem
@@ -81,15 +82,61 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
+#: A data file of any diskbench client (writer.data_file_name's form).
+DATA_FILE = re.compile(r"diskbench-.+-\d+-\d+\.dat\Z")
+#: Other runs' data files named in a warning, at most.
+OTHERS_NAMED = 3
+
+
+def other_data_files(directory):
+    """[(name, bytes)] of the diskbench data files already in ``directory``
+    (sorted): a run killed before it could remove them (kill -9 of every
+    process, a crash, a reboot), or a client writing here now."""
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return found
+    for name in names:
+        if DATA_FILE.match(name):
+            try:
+                found.append((name, os.lstat(os.path.join(directory, name)).st_size))
+            except OSError:
+                pass
+    return found
+
+
+def others_text(directory, others):
+    """The warning for ``other_data_files``, else None."""
+    if not others:
+        return None
+    named = ", ".join(name for name, _ in others[:OTHERS_NAMED])
+    return ("%d data file%s of another diskbench run (%.1f MiB: %s%s) %s in %s: left by a "
+            "client killed before it could remove them, or written by one running now; "
+            "remove them if none is" % (
+                len(others), "" if len(others) == 1 else "s",
+                sum(size for _, size in others) / float(MIB), named,
+                ", ..." if len(others) > OTHERS_NAMED else "",
+                "is" if len(others) == 1 else "are", directory))
+
+
 def check_space(directory, file_bytes, max_files, free=None):
     need = max_files * file_bytes + SPACE_MARGIN_BYTES
     have = free_bytes(directory) if free is None else free
     if have < need:
+        others = other_data_files(directory)
         raise CheckFailed(exitcodes.CLIENT_SPACE, "not enough free space in %s: %d "
                           "files of %d MiB + %d MiB margin need %d MiB, %d MiB are free; "
-                          "free some space or lower --file-mb / --max-files" % (
+                          "free some space or lower --file-mb / --max-files%s" % (
                               directory, max_files, file_bytes // MIB,
-                              SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB))
+                              SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB,
+                              " (%.1f MiB of it are held by %d data file%s of another "
+                              "diskbench run: %s)" % (
+                                  sum(size for _, size in others) / float(MIB),
+                                  len(others), "" if len(others) == 1 else "s",
+                                  ", ".join(n for n, _ in others[:OTHERS_NAMED]) +
+                                  (", ..." if len(others) > OTHERS_NAMED else ""))
+                              if others else ""))
     return have
 
 

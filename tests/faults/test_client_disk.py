@@ -283,3 +283,38 @@ def test_a_run_on_an_overlayfs_of_two_filesystems_finishes(procs, tmpdir,
     assert data_files(data) == []
     communicate(server, 30)
     assert server.returncode == exitcodes.OK
+
+
+#: A killed run's leftover data file: first too big for the next run's space
+#: check on the roomy tmpfs, then small enough to run beside.
+LEFTOVER_MB, SMALL_LEFTOVER_MB = 100, 20
+
+
+def test_data_files_of_a_killed_run_are_named_by_the_next_run(procs, tmpdir, roomy_tmpfs):
+    """A run killed with every process (kill -9 of the group, a crash, a
+    reboot) leaves its data files: the next client on that directory names
+    them, in the space refusal they cause and, when it runs, in its log and
+    the report."""
+    leftover = os.path.join(roomy_tmpfs, "diskbench-old-4242-0.dat")
+    with open(leftover, "wb") as f:
+        f.write(os.urandom(1 << 20) * LEFTOVER_MB)
+    code, out, err = procs.run(client_args(tmpdir, 1, "next", roomy_tmpfs, chunk=10,
+                                           file_mb=10, duration=1.5), timeout=60)
+    assert code == exitcodes.CLIENT_SPACE, err
+    assert "(%.1f MiB of it are held by 1 data file of another diskbench run: " \
+        "diskbench-old-4242-0.dat)" % LEFTOVER_MB in err, err
+    with open(leftover, "r+b") as f:
+        f.truncate(SMALL_LEFTOVER_MB << 20)
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1")
+    code, out, err = procs.run(client_args(tmpdir, port, "next", roomy_tmpfs, chunk=10,
+                                           file_mb=10, duration=1.5), timeout=60)
+    assert code == exitcodes.OK, err
+    said = ("1 data file of another diskbench run (%.1f MiB: diskbench-old-4242-0.dat) is "
+            "in %s: left by a client killed before it could remove them, or written by "
+            "one running now; remove them if none is" % (SMALL_LEFTOVER_MB, roomy_tmpfs))
+    assert "WARNING: " + said in err
+    assert data_files(roomy_tmpfs) == ["diskbench-old-4242-0.dat"]   # (not ours to remove)
+    communicate(server, 30)
+    with open(os.path.join(slog, "report.json")) as f:
+        assert said in json.load(f)["clients"][0]["notices"]
