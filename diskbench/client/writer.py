@@ -205,7 +205,7 @@ class Writer(object):
         # removed where they are, whatever happened to the path since
         self.ids = {}
         self.dir_fd = None
-        self.left = []            # data files that could not be removed: (path, why)
+        self.left = []            # data files not removed: (path, why, bytes)
         self._reset_interval()
 
     # --- messages (never inside the timer) -------------------------------------
@@ -291,8 +291,9 @@ class Writer(object):
         try:
             st = os.stat(self.cfg.directory)
         except OSError as exc:
-            raise OSError(exc.errno, "%s: %s (removed mid-run?)" % (
-                self.cfg.directory, exc.strerror or os.strerror(exc.errno)))
+            raise OSError(exc.errno, "%s: %s%s" % (
+                self.cfg.directory, exc.strerror or os.strerror(exc.errno),
+                " (removed mid-run?)" if exc.errno == errno.ENOENT else ""))
         # (the directory, read after the open: the file was made where it led
         # then or earlier; a file's own device is not compared with it: on an
         # overlayfs whose layers are on several filesystems they differ)
@@ -362,24 +363,28 @@ class Writer(object):
         directory's descriptor (the path may lead elsewhere since) or by its
         path, whichever holds that very file, never another."""
         ident = self.ids.pop(path, None)
+        size = None
         try:
-            for place in self._places(path, ident):
-                self.ops.unlink(place)
+            places = self._places(path, ident)
+            if not places:
                 return
+            place, size = places[0]
+            self.ops.unlink(place)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
-                size = self.sizes.get(path) or (
-                    self.file_written if self.paths and path == self.paths[-1] else 0) \
-                    or self.cfg.file_bytes   # (a full file: its size left with read_back)
+                if size is None:   # (not known from the file itself)
+                    size = self.file_written if self.paths and path == self.paths[-1] \
+                        else self.sizes.get(path) or self.cfg.file_bytes
                 self.left.append((path, "%s: %s" % (errno.errorcode.get(exc.errno, "E?"),
                                                     exc.strerror or os.strerror(exc.errno)),
                                   size))
 
     def _places(self, path, ident):
-        """Where ``path``'s file is: [path] when its identity is not known, else
-        each place holding exactly that file (none: it is gone already)."""
+        """Where ``path``'s file is, as [(place, its size or None)]: the path
+        when its identity is not known, else the place holding exactly that
+        file (none: it is gone already)."""
         if ident is None:
-            return [path]
+            return [(path, None)]
         candidates = [path]
         if self.dir_fd is not None:
             candidates.insert(0, os.path.join(PROC_FD, str(self.dir_fd),
@@ -393,7 +398,7 @@ class Writer(object):
                     error = exc
                 continue
             if (st.st_dev, st.st_ino) == ident:
-                found.append(place)
+                found.append((place, st.st_size))
                 break
         if not found and error is not None:
             raise error
