@@ -115,7 +115,8 @@ TABLE = (
          "stopped",
          "disk error (ENOSPC, EIO, ...): the writer stopped"),
     Code(CLIENT_CHILD_DIED, "CLIENT_CHILD_DIED", (CLIENT,),
-         "a writer/stats/heartbeat process died unexpectedly",
+         "a writer/stats/heartbeat process died unexpectedly, or could not be started "
+         "(the open-file or process limit, memory)",
          "a writer/stats/heartbeat process died"),
     Code(CLIENT_INTERRUPTED, "CLIENT_INTERRUPTED", (CLIENT,),
          "SIGINT/SIGTERM/SIGHUP (at any point: start-up checks, calibration, connecting, "

@@ -2576,4 +2576,68 @@ MUTATIONS = [
          old='        if ":" not in address:    # a name as typed: ssh resolves it',
          new='        if False:    # a name as typed: ssh resolves it',
          tests=[_LA + "test_fake_ssh_run_with_a_non_ascii_log_dir_and_host"]),
+    # --- the directory measured moved mid-run: never another disk called this one ---
+    dict(id="writer-ignores-a-moved-directory", file="diskbench/client/writer.py",
+         old="        if (st.st_dev, st.st_ino) == tuple(want):",
+         new="        if True:",
+         tests=["tests/faults/test_client_disk.py::test_directory_unmounted_or_mounted_"
+                "over_midrun_fails_exit_14"]),
+    dict(id="writer-removes-files-only-by-path", file="diskbench/client/writer.py",
+         old="        if self.dir_fd is not None:\n            candidates.insert(0,",
+         new="        if False:\n            candidates.insert(0,",
+         tests=["tests/faults/test_client_disk.py::test_directory_unmounted_or_mounted_"
+                "over_midrun_fails_exit_14"]),
+    # --- a child that cannot be started: one line, exit 15, never a traceback and a hang ---
+    dict(id="unstartable-child-is-a-traceback", file="diskbench/client/supervisor.py",
+         old="        except EnvironmentError as exc:  # EMFILE, EAGAIN (a process limit), ENOMEM",
+         new="        except ImportError as exc:  # EMFILE, EAGAIN (a process limit), ENOMEM",
+         tests=["tests/faults/test_client_process.py::test_a_child_that_cannot_be_started_"
+                "is_one_line_exit_15"]),
+    dict(id="pipe-module-imported-late-py27", file="diskbench/client/supervisor.py",
+         old="import multiprocessing.connection  # noqa: F401",
+         new="import multiprocessing  # noqa: F401", py2=True,
+         tests=["tests/faults/test_client_process.py::test_a_child_that_cannot_be_started_"
+                "is_one_line_exit_15"]),
+    # --- data files a failed filesystem keeps are named, never left quietly ---
+    dict(id="unremovable-files-left-quietly", file="diskbench/client/writer.py",
+         old="        if self.left:   # said,",
+         new="        if False:   # said,",
+         tests=["tests/faults/test_client_disk.py::test_files_a_failed_filesystem_keeps_are_"
+                "named_in_the_report"]),
+    # --- a directory on tmpfs measures memory: said, in report.txt too ---
+    dict(id="tmpfs-taken-for-a-disk", file="diskbench/client/checks.py",
+         old='MEMORY_FS = ("tmpfs", "ramfs")',
+         new='MEMORY_FS = ("ramfs",)',
+         tests=["tests/faults/test_client_disk.py::test_a_directory_on_tmpfs_is_said_to_"
+                "measure_memory"]),
+    dict(id="report-txt-drops-notes", file="diskbench/report/text.py",
+         old='    for note in e["notices"]:',
+         new='    for note in ():',
+         tests=["tests/faults/test_client_disk.py::test_a_directory_on_tmpfs_is_said_to_"
+                "measure_memory"]),
+    # --- a file size above ulimit -f: refused before writing, never EFBIG mid-run ---
+    dict(id="file-size-limit-unchecked", file="diskbench/client/__main__.py",
+         old="    if soft is None or file_mb * MIB <= soft:",
+         new="    if True:",
+         tests=[_CH + "test_file_size_above_ulimit_f_is_refused_before_writing"]),
+    dict(id="calibration-past-file-size-limit", file="diskbench/client/checks.py",
+         old="        max_chunks = max(1, min(max_chunks, limit // chunk_bytes))",
+         new="        max_chunks = max_chunks",
+         tests=[_CH + "test_file_size_above_ulimit_f_is_refused_before_writing"]),
+    dict(id="writer-compares-the-files-device", file="diskbench/client/writer.py",
+         old="        if (st.st_dev, st.st_ino) == tuple(want):",
+         new="        if (st.st_dev, st.st_ino) == tuple(want) and own.st_dev == want[0]:",
+         tests=["tests/faults/test_client_disk.py::test_a_run_on_an_overlayfs_of_two_"
+                "filesystems_finishes"]),
+    # --- a killed run's data files are named by the next run, never a riddle ---
+    dict(id="killed-runs-files-not-named", file="diskbench/client/__main__.py",
+         old="    if others:  # (they hold space",
+         new="    if False:  # (they hold space",
+         tests=["tests/faults/test_client_disk.py::test_data_files_of_a_killed_run_are_"
+                "named_by_the_next_run"]),
+    dict(id="space-refusal-hides-killed-runs-files", file="diskbench/client/checks.py",
+         old="                              if others else \"\"))",
+         new="                              if False else \"\"))",
+         tests=["tests/faults/test_client_disk.py::test_data_files_of_a_killed_run_are_"
+                "named_by_the_next_run"]),
 ]

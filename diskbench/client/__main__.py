@@ -316,6 +316,18 @@ def _check_memory(chunk_mb, available=None):
     return None
 
 
+def _check_file_limit(file_mb, chunk_mb, limit=None):
+    """None, or why a --file-mb file cannot be written here: past this
+    process's file size limit (``ulimit -f``) a write fails with EFBIG mid-run."""
+    soft = procinfo.file_size_limit_bytes() if limit is None else limit
+    if soft is None or file_mb * MIB <= soft:
+        return None
+    fits = soft // (chunk_mb * MIB) * chunk_mb   # whole chunks (check_sizes' rule)
+    return ("--file-mb %d is above this process's file size limit (ulimit -f: %d MiB); "
+            "raise it (ulimit -f unlimited)%s" % (
+                file_mb, soft // MIB, " or use --file-mb %d or less" % fits if fits else ""))
+
+
 def _hello(cfg, shown, fs, expected, mib_s, fixed, force, instance_id):
     """The hello's fields: who this client is and what it will run."""
     return dict(
@@ -390,7 +402,8 @@ def _prepare(argv):
         checks.check_sizes(args.chunk_mb, file_mb)
     except checks.CheckFailed as exc:
         return _usage_error(exc.message)
-    problem = _check_memory(args.chunk_mb)
+    problem = _check_memory(args.chunk_mb) or (  # (else the plan's file size, at go)
+        "file_bytes" in fixed and _check_file_limit(file_mb, args.chunk_mb))
     if problem:
         return _usage_error(problem)
     try:
@@ -425,7 +438,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
     chunk_bytes, file_bytes = args.chunk_mb * MIB, file_mb * MIB
     try:
         with flag.interrupting():  # no loop here: a signal ends the step at once
-            sync_mode, why, mib_s, expected = _start_up_checks(
+            sync_mode, why, mib_s, expected, place = _start_up_checks(
                 args, log, directory, fixed, file_mb)
     except checks.CheckFailed as exc:
         log.error("%s", exc.message)
@@ -456,6 +469,7 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         heartbeat_interval_s=args.heartbeat_interval, max_files=args.max_files,
         sync_mode=sync_mode, preallocate=args.preallocate, keep_data=args.keep_data,
         verify=bool(args.verify), instance_id=instance_id, block_bytes=checks.block_bytes(directory),
+        directory_id=place,
         connect_timeout_s=args.connect_timeout, deliver_timeout_s=args.deliver_timeout,
         progress_interval_s=args.progress_interval,
         undelivered_path=_undelivered_path(log), stall_timeout_s=args.stall_timeout,
@@ -464,7 +478,8 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         """The plan from go on this host: None, or (exit code, why)."""
         try:
             checks.check_sizes(planned.chunk_bytes // MIB, planned.file_bytes // MIB)
-            problem = _check_memory(planned.chunk_bytes // MIB)
+            problem = _check_memory(planned.chunk_bytes // MIB) or _check_file_limit(
+                planned.file_bytes // MIB, planned.chunk_bytes // MIB)
             if problem:
                 raise checks.CheckFailed(exitcodes.USAGE, problem)
             _space(directory, planned.file_bytes, args, log)
@@ -480,15 +495,24 @@ def _checked_run(args, log, name, host, port, file_mb, secret, fixed, instance_i
         supervisor.sender.send(protocol.NOTE, text="O_DIRECT refused in %s (%s): "
                                "buffered writes + fsync per chunk (sync_mode=%s)"
                                % (shown, why, sync_mode))
+    memory = checks.memory_fs_warning(shown, fs)
+    if memory:  # (a figure of memory would otherwise read as one of the disk)
+        log.warning("%s", memory)
+        supervisor.sender.send(protocol.NOTE, text=memory)
+    others = checks.others_text(shown, checks.other_data_files(directory))
+    if others:  # (they hold space on the disk under test, and nobody else says so)
+        log.warning("%s", others)
+        supervisor.sender.send(protocol.NOTE, text=others)
     # (psutil missing is said once: by the stats process's note, logged when relayed)
     return supervisor.run(flag)
 
 
 def _start_up_checks(args, log, directory, fixed, file_mb):
     """Directory, space, O_DIRECT, calibration: (sync_mode, why O_DIRECT was
-    refused, calibrated MiB/s, expected rollovers); CheckFailed if one fails."""
+    refused, calibrated MiB/s, expected rollovers, the directory's
+    checks.directory_id); CheckFailed if one fails."""
     checks.check_clock()
-    checks.check_directory(directory)
+    place = checks.check_directory(directory)
     if "file_bytes" in fixed:  # else the plan's file size is checked at go
         _space(directory, file_mb * MIB, args, log)
     direct_ok, why = checks.probe_direct(directory)
@@ -500,7 +524,7 @@ def _start_up_checks(args, log, directory, fixed, file_mb):
     expected = plan.expected_rollovers(mib_s, args.duration, file_mb)
     if "duration_s" in fixed and "file_bytes" in fixed:  # no plan can change it
         _rollovers(mib_s, args.duration, file_mb, args.chunk_mb, args, log)
-    return sync_mode, why, mib_s, expected
+    return sync_mode, why, mib_s, expected, place
 
 
 def _space(directory, file_bytes, args, log):

@@ -9,9 +9,11 @@ from __future__ import division
 import errno
 import mmap
 import os
+import re
 
 from diskbench import exitcodes, protocol, runclock
 from diskbench.plan import size_problem
+from diskbench.client import procinfo
 from diskbench.client import writer as writer_mod
 from diskbench.compat import monotonic
 from diskbench.metrics import MIB
@@ -57,8 +59,18 @@ def check_sizes(chunk_mb, file_mb):
         raise CheckFailed(exitcodes.USAGE, problem)
 
 
+def directory_id(directory):
+    """(device, inode) of ``directory``: which directory on which filesystem the
+    run measures. The writer compares it before each file it opens
+    (writer.Writer.check_place): a directory unmounted (even lazily), mounted
+    over or replaced mid-run is another disk, never measured as this one."""
+    st = os.stat(directory)
+    return (int(st.st_dev), int(st.st_ino))
+
+
 def check_directory(directory):
-    """Exists, is a directory, and a file can really be created in it."""
+    """Exists, is a directory, and a file can really be created in it;
+    returns its directory_id."""
     if not os.path.exists(directory):
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s does not exist; "
                           "create it or pass an existing DIRECTORY" % directory)
@@ -75,6 +87,11 @@ def check_directory(directory):
                           % (directory, os.strerror(exc.errno)))
     finally:  # also when a signal ends the check (signals.Interrupted)
         _remove_scratch(None, probe)
+    try:
+        return directory_id(directory)
+    except OSError as exc:  # gone since the probe
+        raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "directory %s cannot be read (%s); "
+                          "pass an existing DIRECTORY" % (directory, os.strerror(exc.errno)))
 
 
 def free_bytes(directory):
@@ -82,15 +99,61 @@ def free_bytes(directory):
     return st.f_bavail * st.f_frsize
 
 
+#: A data file of any diskbench client (writer.data_file_name's form).
+DATA_FILE = re.compile(r"diskbench-.+-\d+-\d+\.dat\Z")
+#: Other runs' data files named in a warning, at most.
+OTHERS_NAMED = 3
+
+
+def other_data_files(directory):
+    """[(name, bytes)] of the diskbench data files already in ``directory``
+    (sorted): a run killed before it could remove them (kill -9 of every
+    process, a crash, a reboot), or a client writing here now."""
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return found
+    for name in names:
+        if DATA_FILE.match(name):
+            try:
+                found.append((name, os.lstat(os.path.join(directory, name)).st_size))
+            except OSError:
+                pass
+    return found
+
+
+def others_text(directory, others):
+    """The warning for ``other_data_files``, else None."""
+    if not others:
+        return None
+    named = ", ".join(name for name, _ in others[:OTHERS_NAMED])
+    return ("%d data file%s of another diskbench run (%.1f MiB: %s%s) %s in %s: left by a "
+            "client killed before it could remove them, or written by one running now; "
+            "remove them if none is" % (
+                len(others), "" if len(others) == 1 else "s",
+                sum(size for _, size in others) / float(MIB), named,
+                ", ..." if len(others) > OTHERS_NAMED else "",
+                "is" if len(others) == 1 else "are", directory))
+
+
 def check_space(directory, file_bytes, max_files, free=None):
     need = max_files * file_bytes + SPACE_MARGIN_BYTES
     have = free_bytes(directory) if free is None else free
     if have < need:
+        others = other_data_files(directory)
         raise CheckFailed(exitcodes.CLIENT_SPACE, "not enough free space in %s: %d "
                           "files of %d MiB + %d MiB margin need %d MiB, %d MiB are free; "
-                          "free some space or lower --file-mb / --max-files" % (
+                          "free some space or lower --file-mb / --max-files%s" % (
                               directory, max_files, file_bytes // MIB,
-                              SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB))
+                              SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB,
+                              " (%.1f MiB of it are held by %d data file%s of another "
+                              "diskbench run: %s)" % (
+                                  sum(size for _, size in others) / float(MIB),
+                                  len(others), "" if len(others) == 1 else "s",
+                                  ", ".join(n for n, _ in others[:OTHERS_NAMED]) +
+                                  (", ..." if len(others) > OTHERS_NAMED else ""))
+                              if others else ""))
     return have
 
 
@@ -115,6 +178,19 @@ def fs_type(directory, mounts_path="/proc/mounts"):
         elif inside and len(mount) == best:
             kind = parts[2]
     return kind
+
+
+#: Filesystems that keep their files in memory: what is measured there is RAM,
+#: not a disk, whatever O_DIRECT and fsync say.
+MEMORY_FS = ("tmpfs", "ramfs")
+
+
+def memory_fs_warning(shown, fs):
+    """The warning for a DIRECTORY whose filesystem is memory, else None."""
+    if fs not in MEMORY_FS:
+        return None
+    return ("%s is on %s, which keeps files in memory: the figures are the memory's, not "
+            "a disk's; give a directory on the disk to measure" % (shown, fs))
 
 
 def block_bytes(directory):
@@ -193,6 +269,9 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
                           "--chunk-mb (%s); use a smaller --chunk-mb"
                           % (chunk_bytes // MIB, exc.__class__.__name__))
     ops = ops or writer_mod.OsOps()
+    limit = procinfo.file_size_limit_bytes()   # (ulimit -f: a file past it is EFBIG)
+    if limit is not None:
+        max_chunks = max(1, min(max_chunks, limit // chunk_bytes))
     fd = None
     io_s, written = 0.0, 0
     started = clock()
@@ -213,9 +292,12 @@ def calibrate(directory, chunk_bytes, sync_mode, max_chunks=CALIBRATION_MAX_CHUN
     except OSError as exc:
         if exc.errno in DISK_ERRNOS:  # the disk, not the directory: as the writer's
             raise CheckFailed(exitcodes.CLIENT_DISK_ERROR, "calibration write in %s "
-                              "failed (%s: %s); free space on the device or check it"
+                              "failed (%s: %s); %s"
                               % (directory, errno.errorcode.get(exc.errno, "E?"),
-                                 os.strerror(exc.errno)))
+                                 os.strerror(exc.errno),
+                                 "raise the file size limit (ulimit -f) or use a smaller "
+                                 "--chunk-mb" if exc.errno == errno.EFBIG else
+                                 "free space on the device or check it"))
         raise CheckFailed(exitcodes.CLIENT_DIRECTORY, "calibration write in %s failed "
                           "(%s); check the directory and the device"
                           % (directory, os.strerror(exc.errno)))

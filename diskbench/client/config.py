@@ -24,7 +24,9 @@ _FIELDS = (
     ("secret", None), ("connect_timeout_s", CONNECT_TIMEOUT_S),
     ("deliver_timeout_s", DELIVER_TIMEOUT_S), ("undelivered_path", None),
     # what the writer does
-    ("directory", None), ("chunk_bytes", _PLAN["chunk_bytes"]),
+    # (device, inode) of the directory the start-up checks measured
+    # (checks.directory_id; None: not checked, e.g. a test's own writer)
+    ("directory", None), ("directory_id", None), ("chunk_bytes", _PLAN["chunk_bytes"]),
     ("file_bytes", _PLAN["file_bytes"]), ("duration_s", _PLAN["duration_s"]),
     ("max_files", MAX_FILES),
     ("sync_mode", protocol.SYNC_DIRECT), ("preallocate", False), ("keep_data", False),

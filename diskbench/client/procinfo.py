@@ -136,6 +136,18 @@ class CpuSampler(object):
         return pct, rss
 
 
+def file_size_limit_bytes():
+    """This process's file size limit (RLIMIT_FSIZE, ``ulimit -f``) in bytes, or
+    None when there is none (or it cannot be read). Writing past it is EFBIG
+    (Python ignores the SIGXFSZ that would otherwise kill the writer)."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
 def available_memory_bytes(meminfo_path="/proc/meminfo"):
     """Memory a new allocation can get without swapping (MemAvailable), or None.
 

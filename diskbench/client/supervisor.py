@@ -21,6 +21,10 @@ and a run that would have exited OK exits CLIENT_SERVER instead (its results
 are not at the server).
 """
 import ctypes
+import errno
+# imported now, not by the first Pipe() (2.7 imports it there): at the
+# open-file limit that import fails, where the pipe itself is said (EMFILE)
+import multiprocessing.connection  # noqa: F401
 import os
 import signal
 
@@ -169,9 +173,26 @@ class Supervisor(object):
             if isinstance(handler, progress.ClearingHandler):
                 handler.progress = self.progress
         self.progress.start(self.cfg.duration_s, self.cfg.progress_interval_s)
-        self._start_children()
-        outcome = self._loop()
+        try:
+            self._start_children()
+        except EnvironmentError as exc:  # EMFILE, EAGAIN (a process limit), ENOMEM
+            outcome = self._not_started(exc)
+        else:
+            outcome = self._loop()
         return self._finish(outcome)
+
+    def _not_started(self, exc):
+        """A child (or its pipe) could not be made: the run cannot be measured.
+        Said in one line naming the limit to raise; the children already
+        started are stopped by _finish and their files removed."""
+        role = [r for r in (WRITER, STATS, HEARTBEAT) if r not in self.procs][0]
+        err = getattr(exc, "errno", None)
+        text = ("cannot start the %s process (%s: %s); raise the open-file limit (ulimit "
+                "-n) or the process limit (ulimit -u), or free memory, and run again"
+                % (role, errno.errorcode.get(err, "E?"),
+                   getattr(exc, "strerror", None) or exc))
+        self.sender.send(protocol.ERROR, source=role, reason=text, errno=None, fatal=True)
+        return Outcome(protocol.STOP_ERROR, exitcodes.CLIENT_CHILD_DIED, text)
 
     def _fail(self, code, text):
         self.log.error("%s", text)

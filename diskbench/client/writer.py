@@ -30,7 +30,7 @@ from diskbench.client import child
 from diskbench.client.verify import ReadBack
 from diskbench.compat import buffer_from, monotonic
 from diskbench.linux import posix_fallocate
-from diskbench.metrics import LatencyHistogram
+from diskbench.metrics import MIB, LatencyHistogram
 from diskbench.signals import SignalFlag
 
 #: Exit code of the writer process after a disk error (it has sent an ERROR
@@ -49,6 +49,14 @@ DURATION_GRACE_S = 5.0
 START_POLL_S = 0.05
 
 O_DIRECT = getattr(os, "O_DIRECT", 0)
+#: Where a descriptor's own file is reached by path (Linux): the directory's
+#: descriptor reaches it even once it is unmounted lazily or mounted over.
+PROC_FD = "/proc/self/fd"
+#: The writer's reason (errno ENODEV) when DIRECTORY is no longer the directory
+#: the start-up checks measured.
+PLACE_CHANGED = ("%s is no longer the directory the run measured (device %s, inode %d "
+                 "at the start; now %s): it was unmounted, mounted over or replaced; "
+                 "stopped rather than measure another filesystem as this one")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -192,6 +200,12 @@ class Writer(object):
         self.stamper = stamper
         self.readback = readback
         self.sizes = {}
+        # (device, inode) of each data file (only with cfg.directory_id: a real
+        # run) and a descriptor of the directory measured: the files are
+        # removed where they are, whatever happened to the path since
+        self.ids = {}
+        self.dir_fd = None
+        self.left = []            # data files not removed: (path, why, bytes)
         self._reset_interval()
 
     # --- messages (never inside the timer) -------------------------------------
@@ -251,6 +265,7 @@ class Writer(object):
         self.sizes[path] = 0
         self.fd = fd
         self.file_written = 0
+        self.check_place(path, fd)
         if self.preallocate:
             try:
                 self.ops.fallocate(fd, 0, self.cfg.file_bytes)
@@ -260,6 +275,35 @@ class Writer(object):
                 self.preallocate = False
                 self.note("--preallocate refused (%s); continuing without "
                           "preallocation" % os.strerror(exc.errno))
+
+    def check_place(self, path, fd):
+        """The file just opened at ``path`` must be in the directory the
+        start-up checks measured (cfg.directory_id): a
+        directory unmounted (lazily too: its path then leads to the disk below
+        it), mounted over or replaced mid-run would have the run go on writing
+        to another disk and call it this one. OSError(ENODEV) naming what
+        changed; ENOENT when the directory is gone."""
+        want = getattr(self.cfg, "directory_id", None)
+        if want is None:
+            return
+        own = os.fstat(fd)
+        self.ids[path] = (own.st_dev, own.st_ino)
+        try:
+            st = os.stat(self.cfg.directory)
+        except OSError as exc:
+            raise OSError(exc.errno, "%s: %s%s" % (
+                self.cfg.directory, exc.strerror or os.strerror(exc.errno),
+                " (removed mid-run?)" if exc.errno == errno.ENOENT else ""))
+        # (the directory, read after the open: the file was made where it led
+        # then or earlier; a file's own device is not compared with it: on an
+        # overlayfs whose layers are on several filesystems they differ)
+        if (st.st_dev, st.st_ino) == tuple(want):
+            if self.dir_fd is None and os.path.isdir(PROC_FD):
+                self.dir_fd = os.open(self.cfg.directory, os.O_RDONLY)
+            return
+        raise OSError(errno.ENODEV, PLACE_CHANGED % (
+            self.cfg.directory, _device(want[0]), want[1],
+            "device %s, inode %d" % (_device(st.st_dev), st.st_ino)))
 
     def rollover(self):
         """Timed fsync + close of the full file; report it; open the next."""
@@ -313,10 +357,52 @@ class Writer(object):
                                self.file_written // self.cfg.chunk_bytes)
 
     def _unlink(self, path):
+        """Remove a data file; one that cannot be removed (not one already
+        gone) is remembered in ``left`` with the reason. With its identity
+        known (a real run), the file is removed where it is: through the
+        directory's descriptor (the path may lead elsewhere since) or by its
+        path, whichever holds that very file, never another."""
+        ident = self.ids.pop(path, None)
+        size = None
         try:
-            self.ops.unlink(path)
-        except OSError:
-            pass
+            places = self._places(path, ident)
+            if not places:
+                return
+            place, size = places[0]
+            self.ops.unlink(place)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                if size is None:   # (not known from the file itself)
+                    size = self.file_written if self.paths and path == self.paths[-1] \
+                        else self.sizes.get(path) or self.cfg.file_bytes
+                self.left.append((path, "%s: %s" % (errno.errorcode.get(exc.errno, "E?"),
+                                                    exc.strerror or os.strerror(exc.errno)),
+                                  size))
+
+    def _places(self, path, ident):
+        """Where ``path``'s file is, as [(place, its size or None)]: the path
+        when its identity is not known, else the place holding exactly that
+        file (none: it is gone already)."""
+        if ident is None:
+            return [(path, None)]
+        candidates = [path]
+        if self.dir_fd is not None:
+            candidates.insert(0, os.path.join(PROC_FD, str(self.dir_fd),
+                                              os.path.basename(path)))
+        found, error = [], None
+        for place in candidates:
+            try:
+                st = os.lstat(place)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT and error is None:
+                    error = exc
+                continue
+            if (st.st_dev, st.st_ino) == ident:
+                found.append((place, st.st_size))
+                break
+        if not found and error is not None:
+            raise error
+        return found
 
     def cleanup(self):
         if self.fd is not None:
@@ -329,6 +415,21 @@ class Writer(object):
             for path in self.paths:
                 self._unlink(path)
             self.paths = []
+        if self.dir_fd is not None:
+            try:
+                os.close(self.dir_fd)
+            except OSError:
+                pass
+            self.dir_fd = None
+        if self.left:   # said, never left behind quietly (the disk under test fills)
+            self.note("could not remove %d data file%s (%s MiB) from %s: %s; remove %s "
+                      "by hand" % (len(self.left), "" if len(self.left) == 1 else "s",
+                                   "%.1f" % (sum(size for _, _, size in self.left)
+                                             / float(MIB)),
+                                   self.cfg.directory, "; ".join(
+                                       "%s (%s)" % (os.path.basename(p), why)
+                                       for p, why, _ in self.left),
+                                   "it" if len(self.left) == 1 else "them"))
 
     def _wait_for_start(self):
         """Everything is ready (file open, buffer filled): wait for the
@@ -398,6 +499,11 @@ class Writer(object):
                                              exc.strerror or os.strerror(err)))
         finally:
             self.cleanup()
+
+
+def _device(dev):
+    """A device number as MAJOR:MINOR."""
+    return "%d:%d" % (os.major(dev), os.minor(dev))
 
 
 # --- the process ---------------------------------------------------------------------

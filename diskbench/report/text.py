@@ -364,6 +364,8 @@ def _text_client(e):
     for err in e["error_list"]:
         lines.append("  error (%s%s): %s" % (err["origin"], ", fatal" if
                                               err["is_fatal"] else "", err["what"]))
+    for note in e["notices"]:  # (O_DIRECT refused, a filesystem of memory, files left ...)
+        lines.append("  note: %s" % note)
     lines.append("")
     return lines
 

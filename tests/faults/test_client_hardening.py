@@ -419,6 +419,46 @@ def test_chunk_beyond_available_memory_exits_2(procs, tmpdir):
     assert abs(int(m.group(1)) - avail) < 1024
 
 
+#: Runs the real client under a file size limit (``ulimit -f``) of argv[1] MiB.
+FSIZE_CLIENT = """
+import resource, sys
+limit = int(sys.argv.pop(1)) << 20
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from diskbench.client.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+FSIZE_LIMIT_MB = 25
+
+
+@pytest.mark.parametrize("whose", ["client", "server"])
+def test_file_size_above_ulimit_f_is_refused_before_writing(procs, tmpdir, whose):
+    """A --file-mb above the file size limit (its own or the server's plan) is
+    refused at once, naming the limit and the fix, instead of a run that fails
+    with EFBIG once a file reaches the limit."""
+    data = str(tmpdir.mkdir("data"))
+    slog = str(tmpdir.join("server-logs"))
+    server, port = start_server(procs, slog, "--clients", "1", *(
+        ["--chunk-mb", "10", "--file-mb", "40"] if whose == "server" else []))
+    args = client_args(tmpdir, port, "fsize", data, file_mb=40, duration=30)
+    if whose == "server":
+        at = args.index("--file-mb")
+        del args[at:at + 2]
+    code, out, err = procs.run(["-c", FSIZE_CLIENT, str(FSIZE_LIMIT_MB)] + args[2:],
+                               timeout=60)
+    assert code == exitcodes.USAGE, err
+    assert "Traceback" not in err
+    said = ("--file-mb 40 is above this process's file size limit (ulimit -f: %d MiB); "
+            "raise it (ulimit -f unlimited) or use --file-mb 20 or less" % FSIZE_LIMIT_MB)
+    if whose == "client":
+        assert err.strip().splitlines() == ["python -m diskbench.client: error: " + said]
+    else:
+        assert "the run plan from the server cannot run here: " + said in err
+        errors = wait_until(lambda: of(records(slog), P.ERROR, "fsize"), 10,
+                            what="the plan's refusal at the server")
+        assert said in errors[0].reason
+    assert os.listdir(data) == []
+
+
 @pytest.mark.parametrize("content,why", [
     (b"", "is empty"), (b" \n\t\n", "is empty"),
     (b"\x00\x01\x02binary\xff", "is not UTF-8 text"),

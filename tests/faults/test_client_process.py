@@ -8,6 +8,10 @@
 - kill -9 of the stats or heartbeat child (the writer's case is in
   test_client_runs): the main process notices within about a second, sends an
   ERROR naming the child, stops cleanly and exits CLIENT_CHILD_DIED.
+- a child that cannot be started (the open-file limit reached for real, right
+  before its pipe is made): one line naming the limit to raise, the children
+  already started stopped, their files removed, CLIENT_CHILD_DIED, no
+  traceback and no client left running.
 """
 import os
 import re
@@ -103,5 +107,54 @@ def test_kill_9_of_a_child_main_stops_cleanly_exit_15(procs, tmpdir, role):
         assert fake.of_type(P.BYE)
         assert os.listdir(data) == []
         assert not live_group_members(proc.pid)  # the writer and the other child too
+    finally:
+        fake.close()
+
+
+#: Runs the real client with its open-file limit lowered, right before the
+#: pipe of the child named by argv[1] is made, to its lowest free descriptor:
+#: no descriptor can be made from then on (EMFILE, for real), so that child
+#: cannot be started; those started before it run on.
+NOFILE_CLIENT = """
+import os, resource, sys
+from diskbench.client import supervisor
+role = sys.argv.pop(1)
+spawn = supervisor.Supervisor._spawn
+def spawn_at_the_limit(self, ctx, name, target, args):
+    if name == role:
+        lowest = os.dup(0)
+        os.close(lowest)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    return spawn(self, ctx, name, target, args)
+supervisor.Supervisor._spawn = spawn_at_the_limit
+from diskbench.client.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+#: The whole client ends within this once a child cannot be started.
+UNSTARTED_TIMEOUT_S = 40.0
+
+
+@pytest.mark.parametrize("role", ["writer", "stats"])
+def test_a_child_that_cannot_be_started_is_one_line_exit_15(procs, tmpdir, role):
+    fake = FakeServer()
+    try:
+        data = str(tmpdir.mkdir("data"))
+        args = client_args(tmpdir, fake.port, "nofd", data, duration=30)
+        proc = procs.start(["-c", NOFILE_CLIENT, role] + args[2:],
+                           env={"DISKBENCH_START_METHOD": "fork"})
+        out, err = communicate(proc, UNSTARTED_TIMEOUT_S)
+        assert proc.returncode == exitcodes.CLIENT_CHILD_DIED, err
+        assert "Traceback" not in err
+        text = ("cannot start the %s process (EMFILE: Too many open files); raise the "
+                "open-file limit (ulimit -n)" % role)
+        [line] = [ln for ln in err.splitlines() if ": stop (" in ln]
+        assert "stop (error): " + text in line and "exit code 15" in line, line
+        error = [e for e in fake.of_type(P.ERROR) if e.fatal]
+        assert error and error[0].source == role and error[0].reason.startswith(text)
+        assert fake.of_type(P.STOP)[0].reason == P.STOP_ERROR
+        assert fake.of_type(P.BYE)
+        assert os.listdir(data) == []
+        assert not live_group_members(proc.pid)
     finally:
         fake.close()
