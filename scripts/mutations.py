@@ -2640,4 +2640,13 @@ MUTATIONS = [
          new="                              if False else \"\"))",
          tests=["tests/faults/test_client_disk.py::test_data_files_of_a_killed_run_are_"
                 "named_by_the_next_run"]),
+    # --- report.html: a chart an element at a time ---
+    dict(id="html-chart-whole-at-once", file="diskbench/report/htmlout.py",
+         old="        for part in chart.svg_parts():\n            yield part\n",
+         new="        yield chart.svg()\n",
+         tests=[_RH + "test_the_page_takes_each_chart_element_as_its_own_piece"]),
+    dict(id="html-chart-scaled-by-a-gap", file="diskbench/report/htmlout.py",
+         old="                if y == y and (y_top is None or y > y_top):",
+         new="                if y_top is None or y > y_top:",
+         tests=[_RH + "test_a_chart_is_made_an_element_at_a_time_and_scaled_past_its_gaps"]),
 ]

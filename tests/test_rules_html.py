@@ -193,3 +193,33 @@ def test_html_has_the_headline_and_every_server_warning(page):
         assert htmlout.esc(line) in html, line
     for warning in rep["run"]["server_warnings"]:
         assert htmlout.esc(warning) in html, warning
+
+
+def test_a_chart_is_made_an_element_at_a_time_and_scaled_past_its_gaps():
+    """A chart's SVG comes an element at a time, each its own piece of the page
+    (a fleet's chart is megabytes: never its whole text and elements at once),
+    the same text as ``svg()``; its y scale is the highest real point, a gap
+    (None) first or anywhere never taken for one."""
+    chart = htmlout.Chart("throughput", "t", "MiB/s", 10.0, 1.0)
+    chart.lines = [("c%d" % i, "#000", htmlout.pack([(0.0, None), (1.0, 10.0 + i), (2.0, None),
+                                                     (3.0, 20.0)]), "")
+                   for i in range(3)]
+    parts = list(chart.svg_parts())
+    assert "\n".join(parts) == chart.svg()
+    assert all(part.count("<path") <= 1 for part in parts)
+    assert sum(part.count("<path") for part in parts) == 3
+    # y_max is 20 * 1.05: the grid labels reach 20, never the empty chart's 1.0
+    labels = [part for part in parts if 'class="grid"' in part]
+    assert any(">20</text>" in part for part in labels), labels
+
+
+def test_the_page_takes_each_chart_element_as_its_own_piece(tmpdir):
+    """report.html is written piece by piece, a chart's elements each their own."""
+    run = Crafted(str(tmpdir.join("pieces")))
+    for i in range(3):
+        run.client("n%d" % i, "h%d" % i, 100 + i, 0.004, intervals=3)
+    rep, series = rerender.load(run.save(), None)
+    pieces = list(htmlout.render_pieces(rep, series))
+    assert sum(piece.count("<path") for piece in pieces) >= 3 * 2
+    assert all(piece.count("<path") <= 1 for piece in pieces)
+

@@ -113,17 +113,27 @@ class Chart(object):
         return CHART_H - MARGIN_B - (CHART_H - MARGIN_T - MARGIN_B) * y / y_max
 
     def svg(self):
-        y_top = max([y for _, _, pts, _ in self.lines for _, y in unpack(pts)
-                     if y is not None] or [None])
+        return "\n".join(self.svg_parts())
+
+    def svg_parts(self):
+        """The chart's SVG an element at a time (a fleet's chart is megabytes:
+        its text, its elements and its points at once were the report phase's
+        peak, +88 MiB on 2.7 at 5,000 clients: docs/SCALING.md)."""
+        y_top = None
+        for _, _, pts, _ in self.lines:
+            for i in range(1, len(pts), 2):
+                y = pts[i]
+                if y == y and (y_top is None or y > y_top):   # (NaN: no point)
+                    y_top = y
         y_max = y_top * 1.05 if y_top is not None and y_top > 0 else 1.0
-        out = ['<svg class="chart" data-chart="%s" viewBox="0 0 %d %d" '
+        yield ('<svg class="chart" data-chart="%s" viewBox="0 0 %d %d" '
                'preserveAspectRatio="none" role="img" aria-label="%s">' % (
-                   self.name, CHART_W, CHART_H, esc(self.title))]
+                   self.name, CHART_W, CHART_H, esc(self.title)))
         step = nice_step(y_max)
         y = 0.0
         while y <= y_max:
             py = self.py(y, y_max)
-            out.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
+            yield ('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>'
                        '<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
                            MARGIN_L, CHART_W - MARGIN_R, py, py, MARGIN_L - 4, py + 4,
                            tick_label(y)))
@@ -132,18 +142,18 @@ class Chart(object):
         x = 0.0
         while x <= self.x_max + 1e-9:
             px = self.px(x)
-            out.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
+            yield ('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
                        % (px, CHART_H - MARGIN_B + 14, tick_label(x)))
             x += step
-        out.append('<text class="axis" x="%d" y="%d" text-anchor="middle">seconds since the '
+        yield ('<text class="axis" x="%d" y="%d" text-anchor="middle">seconds since the '
                    'run started (server clock)</text>' % ((CHART_W + MARGIN_L) // 2,
                                                           CHART_H - 4))
-        out.append('<text class="axis" x="12" y="%d" transform="rotate(-90 12 %d)" '
+        yield ('<text class="axis" x="12" y="%d" transform="rotate(-90 12 %d)" '
                    'text-anchor="middle">%s</text>' % (CHART_H // 2, CHART_H // 2,
                                                        esc(self.y_label)))
         if self.shade:
             x0, x1, label = self.shade
-            out.append('<rect class="window" x="%.1f" y="%d" width="%.1f" height="%d">'
+            yield ('<rect class="window" x="%.1f" y="%d" width="%.1f" height="%d">'
                        '<title>%s</title></rect>' % (
                            self.px(x0), MARGIN_T, max(self.px(x1) - self.px(x0), 0.5),
                            CHART_H - MARGIN_T - MARGIN_B, esc(label)))
@@ -155,25 +165,24 @@ class Chart(object):
                     continue
                 d.append("%s%.1f %.1f" % (pen, self.px(x), self.py(y, y_max)))
                 pen = "L"
-            out.append('<path class="series" data-client="%s"%s stroke="%s" '
+            yield ('<path class="series" data-client="%s"%s stroke="%s" '
                        'stroke-width="%.2f" d="%s"><title>%s</title></path>' % (
                            esc(client), attrs, col, self.line_width, " ".join(d) or "M0 0",
                            esc(client)))
         for x, client, col, title in self.ticks[:MAX_MARKERS]:
             px = self.px(x)
-            out.append('<line class="marker rollover" data-client="%s" x1="%.1f" x2="%.1f" '
+            yield ('<line class="marker rollover" data-client="%s" x1="%.1f" x2="%.1f" '
                        'y1="%d" y2="%d" stroke="%s"><title>%s</title></line>' % (
                            esc(client), px, px, CHART_H - MARGIN_B, CHART_H - MARGIN_B - 7,
                            col, esc(title)))
         for x, col, title in self.vlines:
             px = self.px(x)
-            out.append('<line class="marker gone" x1="%.1f" x2="%.1f" y1="%d" y2="%d" '
+            yield ('<line class="marker gone" x1="%.1f" x2="%.1f" y1="%d" y2="%d" '
                        'stroke="%s"><title>%s</title></line>' % (
                            px, px, MARGIN_T, CHART_H - MARGIN_B, col, esc(title)))
-        out.append("</svg>")
+        yield ("</svg>")
         if len(self.ticks) > MAX_MARKERS:
             self.note = "%d of %d rollover marks shown" % (MAX_MARKERS, len(self.ticks))
-        return "\n".join(out)
 
 
 def _legend(names, colours):
@@ -356,7 +365,8 @@ def _parts(rep, series):
         "rss": "Resident memory of each client's writer process, per stats sample."}
     for chart in cs:
         yield "<h2>%s</h2>" % esc(chart.title)
-        yield chart.svg()
+        for part in chart.svg_parts():
+            yield part
         yield _legend(names, colours)
         yield '<p class="small">%s%s</p>' % (
             esc(captions[chart.name]), (" " + esc(chart.note)) if chart.note else "")
