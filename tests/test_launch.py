@@ -586,16 +586,8 @@ def test_fake_ssh_one_client_ends_before_hello_the_other_runs(tmpdir, tag, first
     assert not any("--start-timeout" in w for w in data["run"]["server_warnings"])
 
 
-def test_server_killed_mid_run_is_one_line_and_a_documented_exit(tmpdir, tag):
-    """The server is killed (kill -9, the OOM killer) while both hosts' clients write:
-    the launcher says so in one line with the fix (re-render from perf.jsonl) and exits
-    5, a code its table documents (it passed the server's -9 on: exit 247); the
-    clients keep what was not acknowledged and exit 13. A re-render then reports the
-    run, each client unfinished."""
-    hosts = write_hosts(tmpdir, "fake1 name=a\nfake2 name=b\n")
-    log_dir = str(tmpdir.join("logs"))
-    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
-                       client_extra=["--duration", "6", "--deliver-timeout", "2"])
+def _launched_and_both_writing(argv, tag, tmpdir, log_dir):
+    """The launch started (fake ssh) once the server says both clients write."""
     proc = start_launch(argv, tag, fake_ssh_dir(tmpdir))
     server_log = os.path.join(log_dir, "server.log")
 
@@ -609,6 +601,20 @@ def test_server_killed_mid_run_is_one_line_and_a_documented_exit(tmpdir, tag):
     except AssertionError:
         proc.kill()
         raise
+    return proc
+
+
+def test_server_killed_mid_run_is_one_line_and_a_documented_exit(tmpdir, tag):
+    """The server is killed (kill -9, the OOM killer) while both hosts' clients write:
+    the launcher says so in one line with the fix (re-render from perf.jsonl) and exits
+    5, a code its table documents (it passed the server's -9 on: exit 247); the
+    clients keep what was not acknowledged and exit 13. A re-render then reports the
+    run, each client unfinished."""
+    hosts = write_hosts(tmpdir, "fake1 name=a\nfake2 name=b\n")
+    log_dir = str(tmpdir.join("logs"))
+    argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
+                       client_extra=["--duration", "6", "--deliver-timeout", "2"])
+    proc = _launched_and_both_writing(argv, tag, tmpdir, log_dir)
     servers = [pid for pid in _tagged_pids(tag) if b"diskbench.server\0--clients" in
                open("/proc/%d/cmdline" % pid, "rb").read()]
     assert len(servers) == 1, servers
@@ -632,19 +638,7 @@ def test_sigint_is_forwarded_to_the_server_which_stops_the_clients(tmpdir, tag):
     log_dir = str(tmpdir.join("logs"))
     argv = launch_argv(hosts, log_dir, str(tmpdir.mkdir("d")), tag,
                        client_extra=["--duration", "120"])
-    proc = start_launch(argv, tag, fake_ssh_dir(tmpdir))
-    server_log = os.path.join(log_dir, "server.log")
-
-    def both_writing():
-        if not os.path.exists(server_log):
-            return False
-        with open(server_log) as f:
-            return f.read().count("started writing") == 2
-    try:
-        wait_until(both_writing, 30, what="both clients writing")
-    except AssertionError:
-        proc.kill()
-        raise
+    proc = _launched_and_both_writing(argv, tag, tmpdir, log_dir)
     proc.send_signal(signal.SIGINT)
     out, err = communicate(proc, RUN_TIMEOUT_S)
     assert proc.returncode == exitcodes.SERVER_INTERRUPTED, (out, err)
