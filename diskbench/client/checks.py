@@ -127,14 +127,21 @@ def others_text(directory, others):
     """The warning for ``other_data_files``, else None."""
     if not others:
         return None
-    named = ", ".join(name for name, _ in others[:OTHERS_NAMED])
-    return ("%d data file%s of another diskbench run (%.1f MiB: %s%s) %s in %s: left by a "
+    return ("%d data file%s of another diskbench run (%.1f MiB: %s) %s in %s: left by a "
             "client killed before it could remove them, or written by one running now; "
             "remove them if none is" % (
-                len(others), "" if len(others) == 1 else "s",
-                sum(size for _, size in others) / float(MIB), named,
-                ", ..." if len(others) > OTHERS_NAMED else "",
-                "is" if len(others) == 1 else "are", directory))
+                len(others), "" if len(others) == 1 else "s", _mib_of(others),
+                _names_of(others), "is" if len(others) == 1 else "are", directory))
+
+
+def _mib_of(others):
+    return sum(size for _, size in others) / float(MIB)
+
+
+def _names_of(others):
+    """The first OTHERS_NAMED of ``others``' names, then "..." if there are more."""
+    return ", ".join(name for name, _ in others[:OTHERS_NAMED]) + (
+        ", ..." if len(others) > OTHERS_NAMED else "")
 
 
 def check_space(directory, file_bytes, max_files, free=None):
@@ -149,10 +156,8 @@ def check_space(directory, file_bytes, max_files, free=None):
                               SPACE_MARGIN_BYTES // MIB, need // MIB, have // MIB,
                               " (%.1f MiB of it are held by %d data file%s of another "
                               "diskbench run: %s)" % (
-                                  sum(size for _, size in others) / float(MIB),
-                                  len(others), "" if len(others) == 1 else "s",
-                                  ", ".join(n for n, _ in others[:OTHERS_NAMED]) +
-                                  (", ..." if len(others) > OTHERS_NAMED else ""))
+                                  _mib_of(others), len(others),
+                                  "" if len(others) == 1 else "s", _names_of(others))
                               if others else ""))
     return have
 
