@@ -51,8 +51,14 @@ def ctl(procs, log_dir, *args, **kw):
 
 
 def _started(server, *names):
+    """Each started writing and has a perf interval recorded: a byte written
+    (a client stopped before its first byte is failed, not finished: a test
+    that stopped one at once under load saw exit 5)."""
     log = server.server_log()
-    return all("client %s started writing" % n in log for n in names)
+    if not all("client %s started writing" % n in log for n in names):
+        return False
+    measured = set(m.name for m, _ in server.records() if m.type == P.PERF)
+    return all(n in measured for n in names)
 
 
 def _wait_started(server, *names):
